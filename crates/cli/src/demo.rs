@@ -1,0 +1,127 @@
+//! `sunlight demo`: a small synthetic city served by eleven real nodes on loopback.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::ProgressBar;
+use sunlight_client::SqlClient;
+use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city, node_root};
+use sunlight_domain::NodeCode;
+use sunlight_node::{NodeConfig, RunningNode, start_node};
+
+use crate::output::{Format, write_result};
+use crate::{Error, Result, say, shutdown_signal};
+
+/// Flags of `sunlight demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the generated city in this folder instead of a temporary one.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Ordinary people per county.
+    #[arg(long, default_value_t = 2_000)]
+    persons_per_county: usize,
+    /// Seed of the synthetic city.
+    #[arg(long, default_value_t = 2021)]
+    seed: u64,
+    /// Keep the nodes running after the report, until Ctrl-C, so that they can be queried.
+    #[arg(long)]
+    serve: bool,
+}
+
+/// Token of the demo's nodes; the demo serves loopback only.
+const DEMO_TOKEN: &str = "demo-token-not-secret";
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let temp = tempfile::tempdir().map_err(|source| Error::Write {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let city = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&city).map_err(|source| Error::Write {
+        path: city.clone(),
+        source,
+    })?;
+    say(&format!(
+        "generating a city of {} people per county in {}",
+        args.persons_per_county,
+        city.display()
+    ));
+    let config = CityConfig {
+        persons_per_county: args.persons_per_county,
+        seed: args.seed,
+    };
+    generate_city(&city, &config, &ProgressBar::hidden())?;
+
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for code in NodeCode::all() {
+        let mut config = NodeConfig {
+            code: code.to_string(),
+            data: node_root(&city, code).display().to_string(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            ..NodeConfig::default()
+        };
+        config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
+        nodes.push(start_node(config).await?);
+    }
+    say("");
+    say("node     name     address");
+    for node in &nodes {
+        say(&format!(
+            "{}   {}   {}",
+            node.node.code(),
+            node.node.code().info().name,
+            node.addr
+        ));
+    }
+
+    for node in &nodes {
+        let sql = "SELECT county_code, count(*) AS payments, count(DISTINCT person_id) AS recipients, \
+                   sum(amount) AS amount FROM disbursements GROUP BY county_code";
+        let mut client = SqlClient::connect(&node.addr.to_string(), DEMO_TOKEN).await?;
+        let result = client.query(sql).await?;
+        if result.num_rows() > 0 {
+            say(&format!(
+                "\n{} {}: {sql}",
+                node.node.code(),
+                node.node.code().info().name
+            ));
+            write_result(&result, Format::Table, None)?;
+        }
+    }
+
+    let yunzhou = nodes
+        .iter()
+        .find(|n| n.node.code().as_str() == "140215")
+        .expect("all nodes started");
+    let sql = format!(
+        "SELECT person_id, count(DISTINCT village) AS villages, count(*) AS records, sum(amount) AS amount \
+         FROM disbursements WHERE township = '{JULE_TOWNSHIP}' AND subsidy_type = 'YULU' \
+         AND period = DATE '2021-09-01' GROUP BY person_id HAVING count(DISTINCT village) > 1"
+    );
+    let mut client = SqlClient::connect(&yunzhou.addr.to_string(), DEMO_TOKEN).await?;
+    let story = client
+        .query(&format!(
+            "SELECT count(*) AS people, sum(records) AS records, sum(amount) AS amount FROM ({sql})"
+        ))
+        .await?;
+    say(&format!(
+        "\n云州区 {JULE_TOWNSHIP}, 雨露计划 2021: students paid in two villages at once"
+    ));
+    write_result(&story, Format::Table, None)?;
+
+    if args.serve {
+        say(&format!(
+            "\nthe nodes are serving; try:\n  sunlight sql --node {} --token {DEMO_TOKEN} \"SELECT * FROM disbursements LIMIT 5\"\npress Ctrl-C to stop",
+            yunzhou.addr
+        ));
+        shutdown_signal().await;
+    }
+    for node in nodes {
+        node.stop().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Errors of the command line.
+
+use std::path::PathBuf;
+
+/// A failed command, said so that the user knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Flags that do not fit together.
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A result could not be encoded.
+    #[error("cannot encode {path}: {reason}")]
+    Encode {
+        /// The output.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
+    /// A CSV file breaks the contract.
+    #[error("{} was not imported:\n  {}", path.display(), errors.join("\n  "))]
+    Csv {
+        /// The CSV file.
+        path: PathBuf,
+        /// Each problem, with its line and column where there is one.
+        errors: Vec<String>,
+    },
+    /// Writing to the data root failed.
+    #[error("cannot write {location} to the data root: {reason}")]
+    Store {
+        /// The object.
+        location: String,
+        /// The cause.
+        reason: String,
+    },
+    /// The domain rejected an input.
+    #[error(transparent)]
+    Domain(#[from] sunlight_domain::Error),
+    /// Generating the synthetic city failed.
+    #[error(transparent)]
+    Datagen(#[from] sunlight_datagen::Error),
+    /// A node failed to start or serve.
+    #[error(transparent)]
+    Node(#[from] sunlight_node::Error),
+    /// A call to a service failed.
+    #[error(transparent)]
+    Client(#[from] sunlight_client::Error),
+}
+
+/// Result of the command line.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

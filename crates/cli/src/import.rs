@@ -1,0 +1,277 @@
+//! `sunlight import`: CSV files into a node's data root, converted to the contract's
+//! types. Every bad value is reported with its line and column, and nothing is written
+//! unless the whole file is good.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, RecordBatch,
+    StringArray, StringBuilder,
+};
+use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
+use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use sunlight_domain::Table;
+use sunlight_node::{DataRoot, S3Config};
+
+use crate::{Error, Result};
+
+/// Most bad values listed in one error.
+const MAX_REPORTED: usize = 50;
+
+/// A value that does not fit its column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// 1-based line of the CSV file (the header is line 1).
+    pub line: usize,
+    /// Column name.
+    pub column: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.problem
+        )
+    }
+}
+
+/// Converts `csv` to the contract schema of `table`.
+pub fn read_csv(csv: &Path, table: Table) -> Result<RecordBatch> {
+    let contract = table.schema();
+    let file = File::open(csv).map_err(|source| Error::Read {
+        path: csv.into(),
+        source,
+    })?;
+    let (header, _) = arrow::csv::reader::Format::default()
+        .with_header(true)
+        .infer_schema(&file, Some(0))
+        .map_err(|e| Error::Csv {
+            path: csv.into(),
+            errors: vec![format!("cannot read the header: {e}")],
+        })?;
+    for field in header.fields() {
+        if contract.field_with_name(field.name()).is_err() {
+            return Err(Error::Csv {
+                path: csv.into(),
+                errors: vec![format!(
+                    "column {} is not in the {table} contract",
+                    field.name()
+                )],
+            });
+        }
+    }
+    if let Some(missing) = contract
+        .fields()
+        .iter()
+        .find(|f| header.field_with_name(f.name()).is_err())
+    {
+        return Err(Error::Csv {
+            path: csv.into(),
+            errors: vec![format!("column {} is missing", missing.name())],
+        });
+    }
+    let text_schema = Arc::new(Schema::new(
+        header
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let file = File::open(csv).map_err(|source| Error::Read {
+        path: csv.into(),
+        source,
+    })?;
+    let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
+        .with_header(true)
+        .build(file)
+        .map_err(|e| Error::Csv {
+            path: csv.into(),
+            errors: vec![e.to_string()],
+        })?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Csv {
+            path: csv.into(),
+            errors: vec![e.to_string()],
+        })?;
+    let text = arrow::compute::concat_batches(&text_schema, &batches).expect("same schema");
+
+    let mut errors = Vec::new();
+    let mut columns = Vec::new();
+    for field in contract.fields() {
+        let index = text_schema.index_of(field.name()).expect("checked above");
+        let values = text
+            .column(index)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("read as text");
+        columns.push(convert(field, values, &mut errors));
+    }
+    if !errors.is_empty() {
+        let total = errors.len();
+        let mut lines: Vec<String> = errors
+            .into_iter()
+            .take(MAX_REPORTED)
+            .map(|e| e.to_string())
+            .collect();
+        if total > MAX_REPORTED {
+            lines.push(format!("… and {} more", total - MAX_REPORTED));
+        }
+        return Err(Error::Csv {
+            path: csv.into(),
+            errors: lines,
+        });
+    }
+    Ok(RecordBatch::try_new(contract, columns).expect("columns follow the contract"))
+}
+
+fn convert(field: &Field, values: &StringArray, errors: &mut Vec<RowError>) -> ArrayRef {
+    let mut report = |row: usize, problem: String| {
+        errors.push(RowError {
+            line: row + 2,
+            column: field.name().clone(),
+            problem,
+        });
+    };
+    let cells = values
+        .iter()
+        .enumerate()
+        .map(|(row, v)| (row, v.map(str::trim).filter(|v| !v.is_empty())));
+    macro_rules! build {
+        ($builder:expr, $parse:expr, $what:literal) => {{
+            let mut builder = $builder;
+            for (row, cell) in cells {
+                match cell {
+                    None if field.is_nullable() => builder.append_null(),
+                    None => {
+                        report(row, "is empty, but the column may not be null".into());
+                        builder.append_null();
+                    }
+                    Some(v) => match $parse(v) {
+                        Some(parsed) => builder.append_value(parsed),
+                        None => {
+                            report(row, format!("{v:?} is not {}", $what));
+                            builder.append_null();
+                        }
+                    },
+                }
+            }
+            Arc::new(builder.finish()) as ArrayRef
+        }};
+    }
+    match field.data_type() {
+        DataType::Utf8 => build!(StringBuilder::new(), |v: &str| Some(v.to_string()), "text"),
+        DataType::Date32 => build!(
+            Date32Builder::new(),
+            Date32Type::parse,
+            "a date (YYYY-MM-DD)"
+        ),
+        DataType::Int32 => build!(
+            Int32Builder::new(),
+            |v: &str| v.parse::<i32>().ok(),
+            "a whole number"
+        ),
+        DataType::Boolean => build!(
+            BooleanBuilder::new(),
+            |v: &str| match v.to_ascii_lowercase().as_str() {
+                "true" | "t" | "1" => Some(true),
+                "false" | "f" | "0" => Some(false),
+                _ => None,
+            },
+            "true or false"
+        ),
+        DataType::Decimal128(p, s) => {
+            let (p, s) = (*p, *s);
+            build!(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(p, s)
+                    .expect("contract type"),
+                |v: &str| parse_decimal::<Decimal128Type>(v, p, s).ok(),
+                "an amount in yuan with at most 2 decimals"
+            )
+        }
+        other => unreachable!("the contract has no {other} column"),
+    }
+}
+
+/// Writes `batch` as a new Parquet file of `table` under the data root `data`, and
+/// returns the object's location.
+pub async fn write_table(
+    data: &str,
+    s3: &S3Config,
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<String> {
+    let root = DataRoot::open(data, s3).map_err(Error::Node)?;
+    let mut bytes = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(|e| Error::Encode {
+            path: PathBuf::from(table.name()),
+            reason: e.to_string(),
+        })?;
+    writer.write(batch).map_err(|e| Error::Encode {
+        path: PathBuf::from(table.name()),
+        reason: e.to_string(),
+    })?;
+    writer.close().map_err(|e| Error::Encode {
+        path: PathBuf::from(table.name()),
+        reason: e.to_string(),
+    })?;
+    let location = root
+        .table_prefix(table)
+        .join(format!("import-{}.parquet", uuid::Uuid::new_v4()).as_str());
+    root.store()
+        .put(&location, PutPayload::from(bytes))
+        .await
+        .map_err(|e| Error::Store {
+            location: location.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(location.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_bad_value_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("certs.csv");
+        std::fs::write(
+            &csv,
+            "person_id,cert_no,category,level,issued_on,revoked_on\n\
+             11010519491231002X,C1,肢体,2,2015-01-01,\n\
+             11010519491231002X,C2,视力,two,2015-01-01,\n\
+             11010519491231002X,C3,视力,1,2015-13-01,\n",
+        )
+        .unwrap();
+        let Err(Error::Csv { errors, .. }) = read_csv(&csv, Table::DisabilityCerts) else {
+            panic!("should fail")
+        };
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("line 3, column level"), "{errors:?}");
+        assert!(
+            errors[1].starts_with("line 4, column issued_on"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn converts_a_good_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("certs.csv");
+        std::fs::write(&csv, "person_id,cert_no,category,level,issued_on,revoked_on\nA,C1,肢体,2,2015-01-01,2020-02-02\n").unwrap();
+        let batch = read_csv(&csv, Table::DisabilityCerts).unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.schema(), Table::DisabilityCerts.schema());
+    }
+}

@@ -1,0 +1,237 @@
+//! The `sunlight` command line: generate a synthetic city, run a node, query it, import
+//! CSV files and run the demo.
+#![warn(missing_docs)]
+
+mod demo;
+mod error;
+mod import;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sunlight_client::SqlClient;
+use sunlight_datagen::{CityConfig, generate_city};
+use sunlight_domain::Table;
+use sunlight_node::{NodeConfig, S3Config, TableState, start_node};
+
+pub use error::{Error, Result};
+pub use output::Format;
+
+/// Sunlight: federated supervision of "one card" subsidy payments.
+#[derive(Debug, Parser)]
+#[command(name = "sunlight", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a deterministic synthetic city: 11 node folders of Parquet tables and truth.json.
+    Datagen(DatagenArgs),
+    /// Run a node over its data root, serving Flight SQL until SIGTERM or Ctrl-C.
+    Node(NodeArgs),
+    /// Run a SQL query against a node and print the result.
+    Sql(SqlArgs),
+    /// Import CSV files (with a header row) into a table of a node's data root.
+    Import(ImportArgs),
+    /// Generate a small city, start its nodes on loopback, query them and print the answers.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DatagenArgs {
+    /// Output folder; created if missing.
+    #[arg(long)]
+    out: PathBuf,
+    /// Ordinary people per county (planted cases come on top).
+    #[arg(long, default_value_t = 10_000)]
+    persons_per_county: usize,
+    /// Seed: the same seed writes the same files.
+    #[arg(long, default_value_t = 2021)]
+    seed: u64,
+}
+
+/// Flags of `sunlight node`; unset ones leave the config file's values alone.
+#[derive(Debug, Args, Serialize)]
+struct NodeArgs {
+    /// TOML config file (see deploy/config/node.example.toml).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Node code, e.g. 140215.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    /// Data root: file:///path, s3://bucket/prefix or a local path.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
+    /// Listen address; port 0 picks a free port.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// An API token accepted from the user `cli` (adds to the config file's tokens).
+    #[arg(long, env = "SUNLIGHT_TOKEN")]
+    #[serde(skip)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// Flight SQL address of a node, e.g. 127.0.0.1:50051.
+    #[arg(long)]
+    node: String,
+    /// API token.
+    #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// The query.
+    query: String,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// Data root of the node: file:///path, s3://bucket/prefix or a local path.
+    #[arg(long)]
+    data: String,
+    /// Contract table the files belong to.
+    #[arg(long)]
+    table: String,
+    /// CSV files with a header row naming the contract's columns.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// Parses the command line and runs it.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Datagen(args) => datagen(args),
+        Command::Node(args) => node(args).await,
+        Command::Sql(args) => sql(args).await,
+        Command::Import(args) => import(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+fn datagen(args: DatagenArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.out).map_err(|source| Error::Write {
+        path: args.out.clone(),
+        source,
+    })?;
+    let progress = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} people  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    let config = CityConfig {
+        persons_per_county: args.persons_per_county,
+        seed: args.seed,
+    };
+    let report = generate_city(&args.out, &config, &progress)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let payments = report.total(Table::Disbursements);
+    say(&format!(
+        "wrote {} to {}: {} persons, {payments} disbursements, {} payroll, {} certificates in {seconds:.1}s ({:.0} disbursement rows/s)",
+        "11 nodes",
+        args.out.display(),
+        report.total(Table::Persons),
+        report.total(Table::Payroll),
+        report.total(Table::DisabilityCerts),
+        payments as f64 / seconds.max(1e-9),
+    ));
+    for (model, hits) in &report.truth.hits {
+        say(&format!("  planted {:>6} hits of {model}", hits.len()));
+    }
+    Ok(())
+}
+
+async fn node(args: NodeArgs) -> Result<()> {
+    let mut config = NodeConfig::load(args.config.as_deref(), &args)?;
+    if let Some(token) = &args.token {
+        config.auth.tokens.insert("cli".into(), token.clone());
+    }
+    let running = start_node(config).await?;
+    let node = running.node.clone();
+    for (table, state) in node.tables() {
+        match state {
+            TableState::Served { files } => say(&format!("  {table}: {files} file(s)")),
+            TableState::Missing => say(&format!("  {table}: no files, served empty")),
+            TableState::Refused(problems) => {
+                for p in problems {
+                    say(&format!("  {table}: REFUSED, {p}"));
+                }
+            }
+        }
+    }
+    say(&format!(
+        "node {} listening on {}",
+        node.code(),
+        running.addr
+    ));
+    running.serve_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn sql(args: SqlArgs) -> Result<()> {
+    let mut client = SqlClient::connect(&args.node, &args.token).await?;
+    let result = client.query(&args.query).await?;
+    output::write_result(&result, args.format, args.output.as_deref())
+}
+
+async fn import(args: ImportArgs) -> Result<()> {
+    let table: Table = args.table.parse()?;
+    let batches = args
+        .files
+        .iter()
+        .map(|f| import::read_csv(f, table))
+        .collect::<Result<Vec<_>>>()?;
+    for (file, batch) in args.files.iter().zip(&batches) {
+        let location = import::write_table(&args.data, &S3Config::default(), table, batch).await?;
+        say(&format!(
+            "imported {} rows of {} into {location}",
+            batch.num_rows(),
+            file.display()
+        ));
+    }
+    say("restart the node to serve the new files");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// User-facing output of the CLI.
+#[allow(clippy::print_stdout)]
+fn say(line: &str) {
+    println!("{line}");
+}

@@ -1,0 +1,142 @@
+//! A Flight SQL client for Sunlight's services, used by the CLI, the demo and the tests.
+#![warn(missing_docs)]
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+/// A failure to reach a service or run a query there.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address is not a valid endpoint.
+    #[error("{addr:?} is not a valid address: {source}")]
+    Address {
+        /// The address given.
+        addr: String,
+        /// The cause.
+        source: tonic::transport::Error,
+    },
+    /// No connection could be made.
+    #[error("cannot connect to {addr}: {source}; is the service running there?")]
+    Connect {
+        /// The address given.
+        addr: String,
+        /// The cause.
+        source: tonic::transport::Error,
+    },
+    /// The service answered with an error.
+    #[error("{addr} refused the request ({code:?}): {message}")]
+    Service {
+        /// The service address.
+        addr: String,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The service's message.
+        message: String,
+    },
+    /// The answer could not be decoded.
+    #[error("cannot decode the answer of {addr}: {source}")]
+    Decode {
+        /// The service address.
+        addr: String,
+        /// The cause.
+        source: arrow::error::ArrowError,
+    },
+}
+
+/// Result of the client.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The rows a query returned.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Schema of the result, also when there are no rows.
+    pub schema: SchemaRef,
+    /// The record batches in order.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Total number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// A connection to a Flight SQL endpoint of a node or of the city.
+pub struct SqlClient {
+    addr: String,
+    inner: FlightSqlServiceClient<Channel>,
+}
+
+impl SqlClient {
+    /// Connects to `addr` (`host:port` or `http://host:port`) with a bearer token.
+    pub async fn connect(addr: &str, token: &str) -> Result<Self> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|source| Error::Address {
+            addr: addr.into(),
+            source,
+        })?;
+        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
+            addr: addr.into(),
+            source,
+        })?;
+        let mut inner = FlightSqlServiceClient::new(channel);
+        inner.set_token(token.to_string());
+        Ok(Self {
+            addr: addr.to_string(),
+            inner,
+        })
+    }
+
+    /// Runs `sql` and collects every batch of every endpoint.
+    pub async fn query(&mut self, sql: &str) -> Result<QueryResult> {
+        let info = self
+            .inner
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(|e| self.service_error(e))?;
+        let schema = std::sync::Arc::new(info.clone().try_decode_schema().map_err(|source| {
+            Error::Decode {
+                addr: self.addr.clone(),
+                source,
+            }
+        })?);
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let Some(ticket) = endpoint.ticket else {
+                continue;
+            };
+            let stream = self
+                .inner
+                .do_get(ticket)
+                .await
+                .map_err(|e| self.service_error(e))?;
+            let mut part: Vec<RecordBatch> = stream
+                .try_collect()
+                .await
+                .map_err(|e| self.service_error(e))?;
+            batches.append(&mut part);
+        }
+        Ok(QueryResult { schema, batches })
+    }
+
+    fn service_error(&self, e: FlightError) -> Error {
+        let (code, message) = match e {
+            FlightError::Tonic(status) => (status.code(), status.message().to_string()),
+            other => (tonic::Code::Unknown, other.to_string()),
+        };
+        Error::Service {
+            addr: self.addr.clone(),
+            code,
+            message,
+        }
+    }
+}

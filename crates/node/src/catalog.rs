@@ -1,0 +1,275 @@
+//! The node's tables: finds each contract table's files under the data root, checks
+//! every file against the contract, and registers the good tables with DataFusion.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::catalog::MemTable;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use sunlight_domain::Table;
+use url::Url;
+
+use crate::config::S3Config;
+use crate::{Error, Result};
+
+/// Catalog and schema names under which the node's tables are listed.
+pub const CATALOG: &str = "sunlight";
+/// See [`CATALOG`].
+pub const SCHEMA: &str = "public";
+
+/// Why a file of a table was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableProblem {
+    /// Object path of the file, relative to the store.
+    pub file: String,
+    /// What is wrong, naming the column where there is one.
+    pub problem: String,
+}
+
+impl fmt::Display for TableProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "file {}: {}", self.file, self.problem)
+    }
+}
+
+/// The state of one contract table on this node.
+#[derive(Debug, Clone)]
+pub enum TableState {
+    /// Served from these Parquet files.
+    Served {
+        /// Number of files.
+        files: usize,
+    },
+    /// The node holds no files of this table; it is served empty.
+    Missing,
+    /// At least one file breaks the contract; the table is not served.
+    Refused(Vec<TableProblem>),
+}
+
+/// The data root as an object store and the URL of its root folder.
+pub struct DataRoot {
+    store: Arc<dyn ObjectStore>,
+    url: Url,
+    prefix: ObjectPath,
+}
+
+impl DataRoot {
+    /// Opens `data`, an object store URL or a local path.
+    pub fn open(data: &str, s3: &S3Config) -> Result<Self> {
+        let root_error = |reason: String| Error::DataRoot {
+            url: data.to_string(),
+            reason,
+        };
+        let mut url = match Url::parse(data) {
+            Ok(url) if url.scheme().len() > 1 => url,
+            _ => {
+                let path = std::path::absolute(data).map_err(|e| root_error(e.to_string()))?;
+                Url::from_directory_path(&path)
+                    .map_err(|_| root_error("not an absolute path".into()))?
+            }
+        };
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let options = s3_options(s3);
+        let (store, prefix) =
+            object_store::parse_url_opts(&url, options).map_err(|e| root_error(e.to_string()))?;
+        if url.scheme() == "file" && !std::path::Path::new(url.path()).is_dir() {
+            return Err(root_error("no such directory".into()));
+        }
+        Ok(Self {
+            store: Arc::from(store),
+            url,
+            prefix,
+        })
+    }
+
+    /// The root URL, ending in `/`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The object store behind the root.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The prefix of `table`'s folder in the store.
+    pub fn table_prefix(&self, table: Table) -> ObjectPath {
+        self.prefix.clone().join(table.name())
+    }
+
+    /// The URL of an object of the store.
+    fn object_url(&self, location: &ObjectPath) -> Url {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{location}"));
+        url
+    }
+}
+
+fn s3_options(s3: &S3Config) -> Vec<(String, String)> {
+    let mut options = Vec::new();
+    let mut set = |key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            options.push((key.to_string(), v.clone()));
+        }
+    };
+    set("aws_endpoint", &s3.endpoint);
+    set("aws_region", &s3.region);
+    set("aws_access_key_id", &s3.access_key_id);
+    set("aws_secret_access_key", &s3.secret_access_key);
+    if s3.allow_http {
+        options.push(("aws_allow_http".into(), "true".into()));
+    }
+    options
+}
+
+/// The tables of a node registered in a DataFusion context, and their states.
+pub struct NodeCatalog {
+    /// Context in which every query of the node runs.
+    pub context: SessionContext,
+    /// State of each contract table, in [`Table::ALL`] order.
+    pub tables: Vec<(Table, TableState)>,
+}
+
+impl NodeCatalog {
+    /// Checks every table folder of `root` and registers the good tables.
+    pub async fn load(root: &DataRoot) -> Result<Self> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA);
+        let context = SessionContext::new_with_config(config);
+        let store_url = Url::parse(&format!("{}://{}", root.url.scheme(), root.url.authority()))
+            .expect("scheme and authority form a URL");
+        context.register_object_store(&store_url, root.store());
+        let mut tables = Vec::new();
+        for table in Table::ALL {
+            let state = register(&context, root, table).await?;
+            tables.push((table, state));
+        }
+        Ok(Self { context, tables })
+    }
+
+    /// The problems of `table` if it was refused.
+    pub fn refusal(&self, name: &str) -> Option<Error> {
+        self.tables.iter().find_map(|(table, state)| match state {
+            TableState::Refused(problems) if table.name() == name => Some(Error::TableRefused {
+                table: *table,
+                problems: problems.clone(),
+            }),
+            _ => None,
+        })
+    }
+}
+
+async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Result<TableState> {
+    let prefix = root.table_prefix(table);
+    let objects: Vec<_> = root
+        .store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|source| Error::Store {
+            location: prefix.to_string(),
+            source,
+        })?;
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for object in objects {
+        if !object.location.as_ref().ends_with(".parquet") {
+            tracing::warn!(file = %object.location, "ignoring a file that is not Parquet; use `sunlight import` for CSV");
+            continue;
+        }
+        match check_file(context, root, &object, table).await {
+            Ok(()) => files.push(root.object_url(&object.location)),
+            Err(problem) => problems.push(TableProblem {
+                file: object.location.to_string(),
+                problem,
+            }),
+        }
+    }
+    let schema = table.schema();
+    let state = if !problems.is_empty() {
+        for p in &problems {
+            tracing::error!(table = table.name(), "refusing table: {p}");
+        }
+        return Ok(TableState::Refused(problems));
+    } else if files.is_empty() {
+        context.register_table(
+            table.name(),
+            Arc::new(MemTable::try_new(schema, vec![vec![]])?),
+        )?;
+        TableState::Missing
+    } else {
+        let count = files.len();
+        let urls = files
+            .iter()
+            .map(|u| ListingTableUrl::parse(u.as_str()))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        context.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
+        TableState::Served { files: count }
+    };
+    Ok(state)
+}
+
+/// Reads the footer of one Parquet file and compares its columns with the contract.
+async fn check_file(
+    context: &SessionContext,
+    root: &DataRoot,
+    object: &ObjectMeta,
+    table: Table,
+) -> Result<(), String> {
+    let found = ParquetFormat::default()
+        .infer_schema(&context.state(), &root.store, std::slice::from_ref(object))
+        .await
+        .map_err(|e| format!("not a readable Parquet file ({})", e.find_root()))?;
+    compare_schema(&found, &table.schema())
+}
+
+/// Names the first column that is missing, extra or of another type than the contract's.
+pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), String> {
+    for expected in contract.fields() {
+        match found.field_with_name(expected.name()) {
+            Err(_) => return Err(format!("column {} is missing", expected.name())),
+            Ok(actual) if !same_type(actual, expected) => {
+                return Err(format!(
+                    "column {} has type {}, the contract says {}",
+                    expected.name(),
+                    actual.data_type(),
+                    expected.data_type()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(extra) = found
+        .fields()
+        .iter()
+        .find(|f| contract.field_with_name(f.name()).is_err())
+    {
+        return Err(format!("column {} is not in the contract", extra.name()));
+    }
+    Ok(())
+}
+
+fn same_type(actual: &Field, expected: &Field) -> bool {
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    actual.data_type() == expected.data_type()
+        || (text(actual.data_type()) && text(expected.data_type()))
+}

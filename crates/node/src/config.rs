@@ -1,0 +1,147 @@
+//! Node configuration: defaults < TOML file < `SUNLIGHT_NODE_*` environment < flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use sunlight_domain::NodeCode;
+
+use crate::{Error, Result};
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// GB/T 2260 code of the node, one of `DOMAIN.md`'s node codes.
+    pub code: String,
+    /// Data root: an object store URL (`file:///...`, `s3://bucket/prefix`) or a local path.
+    pub data: String,
+    /// Address of the Flight SQL and health services; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Who may call the node.
+    pub auth: AuthConfig,
+    /// Settings for an `s3://` data root.
+    pub s3: S3Config,
+}
+
+/// Bearer tokens accepted by the node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// User name to API token.
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// Connection settings of an S3-compatible store; unset values come from the usual
+/// `AWS_*` environment variables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible service, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// Region name.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Allow plain HTTP endpoints.
+    pub allow_http: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            code: String::new(),
+            data: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            auth: AuthConfig::default(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Layers the defaults, an optional TOML file, the `SUNLIGHT_NODE_*` environment
+    /// (`__` separates nested keys) and `flags`, whose unset fields are skipped. The
+    /// result is checked by [`NodeConfig::validate`] when the node starts.
+    pub fn load(file: Option<&Path>, flags: impl Serialize) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: NodeConfig = figment
+            .merge(Env::prefixed("SUNLIGHT_NODE_").split("__"))
+            .merge(Serialized::defaults(flags))
+            .extract()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<()> {
+        self.node_code()?;
+        if self.data.trim().is_empty() {
+            return Err(Error::Config(
+                "no data root: set `data` or pass --data".into(),
+            ));
+        }
+        if self.auth.tokens.is_empty() {
+            return Err(Error::Config(
+                "no API tokens: add [auth.tokens] to the config file or pass --token".into(),
+            ));
+        }
+        if let Some((user, _)) = self.auth.tokens.iter().find(|(_, t)| t.len() < 8) {
+            return Err(Error::Config(format!(
+                "the token of user {user:?} is shorter than 8 characters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The validated node code.
+    pub fn node_code(&self) -> Result<NodeCode> {
+        self.code
+            .parse()
+            .map_err(|e: sunlight_domain::Error| Error::Config(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "code = \"140215\"\ndata = \"/srv/a\"\n[auth.tokens]\nanalyst = \"secret-token\"\n",
+        )
+        .unwrap();
+        #[derive(Serialize)]
+        struct Flags {
+            data: &'static str,
+        }
+        let config = NodeConfig::load(Some(&file), Flags { data: "/srv/b" }).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.data, "/srv/b");
+        assert_eq!(config.node_code().unwrap().as_str(), "140215");
+
+        std::fs::write(&file, "code = \"999999\"\ndata = \"/srv/a\"\n").unwrap();
+        let err = NodeConfig::load(Some(&file), Flags { data: "/x" })
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("999999"), "{err}");
+    }
+}

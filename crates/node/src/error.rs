@@ -1,0 +1,100 @@
+//! Errors of the node and their gRPC status codes.
+
+use datafusion::error::DataFusionError;
+use sunlight_domain::Table;
+
+use crate::catalog::TableProblem;
+
+/// A failure of the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is incomplete or contradictory.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// The configuration sources could not be read or merged.
+    #[error("cannot load node configuration: {0}")]
+    ConfigLoad(#[from] Box<figment::Error>),
+    /// The data root is not a usable object store URL.
+    #[error("data root {url:?} is not usable: {reason}")]
+    DataRoot {
+        /// The configured URL or path.
+        url: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// Listing or reading the object store failed.
+    #[error("cannot read {location} in the data root: {source}")]
+    Store {
+        /// The object or prefix.
+        location: String,
+        /// The cause.
+        source: object_store::Error,
+    },
+    /// A query touched a table whose files were refused at start.
+    #[error("table {table} is not served by this node: {}", describe(.problems))]
+    TableRefused {
+        /// The refused table.
+        table: Table,
+        /// What was wrong with its files.
+        problems: Vec<TableProblem>,
+    },
+    /// The query failed to parse, plan or run.
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+    /// The caller sent no credentials or unknown ones.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The server could not bind or serve.
+    #[error("cannot serve on {addr}: {source}")]
+    Serve {
+        /// The listen address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An Arrow encoding step failed.
+    #[error("cannot encode the result: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+fn describe(problems: &[TableProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Result of the node.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<figment::Error> for Error {
+    fn from(e: figment::Error) -> Self {
+        Error::ConfigLoad(Box::new(e))
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Query(ref df) => match df.find_root() {
+                DataFusionError::SQL(..)
+                | DataFusionError::Plan(_)
+                | DataFusionError::SchemaError(..)
+                | DataFusionError::NotImplemented(_) => tonic::Status::invalid_argument(message),
+                DataFusionError::ResourcesExhausted(_) => {
+                    tonic::Status::resource_exhausted(message)
+                }
+                _ => tonic::Status::internal(message),
+            },
+            Error::TableRefused { .. } => tonic::Status::failed_precondition(message),
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            Error::Config(_) | Error::ConfigLoad(_) | Error::DataRoot { .. } => {
+                tonic::Status::failed_precondition(message)
+            }
+            Error::Store { .. } => tonic::Status::unavailable(message),
+            Error::Serve { .. } | Error::Arrow(_) => tonic::Status::internal(message),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The node's Arrow Flight SQL service: statements, prepared statements without
+//! parameters, and the catalog calls that standard clients (ADBC, JDBC) make.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTables, CommandPreparedStatementQuery, CommandStatementQuery,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt, stream};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Caller;
+use crate::catalog::{CATALOG, SCHEMA};
+use crate::node::Node;
+use crate::{Error, Result};
+
+type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Flight SQL over a [`Node`].
+#[derive(Clone)]
+pub struct NodeFlightSql {
+    node: Arc<Node>,
+    sql_info: Arc<SqlInfoData>,
+}
+
+impl NodeFlightSql {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        let mut info = SqlInfoDataBuilder::new();
+        info.append(
+            SqlInfo::FlightSqlServerName,
+            format!("sunlight node {}", node.code()).as_str(),
+        );
+        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+        info.append(SqlInfo::FlightSqlServerReadOnly, true);
+        info.append(SqlInfo::FlightSqlServerSql, true);
+        info.append(SqlInfo::FlightSqlServerSubstrait, false);
+        info.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
+        info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        let sql_info = Arc::new(info.build().expect("static SQL info is valid"));
+        Self { node, sql_info }
+    }
+
+    async fn statement_info(
+        &self,
+        sql: &str,
+        ticket: Ticket,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let schema = self.node.query_schema(sql).await?;
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+            .with_descriptor(descriptor);
+        Ok(info)
+    }
+
+    async fn stream_query(
+        &self,
+        sql: &str,
+        request_caller: Option<&Caller>,
+    ) -> Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+        if let Some(caller) = request_caller {
+            tracing::info!(user = %caller.user, node = %self.node.code(), sql, "query");
+        }
+        let (schema, batches) = self.node.query(sql).await?;
+        let batches = batches.map_err(|e| FlightError::from(Error::Query(e)));
+        Ok(encode(schema, batches))
+    }
+}
+
+impl From<Error> for FlightError {
+    fn from(e: Error) -> Self {
+        FlightError::Tonic(Box::new(Status::from(e)))
+    }
+}
+
+fn encode(
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> Response<FlightStream<arrow_flight::FlightData>> {
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(Status::from);
+    Response::new(Box::pin(stream))
+}
+
+fn one_batch(
+    batch: Result<RecordBatch, FlightError>,
+) -> Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+    let batch = batch.map_err(Status::from)?;
+    Ok(encode(batch.schema(), stream::iter([Ok(batch)])))
+}
+
+fn metadata_info(
+    schema: &Schema,
+    command: impl ProstMessageExt,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let ticket = Ticket::new(command.as_any().encode_to_vec());
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Status::invalid_argument(format!("{what} is not UTF-8")))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for NodeFlightSql {
+    type FlightService = NodeFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<FlightStream<HandshakeResponse>>, Status> {
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no credentials"))?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::from(caller.token.clone()),
+        };
+        let mut response: Response<FlightStream<HandshakeResponse>> =
+            Response::new(Box::pin(stream::iter([Ok(reply)])));
+        let bearer = format!("Bearer {}", caller.token)
+            .parse()
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = TicketStatementQuery {
+            statement_handle: Bytes::from(query.query.clone()),
+        };
+        let ticket = Ticket::new(handle.as_any().encode_to_vec());
+        Ok(Response::new(
+            self.statement_info(&query.query, ticket, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let sql = utf8(&ticket.statement_handle, "statement handle")?;
+        self.stream_query(&sql, request.extensions().get::<Caller>())
+            .await
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let sql = utf8(
+            &query.prepared_statement_handle,
+            "prepared statement handle",
+        )?;
+        let ticket = Ticket::new(query.as_any().encode_to_vec());
+        Ok(Response::new(
+            self.statement_info(&sql, ticket, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let sql = utf8(
+            &query.prepared_statement_handle,
+            "prepared statement handle",
+        )?;
+        self.stream_query(&sql, request.extensions().get::<Caller>())
+            .await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let schema = self.node.query_schema(&query.query).await?;
+        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: Bytes::from(query.query),
+            dataset_schema,
+            parameter_schema: Bytes::new(),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        // Handles carry the statement itself; there is nothing to release.
+        Ok(())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG);
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG, SCHEMA);
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for (name, schema) in self.node.table_schemas().await? {
+            builder
+                .append(CATALOG, SCHEMA, &name, "TABLE", &schema)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&self.sql_info.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(query.into_builder(&self.sql_info).build())
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "unsupported Flight SQL ticket {}",
+            message.type_url
+        )))
+    }
+}

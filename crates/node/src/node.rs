@@ -1,0 +1,88 @@
+//! A node: its code and the DataFusion context over its tables. Every query of the node,
+//! whoever sends it, runs here.
+
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{DataFrame, SQLOptions};
+use sunlight_domain::NodeCode;
+
+use crate::catalog::{CATALOG, NodeCatalog, SCHEMA, TableState};
+use crate::{Error, Result};
+
+/// A running node's data.
+pub struct Node {
+    code: NodeCode,
+    catalog: NodeCatalog,
+}
+
+impl Node {
+    /// A node over an already loaded catalog.
+    pub fn new(code: NodeCode, catalog: NodeCatalog) -> Self {
+        Self { code, catalog }
+    }
+
+    /// The node's code.
+    pub fn code(&self) -> NodeCode {
+        self.code
+    }
+
+    /// State of each contract table.
+    pub fn tables(&self) -> &[(sunlight_domain::Table, TableState)] {
+        &self.catalog.tables
+    }
+
+    /// Plans a read-only SQL query; statements that write or change the session are refused.
+    async fn plan(&self, sql: &str) -> Result<DataFrame> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.catalog
+            .context
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| {
+                let message = e.to_string();
+                self.catalog
+                    .tables
+                    .iter()
+                    .filter(|(table, _)| {
+                        message
+                            .contains(&format!("'{CATALOG}.{SCHEMA}.{}' not found", table.name()))
+                    })
+                    .find_map(|(table, _)| self.catalog.refusal(table.name()))
+                    .unwrap_or(Error::Query(e))
+            })
+    }
+
+    /// The schema a query would return.
+    pub async fn query_schema(&self, sql: &str) -> Result<SchemaRef> {
+        Ok(self.plan(sql).await?.schema().inner().clone())
+    }
+
+    /// Runs a query and streams its result.
+    pub async fn query(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let frame = self.plan(sql).await?;
+        let schema = frame.schema().inner().clone();
+        Ok((schema, frame.execute_stream().await?))
+    }
+
+    /// Name and schema of every table a client may query.
+    pub async fn table_schemas(&self) -> Result<Vec<(String, SchemaRef)>> {
+        let schema = self
+            .catalog
+            .context
+            .catalog(CATALOG)
+            .and_then(|c| c.schema(SCHEMA))
+            .expect("the default schema exists");
+        let mut names = schema.table_names();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(table) = schema.table(&name).await? {
+                out.push((name, table.schema()));
+            }
+        }
+        Ok(out)
+    }
+}
