@@ -1,1 +1,14 @@
-fn main() {}
+//! Compiles `proto/sunlight/v1/*.proto` with a vendored `protoc`, so that no system
+//! protoc is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["sunlight/v1/node.proto"].map(|f| root.join(f));
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(config, &files, &[root])?;
+    Ok(())
+}

@@ -241,30 +241,33 @@ async fn check_file(
     compare_schema(&found, &table.schema())
 }
 
-/// Names the first column that is missing, extra or of another type than the contract's.
+/// Names every column that is missing, extra or of another type than the contract's.
 pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), String> {
+    let mut problems = Vec::new();
     for expected in contract.fields() {
         match found.field_with_name(expected.name()) {
-            Err(_) => return Err(format!("column {} is missing", expected.name())),
-            Ok(actual) if !same_type(actual, expected) => {
-                return Err(format!(
-                    "column {} has type {}, the contract says {}",
-                    expected.name(),
-                    actual.data_type(),
-                    expected.data_type()
-                ));
-            }
+            Err(_) => problems.push(format!("column {} is missing", expected.name())),
+            Ok(actual) if !same_type(actual, expected) => problems.push(format!(
+                "column {} has type {}, the contract says {}",
+                expected.name(),
+                actual.data_type(),
+                expected.data_type()
+            )),
             Ok(_) => {}
         }
     }
-    if let Some(extra) = found
+    for extra in found
         .fields()
         .iter()
-        .find(|f| contract.field_with_name(f.name()).is_err())
+        .filter(|f| contract.field_with_name(f.name()).is_err())
     {
-        return Err(format!("column {} is not in the contract", extra.name()));
+        problems.push(format!("column {} is not in the contract", extra.name()));
     }
-    Ok(())
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
 }
 
 fn same_type(actual: &Field, expected: &Field) -> bool {

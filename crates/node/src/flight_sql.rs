@@ -242,7 +242,7 @@ impl FlightSqlService for NodeFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         metadata_info(&schema, query, request.into_inner())
     }
 

@@ -5,6 +5,7 @@
 mod auth;
 mod catalog;
 mod config;
+mod describe;
 mod error;
 mod flight_sql;
 mod node;
@@ -15,6 +16,7 @@ pub use catalog::{
     CATALOG, DataRoot, NodeCatalog, SCHEMA, TableProblem, TableState, compare_schema,
 };
 pub use config::{AuthConfig, NodeConfig, S3Config};
+pub use describe::NodeDescriber;
 pub use error::{Error, Result};
 pub use node::Node;
 pub use server::{RunningNode, start_node};

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use sunlight_proto::v1::node_service_server::NodeServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::auth::TokenTable;
 use crate::catalog::{DataRoot, NodeCatalog};
 use crate::config::NodeConfig;
+use crate::describe::NodeDescriber;
 use crate::flight_sql::NodeFlightSql;
 use crate::node::Node;
 use crate::{Error, Result};
@@ -67,16 +69,16 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     health
         .set_serving::<FlightServiceServer<NodeFlightSql>>()
         .await;
-    let flight = tonic::service::interceptor::InterceptedService::new(
-        flight,
-        TokenTable::new(&config.auth.tokens),
-    );
+    let tokens = TokenTable::new(&config.auth.tokens);
+    let flight = tonic::service::interceptor::InterceptedService::new(flight, tokens.clone());
+    let describe = NodeServiceServer::with_interceptor(NodeDescriber::new(node.clone()), tokens);
 
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(flight)
+            .add_service(describe)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             })

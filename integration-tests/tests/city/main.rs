@@ -1,1 +1,9 @@
-fn main() {}
+//! End-to-end tests of Sunlight: real `sunlight` processes on loopback ports, queried
+//! over Flight SQL as a client would, checked against DataFusion over the same files.
+
+mod bad_files;
+mod flight_sql;
+mod ground_truth;
+mod oracle;
+mod outside_client;
+mod support;

@@ -1,0 +1,94 @@
+//! A standard Flight SQL client from outside the project (Python's ADBC driver) talks to
+//! a node. The driver is installed into a virtual environment under the target folder.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sunlight_datagen::node_root;
+use sunlight_domain::{NodeCode, Table};
+
+use crate::support::{NodeProcess, TOKEN, shared_city};
+
+/// A Python with `adbc-driver-flightsql` and `pyarrow`, made once per target folder.
+fn adbc_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adbc-venv");
+    let python = venv.join("bin/python");
+    let ready = venv.join(".installed");
+    if !ready.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "adbc-driver-flightsql",
+                "pyarrow",
+            ])
+            .status()
+            .expect("pip runs");
+        assert!(
+            installed.success(),
+            "pip install adbc-driver-flightsql pyarrow failed"
+        );
+        std::fs::write(&ready, b"").unwrap();
+    }
+    python
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adbc_flight_sql_driver_queries_a_node() {
+    let city = shared_city();
+    let code: NodeCode = "140215".parse().unwrap();
+    let node = NodeProcess::start(code.as_str(), &node_root(city.dir.path(), code));
+    let python = adbc_python();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/python/adbc_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&node.addr, TOKEN])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "adbc client failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        seen["count"].as_u64().unwrap() as usize,
+        city.report.rows[&code][&Table::Disbursements]
+    );
+    let tables: Vec<&str> = seen["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for table in Table::ALL {
+        assert!(
+            tables.contains(&table.name()),
+            "{} missing from {tables:?}",
+            table.name()
+        );
+    }
+    assert!(seen["by_type"]["YULU"].as_str().is_some(), "{seen}");
+    assert!(
+        seen["vendor"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sunlight"),
+        "{seen}"
+    );
+}
