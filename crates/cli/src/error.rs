@@ -57,6 +57,9 @@ pub enum Error {
     /// A node failed to start or serve.
     #[error(transparent)]
     Node(#[from] sunlight_node::Error),
+    /// The coordinator failed to start or serve.
+    #[error(transparent)]
+    Coordinator(#[from] sunlight_coordinator::Error),
     /// A call to a service failed.
     #[error(transparent)]
     Client(#[from] sunlight_client::Error),

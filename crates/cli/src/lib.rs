@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sunlight_client::SqlClient;
+use sunlight_coordinator::{CoordinatorConfig, NodeEntry, start_coordinator};
 use sunlight_datagen::{CityConfig, generate_city};
 use sunlight_domain::Table;
 use sunlight_node::{NodeConfig, S3Config, TableState, start_node};
@@ -36,7 +37,9 @@ enum Command {
     Datagen(DatagenArgs),
     /// Run a node over its data root, serving Flight SQL until SIGTERM or Ctrl-C.
     Node(NodeArgs),
-    /// Run a SQL query against a node and print the result.
+    /// Run the city coordinator, federating SQL over the nodes, until SIGTERM or Ctrl-C.
+    Coordinator(CoordinatorArgs),
+    /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
     /// Import CSV files (with a header row) into a table of a node's data root.
     Import(ImportArgs),
@@ -82,11 +85,43 @@ struct NodeArgs {
     token: Option<String>,
 }
 
+/// Flags of `sunlight coordinator`; unset ones leave the config file's values alone.
+#[derive(Debug, Args, Serialize)]
+struct CoordinatorArgs {
+    /// TOML config file (see deploy/config/coordinator.example.toml).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Listen address; port 0 picks a free port.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// An API token accepted from the user `cli` (adds to the config file's tokens).
+    #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
+    #[serde(skip)]
+    token: Option<String>,
+    /// A node as CODE=ADDR, e.g. 140215=127.0.0.1:50051 (adds to the config file's nodes).
+    #[arg(long = "node", value_name = "CODE=ADDR")]
+    #[serde(skip)]
+    nodes: Vec<String>,
+    /// Token the coordinator presents to the nodes given with --node.
+    #[arg(long, env = "SUNLIGHT_NODE_TOKEN", hide_env_values = true)]
+    #[serde(skip)]
+    node_token: Option<String>,
+}
+
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["node", "city"])))]
 struct SqlArgs {
     /// Flight SQL address of a node, e.g. 127.0.0.1:50051.
     #[arg(long)]
-    node: String,
+    node: Option<String>,
+    /// Flight SQL address of the city coordinator, e.g. 127.0.0.1:50050.
+    #[arg(long)]
+    city: Option<String>,
+    /// At the city: answer without the nodes that fail, and list them.
+    #[arg(long)]
+    partial: bool,
     /// API token.
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     token: String,
@@ -118,6 +153,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Datagen(args) => datagen(args),
         Command::Node(args) => node(args).await,
+        Command::Coordinator(args) => coordinator(args).await,
         Command::Sql(args) => sql(args).await,
         Command::Import(args) => import(args).await,
         Command::Demo(args) => demo::run(args).await,
@@ -183,10 +219,74 @@ async fn node(args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
+async fn coordinator(args: CoordinatorArgs) -> Result<()> {
+    let mut config = CoordinatorConfig::load(args.config.as_deref(), &args)?;
+    if let Some(token) = &args.token {
+        config.auth.tokens.insert("cli".into(), token.clone());
+    }
+    for node in &args.nodes {
+        let (code, addr) = node
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--node {node}: expected CODE=ADDR")))?;
+        let token = args
+            .node_token
+            .clone()
+            .or_else(|| args.token.clone())
+            .ok_or_else(|| {
+                Error::Usage("--node needs --node-token (or --token) for the nodes".into())
+            })?;
+        config.nodes.push(NodeEntry {
+            code: code.into(),
+            addr: addr.into(),
+            token,
+        });
+    }
+    let running = start_coordinator(config).await?;
+    match &running.standards {
+        Ok(check) if check.differing.is_empty() && check.unreachable.is_empty() => {
+            say(&format!(
+                "  subsidy_standards: identical on {} nodes",
+                check.agreeing.len()
+            ));
+        }
+        Ok(check) => {
+            for node in &check.differing {
+                say(&format!(
+                    "  subsidy_standards: node {node} holds a DIFFERENT copy; the city uses the majority copy"
+                ));
+            }
+            for (node, reason) in &check.unreachable {
+                say(&format!(
+                    "  subsidy_standards: node {node} not checked: {reason}"
+                ));
+            }
+        }
+        Err(reason) => say(&format!("  subsidy_standards: not loaded yet: {reason}")),
+    }
+    say(&format!("city coordinator listening on {}", running.addr));
+    running.serve_until(shutdown_signal()).await?;
+    Ok(())
+}
+
 async fn sql(args: SqlArgs) -> Result<()> {
-    let mut client = SqlClient::connect(&args.node, &args.token).await?;
+    let addr = args
+        .city
+        .as_deref()
+        .or(args.node.as_deref())
+        .expect("clap requires one");
+    let mut client = SqlClient::connect(addr, &args.token).await?;
+    if args.partial {
+        client.allow_partial_results();
+    }
     let result = client.query(&args.query).await?;
-    output::write_result(&result, args.format, args.output.as_deref())
+    output::write_result(&result, args.format, args.output.as_deref())?;
+    if !result.missing_nodes.is_empty() {
+        eprintln!(
+            "partial result: no answer from node(s) {}",
+            result.missing_nodes.join(", ")
+        );
+    }
+    Ok(())
 }
 
 async fn import(args: ImportArgs) -> Result<()> {

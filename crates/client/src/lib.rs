@@ -47,6 +47,11 @@ pub enum Error {
     },
 }
 
+/// Request header that asks the city for partial results.
+pub const PARTIAL_HEADER: &str = "sunlight-partial-results";
+/// Response header in which the city lists the nodes that did not answer.
+pub const MISSING_HEADER: &str = "sunlight-missing-nodes";
+
 /// Result of the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -57,6 +62,8 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     /// The record batches in order.
     pub batches: Vec<RecordBatch>,
+    /// Nodes that did not answer a city query run with partial results allowed.
+    pub missing_nodes: Vec<String>,
 }
 
 impl QueryResult {
@@ -96,6 +103,12 @@ impl SqlClient {
         })
     }
 
+    /// Asks the city to answer without the nodes that fail, listing them in
+    /// [`QueryResult::missing_nodes`], instead of failing the query.
+    pub fn allow_partial_results(&mut self) {
+        self.inner.set_header(PARTIAL_HEADER, "true");
+    }
+
     /// Runs `sql` and collects every batch of every endpoint.
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult> {
         let info = self
@@ -110,6 +123,7 @@ impl SqlClient {
             }
         })?);
         let mut batches = Vec::new();
+        let mut missing_nodes = Vec::new();
         for endpoint in info.endpoint {
             let Some(ticket) = endpoint.ticket else {
                 continue;
@@ -119,13 +133,29 @@ impl SqlClient {
                 .do_get(ticket)
                 .await
                 .map_err(|e| self.service_error(e))?;
+            if let Some(missing) = stream
+                .headers()
+                .get(MISSING_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                missing_nodes.extend(
+                    missing
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
+            }
             let mut part: Vec<RecordBatch> = stream
                 .try_collect()
                 .await
                 .map_err(|e| self.service_error(e))?;
             batches.append(&mut part);
         }
-        Ok(QueryResult { schema, batches })
+        Ok(QueryResult {
+            schema,
+            batches,
+            missing_nodes,
+        })
     }
 
     fn service_error(&self, e: FlightError) -> Error {

@@ -401,6 +401,8 @@ impl Planter {
         let p = self.aged(c, 82, 90);
         let mut elsewhere = p.clone();
         elsewhere.death_date = Some(ymd(2021, 3, 10));
+        // A registry row carries the code of the node that holds it.
+        elsewhere.county_code = d;
         self.register(d, &elsewhere);
         self.pay_home(c, &p, "GAOLING", &months(2022, 1, 3), yuan(150), |_| vec![]);
     }

@@ -22,10 +22,7 @@ use url::Url;
 use crate::config::S3Config;
 use crate::{Error, Result};
 
-/// Catalog and schema names under which the node's tables are listed.
-pub const CATALOG: &str = "sunlight";
-/// See [`CATALOG`].
-pub const SCHEMA: &str = "public";
+use sunlight_flightsql::{CATALOG, SCHEMA};
 
 /// Why a file of a table was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,9 +41,6 @@ pub enum Error {
     /// The query failed to parse, plan or run.
     #[error("{0}")]
     Query(#[from] DataFusionError),
-    /// The caller sent no credentials or unknown ones.
-    #[error("{0}")]
-    Unauthenticated(&'static str),
     /// The server could not bind or serve.
     #[error("cannot serve on {addr}: {source}")]
     Serve {
@@ -52,6 +49,17 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A fragment addressed to another node.
+    #[error("this is node {expected}; the fragment is for node {found}")]
+    WrongNode {
+        /// This node's code.
+        expected: String,
+        /// The code in the ticket.
+        found: String,
+    },
+    /// A fragment failed the node's check.
+    #[error("fragment refused: {0}")]
+    FragmentRefused(String),
     /// An Arrow encoding step failed.
     #[error("cannot encode the result: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -89,7 +97,9 @@ impl From<Error> for tonic::Status {
                 _ => tonic::Status::internal(message),
             },
             Error::TableRefused { .. } => tonic::Status::failed_precondition(message),
-            Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            Error::WrongNode { .. } | Error::FragmentRefused(_) => {
+                tonic::Status::permission_denied(message)
+            }
             Error::Config(_) | Error::ConfigLoad(_) | Error::DataRoot { .. } => {
                 tonic::Status::failed_precondition(message)
             }

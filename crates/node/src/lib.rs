@@ -1,20 +1,20 @@
 //! A county node: keeps its own Parquet tables in an object store, checks them against
-//! the data contract, and answers SQL from the county's analysts over Arrow Flight SQL.
+//! the data contract, answers SQL from the county's analysts over Arrow Flight SQL and
+//! runs the plan fragments the city sends.
 #![warn(missing_docs)]
 
-mod auth;
 mod catalog;
+mod check;
 mod config;
 mod describe;
+mod engine;
 mod error;
-mod flight_sql;
+mod fragment;
 mod node;
 mod server;
 
-pub use auth::{Caller, TokenTable};
-pub use catalog::{
-    CATALOG, DataRoot, NodeCatalog, SCHEMA, TableProblem, TableState, compare_schema,
-};
+pub use catalog::{DataRoot, NodeCatalog, TableProblem, TableState, compare_schema};
+pub use check::check_fragment;
 pub use config::{AuthConfig, NodeConfig, S3Config};
 pub use describe::NodeDescriber;
 pub use error::{Error, Result};

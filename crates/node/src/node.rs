@@ -1,12 +1,17 @@
 //! A node: its code and the DataFusion context over its tables. Every query of the node,
 //! whoever sends it, runs here.
 
+use std::sync::Arc;
+
 use arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SQLOptions};
 use sunlight_domain::NodeCode;
 
-use crate::catalog::{CATALOG, NodeCatalog, SCHEMA, TableState};
+use sunlight_flightsql::{CATALOG, SCHEMA};
+
+use crate::catalog::{NodeCatalog, TableState};
 use crate::{Error, Result};
 
 /// A running node's data.
@@ -29,6 +34,22 @@ impl Node {
     /// State of each contract table.
     pub fn tables(&self) -> &[(sunlight_domain::Table, TableState)] {
         &self.catalog.tables
+    }
+
+    /// The context every query of the node runs in.
+    pub fn context(&self) -> &datafusion::prelude::SessionContext {
+        &self.catalog.context
+    }
+
+    /// The provider of a served table, or the reason it is not served.
+    pub async fn table_provider(
+        &self,
+        table: sunlight_domain::Table,
+    ) -> Result<Arc<dyn TableProvider>> {
+        if let Some(refusal) = self.catalog.refusal(table.name()) {
+            return Err(refusal);
+        }
+        Ok(self.catalog.context.table_provider(table.name()).await?)
     }
 
     /// Plans a read-only SQL query; statements that write or change the session are refused.

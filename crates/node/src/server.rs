@@ -5,17 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use sunlight_flightsql::{FlightSqlServer, RunningServer, TokenTable};
 use sunlight_proto::v1::node_service_server::NodeServiceServer;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 
-use crate::auth::TokenTable;
 use crate::catalog::{DataRoot, NodeCatalog};
 use crate::config::NodeConfig;
 use crate::describe::NodeDescriber;
-use crate::flight_sql::NodeFlightSql;
 use crate::node::Node;
 use crate::{Error, Result};
 
@@ -25,15 +22,17 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The node's data and tables.
     pub node: Arc<Node>,
-    shutdown: oneshot::Sender<()>,
-    server: JoinHandle<Result<()>>,
+    server: RunningServer,
 }
 
 impl RunningNode {
     /// Stops accepting calls, lets calls in flight finish and waits for the server.
     pub async fn stop(self) -> Result<()> {
-        let _ = self.shutdown.send(());
-        self.server.await.unwrap_or(Ok(()))
+        let addr = self.addr.to_string();
+        self.server
+            .stop()
+            .await
+            .map_err(|source| Error::Serve { addr, source })
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.
@@ -44,8 +43,8 @@ impl RunningNode {
     }
 }
 
-/// Loads the node's tables, binds `config.listen` and starts serving Flight SQL and
-/// gRPC health.
+/// Loads the node's tables, binds `config.listen` and starts serving Flight SQL,
+/// fragments, the node service and gRPC health.
 pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     config.validate()?;
     let code = config.node_code()?;
@@ -53,46 +52,26 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     let catalog = NodeCatalog::load(&root).await?;
     let node = Arc::new(Node::new(code, catalog));
 
-    let listener = TcpListener::bind(config.listen)
+    let tokens = TokenTable::new(&config.auth.tokens);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<FlightServiceServer<FlightSqlServer<Node>>>()
+        .await;
+    let flight = InterceptedService::new(
+        FlightServiceServer::new(FlightSqlServer::new(node.clone())),
+        tokens.clone(),
+    );
+    let describe = NodeServiceServer::with_interceptor(NodeDescriber::new(node.clone()), tokens);
+    let routes = Routes::new(health_service)
+        .add_service(flight)
+        .add_service(describe);
+    let server = RunningServer::start(config.listen, routes)
         .await
         .map_err(|source| Error::Serve {
             addr: config.listen.to_string(),
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| Error::Serve {
-        addr: config.listen.to_string(),
-        source,
-    })?;
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let flight = FlightServiceServer::new(NodeFlightSql::new(node.clone()));
-    health
-        .set_serving::<FlightServiceServer<NodeFlightSql>>()
-        .await;
-    let tokens = TokenTable::new(&config.auth.tokens);
-    let flight = tonic::service::interceptor::InterceptedService::new(flight, tokens.clone());
-    let describe = NodeServiceServer::with_interceptor(NodeDescriber::new(node.clone()), tokens);
-
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(flight)
-            .add_service(describe)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|e| Error::Serve {
-                addr: addr.to_string(),
-                source: std::io::Error::other(e),
-            })
-    });
+    let addr = server.addr();
     tracing::info!(node = %code, %addr, "serving Flight SQL");
-    Ok(RunningNode {
-        addr,
-        node,
-        shutdown,
-        server,
-    })
+    Ok(RunningNode { addr, node, server })
 }

@@ -2,6 +2,7 @@
 //! over Flight SQL as a client would, checked against DataFusion over the same files.
 
 mod bad_files;
+mod federation;
 mod flight_sql;
 mod ground_truth;
 mod oracle;

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
-use sunlight_datagen::{CityConfig, CityReport, generate_city};
+use sunlight_datagen::{CityConfig, CityReport, generate_city, node_root};
+use sunlight_domain::NodeCode;
 
 /// Token every test node accepts.
 pub const TOKEN: &str = "integration-token";
@@ -41,33 +42,62 @@ pub fn generated_city(persons_per_county: usize, seed: u64) -> TestCity {
     TestCity { dir, report }
 }
 
-/// A `sunlight node` process, stopped with SIGTERM when dropped.
-pub struct NodeProcess {
+/// A `sunlight` service process (node or coordinator), killed when dropped.
+pub struct ServiceProcess {
     pub addr: String,
-    /// Lines the node printed before it started listening.
+    /// Lines the service printed before it started listening.
     pub banner: Vec<String>,
     child: Child,
 }
 
-impl NodeProcess {
+/// A node process.
+pub type NodeProcess = ServiceProcess;
+
+impl ServiceProcess {
     /// Starts `sunlight node` on a free loopback port and waits until it listens.
     pub fn start(code: &str, data: &Path) -> Self {
+        let data = data.display().to_string();
+        Self::spawn(&[
+            "node",
+            "--code",
+            code,
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--data",
+            &data,
+        ])
+    }
+
+    /// Starts a coordinator over `nodes` (code, address) with the shared test token.
+    pub fn coordinator(nodes: &[(String, String)], extra: &[&str]) -> Self {
+        let mut args: Vec<String> = [
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--node-token",
+            TOKEN,
+        ]
+        .map(String::from)
+        .to_vec();
+        for (code, addr) in nodes {
+            args.push("--node".into());
+            args.push(format!("{code}={addr}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(sunlight_bin())
-            .args([
-                "node",
-                "--code",
-                code,
-                "--listen",
-                "127.0.0.1:0",
-                "--token",
-                TOKEN,
-                "--data",
-            ])
-            .arg(data)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("sunlight node starts");
+            .expect("sunlight starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -84,7 +114,10 @@ impl NodeProcess {
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("node {code} did not start; it printed {banner:?}");
+                panic!(
+                    "`sunlight {}` did not start; it printed {banner:?}",
+                    args.join(" ")
+                );
             };
             if let Some((_, addr)) = line.split_once(" listening on ") {
                 return Self {
@@ -99,7 +132,9 @@ impl NodeProcess {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
-        self.signal_term();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -109,19 +144,37 @@ impl NodeProcess {
         }
         false
     }
-
-    fn signal_term(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-    }
 }
 
-impl Drop for NodeProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
+}
+
+/// Eleven node processes over a generated city and a coordinator over them.
+pub struct RunningCity {
+    pub nodes: Vec<(NodeCode, ServiceProcess)>,
+    pub coordinator: ServiceProcess,
+}
+
+/// Starts every node of `city` and a coordinator; `extra` goes to the coordinator.
+pub fn start_city(city: &Path, extra: &[&str]) -> RunningCity {
+    let nodes: Vec<(NodeCode, ServiceProcess)> = NodeCode::all()
+        .map(|code| {
+            (
+                code,
+                ServiceProcess::start(code.as_str(), &node_root(city, code)),
+            )
+        })
+        .collect();
+    let addrs: Vec<(String, String)> = nodes
+        .iter()
+        .map(|(c, p)| (c.to_string(), p.addr.clone()))
+        .collect();
+    let coordinator = ServiceProcess::coordinator(&addrs, extra);
+    RunningCity { nodes, coordinator }
 }

@@ -1,5 +1,5 @@
-//! The node's Arrow Flight SQL service: statements, prepared statements without
-//! parameters, and the catalog calls that standard clients (ADBC, JDBC) make.
+//! [`FlightSqlServer`]: statements, prepared statements without parameters, and the
+//! catalog calls that standard clients (ADBC, JDBC) make, over a [`SqlEngine`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,36 +19,35 @@ use arrow_flight::sql::{
     ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
-use futures::{Stream, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Caller;
-use crate::catalog::{CATALOG, SCHEMA};
-use crate::node::Node;
-use crate::{Error, Result};
+use crate::{Answer, Caller, QueryRequest, SqlEngine};
+
+/// Catalog under which every table is listed.
+pub const CATALOG: &str = "sunlight";
+/// Schema under which every table is listed.
+pub const SCHEMA: &str = "public";
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Flight SQL over a [`Node`].
-#[derive(Clone)]
-pub struct NodeFlightSql {
-    node: Arc<Node>,
+/// Flight SQL over an engine. Wrap it in `FlightServiceServer` behind a [`crate::TokenTable`]
+/// interceptor, which puts the [`Caller`] into each request.
+pub struct FlightSqlServer<E: SqlEngine> {
+    engine: Arc<E>,
     sql_info: Arc<SqlInfoData>,
 }
 
-impl NodeFlightSql {
-    /// Serves `node`.
-    pub fn new(node: Arc<Node>) -> Self {
+impl<E: SqlEngine> FlightSqlServer<E> {
+    /// Serves `engine`.
+    pub fn new(engine: Arc<E>) -> Self {
         let mut info = SqlInfoDataBuilder::new();
-        info.append(
-            SqlInfo::FlightSqlServerName,
-            format!("sunlight node {}", node.code()).as_str(),
-        );
+        info.append(SqlInfo::FlightSqlServerName, engine.server_name().as_str());
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
         info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
         info.append(SqlInfo::FlightSqlServerReadOnly, true);
@@ -57,60 +56,70 @@ impl NodeFlightSql {
         info.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         let sql_info = Arc::new(info.build().expect("static SQL info is valid"));
-        Self { node, sql_info }
+        Self { engine, sql_info }
     }
 
     async fn statement_info(
         &self,
         sql: &str,
         ticket: Ticket,
-        descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo, Status> {
-        let schema = self.node.query_schema(sql).await?;
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let query = query_request(&request)?;
+        let schema = self.engine.schema(sql, &query).await?;
         let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map_err(|e| Status::internal(e.to_string()))?
             .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
-            .with_descriptor(descriptor);
-        Ok(info)
+            .with_descriptor(request.into_inner());
+        Ok(Response::new(info))
     }
 
-    async fn stream_query(
+    async fn run(
         &self,
         sql: &str,
-        request_caller: Option<&Caller>,
-    ) -> Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
-        if let Some(caller) = request_caller {
-            tracing::info!(user = %caller.user, node = %self.node.code(), sql, "query");
-        }
-        let (schema, batches) = self.node.query(sql).await?;
-        let batches = batches.map_err(|e| FlightError::from(Error::Query(e)));
-        Ok(encode(schema, batches))
+        request: &Request<Ticket>,
+    ) -> Result<Response<FlightStream<FlightData>>, Status> {
+        let query = query_request(request)?;
+        tracing::info!(user = %query.caller.user, sql, "query");
+        answer(self.engine.execute(sql, &query).await?)
     }
 }
 
-impl From<Error> for FlightError {
-    fn from(e: Error) -> Self {
-        FlightError::Tonic(Box::new(Status::from(e)))
-    }
+fn query_request<T>(request: &Request<T>) -> Result<QueryRequest, Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no credentials"))?;
+    Ok(QueryRequest {
+        caller,
+        headers: request.metadata().clone(),
+    })
 }
 
-fn encode(
-    schema: arrow::datatypes::SchemaRef,
-    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
-) -> Response<FlightStream<arrow_flight::FlightData>> {
+fn answer(answer: Answer) -> Result<Response<FlightStream<FlightData>>, Status> {
+    let batches = answer
+        .batches
+        .map_err(|status| FlightError::Tonic(Box::new(status)));
     let stream = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
+        .with_schema(answer.schema)
         .build(batches)
         .map_err(Status::from);
-    Response::new(Box::pin(stream))
+    let mut response: Response<FlightStream<FlightData>> = Response::new(Box::pin(stream));
+    *response.metadata_mut() = answer.headers;
+    Ok(response)
 }
 
 fn one_batch(
     batch: Result<RecordBatch, FlightError>,
-) -> Result<Response<FlightStream<arrow_flight::FlightData>>, Status> {
+) -> Result<Response<FlightStream<FlightData>>, Status> {
     let batch = batch.map_err(Status::from)?;
-    Ok(encode(batch.schema(), stream::iter([Ok(batch)])))
+    answer(Answer {
+        schema: batch.schema(),
+        batches: stream::iter([Ok(batch)]).boxed(),
+        headers: Default::default(),
+    })
 }
 
 fn metadata_info(
@@ -133,18 +142,14 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
 }
 
 #[tonic::async_trait]
-impl FlightSqlService for NodeFlightSql {
-    type FlightService = NodeFlightSql;
+impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
+    type FlightService = FlightSqlServer<E>;
 
     async fn do_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<FlightStream<HandshakeResponse>>, Status> {
-        let caller = request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("no credentials"))?;
+        let caller = query_request(&request)?.caller;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: Bytes::from(caller.token.clone()),
@@ -167,10 +172,7 @@ impl FlightSqlService for NodeFlightSql {
             statement_handle: Bytes::from(query.query.clone()),
         };
         let ticket = Ticket::new(handle.as_any().encode_to_vec());
-        Ok(Response::new(
-            self.statement_info(&query.query, ticket, request.into_inner())
-                .await?,
-        ))
+        self.statement_info(&query.query, ticket, request).await
     }
 
     async fn do_get_statement(
@@ -179,8 +181,7 @@ impl FlightSqlService for NodeFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let sql = utf8(&ticket.statement_handle, "statement handle")?;
-        self.stream_query(&sql, request.extensions().get::<Caller>())
-            .await
+        self.run(&sql, &request).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -193,10 +194,7 @@ impl FlightSqlService for NodeFlightSql {
             "prepared statement handle",
         )?;
         let ticket = Ticket::new(query.as_any().encode_to_vec());
-        Ok(Response::new(
-            self.statement_info(&sql, ticket, request.into_inner())
-                .await?,
-        ))
+        self.statement_info(&sql, ticket, request).await
     }
 
     async fn do_get_prepared_statement(
@@ -208,16 +206,18 @@ impl FlightSqlService for NodeFlightSql {
             &query.prepared_statement_handle,
             "prepared statement handle",
         )?;
-        self.stream_query(&sql, request.extensions().get::<Caller>())
-            .await
+        self.run(&sql, &request).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let schema = self.node.query_schema(&query.query).await?;
+        let schema = self
+            .engine
+            .schema(&query.query, &query_request(&request)?)
+            .await?;
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
@@ -231,7 +231,7 @@ impl FlightSqlService for NodeFlightSql {
     async fn do_action_close_prepared_statement(
         &self,
         _query: ActionClosePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        _request: Request<Action>,
     ) -> Result<(), Status> {
         // Handles carry the statement itself; there is nothing to release.
         Ok(())
@@ -290,7 +290,7 @@ impl FlightSqlService for NodeFlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut builder = query.into_builder();
-        for (name, schema) in self.node.table_schemas().await? {
+        for (name, schema) in self.engine.tables().await? {
             builder
                 .append(CATALOG, SCHEMA, &name, "TABLE", &schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -318,12 +318,10 @@ impl FlightSqlService for NodeFlightSql {
 
     async fn do_get_fallback(
         &self,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        Err(Status::unimplemented(format!(
-            "unsupported Flight SQL ticket {}",
-            message.type_url
-        )))
+        let query = query_request(&request)?;
+        answer(self.engine.do_get_other(message, &query).await?)
     }
 }

@@ -1,0 +1,105 @@
+//! Coordinator configuration: defaults < TOML file < `SUNLIGHT_COORDINATOR_*`
+//! environment < flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Everything the coordinator needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Address of the Flight SQL and health services; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Who may call the coordinator.
+    pub auth: CoordinatorAuth,
+    /// The nodes to federate over (the static registry).
+    pub nodes: Vec<NodeEntry>,
+    /// Every node must have answered a query within this many milliseconds.
+    pub fragment_timeout_ms: u64,
+    /// Attempts per fragment while a node is unavailable.
+    pub fragment_attempts: u32,
+}
+
+/// API tokens accepted by the coordinator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorAuth {
+    /// User name to API token.
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// One node of the static registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Node code.
+    pub code: String,
+    /// Flight address of the node.
+    pub addr: String,
+    /// Token the coordinator presents to the node.
+    pub token: String,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50050)),
+            auth: CoordinatorAuth::default(),
+            nodes: Vec::new(),
+            fragment_timeout_ms: 30_000,
+            fragment_attempts: 3,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Layers the defaults, an optional TOML file, the `SUNLIGHT_COORDINATOR_*`
+    /// environment and `flags`, whose unset fields are skipped.
+    pub fn load(file: Option<&Path>, flags: impl Serialize) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(CoordinatorConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment
+            .merge(Env::prefixed("SUNLIGHT_COORDINATOR_").split("__"))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| Error::ConfigLoad(Box::new(e)))
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes.is_empty() {
+            return Err(Error::Config(
+                "no nodes: add [[nodes]] entries with code, addr and token".into(),
+            ));
+        }
+        for node in &self.nodes {
+            node.code
+                .parse::<sunlight_domain::NodeCode>()
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        if self.auth.tokens.is_empty() {
+            return Err(Error::Config(
+                "no API tokens: add [auth.tokens] or pass --token".into(),
+            ));
+        }
+        if self.fragment_timeout_ms == 0 {
+            return Err(Error::Config("fragment_timeout_ms must be positive".into()));
+        }
+        Ok(())
+    }
+}

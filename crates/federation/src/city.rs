@@ -1,0 +1,256 @@
+//! [`CityEngine`]: the city's SQL engine. Plans with DataFusion over the global tables,
+//! ships fragments to the nodes and merges what comes back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::session_state::SessionState;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use sunlight_client::SqlClient;
+use sunlight_domain::{NodeCode, Table};
+use sunlight_flightsql::{Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine};
+use tokio::sync::RwLock;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl};
+use crate::error::{Error, Result, status_of};
+use crate::fragment_exec::Channels;
+use crate::pushdown::PushToNodes;
+use crate::reference::ReferenceTable;
+use crate::registry::NodeRegistry;
+use crate::table::GlobalTable;
+
+/// How the city runs federated queries.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Every node must have answered within this time.
+    pub timeout: Duration,
+    /// Attempts per fragment while a node is unavailable.
+    pub attempts: u32,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            attempts: 3,
+        }
+    }
+}
+
+/// What the check of the nodes' `subsidy_standards` copies found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StandardsCheck {
+    /// Nodes whose copy is the one the city uses.
+    pub agreeing: Vec<NodeCode>,
+    /// Nodes whose copy differs from it.
+    pub differing: Vec<NodeCode>,
+    /// Nodes that could not be asked, with the reason.
+    pub unreachable: BTreeMap<NodeCode, String>,
+}
+
+/// The city's federated SQL engine.
+#[derive(Debug)]
+pub struct CityEngine {
+    registry: Arc<dyn NodeRegistry>,
+    channels: Arc<Channels>,
+    config: FederationConfig,
+    standards: RwLock<Option<(Arc<ReferenceTable>, StandardsCheck)>>,
+}
+
+impl CityEngine {
+    /// An engine over `registry`'s nodes.
+    pub fn new(registry: Arc<dyn NodeRegistry>, config: FederationConfig) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            channels: Arc::default(),
+            config,
+            standards: RwLock::new(None),
+        })
+    }
+
+    /// Loads `subsidy_standards` from every node, keeps the copy most nodes hold and
+    /// names the nodes whose copy differs.
+    pub async fn check_standards(&self) -> Result<StandardsCheck> {
+        let nodes = self.registry.nodes();
+        let answers = futures::future::join_all(nodes.iter().map(|n| async move {
+            let mut client = SqlClient::connect(&n.addr, &n.token).await?;
+            client
+                .query("SELECT * FROM subsidy_standards ORDER BY subsidy_type, valid_from")
+                .await
+        }))
+        .await;
+        let mut check = StandardsCheck::default();
+        let mut copies: Vec<(String, Vec<RecordBatch>, Vec<NodeCode>)> = Vec::new();
+        for (node, answer) in nodes.iter().zip(answers) {
+            let batches = match answer {
+                Ok(result) => result.batches,
+                Err(e) => {
+                    check.unreachable.insert(node.code, e.to_string());
+                    continue;
+                }
+            };
+            let text = arrow::util::pretty::pretty_format_batches(&batches)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            match copies.iter_mut().find(|(t, _, _)| *t == text) {
+                Some((_, _, holders)) => holders.push(node.code),
+                None => copies.push((text, batches, vec![node.code])),
+            }
+        }
+        copies.sort_by_key(|(_, _, holders)| std::cmp::Reverse(holders.len()));
+        let mut copies = copies.into_iter();
+        let (_, batches, agreeing) = copies.next().ok_or_else(|| {
+            Error::Standards(format!("no node answered: {:?}", check.unreachable))
+        })?;
+        check.agreeing = agreeing;
+        check.differing = copies.flat_map(|(_, _, holders)| holders).collect();
+        check.differing.sort();
+        for node in &check.differing {
+            tracing::warn!(%node, "this node's subsidy_standards differs from the copy the city uses");
+        }
+        let schema = Table::SubsidyStandards.schema();
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Error::Standards(format!("a node's copy does not match the contract: {e}"))
+            })?;
+        *self.standards.write().await =
+            Some((Arc::new(ReferenceTable::new(batches)), check.clone()));
+        Ok(check)
+    }
+
+    async fn reference(&self) -> Result<Arc<ReferenceTable>> {
+        if let Some((table, _)) = self.standards.read().await.as_ref() {
+            return Ok(table.clone());
+        }
+        self.check_standards().await?;
+        Ok(self
+            .standards
+            .read()
+            .await
+            .as_ref()
+            .expect("loaded above")
+            .0
+            .clone())
+    }
+
+    /// A context for one query, carrying its [`QueryControl`].
+    pub async fn context(&self, control: Arc<QueryControl>) -> Result<SessionContext> {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_round_robin_repartition(false)
+            .with_extension(control);
+        // Node fragments are the unit of parallelism; partitioned joins keep node partitions.
+        config.options_mut().optimizer.repartition_joins = true;
+        let mut rules = PhysicalOptimizer::new().rules;
+        rules.push(Arc::new(PushToNodes));
+        let state: SessionState = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rules(rules)
+            .build();
+        let context = SessionContext::new_with_state(state);
+        for table in Table::ALL {
+            let provider: Arc<dyn datafusion::catalog::TableProvider> = match table {
+                Table::SubsidyStandards => self.reference().await?,
+                _ => Arc::new(GlobalTable::new(
+                    table,
+                    self.registry.clone(),
+                    self.channels.clone(),
+                )),
+            };
+            context.register_table(table.name(), provider)?;
+        }
+        Ok(context)
+    }
+
+    /// Plans `sql` as a read-only query.
+    pub async fn plan(&self, sql: &str, control: Arc<QueryControl>) -> Result<DataFrame> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        Ok(self
+            .context(control)
+            .await?
+            .sql_with_options(sql, options)
+            .await?)
+    }
+
+    fn control(&self, headers: &MetadataMap) -> Arc<QueryControl> {
+        let partial = headers
+            .get(PARTIAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "true");
+        Arc::new(QueryControl::new(
+            partial,
+            self.config.timeout,
+            self.config.attempts,
+        ))
+    }
+
+    /// Runs `sql` and collects the merged result, with the control that saw it run.
+    pub async fn run(
+        &self,
+        sql: &str,
+        headers: &MetadataMap,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, Arc<QueryControl>)> {
+        let control = self.control(headers);
+        let frame = self.plan(sql, control.clone()).await?;
+        let schema = frame.schema().inner().clone();
+        let batches = frame.collect().await?;
+        Ok((schema, batches, control))
+    }
+}
+
+#[tonic::async_trait]
+impl SqlEngine for CityEngine {
+    fn server_name(&self) -> String {
+        "sunlight city".to_string()
+    }
+
+    async fn schema(&self, sql: &str, request: &QueryRequest) -> Result<SchemaRef, Status> {
+        let frame = self
+            .plan(sql, self.control(&request.headers))
+            .await
+            .map_err(Status::from)?;
+        Ok(frame.schema().inner().clone())
+    }
+
+    async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status> {
+        let (schema, batches, control) =
+            self.run(sql, &request.headers).await.map_err(|e| match e {
+                Error::Query(df) => status_of(&df),
+                other => Status::from(other),
+            })?;
+        let mut headers = MetadataMap::new();
+        let missing: Vec<String> = control.missing().keys().map(ToString::to_string).collect();
+        headers.insert(
+            MISSING_HEADER,
+            missing.join(",").parse().expect("node codes are ASCII"),
+        );
+        Ok(Answer {
+            schema,
+            batches: futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+            headers,
+        })
+    }
+
+    async fn tables(&self) -> Result<Vec<(String, SchemaRef)>, Status> {
+        Ok(Table::ALL
+            .iter()
+            .map(|t| (t.name().to_string(), t.schema()))
+            .collect())
+    }
+}

@@ -1,0 +1,79 @@
+//! Per-query settings and outcomes shared between the city's Flight service and the
+//! fragments it runs: deadline, partial results, and what each node sent.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sunlight_domain::NodeCode;
+
+pub use sunlight_client::{MISSING_HEADER, PARTIAL_HEADER};
+
+/// What a node sent for one query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// Rows received.
+    pub rows: u64,
+    /// Bytes of Flight data received (headers and bodies).
+    pub bytes: u64,
+}
+
+/// Settings and outcomes of one federated query, stored as a session extension.
+#[derive(Debug)]
+pub struct QueryControl {
+    /// Id of the query, sent with each fragment.
+    pub query_id: String,
+    /// Succeed without the nodes that fail, listing them, instead of failing.
+    pub partial: bool,
+    /// When every node must have answered.
+    pub deadline: Instant,
+    /// Attempts per fragment before a node counts as down.
+    pub attempts: u32,
+    missing: Mutex<BTreeMap<NodeCode, String>>,
+    received: Mutex<BTreeMap<NodeCode, Transfer>>,
+}
+
+impl QueryControl {
+    /// Settings of a new query.
+    pub fn new(partial: bool, timeout: Duration, attempts: u32) -> Self {
+        Self {
+            query_id: uuid::Uuid::new_v4().to_string(),
+            partial,
+            deadline: Instant::now() + timeout,
+            attempts: attempts.max(1),
+            missing: Mutex::default(),
+            received: Mutex::default(),
+        }
+    }
+
+    /// Records that `node` did not answer.
+    pub fn mark_missing(&self, node: NodeCode, reason: String) {
+        self.missing
+            .lock()
+            .expect("not poisoned")
+            .insert(node, reason);
+    }
+
+    /// Nodes that did not answer, with the reason.
+    pub fn missing(&self) -> BTreeMap<NodeCode, String> {
+        self.missing.lock().expect("not poisoned").clone()
+    }
+
+    /// Adds to what `node` sent.
+    pub fn add_received(&self, node: NodeCode, rows: u64, bytes: u64) {
+        let mut received = self.received.lock().expect("not poisoned");
+        let entry = received.entry(node).or_default();
+        entry.rows += rows;
+        entry.bytes += bytes;
+    }
+
+    /// What each node sent.
+    pub fn received(&self) -> BTreeMap<NodeCode, Transfer> {
+        self.received.lock().expect("not poisoned").clone()
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}

@@ -1,0 +1,111 @@
+//! Errors of federated queries.
+
+use datafusion::error::DataFusionError;
+use sunlight_domain::NodeCode;
+
+/// A failure of a federated query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A node could not be reached or its stream broke.
+    #[error(
+        "node {node} ({addr}) is unavailable: {reason}; retry later, or ask for partial results"
+    )]
+    NodeUnavailable {
+        /// The node.
+        node: NodeCode,
+        /// Its Flight address.
+        addr: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A node answered with an error.
+    #[error("node {node} ({addr}) refused the fragment ({code:?}): {message}")]
+    NodeRefused {
+        /// The node.
+        node: NodeCode,
+        /// Its Flight address.
+        addr: String,
+        /// The node's status code.
+        code: tonic::Code,
+        /// The node's message.
+        message: String,
+    },
+    /// A node did not finish within the deadline.
+    #[error(
+        "node {node} ({addr}) did not answer within {seconds:.1}s; retry later, or ask for partial results"
+    )]
+    Deadline {
+        /// The node.
+        node: NodeCode,
+        /// Its Flight address.
+        addr: String,
+        /// The deadline.
+        seconds: f64,
+    },
+    /// The reference table could not be loaded from any node.
+    #[error("subsidy_standards is unavailable at the city: {0}")]
+    Standards(String),
+    /// Planning or merging failed.
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+}
+
+/// Result of federated queries.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps the error for DataFusion's streams.
+    pub fn into_datafusion(self) -> DataFusionError {
+        match self {
+            Error::Query(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+/// Finds a federation error inside a DataFusion error.
+fn federation_error(e: &DataFusionError) -> Option<&Error> {
+    match e {
+        DataFusionError::External(inner) => inner.downcast_ref::<Error>(),
+        DataFusionError::Context(_, inner) => federation_error(inner),
+        DataFusionError::Shared(inner) => federation_error(inner),
+        DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
+            arrow::error::ArrowError::ExternalError(e) => e
+                .downcast_ref::<DataFusionError>()
+                .and_then(federation_error)
+                .or_else(|| e.downcast_ref::<Error>()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The gRPC status of a failed city query.
+pub fn status_of(e: &DataFusionError) -> tonic::Status {
+    if let Some(f) = federation_error(e) {
+        let message = f.to_string();
+        return match f {
+            Error::NodeUnavailable { .. } | Error::Standards(_) => {
+                tonic::Status::unavailable(message)
+            }
+            Error::Deadline { .. } => tonic::Status::deadline_exceeded(message),
+            Error::NodeRefused { code, .. } => tonic::Status::new(*code, message),
+            Error::Query(_) => tonic::Status::internal(message),
+        };
+    }
+    let message = e.to_string();
+    match e.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => tonic::Status::invalid_argument(message),
+        DataFusionError::ResourcesExhausted(_) => tonic::Status::resource_exhausted(message),
+        _ => tonic::Status::internal(message),
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        status_of(&e.into_datafusion())
+    }
+}

@@ -1,0 +1,298 @@
+//! [`NodeFragmentExec`]: one partition per node; partition *i* ships the fragment to node
+//! *i* over Arrow Flight and streams back what the node computed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use arrow_flight::FlightData;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, displayable,
+};
+use futures::{TryStreamExt, stream};
+use sunlight_fragment::{encode_plan, ticket};
+use sunlight_proto::v1::FragmentTicket;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::control::QueryControl;
+use crate::error::Error;
+use crate::registry::NodeEndpoint;
+
+/// Lazily connected channels to the nodes, shared by all queries.
+#[derive(Debug, Default)]
+pub struct Channels {
+    by_addr: Mutex<HashMap<String, Channel>>,
+}
+
+impl Channels {
+    fn get(&self, node: &NodeEndpoint) -> std::result::Result<Channel, Error> {
+        let mut channels = self.by_addr.lock().expect("not poisoned");
+        if let Some(channel) = channels.get(&node.addr) {
+            return Ok(channel.clone());
+        }
+        let uri = if node.addr.contains("://") {
+            node.addr.clone()
+        } else {
+            format!("http://{}", node.addr)
+        };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| unavailable(node, format!("invalid address: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(node.addr.clone(), channel.clone());
+        Ok(channel)
+    }
+}
+
+fn unavailable(node: &NodeEndpoint, reason: String) -> Error {
+    Error::NodeUnavailable {
+        node: node.code,
+        addr: node.addr.clone(),
+        reason,
+    }
+}
+
+/// Runs a fragment on each of a set of nodes; partition *i* is node *i*.
+#[derive(Debug)]
+pub struct NodeFragmentExec {
+    nodes: Vec<NodeEndpoint>,
+    fragment: Arc<dyn ExecutionPlan>,
+    channels: Arc<Channels>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl NodeFragmentExec {
+    /// `fragment` must have as many output partitions as there are `nodes`.
+    pub fn new(
+        nodes: Vec<NodeEndpoint>,
+        fragment: Arc<dyn ExecutionPlan>,
+        channels: Arc<Channels>,
+    ) -> Self {
+        Self {
+            nodes,
+            fragment,
+            channels,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The nodes, in partition order.
+    pub fn nodes(&self) -> &[NodeEndpoint] {
+        &self.nodes
+    }
+
+    /// The plan each node runs.
+    pub fn fragment(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.fragment
+    }
+
+    /// The same nodes running a larger fragment.
+    pub fn with_fragment(&self, fragment: Arc<dyn ExecutionPlan>) -> Self {
+        Self::new(self.nodes.clone(), fragment, self.channels.clone())
+    }
+}
+
+impl DisplayAs for NodeFragmentExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let codes: Vec<String> = self.nodes.iter().map(|n| n.code.to_string()).collect();
+        write!(
+            f,
+            "NodeFragmentExec: nodes=[{}], fragment:",
+            codes.join(", ")
+        )?;
+        for line in displayable(self.fragment.as_ref())
+            .indent(true)
+            .to_string()
+            .lines()
+        {
+            write!(f, "\n      {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for NodeFragmentExec {
+    fn name(&self) -> &str {
+        "NodeFragmentExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.fragment.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let node = self.nodes.get(partition).cloned().ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "fragment has {} nodes, partition {partition} asked",
+                self.nodes.len()
+            ))
+        })?;
+        let control = context
+            .session_config()
+            .get_extension::<QueryControl>()
+            .unwrap_or_else(|| Arc::new(QueryControl::new(false, Duration::from_secs(60), 3)));
+        let ticket = ticket(&FragmentTicket {
+            plan: encode_plan(self.fragment.clone())?.to_vec(),
+            query_id: control.query_id.clone(),
+            node: node.code.to_string(),
+        });
+        let channel = self.channels.get(&node).map_err(Error::into_datafusion)?;
+        let rows =
+            MetricBuilder::new(&self.metrics).global_counter(format!("rows_from_{}", node.code));
+        let bytes =
+            MetricBuilder::new(&self.metrics).global_counter(format!("bytes_from_{}", node.code));
+        let schema = self.schema();
+        let fetch = async move {
+            let batches = fetch(channel, &node, ticket, &control).await;
+            let batches = match batches {
+                Ok(b) => b,
+                Err(e) if control.partial => {
+                    tracing::warn!(node = %node.code, "left out of a partial result: {e}");
+                    control.mark_missing(node.code, e.to_string());
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into_datafusion()),
+            };
+            let (row_count, byte_count) = batches.iter().fold((0, 0), |(r, b), (batch, size)| {
+                (r + batch.num_rows(), b + size)
+            });
+            rows.add(row_count);
+            bytes.add(byte_count);
+            control.add_received(node.code, row_count as u64, byte_count as u64);
+            Ok(stream::iter(
+                batches.into_iter().map(|(batch, _)| Ok(batch)),
+            ))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream::once(fetch).try_flatten(),
+        )))
+    }
+}
+
+/// Opens the fragment's stream on `node`, retrying while the node is unavailable, and
+/// reads it to the end before the deadline. Each batch comes with its size on the wire.
+async fn fetch(
+    channel: Channel,
+    node: &NodeEndpoint,
+    ticket: arrow_flight::Ticket,
+    control: &QueryControl,
+) -> std::result::Result<Vec<(RecordBatch, usize)>, Error> {
+    let deadline = Error::Deadline {
+        node: node.code,
+        addr: node.addr.clone(),
+        seconds: 0.0,
+    };
+    let read = async {
+        let mut attempt = 0;
+        let response = loop {
+            let mut client = FlightServiceClient::new(channel.clone());
+            let mut request = tonic::Request::new(ticket.clone());
+            let bearer = format!("Bearer {}", node.token)
+                .parse()
+                .map_err(|_| unavailable(node, "token is not a valid header".into()))?;
+            request.metadata_mut().insert("authorization", bearer);
+            match client.do_get(request).await {
+                Ok(response) => break response.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && attempt + 1 < control.attempts =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(status) => return Err(from_status(node, status)),
+            }
+        };
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let counted = {
+            let sizes = sizes.clone();
+            response.map_ok(move |data: FlightData| {
+                if !data.data_body.is_empty() {
+                    sizes
+                        .lock()
+                        .expect("not poisoned")
+                        .push(data.data_header.len() + data.data_body.len());
+                }
+                data
+            })
+        };
+        let batches: Vec<RecordBatch> =
+            FlightRecordBatchStream::new_from_flight_data(counted.map_err(FlightError::from))
+                .try_collect()
+                .await
+                .map_err(|e| match e {
+                    FlightError::Tonic(status) => from_status(node, *status),
+                    other => unavailable(node, other.to_string()),
+                })?;
+        let sizes = sizes.lock().expect("not poisoned").clone();
+        Ok(batches
+            .into_iter()
+            .zip(sizes.into_iter().chain(std::iter::repeat(0)))
+            .collect())
+    };
+    let budget = control.remaining();
+    match tokio::time::timeout(budget, read).await {
+        Ok(result) => result,
+        Err(_) => Err(match deadline {
+            Error::Deadline { node, addr, .. } => Error::Deadline {
+                node,
+                addr,
+                seconds: budget.as_secs_f64(),
+            },
+            other => other,
+        }),
+    }
+}
+
+fn from_status(node: &NodeEndpoint, status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            unavailable(node, status.message().to_string())
+        }
+        code => Error::NodeRefused {
+            node: node.code,
+            addr: node.addr.clone(),
+            code,
+            message: status.message().to_string(),
+        },
+    }
+}

@@ -1,0 +1,21 @@
+//! Federated SQL at the city tier. Each contract table is the union of that table on
+//! every node; DataFusion plans the query at the city, [`PushToNodes`] cuts the plan into
+//! per-node fragments that travel as datafusion-proto plans over Arrow Flight, and the
+//! city merges the partial results that come back.
+#![warn(missing_docs)]
+
+mod city;
+mod control;
+mod error;
+mod fragment_exec;
+mod pushdown;
+mod reference;
+mod registry;
+mod table;
+
+pub use city::{CityEngine, FederationConfig, StandardsCheck};
+pub use control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, Transfer};
+pub use error::{Error, Result, status_of};
+pub use fragment_exec::NodeFragmentExec;
+pub use pushdown::PushToNodes;
+pub use registry::{NodeEndpoint, NodeRegistry, StaticRegistry};

@@ -1,0 +1,167 @@
+//! [`PushToNodes`]: the physical optimizer rule that cuts the city's plan into node
+//! fragments. Working bottom-up, it moves into a [`NodeFragmentExec`] every operator
+//! that can run inside each node on its own: filters, projections, the partial phase of
+//! aggregates, per-node sorts and limits (top-K), joins of two tables co-partitioned on
+//! `county_code`, joins with the reference table, and, when only one node is involved,
+//! everything that yields a single partition. What is left runs at the city and merges.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
+use datafusion::error::Result;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::analyze::AnalyzeExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use sunlight_fragment::encode_plan;
+
+use crate::fragment_exec::NodeFragmentExec;
+use crate::reference::ReferenceExec;
+
+/// Cuts the plan into node fragments; runs after DataFusion's own rules.
+#[derive(Debug, Default)]
+pub struct PushToNodes;
+
+impl PhysicalOptimizerRule for PushToNodes {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(plan.transform_up(absorb)?.data)
+    }
+
+    fn name(&self) -> &str {
+        "push_to_nodes"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+fn absorb(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if plan.is::<NodeFragmentExec>() || plan.is::<AnalyzeExec>() || plan.children().is_empty() {
+        return Ok(Transformed::no(plan));
+    }
+    let Some((base, inputs)) = fragment_inputs(&plan)? else {
+        return Ok(Transformed::no(plan));
+    };
+    let fragment = replace_children_if_necessary(plan.clone(), inputs)?;
+    // A fragment keeps one output partition per node, and must travel as datafusion-proto.
+    if fragment.output_partitioning().partition_count() != base.nodes().len()
+        || encode_plan(fragment.clone()).is_err()
+    {
+        return Ok(Transformed::no(plan));
+    }
+    Ok(Transformed::yes(Arc::new(base.with_fragment(fragment))))
+}
+
+/// The fragment exec an operator extends, and the inputs of its copy in the fragment.
+type FragmentInputs<'a> = (&'a NodeFragmentExec, Vec<Arc<dyn ExecutionPlan>>);
+
+/// When `plan` can run inside the nodes: the fragment exec it extends and the inputs its
+/// copy inside the fragment reads.
+fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInputs<'_>>> {
+    let children = plan.children();
+    let fragments: Vec<Option<&NodeFragmentExec>> = children
+        .iter()
+        .map(|c| c.downcast_ref::<NodeFragmentExec>())
+        .collect();
+    let Some(base) = fragments.iter().flatten().next().copied() else {
+        return Ok(None);
+    };
+    let same_nodes = |f: &NodeFragmentExec| f.nodes() == base.nodes();
+    let mut inputs = Vec::new();
+    for (child, fragment) in children.iter().zip(&fragments) {
+        match fragment {
+            Some(f) if same_nodes(f) => inputs.push(f.fragment().clone()),
+            Some(_) => return Ok(None),
+            None => match as_reference(child)? {
+                Some(local) => inputs.push(local),
+                None => return Ok(None),
+            },
+        }
+    }
+    let single_node = base.nodes().len() == 1;
+    let local = match children.len() {
+        1 => single_node || partition_local(plan),
+        _ => single_node || local_join(plan, &fragments),
+    };
+    Ok(local.then_some((base, inputs)))
+}
+
+/// Operators whose output partition *i* depends only on input partition *i*.
+fn partition_local(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<FilterExec>()
+        || plan.is::<ProjectionExec>()
+        || plan.is::<LocalLimitExec>()
+        || plan.is::<CooperativeExec>()
+        || plan.downcast_ref::<AggregateExec>().is_some_and(|a| {
+            // SinglePartitioned: the input is hash-partitioned on the group keys, here
+            // `county_code`, so each node holds whole groups.
+            matches!(
+                a.mode(),
+                AggregateMode::Partial | AggregateMode::SinglePartitioned
+            )
+        })
+        || plan
+            .downcast_ref::<SortExec>()
+            .is_some_and(SortExec::preserve_partitioning)
+}
+
+/// A join that runs inside each node: partitioned on `county_code` on both sides, or with
+/// the reference table as its collected build side.
+fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentExec>]) -> bool {
+    let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+        return false;
+    };
+    match join.partition_mode() {
+        PartitionMode::Partitioned => {
+            let county = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+                e.downcast_ref::<Column>()
+                    .is_some_and(|c| c.name() == "county_code")
+            };
+            fragments.iter().all(Option::is_some)
+                && join.on().iter().any(|(l, r)| county(l) && county(r))
+        }
+        PartitionMode::CollectLeft => fragments[0].is_none() && fragments[1].is_some(),
+        PartitionMode::Auto => false,
+    }
+}
+
+/// A subtree that reads only the reference table, rewritten to read the node's copy.
+fn as_reference(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut only_reference = true;
+    let mut any = false;
+    plan.apply(|p| {
+        if p.is::<ReferenceExec>() {
+            any = true;
+        } else if p.children().is_empty() || p.is::<NodeFragmentExec>() {
+            only_reference = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if !(any && only_reference) {
+        return Ok(None);
+    }
+    let rewritten = plan
+        .clone()
+        .transform_up(|p| match p.downcast_ref::<ReferenceExec>() {
+            Some(reference) => Ok(Transformed::yes(
+                Arc::new(reference.as_leaf()?) as Arc<dyn ExecutionPlan>
+            )),
+            None => Ok(Transformed::no(p)),
+        })?;
+    Ok(Some(rewritten.data))
+}

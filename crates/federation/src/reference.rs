@@ -1,0 +1,162 @@
+//! The reference table `subsidy_standards` at the city: one copy, checked against every
+//! node's copy. In fragments it becomes a scan of the node's own (identical) copy.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Statistics, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use sunlight_domain::Table;
+use sunlight_fragment::TableLeafExec;
+
+/// The city's copy of `subsidy_standards`.
+#[derive(Debug)]
+pub struct ReferenceTable {
+    batches: Vec<RecordBatch>,
+}
+
+impl ReferenceTable {
+    /// A table over rows in the contract schema.
+    pub fn new(batches: Vec<RecordBatch>) -> Self {
+        Self { batches }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for ReferenceTable {
+    fn schema(&self) -> SchemaRef {
+        Table::SubsidyStandards.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(ReferenceExec::try_new(
+            &self.batches,
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// A scan of the reference table: runs at the city, or becomes the node's own scan when
+/// it is shipped inside a fragment.
+#[derive(Debug)]
+pub struct ReferenceExec {
+    batches: Vec<RecordBatch>,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ReferenceExec {
+    fn try_new(batches: &[RecordBatch], projection: Option<Vec<usize>>) -> Result<Self> {
+        let schema = project_schema(&Table::SubsidyStandards.schema(), projection.as_ref())?;
+        let batches = batches
+            .iter()
+            .map(|b| match &projection {
+                Some(p) => b.project(p),
+                None => Ok(b.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            batches,
+            projection,
+            properties,
+        })
+    }
+
+    /// The same scan as a leaf of a fragment.
+    pub fn as_leaf(&self) -> Result<TableLeafExec> {
+        TableLeafExec::try_new(Table::SubsidyStandards, self.projection.clone(), 1, None)
+    }
+}
+
+impl DisplayAs for ReferenceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ReferenceExec: table=subsidy_standards, rows={}",
+            self.batches
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>()
+        )
+    }
+}
+
+impl ExecutionPlan for ReferenceExec {
+    fn name(&self) -> &str {
+        "ReferenceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema());
+        stats.num_rows = Precision::Exact(self.batches.iter().map(RecordBatch::num_rows).sum());
+        stats.total_byte_size = Precision::Exact(
+            self.batches
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum(),
+        );
+        Ok(Arc::new(stats))
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Ok(Box::pin(MemoryStream::try_new(
+            self.batches.clone(),
+            self.schema(),
+            None,
+        )?))
+    }
+}

@@ -1,0 +1,66 @@
+//! The Arrow Flight SQL service of Sunlight's nodes and of the city, over any
+//! [`SqlEngine`], with bearer-token authentication of every call.
+#![warn(missing_docs)]
+
+mod auth;
+mod server;
+mod service;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::sql::Any;
+use futures::stream::BoxStream;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+pub use auth::{Caller, TokenTable};
+pub use server::RunningServer;
+pub use service::{CATALOG, FlightSqlServer, SCHEMA};
+
+/// Record batches of a result, with errors already mapped to gRPC statuses.
+pub type BatchStream = BoxStream<'static, Result<RecordBatch, Status>>;
+
+/// A query's answer: its schema, its batches and response headers (e.g. the nodes that
+/// did not answer, in partial mode).
+pub struct Answer {
+    /// Schema of every batch.
+    pub schema: SchemaRef,
+    /// The batches.
+    pub batches: BatchStream,
+    /// Headers sent before the first batch.
+    pub headers: MetadataMap,
+}
+
+/// Who asks, and the request headers they sent.
+#[derive(Debug, Clone)]
+pub struct QueryRequest {
+    /// The authenticated caller.
+    pub caller: Caller,
+    /// Request metadata, for options such as partial results.
+    pub headers: MetadataMap,
+}
+
+/// An engine that answers SQL: a node's local context or the city's federation.
+#[tonic::async_trait]
+pub trait SqlEngine: Send + Sync + 'static {
+    /// Name reported in `GetSqlInfo`, e.g. `sunlight node 140215`.
+    fn server_name(&self) -> String;
+
+    /// The schema `sql` would return.
+    async fn schema(&self, sql: &str, request: &QueryRequest) -> Result<SchemaRef, Status>;
+
+    /// Runs `sql`.
+    async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status>;
+
+    /// Name and schema of each table a client may query.
+    async fn tables(&self) -> Result<Vec<(String, SchemaRef)>, Status>;
+
+    /// Serves a ticket that is not a Flight SQL command (the node's plan fragments).
+    async fn do_get_other(&self, ticket: Any, request: &QueryRequest) -> Result<Answer, Status> {
+        let _ = request;
+        Err(Status::unimplemented(format!(
+            "unsupported ticket type {}",
+            ticket.type_url
+        )))
+    }
+}

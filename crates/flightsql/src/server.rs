@@ -1,0 +1,59 @@
+//! Running a tonic server on a bound loopback or network address, with graceful stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+/// A server accepting calls on [`RunningServer::addr`].
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningServer {
+    /// Binds `listen` (port 0 picks a free port) and serves `routes` there.
+    pub async fn start(listen: SocketAddr, routes: Routes) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting calls, lets calls in flight finish and waits for the server.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(());
+        match self.task.await {
+            Ok(result) => result.map_err(std::io::Error::other),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Serves until `signal` resolves, then stops gracefully.
+    pub async fn serve_until(self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
+        signal.await;
+        self.stop().await
+    }
+}

@@ -1,0 +1,147 @@
+//! [`TableLeafExec`]: the placeholder for "this node's copy of a contract table".
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use sunlight_domain::Table;
+
+/// A scan of one contract table on whichever node runs the fragment. At the city it has
+/// one partition per node; it never executes there.
+#[derive(Debug, Clone)]
+pub struct TableLeafExec {
+    table: Table,
+    projection: Option<Vec<usize>>,
+    partitions: usize,
+    limit: Option<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl TableLeafExec {
+    /// A leaf over `table`'s contract schema, projected, over `partitions` nodes.
+    ///
+    /// When `county_code` is projected the leaf declares hash partitioning on it: every
+    /// row of a node carries that node's code, so two leaves over the same nodes are
+    /// co-partitioned on `county_code` and a join on it can run inside each node.
+    pub fn try_new(
+        table: Table,
+        projection: Option<Vec<usize>>,
+        partitions: usize,
+        limit: Option<usize>,
+    ) -> Result<Self> {
+        let full = table.schema();
+        let schema = match &projection {
+            Some(p) => Arc::new(full.project(p)?),
+            None => full,
+        };
+        let partitioning = match schema.index_of("county_code") {
+            Ok(i) if partitions > 1 => {
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new("county_code", i));
+                Partitioning::Hash(vec![column], partitions)
+            }
+            _ => Partitioning::UnknownPartitioning(partitions.max(1)),
+        };
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            partitioning,
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            table,
+            projection,
+            partitions,
+            limit,
+            schema,
+            properties,
+        })
+    }
+
+    /// The table scanned.
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// Column indexes of the contract schema, if projected.
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+
+    /// Number of nodes the leaf stands for.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    /// Row limit pushed to the scan.
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+}
+
+impl DisplayAs for TableLeafExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "TableLeafExec: table={}, columns=[{}]",
+            self.table,
+            columns.join(", ")
+        )?;
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for TableLeafExec {
+    fn name(&self) -> &str {
+        "TableLeafExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        Err(DataFusionError::Internal(format!(
+            "a leaf of table {} runs only inside a node's fragment",
+            self.table
+        )))
+    }
+}

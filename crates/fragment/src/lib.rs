@@ -1,0 +1,54 @@
+//! Plan fragments on the wire. The city cuts a physical plan into fragments whose
+//! leaves are [`TableLeafExec`]s; a fragment travels as a datafusion-proto plan inside a
+//! Flight ticket, and the node replaces each leaf with a scan of its own table.
+#![warn(missing_docs)]
+
+mod codec;
+mod leaf;
+
+use std::sync::Arc;
+
+use arrow_flight::Ticket;
+use arrow_flight::sql::Any;
+use bytes::Bytes;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use prost::Message;
+use sunlight_proto::v1::FragmentTicket;
+
+pub use codec::FragmentCodec;
+pub use leaf::TableLeafExec;
+
+/// Type URL under which a [`FragmentTicket`] is packed into a Flight ticket.
+pub const FRAGMENT_TYPE_URL: &str = "type.googleapis.com/sunlight.v1.FragmentTicket";
+
+/// Serializes a fragment plan.
+pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
+    physical_plan_to_bytes_with_extension_codec(plan, &FragmentCodec)
+}
+
+/// Deserializes a fragment plan; its leaves come back as [`TableLeafExec`]s.
+pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &FragmentCodec)
+}
+
+/// A Flight ticket carrying `fragment`.
+pub fn ticket(fragment: &FragmentTicket) -> Ticket {
+    let any = Any {
+        type_url: FRAGMENT_TYPE_URL.to_string(),
+        value: Bytes::from(fragment.encode_to_vec()),
+    };
+    Ticket::new(any.encode_to_vec())
+}
+
+/// Reads a fragment from an already unpacked `Any`, if it is one.
+pub fn fragment_of(any: &Any) -> Option<Result<FragmentTicket>> {
+    (any.type_url == FRAGMENT_TYPE_URL).then(|| {
+        FragmentTicket::decode(any.value.clone())
+            .map_err(|e| DataFusionError::Plan(format!("malformed fragment ticket: {e}")))
+    })
+}

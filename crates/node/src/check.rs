@@ -1,0 +1,118 @@
+//! The one place where a node decides whether a fragment from the city may run: known
+//! tables only, read-only operators only, and allow-listed functions only.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+
+use crate::{Error, Result};
+
+/// Operators a fragment may contain; none of them writes.
+const OPERATORS: &[&str] = &[
+    "TableLeafExec",
+    "FilterExec",
+    "ProjectionExec",
+    "AggregateExec",
+    "SortExec",
+    "LocalLimitExec",
+    "GlobalLimitExec",
+    "CoalesceBatchesExec",
+    "CoalescePartitionsExec",
+    "SortPreservingMergeExec",
+    "HashJoinExec",
+    "UnionExec",
+    "CooperativeExec",
+];
+
+/// Scalar functions a fragment may call.
+const FUNCTIONS: &[&str] = &[
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "coalesce",
+    "nullif",
+    "nvl",
+    "greatest",
+    "least",
+    "date_part",
+    "date_trunc",
+    "make_date",
+    "to_date",
+    "extract",
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "length",
+    "char_length",
+    "character_length",
+    "lower",
+    "upper",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "concat",
+    "concat_ws",
+    "starts_with",
+    "ends_with",
+    "strpos",
+    "replace",
+    "lpad",
+    "rpad",
+    "to_char",
+    "date_bin",
+    "power",
+    "sqrt",
+    "signum",
+    "isnan",
+    "iszero",
+];
+
+/// Aggregate functions a fragment may compute.
+const AGGREGATES: &[&str] = &["count", "sum", "min", "max", "avg", "bool_and", "bool_or"];
+
+/// Refuses a fragment with an operator, function or aggregate outside the allow-lists.
+pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let mut refusal = None;
+    plan.apply(|p| {
+        // Variants such as `SortExec(TopK)` are checked by their operator.
+        let name = p.name().split('(').next().unwrap_or_default();
+        if !OPERATORS.contains(&name) {
+            refusal = Some(format!("operator {name} is not allowed in a fragment"));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        if let Some(aggregate) = p.downcast_ref::<AggregateExec>() {
+            for expr in aggregate.aggr_expr() {
+                let function = expr.fun().name().to_lowercase();
+                if !AGGREGATES.contains(&function.as_str()) {
+                    refusal = Some(format!("aggregate {function} is not allowed in a fragment"));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        p.apply_expressions(&mut |e| {
+            e.apply(|sub| {
+                if let Some(f) = sub.downcast_ref::<ScalarFunctionExpr>()
+                    && !FUNCTIONS.contains(&f.name())
+                {
+                    refusal = Some(format!(
+                        "function {} is not allowed in a fragment",
+                        f.name()
+                    ));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    match refusal {
+        Some(reason) => Err(Error::FragmentRefused(reason)),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,59 @@
+//! The node as a [`SqlEngine`]: local SQL for the county's analysts, and fragments
+//! from the city.
+
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{StreamExt, TryStreamExt};
+use sunlight_flightsql::{Answer, QueryRequest, SqlEngine};
+use tonic::Status;
+
+use crate::node::Node;
+use crate::{Error, fragment};
+
+fn answer(schema: arrow::datatypes::SchemaRef, stream: SendableRecordBatchStream) -> Answer {
+    Answer {
+        schema,
+        batches: stream.map_err(|e| Status::from(Error::Query(e))).boxed(),
+        headers: Default::default(),
+    }
+}
+
+#[tonic::async_trait]
+impl SqlEngine for Node {
+    fn server_name(&self) -> String {
+        format!("sunlight node {}", self.code())
+    }
+
+    async fn schema(
+        &self,
+        sql: &str,
+        _request: &QueryRequest,
+    ) -> Result<arrow::datatypes::SchemaRef, Status> {
+        Ok(self.query_schema(sql).await?)
+    }
+
+    async fn execute(&self, sql: &str, _request: &QueryRequest) -> Result<Answer, Status> {
+        let (schema, stream) = self.query(sql).await?;
+        Ok(answer(schema, stream))
+    }
+
+    async fn tables(&self) -> Result<Vec<(String, arrow::datatypes::SchemaRef)>, Status> {
+        Ok(self.table_schemas().await?)
+    }
+
+    async fn do_get_other(
+        &self,
+        ticket: arrow_flight::sql::Any,
+        request: &QueryRequest,
+    ) -> Result<Answer, Status> {
+        let Some(fragment) = sunlight_fragment::fragment_of(&ticket) else {
+            return Err(Status::unimplemented(format!(
+                "unsupported ticket type {}",
+                ticket.type_url
+            )));
+        };
+        let fragment = fragment.map_err(Error::Query)?;
+        tracing::info!(user = %request.caller.user, node = %self.code(), query = %fragment.query_id, "fragment");
+        let (schema, stream) = fragment::run(self, fragment).await?;
+        Ok(answer(schema, stream))
+    }
+}

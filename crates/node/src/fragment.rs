@@ -1,0 +1,78 @@
+//! The fragment executor: decodes a plan shipped by the city, checks it, puts the node's
+//! own table scans in place of its leaves, and runs it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
+use sunlight_fragment::{TableLeafExec, decode_plan};
+use sunlight_proto::v1::FragmentTicket;
+
+use crate::check::check_fragment;
+use crate::node::Node;
+use crate::{Error, Result};
+
+/// Runs `ticket`'s fragment on `node` and streams its single output partition.
+pub async fn run(
+    node: &Node,
+    ticket: FragmentTicket,
+) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+    if ticket.node != node.code().as_str() {
+        return Err(Error::WrongNode {
+            expected: node.code().to_string(),
+            found: ticket.node,
+        });
+    }
+    let context = node.context();
+    let task = context.task_ctx();
+    let plan = decode_plan(&ticket.plan, &task)?;
+    check_fragment(&plan)?;
+    let plan = resolve_leaves(node, plan).await?;
+    let schema = plan.schema();
+    Ok((schema, execute_stream(plan, task)?))
+}
+
+/// Replaces every [`TableLeafExec`] with a scan of the node's table. A scan with several
+/// partitions is merged into one, because the fragment above it was planned for one
+/// partition per node.
+async fn resolve_leaves(
+    node: &Node,
+    plan: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut leaves = Vec::new();
+    plan.apply(|p| {
+        if let Some(leaf) = p.downcast_ref::<TableLeafExec>() {
+            leaves.push((key(p), leaf.clone()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let context = node.context();
+    let state = context.state();
+    let mut scans = HashMap::new();
+    for (key, leaf) in leaves {
+        let provider = node.table_provider(leaf.table()).await?;
+        let projection = leaf.projection().map(<[usize]>::to_vec);
+        let mut scan = provider
+            .scan(&state, projection.as_ref(), &[], leaf.limit())
+            .await?;
+        if scan.output_partitioning().partition_count() > 1 {
+            scan = Arc::new(CoalescePartitionsExec::new(scan));
+        }
+        scans.insert(key, scan);
+    }
+    let resolved = plan.transform_up(|p| {
+        Ok(match scans.get(&key(&p)) {
+            Some(scan) => Transformed::yes(scan.clone()),
+            None => Transformed::no(p),
+        })
+    })?;
+    Ok(resolved.data)
+}
+
+fn key(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    Arc::as_ptr(plan) as *const () as usize
+}

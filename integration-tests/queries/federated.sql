@@ -1,0 +1,73 @@
+-- Each query runs at the city over all nodes and in one DataFusion context over all files.
+-- Queries are separated by lines holding only a semicolon.
+SELECT count(*) FROM disbursements
+;
+SELECT county_code, count(*), sum(amount) FROM disbursements GROUP BY county_code ORDER BY county_code
+;
+SELECT subsidy_type, count(*), sum(amount), min(amount), max(amount), avg(amount) FROM disbursements GROUP BY subsidy_type ORDER BY subsidy_type
+;
+SELECT county_code, township, count(*) FROM disbursements GROUP BY county_code, township ORDER BY 1, 2
+;
+SELECT period, count(*), sum(amount) FROM disbursements GROUP BY period ORDER BY period
+;
+SELECT date_trunc('year', period) AS y, subsidy_type, sum(amount) FROM disbursements GROUP BY 1, 2 ORDER BY 1, 2
+;
+SELECT count(*) FROM disbursements WHERE period BETWEEN DATE '2022-01-01' AND DATE '2022-12-31'
+;
+SELECT county_code, count(*) FROM disbursements WHERE county_code = '140215' GROUP BY county_code
+;
+SELECT county_code, count(*) FROM disbursements WHERE county_code IN ('140212', '140226') GROUP BY county_code ORDER BY 1
+;
+SELECT subsidy_type, count(DISTINCT person_id) FROM disbursements GROUP BY subsidy_type ORDER BY 1
+;
+SELECT count(DISTINCT person_id) FROM disbursements
+;
+SELECT county_code, count(*) AS n FROM disbursements GROUP BY county_code HAVING count(*) > 1000 ORDER BY n DESC, county_code
+;
+SELECT payment_id, amount FROM disbursements ORDER BY amount DESC, payment_id LIMIT 10
+;
+SELECT payment_id FROM disbursements WHERE subsidy_type = 'YULU' ORDER BY paid_on, payment_id LIMIT 5
+;
+SELECT CASE WHEN amount >= 1000 THEN 'large' WHEN amount >= 300 THEN 'medium' ELSE 'small' END AS band, count(*) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT d.county_code, count(*) FROM disbursements d JOIN persons p ON p.county_code = d.county_code AND p.person_id = d.person_id WHERE p.death_date IS NOT NULL GROUP BY d.county_code ORDER BY 1
+;
+SELECT p.gender, count(*), sum(d.amount) FROM disbursements d JOIN persons p ON p.county_code = d.county_code AND p.person_id = d.person_id GROUP BY p.gender ORDER BY 1
+;
+SELECT s.department, sum(d.amount) FROM disbursements d JOIN subsidy_standards s ON s.subsidy_type = d.subsidy_type GROUP BY s.department ORDER BY 1
+;
+SELECT count(*) FROM disbursements d JOIN subsidy_standards s ON s.subsidy_type = d.subsidy_type WHERE d.amount > s.cap
+;
+SELECT count(*) FROM persons WHERE death_date IS NULL
+;
+SELECT county_code, count(*) FROM persons WHERE death_date IS NOT NULL GROUP BY county_code ORDER BY 1
+;
+SELECT count(*), count(end_date) FROM payroll
+;
+SELECT county_code, employer_type, count(*) FROM payroll WHERE end_date IS NULL GROUP BY 1, 2 ORDER BY 1, 2
+;
+SELECT level, count(*) FROM disability_certs WHERE revoked_on IS NULL GROUP BY level ORDER BY level
+;
+SELECT gender, count(*), min(birth_date), max(birth_date) FROM persons GROUP BY gender ORDER BY gender
+;
+SELECT county_code, count(DISTINCT household_id) FROM persons GROUP BY county_code ORDER BY 1
+;
+SELECT subsidy_type, count(*) FROM disbursements WHERE account_no IS NULL GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, sum(CASE WHEN subsidy_type = 'DIBAO' THEN amount ELSE 0 END) FROM disbursements GROUP BY county_code ORDER BY 1
+;
+SELECT date_part('year', period) AS y, count(DISTINCT person_id) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT township, count(*) FROM disbursements WHERE county_code = '140215' AND subsidy_type = 'YULU' GROUP BY township ORDER BY 2 DESC, 1 LIMIT 3
+;
+SELECT * FROM subsidy_standards ORDER BY subsidy_type
+;
+SELECT county_code, round(avg(amount), 2) FROM disbursements WHERE subsidy_type IN ('DIBAO', 'TEKUN') GROUP BY county_code ORDER BY 1
+;
+SELECT count(*) FROM disbursements WHERE county_code = '999999'
+;
+SELECT max(paid_on), min(period) FROM disbursements WHERE subsidy_type = 'GENGDI'
+;
+SELECT d.subsidy_type, count(*) FROM disbursements d WHERE d.person_id IN (SELECT person_id FROM payroll) GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements WHERE amount > 500 AND period >= DATE '2023-01-01' GROUP BY county_code ORDER BY 2 DESC, 1 LIMIT 4

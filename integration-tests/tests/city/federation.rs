@@ -1,0 +1,184 @@
+//! Federated SQL at the city over eleven real node processes, compared with one
+//! DataFusion context over all the files.
+
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use sunlight_client::SqlClient;
+
+use crate::oracle::city_context;
+use crate::support::{TOKEN, shared_city, start_city};
+
+const SUITE: &str = include_str!("../../queries/federated.sql");
+
+fn queries() -> Vec<String> {
+    SUITE
+        .split("\n;\n")
+        .map(|q| {
+            q.lines()
+                .filter(|l| !l.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .trim()
+                .to_string()
+        })
+        .filter(|q| !q.is_empty())
+        .collect()
+}
+
+/// The rows as text; sorted unless the query orders them.
+fn rows(batches: &[RecordBatch], ordered: bool) -> Vec<String> {
+    let text = arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string();
+    let mut rows: Vec<String> = text
+        .lines()
+        .skip(3)
+        .filter(|l| !l.starts_with('+'))
+        .map(str::to_string)
+        .collect();
+    if !ordered {
+        rows.sort();
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn federated_queries_equal_centralized_datafusion() {
+    let city = shared_city();
+    let running = start_city(city.dir.path(), &[]);
+    let oracle = city_context(city.dir.path()).await;
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let queries = queries();
+    assert!(
+        queries.len() >= 30,
+        "the suite has {} queries",
+        queries.len()
+    );
+    for sql in &queries {
+        let federated = client
+            .query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+        let central = oracle.sql(sql).await.unwrap().collect().await.unwrap();
+        let ordered = sql.contains("ORDER BY");
+        assert_eq!(
+            rows(&federated.batches, ordered),
+            rows(&central, ordered),
+            "{sql}"
+        );
+        assert!(federated.missing_nodes.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
+    let city = shared_city();
+    let running = start_city(city.dir.path(), &[]);
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let sql = "SELECT county_code, count(*) FROM disbursements WHERE subsidy_type = 'DIBAO' GROUP BY county_code";
+    let plan = client.query(&format!("EXPLAIN {sql}")).await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&plan.batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("NodeFragmentExec: nodes=[140200, 140212"),
+        "{text}"
+    );
+    let fragment = text.split("fragment:").nth(1).unwrap_or_default();
+    assert!(
+        fragment.contains("AggregateExec"),
+        "the aggregate runs on the nodes:\n{text}"
+    );
+    assert!(
+        text.contains("TableLeafExec: table=disbursements"),
+        "{text}"
+    );
+
+    let pruned = client
+        .query("EXPLAIN SELECT count(*) FROM disbursements WHERE county_code = '140215'")
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&pruned.batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("nodes=[140215]"),
+        "county_code prunes nodes:\n{text}"
+    );
+
+    let analyzed = client
+        .query(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&analyzed.batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("bytes_from_140215=") && text.contains("rows_from_140215="),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_is_down_is_named_or_listed() {
+    let city = shared_city();
+    let mut running = start_city(city.dir.path(), &[]);
+    let (code, node) = running.nodes.remove(4);
+    assert!(node.terminate());
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let sql = "SELECT county_code, count(*) FROM disbursements GROUP BY county_code ORDER BY 1";
+    let started = std::time::Instant::now();
+    let err = client.query(sql).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("node {code}")), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "failing took {:?}",
+        started.elapsed()
+    );
+
+    client.allow_partial_results();
+    let partial = client.query(sql).await.unwrap();
+    assert_eq!(partial.missing_nodes, vec![code.to_string()]);
+    let text = arrow::util::pretty::pretty_format_batches(&partial.batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        !text.contains(code.as_str()) && text.contains("140226"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_queries_at_the_city_get_clear_errors() {
+    let city = shared_city();
+    let running = start_city(city.dir.path(), &[]);
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    for (sql, mentions) in [
+        ("SELECT * FROM paymentz", "paymentz"),
+        ("SELEC 1", "SELEC"),
+        ("DROP TABLE persons", "DDL"),
+    ] {
+        let err = client.query(sql).await.unwrap_err().to_string();
+        assert!(err.contains(mentions), "{sql}: {err}");
+    }
+    let mut stranger = SqlClient::connect(&running.coordinator.addr, "wrong-token")
+        .await
+        .unwrap();
+    assert!(
+        stranger
+            .query("SELECT 1")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("Unauthenticated")
+    );
+}
