@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::ProgressBar;
 use sunlight_client::SqlClient;
+use sunlight_coordinator::{CoordinatorConfig, NodeEntry, start_coordinator};
 use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city, node_root};
 use sunlight_domain::NodeCode;
 use sunlight_node::{NodeConfig, RunningNode, start_node};
@@ -67,59 +68,52 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
         nodes.push(start_node(config).await?);
     }
-    say("");
-    say("node     name     address");
-    for node in &nodes {
-        say(&format!(
-            "{}   {}   {}",
-            node.node.code(),
-            node.node.code().info().name,
-            node.addr
-        ));
-    }
-
-    for node in &nodes {
-        let sql = "SELECT county_code, count(*) AS payments, count(DISTINCT person_id) AS recipients, \
-                   sum(amount) AS amount FROM disbursements GROUP BY county_code";
-        let mut client = SqlClient::connect(&node.addr.to_string(), DEMO_TOKEN).await?;
-        let result = client.query(sql).await?;
-        if result.num_rows() > 0 {
-            say(&format!(
-                "\n{} {}: {sql}",
-                node.node.code(),
-                node.node.code().info().name
-            ));
-            write_result(&result, Format::Table, None)?;
-        }
-    }
-
-    let yunzhou = nodes
+    let entries = nodes
         .iter()
-        .find(|n| n.node.code().as_str() == "140215")
-        .expect("all nodes started");
-    let sql = format!(
-        "SELECT person_id, count(DISTINCT village) AS villages, count(*) AS records, sum(amount) AS amount \
-         FROM disbursements WHERE township = '{JULE_TOWNSHIP}' AND subsidy_type = 'YULU' \
-         AND period = DATE '2021-09-01' GROUP BY person_id HAVING count(DISTINCT village) > 1"
+        .map(|n| NodeEntry {
+            code: n.node.code().to_string(),
+            addr: n.addr.to_string(),
+            token: DEMO_TOKEN.into(),
+        })
+        .collect();
+    let mut config = CoordinatorConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        nodes: entries,
+        ..Default::default()
+    };
+    config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
+    let coordinator = start_coordinator(config).await?;
+    say(&format!(
+        "\n11 nodes and the city coordinator are serving on loopback; the city is at {}",
+        coordinator.addr
+    ));
+
+    let mut client = SqlClient::connect(&coordinator.addr.to_string(), DEMO_TOKEN).await?;
+    let by_county = "SELECT county_code, count(*) AS payments, count(DISTINCT person_id) AS recipients, \
+                     sum(amount) AS amount FROM disbursements GROUP BY county_code ORDER BY county_code";
+    say(&format!("\nat the city: {by_county}"));
+    write_result(&client.query(by_county).await?, Format::Table, None)?;
+
+    let story = format!(
+        "SELECT count(*) AS people, sum(records) AS records, sum(amount) AS amount FROM (\
+           SELECT person_id, count(*) AS records, sum(amount) AS amount FROM disbursements \
+           WHERE county_code = '140215' AND township = '{JULE_TOWNSHIP}' AND subsidy_type = 'YULU' \
+             AND period = DATE '2021-09-01' \
+           GROUP BY person_id HAVING count(DISTINCT village) > 1)"
     );
-    let mut client = SqlClient::connect(&yunzhou.addr.to_string(), DEMO_TOKEN).await?;
-    let story = client
-        .query(&format!(
-            "SELECT count(*) AS people, sum(records) AS records, sum(amount) AS amount FROM ({sql})"
-        ))
-        .await?;
     say(&format!(
         "\n云州区 {JULE_TOWNSHIP}, 雨露计划 2021: students paid in two villages at once"
     ));
-    write_result(&story, Format::Table, None)?;
+    write_result(&client.query(&story).await?, Format::Table, None)?;
 
     if args.serve {
         say(&format!(
-            "\nthe nodes are serving; try:\n  sunlight sql --node {} --token {DEMO_TOKEN} \"SELECT * FROM disbursements LIMIT 5\"\npress Ctrl-C to stop",
-            yunzhou.addr
+            "\nthe city is serving; try:\n  sunlight sql --city {} --token {DEMO_TOKEN} \"SELECT subsidy_type, sum(amount) FROM disbursements GROUP BY 1\"\npress Ctrl-C to stop",
+            coordinator.addr
         ));
         shutdown_signal().await;
     }
+    coordinator.stop().await?;
     for node in nodes {
         node.stop().await?;
     }
