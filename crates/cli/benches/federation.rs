@@ -1,0 +1,205 @@
+//! Benchmark of federated SQL: for each query of the federated suite, the time at the
+//! city over 11 node servers on loopback against one DataFusion context over the same
+//! files, and the bytes that crossed from the nodes against the bytes the scans read.
+//! Also the latency of a trivial `SELECT count(*)` through the city's Flight SQL.
+//!
+//! `SUNLIGHT_BENCH_PERSONS` sets ordinary people per county (default 140000, about one
+//! million disbursement rows per county); `SUNLIGHT_BENCH_DIR` keeps the generated city.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
+use indicatif::ProgressBar;
+use sunlight_client::SqlClient;
+use sunlight_coordinator::{CoordinatorConfig, NodeEntry, start_coordinator};
+use sunlight_datagen::{CityConfig, generate_city, node_root};
+use sunlight_domain::{NodeCode, Table};
+use sunlight_node::{NodeConfig, start_node};
+
+const TOKEN: &str = "bench-token-loopback";
+const SUITE: &str = include_str!("../../../integration-tests/queries/federated.sql");
+const RUNS: usize = 3;
+
+fn central_context(city: &std::path::Path) -> SessionContext {
+    let ctx = SessionContext::new();
+    for table in Table::ALL {
+        let nodes: Vec<NodeCode> = match table {
+            Table::SubsidyStandards => vec![NodeCode::CITY],
+            _ => NodeCode::all().collect(),
+        };
+        let urls: Vec<ListingTableUrl> = nodes
+            .iter()
+            .map(|n| node_root(city, *n).join(table.name()))
+            .filter(|p| p.is_dir())
+            .map(|p| ListingTableUrl::parse(format!("{}/", p.display())).expect("path URL"))
+            .collect();
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(table.schema());
+        ctx.register_table(
+            table.name(),
+            Arc::new(ListingTable::try_new(config).expect("table")),
+        )
+        .expect("register");
+    }
+    ctx
+}
+
+fn bytes_scanned(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("bytes_scanned"))
+        .map_or(0, |v| v.as_usize());
+    own + plan
+        .children()
+        .iter()
+        .map(|c| bytes_scanned(c))
+        .sum::<usize>()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let persons: usize = std::env::var("SUNLIGHT_BENCH_PERSONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(140_000);
+    let dir = std::env::var("SUNLIGHT_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join(format!("sunlight-bench-{persons}")));
+    if !dir.join(sunlight_datagen::TRUTH_FILE).exists() {
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        let started = Instant::now();
+        let report = generate_city(
+            &dir,
+            &CityConfig {
+                persons_per_county: persons,
+                seed: 2021,
+            },
+            &ProgressBar::new(0),
+        )
+        .expect("city");
+        let rows = report.total(Table::Disbursements);
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "generated {rows} disbursement rows in {secs:.1}s ({:.0} rows/s)",
+            rows as f64 / secs
+        );
+    }
+
+    let mut nodes = Vec::new();
+    for code in NodeCode::all() {
+        let mut config = NodeConfig {
+            code: code.to_string(),
+            data: node_root(&dir, code).display().to_string(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            ..Default::default()
+        };
+        config.auth.tokens.insert("bench".into(), TOKEN.into());
+        nodes.push(start_node(config).await.expect("node starts"));
+    }
+    let entries = nodes
+        .iter()
+        .map(|n| NodeEntry {
+            code: n.node.code().to_string(),
+            addr: n.addr.to_string(),
+            token: TOKEN.into(),
+        })
+        .collect();
+    let mut config = CoordinatorConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        nodes: entries,
+        fragment_timeout_ms: 600_000,
+        ..Default::default()
+    };
+    config.auth.tokens.insert("bench".into(), TOKEN.into());
+    let city = start_coordinator(config).await.expect("coordinator starts");
+    let central = central_context(&dir);
+
+    println!(
+        "{:<4} {:>10} {:>10} {:>6} {:>12} {:>14} {:>9}  query",
+        "#", "city ms", "central ms", "ratio", "moved B", "scanned B", "moved %"
+    );
+    let queries: Vec<String> = SUITE
+        .split("\n;\n")
+        .map(|q| {
+            q.lines()
+                .filter(|l| !l.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+                .to_string()
+        })
+        .filter(|q| !q.is_empty())
+        .collect();
+    for (i, sql) in queries.iter().enumerate() {
+        let mut city_times = Vec::new();
+        let mut moved = 0;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let (_, _, control) = city.engine.run(sql, &Default::default()).await.expect(sql);
+            city_times.push(started.elapsed());
+            moved = control.received().values().map(|t| t.bytes).sum::<u64>();
+        }
+        let mut central_times = Vec::new();
+        let mut scanned = 0;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let plan = central
+                .sql(sql)
+                .await
+                .expect(sql)
+                .create_physical_plan()
+                .await
+                .expect(sql);
+            collect(plan.clone(), central.task_ctx()).await.expect(sql);
+            central_times.push(started.elapsed());
+            scanned = bytes_scanned(&plan);
+        }
+        let (c, d) = (median(city_times), median(central_times));
+        println!(
+            "{:<4} {:>10.1} {:>10.1} {:>6.2} {:>12} {:>14} {:>9.4}  {}",
+            i + 1,
+            c.as_secs_f64() * 1e3,
+            d.as_secs_f64() * 1e3,
+            c.as_secs_f64() / d.as_secs_f64(),
+            moved,
+            scanned,
+            100.0 * moved as f64 / scanned.max(1) as f64,
+            sql.chars().take(90).collect::<String>()
+        );
+    }
+
+    let mut client = SqlClient::connect(&city.addr.to_string(), TOKEN)
+        .await
+        .expect("client");
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        client
+            .query("SELECT count(*) FROM disbursements")
+            .await
+            .expect("trivial query");
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "trivial SELECT count(*) FROM disbursements at the city over 11 nodes: p50 {:.2} ms, p99 {:.2} ms",
+        latencies[100].as_secs_f64() * 1e3,
+        latencies[197].as_secs_f64() * 1e3
+    );
+}
