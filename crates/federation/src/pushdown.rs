@@ -20,6 +20,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use sunlight_fragment::encode_plan;
@@ -72,7 +73,22 @@ type FragmentInputs<'a> = (&'a NodeFragmentExec, Vec<Arc<dyn ExecutionPlan>>);
 /// When `plan` can run inside the nodes: the fragment exec it extends and the inputs its
 /// copy inside the fragment reads.
 fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInputs<'_>>> {
-    let children = plan.children();
+    // The sides of a join on `county_code` (among other keys) are already split by node,
+    // and matching rows live on the same node: the city's repartitioning is not needed.
+    let county_join = plan.downcast_ref::<HashJoinExec>().is_some_and(|j| {
+        *j.partition_mode() == PartitionMode::Partitioned
+            && j.on()
+                .iter()
+                .any(|(l, r)| is_county_code(l) && is_county_code(r))
+    });
+    let children: Vec<&Arc<dyn ExecutionPlan>> = plan
+        .children()
+        .into_iter()
+        .map(|c| match c.downcast_ref::<RepartitionExec>() {
+            Some(r) if county_join && r.input().is::<NodeFragmentExec>() => r.input(),
+            _ => c,
+        })
+        .collect();
     let fragments: Vec<Option<&NodeFragmentExec>> = children
         .iter()
         .map(|c| c.downcast_ref::<NodeFragmentExec>())
@@ -127,16 +143,20 @@ fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentEx
     };
     match join.partition_mode() {
         PartitionMode::Partitioned => {
-            let county = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
-                e.downcast_ref::<Column>()
-                    .is_some_and(|c| c.name() == "county_code")
-            };
             fragments.iter().all(Option::is_some)
-                && join.on().iter().any(|(l, r)| county(l) && county(r))
+                && join
+                    .on()
+                    .iter()
+                    .any(|(l, r)| is_county_code(l) && is_county_code(r))
         }
         PartitionMode::CollectLeft => fragments[0].is_none() && fragments[1].is_some(),
         PartitionMode::Auto => false,
     }
+}
+
+fn is_county_code(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> bool {
+    expr.downcast_ref::<Column>()
+        .is_some_and(|c| c.name() == "county_code")
 }
 
 /// A subtree that reads only the reference table, rewritten to read the node's copy.

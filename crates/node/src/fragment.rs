@@ -13,6 +13,7 @@ use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_proto::v1::FragmentTicket;
 
 use crate::check::check_fragment;
+use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
 use crate::{Error, Result};
 
@@ -61,6 +62,15 @@ async fn resolve_leaves(
             .await?;
         if scan.output_partitioning().partition_count() > 1 {
             scan = Arc::new(CoalescePartitionsExec::new(scan));
+        }
+        // A leaf over several nodes that carries county_code was planned as partitioned by it.
+        if let (true, Ok(column)) = (leaf.partitions() > 1, scan.schema().index_of("county_code")) {
+            scan = Arc::new(CountyGuardExec::new(
+                scan,
+                node.code(),
+                leaf.table(),
+                column,
+            ));
         }
         scans.insert(key, scan);
     }

@@ -6,6 +6,7 @@
 mod catalog;
 mod check;
 mod config;
+mod county_guard;
 mod describe;
 mod engine;
 mod error;

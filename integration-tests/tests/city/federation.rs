@@ -182,3 +182,43 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             .contains("Unauthenticated")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_with_another_nodes_county_code_fails_by_name() {
+    let city = crate::support::generated_city(40, 9);
+    let yunzhou: sunlight_domain::NodeCode = "140215".parse().unwrap();
+    let persons = sunlight_datagen::node_root(city.dir.path(), yunzhou).join("persons");
+    let ctx = datafusion::prelude::SessionContext::new();
+    let file = persons.join("part-0.parquet");
+    ctx.register_parquet("p", file.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let stray = ctx
+        .sql(
+            "SELECT person_id, name, gender, birth_date, household_id, '140221' AS county_code, township, village, \
+             death_date FROM p LIMIT 1",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let file = std::fs::File::create(persons.join("stray.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, stray[0].schema(), None).unwrap();
+    writer.write(&stray[0]).unwrap();
+    writer.close().unwrap();
+
+    let running = start_city(city.dir.path(), &[]);
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let err = client
+        .query("SELECT county_code, count(*) FROM persons GROUP BY county_code")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node 140215 holds persons rows with county_code 140221"),
+        "{err}"
+    );
+}
