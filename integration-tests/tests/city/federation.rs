@@ -222,3 +222,41 @@ async fn a_row_with_another_nodes_county_code_fails_by_name() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_a_different_reference_copy_is_named() {
+    let city = crate::support::generated_city(30, 4);
+    let tianzhen: sunlight_domain::NodeCode = "140222".parse().unwrap();
+    let file = sunlight_datagen::node_root(city.dir.path(), tianzhen)
+        .join("subsidy_standards/part-0.parquet");
+    let mut standards = sunlight_domain::default_standards();
+    standards[0].cap_fen += 100;
+    let batch = sunlight_domain::standards_batch(&standards);
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&file).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let running = start_city(city.dir.path(), &[]);
+    let banner = running.coordinator.banner.join("\n");
+    assert!(
+        banner.contains("node 140222 holds a DIFFERENT copy"),
+        "{banner}"
+    );
+    // The city answers with the copy most nodes hold.
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let cap = client
+        .query("SELECT cap FROM subsidy_standards WHERE subsidy_type = 'DIBAO'")
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&cap.batches)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("600.00"), "{text}");
+}
