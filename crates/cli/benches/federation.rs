@@ -3,7 +3,7 @@
 //! files, and the bytes that crossed from the nodes against the bytes the scans read.
 //! Also the latency of a trivial `SELECT count(*)` through the city's Flight SQL.
 //!
-//! `SUNLIGHT_BENCH_PERSONS` sets ordinary people per county (default 140000, about one
+//! `SUNLIGHT_BENCH_PERSONS` sets ordinary people per county (default 190000, about one
 //! million disbursement rows per county); `SUNLIGHT_BENCH_DIR` keeps the generated city.
 #![allow(clippy::print_stdout)]
 
@@ -77,7 +77,7 @@ async fn main() {
     let persons: usize = std::env::var("SUNLIGHT_BENCH_PERSONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(140_000);
+        .unwrap_or(190_000);
     let dir = std::env::var("SUNLIGHT_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir().join(format!("sunlight-bench-{persons}")));
