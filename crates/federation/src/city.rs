@@ -63,6 +63,8 @@ pub struct CityEngine {
     channels: Arc<Channels>,
     config: FederationConfig,
     standards: RwLock<Option<(Arc<ReferenceTable>, StandardsCheck)>>,
+    /// Functions, rules and tables, built once; each query clones it and adds its control.
+    base: RwLock<Option<SessionState>>,
 }
 
 impl CityEngine {
@@ -73,6 +75,7 @@ impl CityEngine {
             channels: Arc::default(),
             config,
             standards: RwLock::new(None),
+            base: RwLock::new(None),
         })
     }
 
@@ -146,11 +149,21 @@ impl CityEngine {
 
     /// A context for one query, carrying its [`QueryControl`].
     pub async fn context(&self, control: Arc<QueryControl>) -> Result<SessionContext> {
+        // The read guard must be gone before building, which takes the write lock.
+        let cached = self.base.read().await.clone();
+        let mut state = match cached {
+            Some(state) => state,
+            None => self.build_base().await?,
+        };
+        state.config_mut().set_extension(control);
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    async fn build_base(&self) -> Result<SessionState> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_round_robin_repartition(false)
-            .with_extension(control);
+            .with_round_robin_repartition(false);
         // Node fragments are the unit of parallelism; partitioned joins keep node partitions.
         config.options_mut().optimizer.repartition_joins = true;
         let mut rules = PhysicalOptimizer::new().rules;
@@ -172,7 +185,9 @@ impl CityEngine {
             };
             context.register_table(table.name(), provider)?;
         }
-        Ok(context)
+        let state = context.state();
+        *self.base.write().await = Some(state.clone());
+        Ok(state)
     }
 
     /// Plans `sql` as a read-only query.
