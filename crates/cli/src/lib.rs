@@ -215,7 +215,8 @@ async fn node(args: NodeArgs) -> Result<()> {
         node.code(),
         running.addr
     ));
-    running.serve_until(shutdown_signal()).await?;
+    shutdown_signal().await;
+    running.stop().await?;
     Ok(())
 }
 
@@ -264,7 +265,8 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         Err(reason) => say(&format!("  subsidy_standards: not loaded yet: {reason}")),
     }
     say(&format!("city coordinator listening on {}", running.addr));
-    running.serve_until(shutdown_signal()).await?;
+    shutdown_signal().await;
+    running.stop().await?;
     Ok(())
 }
 

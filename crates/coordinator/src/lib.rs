@@ -4,7 +4,6 @@
 
 mod config;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,12 +59,6 @@ impl RunningCoordinator {
             .stop()
             .await
             .map_err(|source| Error::Serve { addr, source })
-    }
-
-    /// Serves until `signal` resolves, then shuts down gracefully.
-    pub async fn serve_until(self, signal: impl Future<Output = ()>) -> Result<()> {
-        signal.await;
-        self.stop().await
     }
 }
 

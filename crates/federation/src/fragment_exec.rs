@@ -11,6 +11,7 @@ use arrow_flight::FlightData;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
+use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -69,23 +70,28 @@ fn unavailable(node: &NodeEndpoint, reason: String) -> Error {
 pub struct NodeFragmentExec {
     nodes: Vec<NodeEndpoint>,
     fragment: Arc<dyn ExecutionPlan>,
+    /// The fragment as datafusion-proto bytes, encoded once for every node.
+    encoded: Bytes,
     channels: Arc<Channels>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl NodeFragmentExec {
-    /// `fragment` must have as many output partitions as there are `nodes`.
-    pub fn new(
+    /// `fragment` must have as many output partitions as there are `nodes`; fails when
+    /// the fragment cannot travel as datafusion-proto.
+    pub fn try_new(
         nodes: Vec<NodeEndpoint>,
         fragment: Arc<dyn ExecutionPlan>,
         channels: Arc<Channels>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let encoded = encode_plan(fragment.clone())?;
+        Ok(Self {
             nodes,
             fragment,
+            encoded,
             channels,
             metrics: ExecutionPlanMetricsSet::new(),
-        }
+        })
     }
 
     /// The nodes, in partition order.
@@ -99,8 +105,8 @@ impl NodeFragmentExec {
     }
 
     /// The same nodes running a larger fragment.
-    pub fn with_fragment(&self, fragment: Arc<dyn ExecutionPlan>) -> Self {
-        Self::new(self.nodes.clone(), fragment, self.channels.clone())
+    pub fn with_fragment(&self, fragment: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        Self::try_new(self.nodes.clone(), fragment, self.channels.clone())
     }
 }
 
@@ -170,7 +176,7 @@ impl ExecutionPlan for NodeFragmentExec {
             .get_extension::<QueryControl>()
             .unwrap_or_else(|| Arc::new(QueryControl::new(false, Duration::from_secs(60), 3)));
         let ticket = ticket(&FragmentTicket {
-            plan: encode_plan(self.fragment.clone())?.to_vec(),
+            plan: self.encoded.to_vec(),
             query_id: control.query_id.clone(),
             node: node.code.to_string(),
         });
@@ -216,11 +222,6 @@ async fn fetch(
     ticket: arrow_flight::Ticket,
     control: &QueryControl,
 ) -> std::result::Result<Vec<(RecordBatch, usize)>, Error> {
-    let deadline = Error::Deadline {
-        node: node.code,
-        addr: node.addr.clone(),
-        seconds: 0.0,
-    };
     let read = async {
         let mut attempt = 0;
         let response = loop {
@@ -272,13 +273,10 @@ async fn fetch(
     let budget = control.remaining();
     match tokio::time::timeout(budget, read).await {
         Ok(result) => result,
-        Err(_) => Err(match deadline {
-            Error::Deadline { node, addr, .. } => Error::Deadline {
-                node,
-                addr,
-                seconds: budget.as_secs_f64(),
-            },
-            other => other,
+        Err(_) => Err(Error::Deadline {
+            node: node.code,
+            addr: node.addr.clone(),
+            seconds: budget.as_secs_f64(),
         }),
     }
 }

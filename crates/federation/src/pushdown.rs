@@ -23,7 +23,6 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use sunlight_fragment::encode_plan;
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::reference::ReferenceExec;
@@ -59,12 +58,13 @@ fn absorb(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionP
     };
     let fragment = replace_children_if_necessary(plan.clone(), inputs)?;
     // A fragment keeps one output partition per node, and must travel as datafusion-proto.
-    if fragment.output_partitioning().partition_count() != base.nodes().len()
-        || encode_plan(fragment.clone()).is_err()
-    {
+    if fragment.output_partitioning().partition_count() != base.nodes().len() {
         return Ok(Transformed::no(plan));
     }
-    Ok(Transformed::yes(Arc::new(base.with_fragment(fragment))))
+    match base.with_fragment(fragment) {
+        Ok(extended) => Ok(Transformed::yes(Arc::new(extended))),
+        Err(_) => Ok(Transformed::no(plan)),
+    }
 }
 
 /// The fragment exec an operator extends, and the inputs of its copy in the fragment.

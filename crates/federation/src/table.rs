@@ -80,11 +80,11 @@ impl TableProvider for GlobalTable {
         if nodes.is_empty() {
             return Ok(Arc::new(EmptyExec::new(leaf.schema())));
         }
-        Ok(Arc::new(NodeFragmentExec::new(
+        Ok(Arc::new(NodeFragmentExec::try_new(
             nodes,
             Arc::new(leaf),
             self.channels.clone(),
-        )))
+        )?))
     }
 }
 

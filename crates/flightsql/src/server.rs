@@ -1,6 +1,5 @@
 //! Running a tonic server on a bound loopback or network address, with graceful stop.
 
-use std::future::Future;
 use std::net::SocketAddr;
 
 use futures::TryStreamExt;
@@ -55,11 +54,5 @@ impl RunningServer {
             Ok(result) => result.map_err(std::io::Error::other),
             Err(e) => Err(std::io::Error::other(e)),
         }
-    }
-
-    /// Serves until `signal` resolves, then stops gracefully.
-    pub async fn serve_until(self, signal: impl Future<Output = ()>) -> std::io::Result<()> {
-        signal.await;
-        self.stop().await
     }
 }

@@ -1,6 +1,5 @@
 //! Starting and stopping a node's gRPC server.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -33,13 +32,6 @@ impl RunningNode {
             .stop()
             .await
             .map_err(|source| Error::Serve { addr, source })
-    }
-
-    /// Serves until `signal` resolves, then shuts down gracefully.
-    pub async fn serve_until(self, signal: impl Future<Output = ()>) -> Result<()> {
-        signal.await;
-        tracing::info!(node = %self.node.code(), "shutting down");
-        self.stop().await
     }
 }
 
