@@ -3,7 +3,13 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["sunlight/v1/node.proto", "sunlight/v1/fragment.proto"].map(|f| root.join(f));
+    let files = [
+        "sunlight/v1/node.proto",
+        "sunlight/v1/fragment.proto",
+        "sunlight/v1/raft.proto",
+        "sunlight/v1/admin.proto",
+    ]
+    .map(|f| root.join(f));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

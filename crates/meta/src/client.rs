@@ -1,0 +1,216 @@
+//! A client of the admin service that finds the leader: it follows redirects and moves
+//! on to the next replica when one is down.
+
+use std::time::Duration;
+
+use sunlight_proto::v1::admin_client::AdminClient as AdminRpc;
+use sunlight_proto::v1::{
+    AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, ProposeRequest, ReadRequest,
+    RemoveReplicaRequest, Section,
+};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, LEADER_HEADER, Result};
+use crate::types::{Command, ReplicaId};
+
+/// Attempts before a call gives up; with the pause below, about ten seconds.
+const ATTEMPTS: usize = 40;
+const PAUSE: Duration = Duration::from_millis(250);
+
+type Bearer = MetadataValue<Ascii>;
+
+fn authorized<T>(message: T, bearer: Bearer) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", bearer);
+    request
+}
+
+/// What a proposal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proposed {
+    /// Applied, with what it produced and its audit record.
+    Applied {
+        /// E.g. the new model version.
+        detail: String,
+        /// The audit record written.
+        audit_seq: u64,
+    },
+    /// Refused by the state machine, with the reason.
+    Refused(String),
+}
+
+/// Calls the coordinator replicas' admin service with one token.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    replicas: Vec<String>,
+    token: String,
+    current: usize,
+}
+
+impl AdminClient {
+    /// A client of the replicas at `replicas` (any order; the leader is found).
+    pub fn new(replicas: &[String], token: &str) -> Result<Self> {
+        if replicas.is_empty() {
+            return Err(Error::Invalid("no coordinator address given".into()));
+        }
+        Ok(Self {
+            replicas: replicas.to_vec(),
+            token: token.to_string(),
+            current: 0,
+        })
+    }
+
+    async fn connect(&self, addr: &str) -> Result<AdminRpc<Channel>> {
+        let unreachable = |message: String| Error::Unreachable {
+            addr: addr.to_string(),
+            message,
+        };
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| unreachable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(AdminRpc::new(channel))
+    }
+
+    /// Runs `call` against the leader, following `sunlight-leader` redirects.
+    async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T>
+    where
+        F: FnMut(AdminRpc<Channel>, Bearer) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let bearer: Bearer = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|_| Error::Invalid("the token is not printable ASCII".into()))?;
+        let mut last = Error::Invalid("no attempt made".into());
+        for _ in 0..ATTEMPTS {
+            let addr = self.replicas[self.current].clone();
+            let client = match self.connect(&addr).await {
+                Ok(client) => client,
+                Err(e) => {
+                    last = e;
+                    self.current = (self.current + 1) % self.replicas.len();
+                    tokio::time::sleep(PAUSE).await;
+                    continue;
+                }
+            };
+            match call(client, bearer.clone()).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(status) => {
+                    let leader = status
+                        .metadata()
+                        .get(LEADER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let retry = matches!(
+                        status.code(),
+                        tonic::Code::FailedPrecondition | tonic::Code::Unavailable
+                    );
+                    last = Error::Remote {
+                        addr,
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    };
+                    if !retry {
+                        return Err(last);
+                    }
+                    match leader {
+                        Some(leader) => self.current = self.position(&leader),
+                        None => {
+                            self.current = (self.current + 1) % self.replicas.len();
+                            tokio::time::sleep(PAUSE).await;
+                        }
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn position(&mut self, addr: &str) -> usize {
+        match self.replicas.iter().position(|a| a == addr) {
+            Some(i) => i,
+            None => {
+                self.replicas.push(addr.to_string());
+                self.replicas.len() - 1
+            }
+        }
+    }
+
+    /// Proposes `command` and waits until the leader applied it.
+    pub async fn propose(&mut self, command: &Command) -> Result<Proposed> {
+        let command_json =
+            serde_json::to_vec(command).map_err(|e| Error::Invalid(e.to_string()))?;
+        let reply = self
+            .call(|mut c, bearer| {
+                let request = authorized(
+                    ProposeRequest {
+                        command_json: command_json.clone(),
+                    },
+                    bearer,
+                );
+                async move { c.propose(request).await }
+            })
+            .await?;
+        Ok(if reply.applied {
+            Proposed::Applied {
+                detail: reply.detail,
+                audit_seq: reply.audit_seq,
+            }
+        } else {
+            Proposed::Refused(reply.detail)
+        })
+    }
+
+    /// A linearizable read of `section`, as JSON.
+    pub async fn read(&mut self, section: Section) -> Result<serde_json::Value> {
+        let reply = self
+            .call(|mut c, bearer| {
+                let request = authorized(
+                    ReadRequest {
+                        section: section.into(),
+                    },
+                    bearer,
+                );
+                async move { c.read(request).await }
+            })
+            .await?;
+        serde_json::from_slice(&reply.json).map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// The group as the first reachable replica sees it (no redirect).
+    pub async fn status(&mut self) -> Result<ClusterStatusReply> {
+        self.call(|mut c, bearer| {
+            let request = authorized(ClusterStatusRequest {}, bearer);
+            async move { c.cluster_status(request).await }
+        })
+        .await
+    }
+
+    /// Adds replica `id` at `addr` to the group.
+    pub async fn add_replica(&mut self, id: ReplicaId, addr: &str) -> Result<ClusterStatusReply> {
+        self.call(|mut c, bearer| {
+            let request = authorized(
+                AddReplicaRequest {
+                    id,
+                    addr: addr.to_string(),
+                },
+                bearer,
+            );
+            async move { c.add_replica(request).await }
+        })
+        .await
+    }
+
+    /// Removes replica `id` from the group.
+    pub async fn remove_replica(&mut self, id: ReplicaId) -> Result<ClusterStatusReply> {
+        self.call(|mut c, bearer| {
+            let request = authorized(RemoveReplicaRequest { id }, bearer);
+            async move { c.remove_replica(request).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,49 @@
+//! Replicated coordinator metadata: the node registry, users with hashed API tokens, the
+//! model registry and rollout state, and the hash-chained audit log.
+//!
+//! Every change is a [`Command`] proposed to an [openraft] 0.9 group of coordinator
+//! replicas and applied, in log order, to [`MetaState`] on each of them. A write is
+//! acknowledged once a majority has it on disk, so losing a replica loses nothing.
+//!
+//! # Storage
+//!
+//! Each replica keeps its raft log, vote, commit index and latest snapshot in one
+//! [redb](https://docs.rs/redb) file. redb is a pure-Rust, copy-on-write B-tree with ACID
+//! transactions and a stable file format: a crash between two writes leaves the last
+//! committed transaction intact, there is no C toolchain or background compaction thread
+//! to manage, and one write transaction per raft append keeps the log's fsync explicit.
+//! Writes are fsynced before they are acknowledged (`fsync = true` by default).
+//!
+//! The state machine lives in memory: it is small (registry, users, models, audit) and
+//! rebuilt at start from the last snapshot plus the committed log. A snapshot is taken
+//! every [`ReplicaConfig::snapshot_every`] entries and the log before it is purged.
+//!
+//! # Network
+//!
+//! Replicas talk over the tonic `Raft` service of `proto/sunlight/v1/raft.proto`,
+//! authenticated with a cluster secret; a call from a replica outside the membership is
+//! refused. Administrators use the `Admin` service (`admin.proto`): writes go to the
+//! leader, and any other replica answers with the leader's address in the
+//! `sunlight-leader` header, which [`AdminClient`] follows.
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod network;
+mod replica;
+mod service;
+mod state;
+mod store;
+mod types;
+
+pub use client::{AdminClient, Proposed};
+pub use error::{Error, LEADER_HEADER, Result};
+pub use network::Faults;
+pub use replica::{Replica, ReplicaConfig};
+pub use service::{AdminService, RaftService, admin_service, raft_service};
+pub use state::{MetaState, audit_sha256, token_sha256};
+pub use sunlight_proto::v1::{ClusterStatusReply, ReplicaStatus, Section};
+pub use types::{
+    Actor, AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal,
+    ReplicaId, Role, UserRecord,
+};

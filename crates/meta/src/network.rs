@@ -1,0 +1,268 @@
+//! Raft between replicas over tonic, with link faults that tests can inject.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, Snapshot, Vote};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sunlight_proto::v1::raft_client::RaftClient;
+use sunlight_proto::v1::{RaftPayload, SnapshotPayload};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::types::{ReplicaId, TypeConfig};
+
+/// Links between replicas that should fail, for fault-injection tests. Empty by default.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<Mutex<FaultRules>>);
+
+#[derive(Debug, Default)]
+struct FaultRules {
+    cut: BTreeSet<(ReplicaId, ReplicaId)>,
+    drop_one_in: u32,
+    counter: u64,
+}
+
+impl Faults {
+    /// Cuts the links between `replica` and each of `others`, both ways.
+    pub fn isolate(&self, replica: ReplicaId, others: &[ReplicaId]) {
+        let mut rules = self.0.lock().expect("fault lock");
+        for &other in others {
+            rules.cut.insert((replica, other));
+            rules.cut.insert((other, replica));
+        }
+    }
+
+    /// Drops one call in `n` on every link (0 drops none).
+    pub fn drop_one_in(&self, n: u32) {
+        self.0.lock().expect("fault lock").drop_one_in = n;
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        let mut rules = self.0.lock().expect("fault lock");
+        rules.cut.clear();
+        rules.drop_one_in = 0;
+    }
+
+    fn fails(&self, from: ReplicaId, to: ReplicaId) -> bool {
+        let mut rules = self.0.lock().expect("fault lock");
+        rules.counter += 1;
+        rules.cut.contains(&(from, to))
+            || (rules.drop_one_in > 0 && rules.counter.is_multiple_of(u64::from(rules.drop_one_in)))
+    }
+}
+
+/// Opens clients to peer replicas.
+#[derive(Debug, Clone)]
+pub struct RaftNetworkClients {
+    from: ReplicaId,
+    secret: Arc<str>,
+    faults: Faults,
+}
+
+impl RaftNetworkClients {
+    /// Clients that present `secret` as replica `from`.
+    pub fn new(from: ReplicaId, secret: &str, faults: Faults) -> Self {
+        Self {
+            from,
+            secret: secret.into(),
+            faults,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: ReplicaId, node: &BasicNode) -> PeerClient {
+        let channel = Endpoint::from_shared(format!("http://{}", node.addr))
+            .map(|e| {
+                e.connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            })
+            .ok();
+        PeerClient {
+            clients: self.clone(),
+            target,
+            addr: node.addr.clone(),
+            client: channel.map(RaftClient::new),
+        }
+    }
+}
+
+/// The link to one peer.
+#[derive(Debug)]
+pub struct PeerClient {
+    clients: RaftNetworkClients,
+    target: ReplicaId,
+    addr: String,
+    client: Option<RaftClient<Channel>>,
+}
+
+/// How a call failed before any answer of the peer.
+enum CallError {
+    Unreachable(Unreachable),
+    Network(NetworkError),
+}
+
+impl<E: std::error::Error> From<CallError> for RPCError<ReplicaId, BasicNode, E> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(e),
+            CallError::Network(e) => RPCError::Network(e),
+        }
+    }
+}
+
+impl From<CallError> for StreamingError<TypeConfig, Fatal<ReplicaId>> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(e) => StreamingError::Unreachable(e),
+            CallError::Network(e) => StreamingError::Network(e),
+        }
+    }
+}
+
+fn network<E: std::error::Error + 'static>(e: E) -> CallError {
+    CallError::Network(NetworkError::new(&e))
+}
+
+impl PeerClient {
+    async fn call<F, Fut>(&mut self, ttl: Duration, send: F) -> Result<Vec<u8>, CallError>
+    where
+        F: FnOnce(RaftClient<Channel>, String, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let unreachable = |message: String| {
+            CallError::Unreachable(Unreachable::new(&std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                message,
+            )))
+        };
+        if self.clients.faults.fails(self.clients.from, self.target) {
+            return Err(unreachable(format!(
+                "link to replica {} is cut",
+                self.target
+            )));
+        }
+        let client = self
+            .client
+            .clone()
+            .ok_or_else(|| unreachable(format!("bad replica address {:?}", self.addr)))?;
+        let bearer = format!("Bearer {}", self.clients.secret);
+        match send(client, bearer, ttl).await {
+            Ok(reply) => Ok(reply.into_inner().json),
+            Err(status) if status.code() == tonic::Code::Unavailable => Err(unreachable(format!(
+                "replica {} at {}: {}",
+                self.target,
+                self.addr,
+                status.message()
+            ))),
+            Err(status) => Err(network(status)),
+        }
+    }
+
+    async fn rpc<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        request: &Req,
+        option: RPCOption,
+    ) -> Result<Resp, RPCError<ReplicaId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let json = serde_json::to_vec(request).map_err(|e| RPCError::from(network(e)))?;
+        let from = self.clients.from;
+        let bytes = self
+            .call(
+                option.hard_ttl(),
+                move |mut client, bearer, ttl| async move {
+                    let mut request = tonic::Request::new(RaftPayload { from, json });
+                    request.set_timeout(ttl);
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.parse().expect("ascii secret"));
+                    match method {
+                        Method::Vote => client.vote(request).await,
+                        Method::AppendEntries => client.append_entries(request).await,
+                    }
+                },
+            )
+            .await?;
+        let answer: Result<Resp, E> =
+            serde_json::from_slice(&bytes).map_err(|e| RPCError::from(network(e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Vote,
+    AppendEntries,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        AppendEntriesResponse<ReplicaId>,
+        RPCError<ReplicaId, BasicNode, RaftError<ReplicaId>>,
+    > {
+        self.rpc(Method::AppendEntries, &rpc, option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<ReplicaId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, BasicNode, RaftError<ReplicaId>>> {
+        self.rpc(Method::Vote, &rpc, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<ReplicaId>,
+        snapshot: Snapshot<TypeConfig>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<ReplicaId>, StreamingError<TypeConfig, Fatal<ReplicaId>>> {
+        let payload = SnapshotPayload {
+            from: self.clients.from,
+            vote: serde_json::to_vec(&vote).map_err(network)?,
+            meta: serde_json::to_vec(&snapshot.meta).map_err(network)?,
+            data: *snapshot.snapshot,
+        };
+        let bytes = self
+            .call(
+                option.hard_ttl(),
+                move |mut client, bearer, ttl| async move {
+                    let mut request = tonic::Request::new(payload);
+                    request.set_timeout(ttl);
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.parse().expect("ascii secret"));
+                    client.install_snapshot(request).await
+                },
+            )
+            .await?;
+        let answer: Result<SnapshotResponse<ReplicaId>, Fatal<ReplicaId>> =
+            serde_json::from_slice(&bytes).map_err(network)?;
+        answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}

@@ -1,0 +1,247 @@
+//! The gRPC services of a replica: raft between peers, and administration.
+
+use std::sync::Arc;
+
+use openraft::Snapshot;
+use serde_json::json;
+use sunlight_proto::v1::admin_server::{Admin, AdminServer};
+use sunlight_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
+use sunlight_proto::v1::{
+    AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, ProposeReply, ProposeRequest,
+    RaftPayload, ReadReply, ReadRequest, RemoveReplicaRequest, Section, SnapshotPayload,
+};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::replica::Replica;
+use crate::types::{Actor, Command, Outcome, Role};
+
+/// The raft service of `replica`.
+pub fn raft_service(replica: Arc<Replica>) -> RaftServer<RaftService> {
+    RaftServer::new(RaftService { replica })
+}
+
+/// The admin service of `replica`.
+pub fn admin_service(replica: Arc<Replica>) -> AdminServer<AdminService> {
+    AdminServer::new(AdminService { replica })
+}
+
+fn bearer(metadata: &MetadataMap) -> Result<&str, Error> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            Error::Unauthenticated("no credentials: send `authorization: Bearer <token>`".into())
+        })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Status> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::from(Error::Invalid(format!("malformed {what}: {e}"))))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Raft calls from peers, authenticated by the cluster secret and the membership.
+#[derive(Debug)]
+pub struct RaftService {
+    replica: Arc<Replica>,
+}
+
+impl RaftService {
+    fn admit(&self, metadata: &MetadataMap, from: u64) -> Result<(), Status> {
+        if !self.replica.is_cluster_secret(bearer(metadata)?) {
+            return Err(
+                Error::Unauthenticated("raft call without the cluster secret".into()).into(),
+            );
+        }
+        if !self.replica.knows_peer(from) {
+            return Err(Error::UnknownPeer { peer: from }.into());
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(request.metadata(), request.get_ref().from)?;
+        let vote = decode(&request.get_ref().json, "vote request")?;
+        let answer = self.replica.raft().vote(vote).await;
+        Ok(Response::new(RaftPayload {
+            from: self.replica.id(),
+            json: encode(&answer)?,
+        }))
+    }
+
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.admit(request.metadata(), request.get_ref().from)?;
+        let append = decode(&request.get_ref().json, "append-entries request")?;
+        let answer = self.replica.raft().append_entries(append).await;
+        Ok(Response::new(RaftPayload {
+            from: self.replica.id(),
+            json: encode(&answer)?,
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<SnapshotPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.admit(request.metadata(), request.get_ref().from)?;
+        let payload = request.into_inner();
+        let vote = decode(&payload.vote, "snapshot vote")?;
+        let meta = decode(&payload.meta, "snapshot meta")?;
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(payload.data),
+        };
+        let answer = self
+            .replica
+            .raft()
+            .install_full_snapshot(vote, snapshot)
+            .await;
+        Ok(Response::new(RaftPayload {
+            from: self.replica.id(),
+            json: encode(&answer)?,
+        }))
+    }
+}
+
+/// Administration by users with the right role, or by a replica with the cluster secret.
+#[derive(Debug)]
+pub struct AdminService {
+    replica: Arc<Replica>,
+}
+
+impl AdminService {
+    fn actor(&self, metadata: &MetadataMap, allowed: &[Role]) -> Result<Actor, Status> {
+        let token = bearer(metadata)?;
+        if self.replica.is_cluster_secret(token) {
+            return Ok(Actor {
+                user: format!("replica-{}", self.replica.id()),
+                role: Some(Role::Administrator),
+            });
+        }
+        let user = self
+            .replica
+            .read(|state| state.user_by_token(token).cloned())
+            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
+        if !allowed.contains(&user.role) {
+            return Err(Error::Denied(format!(
+                "{} is a {}; this call needs {}",
+                user.name,
+                user.role,
+                allowed
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))
+            .into());
+        }
+        Ok(Actor {
+            user: user.name,
+            role: Some(user.role),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let actor = self.actor(request.metadata(), &[Role::Administrator])?;
+        let command: Command = decode(&request.get_ref().command_json, "command")?;
+        let reply = match self.replica.propose(actor, command).await? {
+            Outcome::Applied { audit_seq, detail } => ProposeReply {
+                applied: true,
+                detail,
+                audit_seq,
+            },
+            Outcome::Refused(reason) => ProposeReply {
+                applied: false,
+                detail: reason,
+                audit_seq: 0,
+            },
+            Outcome::Internal => ProposeReply::default(),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
+        let section = request.get_ref().section();
+        let allowed: &[Role] = match section {
+            Section::Audit => &[Role::Auditor, Role::Administrator],
+            _ => &[Role::Administrator],
+        };
+        self.actor(request.metadata(), allowed)?;
+        let (json, applied_index) = self
+            .replica
+            .read_fresh(|state| match section {
+                // Node tokens and token hashes never leave the replicas.
+                Section::Nodes => json!(
+                    state
+                        .nodes
+                        .values()
+                        .map(|n| json!({"code": n.code, "addr": n.addr}))
+                        .collect::<Vec<_>>()
+                ),
+                Section::Users => json!(
+                    state
+                        .users
+                        .values()
+                        .map(|u| json!({
+                            "name": u.name, "role": u.role, "node": u.node,
+                            "created_ms": u.created_ms, "revoked_ms": u.revoked_ms,
+                        }))
+                        .collect::<Vec<_>>()
+                ),
+                Section::Models => {
+                    json!({"models": state.models, "assignments": state.assignments})
+                }
+                Section::Audit => json!(state.audit),
+            })
+            .await?;
+        Ok(Response::new(ReadReply {
+            json: encode(&json)?,
+            applied_index,
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        self.actor(request.metadata(), &[Role::Administrator, Role::Auditor])?;
+        Ok(Response::new(self.replica.status()))
+    }
+
+    async fn add_replica(
+        &self,
+        request: Request<AddReplicaRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        self.actor(request.metadata(), &[Role::Administrator])?;
+        let AddReplicaRequest { id, addr } = request.into_inner();
+        Ok(Response::new(self.replica.add_replica(id, &addr).await?))
+    }
+
+    async fn remove_replica(
+        &self,
+        request: Request<RemoveReplicaRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        self.actor(request.metadata(), &[Role::Administrator])?;
+        let id = request.into_inner().id;
+        Ok(Response::new(self.replica.remove_replica(id).await?))
+    }
+}

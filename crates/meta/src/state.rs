@@ -1,0 +1,377 @@
+//! The replicated metadata itself and the deterministic function that applies a command.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::types::{
+    AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal, Role, UserRecord,
+};
+
+/// Nodes, users, models, rollouts and the audit log, as every replica holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    /// Registered nodes by code.
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Users by name.
+    pub users: BTreeMap<String, UserRecord>,
+    /// Model versions by id, then version.
+    pub models: BTreeMap<String, BTreeMap<u32, ModelRecord>>,
+    /// Model id → node code → assigned version.
+    pub assignments: BTreeMap<String, BTreeMap<String, u32>>,
+    /// The audit log, oldest first.
+    pub audit: Vec<AuditRecord>,
+}
+
+/// Hex SHA-256 of an API token, the only form in which tokens are stored.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl MetaState {
+    /// The active user holding `token`.
+    pub fn user_by_token(&self, token: &str) -> Option<&UserRecord> {
+        let hash = token_sha256(token);
+        self.users
+            .values()
+            .find(|u| u.revoked_ms.is_none() && u.token_sha256 == hash)
+    }
+
+    /// Applies one committed proposal. Every proposal, applied or refused, is audited.
+    pub fn apply(&mut self, proposal: &Proposal) -> Outcome {
+        let result = self.change(proposal);
+        let decision = match &result {
+            Ok(_) => "applied".to_string(),
+            Err(reason) => format!("refused: {reason}"),
+        };
+        let detail = match &proposal.command {
+            Command::Audit { detail, .. } => detail.clone(),
+            // Token hashes and node tokens stay out of the log.
+            Command::AddNode(node) => format!("{} at {}", node.code, node.addr),
+            Command::AddUser {
+                name, role, node, ..
+            } => match node {
+                Some(node) => format!("{name} as {role} of {node}"),
+                None => format!("{name} as {role}"),
+            },
+            Command::AddModel { id, .. } => id.clone(),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        };
+        let decision = match &proposal.command {
+            Command::Audit { decision, .. } => decision.clone(),
+            _ => decision,
+        };
+        let seq = self.append_audit(proposal, detail, decision);
+        match result {
+            Ok(detail) => Outcome::Applied {
+                audit_seq: seq,
+                detail,
+            },
+            Err(reason) => Outcome::Refused(reason),
+        }
+    }
+
+    fn change(&mut self, proposal: &Proposal) -> Result<String, String> {
+        match &proposal.command {
+            Command::AddNode(node) => {
+                node.code
+                    .parse::<sunlight_domain::NodeCode>()
+                    .map_err(|e| e.to_string())?;
+                self.nodes.insert(node.code.clone(), node.clone());
+                Ok(node.code.clone())
+            }
+            Command::RemoveNode { code } => self
+                .nodes
+                .remove(code)
+                .map(|_| code.clone())
+                .ok_or_else(|| format!("no node {code} is registered")),
+            Command::AddUser {
+                name,
+                role,
+                node,
+                token_sha256,
+            } => {
+                if self.users.contains_key(name) {
+                    return Err(format!("user {name} already exists"));
+                }
+                match (role, node) {
+                    (Role::CountyAnalyst, None) => {
+                        return Err(format!("county analyst {name} needs a node"));
+                    }
+                    (Role::CountyAnalyst, Some(code)) => {
+                        code.parse::<sunlight_domain::NodeCode>()
+                            .map_err(|e| e.to_string())?;
+                    }
+                    (_, Some(_)) => {
+                        return Err(format!(
+                            "only a county analyst is bound to a node, not {role}"
+                        ));
+                    }
+                    (_, None) => {}
+                }
+                if self.users.values().any(|u| &u.token_sha256 == token_sha256) {
+                    return Err("that token is already in use".into());
+                }
+                self.users.insert(
+                    name.clone(),
+                    UserRecord {
+                        name: name.clone(),
+                        role: *role,
+                        node: node.clone(),
+                        token_sha256: token_sha256.clone(),
+                        created_ms: proposal.at_ms,
+                        revoked_ms: None,
+                    },
+                );
+                Ok(name.clone())
+            }
+            Command::RevokeUser { name } => {
+                let user = self
+                    .users
+                    .get_mut(name)
+                    .ok_or_else(|| format!("no user {name}"))?;
+                if user.revoked_ms.is_some() {
+                    return Err(format!("user {name} is already revoked"));
+                }
+                user.revoked_ms = Some(proposal.at_ms);
+                Ok(name.clone())
+            }
+            Command::AddModel { id, package } => {
+                let versions = self.models.entry(id.clone()).or_default();
+                let version = versions.keys().next_back().map_or(1, |v| v + 1);
+                versions.insert(
+                    version,
+                    ModelRecord {
+                        id: id.clone(),
+                        version,
+                        package: package.clone(),
+                        author: proposal.actor.user.clone(),
+                        approver: None,
+                        status: ModelStatus::Draft,
+                    },
+                );
+                Ok(version.to_string())
+            }
+            Command::ApproveModel { id, version } => {
+                let model = self
+                    .models
+                    .get_mut(id)
+                    .and_then(|v| v.get_mut(version))
+                    .ok_or_else(|| format!("no model {id} version {version}"))?;
+                if model.status == ModelStatus::Approved {
+                    return Err(format!("model {id} version {version} is already approved"));
+                }
+                if model.author == proposal.actor.user {
+                    return Err(format!(
+                        "{} wrote model {id} version {version} and cannot approve it",
+                        model.author
+                    ));
+                }
+                model.status = ModelStatus::Approved;
+                model.approver = Some(proposal.actor.user.clone());
+                Ok(version.to_string())
+            }
+            Command::AssignModel { id, version, nodes } => {
+                let model = self
+                    .models
+                    .get(id)
+                    .and_then(|v| v.get(version))
+                    .ok_or_else(|| format!("no model {id} version {version}"))?;
+                if model.status != ModelStatus::Approved {
+                    return Err(format!(
+                        "model {id} version {version} is not approved; approve it before rolling it out"
+                    ));
+                }
+                if let Some(unknown) = nodes.iter().find(|n| !self.nodes.contains_key(*n)) {
+                    return Err(format!("no node {unknown} is registered"));
+                }
+                let assigned = self.assignments.entry(id.clone()).or_default();
+                for node in nodes {
+                    assigned.insert(node.clone(), *version);
+                }
+                Ok(version.to_string())
+            }
+            Command::Audit { .. } => Ok(String::new()),
+        }
+    }
+
+    fn append_audit(&mut self, proposal: &Proposal, detail: String, decision: String) -> u64 {
+        let prev_sha256 = self
+            .audit
+            .last()
+            .map(|r| r.sha256.clone())
+            .unwrap_or_default();
+        let mut record = AuditRecord {
+            seq: self.audit.len() as u64 + 1,
+            at_ms: proposal.at_ms,
+            user: proposal.actor.user.clone(),
+            role: proposal.actor.role,
+            action: proposal.command.action().to_string(),
+            detail,
+            decision,
+            prev_sha256,
+            sha256: String::new(),
+        };
+        record.sha256 = audit_sha256(&record);
+        let seq = record.seq;
+        self.audit.push(record);
+        seq
+    }
+}
+
+/// The chain hash of `record`: SHA-256 over the previous hash and every other field.
+pub fn audit_sha256(record: &AuditRecord) -> String {
+    let mut hasher = Sha256::new();
+    for field in [
+        record.prev_sha256.as_str(),
+        &record.seq.to_string(),
+        &record.at_ms.to_string(),
+        &record.user,
+        record.role.map(Role::name).unwrap_or(""),
+        &record.action,
+        &record.detail,
+        &record.decision,
+    ] {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Actor;
+
+    fn by(user: &str, command: Command) -> Proposal {
+        Proposal {
+            actor: Actor {
+                user: user.into(),
+                role: Some(Role::Administrator),
+            },
+            at_ms: 1_700_000_000_000,
+            command,
+        }
+    }
+
+    fn add_user(name: &str, role: Role, node: Option<&str>, token: &str) -> Command {
+        Command::AddUser {
+            name: name.into(),
+            role,
+            node: node.map(Into::into),
+            token_sha256: token_sha256(token),
+        }
+    }
+
+    #[test]
+    fn users_authenticate_by_token_until_revoked() {
+        let mut state = MetaState::default();
+        let outcome = state.apply(&by("root", add_user("ana", Role::CityAnalyst, None, "t1")));
+        assert!(matches!(outcome, Outcome::Applied { audit_seq: 1, .. }));
+        assert_eq!(state.user_by_token("t1").unwrap().name, "ana");
+        assert!(state.user_by_token("t2").is_none());
+        state.apply(&by("root", Command::RevokeUser { name: "ana".into() }));
+        assert!(state.user_by_token("t1").is_none());
+        assert!(!serde_json::to_string(&state.audit).unwrap().contains("t1"));
+    }
+
+    #[test]
+    fn refusals_name_the_problem_and_change_nothing() {
+        let mut state = MetaState::default();
+        state.apply(&by("root", add_user("ana", Role::CityAnalyst, None, "t1")));
+        let before = state.users.clone();
+        for (command, expected) in [
+            (add_user("ana", Role::Auditor, None, "t9"), "already exists"),
+            (
+                add_user("bo", Role::CountyAnalyst, None, "t2"),
+                "needs a node",
+            ),
+            (
+                add_user("bo", Role::Auditor, Some("140215"), "t2"),
+                "only a county analyst",
+            ),
+            (
+                add_user("bo", Role::CountyAnalyst, Some("999999"), "t2"),
+                "999999",
+            ),
+            (add_user("bo", Role::Auditor, None, "t1"), "already in use"),
+            (Command::RevokeUser { name: "zed".into() }, "no user zed"),
+        ] {
+            match state.apply(&by("root", command)) {
+                Outcome::Refused(reason) => assert!(reason.contains(expected), "{reason}"),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        assert_eq!(state.users, before);
+        assert!(state.audit.last().unwrap().decision.starts_with("refused"));
+    }
+
+    #[test]
+    fn model_lifecycle_needs_a_second_person_and_approval() {
+        let mut state = MetaState::default();
+        state.apply(&by(
+            "root",
+            Command::AddNode(NodeRecord {
+                code: "140215".into(),
+                addr: "127.0.0.1:1".into(),
+                token: "n".into(),
+            }),
+        ));
+        let add = Command::AddModel {
+            id: "dibao_payroll".into(),
+            package: "rule".into(),
+        };
+        assert!(
+            matches!(state.apply(&by("wang", add)), Outcome::Applied { ref detail, .. } if detail == "1")
+        );
+        let assign = Command::AssignModel {
+            id: "dibao_payroll".into(),
+            version: 1,
+            nodes: vec!["140215".into()],
+        };
+        assert!(
+            matches!(state.apply(&by("li", assign.clone())), Outcome::Refused(r) if r.contains("not approved"))
+        );
+        let approve = Command::ApproveModel {
+            id: "dibao_payroll".into(),
+            version: 1,
+        };
+        assert!(
+            matches!(state.apply(&by("wang", approve.clone())), Outcome::Refused(r) if r.contains("cannot approve"))
+        );
+        assert!(matches!(
+            state.apply(&by("li", approve)),
+            Outcome::Applied { .. }
+        ));
+        assert!(matches!(
+            state.apply(&by("li", assign)),
+            Outcome::Applied { .. }
+        ));
+        assert_eq!(state.assignments["dibao_payroll"]["140215"], 1);
+    }
+
+    #[test]
+    fn audit_records_chain() {
+        let mut state = MetaState::default();
+        for i in 0..3 {
+            state.apply(&by(
+                "root",
+                Command::Audit {
+                    action: "query".into(),
+                    detail: format!("SELECT {i}"),
+                    decision: "allowed".into(),
+                },
+            ));
+        }
+        for pair in state.audit.windows(2) {
+            assert_eq!(pair[1].prev_sha256, pair[0].sha256);
+        }
+        for record in &state.audit {
+            assert_eq!(audit_sha256(record), record.sha256);
+        }
+        let mut altered = state.audit[1].clone();
+        altered.detail = "SELECT 42".into();
+        assert_ne!(audit_sha256(&altered), altered.sha256);
+    }
+}
