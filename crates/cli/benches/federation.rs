@@ -19,9 +19,10 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 use indicatif::ProgressBar;
 use sunlight_client::SqlClient;
-use sunlight_coordinator::{CoordinatorConfig, NodeEntry, start_coordinator};
+use sunlight_coordinator::{Bootstrap, CoordinatorConfig, NodeEntry, start_coordinator};
 use sunlight_datagen::{CityConfig, generate_city, node_root};
 use sunlight_domain::{NodeCode, Table};
+use sunlight_meta::ReplicaConfig;
 use sunlight_node::{NodeConfig, start_node};
 
 const TOKEN: &str = "bench-token-loopback";
@@ -120,14 +121,23 @@ async fn main() {
             token: TOKEN.into(),
         })
         .collect();
+    // Fresh metadata each run: the nodes listen on new ports every time.
+    let meta = tempfile::tempdir().expect("temp dir");
     let mut config = CoordinatorConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         nodes: entries,
         fragment_timeout_ms: 600_000,
+        replica: ReplicaConfig {
+            data: meta.path().to_path_buf(),
+            secret: "bench-cluster-secret-0000".into(),
+            ..ReplicaConfig::default()
+        },
         ..Default::default()
     };
     config.auth.tokens.insert("bench".into(), TOKEN.into());
-    let city = start_coordinator(config).await.expect("coordinator starts");
+    let city = start_coordinator(config, Bootstrap::Init)
+        .await
+        .expect("coordinator starts");
     let central = central_context(&dir);
 
     println!(

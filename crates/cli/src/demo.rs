@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::ProgressBar;
 use sunlight_client::SqlClient;
-use sunlight_coordinator::{CoordinatorConfig, NodeEntry, start_coordinator};
+use sunlight_coordinator::{
+    Bootstrap, CoordinatorConfig, NodeEntry, RunningCoordinator, start_coordinator,
+};
 use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city, node_root};
 use sunlight_domain::NodeCode;
+use sunlight_meta::ReplicaConfig;
 use sunlight_node::{NodeConfig, RunningNode, start_node};
 
 use crate::output::{Format, write_result};
@@ -30,8 +33,38 @@ pub struct DemoArgs {
     serve: bool,
 }
 
-/// Token of the demo's nodes; the demo serves loopback only.
+/// Token of the demo's nodes and administrator; the demo serves loopback only.
 const DEMO_TOKEN: &str = "demo-token-not-secret";
+/// Secret shared by the demo's coordinator replicas.
+const DEMO_SECRET: &str = "demo-cluster-secret-not-secret";
+
+/// Three coordinator replicas: the first creates the group with the nodes, the others join.
+async fn start_replicas(
+    city: &std::path::Path,
+    nodes: Vec<NodeEntry>,
+) -> Result<Vec<RunningCoordinator>> {
+    let mut replicas: Vec<RunningCoordinator> = Vec::new();
+    for id in 1..=3u64 {
+        let mut config = CoordinatorConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            nodes: nodes.clone(),
+            replica: ReplicaConfig {
+                id,
+                data: city.join(format!("coordinator-{id}")),
+                secret: DEMO_SECRET.into(),
+                ..ReplicaConfig::default()
+            },
+            ..Default::default()
+        };
+        config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
+        let bootstrap = match replicas.first() {
+            None => Bootstrap::Init,
+            Some(first) => Bootstrap::Join(first.addr.to_string()),
+        };
+        replicas.push(start_coordinator(config, bootstrap).await?);
+    }
+    Ok(replicas)
+}
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let temp = tempfile::tempdir().map_err(|source| Error::Write {
@@ -76,16 +109,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             token: DEMO_TOKEN.into(),
         })
         .collect();
-    let mut config = CoordinatorConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        nodes: entries,
-        ..Default::default()
-    };
-    config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
-    let coordinator = start_coordinator(config).await?;
+    // Fresh metadata each run: the nodes listen on new ports every time.
+    let replicas = start_replicas(temp.path(), entries).await?;
+    let coordinator = &replicas[0];
     say(&format!(
-        "\n11 nodes and the city coordinator are serving on loopback; the city is at {}",
-        coordinator.addr
+        "\n11 nodes and 3 coordinator replicas are serving on loopback; the city is at {}",
+        replicas
+            .iter()
+            .map(|r| r.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
 
     let mut client = SqlClient::connect(&coordinator.addr.to_string(), DEMO_TOKEN).await?;
@@ -113,7 +146,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ));
         shutdown_signal().await;
     }
-    coordinator.stop().await?;
+    for replica in replicas {
+        replica.stop().await?;
+    }
     for node in nodes {
         node.stop().await?;
     }

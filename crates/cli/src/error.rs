@@ -48,6 +48,12 @@ pub enum Error {
         /// The cause.
         reason: String,
     },
+    /// The replicated metadata refused a change.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A call to the coordinator's metadata failed.
+    #[error(transparent)]
+    Meta(#[from] sunlight_meta::Error),
     /// The domain rejected an input.
     #[error(transparent)]
     Domain(#[from] sunlight_domain::Error),

@@ -2,6 +2,7 @@
 //! CSV files and run the demo.
 #![warn(missing_docs)]
 
+mod admin;
 mod demo;
 mod error;
 mod import;
@@ -15,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sunlight_client::SqlClient;
-use sunlight_coordinator::{CoordinatorConfig, NodeEntry, start_coordinator};
+use sunlight_coordinator::{Bootstrap, CoordinatorConfig, NodeEntry, start_coordinator};
 use sunlight_datagen::{CityConfig, generate_city};
 use sunlight_domain::Table;
 use sunlight_node::{NodeConfig, S3Config, TableState, start_node};
@@ -37,8 +38,11 @@ enum Command {
     Datagen(DatagenArgs),
     /// Run a node over its data root, serving Flight SQL until SIGTERM or Ctrl-C.
     Node(NodeArgs),
-    /// Run the city coordinator, federating SQL over the nodes, until SIGTERM or Ctrl-C.
+    /// Run a replica of the city coordinator, federating SQL over the nodes, until SIGTERM
+    /// or Ctrl-C.
     Coordinator(CoordinatorArgs),
+    /// Administer the coordinator: its replicas, the node registry and users.
+    Admin(admin::AdminArgs),
     /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
     /// Import CSV files (with a header row) into a table of a node's data root.
@@ -96,11 +100,26 @@ struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
-    /// An API token accepted from the user `cli` (adds to the config file's tokens).
+    /// Address the other replicas reach this one at (default: the bound address).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
+    /// Create a new coordinator group of this replica, with the bootstrap nodes and
+    /// administrators; ignored once the group exists.
+    #[arg(long, conflicts_with = "join")]
+    #[serde(skip)]
+    init: bool,
+    /// Join the group through the replica at this address.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip)]
+    join: Option<String>,
+    #[command(flatten)]
+    replica: ReplicaFlags,
+    /// Bootstrap administrator token, user `cli` (adds to the config file's tokens).
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     #[serde(skip)]
     token: Option<String>,
-    /// A node as CODE=ADDR, e.g. 140215=127.0.0.1:50051 (adds to the config file's nodes).
+    /// A bootstrap node as CODE=ADDR, e.g. 140215=127.0.0.1:50051 (adds to the config file's nodes).
     #[arg(long = "node", value_name = "CODE=ADDR")]
     #[serde(skip)]
     nodes: Vec<String>,
@@ -108,6 +127,27 @@ struct CoordinatorArgs {
     #[arg(long, env = "SUNLIGHT_NODE_TOKEN", hide_env_values = true)]
     #[serde(skip)]
     node_token: Option<String>,
+}
+
+/// The `[replica]` section from flags.
+#[derive(Debug, Args, Serialize)]
+struct ReplicaFlags {
+    /// This replica's id in the coordinator group.
+    #[arg(long = "replica-id")]
+    #[serde(rename = "id", skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    /// Directory of this replica's metadata.
+    #[arg(long = "data")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<PathBuf>,
+    /// Secret shared by the replicas (at least 16 characters).
+    #[arg(
+        long = "cluster-secret",
+        env = "SUNLIGHT_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    #[serde(rename = "secret", skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +194,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Datagen(args) => datagen(args),
         Command::Node(args) => node(args).await,
         Command::Coordinator(args) => coordinator(args).await,
+        Command::Admin(args) => admin::run(args).await,
         Command::Sql(args) => sql(args).await,
         Command::Import(args) => import(args).await,
         Command::Demo(args) => demo::run(args).await,
@@ -242,7 +283,12 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
             token,
         });
     }
-    let running = start_coordinator(config).await?;
+    let bootstrap = match (&args.join, args.init) {
+        (Some(peer), _) => Bootstrap::Join(peer.clone()),
+        (None, true) => Bootstrap::Init,
+        (None, false) => Bootstrap::Restart,
+    };
+    let running = start_coordinator(config, bootstrap).await?;
     match &running.standards {
         Ok(check) if check.differing.is_empty() && check.unreachable.is_empty() => {
             say(&format!(
@@ -264,7 +310,11 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         }
         Err(reason) => say(&format!("  subsidy_standards: not loaded yet: {reason}")),
     }
-    say(&format!("city coordinator listening on {}", running.addr));
+    say(&format!(
+        "city coordinator replica {} listening on {}",
+        running.replica.id(),
+        running.addr
+    ));
     shutdown_signal().await;
     running.stop().await?;
     Ok(())

@@ -8,6 +8,7 @@ use std::path::Path;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use sunlight_meta::ReplicaConfig;
 
 use crate::{Error, Result};
 
@@ -15,19 +16,23 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
-    /// Address of the Flight SQL and health services; port 0 picks a free port.
+    /// Address of the Flight SQL, admin, raft and health services; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Who may call the coordinator.
+    /// Address the other replicas reach this one at; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Bootstrap administrators, written to the replicated user table by `--init`.
     pub auth: CoordinatorAuth,
-    /// The nodes to federate over (the static registry).
+    /// Bootstrap nodes, written to the replicated registry by `--init`.
     pub nodes: Vec<NodeEntry>,
+    /// This replica of the replicated metadata.
+    pub replica: ReplicaConfig,
     /// Every node must have answered a query within this many milliseconds.
     pub fragment_timeout_ms: u64,
     /// Attempts per fragment while a node is unavailable.
     pub fragment_attempts: u32,
 }
 
-/// API tokens accepted by the coordinator.
+/// Bootstrap administrator tokens.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorAuth {
@@ -35,7 +40,7 @@ pub struct CoordinatorAuth {
     pub tokens: BTreeMap<String, String>,
 }
 
-/// One node of the static registry.
+/// One bootstrap node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeEntry {
@@ -51,10 +56,12 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50050)),
+            advertise: None,
             auth: CoordinatorAuth::default(),
             nodes: Vec::new(),
             fragment_timeout_ms: 30_000,
             fragment_attempts: 3,
+            replica: ReplicaConfig::default(),
         }
     }
 }
@@ -82,21 +89,14 @@ impl CoordinatorConfig {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<()> {
-        if self.nodes.is_empty() {
-            return Err(Error::Config(
-                "no nodes: add [[nodes]] entries with code, addr and token".into(),
-            ));
-        }
         for node in &self.nodes {
             node.code
                 .parse::<sunlight_domain::NodeCode>()
                 .map_err(|e| Error::Config(e.to_string()))?;
         }
-        if self.auth.tokens.is_empty() {
-            return Err(Error::Config(
-                "no API tokens: add [auth.tokens] or pass --token".into(),
-            ));
-        }
+        self.replica
+            .validate()
+            .map_err(|e| Error::Config(format!("[replica]: {e}")))?;
         if self.fragment_timeout_ms == 0 {
             return Err(Error::Config("fragment_timeout_ms must be positive".into()));
         }

@@ -1,22 +1,27 @@
-//! The city coordinator: holds the node registry, answers city analysts' SQL over Flight
-//! SQL by federating it to the nodes, and never holds raw records.
+//! The city coordinator: one replica of the replicated metadata (node registry, users,
+//! models, audit), answering city analysts' SQL over Flight SQL by federating it to the
+//! nodes. It never holds raw records.
 #![warn(missing_docs)]
 
 mod config;
+mod registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use sunlight_federation::{
-    CityEngine, FederationConfig, NodeEndpoint, StandardsCheck, StaticRegistry,
-};
+use sunlight_federation::{CityEngine, FederationConfig, StandardsCheck};
 use sunlight_flightsql::{FlightSqlServer, RunningServer, TokenTable};
+use sunlight_meta::{
+    Actor, AdminClient, Command, Faults, NodeRecord, Outcome, Replica, Role, admin_service,
+    raft_service, token_sha256,
+};
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 
 pub use config::{CoordinatorConfig, NodeEntry};
+use registry::{ReplicatedRegistry, ReplicatedUsers};
 
 /// A failure to start or run the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +32,9 @@ pub enum Error {
     /// The configuration sources could not be read or merged.
     #[error("cannot load coordinator configuration: {0}")]
     ConfigLoad(#[from] Box<figment::Error>),
+    /// The replicated metadata failed.
+    #[error(transparent)]
+    Meta(#[from] sunlight_meta::Error),
     /// The server could not bind or serve.
     #[error("cannot serve on {addr}: {source}")]
     Serve {
@@ -40,10 +48,24 @@ pub enum Error {
 /// Result of the coordinator.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How a replica joins its group when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Start from the replica's own disk (a restart, or a replica added by an admin).
+    Restart,
+    /// Create a new group of this one replica and write the bootstrap nodes and
+    /// administrators from the config; a no-op for a group that already exists.
+    Init,
+    /// Ask the group at this address to add this replica.
+    Join(String),
+}
+
 /// A coordinator serving on a bound address.
 pub struct RunningCoordinator {
     /// The address the server listens on.
     pub addr: SocketAddr,
+    /// This replica of the metadata.
+    pub replica: Arc<Replica>,
     /// The federated engine.
     pub engine: Arc<CityEngine>,
     /// How the nodes' `subsidy_standards` compared at start.
@@ -55,49 +77,45 @@ impl RunningCoordinator {
     /// Stops accepting calls and waits for the server.
     pub async fn stop(self) -> Result<()> {
         let addr = self.addr.to_string();
-        self.server
-            .stop()
-            .await
-            .map_err(|source| Error::Serve { addr, source })
+        let stopped = self.server.stop().await;
+        self.replica.shutdown().await;
+        stopped.map_err(|source| Error::Serve { addr, source })
     }
 }
 
-/// Starts the coordinator: builds the registry, checks the nodes' reference tables and
-/// serves Flight SQL and gRPC health.
-pub async fn start_coordinator(config: CoordinatorConfig) -> Result<RunningCoordinator> {
+/// Starts a coordinator replica: opens its metadata, serves Flight SQL, admin, raft and
+/// health on one address, joins or creates its group, and checks the nodes' reference
+/// tables.
+pub async fn start_coordinator(
+    config: CoordinatorConfig,
+    bootstrap: Bootstrap,
+) -> Result<RunningCoordinator> {
     config.validate()?;
-    let nodes = config
-        .nodes
-        .iter()
-        .map(|n| {
-            let code = n
-                .code
-                .parse()
-                .map_err(|e: sunlight_domain::Error| Error::Config(e.to_string()))?;
-            Ok(NodeEndpoint {
-                code,
-                addr: n.addr.clone(),
-                token: n.token.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    if bootstrap == Bootstrap::Init && config.auth.tokens.is_empty() {
+        return Err(Error::Config(
+            "--init needs a bootstrap administrator token: pass --token or set [auth.tokens]"
+                .into(),
+        ));
+    }
+    let replica = Replica::open(&config.replica, Faults::default()).await?;
     let federation = FederationConfig {
         timeout: Duration::from_millis(config.fragment_timeout_ms),
         attempts: config.fragment_attempts,
     };
-    let engine = CityEngine::new(StaticRegistry::new(nodes), federation);
-    let standards = engine.check_standards().await.map_err(|e| e.to_string());
+    let engine = CityEngine::new(Arc::new(ReplicatedRegistry(replica.clone())), federation);
 
-    let tokens = TokenTable::new(&config.auth.tokens);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<FlightServiceServer<FlightSqlServer<CityEngine>>>()
         .await;
     let flight = InterceptedService::new(
         FlightServiceServer::new(FlightSqlServer::new(engine.clone())),
-        tokens,
+        TokenTable::with(ReplicatedUsers(replica.clone())),
     );
-    let routes = Routes::new(health_service).add_service(flight);
+    let routes = Routes::new(health_service)
+        .add_service(flight)
+        .add_service(admin_service(replica.clone()))
+        .add_service(raft_service(replica.clone()));
     let server = RunningServer::start(config.listen, routes)
         .await
         .map_err(|source| Error::Serve {
@@ -105,11 +123,65 @@ pub async fn start_coordinator(config: CoordinatorConfig) -> Result<RunningCoord
             source,
         })?;
     let addr = server.addr();
-    tracing::info!(%addr, "city coordinator serving Flight SQL");
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    match &bootstrap {
+        Bootstrap::Restart => {}
+        Bootstrap::Init => {
+            if replica.initialize(&advertise).await? {
+                seed(&replica, &config).await?;
+            }
+        }
+        Bootstrap::Join(peer) => {
+            if !replica
+                .status()
+                .replicas
+                .iter()
+                .any(|r| r.id == replica.id())
+            {
+                AdminClient::new(std::slice::from_ref(peer), &config.replica.secret)?
+                    .add_replica(replica.id(), &advertise)
+                    .await?;
+            }
+        }
+    }
+    let standards = engine.check_standards().await.map_err(|e| e.to_string());
+    tracing::info!(%addr, replica = replica.id(), "city coordinator serving");
     Ok(RunningCoordinator {
         addr,
+        replica,
         engine,
         standards,
         server,
     })
+}
+
+/// Writes the config's bootstrap nodes and administrators into a new group.
+async fn seed(replica: &Replica, config: &CoordinatorConfig) -> Result<()> {
+    let actor = Actor {
+        user: format!("replica-{}", replica.id()),
+        role: Some(Role::Administrator),
+    };
+    let nodes = config.nodes.iter().map(|n| {
+        Command::AddNode(NodeRecord {
+            code: n.code.clone(),
+            addr: n.addr.clone(),
+            token: n.token.clone(),
+        })
+    });
+    let users = config
+        .auth
+        .tokens
+        .iter()
+        .map(|(name, token)| Command::AddUser {
+            name: name.clone(),
+            role: Role::Administrator,
+            node: None,
+            token_sha256: token_sha256(token),
+        });
+    for command in nodes.chain(users) {
+        if let Outcome::Refused(reason) = replica.propose(actor.clone(), command).await? {
+            return Err(Error::Config(format!("bootstrap entry refused: {reason}")));
+        }
+    }
+    Ok(())
 }

@@ -19,21 +19,43 @@ pub struct Caller {
     pub token: String,
 }
 
-/// The tokens a node accepts.
-#[derive(Debug, Clone)]
+/// Where the users behind API tokens are looked up.
+pub trait Credentials: Send + Sync + 'static {
+    /// The active user holding `token`.
+    fn user(&self, token: &str) -> Option<String>;
+}
+
+/// A fixed user name → token map, as in a node's config.
+impl Credentials for BTreeMap<String, String> {
+    fn user(&self, token: &str) -> Option<String> {
+        self.iter()
+            .find(|(_, t)| t.as_str() == token)
+            .map(|(user, _)| user.clone())
+    }
+}
+
+/// The interceptor that authenticates every call against [`Credentials`].
+#[derive(Clone)]
 pub struct TokenTable {
-    by_token: Arc<BTreeMap<String, String>>,
+    credentials: Arc<dyn Credentials>,
+}
+
+impl std::fmt::Debug for TokenTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenTable").finish_non_exhaustive()
+    }
 }
 
 impl TokenTable {
     /// Builds the table from user name → token pairs.
     pub fn new(tokens: &BTreeMap<String, String>) -> Self {
-        let by_token = tokens
-            .iter()
-            .map(|(user, token)| (token.clone(), user.clone()))
-            .collect();
+        Self::with(tokens.clone())
+    }
+
+    /// Authenticates against `credentials`, which may change while serving.
+    pub fn with(credentials: impl Credentials) -> Self {
         Self {
-            by_token: Arc::new(by_token),
+            credentials: Arc::new(credentials),
         }
     }
 
@@ -63,10 +85,10 @@ impl TokenTable {
                 "unsupported authorization scheme; use Bearer",
             ));
         };
-        self.by_token
-            .get(&token)
+        self.credentials
+            .user(&token)
             .map(|user| Caller {
-                user: user.clone(),
+                user,
                 token: token.clone(),
             })
             .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))

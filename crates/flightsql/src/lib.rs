@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-pub use auth::{Caller, TokenTable};
+pub use auth::{Caller, Credentials, TokenTable};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 

@@ -46,6 +46,8 @@ pub struct AdminClient {
     replicas: Vec<String>,
     token: String,
     current: usize,
+    /// The open channel to `replicas[current]`.
+    channel: Option<(usize, AdminRpc<Channel>)>,
 }
 
 impl AdminClient {
@@ -58,10 +60,16 @@ impl AdminClient {
             replicas: replicas.to_vec(),
             token: token.to_string(),
             current: 0,
+            channel: None,
         })
     }
 
-    async fn connect(&self, addr: &str) -> Result<AdminRpc<Channel>> {
+    async fn connect(&mut self, addr: &str) -> Result<AdminRpc<Channel>> {
+        if let Some((at, client)) = &self.channel
+            && *at == self.current
+        {
+            return Ok(client.clone());
+        }
         let unreachable = |message: String| Error::Unreachable {
             addr: addr.to_string(),
             message,
@@ -73,7 +81,9 @@ impl AdminClient {
             .connect()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(AdminRpc::new(channel))
+        let client = AdminRpc::new(channel);
+        self.channel = Some((self.current, client.clone()));
+        Ok(client)
     }
 
     /// Runs `call` against the leader, following `sunlight-leader` redirects.

@@ -136,16 +136,16 @@ impl Replica {
         !self.secret.is_empty() && secret == self.secret
     }
 
-    /// Makes this replica a one-member group reachable at `addr`; a no-op once the group
-    /// exists.
-    pub async fn initialize(&self, addr: &str) -> Result<()> {
+    /// Makes this replica a one-member group reachable at `addr`, and says whether it
+    /// did; a group that already exists is left alone.
+    pub async fn initialize(&self, addr: &str) -> Result<bool> {
         if self
             .raft
             .is_initialized()
             .await
             .map_err(|e| Error::Raft(e.to_string()))?
         {
-            return Ok(());
+            return Ok(false);
         }
         let members = BTreeMap::from([(self.id, BasicNode::new(addr))]);
         self.raft
@@ -157,7 +157,7 @@ impl Replica {
             .wait_for(|m| m.current_leader == Some(self.id))
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Proposes `command` as `actor` and waits until it is applied here.

@@ -7,4 +7,5 @@ mod flight_sql;
 mod ground_truth;
 mod oracle;
 mod outside_client;
+mod replicas;
 mod support;

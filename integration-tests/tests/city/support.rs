@@ -10,8 +10,10 @@ use indicatif::ProgressBar;
 use sunlight_datagen::{CityConfig, CityReport, generate_city, node_root};
 use sunlight_domain::NodeCode;
 
-/// Token every test node accepts.
+/// Token every test node accepts, and the coordinators' bootstrap administrator token.
 pub const TOKEN: &str = "integration-token";
+/// Secret shared by test coordinator replicas.
+pub const CLUSTER_SECRET: &str = "integration-cluster-secret";
 
 /// The `sunlight` binary under test.
 pub fn sunlight_bin() -> PathBuf {
@@ -48,6 +50,8 @@ pub struct ServiceProcess {
     /// Lines the service printed before it started listening.
     pub banner: Vec<String>,
     child: Child,
+    /// A coordinator replica's metadata directory, removed with the process.
+    data: Option<tempfile::TempDir>,
 }
 
 /// A node process.
@@ -70,25 +74,49 @@ impl ServiceProcess {
         ])
     }
 
-    /// Starts a coordinator over `nodes` (code, address) with the shared test token.
+    /// Starts a one-replica coordinator group over `nodes` (code, address) with the
+    /// shared test token as its administrator.
     pub fn coordinator(nodes: &[(String, String)], extra: &[&str]) -> Self {
-        let mut args: Vec<String> = [
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            TOKEN,
-            "--node-token",
-            TOKEN,
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args: Vec<String> = ["--init", "--node-token", TOKEN].map(String::from).to_vec();
         for (code, addr) in nodes {
             args.push("--node".into());
             args.push(format!("{code}={addr}"));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        let data = tempfile::tempdir().expect("temp dir");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::replica(1, data, "127.0.0.1:0", &args)
+    }
+
+    /// Starts coordinator replica `id` on `listen` over the metadata in `data`; `extra`
+    /// says how it joins (`--init`, `--join ADDR` or nothing for a restart).
+    pub fn replica(id: u64, data: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
+        let id = id.to_string();
+        let dir = data.path().display().to_string();
+        let mut args = vec![
+            "coordinator",
+            "--listen",
+            listen,
+            "--token",
+            TOKEN,
+            "--replica-id",
+            &id,
+            "--data",
+            &dir,
+            "--cluster-secret",
+            CLUSTER_SECRET,
+        ];
+        args.extend_from_slice(extra);
+        let mut process = Self::spawn(&args);
+        process.data = Some(data);
+        process
+    }
+
+    /// Kills the process at once (SIGKILL) and hands back its metadata directory.
+    pub fn kill(mut self) -> Option<tempfile::TempDir> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.take()
     }
 
     fn spawn(args: &[&str]) -> Self {
@@ -124,6 +152,7 @@ impl ServiceProcess {
                     addr: addr.trim().to_string(),
                     banner,
                     child,
+                    data: None,
                 };
             }
             banner.push(line);

@@ -1,0 +1,203 @@
+//! `sunlight admin`: raft membership, the node registry and users, through any
+//! coordinator replica (writes find the leader).
+
+use clap::{Args, Subcommand};
+use rand::RngCore;
+use sunlight_meta::{AdminClient, Command, NodeRecord, Proposed, Role, Section, token_sha256};
+
+use crate::{Error, Result, say};
+
+/// Flags of `sunlight admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Address of a coordinator replica; repeat for several (the leader is found).
+    #[arg(
+        long = "coordinator",
+        required = true,
+        env = "SUNLIGHT_COORDINATOR",
+        value_delimiter = ','
+    )]
+    coordinators: Vec<String>,
+    /// An administrator's API token.
+    #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// The coordinator's raft group.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// The registry of nodes the city federates over.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Users and their API tokens.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Leader, term, log position and the replicas.
+    Status,
+    /// Add a replica (started with its own --replica-id and --data) to the group.
+    AddReplica {
+        /// Its replica id.
+        #[arg(long)]
+        id: u64,
+        /// The address its peers reach it at.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a replica from the group.
+    RemoveReplica {
+        /// Its replica id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Register a node, or change its address or token.
+    Add {
+        /// Node code, e.g. 140215.
+        #[arg(long)]
+        code: String,
+        /// Its Flight address.
+        #[arg(long)]
+        addr: String,
+        /// The token the coordinator presents to it.
+        #[arg(long, env = "SUNLIGHT_NODE_TOKEN", hide_env_values = true)]
+        node_token: String,
+    },
+    /// Remove a node from the registry.
+    Remove {
+        /// Node code.
+        #[arg(long)]
+        code: String,
+    },
+    /// List the registered nodes.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; prints the new API token once.
+    Add {
+        /// Login name.
+        #[arg(long)]
+        name: String,
+        /// city_analyst, investigator, county_analyst, administrator or auditor.
+        #[arg(long)]
+        role: String,
+        /// The node of a county analyst.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// List users (never their tokens).
+    List,
+    /// Revoke a user's token.
+    Revoke {
+        /// Login name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub async fn run(args: AdminArgs) -> Result<()> {
+    let mut client = AdminClient::new(&args.coordinators, &args.token)?;
+    match args.command {
+        AdminCommand::Cluster(command) => cluster(&mut client, command).await,
+        AdminCommand::Node(NodeCommand::Add {
+            code,
+            addr,
+            node_token,
+        }) => {
+            let command = Command::AddNode(NodeRecord {
+                code: code.clone(),
+                addr: addr.clone(),
+                token: node_token,
+            });
+            propose(
+                &mut client,
+                &command,
+                &format!("node {code} registered at {addr}"),
+            )
+            .await
+        }
+        AdminCommand::Node(NodeCommand::Remove { code }) => {
+            let command = Command::RemoveNode { code: code.clone() };
+            propose(&mut client, &command, &format!("node {code} removed")).await
+        }
+        AdminCommand::Node(NodeCommand::List) => list(&mut client, Section::Nodes).await,
+        AdminCommand::User(UserCommand::Add { name, role, node }) => {
+            let role: Role = role.parse().map_err(Error::Usage)?;
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            let token = format!("sl_{}", hex::encode(bytes));
+            let command = Command::AddUser {
+                name: name.clone(),
+                role,
+                node,
+                token_sha256: token_sha256(&token),
+            };
+            propose(
+                &mut client,
+                &command,
+                &format!("user {name} added as {role}"),
+            )
+            .await?;
+            say(&format!("token (shown once, store it now): {token}"));
+            Ok(())
+        }
+        AdminCommand::User(UserCommand::List) => list(&mut client, Section::Users).await,
+        AdminCommand::User(UserCommand::Revoke { name }) => {
+            let command = Command::RevokeUser { name: name.clone() };
+            propose(&mut client, &command, &format!("user {name} revoked")).await
+        }
+    }
+}
+
+async fn propose(client: &mut AdminClient, command: &Command, done: &str) -> Result<()> {
+    match client.propose(command).await? {
+        Proposed::Applied { audit_seq, .. } => {
+            say(&format!("{done} (audit #{audit_seq})"));
+            Ok(())
+        }
+        Proposed::Refused(reason) => Err(Error::Refused(reason)),
+    }
+}
+
+async fn list(client: &mut AdminClient, section: Section) -> Result<()> {
+    let value = client.read(section).await?;
+    for row in value.as_array().into_iter().flatten() {
+        say(&row.to_string());
+    }
+    Ok(())
+}
+
+async fn cluster(client: &mut AdminClient, command: ClusterCommand) -> Result<()> {
+    let status = match command {
+        ClusterCommand::Status => client.status().await?,
+        ClusterCommand::AddReplica { id, addr } => client.add_replica(id, &addr).await?,
+        ClusterCommand::RemoveReplica { id } => client.remove_replica(id).await?,
+    };
+    let leader = status
+        .leader
+        .map_or_else(|| "none".to_string(), |l| format!("replica {l}"));
+    say(&format!(
+        "answered by replica {}: leader {leader}, term {}, log {}, applied {}",
+        status.id, status.term, status.last_log_index, status.applied_index
+    ));
+    for replica in &status.replicas {
+        let kind = if replica.voter { "voter" } else { "learner" };
+        say(&format!(
+            "  replica {} at {} ({kind})",
+            replica.id, replica.addr
+        ));
+    }
+    Ok(())
+}

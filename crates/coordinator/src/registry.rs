@@ -1,0 +1,43 @@
+//! The federation's node registry and the Flight SQL users, both read from this replica's
+//! copy of the replicated metadata.
+
+use std::sync::Arc;
+
+use sunlight_federation::{NodeEndpoint, NodeRegistry};
+use sunlight_flightsql::Credentials;
+use sunlight_meta::Replica;
+
+/// Nodes as registered with `sunlight admin node add`.
+#[derive(Debug)]
+pub struct ReplicatedRegistry(pub Arc<Replica>);
+
+impl NodeRegistry for ReplicatedRegistry {
+    fn nodes(&self) -> Vec<NodeEndpoint> {
+        self.0.read(|state| {
+            state
+                .nodes
+                .values()
+                // Codes are checked when a node is added.
+                .filter_map(|n| {
+                    Some(NodeEndpoint {
+                        code: n.code.parse().ok()?,
+                        addr: n.addr.clone(),
+                        token: n.token.clone(),
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Users as added with `sunlight admin user add`; a revoked token stops working as soon
+/// as this replica applies the revocation.
+#[derive(Debug)]
+pub struct ReplicatedUsers(pub Arc<Replica>);
+
+impl Credentials for ReplicatedUsers {
+    fn user(&self, token: &str) -> Option<String> {
+        self.0
+            .read(|state| state.user_by_token(token).map(|u| u.name.clone()))
+    }
+}
