@@ -1,0 +1,3 @@
+SELECT payment_id,
+       upper(trim(person_id)) || '|' || subsidy_type || '|' || CAST(period AS VARCHAR) AS link_key
+FROM disbursements

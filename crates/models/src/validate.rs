@@ -1,0 +1,136 @@
+//! Checking a package before it enters the registry: each query must plan against the
+//! contract's tables alone, read-only, and return exactly the columns its kind needs, so
+//! that no class-D column is ever an output.
+
+use std::sync::Arc;
+
+use datafusion::catalog::MemTable;
+use datafusion::prelude::{SQLOptions, SessionContext};
+use sunlight_domain::{ColumnClass, Table, column_class};
+
+use crate::{Error, Linkage, ModelPackage, Result};
+
+/// The columns each query of a package must return, in order.
+fn expected(package: &ModelPackage) -> Vec<(&'static str, &str, Vec<&'static str>)> {
+    match &package.linkage {
+        None => vec![("rule.sql", package.rule.as_str(), vec!["payment_id"])],
+        Some(Linkage::Duplicate) => {
+            vec![(
+                "rule.sql",
+                package.rule.as_str(),
+                vec!["payment_id", "link_key"],
+            )]
+        }
+        Some(Linkage::CoveredBy { cover }) => vec![
+            (
+                "rule.sql",
+                package.rule.as_str(),
+                vec!["payment_id", "link_person", "period"],
+            ),
+            (
+                "cover query",
+                cover.as_str(),
+                vec!["link_person", "start_date", "end_date"],
+            ),
+        ],
+    }
+}
+
+/// Plans every query of `package` over empty contract tables and checks its output.
+pub async fn validate(package: &ModelPackage) -> Result<()> {
+    let ctx = SessionContext::new();
+    for table in Table::ALL {
+        let empty = MemTable::try_new(table.schema(), vec![vec![]]).expect("contract schema");
+        ctx.register_table(table.name(), Arc::new(empty))
+            .expect("fresh context");
+    }
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    for (file, sql, columns) in expected(package) {
+        let sql_error = |message: String| Error::Sql {
+            model: package.id.clone(),
+            file: file.to_string(),
+            message,
+        };
+        let frame = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| sql_error(e.find_root().to_string()))?;
+        let found: Vec<String> = frame
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let output = |message: String| Error::Output {
+            model: package.id.clone(),
+            file: file.to_string(),
+            message,
+        };
+        if let Some(direct) = found.iter().find(|name| {
+            Table::ALL.iter().any(|t| {
+                t.schema()
+                    .field_with_name(name)
+                    .is_ok_and(|f| column_class(f) == ColumnClass::Direct)
+            })
+        }) {
+            return Err(output(format!(
+                "returns class-D column {direct}, which must never leave the node; \
+                 return payment_id (and link columns, which nodes tokenize) instead"
+            )));
+        }
+        if found != columns {
+            return Err(output(format!(
+                "returns columns ({}); a {} query must return ({})",
+                found.join(", "),
+                match package.linkage {
+                    None => "local rule",
+                    Some(Linkage::Duplicate) => "duplicate-linkage",
+                    Some(Linkage::CoveredBy { .. }) => "covered-by-linkage",
+                },
+                columns.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(rule: &str) -> ModelPackage {
+        let mut package = ModelPackage::builtins().remove(5);
+        package.rule = rule.to_string();
+        package
+    }
+
+    #[tokio::test]
+    async fn builtins_validate() {
+        for package in ModelPackage::builtins() {
+            validate(&package).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_rules_are_refused_with_the_reason() {
+        for (rule, expected) in [
+            ("SELEC payment_id FROM disbursements", "SELEC"),
+            ("SELECT payment_id FROM salaries", "salaries"),
+            (
+                "SELECT payment_id, person_id FROM disbursements",
+                "class-D column person_id",
+            ),
+            (
+                "SELECT payment_id, amount FROM disbursements",
+                "must return (payment_id)",
+            ),
+            ("DELETE FROM disbursements", "DML"),
+        ] {
+            let err = validate(&local(rule)).await.unwrap_err();
+            assert!(err.to_string().contains(expected), "{rule}: {err}");
+        }
+    }
+}
