@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sunlight/v1/fragment.proto",
         "sunlight/v1/raft.proto",
         "sunlight/v1/admin.proto",
+        "sunlight/v1/coordinator.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

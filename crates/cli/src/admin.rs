@@ -7,10 +7,11 @@ use sunlight_meta::{AdminClient, Command, NodeRecord, Proposed, Role, Section, t
 
 use crate::{Error, Result, say};
 
-/// Flags of `sunlight admin`.
+/// Where the coordinator is and who asks.
 #[derive(Debug, Args)]
-pub struct AdminArgs {
-    /// Address of a coordinator replica; repeat for several (the leader is found).
+pub struct CoordinatorFlags {
+    /// Address of a coordinator replica; repeat or separate with commas (the leader is
+    /// found).
     #[arg(
         long = "coordinator",
         required = true,
@@ -18,9 +19,23 @@ pub struct AdminArgs {
         value_delimiter = ','
     )]
     coordinators: Vec<String>,
-    /// An administrator's API token.
+    /// API token.
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+impl CoordinatorFlags {
+    /// A client of the replicas.
+    pub fn client(&self) -> Result<AdminClient> {
+        Ok(AdminClient::new(&self.coordinators, &self.token)?)
+    }
+}
+
+/// Flags of `sunlight admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    coordinator: CoordinatorFlags,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -108,7 +123,7 @@ enum UserCommand {
 }
 
 pub async fn run(args: AdminArgs) -> Result<()> {
-    let mut client = AdminClient::new(&args.coordinators, &args.token)?;
+    let mut client = args.coordinator.client()?;
     match args.command {
         AdminCommand::Cluster(command) => cluster(&mut client, command).await,
         AdminCommand::Node(NodeCommand::Add {

@@ -10,9 +10,11 @@ use sunlight_coordinator::{
 };
 use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city, node_root};
 use sunlight_domain::NodeCode;
-use sunlight_meta::ReplicaConfig;
+use sunlight_meta::{AdminClient, Command, Proposed, ReplicaConfig, RunModelsRequest};
+use sunlight_models::ModelPackage;
 use sunlight_node::{NodeConfig, RunningNode, start_node};
 
+use crate::model;
 use crate::output::{Format, write_result};
 use crate::{Error, Result, say, shutdown_signal};
 
@@ -35,8 +37,12 @@ pub struct DemoArgs {
 
 /// Token of the demo's nodes and administrator; the demo serves loopback only.
 const DEMO_TOKEN: &str = "demo-token-not-secret";
+/// Token of the demo's second administrator, who approves the models.
+const APPROVER_TOKEN: &str = "demo-approver-token-not-secret";
 /// Secret shared by the demo's coordinator replicas.
 const DEMO_SECRET: &str = "demo-cluster-secret-not-secret";
+/// Linkage key shared by the demo's nodes, never by the coordinator.
+const DEMO_LINKAGE_KEY: &str = "demo-linkage-key-not-secret-0123456789";
 
 /// Three coordinator replicas: the first creates the group with the nodes, the others join.
 async fn start_replicas(
@@ -57,6 +63,10 @@ async fn start_replicas(
             ..Default::default()
         };
         config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
+        config
+            .auth
+            .tokens
+            .insert("approver".into(), APPROVER_TOKEN.into());
         let bootstrap = match replicas.first() {
             None => Bootstrap::Init,
             Some(first) => Bootstrap::Join(first.addr.to_string()),
@@ -99,6 +109,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             ..NodeConfig::default()
         };
         config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
+        config.linkage.key = Some(DEMO_LINKAGE_KEY.into());
         nodes.push(start_node(config).await?);
     }
     let entries = nodes
@@ -121,12 +132,46 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             .join(", ")
     ));
 
-    let mut client = SqlClient::connect(&coordinator.addr.to_string(), DEMO_TOKEN).await?;
-    let by_county = "SELECT county_code, count(*) AS payments, count(DISTINCT person_id) AS recipients, \
-                     sum(amount) AS amount FROM disbursements GROUP BY county_code ORDER BY county_code";
-    say(&format!("\nat the city: {by_county}"));
-    write_result(&client.query(by_county).await?, Format::Table, None)?;
+    let addrs: Vec<String> = replicas.iter().map(|r| r.addr.to_string()).collect();
+    let mut author = AdminClient::new(&addrs, DEMO_TOKEN)?;
+    let mut approver = AdminClient::new(&addrs, APPROVER_TOKEN)?;
+    say(
+        "\nthe seven problem models: added by demo, approved by approver, rolled out to 140215 first, then everywhere",
+    );
+    let packages = ModelPackage::builtins();
+    model::add(&mut author, &packages).await?;
+    let canary = NodeCode::all()
+        .find(|c| c.as_str() == "140215")
+        .expect("140215 is a node");
+    for package in &packages {
+        let (id, version) = (package.id.clone(), package.version);
+        for command in [
+            Command::ApproveModel {
+                id: id.clone(),
+                version,
+            },
+            Command::AssignModel {
+                id: id.clone(),
+                version,
+                nodes: vec![canary.to_string()],
+            },
+            Command::AssignModel {
+                id,
+                version,
+                nodes: NodeCode::all().map(|c| c.to_string()).collect(),
+            },
+        ] {
+            if let Proposed::Refused(reason) = approver.propose(&command).await? {
+                return Err(Error::Refused(reason));
+            }
+        }
+    }
+    say("\nrunning them where the data lives:");
+    model::run_models(&mut author, RunModelsRequest::default()).await?;
+    say("\nthe city report:");
+    model::print_report(&mut author, Format::Table, None).await?;
 
+    let mut client = SqlClient::connect(&coordinator.addr.to_string(), DEMO_TOKEN).await?;
     let story = format!(
         "SELECT count(*) AS people, sum(records) AS records, sum(amount) AS amount FROM (\
            SELECT person_id, count(*) AS records, sum(amount) AS amount FROM disbursements \

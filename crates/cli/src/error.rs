@@ -54,6 +54,9 @@ pub enum Error {
     /// A call to the coordinator's metadata failed.
     #[error(transparent)]
     Meta(#[from] sunlight_meta::Error),
+    /// A model package is malformed or unsafe.
+    #[error(transparent)]
+    Model(#[from] sunlight_models::Error),
     /// The domain rejected an input.
     #[error(transparent)]
     Domain(#[from] sunlight_domain::Error),

@@ -6,6 +6,7 @@ mod admin;
 mod demo;
 mod error;
 mod import;
+mod model;
 mod output;
 
 use std::net::SocketAddr;
@@ -43,6 +44,10 @@ enum Command {
     Coordinator(CoordinatorArgs),
     /// Administer the coordinator: its replicas, the node registry and users.
     Admin(admin::AdminArgs),
+    /// Problem models: add, approve, roll out, roll back, list and run them.
+    Model(model::ModelArgs),
+    /// The city report: hits, persons and amount per model and county.
+    Report(model::ReportArgs),
     /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
     /// Import CSV files (with a header row) into a table of a node's data root.
@@ -87,6 +92,10 @@ struct NodeArgs {
     #[arg(long, env = "SUNLIGHT_TOKEN")]
     #[serde(skip)]
     token: Option<String>,
+    /// The linkage key shared by the nodes (at least 32 characters).
+    #[arg(long, env = "SUNLIGHT_LINKAGE_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    linkage_key: Option<String>,
 }
 
 /// Flags of `sunlight coordinator`; unset ones leave the config file's values alone.
@@ -195,6 +204,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(args) => node(args).await,
         Command::Coordinator(args) => coordinator(args).await,
         Command::Admin(args) => admin::run(args).await,
+        Command::Model(args) => model::run(args).await,
+        Command::Report(args) => model::report(args).await,
         Command::Sql(args) => sql(args).await,
         Command::Import(args) => import(args).await,
         Command::Demo(args) => demo::run(args).await,
@@ -237,6 +248,9 @@ async fn node(args: NodeArgs) -> Result<()> {
     let mut config = NodeConfig::load(args.config.as_deref(), &args)?;
     if let Some(token) = &args.token {
         config.auth.tokens.insert("cli".into(), token.clone());
+    }
+    if let Some(key) = &args.linkage_key {
+        config.linkage.key = Some(key.clone());
     }
     let running = start_node(config).await?;
     let node = running.node.clone();

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod models;
 mod registry;
 
 use std::net::SocketAddr;
@@ -115,6 +116,7 @@ pub async fn start_coordinator(
     let routes = Routes::new(health_service)
         .add_service(flight)
         .add_service(admin_service(replica.clone()))
+        .add_service(models::models_service(replica.clone()))
         .add_service(raft_service(replica.clone()));
     let server = RunningServer::start(config.listen, routes)
         .await

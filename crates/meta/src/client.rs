@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use sunlight_proto::v1::admin_client::AdminClient as AdminRpc;
+use sunlight_proto::v1::models_client::ModelsClient;
 use sunlight_proto::v1::{
     AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, ProposeRequest, ReadRequest,
-    RemoveReplicaRequest, Section,
+    RemoveReplicaRequest, RunModelsReply, RunModelsRequest, Section,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -47,7 +48,7 @@ pub struct AdminClient {
     token: String,
     current: usize,
     /// The open channel to `replicas[current]`.
-    channel: Option<(usize, AdminRpc<Channel>)>,
+    channel: Option<(usize, Channel)>,
 }
 
 impl AdminClient {
@@ -64,11 +65,11 @@ impl AdminClient {
         })
     }
 
-    async fn connect(&mut self, addr: &str) -> Result<AdminRpc<Channel>> {
-        if let Some((at, client)) = &self.channel
+    async fn connect(&mut self, addr: &str) -> Result<Channel> {
+        if let Some((at, channel)) = &self.channel
             && *at == self.current
         {
-            return Ok(client.clone());
+            return Ok(channel.clone());
         }
         let unreachable = |message: String| Error::Unreachable {
             addr: addr.to_string(),
@@ -77,19 +78,18 @@ impl AdminClient {
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| unreachable(e.to_string()))?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(600))
             .connect()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let client = AdminRpc::new(channel);
-        self.channel = Some((self.current, client.clone()));
-        Ok(client)
+        self.channel = Some((self.current, channel.clone()));
+        Ok(channel)
     }
 
     /// Runs `call` against the leader, following `sunlight-leader` redirects.
     async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T>
     where
-        F: FnMut(AdminRpc<Channel>, Bearer) -> Fut,
+        F: FnMut(Channel, Bearer) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let bearer: Bearer = format!("Bearer {}", self.token)
@@ -155,14 +155,14 @@ impl AdminClient {
         let command_json =
             serde_json::to_vec(command).map_err(|e| Error::Invalid(e.to_string()))?;
         let reply = self
-            .call(|mut c, bearer| {
+            .call(|channel, bearer| {
                 let request = authorized(
                     ProposeRequest {
                         command_json: command_json.clone(),
                     },
                     bearer,
                 );
-                async move { c.propose(request).await }
+                async move { AdminRpc::new(channel).propose(request).await }
             })
             .await?;
         Ok(if reply.applied {
@@ -178,14 +178,14 @@ impl AdminClient {
     /// A linearizable read of `section`, as JSON.
     pub async fn read(&mut self, section: Section) -> Result<serde_json::Value> {
         let reply = self
-            .call(|mut c, bearer| {
+            .call(|channel, bearer| {
                 let request = authorized(
                     ReadRequest {
                         section: section.into(),
                     },
                     bearer,
                 );
-                async move { c.read(request).await }
+                async move { AdminRpc::new(channel).read(request).await }
             })
             .await?;
         serde_json::from_slice(&reply.json).map_err(|e| Error::Invalid(e.to_string()))
@@ -193,16 +193,16 @@ impl AdminClient {
 
     /// The group as the first reachable replica sees it (no redirect).
     pub async fn status(&mut self) -> Result<ClusterStatusReply> {
-        self.call(|mut c, bearer| {
+        self.call(|channel, bearer| {
             let request = authorized(ClusterStatusRequest {}, bearer);
-            async move { c.cluster_status(request).await }
+            async move { AdminRpc::new(channel).cluster_status(request).await }
         })
         .await
     }
 
     /// Adds replica `id` at `addr` to the group.
     pub async fn add_replica(&mut self, id: ReplicaId, addr: &str) -> Result<ClusterStatusReply> {
-        self.call(|mut c, bearer| {
+        self.call(|channel, bearer| {
             let request = authorized(
                 AddReplicaRequest {
                     id,
@@ -210,16 +210,25 @@ impl AdminClient {
                 },
                 bearer,
             );
-            async move { c.add_replica(request).await }
+            async move { AdminRpc::new(channel).add_replica(request).await }
+        })
+        .await
+    }
+
+    /// Runs the assigned model versions on the nodes (at the leader).
+    pub async fn run_models(&mut self, request: RunModelsRequest) -> Result<RunModelsReply> {
+        self.call(|channel, bearer| {
+            let request = authorized(request.clone(), bearer);
+            async move { ModelsClient::new(channel).run(request).await }
         })
         .await
     }
 
     /// Removes replica `id` from the group.
     pub async fn remove_replica(&mut self, id: ReplicaId) -> Result<ClusterStatusReply> {
-        self.call(|mut c, bearer| {
+        self.call(|channel, bearer| {
             let request = authorized(RemoveReplicaRequest { id }, bearer);
-            async move { c.remove_replica(request).await }
+            async move { AdminRpc::new(channel).remove_replica(request).await }
         })
         .await
     }

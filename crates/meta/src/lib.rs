@@ -42,8 +42,11 @@ pub use network::Faults;
 pub use replica::{Replica, ReplicaConfig};
 pub use service::{AdminService, RaftService, admin_service, raft_service};
 pub use state::{MetaState, audit_sha256, token_sha256};
-pub use sunlight_proto::v1::{ClusterStatusReply, ReplicaStatus, Section};
+pub use sunlight_proto::v1::{
+    ClusterStatusReply, NodeRun, ReplicaStatus, RunModelsReply, RunModelsRequest, RunSummary,
+    Section,
+};
 pub use types::{
     Actor, AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal,
-    ReplicaId, Role, UserRecord,
+    ReplicaId, Role, RunCounts, RunRecord, UserRecord,
 };

@@ -183,6 +183,12 @@ impl Admin for AdminService {
         let section = request.get_ref().section();
         let allowed: &[Role] = match section {
             Section::Audit => &[Role::Auditor, Role::Administrator],
+            Section::Runs => &[
+                Role::CityAnalyst,
+                Role::Investigator,
+                Role::Administrator,
+                Role::Auditor,
+            ],
             _ => &[Role::Administrator],
         };
         self.actor(request.metadata(), allowed)?;
@@ -211,6 +217,7 @@ impl Admin for AdminService {
                     json!({"models": state.models, "assignments": state.assignments})
                 }
                 Section::Audit => json!(state.audit),
+                Section::Runs => json!(state.runs),
             })
             .await?;
         Ok(Response::new(ReadReply {

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::types::{
-    AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal, Role, UserRecord,
+    AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal, Role, RunRecord,
+    UserRecord,
 };
 
 /// Nodes, users, models, rollouts and the audit log, as every replica holds them.
@@ -20,6 +21,8 @@ pub struct MetaState {
     pub models: BTreeMap<String, BTreeMap<u32, ModelRecord>>,
     /// Model id → node code → assigned version.
     pub assignments: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Model runs by node, oldest first.
+    pub runs: Vec<RunRecord>,
     /// The audit log, oldest first.
     pub audit: Vec<AuditRecord>,
 }
@@ -55,7 +58,11 @@ impl MetaState {
                 Some(node) => format!("{name} as {role} of {node}"),
                 None => format!("{name} as {role}"),
             },
-            Command::AddModel { id, .. } => id.clone(),
+            Command::AddModel { id, version, .. } => format!("{id} version {version}"),
+            Command::RecordRun(run) => format!(
+                "{} version {} on {}: {} hits, run {}",
+                run.model_id, run.version, run.node, run.total.hits, run.run_id
+            ),
             other => serde_json::to_string(other).unwrap_or_default(),
         };
         let decision = match &proposal.command {
@@ -137,9 +144,20 @@ impl MetaState {
                 user.revoked_ms = Some(proposal.at_ms);
                 Ok(name.clone())
             }
-            Command::AddModel { id, package } => {
+            Command::AddModel {
+                id,
+                version,
+                package,
+            } => {
                 let versions = self.models.entry(id.clone()).or_default();
-                let version = versions.keys().next_back().map_or(1, |v| v + 1);
+                if let Some(latest) = versions.keys().next_back()
+                    && latest >= version
+                {
+                    return Err(format!(
+                        "model {id} already has version {latest}; give the new package a higher version"
+                    ));
+                }
+                let version = *version;
                 versions.insert(
                     version,
                     ModelRecord {
@@ -191,6 +209,13 @@ impl MetaState {
                     assigned.insert(node.clone(), *version);
                 }
                 Ok(version.to_string())
+            }
+            Command::RecordRun(run) => {
+                self.runs.push(RunRecord {
+                    at_ms: proposal.at_ms,
+                    ..run.clone()
+                });
+                Ok(run.run_id.clone())
             }
             Command::Audit { .. } => Ok(String::new()),
         }
@@ -320,6 +345,7 @@ mod tests {
         ));
         let add = Command::AddModel {
             id: "dibao_payroll".into(),
+            version: 1,
             package: "rule".into(),
         };
         assert!(

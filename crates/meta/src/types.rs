@@ -1,6 +1,7 @@
 //! The raft type configuration, the records of the metadata and the commands that change
 //! them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -135,6 +136,38 @@ pub struct ModelRecord {
     pub status: ModelStatus,
 }
 
+/// Hits of a model run on one node, summed by township.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Hit rows.
+    pub hits: u64,
+    /// Distinct persons behind them.
+    pub persons: u64,
+    /// Their amount in yuan, two decimals.
+    pub amount: String,
+}
+
+/// What one node reported for one run of one model version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run, shared by every node and model of one `sunlight model run`.
+    pub run_id: String,
+    /// Model id.
+    pub model_id: String,
+    /// Model version.
+    pub version: u32,
+    /// Node code.
+    pub node: String,
+    /// Milliseconds since the epoch when it was recorded.
+    pub at_ms: i64,
+    /// Whole-node totals.
+    pub total: RunCounts,
+    /// Totals by township.
+    pub townships: BTreeMap<String, RunCounts>,
+    /// Milliseconds the node spent.
+    pub elapsed_ms: u64,
+}
+
 /// One entry of the hash-chained audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -211,11 +244,13 @@ pub enum Command {
         /// Login name.
         name: String,
     },
-    /// Adds a draft model version.
+    /// Adds a draft model version; versions only grow.
     AddModel {
         /// Model id.
         id: String,
-        /// The model package.
+        /// The package's version.
+        version: u32,
+        /// The model package (JSON).
         package: String,
     },
     /// Approves a draft model version.
@@ -234,6 +269,8 @@ pub enum Command {
         /// Node codes.
         nodes: Vec<String>,
     },
+    /// Records what a node found in a model run.
+    RecordRun(RunRecord),
     /// Records an access decision made outside the metadata (a query, a case opening).
     Audit {
         /// What happened.
@@ -256,6 +293,7 @@ impl Command {
             Command::AddModel { .. } => "model.add",
             Command::ApproveModel { .. } => "model.approve",
             Command::AssignModel { .. } => "model.assign",
+            Command::RecordRun(_) => "model.run",
             Command::Audit { action, .. } => action,
         }
     }

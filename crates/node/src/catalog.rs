@@ -20,6 +20,7 @@ use sunlight_domain::Table;
 use url::Url;
 
 use crate::config::S3Config;
+use crate::models::{MODEL_HITS, hits_schema};
 use crate::{Error, Result};
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
@@ -103,7 +104,17 @@ impl DataRoot {
 
     /// The prefix of `table`'s folder in the store.
     pub fn table_prefix(&self, table: Table) -> ObjectPath {
-        self.prefix.clone().join(table.name())
+        self.folder(table.name())
+    }
+
+    /// The prefix of the folder `name` in the store.
+    pub fn folder(&self, name: &str) -> ObjectPath {
+        self.prefix.clone().join(name)
+    }
+
+    /// The URL of the folder `name`, for a listing table.
+    pub fn folder_url(&self, name: &str) -> String {
+        format!("{}/", self.object_url(&self.folder(name)))
     }
 
     /// The URL of an object of the store.
@@ -154,6 +165,13 @@ impl NodeCatalog {
             let state = register(&context, root, table).await?;
             tables.push((table, state));
         }
+        let hits = ListingTableConfig::new(ListingTableUrl::parse(root.folder_url(MODEL_HITS))?)
+            .with_listing_options(
+                ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet"),
+            )
+            .with_schema(hits_schema());
+        context.register_table(MODEL_HITS, Arc::new(ListingTable::try_new(hits)?))?;
         Ok(Self { context, tables })
     }
 

@@ -25,6 +25,19 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     /// Settings for an `s3://` data root.
     pub s3: S3Config,
+    /// The key of linkage tokens, shared by the nodes and never by the coordinator.
+    pub linkage: LinkageConfig,
+}
+
+/// The node's linkage key. Tokens are HMAC-SHA256 under `key`; every node of the city
+/// holds the same key for the same `epoch`, and rotating it means a new epoch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkageConfig {
+    /// The secret key (at least 32 characters); rules that span nodes need it.
+    pub key: Option<String>,
+    /// The key's epoch, reported with every token set.
+    pub epoch: u32,
 }
 
 /// Bearer tokens accepted by the node.
@@ -60,6 +73,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             auth: AuthConfig::default(),
             s3: S3Config::default(),
+            linkage: LinkageConfig::default(),
         }
     }
 }
@@ -97,6 +111,11 @@ impl NodeConfig {
         if self.auth.tokens.is_empty() {
             return Err(Error::Config(
                 "no API tokens: add [auth.tokens] to the config file or pass --token".into(),
+            ));
+        }
+        if self.linkage.key.as_ref().is_some_and(|k| k.len() < 32) {
+            return Err(Error::Config(
+                "the linkage key must be at least 32 characters".into(),
             ));
         }
         if let Some((user, _)) = self.auth.tokens.iter().find(|(_, t)| t.len() < 8) {

@@ -1,29 +1,41 @@
-//! The node's `sunlight.v1.NodeService`: what the node is and which tables it serves.
+//! The node's `sunlight.v1.NodeService`: what the node is, which tables it serves, and
+//! the steps of problem models.
 
 use std::sync::Arc;
 
 use sunlight_proto::v1::node_service_server::NodeService;
 use sunlight_proto::v1::table_status::State;
-use sunlight_proto::v1::{DescribeRequest, NodeDescription, TableStatus};
+use sunlight_proto::v1::{
+    DescribeRequest, ModelStep, ModelStepReply, NodeDescription, TableStatus,
+};
 use tonic::{Request, Response, Status};
 
 use crate::catalog::TableState;
+use crate::models::ModelRunner;
 use crate::node::Node;
 
-/// Answers `Describe` from the node's catalog.
-pub struct NodeDescriber {
+/// Answers `Describe` from the node's catalog and runs model steps.
+pub struct NodeControl {
     node: Arc<Node>,
+    runner: ModelRunner,
 }
 
-impl NodeDescriber {
-    /// Describes `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+impl NodeControl {
+    /// Controls `node`, running models with `runner`.
+    pub fn new(node: Arc<Node>, runner: ModelRunner) -> Self {
+        Self { node, runner }
     }
 }
 
 #[tonic::async_trait]
-impl NodeService for NodeDescriber {
+impl NodeService for NodeControl {
+    async fn run_model(
+        &self,
+        request: Request<ModelStep>,
+    ) -> Result<Response<ModelStepReply>, Status> {
+        Ok(Response::new(self.runner.step(request.into_inner()).await?))
+    }
+
     async fn describe(
         &self,
         _request: Request<DescribeRequest>,

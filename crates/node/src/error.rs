@@ -63,6 +63,14 @@ pub enum Error {
     /// An Arrow encoding step failed.
     #[error("cannot encode the result: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A model step cannot run here.
+    #[error("model {model}: {reason}")]
+    Model {
+        /// Model id.
+        model: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn describe(problems: &[TableProblem]) -> String {
@@ -97,6 +105,7 @@ impl From<Error> for tonic::Status {
                 _ => tonic::Status::internal(message),
             },
             Error::TableRefused { .. } => tonic::Status::failed_precondition(message),
+            Error::Model { .. } => tonic::Status::failed_precondition(message),
             Error::WrongNode { .. } | Error::FragmentRefused(_) => {
                 tonic::Status::permission_denied(message)
             }

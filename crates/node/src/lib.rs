@@ -11,13 +11,15 @@ mod describe;
 mod engine;
 mod error;
 mod fragment;
+mod models;
 mod node;
 mod server;
 
 pub use catalog::{DataRoot, NodeCatalog, TableProblem, TableState, compare_schema};
 pub use check::check_fragment;
-pub use config::{AuthConfig, NodeConfig, S3Config};
-pub use describe::NodeDescriber;
+pub use config::{AuthConfig, LinkageConfig, NodeConfig, S3Config};
+pub use describe::NodeControl;
 pub use error::{Error, Result};
+pub use models::{MODEL_HITS, ModelRunner, hits_schema};
 pub use node::Node;
 pub use server::{RunningNode, start_node};

@@ -11,7 +11,8 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::catalog::{DataRoot, NodeCatalog};
 use crate::config::NodeConfig;
-use crate::describe::NodeDescriber;
+use crate::describe::NodeControl;
+use crate::models::ModelRunner;
 use crate::node::Node;
 use crate::{Error, Result};
 
@@ -53,10 +54,12 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
         FlightServiceServer::new(FlightSqlServer::new(node.clone())),
         tokens.clone(),
     );
-    let describe = NodeServiceServer::with_interceptor(NodeDescriber::new(node.clone()), tokens);
+    let runner = ModelRunner::new(node.clone(), root, config.linkage.clone());
+    let control =
+        NodeServiceServer::with_interceptor(NodeControl::new(node.clone(), runner), tokens);
     let routes = Routes::new(health_service)
         .add_service(flight)
-        .add_service(describe);
+        .add_service(control);
     let server = RunningServer::start(config.listen, routes)
         .await
         .map_err(|source| Error::Serve {

@@ -1,0 +1,337 @@
+//! `sunlight model` (add, approve, roll out, roll back, list, run) and `sunlight report`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use sunlight_client::QueryResult;
+use sunlight_meta::{AdminClient, Command, Proposed, RunModelsRequest, RunRecord, Section};
+use sunlight_models::{ModelPackage, validate};
+
+use crate::admin::CoordinatorFlags;
+use crate::output::{Format, write_result};
+use crate::{Error, Result, say};
+
+/// Flags of `sunlight model`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    coordinator: CoordinatorFlags,
+    #[command(subcommand)]
+    command: ModelCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Add a draft version from a package folder (model.toml, rule.sql), or the built-ins.
+    Add {
+        /// The package folder.
+        #[arg(long, required_unless_present = "builtin")]
+        package: Option<PathBuf>,
+        /// Add the seven built-in models of the data contract.
+        #[arg(long, conflicts_with = "package")]
+        builtin: bool,
+    },
+    /// Approve a draft version (the approver must not be its author).
+    Approve {
+        /// Model id.
+        #[arg(long)]
+        id: String,
+        /// Version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Assign an approved version to canary nodes, or to all nodes.
+    Rollout(Assign),
+    /// Pin nodes (or all) back to an earlier approved version.
+    Rollback(Assign),
+    /// Versions, their status, and which node runs which version.
+    List,
+    /// Run the assigned versions on the nodes now.
+    Run {
+        /// Only these models (repeat or separate with commas).
+        #[arg(long = "model", value_delimiter = ',')]
+        models: Vec<String>,
+        /// Only these nodes.
+        #[arg(long = "nodes", value_delimiter = ',')]
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Assign {
+    /// Model id.
+    #[arg(long)]
+    id: String,
+    /// Version.
+    #[arg(long)]
+    version: u32,
+    /// Node codes (the canary), comma-separated.
+    #[arg(long, value_delimiter = ',', required_unless_present = "all")]
+    nodes: Vec<String>,
+    /// Every registered node.
+    #[arg(long, conflicts_with = "nodes")]
+    all: bool,
+}
+
+/// Flags of `sunlight report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    coordinator: CoordinatorFlags,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+pub async fn run(args: ModelArgs) -> Result<()> {
+    let mut client = args.coordinator.client()?;
+    match args.command {
+        ModelCommand::Add { package, builtin } => {
+            let packages = match package {
+                Some(dir) => vec![ModelPackage::load(&dir)?],
+                None if builtin => ModelPackage::builtins(),
+                None => unreachable!("clap requires one"),
+            };
+            add(&mut client, &packages).await
+        }
+        ModelCommand::Approve { id, version } => {
+            let done = format!("model {id} version {version} approved");
+            propose(&mut client, Command::ApproveModel { id, version }, &done).await
+        }
+        ModelCommand::Rollout(assign) => rollout(&mut client, assign, "rolled out").await,
+        ModelCommand::Rollback(assign) => rollout(&mut client, assign, "rolled back").await,
+        ModelCommand::List => list(&mut client).await,
+        ModelCommand::Run { models, nodes } => {
+            run_models(&mut client, RunModelsRequest { models, nodes }).await
+        }
+    }
+}
+
+async fn propose(client: &mut AdminClient, command: Command, done: &str) -> Result<()> {
+    match client.propose(&command).await? {
+        Proposed::Applied { audit_seq, .. } => {
+            say(&format!("{done} (audit #{audit_seq})"));
+            Ok(())
+        }
+        Proposed::Refused(reason) => Err(Error::Refused(reason)),
+    }
+}
+
+/// Validates each package against the contract, then adds it as a draft.
+pub async fn add(client: &mut AdminClient, packages: &[ModelPackage]) -> Result<()> {
+    for package in packages {
+        validate(package).await?;
+        let command = Command::AddModel {
+            id: package.id.clone(),
+            version: package.version,
+            package: serde_json::to_string(package).expect("packages serialize"),
+        };
+        let done = format!(
+            "model {} version {} added as a draft: {}",
+            package.id, package.version, package.title_zh
+        );
+        propose(client, command, &done).await?;
+    }
+    Ok(())
+}
+
+async fn rollout(client: &mut AdminClient, assign: Assign, verb: &str) -> Result<()> {
+    let nodes = if assign.all {
+        client
+            .read(Section::Nodes)
+            .await?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["code"].as_str().map(str::to_string))
+            .collect()
+    } else {
+        assign.nodes
+    };
+    let done = format!(
+        "model {} version {} {verb} to {}",
+        assign.id,
+        assign.version,
+        nodes.join(", ")
+    );
+    let command = Command::AssignModel {
+        id: assign.id,
+        version: assign.version,
+        nodes,
+    };
+    propose(client, command, &done).await
+}
+
+async fn list(client: &mut AdminClient) -> Result<()> {
+    let value = client.read(Section::Models).await?;
+    for versions in value["models"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        for record in versions.as_object().into_iter().flat_map(|v| v.values()) {
+            let package: Value = record["package"]
+                .as_str()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or_default();
+            say(&format!(
+                "{} v{} {} ({}) author {} approver {}",
+                record["id"].as_str().unwrap_or("?"),
+                record["version"],
+                record["status"].as_str().unwrap_or("?"),
+                package["title_zh"].as_str().unwrap_or(""),
+                record["author"].as_str().unwrap_or("?"),
+                record["approver"].as_str().unwrap_or("-"),
+            ));
+        }
+    }
+    for (id, nodes) in value["assignments"].as_object().into_iter().flatten() {
+        let mut by_version: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (node, version) in nodes.as_object().into_iter().flatten() {
+            by_version
+                .entry(version.to_string())
+                .or_default()
+                .push(node);
+        }
+        for (version, nodes) in by_version {
+            say(&format!("  {id} v{version} runs on {}", nodes.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// Runs models and prints what each node found.
+pub async fn run_models(client: &mut AdminClient, request: RunModelsRequest) -> Result<()> {
+    let reply = client.run_models(request).await?;
+    say(&format!("run {}", reply.run_id));
+    for run in &reply.runs {
+        match &run.summary {
+            Some(s) if run.error.is_empty() => say(&format!(
+                "  {:<28} v{} {}  {:>6} hits {:>6} persons {:>14} yuan  {:.2}s",
+                run.model_id, run.version, run.node, s.hits, s.persons, s.amount, s.seconds
+            )),
+            _ => say(&format!(
+                "  {:<28} v{} {}  FAILED: {}",
+                run.model_id, run.version, run.node, run.error
+            )),
+        }
+    }
+    say(&format!(
+        "{} bytes crossed from the nodes to the coordinator",
+        reply.bytes_received
+    ));
+    Ok(())
+}
+
+pub async fn report(args: ReportArgs) -> Result<()> {
+    let mut client = args.coordinator.client()?;
+    print_report(&mut client, args.format, args.output.as_deref()).await
+}
+
+/// Prints the city table of the latest run of each model on each node.
+pub async fn print_report(
+    client: &mut AdminClient,
+    format: Format,
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    let runs: Vec<RunRecord> = serde_json::from_value(client.read(Section::Runs).await?)
+        .map_err(|e| Error::Usage(format!("unexpected run records: {e}")))?;
+    let titles: BTreeMap<String, String> = ModelPackage::builtins()
+        .into_iter()
+        .map(|p| (p.id, p.title_zh))
+        .collect();
+    // The latest run of each (model, node) wins.
+    let mut latest: BTreeMap<(String, String), &RunRecord> = BTreeMap::new();
+    for run in &runs {
+        latest.insert((run.model_id.clone(), run.node.clone()), run);
+    }
+    let mut rows: Vec<[String; 3]> = Vec::new();
+    let mut numbers: Vec<[u64; 3]> = Vec::new();
+    let mut totals: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    for ((model, node), run) in &latest {
+        let cents = cents(&run.total.amount);
+        rows.push([
+            model.clone(),
+            titles.get(model).cloned().unwrap_or_default(),
+            node.clone(),
+        ]);
+        numbers.push([run.total.hits, run.total.persons, cents]);
+        let t = totals.entry(model.clone()).or_default();
+        t[0] += run.total.hits;
+        t[1] += run.total.persons;
+        t[2] += cents;
+    }
+    let mut all = [0u64; 3];
+    for (model, t) in &totals {
+        rows.push([
+            model.clone(),
+            titles.get(model).cloned().unwrap_or_default(),
+            "all".into(),
+        ]);
+        numbers.push(*t);
+        for i in 0..3 {
+            all[i] += t[i];
+        }
+    }
+    rows.push(["all".into(), "合计".into(), "all".into()]);
+    numbers.push(all);
+    let text = |i: usize| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r[i].clone()),
+        ))
+    };
+    let count = |i: usize| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(numbers.iter().map(|n| n[i])))
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("model_id", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("county_code", DataType::Utf8, false),
+        Field::new("hits", DataType::UInt64, false),
+        Field::new("persons", DataType::UInt64, false),
+        Field::new("amount", DataType::Utf8, false),
+    ]));
+    let amounts: ArrayRef = Arc::new(StringArray::from_iter_values(
+        numbers.iter().map(|n| yuan(n[2])),
+    ));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![text(0), text(1), text(2), count(0), count(1), amounts],
+    )
+    .expect("report columns match");
+    let result = QueryResult {
+        schema,
+        batches: vec![batch],
+        missing_nodes: Vec::new(),
+    };
+    write_result(&result, format, output)?;
+    if output.is_none() && format == Format::Table {
+        say(&format!(
+            "{} models, {} suspect records, {} recipients (a person counts once per model and county)",
+            totals.len(),
+            all[0],
+            all[1]
+        ));
+    }
+    Ok(())
+}
+
+/// Cents of a two-decimal yuan amount as the nodes report it.
+fn cents(amount: &str) -> u64 {
+    let (whole, fraction) = amount.split_once('.').unwrap_or((amount, "0"));
+    let whole: u64 = whole.parse().unwrap_or(0);
+    let fraction: u64 = format!("{fraction:0<2}")[..2].parse().unwrap_or(0);
+    whole * 100 + fraction
+}
+
+fn yuan(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}

@@ -1,0 +1,364 @@
+//! Running problem models from the city: each node runs the version assigned to it, and
+//! for rules that span nodes the coordinator is the linkage unit. It matches keyed tokens
+//! from the nodes, never holds the key, and returns to each node only its own tokens.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use prost::Message;
+use sunlight_meta::{Actor, Command, Replica, Role, RunCounts, RunRecord};
+use sunlight_models::{Linkage, ModelPackage};
+use sunlight_proto::v1::model_step::Phase;
+use sunlight_proto::v1::models_server::{Models, ModelsServer};
+use sunlight_proto::v1::node_service_client::NodeServiceClient;
+use sunlight_proto::v1::{
+    ModelStep, ModelStepReply, NodeRun, RunModelsReply, RunModelsRequest, RunSummary,
+};
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
+
+use crate::registry::ReplicatedRegistry;
+
+/// The models service of a coordinator replica.
+pub fn models_service(replica: Arc<Replica>) -> ModelsServer<ModelRuns> {
+    ModelsServer::new(ModelRuns { replica })
+}
+
+/// Runs models for administrators.
+#[derive(Debug)]
+pub struct ModelRuns {
+    replica: Arc<Replica>,
+}
+
+/// One node's answer to one step, with the bytes it sent.
+type StepResult = Result<(ModelStepReply, u64), String>;
+
+/// A node the run talks to.
+#[derive(Debug, Clone)]
+struct Target {
+    code: String,
+    addr: String,
+    token: String,
+}
+
+async fn call(target: &Target, step: ModelStep) -> StepResult {
+    let channel = Endpoint::from_shared(format!("http://{}", target.addr))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach node {} at {}: {e}", target.code, target.addr))?;
+    let mut request = Request::new(step);
+    let bearer = format!("Bearer {}", target.token)
+        .parse()
+        .map_err(|_| "the node token is not ASCII".to_string())?;
+    request.metadata_mut().insert("authorization", bearer);
+    let reply = NodeServiceClient::new(channel)
+        .run_model(request)
+        .await
+        .map_err(|s| format!("node {}: {}", target.code, s.message()))?
+        .into_inner();
+    let bytes = reply.encoded_len() as u64;
+    Ok((reply, bytes))
+}
+
+/// Sends `step(target)` to every target at once.
+async fn each(targets: &[Target], step: impl Fn(&Target) -> ModelStep) -> Vec<StepResult> {
+    join_all(targets.iter().map(|t| call(t, step(t)))).await
+}
+
+impl ModelRuns {
+    fn admin(&self, request: &Request<RunModelsRequest>) -> Result<Actor, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("send `authorization: Bearer <token>`"))?;
+        let user = self
+            .replica
+            .read(|s| s.user_by_token(token.trim()).cloned())
+            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
+        if user.role != Role::Administrator {
+            return Err(Status::permission_denied(format!(
+                "{} is a {}; running models needs administrator",
+                user.name, user.role
+            )));
+        }
+        Ok(Actor {
+            user: user.name,
+            role: Some(user.role),
+        })
+    }
+
+    /// The (package, assigned targets) of each selected model version.
+    fn plan(&self, request: &RunModelsRequest) -> Result<Vec<(ModelPackage, Vec<Target>)>, Status> {
+        let targets: BTreeMap<String, Target> = ReplicatedRegistry(self.replica.clone())
+            .records()
+            .into_iter()
+            .map(|n| {
+                let target = Target {
+                    code: n.code.clone(),
+                    addr: n.addr,
+                    token: n.token,
+                };
+                (n.code, target)
+            })
+            .collect();
+        self.replica.read(|state| {
+            if let Some(unknown) = request
+                .models
+                .iter()
+                .find(|m| !state.models.contains_key(*m))
+            {
+                return Err(Status::not_found(format!(
+                    "no model {unknown} in the registry"
+                )));
+            }
+            if let Some(unknown) = request.nodes.iter().find(|n| !targets.contains_key(*n)) {
+                return Err(Status::not_found(format!(
+                    "no node {unknown} is registered"
+                )));
+            }
+            let mut plan = Vec::new();
+            for (id, assigned) in &state.assignments {
+                if !request.models.is_empty() && !request.models.contains(id) {
+                    continue;
+                }
+                let mut by_version: BTreeMap<u32, Vec<Target>> = BTreeMap::new();
+                for (node, version) in assigned {
+                    let selected = request.nodes.is_empty() || request.nodes.contains(node);
+                    if let (true, Some(target)) = (selected, targets.get(node)) {
+                        by_version.entry(*version).or_default().push(target.clone());
+                    }
+                }
+                for (version, nodes) in by_version {
+                    let record = &state.models[id][&version];
+                    let package: ModelPackage =
+                        serde_json::from_str(&record.package).map_err(|e| {
+                            Status::internal(format!("stored package {id} v{version}: {e}"))
+                        })?;
+                    plan.push((package, nodes));
+                }
+            }
+            Ok(plan)
+        })
+    }
+
+    /// Runs one model version; returns each assigned node's result and the bytes received.
+    async fn run_version(
+        &self,
+        run_id: &str,
+        package: &ModelPackage,
+        assigned: &[Target],
+        everyone: &[Target],
+    ) -> (Vec<(Target, StepResult)>, u64) {
+        let package_json = serde_json::to_vec(package).expect("packages serialize");
+        let step = |phase: Phase, periods: Vec<i32>, tokens: Vec<Vec<u8>>| ModelStep {
+            run_id: run_id.to_string(),
+            package_json: package_json.clone(),
+            phase: phase as i32,
+            periods,
+            tokens,
+        };
+        let mut bytes = 0;
+        let results = match &package.linkage {
+            None => each(assigned, |_| step(Phase::Local, vec![], vec![])).await,
+            Some(linkage) => {
+                // Tokens of every node that holds the rows, for a duplicate; of the
+                // assigned nodes for a covered-by rule.
+                let sources = match linkage {
+                    Linkage::Duplicate => everyone,
+                    Linkage::CoveredBy { .. } => assigned,
+                };
+                let tokens: HashMap<String, StepResult> = sources
+                    .iter()
+                    .map(|t| t.code.clone())
+                    .zip(each(sources, |_| step(Phase::Tokens, vec![], vec![])).await)
+                    .collect();
+                bytes += tokens.values().flatten().map(|(_, b)| b).sum::<u64>();
+                let matched = match linkage {
+                    Linkage::Duplicate => duplicates(&tokens),
+                    Linkage::CoveredBy { .. } => {
+                        let periods: BTreeSet<i32> = tokens
+                            .values()
+                            .flatten()
+                            .flat_map(|(r, _)| r.periods.iter().copied())
+                            .collect();
+                        let covers = each(everyone, |_| {
+                            step(Phase::Cover, periods.iter().copied().collect(), vec![])
+                        })
+                        .await;
+                        bytes += covers.iter().flatten().map(|(_, b)| b).sum::<u64>();
+                        covered(&tokens, &covers)
+                    }
+                };
+                let epochs: BTreeSet<u32> = tokens
+                    .values()
+                    .flatten()
+                    .map(|(r, _)| r.linkage_epoch)
+                    .collect();
+                if epochs.len() > 1 {
+                    let error = format!(
+                        "nodes hold different linkage key epochs {epochs:?}; rotate every node to one epoch"
+                    );
+                    return (
+                        assigned
+                            .iter()
+                            .map(|t| (t.clone(), Err(error.clone())))
+                            .collect(),
+                        bytes,
+                    );
+                }
+                join_all(assigned.iter().map(|t| async {
+                    match tokens.get(&t.code) {
+                        Some(Err(e)) => Err(e.clone()),
+                        _ => {
+                            let mine = matched.get(&t.code).cloned().unwrap_or_default();
+                            call(t, step(Phase::Apply, vec![], mine)).await
+                        }
+                    }
+                }))
+                .await
+            }
+        };
+        bytes += results.iter().flatten().map(|(_, b)| b).sum::<u64>();
+        (assigned.iter().cloned().zip(results).collect(), bytes)
+    }
+}
+
+/// Per node, its tokens that occur in two or more rows city-wide.
+fn duplicates(tokens: &HashMap<String, StepResult>) -> HashMap<String, Vec<Vec<u8>>> {
+    let mut total: HashMap<&[u8], u64> = HashMap::new();
+    for (reply, _) in tokens.values().flatten() {
+        for (token, count) in reply.tokens.iter().zip(&reply.counts) {
+            *total.entry(token).or_default() += u64::from(*count);
+        }
+    }
+    tokens
+        .iter()
+        .filter_map(|(node, r)| Some((node, &r.as_ref().ok()?.0)))
+        .map(|(node, reply)| {
+            let mine = reply
+                .tokens
+                .iter()
+                .filter(|t| total[t.as_slice()] >= 2)
+                .cloned()
+                .collect();
+            (node.clone(), mine)
+        })
+        .collect()
+}
+
+/// Per node, its tokens that some node's cover intervals also produced.
+fn covered(
+    tokens: &HashMap<String, StepResult>,
+    covers: &[StepResult],
+) -> HashMap<String, Vec<Vec<u8>>> {
+    let cover: HashSet<&[u8]> = covers
+        .iter()
+        .flatten()
+        .flat_map(|(r, _)| r.tokens.iter().map(Vec::as_slice))
+        .collect();
+    tokens
+        .iter()
+        .filter_map(|(node, r)| Some((node, &r.as_ref().ok()?.0)))
+        .map(|(node, reply)| {
+            let mine = reply
+                .tokens
+                .iter()
+                .filter(|t| cover.contains(t.as_slice()))
+                .cloned()
+                .collect();
+            (node.clone(), mine)
+        })
+        .collect()
+}
+
+fn counts(hits: u64, persons: u64, amount: &str) -> RunCounts {
+    RunCounts {
+        hits,
+        persons,
+        amount: amount.to_string(),
+    }
+}
+
+fn record(run_id: &str, package: &ModelPackage, node: &str, summary: &RunSummary) -> RunRecord {
+    RunRecord {
+        run_id: run_id.to_string(),
+        model_id: package.id.clone(),
+        version: package.version,
+        node: node.to_string(),
+        at_ms: 0,
+        total: counts(summary.hits, summary.persons, &summary.amount),
+        townships: summary
+            .townships
+            .iter()
+            .map(|t| (t.township.clone(), counts(t.hits, t.persons, &t.amount)))
+            .collect(),
+        elapsed_ms: (summary.seconds * 1e3) as u64,
+    }
+}
+
+#[tonic::async_trait]
+impl Models for ModelRuns {
+    async fn run(
+        &self,
+        request: Request<RunModelsRequest>,
+    ) -> Result<Response<RunModelsReply>, Status> {
+        let actor = self.admin(&request)?;
+        // Runs are recorded through raft: only the leader runs them.
+        self.replica
+            .read_fresh(|_| ())
+            .await
+            .map_err(Status::from)?;
+        let request = request.into_inner();
+        let plan = self.plan(&request)?;
+        let everyone: Vec<Target> = ReplicatedRegistry(self.replica.clone())
+            .records()
+            .into_iter()
+            .map(|n| Target {
+                code: n.code,
+                addr: n.addr,
+                token: n.token,
+            })
+            .collect();
+        let run_id = format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let mut reply = RunModelsReply {
+            run_id: run_id.clone(),
+            ..Default::default()
+        };
+        for (package, assigned) in &plan {
+            let (results, bytes) = self
+                .run_version(&run_id, package, assigned, &everyone)
+                .await;
+            reply.bytes_received += bytes;
+            for (target, result) in results {
+                let mut run = NodeRun {
+                    model_id: package.id.clone(),
+                    version: package.version,
+                    node: target.code.clone(),
+                    ..Default::default()
+                };
+                match result {
+                    Ok((step, _)) => {
+                        let summary = step.summary.unwrap_or_default();
+                        let command =
+                            Command::RecordRun(record(&run_id, package, &target.code, &summary));
+                        self.replica.propose(actor.clone(), command).await?;
+                        run.summary = Some(summary);
+                    }
+                    Err(error) => run.error = error,
+                }
+                reply.runs.push(run);
+            }
+        }
+        Ok(Response::new(reply))
+    }
+}

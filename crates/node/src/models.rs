@@ -1,0 +1,390 @@
+//! Problem models where the data lives: node-local rules, the node's half of linkage
+//! (keyed tokens of identifiers out, matched tokens back) and the `model_hits` table.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Int32Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::JoinType;
+use hmac::{Hmac, Mac};
+use object_store::ObjectStoreExt;
+use parquet::arrow::ArrowWriter;
+use sha2::Sha256;
+use sunlight_domain::from_date32;
+use sunlight_models::{Linkage, ModelPackage};
+use sunlight_proto::v1::model_step::Phase;
+use sunlight_proto::v1::{ModelStep, ModelStepReply, RunSummary, TownshipSummary};
+
+use crate::catalog::DataRoot;
+use crate::config::LinkageConfig;
+use crate::node::Node;
+use crate::{Error, Result};
+
+/// Name of the node-local table of model hits.
+pub const MODEL_HITS: &str = "model_hits";
+
+/// Bytes of a linkage token: a truncated HMAC-SHA256.
+const TOKEN_BYTES: usize = 16;
+
+type Token = [u8; TOKEN_BYTES];
+
+/// Schema of `model_hits`: the hit, its run, and the row's class-P columns.
+pub fn hits_schema() -> SchemaRef {
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        utf8("model_id"),
+        Field::new("model_version", DataType::Int32, false),
+        utf8("payment_id"),
+        utf8("run_id"),
+        Field::new(
+            "detected_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        utf8("county_code"),
+        utf8("township"),
+        utf8("village"),
+        utf8("subsidy_type"),
+        Field::new("period", DataType::Date32, false),
+        Field::new("paid_on", DataType::Date32, false),
+        utf8("department"),
+    ]))
+}
+
+/// Runs model steps over one node.
+pub struct ModelRunner {
+    node: Arc<Node>,
+    root: DataRoot,
+    linkage: LinkageConfig,
+}
+
+impl ModelRunner {
+    /// A runner over `node`, writing hits under `root`.
+    pub fn new(node: Arc<Node>, root: DataRoot, linkage: LinkageConfig) -> Self {
+        Self {
+            node,
+            root,
+            linkage,
+        }
+    }
+
+    /// Runs one step.
+    pub async fn step(&self, step: ModelStep) -> Result<ModelStepReply> {
+        let package: ModelPackage =
+            serde_json::from_slice(&step.package_json).map_err(|e| Error::Model {
+                model: "?".into(),
+                reason: format!("malformed package: {e}"),
+            })?;
+        let refuse = |reason: &str| Error::Model {
+            model: package.id.clone(),
+            reason: reason.to_string(),
+        };
+        let started = Instant::now();
+        let mut reply = ModelStepReply {
+            linkage_epoch: self.linkage.epoch,
+            ..Default::default()
+        };
+        match (step.phase(), &package.linkage) {
+            (Phase::Local, None) => {
+                let ids = self.local_hits(&package).await?;
+                reply.summary = Some(self.record(&package, &step.run_id, ids).await?);
+            }
+            (Phase::Local, Some(_)) => return Err(refuse("spans nodes; run it through linkage")),
+            (_, None) => return Err(refuse("is node-local; it has no linkage steps")),
+            (Phase::Tokens, Some(_)) => {
+                let rows = self.link_rows(&package).await?;
+                let mut counts: BTreeMap<Token, u32> = BTreeMap::new();
+                let mut periods = BTreeSet::new();
+                for row in &rows {
+                    *counts.entry(row.token).or_default() += 1;
+                    periods.extend(row.period);
+                }
+                reply.tokens = counts.keys().map(|t| t.to_vec()).collect();
+                reply.counts = counts.into_values().collect();
+                reply.periods = periods.into_iter().collect();
+            }
+            (Phase::Cover, Some(Linkage::CoveredBy { cover })) => {
+                reply.tokens = self.cover_tokens(&package, cover, &step.periods).await?;
+            }
+            (Phase::Cover, Some(Linkage::Duplicate)) => {
+                return Err(refuse("a duplicate linkage has no cover step"));
+            }
+            (Phase::Apply, Some(_)) => {
+                let matched: HashSet<&[u8]> = step.tokens.iter().map(Vec::as_slice).collect();
+                let ids = self
+                    .link_rows(&package)
+                    .await?
+                    .into_iter()
+                    .filter(|row| matched.contains(row.token.as_slice()))
+                    .map(|row| row.payment_id)
+                    .collect();
+                reply.summary = Some(self.record(&package, &step.run_id, ids).await?);
+            }
+        }
+        if let Some(summary) = reply.summary.as_mut() {
+            summary.seconds = started.elapsed().as_secs_f64();
+        }
+        Ok(reply)
+    }
+
+    async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let (_, stream) = self.node.query(sql).await?;
+        Ok(futures::TryStreamExt::try_collect(stream).await?)
+    }
+
+    async fn local_hits(&self, package: &ModelPackage) -> Result<BTreeSet<String>> {
+        let mut ids = BTreeSet::new();
+        for batch in self.collect(&package.rule).await? {
+            let column = string_column(&batch, 0, &package.id)?;
+            ids.extend(column.iter().flatten().map(str::to_string));
+        }
+        Ok(ids)
+    }
+
+    fn token(&self, model: &str, value: &str) -> Result<Token> {
+        let key = self.linkage.key.as_ref().ok_or_else(|| Error::Model {
+            model: model.to_string(),
+            reason: "this node has no linkage key; set [linkage] key in its config".into(),
+        })?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+        mac.update(&self.linkage.epoch.to_be_bytes());
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        Ok(digest[..TOKEN_BYTES].try_into().expect("digest is longer"))
+    }
+
+    /// The rule's rows with their tokens; rows with a null link value never link.
+    async fn link_rows(&self, package: &ModelPackage) -> Result<Vec<LinkRow>> {
+        let mut rows = Vec::new();
+        for batch in self.collect(&package.rule).await? {
+            let ids = string_column(&batch, 0, &package.id)?;
+            let keys = string_column(&batch, 1, &package.id)?;
+            let periods = match package.linkage {
+                Some(Linkage::CoveredBy { .. }) => Some(date_column(&batch, 2, &package.id)?),
+                _ => None,
+            };
+            for i in 0..batch.num_rows() {
+                if ids.is_null(i) || keys.is_null(i) {
+                    continue;
+                }
+                let (value, period) = match periods {
+                    Some(p) if p.is_null(i) => continue,
+                    Some(p) => (link_value(keys.value(i), p.value(i)), Some(p.value(i))),
+                    None => (keys.value(i).to_string(), None),
+                };
+                rows.push(LinkRow {
+                    payment_id: ids.value(i).to_string(),
+                    token: self.token(&package.id, &value)?,
+                    period,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn cover_tokens(
+        &self,
+        package: &ModelPackage,
+        cover: &str,
+        periods: &[i32],
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut periods = periods.to_vec();
+        periods.sort_unstable();
+        periods.dedup();
+        let mut tokens = BTreeSet::new();
+        for batch in self.collect(cover).await? {
+            let people = string_column(&batch, 0, &package.id)?;
+            let starts = date_column(&batch, 1, &package.id)?;
+            let ends = date_column(&batch, 2, &package.id)?;
+            for i in 0..batch.num_rows() {
+                if people.is_null(i) || starts.is_null(i) {
+                    continue;
+                }
+                let from = periods.partition_point(|p| *p < starts.value(i));
+                let to = if ends.is_null(i) {
+                    periods.len()
+                } else {
+                    periods.partition_point(|p| *p <= ends.value(i))
+                };
+                for &p in periods.get(from..to).unwrap_or_default() {
+                    tokens.insert(self.token(&package.id, &link_value(people.value(i), p))?);
+                }
+            }
+        }
+        Ok(tokens.into_iter().map(|t| t.to_vec()).collect())
+    }
+
+    /// Writes the hits to `model_hits` and sums them by township.
+    async fn record(
+        &self,
+        package: &ModelPackage,
+        run_id: &str,
+        ids: BTreeSet<String>,
+    ) -> Result<RunSummary> {
+        let ctx = self.node.context();
+        let hit_ids = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "hit_id",
+                DataType::Utf8,
+                false,
+            )])),
+            vec![Arc::new(StringArray::from_iter_values(&ids)) as ArrayRef],
+        )?;
+        let rows = ctx
+            .read_batch(hit_ids)?
+            .join(
+                ctx.table("disbursements").await?,
+                JoinType::Inner,
+                &["hit_id"],
+                &["payment_id"],
+                None,
+            )?
+            .select_columns(&[
+                "payment_id",
+                "county_code",
+                "township",
+                "village",
+                "subsidy_type",
+                "period",
+                "paid_on",
+                "department",
+                "person_id",
+                "amount",
+            ])?
+            .collect()
+            .await?;
+        let mut summary = Tally::default();
+        let mut townships: BTreeMap<String, Tally> = BTreeMap::new();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut written = Vec::new();
+        for batch in &rows {
+            let townships_col = batch.column(2).as_string::<i32>();
+            let persons = batch.column(8).as_string::<i32>();
+            let amounts = batch.column(9).as_primitive::<Decimal128Type>();
+            for i in 0..batch.num_rows() {
+                let (person, cents) = (persons.value(i), amounts.value(i));
+                summary.add(person, cents);
+                townships
+                    .entry(townships_col.value(i).to_string())
+                    .or_default()
+                    .add(person, cents);
+            }
+            let n = batch.num_rows();
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    &package.id,
+                    n,
+                ))),
+                Arc::new(Int32Array::from_value(package.version as i32, n)),
+                batch.column(0).clone(),
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    run_id, n,
+                ))),
+                Arc::new(TimestampMillisecondArray::from_value(now, n).with_timezone("UTC")),
+            ];
+            columns.extend(batch.columns()[1..8].iter().cloned());
+            written.push(RecordBatch::try_new(hits_schema(), columns)?);
+        }
+        if !written.is_empty() {
+            self.write_hits(
+                &format!("{run_id}-{}-v{}.parquet", package.id, package.version),
+                &written,
+            )
+            .await?;
+        }
+        Ok(RunSummary {
+            hits: summary.hits,
+            persons: summary.persons.len() as u64,
+            amount: yuan(summary.cents),
+            townships: townships
+                .into_iter()
+                .map(|(township, t)| TownshipSummary {
+                    township,
+                    hits: t.hits,
+                    persons: t.persons.len() as u64,
+                    amount: yuan(t.cents),
+                })
+                .collect(),
+            seconds: 0.0,
+        })
+    }
+
+    async fn write_hits(&self, name: &str, batches: &[RecordBatch]) -> Result<()> {
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, hits_schema(), None)
+            .map_err(|e| Error::Arrow(e.into()))?;
+        for batch in batches {
+            writer.write(batch).map_err(|e| Error::Arrow(e.into()))?;
+        }
+        writer.close().map_err(|e| Error::Arrow(e.into()))?;
+        let location = self.root.folder(MODEL_HITS).join(name);
+        self.root
+            .store()
+            .put(&location, bytes.into())
+            .await
+            .map_err(|source| Error::Store {
+                location: location.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+/// One row of a rule that links across nodes.
+struct LinkRow {
+    payment_id: String,
+    token: Token,
+    period: Option<i32>,
+}
+
+/// What a person and a day link on: `PERSON|YYYY-MM-DD`.
+fn link_value(person: &str, day: i32) -> String {
+    format!("{person}|{}", from_date32(day))
+}
+
+#[derive(Default)]
+struct Tally {
+    hits: u64,
+    persons: HashSet<String>,
+    cents: i128,
+}
+
+impl Tally {
+    fn add(&mut self, person: &str, cents: i128) {
+        self.hits += 1;
+        self.persons.insert(person.to_string());
+        self.cents += cents;
+    }
+}
+
+/// `cents` as yuan with two decimals.
+fn yuan(cents: i128) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
+}
+
+/// Column `i` as UTF-8 text, whichever string type the plan produced.
+fn string_column(batch: &RecordBatch, i: usize, model: &str) -> Result<StringArray> {
+    arrow::compute::cast(batch.column(i), &DataType::Utf8)
+        .ok()
+        .and_then(|a| a.as_string_opt::<i32>().cloned())
+        .ok_or_else(|| Error::Model {
+            model: model.to_string(),
+            reason: format!("column {} must be text", batch.schema().field(i).name()),
+        })
+}
+
+fn date_column<'a>(batch: &'a RecordBatch, i: usize, model: &str) -> Result<&'a Date32Array> {
+    batch
+        .column(i)
+        .as_primitive_opt::<Date32Type>()
+        .ok_or_else(|| Error::Model {
+            model: model.to_string(),
+            reason: format!("column {} must be a date", batch.schema().field(i).name()),
+        })
+}
