@@ -69,7 +69,8 @@ fn spans_nodes(model: ProblemModel) -> bool {
     )
 }
 
-async fn hits(city: &Path, model: ProblemModel) -> BTreeSet<String> {
+/// Each rule's hits over `city`, by centralized DataFusion.
+pub async fn hits(city: &Path, model: ProblemModel) -> BTreeSet<String> {
     if spans_nodes(model) {
         return strings(&city_context(city).await, &rule(model)).await;
     }

@@ -5,6 +5,7 @@ mod bad_files;
 mod federation;
 mod flight_sql;
 mod ground_truth;
+mod models;
 mod oracle;
 mod outside_client;
 mod replicas;

@@ -7,37 +7,7 @@ use std::time::{Duration, Instant};
 use sunlight_domain::NodeCode;
 
 use crate::oracle;
-use crate::support::{ServiceProcess, TOKEN, shared_city, sunlight_bin};
-
-/// Runs the CLI; returns its standard output, or panics with both streams.
-fn sunlight(args: &[&str]) -> String {
-    let out = Command::new(sunlight_bin())
-        .args(args)
-        .output()
-        .expect("sunlight runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "`sunlight {}` failed:\n{stdout}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Runs the CLI expecting failure; returns its standard error.
-fn sunlight_fails(args: &[&str]) -> String {
-    let out = Command::new(sunlight_bin())
-        .args(args)
-        .output()
-        .expect("sunlight runs");
-    assert!(
-        !out.status.success(),
-        "`sunlight {}` should fail",
-        args.join(" ")
-    );
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
+use crate::support::{ServiceProcess, TOKEN, shared_city, sunlight, sunlight_bin, sunlight_fails};
 
 fn admin(coordinators: &str, token: &str, args: &[&str]) -> String {
     let mut all = vec!["admin", "--coordinator", coordinators, "--token", token];

@@ -12,6 +12,8 @@ use sunlight_domain::NodeCode;
 
 /// Token every test node accepts, and the coordinators' bootstrap administrator token.
 pub const TOKEN: &str = "integration-token";
+/// Linkage key of every test node.
+pub const LINKAGE_KEY: &str = "integration-linkage-key-0123456789abcdef";
 /// Secret shared by test coordinator replicas.
 pub const CLUSTER_SECRET: &str = "integration-cluster-secret";
 
@@ -71,6 +73,8 @@ impl ServiceProcess {
             TOKEN,
             "--data",
             &data,
+            "--linkage-key",
+            LINKAGE_KEY,
         ])
     }
 
@@ -206,4 +210,34 @@ pub fn start_city(city: &Path, extra: &[&str]) -> RunningCity {
         .collect();
     let coordinator = ServiceProcess::coordinator(&addrs, extra);
     RunningCity { nodes, coordinator }
+}
+
+/// Runs the CLI; returns its standard output, or panics with both streams.
+pub fn sunlight(args: &[&str]) -> String {
+    let out = Command::new(sunlight_bin())
+        .args(args)
+        .output()
+        .expect("sunlight runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "`sunlight {}` failed:\n{stdout}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs the CLI expecting failure; returns its standard error.
+pub fn sunlight_fails(args: &[&str]) -> String {
+    let out = Command::new(sunlight_bin())
+        .args(args)
+        .output()
+        .expect("sunlight runs");
+    assert!(
+        !out.status.success(),
+        "`sunlight {}` should fail",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
 }
