@@ -7,7 +7,8 @@
 //! million disbursement rows per county); `SUNLIGHT_BENCH_DIR` keeps the generated city.
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,15 +18,11 @@ use datafusion::datasource::listing::{
 };
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
-use indicatif::ProgressBar;
+use sunlight_cli::local_city::{LOCAL_TOKEN, LocalCity};
 use sunlight_client::SqlClient;
-use sunlight_coordinator::{Bootstrap, CoordinatorConfig, NodeEntry, start_coordinator};
-use sunlight_datagen::{CityConfig, generate_city, node_root};
+use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
-use sunlight_meta::ReplicaConfig;
-use sunlight_node::{NodeConfig, start_node};
 
-const TOKEN: &str = "bench-token-loopback";
 const SUITE: &str = include_str!("../../../integration-tests/queries/federated.sql");
 const RUNS: usize = 3;
 
@@ -75,69 +72,9 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let persons: usize = std::env::var("SUNLIGHT_BENCH_PERSONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(190_000);
-    let dir = std::env::var("SUNLIGHT_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir().join(format!("sunlight-bench-{persons}")));
-    if !dir.join(sunlight_datagen::TRUTH_FILE).exists() {
-        std::fs::create_dir_all(&dir).expect("bench dir");
-        let started = Instant::now();
-        let report = generate_city(
-            &dir,
-            &CityConfig {
-                persons_per_county: persons,
-                seed: 2021,
-            },
-            &ProgressBar::new(0),
-        )
-        .expect("city");
-        let rows = report.total(Table::Disbursements);
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "generated {rows} disbursement rows in {secs:.1}s ({:.0} rows/s)",
-            rows as f64 / secs
-        );
-    }
-
-    let mut nodes = Vec::new();
-    for code in NodeCode::all() {
-        let mut config = NodeConfig {
-            code: code.to_string(),
-            data: node_root(&dir, code).display().to_string(),
-            listen: ([127, 0, 0, 1], 0).into(),
-            ..Default::default()
-        };
-        config.auth.tokens.insert("bench".into(), TOKEN.into());
-        nodes.push(start_node(config).await.expect("node starts"));
-    }
-    let entries = nodes
-        .iter()
-        .map(|n| NodeEntry {
-            code: n.node.code().to_string(),
-            addr: n.addr.to_string(),
-            token: TOKEN.into(),
-        })
-        .collect();
-    // Fresh metadata each run: the nodes listen on new ports every time.
-    let meta = tempfile::tempdir().expect("temp dir");
-    let mut config = CoordinatorConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        nodes: entries,
-        fragment_timeout_ms: 600_000,
-        replica: ReplicaConfig {
-            data: meta.path().to_path_buf(),
-            secret: "bench-cluster-secret-0000".into(),
-            ..ReplicaConfig::default()
-        },
-        ..Default::default()
-    };
-    config.auth.tokens.insert("bench".into(), TOKEN.into());
-    let city = start_coordinator(config, Bootstrap::Init)
-        .await
-        .expect("coordinator starts");
+    let dir = common::bench_city();
+    let local = LocalCity::start(&dir, 1).await.expect("city starts");
+    let city = &local.replicas[0];
     let central = central_context(&dir);
 
     println!(
@@ -194,7 +131,7 @@ async fn main() {
         );
     }
 
-    let mut client = SqlClient::connect(&city.addr.to_string(), TOKEN)
+    let mut client = SqlClient::connect(&city.addr.to_string(), LOCAL_TOKEN)
         .await
         .expect("client");
     let mut latencies = Vec::new();

@@ -1,19 +1,16 @@
-//! `sunlight demo`: a small synthetic city served by eleven real nodes on loopback.
+//! `sunlight demo`: a small synthetic city served by eleven real nodes and three
+//! coordinator replicas on loopback; the seven problem models approved, rolled out and
+//! run where the data lives; the city report.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::ProgressBar;
 use sunlight_client::SqlClient;
-use sunlight_coordinator::{
-    Bootstrap, CoordinatorConfig, NodeEntry, RunningCoordinator, start_coordinator,
-};
-use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city, node_root};
-use sunlight_domain::NodeCode;
-use sunlight_meta::{AdminClient, Command, Proposed, ReplicaConfig, RunModelsRequest};
-use sunlight_models::ModelPackage;
-use sunlight_node::{NodeConfig, RunningNode, start_node};
+use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city};
+use sunlight_meta::RunModelsRequest;
 
+use crate::local_city::{LOCAL_TOKEN, LocalCity};
 use crate::model;
 use crate::output::{Format, write_result};
 use crate::{Error, Result, say, shutdown_signal};
@@ -30,50 +27,9 @@ pub struct DemoArgs {
     /// Seed of the synthetic city.
     #[arg(long, default_value_t = 2021)]
     seed: u64,
-    /// Keep the nodes running after the report, until Ctrl-C, so that they can be queried.
+    /// Keep the city running after the report, until Ctrl-C, so that it can be queried.
     #[arg(long)]
     serve: bool,
-}
-
-/// Token of the demo's nodes and administrator; the demo serves loopback only.
-const DEMO_TOKEN: &str = "demo-token-not-secret";
-/// Token of the demo's second administrator, who approves the models.
-const APPROVER_TOKEN: &str = "demo-approver-token-not-secret";
-/// Secret shared by the demo's coordinator replicas.
-const DEMO_SECRET: &str = "demo-cluster-secret-not-secret";
-/// Linkage key shared by the demo's nodes, never by the coordinator.
-const DEMO_LINKAGE_KEY: &str = "demo-linkage-key-not-secret-0123456789";
-
-/// Three coordinator replicas: the first creates the group with the nodes, the others join.
-async fn start_replicas(
-    city: &std::path::Path,
-    nodes: Vec<NodeEntry>,
-) -> Result<Vec<RunningCoordinator>> {
-    let mut replicas: Vec<RunningCoordinator> = Vec::new();
-    for id in 1..=3u64 {
-        let mut config = CoordinatorConfig {
-            listen: ([127, 0, 0, 1], 0).into(),
-            nodes: nodes.clone(),
-            replica: ReplicaConfig {
-                id,
-                data: city.join(format!("coordinator-{id}")),
-                secret: DEMO_SECRET.into(),
-                ..ReplicaConfig::default()
-            },
-            ..Default::default()
-        };
-        config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
-        config
-            .auth
-            .tokens
-            .insert("approver".into(), APPROVER_TOKEN.into());
-        let bootstrap = match replicas.first() {
-            None => Bootstrap::Init,
-            Some(first) => Bootstrap::Join(first.addr.to_string()),
-        };
-        replicas.push(start_coordinator(config, bootstrap).await?);
-    }
-    Ok(replicas)
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
@@ -100,78 +56,22 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     generate_city(&city, &config, &ProgressBar::hidden())?;
 
-    let mut nodes: Vec<RunningNode> = Vec::new();
-    for code in NodeCode::all() {
-        let mut config = NodeConfig {
-            code: code.to_string(),
-            data: node_root(&city, code).display().to_string(),
-            listen: ([127, 0, 0, 1], 0).into(),
-            ..NodeConfig::default()
-        };
-        config.auth.tokens.insert("demo".into(), DEMO_TOKEN.into());
-        config.linkage.key = Some(DEMO_LINKAGE_KEY.into());
-        nodes.push(start_node(config).await?);
-    }
-    let entries = nodes
-        .iter()
-        .map(|n| NodeEntry {
-            code: n.node.code().to_string(),
-            addr: n.addr.to_string(),
-            token: DEMO_TOKEN.into(),
-        })
-        .collect();
-    // Fresh metadata each run: the nodes listen on new ports every time.
-    let replicas = start_replicas(temp.path(), entries).await?;
-    let coordinator = &replicas[0];
+    let local = LocalCity::start(&city, 3).await?;
+    let addrs = local.addrs().join(",");
     say(&format!(
-        "\n11 nodes and 3 coordinator replicas are serving on loopback; the city is at {}",
-        replicas
-            .iter()
-            .map(|r| r.addr.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        "\n11 nodes and 3 coordinator replicas are serving on loopback: {addrs}"
     ));
-
-    let addrs: Vec<String> = replicas.iter().map(|r| r.addr.to_string()).collect();
-    let mut author = AdminClient::new(&addrs, DEMO_TOKEN)?;
-    let mut approver = AdminClient::new(&addrs, APPROVER_TOKEN)?;
     say(
-        "\nthe seven problem models: added by demo, approved by approver, rolled out to 140215 first, then everywhere",
+        "\nthe seven problem models: added by admin, approved by approver, rolled out to 140215 first, then everywhere",
     );
-    let packages = ModelPackage::builtins();
-    model::add(&mut author, &packages).await?;
-    let canary = NodeCode::all()
-        .find(|c| c.as_str() == "140215")
-        .expect("140215 is a node");
-    for package in &packages {
-        let (id, version) = (package.id.clone(), package.version);
-        for command in [
-            Command::ApproveModel {
-                id: id.clone(),
-                version,
-            },
-            Command::AssignModel {
-                id: id.clone(),
-                version,
-                nodes: vec![canary.to_string()],
-            },
-            Command::AssignModel {
-                id,
-                version,
-                nodes: NodeCode::all().map(|c| c.to_string()).collect(),
-            },
-        ] {
-            if let Proposed::Refused(reason) = approver.propose(&command).await? {
-                return Err(Error::Refused(reason));
-            }
-        }
-    }
+    local.deploy_builtin_models().await?;
+    let mut admin = local.admin()?;
     say("\nrunning them where the data lives:");
-    model::run_models(&mut author, RunModelsRequest::default()).await?;
+    model::run_models(&mut admin, RunModelsRequest::default()).await?;
     say("\nthe city report:");
-    model::print_report(&mut author, Format::Table, None).await?;
+    model::print_report(&mut admin, Format::Table, None).await?;
 
-    let mut client = SqlClient::connect(&coordinator.addr.to_string(), DEMO_TOKEN).await?;
+    let mut client = SqlClient::connect(&local.addrs()[0], LOCAL_TOKEN).await?;
     let story = format!(
         "SELECT count(*) AS people, sum(records) AS records, sum(amount) AS amount FROM (\
            SELECT person_id, count(*) AS records, sum(amount) AS amount FROM disbursements \
@@ -186,16 +86,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     if args.serve {
         say(&format!(
-            "\nthe city is serving; try:\n  sunlight sql --city {} --token {DEMO_TOKEN} \"SELECT subsidy_type, sum(amount) FROM disbursements GROUP BY 1\"\npress Ctrl-C to stop",
-            coordinator.addr
+            "\nthe city is serving; try:\n  export SUNLIGHT_COORDINATOR={addrs} SUNLIGHT_TOKEN={LOCAL_TOKEN}\n  \
+             sunlight report\n  sunlight model list\n  sunlight admin cluster status\n  \
+             sunlight sql --city {} \"SELECT subsidy_type, sum(amount) FROM disbursements GROUP BY 1\"\n\
+             press Ctrl-C to stop",
+            local.addrs()[0]
         ));
         shutdown_signal().await;
     }
-    for replica in replicas {
-        replica.stop().await?;
-    }
-    for node in nodes {
-        node.stop().await?;
-    }
-    Ok(())
+    local.stop().await
 }

@@ -6,6 +6,7 @@ mod admin;
 mod demo;
 mod error;
 mod import;
+pub mod local_city;
 mod model;
 mod output;
 
