@@ -49,6 +49,8 @@ enum Command {
     Model(model::ModelArgs),
     /// The city report: hits, persons and amount per model and county.
     Report(model::ReportArgs),
+    /// Record a county analyst's verdict on a hit: confirmed or dismissed, and recovered.
+    Outcome(model::OutcomeArgs),
     /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
     /// Import CSV files (with a header row) into a table of a node's data root.
@@ -207,6 +209,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Admin(args) => admin::run(args).await,
         Command::Model(args) => model::run(args).await,
         Command::Report(args) => model::report(args).await,
+        Command::Outcome(args) => model::outcome(args).await,
         Command::Sql(args) => sql(args).await,
         Command::Import(args) => import(args).await,
         Command::Demo(args) => demo::run(args).await,

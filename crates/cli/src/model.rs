@@ -9,8 +9,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use sunlight_client::QueryResult;
-use sunlight_meta::{AdminClient, Command, Proposed, RunModelsRequest, RunRecord, Section};
+use sunlight_meta::{
+    AdminClient, Command, NodeRun, Proposed, RunModelsRequest, RunRecord, Section, ShadowRequest,
+};
 use sunlight_models::{ModelPackage, validate};
+use sunlight_proto::v1::Outcome;
+use sunlight_proto::v1::node_service_client::NodeServiceClient;
 
 use crate::admin::CoordinatorFlags;
 use crate::output::{Format, write_result};
@@ -51,6 +55,25 @@ enum ModelCommand {
     Rollback(Assign),
     /// Versions, their status, and which node runs which version.
     List,
+    /// Run a candidate version beside each node's live version; record nothing, and
+    /// compare both with the outcomes analysts recorded.
+    Shadow {
+        /// Model id.
+        #[arg(long)]
+        id: String,
+        /// The candidate version.
+        #[arg(long)]
+        version: u32,
+        /// Only these nodes.
+        #[arg(long = "nodes", value_delimiter = ',')]
+        nodes: Vec<String>,
+    },
+    /// Precision per model and node: hits analysts confirmed against those they dismissed.
+    Outcomes {
+        /// Only these models.
+        #[arg(long = "model", value_delimiter = ',')]
+        models: Vec<String>,
+    },
     /// Run the assigned versions on the nodes now.
     Run {
         /// Only these models (repeat or separate with commas).
@@ -76,6 +99,62 @@ struct Assign {
     /// Every registered node.
     #[arg(long, conflicts_with = "nodes")]
     all: bool,
+}
+
+/// Flags of `sunlight outcome`.
+#[derive(Debug, Args)]
+pub struct OutcomeArgs {
+    /// Flight address of the county's node.
+    #[arg(long)]
+    node: String,
+    /// The county analyst's token on that node.
+    #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Model id of the hit.
+    #[arg(long)]
+    model: String,
+    /// payment_id of the hit.
+    #[arg(long)]
+    payment_id: String,
+    /// confirmed or dismissed.
+    #[arg(long)]
+    status: String,
+    /// Yuan recovered, e.g. 3000.00.
+    #[arg(long, default_value = "")]
+    recovered: String,
+    /// A note for the file.
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+/// Records a county analyst's verdict on one hit, at the node that holds it.
+pub async fn outcome(args: OutcomeArgs) -> Result<()> {
+    let unreachable = |e: String| Error::Usage(format!("cannot reach node {}: {e}", args.node));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.node))
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut request = tonic::Request::new(Outcome {
+        model_id: args.model.clone(),
+        payment_id: args.payment_id.clone(),
+        status: args.status.clone(),
+        recovered: args.recovered.clone(),
+        note: args.note.clone(),
+    });
+    let bearer = format!("Bearer {}", args.token)
+        .parse()
+        .map_err(|_| Error::Usage("the token is not printable ASCII".into()))?;
+    request.metadata_mut().insert("authorization", bearer);
+    NodeServiceClient::new(channel)
+        .record_outcome(request)
+        .await
+        .map_err(|s| Error::Refused(s.message().to_string()))?;
+    say(&format!(
+        "{} of {} recorded as {}",
+        args.payment_id, args.model, args.status
+    ));
+    Ok(())
 }
 
 /// Flags of `sunlight report`.
@@ -109,6 +188,70 @@ pub async fn run(args: ModelArgs) -> Result<()> {
         ModelCommand::Rollout(assign) => rollout(&mut client, assign, "rolled out").await,
         ModelCommand::Rollback(assign) => rollout(&mut client, assign, "rolled back").await,
         ModelCommand::List => list(&mut client).await,
+        ModelCommand::Shadow { id, version, nodes } => {
+            let reply = client
+                .shadow(ShadowRequest {
+                    model_id: id,
+                    version,
+                    nodes,
+                })
+                .await?;
+            say(&format!(
+                "{:<8} {:>14} {:>14} {:>22} {:>22}",
+                "node",
+                "live hits",
+                "candidate hits",
+                "live confirmed/dism.",
+                "cand. confirmed/dism."
+            ));
+            for (live, candidate) in reply.live.iter().zip(&reply.candidate) {
+                let cell = |run: &NodeRun| match &run.summary {
+                    Some(s) if run.error.is_empty() => (
+                        format!("v{} {}", run.version, s.hits),
+                        format!("{}/{}", s.confirmed, s.dismissed),
+                    ),
+                    _ => (format!("FAILED: {}", run.error), String::new()),
+                };
+                let ((lh, lo), (ch, co)) = (cell(live), cell(candidate));
+                say(&format!(
+                    "{:<8} {lh:>14} {ch:>14} {lo:>22} {co:>22}",
+                    live.node
+                ));
+            }
+            Ok(())
+        }
+        ModelCommand::Outcomes { models } => {
+            let reply = client
+                .outcomes(RunModelsRequest {
+                    models,
+                    nodes: Vec::new(),
+                })
+                .await?;
+            say(&format!(
+                "{:<28} {:<8} {:>10} {:>10} {:>10} {:>14}",
+                "model", "node", "confirmed", "dismissed", "precision", "recovered"
+            ));
+            for run in &reply.runs {
+                let Some(s) = run.summary.as_ref().filter(|_| run.error.is_empty()) else {
+                    say(&format!(
+                        "{:<28} {:<8} FAILED: {}",
+                        run.model_id, run.node, run.error
+                    ));
+                    continue;
+                };
+                let judged = s.confirmed + s.dismissed;
+                let precision = if judged == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.3}", s.confirmed as f64 / judged as f64)
+                };
+                say(&format!(
+                    "{:<28} {:<8} {:>10} {:>10} {:>10} {:>14}",
+                    run.model_id, run.node, s.confirmed, s.dismissed, precision, s.recovered
+                ));
+            }
+            Ok(())
+        }
         ModelCommand::Run { models, nodes } => {
             run_models(&mut client, RunModelsRequest { models, nodes }).await
         }

@@ -14,7 +14,8 @@ use sunlight_proto::v1::model_step::Phase;
 use sunlight_proto::v1::models_server::{Models, ModelsServer};
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::{
-    ModelStep, ModelStepReply, NodeRun, RunModelsReply, RunModelsRequest, RunSummary,
+    ModelStep, ModelStepReply, NodeRun, RunModelsReply, RunModelsRequest, RunSummary, ShadowReply,
+    ShadowRequest,
 };
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
@@ -70,9 +71,8 @@ async fn each(targets: &[Target], step: impl Fn(&Target) -> ModelStep) -> Vec<St
 }
 
 impl ModelRuns {
-    fn admin(&self, request: &Request<RunModelsRequest>) -> Result<Actor, Status> {
-        let token = request
-            .metadata()
+    fn admin(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Actor, Status> {
+        let token = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
@@ -93,9 +93,9 @@ impl ModelRuns {
         })
     }
 
-    /// The (package, assigned targets) of each selected model version.
-    fn plan(&self, request: &RunModelsRequest) -> Result<Vec<(ModelPackage, Vec<Target>)>, Status> {
-        let targets: BTreeMap<String, Target> = ReplicatedRegistry(self.replica.clone())
+    /// Every registered node by code.
+    fn targets(&self) -> BTreeMap<String, Target> {
+        ReplicatedRegistry(self.replica.clone())
             .records()
             .into_iter()
             .map(|n| {
@@ -106,7 +106,12 @@ impl ModelRuns {
                 };
                 (n.code, target)
             })
-            .collect();
+            .collect()
+    }
+
+    /// The (package, assigned targets) of each selected model version.
+    fn plan(&self, request: &RunModelsRequest) -> Result<Vec<(ModelPackage, Vec<Target>)>, Status> {
+        let targets = self.targets();
         self.replica.read(|state| {
             if let Some(unknown) = request
                 .models
@@ -154,6 +159,7 @@ impl ModelRuns {
         package: &ModelPackage,
         assigned: &[Target],
         everyone: &[Target],
+        shadow: bool,
     ) -> (Vec<(Target, StepResult)>, u64) {
         let package_json = serde_json::to_vec(package).expect("packages serialize");
         let step = |phase: Phase, periods: Vec<i32>, tokens: Vec<Vec<u8>>| ModelStep {
@@ -162,6 +168,7 @@ impl ModelRuns {
             phase: phase as i32,
             periods,
             tokens,
+            shadow,
         };
         let mut bytes = 0;
         let results = match &package.linkage {
@@ -302,61 +309,124 @@ fn record(run_id: &str, package: &ModelPackage, node: &str, summary: &RunSummary
     }
 }
 
+fn node_run(package: &ModelPackage, target: &Target, result: StepResult) -> NodeRun {
+    let mut run = NodeRun {
+        model_id: package.id.clone(),
+        version: package.version,
+        node: target.code.clone(),
+        ..Default::default()
+    };
+    match result {
+        Ok((step, _)) => run.summary = Some(step.summary.unwrap_or_default()),
+        Err(error) => run.error = error,
+    }
+    run
+}
+
+/// A new run id: the time and a random suffix.
+fn run_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
+}
+
 #[tonic::async_trait]
 impl Models for ModelRuns {
     async fn run(
         &self,
         request: Request<RunModelsRequest>,
     ) -> Result<Response<RunModelsReply>, Status> {
-        let actor = self.admin(&request)?;
+        let actor = self.admin(request.metadata())?;
         // Runs are recorded through raft: only the leader runs them.
-        self.replica
-            .read_fresh(|_| ())
-            .await
-            .map_err(Status::from)?;
-        let request = request.into_inner();
-        let plan = self.plan(&request)?;
-        let everyone: Vec<Target> = ReplicatedRegistry(self.replica.clone())
-            .records()
-            .into_iter()
-            .map(|n| Target {
-                code: n.code,
-                addr: n.addr,
-                token: n.token,
-            })
-            .collect();
-        let run_id = format!(
-            "{}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-            &uuid::Uuid::new_v4().simple().to_string()[..6]
-        );
+        self.replica.read_fresh(|_| ()).await?;
+        let plan = self.plan(request.get_ref())?;
+        let everyone: Vec<Target> = self.targets().into_values().collect();
         let mut reply = RunModelsReply {
-            run_id: run_id.clone(),
+            run_id: run_id(),
             ..Default::default()
         };
         for (package, assigned) in &plan {
             let (results, bytes) = self
-                .run_version(&run_id, package, assigned, &everyone)
+                .run_version(&reply.run_id, package, assigned, &everyone, false)
                 .await;
             reply.bytes_received += bytes;
             for (target, result) in results {
-                let mut run = NodeRun {
-                    model_id: package.id.clone(),
-                    version: package.version,
-                    node: target.code.clone(),
-                    ..Default::default()
-                };
-                match result {
-                    Ok((step, _)) => {
-                        let summary = step.summary.unwrap_or_default();
-                        let command =
-                            Command::RecordRun(record(&run_id, package, &target.code, &summary));
-                        self.replica.propose(actor.clone(), command).await?;
-                        run.summary = Some(summary);
-                    }
-                    Err(error) => run.error = error,
+                let run = node_run(package, &target, result);
+                if let Some(summary) = &run.summary {
+                    let record = record(&reply.run_id, package, &target.code, summary);
+                    self.replica
+                        .propose(actor.clone(), Command::RecordRun(record))
+                        .await?;
                 }
                 reply.runs.push(run);
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn shadow(
+        &self,
+        request: Request<ShadowRequest>,
+    ) -> Result<Response<ShadowReply>, Status> {
+        self.admin(request.metadata())?;
+        let request = request.into_inner();
+        let candidate: ModelPackage = self.replica.read(|state| {
+            let record = state
+                .models
+                .get(&request.model_id)
+                .and_then(|v| v.get(&request.version))
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "no model {} version {}",
+                        request.model_id, request.version
+                    ))
+                })?;
+            serde_json::from_str(&record.package)
+                .map_err(|e| Status::internal(format!("stored package: {e}")))
+        })?;
+        let plan = self.plan(&RunModelsRequest {
+            models: vec![request.model_id.clone()],
+            nodes: request.nodes,
+        })?;
+        if plan.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "model {} runs live nowhere; roll a version out before shadowing another",
+                request.model_id
+            )));
+        }
+        let everyone: Vec<Target> = self.targets().into_values().collect();
+        let run_id = run_id();
+        let mut reply = ShadowReply::default();
+        for (live, assigned) in &plan {
+            for (package, out) in [(live, &mut reply.live), (&candidate, &mut reply.candidate)] {
+                let (results, bytes) = self
+                    .run_version(&run_id, package, assigned, &everyone, true)
+                    .await;
+                reply.bytes_received += bytes;
+                out.extend(results.into_iter().map(|(t, r)| node_run(package, &t, r)));
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn outcomes(
+        &self,
+        request: Request<RunModelsRequest>,
+    ) -> Result<Response<RunModelsReply>, Status> {
+        self.admin(request.metadata())?;
+        let mut reply = RunModelsReply::default();
+        for (package, assigned) in self.plan(request.get_ref())? {
+            let step = ModelStep {
+                package_json: serde_json::to_vec(&package).expect("packages serialize"),
+                phase: Phase::Outcomes as i32,
+                ..Default::default()
+            };
+            let results = each(&assigned, |_| step.clone()).await;
+            reply.bytes_received += results.iter().flatten().map(|(_, b)| b).sum::<u64>();
+            for (target, result) in assigned.iter().zip(results) {
+                reply.runs.push(node_run(&package, target, result));
             }
         }
         Ok(Response::new(reply))

@@ -7,7 +7,7 @@ use sunlight_proto::v1::admin_client::AdminClient as AdminRpc;
 use sunlight_proto::v1::models_client::ModelsClient;
 use sunlight_proto::v1::{
     AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, ProposeRequest, ReadRequest,
-    RemoveReplicaRequest, RunModelsReply, RunModelsRequest, Section,
+    RemoveReplicaRequest, RunModelsReply, RunModelsRequest, Section, ShadowReply, ShadowRequest,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -220,6 +220,24 @@ impl AdminClient {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
             async move { ModelsClient::new(channel).run(request).await }
+        })
+        .await
+    }
+
+    /// Runs a candidate version beside the live ones, recording nothing (at any replica).
+    pub async fn shadow(&mut self, request: ShadowRequest) -> Result<ShadowReply> {
+        self.call(|channel, bearer| {
+            let request = authorized(request.clone(), bearer);
+            async move { ModelsClient::new(channel).shadow(request).await }
+        })
+        .await
+    }
+
+    /// The recorded outcomes of the models' hits on each assigned node.
+    pub async fn outcomes(&mut self, request: RunModelsRequest) -> Result<RunModelsReply> {
+        self.call(|channel, bearer| {
+            let request = authorized(request.clone(), bearer);
+            async move { ModelsClient::new(channel).outcomes(request).await }
         })
         .await
     }

@@ -44,7 +44,7 @@ pub use service::{AdminService, RaftService, admin_service, raft_service};
 pub use state::{MetaState, audit_sha256, token_sha256};
 pub use sunlight_proto::v1::{
     ClusterStatusReply, NodeRun, ReplicaStatus, RunModelsReply, RunModelsRequest, RunSummary,
-    Section,
+    Section, ShadowReply, ShadowRequest,
 };
 pub use types::{
     Actor, AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal,

@@ -20,7 +20,7 @@ use sunlight_domain::Table;
 use url::Url;
 
 use crate::config::S3Config;
-use crate::models::{MODEL_HITS, hits_schema};
+use crate::hits::{MODEL_HITS, MODEL_OUTCOMES, hits_schema, outcomes_schema};
 use crate::{Error, Result};
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
@@ -165,13 +165,18 @@ impl NodeCatalog {
             let state = register(&context, root, table).await?;
             tables.push((table, state));
         }
-        let hits = ListingTableConfig::new(ListingTableUrl::parse(root.folder_url(MODEL_HITS))?)
-            .with_listing_options(
-                ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet"),
-            )
-            .with_schema(hits_schema());
-        context.register_table(MODEL_HITS, Arc::new(ListingTable::try_new(hits)?))?;
+        for (name, schema) in [
+            (MODEL_HITS, hits_schema()),
+            (MODEL_OUTCOMES, outcomes_schema()),
+        ] {
+            let config = ListingTableConfig::new(ListingTableUrl::parse(root.folder_url(name))?)
+                .with_listing_options(
+                    ListingOptions::new(Arc::new(ParquetFormat::default()))
+                        .with_file_extension(".parquet"),
+                )
+                .with_schema(schema);
+            context.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+        }
         Ok(Self { context, tables })
     }
 

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use sunlight_flightsql::Caller;
 use sunlight_proto::v1::node_service_server::NodeService;
 use sunlight_proto::v1::table_status::State;
 use sunlight_proto::v1::{
-    DescribeRequest, ModelStep, ModelStepReply, NodeDescription, TableStatus,
+    DescribeRequest, ModelStep, ModelStepReply, NodeDescription, Outcome, OutcomeReply, TableStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -34,6 +35,23 @@ impl NodeService for NodeControl {
         request: Request<ModelStep>,
     ) -> Result<Response<ModelStepReply>, Status> {
         Ok(Response::new(self.runner.step(request.into_inner()).await?))
+    }
+
+    async fn record_outcome(
+        &self,
+        request: Request<Outcome>,
+    ) -> Result<Response<OutcomeReply>, Status> {
+        let user = request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.user.clone())
+            .unwrap_or_default();
+        let recorded_at = self
+            .runner
+            .hits()
+            .record_outcome(request.get_ref(), &user)
+            .await?;
+        Ok(Response::new(OutcomeReply { recorded_at }))
     }
 
     async fn describe(

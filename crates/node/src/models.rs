@@ -1,65 +1,34 @@
-//! Problem models where the data lives: node-local rules, the node's half of linkage
-//! (keyed tokens of identifiers out, matched tokens back) and the `model_hits` table.
+//! Problem models where the data lives: node-local rules and the node's half of linkage
+//! (keyed tokens of identifiers out, matched tokens back).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Int32Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
-};
-use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::common::JoinType;
+use arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Date32Type};
 use hmac::{Hmac, Mac};
-use object_store::ObjectStoreExt;
-use parquet::arrow::ArrowWriter;
 use sha2::Sha256;
 use sunlight_domain::from_date32;
 use sunlight_models::{Linkage, ModelPackage};
 use sunlight_proto::v1::model_step::Phase;
-use sunlight_proto::v1::{ModelStep, ModelStepReply, RunSummary, TownshipSummary};
+use sunlight_proto::v1::{ModelStep, ModelStepReply};
 
 use crate::catalog::DataRoot;
 use crate::config::LinkageConfig;
+use crate::hits::HitTables;
 use crate::node::Node;
 use crate::{Error, Result};
-
-/// Name of the node-local table of model hits.
-pub const MODEL_HITS: &str = "model_hits";
 
 /// Bytes of a linkage token: a truncated HMAC-SHA256.
 const TOKEN_BYTES: usize = 16;
 
 type Token = [u8; TOKEN_BYTES];
 
-/// Schema of `model_hits`: the hit, its run, and the row's class-P columns.
-pub fn hits_schema() -> SchemaRef {
-    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
-    Arc::new(Schema::new(vec![
-        utf8("model_id"),
-        Field::new("model_version", DataType::Int32, false),
-        utf8("payment_id"),
-        utf8("run_id"),
-        Field::new(
-            "detected_at",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        utf8("county_code"),
-        utf8("township"),
-        utf8("village"),
-        utf8("subsidy_type"),
-        Field::new("period", DataType::Date32, false),
-        Field::new("paid_on", DataType::Date32, false),
-        utf8("department"),
-    ]))
-}
-
 /// Runs model steps over one node.
 pub struct ModelRunner {
     node: Arc<Node>,
-    root: DataRoot,
+    hits: HitTables,
     linkage: LinkageConfig,
 }
 
@@ -67,10 +36,15 @@ impl ModelRunner {
     /// A runner over `node`, writing hits under `root`.
     pub fn new(node: Arc<Node>, root: DataRoot, linkage: LinkageConfig) -> Self {
         Self {
+            hits: HitTables::new(node.clone(), root),
             node,
-            root,
             linkage,
         }
+    }
+
+    /// The node's hit tables.
+    pub fn hits(&self) -> &HitTables {
+        &self.hits
     }
 
     /// Runs one step.
@@ -90,9 +64,13 @@ impl ModelRunner {
             ..Default::default()
         };
         match (step.phase(), &package.linkage) {
+            (Phase::Outcomes, _) => {
+                reply.summary = Some(self.hits.outcome_summary(&package.id).await?);
+            }
             (Phase::Local, None) => {
                 let ids = self.local_hits(&package).await?;
-                reply.summary = Some(self.record(&package, &step.run_id, ids).await?);
+                let summary = self.hits.record(&package, &step.run_id, ids, step.shadow);
+                reply.summary = Some(summary.await?);
             }
             (Phase::Local, Some(_)) => return Err(refuse("spans nodes; run it through linkage")),
             (_, None) => return Err(refuse("is node-local; it has no linkage steps")),
@@ -123,7 +101,8 @@ impl ModelRunner {
                     .filter(|row| matched.contains(row.token.as_slice()))
                     .map(|row| row.payment_id)
                     .collect();
-                reply.summary = Some(self.record(&package, &step.run_id, ids).await?);
+                let summary = self.hits.record(&package, &step.run_id, ids, step.shadow);
+                reply.summary = Some(summary.await?);
             }
         }
         if let Some(summary) = reply.summary.as_mut() {
@@ -218,121 +197,6 @@ impl ModelRunner {
         }
         Ok(tokens.into_iter().map(|t| t.to_vec()).collect())
     }
-
-    /// Writes the hits to `model_hits` and sums them by township.
-    async fn record(
-        &self,
-        package: &ModelPackage,
-        run_id: &str,
-        ids: BTreeSet<String>,
-    ) -> Result<RunSummary> {
-        let ctx = self.node.context();
-        let hit_ids = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new(
-                "hit_id",
-                DataType::Utf8,
-                false,
-            )])),
-            vec![Arc::new(StringArray::from_iter_values(&ids)) as ArrayRef],
-        )?;
-        let rows = ctx
-            .read_batch(hit_ids)?
-            .join(
-                ctx.table("disbursements").await?,
-                JoinType::Inner,
-                &["hit_id"],
-                &["payment_id"],
-                None,
-            )?
-            .select_columns(&[
-                "payment_id",
-                "county_code",
-                "township",
-                "village",
-                "subsidy_type",
-                "period",
-                "paid_on",
-                "department",
-                "person_id",
-                "amount",
-            ])?
-            .collect()
-            .await?;
-        let mut summary = Tally::default();
-        let mut townships: BTreeMap<String, Tally> = BTreeMap::new();
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut written = Vec::new();
-        for batch in &rows {
-            let townships_col = batch.column(2).as_string::<i32>();
-            let persons = batch.column(8).as_string::<i32>();
-            let amounts = batch.column(9).as_primitive::<Decimal128Type>();
-            for i in 0..batch.num_rows() {
-                let (person, cents) = (persons.value(i), amounts.value(i));
-                summary.add(person, cents);
-                townships
-                    .entry(townships_col.value(i).to_string())
-                    .or_default()
-                    .add(person, cents);
-            }
-            let n = batch.num_rows();
-            let mut columns: Vec<ArrayRef> = vec![
-                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                    &package.id,
-                    n,
-                ))),
-                Arc::new(Int32Array::from_value(package.version as i32, n)),
-                batch.column(0).clone(),
-                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                    run_id, n,
-                ))),
-                Arc::new(TimestampMillisecondArray::from_value(now, n).with_timezone("UTC")),
-            ];
-            columns.extend(batch.columns()[1..8].iter().cloned());
-            written.push(RecordBatch::try_new(hits_schema(), columns)?);
-        }
-        if !written.is_empty() {
-            self.write_hits(
-                &format!("{run_id}-{}-v{}.parquet", package.id, package.version),
-                &written,
-            )
-            .await?;
-        }
-        Ok(RunSummary {
-            hits: summary.hits,
-            persons: summary.persons.len() as u64,
-            amount: yuan(summary.cents),
-            townships: townships
-                .into_iter()
-                .map(|(township, t)| TownshipSummary {
-                    township,
-                    hits: t.hits,
-                    persons: t.persons.len() as u64,
-                    amount: yuan(t.cents),
-                })
-                .collect(),
-            seconds: 0.0,
-        })
-    }
-
-    async fn write_hits(&self, name: &str, batches: &[RecordBatch]) -> Result<()> {
-        let mut bytes = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut bytes, hits_schema(), None)
-            .map_err(|e| Error::Arrow(e.into()))?;
-        for batch in batches {
-            writer.write(batch).map_err(|e| Error::Arrow(e.into()))?;
-        }
-        writer.close().map_err(|e| Error::Arrow(e.into()))?;
-        let location = self.root.folder(MODEL_HITS).join(name);
-        self.root
-            .store()
-            .put(&location, bytes.into())
-            .await
-            .map_err(|source| Error::Store {
-                location: location.to_string(),
-                source,
-            })?;
-        Ok(())
-    }
 }
 
 /// One row of a rule that links across nodes.
@@ -345,27 +209,6 @@ struct LinkRow {
 /// What a person and a day link on: `PERSON|YYYY-MM-DD`.
 fn link_value(person: &str, day: i32) -> String {
     format!("{person}|{}", from_date32(day))
-}
-
-#[derive(Default)]
-struct Tally {
-    hits: u64,
-    persons: HashSet<String>,
-    cents: i128,
-}
-
-impl Tally {
-    fn add(&mut self, person: &str, cents: i128) {
-        self.hits += 1;
-        self.persons.insert(person.to_string());
-        self.cents += cents;
-    }
-}
-
-/// `cents` as yuan with two decimals.
-fn yuan(cents: i128) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
 }
 
 /// Column `i` as UTF-8 text, whichever string type the plan produced.

@@ -4,7 +4,7 @@
 //! rollouts are refused and leave the registry unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow::array::AsArray;
 use sunlight_client::SqlClient;
@@ -21,13 +21,13 @@ fn model(coordinator: &str, token: &str, args: &[&str]) -> String {
     sunlight(&all)
 }
 
-/// Writes a one-model package with `rule` into `dir`.
-fn package(dir: &Path, id: &str, rule: &str) -> String {
+/// Writes version `version` of a one-model package with `rule` into `dir`.
+fn package(dir: &Path, id: &str, version: u32, rule: &str) -> String {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("model.toml"),
         format!(
-            "id = \"{id}\"\nversion = 1\ntitle_zh = \"测试\"\ntitle_en = \"test\"\n\
+            "id = \"{id}\"\nversion = {version}\ntitle_zh = \"测试\"\ntitle_en = \"test\"\n\
              description = \"a test rule\"\nseverity = \"low\"\n"
         ),
     )
@@ -61,7 +61,7 @@ fn approver(coordinator: &str) -> String {
 
 /// Approves (as a second administrator) and rolls out the built-in models: the canary
 /// 140215 first, then every node.
-fn approve_and_roll_out(coordinator: &str) {
+fn approve_and_roll_out(coordinator: &str) -> String {
     let approver = approver(coordinator);
     for m in ProblemModel::ALL {
         model(
@@ -88,6 +88,7 @@ fn approve_and_roll_out(coordinator: &str) {
             &["rollout", "--id", m.id(), "--version", "1", "--all"],
         );
     }
+    approver
 }
 
 /// Every node's own `model_hits`, read as its county analyst would: model → payment ids.
@@ -208,14 +209,23 @@ async fn built_in_models_find_exactly_the_planted_hits() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn built_in_models_find_the_hand_written_hits() {
+/// The hand-written city of `fixtures/handmade`, imported with `sunlight import`, served
+/// by three nodes and a coordinator, with the built-in models deployed and run once.
+struct HandmadeCity {
+    fixture: PathBuf,
+    nodes: Vec<(NodeCode, ServiceProcess)>,
+    coordinator: ServiceProcess,
+    approver: String,
+    _dir: tempfile::TempDir,
+}
+
+fn handmade_city() -> HandmadeCity {
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/fixtures/handmade");
-    let city = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
     for code in ["140200", "140215", "140221"] {
-        let data = city.path().join(code);
+        let data = dir.path().join(code);
         std::fs::create_dir_all(&data).unwrap();
         let data_arg = data.display().to_string();
         let mut files = vec![(
@@ -246,12 +256,23 @@ async fn built_in_models_find_the_hand_written_hits() {
         .collect();
     let coordinator = ServiceProcess::coordinator(&addrs, &[]);
     model(&coordinator.addr, TOKEN, &["add", "--builtin"]);
-    approve_and_roll_out(&coordinator.addr);
+    let approver = approve_and_roll_out(&coordinator.addr);
     let ran = model(&coordinator.addr, TOKEN, &["run"]);
     assert!(!ran.contains("FAILED"), "{ran}");
+    HandmadeCity {
+        fixture,
+        nodes,
+        coordinator,
+        approver,
+        _dir: dir,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn built_in_models_find_the_hand_written_hits() {
+    let city = handmade_city();
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let text = std::fs::read_to_string(fixture.join("expected_hits.csv")).unwrap();
+    let text = std::fs::read_to_string(city.fixture.join("expected_hits.csv")).unwrap();
     for line in text.lines().skip(1) {
         let (model, payment) = line.split_once(',').unwrap();
         expected
@@ -259,10 +280,148 @@ async fn built_in_models_find_the_hand_written_hits() {
             .or_default()
             .insert(payment.to_string());
     }
-    let found = node_hits(&nodes).await;
+    let found = node_hits(&city.nodes).await;
     for m in ProblemModel::ALL {
         assert_eq!(found.get(m.id()), expected.get(m.id()), "{m}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
+    let city = handmade_city();
+    let coordinator = city.coordinator.addr.clone();
+    let county = &city
+        .nodes
+        .iter()
+        .find(|(c, _)| c.as_str() == "140215")
+        .unwrap()
+        .1
+        .addr;
+    let outcome = |model: &str, payment: &str, status: &str, recovered: &str| {
+        vec![
+            "outcome".to_string(),
+            "--node".into(),
+            county.clone(),
+            "--token".into(),
+            TOKEN.into(),
+            "--model".into(),
+            model.into(),
+            "--payment-id".into(),
+            payment.into(),
+            "--status".into(),
+            status.into(),
+            "--recovered".into(),
+            recovered.into(),
+        ]
+    };
+    let run = |args: Vec<String>| sunlight(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let fails =
+        |args: Vec<String>| sunlight_fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(outcome(
+        "over_standard",
+        "140215-000000011",
+        "confirmed",
+        "0.01",
+    ));
+    run(outcome(
+        "deceased_recipient",
+        "140215-000000004",
+        "dismissed",
+        "",
+    ));
+    let err = fails(outcome(
+        "over_standard",
+        "140215-000000012",
+        "confirmed",
+        "",
+    ));
+    assert!(err.contains("not a hit of this model"), "{err}");
+    let err = fails(outcome("over_standard", "140215-000000011", "maybe", ""));
+    assert!(err.contains("\"confirmed\" or \"dismissed\""), "{err}");
+    let err = fails(outcome(
+        "over_standard",
+        "140215-000000011",
+        "confirmed",
+        "12.345",
+    ));
+    assert!(err.contains("recovered amount"), "{err}");
+
+    let precision = model(&coordinator, TOKEN, &["outcomes"]);
+    let line = |text: &str, model: &str, node: &str| {
+        text.lines()
+            .find(|l| l.starts_with(model) && l.contains(node))
+            .unwrap_or_else(|| panic!("no {model} {node} in {text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        line(&precision, "over_standard", "140215")[2..],
+        ["1", "0", "1.000", "0.01"]
+    );
+    assert_eq!(
+        line(&precision, "deceased_recipient", "140215")[2..],
+        ["0", "1", "0.000", "0.00"]
+    );
+
+    // A candidate that also flags payments of exactly the cap, shadowed beside v1.
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "SELECT d.payment_id FROM disbursements d JOIN subsidy_standards s \
+                ON s.subsidy_type = d.subsidy_type AND s.valid_from <= d.period \
+                AND (s.valid_to IS NULL OR d.period <= s.valid_to) WHERE d.amount >= s.cap";
+    let path = package(&dir.path().join("v2"), "over_standard", 2, rule);
+    model(&coordinator, TOKEN, &["add", "--package", &path]);
+    let shadow = model(
+        &coordinator,
+        TOKEN,
+        &["shadow", "--id", "over_standard", "--version", "2"],
+    );
+    let row = line(&shadow, "140215", "v1");
+    assert_eq!(row[..5], ["140215", "v1", "1", "v2", "11"], "{shadow}");
+    assert_eq!(row[5..], ["1/0", "1/0"], "{shadow}");
+    // The shadow recorded nothing.
+    assert_eq!(node_hits(&city.nodes).await["over_standard"].len(), 1);
+
+    model(
+        &coordinator,
+        &city.approver,
+        &["approve", "--id", "over_standard", "--version", "2"],
+    );
+    model(
+        &coordinator,
+        TOKEN,
+        &[
+            "rollout",
+            "--id",
+            "over_standard",
+            "--version",
+            "2",
+            "--all",
+        ],
+    );
+    assert!(
+        model(&coordinator, TOKEN, &["list"])
+            .contains("over_standard v2 runs on 140200, 140215, 140221")
+    );
+    model(
+        &coordinator,
+        TOKEN,
+        &[
+            "rollback",
+            "--id",
+            "over_standard",
+            "--version",
+            "1",
+            "--nodes",
+            "140215",
+        ],
+    );
+    let list = model(&coordinator, TOKEN, &["list"]);
+    assert!(
+        list.contains("over_standard v1 runs on 140215")
+            && list.contains("over_standard v2 runs on 140200, 140221"),
+        "{list}"
+    );
 }
 
 fn assert_bad_packages_are_refused(coordinator: &str) {
@@ -280,7 +439,7 @@ fn assert_bad_packages_are_refused(coordinator: &str) {
             "class-D column name",
         ),
     ] {
-        let path = package(&dir.path().join(id), id, rule);
+        let path = package(&dir.path().join(id), id, 1, rule);
         let err = sunlight_fails(&[
             "model",
             "--coordinator",
