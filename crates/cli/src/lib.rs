@@ -127,6 +127,10 @@ struct CoordinatorArgs {
     join: Option<String>,
     #[command(flatten)]
     replica: ReplicaFlags,
+    /// Run every assigned model this often, in seconds (0: only `sunlight model run`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_schedule_secs: Option<u64>,
     /// Bootstrap administrator token, user `cli` (adds to the config file's tokens).
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     #[serde(skip)]

@@ -26,6 +26,9 @@ pub struct CoordinatorConfig {
     pub nodes: Vec<NodeEntry>,
     /// This replica of the replicated metadata.
     pub replica: ReplicaConfig,
+    /// Run every assigned model this often, in seconds, on the leader; 0 runs them only
+    /// on demand (`sunlight model run`).
+    pub model_schedule_secs: u64,
     /// Every node must have answered a query within this many milliseconds.
     pub fragment_timeout_ms: u64,
     /// Attempts per fragment while a node is unavailable.
@@ -62,6 +65,7 @@ impl Default for CoordinatorConfig {
             fragment_timeout_ms: 30_000,
             fragment_attempts: 3,
             replica: ReplicaConfig::default(),
+            model_schedule_secs: 0,
         }
     }
 }

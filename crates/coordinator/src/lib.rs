@@ -18,6 +18,7 @@ use sunlight_meta::{
     Actor, AdminClient, Command, Faults, NodeRecord, Outcome, Replica, Role, admin_service,
     raft_service, token_sha256,
 };
+use sunlight_proto::v1::models_server::ModelsServer;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 
@@ -72,12 +73,16 @@ pub struct RunningCoordinator {
     /// How the nodes' `subsidy_standards` compared at start.
     pub standards: Result<StandardsCheck, String>,
     server: RunningServer,
+    schedule: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningCoordinator {
     /// Stops accepting calls and waits for the server.
     pub async fn stop(self) -> Result<()> {
         let addr = self.addr.to_string();
+        if let Some(schedule) = self.schedule {
+            schedule.abort();
+        }
         let stopped = self.server.stop().await;
         self.replica.shutdown().await;
         stopped.map_err(|source| Error::Serve { addr, source })
@@ -113,10 +118,11 @@ pub async fn start_coordinator(
         FlightServiceServer::new(FlightSqlServer::new(engine.clone())),
         TokenTable::with(ReplicatedUsers(replica.clone())),
     );
+    let runs = models::model_runs(replica.clone());
     let routes = Routes::new(health_service)
         .add_service(flight)
         .add_service(admin_service(replica.clone()))
-        .add_service(models::models_service(replica.clone()))
+        .add_service(ModelsServer::from_arc(runs.clone()))
         .add_service(raft_service(replica.clone()));
     let server = RunningServer::start(config.listen, routes)
         .await
@@ -147,6 +153,8 @@ pub async fn start_coordinator(
         }
     }
     let standards = engine.check_standards().await.map_err(|e| e.to_string());
+    let schedule = (config.model_schedule_secs > 0)
+        .then(|| models::spawn_schedule(runs, Duration::from_secs(config.model_schedule_secs)));
     tracing::info!(%addr, replica = replica.id(), "city coordinator serving");
     Ok(RunningCoordinator {
         addr,
@@ -154,6 +162,7 @@ pub async fn start_coordinator(
         engine,
         standards,
         server,
+        schedule,
     })
 }
 

@@ -11,7 +11,7 @@ use prost::Message;
 use sunlight_meta::{Actor, Command, Replica, Role, RunCounts, RunRecord};
 use sunlight_models::{Linkage, ModelPackage};
 use sunlight_proto::v1::model_step::Phase;
-use sunlight_proto::v1::models_server::{Models, ModelsServer};
+use sunlight_proto::v1::models_server::Models;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::{
     ModelStep, ModelStepReply, NodeRun, RunModelsReply, RunModelsRequest, RunSummary, ShadowReply,
@@ -22,9 +22,9 @@ use tonic::{Request, Response, Status};
 
 use crate::registry::ReplicatedRegistry;
 
-/// The models service of a coordinator replica.
-pub fn models_service(replica: Arc<Replica>) -> ModelsServer<ModelRuns> {
-    ModelsServer::new(ModelRuns { replica })
+/// The model runs of a coordinator replica.
+pub fn model_runs(replica: Arc<Replica>) -> Arc<ModelRuns> {
+    Arc::new(ModelRuns { replica })
 }
 
 /// Runs models for administrators.
@@ -309,6 +309,65 @@ fn record(run_id: &str, package: &ModelPackage, node: &str, summary: &RunSummary
     }
 }
 
+impl ModelRuns {
+    /// Runs the selected models as `actor` and records each node's summary.
+    pub async fn run_all(
+        &self,
+        actor: Actor,
+        request: &RunModelsRequest,
+    ) -> Result<RunModelsReply, Status> {
+        // Runs are recorded through raft: only the leader runs them.
+        self.replica.read_fresh(|_| ()).await?;
+        let plan = self.plan(request)?;
+        let everyone: Vec<Target> = self.targets().into_values().collect();
+        let mut reply = RunModelsReply {
+            run_id: run_id(),
+            ..Default::default()
+        };
+        for (package, assigned) in &plan {
+            let (results, bytes) = self
+                .run_version(&reply.run_id, package, assigned, &everyone, false)
+                .await;
+            reply.bytes_received += bytes;
+            for (target, result) in results {
+                let run = node_run(package, &target, result);
+                if let Some(summary) = &run.summary {
+                    let record = record(&reply.run_id, package, &target.code, summary);
+                    self.replica
+                        .propose(actor.clone(), Command::RecordRun(record))
+                        .await?;
+                }
+                reply.runs.push(run);
+            }
+        }
+        Ok(reply)
+    }
+}
+
+/// Runs every assigned model every `every` on whichever replica leads at the time.
+pub fn spawn_schedule(runs: Arc<ModelRuns>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if runs.replica.status().leader != Some(runs.replica.id()) {
+                continue;
+            }
+            let actor = Actor {
+                user: format!("replica-{} (schedule)", runs.replica.id()),
+                role: Some(Role::Administrator),
+            };
+            match runs.run_all(actor, &RunModelsRequest::default()).await {
+                Ok(reply) => {
+                    tracing::info!(run = %reply.run_id, nodes = reply.runs.len(), "scheduled model run")
+                }
+                Err(status) => tracing::warn!("scheduled model run failed: {}", status.message()),
+            }
+        }
+    })
+}
+
 fn node_run(package: &ModelPackage, target: &Target, result: StepResult) -> NodeRun {
     let mut run = NodeRun {
         model_id: package.id.clone(),
@@ -339,31 +398,7 @@ impl Models for ModelRuns {
         request: Request<RunModelsRequest>,
     ) -> Result<Response<RunModelsReply>, Status> {
         let actor = self.admin(request.metadata())?;
-        // Runs are recorded through raft: only the leader runs them.
-        self.replica.read_fresh(|_| ()).await?;
-        let plan = self.plan(request.get_ref())?;
-        let everyone: Vec<Target> = self.targets().into_values().collect();
-        let mut reply = RunModelsReply {
-            run_id: run_id(),
-            ..Default::default()
-        };
-        for (package, assigned) in &plan {
-            let (results, bytes) = self
-                .run_version(&reply.run_id, package, assigned, &everyone, false)
-                .await;
-            reply.bytes_received += bytes;
-            for (target, result) in results {
-                let run = node_run(package, &target, result);
-                if let Some(summary) = &run.summary {
-                    let record = record(&reply.run_id, package, &target.code, summary);
-                    self.replica
-                        .propose(actor.clone(), Command::RecordRun(record))
-                        .await?;
-                }
-                reply.runs.push(run);
-            }
-        }
-        Ok(Response::new(reply))
+        Ok(Response::new(self.run_all(actor, request.get_ref()).await?))
     }
 
     async fn shadow(

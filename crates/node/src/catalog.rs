@@ -11,6 +11,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
@@ -156,7 +158,12 @@ impl NodeCatalog {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, SCHEMA);
-        let context = SessionContext::new_with_config(config);
+        // model_hits and model_outcomes grow while the node serves: list their folders
+        // on every scan rather than caching the first listing.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()?;
+        let context = SessionContext::new_with_config_rt(config, runtime);
         let store_url = Url::parse(&format!("{}://{}", root.url.scheme(), root.url.authority()))
             .expect("scheme and authority form a URL");
         context.register_object_store(&store_url, root.store());

@@ -219,7 +219,8 @@ struct HandmadeCity {
     _dir: tempfile::TempDir,
 }
 
-fn handmade_city() -> HandmadeCity {
+/// `extra` goes to the coordinator; `run` runs the models once.
+fn handmade_city(extra: &[&str], run: bool) -> HandmadeCity {
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/fixtures/handmade");
     let dir = tempfile::tempdir().unwrap();
@@ -254,11 +255,13 @@ fn handmade_city() -> HandmadeCity {
         .iter()
         .map(|(c, p)| (c.to_string(), p.addr.clone()))
         .collect();
-    let coordinator = ServiceProcess::coordinator(&addrs, &[]);
+    let coordinator = ServiceProcess::coordinator(&addrs, extra);
     model(&coordinator.addr, TOKEN, &["add", "--builtin"]);
     let approver = approve_and_roll_out(&coordinator.addr);
-    let ran = model(&coordinator.addr, TOKEN, &["run"]);
-    assert!(!ran.contains("FAILED"), "{ran}");
+    if run {
+        let ran = model(&coordinator.addr, TOKEN, &["run"]);
+        assert!(!ran.contains("FAILED"), "{ran}");
+    }
     HandmadeCity {
         fixture,
         nodes,
@@ -270,7 +273,7 @@ fn handmade_city() -> HandmadeCity {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn built_in_models_find_the_hand_written_hits() {
-    let city = handmade_city();
+    let city = handmade_city(&[], true);
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let text = std::fs::read_to_string(city.fixture.join("expected_hits.csv")).unwrap();
     for line in text.lines().skip(1) {
@@ -288,7 +291,7 @@ async fn built_in_models_find_the_hand_written_hits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
-    let city = handmade_city();
+    let city = handmade_city(&[], true);
     let coordinator = city.coordinator.addr.clone();
     let county = &city
         .nodes
@@ -422,6 +425,31 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
             && list.contains("over_standard v2 runs on 140200, 140221"),
         "{list}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_runs_the_models_on_a_schedule() {
+    let city = handmade_city(&["--model-schedule-secs", "1"], false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = node_hits(&city.nodes).await;
+        if ProblemModel::ALL.iter().all(|m| found.contains_key(m.id())) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled run in 20 s: {found:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let report = sunlight(&[
+        "report",
+        "--coordinator",
+        &city.coordinator.addr,
+        "--token",
+        TOKEN,
+    ]);
+    assert!(report.contains("7 models, 13 suspect records"), "{report}");
 }
 
 fn assert_bad_packages_are_refused(coordinator: &str) {
