@@ -22,6 +22,7 @@ use sunlight_cli::local_city::{LOCAL_TOKEN, LocalCity};
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
+use sunlight_federation::QueryControl;
 
 const SUITE: &str = include_str!("../../../integration-tests/queries/federated.sql");
 const RUNS: usize = 3;
@@ -98,7 +99,9 @@ async fn main() {
         let mut moved = 0;
         for _ in 0..RUNS {
             let started = Instant::now();
-            let (_, _, control) = city.engine.run(sql, &Default::default()).await.expect(sql);
+            let control = Arc::new(QueryControl::new(false, Duration::from_secs(600), 1));
+            let (_, answer) = city.engine.run(sql, control.clone()).await;
+            answer.expect(sql);
             city_times.push(started.elapsed());
             moved = control.received().values().map(|t| t.bytes).sum::<u64>();
         }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod audit;
 mod demo;
 mod error;
 mod import;
@@ -51,6 +52,8 @@ enum Command {
     Report(model::ReportArgs),
     /// Record a county analyst's verdict on a hit: confirmed or dismissed, and recovered.
     Outcome(model::OutcomeArgs),
+    /// The audit log: list, export and verify its hash chain.
+    Audit(audit::AuditArgs),
     /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
     /// Import CSV files (with a header row) into a table of a node's data root.
@@ -214,6 +217,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Model(args) => model::run(args).await,
         Command::Report(args) => model::report(args).await,
         Command::Outcome(args) => model::outcome(args).await,
+        Command::Audit(args) => audit::run(args).await,
         Command::Sql(args) => sql(args).await,
         Command::Import(args) => import(args).await,
         Command::Demo(args) => demo::run(args).await,

@@ -3,6 +3,7 @@
 //! nodes. It never holds raw records.
 #![warn(missing_docs)]
 
+mod audit;
 mod config;
 mod models;
 mod registry;
@@ -109,6 +110,10 @@ pub async fn start_coordinator(
         attempts: config.fragment_attempts,
     };
     let engine = CityEngine::new(Arc::new(ReplicatedRegistry(replica.clone())), federation);
+    engine.set_audit(Arc::new(audit::ReplicatedAudit::new(
+        replica.clone(),
+        &config.replica.secret,
+    )));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use sunlight_federation::{NodeEndpoint, NodeRegistry};
 use sunlight_flightsql::Credentials;
-use sunlight_meta::{NodeRecord, Replica};
+use sunlight_meta::{NodeRecord, Replica, Role};
+use tonic::Status;
 
 /// Nodes as registered with `sunlight admin node add`.
 #[derive(Debug)]
@@ -38,13 +39,24 @@ impl NodeRegistry for ReplicatedRegistry {
 }
 
 /// Users as added with `sunlight admin user add`; a revoked token stops working as soon
-/// as this replica applies the revocation.
+/// as this replica applies the revocation. County analysts query their own node, not the
+/// city.
 #[derive(Debug)]
 pub struct ReplicatedUsers(pub Arc<Replica>);
 
 impl Credentials for ReplicatedUsers {
-    fn user(&self, token: &str) -> Option<String> {
-        self.0
-            .read(|state| state.user_by_token(token).map(|u| u.name.clone()))
+    fn user(&self, token: &str) -> Result<String, Status> {
+        let user = self
+            .0
+            .read(|state| state.user_by_token(token).cloned())
+            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
+        if user.role == Role::CountyAnalyst {
+            return Err(Status::permission_denied(format!(
+                "{} is a county analyst of {}; county analysts query their own node, not the city",
+                user.name,
+                user.node.as_deref().unwrap_or("no node")
+            )));
+        }
+        Ok(user.name)
     }
 }

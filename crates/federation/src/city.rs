@@ -12,6 +12,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use sunlight_client::SqlClient;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_flightsql::{Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine};
@@ -19,7 +20,7 @@ use tokio::sync::RwLock;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl};
+use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, Transfer};
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::Channels;
 use crate::pushdown::PushToNodes;
@@ -56,6 +57,30 @@ pub struct StandardsCheck {
     pub unreachable: BTreeMap<NodeCode, String>,
 }
 
+/// One query the city answered or refused, for the audit log.
+#[derive(Debug, Clone)]
+pub struct QueryEvent {
+    /// Who asked.
+    pub user: String,
+    /// The statement as sent.
+    pub sql: String,
+    /// SHA-256 of the optimized logical plan, once the statement planned.
+    pub plan_sha256: Option<String>,
+    /// Rows and bytes that left each node touched.
+    pub received: BTreeMap<NodeCode, Transfer>,
+    /// Nodes left out of a partial answer, with the reason.
+    pub missing: BTreeMap<NodeCode, String>,
+    /// Rows answered, or why the query was refused.
+    pub result: Result<usize, String>,
+}
+
+/// Where the city records every query before it answers.
+#[tonic::async_trait]
+pub trait QueryAudit: Send + Sync + std::fmt::Debug {
+    /// Records `event`; an error withholds the answer.
+    async fn record(&self, event: QueryEvent) -> std::result::Result<(), String>;
+}
+
 /// The city's federated SQL engine.
 #[derive(Debug)]
 pub struct CityEngine {
@@ -65,6 +90,7 @@ pub struct CityEngine {
     standards: RwLock<Option<(Arc<ReferenceTable>, StandardsCheck)>>,
     /// Functions, rules and tables, built once; each query clones it and adds its control.
     base: RwLock<Option<SessionState>>,
+    audit: std::sync::OnceLock<Arc<dyn QueryAudit>>,
 }
 
 impl CityEngine {
@@ -76,7 +102,15 @@ impl CityEngine {
             config,
             standards: RwLock::new(None),
             base: RwLock::new(None),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records every query of Flight SQL clients in `audit` from now on; set once.
+    pub fn set_audit(&self, audit: Arc<dyn QueryAudit>) {
+        if self.audit.set(audit).is_err() {
+            tracing::warn!("the city's query audit is already set");
+        }
     }
 
     /// Loads `subsidy_standards` from every node, keeps the copy most nodes hold and
@@ -215,17 +249,33 @@ impl CityEngine {
         ))
     }
 
-    /// Runs `sql` and collects the merged result, with the control that saw it run.
+    /// Records `event` if an audit is set; without a record there is no answer.
+    async fn audit(&self, event: QueryEvent) -> Result<(), Status> {
+        let Some(audit) = self.audit.get() else {
+            return Ok(());
+        };
+        audit.record(event).await.map_err(|e| {
+            Status::unavailable(format!(
+                "the answer is withheld because the query could not be audited: {e}"
+            ))
+        })
+    }
+
+    /// Runs `sql` and collects the merged result; `control` sees it run.
     pub async fn run(
         &self,
         sql: &str,
-        headers: &MetadataMap,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>, Arc<QueryControl>)> {
-        let control = self.control(headers);
-        let frame = self.plan(sql, control.clone()).await?;
+        control: Arc<QueryControl>,
+    ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
+        let frame = match self.plan(sql, control).await {
+            Ok(frame) => frame,
+            Err(e) => return (None, Err(e)),
+        };
+        let plan = frame.logical_plan().display_indent().to_string();
+        let plan_sha256 = hex::encode(Sha256::digest(plan.as_bytes()));
         let schema = frame.schema().inner().clone();
-        let batches = frame.collect().await?;
-        Ok((schema, batches, control))
+        let batches = frame.collect().await.map_err(Error::from);
+        (Some(plan_sha256), batches.map(|b| (schema, b)))
     }
 }
 
@@ -236,19 +286,45 @@ impl SqlEngine for CityEngine {
     }
 
     async fn schema(&self, sql: &str, request: &QueryRequest) -> Result<SchemaRef, Status> {
-        let frame = self
-            .plan(sql, self.control(&request.headers))
-            .await
-            .map_err(Status::from)?;
-        Ok(frame.schema().inner().clone())
+        match self.plan(sql, self.control(&request.headers)).await {
+            Ok(frame) => Ok(frame.schema().inner().clone()),
+            // A statement refused here never reaches `execute`: audit the refusal now.
+            Err(e) => {
+                let status = Status::from(e);
+                let event = QueryEvent {
+                    user: request.caller.user.clone(),
+                    sql: sql.to_string(),
+                    plan_sha256: None,
+                    received: BTreeMap::new(),
+                    missing: BTreeMap::new(),
+                    result: Err(status.message().to_string()),
+                };
+                self.audit(event).await?;
+                Err(status)
+            }
+        }
     }
 
     async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status> {
-        let (schema, batches, control) =
-            self.run(sql, &request.headers).await.map_err(|e| match e {
-                Error::Query(df) => status_of(&df),
-                other => Status::from(other),
-            })?;
+        let control = self.control(&request.headers);
+        let (plan_sha256, outcome) = self.run(sql, control.clone()).await;
+        let outcome = outcome.map_err(|e| match e {
+            Error::Query(df) => status_of(&df),
+            other => Status::from(other),
+        });
+        self.audit(QueryEvent {
+            user: request.caller.user.clone(),
+            sql: sql.to_string(),
+            plan_sha256,
+            received: control.received(),
+            missing: control.missing(),
+            result: match &outcome {
+                Ok((_, batches)) => Ok(batches.iter().map(RecordBatch::num_rows).sum()),
+                Err(status) => Err(status.message().to_string()),
+            },
+        })
+        .await?;
+        let (schema, batches) = outcome?;
         let mut headers = MetadataMap::new();
         let missing: Vec<String> = control.missing().keys().map(ToString::to_string).collect();
         headers.insert(

@@ -13,7 +13,7 @@ mod reference;
 mod registry;
 mod table;
 
-pub use city::{CityEngine, FederationConfig, StandardsCheck};
+pub use city::{CityEngine, FederationConfig, QueryAudit, QueryEvent, StandardsCheck};
 pub use control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, Transfer};
 pub use error::{Error, Result, status_of};
 pub use fragment_exec::NodeFragmentExec;

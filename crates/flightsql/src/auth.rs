@@ -21,16 +21,17 @@ pub struct Caller {
 
 /// Where the users behind API tokens are looked up.
 pub trait Credentials: Send + Sync + 'static {
-    /// The active user holding `token`.
-    fn user(&self, token: &str) -> Option<String>;
+    /// The active user holding `token`, or why the call is refused.
+    fn user(&self, token: &str) -> Result<String, Status>;
 }
 
 /// A fixed user name → token map, as in a node's config.
 impl Credentials for BTreeMap<String, String> {
-    fn user(&self, token: &str) -> Option<String> {
+    fn user(&self, token: &str) -> Result<String, Status> {
         self.iter()
             .find(|(_, t)| t.as_str() == token)
             .map(|(user, _)| user.clone())
+            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))
     }
 }
 
@@ -85,13 +86,10 @@ impl TokenTable {
                 "unsupported authorization scheme; use Bearer",
             ));
         };
-        self.credentials
-            .user(&token)
-            .map(|user| Caller {
-                user,
-                token: token.clone(),
-            })
-            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))
+        self.credentials.user(&token).map(|user| Caller {
+            user,
+            token: token.clone(),
+        })
     }
 }
 

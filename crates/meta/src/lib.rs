@@ -41,7 +41,7 @@ pub use error::{Error, LEADER_HEADER, Result};
 pub use network::Faults;
 pub use replica::{Replica, ReplicaConfig};
 pub use service::{AdminService, RaftService, admin_service, raft_service};
-pub use state::{MetaState, audit_sha256, token_sha256};
+pub use state::{MetaState, audit_sha256, token_sha256, verify_chain};
 pub use sunlight_proto::v1::{
     ClusterStatusReply, NodeRun, ReplicaStatus, RunModelsReply, RunModelsRequest, RunSummary,
     Section, ShadowReply, ShadowRequest,

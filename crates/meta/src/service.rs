@@ -163,6 +163,13 @@ impl Admin for AdminService {
     ) -> Result<Response<ProposeReply>, Status> {
         let actor = self.actor(request.metadata(), &[Role::Administrator])?;
         let command: Command = decode(&request.get_ref().command_json, "command")?;
+        if matches!(command, Command::Audit { .. }) && !actor.user.starts_with("replica-") {
+            return Err(Error::Denied(
+                "audit records are written by the coordinator itself, not through admin calls"
+                    .into(),
+            )
+            .into());
+        }
         let reply = match self.replica.propose(actor, command).await? {
             Outcome::Applied { audit_seq, detail } => ProposeReply {
                 applied: true,

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::types::{
-    AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal, Role, RunRecord,
-    UserRecord,
+    Actor, AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal, Role,
+    RunRecord, UserRecord,
 };
 
 /// Nodes, users, models, rollouts and the audit log, as every replica holds them.
@@ -69,7 +69,20 @@ impl MetaState {
             Command::Audit { decision, .. } => decision.clone(),
             _ => decision,
         };
-        let seq = self.append_audit(proposal, detail, decision);
+        let actor = match &proposal.command {
+            Command::Audit {
+                subject: Some(subject),
+                ..
+            } => subject,
+            _ => &proposal.actor,
+        };
+        let seq = self.append_audit(
+            actor,
+            proposal.at_ms,
+            proposal.command.action(),
+            detail,
+            decision,
+        );
         match result {
             Ok(detail) => Outcome::Applied {
                 audit_seq: seq,
@@ -101,6 +114,9 @@ impl MetaState {
             } => {
                 if self.users.contains_key(name) {
                     return Err(format!("user {name} already exists"));
+                }
+                if name.starts_with("replica-") || name.is_empty() {
+                    return Err(format!("user name {name:?} is reserved"));
                 }
                 match (role, node) {
                     (Role::CountyAnalyst, None) => {
@@ -221,7 +237,14 @@ impl MetaState {
         }
     }
 
-    fn append_audit(&mut self, proposal: &Proposal, detail: String, decision: String) -> u64 {
+    fn append_audit(
+        &mut self,
+        actor: &Actor,
+        at_ms: i64,
+        action: &str,
+        detail: String,
+        decision: String,
+    ) -> u64 {
         let prev_sha256 = self
             .audit
             .last()
@@ -229,10 +252,10 @@ impl MetaState {
             .unwrap_or_default();
         let mut record = AuditRecord {
             seq: self.audit.len() as u64 + 1,
-            at_ms: proposal.at_ms,
-            user: proposal.actor.user.clone(),
-            role: proposal.actor.role,
-            action: proposal.command.action().to_string(),
+            at_ms,
+            user: actor.user.clone(),
+            role: actor.role,
+            action: action.to_string(),
             detail,
             decision,
             prev_sha256,
@@ -264,10 +287,39 @@ pub fn audit_sha256(record: &AuditRecord) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Checks that `records` are a whole, unaltered chain from the first record; returns how
+/// many were checked, or the first break.
+pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, String> {
+    let mut prev = String::new();
+    for (i, record) in records.iter().enumerate() {
+        let expected = i as u64 + 1;
+        if record.seq != expected {
+            return Err(format!(
+                "record {expected} is missing: found record {} in its place (removed or reordered)",
+                record.seq
+            ));
+        }
+        if record.prev_sha256 != prev {
+            return Err(format!(
+                "record {} does not follow record {} (removed, reordered or altered)",
+                record.seq,
+                expected - 1
+            ));
+        }
+        if audit_sha256(record) != record.sha256 {
+            return Err(format!(
+                "record {} was altered: its hash does not match its fields",
+                record.seq
+            ));
+        }
+        prev = record.sha256.clone();
+    }
+    Ok(records.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Actor;
 
     fn by(user: &str, command: Command) -> Proposal {
         Proposal {
@@ -384,6 +436,7 @@ mod tests {
             state.apply(&by(
                 "root",
                 Command::Audit {
+                    subject: None,
                     action: "query".into(),
                     detail: format!("SELECT {i}"),
                     decision: "allowed".into(),
@@ -396,8 +449,30 @@ mod tests {
         for record in &state.audit {
             assert_eq!(audit_sha256(record), record.sha256);
         }
-        let mut altered = state.audit[1].clone();
-        altered.detail = "SELECT 42".into();
-        assert_ne!(audit_sha256(&altered), altered.sha256);
+        assert_eq!(verify_chain(&state.audit), Ok(3));
+        let mut altered = state.audit.clone();
+        altered[1].detail = "SELECT 42".into();
+        assert!(
+            verify_chain(&altered)
+                .unwrap_err()
+                .contains("record 2 was altered")
+        );
+        let mut reordered = state.audit.clone();
+        reordered.swap(0, 1);
+        assert!(
+            verify_chain(&reordered)
+                .unwrap_err()
+                .contains("record 1 is missing")
+        );
+        let mut removed = state.audit.clone();
+        removed.remove(1);
+        assert!(
+            verify_chain(&removed)
+                .unwrap_err()
+                .contains("record 2 is missing")
+        );
+        let mut truncated_head = state.audit.clone();
+        truncated_head.remove(0);
+        assert!(verify_chain(&truncated_head).is_err());
     }
 }

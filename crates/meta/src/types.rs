@@ -273,6 +273,8 @@ pub enum Command {
     RecordRun(RunRecord),
     /// Records an access decision made outside the metadata (a query, a case opening).
     Audit {
+        /// Whom the record is about, when a replica writes it for a user.
+        subject: Option<Actor>,
         /// What happened.
         action: String,
         /// Its subject.

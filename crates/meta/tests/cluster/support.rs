@@ -50,12 +50,12 @@ pub fn admin() -> Actor {
     }
 }
 
-/// An audit command whose detail names the write, to find it again later.
+/// A write that can be found again by `name`: a draft model of that id.
 pub fn marker(name: &str) -> Command {
-    Command::Audit {
-        action: "test.write".into(),
-        detail: name.into(),
-        decision: "allowed".into(),
+    Command::AddModel {
+        id: name.into(),
+        version: 1,
+        package: String::new(),
     }
 }
 
@@ -229,12 +229,7 @@ impl TestCluster {
     }
 }
 
-/// The test writes (by detail) in a state's audit log.
+/// The test writes in a state.
 pub fn markers(state: &MetaState) -> Vec<String> {
-    state
-        .audit
-        .iter()
-        .filter(|r| r.action == "test.write")
-        .map(|r| r.detail.clone())
-        .collect()
+    state.models.keys().cloned().collect()
 }

@@ -1,0 +1,77 @@
+//! Every city query into the replicated, hash-chained audit log: who, when, the
+//! statement and its plan hash, the rows and bytes that left each node, and the decision.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sunlight_federation::{QueryAudit, QueryEvent};
+use sunlight_meta::{Actor, AdminClient, Command, Replica, Role};
+
+/// Appends the city's query events through raft; a follower hands them to the leader.
+#[derive(Debug)]
+pub struct ReplicatedAudit {
+    replica: Arc<Replica>,
+    secret: String,
+}
+
+impl ReplicatedAudit {
+    /// Audits through `replica`, which presents `secret` to the leader.
+    pub fn new(replica: Arc<Replica>, secret: &str) -> Self {
+        Self {
+            replica,
+            secret: secret.to_string(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl QueryAudit for ReplicatedAudit {
+    async fn record(&self, event: QueryEvent) -> Result<(), String> {
+        let role = self
+            .replica
+            .read(|s| s.users.get(&event.user).map(|u| u.role));
+        let nodes: serde_json::Map<String, serde_json::Value> = event
+            .received
+            .iter()
+            .map(|(code, t)| (code.to_string(), json!({"rows": t.rows, "bytes": t.bytes})))
+            .collect();
+        let detail = json!({
+            "sql": event.sql,
+            "plan_sha256": event.plan_sha256,
+            "nodes": nodes,
+            "missing": event.missing.keys().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        let decision = match &event.result {
+            Ok(rows) => format!("allowed: {rows} rows"),
+            Err(reason) => format!("refused: {reason}"),
+        };
+        let command = Command::Audit {
+            subject: Some(Actor {
+                user: event.user,
+                role,
+            }),
+            action: "query".into(),
+            detail: detail.to_string(),
+            decision,
+        };
+        let actor = Actor {
+            user: format!("replica-{}", self.replica.id()),
+            role: Some(Role::Administrator),
+        };
+        match self.replica.propose(actor, command.clone()).await {
+            Ok(_) => Ok(()),
+            // Hand the record to the leader; if it has just gone, the client finds the next.
+            Err(sunlight_meta::Error::NotLeader { leader, .. }) => {
+                let mut peers: Vec<String> = leader.into_iter().map(|(_, addr)| addr).collect();
+                peers.extend(self.replica.status().replicas.into_iter().map(|r| r.addr));
+                AdminClient::new(&peers, &self.secret)
+                    .map_err(|e| e.to_string())?
+                    .propose(&command)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
