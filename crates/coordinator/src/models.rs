@@ -56,7 +56,10 @@ async fn call(target: &Target, step: ModelStep) -> StepResult {
         .parse()
         .map_err(|_| "the node token is not ASCII".to_string())?;
     request.metadata_mut().insert("authorization", bearer);
+    // A county's token set runs to tens of megabytes (16 bytes a row).
     let reply = NodeServiceClient::new(channel)
+        .max_decoding_message_size(1 << 30)
+        .max_encoding_message_size(1 << 30)
         .run_model(request)
         .await
         .map_err(|s| format!("node {}: {}", target.code, s.message()))?

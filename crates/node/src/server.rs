@@ -16,6 +16,9 @@ use crate::models::ModelRunner;
 use crate::node::Node;
 use crate::{Error, Result};
 
+/// Largest model step message, either way: a county's linkage tokens, 16 bytes a row.
+const MAX_MODEL_MESSAGE: usize = 1 << 30;
+
 /// A node serving on a bound address.
 pub struct RunningNode {
     /// The address the server listens on.
@@ -55,8 +58,13 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
         tokens.clone(),
     );
     let runner = ModelRunner::new(node.clone(), root, config.linkage.clone());
-    let control =
-        NodeServiceServer::with_interceptor(NodeControl::new(node.clone(), runner), tokens);
+    // Token sets of a county run to tens of megabytes.
+    let control = InterceptedService::new(
+        NodeServiceServer::new(NodeControl::new(node.clone(), runner))
+            .max_decoding_message_size(MAX_MODEL_MESSAGE)
+            .max_encoding_message_size(MAX_MODEL_MESSAGE),
+        tokens,
+    );
     let routes = Routes::new(health_service)
         .add_service(flight)
         .add_service(control);
