@@ -8,7 +8,7 @@ use sunlight_coordinator::{
 };
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
-use sunlight_meta::{AdminClient, Command, Proposed, ReplicaConfig};
+use sunlight_meta::{AdminClient, Command, Proposed, ReplicaConfig, RunModelsRequest};
 use sunlight_models::ModelPackage;
 use sunlight_node::{NodeConfig, RunningNode, start_node};
 
@@ -132,6 +132,13 @@ impl LocalCity {
                     return Err(Error::Refused(reason));
                 }
             }
+        }
+        let installed = approver.install(RunModelsRequest::default()).await?;
+        if let Some(failed) = installed.runs.iter().find(|r| !r.error.is_empty()) {
+            return Err(Error::Refused(format!(
+                "{} not installed on {}: {}",
+                failed.model_id, failed.node, failed.error
+            )));
         }
         Ok(())
     }

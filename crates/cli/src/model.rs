@@ -306,11 +306,24 @@ async fn rollout(client: &mut AdminClient, assign: Assign, verb: &str) -> Result
         nodes.join(", ")
     );
     let command = Command::AssignModel {
-        id: assign.id,
+        id: assign.id.clone(),
         version: assign.version,
-        nodes,
+        nodes: nodes.clone(),
     };
-    propose(client, command, &done).await
+    propose(client, command, &done).await?;
+    // The nodes install what is now assigned to them.
+    let reply = client
+        .install(RunModelsRequest {
+            models: vec![assign.id],
+            nodes,
+        })
+        .await?;
+    for run in reply.runs.iter().filter(|r| !r.error.is_empty()) {
+        say(&format!("  not installed on {}: {}", run.node, run.error));
+    }
+    let installed = reply.runs.iter().filter(|r| r.error.is_empty()).count();
+    say(&format!("  installed on {installed} node(s)"));
+    Ok(())
 }
 
 async fn list(client: &mut AdminClient) -> Result<()> {

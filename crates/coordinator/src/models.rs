@@ -347,6 +347,30 @@ impl ModelRuns {
     }
 }
 
+impl ModelRuns {
+    /// Sends one `phase` step of each selected model's assigned version to its nodes.
+    async fn each_assigned(
+        &self,
+        request: &RunModelsRequest,
+        phase: Phase,
+    ) -> Result<RunModelsReply, Status> {
+        let mut reply = RunModelsReply::default();
+        for (package, assigned) in self.plan(request)? {
+            let step = ModelStep {
+                package_json: serde_json::to_vec(&package).expect("packages serialize"),
+                phase: phase as i32,
+                ..Default::default()
+            };
+            let results = each(&assigned, |_| step.clone()).await;
+            reply.bytes_received += results.iter().flatten().map(|(_, b)| b).sum::<u64>();
+            for (target, result) in assigned.iter().zip(results) {
+                reply.runs.push(node_run(&package, target, result));
+            }
+        }
+        Ok(reply)
+    }
+}
+
 /// Runs every assigned model every `every` on whichever replica leads at the time.
 pub fn spawn_schedule(runs: Arc<ModelRuns>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -454,19 +478,20 @@ impl Models for ModelRuns {
         request: Request<RunModelsRequest>,
     ) -> Result<Response<RunModelsReply>, Status> {
         self.admin(request.metadata())?;
-        let mut reply = RunModelsReply::default();
-        for (package, assigned) in self.plan(request.get_ref())? {
-            let step = ModelStep {
-                package_json: serde_json::to_vec(&package).expect("packages serialize"),
-                phase: Phase::Outcomes as i32,
-                ..Default::default()
-            };
-            let results = each(&assigned, |_| step.clone()).await;
-            reply.bytes_received += results.iter().flatten().map(|(_, b)| b).sum::<u64>();
-            for (target, result) in assigned.iter().zip(results) {
-                reply.runs.push(node_run(&package, target, result));
-            }
-        }
-        Ok(Response::new(reply))
+        Ok(Response::new(
+            self.each_assigned(request.get_ref(), Phase::Outcomes)
+                .await?,
+        ))
+    }
+
+    async fn install(
+        &self,
+        request: Request<RunModelsRequest>,
+    ) -> Result<Response<RunModelsReply>, Status> {
+        self.admin(request.metadata())?;
+        Ok(Response::new(
+            self.each_assigned(request.get_ref(), Phase::Install)
+                .await?,
+        ))
     }
 }

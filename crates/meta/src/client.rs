@@ -242,6 +242,15 @@ impl AdminClient {
         .await
     }
 
+    /// Installs the selected models' assigned versions on their nodes.
+    pub async fn install(&mut self, request: RunModelsRequest) -> Result<RunModelsReply> {
+        self.call(|channel, bearer| {
+            let request = authorized(request.clone(), bearer);
+            async move { ModelsClient::new(channel).install(request).await }
+        })
+        .await
+    }
+
     /// Removes replica `id` from the group.
     pub async fn remove_replica(&mut self, id: ReplicaId) -> Result<ClusterStatusReply> {
         self.call(|channel, bearer| {

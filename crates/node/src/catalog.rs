@@ -22,7 +22,9 @@ use sunlight_domain::Table;
 use url::Url;
 
 use crate::config::S3Config;
-use crate::hits::{MODEL_HITS, MODEL_OUTCOMES, hits_schema, outcomes_schema};
+use crate::hits::{
+    MODEL_HITS, MODEL_OUTCOMES, MODEL_VERSIONS, hits_schema, outcomes_schema, versions_schema,
+};
 use crate::{Error, Result};
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
@@ -175,6 +177,7 @@ impl NodeCatalog {
         for (name, schema) in [
             (MODEL_HITS, hits_schema()),
             (MODEL_OUTCOMES, outcomes_schema()),
+            (MODEL_VERSIONS, versions_schema()),
         ] {
             let config = ListingTableConfig::new(ListingTableUrl::parse(root.folder_url(name))?)
                 .with_listing_options(

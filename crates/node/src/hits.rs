@@ -25,6 +25,8 @@ use crate::{Error, Result};
 pub const MODEL_HITS: &str = "model_hits";
 /// Name of the node-local table of outcomes of hits.
 pub const MODEL_OUTCOMES: &str = "model_outcomes";
+/// Name of the node-local table of installed model versions.
+pub const MODEL_VERSIONS: &str = "model_versions";
 
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
@@ -60,6 +62,20 @@ pub fn outcomes_schema() -> SchemaRef {
         utf8("note"),
         utf8("recorded_by"),
         Field::new("recorded_at", timestamp(), false),
+    ]))
+}
+
+/// Schema of `model_versions`: every model version installed here, with its rule, so
+/// the county can read exactly what runs over its data.
+pub fn versions_schema() -> SchemaRef {
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        utf8("model_id"),
+        Field::new("model_version", DataType::Int32, false),
+        utf8("title_zh"),
+        utf8("title_en"),
+        utf8("package"),
+        Field::new("installed_at", timestamp(), false),
     ]))
 }
 
@@ -287,6 +303,41 @@ impl HitTables {
         self.append(MODEL_OUTCOMES, &name, outcomes_schema(), &[batch])
             .await?;
         Ok(now)
+    }
+
+    /// Installs `package` unless this version is installed already.
+    pub async fn install(&self, package: &ModelPackage) -> Result<()> {
+        let installed = self
+            .node
+            .context()
+            .table(MODEL_VERSIONS)
+            .await?
+            .filter(
+                col("model_id")
+                    .eq(lit(package.id.as_str()))
+                    .and(col("model_version").eq(lit(package.version as i32))),
+            )?
+            .count()
+            .await?;
+        if installed > 0 {
+            return Ok(());
+        }
+        let text = |v: &str| Arc::new(StringArray::from(vec![v.to_string()])) as ArrayRef;
+        let now = chrono::Utc::now().timestamp_millis();
+        let batch = RecordBatch::try_new(
+            versions_schema(),
+            vec![
+                text(&package.id),
+                Arc::new(Int32Array::from(vec![package.version as i32])),
+                text(&package.title_zh),
+                text(&package.title_en),
+                text(&serde_json::to_string(package).expect("packages serialize")),
+                Arc::new(TimestampMillisecondArray::from(vec![now]).with_timezone("UTC")),
+            ],
+        )?;
+        let name = format!("{}-v{}.parquet", package.id, package.version);
+        self.append(MODEL_VERSIONS, &name, versions_schema(), &[batch])
+            .await
     }
 
     /// Writes `batches` as one new Parquet file `name` in the folder `table`.

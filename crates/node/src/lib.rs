@@ -21,7 +21,10 @@ pub use check::check_fragment;
 pub use config::{AuthConfig, LinkageConfig, NodeConfig, S3Config};
 pub use describe::NodeControl;
 pub use error::{Error, Result};
-pub use hits::{HitTables, MODEL_HITS, MODEL_OUTCOMES, hits_schema, outcomes_schema};
+pub use hits::{
+    HitTables, MODEL_HITS, MODEL_OUTCOMES, MODEL_VERSIONS, hits_schema, outcomes_schema,
+    versions_schema,
+};
 pub use models::ModelRunner;
 pub use node::Node;
 pub use server::{RunningNode, start_node};

@@ -67,6 +67,7 @@ impl ModelRunner {
             (Phase::Outcomes, _) => {
                 reply.summary = Some(self.hits.outcome_summary(&package.id).await?);
             }
+            (Phase::Install, _) => self.hits.install(&package).await?,
             (Phase::Local, None) => {
                 let ids = self.local_hits(&package).await?;
                 let summary = self.hits.record(&package, &step.run_id, ids, step.shadow);

@@ -172,6 +172,26 @@ async fn built_in_models_find_exactly_the_planted_hits() {
         "the registry changed"
     );
 
+    // Every node installed the seven versions rolled out to it, rules included.
+    for (_, node) in &running.nodes {
+        let mut client = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
+        let installed = client
+            .query("SELECT model_id, package FROM model_versions WHERE model_version = 1")
+            .await
+            .unwrap();
+        assert_eq!(installed.num_rows(), 7);
+        let rules: Vec<&str> = installed
+            .batches
+            .iter()
+            .flat_map(|b| b.column(1).as_string::<i32>().iter().flatten())
+            .collect();
+        assert!(
+            rules
+                .iter()
+                .any(|p| p.contains("HAVING count(DISTINCT household) >= 2"))
+        );
+    }
+
     let ran = model(&coordinator, TOKEN, &["run"]);
     assert!(!ran.contains("FAILED"), "{ran}");
     let mut found = node_hits(&running.nodes).await;
