@@ -71,3 +71,5 @@ SELECT max(paid_on), min(period) FROM disbursements WHERE subsidy_type = 'GENGDI
 SELECT d.subsidy_type, count(*) FROM disbursements d WHERE d.person_id IN (SELECT person_id FROM payroll) GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(*) FROM disbursements WHERE amount > 500 AND period >= DATE '2023-01-01' GROUP BY county_code ORDER BY 2 DESC, 1 LIMIT 4
+;
+SELECT mask_name(name) AS masked, mask_id(person_id) AS id, count(*) FROM disbursements WHERE county_code = '140215' AND township = '聚乐乡' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 5

@@ -29,6 +29,9 @@ const RUNS: usize = 3;
 
 fn central_context(city: &std::path::Path) -> SessionContext {
     let ctx = SessionContext::new();
+    for udf in sunlight_fragment::masking_udfs() {
+        ctx.register_udf(udf);
+    }
     for table in Table::ALL {
         let nodes: Vec<NodeCode> = match table {
             Table::SubsidyStandards => vec![NodeCode::CITY],

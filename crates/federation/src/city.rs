@@ -208,6 +208,9 @@ impl CityEngine {
             .with_physical_optimizer_rules(rules)
             .build();
         let context = SessionContext::new_with_state(state);
+        for udf in sunlight_fragment::masking_udfs() {
+            context.register_udf(udf);
+        }
         for table in Table::ALL {
             let provider: Arc<dyn datafusion::catalog::TableProvider> = match table {
                 Table::SubsidyStandards => self.reference().await?,

@@ -5,6 +5,7 @@
 
 mod codec;
 mod leaf;
+mod masking;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use sunlight_proto::v1::FragmentTicket;
 
 pub use codec::FragmentCodec;
 pub use leaf::TableLeafExec;
+pub use masking::{mask_id, mask_name, masking_udfs};
 
 /// Type URL under which a [`FragmentTicket`] is packed into a Flight ticket.
 pub const FRAGMENT_TYPE_URL: &str = "type.googleapis.com/sunlight.v1.FragmentTicket";

@@ -166,6 +166,9 @@ impl NodeCatalog {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         let context = SessionContext::new_with_config_rt(config, runtime);
+        for udf in sunlight_fragment::masking_udfs() {
+            context.register_udf(udf);
+        }
         let store_url = Url::parse(&format!("{}://{}", root.url.scheme(), root.url.authority()))
             .expect("scheme and authority form a URL");
         context.register_object_store(&store_url, root.store());

@@ -29,6 +29,8 @@ const OPERATORS: &[&str] = &[
 
 /// Scalar functions a fragment may call.
 const FUNCTIONS: &[&str] = &[
+    "mask_id",
+    "mask_name",
     "abs",
     "ceil",
     "floor",

@@ -17,6 +17,9 @@ use sunlight_domain::{NodeCode, Table};
 /// A context holding each table as the union of the given nodes' files.
 pub fn context(city: &Path, nodes: &[NodeCode]) -> SessionContext {
     let ctx = SessionContext::new();
+    for udf in sunlight_fragment::masking_udfs() {
+        ctx.register_udf(udf);
+    }
     for table in Table::ALL {
         let urls: Vec<ListingTableUrl> = nodes
             .iter()
