@@ -54,6 +54,8 @@ enum Command {
     Outcome(model::OutcomeArgs),
     /// The audit log: list, export and verify its hash chain.
     Audit(audit::AuditArgs),
+    /// Privacy-preserving linkage across nodes on keyed tokens.
+    Linkage(model::LinkageArgs),
     /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
     /// Import CSV files (with a header row) into a table of a node's data root.
@@ -218,6 +220,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => model::report(args).await,
         Command::Outcome(args) => model::outcome(args).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Linkage(args) => model::linkage(args).await,
         Command::Sql(args) => sql(args).await,
         Command::Import(args) => import(args).await,
         Command::Demo(args) => demo::run(args).await,

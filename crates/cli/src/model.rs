@@ -10,7 +10,8 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use sunlight_client::QueryResult;
 use sunlight_meta::{
-    AdminClient, Command, NodeRun, Proposed, RunModelsRequest, RunRecord, Section, ShadowRequest,
+    AdminClient, Command, LinkRequest, NodeRun, Proposed, RunModelsRequest, RunRecord, Section,
+    ShadowRequest,
 };
 use sunlight_models::{ModelPackage, validate};
 use sunlight_proto::v1::Outcome;
@@ -153,6 +154,59 @@ pub async fn outcome(args: OutcomeArgs) -> Result<()> {
     say(&format!(
         "{} of {} recorded as {}",
         args.payment_id, args.model, args.status
+    ));
+    Ok(())
+}
+
+/// Flags of `sunlight linkage`.
+#[derive(Debug, Args)]
+pub struct LinkageArgs {
+    #[command(subcommand)]
+    command: LinkageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkageCommand {
+    /// Find rows whose key occurs twice or more across all nodes, without moving the key.
+    Run {
+        #[command(flatten)]
+        coordinator: CoordinatorFlags,
+        /// The table whose rows are linked.
+        #[arg(long)]
+        table: String,
+        /// Key columns, comma-separated, e.g. person_id,subsidy_type,period.
+        #[arg(long = "key", value_delimiter = ',', required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// Runs a linkage and prints, per node, its rows whose key occurs twice or more.
+pub async fn linkage(args: LinkageArgs) -> Result<()> {
+    let LinkageCommand::Run {
+        coordinator,
+        table,
+        keys,
+    } = args.command;
+    let reply = coordinator
+        .client()?
+        .link(LinkRequest { table, keys })
+        .await?;
+    say(&format!(
+        "{:<8} {:>12} {:>10} {:>16}",
+        "node", "linked rows", "persons", "amount"
+    ));
+    for run in &reply.runs {
+        match &run.summary {
+            Some(s) if run.error.is_empty() => say(&format!(
+                "{:<8} {:>12} {:>10} {:>16}",
+                run.node, s.hits, s.persons, s.amount
+            )),
+            _ => say(&format!("{:<8} FAILED: {}", run.node, run.error)),
+        }
+    }
+    say(&format!(
+        "{} bytes of tokens and counts crossed to the coordinator; no identifier did",
+        reply.bytes_received
     ));
     Ok(())
 }

@@ -14,8 +14,8 @@ use sunlight_proto::v1::model_step::Phase;
 use sunlight_proto::v1::models_server::Models;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::{
-    ModelStep, ModelStepReply, NodeRun, RunModelsReply, RunModelsRequest, RunSummary, ShadowReply,
-    ShadowRequest,
+    LinkRequest, ModelStep, ModelStepReply, NodeRun, RunModelsReply, RunModelsRequest, RunSummary,
+    ShadowReply, ShadowRequest,
 };
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
@@ -409,6 +409,45 @@ fn node_run(package: &ModelPackage, target: &Target, result: StepResult) -> Node
     run
 }
 
+/// An ad-hoc duplicate-linkage package over `table` keyed on `keys`.
+fn link_package(table: &str, keys: &[String]) -> Result<ModelPackage, Status> {
+    if table != "disbursements" {
+        return Err(Status::invalid_argument(format!(
+            "linkage runs over disbursements, whose rows a node can name by payment_id; not over {table}"
+        )));
+    }
+    if keys.is_empty() {
+        return Err(Status::invalid_argument("give at least one key column"));
+    }
+    let schema = sunlight_domain::Table::Disbursements.schema();
+    let mut parts = Vec::new();
+    for key in keys {
+        if schema.field_with_name(key).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "disbursements has no column {key:?}"
+            )));
+        }
+        parts.push(format!("upper(trim(CAST(\"{key}\" AS VARCHAR)))"));
+    }
+    Ok(ModelPackage {
+        id: "linkage".into(),
+        version: 1,
+        title_zh: "关联".into(),
+        title_en: "linkage".into(),
+        description: format!(
+            "rows of {table} sharing ({}) across the city",
+            keys.join(", ")
+        ),
+        severity: sunlight_models::Severity::Low,
+        parameters: Default::default(),
+        rule: format!(
+            "SELECT payment_id, concat_ws('|', {}) AS link_key FROM disbursements",
+            parts.join(", ")
+        ),
+        linkage: Some(Linkage::Duplicate),
+    })
+}
+
 /// A new run id: the time and a random suffix.
 fn run_id() -> String {
     format!(
@@ -493,5 +532,26 @@ impl Models for ModelRuns {
             self.each_assigned(request.get_ref(), Phase::Install)
                 .await?,
         ))
+    }
+
+    async fn link(
+        &self,
+        request: Request<LinkRequest>,
+    ) -> Result<Response<RunModelsReply>, Status> {
+        self.admin(request.metadata())?;
+        let LinkRequest { table, keys } = request.into_inner();
+        let package = link_package(&table, &keys)?;
+        let everyone: Vec<Target> = self.targets().into_values().collect();
+        let (results, bytes) = self
+            .run_version(&run_id(), &package, &everyone, &everyone, true)
+            .await;
+        Ok(Response::new(RunModelsReply {
+            run_id: String::new(),
+            runs: results
+                .into_iter()
+                .map(|(t, r)| node_run(&package, &t, r))
+                .collect(),
+            bytes_received: bytes,
+        }))
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use sunlight_proto::v1::admin_client::AdminClient as AdminRpc;
 use sunlight_proto::v1::models_client::ModelsClient;
 use sunlight_proto::v1::{
-    AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, ProposeRequest, ReadRequest,
-    RemoveReplicaRequest, RunModelsReply, RunModelsRequest, Section, ShadowReply, ShadowRequest,
+    AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, LinkRequest, ProposeRequest,
+    ReadRequest, RemoveReplicaRequest, RunModelsReply, RunModelsRequest, Section, ShadowReply,
+    ShadowRequest,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -247,6 +248,15 @@ impl AdminClient {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
             async move { ModelsClient::new(channel).install(request).await }
+        })
+        .await
+    }
+
+    /// Links rows across every node on keyed tokens of `request.keys`; records nothing.
+    pub async fn link(&mut self, request: LinkRequest) -> Result<RunModelsReply> {
+        self.call(|channel, bearer| {
+            let request = authorized(request.clone(), bearer);
+            async move { ModelsClient::new(channel).link(request).await }
         })
         .await
     }

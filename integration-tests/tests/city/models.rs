@@ -209,6 +209,57 @@ async fn built_in_models_find_exactly_the_planted_hits() {
         );
     }
 
+    // Linkage as a capability: rows sharing person, type and period anywhere in the city
+    // are exactly duplicate_payment's hits, node by node.
+    let linked = sunlight(&[
+        "linkage",
+        "run",
+        "--coordinator",
+        &coordinator,
+        "--token",
+        TOKEN,
+        "--table",
+        "disbursements",
+        "--key",
+        "person_id,subsidy_type,period",
+    ]);
+    for (code, _) in &running.nodes {
+        let expected = city
+            .report
+            .truth
+            .of(ProblemModel::DuplicatePayment)
+            .iter()
+            .filter(|p| p.starts_with(code.as_str()))
+            .count();
+        let row = linked
+            .lines()
+            .find(|l| l.starts_with(code.as_str()))
+            .unwrap_or_else(|| panic!("no {code} in {linked}"));
+        assert_eq!(
+            row.split_whitespace().nth(1),
+            Some(expected.to_string().as_str()),
+            "{row}"
+        );
+    }
+    for (args, expected) in [
+        (["persons", "person_id"], "not over persons"),
+        (["disbursements", "nope"], "no column \"nope\""),
+    ] {
+        let err = sunlight_fails(&[
+            "linkage",
+            "run",
+            "--coordinator",
+            &coordinator,
+            "--token",
+            TOKEN,
+            "--table",
+            args[0],
+            "--key",
+            args[1],
+        ]);
+        assert!(err.contains(expected), "{err}");
+    }
+
     // The report adds up to the same numbers.
     let report = sunlight(&[
         "report",
