@@ -56,6 +56,8 @@ enum ModelCommand {
     Rollback(Assign),
     /// Versions, their status, and which node runs which version.
     List,
+    /// Per model and node: the assigned version and what its latest run found.
+    Status,
     /// Run a candidate version beside each node's live version; record nothing, and
     /// compare both with the outcomes analysts recorded.
     Shadow {
@@ -242,6 +244,7 @@ pub async fn run(args: ModelArgs) -> Result<()> {
         ModelCommand::Rollout(assign) => rollout(&mut client, assign, "rolled out").await,
         ModelCommand::Rollback(assign) => rollout(&mut client, assign, "rolled back").await,
         ModelCommand::List => list(&mut client).await,
+        ModelCommand::Status => status(&mut client).await,
         ModelCommand::Shadow { id, version, nodes } => {
             let reply = client
                 .shadow(ShadowRequest {
@@ -413,6 +416,40 @@ async fn list(client: &mut AdminClient) -> Result<()> {
         }
         for (version, nodes) in by_version {
             say(&format!("  {id} v{version} runs on {}", nodes.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+async fn status(client: &mut AdminClient) -> Result<()> {
+    let models = client.read(Section::Models).await?;
+    let runs: Vec<RunRecord> = serde_json::from_value(client.read(Section::Runs).await?)
+        .map_err(|e| Error::Usage(format!("unexpected run records: {e}")))?;
+    let mut latest: BTreeMap<(&str, &str), &RunRecord> = BTreeMap::new();
+    for run in &runs {
+        latest.insert((&run.model_id, &run.node), run);
+    }
+    say(&format!(
+        "{:<28} {:<8} {:>8} {:>16} {:>8} {:>8}  {}",
+        "model", "node", "assigned", "last run", "version", "hits", "at"
+    ));
+    for (id, nodes) in models["assignments"].as_object().into_iter().flatten() {
+        for (node, version) in nodes.as_object().into_iter().flatten() {
+            let (run, ran_version, hits, at) = match latest.get(&(id.as_str(), node.as_str())) {
+                Some(r) => (
+                    r.run_id.clone(),
+                    format!("v{}", r.version),
+                    r.total.hits.to_string(),
+                    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(r.at_ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                ),
+                None => ("never".into(), "-".into(), "-".into(), String::new()),
+            };
+            say(&format!(
+                "{id:<28} {node:<8} {:>8} {run:>16} {ran_version:>8} {hits:>8}  {at}",
+                format!("v{version}")
+            ));
         }
     }
     Ok(())

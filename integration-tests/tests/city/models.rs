@@ -490,6 +490,13 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
             "140215",
         ],
     );
+    let status = model(&coordinator, TOKEN, &["status"]);
+    let row = line(&status, "over_standard", "140215");
+    assert_eq!(
+        (row[2].as_str(), row[4].as_str(), row[5].as_str()),
+        ("v1", "v1", "1"),
+        "{status}"
+    );
     let list = model(&coordinator, TOKEN, &["list"]);
     assert!(
         list.contains("over_standard v1 runs on 140215")
