@@ -21,6 +21,13 @@ fn model(coordinator: &str, token: &str, args: &[&str]) -> String {
     sunlight(&all)
 }
 
+/// Runs `sunlight model` expecting failure; returns its standard error.
+fn model_fails(coordinator: &str, token: &str, args: &[&str]) -> String {
+    let mut all = vec!["model", "--coordinator", coordinator, "--token", token];
+    all.extend_from_slice(args);
+    sunlight_fails(&all)
+}
+
 /// Writes version `version` of a one-model package with `rule` into `dir`.
 fn package(dir: &Path, id: &str, version: u32, rule: &str) -> String {
     std::fs::create_dir_all(dir).unwrap();
@@ -125,42 +132,26 @@ async fn built_in_models_find_exactly_the_planted_hits() {
     let coordinator = running.coordinator.addr.clone();
     model(&coordinator, TOKEN, &["add", "--builtin"]);
     // The author cannot approve, and nothing unapproved rolls out.
-    let own = sunlight_fails(&[
-        "model",
-        "--coordinator",
+    let own = model_fails(
         &coordinator,
-        "--token",
         TOKEN,
-        "approve",
-        "--id",
-        "over_standard",
-        "--version",
-        "1",
-    ]);
+        &["approve", "--id", "over_standard", "--version", "1"],
+    );
     assert!(own.contains("cannot approve"), "{own}");
-    let early = sunlight_fails(&[
-        "model",
-        "--coordinator",
+    let early = model_fails(
         &coordinator,
-        "--token",
         TOKEN,
-        "rollout",
-        "--id",
-        "over_standard",
-        "--version",
-        "1",
-        "--all",
-    ]);
+        &[
+            "rollout",
+            "--id",
+            "over_standard",
+            "--version",
+            "1",
+            "--all",
+        ],
+    );
     assert!(early.contains("not approved"), "{early}");
-    let again = sunlight_fails(&[
-        "model",
-        "--coordinator",
-        &coordinator,
-        "--token",
-        TOKEN,
-        "add",
-        "--builtin",
-    ]);
+    let again = model_fails(&coordinator, TOKEN, &["add", "--builtin"]);
     assert!(again.contains("already has version 1"), "{again}");
 
     approve_and_roll_out(&coordinator);
@@ -546,16 +537,7 @@ fn assert_bad_packages_are_refused(coordinator: &str) {
         ),
     ] {
         let path = package(&dir.path().join(id), id, 1, rule);
-        let err = sunlight_fails(&[
-            "model",
-            "--coordinator",
-            coordinator,
-            "--token",
-            TOKEN,
-            "add",
-            "--package",
-            &path,
-        ]);
+        let err = model_fails(coordinator, TOKEN, &["add", "--package", &path]);
         assert!(err.contains(expected), "{id}: {err}");
     }
 }
