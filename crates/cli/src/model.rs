@@ -1,11 +1,11 @@
 //! `sunlight model` (add, approve, roll out, roll back, list, run) and `sunlight report`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{Field, Schema};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use sunlight_client::QueryResult;
@@ -459,16 +459,26 @@ async fn status(client: &mut AdminClient) -> Result<()> {
 pub async fn run_models(client: &mut AdminClient, request: RunModelsRequest) -> Result<()> {
     let reply = client.run_models(request).await?;
     say(&format!("run {}", reply.run_id));
+    let mut by_model: BTreeMap<(&str, u32), Vec<&NodeRun>> = BTreeMap::new();
     for run in &reply.runs {
-        match &run.summary {
-            Some(s) if run.error.is_empty() => say(&format!(
-                "  {:<28} v{} {}  {:>6} hits {:>6} persons {:>14} yuan  {:.2}s",
-                run.model_id, run.version, run.node, s.hits, s.persons, s.amount, s.seconds
-            )),
-            _ => say(&format!(
-                "  {:<28} v{} {}  FAILED: {}",
-                run.model_id, run.version, run.node, run.error
-            )),
+        by_model
+            .entry((&run.model_id, run.version))
+            .or_default()
+            .push(run);
+    }
+    for ((model, version), runs) in by_model {
+        let done: Vec<_> = runs
+            .iter()
+            .filter_map(|r| r.summary.as_ref().filter(|_| r.error.is_empty()))
+            .collect();
+        let hits: u64 = done.iter().map(|s| s.hits).sum();
+        let slowest = done.iter().map(|s| s.seconds).fold(0.0, f64::max);
+        say(&format!(
+            "  {model:<28} v{version} on {:>2} nodes: {hits:>7} hits, slowest node {slowest:.2}s",
+            done.len()
+        ));
+        for failed in runs.iter().filter(|r| !r.error.is_empty()) {
+            say(&format!("    FAILED on {}: {}", failed.node, failed.error));
         }
     }
     say(&format!(
@@ -483,7 +493,18 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     print_report(&mut client, args.format, args.output.as_deref()).await
 }
 
-/// Prints the city table of the latest run of each model on each node.
+/// Hits, persons and cents of a model on a node, or summed.
+type Counts = [u64; 3];
+
+fn sum_into(total: &mut Counts, counts: &Counts) {
+    for (t, c) in total.iter_mut().zip(counts) {
+        *t += c;
+    }
+}
+
+/// Prints the city report from the latest run of each model on each node: as a table, one
+/// row per model with its hits per county and its totals; as CSV or JSON, one row per
+/// model and county plus the totals (`county_code = "all"`).
 pub async fn print_report(
     client: &mut AdminClient,
     format: Format,
@@ -495,65 +516,79 @@ pub async fn print_report(
         .into_iter()
         .map(|p| (p.id, p.title_zh))
         .collect();
-    // The latest run of each (model, node) wins.
-    let mut latest: BTreeMap<(String, String), &RunRecord> = BTreeMap::new();
+    // Model → node → counts of its latest run there.
+    let mut cells: BTreeMap<String, BTreeMap<String, Counts>> = BTreeMap::new();
     for run in &runs {
-        latest.insert((run.model_id.clone(), run.node.clone()), run);
+        let counts = [run.total.hits, run.total.persons, cents(&run.total.amount)];
+        cells
+            .entry(run.model_id.clone())
+            .or_default()
+            .insert(run.node.clone(), counts);
     }
-    let mut rows: Vec<[String; 3]> = Vec::new();
-    let mut numbers: Vec<[u64; 3]> = Vec::new();
-    let mut totals: BTreeMap<String, [u64; 3]> = BTreeMap::new();
-    for ((model, node), run) in &latest {
-        let cents = cents(&run.total.amount);
-        rows.push([
-            model.clone(),
-            titles.get(model).cloned().unwrap_or_default(),
-            node.clone(),
-        ]);
-        numbers.push([run.total.hits, run.total.persons, cents]);
-        let t = totals.entry(model.clone()).or_default();
-        t[0] += run.total.hits;
-        t[1] += run.total.persons;
-        t[2] += cents;
+    let mut totals: BTreeMap<&str, Counts> = BTreeMap::new();
+    let mut all = Counts::default();
+    for (model, nodes) in &cells {
+        let total = totals.entry(model).or_default();
+        nodes.values().for_each(|c| sum_into(total, c));
+        sum_into(&mut all, total);
     }
-    let mut all = [0u64; 3];
-    for (model, t) in &totals {
-        rows.push([
-            model.clone(),
-            titles.get(model).cloned().unwrap_or_default(),
-            "all".into(),
-        ]);
-        numbers.push(*t);
-        for i in 0..3 {
-            all[i] += t[i];
+    let nodes: BTreeSet<&str> = cells
+        .values()
+        .flat_map(|n| n.keys().map(String::as_str))
+        .collect();
+    let title = |model: &str| titles.get(model).cloned().unwrap_or_default();
+    let text = |values: Vec<String>| Arc::new(StringArray::from(values)) as ArrayRef;
+    let count = |values: Vec<u64>| Arc::new(UInt64Array::from(values)) as ArrayRef;
+    let (mut fields, mut columns) = (Vec::new(), Vec::new());
+    let mut column = |name: &str, array: ArrayRef| {
+        fields.push(Field::new(name, array.data_type().clone(), false));
+        columns.push(array);
+    };
+    // Rows: (model, title, county, counts).
+    let mut rows: Vec<(String, String, String, Counts)> = Vec::new();
+    if format == Format::Table {
+        for (model, total) in &totals {
+            rows.push((model.to_string(), title(model), "all".into(), *total));
         }
+        rows.push(("all".into(), "合计".into(), "all".into(), all));
+        column("model_id", text(rows.iter().map(|r| r.0.clone()).collect()));
+        column("title", text(rows.iter().map(|r| r.1.clone()).collect()));
+        for node in &nodes {
+            let hits = rows
+                .iter()
+                .map(|(model, ..)| match cells.get(model) {
+                    Some(by_node) => by_node.get(*node).map_or(0, |c| c[0]),
+                    None => cells
+                        .values()
+                        .filter_map(|n| n.get(*node))
+                        .map(|c| c[0])
+                        .sum(),
+                })
+                .collect();
+            column(node, count(hits));
+        }
+    } else {
+        for (model, by_node) in &cells {
+            for (node, counts) in by_node {
+                rows.push((model.clone(), title(model), node.clone(), *counts));
+            }
+        }
+        for (model, total) in &totals {
+            rows.push((model.to_string(), title(model), "all".into(), *total));
+        }
+        rows.push(("all".into(), "合计".into(), "all".into(), all));
+        column("model_id", text(rows.iter().map(|r| r.0.clone()).collect()));
+        column("title", text(rows.iter().map(|r| r.1.clone()).collect()));
+        column(
+            "county_code",
+            text(rows.iter().map(|r| r.2.clone()).collect()),
+        );
     }
-    rows.push(["all".into(), "合计".into(), "all".into()]);
-    numbers.push(all);
-    let text = |i: usize| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r[i].clone()),
-        ))
-    };
-    let count = |i: usize| -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(numbers.iter().map(|n| n[i])))
-    };
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("model_id", DataType::Utf8, false),
-        Field::new("title", DataType::Utf8, false),
-        Field::new("county_code", DataType::Utf8, false),
-        Field::new("hits", DataType::UInt64, false),
-        Field::new("persons", DataType::UInt64, false),
-        Field::new("amount", DataType::Utf8, false),
-    ]));
-    let amounts: ArrayRef = Arc::new(StringArray::from_iter_values(
-        numbers.iter().map(|n| yuan(n[2])),
-    ));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![text(0), text(1), text(2), count(0), count(1), amounts],
-    )
-    .expect("report columns match");
+    column("hits", count(rows.iter().map(|r| r.3[0]).collect()));
+    column("persons", count(rows.iter().map(|r| r.3[1]).collect()));
+    column("amount", text(rows.iter().map(|r| yuan(r.3[2])).collect()));
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("report columns match");
     let result = QueryResult {
         schema,
         batches: vec![batch],

@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("SUNLIGHT_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            // openraft warns of ordinary protocol races; its errors still show.
+            EnvFilter::try_from_env("SUNLIGHT_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("warn,openraft=error")),
         )
         .with_writer(std::io::stderr)
         .init();
