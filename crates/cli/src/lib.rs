@@ -56,6 +56,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Privacy-preserving linkage across nodes on keyed tokens.
     Linkage(model::LinkageArgs),
+    /// Investigators: open named model hits for a case, audited.
+    Case(model::CaseArgs),
     /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
     /// Import CSV files (with a header row) into a table of a node's data root.
@@ -221,6 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Outcome(args) => model::outcome(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Linkage(args) => model::linkage(args).await,
+        Command::Case(args) => model::case(args).await,
         Command::Sql(args) => sql(args).await,
         Command::Import(args) => import(args).await,
         Command::Demo(args) => demo::run(args).await,

@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use sunlight_client::QueryResult;
 use sunlight_meta::{
-    AdminClient, Command, LinkRequest, NodeRun, Proposed, RunModelsRequest, RunRecord, Section,
-    ShadowRequest,
+    AdminClient, CaseRequest, Command, LinkRequest, NodeRun, Proposed, RunModelsRequest, RunRecord,
+    Section, ShadowRequest,
 };
 use sunlight_models::{ModelPackage, validate};
 use sunlight_proto::v1::Outcome;
@@ -157,6 +157,81 @@ pub async fn outcome(args: OutcomeArgs) -> Result<()> {
         "{} of {} recorded as {}",
         args.payment_id, args.model, args.status
     ));
+    Ok(())
+}
+
+/// Flags of `sunlight case`.
+#[derive(Debug, Args)]
+pub struct CaseArgs {
+    #[command(subcommand)]
+    command: CaseCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaseCommand {
+    /// Open named hits of a model for a case: audited, then shown in clear.
+    Open {
+        #[command(flatten)]
+        coordinator: CoordinatorFlags,
+        /// Model id of the hits.
+        #[arg(long)]
+        model: String,
+        /// payment_ids of the hits, all on one node, comma-separated.
+        #[arg(long = "payment-id", value_delimiter = ',', required = true)]
+        payment_ids: Vec<String>,
+        /// The case number.
+        #[arg(long)]
+        case_no: String,
+        /// Why the rows are needed.
+        #[arg(long)]
+        reason: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// Opens a case and prints the rows the node disclosed.
+pub async fn case(args: CaseArgs) -> Result<()> {
+    let CaseCommand::Open {
+        coordinator,
+        model,
+        payment_ids,
+        case_no,
+        reason,
+        format,
+    } = args.command;
+    let reply = coordinator
+        .client()?
+        .open_case(CaseRequest {
+            model_id: model,
+            payment_ids,
+            case_no,
+            reason,
+        })
+        .await?;
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(reply.arrow_ipc), None)
+            .map_err(|e| Error::Usage(format!("the node's rows do not decode: {e}")))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Usage(format!("the node's rows do not decode: {e}")))?;
+    write_result(
+        &QueryResult {
+            schema,
+            batches,
+            missing_nodes: Vec::new(),
+        },
+        format,
+        None,
+    )?;
+    if format == Format::Table {
+        say(&format!(
+            "case opening recorded as audit #{}",
+            reply.audit_seq
+        ));
+    }
     Ok(())
 }
 

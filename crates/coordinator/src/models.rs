@@ -14,8 +14,8 @@ use sunlight_proto::v1::model_step::Phase;
 use sunlight_proto::v1::models_server::Models;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::{
-    LinkRequest, ModelStep, ModelStepReply, NodeRun, RunModelsReply, RunModelsRequest, RunSummary,
-    ShadowReply, ShadowRequest,
+    CaseOpening, CaseReply, CaseRequest, LinkRequest, ModelStep, ModelStepReply, NodeRun,
+    RunModelsReply, RunModelsRequest, RunSummary, ShadowReply, ShadowRequest,
 };
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
@@ -68,6 +68,31 @@ async fn call(target: &Target, step: ModelStep) -> StepResult {
     Ok((reply, bytes))
 }
 
+/// Asks `target` for the rows of an audited case opening.
+async fn open_on_node(target: &Target, opening: CaseOpening) -> Result<Vec<u8>, Status> {
+    let channel = Endpoint::from_shared(format!("http://{}", target.addr))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "cannot reach node {} at {}: {e}",
+                target.code, target.addr
+            ))
+        })?;
+    let mut request = Request::new(opening);
+    let bearer = format!("Bearer {}", target.token)
+        .parse()
+        .map_err(|_| Status::internal("the node token is not ASCII"))?;
+    request.metadata_mut().insert("authorization", bearer);
+    let rows = NodeServiceClient::new(channel)
+        .max_decoding_message_size(1 << 30)
+        .open_case(request)
+        .await?;
+    Ok(rows.into_inner().arrow_ipc)
+}
+
 /// Sends `step(target)` to every target at once.
 async fn each(targets: &[Target], step: impl Fn(&Target) -> ModelStep) -> Vec<StepResult> {
     join_all(targets.iter().map(|t| call(t, step(t)))).await
@@ -75,6 +100,16 @@ async fn each(targets: &[Target], step: impl Fn(&Target) -> ModelStep) -> Vec<St
 
 impl ModelRuns {
     fn admin(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Actor, Status> {
+        self.caller(metadata, Role::Administrator, "running models")
+    }
+
+    /// The caller, who must hold `role` to do `what`.
+    fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        role: Role,
+        what: &str,
+    ) -> Result<Actor, Status> {
         let token = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -84,9 +119,9 @@ impl ModelRuns {
             .replica
             .read(|s| s.user_by_token(token.trim()).cloned())
             .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
-        if user.role != Role::Administrator {
+        if user.role != role {
             return Err(Status::permission_denied(format!(
-                "{} is a {}; running models needs administrator",
+                "{} is a {}; {what} needs {role}",
                 user.name, user.role
             )));
         }
@@ -532,6 +567,79 @@ impl Models for ModelRuns {
             self.each_assigned(request.get_ref(), Phase::Install)
                 .await?,
         ))
+    }
+
+    async fn open_case(
+        &self,
+        request: Request<CaseRequest>,
+    ) -> Result<Response<CaseReply>, Status> {
+        let investigator = self.caller(request.metadata(), Role::Investigator, "opening a case")?;
+        let case = request.into_inner();
+        let nodes: BTreeSet<&str> = case
+            .payment_ids
+            .iter()
+            .map(|p| p.split('-').next().unwrap_or_default())
+            .collect();
+        let [node] = nodes.into_iter().collect::<Vec<_>>()[..] else {
+            return Err(Status::invalid_argument(
+                "name one or more hits of one node per case opening (payment_ids start with the node code)",
+            ));
+        };
+        let target = self
+            .targets()
+            .remove(node)
+            .ok_or_else(|| Status::not_found(format!("no node {node} is registered")))?;
+        if case.case_no.trim().is_empty() || case.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "a case opening needs a case number and a reason",
+            ));
+        }
+        // The opening is on the record before a single row is disclosed.
+        self.replica.read_fresh(|_| ()).await?;
+        let detail = serde_json::json!({
+            "case_no": case.case_no,
+            "reason": case.reason,
+            "model_id": case.model_id,
+            "node": node,
+            "payment_ids": case.payment_ids,
+        })
+        .to_string();
+        let audit = |decision: String| Command::Audit {
+            subject: Some(investigator.clone()),
+            action: "case.open".into(),
+            detail: detail.clone(),
+            decision,
+        };
+        let replica_actor = Actor {
+            user: format!("replica-{}", self.replica.id()),
+            role: Some(Role::Administrator),
+        };
+        let audit_seq = match self
+            .replica
+            .propose(replica_actor.clone(), audit("allowed".into()))
+            .await?
+        {
+            sunlight_meta::Outcome::Applied { audit_seq, .. } => audit_seq,
+            other => return Err(Status::internal(format!("case not recorded: {other:?}"))),
+        };
+        let opening = CaseOpening {
+            model_id: case.model_id.clone(),
+            payment_ids: case.payment_ids.clone(),
+            case_no: case.case_no.clone(),
+            reason: case.reason.clone(),
+            investigator: investigator.user.clone(),
+        };
+        match open_on_node(&target, opening).await {
+            Ok(arrow_ipc) => Ok(Response::new(CaseReply {
+                arrow_ipc,
+                audit_seq,
+            })),
+            Err(status) => {
+                let refused = audit(format!("refused by node {node}: {}", status.message()));
+                self.replica.propose(replica_actor, refused).await?;
+                Err(status)
+            }
+        }
     }
 
     async fn link(

@@ -6,9 +6,9 @@ use std::time::Duration;
 use sunlight_proto::v1::admin_client::AdminClient as AdminRpc;
 use sunlight_proto::v1::models_client::ModelsClient;
 use sunlight_proto::v1::{
-    AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, LinkRequest, ProposeRequest,
-    ReadRequest, RemoveReplicaRequest, RunModelsReply, RunModelsRequest, Section, ShadowReply,
-    ShadowRequest,
+    AddReplicaRequest, CaseReply, CaseRequest, ClusterStatusReply, ClusterStatusRequest,
+    LinkRequest, ProposeRequest, ReadRequest, RemoveReplicaRequest, RunModelsReply,
+    RunModelsRequest, Section, ShadowReply, ShadowRequest,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -116,10 +116,9 @@ impl AdminClient {
                         .get(LEADER_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let retry = matches!(
-                        status.code(),
-                        tonic::Code::FailedPrecondition | tonic::Code::Unavailable
-                    );
+                    // Retry where the leader is elsewhere or unknown, or the replica is down.
+                    let retry = leader.is_some() || status.code() == tonic::Code::Unavailable;
+                    let leader = leader.filter(|l| !l.is_empty());
                     last = Error::Remote {
                         addr,
                         code: status.code(),
@@ -257,6 +256,15 @@ impl AdminClient {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
             async move { ModelsClient::new(channel).link(request).await }
+        })
+        .await
+    }
+
+    /// Opens named hits of a model for a case (investigators only).
+    pub async fn open_case(&mut self, request: CaseRequest) -> Result<CaseReply> {
+        self.call(|channel, bearer| {
+            let request = authorized(request.clone(), bearer);
+            async move { ModelsClient::new(channel).open_case(request).await }
         })
         .await
     }

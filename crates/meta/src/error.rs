@@ -93,12 +93,14 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         match error {
+            // The header is always there, empty while no leader is known: clients retry
+            // exactly these answers.
             Error::NotLeader { leader, .. } => {
                 let mut status = tonic::Status::failed_precondition(message);
-                if let Some(value) = leader.and_then(|(_, addr)| MetadataValue::try_from(addr).ok())
-                {
-                    status.metadata_mut().insert(LEADER_HEADER, value);
-                }
+                let addr = leader.map(|(_, addr)| addr).unwrap_or_default();
+                let value = MetadataValue::try_from(addr)
+                    .unwrap_or_else(|_| MetadataValue::from_static(""));
+                status.metadata_mut().insert(LEADER_HEADER, value);
                 status
             }
             Error::UnknownPeer { .. } | Error::Denied(_) => {

@@ -7,7 +7,8 @@ use sunlight_flightsql::Caller;
 use sunlight_proto::v1::node_service_server::NodeService;
 use sunlight_proto::v1::table_status::State;
 use sunlight_proto::v1::{
-    DescribeRequest, ModelStep, ModelStepReply, NodeDescription, Outcome, OutcomeReply, TableStatus,
+    CaseOpening, CaseRows, DescribeRequest, ModelStep, ModelStepReply, NodeDescription, Outcome,
+    OutcomeReply, TableStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -35,6 +36,11 @@ impl NodeService for NodeControl {
         request: Request<ModelStep>,
     ) -> Result<Response<ModelStepReply>, Status> {
         Ok(Response::new(self.runner.step(request.into_inner()).await?))
+    }
+
+    async fn open_case(&self, request: Request<CaseOpening>) -> Result<Response<CaseRows>, Status> {
+        let arrow_ipc = self.runner.hits().open_case(request.get_ref()).await?;
+        Ok(Response::new(CaseRows { arrow_ipc }))
     }
 
     async fn record_outcome(

@@ -15,7 +15,7 @@ use datafusion::prelude::{col, lit};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
 use sunlight_models::ModelPackage;
-use sunlight_proto::v1::{Outcome, RunSummary, TownshipSummary};
+use sunlight_proto::v1::{CaseOpening, Outcome, RunSummary, TownshipSummary};
 
 use crate::catalog::DataRoot;
 use crate::node::Node;
@@ -241,6 +241,83 @@ impl HitTables {
             }
         }
         Ok(latest)
+    }
+
+    /// The disbursements rows of `ids`, each of which must be a hit of `model` here, as an
+    /// Arrow IPC stream: what an investigator sees of an audited case opening.
+    pub async fn open_case(&self, opening: &CaseOpening) -> Result<Vec<u8>> {
+        let refuse = |reason: String| Error::Model {
+            model: opening.model_id.clone(),
+            reason,
+        };
+        if opening.case_no.trim().is_empty() || opening.reason.trim().is_empty() {
+            return Err(refuse(
+                "a case opening needs a case number and a reason".into(),
+            ));
+        }
+        if opening.payment_ids.is_empty() {
+            return Err(refuse("name at least one hit to open".into()));
+        }
+        let ids: Vec<_> = opening
+            .payment_ids
+            .iter()
+            .map(|p| lit(p.as_str()))
+            .collect();
+        let ctx = self.node.context();
+        let hits = ctx
+            .table(MODEL_HITS)
+            .await?
+            .filter(
+                col("model_id")
+                    .eq(lit(opening.model_id.as_str()))
+                    .and(col("payment_id").in_list(ids.clone(), false)),
+            )?
+            .select_columns(&["payment_id"])?
+            .distinct()?
+            .collect()
+            .await?;
+        let found: BTreeSet<String> = hits
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if let Some(missing) = opening.payment_ids.iter().find(|p| !found.contains(*p)) {
+            return Err(refuse(format!(
+                "payment {missing} is not a hit of this model on this node"
+            )));
+        }
+        let rows = ctx
+            .table("disbursements")
+            .await?
+            .filter(col("payment_id").in_list(ids, false))?
+            .sort(vec![col("payment_id").sort(true, false)])?
+            .collect()
+            .await?;
+        tracing::info!(
+            case = %opening.case_no,
+            investigator = %opening.investigator,
+            model = %opening.model_id,
+            rows = rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            "case opened"
+        );
+        let schema = sunlight_domain::Table::Disbursements.schema();
+        let mut bytes = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema)?;
+        for batch in &rows {
+            writer.write(&RecordBatch::try_new(
+                schema.clone(),
+                batch.columns().to_vec(),
+            )?)?;
+        }
+        writer.finish()?;
+        drop(writer);
+        Ok(bytes)
     }
 
     /// Records an analyst's verdict on a hit of this node.

@@ -411,6 +411,81 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
     ));
     assert!(err.contains("recovered amount"), "{err}");
 
+    // An investigator opens a hit for a case: audited, then shown in clear.
+    let out = sunlight(&[
+        "admin",
+        "--coordinator",
+        &coordinator,
+        "--token",
+        TOKEN,
+        "user",
+        "add",
+        "--name",
+        "qian",
+        "--role",
+        "investigator",
+    ]);
+    let investigator = out
+        .lines()
+        .find_map(|l| {
+            l.split_once("store it now): ")
+                .map(|(_, t)| t.trim().to_string())
+        })
+        .unwrap();
+    let open = |token: &str, payment: &str, reason: &str| {
+        vec![
+            "case".to_string(),
+            "open".into(),
+            "--coordinator".into(),
+            coordinator.clone(),
+            "--token".into(),
+            token.into(),
+            "--model".into(),
+            "over_standard".into(),
+            "--payment-id".into(),
+            payment.into(),
+            "--case-no".into(),
+            "JW-2026-017".into(),
+            "--reason".into(),
+            reason.into(),
+            "--format".into(),
+            "csv".into(),
+        ]
+    };
+    let rows = run(open(
+        &investigator,
+        "140215-000000011",
+        "paid above the DIBAO cap",
+    ));
+    assert!(
+        rows.contains("140215196001010091") && rows.contains("郑九") && rows.contains("600.01"),
+        "{rows}"
+    );
+    let err = fails(open(&investigator, "140215-000000012", "paid the cap"));
+    assert!(err.contains("not a hit of this model"), "{err}");
+    let err = fails(open(TOKEN, "140215-000000011", "curious"));
+    assert!(err.contains("needs investigator"), "{err}");
+    let err = fails(open(&investigator, "140215-000000011", " "));
+    assert!(err.contains("case number and a reason"), "{err}");
+    let cases = sunlight(&[
+        "audit",
+        "list",
+        "--coordinator",
+        &coordinator,
+        "--token",
+        TOKEN,
+        "--action",
+        "case.open",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        cases.contains("JW-2026-017")
+            && cases.contains("qian")
+            && cases.contains("refused by node 140215"),
+        "{cases}"
+    );
+
     let precision = model(&coordinator, TOKEN, &["outcomes"]);
     let line = |text: &str, model: &str, node: &str| {
         text.lines()
