@@ -13,7 +13,9 @@ use sunlight_domain::ProblemModel;
 use crate::ground_truth;
 use sunlight_domain::NodeCode;
 
-use crate::support::{ServiceProcess, TOKEN, shared_city, start_city, sunlight, sunlight_fails};
+use crate::support::{
+    ServiceProcess, TOKEN, shared_city, start_city, sunlight, sunlight_fails, tap,
+};
 
 fn model(coordinator: &str, token: &str, args: &[&str]) -> String {
     let mut all = vec!["model", "--coordinator", coordinator, "--token", token];
@@ -594,6 +596,64 @@ async fn the_leader_runs_the_models_on_a_schedule() {
         TOKEN,
     ]);
     assert!(report.contains("7 models, 13 suspect records"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_identifier_leaves_a_node_during_model_runs_and_linkage() {
+    let city = handmade_city(&[], false);
+    // A second coordinator reaches the same nodes only through taps.
+    let mut taps = Vec::new();
+    let mut addrs = Vec::new();
+    for (code, node) in &city.nodes {
+        let tap = tap(&node.addr).await;
+        addrs.push((code.to_string(), tap.addr.clone()));
+        taps.push(tap);
+    }
+    let coordinator = ServiceProcess::coordinator(&addrs, &[]);
+    model(&coordinator.addr, TOKEN, &["add", "--builtin"]);
+    approve_and_roll_out(&coordinator.addr);
+    let ran = model(&coordinator.addr, TOKEN, &["run"]);
+    assert!(!ran.contains("FAILED"), "{ran}");
+    sunlight(&[
+        "linkage",
+        "run",
+        "--coordinator",
+        &coordinator.addr,
+        "--token",
+        TOKEN,
+        "--table",
+        "disbursements",
+        "--key",
+        "person_id,subsidy_type,period",
+    ]);
+    let wire: Vec<u8> = taps
+        .iter()
+        .flat_map(|t| t.sent_back.lock().unwrap().clone())
+        .collect();
+    // The taps do see what nodes may send: per-township summaries.
+    let township = "聚乐乡".as_bytes();
+    assert!(wire.windows(township.len()).any(|w| w == township), "the taps saw no summaries");
+    // Every person_id, name and account_no of the fixture, in any table.
+    let mut secrets = BTreeSet::new();
+    for code in ["140200", "140215", "140221"] {
+        for entry in std::fs::read_dir(city.fixture.join(code)).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let mut lines = text.lines();
+            let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+            for line in lines {
+                for (column, value) in header.iter().zip(line.split(',')) {
+                    if ["person_id", "name", "account_no"].contains(column) && !value.is_empty() {
+                        secrets.insert(value.to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert!(secrets.len() > 30);
+    for secret in &secrets {
+        let found = wire.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "{secret} left a node");
+    }
 }
 
 fn assert_bad_packages_are_refused(coordinator: &str) {

@@ -241,3 +241,44 @@ pub fn sunlight_fails(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
+
+/// A TCP relay in front of a service that keeps every byte the service sends back.
+pub struct Tap {
+    pub addr: String,
+    pub sent_back: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// Relays connections on a new loopback port to `target`, recording its answers.
+pub async fn tap(target: &str) -> Tap {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let sent_back = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (target, record) = (target.to_string(), sent_back.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(n) = server_read.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    record.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Tap { addr, sent_back }
+}
