@@ -632,7 +632,10 @@ async fn no_identifier_leaves_a_node_during_model_runs_and_linkage() {
         .collect();
     // The taps do see what nodes may send: per-township summaries.
     let township = "聚乐乡".as_bytes();
-    assert!(wire.windows(township.len()).any(|w| w == township), "the taps saw no summaries");
+    assert!(
+        wire.windows(township.len()).any(|w| w == township),
+        "the taps saw no summaries"
+    );
     // Every person_id, name and account_no of the fixture, in any table.
     let mut secrets = BTreeSet::new();
     for code in ["140200", "140215", "140221"] {
