@@ -107,3 +107,21 @@ impl CoordinatorConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads_and_validates() {
+        #[derive(Serialize)]
+        struct NoFlags {}
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/config/coordinator.example.toml");
+        let config = CoordinatorConfig::load(Some(&example), NoFlags {}).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.replica.id, 1);
+        assert!(config.replica.fsync);
+        assert_eq!(config.nodes.len(), 2);
+    }
+}

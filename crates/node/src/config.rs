@@ -139,6 +139,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_config_loads_and_validates() {
+        #[derive(Serialize)]
+        struct NoFlags {}
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/node.example.toml");
+        let config = NodeConfig::load(Some(&example), NoFlags {}).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.linkage.epoch, 1);
+    }
+
+    #[test]
     fn flags_override_file_and_validate() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("node.toml");
