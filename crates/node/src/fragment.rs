@@ -7,8 +7,6 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
 use sunlight_fragment::{TableLeafExec, decode_plan};
@@ -35,11 +33,6 @@ pub async fn run(
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
     let plan = resolve_leaves(node, plan).await?;
-    // The city planned without the node's files: push the fragment's filters, and the
-    // dynamic filters of its top-K sorts, into the node's own Parquet scans now.
-    let options = context.state().config_options().clone();
-    let plan = FilterPushdown::new().optimize(plan, &options)?;
-    let plan = FilterPushdown::new_post_optimization().optimize(plan, &options)?;
     let schema = plan.schema();
     Ok((schema, execute_stream(plan, task)?))
 }
