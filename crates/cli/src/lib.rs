@@ -414,8 +414,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// User-facing output of the CLI.
-#[allow(clippy::print_stdout)]
+/// User-facing output of the CLI. A reader that went away (`sunlight … | head`) ends
+/// the command quietly, as for any Unix tool.
 fn say(line: &str) {
-    println!("{line}");
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        tracing::warn!("cannot write to standard output: {e}");
+    }
 }
