@@ -111,6 +111,9 @@ enum UserCommand {
         /// The node of a county analyst.
         #[arg(long)]
         node: Option<String>,
+        /// How long the token works, e.g. 90d, 12h, 30m or 45s; without it, until revoked.
+        #[arg(long)]
+        valid_for: Option<String>,
     },
     /// List users (never their tokens).
     List,
@@ -148,16 +151,27 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             propose(&mut client, &command, &format!("node {code} removed")).await
         }
         AdminCommand::Node(NodeCommand::List) => list(&mut client, Section::Nodes).await,
-        AdminCommand::User(UserCommand::Add { name, role, node }) => {
+        AdminCommand::User(UserCommand::Add {
+            name,
+            role,
+            node,
+            valid_for,
+        }) => {
             let role: Role = role.parse().map_err(Error::Usage)?;
             let mut bytes = [0u8; 24];
             rand::rng().fill_bytes(&mut bytes);
             let token = format!("sl_{}", hex::encode(bytes));
+            let expires_ms = valid_for
+                .as_deref()
+                .map(duration_ms)
+                .transpose()?
+                .map(|ms| chrono::Utc::now().timestamp_millis() + ms);
             let command = Command::AddUser {
                 name: name.clone(),
                 role,
                 node,
                 token_sha256: token_sha256(&token),
+                expires_ms,
             };
             propose(
                 &mut client,
@@ -174,6 +188,28 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             propose(&mut client, &command, &format!("user {name} revoked")).await
         }
     }
+}
+
+/// Milliseconds of a duration written as a number and a unit: s, m, h or d.
+fn duration_ms(text: &str) -> Result<i64> {
+    let bad = || {
+        Error::Usage(format!(
+            "--valid-for {text:?}: write a number and a unit (s, m, h or d), e.g. 90d"
+        ))
+    };
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(bad)
 }
 
 async fn propose(client: &mut AdminClient, command: &Command, done: &str) -> Result<()> {

@@ -193,6 +193,7 @@ async fn seed(replica: &Replica, config: &CoordinatorConfig) -> Result<()> {
             role: Role::Administrator,
             node: None,
             token_sha256: token_sha256(token),
+            expires_ms: None,
         });
     for command in nodes.chain(users) {
         if let Outcome::Refused(reason) = replica.propose(actor.clone(), command).await? {

@@ -118,7 +118,7 @@ impl ModelRuns {
         let user = self
             .replica
             .read(|s| s.user_by_token(token.trim()).cloned())
-            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
+            .map_err(Status::unauthenticated)?;
         if user.role != role {
             return Err(Status::permission_denied(format!(
                 "{} is a {}; {what} needs {role}",

@@ -49,7 +49,7 @@ impl Credentials for ReplicatedUsers {
         let user = self
             .0
             .read(|state| state.user_by_token(token).cloned())
-            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
+            .map_err(Status::unauthenticated)?;
         if user.role == Role::CountyAnalyst {
             return Err(Status::permission_denied(format!(
                 "{} is a county analyst of {}; county analysts query their own node, not the city",

@@ -134,7 +134,7 @@ impl AdminService {
         let user = self
             .replica
             .read(|state| state.user_by_token(token).cloned())
-            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
+            .map_err(Error::Unauthenticated)?;
         if !allowed.contains(&user.role) {
             return Err(Error::Denied(format!(
                 "{} is a {}; this call needs {}",

@@ -33,12 +33,30 @@ pub fn token_sha256(token: &str) -> String {
 }
 
 impl MetaState {
-    /// The active user holding `token`.
-    pub fn user_by_token(&self, token: &str) -> Option<&UserRecord> {
+    /// The user holding `token`, if the token is neither revoked nor expired at `now_ms`;
+    /// otherwise why not.
+    pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<&UserRecord, String> {
         let hash = token_sha256(token);
-        self.users
+        let user = self
+            .users
             .values()
-            .find(|u| u.revoked_ms.is_none() && u.token_sha256 == hash)
+            .find(|u| u.token_sha256 == hash)
+            .ok_or_else(|| "unknown token".to_string())?;
+        if user.revoked_ms.is_some() {
+            return Err(format!("the token of {} was revoked", user.name));
+        }
+        if let Some(expired) = user.expires_ms.filter(|e| *e <= now_ms) {
+            let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(expired)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            return Err(format!("the token of {} expired at {at}", user.name));
+        }
+        Ok(user)
+    }
+
+    /// [`MetaState::authenticate`] at the current time.
+    pub fn user_by_token(&self, token: &str) -> Result<&UserRecord, String> {
+        self.authenticate(token, chrono::Utc::now().timestamp_millis())
     }
 
     /// Applies one committed proposal. Every proposal, applied or refused, is audited.
@@ -111,6 +129,7 @@ impl MetaState {
                 role,
                 node,
                 token_sha256,
+                expires_ms,
             } => {
                 if self.users.contains_key(name) {
                     return Err(format!("user {name} already exists"));
@@ -133,6 +152,9 @@ impl MetaState {
                     }
                     (_, None) => {}
                 }
+                if expires_ms.is_some_and(|e| e <= proposal.at_ms) {
+                    return Err(format!("the token of {name} would be expired already"));
+                }
                 if self.users.values().any(|u| &u.token_sha256 == token_sha256) {
                     return Err("that token is already in use".into());
                 }
@@ -145,6 +167,7 @@ impl MetaState {
                         token_sha256: token_sha256.clone(),
                         created_ms: proposal.at_ms,
                         revoked_ms: None,
+                        expires_ms: *expires_ms,
                     },
                 );
                 Ok(name.clone())
@@ -338,6 +361,7 @@ mod tests {
             role,
             node: node.map(Into::into),
             token_sha256: token_sha256(token),
+            expires_ms: None,
         }
     }
 
@@ -347,9 +371,32 @@ mod tests {
         let outcome = state.apply(&by("root", add_user("ana", Role::CityAnalyst, None, "t1")));
         assert!(matches!(outcome, Outcome::Applied { audit_seq: 1, .. }));
         assert_eq!(state.user_by_token("t1").unwrap().name, "ana");
-        assert!(state.user_by_token("t2").is_none());
+        assert_eq!(state.user_by_token("t2").unwrap_err(), "unknown token");
         state.apply(&by("root", Command::RevokeUser { name: "ana".into() }));
-        assert!(state.user_by_token("t1").is_none());
+        assert!(
+            state
+                .user_by_token("t1")
+                .unwrap_err()
+                .contains("ana was revoked")
+        );
+        let at = 1_700_000_000_000;
+        state.apply(&by(
+            "root",
+            Command::AddUser {
+                name: "bo".into(),
+                role: Role::Auditor,
+                node: None,
+                token_sha256: token_sha256("t3"),
+                expires_ms: Some(at + 1_000),
+            },
+        ));
+        assert_eq!(state.authenticate("t3", at + 999).unwrap().name, "bo");
+        assert!(
+            state
+                .authenticate("t3", at + 1_000)
+                .unwrap_err()
+                .contains("bo expired at")
+        );
         assert!(!serde_json::to_string(&state.audit).unwrap().contains("t1"));
     }
 

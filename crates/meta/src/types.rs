@@ -107,6 +107,9 @@ pub struct UserRecord {
     pub created_ms: i64,
     /// Milliseconds since the epoch when the token was revoked.
     pub revoked_ms: Option<i64>,
+    /// Milliseconds since the epoch after which the token no longer works.
+    #[serde(default)]
+    pub expires_ms: Option<i64>,
 }
 
 /// Where a model version stands in its lifecycle.
@@ -238,6 +241,9 @@ pub enum Command {
         node: Option<String>,
         /// Hex SHA-256 of the API token.
         token_sha256: String,
+        /// When the token stops working, in milliseconds since the epoch.
+        #[serde(default)]
+        expires_ms: Option<i64>,
     },
     /// Revokes a user's token.
     RevokeUser {

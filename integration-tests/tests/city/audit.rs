@@ -91,6 +91,51 @@ async fn city_queries_are_audited_and_the_chain_verifies() {
         "{by_user}"
     );
 
+    // A token with a lifetime stops working when it ends; a forged one never worked.
+    let out = sunlight(&[
+        "admin",
+        "--coordinator",
+        &addr,
+        "--token",
+        TOKEN,
+        "user",
+        "add",
+        "--name",
+        "temp",
+        "--role",
+        "city_analyst",
+        "--valid-for",
+        "1s",
+    ]);
+    let temp = out
+        .lines()
+        .find_map(|l| {
+            l.split_once("store it now): ")
+                .map(|(_, t)| t.trim().to_string())
+        })
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    let err = sunlight_fails(&["sql", "--city", &addr, "--token", &temp, "SELECT 1"]);
+    assert!(err.contains("token of temp expired"), "{err}");
+    let err = sunlight_fails(&["sql", "--city", &addr, "--token", "sl_forged", "SELECT 1"]);
+    assert!(err.contains("unknown token"), "{err}");
+    let err = sunlight_fails(&[
+        "admin",
+        "--coordinator",
+        &addr,
+        "--token",
+        TOKEN,
+        "user",
+        "add",
+        "--name",
+        "x",
+        "--role",
+        "auditor",
+        "--valid-for",
+        "5x",
+    ]);
+    assert!(err.contains("--valid-for \"5x\""), "{err}");
+
     assert!(audit(&addr, &["verify"]).contains("chain intact"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.json");

@@ -289,6 +289,7 @@ async fn unknown_peers_and_bad_credentials_are_refused() {
             role: sunlight_meta::Role::CityAnalyst,
             node: None,
             token_sha256: token_sha256("ana-token"),
+            expires_ms: None,
         })
         .await
         .unwrap();

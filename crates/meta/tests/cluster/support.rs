@@ -109,6 +109,7 @@ impl TestCluster {
                             role: Role::Administrator,
                             node: None,
                             token_sha256: token_sha256(ADMIN_TOKEN),
+                            expires_ms: None,
                         },
                     )
                     .await
