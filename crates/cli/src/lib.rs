@@ -138,6 +138,10 @@ struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     model_schedule_secs: Option<u64>,
+    /// Every node must have answered a query within this many milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fragment_timeout_ms: Option<u64>,
     /// Bootstrap administrator token, user `cli` (adds to the config file's tokens).
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     #[serde(skip)]

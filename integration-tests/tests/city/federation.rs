@@ -7,7 +7,9 @@ use arrow::record_batch::RecordBatch;
 use sunlight_client::SqlClient;
 
 use crate::oracle::city_context;
-use crate::support::{TOKEN, shared_city, start_city};
+use sunlight_datagen::node_root;
+
+use crate::support::{ServiceProcess, TOKEN, shared_city, slow_tap, start_city};
 
 const SUITE: &str = include_str!("../../queries/federated.sql");
 
@@ -153,6 +155,44 @@ async fn a_node_that_is_down_is_named_or_listed() {
         !text.contains(code.as_str()) && text.contains("140226"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_past_the_deadline_is_named_or_listed() {
+    let city = shared_city();
+    let fast: Vec<_> = ["140215", "140221"]
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                ServiceProcess::start(c, &node_root(city.dir.path(), c.parse().unwrap())),
+            )
+        })
+        .collect();
+    // 140221 answers, but only after the coordinator's deadline.
+    let slow = slow_tap(&fast[1].1.addr, Duration::from_millis(1_200)).await;
+    let addrs = vec![
+        (fast[0].0.clone(), fast[0].1.addr.clone()),
+        (fast[1].0.clone(), slow.addr.clone()),
+    ];
+    let coordinator = ServiceProcess::coordinator(&addrs, &["--fragment-timeout-ms", "300"]);
+    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let sql = "SELECT county_code, count(*) FROM disbursements GROUP BY county_code ORDER BY 1";
+    let started = std::time::Instant::now();
+    let err = client.query(sql).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node 140221") && err.contains("did not answer within"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failing took {:?}",
+        started.elapsed()
+    );
+    client.allow_partial_results();
+    let partial = client.query(sql).await.unwrap();
+    assert_eq!(partial.missing_nodes, vec!["140221".to_string()]);
+    assert_eq!(partial.num_rows(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

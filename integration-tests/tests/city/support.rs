@@ -250,6 +250,11 @@ pub struct Tap {
 
 /// Relays connections on a new loopback port to `target`, recording its answers.
 pub async fn tap(target: &str) -> Tap {
+    slow_tap(target, std::time::Duration::ZERO).await
+}
+
+/// A [`tap`] that holds every answer of `target` for `delay` before passing it on.
+pub async fn slow_tap(target: &str, delay: std::time::Duration) -> Tap {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -273,6 +278,7 @@ pub async fn tap(target: &str) -> Tap {
                         break;
                     }
                     record.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    tokio::time::sleep(delay).await;
                     if client_write.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
