@@ -22,6 +22,7 @@ use sunlight_client::SqlClient;
 use sunlight_coordinator::{Bootstrap, CoordinatorConfig, NodeEntry, start_coordinator};
 use sunlight_datagen::{CityConfig, generate_city};
 use sunlight_domain::Table;
+use sunlight_flightsql::TlsFiles;
 use sunlight_node::{NodeConfig, S3Config, TableState, start_node};
 
 pub use error::{Error, Result};
@@ -106,6 +107,18 @@ struct NodeArgs {
     #[arg(long, env = "SUNLIGHT_LINKAGE_KEY", hide_env_values = true)]
     #[serde(skip)]
     linkage_key: Option<String>,
+    /// Serve over mutual TLS: this node's certificate (PEM; see deploy/certs.sh).
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    #[serde(skip)]
+    tls_cert: Option<PathBuf>,
+    /// The node certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    #[serde(skip)]
+    tls_key: Option<PathBuf>,
+    /// The CA whose client certificates (the coordinator's) are admitted (PEM).
+    #[arg(long, requires = "tls_cert")]
+    #[serde(skip)]
+    tls_ca: Option<PathBuf>,
 }
 
 /// Flags of `sunlight coordinator`; unset ones leave the config file's values alone.
@@ -142,6 +155,18 @@ struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     fragment_timeout_ms: Option<u64>,
+    /// Reach the nodes over mutual TLS: this coordinator's certificate (PEM).
+    #[arg(long, requires_all = ["node_tls_key", "node_tls_ca"])]
+    #[serde(skip)]
+    node_tls_cert: Option<PathBuf>,
+    /// The coordinator certificate's private key (PEM).
+    #[arg(long, requires = "node_tls_cert")]
+    #[serde(skip)]
+    node_tls_key: Option<PathBuf>,
+    /// The CA the nodes' certificates chain to (PEM).
+    #[arg(long, requires = "node_tls_cert")]
+    #[serde(skip)]
+    node_tls_ca: Option<PathBuf>,
     /// Bootstrap administrator token, user `cli` (adds to the config file's tokens).
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     #[serde(skip)]
@@ -274,6 +299,13 @@ async fn node(args: NodeArgs) -> Result<()> {
     if let Some(key) = &args.linkage_key {
         config.linkage.key = Some(key.clone());
     }
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        config.tls = Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        });
+    }
     let running = start_node(config).await?;
     let node = running.node.clone();
     for (table, state) in node.tables() {
@@ -317,6 +349,15 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
             code: code.into(),
             addr: addr.into(),
             token,
+        });
+    }
+    if let (Some(cert), Some(key), Some(ca)) =
+        (&args.node_tls_cert, &args.node_tls_key, &args.node_tls_ca)
+    {
+        config.node_tls = Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
         });
     }
     let bootstrap = match (&args.join, args.init) {

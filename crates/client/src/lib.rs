@@ -91,6 +91,11 @@ impl SqlClient {
             addr: addr.into(),
             source,
         })?;
+        Self::connect_endpoint(addr, endpoint, token).await
+    }
+
+    /// Connects through `endpoint` (for example one with TLS settings) to `addr`.
+    pub async fn connect_endpoint(addr: &str, endpoint: Endpoint, token: &str) -> Result<Self> {
         let channel = endpoint.connect().await.map_err(|source| Error::Connect {
             addr: addr.into(),
             source,

@@ -26,6 +26,8 @@ pub struct CoordinatorConfig {
     pub nodes: Vec<NodeEntry>,
     /// This replica of the replicated metadata.
     pub replica: ReplicaConfig,
+    /// Mutual TLS towards the nodes: this coordinator's certificate and the nodes' CA.
+    pub node_tls: Option<sunlight_flightsql::TlsFiles>,
     /// Run every assigned model this often, in seconds, on the leader; 0 runs them only
     /// on demand (`sunlight model run`).
     pub model_schedule_secs: u64,
@@ -66,6 +68,7 @@ impl Default for CoordinatorConfig {
             fragment_attempts: 3,
             replica: ReplicaConfig::default(),
             model_schedule_secs: 0,
+            node_tls: None,
         }
     }
 }

@@ -105,9 +105,16 @@ pub async fn start_coordinator(
         ));
     }
     let replica = Replica::open(&config.replica, Faults::default()).await?;
+    let node_tls = config
+        .node_tls
+        .as_ref()
+        .map(sunlight_flightsql::TlsFiles::client)
+        .transpose()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let federation = FederationConfig {
         timeout: Duration::from_millis(config.fragment_timeout_ms),
         attempts: config.fragment_attempts,
+        tls: node_tls.clone(),
     };
     let engine = CityEngine::new(Arc::new(ReplicatedRegistry(replica.clone())), federation);
     engine.set_audit(Arc::new(audit::ReplicatedAudit::new(
@@ -123,7 +130,7 @@ pub async fn start_coordinator(
         FlightServiceServer::new(FlightSqlServer::new(engine.clone())),
         TokenTable::with(ReplicatedUsers(replica.clone())),
     );
-    let runs = models::model_runs(replica.clone());
+    let runs = models::model_runs(replica.clone(), node_tls);
     let routes = Routes::new(health_service)
         .add_service(flight)
         .add_service(admin_service(replica.clone()))

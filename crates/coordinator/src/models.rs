@@ -17,20 +17,21 @@ use sunlight_proto::v1::{
     CaseOpening, CaseReply, CaseRequest, LinkRequest, ModelStep, ModelStepReply, NodeRun,
     RunModelsReply, RunModelsRequest, RunSummary, ShadowReply, ShadowRequest,
 };
-use tonic::transport::Endpoint;
+use tonic::transport::ClientTlsConfig;
 use tonic::{Request, Response, Status};
 
 use crate::registry::ReplicatedRegistry;
 
-/// The model runs of a coordinator replica.
-pub fn model_runs(replica: Arc<Replica>) -> Arc<ModelRuns> {
-    Arc::new(ModelRuns { replica })
+/// The model runs of a coordinator replica, reaching nodes over `tls` when given.
+pub fn model_runs(replica: Arc<Replica>, tls: Option<ClientTlsConfig>) -> Arc<ModelRuns> {
+    Arc::new(ModelRuns { replica, tls })
 }
 
 /// Runs models for administrators.
 #[derive(Debug)]
 pub struct ModelRuns {
     replica: Arc<Replica>,
+    tls: Option<ClientTlsConfig>,
 }
 
 /// One node's answer to one step, with the bytes it sent.
@@ -42,10 +43,11 @@ struct Target {
     code: String,
     addr: String,
     token: String,
+    tls: Option<ClientTlsConfig>,
 }
 
 async fn call(target: &Target, step: ModelStep) -> StepResult {
-    let channel = Endpoint::from_shared(format!("http://{}", target.addr))
+    let channel = sunlight_flightsql::endpoint(&target.addr, target.tls.as_ref())
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -70,7 +72,7 @@ async fn call(target: &Target, step: ModelStep) -> StepResult {
 
 /// Asks `target` for the rows of an audited case opening.
 async fn open_on_node(target: &Target, opening: CaseOpening) -> Result<Vec<u8>, Status> {
-    let channel = Endpoint::from_shared(format!("http://{}", target.addr))
+    let channel = sunlight_flightsql::endpoint(&target.addr, target.tls.as_ref())
         .map_err(|e| Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -141,6 +143,7 @@ impl ModelRuns {
                     code: n.code.clone(),
                     addr: n.addr,
                     token: n.token,
+                    tls: self.tls.clone(),
                 };
                 (n.code, target)
             })

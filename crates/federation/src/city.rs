@@ -35,6 +35,8 @@ pub struct FederationConfig {
     pub timeout: Duration,
     /// Attempts per fragment while a node is unavailable.
     pub attempts: u32,
+    /// Mutual TLS towards the nodes; plain HTTP/2 without it.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for FederationConfig {
@@ -42,6 +44,7 @@ impl Default for FederationConfig {
         Self {
             timeout: Duration::from_secs(30),
             attempts: 3,
+            tls: None,
         }
     }
 }
@@ -98,7 +101,7 @@ impl CityEngine {
     pub fn new(registry: Arc<dyn NodeRegistry>, config: FederationConfig) -> Arc<Self> {
         Arc::new(Self {
             registry,
-            channels: Arc::default(),
+            channels: Arc::new(Channels::new(config.tls.clone())),
             config,
             standards: RwLock::new(None),
             base: RwLock::new(None),
@@ -118,10 +121,14 @@ impl CityEngine {
     pub async fn check_standards(&self) -> Result<StandardsCheck> {
         let nodes = self.registry.nodes();
         let answers = futures::future::join_all(nodes.iter().map(|n| async move {
-            let mut client = SqlClient::connect(&n.addr, &n.token).await?;
+            let endpoint = self.channels.endpoint(n).map_err(|e| e.to_string())?;
+            let mut client = SqlClient::connect_endpoint(&n.addr, endpoint, &n.token)
+                .await
+                .map_err(|e| e.to_string())?;
             client
                 .query("SELECT * FROM subsidy_standards ORDER BY subsidy_type, valid_from")
                 .await
+                .map_err(|e| e.to_string())
         }))
         .await;
         let mut check = StandardsCheck::default();

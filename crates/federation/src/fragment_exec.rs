@@ -24,31 +24,41 @@ use datafusion::physical_plan::{
 use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, ticket};
 use sunlight_proto::v1::FragmentTicket;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::control::QueryControl;
 use crate::error::Error;
 use crate::registry::NodeEndpoint;
 
 /// Lazily connected channels to the nodes, shared by all queries.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Channels {
     by_addr: Mutex<HashMap<String, Channel>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Channels {
+    /// Channels to nodes, over mutual TLS when `tls` is given.
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Self {
+            by_addr: Mutex::default(),
+            tls,
+        }
+    }
+
+    /// An endpoint for `node`'s address, with the city's TLS settings.
+    pub fn endpoint(&self, node: &NodeEndpoint) -> std::result::Result<Endpoint, Error> {
+        sunlight_flightsql::endpoint(&node.addr, self.tls.as_ref())
+            .map_err(|e| unavailable(node, format!("invalid address or TLS settings: {e}")))
+    }
+
     fn get(&self, node: &NodeEndpoint) -> std::result::Result<Channel, Error> {
         let mut channels = self.by_addr.lock().expect("not poisoned");
         if let Some(channel) = channels.get(&node.addr) {
             return Ok(channel.clone());
         }
-        let uri = if node.addr.contains("://") {
-            node.addr.clone()
-        } else {
-            format!("http://{}", node.addr)
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| unavailable(node, format!("invalid address: {e}")))?
+        let channel = self
+            .endpoint(node)?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();

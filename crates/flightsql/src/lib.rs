@@ -5,6 +5,7 @@
 mod auth;
 mod server;
 mod service;
+mod tls;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -16,6 +17,7 @@ use tonic::metadata::MetadataMap;
 pub use auth::{Caller, Credentials, TokenTable};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
+pub use tls::{NODE_TLS_NAME, TlsFiles, endpoint};
 
 /// Record batches of a result, with errors already mapped to gRPC statuses.
 pub type BatchStream = BoxStream<'static, Result<RecordBatch, Status>>;

@@ -19,6 +19,19 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `listen` (port 0 picks a free port) and serves `routes` there.
     pub async fn start(listen: SocketAddr, routes: Routes) -> std::io::Result<Self> {
+        Self::start_tls(listen, routes, None).await
+    }
+
+    /// Like [`RunningServer::start`], over TLS when `tls` is given.
+    pub async fn start_tls(
+        listen: SocketAddr,
+        routes: Routes,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> std::io::Result<Self> {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
+        }
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (shutdown, stopped) = oneshot::channel::<()>();
@@ -28,7 +41,7 @@ impl RunningServer {
             stream
         });
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub s3: S3Config,
     /// The key of linkage tokens, shared by the nodes and never by the coordinator.
     pub linkage: LinkageConfig,
+    /// Serve over TLS and admit only clients with a certificate from `tls.ca`.
+    pub tls: Option<sunlight_flightsql::TlsFiles>,
 }
 
 /// The node's linkage key. Tokens are HMAC-SHA256 under `key`; every node of the city
@@ -74,6 +76,7 @@ impl Default for NodeConfig {
             auth: AuthConfig::default(),
             s3: S3Config::default(),
             linkage: LinkageConfig::default(),
+            tls: None,
         }
     }
 }

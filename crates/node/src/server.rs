@@ -68,7 +68,13 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     let routes = Routes::new(health_service)
         .add_service(flight)
         .add_service(control);
-    let server = RunningServer::start(config.listen, routes)
+    let tls = config
+        .tls
+        .as_ref()
+        .map(sunlight_flightsql::TlsFiles::server)
+        .transpose()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let server = RunningServer::start_tls(config.listen, routes, tls)
         .await
         .map_err(|source| Error::Serve {
             addr: config.listen.to_string(),

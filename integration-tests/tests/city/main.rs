@@ -7,6 +7,7 @@ mod federation;
 mod flight_sql;
 mod ground_truth;
 mod models;
+mod mtls;
 mod oracle;
 mod outside_client;
 mod replicas;

@@ -62,8 +62,13 @@ pub type NodeProcess = ServiceProcess;
 impl ServiceProcess {
     /// Starts `sunlight node` on a free loopback port and waits until it listens.
     pub fn start(code: &str, data: &Path) -> Self {
+        Self::start_with(code, data, &[])
+    }
+
+    /// Like [`ServiceProcess::start`], with `extra` flags for the node.
+    pub fn start_with(code: &str, data: &Path, extra: &[&str]) -> Self {
         let data = data.display().to_string();
-        Self::spawn(&[
+        let mut args = vec![
             "node",
             "--code",
             code,
@@ -75,7 +80,9 @@ impl ServiceProcess {
             &data,
             "--linkage-key",
             LINKAGE_KEY,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
     }
 
     /// Starts a one-replica coordinator group over `nodes` (code, address) with the
