@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sunlight_federation::{QueryAudit, QueryEvent};
-use sunlight_meta::{Actor, AdminClient, Command, Replica, Role};
+use sunlight_meta::{Actor, AdminClient, Command, Replica};
 
 /// Appends the city's query events through raft; a follower hands them to the leader.
 #[derive(Debug)]
@@ -54,11 +54,11 @@ impl QueryAudit for ReplicatedAudit {
             detail: detail.to_string(),
             decision,
         };
-        let actor = Actor {
-            user: format!("replica-{}", self.replica.id()),
-            role: Some(Role::Administrator),
-        };
-        match self.replica.propose(actor, command.clone()).await {
+        match self
+            .replica
+            .propose(self.replica.actor(), command.clone())
+            .await
+        {
             Ok(_) => Ok(()),
             // Hand the record to the leader; if it has just gone, the client finds the next.
             Err(sunlight_meta::Error::NotLeader { leader, .. }) => {

@@ -16,8 +16,8 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use sunlight_federation::{CityEngine, FederationConfig, StandardsCheck};
 use sunlight_flightsql::{FlightSqlServer, RunningServer, TokenTable};
 use sunlight_meta::{
-    Actor, AdminClient, Command, Faults, NodeRecord, Outcome, Replica, Role, admin_service,
-    raft_service, token_sha256,
+    AdminClient, Command, Faults, NodeRecord, Outcome, Replica, Role, admin_service, raft_service,
+    token_sha256,
 };
 use sunlight_proto::v1::models_server::ModelsServer;
 use tonic::service::Routes;
@@ -180,10 +180,7 @@ pub async fn start_coordinator(
 
 /// Writes the config's bootstrap nodes and administrators into a new group.
 async fn seed(replica: &Replica, config: &CoordinatorConfig) -> Result<()> {
-    let actor = Actor {
-        user: format!("replica-{}", replica.id()),
-        role: Some(Role::Administrator),
-    };
+    let actor = replica.actor();
     let nodes = config.nodes.iter().map(|n| {
         Command::AddNode(NodeRecord {
             code: n.code.clone(),

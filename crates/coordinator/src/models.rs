@@ -17,7 +17,7 @@ use sunlight_proto::v1::{
     CaseOpening, CaseReply, CaseRequest, LinkRequest, ModelStep, ModelStepReply, NodeRun,
     RunModelsReply, RunModelsRequest, RunSummary, ShadowReply, ShadowRequest,
 };
-use tonic::transport::ClientTlsConfig;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::registry::ReplicatedRegistry;
@@ -46,32 +46,12 @@ struct Target {
     tls: Option<ClientTlsConfig>,
 }
 
-async fn call(target: &Target, step: ModelStep) -> StepResult {
-    let channel = sunlight_flightsql::endpoint(&target.addr, target.tls.as_ref())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach node {} at {}: {e}", target.code, target.addr))?;
-    let mut request = Request::new(step);
-    let bearer = format!("Bearer {}", target.token)
-        .parse()
-        .map_err(|_| "the node token is not ASCII".to_string())?;
-    request.metadata_mut().insert("authorization", bearer);
-    // A county's token set runs to tens of megabytes (16 bytes a row).
-    let reply = NodeServiceClient::new(channel)
-        .max_decoding_message_size(1 << 30)
-        .max_encoding_message_size(1 << 30)
-        .run_model(request)
-        .await
-        .map_err(|s| format!("node {}: {}", target.code, s.message()))?
-        .into_inner();
-    let bytes = reply.encoded_len() as u64;
-    Ok((reply, bytes))
-}
-
-/// Asks `target` for the rows of an audited case opening.
-async fn open_on_node(target: &Target, opening: CaseOpening) -> Result<Vec<u8>, Status> {
+/// A client of `target`'s node service, and `message` with the token it expects. A
+/// county's token set runs to tens of megabytes (16 bytes a row), so the limits are wide.
+async fn node_call<T>(
+    target: &Target,
+    message: T,
+) -> Result<(NodeServiceClient<Channel>, Request<T>), Status> {
     let channel = sunlight_flightsql::endpoint(&target.addr, target.tls.as_ref())
         .map_err(|e| Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
@@ -83,16 +63,34 @@ async fn open_on_node(target: &Target, opening: CaseOpening) -> Result<Vec<u8>, 
                 target.code, target.addr
             ))
         })?;
-    let mut request = Request::new(opening);
+    let mut request = Request::new(message);
     let bearer = format!("Bearer {}", target.token)
         .parse()
         .map_err(|_| Status::internal("the node token is not ASCII"))?;
     request.metadata_mut().insert("authorization", bearer);
-    let rows = NodeServiceClient::new(channel)
+    let client = NodeServiceClient::new(channel)
         .max_decoding_message_size(1 << 30)
-        .open_case(request)
-        .await?;
-    Ok(rows.into_inner().arrow_ipc)
+        .max_encoding_message_size(1 << 30);
+    Ok((client, request))
+}
+
+async fn call(target: &Target, step: ModelStep) -> StepResult {
+    let (mut client, request) = node_call(target, step)
+        .await
+        .map_err(|s| s.message().to_string())?;
+    let reply = client
+        .run_model(request)
+        .await
+        .map_err(|s| format!("node {}: {}", target.code, s.message()))?
+        .into_inner();
+    let bytes = reply.encoded_len() as u64;
+    Ok((reply, bytes))
+}
+
+/// Asks `target` for the rows of an audited case opening.
+async fn open_on_node(target: &Target, opening: CaseOpening) -> Result<Vec<u8>, Status> {
+    let (mut client, request) = node_call(target, opening).await?;
+    Ok(client.open_case(request).await?.into_inner().arrow_ipc)
 }
 
 /// Sends `step(target)` to every target at once.
@@ -102,35 +100,7 @@ async fn each(targets: &[Target], step: impl Fn(&Target) -> ModelStep) -> Vec<St
 
 impl ModelRuns {
     fn admin(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Actor, Status> {
-        self.caller(metadata, Role::Administrator, "running models")
-    }
-
-    /// The caller, who must hold `role` to do `what`.
-    fn caller(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-        role: Role,
-        what: &str,
-    ) -> Result<Actor, Status> {
-        let token = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("send `authorization: Bearer <token>`"))?;
-        let user = self
-            .replica
-            .read(|s| s.user_by_token(token.trim()).cloned())
-            .map_err(Status::unauthenticated)?;
-        if user.role != role {
-            return Err(Status::permission_denied(format!(
-                "{} is a {}; {what} needs {role}",
-                user.name, user.role
-            )));
-        }
-        Ok(Actor {
-            user: user.name,
-            role: Some(user.role),
-        })
+        Ok(self.replica.authorize(metadata, &[Role::Administrator])?)
     }
 
     /// Every registered node by code.
@@ -576,7 +546,9 @@ impl Models for ModelRuns {
         &self,
         request: Request<CaseRequest>,
     ) -> Result<Response<CaseReply>, Status> {
-        let investigator = self.caller(request.metadata(), Role::Investigator, "opening a case")?;
+        let investigator = self
+            .replica
+            .authorize(request.metadata(), &[Role::Investigator])?;
         let case = request.into_inner();
         let nodes: BTreeSet<&str> = case
             .payment_ids
@@ -613,10 +585,7 @@ impl Models for ModelRuns {
             detail: detail.clone(),
             decision,
         };
-        let replica_actor = Actor {
-            user: format!("replica-{}", self.replica.id()),
-            role: Some(Role::Administrator),
-        };
+        let replica_actor = self.replica.actor();
         let audit_seq = match self
             .replica
             .propose(replica_actor.clone(), audit("allowed".into()))

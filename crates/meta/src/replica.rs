@@ -8,12 +8,14 @@ use openraft::error::{ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use sunlight_proto::v1::{ClusterStatusReply, ReplicaStatus};
+use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
 use crate::network::{Faults, RaftNetworkClients};
+use crate::service::bearer;
 use crate::state::MetaState;
 use crate::store::{Applied, MetaStateMachine, MetaStore};
-use crate::types::{Actor, Command, Outcome, Proposal, ReplicaId, TypeConfig};
+use crate::types::{Actor, Command, Outcome, Proposal, ReplicaId, Role, TypeConfig};
 
 /// How a replica stores and times its raft group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +136,39 @@ impl Replica {
     /// Whether `secret` is the cluster secret.
     pub(crate) fn is_cluster_secret(&self, secret: &str) -> bool {
         !self.secret.is_empty() && secret == self.secret
+    }
+
+    /// This replica acting for the cluster, as an administrator.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user: format!("replica-{}", self.id),
+            role: Some(Role::Administrator),
+        }
+    }
+
+    /// The caller of a gRPC call, from its bearer token: a user holding one of `allowed`,
+    /// or a replica presenting the cluster secret where administrators are allowed.
+    pub fn authorize(&self, metadata: &MetadataMap, allowed: &[Role]) -> Result<Actor> {
+        let token = bearer(metadata)?;
+        if self.is_cluster_secret(token) && allowed.contains(&Role::Administrator) {
+            return Ok(self.actor());
+        }
+        let user = self
+            .read(|state| state.user_by_token(token).cloned())
+            .map_err(Error::Unauthenticated)?;
+        if !allowed.contains(&user.role) {
+            let names: Vec<_> = allowed.iter().map(|r| r.name()).collect();
+            return Err(Error::Denied(format!(
+                "{} is a {}; this call needs {}",
+                user.name,
+                user.role,
+                names.join(" or ")
+            )));
+        }
+        Ok(Actor {
+            user: user.name,
+            role: Some(user.role),
+        })
     }
 
     /// Makes this replica a one-member group reachable at `addr`, and says whether it

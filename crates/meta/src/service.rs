@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::replica::Replica;
-use crate::types::{Actor, Command, Outcome, Role};
+use crate::types::{Command, Outcome, Role};
 
 /// The raft service of `replica`.
 pub fn raft_service(replica: Arc<Replica>) -> RaftServer<RaftService> {
@@ -27,7 +27,7 @@ pub fn admin_service(replica: Arc<Replica>) -> AdminServer<AdminService> {
     AdminServer::new(AdminService { replica })
 }
 
-fn bearer(metadata: &MetadataMap) -> Result<&str, Error> {
+pub(crate) fn bearer(metadata: &MetadataMap) -> Result<&str, Error> {
     metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -122,46 +122,15 @@ pub struct AdminService {
     replica: Arc<Replica>,
 }
 
-impl AdminService {
-    fn actor(&self, metadata: &MetadataMap, allowed: &[Role]) -> Result<Actor, Status> {
-        let token = bearer(metadata)?;
-        if self.replica.is_cluster_secret(token) {
-            return Ok(Actor {
-                user: format!("replica-{}", self.replica.id()),
-                role: Some(Role::Administrator),
-            });
-        }
-        let user = self
-            .replica
-            .read(|state| state.user_by_token(token).cloned())
-            .map_err(Error::Unauthenticated)?;
-        if !allowed.contains(&user.role) {
-            return Err(Error::Denied(format!(
-                "{} is a {}; this call needs {}",
-                user.name,
-                user.role,
-                allowed
-                    .iter()
-                    .map(|r| r.name())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ))
-            .into());
-        }
-        Ok(Actor {
-            user: user.name,
-            role: Some(user.role),
-        })
-    }
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn propose(
         &self,
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
-        let actor = self.actor(request.metadata(), &[Role::Administrator])?;
+        let actor = self
+            .replica
+            .authorize(request.metadata(), &[Role::Administrator])?;
         let command: Command = decode(&request.get_ref().command_json, "command")?;
         if matches!(command, Command::Audit { .. }) && !actor.user.starts_with("replica-") {
             return Err(Error::Denied(
@@ -198,7 +167,7 @@ impl Admin for AdminService {
             ],
             _ => &[Role::Administrator],
         };
-        self.actor(request.metadata(), allowed)?;
+        self.replica.authorize(request.metadata(), allowed)?;
         let (json, applied_index) = self
             .replica
             .read_fresh(|state| match section {
@@ -237,7 +206,8 @@ impl Admin for AdminService {
         &self,
         request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        self.actor(request.metadata(), &[Role::Administrator, Role::Auditor])?;
+        self.replica
+            .authorize(request.metadata(), &[Role::Administrator, Role::Auditor])?;
         Ok(Response::new(self.replica.status()))
     }
 
@@ -245,7 +215,8 @@ impl Admin for AdminService {
         &self,
         request: Request<AddReplicaRequest>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        self.actor(request.metadata(), &[Role::Administrator])?;
+        self.replica
+            .authorize(request.metadata(), &[Role::Administrator])?;
         let AddReplicaRequest { id, addr } = request.into_inner();
         Ok(Response::new(self.replica.add_replica(id, &addr).await?))
     }
@@ -254,7 +225,8 @@ impl Admin for AdminService {
         &self,
         request: Request<RemoveReplicaRequest>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        self.actor(request.metadata(), &[Role::Administrator])?;
+        self.replica
+            .authorize(request.metadata(), &[Role::Administrator])?;
         let id = request.into_inner().id;
         Ok(Response::new(self.replica.remove_replica(id).await?))
     }

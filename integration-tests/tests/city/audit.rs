@@ -4,7 +4,7 @@
 
 use sunlight_client::SqlClient;
 
-use crate::support::{TOKEN, shared_city, start_city, sunlight, sunlight_fails};
+use crate::support::{TOKEN, new_user, shared_city, start_city, sunlight, sunlight_fails};
 
 fn audit(coordinator: &str, args: &[&str]) -> String {
     let mut all = vec!["audit"];
@@ -56,28 +56,7 @@ async fn city_queries_are_audited_and_the_chain_verifies() {
     );
 
     // County analysts query their own node, never the city.
-    let out = sunlight(&[
-        "admin",
-        "--coordinator",
-        &addr,
-        "--token",
-        TOKEN,
-        "user",
-        "add",
-        "--name",
-        "zhao",
-        "--role",
-        "county_analyst",
-        "--node",
-        "140215",
-    ]);
-    let token = out
-        .lines()
-        .find_map(|l| {
-            l.split_once("store it now): ")
-                .map(|(_, t)| t.trim().to_string())
-        })
-        .unwrap();
+    let token = new_user(&addr, "zhao", "county_analyst", &["--node", "140215"]);
     let err = sunlight_fails(&["sql", "--city", &addr, "--token", &token, "SELECT 1"]);
     assert!(err.contains("county analyst of 140215"), "{err}");
     let by_user = audit(
@@ -92,28 +71,7 @@ async fn city_queries_are_audited_and_the_chain_verifies() {
     );
 
     // A token with a lifetime stops working when it ends; a forged one never worked.
-    let out = sunlight(&[
-        "admin",
-        "--coordinator",
-        &addr,
-        "--token",
-        TOKEN,
-        "user",
-        "add",
-        "--name",
-        "temp",
-        "--role",
-        "city_analyst",
-        "--valid-for",
-        "1s",
-    ]);
-    let temp = out
-        .lines()
-        .find_map(|l| {
-            l.split_once("store it now): ")
-                .map(|(_, t)| t.trim().to_string())
-        })
-        .unwrap();
+    let temp = new_user(&addr, "temp", "city_analyst", &["--valid-for", "1s"]);
     std::thread::sleep(std::time::Duration::from_millis(1_200));
     let err = sunlight_fails(&["sql", "--city", &addr, "--token", &temp, "SELECT 1"]);
     assert!(err.contains("token of temp expired"), "{err}");

@@ -14,7 +14,7 @@ use crate::ground_truth;
 use sunlight_domain::NodeCode;
 
 use crate::support::{
-    ServiceProcess, TOKEN, shared_city, start_city, sunlight, sunlight_fails, tap,
+    ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight, sunlight_fails, tap,
 };
 
 fn model(coordinator: &str, token: &str, args: &[&str]) -> String {
@@ -47,25 +47,7 @@ fn package(dir: &Path, id: &str, version: u32, rule: &str) -> String {
 
 /// Adds a second administrator, who approves what the bootstrap administrator adds.
 fn approver(coordinator: &str) -> String {
-    let out = sunlight(&[
-        "admin",
-        "--coordinator",
-        coordinator,
-        "--token",
-        TOKEN,
-        "user",
-        "add",
-        "--name",
-        "approver",
-        "--role",
-        "administrator",
-    ]);
-    out.lines()
-        .find_map(|l| {
-            l.split_once("store it now): ")
-                .map(|(_, t)| t.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no token printed: {out}"))
+    new_user(coordinator, "approver", "administrator", &[])
 }
 
 /// Approves (as a second administrator) and rolls out the built-in models: the canary
@@ -414,26 +396,7 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
     assert!(err.contains("recovered amount"), "{err}");
 
     // An investigator opens a hit for a case: audited, then shown in clear.
-    let out = sunlight(&[
-        "admin",
-        "--coordinator",
-        &coordinator,
-        "--token",
-        TOKEN,
-        "user",
-        "add",
-        "--name",
-        "qian",
-        "--role",
-        "investigator",
-    ]);
-    let investigator = out
-        .lines()
-        .find_map(|l| {
-            l.split_once("store it now): ")
-                .map(|(_, t)| t.trim().to_string())
-        })
-        .unwrap();
+    let investigator = new_user(&coordinator, "qian", "investigator", &[]);
     let open = |token: &str, payment: &str, reason: &str| {
         vec![
             "case".to_string(),

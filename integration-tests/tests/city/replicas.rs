@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use sunlight_domain::NodeCode;
 
 use crate::oracle;
-use crate::support::{ServiceProcess, TOKEN, shared_city, sunlight, sunlight_bin, sunlight_fails};
+use crate::support::{
+    ServiceProcess, TOKEN, new_user, shared_city, sunlight, sunlight_bin, sunlight_fails,
+};
 
 fn admin(coordinators: &str, token: &str, args: &[&str]) -> String {
     let mut all = vec!["admin", "--coordinator", coordinators, "--token", token];
@@ -119,7 +121,7 @@ async fn three_replicas_share_the_registry_and_users_and_survive_the_leader() {
     }
 
     // A user added once works everywhere; revoked, nowhere.
-    let token = new_user(&all, "ana", "city_analyst");
+    let token = new_user(&all, "ana", "city_analyst", &[]);
     assert!(!admin(&all, TOKEN, &["user", "list"]).contains(&token));
     eventually(
         Duration::from_secs(5),
@@ -186,7 +188,7 @@ async fn three_replicas_share_the_registry_and_users_and_survive_the_leader() {
         .unwrap();
     let survivor = &addrs[leader as usize % 3];
     assert_eq!(city_count(survivor, TOKEN), expected);
-    let cy = new_user(&all, "cy", "city_analyst");
+    let cy = new_user(&all, "cy", "city_analyst", &[]);
 
     // The killed replica restarts from its own disk at its address and catches up: it
     // authenticates the user added while it was down.
@@ -203,19 +205,4 @@ async fn three_replicas_share_the_registry_and_users_and_survive_the_leader() {
                 .success()
         },
     );
-}
-
-/// Adds a user with `sunlight admin user add` and returns the token it printed.
-fn new_user(coordinators: &str, name: &str, role: &str) -> String {
-    let out = admin(
-        coordinators,
-        TOKEN,
-        &["user", "add", "--name", name, "--role", role],
-    );
-    out.lines()
-        .find_map(|l| {
-            l.split_once("store it now): ")
-                .map(|(_, t)| t.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no token printed: {out}"))
 }

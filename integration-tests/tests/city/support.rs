@@ -295,3 +295,29 @@ pub async fn slow_tap(target: &str, delay: std::time::Duration) -> Tap {
     });
     Tap { addr, sent_back }
 }
+
+/// Adds a user through `sunlight admin user add` as the bootstrap administrator; `extra`
+/// adds flags such as `--node` or `--valid-for`. Returns the token it printed.
+pub fn new_user(coordinators: &str, name: &str, role: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "admin",
+        "--coordinator",
+        coordinators,
+        "--token",
+        TOKEN,
+        "user",
+        "add",
+        "--name",
+        name,
+        "--role",
+        role,
+    ];
+    args.extend_from_slice(extra);
+    let out = sunlight(&args);
+    out.lines()
+        .find_map(|l| {
+            l.split_once("store it now): ")
+                .map(|(_, t)| t.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no token printed: {out}"))
+}
