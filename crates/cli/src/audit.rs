@@ -189,9 +189,6 @@ fn table(records: &[AuditRecord]) -> QueryResult {
         text(&|r| r.detail.clone()),
         text(&|r| r.decision.clone()),
     ];
-    QueryResult {
-        schema: schema.clone(),
-        batches: vec![RecordBatch::try_new(schema, columns).expect("audit columns match")],
-        missing_nodes: Vec::new(),
-    }
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("audit columns match");
+    QueryResult::new(schema, vec![batch])
 }

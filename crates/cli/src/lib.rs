@@ -415,6 +415,13 @@ async fn sql(args: SqlArgs) -> Result<()> {
             result.missing_nodes.join(", ")
         );
     }
+    if result.suppressed_groups > 0 {
+        eprintln!(
+            "{} group(s) held back by the nodes: each counts fewer than the minimum number \
+             of persons",
+            result.suppressed_groups
+        );
+    }
     Ok(())
 }
 

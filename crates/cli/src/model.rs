@@ -217,15 +217,7 @@ pub async fn case(args: CaseArgs) -> Result<()> {
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Usage(format!("the node's rows do not decode: {e}")))?;
-    write_result(
-        &QueryResult {
-            schema,
-            batches,
-            missing_nodes: Vec::new(),
-        },
-        format,
-        None,
-    )?;
+    write_result(&QueryResult::new(schema, batches), format, None)?;
     if format == Format::Table {
         say(&format!(
             "case opening recorded as audit #{}",
@@ -664,11 +656,7 @@ pub async fn print_report(
     column("amount", text(rows.iter().map(|r| yuan(r.3[2])).collect()));
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), columns).expect("report columns match");
-    let result = QueryResult {
-        schema,
-        batches: vec![batch],
-        missing_nodes: Vec::new(),
-    };
+    let result = QueryResult::new(schema, vec![batch]);
     write_result(&result, format, output)?;
     if output.is_none() && format == Format::Table {
         say(&format!(

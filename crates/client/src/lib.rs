@@ -51,6 +51,12 @@ pub enum Error {
 pub const PARTIAL_HEADER: &str = "sunlight-partial-results";
 /// Response header in which the city lists the nodes that did not answer.
 pub const MISSING_HEADER: &str = "sunlight-missing-nodes";
+/// Response header with the number of groups held back because they count fewer than
+/// k persons (from a node: its own; from the city: all nodes' together).
+pub const SUPPRESSED_HEADER: &str = "sunlight-suppressed-groups";
+/// Response header with the number of groups a node released that count at least k
+/// persons; the city refuses an answer when every group was held back.
+pub const RELEASED_HEADER: &str = "sunlight-released-groups";
 
 /// Result of the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,9 +70,21 @@ pub struct QueryResult {
     pub batches: Vec<RecordBatch>,
     /// Nodes that did not answer a city query run with partial results allowed.
     pub missing_nodes: Vec<String>,
+    /// Groups the nodes held back because they count fewer than k persons.
+    pub suppressed_groups: u64,
 }
 
 impl QueryResult {
+    /// A complete result: every node answered and nothing was held back.
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self {
+            schema,
+            batches,
+            missing_nodes: Vec::new(),
+            suppressed_groups: 0,
+        }
+    }
+
     /// Total number of rows.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
@@ -129,6 +147,7 @@ impl SqlClient {
         })?);
         let mut batches = Vec::new();
         let mut missing_nodes = Vec::new();
+        let mut suppressed_groups = 0;
         for endpoint in info.endpoint {
             let Some(ticket) = endpoint.ticket else {
                 continue;
@@ -150,6 +169,11 @@ impl SqlClient {
                         .map(str::to_string),
                 );
             }
+            suppressed_groups += stream
+                .headers()
+                .get(SUPPRESSED_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
             let mut part: Vec<RecordBatch> = stream
                 .try_collect()
                 .await
@@ -160,6 +184,7 @@ impl SqlClient {
             schema,
             batches,
             missing_nodes,
+            suppressed_groups,
         })
     }
 

@@ -40,6 +40,7 @@ impl QueryAudit for ReplicatedAudit {
             "plan_sha256": event.plan_sha256,
             "nodes": nodes,
             "missing": event.missing.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            "suppressed_groups": event.suppressed,
         });
         let decision = match &event.result {
             Ok(rows) => format!("allowed: {rows} rows"),

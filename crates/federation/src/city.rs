@@ -9,20 +9,23 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
+use datafusion::optimizer::Optimizer;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sunlight_client::SqlClient;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_flightsql::{Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine};
+use sunlight_policy::{DEFAULT_MIN_GROUP_SIZE, Tier, city_answer, too_few, trace};
 use tokio::sync::RwLock;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, Transfer};
+use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::error::{Error, Result, status_of};
-use crate::fragment_exec::Channels;
+use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::pushdown::PushToNodes;
 use crate::reference::ReferenceTable;
 use crate::registry::NodeRegistry;
@@ -73,6 +76,8 @@ pub struct QueryEvent {
     pub received: BTreeMap<NodeCode, Transfer>,
     /// Nodes left out of a partial answer, with the reason.
     pub missing: BTreeMap<NodeCode, String>,
+    /// Groups the nodes held back for counting fewer than k persons.
+    pub suppressed: u64,
     /// Rows answered, or why the query was refused.
     pub result: Result<usize, String>,
 }
@@ -209,9 +214,17 @@ impl CityEngine {
         config.options_mut().optimizer.repartition_joins = true;
         let mut rules = PhysicalOptimizer::new().rules;
         rules.push(Arc::new(PushToNodes));
+        // COUNT(DISTINCT) stays one aggregate, so that nodes send its state (tokens of the
+        // distinct values, counted there) rather than one group per identifier.
+        let logical_rules = Optimizer::new()
+            .rules
+            .into_iter()
+            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+            .collect();
         let state: SessionState = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
+            .with_optimizer_rules(logical_rules)
             .with_physical_optimizer_rules(rules)
             .build();
         let context = SessionContext::new_with_state(state);
@@ -247,6 +260,19 @@ impl CityEngine {
             .await?)
     }
 
+    /// The physical plan of `frame`, checked against the city's disclosure rules before
+    /// any node is asked.
+    async fn checked(&self, frame: DataFrame) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = frame.create_physical_plan().await?;
+        let fragments = |p: &dyn ExecutionPlan| {
+            p.downcast_ref::<NodeFragmentExec>()
+                .map(|f| f.fragment().clone())
+        };
+        let lineage = trace(&plan, Tier::City, &fragments)?;
+        city_answer(&lineage, plan.schema().fields())?;
+        Ok(plan)
+    }
+
     fn control(&self, headers: &MetadataMap) -> Arc<QueryControl> {
         let partial = headers
             .get(PARTIAL_HEADER)
@@ -277,14 +303,25 @@ impl CityEngine {
         sql: &str,
         control: Arc<QueryControl>,
     ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
-        let frame = match self.plan(sql, control).await {
+        let frame = match self.plan(sql, control.clone()).await {
             Ok(frame) => frame,
             Err(e) => return (None, Err(e)),
         };
         let plan = frame.logical_plan().display_indent().to_string();
         let plan_sha256 = hex::encode(Sha256::digest(plan.as_bytes()));
         let schema = frame.schema().inner().clone();
-        let batches = frame.collect().await.map_err(Error::from);
+        let task = Arc::new(frame.task_ctx());
+        let batches = match self.checked(frame).await {
+            Ok(plan) => collect(plan, task).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        let batches = match batches {
+            Ok(_) if control.all_suppressed() => Err(Error::Refused(too_few(
+                DEFAULT_MIN_GROUP_SIZE,
+                "every group of the answer, at every node, counts",
+            ))),
+            other => other,
+        };
         (Some(plan_sha256), batches.map(|b| (schema, b)))
     }
 }
@@ -296,8 +333,15 @@ impl SqlEngine for CityEngine {
     }
 
     async fn schema(&self, sql: &str, request: &QueryRequest) -> Result<SchemaRef, Status> {
-        match self.plan(sql, self.control(&request.headers)).await {
-            Ok(frame) => Ok(frame.schema().inner().clone()),
+        let checked = match self.plan(sql, self.control(&request.headers)).await {
+            Ok(frame) => {
+                let schema = frame.schema().inner().clone();
+                self.checked(frame).await.map(|_| schema)
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(schema) => Ok(schema),
             // A statement refused here never reaches `execute`: audit the refusal now.
             Err(e) => {
                 let status = Status::from(e);
@@ -307,6 +351,7 @@ impl SqlEngine for CityEngine {
                     plan_sha256: None,
                     received: BTreeMap::new(),
                     missing: BTreeMap::new(),
+                    suppressed: 0,
                     result: Err(status.message().to_string()),
                 };
                 self.audit(event).await?;
@@ -328,6 +373,7 @@ impl SqlEngine for CityEngine {
             plan_sha256,
             received: control.received(),
             missing: control.missing(),
+            suppressed: control.suppressed(),
             result: match &outcome {
                 Ok((_, batches)) => Ok(batches.iter().map(RecordBatch::num_rows).sum()),
                 Err(status) => Err(status.message().to_string()),
@@ -340,6 +386,10 @@ impl SqlEngine for CityEngine {
         headers.insert(
             MISSING_HEADER,
             missing.join(",").parse().expect("node codes are ASCII"),
+        );
+        headers.insert(
+            SUPPRESSED_HEADER,
+            control.suppressed().to_string().parse().expect("digits"),
         );
         Ok(Answer {
             schema,

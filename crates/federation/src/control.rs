@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sunlight_domain::NodeCode;
 
-pub use sunlight_client::{MISSING_HEADER, PARTIAL_HEADER};
+pub use sunlight_client::{MISSING_HEADER, PARTIAL_HEADER, RELEASED_HEADER, SUPPRESSED_HEADER};
 
 /// What a node sent for one query.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct QueryControl {
     pub attempts: u32,
     missing: Mutex<BTreeMap<NodeCode, String>>,
     received: Mutex<BTreeMap<NodeCode, Transfer>>,
+    suppressed: AtomicU64,
+    released: AtomicU64,
 }
 
 impl QueryControl {
@@ -43,6 +46,8 @@ impl QueryControl {
             attempts: attempts.max(1),
             missing: Mutex::default(),
             received: Mutex::default(),
+            suppressed: AtomicU64::new(0),
+            released: AtomicU64::new(0),
         }
     }
 
@@ -65,6 +70,24 @@ impl QueryControl {
         let entry = received.entry(node).or_default();
         entry.rows += rows;
         entry.bytes += bytes;
+    }
+
+    /// Adds the groups a node held back for counting fewer than k persons, and those it
+    /// released that count at least k.
+    pub fn add_groups(&self, suppressed: u64, released: u64) {
+        self.suppressed.fetch_add(suppressed, Ordering::Relaxed);
+        self.released.fetch_add(released, Ordering::Relaxed);
+    }
+
+    /// Whether groups were held back and none about persons was released: the answer
+    /// would only show what the filter left out.
+    pub fn all_suppressed(&self) -> bool {
+        self.suppressed() > 0 && self.released.load(Ordering::Relaxed) == 0
+    }
+
+    /// Groups the nodes held back, all together: which node held back what stays hidden.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed.load(Ordering::Relaxed)
     }
 
     /// What each node sent.

@@ -45,6 +45,9 @@ pub enum Error {
     /// The reference table could not be loaded from any node.
     #[error("subsidy_standards is unavailable at the city: {0}")]
     Standards(String),
+    /// The city's disclosure rules refused the answer.
+    #[error("city disclosure control: {0}")]
+    Refused(#[from] sunlight_policy::Refusal),
     /// Planning or merging failed.
     #[error("{0}")]
     Query(#[from] DataFusionError),
@@ -90,6 +93,7 @@ pub fn status_of(e: &DataFusionError) -> tonic::Status {
             }
             Error::Deadline { .. } => tonic::Status::deadline_exceeded(message),
             Error::NodeRefused { code, .. } => tonic::Status::new(*code, message),
+            Error::Refused(_) => tonic::Status::permission_denied(message),
             Error::Query(_) => tonic::Status::internal(message),
         };
     }

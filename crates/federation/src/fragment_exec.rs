@@ -26,7 +26,7 @@ use sunlight_fragment::{encode_plan, ticket};
 use sunlight_proto::v1::FragmentTicket;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::control::QueryControl;
+use crate::control::{QueryControl, RELEASED_HEADER, SUPPRESSED_HEADER};
 use crate::error::Error;
 use crate::registry::NodeEndpoint;
 
@@ -242,7 +242,17 @@ async fn fetch(
                 .map_err(|_| unavailable(node, "token is not a valid header".into()))?;
             request.metadata_mut().insert("authorization", bearer);
             match client.do_get(request).await {
-                Ok(response) => break response.into_inner(),
+                Ok(response) => {
+                    let groups = |header| {
+                        response
+                            .metadata()
+                            .get(header)
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
+                    control.add_groups(groups(SUPPRESSED_HEADER), groups(RELEASED_HEADER));
+                    break response.into_inner();
+                }
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
                         && attempt + 1 < control.attempts =>

@@ -8,6 +8,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use sunlight_domain::NodeCode;
+use sunlight_policy::{DEFAULT_MIN_GROUP_SIZE, Tokenizer};
 
 use crate::{Error, Result};
 
@@ -29,6 +30,24 @@ pub struct NodeConfig {
     pub linkage: LinkageConfig,
     /// Serve over TLS and admit only clients with a certificate from `tls.ca`.
     pub tls: Option<sunlight_flightsql::TlsFiles>,
+    /// The node's own disclosure policy.
+    pub privacy: PrivacyConfig,
+}
+
+/// The node's disclosure policy, applied to everything fragments send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Distinct persons every group that leaves must count (k); at least the city's 5.
+    pub min_group_size: usize,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            min_group_size: DEFAULT_MIN_GROUP_SIZE,
+        }
+    }
 }
 
 /// The node's linkage key. Tokens are HMAC-SHA256 under `key`; every node of the city
@@ -40,6 +59,13 @@ pub struct LinkageConfig {
     pub key: Option<String>,
     /// The key's epoch, reported with every token set.
     pub epoch: u32,
+}
+
+impl LinkageConfig {
+    /// Tokens under this key and epoch; `None` without a key.
+    pub fn tokenizer(&self) -> Option<Tokenizer> {
+        self.key.as_ref().map(|key| Tokenizer::new(key, self.epoch))
+    }
 }
 
 /// Bearer tokens accepted by the node.
@@ -77,6 +103,7 @@ impl Default for NodeConfig {
             s3: S3Config::default(),
             linkage: LinkageConfig::default(),
             tls: None,
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -120,6 +147,13 @@ impl NodeConfig {
             return Err(Error::Config(
                 "the linkage key must be at least 32 characters".into(),
             ));
+        }
+        if self.privacy.min_group_size < DEFAULT_MIN_GROUP_SIZE {
+            return Err(Error::Config(format!(
+                "privacy.min_group_size is {}; a node may raise the minimum group size above \
+                 {DEFAULT_MIN_GROUP_SIZE} but not lower it",
+                self.privacy.min_group_size
+            )));
         }
         if let Some((user, _)) = self.auth.tokens.iter().find(|(_, t)| t.len() < 8) {
             return Err(Error::Config(format!(

@@ -3,6 +3,7 @@
 
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
+use sunlight_client::{RELEASED_HEADER, SUPPRESSED_HEADER};
 use sunlight_flightsql::{Answer, QueryRequest, SqlEngine};
 use tonic::Status;
 
@@ -53,7 +54,16 @@ impl SqlEngine for Node {
         };
         let fragment = fragment.map_err(Error::Query)?;
         tracing::info!(user = %request.caller.user, node = %self.code(), query = %fragment.query_id, "fragment");
-        let (schema, stream) = fragment::run(self, fragment).await?;
-        Ok(answer(schema, stream))
+        let released = fragment::run(self, fragment).await?;
+        let mut answer = answer(released.schema, released.stream);
+        for (header, groups) in [
+            (SUPPRESSED_HEADER, released.suppressed),
+            (RELEASED_HEADER, released.released),
+        ] {
+            answer
+                .headers
+                .insert(header, groups.to_string().parse().expect("digits"));
+        }
+        Ok(answer)
     }
 }

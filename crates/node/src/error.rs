@@ -60,6 +60,9 @@ pub enum Error {
     /// A fragment failed the node's check.
     #[error("fragment refused: {0}")]
     FragmentRefused(String),
+    /// The egress guard refused what a fragment would send.
+    #[error("node egress guard: {0}")]
+    Egress(#[from] sunlight_policy::Refusal),
     /// An Arrow encoding step failed.
     #[error("cannot encode the result: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -106,7 +109,7 @@ impl From<Error> for tonic::Status {
             },
             Error::TableRefused { .. } => tonic::Status::failed_precondition(message),
             Error::Model { .. } => tonic::Status::failed_precondition(message),
-            Error::WrongNode { .. } | Error::FragmentRefused(_) => {
+            Error::WrongNode { .. } | Error::FragmentRefused(_) | Error::Egress(_) => {
                 tonic::Status::permission_denied(message)
             }
             Error::Config(_) | Error::ConfigLoad(_) | Error::DataRoot { .. } => {
@@ -114,6 +117,15 @@ impl From<Error> for tonic::Status {
             }
             Error::Store { .. } => tonic::Status::unavailable(message),
             Error::Serve { .. } | Error::Arrow(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+impl From<sunlight_policy::Error> for Error {
+    fn from(error: sunlight_policy::Error) -> Self {
+        match error {
+            sunlight_policy::Error::Refused(refusal) => Error::Egress(refusal),
+            sunlight_policy::Error::Failed(e) => Error::Query(e),
         }
     }
 }

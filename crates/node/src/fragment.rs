@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
 use sunlight_fragment::{TableLeafExec, decode_plan};
+use sunlight_policy::{Egress, Released};
 use sunlight_proto::v1::FragmentTicket;
 
 use crate::check::check_fragment;
@@ -17,11 +16,9 @@ use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
 use crate::{Error, Result};
 
-/// Runs `ticket`'s fragment on `node` and streams its single output partition.
-pub async fn run(
-    node: &Node,
-    ticket: FragmentTicket,
-) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+/// Runs `ticket`'s fragment on `node` and streams its single output partition, as the
+/// egress guard releases it.
+pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     if ticket.node != node.code().as_str() {
         return Err(Error::WrongNode {
             expected: node.code().to_string(),
@@ -32,9 +29,11 @@ pub async fn run(
     let task = context.task_ctx();
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
-    let plan = resolve_leaves(node, plan).await?;
-    let schema = plan.schema();
-    Ok((schema, execute_stream(plan, task)?))
+    let privacy = node.privacy();
+    let egress = Egress::check(&plan, privacy.min_group_size, privacy.tokens.clone())?;
+    let plan = resolve_leaves(node, egress.plan.clone()).await?;
+    let stream = execute_stream(plan, task)?;
+    Ok(egress.release(stream).await?)
 }
 
 /// Replaces every [`TableLeafExec`] with a scan of the node's table. A scan with several

@@ -18,7 +18,7 @@ mod server;
 
 pub use catalog::{DataRoot, NodeCatalog, TableProblem, TableState, compare_schema};
 pub use check::check_fragment;
-pub use config::{AuthConfig, LinkageConfig, NodeConfig, S3Config};
+pub use config::{AuthConfig, LinkageConfig, NodeConfig, PrivacyConfig, S3Config};
 pub use describe::NodeControl;
 pub use error::{Error, Result};
 pub use hits::{

@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Date32Type};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use sunlight_domain::from_date32;
 use sunlight_models::{Linkage, ModelPackage};
+use sunlight_policy::Token;
 use sunlight_proto::v1::model_step::Phase;
 use sunlight_proto::v1::{ModelStep, ModelStepReply};
 
@@ -19,11 +18,6 @@ use crate::config::LinkageConfig;
 use crate::hits::HitTables;
 use crate::node::Node;
 use crate::{Error, Result};
-
-/// Bytes of a linkage token: a truncated HMAC-SHA256.
-const TOKEN_BYTES: usize = 16;
-
-type Token = [u8; TOKEN_BYTES];
 
 /// Runs model steps over one node.
 pub struct ModelRunner {
@@ -127,15 +121,16 @@ impl ModelRunner {
     }
 
     fn token(&self, model: &str, value: &str) -> Result<Token> {
-        let key = self.linkage.key.as_ref().ok_or_else(|| Error::Model {
-            model: model.to_string(),
-            reason: "this node has no linkage key; set [linkage] key in its config".into(),
-        })?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
-        mac.update(&self.linkage.epoch.to_be_bytes());
-        mac.update(value.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        Ok(digest[..TOKEN_BYTES].try_into().expect("digest is longer"))
+        let tokens = self
+            .node
+            .privacy()
+            .tokens
+            .as_ref()
+            .ok_or_else(|| Error::Model {
+                model: model.to_string(),
+                reason: "this node has no linkage key; set [linkage] key in its config".into(),
+            })?;
+        Ok(tokens.token(value))
     }
 
     /// The rule's rows with their tokens; rows with a null link value never link.

@@ -8,6 +8,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SQLOptions};
 use sunlight_domain::NodeCode;
+use sunlight_policy::Tokenizer;
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
 
@@ -18,12 +19,31 @@ use crate::{Error, Result};
 pub struct Node {
     code: NodeCode,
     catalog: NodeCatalog,
+    privacy: Privacy,
+}
+
+/// What the egress guard needs: the minimum group size and the identifier tokenizer.
+#[derive(Debug, Clone)]
+pub struct Privacy {
+    /// Distinct persons every group that leaves must count.
+    pub min_group_size: usize,
+    /// Tokens for identifiers; `None` on a node without a linkage key.
+    pub tokens: Option<Tokenizer>,
 }
 
 impl Node {
     /// A node over an already loaded catalog.
-    pub fn new(code: NodeCode, catalog: NodeCatalog) -> Self {
-        Self { code, catalog }
+    pub fn new(code: NodeCode, catalog: NodeCatalog, privacy: Privacy) -> Self {
+        Self {
+            code,
+            catalog,
+            privacy,
+        }
+    }
+
+    /// The egress guard's settings.
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
     }
 
     /// The node's code.

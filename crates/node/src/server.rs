@@ -13,7 +13,7 @@ use crate::catalog::{DataRoot, NodeCatalog};
 use crate::config::NodeConfig;
 use crate::describe::NodeControl;
 use crate::models::ModelRunner;
-use crate::node::Node;
+use crate::node::{Node, Privacy};
 use crate::{Error, Result};
 
 /// Largest model step message, either way: a county's linkage tokens, 16 bytes a row.
@@ -46,7 +46,11 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     let code = config.node_code()?;
     let root = DataRoot::open(&config.data, &config.s3)?;
     let catalog = NodeCatalog::load(&root).await?;
-    let node = Arc::new(Node::new(code, catalog));
+    let privacy = Privacy {
+        min_group_size: config.privacy.min_group_size,
+        tokens: config.linkage.tokenizer(),
+    };
+    let node = Arc::new(Node::new(code, catalog, privacy));
 
     let tokens = TokenTable::new(&config.auth.tokens);
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -31,7 +31,7 @@ pub struct TestCity {
 /// The shared city: 300 ordinary people per county, seed 11.
 pub fn shared_city() -> &'static TestCity {
     static CITY: OnceLock<TestCity> = OnceLock::new();
-    CITY.get_or_init(|| generated_city(300, 11))
+    CITY.get_or_init(|| generated_city(5000, 11))
 }
 
 /// Generates a city into a new temporary folder.

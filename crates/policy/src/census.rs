@@ -1,0 +1,301 @@
+//! The person census of a fragment: a rewrite that carries each row's `person_id` up
+//! through the plan, so that the node can count the distinct persons behind every row
+//! it would send. The count rides in one extra output column that the egress guard
+//! reads and strips.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::functions_aggregate::min_max::max_udaf;
+use datafusion::logical_expr::JoinType;
+use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
+use datafusion::physical_expr::{PhysicalExpr, projection::ProjectionExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use sunlight_fragment::TableLeafExec;
+
+const PERSON: &str = "person_id";
+const CENSUS: &str = "__persons";
+
+/// What the census column holds.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// The row's person.
+    Person,
+    /// A partial aggregate's state of the persons of each group.
+    State {
+        function: Arc<AggregateFunctionExpr>,
+        input: SchemaRef,
+    },
+    /// The number of distinct persons of each group.
+    Count,
+}
+
+#[derive(Debug, Clone)]
+struct Censused {
+    plan: Arc<dyn ExecutionPlan>,
+    column: usize,
+    kind: Kind,
+}
+
+/// A fragment rewritten to carry its persons, and where to find them in its output.
+#[derive(Debug)]
+pub struct Census {
+    /// The rewritten plan; its first columns are the fragment's own.
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// Index of the census column.
+    pub column: usize,
+    /// Whether each output row is one source row (the column holds its person) or a
+    /// group (the column counts its persons, or holds their partial state).
+    pub grouped: bool,
+}
+
+/// Rewrites `plan` to carry its persons; `None` when it reads no table about persons.
+/// Fails for a shape whose persons cannot be followed, so that no fragment leaves
+/// uncounted.
+pub fn census(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Census>> {
+    Ok(carry(plan)?.map(|c| Census {
+        grouped: !matches!(c.kind, Kind::Person),
+        plan: c.plan,
+        column: c.column,
+    }))
+}
+
+fn carry(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Censused>> {
+    if let Some(leaf) = plan.downcast_ref::<TableLeafExec>() {
+        return leaf_census(leaf);
+    }
+    let children = plan.children();
+    if children.is_empty() {
+        return Ok(None);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        return join_census(join);
+    }
+    if children.len() != 1 {
+        return unsupported(plan);
+    }
+    let Some(input) = carry(children[0])? else {
+        return Ok(None);
+    };
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let (projection, column) = keep(filter.projection().as_deref(), input.column);
+        let rewritten = FilterExecBuilder::from(filter)
+            .with_input(input.plan)
+            .apply_projection(None)?
+            .apply_projection(projection)?
+            .build()?;
+        return Ok(Some(Censused {
+            plan: Arc::new(rewritten),
+            column,
+            kind: input.kind,
+        }));
+    }
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let mut exprs = projection.expr().to_vec();
+        let column = match exprs.iter().position(|p| is_column(&p.expr, input.column)) {
+            Some(existing) => existing,
+            None => {
+                let field = input.plan.schema().field(input.column).name().clone();
+                exprs.push(ProjectionExpr {
+                    expr: Arc::new(Column::new(&field, input.column)),
+                    alias: CENSUS.to_string(),
+                });
+                exprs.len() - 1
+            }
+        };
+        return Ok(Some(Censused {
+            plan: Arc::new(ProjectionExec::try_new(exprs, input.plan)?),
+            column,
+            kind: input.kind,
+        }));
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        return aggregate_census(aggregate, input).map(Some);
+    }
+    let passes_through = plan.name() == "CoalesceBatchesExec"
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<LocalLimitExec>()
+        || plan.is::<GlobalLimitExec>()
+        || plan.is::<SortExec>()
+        || plan.is::<SortPreservingMergeExec>()
+        || plan.is::<CooperativeExec>();
+    if !passes_through {
+        return unsupported(plan);
+    }
+    Ok(Some(Censused {
+        plan: replace_children_if_necessary(plan.clone(), vec![input.plan])?,
+        ..input
+    }))
+}
+
+fn leaf_census(leaf: &TableLeafExec) -> Result<Option<Censused>> {
+    let Ok(person) = leaf.table().schema().index_of(PERSON) else {
+        return Ok(None);
+    };
+    let (projection, column) = keep(leaf.projection(), person);
+    let plan = TableLeafExec::try_new(leaf.table(), projection, leaf.partitions(), leaf.limit())?;
+    Ok(Some(Censused {
+        plan: Arc::new(plan),
+        column,
+        kind: Kind::Person,
+    }))
+}
+
+/// A join keeps the persons of the side whose rows it returns, the left one when both.
+fn join_census(join: &HashJoinExec) -> Result<Option<Censused>> {
+    let left = carry(join.left())?;
+    let right = carry(join.right())?;
+    for side in [&left, &right].into_iter().flatten() {
+        if !matches!(side.kind, Kind::Person) {
+            return unsupported_name(join.name());
+        }
+    }
+    let left_width = join.left().schema().fields().len();
+    let new_left = left.as_ref().map(|l| l.plan.clone());
+    let new_left_width = new_left
+        .as_ref()
+        .map_or(left_width, |p| p.schema().fields().len());
+    // Indexes into the join's output before its projection.
+    let shift = |i: usize| {
+        if i < left_width {
+            i
+        } else {
+            i - left_width + new_left_width
+        }
+    };
+    let person = match join.join_type() {
+        JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+            left.as_ref().map(|l| l.column)
+        }
+        JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+            right.as_ref().map(|r| r.column)
+        }
+        _ => left
+            .as_ref()
+            .map(|l| l.column)
+            .or_else(|| right.as_ref().map(|r| r.column + new_left_width)),
+    };
+    let Some(person) = person else {
+        return Ok(None);
+    };
+    let original: Option<Vec<usize>> = join
+        .projection
+        .as_deref()
+        .map(|p| p.iter().map(|&i| shift(i)).collect());
+    let (projection, column) = keep(original.as_deref(), person);
+    let children = vec![
+        new_left.unwrap_or_else(|| join.left().clone()),
+        right.map_or_else(|| join.right().clone(), |r| r.plan),
+    ];
+    let rewritten = join
+        .builder()
+        .with_new_children(children)?
+        .with_projection(projection)
+        .build()?;
+    Ok(Some(Censused {
+        plan: Arc::new(rewritten),
+        column,
+        kind: Kind::Person,
+    }))
+}
+
+/// Adds one aggregate to `aggregate`: the distinct persons of each group, or the largest
+/// census among the groups it merges (a lower bound of their distinct persons).
+fn aggregate_census(aggregate: &AggregateExec, input: Censused) -> Result<Censused> {
+    let mode = *aggregate.mode();
+    let input_schema = input.plan.schema();
+    let (function, state_input) = match (&input.kind, mode) {
+        (
+            Kind::State { function, input },
+            AggregateMode::Final | AggregateMode::FinalPartitioned,
+        ) => (function.clone(), input.clone()),
+        (Kind::State { .. }, _) | (_, AggregateMode::Final | AggregateMode::FinalPartitioned) => {
+            return unsupported_name(aggregate.name());
+        }
+        (kind, _) => {
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(
+                input_schema.field(input.column).name(),
+                input.column,
+            ));
+            let builder = match kind {
+                Kind::Person => AggregateExprBuilder::new(count_udaf(), vec![column]).distinct(),
+                _ => AggregateExprBuilder::new(max_udaf(), vec![column]),
+            };
+            let function = builder
+                .schema(input_schema.clone())
+                .alias(CENSUS)
+                .build()
+                .map(Arc::new)?;
+            (function, input_schema.clone())
+        }
+    };
+    let mut functions = aggregate.aggr_expr().to_vec();
+    functions.push(function.clone());
+    let mut filters = aggregate.filter_expr().to_vec();
+    filters.push(None);
+    let rewritten = AggregateExec::try_new(
+        mode,
+        aggregate.group_expr().clone(),
+        functions,
+        filters,
+        input.plan,
+        state_input.clone(),
+    )?
+    .with_limit_options(aggregate.limit_options());
+    let column = rewritten.schema().fields().len() - 1;
+    let kind = match mode {
+        AggregateMode::Partial => Kind::State {
+            function,
+            input: state_input,
+        },
+        _ => Kind::Count,
+    };
+    Ok(Censused {
+        plan: Arc::new(rewritten),
+        column,
+        kind,
+    })
+}
+
+/// `projection` extended to keep input column `column`, and where it lands.
+fn keep(projection: Option<&[usize]>, column: usize) -> (Option<Vec<usize>>, usize) {
+    match projection {
+        None => (None, column),
+        Some(p) => match p.iter().position(|&i| i == column) {
+            Some(at) => (Some(p.to_vec()), at),
+            None => {
+                let mut extended = p.to_vec();
+                extended.push(column);
+                (Some(extended), p.len())
+            }
+        },
+    }
+}
+
+fn is_column(expr: &Arc<dyn PhysicalExpr>, index: usize) -> bool {
+    expr.downcast_ref::<Column>()
+        .is_some_and(|c| c.index() == index)
+}
+
+fn unsupported<T>(plan: &Arc<dyn ExecutionPlan>) -> Result<T> {
+    unsupported_name(plan.name())
+}
+
+fn unsupported_name<T>(name: &str) -> Result<T> {
+    Err(DataFusionError::Plan(format!(
+        "the persons behind {name} cannot be counted, so its rows may not leave the node"
+    )))
+}

@@ -1,0 +1,261 @@
+//! The egress guard: the node's own check of everything a fragment would send. It traces
+//! the fragment's columns, adds the person census, and on the way out tokenizes
+//! identifiers, suppresses groups of fewer than k persons and refuses answers about
+//! fewer than k persons.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringArray};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt, stream};
+
+use crate::census::census;
+use crate::lineage::{Tier, Treatment, node_egress, trace};
+use crate::{Error, Refusal, Result, Rule, Tokenizer};
+
+/// The smallest number of distinct persons a group must count; a node may raise it.
+pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
+
+/// A checked fragment: the plan to run in its place, and how its output is released.
+#[derive(Debug)]
+pub struct Egress {
+    /// The fragment with its person census; run this one.
+    pub plan: Arc<dyn ExecutionPlan>,
+    treatments: Vec<Treatment>,
+    schema: SchemaRef,
+    census: Option<(usize, bool)>,
+    min_group_size: usize,
+    tokens: Option<Tokenizer>,
+}
+
+/// A fragment's output as released by the guard.
+pub struct Released {
+    /// Schema of what leaves.
+    pub schema: SchemaRef,
+    /// The rows that leave.
+    pub stream: SendableRecordBatchStream,
+    /// Groups held back because they count fewer than k persons.
+    pub suppressed: usize,
+    /// Groups released that count at least k persons (groups of no person aside).
+    pub released: usize,
+}
+
+impl Egress {
+    /// Checks `fragment` against the egress rules; `tokens` makes identifier tokens and
+    /// is absent on a node without a linkage key.
+    pub fn check(
+        fragment: &Arc<dyn ExecutionPlan>,
+        min_group_size: usize,
+        tokens: Option<Tokenizer>,
+    ) -> Result<Self> {
+        let schema = fragment.schema();
+        let lineage = trace(fragment, Tier::Node, &|_| None)?;
+        let treatments = node_egress(&lineage, schema.fields())?;
+        for (treatment, field) in treatments.iter().zip(schema.fields()) {
+            let text = match (treatment, field.data_type()) {
+                (Treatment::Keep, _) => continue,
+                (Treatment::Tokenize, t) => is_text(t),
+                (
+                    Treatment::TokenizeElements,
+                    DataType::List(inner) | DataType::LargeList(inner),
+                ) => is_text(inner.data_type()),
+                (Treatment::TokenizeElements, _) => false,
+            };
+            if !text {
+                return Err(Refusal::new(
+                    Rule::QuasiIdentifier,
+                    format!(
+                        "column {} would carry the raw values of a distinct aggregate over a \
+                         non-text column; count distinct values of text columns only",
+                        field.name()
+                    ),
+                ));
+            }
+            if tokens.is_none() {
+                return Err(Refusal::new(
+                    Rule::DirectIdentifier,
+                    format!(
+                        "column {} carries identifiers, and this node has no linkage key to \
+                         turn them into tokens; set [linkage] key in its config",
+                        field.name()
+                    ),
+                ));
+            }
+        }
+        let census =
+            census(fragment).map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?;
+        let (plan, census) = match census {
+            Some(c) => (c.plan, Some((c.column, c.grouped))),
+            None => (fragment.clone(), None),
+        };
+        Ok(Self {
+            plan,
+            treatments,
+            schema,
+            census,
+            min_group_size,
+            tokens,
+        })
+    }
+
+    /// Applies the guard to the output of [`Egress::plan`]. Reads groups to the end, and
+    /// rows until they concern k persons, before anything is released. Groups of fewer
+    /// than k persons are held back; rows about fewer than k persons are refused.
+    pub async fn release(
+        self,
+        mut input: SendableRecordBatchStream,
+    ) -> std::result::Result<Released, Error> {
+        let k = self.min_group_size;
+        let mut held = Vec::new();
+        let mut suppressed = 0;
+        let mut released = 0;
+        match self.census {
+            Some((column, true)) => {
+                while let Some(batch) = input.next().await {
+                    let batch = batch?;
+                    let persons = persons_per_row(batch.column(column))?;
+                    let keep: arrow::array::BooleanArray = persons
+                        .iter()
+                        .map(|&n| Some(n == 0 || n >= k as i64))
+                        .collect();
+                    released += persons.iter().filter(|&&n| n >= k as i64).count();
+                    suppressed += keep.false_count();
+                    held.push(filter_record_batch(&batch, &keep).map_err(DataFusionError::from)?);
+                }
+            }
+            Some((column, false)) => {
+                let mut seen = HashSet::new();
+                while seen.len() < k {
+                    let Some(batch) = input.next().await else {
+                        break;
+                    };
+                    let batch = batch?;
+                    let people = cast(batch.column(column), &DataType::Utf8)
+                        .map_err(DataFusionError::from)?;
+                    seen.extend(
+                        people
+                            .as_string::<i32>()
+                            .iter()
+                            .flatten()
+                            .map(str::to_string),
+                    );
+                    held.push(batch);
+                }
+                if !seen.is_empty() && seen.len() < k {
+                    return Err(too_few(k, "the rows of the answer concern").into());
+                }
+            }
+            None => {}
+        }
+        let schema = self.schema.clone();
+        let guard = Arc::new(self);
+        let rest = input.and_then({
+            let guard = guard.clone();
+            move |b| std::future::ready(guard.clear(&b))
+        });
+        let held: Vec<_> = held.iter().map(|b| guard.clear(b)).collect();
+        let stream = stream::iter(held).chain(rest);
+        Ok(Released {
+            schema: schema.clone(),
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            suppressed,
+            released,
+        })
+    }
+
+    /// The fragment's own columns of `batch`, identifiers turned into tokens.
+    fn clear(&self, batch: &RecordBatch) -> DfResult<RecordBatch> {
+        let columns = self
+            .treatments
+            .iter()
+            .enumerate()
+            .map(|(i, treatment)| {
+                let column = batch.column(i);
+                match treatment {
+                    Treatment::Keep => Ok(column.clone()),
+                    Treatment::Tokenize => self.tokenize(column),
+                    Treatment::TokenizeElements => match column.data_type() {
+                        DataType::LargeList(_) => self.tokenize_list(column.as_list::<i64>()),
+                        _ => self.tokenize_list(column.as_list::<i32>()),
+                    },
+                }
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    fn tokenize(&self, column: &ArrayRef) -> DfResult<ArrayRef> {
+        let tokens = self.tokens.as_ref().expect("checked when the fragment was");
+        let text = cast(column, &DataType::Utf8)?;
+        let hashed: StringArray = text
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(|s| tokens.hex(s)))
+            .collect();
+        Ok(cast(&hashed, column.data_type())?)
+    }
+
+    fn tokenize_list<O: OffsetSizeTrait>(&self, list: &GenericListArray<O>) -> DfResult<ArrayRef> {
+        let (DataType::List(field) | DataType::LargeList(field)) = list.data_type() else {
+            unreachable!("a list array");
+        };
+        let values = self.tokenize(list.values())?;
+        let rebuilt = GenericListArray::<O>::try_new(
+            field.clone(),
+            list.offsets().clone(),
+            values,
+            list.nulls().cloned(),
+        )?;
+        Ok(Arc::new(rebuilt))
+    }
+}
+
+/// Distinct persons of each row of a census column: a count, or a state listing them.
+fn persons_per_row(column: &ArrayRef) -> DfResult<Vec<i64>> {
+    Ok(match column.data_type() {
+        DataType::List(_) => lengths(column.as_list::<i32>()),
+        DataType::LargeList(_) => lengths(column.as_list::<i64>()),
+        _ => cast(column, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+    })
+}
+
+fn lengths<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> Vec<i64> {
+    (0..list.len())
+        .map(|i| {
+            if list.is_null(i) {
+                0
+            } else {
+                list.value_length(i).as_usize() as i64
+            }
+        })
+        .collect()
+}
+
+fn is_text(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// The refusal of an answer about fewer than `k` persons.
+pub fn too_few(k: usize, what: &str) -> Refusal {
+    Refusal::new(
+        Rule::MinGroupSize,
+        format!(
+            "{what} fewer than {k} distinct persons; widen the filter or the groups \
+             (a filter that isolates fewer than {k} persons is refused)"
+        ),
+    )
+}

@@ -1,0 +1,493 @@
+//! Where each output column of a physical plan comes from. Tracing a plan also enforces
+//! how class-D columns may be used on the way: joined on, counted, tested for NULL,
+//! grouped by or masked, and nothing else.
+
+use std::sync::Arc;
+
+use arrow::datatypes::Fields;
+use datafusion::common::JoinSide;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::JoinType;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::expressions::{Column, IsNotNullExpr, IsNullExpr, Literal};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
+use sunlight_domain::{ColumnClass, Table, column_class};
+use sunlight_fragment::TableLeafExec;
+
+use crate::{Refusal, Result, Rule};
+
+/// Functions that turn an identifier into a display mask.
+const MASKS: &[&str] = &["mask_id", "mask_name"];
+
+/// Where a plan runs: aggregates at a node are counted there; at the city they are
+/// counted only when the nodes formed the groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Inside a fragment, at a node.
+    Node,
+    /// At the city, above the fragments.
+    City,
+}
+
+/// Whether a column is a per-row value or a per-group one, and where groups were formed.
+/// Ordered from least to most safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grouping {
+    /// One value per source row.
+    Raw,
+    /// A group formed at the city from rows of several nodes: its persons are uncounted.
+    City,
+    /// A group formed at a node, where its persons are counted.
+    Node,
+}
+
+/// The origin of one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    /// Derived from rows about persons (every contract table but the reference table).
+    pub personal: bool,
+    /// The class-D column (`table.column`) this column carries unchanged.
+    pub direct: Option<Arc<str>>,
+    /// A class-Q column (`table.column`) this column is derived from.
+    pub quasi: Option<Arc<str>>,
+    /// A distinct aggregate's partial state: a list of its input's raw values.
+    pub distinct_state: bool,
+    /// Per row or per group.
+    pub grouping: Grouping,
+}
+
+impl Lineage {
+    /// A value that depends on no row: a literal, or a column of the reference table.
+    fn constant() -> Self {
+        Self {
+            personal: false,
+            direct: None,
+            quasi: None,
+            distinct_state: false,
+            grouping: Grouping::Node,
+        }
+    }
+
+    /// Derived from both `self` and `other`.
+    fn merge(mut self, other: &Lineage) -> Self {
+        self.personal |= other.personal;
+        self.direct = self.direct.or_else(|| other.direct.clone());
+        self.quasi = self.quasi.or_else(|| other.quasi.clone());
+        self.distinct_state |= other.distinct_state;
+        self.grouping = self.grouping.min(other.grouping);
+        self
+    }
+
+    fn merged<'a>(all: impl IntoIterator<Item = &'a Lineage>) -> Self {
+        let mut all = all.into_iter();
+        match all.next() {
+            Some(first) => all.fold(first.clone(), |a, b| a.merge(b)),
+            None => Self::constant(),
+        }
+    }
+
+    fn of_table(table: Table, field: &arrow::datatypes::Field) -> Self {
+        let source: Arc<str> = format!("{}.{}", table.name(), field.name()).into();
+        let class = column_class(field);
+        Self {
+            personal: table != Table::SubsidyStandards,
+            direct: (class == ColumnClass::Direct).then(|| source.clone()),
+            quasi: (class == ColumnClass::Quasi).then_some(source),
+            distinct_state: false,
+            grouping: Grouping::Raw,
+        }
+    }
+}
+
+/// The plan a city operator runs at the nodes, if it is one: tracing continues there.
+pub type Fragments<'a> = &'a dyn Fn(&dyn ExecutionPlan) -> Option<Arc<dyn ExecutionPlan>>;
+
+/// The lineage of every output column of `plan`, run at `tier`. Refuses a plan that uses
+/// a class-D column in any other way than joining on it, counting it, testing it for
+/// NULL, grouping by it or masking it.
+pub fn trace(
+    plan: &Arc<dyn ExecutionPlan>,
+    tier: Tier,
+    fragments: Fragments<'_>,
+) -> Result<Vec<Lineage>> {
+    Tracer { tier, fragments }.plan(plan)
+}
+
+struct Tracer<'a> {
+    tier: Tier,
+    fragments: Fragments<'a>,
+}
+
+impl Tracer<'_> {
+    fn plan(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Lineage>> {
+        if let Some(leaf) = plan.downcast_ref::<TableLeafExec>() {
+            return Ok(leaf
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Lineage::of_table(leaf.table(), f))
+                .collect());
+        }
+        if let Some(fragment) = (self.fragments)(plan.as_ref()) {
+            let node = Tracer {
+                tier: Tier::Node,
+                fragments: self.fragments,
+            };
+            return node.plan(&fragment);
+        }
+        if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+            let input = self.plan(filter.input())?;
+            self.expr(filter.predicate(), &input)?;
+            return Ok(project(input, filter.projection().as_deref()));
+        }
+        if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+            let input = self.plan(projection.input())?;
+            return projection
+                .expr()
+                .iter()
+                .map(|p| self.expr(&p.expr, &input))
+                .collect();
+        }
+        if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+            return self.aggregate(aggregate);
+        }
+        if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+            return self.join(join);
+        }
+        if let Some(sort) = plan.downcast_ref::<SortExec>() {
+            let input = self.plan(sort.input())?;
+            for key in sort.expr().iter() {
+                self.order_key(&key.expr, &input)?;
+            }
+            return Ok(input);
+        }
+        if let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() {
+            let input = self.plan(merge.input())?;
+            for key in merge.expr().iter() {
+                self.order_key(&key.expr, &input)?;
+            }
+            return Ok(input);
+        }
+        if plan.is::<UnionExec>() {
+            let inputs = plan
+                .children()
+                .into_iter()
+                .map(|c| self.plan(c))
+                .collect::<Result<Vec<_>>>()?;
+            let width = plan.schema().fields().len();
+            return Ok((0..width)
+                .map(|i| Lineage::merged(inputs.iter().filter_map(|c| c.get(i))))
+                .collect());
+        }
+        self.other(plan)
+    }
+
+    /// Any other operator: its children's columns pass through in order, and columns it
+    /// adds are derived from all of them.
+    fn other(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Lineage>> {
+        let mut input = Vec::new();
+        for child in plan.children() {
+            input.extend(self.plan(child)?);
+        }
+        if plan.children().is_empty() {
+            return Ok(vec![Lineage::constant(); plan.schema().fields().len()]);
+        }
+        let mut refusal = None;
+        plan.apply_expressions(&mut |e| {
+            if let Err(r) = self.expr(e, &input) {
+                refusal = Some(r);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| untraceable(plan, e))?;
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
+        let derived = Lineage::merged(&input);
+        let width = plan.schema().fields().len();
+        input.truncate(width);
+        input.resize(width, derived);
+        Ok(input)
+    }
+
+    fn aggregate(&self, aggregate: &AggregateExec) -> Result<Vec<Lineage>> {
+        let input = self.plan(aggregate.input())?;
+        let grouping = match self.tier {
+            Tier::Node => Grouping::Node,
+            Tier::City
+                if input
+                    .iter()
+                    .any(|l| l.personal && l.grouping == Grouping::Raw) =>
+            {
+                Grouping::City
+            }
+            Tier::City => Grouping::Node,
+        };
+        let mut out = Vec::new();
+        for (expr, _) in aggregate.group_expr().expr() {
+            let mut key = self.expr(expr, &input)?;
+            key.grouping = grouping;
+            out.push(key);
+        }
+        if aggregate.group_expr().has_grouping_set() {
+            out.push(Lineage::constant());
+        }
+        let mode = *aggregate.mode();
+        let mut states = out.len();
+        for function in aggregate.aggr_expr() {
+            let width = function
+                .state_fields()
+                .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
+                .len();
+            let mut value = match mode {
+                AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                    let end = (states + width).min(input.len());
+                    let value = Lineage::merged(&input[states.min(end)..end]);
+                    states += width;
+                    Lineage {
+                        direct: None,
+                        distinct_state: false,
+                        ..value
+                    }
+                }
+                _ => {
+                    let args = function
+                        .expressions()
+                        .iter()
+                        .map(|e| self.expr(e, &input))
+                        .collect::<Result<Vec<_>>>()?;
+                    let value = Lineage::merged(&args);
+                    if let Some(source) = &value.direct
+                        && function.fun().name() != "count"
+                    {
+                        return Err(direct_use(source, &format!("{}(…)", function.fun().name())));
+                    }
+                    let state = mode == AggregateMode::Partial && function.is_distinct();
+                    Lineage {
+                        direct: value.direct.clone().filter(|_| state),
+                        distinct_state: state,
+                        ..value
+                    }
+                }
+            };
+            value.grouping = grouping;
+            let columns = if mode == AggregateMode::Partial {
+                width
+            } else {
+                1
+            };
+            out.extend(std::iter::repeat_n(value, columns));
+        }
+        Ok(out)
+    }
+
+    fn join(&self, join: &HashJoinExec) -> Result<Vec<Lineage>> {
+        let left = self.plan(join.left())?;
+        let right = self.plan(join.right())?;
+        for (l, r) in join.on() {
+            self.expr(l, &left)?;
+            self.expr(r, &right)?;
+        }
+        if let Some(filter) = join.filter() {
+            let columns: Vec<Lineage> = filter
+                .column_indices()
+                .iter()
+                .map(|c| match c.side {
+                    JoinSide::Left => left[c.index].clone(),
+                    JoinSide::Right => right[c.index].clone(),
+                    JoinSide::None => Lineage::constant(),
+                })
+                .collect();
+            let condition = self.expr(filter.expression(), &columns)?;
+            if let Some(source) = &condition.direct {
+                return Err(direct_use(source, "a join condition"));
+            }
+        }
+        let mark = |side: &[Lineage]| Lineage {
+            direct: None,
+            distinct_state: false,
+            ..Lineage::merged(side)
+        };
+        let joined = match join.join_type() {
+            JoinType::LeftSemi | JoinType::LeftAnti => left,
+            JoinType::RightSemi | JoinType::RightAnti => right,
+            JoinType::LeftMark => {
+                let flag = mark(&right);
+                left.into_iter().chain([flag]).collect()
+            }
+            JoinType::RightMark => {
+                let flag = mark(&left);
+                right.into_iter().chain([flag]).collect()
+            }
+            _ => left.into_iter().chain(right).collect(),
+        };
+        Ok(project(joined, join.projection.as_deref()))
+    }
+
+    fn order_key(&self, key: &Arc<dyn PhysicalExpr>, input: &[Lineage]) -> Result<()> {
+        match self.expr(key, input)?.direct {
+            Some(source) => Err(direct_use(&source, "ORDER BY")),
+            None => Ok(()),
+        }
+    }
+
+    /// The lineage of an expression's value; refuses any computation on a class-D column
+    /// except masking it or testing it for NULL.
+    fn expr(&self, expr: &Arc<dyn PhysicalExpr>, input: &[Lineage]) -> Result<Lineage> {
+        if let Some(column) = expr.downcast_ref::<Column>() {
+            return input.get(column.index()).cloned().ok_or_else(|| {
+                Refusal::new(
+                    Rule::Untraceable,
+                    format!("column {column} is outside its input"),
+                )
+            });
+        }
+        if expr.is::<Literal>() {
+            return Ok(Lineage::constant());
+        }
+        let args = expr
+            .children()
+            .into_iter()
+            .map(|c| self.expr(c, input))
+            .collect::<Result<Vec<_>>>()?;
+        let value = Lineage::merged(&args);
+        let masked = expr
+            .downcast_ref::<ScalarFunctionExpr>()
+            .is_some_and(|f| MASKS.contains(&f.name()));
+        if masked {
+            return Ok(Lineage {
+                direct: None,
+                quasi: None,
+                ..value
+            });
+        }
+        if expr.is::<IsNullExpr>() || expr.is::<IsNotNullExpr>() {
+            return Ok(Lineage {
+                direct: None,
+                ..value
+            });
+        }
+        match &value.direct {
+            Some(source) => Err(direct_use(source, &format!("`{expr}`"))),
+            None => Ok(value),
+        }
+    }
+}
+
+fn project(input: Vec<Lineage>, projection: Option<&[usize]>) -> Vec<Lineage> {
+    match projection {
+        Some(indexes) => indexes.iter().map(|&i| input[i].clone()).collect(),
+        None => input,
+    }
+}
+
+fn direct_use(source: &str, place: &str) -> Refusal {
+    Refusal::new(
+        Rule::DirectIdentifier,
+        format!(
+            "{source} is a class-D identifier and is used in {place}; an identifier may only \
+             be joined on, counted (count(DISTINCT …)), tested with IS NULL, grouped by at a \
+             node (it leaves as a keyed token) or shown through mask_id/mask_name"
+        ),
+    )
+}
+
+fn untraceable(plan: &Arc<dyn ExecutionPlan>, error: impl std::fmt::Display) -> Refusal {
+    Refusal::new(
+        Rule::Untraceable,
+        format!("cannot trace the columns of {}: {error}", plan.name()),
+    )
+}
+
+/// What the node does to a column before it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Treatment {
+    /// Sent as computed.
+    Keep,
+    /// A class-D value: replaced by its keyed token.
+    Tokenize,
+    /// A distinct aggregate's state of identifying values: each element replaced by its
+    /// keyed token, which counts the same.
+    TokenizeElements,
+}
+
+/// The node's egress rules over a fragment's output columns: class-D values leave only as
+/// keyed tokens, class-Q values only as group keys or inside aggregates.
+pub fn node_egress(lineage: &[Lineage], fields: &Fields) -> Result<Vec<Treatment>> {
+    lineage
+        .iter()
+        .zip(fields.iter())
+        .map(|(l, field)| {
+            if l.distinct_state && (l.direct.is_some() || l.quasi.is_some()) {
+                return Ok(Treatment::TokenizeElements);
+            }
+            if l.direct.is_some() {
+                return Ok(Treatment::Tokenize);
+            }
+            match &l.quasi {
+                Some(source) if l.grouping == Grouping::Raw => {
+                    Err(row_by_row(field.name(), source))
+                }
+                _ => Ok(Treatment::Keep),
+            }
+        })
+        .collect()
+}
+
+/// The city's disclosure rules over an answer's columns: aggregates only, formed where
+/// persons are counted, and no identifier, not even as a token.
+pub fn city_answer(lineage: &[Lineage], fields: &Fields) -> Result<()> {
+    for (l, field) in lineage.iter().zip(fields.iter()) {
+        let name = field.name();
+        if let Some(source) = &l.direct {
+            return Err(Refusal::new(
+                Rule::DirectIdentifier,
+                format!(
+                    "column {name} would show {source}, a class-D identifier; count it with \
+                     count(DISTINCT …) or show it through mask_id/mask_name"
+                ),
+            ));
+        }
+        if let (Some(source), Grouping::Raw) = (&l.quasi, l.grouping) {
+            return Err(row_by_row(name, source));
+        }
+        if l.personal && l.grouping == Grouping::Raw {
+            return Err(Refusal::new(
+                Rule::AggregatesOnly,
+                format!(
+                    "column {name} would list rows about persons; the city answers aggregates \
+                     only: add GROUP BY or an aggregate, or open a case for named hits"
+                ),
+            ));
+        }
+        if l.personal && l.grouping == Grouping::City {
+            return Err(Refusal::new(
+                Rule::MinGroupSize,
+                format!(
+                    "column {name} is aggregated at the city over rows of several nodes, where \
+                     the persons in each group cannot be counted; group by columns each node \
+                     can aggregate on its own"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn row_by_row(name: &str, source: &str) -> Refusal {
+    Refusal::new(
+        Rule::QuasiIdentifier,
+        format!(
+            "column {name} carries {source}, a class-Q column, row by row; it may leave a \
+             node only as a group key or inside an aggregate"
+        ),
+    )
+}
