@@ -103,6 +103,11 @@ struct NodeArgs {
     #[arg(long, env = "SUNLIGHT_TOKEN")]
     #[serde(skip)]
     token: Option<String>,
+    /// The token of the city's coordinator, user `city`: it may send fragments and model
+    /// steps but not run SQL (adds to the config file's tokens).
+    #[arg(long, env = "SUNLIGHT_CITY_TOKEN", hide_env_values = true)]
+    #[serde(skip)]
+    city_token: Option<String>,
     /// The linkage key shared by the nodes (at least 32 characters).
     #[arg(long, env = "SUNLIGHT_LINKAGE_KEY", hide_env_values = true)]
     #[serde(skip)]
@@ -295,6 +300,10 @@ async fn node(args: NodeArgs) -> Result<()> {
     let mut config = NodeConfig::load(args.config.as_deref(), &args)?;
     if let Some(token) = &args.token {
         config.auth.tokens.insert("cli".into(), token.clone());
+    }
+    if let Some(token) = &args.city_token {
+        config.auth.tokens.insert("city".into(), token.clone());
+        config.auth.city.insert("city".into());
     }
     if let Some(key) = &args.linkage_key {
         config.linkage.key = Some(key.clone());

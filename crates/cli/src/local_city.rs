@@ -43,6 +43,7 @@ impl LocalCity {
                 ..NodeConfig::default()
             };
             config.auth.tokens.insert("city".into(), LOCAL_TOKEN.into());
+            config.auth.city.insert("city".into());
             config.linkage.key = Some(LINKAGE_KEY.into());
             nodes.push(start_node(config).await?);
         }

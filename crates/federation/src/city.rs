@@ -8,16 +8,20 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
 use datafusion::optimizer::Optimizer;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::expressions::col;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use sunlight_client::SqlClient;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_flightsql::{Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine};
+use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{DEFAULT_MIN_GROUP_SIZE, Tier, city_answer, too_few, trace};
 use tokio::sync::RwLock;
 use tonic::Status;
@@ -28,7 +32,7 @@ use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::pushdown::PushToNodes;
 use crate::reference::ReferenceTable;
-use crate::registry::NodeRegistry;
+use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::table::GlobalTable;
 
 /// How the city runs federated queries.
@@ -121,26 +125,39 @@ impl CityEngine {
         }
     }
 
+    /// `node`'s copy of `subsidy_standards`, fetched as a fragment like any other read.
+    async fn standards_copy(&self, node: &NodeEndpoint) -> Result<Vec<RecordBatch>> {
+        let leaf = Arc::new(TableLeafExec::try_new(
+            Table::SubsidyStandards,
+            None,
+            1,
+            None,
+        )?);
+        let fragment = Arc::new(NodeFragmentExec::try_new(
+            vec![node.clone()],
+            leaf,
+            self.channels.clone(),
+        )?);
+        let schema = fragment.schema();
+        let keys = ["subsidy_type", "valid_from"]
+            .map(|c| col(c, &schema).map(PhysicalSortExpr::new_default))
+            .into_iter()
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let order = LexOrdering::new(keys).expect("two sort keys");
+        let sorted = Arc::new(SortExec::new(order, fragment));
+        Ok(collect(sorted, Arc::new(TaskContext::default())).await?)
+    }
+
     /// Loads `subsidy_standards` from every node, keeps the copy most nodes hold and
     /// names the nodes whose copy differs.
     pub async fn check_standards(&self) -> Result<StandardsCheck> {
         let nodes = self.registry.nodes();
-        let answers = futures::future::join_all(nodes.iter().map(|n| async move {
-            let endpoint = self.channels.endpoint(n).map_err(|e| e.to_string())?;
-            let mut client = SqlClient::connect_endpoint(&n.addr, endpoint, &n.token)
-                .await
-                .map_err(|e| e.to_string())?;
-            client
-                .query("SELECT * FROM subsidy_standards ORDER BY subsidy_type, valid_from")
-                .await
-                .map_err(|e| e.to_string())
-        }))
-        .await;
+        let answers = futures::future::join_all(nodes.iter().map(|n| self.standards_copy(n))).await;
         let mut check = StandardsCheck::default();
         let mut copies: Vec<(String, Vec<RecordBatch>, Vec<NodeCode>)> = Vec::new();
         for (node, answer) in nodes.iter().zip(answers) {
             let batches = match answer {
-                Ok(result) => result.batches,
+                Ok(batches) => batches,
                 Err(e) => {
                     check.unreachable.insert(node.code, e.to_string());
                     continue;

@@ -1,6 +1,6 @@
 //! Node configuration: defaults < TOML file < `SUNLIGHT_NODE_*` environment < flags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -74,6 +74,10 @@ impl LinkageConfig {
 pub struct AuthConfig {
     /// User name to API token.
     pub tokens: BTreeMap<String, String>,
+    /// Users that are the city's coordinator: they send plan fragments, which pass the
+    /// egress guard, and model steps, but may not run SQL here. The other users are the
+    /// county's own analysts, with full SQL over the node's data.
+    pub city: BTreeSet<String>,
 }
 
 /// Connection settings of an S3-compatible store; unset values come from the usual
@@ -153,6 +157,16 @@ impl NodeConfig {
                 "privacy.min_group_size is {}; a node may raise the minimum group size above \
                  {DEFAULT_MIN_GROUP_SIZE} but not lower it",
                 self.privacy.min_group_size
+            )));
+        }
+        if let Some(user) = self
+            .auth
+            .city
+            .iter()
+            .find(|u| !self.auth.tokens.contains_key(*u))
+        {
+            return Err(Error::Config(format!(
+                "auth.city names user {user:?}, who has no token in [auth.tokens]"
             )));
         }
         if let Some((user, _)) = self.auth.tokens.iter().find(|(_, t)| t.len() < 8) {

@@ -18,6 +18,21 @@ fn answer(schema: arrow::datatypes::SchemaRef, stream: SendableRecordBatchStream
     }
 }
 
+impl Node {
+    /// SQL at a node is for the county's own analysts; the city sends fragments.
+    fn local_analyst(&self, request: &QueryRequest) -> Result<(), Status> {
+        let user = &request.caller.user;
+        if self.privacy().city_users.contains(user) {
+            return Err(Status::permission_denied(format!(
+                "user {user} is the city's coordinator at node {}: it sends plan fragments, \
+                 which pass the node's egress guard, and may not run SQL here",
+                self.code()
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl SqlEngine for Node {
     fn server_name(&self) -> String {
@@ -27,12 +42,14 @@ impl SqlEngine for Node {
     async fn schema(
         &self,
         sql: &str,
-        _request: &QueryRequest,
+        request: &QueryRequest,
     ) -> Result<arrow::datatypes::SchemaRef, Status> {
+        self.local_analyst(request)?;
         Ok(self.query_schema(sql).await?)
     }
 
-    async fn execute(&self, sql: &str, _request: &QueryRequest) -> Result<Answer, Status> {
+    async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status> {
+        self.local_analyst(request)?;
         let (schema, stream) = self.query(sql).await?;
         Ok(answer(schema, stream))
     }

@@ -1,6 +1,7 @@
 //! A node: its code and the DataFusion context over its tables. Every query of the node,
 //! whoever sends it, runs here.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -29,6 +30,8 @@ pub struct Privacy {
     pub min_group_size: usize,
     /// Tokens for identifiers; `None` on a node without a linkage key.
     pub tokens: Option<Tokenizer>,
+    /// Users that are the city's coordinator, who may not run SQL here.
+    pub city_users: BTreeSet<String>,
 }
 
 impl Node {

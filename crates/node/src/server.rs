@@ -49,6 +49,7 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     let privacy = Privacy {
         min_group_size: config.privacy.min_group_size,
         tokens: config.linkage.tokenizer(),
+        city_users: config.auth.city.clone(),
     };
     let node = Arc::new(Node::new(code, catalog, privacy));
 

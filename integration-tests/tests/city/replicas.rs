@@ -8,7 +8,8 @@ use sunlight_domain::NodeCode;
 
 use crate::oracle;
 use crate::support::{
-    ServiceProcess, TOKEN, new_user, shared_city, sunlight, sunlight_bin, sunlight_fails,
+    CITY_TOKEN, ServiceProcess, TOKEN, new_user, shared_city, sunlight, sunlight_bin,
+    sunlight_fails,
 };
 
 fn admin(coordinators: &str, token: &str, args: &[&str]) -> String {
@@ -82,7 +83,7 @@ async fn three_replicas_share_the_registry_and_users_and_survive_the_leader() {
                 "--addr",
                 &node.addr,
                 "--node-token",
-                TOKEN,
+                CITY_TOKEN,
             ],
         );
         assert!(out.contains("registered"), "{out}");

@@ -12,6 +12,8 @@ use sunlight_domain::NodeCode;
 
 /// Token every test node accepts, and the coordinators' bootstrap administrator token.
 pub const TOKEN: &str = "integration-token";
+/// The coordinator's token at every test node: fragments and model steps, no SQL.
+pub const CITY_TOKEN: &str = "integration-city-token";
 /// Linkage key of every test node.
 pub const LINKAGE_KEY: &str = "integration-linkage-key-0123456789abcdef";
 /// Secret shared by test coordinator replicas.
@@ -80,6 +82,8 @@ impl ServiceProcess {
             &data,
             "--linkage-key",
             LINKAGE_KEY,
+            "--city-token",
+            CITY_TOKEN,
         ];
         args.extend_from_slice(extra);
         Self::spawn(&args)
@@ -88,7 +92,9 @@ impl ServiceProcess {
     /// Starts a one-replica coordinator group over `nodes` (code, address) with the
     /// shared test token as its administrator.
     pub fn coordinator(nodes: &[(String, String)], extra: &[&str]) -> Self {
-        let mut args: Vec<String> = ["--init", "--node-token", TOKEN].map(String::from).to_vec();
+        let mut args: Vec<String> = ["--init", "--node-token", CITY_TOKEN]
+            .map(String::from)
+            .to_vec();
         for (code, addr) in nodes {
             args.push("--node".into());
             args.push(format!("{code}={addr}"));
