@@ -57,6 +57,8 @@ pub const SUPPRESSED_HEADER: &str = "sunlight-suppressed-groups";
 /// Response header with the number of groups a node released that count at least k
 /// persons; the city refuses an answer when every group was held back.
 pub const RELEASED_HEADER: &str = "sunlight-released-groups";
+/// Response header with a node's sketch of the persons behind its released groups.
+pub const SKETCH_HEADER: &str = "sunlight-persons-sketch";
 
 /// Result of the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,22 +5,18 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sunlight_federation::{QueryAudit, QueryEvent};
-use sunlight_meta::{Actor, AdminClient, Command, Replica};
+use sunlight_meta::{Actor, Command, Replica};
 
 /// Appends the city's query events through raft; a follower hands them to the leader.
 #[derive(Debug)]
 pub struct ReplicatedAudit {
     replica: Arc<Replica>,
-    secret: String,
 }
 
 impl ReplicatedAudit {
-    /// Audits through `replica`, which presents `secret` to the leader.
-    pub fn new(replica: Arc<Replica>, secret: &str) -> Self {
-        Self {
-            replica,
-            secret: secret.to_string(),
-        }
+    /// Audits through `replica`.
+    pub fn new(replica: Arc<Replica>) -> Self {
+        Self { replica }
     }
 }
 
@@ -55,24 +51,6 @@ impl QueryAudit for ReplicatedAudit {
             detail: detail.to_string(),
             decision,
         };
-        match self
-            .replica
-            .propose(self.replica.actor(), command.clone())
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Hand the record to the leader; if it has just gone, the client finds the next.
-            Err(sunlight_meta::Error::NotLeader { leader, .. }) => {
-                let mut peers: Vec<String> = leader.into_iter().map(|(_, addr)| addr).collect();
-                peers.extend(self.replica.status().replicas.into_iter().map(|r| r.addr));
-                AdminClient::new(&peers, &self.secret)
-                    .map_err(|e| e.to_string())?
-                    .propose(&command)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+        self.replica.audit(command).await.map_err(|e| e.to_string())
     }
 }

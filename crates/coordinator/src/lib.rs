@@ -117,10 +117,7 @@ pub async fn start_coordinator(
         tls: node_tls.clone(),
     };
     let engine = CityEngine::new(Arc::new(ReplicatedRegistry(replica.clone())), federation);
-    engine.set_audit(Arc::new(audit::ReplicatedAudit::new(
-        replica.clone(),
-        &config.replica.secret,
-    )));
+    engine.set_audit(Arc::new(audit::ReplicatedAudit::new(replica.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -50,13 +50,21 @@ impl Credentials for ReplicatedUsers {
             .0
             .read(|state| state.user_by_token(token).cloned())
             .map_err(Status::unauthenticated)?;
-        if user.role == Role::CountyAnalyst {
-            return Err(Status::permission_denied(format!(
+        match user.role {
+            Role::CountyAnalyst => Err(Status::permission_denied(format!(
                 "{} is a county analyst of {}; county analysts query their own node, not the city",
                 user.name,
                 user.node.as_deref().unwrap_or("no node")
-            )));
+            ))),
+            Role::Auditor => Err(Status::permission_denied(format!(
+                "{} is an auditor; auditors read the audit log (sunlight audit), not the data",
+                user.name
+            ))),
+            _ => Ok(user.name),
         }
-        Ok(user.name)
+    }
+
+    fn refused(&self, token: Option<&str>, reason: &str) {
+        self.0.audit_refusal("flight-sql", token, reason);
     }
 }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use sunlight_domain::{NodeCode, Table};
 use sunlight_flightsql::{Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine};
 use sunlight_fragment::TableLeafExec;
-use sunlight_policy::{DEFAULT_MIN_GROUP_SIZE, Tier, city_answer, too_few, trace};
+use sunlight_policy::{AnswerHistory, DEFAULT_MIN_GROUP_SIZE, Tier, city_answer, too_few, trace};
 use tokio::sync::RwLock;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -34,6 +34,9 @@ use crate::pushdown::PushToNodes;
 use crate::reference::ReferenceTable;
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::table::GlobalTable;
+
+/// How long the city compares a user's answers for differencing.
+const DIFFERENCING_WINDOW: Duration = Duration::from_secs(3600);
 
 /// How the city runs federated queries.
 #[derive(Debug, Clone)]
@@ -103,6 +106,7 @@ pub struct CityEngine {
     /// Functions, rules and tables, built once; each query clones it and adds its control.
     base: RwLock<Option<SessionState>>,
     audit: std::sync::OnceLock<Arc<dyn QueryAudit>>,
+    answers: AnswerHistory,
 }
 
 impl CityEngine {
@@ -115,6 +119,7 @@ impl CityEngine {
             standards: RwLock::new(None),
             base: RwLock::new(None),
             audit: std::sync::OnceLock::new(),
+            answers: AnswerHistory::new(DIFFERENCING_WINDOW, 256),
         })
     }
 
@@ -380,6 +385,14 @@ impl SqlEngine for CityEngine {
     async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status> {
         let control = self.control(&request.headers);
         let (plan_sha256, outcome) = self.run(sql, control.clone()).await;
+        let outcome = outcome.and_then(|answer| {
+            if let Some(sketch) = control.sketch() {
+                let user = &request.caller.user;
+                self.answers
+                    .admit(user, sql, sketch, DEFAULT_MIN_GROUP_SIZE)?;
+            }
+            Ok(answer)
+        });
         let outcome = outcome.map_err(|e| match e {
             Error::Query(df) => status_of(&df),
             other => Status::from(other),

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use sunlight_domain::NodeCode;
 
-pub use sunlight_client::{MISSING_HEADER, PARTIAL_HEADER, RELEASED_HEADER, SUPPRESSED_HEADER};
+pub use sunlight_client::{
+    MISSING_HEADER, PARTIAL_HEADER, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER,
+};
+use sunlight_policy::PersonSketch;
 
 /// What a node sent for one query.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +37,7 @@ pub struct QueryControl {
     received: Mutex<BTreeMap<NodeCode, Transfer>>,
     suppressed: AtomicU64,
     released: AtomicU64,
+    sketch: Mutex<Option<PersonSketch>>,
 }
 
 impl QueryControl {
@@ -48,6 +52,7 @@ impl QueryControl {
             received: Mutex::default(),
             suppressed: AtomicU64::new(0),
             released: AtomicU64::new(0),
+            sketch: Mutex::default(),
         }
     }
 
@@ -77,6 +82,20 @@ impl QueryControl {
     pub fn add_groups(&self, suppressed: u64, released: u64) {
         self.suppressed.fetch_add(suppressed, Ordering::Relaxed);
         self.released.fetch_add(released, Ordering::Relaxed);
+    }
+
+    /// Adds a node's sketch of the persons behind the groups it released.
+    pub fn add_sketch(&self, sketch: PersonSketch) {
+        let mut total = self.sketch.lock().expect("not poisoned");
+        match total.as_mut() {
+            Some(total) => total.add(&sketch),
+            None => *total = Some(sketch),
+        }
+    }
+
+    /// The persons behind the answer, as far as the nodes sketched them.
+    pub fn sketch(&self) -> Option<PersonSketch> {
+        self.sketch.lock().expect("not poisoned").clone()
     }
 
     /// Whether groups were held back and none about persons was released: the answer

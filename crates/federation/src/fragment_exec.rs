@@ -23,10 +23,11 @@ use datafusion::physical_plan::{
 };
 use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, ticket};
+use sunlight_policy::PersonSketch;
 use sunlight_proto::v1::FragmentTicket;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::control::{QueryControl, RELEASED_HEADER, SUPPRESSED_HEADER};
+use crate::control::{QueryControl, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
 use crate::error::Error;
 use crate::registry::NodeEndpoint;
 
@@ -251,6 +252,13 @@ async fn fetch(
                             .unwrap_or(0)
                     };
                     control.add_groups(groups(SUPPRESSED_HEADER), groups(RELEASED_HEADER));
+                    if let Some(sketch) = response
+                        .metadata()
+                        .get(SKETCH_HEADER)
+                        .and_then(|v| PersonSketch::from_hex(v.to_str().ok()?))
+                    {
+                        control.add_sketch(sketch);
+                    }
                     break response.into_inner();
                 }
                 Err(status)

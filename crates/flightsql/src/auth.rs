@@ -23,6 +23,10 @@ pub struct Caller {
 pub trait Credentials: Send + Sync + 'static {
     /// The active user holding `token`, or why the call is refused.
     fn user(&self, token: &str) -> Result<String, Status>;
+
+    /// Told of every refused call, with the token if one was presented: where refusals
+    /// are recorded.
+    fn refused(&self, _token: Option<&str>, _reason: &str) {}
 }
 
 /// A fixed user name → token map, as in a node's config.
@@ -60,37 +64,56 @@ impl TokenTable {
         }
     }
 
-    /// Authenticates `Authorization: Bearer <token>`, or `Basic` with the token as password.
+    /// Authenticates `Authorization: Bearer <token>`, or `Basic` with the token as
+    /// password; a refusal is reported to the credentials.
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| {
-                Status::unauthenticated("no credentials: send `authorization: Bearer <token>`")
-            })?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-        let token = if let Some(token) = header.strip_prefix("Bearer ") {
-            token.trim().to_string()
-        } else if let Some(encoded) = header.strip_prefix("Basic ") {
-            let decoded = STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
-            decoded
-                .split_once(':')
-                .map(|(_, password)| password.to_string())
-                .unwrap_or(decoded)
-        } else {
-            return Err(Status::unauthenticated(
-                "unsupported authorization scheme; use Bearer",
-            ));
+        let (token, result) = self.check(metadata);
+        if let Err(status) = &result {
+            self.credentials.refused(token.as_deref(), status.message());
+        }
+        result
+    }
+
+    fn check(&self, metadata: &MetadataMap) -> (Option<String>, Result<Caller, Status>) {
+        let token = match bearer_token(metadata) {
+            Ok(token) => token,
+            Err(status) => return (None, Err(status)),
         };
-        self.credentials.user(&token).map(|user| Caller {
+        let result = self.credentials.user(&token).map(|user| Caller {
             user,
             token: token.clone(),
-        })
+        });
+        (Some(token), result)
     }
+}
+
+/// The token of `Authorization: Bearer <token>`, or of `Basic` as its password.
+fn bearer_token(metadata: &MetadataMap) -> Result<String, Status> {
+    let header = metadata
+        .get("authorization")
+        .ok_or_else(|| {
+            Status::unauthenticated("no credentials: send `authorization: Bearer <token>`")
+        })?
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    let token = if let Some(token) = header.strip_prefix("Bearer ") {
+        token.trim().to_string()
+    } else if let Some(encoded) = header.strip_prefix("Basic ") {
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
+        decoded
+            .split_once(':')
+            .map(|(_, password)| password.to_string())
+            .unwrap_or(decoded)
+    } else {
+        return Err(Status::unauthenticated(
+            "unsupported authorization scheme; use Bearer",
+        ));
+    };
+    Ok(token)
 }
 
 impl Interceptor for TokenTable {

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use sunlight_proto::v1::{ClusterStatusReply, ReplicaStatus};
 use tonic::metadata::MetadataMap;
 
+use crate::client::AdminClient;
 use crate::error::{Error, Result};
 use crate::network::{Faults, RaftNetworkClients};
 use crate::service::bearer;
-use crate::state::MetaState;
+use crate::state::{MetaState, token_sha256};
 use crate::store::{Applied, MetaStateMachine, MetaStore};
 use crate::types::{Actor, Command, Outcome, Proposal, ReplicaId, Role, TypeConfig};
 
@@ -148,27 +149,96 @@ impl Replica {
 
     /// The caller of a gRPC call, from its bearer token: a user holding one of `allowed`,
     /// or a replica presenting the cluster secret where administrators are allowed.
-    pub fn authorize(&self, metadata: &MetadataMap, allowed: &[Role]) -> Result<Actor> {
-        let token = bearer(metadata)?;
+    /// Every refusal is audited.
+    pub fn authorize(self: &Arc<Self>, metadata: &MetadataMap, allowed: &[Role]) -> Result<Actor> {
+        let token = match bearer(metadata) {
+            Ok(token) => token,
+            Err(e) => {
+                self.audit_refusal("admin", None, &e.to_string());
+                return Err(e);
+            }
+        };
         if self.is_cluster_secret(token) && allowed.contains(&Role::Administrator) {
             return Ok(self.actor());
         }
         let user = self
             .read(|state| state.user_by_token(token).cloned())
-            .map_err(Error::Unauthenticated)?;
+            .map_err(|reason| {
+                self.audit_refusal("admin", Some(token), &reason);
+                Error::Unauthenticated(reason)
+            })?;
         if !allowed.contains(&user.role) {
             let names: Vec<_> = allowed.iter().map(|r| r.name()).collect();
-            return Err(Error::Denied(format!(
+            let reason = format!(
                 "{} is a {}; this call needs {}",
                 user.name,
                 user.role,
                 names.join(" or ")
-            )));
+            );
+            self.audit_refusal("admin", Some(token), &reason);
+            return Err(Error::Denied(reason));
         }
         Ok(Actor {
             user: user.name,
             role: Some(user.role),
         })
+    }
+
+    /// Appends an audit record: on the leader directly, elsewhere through the leader.
+    pub async fn audit(&self, command: Command) -> Result<()> {
+        match self.propose(self.actor(), command.clone()).await {
+            Ok(_) => Ok(()),
+            // Hand the record to the leader; if it has just gone, the client finds the next.
+            Err(Error::NotLeader { leader, .. }) => {
+                let mut peers: Vec<String> = leader.into_iter().map(|(_, addr)| addr).collect();
+                peers.extend(self.status().replicas.into_iter().map(|r| r.addr));
+                AdminClient::new(&peers, &self.secret)?
+                    .propose(&command)
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Audits, in the background, a call to `service` refused for `reason`: the holder of
+    /// `token` when it is a known user's (revoked or expired), and a prefix of the token's
+    /// hash, never the token.
+    pub fn audit_refusal(self: &Arc<Self>, service: &str, token: Option<&str>, reason: &str) {
+        let hash = token.map(token_sha256);
+        let subject = hash
+            .as_ref()
+            .and_then(|h| {
+                self.read(|s| {
+                    s.users
+                        .values()
+                        .find(|u| &u.token_sha256 == h)
+                        .map(|u| Actor {
+                            user: u.name.clone(),
+                            role: Some(u.role),
+                        })
+                })
+            })
+            .unwrap_or(Actor {
+                user: "unknown".into(),
+                role: None,
+            });
+        let detail = serde_json::json!({
+            "service": service,
+            "token_sha256_prefix": hash.map(|h| h[..12].to_string()),
+        });
+        let command = Command::Audit {
+            subject: Some(subject),
+            action: "access".into(),
+            detail: detail.to_string(),
+            decision: format!("refused: {reason}"),
+        };
+        let replica = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = replica.audit(command).await {
+                tracing::warn!("a refused call could not be audited: {e}");
+            }
+        });
     }
 
     /// Makes this replica a one-member group reachable at `addr`, and says whether it

@@ -3,7 +3,7 @@
 
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
-use sunlight_client::{RELEASED_HEADER, SUPPRESSED_HEADER};
+use sunlight_client::{RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
 use sunlight_flightsql::{Answer, QueryRequest, SqlEngine};
 use tonic::Status;
 
@@ -80,6 +80,11 @@ impl SqlEngine for Node {
             answer
                 .headers
                 .insert(header, groups.to_string().parse().expect("digits"));
+        }
+        if let Some(sketch) = released.sketch {
+            answer
+                .headers
+                .insert(SKETCH_HEADER, sketch.to_hex().parse().expect("hex"));
         }
         Ok(answer)
     }

@@ -29,8 +29,7 @@ pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let task = context.task_ctx();
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
-    let privacy = node.privacy();
-    let egress = Egress::check(&plan, privacy.min_group_size, privacy.tokens.clone())?;
+    let egress = Egress::check(&plan, &node.privacy().policy)?;
     let plan = resolve_leaves(node, egress.plan.clone()).await?;
     let stream = execute_stream(plan, task)?;
     Ok(egress.release(stream).await?)

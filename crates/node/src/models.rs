@@ -124,6 +124,7 @@ impl ModelRunner {
         let tokens = self
             .node
             .privacy()
+            .policy
             .tokens
             .as_ref()
             .ok_or_else(|| Error::Model {

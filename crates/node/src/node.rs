@@ -9,7 +9,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SQLOptions};
 use sunlight_domain::NodeCode;
-use sunlight_policy::Tokenizer;
+use sunlight_policy::NodePolicy;
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
 
@@ -23,13 +23,11 @@ pub struct Node {
     privacy: Privacy,
 }
 
-/// What the egress guard needs: the minimum group size and the identifier tokenizer.
+/// Who may do what at the node, and the egress guard's policy.
 #[derive(Debug, Clone)]
 pub struct Privacy {
-    /// Distinct persons every group that leaves must count.
-    pub min_group_size: usize,
-    /// Tokens for identifiers; `None` on a node without a linkage key.
-    pub tokens: Option<Tokenizer>,
+    /// The egress guard's policy.
+    pub policy: NodePolicy,
     /// Users that are the city's coordinator, who may not run SQL here.
     pub city_users: BTreeSet<String>,
 }

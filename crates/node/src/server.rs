@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use sunlight_flightsql::{FlightSqlServer, RunningServer, TokenTable};
+use sunlight_policy::{NodePolicy, PersonKeys};
 use sunlight_proto::v1::node_service_server::NodeServiceServer;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
@@ -46,9 +47,15 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     let code = config.node_code()?;
     let root = DataRoot::open(&config.data, &config.s3)?;
     let catalog = NodeCatalog::load(&root).await?;
+    let tokens = config.linkage.tokenizer();
     let privacy = Privacy {
-        min_group_size: config.privacy.min_group_size,
-        tokens: config.linkage.tokenizer(),
+        policy: NodePolicy {
+            min_group_size: config.privacy.min_group_size,
+            persons: tokens
+                .as_ref()
+                .map_or_else(PersonKeys::random, PersonKeys::derived),
+            tokens,
+        },
         city_users: config.auth.city.clone(),
     };
     let node = Arc::new(Node::new(code, catalog, privacy));

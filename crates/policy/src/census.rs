@@ -1,13 +1,14 @@
 //! The person census of a fragment: a rewrite that carries each row's `person_id` up
 //! through the plan, so that the node can count the distinct persons behind every row
-//! it would send. The count rides in one extra output column that the egress guard
-//! reads and strips.
+//! it would send. They ride in one extra output column, a list of each group's persons
+//! (or their number, for an aggregate of aggregates), that the egress guard reads and
+//! strips.
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::functions_aggregate::min_max::max_udaf;
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
@@ -39,7 +40,7 @@ enum Kind {
         function: Arc<AggregateFunctionExpr>,
         input: SchemaRef,
     },
-    /// The number of distinct persons of each group.
+    /// The distinct persons of each group (a list), or their number.
     Count,
 }
 
@@ -212,8 +213,8 @@ fn join_census(join: &HashJoinExec) -> Result<Option<Censused>> {
     }))
 }
 
-/// Adds one aggregate to `aggregate`: the distinct persons of each group, or the largest
-/// census among the groups it merges (a lower bound of their distinct persons).
+/// Adds one aggregate to `aggregate`: the list of distinct persons of each group, or the
+/// largest census among the groups it merges (a lower bound of their distinct persons).
 fn aggregate_census(aggregate: &AggregateExec, input: Censused) -> Result<Censused> {
     let mode = *aggregate.mode();
     let input_schema = input.plan.schema();
@@ -231,7 +232,9 @@ fn aggregate_census(aggregate: &AggregateExec, input: Censused) -> Result<Census
                 input.column,
             ));
             let builder = match kind {
-                Kind::Person => AggregateExprBuilder::new(count_udaf(), vec![column]).distinct(),
+                Kind::Person => {
+                    AggregateExprBuilder::new(array_agg_udaf(), vec![column]).distinct()
+                }
                 _ => AggregateExprBuilder::new(max_udaf(), vec![column]),
             };
             let function = builder

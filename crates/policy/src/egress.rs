@@ -18,10 +18,22 @@ use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
-use crate::{Error, Refusal, Result, Rule, Tokenizer};
+use crate::{Error, PersonKeys, PersonSketch, Refusal, Result, Rule, Tokenizer};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
+
+/// A node's own disclosure policy.
+#[derive(Debug, Clone)]
+pub struct NodePolicy {
+    /// Distinct persons every group that leaves must count (k).
+    pub min_group_size: usize,
+    /// Tokens for identifiers; `None` on a node without a linkage key, where identifiers
+    /// cannot leave at all.
+    pub tokens: Option<Tokenizer>,
+    /// Keys of persons in the sketches that let the city spot differencing.
+    pub persons: PersonKeys,
+}
 
 /// A checked fragment: the plan to run in its place, and how its output is released.
 #[derive(Debug)]
@@ -31,8 +43,7 @@ pub struct Egress {
     treatments: Vec<Treatment>,
     schema: SchemaRef,
     census: Option<(usize, bool)>,
-    min_group_size: usize,
-    tokens: Option<Tokenizer>,
+    policy: NodePolicy,
 }
 
 /// A fragment's output as released by the guard.
@@ -45,16 +56,13 @@ pub struct Released {
     pub suppressed: usize,
     /// Groups released that count at least k persons (groups of no person aside).
     pub released: usize,
+    /// The persons behind the released groups, when the census lists them.
+    pub sketch: Option<PersonSketch>,
 }
 
 impl Egress {
-    /// Checks `fragment` against the egress rules; `tokens` makes identifier tokens and
-    /// is absent on a node without a linkage key.
-    pub fn check(
-        fragment: &Arc<dyn ExecutionPlan>,
-        min_group_size: usize,
-        tokens: Option<Tokenizer>,
-    ) -> Result<Self> {
+    /// Checks `fragment` against the egress rules of `policy`.
+    pub fn check(fragment: &Arc<dyn ExecutionPlan>, policy: &NodePolicy) -> Result<Self> {
         let schema = fragment.schema();
         let lineage = trace(fragment, Tier::Node, &|_| None)?;
         let treatments = node_egress(&lineage, schema.fields())?;
@@ -78,7 +86,7 @@ impl Egress {
                     ),
                 ));
             }
-            if tokens.is_none() {
+            if policy.tokens.is_none() {
                 return Err(Refusal::new(
                     Rule::DirectIdentifier,
                     format!(
@@ -100,8 +108,7 @@ impl Egress {
             treatments,
             schema,
             census,
-            min_group_size,
-            tokens,
+            policy: policy.clone(),
         })
     }
 
@@ -112,23 +119,42 @@ impl Egress {
         self,
         mut input: SendableRecordBatchStream,
     ) -> std::result::Result<Released, Error> {
-        let k = self.min_group_size;
+        let k = self.policy.min_group_size;
         let mut held = Vec::new();
         let mut suppressed = 0;
         let mut released = 0;
+        let mut sketch = None;
         match self.census {
             Some((column, true)) => {
+                let mut keys = HashSet::new();
+                let mut listed = false;
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
-                    let persons = persons_per_row(batch.column(column))?;
+                    let census = batch.column(column);
+                    let persons = persons_per_row(census)?;
                     let keep: arrow::array::BooleanArray = persons
                         .iter()
                         .map(|&n| Some(n == 0 || n >= k as i64))
                         .collect();
                     released += persons.iter().filter(|&&n| n >= k as i64).count();
                     suppressed += keep.false_count();
+                    if let Some(list) = census.as_list_opt::<i32>() {
+                        listed = true;
+                        for row in (0..list.len()).filter(|&i| persons[i] >= k as i64) {
+                            let people = cast(&list.value(row), &DataType::Utf8)
+                                .map_err(DataFusionError::from)?;
+                            keys.extend(
+                                people
+                                    .as_string::<i32>()
+                                    .iter()
+                                    .flatten()
+                                    .map(|p| self.policy.persons.key(p)),
+                            );
+                        }
+                    }
                     held.push(filter_record_batch(&batch, &keep).map_err(DataFusionError::from)?);
                 }
+                sketch = listed.then(|| PersonSketch::of(keys));
             }
             Some((column, false)) => {
                 let mut seen = HashSet::new();
@@ -167,6 +193,7 @@ impl Egress {
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
             suppressed,
             released,
+            sketch,
         })
     }
 
@@ -192,7 +219,11 @@ impl Egress {
     }
 
     fn tokenize(&self, column: &ArrayRef) -> DfResult<ArrayRef> {
-        let tokens = self.tokens.as_ref().expect("checked when the fragment was");
+        let tokens = self
+            .policy
+            .tokens
+            .as_ref()
+            .expect("checked when the fragment was");
         let text = cast(column, &DataType::Utf8)?;
         let hashed: StringArray = text
             .as_string::<i32>()

@@ -12,14 +12,18 @@
 #![warn(missing_docs)]
 
 mod census;
+mod differencing;
 mod egress;
 mod lineage;
+mod sketch;
 mod tokens;
 
 use std::fmt;
 
-pub use egress::{DEFAULT_MIN_GROUP_SIZE, Egress, Released, too_few};
+pub use differencing::AnswerHistory;
+pub use egress::{DEFAULT_MIN_GROUP_SIZE, Egress, NodePolicy, Released, too_few};
 pub use lineage::{Fragments, Grouping, Lineage, Tier, Treatment, city_answer, node_egress, trace};
+pub use sketch::{PersonKeys, PersonSketch};
 pub use tokens::{TOKEN_BYTES, Token, Tokenizer};
 
 /// The rule a refusal is made under; audit records name it.
