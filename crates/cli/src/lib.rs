@@ -112,6 +112,10 @@ struct NodeArgs {
     #[arg(long, env = "SUNLIGHT_LINKAGE_KEY", hide_env_values = true)]
     #[serde(skip)]
     linkage_key: Option<String>,
+    /// Append every SQL statement, fragment and refused call to this JSON lines file.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_log: Option<PathBuf>,
     /// Serve over mutual TLS: this node's certificate (PEM; see deploy/certs.sh).
     #[arg(long, requires_all = ["tls_key", "tls_ca"])]
     #[serde(skip)]

@@ -290,8 +290,8 @@ impl CityEngine {
             p.downcast_ref::<NodeFragmentExec>()
                 .map(|f| f.fragment().clone())
         };
-        let lineage = trace(&plan, Tier::City, &fragments)?;
-        city_answer(&lineage, plan.schema().fields())?;
+        let traced = trace(&plan, Tier::City, &fragments)?;
+        city_answer(&traced, plan.schema().fields())?;
         Ok(plan)
     }
 

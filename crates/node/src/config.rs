@@ -32,6 +32,9 @@ pub struct NodeConfig {
     pub tls: Option<sunlight_flightsql::TlsFiles>,
     /// The node's own disclosure policy.
     pub privacy: PrivacyConfig,
+    /// Append every SQL statement, fragment and refused call to this hash-chained JSON
+    /// lines file; without it they go to the log output only.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 /// The node's disclosure policy, applied to everything fragments send.
@@ -108,6 +111,7 @@ impl Default for NodeConfig {
             linkage: LinkageConfig::default(),
             tls: None,
             privacy: PrivacyConfig::default(),
+            audit_log: None,
         }
     }
 }

@@ -20,14 +20,17 @@ fn answer(schema: arrow::datatypes::SchemaRef, stream: SendableRecordBatchStream
 
 impl Node {
     /// SQL at a node is for the county's own analysts; the city sends fragments.
-    fn local_analyst(&self, request: &QueryRequest) -> Result<(), Status> {
+    fn local_analyst(&self, sql: &str, request: &QueryRequest) -> Result<(), Status> {
         let user = &request.caller.user;
         if self.privacy().city_users.contains(user) {
-            return Err(Status::permission_denied(format!(
+            let reason = format!(
                 "user {user} is the city's coordinator at node {}: it sends plan fragments, \
                  which pass the node's egress guard, and may not run SQL here",
                 self.code()
-            )));
+            );
+            self.audit()
+                .record(user, "sql", sql, &format!("refused: {reason}"));
+            return Err(Status::permission_denied(reason));
         }
         Ok(())
     }
@@ -44,13 +47,23 @@ impl SqlEngine for Node {
         sql: &str,
         request: &QueryRequest,
     ) -> Result<arrow::datatypes::SchemaRef, Status> {
-        self.local_analyst(request)?;
+        self.local_analyst(sql, request)?;
         Ok(self.query_schema(sql).await?)
     }
 
     async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status> {
-        self.local_analyst(request)?;
-        let (schema, stream) = self.query(sql).await?;
+        self.local_analyst(sql, request)?;
+        let result = self.query(sql).await;
+        self.audit().record(
+            &request.caller.user,
+            "sql",
+            sql,
+            &match &result {
+                Ok(_) => "allowed".to_string(),
+                Err(e) => format!("failed: {e}"),
+            },
+        );
+        let (schema, stream) = result?;
         Ok(answer(schema, stream))
     }
 
@@ -70,8 +83,18 @@ impl SqlEngine for Node {
             )));
         };
         let fragment = fragment.map_err(Error::Query)?;
-        tracing::info!(user = %request.caller.user, node = %self.code(), query = %fragment.query_id, "fragment");
-        let released = fragment::run(self, fragment).await?;
+        let query = fragment.query_id.clone();
+        let result = fragment::run(self, fragment).await;
+        self.audit().record(
+            &request.caller.user,
+            "fragment",
+            &query,
+            &match &result {
+                Ok(r) => format!("allowed: {} group(s) held back", r.suppressed),
+                Err(e) => format!("refused: {e}"),
+            },
+        );
+        let released = result?;
         let mut answer = answer(released.schema, released.stream);
         for (header, groups) in [
             (SUPPRESSED_HEADER, released.suppressed),

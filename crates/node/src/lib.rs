@@ -3,6 +3,7 @@
 //! runs the plan fragments the city sends.
 #![warn(missing_docs)]
 
+mod audit;
 mod catalog;
 mod check;
 mod config;
@@ -16,6 +17,7 @@ mod models;
 mod node;
 mod server;
 
+pub use audit::{AccessRecord, NodeAudit, verify_access_log};
 pub use catalog::{DataRoot, NodeCatalog, TableProblem, TableState, compare_schema};
 pub use check::check_fragment;
 pub use config::{AuthConfig, LinkageConfig, NodeConfig, PrivacyConfig, S3Config};

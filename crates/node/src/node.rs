@@ -13,6 +13,7 @@ use sunlight_policy::NodePolicy;
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
 
+use crate::audit::NodeAudit;
 use crate::catalog::{NodeCatalog, TableState};
 use crate::{Error, Result};
 
@@ -21,6 +22,7 @@ pub struct Node {
     code: NodeCode,
     catalog: NodeCatalog,
     privacy: Privacy,
+    audit: NodeAudit,
 }
 
 /// Who may do what at the node, and the egress guard's policy.
@@ -34,12 +36,18 @@ pub struct Privacy {
 
 impl Node {
     /// A node over an already loaded catalog.
-    pub fn new(code: NodeCode, catalog: NodeCatalog, privacy: Privacy) -> Self {
+    pub fn new(code: NodeCode, catalog: NodeCatalog, privacy: Privacy, audit: NodeAudit) -> Self {
         Self {
             code,
             catalog,
             privacy,
+            audit,
         }
+    }
+
+    /// The node's access log.
+    pub fn audit(&self) -> &NodeAudit {
+        &self.audit
     }
 
     /// The egress guard's settings.

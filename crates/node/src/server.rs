@@ -1,15 +1,18 @@
 //! Starting and stopping a node's gRPC server.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use sunlight_flightsql::{FlightSqlServer, RunningServer, TokenTable};
+use sha2::{Digest, Sha256};
+use sunlight_flightsql::{Credentials, FlightSqlServer, RunningServer, TokenTable};
 use sunlight_policy::{NodePolicy, PersonKeys};
 use sunlight_proto::v1::node_service_server::NodeServiceServer;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::audit::NodeAudit;
 use crate::catalog::{DataRoot, NodeCatalog};
 use crate::config::NodeConfig;
 use crate::describe::NodeControl;
@@ -40,6 +43,27 @@ impl RunningNode {
     }
 }
 
+/// The node's users, from its config; every refused call goes to the access log.
+struct NodeUsers {
+    tokens: BTreeMap<String, String>,
+    node: Arc<Node>,
+}
+
+impl Credentials for NodeUsers {
+    fn user(&self, token: &str) -> Result<String, tonic::Status> {
+        self.tokens.user(token)
+    }
+
+    fn refused(&self, token: Option<&str>, reason: &str) {
+        let detail = token
+            .map(|t| format!("token sha256 {}", &hex::encode(Sha256::digest(t))[..12]))
+            .unwrap_or_default();
+        self.node
+            .audit()
+            .record("unknown", "access", &detail, &format!("refused: {reason}"));
+    }
+}
+
 /// Loads the node's tables, binds `config.listen` and starts serving Flight SQL,
 /// fragments, the node service and gRPC health.
 pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
@@ -58,9 +82,13 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
         },
         city_users: config.auth.city.clone(),
     };
-    let node = Arc::new(Node::new(code, catalog, privacy));
+    let audit = NodeAudit::open(config.audit_log.as_deref())?;
+    let node = Arc::new(Node::new(code, catalog, privacy, audit));
 
-    let tokens = TokenTable::new(&config.auth.tokens);
+    let tokens = TokenTable::with(NodeUsers {
+        tokens: config.auth.tokens.clone(),
+        node: node.clone(),
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<FlightServiceServer<FlightSqlServer<Node>>>()

@@ -64,8 +64,8 @@ impl Egress {
     /// Checks `fragment` against the egress rules of `policy`.
     pub fn check(fragment: &Arc<dyn ExecutionPlan>, policy: &NodePolicy) -> Result<Self> {
         let schema = fragment.schema();
-        let lineage = trace(fragment, Tier::Node, &|_| None)?;
-        let treatments = node_egress(&lineage, schema.fields())?;
+        let traced = trace(fragment, Tier::Node, &|_| None)?;
+        let treatments = node_egress(&traced.columns, schema.fields())?;
         for (treatment, field) in treatments.iter().zip(schema.fields()) {
             let text = match (treatment, field.data_type()) {
                 (Treatment::Keep, _) => continue,

@@ -22,7 +22,9 @@ use std::fmt;
 
 pub use differencing::AnswerHistory;
 pub use egress::{DEFAULT_MIN_GROUP_SIZE, Egress, NodePolicy, Released, too_few};
-pub use lineage::{Fragments, Grouping, Lineage, Tier, Treatment, city_answer, node_egress, trace};
+pub use lineage::{
+    Fragments, Grouping, Lineage, Tier, Traced, Treatment, city_answer, node_egress, trace,
+};
 pub use sketch::{PersonKeys, PersonSketch};
 pub use tokens::{TOKEN_BYTES, Token, Tokenizer};
 

@@ -109,6 +109,25 @@ impl Lineage {
 /// The plan a city operator runs at the nodes, if it is one: tracing continues there.
 pub type Fragments<'a> = &'a dyn Fn(&dyn ExecutionPlan) -> Option<Arc<dyn ExecutionPlan>>;
 
+/// The origin of a plan's output: of each column, and of the rows themselves (a row's
+/// existence tells something even when no column does, as in `count(*)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced {
+    /// One lineage per output column.
+    pub columns: Vec<Lineage>,
+    /// The lineage of the rows.
+    pub rows: Lineage,
+}
+
+impl Traced {
+    fn with_columns(&self, columns: Vec<Lineage>) -> Self {
+        Self {
+            columns,
+            rows: self.rows.clone(),
+        }
+    }
+}
+
 /// The lineage of every output column of `plan`, run at `tier`. Refuses a plan that uses
 /// a class-D column in any other way than joining on it, counting it, testing it for
 /// NULL, grouping by it or masking it.
@@ -116,7 +135,7 @@ pub fn trace(
     plan: &Arc<dyn ExecutionPlan>,
     tier: Tier,
     fragments: Fragments<'_>,
-) -> Result<Vec<Lineage>> {
+) -> Result<Traced> {
     Tracer { tier, fragments }.plan(plan)
 }
 
@@ -126,14 +145,21 @@ struct Tracer<'a> {
 }
 
 impl Tracer<'_> {
-    fn plan(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Lineage>> {
+    fn plan(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Traced> {
         if let Some(leaf) = plan.downcast_ref::<TableLeafExec>() {
-            return Ok(leaf
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| Lineage::of_table(leaf.table(), f))
-                .collect());
+            return Ok(Traced {
+                columns: leaf
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| Lineage::of_table(leaf.table(), f))
+                    .collect(),
+                rows: Lineage {
+                    personal: leaf.table() != Table::SubsidyStandards,
+                    grouping: Grouping::Raw,
+                    ..Lineage::constant()
+                },
+            });
         }
         if let Some(fragment) = (self.fragments)(plan.as_ref()) {
             let node = Tracer {
@@ -144,16 +170,18 @@ impl Tracer<'_> {
         }
         if let Some(filter) = plan.downcast_ref::<FilterExec>() {
             let input = self.plan(filter.input())?;
-            self.expr(filter.predicate(), &input)?;
-            return Ok(project(input, filter.projection().as_deref()));
+            self.expr(filter.predicate(), &input.columns)?;
+            let columns = project(&input.columns, filter.projection().as_deref());
+            return Ok(input.with_columns(columns));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
             let input = self.plan(projection.input())?;
-            return projection
+            let columns = projection
                 .expr()
                 .iter()
-                .map(|p| self.expr(&p.expr, &input))
-                .collect();
+                .map(|p| self.expr(&p.expr, &input.columns))
+                .collect::<Result<_>>()?;
+            return Ok(input.with_columns(columns));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
             return self.aggregate(aggregate);
@@ -164,14 +192,14 @@ impl Tracer<'_> {
         if let Some(sort) = plan.downcast_ref::<SortExec>() {
             let input = self.plan(sort.input())?;
             for key in sort.expr().iter() {
-                self.order_key(&key.expr, &input)?;
+                self.order_key(&key.expr, &input.columns)?;
             }
             return Ok(input);
         }
         if let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() {
             let input = self.plan(merge.input())?;
             for key in merge.expr().iter() {
-                self.order_key(&key.expr, &input)?;
+                self.order_key(&key.expr, &input.columns)?;
             }
             return Ok(input);
         }
@@ -182,23 +210,33 @@ impl Tracer<'_> {
                 .map(|c| self.plan(c))
                 .collect::<Result<Vec<_>>>()?;
             let width = plan.schema().fields().len();
-            return Ok((0..width)
-                .map(|i| Lineage::merged(inputs.iter().filter_map(|c| c.get(i))))
-                .collect());
+            return Ok(Traced {
+                columns: (0..width)
+                    .map(|i| Lineage::merged(inputs.iter().filter_map(|c| c.columns.get(i))))
+                    .collect(),
+                rows: Lineage::merged(inputs.iter().map(|c| &c.rows)),
+            });
         }
         self.other(plan)
     }
 
     /// Any other operator: its children's columns pass through in order, and columns it
     /// adds are derived from all of them.
-    fn other(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Lineage>> {
-        let mut input = Vec::new();
-        for child in plan.children() {
-            input.extend(self.plan(child)?);
+    fn other(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Traced> {
+        let width = plan.schema().fields().len();
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|c| self.plan(c))
+            .collect::<Result<Vec<_>>>()?;
+        if children.is_empty() {
+            return Ok(Traced {
+                columns: vec![Lineage::constant(); width],
+                rows: Lineage::constant(),
+            });
         }
-        if plan.children().is_empty() {
-            return Ok(vec![Lineage::constant(); plan.schema().fields().len()]);
-        }
+        let mut input: Vec<Lineage> = children.iter().flat_map(|c| c.columns.clone()).collect();
+        let rows = Lineage::merged(children.iter().map(|c| &c.rows));
         let mut refusal = None;
         plan.apply_expressions(&mut |e| {
             if let Err(r) = self.expr(e, &input) {
@@ -211,29 +249,33 @@ impl Tracer<'_> {
         if let Some(refusal) = refusal {
             return Err(refusal);
         }
-        let derived = Lineage::merged(&input);
-        let width = plan.schema().fields().len();
+        let derived = Lineage::merged(&input).merge(&rows);
         input.truncate(width);
         input.resize(width, derived);
-        Ok(input)
+        Ok(Traced {
+            columns: input,
+            rows,
+        })
     }
 
-    fn aggregate(&self, aggregate: &AggregateExec) -> Result<Vec<Lineage>> {
+    fn aggregate(&self, aggregate: &AggregateExec) -> Result<Traced> {
         let input = self.plan(aggregate.input())?;
+        let raw = |l: &Lineage| l.personal && l.grouping == Grouping::Raw;
+        // At the city, groups stay counted only when every node formed them and counted
+        // their persons; merging rows, or groups formed at the city, leaves them uncounted.
         let grouping = match self.tier {
             Tier::Node => Grouping::Node,
-            Tier::City
-                if input
-                    .iter()
-                    .any(|l| l.personal && l.grouping == Grouping::Raw) =>
-            {
-                Grouping::City
-            }
+            Tier::City if input.columns.iter().any(raw) => Grouping::City,
+            Tier::City if input.rows.personal => input.rows.grouping.max(Grouping::City),
             Tier::City => Grouping::Node,
+        };
+        let rows = Lineage {
+            grouping,
+            ..input.rows.clone()
         };
         let mut out = Vec::new();
         for (expr, _) in aggregate.group_expr().expr() {
-            let mut key = self.expr(expr, &input)?;
+            let mut key = self.expr(expr, &input.columns)?;
             key.grouping = grouping;
             out.push(key);
         }
@@ -247,10 +289,10 @@ impl Tracer<'_> {
                 .state_fields()
                 .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
                 .len();
-            let mut value = match mode {
+            let value = match mode {
                 AggregateMode::Final | AggregateMode::FinalPartitioned => {
-                    let end = (states + width).min(input.len());
-                    let value = Lineage::merged(&input[states.min(end)..end]);
+                    let end = (states + width).min(input.columns.len());
+                    let value = Lineage::merged(&input.columns[states.min(end)..end]);
                     states += width;
                     Lineage {
                         direct: None,
@@ -262,7 +304,7 @@ impl Tracer<'_> {
                     let args = function
                         .expressions()
                         .iter()
-                        .map(|e| self.expr(e, &input))
+                        .map(|e| self.expr(e, &input.columns))
                         .collect::<Result<Vec<_>>>()?;
                     let value = Lineage::merged(&args);
                     if let Some(source) = &value.direct
@@ -278,7 +320,11 @@ impl Tracer<'_> {
                     }
                 }
             };
-            value.grouping = grouping;
+            // An aggregate's value depends on which rows there are, as count(*) does.
+            let value = Lineage {
+                grouping,
+                ..value.merge(&input.rows)
+            };
             let columns = if mode == AggregateMode::Partial {
                 width
             } else {
@@ -286,23 +332,23 @@ impl Tracer<'_> {
             };
             out.extend(std::iter::repeat_n(value, columns));
         }
-        Ok(out)
+        Ok(Traced { columns: out, rows })
     }
 
-    fn join(&self, join: &HashJoinExec) -> Result<Vec<Lineage>> {
+    fn join(&self, join: &HashJoinExec) -> Result<Traced> {
         let left = self.plan(join.left())?;
         let right = self.plan(join.right())?;
         for (l, r) in join.on() {
-            self.expr(l, &left)?;
-            self.expr(r, &right)?;
+            self.expr(l, &left.columns)?;
+            self.expr(r, &right.columns)?;
         }
         if let Some(filter) = join.filter() {
             let columns: Vec<Lineage> = filter
                 .column_indices()
                 .iter()
                 .map(|c| match c.side {
-                    JoinSide::Left => left[c.index].clone(),
-                    JoinSide::Right => right[c.index].clone(),
+                    JoinSide::Left => left.columns[c.index].clone(),
+                    JoinSide::Right => right.columns[c.index].clone(),
                     JoinSide::None => Lineage::constant(),
                 })
                 .collect();
@@ -311,25 +357,29 @@ impl Tracer<'_> {
                 return Err(direct_use(source, "a join condition"));
             }
         }
+        let rows = left.rows.clone().merge(&right.rows);
         let mark = |side: &[Lineage]| Lineage {
             direct: None,
             distinct_state: false,
             ..Lineage::merged(side)
         };
         let joined = match join.join_type() {
-            JoinType::LeftSemi | JoinType::LeftAnti => left,
-            JoinType::RightSemi | JoinType::RightAnti => right,
+            JoinType::LeftSemi | JoinType::LeftAnti => left.columns,
+            JoinType::RightSemi | JoinType::RightAnti => right.columns,
             JoinType::LeftMark => {
-                let flag = mark(&right);
-                left.into_iter().chain([flag]).collect()
+                let flag = mark(&right.columns);
+                left.columns.into_iter().chain([flag]).collect()
             }
             JoinType::RightMark => {
-                let flag = mark(&left);
-                right.into_iter().chain([flag]).collect()
+                let flag = mark(&left.columns);
+                right.columns.into_iter().chain([flag]).collect()
             }
-            _ => left.into_iter().chain(right).collect(),
+            _ => left.columns.into_iter().chain(right.columns).collect(),
         };
-        Ok(project(joined, join.projection.as_deref()))
+        Ok(Traced {
+            columns: project(&joined, join.projection.as_deref()),
+            rows,
+        })
     }
 
     fn order_key(&self, key: &Arc<dyn PhysicalExpr>, input: &[Lineage]) -> Result<()> {
@@ -382,10 +432,10 @@ impl Tracer<'_> {
     }
 }
 
-fn project(input: Vec<Lineage>, projection: Option<&[usize]>) -> Vec<Lineage> {
+fn project(input: &[Lineage], projection: Option<&[usize]>) -> Vec<Lineage> {
     match projection {
         Some(indexes) => indexes.iter().map(|&i| input[i].clone()).collect(),
-        None => input,
+        None => input.to_vec(),
     }
 }
 
@@ -442,10 +492,10 @@ pub fn node_egress(lineage: &[Lineage], fields: &Fields) -> Result<Vec<Treatment
         .collect()
 }
 
-/// The city's disclosure rules over an answer's columns: aggregates only, formed where
-/// persons are counted, and no identifier, not even as a token.
-pub fn city_answer(lineage: &[Lineage], fields: &Fields) -> Result<()> {
-    for (l, field) in lineage.iter().zip(fields.iter()) {
+/// The city's disclosure rules over an answer: aggregates only, formed where persons
+/// are counted, and no identifier, not even as a token.
+pub fn city_answer(traced: &Traced, fields: &Fields) -> Result<()> {
+    for (l, field) in traced.columns.iter().zip(fields.iter()) {
         let name = field.name();
         if let Some(source) = &l.direct {
             return Err(Refusal::new(
@@ -459,25 +509,22 @@ pub fn city_answer(lineage: &[Lineage], fields: &Fields) -> Result<()> {
         if let (Some(source), Grouping::Raw) = (&l.quasi, l.grouping) {
             return Err(row_by_row(name, source));
         }
-        if l.personal && l.grouping == Grouping::Raw {
-            return Err(Refusal::new(
-                Rule::AggregatesOnly,
-                format!(
-                    "column {name} would list rows about persons; the city answers aggregates \
-                     only: add GROUP BY or an aggregate, or open a case for named hits"
-                ),
-            ));
-        }
-        if l.personal && l.grouping == Grouping::City {
-            return Err(Refusal::new(
-                Rule::MinGroupSize,
-                format!(
-                    "column {name} is aggregated at the city over rows of several nodes, where \
-                     the persons in each group cannot be counted; group by columns each node \
-                     can aggregate on its own"
-                ),
-            ));
-        }
+    }
+    let rows = &traced.rows;
+    if rows.personal && rows.grouping == Grouping::Raw {
+        return Err(Refusal::new(
+            Rule::AggregatesOnly,
+            "the answer would list rows about persons; the city answers aggregates only: \
+             add GROUP BY or an aggregate, or open a case for named hits",
+        ));
+    }
+    if rows.personal && rows.grouping == Grouping::City {
+        return Err(Refusal::new(
+            Rule::MinGroupSize,
+            "the answer is aggregated at the city over rows of several nodes, where the \
+             persons in each group cannot be counted; group by columns each node can \
+             aggregate on its own, or join tables on county_code",
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of Sunlight: real `sunlight` processes on loopback ports, queried
 //! over Flight SQL as a client would, checked against DataFusion over the same files.
 
+mod attacks;
 mod audit;
 mod bad_files;
 mod federation;

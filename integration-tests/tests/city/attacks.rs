@@ -1,0 +1,389 @@
+//! The attack suite: attempts to get identities or small cells out of the city or past a
+//! node's egress guard. Each is refused with an error that names the rule, and each
+//! refusal is in an audit log: the city's replicated log for what reached the city, the
+//! node's access log for what went straight to a node.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::TryStreamExt;
+use sunlight_client::SqlClient;
+use sunlight_datagen::node_root;
+use sunlight_domain::{NodeCode, Table};
+use sunlight_fragment::{TableLeafExec, encode_plan, ticket};
+use sunlight_proto::v1::FragmentTicket;
+
+use crate::oracle;
+use crate::support::{
+    CITY_TOKEN, ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight,
+};
+
+/// One value of a query over node 140215's files.
+async fn fact(sql: &str) -> String {
+    let ctx = oracle::context(shared_city().dir.path(), &["140215".parse().unwrap()]);
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let column =
+        arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    column.as_string::<i32>().value(0).to_string()
+}
+
+fn audit_rows(coordinator: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["audit", "list", "--format", "json"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--coordinator", coordinator, "--token", TOKEN]);
+    serde_json::from_str(&sunlight(&all)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
+    let city = start_city(shared_city().dir.path(), &[]);
+    let addr = city.coordinator.addr.clone();
+    let analyst = new_user(&addr, "li", "city_analyst", &[]);
+    let mut client = SqlClient::connect(&addr, &analyst).await.unwrap();
+
+    let someone = fact("SELECT person_id FROM persons ORDER BY person_id LIMIT 1").await;
+    // A person alone with their birth date in their village.
+    let (lonely_birth, lonely_village) = (
+        fact(
+            "SELECT CAST(birth_date AS VARCHAR) AS born FROM persons GROUP BY village, birth_date \
+             HAVING count(*) = 1 ORDER BY village, birth_date LIMIT 1",
+        )
+        .await,
+        fact(
+            "SELECT village FROM persons GROUP BY village, birth_date HAVING count(*) = 1 \
+             ORDER BY village, birth_date LIMIT 1",
+        )
+        .await,
+    );
+    let attacks = [
+        ("SELECT person_id FROM persons", "direct-identifier"),
+        (
+            "SELECT name, count(*) FROM disbursements GROUP BY name",
+            "direct-identifier",
+        ),
+        (
+            "SELECT account_no, sum(amount) FROM disbursements GROUP BY account_no",
+            "direct-identifier",
+        ),
+        (
+            &format!("SELECT count(*) FROM disbursements WHERE person_id = '{someone}'"),
+            "direct-identifier",
+        ),
+        (
+            &format!(
+                "SELECT count(*), sum(d.amount) FROM disbursements d JOIN persons p \
+                 ON p.county_code = d.county_code AND p.person_id = d.person_id \
+                 WHERE p.birth_date = DATE '{lonely_birth}' AND p.village = '{lonely_village}'"
+            ),
+            "min-group-size",
+        ),
+        (
+            "SELECT count(*) FROM persons WHERE person_id LIKE '140215195%'",
+            "direct-identifier",
+        ),
+        (
+            "SELECT substr(person_id, 7, 4) AS born, count(*) FROM persons GROUP BY 1",
+            "direct-identifier",
+        ),
+        (
+            "SELECT count(*) FROM disbursements GROUP BY person_id",
+            "min-group-size",
+        ),
+        (
+            "SELECT p.name, d.amount FROM persons p JOIN disbursements d \
+             ON p.county_code = d.county_code AND p.person_id = d.person_id",
+            "direct-identifier",
+        ),
+        (
+            "SELECT count(*) FROM disbursements d JOIN payroll y ON y.person_id = d.person_id",
+            "min-group-size",
+        ),
+        (
+            "SELECT CAST(substr(person_id, 17, 1) AS INT) AS digit, count(*) FROM persons GROUP BY 1",
+            "direct-identifier",
+        ),
+        (
+            "SELECT amount * 1 AS a FROM disbursements",
+            "quasi-identifier",
+        ),
+        ("SELECT birth_date FROM persons", "quasi-identifier"),
+        (
+            "SELECT length(name), count(*) FROM persons GROUP BY 1",
+            "direct-identifier",
+        ),
+        ("SELECT max(person_id) FROM persons", "direct-identifier"),
+        (
+            "SELECT payment_id, township FROM disbursements LIMIT 5",
+            "aggregates-only",
+        ),
+        (
+            &format!(
+                "SELECT birth_date, gender, count(*) FROM persons \
+                 WHERE county_code = '140215' AND village = '{lonely_village}' GROUP BY 1, 2"
+            ),
+            "min-group-size",
+        ),
+        (
+            "SELECT mask_id(person_id) AS id, amount FROM disbursements",
+            "quasi-identifier",
+        ),
+        (
+            &format!(
+                "SELECT CASE WHEN person_id = '{someone}' THEN 1 ELSE 0 END AS hit, count(*) \
+                 FROM persons GROUP BY 1"
+            ),
+            "direct-identifier",
+        ),
+    ];
+    for (sql, rule) in &attacks {
+        let err = client.query(sql).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("refused by rule {rule}")),
+            "{sql}\n{err}"
+        );
+    }
+
+    // A differencing pair: the whole village, then the village without one person.
+    let whole = format!(
+        "SELECT count(*) FROM persons WHERE county_code = '140215' \
+         AND village = '{lonely_village}'"
+    );
+    let without_one = format!(
+        "SELECT count(*) FROM persons WHERE county_code = '140215' \
+         AND village = '{lonely_village}' AND birth_date <> DATE '{lonely_birth}'"
+    );
+    client.query(&whole).await.unwrap();
+    let err = client.query(&without_one).await.unwrap_err().to_string();
+    assert!(
+        err.contains("refused by rule differencing") && err.contains("differ by 1"),
+        "{err}"
+    );
+
+    let rows = audit_rows(&addr, &["--user", "li", "--action", "query"]);
+    for (sql, rule) in attacks
+        .iter()
+        .chain([&(without_one.as_str(), "differencing")])
+    {
+        let record =
+            rows.iter()
+                .find(|r| {
+                    serde_json::from_str::<serde_json::Value>(r["detail"].as_str().unwrap())
+                        .unwrap()["sql"]
+                        == *sql
+                })
+                .unwrap_or_else(|| panic!("no audit record of {sql}"));
+        let decision = record["decision"].as_str().unwrap();
+        assert!(
+            decision.starts_with("refused:") && decision.contains(rule),
+            "{sql}: {decision}"
+        );
+        assert_eq!(record["role"], "city_analyst");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
+    let city = start_city(shared_city().dir.path(), &[]);
+    let addr = city.coordinator.addr.clone();
+    let sql = "SELECT count(*) FROM disbursements";
+    let expiring = new_user(&addr, "short", "city_analyst", &["--valid-for", "1s"]);
+    let revoked = new_user(&addr, "gone", "city_analyst", &[]);
+    sunlight(&[
+        "admin",
+        "--coordinator",
+        &addr,
+        "--token",
+        TOKEN,
+        "user",
+        "revoke",
+        "--name",
+        "gone",
+    ]);
+    let county = new_user(&addr, "zhao", "county_analyst", &["--node", "140215"]);
+    let auditor = new_user(&addr, "qian", "auditor", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    for (token, expected) in [
+        ("sl_forged0000000000000000000000", "unknown token"),
+        (expiring.as_str(), "expired"),
+        (revoked.as_str(), "revoked"),
+        (county.as_str(), "county analyst of 140215"),
+        (auditor.as_str(), "is an auditor"),
+    ] {
+        let mut client = SqlClient::connect(&addr, token).await.unwrap();
+        let err = client.query(sql).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    // Refusals are audited in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = audit_rows(&addr, &["--action", "access"]);
+        let by = |user: &str, says: &str| {
+            rows.iter()
+                .any(|r| r["user"] == user && r["decision"].as_str().unwrap().contains(says))
+        };
+        let all = by("unknown", "unknown token")
+            && by("short", "expired")
+            && by("gone", "revoked")
+            && by("zhao", "county analyst")
+            && by("qian", "auditor");
+        if all {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends a fragment straight to a node, as a hostile coordinator would.
+async fn send_fragment(
+    node: &str,
+    code: &str,
+    token: &str,
+    plan: Arc<dyn ExecutionPlan>,
+) -> Result<Vec<arrow::record_batch::RecordBatch>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{node}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let ticket = ticket(&FragmentTicket {
+        plan: encode_plan(plan).unwrap().to_vec(),
+        query_id: "crafted".into(),
+        node: code.into(),
+    });
+    let mut request = tonic::Request::new(ticket);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let stream = FlightServiceClient::new(channel)
+        .do_get(request)
+        .await?
+        .into_inner();
+    FlightRecordBatchStream::new_from_flight_data(stream.map_err(Into::into))
+        .try_collect()
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
+    let city = shared_city();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("access.jsonl");
+    let log_arg = log.display().to_string();
+    let code: NodeCode = "140215".parse().unwrap();
+    let node = ServiceProcess::start_with(
+        code.as_str(),
+        &node_root(city.dir.path(), code),
+        &["--audit-log", &log_arg],
+    );
+
+    // Raw quasi-identifiers row by row.
+    let leaf = |table: Table, columns: &[&str]| -> Arc<dyn ExecutionPlan> {
+        let schema = table.schema();
+        let projection = columns
+            .iter()
+            .map(|c| schema.index_of(c).unwrap())
+            .collect();
+        Arc::new(TableLeafExec::try_new(table, Some(projection), 1, None).unwrap())
+    };
+    let err = send_fragment(
+        &node.addr,
+        "140215",
+        CITY_TOKEN,
+        leaf(Table::Persons, &["person_id", "birth_date"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().contains("refused by rule quasi-identifier")
+            && err.message().contains("persons.birth_date"),
+        "{err}"
+    );
+
+    // Identifiers leave only as keyed tokens.
+    let rows = send_fragment(
+        &node.addr,
+        "140215",
+        CITY_TOKEN,
+        leaf(Table::Persons, &["person_id", "name", "county_code"]),
+    )
+    .await
+    .unwrap();
+    let ids = oracle::context(city.dir.path(), &[code])
+        .sql("SELECT person_id, name FROM persons")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let clear: std::collections::HashSet<String> = ids
+        .iter()
+        .flat_map(|b| {
+            (0..2).flat_map(move |c| {
+                b.column(c)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let sent: Vec<String> = rows
+        .iter()
+        .flat_map(|b| {
+            (0..2).flat_map(move |c| {
+                b.column(c)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter().all(|v| v.len() == 32
+            && v.chars().all(|c| c.is_ascii_hexdigit())
+            && !clear.contains(v)),
+        "identifiers left in clear"
+    );
+
+    // The city's identity runs no SQL here, and a stranger's token is nobody's.
+    let mut as_city = SqlClient::connect(&node.addr, CITY_TOKEN).await.unwrap();
+    let err = as_city.query("SELECT * FROM persons").await.unwrap_err();
+    assert!(err.to_string().contains("may not run SQL here"), "{err}");
+    let mut other_county = SqlClient::connect(&node.addr, "token-of-another-county")
+        .await
+        .unwrap();
+    let err = other_county.query("SELECT 1").await.unwrap_err();
+    assert!(err.to_string().contains("Unauthenticated"), "{err}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused = |action: &str, says: &str| {
+        records
+            .iter()
+            .any(|r| r["action"] == action && r["decision"].as_str().unwrap().contains(says))
+    };
+    assert!(refused("fragment", "quasi-identifier"), "{text}");
+    assert!(refused("sql", "may not run SQL here"), "{text}");
+    assert!(refused("access", "unknown or revoked token"), "{text}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "fragment"
+                && r["decision"].as_str().unwrap().starts_with("allowed")),
+        "{text}"
+    );
+    assert_eq!(sunlight_node::verify_access_log(&log).unwrap(), None);
+}
