@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes a development CA and certificates for mutual TLS between the coordinator and the
-# nodes: certs.sh OUT_DIR NODE_CODE...
-#   OUT_DIR/ca.pem                           the CA both sides trust (keep ca-key.pem away)
-#   OUT_DIR/coordinator.pem, coordinator-key.pem   the coordinator's client certificate
+# nodes, and for TLS from the coordinator to its clients and between its replicas:
+# certs.sh OUT_DIR NODE_CODE...
+#   OUT_DIR/ca.pem                           the CA every side trusts (keep ca-key.pem away)
+#   OUT_DIR/coordinator.pem, coordinator-key.pem   the coordinator's certificate, naming
+#                                            `sunlight-coordinator` (client and server)
 #   OUT_DIR/<code>.pem, <code>-key.pem       each node's server certificate
 # Node certificates name the host `sunlight-node` (and localhost, 127.0.0.1); the
 # coordinator checks that name. For development only: production keys come from the

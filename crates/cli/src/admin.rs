@@ -1,9 +1,14 @@
 //! `sunlight admin`: raft membership, the node registry and users, through any
 //! coordinator replica (writes find the leader).
 
+use std::path::{Path, PathBuf};
+
 use clap::{Args, Subcommand};
 use rand::RngCore;
+use sunlight_flightsql::{COORDINATOR_TLS_NAME, trust};
 use sunlight_meta::{AdminClient, Command, NodeRecord, Proposed, Role, Section, token_sha256};
+
+use tonic::transport::ClientTlsConfig;
 
 use crate::{Error, Result, say};
 
@@ -22,13 +27,24 @@ pub struct CoordinatorFlags {
     /// API token.
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     token: String,
+    /// Reach the coordinator over TLS, checking its certificate chains to this CA (PEM).
+    #[arg(long, env = "SUNLIGHT_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl CoordinatorFlags {
     /// A client of the replicas.
     pub fn client(&self) -> Result<AdminClient> {
-        Ok(AdminClient::new(&self.coordinators, &self.token)?)
+        Ok(AdminClient::new(&self.coordinators, &self.token)?
+            .with_tls(coordinator_tls(self.tls_ca.as_deref())?))
     }
+}
+
+/// Client TLS towards the coordinator, when a CA is given.
+pub fn coordinator_tls(ca: Option<&Path>) -> Result<Option<ClientTlsConfig>> {
+    ca.map(|ca| trust(ca, COORDINATOR_TLS_NAME))
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// Flags of `sunlight admin`.

@@ -176,6 +176,19 @@ struct CoordinatorArgs {
     #[arg(long, requires = "node_tls_cert")]
     #[serde(skip)]
     node_tls_ca: Option<PathBuf>,
+    /// Serve clients and the other replicas over TLS: this replica's certificate (PEM,
+    /// naming `sunlight-coordinator`; see deploy/certs.sh).
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    #[serde(skip)]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    #[serde(skip)]
+    tls_key: Option<PathBuf>,
+    /// The CA the other replicas' certificates chain to (PEM).
+    #[arg(long, requires = "tls_cert")]
+    #[serde(skip)]
+    tls_ca: Option<PathBuf>,
     /// Bootstrap administrator token, user `cli` (adds to the config file's tokens).
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     #[serde(skip)]
@@ -226,6 +239,9 @@ struct SqlArgs {
     /// API token.
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     token: String,
+    /// Reach the city over TLS, checking its certificate chains to this CA (PEM).
+    #[arg(long, env = "SUNLIGHT_TLS_CA", requires = "city")]
+    tls_ca: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -364,6 +380,13 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
             token,
         });
     }
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        config.replica.tls = Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        });
+    }
     if let (Some(cert), Some(key), Some(ca)) =
         (&args.node_tls_cert, &args.node_tls_key, &args.node_tls_ca)
     {
@@ -416,7 +439,14 @@ async fn sql(args: SqlArgs) -> Result<()> {
         .as_deref()
         .or(args.node.as_deref())
         .expect("clap requires one");
-    let mut client = SqlClient::connect(addr, &args.token).await?;
+    let mut client = match admin::coordinator_tls(args.tls_ca.as_deref())? {
+        Some(tls) => {
+            let endpoint = sunlight_flightsql::endpoint(addr, Some(&tls))
+                .map_err(|e| Error::Usage(format!("--city {addr}: {e}")))?;
+            SqlClient::connect_endpoint(addr, endpoint, &args.token).await?
+        }
+        None => SqlClient::connect(addr, &args.token).await?,
+    };
     if args.partial {
         client.allow_partial_results();
     }

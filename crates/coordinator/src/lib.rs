@@ -133,7 +133,14 @@ pub async fn start_coordinator(
         .add_service(admin_service(replica.clone()))
         .add_service(ModelsServer::from_arc(runs.clone()))
         .add_service(raft_service(replica.clone()));
-    let server = RunningServer::start(config.listen, routes)
+    let tls = config
+        .replica
+        .tls
+        .as_ref()
+        .map(sunlight_flightsql::TlsFiles::open_server)
+        .transpose()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let server = RunningServer::start_tls(config.listen, routes, tls)
         .await
         .map_err(|source| Error::Serve {
             addr: config.listen.to_string(),
@@ -156,6 +163,7 @@ pub async fn start_coordinator(
                 .any(|r| r.id == replica.id())
             {
                 AdminClient::new(std::slice::from_ref(peer), &config.replica.secret)?
+                    .with_tls(replica.peer_tls())
                     .add_replica(replica.id(), &advertise)
                     .await?;
             }

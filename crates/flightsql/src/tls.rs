@@ -1,13 +1,16 @@
-//! Mutual TLS between the coordinator and the nodes, from PEM files (see
-//! `deploy/certs.sh` for a development CA).
+//! TLS from PEM files (see `deploy/certs.sh` for a development CA): mutual TLS between
+//! the coordinator and the nodes, and server TLS from the coordinator to its clients and
+//! between its replicas.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// The name node certificates carry, which the coordinator checks whatever the address.
 pub const NODE_TLS_NAME: &str = "sunlight-node";
+/// The name coordinator certificates carry, which clients and replicas check.
+pub const COORDINATOR_TLS_NAME: &str = "sunlight-coordinator";
 
 /// A certificate, its key and the CA that signs the other side's certificates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +25,7 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn read(path: &PathBuf, what: &str) -> std::io::Result<Vec<u8>> {
+    fn read(path: &Path, what: &str) -> std::io::Result<Vec<u8>> {
         std::fs::read(path).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -45,6 +48,11 @@ impl TlsFiles {
             .client_ca_root(Certificate::from_pem(Self::read(&self.ca, "CA")?)))
     }
 
+    /// A server for clients that authenticate with tokens rather than certificates.
+    pub fn open_server(&self) -> std::io::Result<ServerTlsConfig> {
+        Ok(ServerTlsConfig::new().identity(self.identity()?))
+    }
+
     /// A client presenting this certificate to nodes whose certificate chains to `ca`.
     pub fn client(&self) -> std::io::Result<ClientTlsConfig> {
         Ok(ClientTlsConfig::new()
@@ -54,7 +62,14 @@ impl TlsFiles {
     }
 }
 
-/// An endpoint for `addr` (`host:port`), over mutual TLS when `tls` is given.
+/// A client that checks the server's certificate chains to `ca` and names `name`.
+pub fn trust(ca: &Path, name: &str) -> std::io::Result<ClientTlsConfig> {
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(TlsFiles::read(ca, "CA")?))
+        .domain_name(name))
+}
+
+/// An endpoint for `addr` (`host:port`), over TLS when `tls` is given.
 pub fn endpoint(
     addr: &str,
     tls: Option<&ClientTlsConfig>,

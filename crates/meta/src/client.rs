@@ -11,7 +11,7 @@ use sunlight_proto::v1::{
     RunModelsRequest, Section, ShadowReply, ShadowRequest,
 };
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::error::{Error, LEADER_HEADER, Result};
 use crate::types::{Command, ReplicaId};
@@ -47,6 +47,7 @@ pub enum Proposed {
 pub struct AdminClient {
     replicas: Vec<String>,
     token: String,
+    tls: Option<ClientTlsConfig>,
     current: usize,
     /// The open channel to `replicas[current]`.
     channel: Option<(usize, Channel)>,
@@ -61,9 +62,16 @@ impl AdminClient {
         Ok(Self {
             replicas: replicas.to_vec(),
             token: token.to_string(),
+            tls: None,
             current: 0,
             channel: None,
         })
+    }
+
+    /// Reaches the replicas over TLS when `tls` is given.
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     async fn connect(&mut self, addr: &str) -> Result<Channel> {
@@ -76,7 +84,7 @@ impl AdminClient {
             addr: addr.to_string(),
             message,
         };
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = sunlight_flightsql::endpoint(addr, self.tls.as_ref())
             .map_err(|e| unreachable(e.to_string()))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(600))

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sunlight_proto::v1::raft_client::RaftClient;
 use sunlight_proto::v1::{RaftPayload, SnapshotPayload};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::types::{ReplicaId, TypeConfig};
 
@@ -68,15 +68,22 @@ impl Faults {
 pub struct RaftNetworkClients {
     from: ReplicaId,
     secret: Arc<str>,
+    tls: Option<ClientTlsConfig>,
     faults: Faults,
 }
 
 impl RaftNetworkClients {
-    /// Clients that present `secret` as replica `from`.
-    pub fn new(from: ReplicaId, secret: &str, faults: Faults) -> Self {
+    /// Clients that present `secret` as replica `from`, over TLS when `tls` is given.
+    pub fn new(
+        from: ReplicaId,
+        secret: &str,
+        tls: Option<ClientTlsConfig>,
+        faults: Faults,
+    ) -> Self {
         Self {
             from,
             secret: secret.into(),
+            tls,
             faults,
         }
     }
@@ -86,7 +93,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: ReplicaId, node: &BasicNode) -> PeerClient {
-        let channel = Endpoint::from_shared(format!("http://{}", node.addr))
+        let channel = sunlight_flightsql::endpoint(&node.addr, self.tls.as_ref())
             .map(|e| {
                 e.connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)

@@ -7,8 +7,10 @@ use std::sync::{Arc, RwLock};
 use openraft::error::{ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
+use sunlight_flightsql::{COORDINATOR_TLS_NAME, TlsFiles, trust};
 use sunlight_proto::v1::{ClusterStatusReply, ReplicaStatus};
 use tonic::metadata::MetadataMap;
+use tonic::transport::ClientTlsConfig;
 
 use crate::client::AdminClient;
 use crate::error::{Error, Result};
@@ -36,6 +38,9 @@ pub struct ReplicaConfig {
     pub election_timeout_ms: u64,
     /// Build a snapshot (and compact the log) after this many entries.
     pub snapshot_every: u64,
+    /// Serve clients and peers over TLS with `cert` and `key`, and reach peers checking
+    /// their certificate chains to `ca` and names `sunlight-coordinator`.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ReplicaConfig {
@@ -48,6 +53,7 @@ impl Default for ReplicaConfig {
             heartbeat_ms: 100,
             election_timeout_ms: 500,
             snapshot_every: 5_000,
+            tls: None,
         }
     }
 }
@@ -76,6 +82,7 @@ impl ReplicaConfig {
 pub struct Replica {
     id: ReplicaId,
     secret: String,
+    peer_tls: Option<ClientTlsConfig>,
     raft: Raft<TypeConfig>,
     applied: Arc<RwLock<Applied>>,
     file_closed: tokio::sync::Mutex<tokio::sync::watch::Receiver<()>>,
@@ -105,7 +112,13 @@ impl Replica {
         }
         .validate()
         .map_err(|e| Error::Invalid(e.to_string()))?;
-        let network = RaftNetworkClients::new(config.id, &config.secret, faults);
+        let peer_tls = config
+            .tls
+            .as_ref()
+            .map(|t| trust(&t.ca, COORDINATOR_TLS_NAME))
+            .transpose()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let network = RaftNetworkClients::new(config.id, &config.secret, peer_tls.clone(), faults);
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -118,6 +131,7 @@ impl Replica {
         Ok(Arc::new(Self {
             id: config.id,
             secret: config.secret.clone(),
+            peer_tls,
             raft,
             applied,
             file_closed: tokio::sync::Mutex::new(file_closed),
@@ -132,6 +146,11 @@ impl Replica {
     /// The raft handle, for the raft service.
     pub(crate) fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// How this replica reaches its peers: over TLS when the group serves it.
+    pub fn peer_tls(&self) -> Option<ClientTlsConfig> {
+        self.peer_tls.clone()
     }
 
     /// Whether `secret` is the cluster secret.
@@ -193,6 +212,7 @@ impl Replica {
                 let mut peers: Vec<String> = leader.into_iter().map(|(_, addr)| addr).collect();
                 peers.extend(self.status().replicas.into_iter().map(|r| r.addr));
                 AdminClient::new(&peers, &self.secret)?
+                    .with_tls(self.peer_tls())
                     .propose(&command)
                     .await
                     .map(|_| ())

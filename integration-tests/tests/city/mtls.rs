@@ -12,15 +12,14 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use crate::oracle;
 use crate::support::{ServiceProcess, TOKEN, shared_city, sunlight, sunlight_fails};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_city_reaches_its_nodes_over_mutual_tls_only() {
-    let city = shared_city();
+/// A development CA with the coordinator's certificate and those of `nodes`.
+fn certificates(nodes: &[&str]) -> tempfile::TempDir {
     let certs = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/certs.sh");
     let made = Command::new("bash")
         .arg(&script)
         .arg(certs.path())
-        .args(["140215", "140221"])
+        .args(nodes)
         .output()
         .unwrap();
     assert!(
@@ -28,6 +27,13 @@ async fn the_city_reaches_its_nodes_over_mutual_tls_only() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    certs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_city_reaches_its_nodes_over_mutual_tls_only() {
+    let city = shared_city();
+    let certs = certificates(&["140215", "140221"]);
     let file = |name: &str| certs.path().join(name).display().to_string();
 
     let codes = ["140215", "140221"];
@@ -109,4 +115,78 @@ async fn the_city_reaches_its_nodes_over_mutual_tls_only() {
         Err(_) => true,
     };
     assert!(refused, "a client without a certificate reached the node");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_and_replicas_reach_the_coordinator_over_tls() {
+    let city = shared_city();
+    let certs = certificates(&[]);
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let (cert, key, ca) = (
+        file("coordinator.pem"),
+        file("coordinator-key.pem"),
+        file("ca.pem"),
+    );
+    let tls = ["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca];
+    let code = "140215";
+    let node = ServiceProcess::start(code, &node_root(city.dir.path(), code.parse().unwrap()));
+    let first = ServiceProcess::coordinator(&[(code.to_string(), node.addr.clone())], &tls);
+    let mut join = vec!["--join", first.addr.as_str()];
+    join.extend_from_slice(&tls);
+    let second = ServiceProcess::replica(2, tempfile::tempdir().unwrap(), "127.0.0.1:0", &join);
+
+    // The second replica joined over TLS; a query there is audited through the leader.
+    let status = sunlight(&[
+        "admin",
+        "--coordinator",
+        &first.addr,
+        "--tls-ca",
+        &ca,
+        "--token",
+        TOKEN,
+        "cluster",
+        "status",
+    ]);
+    assert!(status.contains(&second.addr), "{status}");
+    let answered = sunlight(&[
+        "sql",
+        "--city",
+        &second.addr,
+        "--tls-ca",
+        &ca,
+        "--token",
+        TOKEN,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM disbursements",
+    ]);
+    let ctx = oracle::context(city.dir.path(), &[code.parse().unwrap()]);
+    let expected =
+        oracle::strings(&ctx, "SELECT CAST(count(*) AS VARCHAR) FROM disbursements").await;
+    let expected = expected.first().unwrap();
+    assert!(answered.contains(expected.as_str()), "{answered}");
+    let audited = sunlight(&[
+        "audit",
+        "list",
+        "--action",
+        "query",
+        "--coordinator",
+        &second.addr,
+        "--tls-ca",
+        &ca,
+        "--token",
+        TOKEN,
+    ]);
+    assert!(audited.contains("allowed: 1 rows"), "{audited}");
+
+    // Without TLS the coordinator is not reachable.
+    let err = sunlight_fails(&[
+        "sql",
+        "--city",
+        &first.addr,
+        "--token",
+        TOKEN,
+        "SELECT count(*) FROM disbursements",
+    ]);
+    assert!(!err.is_empty());
 }

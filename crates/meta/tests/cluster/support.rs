@@ -40,6 +40,7 @@ pub fn config(id: ReplicaId, dir: PathBuf, fsync: bool, snapshot_every: u64) -> 
         heartbeat_ms: 50,
         election_timeout_ms: 300,
         snapshot_every,
+        tls: None,
     }
 }
 
