@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use sunlight_client::QueryResult;
 use sunlight_meta::{AdminClient, AuditRecord, Section, verify_chain};
+use sunlight_node::verify_access_log;
 
 use crate::admin::CoordinatorFlags;
 use crate::output::{Format, write_result};
@@ -70,6 +71,9 @@ enum AuditCommand {
         /// Verify an exported file instead of the live log.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Verify a node's access log (its --audit-log file) instead.
+        #[arg(long, conflicts_with = "file")]
+        node_log: Option<PathBuf>,
     },
 }
 
@@ -129,9 +133,27 @@ pub async fn run(args: AuditArgs) -> Result<()> {
             Ok(())
         }
         AuditCommand::Verify {
+            node_log: Some(path),
+            ..
+        } => match verify_access_log(&path)? {
+            None => {
+                say(&format!(
+                    "the access log {} verifies: chain intact",
+                    path.display()
+                ));
+                Ok(())
+            }
+            Some(line) => Err(Error::Refused(format!(
+                "the access log {} is broken at line {line}: a line was altered, reordered \
+                 or removed",
+                path.display()
+            ))),
+        },
+        AuditCommand::Verify {
             coordinators,
             token,
             file,
+            node_log: None,
         } => {
             let records: Vec<AuditRecord> = match (file, token) {
                 (Some(path), _) => {

@@ -18,7 +18,7 @@ use sunlight_proto::v1::FragmentTicket;
 
 use crate::oracle;
 use crate::support::{
-    CITY_TOKEN, ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight,
+    CITY_TOKEN, ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight, sunlight_fails,
 };
 
 /// One value of a query over node 140215's files.
@@ -385,5 +385,10 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
                 && r["decision"].as_str().unwrap().starts_with("allowed")),
         "{text}"
     );
-    assert_eq!(sunlight_node::verify_access_log(&log).unwrap(), None);
+    let verified = sunlight(&["audit", "verify", "--node-log", &log_arg]);
+    assert!(verified.contains("chain intact"), "{verified}");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&log, lines[1..].join("\n")).unwrap();
+    let err = sunlight_fails(&["audit", "verify", "--node-log", &log_arg]);
+    assert!(err.contains("broken at line 1"), "{err}");
 }
