@@ -8,7 +8,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
 use sunlight_fragment::{TableLeafExec, decode_plan};
-use sunlight_policy::{Egress, Released};
+use sunlight_policy::{Egress, Released, whole_table};
 use sunlight_proto::v1::FragmentTicket;
 
 use crate::check::check_fragment;
@@ -29,7 +29,11 @@ pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let task = context.task_ctx();
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
-    let egress = Egress::check(&plan, &node.privacy().policy)?;
+    let whole = match whole_table(&plan) {
+        Some(table) => Some(node.persons_of(table).await?),
+        None => None,
+    };
+    let egress = Egress::check(&plan, &node.privacy().policy, whole)?;
     let plan = resolve_leaves(node, egress.plan.clone()).await?;
     let stream = execute_stream(plan, task)?;
     Ok(egress.release(stream).await?)

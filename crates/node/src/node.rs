@@ -1,15 +1,21 @@
 //! A node: its code and the DataFusion context over its tables. Every query of the node,
 //! whoever sends it, runs here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use futures::StreamExt;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SQLOptions};
-use sunlight_domain::NodeCode;
-use sunlight_policy::NodePolicy;
+use sunlight_domain::{NodeCode, Table};
+use sunlight_policy::{Counted, NodePolicy, PersonSketch};
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
 
@@ -23,7 +29,13 @@ pub struct Node {
     catalog: NodeCatalog,
     privacy: Privacy,
     audit: NodeAudit,
+    /// Persons of each whole table, counted at most once a minute.
+    counted: tokio::sync::Mutex<HashMap<Table, (Instant, Counted)>>,
 }
+
+/// How long the persons of a whole table are taken as counted; data loaded since then
+/// shows in the count after this.
+const COUNTED_FOR: Duration = Duration::from_secs(60);
 
 /// Who may do what at the node, and the egress guard's policy.
 #[derive(Debug, Clone)]
@@ -42,7 +54,39 @@ impl Node {
             catalog,
             privacy,
             audit,
+            counted: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The distinct persons of `table` and their sketch, recounted after a minute.
+    pub async fn persons_of(&self, table: Table) -> Result<Counted> {
+        let mut counted = self.counted.lock().await;
+        if let Some((at, c)) = counted.get(&table)
+            && at.elapsed() < COUNTED_FOR
+        {
+            return Ok(c.clone());
+        }
+        let keys = &self.privacy.policy.persons;
+        let (_, mut stream) = self
+            .query(&format!("SELECT DISTINCT person_id FROM {}", table.name()))
+            .await?;
+        let mut persons = HashSet::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let ids = cast(batch.column(0), &DataType::Utf8)?;
+            persons.extend(
+                ids.as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(|id| keys.key(id)),
+            );
+        }
+        let fresh = Counted {
+            persons: persons.len(),
+            sketch: PersonSketch::of(persons),
+        };
+        counted.insert(table, (Instant::now(), fresh.clone()));
+        Ok(fresh)
     }
 
     /// The node's access log.

@@ -6,13 +6,18 @@
 
 use std::sync::Arc;
 
+use arrow::array::{AsArray, UInt64Array};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
+use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::functions_aggregate::min_max::max_udaf;
 use datafusion::logical_expr::JoinType;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
-use datafusion::physical_expr::{PhysicalExpr, projection::ProjectionExpr};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr, projection::ProjectionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -26,6 +31,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use sunlight_fragment::TableLeafExec;
+
+use crate::PersonKeys;
 
 const PERSON: &str = "person_id";
 const CENSUS: &str = "__persons";
@@ -63,154 +70,205 @@ pub struct Census {
     pub grouped: bool,
 }
 
-/// Rewrites `plan` to carry its persons; `None` when it reads no table about persons.
-/// Fails for a shape whose persons cannot be followed, so that no fragment leaves
-/// uncounted.
-pub fn census(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Census>> {
-    Ok(carry(plan)?.map(|c| Census {
+/// Rewrites `plan` to carry its persons, each named by its key under `keys`; `None` when
+/// it reads no table about persons. Fails for a shape whose persons cannot be followed,
+/// so that no fragment leaves uncounted.
+pub fn census(plan: &Arc<dyn ExecutionPlan>, keys: &PersonKeys) -> Result<Option<Census>> {
+    let key = Arc::new(person_key_udf(keys.clone()));
+    Ok(Carrier { key }.carry(plan)?.map(|c| Census {
         grouped: !matches!(c.kind, Kind::Person),
         plan: c.plan,
         column: c.column,
     }))
 }
 
-fn carry(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Censused>> {
-    if let Some(leaf) = plan.downcast_ref::<TableLeafExec>() {
-        return leaf_census(leaf);
+/// `person_key(person_id)`: the person's 64-bit key, computed at the node only.
+fn person_key_udf(keys: PersonKeys) -> ScalarUDF {
+    create_udf(
+        "person_key",
+        vec![DataType::Utf8],
+        DataType::UInt64,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let ids = cast(&arrays[0], &DataType::Utf8)?;
+            let out: UInt64Array = ids
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(|id| keys.key(id)))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+struct Carrier {
+    key: Arc<ScalarUDF>,
+}
+
+impl Carrier {
+    fn carry(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Censused>> {
+        if let Some(leaf) = plan.downcast_ref::<TableLeafExec>() {
+            return self.leaf_census(leaf);
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            return Ok(None);
+        }
+        if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+            return self.join_census(join);
+        }
+        if children.len() != 1 {
+            return unsupported(plan);
+        }
+        let Some(input) = self.carry(children[0])? else {
+            return Ok(None);
+        };
+        if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+            let (projection, column) = keep(filter.projection().as_deref(), input.column);
+            let rewritten = FilterExecBuilder::from(filter)
+                .with_input(input.plan)
+                .apply_projection(None)?
+                .apply_projection(projection)?
+                .build()?;
+            return Ok(Some(Censused {
+                plan: Arc::new(rewritten),
+                column,
+                kind: input.kind,
+            }));
+        }
+        if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+            let mut exprs = projection.expr().to_vec();
+            let column = match exprs.iter().position(|p| is_column(&p.expr, input.column)) {
+                Some(existing) => existing,
+                None => {
+                    let field = input.plan.schema().field(input.column).name().clone();
+                    exprs.push(ProjectionExpr {
+                        expr: Arc::new(Column::new(&field, input.column)),
+                        alias: CENSUS.to_string(),
+                    });
+                    exprs.len() - 1
+                }
+            };
+            return Ok(Some(Censused {
+                plan: Arc::new(ProjectionExec::try_new(exprs, input.plan)?),
+                column,
+                kind: input.kind,
+            }));
+        }
+        if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+            return aggregate_census(aggregate, input).map(Some);
+        }
+        let passes_through = plan.name() == "CoalesceBatchesExec"
+            || plan.is::<CoalescePartitionsExec>()
+            || plan.is::<LocalLimitExec>()
+            || plan.is::<GlobalLimitExec>()
+            || plan.is::<SortExec>()
+            || plan.is::<SortPreservingMergeExec>()
+            || plan.is::<CooperativeExec>();
+        if !passes_through {
+            return unsupported(plan);
+        }
+        Ok(Some(Censused {
+            plan: replace_children_if_necessary(plan.clone(), vec![input.plan])?,
+            ..input
+        }))
     }
-    let children = plan.children();
-    if children.is_empty() {
-        return Ok(None);
+
+    /// The leaf, with the key of each row's person after its own columns.
+    fn leaf_census(&self, leaf: &TableLeafExec) -> Result<Option<Censused>> {
+        let Ok(person) = leaf.table().schema().index_of(PERSON) else {
+            return Ok(None);
+        };
+        let (projection, at) = keep(leaf.projection(), person);
+        let scan: Arc<dyn ExecutionPlan> = Arc::new(TableLeafExec::try_new(
+            leaf.table(),
+            projection,
+            leaf.partitions(),
+            leaf.limit(),
+        )?);
+        let schema = scan.schema();
+        let width = leaf.schema().fields().len();
+        let mut exprs: Vec<ProjectionExpr> = (0..width)
+            .map(|i| ProjectionExpr {
+                expr: Arc::new(Column::new(schema.field(i).name(), i)),
+                alias: schema.field(i).name().clone(),
+            })
+            .collect();
+        let id: Arc<dyn PhysicalExpr> = Arc::new(Column::new(PERSON, at));
+        exprs.push(ProjectionExpr {
+            expr: Arc::new(ScalarFunctionExpr::try_new(
+                self.key.clone(),
+                vec![id],
+                &schema,
+                Arc::new(ConfigOptions::default()),
+            )?),
+            alias: CENSUS.to_string(),
+        });
+        Ok(Some(Censused {
+            plan: Arc::new(ProjectionExec::try_new(exprs, scan)?),
+            column: width,
+            kind: Kind::Person,
+        }))
     }
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        return join_census(join);
-    }
-    if children.len() != 1 {
-        return unsupported(plan);
-    }
-    let Some(input) = carry(children[0])? else {
-        return Ok(None);
-    };
-    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
-        let (projection, column) = keep(filter.projection().as_deref(), input.column);
-        let rewritten = FilterExecBuilder::from(filter)
-            .with_input(input.plan)
-            .apply_projection(None)?
-            .apply_projection(projection)?
-            .build()?;
-        return Ok(Some(Censused {
-            plan: Arc::new(rewritten),
-            column,
-            kind: input.kind,
-        }));
-    }
-    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
-        let mut exprs = projection.expr().to_vec();
-        let column = match exprs.iter().position(|p| is_column(&p.expr, input.column)) {
-            Some(existing) => existing,
-            None => {
-                let field = input.plan.schema().field(input.column).name().clone();
-                exprs.push(ProjectionExpr {
-                    expr: Arc::new(Column::new(&field, input.column)),
-                    alias: CENSUS.to_string(),
-                });
-                exprs.len() - 1
+
+    /// A join keeps the persons of the side whose rows it returns, the left one when both.
+    fn join_census(&self, join: &HashJoinExec) -> Result<Option<Censused>> {
+        let left = self.carry(join.left())?;
+        let right = self.carry(join.right())?;
+        for side in [&left, &right].into_iter().flatten() {
+            if !matches!(side.kind, Kind::Person) {
+                return unsupported_name(join.name());
+            }
+        }
+        let left_width = join.left().schema().fields().len();
+        let new_left = left.as_ref().map(|l| l.plan.clone());
+        let new_left_width = new_left
+            .as_ref()
+            .map_or(left_width, |p| p.schema().fields().len());
+        // Indexes into the join's output before its projection.
+        let shift = |i: usize| {
+            if i < left_width {
+                i
+            } else {
+                i - left_width + new_left_width
             }
         };
-        return Ok(Some(Censused {
-            plan: Arc::new(ProjectionExec::try_new(exprs, input.plan)?),
+        let person = match join.join_type() {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+                left.as_ref().map(|l| l.column)
+            }
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+                right.as_ref().map(|r| r.column)
+            }
+            _ => left
+                .as_ref()
+                .map(|l| l.column)
+                .or_else(|| right.as_ref().map(|r| r.column + new_left_width)),
+        };
+        let Some(person) = person else {
+            return Ok(None);
+        };
+        let original: Option<Vec<usize>> = join
+            .projection
+            .as_deref()
+            .map(|p| p.iter().map(|&i| shift(i)).collect());
+        let (projection, column) = keep(original.as_deref(), person);
+        let children = vec![
+            new_left.unwrap_or_else(|| join.left().clone()),
+            right.map_or_else(|| join.right().clone(), |r| r.plan),
+        ];
+        let rewritten = join
+            .builder()
+            .with_new_children(children)?
+            .with_projection(projection)
+            .build()?;
+        Ok(Some(Censused {
+            plan: Arc::new(rewritten),
             column,
-            kind: input.kind,
-        }));
+            kind: Kind::Person,
+        }))
     }
-    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
-        return aggregate_census(aggregate, input).map(Some);
-    }
-    let passes_through = plan.name() == "CoalesceBatchesExec"
-        || plan.is::<CoalescePartitionsExec>()
-        || plan.is::<LocalLimitExec>()
-        || plan.is::<GlobalLimitExec>()
-        || plan.is::<SortExec>()
-        || plan.is::<SortPreservingMergeExec>()
-        || plan.is::<CooperativeExec>();
-    if !passes_through {
-        return unsupported(plan);
-    }
-    Ok(Some(Censused {
-        plan: replace_children_if_necessary(plan.clone(), vec![input.plan])?,
-        ..input
-    }))
-}
-
-fn leaf_census(leaf: &TableLeafExec) -> Result<Option<Censused>> {
-    let Ok(person) = leaf.table().schema().index_of(PERSON) else {
-        return Ok(None);
-    };
-    let (projection, column) = keep(leaf.projection(), person);
-    let plan = TableLeafExec::try_new(leaf.table(), projection, leaf.partitions(), leaf.limit())?;
-    Ok(Some(Censused {
-        plan: Arc::new(plan),
-        column,
-        kind: Kind::Person,
-    }))
-}
-
-/// A join keeps the persons of the side whose rows it returns, the left one when both.
-fn join_census(join: &HashJoinExec) -> Result<Option<Censused>> {
-    let left = carry(join.left())?;
-    let right = carry(join.right())?;
-    for side in [&left, &right].into_iter().flatten() {
-        if !matches!(side.kind, Kind::Person) {
-            return unsupported_name(join.name());
-        }
-    }
-    let left_width = join.left().schema().fields().len();
-    let new_left = left.as_ref().map(|l| l.plan.clone());
-    let new_left_width = new_left
-        .as_ref()
-        .map_or(left_width, |p| p.schema().fields().len());
-    // Indexes into the join's output before its projection.
-    let shift = |i: usize| {
-        if i < left_width {
-            i
-        } else {
-            i - left_width + new_left_width
-        }
-    };
-    let person = match join.join_type() {
-        JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
-            left.as_ref().map(|l| l.column)
-        }
-        JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
-            right.as_ref().map(|r| r.column)
-        }
-        _ => left
-            .as_ref()
-            .map(|l| l.column)
-            .or_else(|| right.as_ref().map(|r| r.column + new_left_width)),
-    };
-    let Some(person) = person else {
-        return Ok(None);
-    };
-    let original: Option<Vec<usize>> = join
-        .projection
-        .as_deref()
-        .map(|p| p.iter().map(|&i| shift(i)).collect());
-    let (projection, column) = keep(original.as_deref(), person);
-    let children = vec![
-        new_left.unwrap_or_else(|| join.left().clone()),
-        right.map_or_else(|| join.right().clone(), |r| r.plan),
-    ];
-    let rewritten = join
-        .builder()
-        .with_new_children(children)?
-        .with_projection(projection)
-        .build()?;
-    Ok(Some(Censused {
-        plan: Arc::new(rewritten),
-        column,
-        kind: Kind::Person,
-    }))
 }
 
 /// Adds one aggregate to `aggregate`: the list of distinct persons of each group, or the

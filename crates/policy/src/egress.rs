@@ -8,13 +8,18 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringArray};
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt, stream};
+use sunlight_domain::Table;
+use sunlight_fragment::TableLeafExec;
 
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
@@ -35,6 +40,26 @@ pub struct NodePolicy {
     pub persons: PersonKeys,
 }
 
+/// The persons of a whole table, which a node counts once and keeps for a while.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    /// Distinct persons.
+    pub persons: usize,
+    /// Their sketch.
+    pub sketch: PersonSketch,
+}
+
+/// Where the persons behind each output row are found.
+#[derive(Debug)]
+enum Persons {
+    /// In a column: a row's person, or a group's persons or their number.
+    Column { index: usize, grouped: bool },
+    /// One group over a whole table, whose persons are already counted.
+    Whole(Box<Counted>),
+    /// Nowhere: the fragment reads no table about persons.
+    None,
+}
+
 /// A checked fragment: the plan to run in its place, and how its output is released.
 #[derive(Debug)]
 pub struct Egress {
@@ -42,8 +67,32 @@ pub struct Egress {
     pub plan: Arc<dyn ExecutionPlan>,
     treatments: Vec<Treatment>,
     schema: SchemaRef,
-    census: Option<(usize, bool)>,
+    persons: Persons,
     policy: NodePolicy,
+}
+
+/// The table a fragment aggregates whole, without groups or filters, if it does: its one
+/// group's persons are the table's.
+pub fn whole_table(fragment: &Arc<dyn ExecutionPlan>) -> Option<Table> {
+    let aggregate = fragment.downcast_ref::<AggregateExec>()?;
+    if !aggregate.group_expr().expr().is_empty()
+        || aggregate.filter_expr().iter().any(Option::is_some)
+    {
+        return None;
+    }
+    let mut input = aggregate.input();
+    loop {
+        if let Some(leaf) = input.downcast_ref::<TableLeafExec>() {
+            return leaf.limit().is_none().then(|| leaf.table());
+        }
+        let passes = input.is::<ProjectionExec>()
+            || input.is::<CooperativeExec>()
+            || input.name() == "CoalesceBatchesExec";
+        if !passes {
+            return None;
+        }
+        input = input.children().into_iter().next()?;
+    }
 }
 
 /// A fragment's output as released by the guard.
@@ -61,8 +110,13 @@ pub struct Released {
 }
 
 impl Egress {
-    /// Checks `fragment` against the egress rules of `policy`.
-    pub fn check(fragment: &Arc<dyn ExecutionPlan>, policy: &NodePolicy) -> Result<Self> {
+    /// Checks `fragment` against the egress rules of `policy`; `whole` counts the persons
+    /// of the table it aggregates whole (see [`whole_table`]).
+    pub fn check(
+        fragment: &Arc<dyn ExecutionPlan>,
+        policy: &NodePolicy,
+        whole: Option<Counted>,
+    ) -> Result<Self> {
         let schema = fragment.schema();
         let traced = trace(fragment, Tier::Node, &|_| None)?;
         let treatments = node_egress(&traced.columns, schema.fields())?;
@@ -97,17 +151,26 @@ impl Egress {
                 ));
             }
         }
-        let census =
-            census(fragment).map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?;
-        let (plan, census) = match census {
-            Some(c) => (c.plan, Some((c.column, c.grouped))),
-            None => (fragment.clone(), None),
+        let (plan, persons) = match whole.filter(|_| whole_table(fragment).is_some()) {
+            Some(counted) => (fragment.clone(), Persons::Whole(Box::new(counted))),
+            None => match census(fragment, &policy.persons)
+                .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
+            {
+                Some(c) => (
+                    c.plan,
+                    Persons::Column {
+                        index: c.column,
+                        grouped: c.grouped,
+                    },
+                ),
+                None => (fragment.clone(), Persons::None),
+            },
         };
         Ok(Self {
             plan,
             treatments,
             schema,
-            census,
+            persons,
             policy: policy.clone(),
         })
     }
@@ -124,8 +187,24 @@ impl Egress {
         let mut suppressed = 0;
         let mut released = 0;
         let mut sketch = None;
-        match self.census {
-            Some((column, true)) => {
+        match &self.persons {
+            Persons::Whole(counted) => {
+                let small = counted.persons > 0 && counted.persons < k;
+                while let Some(batch) = input.next().await {
+                    let batch = batch?;
+                    if small {
+                        suppressed += batch.num_rows();
+                    } else {
+                        released += batch.num_rows();
+                        held.push(batch);
+                    }
+                }
+                sketch = (!small).then(|| counted.sketch.clone());
+            }
+            &Persons::Column {
+                index: column,
+                grouped: true,
+            } => {
                 let mut keys = HashSet::new();
                 let mut listed = false;
                 while let Some(batch) = input.next().await {
@@ -141,44 +220,33 @@ impl Egress {
                     if let Some(list) = census.as_list_opt::<i32>() {
                         listed = true;
                         for row in (0..list.len()).filter(|&i| persons[i] >= k as i64) {
-                            let people = cast(&list.value(row), &DataType::Utf8)
-                                .map_err(DataFusionError::from)?;
-                            keys.extend(
-                                people
-                                    .as_string::<i32>()
-                                    .iter()
-                                    .flatten()
-                                    .map(|p| self.policy.persons.key(p)),
-                            );
+                            let people = list.value(row);
+                            keys.extend(people.as_primitive::<UInt64Type>().iter().flatten());
                         }
                     }
                     held.push(filter_record_batch(&batch, &keep).map_err(DataFusionError::from)?);
                 }
                 sketch = listed.then(|| PersonSketch::of(keys));
             }
-            Some((column, false)) => {
+            &Persons::Column {
+                index: column,
+                grouped: false,
+            } => {
                 let mut seen = HashSet::new();
                 while seen.len() < k {
                     let Some(batch) = input.next().await else {
                         break;
                     };
                     let batch = batch?;
-                    let people = cast(batch.column(column), &DataType::Utf8)
-                        .map_err(DataFusionError::from)?;
-                    seen.extend(
-                        people
-                            .as_string::<i32>()
-                            .iter()
-                            .flatten()
-                            .map(str::to_string),
-                    );
+                    let people = batch.column(column).as_primitive::<UInt64Type>();
+                    seen.extend(people.iter().flatten());
                     held.push(batch);
                 }
                 if !seen.is_empty() && seen.len() < k {
                     return Err(too_few(k, "the rows of the answer concern").into());
                 }
             }
-            None => {}
+            Persons::None => {}
         }
         let schema = self.schema.clone();
         let guard = Arc::new(self);

@@ -21,7 +21,9 @@ mod tokens;
 use std::fmt;
 
 pub use differencing::AnswerHistory;
-pub use egress::{DEFAULT_MIN_GROUP_SIZE, Egress, NodePolicy, Released, too_few};
+pub use egress::{
+    Counted, DEFAULT_MIN_GROUP_SIZE, Egress, NodePolicy, Released, too_few, whole_table,
+};
 pub use lineage::{
     Fragments, Grouping, Lineage, Tier, Traced, Treatment, city_answer, node_egress, trace,
 };
