@@ -53,6 +53,16 @@ fn absorb(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionP
     if plan.is::<NodeFragmentExec>() || plan.is::<AnalyzeExec>() || plan.children().is_empty() {
         return Ok(Transformed::no(plan));
     }
+    // One node holds every group already: repartitioning its output would only stop the
+    // operators above from running there too.
+    if let Some(repartition) = plan.downcast_ref::<RepartitionExec>()
+        && repartition
+            .input()
+            .downcast_ref::<NodeFragmentExec>()
+            .is_some_and(|f| f.nodes().len() == 1)
+    {
+        return Ok(Transformed::yes(repartition.input().clone()));
+    }
     let Some((base, inputs)) = fragment_inputs(&plan)? else {
         return Ok(Transformed::no(plan));
     };

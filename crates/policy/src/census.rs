@@ -1,7 +1,7 @@
 //! The person census of a fragment: a rewrite that carries each row's `person_id` up
 //! through the plan, so that the node can count the distinct persons behind every row
 //! it would send. They ride in one extra output column, a list of each group's persons
-//! (or their number, for an aggregate of aggregates), that the egress guard reads and
+//! (lists of lists, for an aggregate of aggregates), that the egress guard reads and
 //! strips.
 
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use arrow::datatypes::SchemaRef;
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
-use datafusion::functions_aggregate::min_max::max_udaf;
 use datafusion::logical_expr::JoinType;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
@@ -47,7 +46,8 @@ enum Kind {
         function: Arc<AggregateFunctionExpr>,
         input: SchemaRef,
     },
-    /// The distinct persons of each group (a list), or their number.
+    /// The distinct persons of each group: a list of keys, or for an aggregate of
+    /// aggregates, a list of its groups' lists.
     Count,
 }
 
@@ -272,7 +272,7 @@ impl Carrier {
 }
 
 /// Adds one aggregate to `aggregate`: the list of distinct persons of each group, or the
-/// largest census among the groups it merges (a lower bound of their distinct persons).
+/// lists of the groups it merges.
 fn aggregate_census(aggregate: &AggregateExec, input: Censused) -> Result<Censused> {
     let mode = *aggregate.mode();
     let input_schema = input.plan.schema();
@@ -293,7 +293,7 @@ fn aggregate_census(aggregate: &AggregateExec, input: Censused) -> Result<Census
                 Kind::Person => {
                     AggregateExprBuilder::new(array_agg_udaf(), vec![column]).distinct()
                 }
-                _ => AggregateExprBuilder::new(max_udaf(), vec![column]),
+                _ => AggregateExprBuilder::new(array_agg_udaf(), vec![column]),
             };
             let function = builder
                 .schema(input_schema.clone())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringArray};
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, Int64Type, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, SchemaRef, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SendableRecordBatchStream;
@@ -210,7 +210,7 @@ impl Egress {
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
                     let census = batch.column(column);
-                    let persons = persons_per_row(census)?;
+                    let persons = persons_per_row(census);
                     let keep: arrow::array::BooleanArray = persons
                         .iter()
                         .map(|&n| Some(n == 0 || n >= k as i64))
@@ -220,8 +220,7 @@ impl Egress {
                     if let Some(list) = census.as_list_opt::<i32>() {
                         listed = true;
                         for row in (0..list.len()).filter(|&i| persons[i] >= k as i64) {
-                            let people = list.value(row);
-                            keys.extend(people.as_primitive::<UInt64Type>().iter().flatten());
+                            persons_in(&list.value(row), &mut keys);
                         }
                     }
                     held.push(filter_record_batch(&batch, &keep).map_err(DataFusionError::from)?);
@@ -316,29 +315,38 @@ impl Egress {
     }
 }
 
-/// Distinct persons of each row of a census column: a count, or a state listing them.
-fn persons_per_row(column: &ArrayRef) -> DfResult<Vec<i64>> {
-    Ok(match column.data_type() {
-        DataType::List(_) => lengths(column.as_list::<i32>()),
-        DataType::LargeList(_) => lengths(column.as_list::<i64>()),
-        _ => cast(column, &DataType::Int64)?
-            .as_primitive::<Int64Type>()
-            .iter()
-            .map(Option::unwrap_or_default)
-            .collect(),
-    })
-}
-
-fn lengths<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> Vec<i64> {
+/// Distinct persons of each row of a census column: a list of distinct keys, or nested
+/// lists of them.
+fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
+    let Some(list) = column.as_list_opt::<i32>() else {
+        return vec![0; column.len()];
+    };
     (0..list.len())
-        .map(|i| {
-            if list.is_null(i) {
-                0
-            } else {
-                list.value_length(i).as_usize() as i64
+        .map(|row| match list.value_type() {
+            DataType::UInt64 if list.is_valid(row) => i64::from(list.value_length(row)),
+            _ => {
+                let mut keys = HashSet::new();
+                persons_in(&list.value(row), &mut keys);
+                keys.len() as i64
             }
         })
         .collect()
+}
+
+/// Adds the keys in `array`, a key array or lists of them to any depth, to `keys`.
+fn persons_in(array: &ArrayRef, keys: &mut HashSet<u64>) {
+    match array.as_list_opt::<i32>() {
+        Some(list) => {
+            for row in (0..list.len()).filter(|&r| list.is_valid(r)) {
+                persons_in(&list.value(row), keys);
+            }
+        }
+        None => {
+            if let Some(values) = array.as_primitive_opt::<UInt64Type>() {
+                keys.extend(values.iter().flatten());
+            }
+        }
+    }
 }
 
 fn is_text(data_type: &DataType) -> bool {

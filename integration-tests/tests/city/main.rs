@@ -4,6 +4,7 @@
 mod attacks;
 mod audit;
 mod bad_files;
+mod demo;
 mod federation;
 mod flight_sql;
 mod ground_truth;

@@ -1,0 +1,14 @@
+//! `sunlight demo`, the README's first command, runs the whole flow to its last line.
+
+use crate::support::sunlight;
+
+#[test]
+fn the_demo_ends_with_the_julexiang_finding() {
+    let out = sunlight(&["demo"]);
+    assert!(out.contains("7 models, 750 suspect records"), "{out}");
+    let finding = out
+        .split("云州区 聚乐乡")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no finding in:\n{out}"));
+    assert!(finding.contains("| 10     | 20      | 60000.00 |"), "{out}");
+}
