@@ -14,7 +14,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::logical_expr::JoinType;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{AggregateUDF, ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr, projection::ProjectionExpr};
 use datafusion::physical_plan::ExecutionPlan;
@@ -32,6 +32,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use sunlight_fragment::TableLeafExec;
 
 use crate::PersonKeys;
+use crate::persons::{Persons, Seen};
 
 const PERSON: &str = "person_id";
 const CENSUS: &str = "__persons";
@@ -66,19 +67,31 @@ pub struct Census {
     /// Index of the census column.
     pub column: usize,
     /// Whether each output row is one source row (the column holds its person) or a
-    /// group (the column counts its persons, or holds their partial state).
+    /// group (the column lists up to k of its persons, or its groups' lists).
     pub grouped: bool,
+    /// Every person the groups were formed from, once the plan has run.
+    pub seen: Seen,
 }
 
 /// Rewrites `plan` to carry its persons, each named by its key under `keys`; `None` when
 /// it reads no table about persons. Fails for a shape whose persons cannot be followed,
 /// so that no fragment leaves uncounted.
-pub fn census(plan: &Arc<dyn ExecutionPlan>, keys: &PersonKeys) -> Result<Option<Census>> {
-    let key = Arc::new(person_key_udf(keys.clone()));
-    Ok(Carrier { key }.carry(plan)?.map(|c| Census {
+/// Groups keep up to `cap` persons each: enough to tell whether they reach k.
+pub fn census(
+    plan: &Arc<dyn ExecutionPlan>,
+    keys: &PersonKeys,
+    cap: usize,
+) -> Result<Option<Census>> {
+    let seen = Seen::default();
+    let carrier = Carrier {
+        key: Arc::new(person_key_udf(keys.clone())),
+        persons: Arc::new(AggregateUDF::from(Persons::new(cap, seen.clone()))),
+    };
+    Ok(carrier.carry(plan)?.map(|c| Census {
         grouped: !matches!(c.kind, Kind::Person),
         plan: c.plan,
         column: c.column,
+        seen,
     }))
 }
 
@@ -104,6 +117,7 @@ fn person_key_udf(keys: PersonKeys) -> ScalarUDF {
 
 struct Carrier {
     key: Arc<ScalarUDF>,
+    persons: Arc<AggregateUDF>,
 }
 
 impl Carrier {
@@ -157,7 +171,7 @@ impl Carrier {
             }));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
-            return aggregate_census(aggregate, input).map(Some);
+            return aggregate_census(aggregate, input, &self.persons).map(Some);
         }
         let passes_through = plan.name() == "CoalesceBatchesExec"
             || plan.is::<CoalescePartitionsExec>()
@@ -271,9 +285,13 @@ impl Carrier {
     }
 }
 
-/// Adds one aggregate to `aggregate`: the list of distinct persons of each group, or the
+/// Adds one aggregate to `aggregate`: up to k distinct persons of each group, or the
 /// lists of the groups it merges.
-fn aggregate_census(aggregate: &AggregateExec, input: Censused) -> Result<Censused> {
+fn aggregate_census(
+    aggregate: &AggregateExec,
+    input: Censused,
+    persons: &Arc<AggregateUDF>,
+) -> Result<Censused> {
     let mode = *aggregate.mode();
     let input_schema = input.plan.schema();
     let (function, state_input) = match (&input.kind, mode) {
@@ -290,9 +308,7 @@ fn aggregate_census(aggregate: &AggregateExec, input: Censused) -> Result<Census
                 input.column,
             ));
             let builder = match kind {
-                Kind::Person => {
-                    AggregateExprBuilder::new(array_agg_udaf(), vec![column]).distinct()
-                }
+                Kind::Person => AggregateExprBuilder::new(persons.clone(), vec![column]),
                 _ => AggregateExprBuilder::new(array_agg_udaf(), vec![column]),
             };
             let function = builder

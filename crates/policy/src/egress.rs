@@ -23,6 +23,7 @@ use sunlight_fragment::TableLeafExec;
 
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
+use crate::persons::Seen;
 use crate::{Error, PersonKeys, PersonSketch, Refusal, Result, Rule, Tokenizer};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
@@ -53,7 +54,11 @@ pub struct Counted {
 #[derive(Debug)]
 enum Persons {
     /// In a column: a row's person, or a group's persons or their number.
-    Column { index: usize, grouped: bool },
+    Column {
+        index: usize,
+        grouped: bool,
+        seen: Seen,
+    },
     /// One group over a whole table, whose persons are already counted.
     Whole(Box<Counted>),
     /// Nowhere: the fragment reads no table about persons.
@@ -153,7 +158,7 @@ impl Egress {
         }
         let (plan, persons) = match whole.filter(|_| whole_table(fragment).is_some()) {
             Some(counted) => (fragment.clone(), Persons::Whole(Box::new(counted))),
-            None => match census(fragment, &policy.persons)
+            None => match census(fragment, &policy.persons, policy.min_group_size)
                 .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
             {
                 Some(c) => (
@@ -161,6 +166,7 @@ impl Egress {
                     Persons::Column {
                         index: c.column,
                         grouped: c.grouped,
+                        seen: c.seen,
                     },
                 ),
                 None => (fragment.clone(), Persons::None),
@@ -201,35 +207,29 @@ impl Egress {
                 }
                 sketch = (!small).then(|| counted.sketch.clone());
             }
-            &Persons::Column {
+            Persons::Column {
                 index: column,
                 grouped: true,
+                seen,
             } => {
-                let mut keys = HashSet::new();
-                let mut listed = false;
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
-                    let census = batch.column(column);
-                    let persons = persons_per_row(census);
+                    let persons = persons_per_row(batch.column(*column));
                     let keep: arrow::array::BooleanArray = persons
                         .iter()
                         .map(|&n| Some(n == 0 || n >= k as i64))
                         .collect();
                     released += persons.iter().filter(|&&n| n >= k as i64).count();
                     suppressed += keep.false_count();
-                    if let Some(list) = census.as_list_opt::<i32>() {
-                        listed = true;
-                        for row in (0..list.len()).filter(|&i| persons[i] >= k as i64) {
-                            persons_in(&list.value(row), &mut keys);
-                        }
-                    }
                     held.push(filter_record_batch(&batch, &keep).map_err(DataFusionError::from)?);
                 }
-                sketch = listed.then(|| PersonSketch::of(keys));
+                let seen = seen.lock().expect("not poisoned");
+                sketch = Some(PersonSketch::of(seen.iter().copied()));
             }
-            &Persons::Column {
+            Persons::Column {
                 index: column,
                 grouped: false,
+                ..
             } => {
                 let mut seen = HashSet::new();
                 while seen.len() < k {
@@ -237,7 +237,7 @@ impl Egress {
                         break;
                     };
                     let batch = batch?;
-                    let people = batch.column(column).as_primitive::<UInt64Type>();
+                    let people = batch.column(*column).as_primitive::<UInt64Type>();
                     seen.extend(people.iter().flatten());
                     held.push(batch);
                 }

@@ -15,6 +15,7 @@ mod census;
 mod differencing;
 mod egress;
 mod lineage;
+mod persons;
 mod sketch;
 mod tokens;
 

@@ -1,0 +1,248 @@
+//! `persons(key)`: the census aggregate. For each group it keeps the distinct person keys
+//! it sees, but never more than k of them: a group that reaches k passes, and the union
+//! of such capped sets is still exact below k, so groups of groups count right. Every key
+//! it sees also goes into one set for the whole fragment, the persons its sketch is made
+//! of.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt64Array};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
+
+/// The persons a fragment's census saw, shared by its accumulators.
+pub type Seen = Arc<Mutex<HashSet<u64>>>;
+
+/// The census aggregate of one fragment.
+#[derive(Debug)]
+pub struct Persons {
+    cap: usize,
+    seen: Seen,
+    signature: Signature,
+}
+
+impl Persons {
+    /// Keeps up to `cap` persons a group, and every person seen in `seen`.
+    pub fn new(cap: usize, seen: Seen) -> Self {
+        Self {
+            cap,
+            seen,
+            signature: Signature::exact(vec![DataType::UInt64], Volatility::Immutable),
+        }
+    }
+
+    fn groups(&self) -> PersonGroups {
+        PersonGroups {
+            cap: self.cap,
+            seen: self.seen.clone(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+impl PartialEq for Persons {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.seen, &other.seen) && self.cap == other.cap
+    }
+}
+
+impl Eq for Persons {}
+
+impl Hash for Persons {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.seen).hash(state);
+        self.cap.hash(state);
+    }
+}
+
+fn list_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::UInt64, true)))
+}
+
+impl AggregateUDFImpl for Persons {
+    fn name(&self) -> &str {
+        "persons"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(list_type())
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[persons]", args.name),
+            list_type(),
+            true,
+        ))])
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(OneGroup(self.groups())))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(self.groups()))
+    }
+}
+
+/// Up to `cap` distinct persons of each group.
+#[derive(Debug)]
+struct PersonGroups {
+    cap: usize,
+    seen: Seen,
+    groups: Vec<Vec<u64>>,
+}
+
+impl PersonGroups {
+    fn add(&mut self, group: usize, key: u64) {
+        let persons = &mut self.groups[group];
+        if persons.len() < self.cap && !persons.contains(&key) {
+            persons.push(key);
+        }
+    }
+
+    fn emit(&mut self, emit_to: EmitTo) -> ArrayRef {
+        list_of(&emit_to.take_needed(&mut self.groups))
+    }
+}
+
+/// One list of keys per group.
+fn list_of(groups: &[Vec<u64>]) -> ArrayRef {
+    let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+    let values = UInt64Array::from_iter_values(groups.iter().flatten().copied());
+    Arc::new(ListArray::new(
+        Arc::new(Field::new_list_field(DataType::UInt64, true)),
+        offsets,
+        Arc::new(values),
+        None,
+    ))
+}
+
+impl GroupsAccumulator for PersonGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let keys = values[0].as_primitive::<UInt64Type>();
+        let seen = self.seen.clone();
+        let mut seen = seen.lock().expect("not poisoned");
+        for (row, &group) in group_indices.iter().enumerate() {
+            if keys.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
+                continue;
+            }
+            let key = keys.value(row);
+            seen.insert(key);
+            self.add(group, key);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        Ok(self.emit(emit_to))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.emit(emit_to)])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let lists = values[0].as_list::<i32>();
+        for (row, &group) in group_indices.iter().enumerate() {
+            if lists.is_null(row) {
+                continue;
+            }
+            let keys = lists.value(row);
+            for key in keys.as_primitive::<UInt64Type>().iter().flatten() {
+                self.add(group, key);
+            }
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let keys = values[0].as_primitive::<UInt64Type>();
+        let mut seen = self.seen.lock().expect("not poisoned");
+        let groups: Vec<Vec<u64>> = (0..keys.len())
+            .map(|row| {
+                if keys.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
+                    return Vec::new();
+                }
+                seen.insert(keys.value(row));
+                vec![keys.value(row)]
+            })
+            .collect();
+        Ok(vec![list_of(&groups)])
+    }
+
+    fn size(&self) -> usize {
+        self.groups.capacity() * std::mem::size_of::<Vec<u64>>()
+            + self.groups.len() * self.cap * std::mem::size_of::<u64>()
+    }
+}
+
+/// The census of an aggregate without groups: one group.
+#[derive(Debug)]
+struct OneGroup(PersonGroups);
+
+impl OneGroup {
+    fn value(&mut self) -> ScalarValue {
+        self.0.groups.resize_with(1, Vec::new);
+        ScalarValue::List(Arc::new(list_of(&self.0.groups).as_list::<i32>().clone()))
+    }
+}
+
+impl Accumulator for OneGroup {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0
+            .update_batch(values, &vec![0; values[0].len()], None, 1)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(self.value())
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.0.size()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.value()])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.0.merge_batch(states, &vec![0; states[0].len()], 1)
+    }
+}
