@@ -12,7 +12,7 @@ use sunlight_client::QueryResult;
 use sunlight_meta::{AdminClient, AuditRecord, Section, verify_chain};
 use sunlight_node::verify_access_log;
 
-use crate::admin::CoordinatorFlags;
+use crate::admin::{CoordinatorFlags, coordinator_tls};
 use crate::output::{Format, write_result};
 use crate::{Error, Result, say};
 
@@ -74,6 +74,9 @@ enum AuditCommand {
         /// Verify a node's access log (its --audit-log file) instead.
         #[arg(long, conflicts_with = "file")]
         node_log: Option<PathBuf>,
+        /// Reach the coordinator over TLS, checking its certificate chains to this CA.
+        #[arg(long, env = "SUNLIGHT_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
 }
 
@@ -154,6 +157,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
             token,
             file,
             node_log: None,
+            tls_ca,
         } => {
             let records: Vec<AuditRecord> = match (file, token) {
                 (Some(path), _) => {
@@ -168,7 +172,11 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                         ))
                     })?
                 }
-                (None, Some(token)) => fetch(AdminClient::new(&coordinators, &token)?).await?,
+                (None, Some(token)) => {
+                    let client = AdminClient::new(&coordinators, &token)?
+                        .with_tls(coordinator_tls(tls_ca.as_deref())?);
+                    fetch(client).await?
+                }
                 (None, None) => {
                     return Err(Error::Usage(
                         "give --coordinator and --token, or --file".into(),

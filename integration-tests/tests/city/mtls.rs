@@ -178,6 +178,17 @@ async fn clients_and_replicas_reach_the_coordinator_over_tls() {
         TOKEN,
     ]);
     assert!(audited.contains("allowed: 1 rows"), "{audited}");
+    let verified = sunlight(&[
+        "audit",
+        "verify",
+        "--coordinator",
+        &first.addr,
+        "--tls-ca",
+        &ca,
+        "--token",
+        TOKEN,
+    ]);
+    assert!(verified.contains("chain intact"), "{verified}");
 
     // Without TLS the coordinator is not reachable.
     let err = sunlight_fails(&[
