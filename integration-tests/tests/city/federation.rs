@@ -4,14 +4,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
 use sunlight_client::SqlClient;
 
-use crate::oracle::city_context;
+use crate::oracle::{city_context, strings};
 use sunlight_datagen::node_root;
 
-use crate::support::{ServiceProcess, TOKEN, shared_city, slow_tap, start_city, sunlight, tap};
+use crate::support::{ServiceProcess, TOKEN, Tapped, shared_city, slow_tap, start_city};
 
 const SUITE: &str = include_str!("../../queries/federated.sql");
 
@@ -310,75 +309,46 @@ async fn a_node_with_a_different_reference_copy_is_named() {
     assert!(text.contains("600.00"), "{text}");
 }
 
-/// The first column of `sql`'s answer as text.
-async fn values(oracle: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
-    let batches = oracle.sql(sql).await.unwrap().collect().await.unwrap();
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_string::<i32>()
-                .iter()
-                .flatten()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_suite_and_a_linkage_run_send_no_identifier_over_the_wire() {
     let city = shared_city();
     let running = start_city(city.dir.path(), &[]);
-    // A second coordinator reaches the same nodes only through taps.
-    let mut taps = Vec::new();
-    let mut addrs = Vec::new();
-    for (code, node) in &running.nodes {
-        let tap = tap(&node.addr).await;
-        addrs.push((code.to_string(), tap.addr.clone()));
-        taps.push(tap);
-    }
-    let coordinator = ServiceProcess::coordinator(&addrs, &[]);
-    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let tapped = Tapped::start(
+        running
+            .nodes
+            .iter()
+            .map(|(code, node)| (code.to_string(), node.addr.as_str())),
+    )
+    .await;
+    let mut client = SqlClient::connect(&tapped.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
     for sql in queries() {
         client
             .query(&sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}\n{e}"));
     }
-    sunlight(&[
-        "linkage",
-        "run",
-        "--coordinator",
-        &coordinator.addr,
-        "--token",
-        TOKEN,
-        "--table",
-        "disbursements",
-        "--key",
-        "person_id,subsidy_type,period",
-    ]);
-    let wire: Vec<u8> = taps
-        .iter()
-        .flat_map(|t| t.sent_back.lock().unwrap().clone())
-        .collect();
+    tapped.link_disbursements();
+    let wire = tapped.wire();
     assert!(wire.len() > 100_000, "the taps saw {} bytes", wire.len());
 
     let oracle = city_context(city.dir.path()).await;
-    let places = values(
+    let places = strings(
         &oracle,
         "SELECT township FROM persons UNION SELECT village FROM persons \
          UNION SELECT employer FROM payroll UNION SELECT department FROM disbursements",
     )
     .await
-    .concat();
+    .into_iter()
+    .collect::<String>();
     let mut secrets: HashMap<usize, HashSet<Vec<u8>>> = HashMap::new();
     for sql in [
         "SELECT person_id FROM persons",
         "SELECT account_no FROM disbursements WHERE account_no IS NOT NULL",
         "SELECT name FROM persons",
     ] {
-        for value in values(&oracle, sql).await {
+        for value in strings(&oracle, sql).await {
             // A name that is also part of a place name leaves with the place.
             if !places.contains(&value) {
                 let bytes = value.into_bytes();

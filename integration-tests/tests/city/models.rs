@@ -14,7 +14,7 @@ use crate::ground_truth;
 use sunlight_domain::NodeCode;
 
 use crate::support::{
-    ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight, sunlight_fails, tap,
+    ServiceProcess, TOKEN, Tapped, new_user, shared_city, start_city, sunlight, sunlight_fails,
 };
 
 fn model(coordinator: &str, token: &str, args: &[&str]) -> String {
@@ -564,35 +564,19 @@ async fn the_leader_runs_the_models_on_a_schedule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_identifier_leaves_a_node_during_model_runs_and_linkage() {
     let city = handmade_city(&[], false);
-    // A second coordinator reaches the same nodes only through taps.
-    let mut taps = Vec::new();
-    let mut addrs = Vec::new();
-    for (code, node) in &city.nodes {
-        let tap = tap(&node.addr).await;
-        addrs.push((code.to_string(), tap.addr.clone()));
-        taps.push(tap);
-    }
-    let coordinator = ServiceProcess::coordinator(&addrs, &[]);
+    let tapped = Tapped::start(
+        city.nodes
+            .iter()
+            .map(|(code, node)| (code.to_string(), node.addr.as_str())),
+    )
+    .await;
+    let coordinator = &tapped.coordinator;
     model(&coordinator.addr, TOKEN, &["add", "--builtin"]);
     approve_and_roll_out(&coordinator.addr);
     let ran = model(&coordinator.addr, TOKEN, &["run"]);
     assert!(!ran.contains("FAILED"), "{ran}");
-    sunlight(&[
-        "linkage",
-        "run",
-        "--coordinator",
-        &coordinator.addr,
-        "--token",
-        TOKEN,
-        "--table",
-        "disbursements",
-        "--key",
-        "person_id,subsidy_type,period",
-    ]);
-    let wire: Vec<u8> = taps
-        .iter()
-        .flat_map(|t| t.sent_back.lock().unwrap().clone())
-        .collect();
+    tapped.link_disbursements();
+    let wire = tapped.wire();
     // The taps do see what nodes may send: per-township summaries.
     let township = "聚乐乡".as_bytes();
     assert!(

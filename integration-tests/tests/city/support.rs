@@ -327,3 +327,50 @@ pub fn new_user(coordinators: &str, name: &str, role: &str, extra: &[&str]) -> S
         })
         .unwrap_or_else(|| panic!("no token printed: {out}"))
 }
+
+/// A coordinator that reaches `nodes` (code, address) only through taps, which record
+/// every byte the nodes send back.
+pub struct Tapped {
+    pub coordinator: ServiceProcess,
+    taps: Vec<Tap>,
+}
+
+impl Tapped {
+    pub async fn start<'a>(nodes: impl IntoIterator<Item = (String, &'a str)>) -> Self {
+        let mut taps = Vec::new();
+        let mut addrs = Vec::new();
+        for (code, addr) in nodes {
+            let tap = tap(addr).await;
+            addrs.push((code, tap.addr.clone()));
+            taps.push(tap);
+        }
+        Self {
+            coordinator: ServiceProcess::coordinator(&addrs, &[]),
+            taps,
+        }
+    }
+
+    /// Runs a linkage of disbursements on person, subsidy type and period.
+    pub fn link_disbursements(&self) {
+        sunlight(&[
+            "linkage",
+            "run",
+            "--coordinator",
+            &self.coordinator.addr,
+            "--token",
+            TOKEN,
+            "--table",
+            "disbursements",
+            "--key",
+            "person_id,subsidy_type,period",
+        ]);
+    }
+
+    /// Everything the nodes sent so far.
+    pub fn wire(&self) -> Vec<u8> {
+        self.taps
+            .iter()
+            .flat_map(|t| t.sent_back.lock().unwrap().clone())
+            .collect()
+    }
+}
