@@ -74,3 +74,5 @@ SELECT d.county_code, count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM 
 SELECT county_code, count(*) FROM disbursements WHERE amount > 500 AND period >= DATE '2023-01-01' GROUP BY county_code ORDER BY 2 DESC, 1 LIMIT 4
 ;
 SELECT mask_name(name) AS surname, count(DISTINCT person_id) AS persons FROM disbursements WHERE county_code = '140215' GROUP BY 1 HAVING count(DISTINCT person_id) >= 5 ORDER BY 2 DESC, 1 LIMIT 5
+;
+SELECT subsidy_type, round(stddev(amount), 4) AS sd, round(var_pop(amount), 2) AS v FROM disbursements WHERE subsidy_type IN ('DIBAO', 'GAOLING') GROUP BY 1 ORDER BY 1

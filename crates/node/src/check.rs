@@ -76,8 +76,22 @@ const FUNCTIONS: &[&str] = &[
     "iszero",
 ];
 
-/// Aggregate functions a fragment may compute.
-const AGGREGATES: &[&str] = &["count", "sum", "min", "max", "avg", "bool_and", "bool_or"];
+/// Aggregate functions a fragment may compute: their partial states are statistics, never
+/// lists of the values themselves.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "stddev",
+    "stddev_pop",
+    "var",
+    "var_pop",
+    "approx_distinct",
+];
 
 /// Refuses a fragment with an operator, function or aggregate outside the allow-lists.
 pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
