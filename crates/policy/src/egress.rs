@@ -124,7 +124,7 @@ impl Egress {
     ) -> Result<Self> {
         let schema = fragment.schema();
         let traced = trace(fragment, Tier::Node, &|_| None)?;
-        let treatments = node_egress(&traced.columns, schema.fields())?;
+        let treatments = node_egress(&traced, schema.fields())?;
         for (treatment, field) in treatments.iter().zip(schema.fields()) {
             let text = match (treatment, field.data_type()) {
                 (Treatment::Keep, _) => continue,

@@ -126,6 +126,15 @@ impl Traced {
             rows: self.rows.clone(),
         }
     }
+
+    /// Rows kept or ordered by `key`: while they are single rows, which of them leave
+    /// tells the values of its class-Q source.
+    fn chosen_by(mut self, key: &Lineage) -> Self {
+        if self.rows.grouping == Grouping::Raw {
+            self.rows.quasi = self.rows.quasi.or_else(|| key.quasi.clone());
+        }
+        self
+    }
 }
 
 /// The lineage of every output column of `plan`, run at `tier`. Refuses a plan that uses
@@ -170,9 +179,9 @@ impl Tracer<'_> {
         }
         if let Some(filter) = plan.downcast_ref::<FilterExec>() {
             let input = self.plan(filter.input())?;
-            self.expr(filter.predicate(), &input.columns)?;
+            let predicate = self.expr(filter.predicate(), &input.columns)?;
             let columns = project(&input.columns, filter.projection().as_deref());
-            return Ok(input.with_columns(columns));
+            return Ok(input.with_columns(columns).chosen_by(&predicate));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
             let input = self.plan(projection.input())?;
@@ -190,16 +199,18 @@ impl Tracer<'_> {
             return self.join(join);
         }
         if let Some(sort) = plan.downcast_ref::<SortExec>() {
-            let input = self.plan(sort.input())?;
+            let mut input = self.plan(sort.input())?;
             for key in sort.expr().iter() {
-                self.order_key(&key.expr, &input.columns)?;
+                let key = self.order_key(&key.expr, &input.columns)?;
+                input = input.chosen_by(&key);
             }
             return Ok(input);
         }
         if let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() {
-            let input = self.plan(merge.input())?;
+            let mut input = self.plan(merge.input())?;
             for key in merge.expr().iter() {
-                self.order_key(&key.expr, &input.columns)?;
+                let key = self.order_key(&key.expr, &input.columns)?;
+                input = input.chosen_by(&key);
             }
             return Ok(input);
         }
@@ -382,10 +393,11 @@ impl Tracer<'_> {
         })
     }
 
-    fn order_key(&self, key: &Arc<dyn PhysicalExpr>, input: &[Lineage]) -> Result<()> {
-        match self.expr(key, input)?.direct {
-            Some(source) => Err(direct_use(&source, "ORDER BY")),
-            None => Ok(()),
+    fn order_key(&self, key: &Arc<dyn PhysicalExpr>, input: &[Lineage]) -> Result<Lineage> {
+        let key = self.expr(key, input)?;
+        match &key.direct {
+            Some(source) => Err(direct_use(source, "ORDER BY")),
+            None => Ok(key),
         }
     }
 
@@ -471,8 +483,19 @@ pub enum Treatment {
 
 /// The node's egress rules over a fragment's output columns: class-D values leave only as
 /// keyed tokens, class-Q values only as group keys or inside aggregates.
-pub fn node_egress(lineage: &[Lineage], fields: &Fields) -> Result<Vec<Treatment>> {
-    lineage
+pub fn node_egress(traced: &Traced, fields: &Fields) -> Result<Vec<Treatment>> {
+    let rows = &traced.rows;
+    if let (true, Grouping::Raw, Some(source)) = (rows.personal, rows.grouping, &rows.quasi) {
+        return Err(Refusal::new(
+            Rule::QuasiIdentifier,
+            format!(
+                "single rows would be chosen or ordered by {source}, a class-Q column, which \
+                 tells its values row by row; filter or order by it only under an aggregate"
+            ),
+        ));
+    }
+    traced
+        .columns
         .iter()
         .zip(fields.iter())
         .map(|(l, field)| {

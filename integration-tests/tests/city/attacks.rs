@@ -8,7 +8,13 @@ use std::sync::Arc;
 use arrow::array::AsArray;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::expressions::{binary, col, lit};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use futures::TryStreamExt;
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
@@ -302,6 +308,35 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     assert!(
         err.message().contains("refused by rule quasi-identifier")
             && err.message().contains("persons.birth_date"),
+        "{err}"
+    );
+
+    // Single rows picked by a quasi-identifier tell its values, even when it is not sent.
+    let picked: Arc<dyn ExecutionPlan> = {
+        let rows = leaf(Table::Disbursements, &["payment_id", "amount"]);
+        let schema = rows.schema();
+        let large = binary(
+            col("amount", &schema).unwrap(),
+            Operator::Gt,
+            lit(ScalarValue::Decimal128(Some(100_000), 12, 2)),
+            &schema,
+        )
+        .unwrap();
+        let filtered = Arc::new(FilterExec::try_new(large, rows).unwrap());
+        let id = ProjectionExpr {
+            expr: col("payment_id", &schema).unwrap(),
+            alias: "payment_id".into(),
+        };
+        Arc::new(ProjectionExec::try_new(vec![id], filtered).unwrap())
+    };
+    let err = send_fragment(&node.addr, "140215", CITY_TOKEN, picked)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("refused by rule quasi-identifier")
+            && err
+                .message()
+                .contains("chosen or ordered by disbursements.amount"),
         "{err}"
     );
 
