@@ -561,3 +561,113 @@ fn row_by_row(name: &str, source: &str) -> Refusal {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::functions::unicode::substr;
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
+    use datafusion::physical_plan::expressions::{col, lit};
+
+    use super::*;
+
+    fn leaf(table: Table, columns: &[&str]) -> Arc<dyn ExecutionPlan> {
+        let schema = table.schema();
+        let projection = columns
+            .iter()
+            .map(|c| schema.index_of(c).unwrap())
+            .collect();
+        Arc::new(TableLeafExec::try_new(table, Some(projection), 1, None).unwrap())
+    }
+
+    fn at_node(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Treatment>> {
+        node_egress(&trace(plan, Tier::Node, &|_| None)?, plan.schema().fields())
+    }
+
+    fn count_by(input: Arc<dyn ExecutionPlan>, key: &str) -> Arc<dyn ExecutionPlan> {
+        let schema = input.schema();
+        let group = PhysicalGroupBy::new_single(vec![(col(key, &schema).unwrap(), key.into())]);
+        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1)])
+            .schema(schema.clone())
+            .alias("n")
+            .build()
+            .unwrap();
+        Arc::new(
+            AggregateExec::try_new(
+                AggregateMode::Partial,
+                group,
+                vec![Arc::new(count)],
+                vec![None],
+                input,
+                schema,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn identifiers_leave_a_node_as_tokens_and_quasi_identifiers_only_grouped() {
+        let ids = leaf(Table::Persons, &["person_id", "county_code"]);
+        assert_eq!(
+            at_node(&ids).unwrap(),
+            [Treatment::Tokenize, Treatment::Keep]
+        );
+        let births = leaf(Table::Persons, &["birth_date"]);
+        assert_eq!(at_node(&births).unwrap_err().rule, Rule::QuasiIdentifier);
+        let by_birth = count_by(births, "birth_date");
+        assert!(
+            at_node(&by_birth)
+                .unwrap()
+                .iter()
+                .all(|t| *t == Treatment::Keep)
+        );
+    }
+
+    #[test]
+    fn computing_on_an_identifier_is_refused_by_name() {
+        let ids = leaf(Table::Persons, &["person_id"]);
+        let schema = ids.schema();
+        let region = ScalarFunctionExpr::try_new(
+            substr(),
+            vec![col("person_id", &schema).unwrap(), lit(1i64), lit(6i64)],
+            &schema,
+            Arc::new(datafusion::config::ConfigOptions::default()),
+        )
+        .unwrap();
+        let projected: Arc<dyn ExecutionPlan> = Arc::new(
+            ProjectionExec::try_new(
+                vec![datafusion::physical_expr::projection::ProjectionExpr {
+                    expr: Arc::new(region),
+                    alias: "region".into(),
+                }],
+                ids,
+            )
+            .unwrap(),
+        );
+        let refusal = at_node(&projected).unwrap_err();
+        assert_eq!(refusal.rule, Rule::DirectIdentifier);
+        assert!(refusal.message.contains("persons.person_id"), "{refusal}");
+    }
+
+    #[test]
+    fn the_city_answers_groups_only() {
+        let rows = leaf(Table::Disbursements, &["township"]);
+        let traced = trace(&rows, Tier::City, &|_| None).unwrap();
+        assert_eq!(
+            city_answer(&traced, rows.schema().fields())
+                .unwrap_err()
+                .rule,
+            Rule::AggregatesOnly
+        );
+        let grouped = count_by(rows, "township");
+        let traced = trace(&grouped, Tier::City, &|_| None).unwrap();
+        // Formed at the city over single rows: their persons are uncounted.
+        assert_eq!(
+            city_answer(&traced, grouped.schema().fields())
+                .unwrap_err()
+                .rule,
+            Rule::MinGroupSize
+        );
+    }
+}
