@@ -3,7 +3,6 @@
 //! identifiers, suppresses groups of fewer than k persons and refuses answers about
 //! fewer than k persons.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringArray};
@@ -23,7 +22,7 @@ use sunlight_fragment::TableLeafExec;
 
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
-use crate::persons::Seen;
+use crate::persons::{KeySet, Seen};
 use crate::{Error, PersonKeys, PersonSketch, Refusal, Result, Rule, Tokenizer};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
@@ -231,7 +230,7 @@ impl Egress {
                 grouped: false,
                 ..
             } => {
-                let mut seen = HashSet::new();
+                let mut seen = KeySet::default();
                 while seen.len() < k {
                     let Some(batch) = input.next().await else {
                         break;
@@ -325,7 +324,7 @@ fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
         .map(|row| match list.value_type() {
             DataType::UInt64 if list.is_valid(row) => i64::from(list.value_length(row)),
             _ => {
-                let mut keys = HashSet::new();
+                let mut keys = KeySet::default();
                 persons_in(&list.value(row), &mut keys);
                 keys.len() as i64
             }
@@ -334,7 +333,7 @@ fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
 }
 
 /// Adds the keys in `array`, a key array or lists of them to any depth, to `keys`.
-fn persons_in(array: &ArrayRef, keys: &mut HashSet<u64>) {
+fn persons_in(array: &ArrayRef, keys: &mut KeySet) {
     match array.as_list_opt::<i32>() {
         Some(list) => {
             for row in (0..list.len()).filter(|&r| list.is_valid(r)) {

@@ -5,7 +5,7 @@
 //! of.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt64Array};
@@ -18,8 +18,32 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
+/// A set of person keys. The keys are SipHash outputs already, so the set uses them as
+/// their own hash.
+pub type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
+
 /// The persons a fragment's census saw, shared by its accumulators.
-pub type Seen = Arc<Mutex<HashSet<u64>>>;
+pub type Seen = Arc<Mutex<KeySet>>;
+
+/// Hashes a person key to itself.
+#[derive(Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
 
 /// The census aggregate of one fragment.
 #[derive(Debug)]
