@@ -116,18 +116,39 @@ struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_log: Option<PathBuf>,
-    /// Serve over mutual TLS: this node's certificate (PEM; see deploy/certs.sh).
+    /// A node serves over mutual TLS and admits only clients (the coordinator) whose
+    /// certificate chains to the CA.
+    #[command(flatten)]
+    #[serde(skip)]
+    tls: ServeTlsFlags,
+}
+
+/// `--tls-cert/--tls-key/--tls-ca`: serve over TLS (see deploy/certs.sh).
+#[derive(Debug, Args)]
+struct ServeTlsFlags {
+    /// This service's certificate (PEM).
     #[arg(long, requires_all = ["tls_key", "tls_ca"])]
-    #[serde(skip)]
     tls_cert: Option<PathBuf>,
-    /// The node certificate's private key (PEM).
+    /// The certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
-    #[serde(skip)]
     tls_key: Option<PathBuf>,
-    /// The CA whose client certificates (the coordinator's) are admitted (PEM).
+    /// The CA the other side's certificates chain to (PEM): a node's clients', or the
+    /// other coordinator replicas'.
     #[arg(long, requires = "tls_cert")]
-    #[serde(skip)]
     tls_ca: Option<PathBuf>,
+}
+
+impl ServeTlsFlags {
+    fn files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Flags of `sunlight coordinator`; unset ones leave the config file's values alone.
@@ -176,19 +197,11 @@ struct CoordinatorArgs {
     #[arg(long, requires = "node_tls_cert")]
     #[serde(skip)]
     node_tls_ca: Option<PathBuf>,
-    /// Serve clients and the other replicas over TLS: this replica's certificate (PEM,
-    /// naming `sunlight-coordinator`; see deploy/certs.sh).
-    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    /// A coordinator serves clients and the other replicas over TLS; its certificate
+    /// names `sunlight-coordinator`.
+    #[command(flatten)]
     #[serde(skip)]
-    tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(long, requires = "tls_cert")]
-    #[serde(skip)]
-    tls_key: Option<PathBuf>,
-    /// The CA the other replicas' certificates chain to (PEM).
-    #[arg(long, requires = "tls_cert")]
-    #[serde(skip)]
-    tls_ca: Option<PathBuf>,
+    tls: ServeTlsFlags,
     /// Bootstrap administrator token, user `cli` (adds to the config file's tokens).
     #[arg(long, env = "SUNLIGHT_TOKEN", hide_env_values = true)]
     #[serde(skip)]
@@ -328,12 +341,8 @@ async fn node(args: NodeArgs) -> Result<()> {
     if let Some(key) = &args.linkage_key {
         config.linkage.key = Some(key.clone());
     }
-    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
-        config.tls = Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        });
+    if let Some(tls) = args.tls.files() {
+        config.tls = Some(tls);
     }
     let running = start_node(config).await?;
     let node = running.node.clone();
@@ -380,12 +389,8 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
             token,
         });
     }
-    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
-        config.replica.tls = Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        });
+    if let Some(tls) = args.tls.files() {
+        config.replica.tls = Some(tls);
     }
     if let (Some(cert), Some(key), Some(ca)) =
         (&args.node_tls_cert, &args.node_tls_key, &args.node_tls_ca)

@@ -225,18 +225,13 @@ impl Replica {
     /// `token` when it is a known user's (revoked or expired), and a prefix of the token's
     /// hash, never the token.
     pub fn audit_refusal(self: &Arc<Self>, service: &str, token: Option<&str>, reason: &str) {
-        let hash = token.map(token_sha256);
-        let subject = hash
-            .as_ref()
-            .and_then(|h| {
+        let subject = token
+            .and_then(|t| {
                 self.read(|s| {
-                    s.users
-                        .values()
-                        .find(|u| &u.token_sha256 == h)
-                        .map(|u| Actor {
-                            user: u.name.clone(),
-                            role: Some(u.role),
-                        })
+                    s.holder(t).map(|u| Actor {
+                        user: u.name.clone(),
+                        role: Some(u.role),
+                    })
                 })
             })
             .unwrap_or(Actor {
@@ -245,7 +240,7 @@ impl Replica {
             });
         let detail = serde_json::json!({
             "service": service,
-            "token_sha256_prefix": hash.map(|h| h[..12].to_string()),
+            "token_sha256_prefix": token.map(|t| token_sha256(t)[..12].to_string()),
         });
         let command = Command::Audit {
             subject: Some(subject),

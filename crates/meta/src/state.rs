@@ -36,11 +36,8 @@ impl MetaState {
     /// The user holding `token`, if the token is neither revoked nor expired at `now_ms`;
     /// otherwise why not.
     pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<&UserRecord, String> {
-        let hash = token_sha256(token);
         let user = self
-            .users
-            .values()
-            .find(|u| u.token_sha256 == hash)
+            .holder(token)
             .ok_or_else(|| "unknown token".to_string())?;
         if user.revoked_ms.is_some() {
             return Err(format!("the token of {} was revoked", user.name));
@@ -52,6 +49,12 @@ impl MetaState {
             return Err(format!("the token of {} expired at {at}", user.name));
         }
         Ok(user)
+    }
+
+    /// The user the token was issued to, whether or not it still works.
+    pub fn holder(&self, token: &str) -> Option<&UserRecord> {
+        let hash = token_sha256(token);
+        self.users.values().find(|u| u.token_sha256 == hash)
     }
 
     /// [`MetaState::authenticate`] at the current time.

@@ -115,7 +115,7 @@ pub struct Released {
 
 impl Egress {
     /// Checks `fragment` against the egress rules of `policy`; `whole` counts the persons
-    /// of the table it aggregates whole (see [`whole_table`]).
+    /// of the table it aggregates whole, given only when [`whole_table`] names one.
     pub fn check(
         fragment: &Arc<dyn ExecutionPlan>,
         policy: &NodePolicy,
@@ -155,7 +155,7 @@ impl Egress {
                 ));
             }
         }
-        let (plan, persons) = match whole.filter(|_| whole_table(fragment).is_some()) {
+        let (plan, persons) = match whole {
             Some(counted) => (fragment.clone(), Persons::Whole(Box::new(counted))),
             None => match census(fragment, &policy.persons, policy.min_group_size)
                 .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?

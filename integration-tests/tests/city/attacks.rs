@@ -27,13 +27,11 @@ use crate::support::{
     CITY_TOKEN, ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight, sunlight_fails,
 };
 
-/// One value of a query over node 140215's files.
+/// The one value of a query over node 140215's files.
 async fn fact(sql: &str) -> String {
     let ctx = oracle::context(shared_city().dir.path(), &["140215".parse().unwrap()]);
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    let column =
-        arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-    column.as_string::<i32>().value(0).to_string()
+    let values = oracle::strings(&ctx, sql).await;
+    values.into_iter().next().expect("a value")
 }
 
 fn audit_rows(coordinator: &str, args: &[&str]) -> Vec<serde_json::Value> {

@@ -135,59 +135,41 @@ async fn clients_and_replicas_reach_the_coordinator_over_tls() {
     join.extend_from_slice(&tls);
     let second = ServiceProcess::replica(2, tempfile::tempdir().unwrap(), "127.0.0.1:0", &join);
 
+    // `head`, the CA and the token, then `tail`.
+    let over_tls = |head: &[&str], tail: &[&str]| {
+        let mut args = head.to_vec();
+        args.extend_from_slice(&["--tls-ca", &ca, "--token", TOKEN]);
+        args.extend_from_slice(tail);
+        sunlight(&args)
+    };
     // The second replica joined over TLS; a query there is audited through the leader.
-    let status = sunlight(&[
-        "admin",
-        "--coordinator",
-        &first.addr,
-        "--tls-ca",
-        &ca,
-        "--token",
-        TOKEN,
-        "cluster",
-        "status",
-    ]);
+    let status = over_tls(
+        &["admin", "--coordinator", &first.addr],
+        &["cluster", "status"],
+    );
     assert!(status.contains(&second.addr), "{status}");
-    let answered = sunlight(&[
-        "sql",
-        "--city",
-        &second.addr,
-        "--tls-ca",
-        &ca,
-        "--token",
-        TOKEN,
-        "--format",
-        "csv",
-        "SELECT count(*) AS n FROM disbursements",
-    ]);
+    let answered = over_tls(
+        &["sql", "--city", &second.addr, "--format", "csv"],
+        &["SELECT count(*) AS n FROM disbursements"],
+    );
     let ctx = oracle::context(city.dir.path(), &[code.parse().unwrap()]);
     let expected =
         oracle::strings(&ctx, "SELECT CAST(count(*) AS VARCHAR) FROM disbursements").await;
     let expected = expected.first().unwrap();
     assert!(answered.contains(expected.as_str()), "{answered}");
-    let audited = sunlight(&[
-        "audit",
-        "list",
-        "--action",
-        "query",
-        "--coordinator",
-        &second.addr,
-        "--tls-ca",
-        &ca,
-        "--token",
-        TOKEN,
-    ]);
+    let audited = over_tls(
+        &[
+            "audit",
+            "list",
+            "--action",
+            "query",
+            "--coordinator",
+            &second.addr,
+        ],
+        &[],
+    );
     assert!(audited.contains("allowed: 1 rows"), "{audited}");
-    let verified = sunlight(&[
-        "audit",
-        "verify",
-        "--coordinator",
-        &first.addr,
-        "--tls-ca",
-        &ca,
-        "--token",
-        TOKEN,
-    ]);
+    let verified = over_tls(&["audit", "verify", "--coordinator", &first.addr], &[]);
     assert!(verified.contains("chain intact"), "{verified}");
 
     // Without TLS the coordinator is not reachable.
