@@ -4,7 +4,9 @@
 //! Also the latency of a trivial `SELECT count(*)` through the city's Flight SQL.
 //!
 //! `SUNLIGHT_BENCH_PERSONS` sets ordinary people per county (default 190000, about one
-//! million disbursement rows per county); `SUNLIGHT_BENCH_DIR` keeps the generated city.
+//! million disbursement rows per county); `SUNLIGHT_BENCH_DIR` keeps the generated city;
+//! `SUNLIGHT_BENCH_QUERIES` (such as `2,10`) runs only those queries of the suite, and
+//! `SUNLIGHT_BENCH_RUNS` (default 3) times each that many times.
 #![allow(clippy::print_stdout)]
 
 mod common;
@@ -25,7 +27,6 @@ use sunlight_domain::{NodeCode, Table};
 use sunlight_federation::QueryControl;
 
 const SUITE: &str = include_str!("../../../integration-tests/queries/federated.sql");
-const RUNS: usize = 3;
 
 fn central_context(city: &std::path::Path) -> SessionContext {
     let ctx = SessionContext::new();
@@ -76,6 +77,13 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    let runs: usize = std::env::var("SUNLIGHT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let only: Option<Vec<usize>> = std::env::var("SUNLIGHT_BENCH_QUERIES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
     let dir = common::bench_city();
     let local = LocalCity::start(&dir, 1).await.expect("city starts");
     let city = &local.replicas[0];
@@ -98,9 +106,12 @@ async fn main() {
         .filter(|q| !q.is_empty())
         .collect();
     for (i, sql) in queries.iter().enumerate() {
+        if only.as_ref().is_some_and(|o| !o.contains(&(i + 1))) {
+            continue;
+        }
         let mut city_times = Vec::new();
         let mut moved = 0;
-        for _ in 0..RUNS {
+        for _ in 0..runs {
             let started = Instant::now();
             let control = Arc::new(QueryControl::new(false, Duration::from_secs(600), 1));
             let (_, answer) = city.engine.run(sql, control.clone()).await;
@@ -110,7 +121,7 @@ async fn main() {
         }
         let mut central_times = Vec::new();
         let mut scanned = 0;
-        for _ in 0..RUNS {
+        for _ in 0..runs {
             let started = Instant::now();
             let plan = central
                 .sql(sql)

@@ -348,7 +348,7 @@ async fn node(args: NodeArgs) -> Result<()> {
     let node = running.node.clone();
     for (table, state) in node.tables() {
         match state {
-            TableState::Served { files } => say(&format!("  {table}: {files} file(s)")),
+            TableState::Served { files } => say(&format!("  {table}: {} file(s)", files.len())),
             TableState::Missing => say(&format!("  {table}: no files, served empty")),
             TableState::Refused(problems) => {
                 for p in problems {

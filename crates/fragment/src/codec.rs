@@ -54,6 +54,11 @@ impl PhysicalExtensionCodec for FragmentCodec {
         let leaf = node.downcast_ref::<TableLeafExec>().ok_or_else(|| {
             DataFusionError::NotImplemented(format!("{} cannot be shipped to a node", node.name()))
         })?;
+        if leaf.persons() {
+            return Err(DataFusionError::Internal(
+                "a leaf with the person census column is made at a node and never travels".into(),
+            ));
+        }
         let message = TableLeaf {
             table: leaf.table().name().to_string(),
             projection: leaf

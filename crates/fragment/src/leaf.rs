@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -13,6 +13,9 @@ use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use sunlight_domain::Table;
 
+/// Name of the column a census leaf adds: the node's number of each row's person.
+pub const PERSONS_COLUMN: &str = "__persons";
+
 /// A scan of one contract table on whichever node runs the fragment. At the city it has
 /// one partition per node; it never executes there.
 #[derive(Debug, Clone)]
@@ -21,6 +24,7 @@ pub struct TableLeafExec {
     projection: Option<Vec<usize>>,
     partitions: usize,
     limit: Option<usize>,
+    persons: bool,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -42,6 +46,19 @@ impl TableLeafExec {
             Some(p) => Arc::new(full.project(p)?),
             None => full,
         };
+        Ok(Self::with_schema(
+            table, projection, partitions, limit, false, schema,
+        ))
+    }
+
+    fn with_schema(
+        table: Table,
+        projection: Option<Vec<usize>>,
+        partitions: usize,
+        limit: Option<usize>,
+        persons: bool,
+        schema: SchemaRef,
+    ) -> Self {
         let partitioning = match schema.index_of("county_code") {
             Ok(i) if partitions > 1 => {
                 let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new("county_code", i));
@@ -55,14 +72,32 @@ impl TableLeafExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(Self {
+        Self {
             table,
             projection,
             partitions,
             limit,
+            persons,
             schema,
             properties,
-        })
+        }
+    }
+
+    /// The same leaf with one more column, [`PERSONS_COLUMN`]: the node's number of each
+    /// row's person (null where `person_id` is), which the person census counts. Only a
+    /// node resolves such a leaf, and it never travels.
+    pub fn with_persons(&self) -> Self {
+        let mut fields = self.schema.fields().to_vec();
+        fields.push(Arc::new(Field::new(PERSONS_COLUMN, DataType::UInt64, true)));
+        let schema = Arc::new(Schema::new(fields));
+        Self::with_schema(
+            self.table,
+            self.projection.clone(),
+            self.partitions,
+            self.limit,
+            true,
+            schema,
+        )
     }
 
     /// The table scanned.
@@ -83,6 +118,11 @@ impl TableLeafExec {
     /// Row limit pushed to the scan.
     pub fn limit(&self) -> Option<usize> {
         self.limit
+    }
+
+    /// Whether the leaf ends with [`PERSONS_COLUMN`].
+    pub fn persons(&self) -> bool {
+        self.persons
     }
 }
 

@@ -22,7 +22,7 @@ use prost::Message;
 use sunlight_proto::v1::FragmentTicket;
 
 pub use codec::FragmentCodec;
-pub use leaf::TableLeafExec;
+pub use leaf::{PERSONS_COLUMN, TableLeafExec};
 pub use masking::{mask_id, mask_name, masking_udfs};
 
 /// Type URL under which a [`FragmentTicket`] is packed into a Flight ticket.

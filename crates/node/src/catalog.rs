@@ -12,6 +12,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
@@ -49,8 +50,8 @@ impl fmt::Display for TableProblem {
 pub enum TableState {
     /// Served from these Parquet files.
     Served {
-        /// Number of files.
-        files: usize,
+        /// The files, as the store lists them.
+        files: Vec<ObjectMeta>,
     },
     /// The node holds no files of this table; it is served empty.
     Missing,
@@ -152,6 +153,8 @@ pub struct NodeCatalog {
     pub context: SessionContext,
     /// State of each contract table, in [`Table::ALL`] order.
     pub tables: Vec<(Table, TableState)>,
+    /// The URL under which the context knows the data root's store.
+    pub store_url: ObjectStoreUrl,
 }
 
 impl NodeCatalog {
@@ -169,9 +172,9 @@ impl NodeCatalog {
         for udf in sunlight_fragment::masking_udfs() {
             context.register_udf(udf);
         }
-        let store_url = Url::parse(&format!("{}://{}", root.url.scheme(), root.url.authority()))
-            .expect("scheme and authority form a URL");
-        context.register_object_store(&store_url, root.store());
+        let store_url =
+            ObjectStoreUrl::parse(format!("{}://{}", root.url.scheme(), root.url.authority()))?;
+        context.register_object_store(store_url.as_ref(), root.store());
         let mut tables = Vec::new();
         for table in Table::ALL {
             let state = register(&context, root, table).await?;
@@ -190,7 +193,11 @@ impl NodeCatalog {
                 .with_schema(schema);
             context.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
         }
-        Ok(Self { context, tables })
+        Ok(Self {
+            context,
+            tables,
+            store_url,
+        })
     }
 
     /// The problems of `table` if it was refused.
@@ -216,7 +223,7 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
             location: prefix.to_string(),
             source,
         })?;
-    let mut files = Vec::new();
+    let mut files: Vec<ObjectMeta> = Vec::new();
     let mut problems = Vec::new();
     for object in objects {
         if !object.location.as_ref().ends_with(".parquet") {
@@ -224,7 +231,7 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
             continue;
         }
         match check_file(context, root, &object, table).await {
-            Ok(()) => files.push(root.object_url(&object.location)),
+            Ok(()) => files.push(object),
             Err(problem) => problems.push(TableProblem {
                 file: object.location.to_string(),
                 problem,
@@ -244,10 +251,9 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
         )?;
         TableState::Missing
     } else {
-        let count = files.len();
         let urls = files
             .iter()
-            .map(|u| ListingTableUrl::parse(u.as_str()))
+            .map(|f| ListingTableUrl::parse(root.object_url(&f.location).as_str()))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
@@ -255,7 +261,7 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
             .with_listing_options(options)
             .with_schema(schema);
         context.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
-        TableState::Served { files: count }
+        TableState::Served { files }
     };
     Ok(state)
 }

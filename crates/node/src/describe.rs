@@ -70,7 +70,7 @@ impl NodeService for NodeControl {
             .iter()
             .map(|(table, state)| {
                 let (state, files, problems) = match state {
-                    TableState::Served { files } => (State::Served, *files as u32, vec![]),
+                    TableState::Served { files } => (State::Served, files.len() as u32, vec![]),
                     TableState::Missing => (State::Missing, 0, vec![]),
                     TableState::Refused(problems) => (
                         State::Refused,

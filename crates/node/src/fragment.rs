@@ -14,6 +14,7 @@ use sunlight_proto::v1::FragmentTicket;
 use crate::check::check_fragment;
 use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
+use crate::persons::scan_with_persons;
 use crate::{Error, Result};
 
 /// Runs `ticket`'s fragment on `node` and streams its single output partition, as the
@@ -57,11 +58,15 @@ async fn resolve_leaves(
     let state = context.state();
     let mut scans = HashMap::new();
     for (key, leaf) in leaves {
-        let provider = node.table_provider(leaf.table()).await?;
-        let projection = leaf.projection().map(<[usize]>::to_vec);
-        let mut scan = provider
-            .scan(&state, projection.as_ref(), &[], leaf.limit())
-            .await?;
+        let mut scan = if leaf.persons() {
+            scan_with_persons(node, &leaf, &state).await?
+        } else {
+            let provider = node.table_provider(leaf.table()).await?;
+            let projection = leaf.projection().map(<[usize]>::to_vec);
+            provider
+                .scan(&state, projection.as_ref(), &[], leaf.limit())
+                .await?
+        };
         if scan.output_partitioning().partition_count() > 1 {
             scan = Arc::new(CoalescePartitionsExec::new(scan));
         }

@@ -15,6 +15,7 @@ mod fragment;
 mod hits;
 mod models;
 mod node;
+mod persons;
 mod server;
 
 pub use audit::{AccessRecord, NodeAudit, verify_access_log};

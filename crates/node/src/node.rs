@@ -1,26 +1,23 @@
 //! A node: its code and the DataFusion context over its tables. Every query of the node,
 //! whoever sends it, runs here.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use arrow::array::AsArray;
-use arrow::compute::cast;
-use arrow::datatypes::DataType;
-use futures::StreamExt;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{DataFrame, SQLOptions};
+use object_store::ObjectMeta;
 use sunlight_domain::{NodeCode, Table};
-use sunlight_policy::{Counted, NodePolicy, PersonSketch};
+use sunlight_policy::{Counted, NodePolicy};
 
 use sunlight_flightsql::{CATALOG, SCHEMA};
 
 use crate::audit::NodeAudit;
 use crate::catalog::{NodeCatalog, TableState};
+use crate::persons::PersonIndex;
 use crate::{Error, Result};
 
 /// A running node's data.
@@ -29,13 +26,8 @@ pub struct Node {
     catalog: NodeCatalog,
     privacy: Privacy,
     audit: NodeAudit,
-    /// Persons of each whole table, counted at most once a minute.
-    counted: tokio::sync::Mutex<HashMap<Table, (Instant, Counted)>>,
+    persons: PersonIndex,
 }
-
-/// How long the persons of a whole table are taken as counted; data loaded since then
-/// shows in the count after this.
-const COUNTED_FOR: Duration = Duration::from_secs(60);
 
 /// Who may do what at the node, and the egress guard's policy.
 #[derive(Debug, Clone)]
@@ -52,41 +44,41 @@ impl Node {
         Self {
             code,
             catalog,
+            persons: PersonIndex::new(privacy.policy.persons.clone()),
             privacy,
             audit,
-            counted: tokio::sync::Mutex::default(),
         }
     }
 
-    /// The distinct persons of `table` and their sketch, recounted after a minute.
+    /// The distinct persons of `table` and their sketch.
     pub async fn persons_of(&self, table: Table) -> Result<Counted> {
-        let mut counted = self.counted.lock().await;
-        if let Some((at, c)) = counted.get(&table)
-            && at.elapsed() < COUNTED_FOR
-        {
-            return Ok(c.clone());
+        self.persons.table(self, table).await
+    }
+
+    /// The person number of every row of the node's files.
+    pub(crate) fn person_index(&self) -> &PersonIndex {
+        &self.persons
+    }
+
+    /// The files of a served table; none for a table the node does not hold.
+    pub(crate) fn files_of(&self, table: Table) -> Result<&[ObjectMeta]> {
+        if let Some(refusal) = self.catalog.refusal(table.name()) {
+            return Err(refusal);
         }
-        let keys = &self.privacy.policy.persons;
-        let (_, mut stream) = self
-            .query(&format!("SELECT DISTINCT person_id FROM {}", table.name()))
-            .await?;
-        let mut persons = HashSet::new();
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let ids = cast(batch.column(0), &DataType::Utf8)?;
-            persons.extend(
-                ids.as_string::<i32>()
-                    .iter()
-                    .flatten()
-                    .map(|id| keys.key(id)),
-            );
-        }
-        let fresh = Counted {
-            persons: persons.len(),
-            sketch: PersonSketch::of(persons),
-        };
-        counted.insert(table, (Instant::now(), fresh.clone()));
-        Ok(fresh)
+        Ok(self
+            .catalog
+            .tables
+            .iter()
+            .find_map(|(t, state)| match state {
+                TableState::Served { files } if *t == table => Some(files.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default())
+    }
+
+    /// The URL under which the context knows the data root's store.
+    pub(crate) fn store_url(&self) -> &ObjectStoreUrl {
+        &self.catalog.store_url
     }
 
     /// The node's access log.

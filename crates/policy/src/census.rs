@@ -1,22 +1,18 @@
-//! The person census of a fragment: a rewrite that carries each row's `person_id` up
-//! through the plan, so that the node can count the distinct persons behind every row
-//! it would send. They ride in one extra output column, a list of each group's persons
-//! (lists of lists, for an aggregate of aggregates), that the egress guard reads and
-//! strips.
+//! The person census of a fragment: a rewrite that carries each row's person up through
+//! the plan, so that the node can count the distinct persons behind every row it would
+//! send. Leaves read the node's number of each row's person ([`PERSONS_COLUMN`]); they
+//! ride in one extra output column, a list of each group's persons (lists of lists, for
+//! an aggregate of aggregates), that the egress guard reads and strips.
 
 use std::sync::Arc;
 
-use arrow::array::{AsArray, UInt64Array};
-use arrow::compute::cast;
-use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
-use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
+use datafusion::logical_expr::AggregateUDF;
 use datafusion::logical_expr::JoinType;
-use datafusion::logical_expr::{AggregateUDF, ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
-use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr, projection::ProjectionExpr};
+use datafusion::physical_expr::{PhysicalExpr, projection::ProjectionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -29,13 +25,12 @@ use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use sunlight_fragment::TableLeafExec;
+use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
-use crate::PersonKeys;
 use crate::persons::{Persons, Seen};
 
 const PERSON: &str = "person_id";
-const CENSUS: &str = "__persons";
+const CENSUS: &str = PERSONS_COLUMN;
 
 /// What the census column holds.
 #[derive(Debug, Clone)]
@@ -73,18 +68,12 @@ pub struct Census {
     pub seen: Seen,
 }
 
-/// Rewrites `plan` to carry its persons, each named by its key under `keys`; `None` when
-/// it reads no table about persons. Fails for a shape whose persons cannot be followed,
-/// so that no fragment leaves uncounted.
-/// Groups keep up to `cap` persons each: enough to tell whether they reach k.
-pub fn census(
-    plan: &Arc<dyn ExecutionPlan>,
-    keys: &PersonKeys,
-    cap: usize,
-) -> Result<Option<Census>> {
+/// Rewrites `plan` to carry its persons; `None` when it reads no table about persons.
+/// Fails for a shape whose persons cannot be followed, so that no fragment leaves
+/// uncounted. Groups keep up to `cap` persons each: enough to tell whether they reach k.
+pub fn census(plan: &Arc<dyn ExecutionPlan>, cap: usize) -> Result<Option<Census>> {
     let seen = Seen::default();
     let carrier = Carrier {
-        key: Arc::new(person_key_udf(keys.clone())),
         persons: Arc::new(AggregateUDF::from(Persons::new(cap, seen.clone()))),
     };
     Ok(carrier.carry(plan)?.map(|c| Census {
@@ -95,28 +84,7 @@ pub fn census(
     }))
 }
 
-/// `person_key(person_id)`: the person's 64-bit key, computed at the node only.
-fn person_key_udf(keys: PersonKeys) -> ScalarUDF {
-    create_udf(
-        "person_key",
-        vec![DataType::Utf8],
-        DataType::UInt64,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let ids = cast(&arrays[0], &DataType::Utf8)?;
-            let out: UInt64Array = ids
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(|id| keys.key(id)))
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
-        }),
-    )
-}
-
 struct Carrier {
-    key: Arc<ScalarUDF>,
     persons: Arc<AggregateUDF>,
 }
 
@@ -189,39 +157,14 @@ impl Carrier {
         }))
     }
 
-    /// The leaf, with the key of each row's person after its own columns.
+    /// The leaf, with the number of each row's person after its own columns.
     fn leaf_census(&self, leaf: &TableLeafExec) -> Result<Option<Censused>> {
-        let Ok(person) = leaf.table().schema().index_of(PERSON) else {
+        if leaf.table().schema().index_of(PERSON).is_err() {
             return Ok(None);
-        };
-        let (projection, at) = keep(leaf.projection(), person);
-        let scan: Arc<dyn ExecutionPlan> = Arc::new(TableLeafExec::try_new(
-            leaf.table(),
-            projection,
-            leaf.partitions(),
-            leaf.limit(),
-        )?);
-        let schema = scan.schema();
-        let width = leaf.schema().fields().len();
-        let mut exprs: Vec<ProjectionExpr> = (0..width)
-            .map(|i| ProjectionExpr {
-                expr: Arc::new(Column::new(schema.field(i).name(), i)),
-                alias: schema.field(i).name().clone(),
-            })
-            .collect();
-        let id: Arc<dyn PhysicalExpr> = Arc::new(Column::new(PERSON, at));
-        exprs.push(ProjectionExpr {
-            expr: Arc::new(ScalarFunctionExpr::try_new(
-                self.key.clone(),
-                vec![id],
-                &schema,
-                Arc::new(ConfigOptions::default()),
-            )?),
-            alias: CENSUS.to_string(),
-        });
+        }
         Ok(Some(Censused {
-            plan: Arc::new(ProjectionExec::try_new(exprs, scan)?),
-            column: width,
+            plan: Arc::new(leaf.with_persons()),
+            column: leaf.schema().fields().len(),
             kind: Kind::Person,
         }))
     }

@@ -22,8 +22,8 @@ use sunlight_fragment::TableLeafExec;
 
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
-use crate::persons::{KeySet, Seen};
-use crate::{Error, PersonKeys, PersonSketch, Refusal, Result, Rule, Tokenizer};
+use crate::persons::Seen;
+use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, Tokenizer};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
@@ -36,8 +36,9 @@ pub struct NodePolicy {
     /// Tokens for identifiers; `None` on a node without a linkage key, where identifiers
     /// cannot leave at all.
     pub tokens: Option<Tokenizer>,
-    /// Keys of persons in the sketches that let the city spot differencing.
-    pub persons: PersonKeys,
+    /// The node's persons: the census counts their numbers, and the sketches that let
+    /// the city spot differencing carry their keys.
+    pub persons: Arc<PersonDirectory>,
 }
 
 /// The persons of a whole table, which a node counts once and keeps for a while.
@@ -157,7 +158,7 @@ impl Egress {
         }
         let (plan, persons) = match whole {
             Some(counted) => (fragment.clone(), Persons::Whole(Box::new(counted))),
-            None => match census(fragment, &policy.persons, policy.min_group_size)
+            None => match census(fragment, policy.min_group_size)
                 .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
             {
                 Some(c) => (
@@ -223,14 +224,14 @@ impl Egress {
                     held.push(filter_record_batch(&batch, &keep).map_err(DataFusionError::from)?);
                 }
                 let seen = seen.lock().expect("not poisoned");
-                sketch = Some(PersonSketch::of(seen.iter().copied()));
+                sketch = Some(self.policy.persons.sketch(&seen));
             }
             Persons::Column {
                 index: column,
                 grouped: false,
                 ..
             } => {
-                let mut seen = KeySet::default();
+                let mut seen = Vec::new();
                 while seen.len() < k {
                     let Some(batch) = input.next().await else {
                         break;
@@ -238,6 +239,7 @@ impl Egress {
                     let batch = batch?;
                     let people = batch.column(*column).as_primitive::<UInt64Type>();
                     seen.extend(people.iter().flatten());
+                    distinct(&mut seen);
                     held.push(batch);
                 }
                 if !seen.is_empty() && seen.len() < k {
@@ -314,8 +316,14 @@ impl Egress {
     }
 }
 
-/// Distinct persons of each row of a census column: a list of distinct keys, or nested
-/// lists of them.
+/// Sorts `persons` and drops the repeated ones.
+fn distinct(persons: &mut Vec<u64>) {
+    persons.sort_unstable();
+    persons.dedup();
+}
+
+/// Distinct persons of each row of a census column: a list of distinct numbers, or
+/// nested lists of them.
 fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
     let Some(list) = column.as_list_opt::<i32>() else {
         return vec![0; column.len()];
@@ -324,16 +332,17 @@ fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
         .map(|row| match list.value_type() {
             DataType::UInt64 if list.is_valid(row) => i64::from(list.value_length(row)),
             _ => {
-                let mut keys = KeySet::default();
-                persons_in(&list.value(row), &mut keys);
-                keys.len() as i64
+                let mut persons = Vec::new();
+                persons_in(&list.value(row), &mut persons);
+                distinct(&mut persons);
+                persons.len() as i64
             }
         })
         .collect()
 }
 
-/// Adds the keys in `array`, a key array or lists of them to any depth, to `keys`.
-fn persons_in(array: &ArrayRef, keys: &mut KeySet) {
+/// Adds the numbers in `array`, a number array or lists of them to any depth, to `keys`.
+fn persons_in(array: &ArrayRef, keys: &mut Vec<u64>) {
     match array.as_list_opt::<i32>() {
         Some(list) => {
             for row in (0..list.len()).filter(|&r| list.is_valid(r)) {

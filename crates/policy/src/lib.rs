@@ -13,6 +13,7 @@
 
 mod census;
 mod differencing;
+mod directory;
 mod egress;
 mod lineage;
 mod persons;
@@ -22,6 +23,7 @@ mod tokens;
 use std::fmt;
 
 pub use differencing::AnswerHistory;
+pub use directory::{NO_PERSON, PersonDirectory};
 pub use egress::{
     Counted, DEFAULT_MIN_GROUP_SIZE, Egress, NodePolicy, Released, too_few, whole_table,
 };

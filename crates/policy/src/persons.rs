@@ -1,11 +1,10 @@
-//! `persons(key)`: the census aggregate. For each group it keeps the distinct person keys
-//! it sees, but never more than k of them: a group that reaches k passes, and the union
-//! of such capped sets is still exact below k, so groups of groups count right. Every key
-//! it sees also goes into one set for the whole fragment, the persons its sketch is made
-//! of.
+//! `persons(number)`: the census aggregate. For each group it keeps the distinct person
+//! numbers it sees, but never more than k of them: a group that reaches k passes, and the
+//! union of such capped sets is still exact below k, so groups of groups count right.
+//! Every person it sees also goes into one set for the whole fragment, the persons its
+//! sketch is made of.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt64Array};
@@ -17,15 +16,12 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+use fixedbitset::FixedBitSet;
 
-/// A set of person keys. The keys are SipHash outputs already, so the set uses them as
-/// their own hash.
-pub type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
+/// The numbers of the persons a fragment's census saw, shared by its accumulators.
+pub type Seen = Arc<Mutex<FixedBitSet>>;
 
-/// The persons a fragment's census saw, shared by its accumulators.
-pub type Seen = Arc<Mutex<KeySet>>;
-
-/// Hashes a person key to itself.
+/// Hashes a person key, a SipHash output already, to itself.
 #[derive(Debug, Default)]
 pub struct KeyHasher(u64);
 
@@ -178,7 +174,7 @@ impl GroupsAccumulator for PersonGroups {
                 continue;
             }
             let key = keys.value(row);
-            seen.insert(key);
+            seen.grow_and_insert(key as usize);
             self.add(group, key);
         }
         Ok(())
@@ -224,7 +220,7 @@ impl GroupsAccumulator for PersonGroups {
                 if keys.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
                     return Vec::new();
                 }
-                seen.insert(keys.value(row));
+                seen.grow_and_insert(keys.value(row) as usize);
                 vec![keys.value(row)]
             })
             .collect();

@@ -1,0 +1,310 @@
+//! The persons of the node's files, numbered once. The egress guard counts the persons
+//! behind every group that leaves; rather than reading and hashing `person_id` in every
+//! fragment, the node reads each file's `person_id` column once, keeps the number of
+//! each row's person ([`PersonDirectory`]), and its census scans read the Parquet row
+//! number instead, which they turn into the person's number ([`PersonsExec`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{AsArray, UInt64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::FileScanConfigBuilder;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    execute_stream,
+};
+use fixedbitset::FixedBitSet;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::RowNumber;
+use sunlight_domain::Table;
+use sunlight_fragment::TableLeafExec;
+use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
+use tokio::sync::OnceCell;
+
+use crate::node::Node;
+use crate::{Error, Result};
+
+const PERSON: &str = "person_id";
+
+/// The person number of every row of the node's files, read once per file.
+pub struct PersonIndex {
+    directory: Arc<PersonDirectory>,
+    files: Mutex<HashMap<ObjectPath, Arc<OnceCell<Arc<[u32]>>>>>,
+    tables: Mutex<HashMap<Table, Arc<OnceCell<Counted>>>>,
+}
+
+impl PersonIndex {
+    /// An index that numbers persons in `directory`.
+    pub fn new(directory: Arc<PersonDirectory>) -> Self {
+        Self {
+            directory,
+            files: Mutex::default(),
+            tables: Mutex::default(),
+        }
+    }
+
+    /// The number of each row's person in `file` of `table`, by row.
+    async fn numbers(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<Arc<[u32]>> {
+        let cell = self
+            .files
+            .lock()
+            .expect("not poisoned")
+            .entry(file.location.clone())
+            .or_default()
+            .clone();
+        let numbers = cell
+            .get_or_try_init(|| self.read(node, table, file))
+            .await?
+            .clone();
+        Ok(numbers)
+    }
+
+    async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<Arc<[u32]>> {
+        let state = node.context().state();
+        let person = table.schema().index_of(PERSON)?;
+        let scan = file_scan(node, &state, table, file, &[person], None).await?;
+        let mut batches = execute_stream(scan, state.task_ctx())?;
+        let mut numbers = Vec::new();
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let ids = cast(batch.column(0), &DataType::Utf8)?;
+            let rows = batch.column(1).as_primitive::<Int64Type>();
+            let persons = self.directory.number(ids.as_string::<i32>().iter());
+            for (&row, person) in rows.values().iter().zip(persons) {
+                let row = row as usize;
+                if row >= numbers.len() {
+                    numbers.resize(row + 1, NO_PERSON);
+                }
+                numbers[row] = person;
+            }
+        }
+        Ok(numbers.into())
+    }
+
+    /// The distinct persons of `table` as a whole. The node's files do not change while
+    /// it serves, so they are counted once.
+    pub async fn table(&self, node: &Node, table: Table) -> Result<Counted> {
+        let cell = self
+            .tables
+            .lock()
+            .expect("not poisoned")
+            .entry(table)
+            .or_default()
+            .clone();
+        let counted = cell
+            .get_or_try_init(|| async {
+                let mut persons = FixedBitSet::new();
+                for file in node.files_of(table)? {
+                    for &n in self.numbers(node, table, file).await?.iter() {
+                        if n != NO_PERSON {
+                            persons.grow_and_insert(n as usize);
+                        }
+                    }
+                }
+                Ok::<_, Error>(Counted {
+                    persons: persons.count_ones(..),
+                    sketch: self.directory.sketch(&persons),
+                })
+            })
+            .await?;
+        Ok(counted.clone())
+    }
+}
+
+/// A scan of `file` of `table` reading the columns `projection`, followed by each row's
+/// number in the file.
+async fn file_scan(
+    node: &Node,
+    state: &SessionState,
+    table: Table,
+    file: &ObjectMeta,
+    projection: &[usize],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let contract = table.schema();
+    let row_number =
+        Arc::new(Field::new("__row_number", DataType::Int64, false).with_extension_type(RowNumber));
+    let table_schema = TableSchema::builder(contract.clone())
+        .with_virtual_columns(vec![row_number])
+        .build();
+    let mut projection = projection.to_vec();
+    projection.push(contract.fields().len());
+    let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+    let config =
+        FileScanConfigBuilder::new(node.store_url().clone(), format.file_source(table_schema))
+            .with_file(PartitionedFile::from(file.clone()))
+            .with_projection_indices(Some(projection))?
+            .with_limit(limit)
+            .build();
+    Ok(format.create_physical_plan(state, config).await?)
+}
+
+/// A scan of `leaf`'s table with the number of each row's person as its last column:
+/// one Parquet scan per file, whose row numbers become the persons' numbers. A leaf with
+/// a limit stops once that many rows are read.
+pub async fn scan_with_persons(
+    node: &Node,
+    leaf: &TableLeafExec,
+    state: &SessionState,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let table = leaf.table();
+    let projection = leaf.projection().map_or_else(
+        || (0..table.schema().fields().len()).collect(),
+        <[usize]>::to_vec,
+    );
+    let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    for file in node.files_of(table)? {
+        let rows = file_scan(node, state, table, file, &projection, leaf.limit()).await?;
+        scans.push(Arc::new(PersonsExec::new(
+            rows,
+            node.person_index().numbers(node, table, file).await?,
+            file.location.to_string(),
+            leaf.schema(),
+        )));
+    }
+    Ok(match scans.len() {
+        0 => Arc::new(EmptyExec::new(leaf.schema())),
+        1 => scans.remove(0),
+        _ => Arc::new(
+            CoalescePartitionsExec::new(UnionExec::try_new(scans)?).with_fetch(leaf.limit()),
+        ),
+    })
+}
+
+/// Replaces the row number that ends its input's rows with the number of that row's
+/// person in one file.
+#[derive(Debug)]
+struct PersonsExec {
+    input: Arc<dyn ExecutionPlan>,
+    numbers: Arc<[u32]>,
+    file: String,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl PersonsExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        numbers: Arc<[u32]>,
+        file: String,
+        schema: SchemaRef,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            input.output_partitioning().clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            numbers,
+            file,
+            schema,
+            properties,
+        }
+    }
+}
+
+/// The batch with its last column, row numbers, replaced by those rows' persons.
+fn with_persons(
+    batch: &RecordBatch,
+    numbers: &[u32],
+    file: &str,
+    schema: &SchemaRef,
+) -> DfResult<RecordBatch> {
+    let last = batch.num_columns() - 1;
+    let rows = batch.column(last).as_primitive::<Int64Type>();
+    let persons = rows
+        .values()
+        .iter()
+        .map(|&row| match numbers.get(row as usize) {
+            Some(&NO_PERSON) => Ok(None),
+            Some(&n) => Ok(Some(u64::from(n))),
+            None => Err(DataFusionError::Execution(format!(
+                "file {file} has more rows than when the node numbered its persons; \
+                 restart the node after changing its files"
+            ))),
+        })
+        .collect::<DfResult<UInt64Array>>()?;
+    let mut columns = batch.columns()[..last].to_vec();
+    columns.push(Arc::new(persons));
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+impl DisplayAs for PersonsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PersonsExec: file={}", self.file)
+    }
+}
+
+impl ExecutionPlan for PersonsExec {
+    fn name(&self) -> &str {
+        "PersonsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(
+            children.remove(0),
+            self.numbers.clone(),
+            self.file.clone(),
+            self.schema.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let (numbers, file, schema) =
+            (self.numbers.clone(), self.file.clone(), self.schema.clone());
+        let rows = self
+            .input
+            .execute(partition, context)?
+            .and_then(move |batch| {
+                std::future::ready(with_persons(&batch, &numbers, &file, &schema))
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            rows,
+        )))
+    }
+}

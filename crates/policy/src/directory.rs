@@ -1,0 +1,88 @@
+//! [`PersonDirectory`]: a node's persons by dense number. The census counts numbers,
+//! which index a bit set rather than a hash set, and the node numbers each file's rows
+//! once instead of hashing `person_id` in every query. Numbers never leave the node;
+//! sketches carry the persons' keyed [`PersonKeys`].
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::RwLock;
+
+use fixedbitset::FixedBitSet;
+
+use crate::persons::KeyHasher;
+use crate::{PersonKeys, PersonSketch};
+
+/// The number that stands for a missing `person_id`.
+pub const NO_PERSON: u32 = u32::MAX;
+
+/// A node's persons, numbered from 0 in the order it first meets them.
+#[derive(Debug)]
+pub struct PersonDirectory {
+    keys: PersonKeys,
+    numbered: RwLock<Numbered>,
+}
+
+#[derive(Debug, Default)]
+struct Numbered {
+    /// Number of each person's key.
+    numbers: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
+    /// Key of each number.
+    keys: Vec<u64>,
+}
+
+impl PersonDirectory {
+    /// An empty directory whose persons are named by `keys` in sketches.
+    pub fn new(keys: PersonKeys) -> Self {
+        Self {
+            keys,
+            numbered: RwLock::default(),
+        }
+    }
+
+    /// The number of each identifier in `ids`, numbering persons met for the first time;
+    /// [`NO_PERSON`] for a missing one.
+    pub fn number<'a>(&self, ids: impl IntoIterator<Item = Option<&'a str>>) -> Vec<u32> {
+        let keys: Vec<Option<u64>> = ids
+            .into_iter()
+            .map(|id| id.map(|id| self.keys.key(id)))
+            .collect();
+        let mut numbered = self.numbered.write().expect("not poisoned");
+        let Numbered { numbers, keys: all } = &mut *numbered;
+        keys.into_iter()
+            .map(|key| match key {
+                None => NO_PERSON,
+                Some(key) => *numbers.entry(key).or_insert_with(|| {
+                    all.push(key);
+                    u32::try_from(all.len() - 1).expect("fewer than 2^32 - 1 persons")
+                }),
+            })
+            .collect()
+    }
+
+    /// The sketch of the persons whose numbers are in `persons`.
+    pub fn sketch(&self, persons: &FixedBitSet) -> PersonSketch {
+        let numbered = self.numbered.read().expect("not poisoned");
+        PersonSketch::of(persons.ones().map(|n| numbered.keys[n]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_person_keeps_one_number_and_sketches_by_key() {
+        let keys = PersonKeys::random();
+        let directory = PersonDirectory::new(keys.clone());
+        let first = directory.number([Some("a"), Some("b"), None, Some("a")]);
+        assert_eq!(first, vec![0, 1, NO_PERSON, 0]);
+        assert_eq!(directory.number([Some("c"), Some("b")]), vec![2, 1]);
+        let mut persons = FixedBitSet::with_capacity(3);
+        persons.insert(0);
+        persons.insert(2);
+        assert_eq!(
+            directory.sketch(&persons),
+            PersonSketch::of([keys.key("a"), keys.key("c")])
+        );
+    }
+}
