@@ -1,7 +1,9 @@
 //! Benchmark of federated SQL: for each query of the federated suite, the time at the
 //! city over 11 node servers on loopback against one DataFusion context over the same
-//! files, and the bytes that crossed from the nodes against the bytes the scans read.
-//! Also the latency of a trivial `SELECT count(*)` through the city's Flight SQL.
+//! files, and the bytes that crossed from the nodes against the bytes the central scans
+//! read from Parquet and against the raw columns the query reads (their size in Arrow,
+//! over every node: what a central copy of them would move). Also the latency of a
+//! trivial `SELECT count(*)` through the city's Flight SQL.
 //!
 //! `SUNLIGHT_BENCH_PERSONS` sets ordinary people per county (default 190000, about one
 //! million disbursement rows per county); `SUNLIGHT_BENCH_DIR` keeps the generated city;
@@ -11,13 +13,17 @@
 
 mod common;
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 use sunlight_cli::local_city::{LOCAL_TOKEN, LocalCity};
@@ -70,6 +76,52 @@ fn bytes_scanned(plan: &Arc<dyn ExecutionPlan>) -> usize {
         .sum::<usize>()
 }
 
+/// Arrow size of each (table, column) over every node, measured once.
+type RawSizes = HashMap<(String, String), usize>;
+
+/// The raw size of the columns `sql` reads.
+async fn raw_bytes(central: &SessionContext, sql: &str, sizes: &mut RawSizes) -> usize {
+    let plan = central
+        .sql(sql)
+        .await
+        .expect(sql)
+        .into_optimized_plan()
+        .expect(sql);
+    let mut columns = BTreeSet::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            for field in scan.projected_schema.fields() {
+                columns.insert((scan.table_name.table().to_string(), field.name().clone()));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .expect("plan walk");
+    let mut total = 0;
+    for (table, column) in columns {
+        let sql = format!("SELECT \"{column}\" FROM {table}");
+        let size = match sizes.entry((table, column)) {
+            Entry::Occupied(known) => *known.get(),
+            Entry::Vacant(unknown) => {
+                let batches = central
+                    .sql(&sql)
+                    .await
+                    .expect(&sql)
+                    .collect()
+                    .await
+                    .expect(&sql);
+                let size = batches
+                    .iter()
+                    .map(|b| b.column(0).to_data().get_slice_memory_size().expect("size"))
+                    .sum();
+                *unknown.insert(size)
+            }
+        };
+        total += size;
+    }
+    total
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -90,9 +142,10 @@ async fn main() {
     let central = central_context(&dir);
 
     println!(
-        "{:<4} {:>10} {:>10} {:>6} {:>12} {:>14} {:>9}  query",
-        "#", "city ms", "central ms", "ratio", "moved B", "scanned B", "moved %"
+        "{:<4} {:>9} {:>10} {:>6} {:>10} {:>11} {:>11} {:>8}  query",
+        "#", "city ms", "central ms", "ratio", "moved B", "read B", "raw B", "moved %"
     );
+    let mut sizes = RawSizes::new();
     let queries: Vec<String> = SUITE
         .split("\n;\n")
         .map(|q| {
@@ -135,16 +188,22 @@ async fn main() {
             scanned = bytes_scanned(&plan);
         }
         let (c, d) = (median(city_times), median(central_times));
+        let raw = raw_bytes(&central, sql, &mut sizes).await;
+        let share = match raw {
+            0 => "-".to_string(),
+            raw => format!("{:.4}", 100.0 * moved as f64 / raw as f64),
+        };
         println!(
-            "{:<4} {:>10.1} {:>10.1} {:>6.2} {:>12} {:>14} {:>9.4}  {}",
+            "{:<4} {:>9.1} {:>10.1} {:>6.2} {:>10} {:>11} {:>11} {:>8}  {}",
             i + 1,
             c.as_secs_f64() * 1e3,
             d.as_secs_f64() * 1e3,
             c.as_secs_f64() / d.as_secs_f64(),
             moved,
             scanned,
-            100.0 * moved as f64 / scanned.max(1) as f64,
-            sql.chars().take(90).collect::<String>()
+            raw,
+            share,
+            sql.chars().take(80).collect::<String>()
         );
     }
 

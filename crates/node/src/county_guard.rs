@@ -1,15 +1,20 @@
 //! [`CountyGuardExec`]: the city plans joins and groupings on `county_code` node by node,
 //! trusting the contract that each row carries its node's code. This operator checks
 //! that trust on every batch, so a node whose data breaks it fails the query by name
-//! instead of letting the city merge a wrong answer.
+//! instead of letting the city merge a wrong answer. A table whose Parquet statistics
+//! already prove it ([`CountyProofs`]) is not checked again row by row.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -17,6 +22,59 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use sunlight_domain::{NodeCode, Table};
+use tokio::sync::OnceCell;
+
+use crate::node::Node;
+
+/// Whether each table's files prove, by the statistics their writer stored, that every
+/// row carries the node's code: no nulls, and the node's code as both the smallest and
+/// the largest value of every row group. Read from the footers once per table.
+#[derive(Default)]
+pub struct CountyProofs(Mutex<HashMap<Table, Arc<OnceCell<bool>>>>);
+
+impl CountyProofs {
+    /// Whether `table`'s files on `node` prove their county codes.
+    pub async fn proven(&self, node: &Node, table: Table) -> crate::Result<bool> {
+        let cell = self
+            .0
+            .lock()
+            .expect("not poisoned")
+            .entry(table)
+            .or_default()
+            .clone();
+        let proven = cell
+            .get_or_try_init(|| async {
+                let column = table.schema().index_of("county_code")?;
+                let state = node.context().state();
+                let store = node
+                    .context()
+                    .runtime_env()
+                    .object_store(node.store_url())?;
+                for file in node.files_of(table)? {
+                    let stats = ParquetFormat::default()
+                        .infer_stats(&state, &store, table.schema(), file)
+                        .await?;
+                    let county = &stats.column_statistics[column];
+                    let is_code = |value: &Precision<_>| match value {
+                        Precision::Exact(v) => {
+                            datafusion::common::ScalarValue::try_as_str(v).flatten()
+                                == Some(node.code().as_str())
+                        }
+                        _ => false,
+                    };
+                    if county.null_count != Precision::Exact(0)
+                        || !is_code(&county.min_value)
+                        || !is_code(&county.max_value)
+                    {
+                        return Ok::<_, crate::Error>(false);
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        Ok(*proven)
+    }
+}
 
 /// Passes batches through, failing on a row whose `county_code` is not this node's.
 #[derive(Debug)]

@@ -17,6 +17,7 @@ use sunlight_flightsql::{CATALOG, SCHEMA};
 
 use crate::audit::NodeAudit;
 use crate::catalog::{NodeCatalog, TableState};
+use crate::county_guard::CountyProofs;
 use crate::persons::PersonIndex;
 use crate::{Error, Result};
 
@@ -27,6 +28,7 @@ pub struct Node {
     privacy: Privacy,
     audit: NodeAudit,
     persons: PersonIndex,
+    counties: CountyProofs,
 }
 
 /// Who may do what at the node, and the egress guard's policy.
@@ -47,7 +49,14 @@ impl Node {
             persons: PersonIndex::new(privacy.policy.persons.clone()),
             privacy,
             audit,
+            counties: CountyProofs::default(),
         }
+    }
+
+    /// Whether the statistics of `table`'s files prove that every row carries this
+    /// node's code.
+    pub(crate) async fn county_proven(&self, table: Table) -> Result<bool> {
+        self.counties.proven(self, table).await
     }
 
     /// The distinct persons of `table` and their sketch.

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{AsArray, UInt64Array};
+use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -46,11 +47,14 @@ use crate::{Error, Result};
 
 const PERSON: &str = "person_id";
 
+/// A value computed once, on first use, by whichever caller comes first.
+type Once<T> = Arc<OnceCell<T>>;
+
 /// The person number of every row of the node's files, read once per file.
 pub struct PersonIndex {
     directory: Arc<PersonDirectory>,
-    files: Mutex<HashMap<ObjectPath, Arc<OnceCell<Arc<[u32]>>>>>,
-    tables: Mutex<HashMap<Table, Arc<OnceCell<Counted>>>>,
+    files: Mutex<HashMap<ObjectPath, Once<Arc<[u32]>>>>,
+    tables: Mutex<HashMap<Table, Once<Counted>>>,
 }
 
 impl PersonIndex {
@@ -101,8 +105,8 @@ impl PersonIndex {
         Ok(numbers.into())
     }
 
-    /// The distinct persons of `table` as a whole. The node's files do not change while
-    /// it serves, so they are counted once.
+    /// The rows and distinct persons of `table` as a whole. The node's files do not
+    /// change while it serves, so they are counted once.
     pub async fn table(&self, node: &Node, table: Table) -> Result<Counted> {
         let cell = self
             .tables
@@ -114,14 +118,16 @@ impl PersonIndex {
         let counted = cell
             .get_or_try_init(|| async {
                 let mut persons = FixedBitSet::new();
+                let mut rows = 0;
                 for file in node.files_of(table)? {
-                    for &n in self.numbers(node, table, file).await?.iter() {
-                        if n != NO_PERSON {
-                            persons.grow_and_insert(n as usize);
-                        }
+                    let numbers = self.numbers(node, table, file).await?;
+                    rows += numbers.len();
+                    for &n in numbers.iter().filter(|&&n| n != NO_PERSON) {
+                        persons.grow_and_insert(n as usize);
                     }
                 }
                 Ok::<_, Error>(Counted {
+                    rows,
                     persons: persons.count_ones(..),
                     sketch: self.directory.sketch(&persons),
                 })
@@ -234,18 +240,21 @@ fn with_persons(
 ) -> DfResult<RecordBatch> {
     let last = batch.num_columns() - 1;
     let rows = batch.column(last).as_primitive::<Int64Type>();
-    let persons = rows
-        .values()
-        .iter()
-        .map(|&row| match numbers.get(row as usize) {
-            Some(&NO_PERSON) => Ok(None),
-            Some(&n) => Ok(Some(u64::from(n))),
-            None => Err(DataFusionError::Execution(format!(
+    let mut persons = Vec::with_capacity(rows.len());
+    let mut missing = false;
+    for &row in rows.values() {
+        let n = *numbers.get(row as usize).ok_or_else(|| {
+            DataFusionError::Execution(format!(
                 "file {file} has more rows than when the node numbered its persons; \
                  restart the node after changing its files"
-            ))),
-        })
-        .collect::<DfResult<UInt64Array>>()?;
+            ))
+        })?;
+        missing |= n == NO_PERSON;
+        persons.push(u64::from(n));
+    }
+    let nulls =
+        missing.then(|| NullBuffer::from_iter(persons.iter().map(|&n| n != u64::from(NO_PERSON))));
+    let persons = UInt64Array::new(persons.into(), nulls);
     let mut columns = batch.columns()[..last].to_vec();
     columns.push(Arc::new(persons));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)

@@ -41,9 +41,11 @@ pub struct NodePolicy {
     pub persons: Arc<PersonDirectory>,
 }
 
-/// The persons of a whole table, which a node counts once and keeps for a while.
+/// The rows and persons of a whole table, which a node counts once.
 #[derive(Debug, Clone)]
 pub struct Counted {
+    /// Rows.
+    pub rows: usize,
     /// Distinct persons.
     pub persons: usize,
     /// Their sketch.

@@ -16,6 +16,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
 use fixedbitset::FixedBitSet;
 
 /// The numbers of the persons a fragment's census saw, shared by its accumulators.
@@ -169,14 +170,14 @@ impl GroupsAccumulator for PersonGroups {
         let keys = values[0].as_primitive::<UInt64Type>();
         let seen = self.seen.clone();
         let mut seen = seen.lock().expect("not poisoned");
-        for (row, &group) in group_indices.iter().enumerate() {
-            if keys.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
-                continue;
-            }
-            let key = keys.value(row);
-            seen.grow_and_insert(key as usize);
+        // The guard may not cross threads, as `accumulate` asks of its closure: borrow
+        // the set out of it while it is held.
+        let mut persons = std::mem::take(&mut *seen);
+        accumulate(group_indices, keys, opt_filter, |group, key| {
+            persons.grow_and_insert(key as usize);
             self.add(group, key);
-        }
+        });
+        *seen = persons;
         Ok(())
     }
 
