@@ -9,10 +9,9 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::expressions::Literal;
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_policy::{Egress, Released, whole_table};
 use sunlight_proto::v1::FragmentTicket;
@@ -20,6 +19,7 @@ use sunlight_proto::v1::FragmentTicket;
 use crate::check::check_fragment;
 use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
+use crate::parallel::parallelize;
 use crate::persons::scan_with_persons;
 use crate::{Error, Result};
 
@@ -70,9 +70,8 @@ fn row_counts(fragment: &Arc<dyn ExecutionPlan>, rows: usize) -> Option<RecordBa
     RecordBatch::try_new(fragment.schema(), columns).ok()
 }
 
-/// Replaces every [`TableLeafExec`] with a scan of the node's table. A scan with several
-/// partitions is merged into one, because the fragment above it was planned for one
-/// partition per node.
+/// Replaces every [`TableLeafExec`] with a scan of the node's table, and spreads the
+/// fragment, planned as one partition, over the node's cores ([`parallelize`]).
 async fn resolve_leaves(
     node: &Node,
     plan: Arc<dyn ExecutionPlan>,
@@ -97,9 +96,6 @@ async fn resolve_leaves(
                 .scan(&state, projection.as_ref(), &[], leaf.limit())
                 .await?
         };
-        if scan.output_partitioning().partition_count() > 1 {
-            scan = Arc::new(CoalescePartitionsExec::new(scan));
-        }
         // A leaf over several nodes that carries county_code was planned as partitioned by it.
         if let (true, Ok(column)) = (leaf.partitions() > 1, scan.schema().index_of("county_code"))
             && !node.county_proven(leaf.table()).await?
@@ -119,7 +115,10 @@ async fn resolve_leaves(
             None => Transformed::no(p),
         })
     })?;
-    Ok(resolved.data)
+    Ok(parallelize(
+        resolved.data,
+        state.config().target_partitions(),
+    )?)
 }
 
 fn key(plan: &Arc<dyn ExecutionPlan>) -> usize {

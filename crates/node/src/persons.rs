@@ -200,7 +200,7 @@ pub async fn scan_with_persons(
 /// Replaces the row number that ends its input's rows with the number of that row's
 /// person in one file.
 #[derive(Debug)]
-struct PersonsExec {
+pub struct PersonsExec {
     input: Arc<dyn ExecutionPlan>,
     numbers: Arc<[u32]>,
     file: String,

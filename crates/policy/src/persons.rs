@@ -64,6 +64,7 @@ impl Persons {
         PersonGroups {
             cap: self.cap,
             seen: self.seen.clone(),
+            mine: FixedBitSet::new(),
             groups: Vec::new(),
         }
     }
@@ -125,11 +126,14 @@ impl AggregateUDFImpl for Persons {
     }
 }
 
-/// Up to `cap` distinct persons of each group.
+/// Up to `cap` distinct persons of each group. The persons it sees go first into a set
+/// of its own, so that accumulators in other partitions need not wait for the shared
+/// one; they join it whenever groups are emitted.
 #[derive(Debug)]
 struct PersonGroups {
     cap: usize,
     seen: Seen,
+    mine: FixedBitSet,
     groups: Vec<Vec<u64>>,
 }
 
@@ -142,7 +146,18 @@ impl PersonGroups {
     }
 
     fn emit(&mut self, emit_to: EmitTo) -> ArrayRef {
+        self.publish();
         list_of(&emit_to.take_needed(&mut self.groups))
+    }
+
+    /// Adds the persons seen so far to the fragment's set.
+    fn publish(&mut self) {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        if seen.len() < self.mine.len() {
+            seen.grow(self.mine.len());
+        }
+        seen.union_with(&self.mine);
+        self.mine.clear();
     }
 }
 
@@ -168,16 +183,10 @@ impl GroupsAccumulator for PersonGroups {
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
         let keys = values[0].as_primitive::<UInt64Type>();
-        let seen = self.seen.clone();
-        let mut seen = seen.lock().expect("not poisoned");
-        // The guard may not cross threads, as `accumulate` asks of its closure: borrow
-        // the set out of it while it is held.
-        let mut persons = std::mem::take(&mut *seen);
         accumulate(group_indices, keys, opt_filter, |group, key| {
-            persons.grow_and_insert(key as usize);
+            self.mine.grow_and_insert(key as usize);
             self.add(group, key);
         });
-        *seen = persons;
         Ok(())
     }
 
@@ -231,6 +240,7 @@ impl GroupsAccumulator for PersonGroups {
     fn size(&self) -> usize {
         self.groups.capacity() * std::mem::size_of::<Vec<u64>>()
             + self.groups.len() * self.cap * std::mem::size_of::<u64>()
+            + self.mine.len() / 8
     }
 }
 
@@ -240,6 +250,7 @@ struct OneGroup(PersonGroups);
 
 impl OneGroup {
     fn value(&mut self) -> ScalarValue {
+        self.0.publish();
         self.0.groups.resize_with(1, Vec::new);
         ScalarValue::List(Arc::new(list_of(&self.0.groups).as_list::<i32>().clone()))
     }

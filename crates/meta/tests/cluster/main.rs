@@ -38,7 +38,20 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
     let mut cluster = TestCluster::start(3, true, 5_000).await;
     let leader = cluster.leader(&[1, 2, 3], ELECTION).await;
     let mut client = cluster.client();
-    let writer = tokio::spawn(async move { write_markers(&mut client, "w", 60).await });
+    // Every write is tried until the replicas answer. One whose answer was lost with the
+    // leader may already have committed: trying it again is then refused as a duplicate,
+    // and it counts as acknowledged, so it too must be kept.
+    let writer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..60 {
+            let name = format!("w-{i}");
+            while client.propose(&marker(&name)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            acked.push(name);
+        }
+        acked
+    });
     // Let some writes land, then kill the leader under load.
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.stop(leader).await;
@@ -50,13 +63,8 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
     assert!(elected_in < ELECTION, "election took {elected_in:?}");
     let acked = tokio::time::timeout(Duration::from_secs(60), writer)
         .await
-        .expect("writer finished")
+        .expect("every write acknowledged within a minute")
         .unwrap();
-    assert!(
-        acked.len() >= 50,
-        "only {} of 60 writes acknowledged",
-        acked.len()
-    );
     let state = cluster.converged(ELECTION).await;
     assert_kept(&state, &acked);
     cluster.restart(leader).await;

@@ -1,0 +1,95 @@
+//! Runs a fragment on all of the node's cores. The city plans each fragment as one
+//! partition, the node's share of the query; a partial aggregate is the usual top. Here
+//! the rows below such an aggregate are dealt round-robin into partitions, each with its
+//! own partial aggregate, and a partial-reduce aggregate merges them back into one
+//! partition of the same partial states, so the city and the egress guard see the
+//! fragment's answer as planned.
+
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, InputOrderMode, Partitioning,
+};
+
+use crate::county_guard::CountyGuardExec;
+use crate::persons::PersonsExec;
+
+/// `plan`, with one output partition, whose partial aggregates run over `partitions`.
+pub fn parallelize(
+    plan: Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()
+        && spreads(aggregate)
+        && partitions > 1
+    {
+        let input = spread(aggregate.input().clone(), partitions)?;
+        if input.output_partitioning().partition_count() > 1 {
+            let partial = replace_children_if_necessary(plan.clone(), vec![input])?;
+            return Ok(Arc::new(AggregateExec::try_new(
+                AggregateMode::PartialReduce,
+                aggregate.group_expr().as_final(),
+                aggregate.aggr_expr().to_vec(),
+                vec![None; aggregate.aggr_expr().len()],
+                Arc::new(CoalescePartitionsExec::new(partial)),
+                aggregate.input_schema(),
+            )?));
+        }
+    }
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| parallelize(c.clone(), partitions))
+        .collect::<Result<Vec<_>>>()?;
+    let plan = replace_children_if_necessary(plan, children)?;
+    Ok(match plan.output_partitioning().partition_count() {
+        1 => plan,
+        _ => Arc::new(CoalescePartitionsExec::new(plan)),
+    })
+}
+
+/// Whether `aggregate` is a partial aggregate that may see its rows in any partition and
+/// order.
+fn spreads(aggregate: &AggregateExec) -> bool {
+    *aggregate.mode() == AggregateMode::Partial
+        && aggregate.limit_options().is_none()
+        && *aggregate.input_order_mode() == InputOrderMode::Linear
+        && aggregate
+            .required_input_ordering()
+            .iter()
+            .all(Option::is_none)
+}
+
+/// `plan` over `partitions`: operators that work row by row stay above the point where
+/// rows are dealt out, so that they run in every partition too.
+fn spread(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    if row_by_row(&plan) {
+        let input = spread(plan.children()[0].clone(), partitions)?;
+        return replace_children_if_necessary(plan, vec![input]);
+    }
+    if plan.children().is_empty() && plan.output_partitioning().partition_count() >= partitions {
+        return Ok(plan);
+    }
+    Ok(Arc::new(RepartitionExec::try_new(
+        parallelize(plan, partitions)?,
+        Partitioning::RoundRobinBatch(partitions),
+    )?))
+}
+
+/// Operators whose output for a batch depends on that batch alone.
+fn row_by_row(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.fetch().is_none()
+        && (plan.is::<FilterExec>()
+            || plan.is::<ProjectionExec>()
+            || plan.is::<CooperativeExec>()
+            || plan.is::<CountyGuardExec>()
+            || plan.is::<PersonsExec>())
+}
