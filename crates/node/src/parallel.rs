@@ -1,9 +1,9 @@
 //! Runs a fragment on all of the node's cores. The city plans each fragment as one
-//! partition, the node's share of the query; a partial aggregate is the usual top. Here
-//! the rows below such an aggregate are dealt round-robin into partitions, each with its
-//! own partial aggregate, and a partial-reduce aggregate merges them back into one
-//! partition of the same partial states, so the city and the egress guard see the
-//! fragment's answer as planned.
+//! partition, the node's share of the query; an aggregate is the usual top, partial or,
+//! where the groups cannot span nodes, whole. Here the rows below such an aggregate are
+//! dealt round-robin into partitions, each with its own partial aggregate, and one more
+//! aggregate merges them back into a single partition of what the fragment's aggregate
+//! answers, so the city and the egress guard see the fragment's answer as planned.
 
 use std::sync::Arc;
 
@@ -28,18 +28,25 @@ pub fn parallelize(
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()
-        && spreads(aggregate)
+        && let Some(merge) = merge_mode(aggregate)
         && partitions > 1
     {
         let input = spread(aggregate.input().clone(), partitions)?;
         if input.output_partitioning().partition_count() > 1 {
-            let partial = replace_children_if_necessary(plan.clone(), vec![input])?;
+            let partial = AggregateExec::try_new(
+                AggregateMode::Partial,
+                aggregate.group_expr().clone(),
+                aggregate.aggr_expr().to_vec(),
+                aggregate.filter_expr().to_vec(),
+                input,
+                aggregate.input_schema(),
+            )?;
             return Ok(Arc::new(AggregateExec::try_new(
-                AggregateMode::PartialReduce,
+                merge,
                 aggregate.group_expr().as_final(),
                 aggregate.aggr_expr().to_vec(),
                 vec![None; aggregate.aggr_expr().len()],
-                Arc::new(CoalescePartitionsExec::new(partial)),
+                Arc::new(CoalescePartitionsExec::new(Arc::new(partial))),
                 aggregate.input_schema(),
             )?));
         }
@@ -56,16 +63,22 @@ pub fn parallelize(
     })
 }
 
-/// Whether `aggregate` is a partial aggregate that may see its rows in any partition and
-/// order.
-fn spreads(aggregate: &AggregateExec) -> bool {
-    *aggregate.mode() == AggregateMode::Partial
-        && aggregate.limit_options().is_none()
+/// How partial aggregates in many partitions merge into what `aggregate` answers: its
+/// partial states for a partial aggregate, its final values for a whole one. `None`
+/// where it must see its rows in one partition or in order.
+fn merge_mode(aggregate: &AggregateExec) -> Option<AggregateMode> {
+    let merge = match aggregate.mode() {
+        AggregateMode::Partial => AggregateMode::PartialReduce,
+        AggregateMode::Single | AggregateMode::SinglePartitioned => AggregateMode::Final,
+        _ => return None,
+    };
+    let any_order = aggregate.limit_options().is_none()
         && *aggregate.input_order_mode() == InputOrderMode::Linear
         && aggregate
             .required_input_ordering()
             .iter()
-            .all(Option::is_none)
+            .all(Option::is_none);
+    any_order.then_some(merge)
 }
 
 /// `plan` over `partitions`: operators that work row by row stay above the point where
