@@ -10,6 +10,7 @@ use std::sync::RwLock;
 use fixedbitset::FixedBitSet;
 
 use crate::persons::KeyHasher;
+use crate::sketch::SketchKey;
 use crate::{PersonKeys, PersonSketch};
 
 /// The number that stands for a missing `person_id`.
@@ -26,8 +27,8 @@ pub struct PersonDirectory {
 struct Numbered {
     /// Number of each person's key.
     numbers: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
-    /// Key of each number.
-    keys: Vec<u64>,
+    /// Key of each number, placed for sketches.
+    keys: Vec<SketchKey>,
 }
 
 impl PersonDirectory {
@@ -52,7 +53,7 @@ impl PersonDirectory {
             .map(|key| match key {
                 None => NO_PERSON,
                 Some(key) => *numbers.entry(key).or_insert_with(|| {
-                    all.push(key);
+                    all.push(SketchKey::new(key));
                     u32::try_from(all.len() - 1).expect("fewer than 2^32 - 1 persons")
                 }),
             })
@@ -62,7 +63,7 @@ impl PersonDirectory {
     /// The sketch of the persons whose numbers are in `persons`.
     pub fn sketch(&self, persons: &FixedBitSet) -> PersonSketch {
         let numbered = self.numbered.read().expect("not poisoned");
-        PersonSketch::of(persons.ones().map(|n| numbered.keys[n]))
+        PersonSketch::of_placed(persons.ones().map(|n| numbered.keys[n]))
     }
 }
 

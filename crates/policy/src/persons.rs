@@ -183,8 +183,11 @@ impl GroupsAccumulator for PersonGroups {
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
         let keys = values[0].as_primitive::<UInt64Type>();
+        if let Some(last) = arrow::compute::max(keys) {
+            self.mine.grow(self.mine.len().max(last as usize + 1));
+        }
         accumulate(group_indices, keys, opt_filter, |group, key| {
-            self.mine.grow_and_insert(key as usize);
+            self.mine.insert(key as usize);
             self.add(group, key);
         });
         Ok(())

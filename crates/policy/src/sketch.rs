@@ -94,28 +94,49 @@ fn check(key: u64) -> u64 {
     mix(key ^ 0x5bd1_e995_9e37_79b9)
 }
 
-fn cells_of(key: u64) -> [usize; HASHES] {
-    std::array::from_fn(|i| {
-        i * WIDTH + (mix(key.wrapping_add(i as u64 + 1)) % WIDTH as u64) as usize
-    })
+/// A person key with the cells it toggles and its check, worked out once for a key that
+/// goes into many sketches.
+#[derive(Debug, Clone, Copy)]
+pub struct SketchKey {
+    key: u64,
+    check: u64,
+    cells: [u8; HASHES],
+}
+
+impl SketchKey {
+    /// Places `key`.
+    pub fn new(key: u64) -> Self {
+        Self {
+            key,
+            check: check(key),
+            cells: std::array::from_fn(|i| {
+                (i * WIDTH + (mix(key.wrapping_add(i as u64 + 1)) % WIDTH as u64) as usize) as u8
+            }),
+        }
+    }
 }
 
 impl PersonSketch {
     /// The sketch of `keys`, each counted once.
     pub fn of(keys: impl IntoIterator<Item = u64>) -> Self {
+        Self::of_placed(keys.into_iter().map(SketchKey::new))
+    }
+
+    /// The sketch of `keys`, placed already, each counted once.
+    pub(crate) fn of_placed(keys: impl IntoIterator<Item = SketchKey>) -> Self {
         let mut sketch = Self::default();
         for key in keys {
-            sketch.toggle(key, 1);
+            sketch.toggle(&key, 1);
         }
         sketch
     }
 
-    fn toggle(&mut self, key: u64, sign: i32) {
-        for i in cells_of(key) {
-            let cell = &mut self.cells[i];
+    fn toggle(&mut self, key: &SketchKey, sign: i32) {
+        for i in key.cells {
+            let cell = &mut self.cells[usize::from(i)];
             cell.count += sign;
-            cell.keys ^= key;
-            cell.checks ^= check(key);
+            cell.keys ^= key.key;
+            cell.checks ^= key.check;
         }
     }
 
@@ -144,7 +165,7 @@ impl PersonSketch {
             .find(|c| c.count.abs() == 1 && c.checks == check(c.keys))
             .copied()
         {
-            diff.toggle(cell.keys, -cell.count);
+            diff.toggle(&SketchKey::new(cell.keys), -cell.count);
             peeled += 1;
         }
         diff.cells
