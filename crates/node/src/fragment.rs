@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::expressions::Literal;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use sunlight_domain::NodeCode;
 use sunlight_fragment::{TableLeafExec, decode_plan};
-use sunlight_policy::{Egress, Released, whole_table};
+use sunlight_policy::{Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
 
 use crate::check::check_fragment;
@@ -37,10 +39,12 @@ pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
     let whole = match whole_table(&plan) {
-        Some(table) => Some(node.persons_of(table).await?),
-        None => None,
+        Some(whole) if one_group(node, &whole).await? => Some(node.persons_of(whole.table).await?),
+        _ => None,
     };
-    let rows = whole.as_ref().and_then(|w| row_counts(&plan, w.rows));
+    let rows = whole
+        .as_ref()
+        .and_then(|w| row_counts(&plan, node.code(), w.rows));
     let egress = Egress::check(&plan, &node.privacy().policy, whole)?;
     let stream = match rows {
         Some(batch) => Box::pin(MemoryStream::try_new(vec![batch], plan.schema(), None)?),
@@ -49,9 +53,23 @@ pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     Ok(egress.release(stream).await?)
 }
 
+/// Whether the rows of `whole`'s table form one group: it has no groups, or groups by
+/// the node's `county_code` alone, which the table's statistics prove every row holds.
+async fn one_group(node: &Node, whole: &WholeTable) -> Result<bool> {
+    if whole.groups.iter().any(|g| g != "county_code") {
+        return Ok(false);
+    }
+    Ok(whole.groups.is_empty() || node.county_proven(whole.table).await?)
+}
+
 /// The answer of a fragment that only counts the rows of a whole table, which holds
-/// `rows`: its partial counts, known without reading the table.
-fn row_counts(fragment: &Arc<dyn ExecutionPlan>, rows: usize) -> Option<RecordBatch> {
+/// `rows`, in one group: its counts, known without reading the table. A group by
+/// `county_code` is the node's code.
+fn row_counts(
+    fragment: &Arc<dyn ExecutionPlan>,
+    code: NodeCode,
+    rows: usize,
+) -> Option<RecordBatch> {
     let aggregate = fragment.downcast_ref::<AggregateExec>()?;
     let counts_rows = |e: &Arc<AggregateFunctionExpr>| {
         e.fun().name() == "count"
@@ -61,13 +79,31 @@ fn row_counts(fragment: &Arc<dyn ExecutionPlan>, rows: usize) -> Option<RecordBa
                     .is_some_and(|l| !l.value().is_null())
             })
     };
-    if *aggregate.mode() != AggregateMode::Partial || !aggregate.aggr_expr().iter().all(counts_rows)
+    let modes = [
+        AggregateMode::Partial,
+        AggregateMode::Single,
+        AggregateMode::SinglePartitioned,
+    ];
+    let grouped = !aggregate.group_expr().expr().is_empty();
+    if !modes.contains(aggregate.mode())
+        || !aggregate.group_expr().is_single()
+        || !aggregate.aggr_expr().iter().all(counts_rows)
+        || (grouped && rows == 0)
     {
         return None;
     }
+    let schema = fragment.schema();
+    let groups = aggregate.group_expr().expr().len();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in &schema.fields()[..groups] {
+        let code = ScalarValue::from(code.as_str())
+            .cast_to(field.data_type())
+            .ok()?;
+        columns.push(code.to_array().ok()?);
+    }
     let count: ArrayRef = Arc::new(Int64Array::from(vec![rows as i64]));
-    let columns = vec![count; aggregate.aggr_expr().len()];
-    RecordBatch::try_new(fragment.schema(), columns).ok()
+    columns.resize(schema.fields().len(), count);
+    RecordBatch::try_new(schema, columns).ok()
 }
 
 /// Replaces every [`TableLeafExec`] with a scan of the node's table, and spreads the

@@ -14,6 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -78,24 +79,48 @@ pub struct Egress {
     policy: NodePolicy,
 }
 
-/// The table a fragment aggregates whole, without groups or filters, if it does: its one
-/// group's persons are the table's.
-pub fn whole_table(fragment: &Arc<dyn ExecutionPlan>) -> Option<Table> {
+/// A fragment that aggregates a whole table, without filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeTable {
+    /// The table.
+    pub table: Table,
+    /// The table's columns that form the groups, by name. Where every row holds the
+    /// same value in each, as a node's own `county_code` does, every group's persons
+    /// are the table's.
+    pub groups: Vec<String>,
+}
+
+/// The table `fragment` aggregates whole, if it does, and the columns it groups by.
+pub fn whole_table(fragment: &Arc<dyn ExecutionPlan>) -> Option<WholeTable> {
     let aggregate = fragment.downcast_ref::<AggregateExec>()?;
-    if !aggregate.group_expr().expr().is_empty()
-        || aggregate.filter_expr().iter().any(Option::is_some)
-    {
+    if aggregate.filter_expr().iter().any(Option::is_some) {
         return None;
     }
+    let mut columns = aggregate
+        .group_expr()
+        .expr()
+        .iter()
+        .map(|(e, _)| e.downcast_ref::<Column>().map(Column::index))
+        .collect::<Option<Vec<_>>>()?;
     let mut input = aggregate.input();
     loop {
         if let Some(leaf) = input.downcast_ref::<TableLeafExec>() {
-            return leaf.limit().is_none().then(|| leaf.table());
+            let schema = leaf.schema();
+            return leaf.limit().is_none().then(|| WholeTable {
+                table: leaf.table(),
+                groups: columns
+                    .iter()
+                    .map(|&c| schema.field(c).name().clone())
+                    .collect(),
+            });
         }
-        let passes = input.is::<ProjectionExec>()
-            || input.is::<CooperativeExec>()
-            || input.name() == "CoalesceBatchesExec";
-        if !passes {
+        if let Some(projection) = input.downcast_ref::<ProjectionExec>() {
+            let exprs = projection.expr();
+            columns = columns
+                .iter()
+                .map(|&c| exprs[c].expr.downcast_ref::<Column>().map(Column::index))
+                .collect::<Option<Vec<_>>>()?;
+        } else if !(input.is::<CooperativeExec>() || input.name() == "CoalesceBatchesExec") {
             return None;
         }
         input = input.children().into_iter().next()?;
