@@ -15,7 +15,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt, stream};
 use sunlight_domain::Table;
@@ -90,9 +93,27 @@ pub struct WholeTable {
     pub groups: Vec<String>,
 }
 
-/// The table `fragment` aggregates whole, if it does, and the columns it groups by.
+/// The table `fragment` aggregates whole, if it does, and the columns it groups by. Above
+/// the aggregate, the fragment may filter, order, limit and project its groups: every row
+/// it sends is still one of them.
 pub fn whole_table(fragment: &Arc<dyn ExecutionPlan>) -> Option<WholeTable> {
-    let aggregate = fragment.downcast_ref::<AggregateExec>()?;
+    let mut top = fragment;
+    let aggregate = loop {
+        if let Some(aggregate) = top.downcast_ref::<AggregateExec>() {
+            break aggregate;
+        }
+        let passes = top.is::<ProjectionExec>()
+            || top.is::<FilterExec>()
+            || top.is::<SortExec>()
+            || top.is::<GlobalLimitExec>()
+            || top.is::<LocalLimitExec>()
+            || top.is::<CooperativeExec>()
+            || top.name() == "CoalesceBatchesExec";
+        if !passes {
+            return None;
+        }
+        top = top.children().into_iter().next()?;
+    };
     if aggregate.filter_expr().iter().any(Option::is_some) {
         return None;
     }
@@ -400,4 +421,41 @@ pub fn too_few(k: usize, what: &str) -> Refusal {
              (a filter that isolates fewer than {k} persons is refused)"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::physical_plan::expressions::{col, is_not_null};
+
+    use super::*;
+    use crate::test_plans::{count_by, leaf};
+
+    /// `input`'s rows whose `column`, by position, is not null.
+    fn filtered(input: Arc<dyn ExecutionPlan>, column: usize) -> Arc<dyn ExecutionPlan> {
+        let schema = input.schema();
+        let predicate = is_not_null(col(schema.field(column).name(), &schema).unwrap()).unwrap();
+        Arc::new(FilterExec::try_new(predicate, input).unwrap())
+    }
+
+    #[test]
+    fn a_whole_table_is_named_with_its_group_columns_and_a_filtered_one_is_not() {
+        let disbursements = || leaf(Table::Disbursements, &["county_code", "township"]);
+        let by_county = count_by(disbursements(), "county_code");
+        let whole = WholeTable {
+            table: Table::Disbursements,
+            groups: vec!["county_code".into()],
+        };
+        assert_eq!(whole_table(&by_county), Some(whole.clone()));
+        // HAVING: the groups sent are still groups of the whole table.
+        assert_eq!(whole_table(&filtered(by_county, 1)), Some(whole));
+        assert_eq!(
+            whole_table(&count_by(disbursements(), "township")).map(|w| w.groups),
+            Some(vec!["township".into()])
+        );
+        let rows = leaf(Table::Disbursements, &["county_code", "amount"]);
+        assert_eq!(
+            whole_table(&count_by(filtered(rows, 1), "county_code")),
+            None
+        );
+    }
 }

@@ -18,6 +18,8 @@ mod egress;
 mod lineage;
 mod persons;
 mod sketch;
+#[cfg(test)]
+mod test_plans;
 mod tokens;
 
 use std::fmt;

@@ -565,45 +565,13 @@ fn row_by_row(name: &str, source: &str) -> Refusal {
 #[cfg(test)]
 mod tests {
     use datafusion::functions::unicode::substr;
-    use datafusion::functions_aggregate::count::count_udaf;
-    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
-    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
     use datafusion::physical_plan::expressions::{col, lit};
 
     use super::*;
-
-    fn leaf(table: Table, columns: &[&str]) -> Arc<dyn ExecutionPlan> {
-        let schema = table.schema();
-        let projection = columns
-            .iter()
-            .map(|c| schema.index_of(c).unwrap())
-            .collect();
-        Arc::new(TableLeafExec::try_new(table, Some(projection), 1, None).unwrap())
-    }
+    use crate::test_plans::{count_by, leaf};
 
     fn at_node(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Treatment>> {
         node_egress(&trace(plan, Tier::Node, &|_| None)?, plan.schema().fields())
-    }
-
-    fn count_by(input: Arc<dyn ExecutionPlan>, key: &str) -> Arc<dyn ExecutionPlan> {
-        let schema = input.schema();
-        let group = PhysicalGroupBy::new_single(vec![(col(key, &schema).unwrap(), key.into())]);
-        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1)])
-            .schema(schema.clone())
-            .alias("n")
-            .build()
-            .unwrap();
-        Arc::new(
-            AggregateExec::try_new(
-                AggregateMode::Partial,
-                group,
-                vec![Arc::new(count)],
-                vec![None],
-                input,
-                schema,
-            )
-            .unwrap(),
-        )
     }
 
     #[test]
