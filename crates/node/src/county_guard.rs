@@ -4,9 +4,8 @@
 //! instead of letting the city merge a wrong answer. A table whose Parquet statistics
 //! already prove it ([`CountyProofs`]) is not checked again row by row.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
@@ -22,28 +21,21 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use sunlight_domain::{NodeCode, Table};
-use tokio::sync::OnceCell;
 
 use crate::node::Node;
+use crate::once::OnceMap;
 
 /// Whether each table's files prove, by the statistics their writer stored, that every
 /// row carries the node's code: no nulls, and the node's code as both the smallest and
 /// the largest value of every row group. Read from the footers once per table.
 #[derive(Default)]
-pub struct CountyProofs(Mutex<HashMap<Table, Arc<OnceCell<bool>>>>);
+pub struct CountyProofs(OnceMap<Table, bool>);
 
 impl CountyProofs {
     /// Whether `table`'s files on `node` prove their county codes.
     pub async fn proven(&self, node: &Node, table: Table) -> crate::Result<bool> {
-        let cell = self
-            .0
-            .lock()
-            .expect("not poisoned")
-            .entry(table)
-            .or_default()
-            .clone();
-        let proven = cell
-            .get_or_try_init(|| async {
+        self.0
+            .get_or_try_init(table, || async {
                 let column = table.schema().index_of("county_code")?;
                 let state = node.context().state();
                 let store = node
@@ -71,8 +63,7 @@ impl CountyProofs {
                 }
                 Ok(true)
             })
-            .await?;
-        Ok(*proven)
+            .await
     }
 }
 

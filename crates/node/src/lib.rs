@@ -15,6 +15,7 @@ mod fragment;
 mod hits;
 mod models;
 mod node;
+mod once;
 mod parallel;
 mod persons;
 mod server;

@@ -4,9 +4,8 @@
 //! each row's person ([`PersonDirectory`]), and its census scans read the Parquet row
 //! number instead, which they turn into the person's number ([`PersonsExec`]).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{AsArray, UInt64Array};
 use arrow::buffer::NullBuffer;
@@ -40,21 +39,18 @@ use parquet::arrow::RowNumber;
 use sunlight_domain::Table;
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
-use tokio::sync::OnceCell;
 
+use crate::Result;
 use crate::node::Node;
-use crate::{Error, Result};
+use crate::once::OnceMap;
 
 const PERSON: &str = "person_id";
-
-/// A value computed once, on first use, by whichever caller comes first.
-type Once<T> = Arc<OnceCell<T>>;
 
 /// The person number of every row of the node's files, read once per file.
 pub struct PersonIndex {
     directory: Arc<PersonDirectory>,
-    files: Mutex<HashMap<ObjectPath, Once<Arc<[u32]>>>>,
-    tables: Mutex<HashMap<Table, Once<Counted>>>,
+    files: OnceMap<ObjectPath, Arc<[u32]>>,
+    tables: OnceMap<Table, Counted>,
 }
 
 impl PersonIndex {
@@ -62,25 +58,16 @@ impl PersonIndex {
     pub fn new(directory: Arc<PersonDirectory>) -> Self {
         Self {
             directory,
-            files: Mutex::default(),
-            tables: Mutex::default(),
+            files: OnceMap::default(),
+            tables: OnceMap::default(),
         }
     }
 
     /// The number of each row's person in `file` of `table`, by row.
     async fn numbers(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<Arc<[u32]>> {
-        let cell = self
-            .files
-            .lock()
-            .expect("not poisoned")
-            .entry(file.location.clone())
-            .or_default()
-            .clone();
-        let numbers = cell
-            .get_or_try_init(|| self.read(node, table, file))
-            .await?
-            .clone();
-        Ok(numbers)
+        self.files
+            .get_or_try_init(file.location.clone(), || self.read(node, table, file))
+            .await
     }
 
     async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<Arc<[u32]>> {
@@ -108,15 +95,8 @@ impl PersonIndex {
     /// The rows and distinct persons of `table` as a whole. The node's files do not
     /// change while it serves, so they are counted once.
     pub async fn table(&self, node: &Node, table: Table) -> Result<Counted> {
-        let cell = self
-            .tables
-            .lock()
-            .expect("not poisoned")
-            .entry(table)
-            .or_default()
-            .clone();
-        let counted = cell
-            .get_or_try_init(|| async {
+        self.tables
+            .get_or_try_init(table, || async {
                 let mut persons = FixedBitSet::new();
                 let mut rows = 0;
                 for file in node.files_of(table)? {
@@ -126,14 +106,13 @@ impl PersonIndex {
                         persons.grow_and_insert(n as usize);
                     }
                 }
-                Ok::<_, Error>(Counted {
+                Ok(Counted {
                     rows,
                     persons: persons.count_ones(..),
                     sketch: self.directory.sketch(&persons),
                 })
             })
-            .await?;
-        Ok(counted.clone())
+            .await
     }
 }
 

@@ -4,17 +4,36 @@
 //! sketches carry the persons' keyed [`PersonKeys`].
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 
 use fixedbitset::FixedBitSet;
 
-use crate::persons::KeyHasher;
 use crate::sketch::SketchKey;
 use crate::{PersonKeys, PersonSketch};
 
 /// The number that stands for a missing `person_id`.
 pub const NO_PERSON: u32 = u32::MAX;
+
+/// Hashes a person key, a SipHash output already, to itself.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
 
 /// A node's persons, numbered from 0 in the order it first meets them.
 #[derive(Debug)]

@@ -22,26 +22,6 @@ use fixedbitset::FixedBitSet;
 /// The numbers of the persons a fragment's census saw, shared by its accumulators.
 pub type Seen = Arc<Mutex<FixedBitSet>>;
 
-/// Hashes a person key, a SipHash output already, to itself.
-#[derive(Debug, Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, key: u64) {
-        self.0 = key;
-    }
-}
-
 /// The census aggregate of one fragment.
 #[derive(Debug)]
 pub struct Persons {
@@ -152,11 +132,10 @@ impl PersonGroups {
 
     /// Adds the persons seen so far to the fragment's set.
     fn publish(&mut self) {
-        let mut seen = self.seen.lock().expect("not poisoned");
-        if seen.len() < self.mine.len() {
-            seen.grow(self.mine.len());
-        }
-        seen.union_with(&self.mine);
+        self.seen
+            .lock()
+            .expect("not poisoned")
+            .union_with(&self.mine);
         self.mine.clear();
     }
 }
@@ -184,7 +163,7 @@ impl GroupsAccumulator for PersonGroups {
         self.groups.resize_with(total_num_groups, Vec::new);
         let keys = values[0].as_primitive::<UInt64Type>();
         if let Some(last) = arrow::compute::max(keys) {
-            self.mine.grow(self.mine.len().max(last as usize + 1));
+            self.mine.grow(last as usize + 1);
         }
         accumulate(group_indices, keys, opt_filter, |group, key| {
             self.mine.insert(key as usize);
