@@ -151,10 +151,7 @@ async fn resolve_leaves(
             None => Transformed::no(p),
         })
     })?;
-    Ok(parallelize(
-        resolved.data,
-        state.config().target_partitions(),
-    )?)
+    Ok(parallelize(resolved.data, state.config_options())?)
 }
 
 fn key(plan: &Arc<dyn ExecutionPlan>) -> usize {

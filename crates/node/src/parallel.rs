@@ -4,15 +4,24 @@
 //! dealt round-robin into partitions, each with its own partial aggregate, and one more
 //! aggregate merges them back into a single partition of what the fragment's aggregate
 //! answers, so the city and the egress guard see the fragment's answer as planned.
+//!
+//! The city plans joins without knowing the sizes of the nodes' tables. Here a hash join
+//! builds its table once, from the side the node's statistics show is smaller, and
+//! probes it in every partition of the other side.
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::join_selection::JoinSelection;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
@@ -22,8 +31,33 @@ use datafusion::physical_plan::{
 use crate::county_guard::CountyGuardExec;
 use crate::persons::PersonsExec;
 
-/// `plan`, with one output partition, whose partial aggregates run over `partitions`.
+/// `plan`, with one output partition, whose partial aggregates run over the
+/// configured target partitions and whose hash joins build on their smaller side.
 pub fn parallelize(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    // Each side of a fragment's join is one partition, so a partitioned join is one that
+    // builds once. The city's dynamic filters go: the node's join sides may swap.
+    let plan = plan
+        .transform_up(|p| match p.downcast_ref::<HashJoinExec>() {
+            Some(join) => {
+                let join = join
+                    .builder()
+                    .reset_state()
+                    .with_partition_mode(PartitionMode::CollectLeft)
+                    .build_exec()?;
+                Ok(Transformed::yes(join))
+            }
+            None => Ok(Transformed::no(p)),
+        })?
+        .data;
+    let plan = JoinSelection::new().optimize(plan, config)?;
+    spread_aggregates(plan, config.execution.target_partitions)
+}
+
+/// `plan`, with one output partition, whose partial aggregates run over `partitions`.
+fn spread_aggregates(
     plan: Arc<dyn ExecutionPlan>,
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -54,7 +88,7 @@ pub fn parallelize(
     let children = plan
         .children()
         .into_iter()
-        .map(|c| parallelize(c.clone(), partitions))
+        .map(|c| spread_aggregates(c.clone(), partitions))
         .collect::<Result<Vec<_>>>()?;
     let plan = replace_children_if_necessary(plan, children)?;
     Ok(match plan.output_partitioning().partition_count() {
@@ -82,17 +116,26 @@ fn merge_mode(aggregate: &AggregateExec) -> Option<AggregateMode> {
 }
 
 /// `plan` over `partitions`: operators that work row by row stay above the point where
-/// rows are dealt out, so that they run in every partition too.
+/// rows are dealt out, so that they run in every partition too. So does a join that
+/// builds its table once: it probes in every partition.
 fn spread(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
     if row_by_row(&plan) {
         let input = spread(plan.children()[0].clone(), partitions)?;
         return replace_children_if_necessary(plan, vec![input]);
     }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
+        && *join.partition_mode() == PartitionMode::CollectLeft
+        && join.fetch().is_none()
+    {
+        let build = spread_aggregates(join.left().clone(), partitions)?;
+        let probe = spread(join.right().clone(), partitions)?;
+        return replace_children_if_necessary(plan, vec![build, probe]);
+    }
     if plan.children().is_empty() && plan.output_partitioning().partition_count() >= partitions {
         return Ok(plan);
     }
     Ok(Arc::new(RepartitionExec::try_new(
-        parallelize(plan, partitions)?,
+        spread_aggregates(plan, partitions)?,
         Partitioning::RoundRobinBatch(partitions),
     )?))
 }

@@ -12,7 +12,9 @@ use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ColumnStatistics, Statistics};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -28,8 +30,8 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-    execute_stream,
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties, StatisticsArgs, execute_stream,
 };
 use fixedbitset::FixedBitSet;
 use futures::{StreamExt, TryStreamExt};
@@ -263,6 +265,27 @@ impl ExecutionPlan for PersonsExec {
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    /// The input's, with the person column unknown; a file scan that cannot count its
+    /// rows reads at most the file's.
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        let mut statistics = Statistics::clone(&input_stats[0]);
+        if statistics.num_rows == Precision::Absent {
+            statistics.num_rows = Precision::Inexact(self.numbers.len());
+        }
+        if let Some(persons) = statistics.column_statistics.last_mut() {
+            *persons = ColumnStatistics::new_unknown();
+        }
+        Ok(Arc::new(statistics))
     }
 
     fn with_new_children(
