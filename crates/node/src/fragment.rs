@@ -21,7 +21,7 @@ use sunlight_proto::v1::FragmentTicket;
 use crate::check::check_fragment;
 use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
-use crate::parallel::parallelize;
+use crate::optimize::optimize;
 use crate::persons::scan_with_persons;
 use crate::{Error, Result};
 
@@ -106,8 +106,8 @@ fn row_counts(
     RecordBatch::try_new(schema, columns).ok()
 }
 
-/// Replaces every [`TableLeafExec`] with a scan of the node's table, and spreads the
-/// fragment, planned as one partition, over the node's cores ([`parallelize`]).
+/// Replaces every [`TableLeafExec`] with a scan of the node's table, and plans the
+/// fragment for the node ([`optimize`]).
 async fn resolve_leaves(
     node: &Node,
     plan: Arc<dyn ExecutionPlan>,
@@ -151,7 +151,7 @@ async fn resolve_leaves(
             None => Transformed::no(p),
         })
     })?;
-    Ok(parallelize(resolved.data, state.config_options())?)
+    Ok(optimize(resolved.data, state.config_options())?)
 }
 
 fn key(plan: &Arc<dyn ExecutionPlan>) -> usize {

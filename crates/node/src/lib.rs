@@ -16,6 +16,7 @@ mod hits;
 mod models;
 mod node;
 mod once;
+mod optimize;
 mod parallel;
 mod persons;
 mod server;

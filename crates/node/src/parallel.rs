@@ -5,17 +5,11 @@
 //! aggregate merges them back into a single partition of what the fragment's aggregate
 //! answers, so the city and the egress guard see the fragment's answer as planned.
 //!
-//! The city plans joins without knowing the sizes of the nodes' tables. Here a hash join
-//! builds its table once, from the side the node's statistics show is smaller, and
-//! probes it in every partition of the other side.
+//! A hash join that builds its table once probes it in every partition.
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_optimizer::join_selection::JoinSelection;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -31,33 +25,8 @@ use datafusion::physical_plan::{
 use crate::county_guard::CountyGuardExec;
 use crate::persons::PersonsExec;
 
-/// `plan`, with one output partition, whose partial aggregates run over the
-/// configured target partitions and whose hash joins build on their smaller side.
-pub fn parallelize(
-    plan: Arc<dyn ExecutionPlan>,
-    config: &ConfigOptions,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    // Each side of a fragment's join is one partition, so a partitioned join is one that
-    // builds once. The city's dynamic filters go: the node's join sides may swap.
-    let plan = plan
-        .transform_up(|p| match p.downcast_ref::<HashJoinExec>() {
-            Some(join) => {
-                let join = join
-                    .builder()
-                    .reset_state()
-                    .with_partition_mode(PartitionMode::CollectLeft)
-                    .build_exec()?;
-                Ok(Transformed::yes(join))
-            }
-            None => Ok(Transformed::no(p)),
-        })?
-        .data;
-    let plan = JoinSelection::new().optimize(plan, config)?;
-    spread_aggregates(plan, config.execution.target_partitions)
-}
-
 /// `plan`, with one output partition, whose partial aggregates run over `partitions`.
-fn spread_aggregates(
+pub fn parallelize(
     plan: Arc<dyn ExecutionPlan>,
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -88,7 +57,7 @@ fn spread_aggregates(
     let children = plan
         .children()
         .into_iter()
-        .map(|c| spread_aggregates(c.clone(), partitions))
+        .map(|c| parallelize(c.clone(), partitions))
         .collect::<Result<Vec<_>>>()?;
     let plan = replace_children_if_necessary(plan, children)?;
     Ok(match plan.output_partitioning().partition_count() {
@@ -127,7 +96,7 @@ fn spread(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Arc<dyn Exe
         && *join.partition_mode() == PartitionMode::CollectLeft
         && join.fetch().is_none()
     {
-        let build = spread_aggregates(join.left().clone(), partitions)?;
+        let build = parallelize(join.left().clone(), partitions)?;
         let probe = spread(join.right().clone(), partitions)?;
         return replace_children_if_necessary(plan, vec![build, probe]);
     }
@@ -135,7 +104,7 @@ fn spread(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Arc<dyn Exe
         return Ok(plan);
     }
     Ok(Arc::new(RepartitionExec::try_new(
-        spread_aggregates(plan, partitions)?,
+        parallelize(plan, partitions)?,
         Partitioning::RoundRobinBatch(partitions),
     )?))
 }
