@@ -42,14 +42,13 @@ impl CountyProofs {
         self.0
             .get_or_try_init(table, || async {
                 let column = table.schema().index_of("county_code")?;
-                let state = node.context().state();
                 let store = node
                     .context()
                     .runtime_env()
                     .object_store(node.store_url())?;
                 for file in node.files_of(table)? {
                     let stats = ParquetFormat::default()
-                        .infer_stats(&state, &store, table.schema(), file)
+                        .infer_stats(node.state(), &store, table.schema(), file)
                         .await?;
                     let county = &stats.column_statistics[column];
                     let is_code = |value: &Precision<_>| match value {

@@ -34,8 +34,7 @@ pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
             found: ticket.node,
         });
     }
-    let context = node.context();
-    let task = context.task_ctx();
+    let task = node.task();
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
     let whole = match whole_table(&plan) {
@@ -119,17 +118,16 @@ async fn resolve_leaves(
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    let context = node.context();
-    let state = context.state();
+    let state = node.state();
     let mut scans = HashMap::new();
     for (key, leaf) in leaves {
         let mut scan = if leaf.persons() {
-            scan_with_persons(node, &leaf, &state).await?
+            scan_with_persons(node, &leaf, state).await?
         } else {
             let provider = node.table_provider(leaf.table()).await?;
             let projection = leaf.projection().map(<[usize]>::to_vec);
             provider
-                .scan(&state, projection.as_ref(), &[], leaf.limit())
+                .scan(state, projection.as_ref(), &[], leaf.limit())
                 .await?
         };
         // A leaf over several nodes that carries county_code was planned as partitioned by it.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::prelude::{DataFrame, SQLOptions};
 use object_store::ObjectMeta;
 use sunlight_domain::{NodeCode, Table};
@@ -25,6 +26,8 @@ use crate::{Error, Result};
 pub struct Node {
     code: NodeCode,
     catalog: NodeCatalog,
+    state: SessionState,
+    task: Arc<TaskContext>,
     privacy: Privacy,
     audit: NodeAudit,
     persons: PersonIndex,
@@ -43,8 +46,11 @@ pub struct Privacy {
 impl Node {
     /// A node over an already loaded catalog.
     pub fn new(code: NodeCode, catalog: NodeCatalog, privacy: Privacy, audit: NodeAudit) -> Self {
+        let state = catalog.context.state();
         Self {
             code,
+            task: state.task_ctx(),
+            state,
             catalog,
             persons: PersonIndex::new(privacy.policy.persons.clone()),
             privacy,
@@ -113,6 +119,17 @@ impl Node {
     /// The context every query of the node runs in.
     pub fn context(&self) -> &datafusion::prelude::SessionContext {
         &self.catalog.context
+    }
+
+    /// The state of [`Self::context`], taken once: the context does not change while the
+    /// node serves, and fragments need not copy its function registries each time.
+    pub(crate) fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// The task context fragments run in, made from [`Self::state`].
+    pub(crate) fn task(&self) -> Arc<TaskContext> {
+        self.task.clone()
     }
 
     /// The provider of a served table, or the reason it is not served.

@@ -75,10 +75,9 @@ impl PersonIndex {
     }
 
     async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<Arc<[u32]>> {
-        let state = node.context().state();
         let person = table.schema().index_of(PERSON)?;
-        let scan = file_scan(node, &state, table, file, &[person], None).await?;
-        let mut batches = execute_stream(scan, state.task_ctx())?;
+        let scan = file_scan(node, node.state(), table, file, &[person], None).await?;
+        let mut batches = execute_stream(scan, node.task())?;
         let mut numbers = Vec::new();
         while let Some(batch) = batches.next().await {
             let batch = batch?;
@@ -222,21 +221,31 @@ fn with_persons(
     schema: &SchemaRef,
 ) -> DfResult<RecordBatch> {
     let last = batch.num_columns() - 1;
-    let rows = batch.column(last).as_primitive::<Int64Type>();
-    let mut persons = Vec::with_capacity(rows.len());
-    let mut missing = false;
-    for &row in rows.values() {
-        let n = *numbers.get(row as usize).ok_or_else(|| {
-            DataFusionError::Execution(format!(
-                "file {file} has more rows than when the node numbered its persons; \
-                 restart the node after changing its files"
-            ))
-        })?;
-        missing |= n == NO_PERSON;
-        persons.push(u64::from(n));
-    }
-    let nulls =
-        missing.then(|| NullBuffer::from_iter(persons.iter().map(|&n| n != u64::from(NO_PERSON))));
+    let rows = batch.column(last).as_primitive::<Int64Type>().values();
+    let changed = || {
+        DataFusionError::Execution(format!(
+            "file {file} has more rows than when the node numbered its persons; \
+             restart the node after changing its files"
+        ))
+    };
+    // A scan reads rows in order, so a batch is mostly a run of consecutive rows.
+    let persons: Vec<u64> = match (rows.first(), rows.last()) {
+        (Some(&first), Some(&last)) if last - first + 1 == rows.len() as i64 => numbers
+            .get(first as usize..=last as usize)
+            .ok_or_else(changed)?
+            .iter()
+            .map(|&n| u64::from(n))
+            .collect(),
+        _ => rows
+            .iter()
+            .map(|&row| numbers.get(row as usize).map(|&n| u64::from(n)))
+            .collect::<Option<_>>()
+            .ok_or_else(changed)?,
+    };
+    let missing = u64::from(NO_PERSON);
+    let nulls = persons
+        .contains(&missing)
+        .then(|| NullBuffer::from_iter(persons.iter().map(|&n| n != missing)));
     let persons = UInt64Array::new(persons.into(), nulls);
     let mut columns = batch.columns()[..last].to_vec();
     columns.push(Arc::new(persons));

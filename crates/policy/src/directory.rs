@@ -48,6 +48,8 @@ struct Numbered {
     numbers: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
     /// Key of each number, placed for sketches.
     keys: Vec<SketchKey>,
+    /// The sketch of every numbered person.
+    everyone: PersonSketch,
 }
 
 impl PersonDirectory {
@@ -67,22 +69,38 @@ impl PersonDirectory {
             .map(|id| id.map(|id| self.keys.key(id)))
             .collect();
         let mut numbered = self.numbered.write().expect("not poisoned");
-        let Numbered { numbers, keys: all } = &mut *numbered;
+        let Numbered {
+            numbers,
+            keys: all,
+            everyone,
+        } = &mut *numbered;
         keys.into_iter()
             .map(|key| match key {
                 None => NO_PERSON,
                 Some(key) => *numbers.entry(key).or_insert_with(|| {
-                    all.push(SketchKey::new(key));
+                    let placed = SketchKey::new(key);
+                    everyone.toggle(&placed, 1);
+                    all.push(placed);
                     u32::try_from(all.len() - 1).expect("fewer than 2^32 - 1 persons")
                 }),
             })
             .collect()
     }
 
-    /// The sketch of the persons whose numbers are in `persons`.
+    /// The sketch of the persons whose numbers are in `persons`. Sketches add, so a set
+    /// of more than half the persons is sketched as everyone less the others.
     pub fn sketch(&self, persons: &FixedBitSet) -> PersonSketch {
         let numbered = self.numbered.read().expect("not poisoned");
-        PersonSketch::of_placed(persons.ones().map(|n| numbered.keys[n]))
+        let keys = &numbered.keys;
+        if 2 * persons.count_ones(..) <= keys.len() {
+            return PersonSketch::of_placed(persons.ones().map(|n| keys[n]));
+        }
+        let mut sketch = numbered.everyone.clone();
+        let others = persons.zeroes().chain(persons.len()..keys.len());
+        for n in others {
+            sketch.toggle(&keys[n], -1);
+        }
+        sketch
     }
 }
 
@@ -98,11 +116,24 @@ mod tests {
         assert_eq!(first, vec![0, 1, NO_PERSON, 0]);
         assert_eq!(directory.number([Some("c"), Some("b")]), vec![2, 1]);
         let mut persons = FixedBitSet::with_capacity(3);
-        persons.insert(0);
+        persons.insert(1);
+        assert_eq!(
+            directory.sketch(&persons),
+            PersonSketch::of([keys.key("b")])
+        );
         persons.insert(2);
+        persons.set(1, false);
+        persons.insert(0);
         assert_eq!(
             directory.sketch(&persons),
             PersonSketch::of([keys.key("a"), keys.key("c")])
+        );
+        // A set shorter than the directory: the persons past its end are not in it.
+        let mut first = FixedBitSet::with_capacity(2);
+        first.insert_range(..);
+        assert_eq!(
+            directory.sketch(&first),
+            PersonSketch::of([keys.key("a"), keys.key("b")])
         );
     }
 }

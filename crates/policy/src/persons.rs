@@ -46,6 +46,7 @@ impl Persons {
             seen: self.seen.clone(),
             mine: FixedBitSet::new(),
             groups: Vec::new(),
+            full: 0,
         }
     }
 }
@@ -115,6 +116,8 @@ struct PersonGroups {
     seen: Seen,
     mine: FixedBitSet,
     groups: Vec<Vec<u64>>,
+    /// How many groups hold `cap` persons.
+    full: usize,
 }
 
 impl PersonGroups {
@@ -122,12 +125,17 @@ impl PersonGroups {
         let persons = &mut self.groups[group];
         if persons.len() < self.cap && !persons.contains(&key) {
             persons.push(key);
+            if persons.len() == self.cap {
+                self.full += 1;
+            }
         }
     }
 
     fn emit(&mut self, emit_to: EmitTo) -> ArrayRef {
         self.publish();
-        list_of(&emit_to.take_needed(&mut self.groups))
+        let emitted = list_of(&emit_to.take_needed(&mut self.groups));
+        self.full = self.groups.iter().filter(|g| g.len() == self.cap).count();
+        emitted
     }
 
     /// Adds the persons seen so far to the fragment's set.
@@ -165,10 +173,17 @@ impl GroupsAccumulator for PersonGroups {
         if let Some(last) = arrow::compute::max(keys) {
             self.mine.grow(last as usize + 1);
         }
-        accumulate(group_indices, keys, opt_filter, |group, key| {
-            self.mine.insert(key as usize);
-            self.add(group, key);
-        });
+        if self.full == total_num_groups {
+            // Every group has its persons; only the fragment's set still grows.
+            accumulate(group_indices, keys, opt_filter, |_, key| {
+                self.mine.insert(key as usize);
+            });
+        } else {
+            accumulate(group_indices, keys, opt_filter, |group, key| {
+                self.mine.insert(key as usize);
+                self.add(group, key);
+            });
+        }
         Ok(())
     }
 

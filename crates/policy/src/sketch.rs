@@ -131,7 +131,8 @@ impl PersonSketch {
         sketch
     }
 
-    fn toggle(&mut self, key: &SketchKey, sign: i32) {
+    /// Adds (`sign` 1) or takes away (-1) the person of `key`.
+    pub(crate) fn toggle(&mut self, key: &SketchKey, sign: i32) {
         for i in key.cells {
             let cell = &mut self.cells[usize::from(i)];
             cell.count += sign;
