@@ -1,6 +1,7 @@
 //! The fragment executor: decodes a plan shipped by the city, checks it, puts the node's
 //! own table scans in place of its leaves, and runs it.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,10 +9,14 @@ use arrow::array::{ArrayRef, Int64Array};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::execution::session_state::SessionState;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::expressions::Literal;
+use datafusion::physical_plan::expressions::{Column, Literal};
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use sunlight_domain::NodeCode;
 use sunlight_fragment::{TableLeafExec, decode_plan};
@@ -121,26 +126,23 @@ async fn resolve_leaves(
     let state = node.state();
     let mut scans = HashMap::new();
     for (key, leaf) in leaves {
-        let mut scan = if leaf.persons() {
-            scan_with_persons(node, &leaf, state).await?
-        } else {
-            let provider = node.table_provider(leaf.table()).await?;
-            let projection = leaf.projection().map(<[usize]>::to_vec);
-            provider
-                .scan(state, projection.as_ref(), &[], leaf.limit())
-                .await?
+        let county = leaf.schema().index_of("county_code").ok();
+        let proven = match county {
+            Some(_) => node.county_proven(leaf.table()).await?,
+            None => false,
         };
-        // A leaf over several nodes that carries county_code was planned as partitioned by it.
-        if let (true, Ok(column)) = (leaf.partitions() > 1, scan.schema().index_of("county_code"))
-            && !node.county_proven(leaf.table()).await?
-        {
-            scan = Arc::new(CountyGuardExec::new(
-                scan,
+        let scan = match (county, proven) {
+            (Some(at), true) => scan_with_code(node, &leaf, at, state).await?,
+            // A leaf over several nodes that carries county_code was planned as
+            // partitioned by it.
+            (Some(at), false) if leaf.partitions() > 1 => Arc::new(CountyGuardExec::new(
+                scan(node, &leaf, state).await?,
                 node.code(),
                 leaf.table(),
-                column,
-            ));
-        }
+                at,
+            )),
+            _ => scan(node, &leaf, state).await?,
+        };
         scans.insert(key, scan);
     }
     let resolved = plan.transform_up(|p| {
@@ -150,6 +152,55 @@ async fn resolve_leaves(
         })
     })?;
     Ok(optimize(resolved.data, state.config_options())?)
+}
+
+/// A scan of `leaf`'s table on the node.
+async fn scan(
+    node: &Node,
+    leaf: &TableLeafExec,
+    state: &SessionState,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if leaf.persons() {
+        return scan_with_persons(node, leaf, state).await;
+    }
+    let provider = node.table_provider(leaf.table()).await?;
+    let projection = leaf.projection().map(<[usize]>::to_vec);
+    Ok(provider
+        .scan(state, projection.as_ref(), &[], leaf.limit())
+        .await?)
+}
+
+/// A scan of `leaf`, whose column `at` is `county_code` and whose table's statistics
+/// prove that every row holds the node's code: the column is not read but written in.
+async fn scan_with_code(
+    node: &Node,
+    leaf: &TableLeafExec,
+    at: usize,
+    state: &SessionState,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let table = leaf.table();
+    let mut read: Vec<usize> = leaf.projection().map_or_else(
+        || (0..table.schema().fields().len()).collect(),
+        <[usize]>::to_vec,
+    );
+    read.remove(at);
+    let mut rest = TableLeafExec::try_new(table, Some(read), leaf.partitions(), leaf.limit())?;
+    if leaf.persons() {
+        rest = rest.with_persons();
+    }
+    let input = scan(node, &rest, state).await?;
+    let code: Arc<dyn PhysicalExpr> =
+        Arc::new(Literal::new(ScalarValue::from(node.code().as_str())));
+    let schema = leaf.schema();
+    let columns = schema.fields().iter().enumerate().map(|(i, field)| {
+        let expr = match i.cmp(&at) {
+            Ordering::Less => Arc::new(Column::new(field.name(), i)),
+            Ordering::Equal => code.clone(),
+            Ordering::Greater => Arc::new(Column::new(field.name(), i - 1)),
+        };
+        ProjectionExpr::new(expr, field.name().clone())
+    });
+    Ok(Arc::new(ProjectionExec::try_new(columns, input)?))
 }
 
 fn key(plan: &Arc<dyn ExecutionPlan>) -> usize {
