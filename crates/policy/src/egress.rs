@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringBuilder};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, UInt64Type};
 use arrow::record_batch::RecordBatch;
@@ -27,7 +27,7 @@ use sunlight_fragment::TableLeafExec;
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
 use crate::persons::Seen;
-use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, Tokenizer};
+use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_BYTES, Tokenizer};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
@@ -341,12 +341,15 @@ impl Egress {
             .as_ref()
             .expect("checked when the fragment was");
         let text = cast(column, &DataType::Utf8)?;
-        let hashed: StringArray = text
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(|s| tokens.hex(s)))
-            .collect();
-        Ok(cast(&hashed, column.data_type())?)
+        let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * 2 * TOKEN_BYTES);
+        let mut buffer = [0; 2 * TOKEN_BYTES];
+        for value in text.as_string::<i32>() {
+            match value {
+                Some(value) => hashed.append_value(tokens.hex(value, &mut buffer)),
+                None => hashed.append_null(),
+            }
+        }
+        Ok(cast(&hashed.finish(), column.data_type())?)
     }
 
     fn tokenize_list<O: OffsetSizeTrait>(&self, list: &GenericListArray<O>) -> DfResult<ArrayRef> {

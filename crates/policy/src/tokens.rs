@@ -38,8 +38,10 @@ impl Tokenizer {
         digest[..TOKEN_BYTES].try_into().expect("digest is longer")
     }
 
-    /// The token of `value` as lowercase hex, the form tokens take inside query results.
-    pub fn hex(&self, value: &str) -> String {
-        hex::encode(self.token(value))
+    /// The token of `value` as lowercase hex, the form tokens take inside query results,
+    /// written in `buffer`.
+    pub fn hex<'b>(&self, value: &str, buffer: &'b mut [u8; 2 * TOKEN_BYTES]) -> &'b str {
+        hex::encode_to_slice(self.token(value), buffer).expect("twice the token's bytes");
+        std::str::from_utf8(buffer).expect("hex is ASCII")
     }
 }
