@@ -92,7 +92,7 @@ impl AggregateUDFImpl for Persons {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(OneGroup(self.groups())))
+        Ok(Box::new(OneGroup::new(self.groups())))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -241,22 +241,34 @@ impl GroupsAccumulator for PersonGroups {
     }
 }
 
-/// The census of an aggregate without groups: one group.
+/// The census of an aggregate without groups: one group, index 0 of every row.
 #[derive(Debug)]
-struct OneGroup(PersonGroups);
+struct OneGroup {
+    groups: PersonGroups,
+    zeros: Vec<usize>,
+}
 
 impl OneGroup {
+    fn new(groups: PersonGroups) -> Self {
+        Self {
+            groups,
+            zeros: Vec::new(),
+        }
+    }
+
     fn value(&mut self) -> ScalarValue {
-        self.0.publish();
-        self.0.groups.resize_with(1, Vec::new);
-        ScalarValue::List(Arc::new(list_of(&self.0.groups).as_list::<i32>().clone()))
+        self.groups.publish();
+        self.groups.groups.resize_with(1, Vec::new);
+        ScalarValue::List(Arc::new(
+            list_of(&self.groups.groups).as_list::<i32>().clone(),
+        ))
     }
 }
 
 impl Accumulator for OneGroup {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.0
-            .update_batch(values, &vec![0; values[0].len()], None, 1)
+        let rows = zeros(&mut self.zeros, values[0].len());
+        self.groups.update_batch(values, rows, None, 1)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
@@ -264,7 +276,9 @@ impl Accumulator for OneGroup {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.0.size()
+        std::mem::size_of_val(self)
+            + self.groups.size()
+            + self.zeros.capacity() * std::mem::size_of::<usize>()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
@@ -272,6 +286,15 @@ impl Accumulator for OneGroup {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.0.merge_batch(states, &vec![0; states[0].len()], 1)
+        let rows = zeros(&mut self.zeros, states[0].len());
+        self.groups.merge_batch(states, rows, 1)
     }
+}
+
+/// The group index, 0, of each of `rows` rows, from a buffer kept between batches.
+fn zeros(buffer: &mut Vec<usize>, rows: usize) -> &[usize] {
+    if buffer.len() < rows {
+        buffer.resize(rows, 0);
+    }
+    &buffer[..rows]
 }
