@@ -115,6 +115,14 @@ impl TableLeafExec {
         self.partitions
     }
 
+    /// Column indexes of the contract schema that the leaf reads, in order: its
+    /// projection, or every column.
+    pub fn columns(&self) -> Vec<usize> {
+        self.projection
+            .clone()
+            .unwrap_or_else(|| (0..self.table.schema().fields().len()).collect())
+    }
+
     /// Row limit pushed to the scan.
     pub fn limit(&self) -> Option<usize> {
         self.limit

@@ -179,10 +179,7 @@ async fn scan_with_code(
     state: &SessionState,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let table = leaf.table();
-    let mut read: Vec<usize> = leaf.projection().map_or_else(
-        || (0..table.schema().fields().len()).collect(),
-        <[usize]>::to_vec,
-    );
+    let mut read = leaf.columns();
     read.remove(at);
     let mut rest = TableLeafExec::try_new(table, Some(read), leaf.partitions(), leaf.limit())?;
     if leaf.persons() {

@@ -156,10 +156,7 @@ pub async fn scan_with_persons(
     state: &SessionState,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let table = leaf.table();
-    let projection = leaf.projection().map_or_else(
-        || (0..table.schema().fields().len()).collect(),
-        <[usize]>::to_vec,
-    );
+    let projection = leaf.columns();
     let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     for file in node.files_of(table)? {
         let rows = file_scan(node, state, table, file, &projection, leaf.limit()).await?;
