@@ -34,12 +34,16 @@ pub struct LocalCity {
 impl LocalCity {
     /// Serves every node folder of `city` and starts `replicas` coordinator replicas.
     pub async fn start(city: &Path, replicas: u64) -> Result<Self> {
+        // The nodes share this process's cores, so each plans its queries over its share.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let partitions = (cores / NodeCode::all().count()).max(1);
         let mut nodes = Vec::new();
         for code in NodeCode::all() {
             let mut config = NodeConfig {
                 code: code.to_string(),
                 data: node_root(city, code).display().to_string(),
                 listen: ([127, 0, 0, 1], 0).into(),
+                partitions: Some(partitions),
                 ..NodeConfig::default()
             };
             config.auth.tokens.insert("city".into(), LOCAL_TOKEN.into());

@@ -158,11 +158,15 @@ pub struct NodeCatalog {
 }
 
 impl NodeCatalog {
-    /// Checks every table folder of `root` and registers the good tables.
-    pub async fn load(root: &DataRoot) -> Result<Self> {
-        let config = SessionConfig::new()
+    /// Checks every table folder of `root` and registers the good tables. Queries run
+    /// over `partitions`, one per core where it is `None`.
+    pub async fn load(root: &DataRoot, partitions: Option<usize>) -> Result<Self> {
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, SCHEMA);
+        if let Some(partitions) = partitions {
+            config = config.with_target_partitions(partitions);
+        }
         // model_hits and model_outcomes grow while the node serves: list their folders
         // on every scan rather than caching the first listing.
         let runtime = RuntimeEnvBuilder::new()

@@ -35,6 +35,9 @@ pub struct NodeConfig {
     /// Append every SQL statement, fragment and refused call to this hash-chained JSON
     /// lines file; without it they go to the log output only.
     pub audit_log: Option<std::path::PathBuf>,
+    /// Partitions a query or fragment runs over at the node; by default one per core.
+    /// Nodes that share a machine should share its cores.
+    pub partitions: Option<usize>,
 }
 
 /// The node's disclosure policy, applied to everything fragments send.
@@ -112,6 +115,7 @@ impl Default for NodeConfig {
             tls: None,
             privacy: PrivacyConfig::default(),
             audit_log: None,
+            partitions: None,
         }
     }
 }
@@ -162,6 +166,11 @@ impl NodeConfig {
                  {DEFAULT_MIN_GROUP_SIZE} but not lower it",
                 self.privacy.min_group_size
             )));
+        }
+        if self.partitions == Some(0) {
+            return Err(Error::Config(
+                "partitions is 0; a node runs its queries over at least one".into(),
+            ));
         }
         if let Some(user) = self
             .auth

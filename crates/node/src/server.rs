@@ -70,7 +70,7 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     config.validate()?;
     let code = config.node_code()?;
     let root = DataRoot::open(&config.data, &config.s3)?;
-    let catalog = NodeCatalog::load(&root).await?;
+    let catalog = NodeCatalog::load(&root, config.partitions).await?;
     let tokens = config.linkage.tokenizer();
     let privacy = Privacy {
         policy: NodePolicy {
