@@ -82,3 +82,7 @@ SELECT p.gender, count(*), count(d.amount) FROM persons p LEFT JOIN disbursement
 SELECT d.subsidy_type, count(*), count(p.death_date) FROM disbursements d LEFT JOIN persons p ON p.county_code = d.county_code AND p.person_id = d.person_id AND p.death_date IS NOT NULL GROUP BY 1 ORDER BY 1
 ;
 SELECT d.county_code, count(*) FROM disbursements d WHERE NOT EXISTS (SELECT 1 FROM payroll p WHERE p.county_code = d.county_code AND p.person_id = d.person_id) GROUP BY 1 ORDER BY 1
+;
+SELECT count(*), count(death_date), min(birth_date), max(birth_date) FROM persons
+;
+SELECT county_code, count(*), min(start_date), max(end_date), count(end_date) FROM payroll GROUP BY county_code ORDER BY 1

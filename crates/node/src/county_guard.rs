@@ -2,7 +2,7 @@
 //! trusting the contract that each row carries its node's code. This operator checks
 //! that trust on every batch, so a node whose data breaks it fails the query by name
 //! instead of letting the city merge a wrong answer. A table whose Parquet statistics
-//! already prove it ([`CountyProofs`]) is not checked again row by row.
+//! already prove it ([`proves_county`]) is not checked again row by row.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,12 +10,10 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
-use datafusion::common::Statistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -27,48 +25,18 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use sunlight_domain::{NodeCode, Table};
 
-use crate::node::Node;
-use crate::once::OnceMap;
-
-/// Whether each table's files prove, by the statistics their writer stored, that every
-/// row carries the node's code: no nulls, and the node's code as both the smallest and
-/// the largest value of every row group. Read from the footers once per table.
-#[derive(Default)]
-pub struct CountyProofs(OnceMap<Table, bool>);
-
-impl CountyProofs {
-    /// Whether `table`'s files on `node` prove their county codes.
-    pub async fn proven(&self, node: &Node, table: Table) -> crate::Result<bool> {
-        self.0
-            .get_or_try_init(table, || async {
-                let column = table.schema().index_of("county_code")?;
-                let store = node
-                    .context()
-                    .runtime_env()
-                    .object_store(node.store_url())?;
-                for file in node.files_of(table)? {
-                    let stats = ParquetFormat::default()
-                        .infer_stats(node.state(), &store, table.schema(), file)
-                        .await?;
-                    let county = &stats.column_statistics[column];
-                    let is_code = |value: &Precision<_>| match value {
-                        Precision::Exact(v) => {
-                            datafusion::common::ScalarValue::try_as_str(v).flatten()
-                                == Some(node.code().as_str())
-                        }
-                        _ => false,
-                    };
-                    if county.null_count != Precision::Exact(0)
-                        || !is_code(&county.min_value)
-                        || !is_code(&county.max_value)
-                    {
-                        return Ok::<_, crate::Error>(false);
-                    }
-                }
-                Ok(true)
-            })
-            .await
-    }
+/// Whether a table's `statistics`, as its files' writer stored them, prove that every
+/// row carries `code` in `column`: no nulls, and `code` as both the smallest and the
+/// largest value.
+pub fn proves_county(statistics: &Statistics, column: usize, code: NodeCode) -> bool {
+    let county = &statistics.column_statistics[column];
+    let is_code = |value: &Precision<ScalarValue>| match value {
+        Precision::Exact(v) => v.try_as_str().flatten() == Some(code.as_str()),
+        _ => false,
+    };
+    county.null_count == Precision::Exact(0)
+        && is_code(&county.min_value)
+        && is_code(&county.max_value)
 }
 
 /// Passes batches through, failing on a row whose `county_code` is not this node's.

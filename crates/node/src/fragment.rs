@@ -5,20 +5,20 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array};
+use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ScalarValue, Statistics};
 use datafusion::execution::session_state::SessionState;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::expressions::{Column, Literal};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::udaf::StatisticsArgs;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use sunlight_domain::NodeCode;
 use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_policy::{Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
@@ -46,11 +46,12 @@ pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
         Some(whole) if one_group(node, &whole).await? => Some(node.persons_of(whole.table).await?),
         _ => None,
     };
-    let rows = whole
-        .as_ref()
-        .and_then(|w| row_counts(&plan, node.code(), w.rows));
+    let answer = match &whole {
+        Some(_) => from_statistics(node, &plan).await?,
+        None => None,
+    };
     let egress = Egress::check(&plan, &node.privacy().policy, whole)?;
-    let stream = match rows {
+    let stream = match answer {
         Some(batch) => Box::pin(MemoryStream::try_new(vec![batch], plan.schema(), None)?),
         None => execute_stream(resolve_leaves(node, egress.plan.clone()).await?, task)?,
     };
@@ -66,48 +67,64 @@ async fn one_group(node: &Node, whole: &WholeTable) -> Result<bool> {
     Ok(whole.groups.is_empty() || node.county_proven(whole.table).await?)
 }
 
-/// The answer of a fragment that only counts the rows of a whole table, which holds
-/// `rows`, in one group: its counts, known without reading the table. A group by
-/// `county_code` is the node's code.
-fn row_counts(
+/// The answer of a fragment that aggregates a whole table in one group with functions
+/// the table's statistics answer, such as `count` and `min`, known without reading the
+/// table. A group by `county_code` is the node's code.
+async fn from_statistics(
+    node: &Node,
     fragment: &Arc<dyn ExecutionPlan>,
-    code: NodeCode,
-    rows: usize,
-) -> Option<RecordBatch> {
-    let aggregate = fragment.downcast_ref::<AggregateExec>()?;
-    let counts_rows = |e: &Arc<AggregateFunctionExpr>| {
-        e.fun().name() == "count"
-            && !e.is_distinct()
-            && e.expressions().iter().all(|x| {
-                x.downcast_ref::<Literal>()
-                    .is_some_and(|l| !l.value().is_null())
-            })
+) -> Result<Option<RecordBatch>> {
+    let Some(aggregate) = fragment.downcast_ref::<AggregateExec>() else {
+        return Ok(None);
+    };
+    let Some(leaf) = aggregate.input().downcast_ref::<TableLeafExec>() else {
+        return Ok(None);
     };
     let modes = [
         AggregateMode::Partial,
         AggregateMode::Single,
         AggregateMode::SinglePartitioned,
     ];
-    let grouped = !aggregate.group_expr().expr().is_empty();
+    let groups = aggregate.group_expr().expr().len();
+    let schema = fragment.schema();
     if !modes.contains(aggregate.mode())
         || !aggregate.group_expr().is_single()
-        || !aggregate.aggr_expr().iter().all(counts_rows)
-        || (grouped && rows == 0)
+        // Each aggregate's partial state must be its one value.
+        || groups + aggregate.aggr_expr().len() != schema.fields().len()
     {
-        return None;
+        return Ok(None);
     }
-    let schema = fragment.schema();
-    let groups = aggregate.group_expr().expr().len();
-    let mut columns = Vec::with_capacity(schema.fields().len());
+    let statistics = Statistics::clone(&*node.statistics(leaf.table()).await?)
+        .project(leaf.projection().map(<[usize]>::to_vec).as_ref());
+    // A group of no rows is no answer row.
+    if groups > 0 && !matches!(statistics.num_rows, Precision::Exact(n) if n > 0) {
+        return Ok(None);
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in &schema.fields()[..groups] {
-        let code = ScalarValue::from(code.as_str())
-            .cast_to(field.data_type())
-            .ok()?;
-        columns.push(code.to_array().ok()?);
+        let code = ScalarValue::from(node.code().as_str()).cast_to(field.data_type())?;
+        columns.push(code.to_array()?);
     }
-    let count: ArrayRef = Arc::new(Int64Array::from(vec![rows as i64]));
-    columns.resize(schema.fields().len(), count);
-    RecordBatch::try_new(schema, columns).ok()
+    for (expr, field) in aggregate.aggr_expr().iter().zip(&schema.fields()[groups..]) {
+        let exprs = expr.expressions();
+        let returns = expr.field();
+        let args = StatisticsArgs {
+            statistics: &statistics,
+            return_type: returns.data_type(),
+            is_distinct: expr.is_distinct(),
+            exprs: &exprs,
+        };
+        // A distinct aggregate's partial state is its values, not their number.
+        let value = match expr.is_distinct() {
+            true => None,
+            false => expr.fun().value_from_stats(&args),
+        };
+        let Some(value) = value.filter(|v| v.data_type() == *field.data_type()) else {
+            return Ok(None);
+        };
+        columns.push(value.to_array()?);
+    }
+    Ok(Some(RecordBatch::try_new(schema, columns)?))
 }
 
 /// Replaces every [`TableLeafExec`] with a scan of the node's table, and plans the

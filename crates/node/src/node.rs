@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::common::Statistics;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -18,7 +21,8 @@ use sunlight_flightsql::{CATALOG, SCHEMA};
 
 use crate::audit::NodeAudit;
 use crate::catalog::{NodeCatalog, TableState};
-use crate::county_guard::CountyProofs;
+use crate::county_guard::proves_county;
+use crate::once::OnceMap;
 use crate::persons::PersonIndex;
 use crate::{Error, Result};
 
@@ -31,7 +35,7 @@ pub struct Node {
     privacy: Privacy,
     audit: NodeAudit,
     persons: PersonIndex,
-    counties: CountyProofs,
+    statistics: OnceMap<Table, Arc<Statistics>>,
 }
 
 /// Who may do what at the node, and the egress guard's policy.
@@ -55,14 +59,41 @@ impl Node {
             persons: PersonIndex::new(privacy.policy.persons.clone()),
             privacy,
             audit,
-            counties: CountyProofs::default(),
+            statistics: OnceMap::default(),
         }
+    }
+
+    /// The statistics of `table`'s files as their writer stored them, merged; read from
+    /// the footers once.
+    pub(crate) async fn statistics(&self, table: Table) -> Result<Arc<Statistics>> {
+        self.statistics
+            .get_or_try_init(table, || async {
+                let store = self
+                    .context()
+                    .runtime_env()
+                    .object_store(self.store_url())?;
+                let mut files = Vec::new();
+                for file in self.files_of(table)? {
+                    let stats = ParquetFormat::default()
+                        .infer_stats(self.state(), &store, table.schema(), file)
+                        .await?;
+                    files.push(stats);
+                }
+                let merged = Statistics::try_merge_iter(&files, &table.schema())?;
+                Ok::<_, Error>(Arc::new(merged))
+            })
+            .await
     }
 
     /// Whether the statistics of `table`'s files prove that every row carries this
     /// node's code.
     pub(crate) async fn county_proven(&self, table: Table) -> Result<bool> {
-        self.counties.proven(self, table).await
+        let column = table.schema().index_of("county_code")?;
+        Ok(proves_county(
+            &*self.statistics(table).await?,
+            column,
+            self.code,
+        ))
     }
 
     /// The distinct persons of `table` and their sketch.
