@@ -10,15 +10,17 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ScalarValue, Statistics};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::SessionState;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::expressions::{Column, Literal};
-use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::udaf::StatisticsArgs;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use sunlight_domain::NodeCode;
 use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_policy::{Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
@@ -42,19 +44,19 @@ pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let task = node.task();
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
-    let whole = match whole_table(&plan) {
-        Some(whole) if one_group(node, &whole).await? => Some(node.persons_of(whole.table).await?),
-        _ => None,
-    };
-    let answer = match &whole {
-        Some(_) => from_statistics(node, &plan).await?,
-        None => None,
+    let (whole, statistics) = match whole_table(&plan) {
+        Some(whole) if one_group(node, &whole).await? => (
+            Some(node.persons_of(whole.table).await?),
+            Some(node.statistics(whole.table).await?),
+        ),
+        _ => (None, None),
     };
     let egress = Egress::check(&plan, &node.privacy().policy, whole)?;
-    let stream = match answer {
-        Some(batch) => Box::pin(MemoryStream::try_new(vec![batch], plan.schema(), None)?),
-        None => execute_stream(resolve_leaves(node, egress.plan.clone()).await?, task)?,
+    let plan = match statistics {
+        Some(statistics) => answer_from_statistics(egress.plan.clone(), &statistics, node.code())?,
+        None => egress.plan.clone(),
     };
+    let stream = execute_stream(resolve_leaves(node, plan).await?, task)?;
     Ok(egress.release(stream).await?)
 }
 
@@ -67,14 +69,37 @@ async fn one_group(node: &Node, whole: &WholeTable) -> Result<bool> {
     Ok(whole.groups.is_empty() || node.county_proven(whole.table).await?)
 }
 
-/// The answer of a fragment that aggregates a whole table in one group with functions
-/// the table's statistics answer, such as `count` and `min`, known without reading the
-/// table. A group by `county_code` is the node's code.
-async fn from_statistics(
-    node: &Node,
-    fragment: &Arc<dyn ExecutionPlan>,
-) -> Result<Option<RecordBatch>> {
-    let Some(aggregate) = fragment.downcast_ref::<AggregateExec>() else {
+/// `fragment`, whose aggregate over a whole table forms one group, with that aggregate
+/// answered from the table's `statistics` where they hold every value it needs, as
+/// they do for `count` and `min`: the table is then not read. A group by `county_code`
+/// is the node's `code`.
+fn answer_from_statistics(
+    fragment: Arc<dyn ExecutionPlan>,
+    statistics: &Statistics,
+    code: NodeCode,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(fragment
+        .transform_up(|p| {
+            Ok(match aggregate_from_statistics(&p, statistics, code)? {
+                Some(batch) => Transformed::yes(MemorySourceConfig::try_new_exec(
+                    &[vec![batch]],
+                    p.schema(),
+                    None,
+                )? as Arc<dyn ExecutionPlan>),
+                None => Transformed::no(p),
+            })
+        })?
+        .data)
+}
+
+/// The one row of `plan`, if it is an aggregate over a table leaf in one group, and the
+/// table's `statistics` hold the value of every aggregate function.
+fn aggregate_from_statistics(
+    plan: &Arc<dyn ExecutionPlan>,
+    statistics: &Statistics,
+    code: NodeCode,
+) -> DfResult<Option<RecordBatch>> {
+    let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
         return Ok(None);
     };
     let Some(leaf) = aggregate.input().downcast_ref::<TableLeafExec>() else {
@@ -86,7 +111,7 @@ async fn from_statistics(
         AggregateMode::SinglePartitioned,
     ];
     let groups = aggregate.group_expr().expr().len();
-    let schema = fragment.schema();
+    let schema = plan.schema();
     if !modes.contains(aggregate.mode())
         || !aggregate.group_expr().is_single()
         // Each aggregate's partial state must be its one value.
@@ -94,7 +119,8 @@ async fn from_statistics(
     {
         return Ok(None);
     }
-    let statistics = Statistics::clone(&*node.statistics(leaf.table()).await?)
+    let statistics = statistics
+        .clone()
         .project(leaf.projection().map(<[usize]>::to_vec).as_ref());
     // A group of no rows is no answer row.
     if groups > 0 && !matches!(statistics.num_rows, Precision::Exact(n) if n > 0) {
@@ -102,7 +128,7 @@ async fn from_statistics(
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in &schema.fields()[..groups] {
-        let code = ScalarValue::from(node.code().as_str()).cast_to(field.data_type())?;
+        let code = ScalarValue::from(code.as_str()).cast_to(field.data_type())?;
         columns.push(code.to_array()?);
     }
     for (expr, field) in aggregate.aggr_expr().iter().zip(&schema.fields()[groups..]) {
