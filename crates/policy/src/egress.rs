@@ -27,7 +27,7 @@ use sunlight_fragment::TableLeafExec;
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
 use crate::persons::Seen;
-use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_BYTES, Tokenizer};
+use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_CHARS, Tokenizer};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
@@ -341,11 +341,11 @@ impl Egress {
             .as_ref()
             .expect("checked when the fragment was");
         let text = cast(column, &DataType::Utf8)?;
-        let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * 2 * TOKEN_BYTES);
-        let mut buffer = [0; 2 * TOKEN_BYTES];
+        let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * TOKEN_CHARS);
+        let mut buffer = [0; TOKEN_CHARS];
         for value in text.as_string::<i32>() {
             match value {
-                Some(value) => hashed.append_value(tokens.hex(value, &mut buffer)),
+                Some(value) => hashed.append_value(tokens.text(value, &mut buffer)),
                 None => hashed.append_null(),
             }
         }

@@ -33,7 +33,7 @@ pub use lineage::{
     Fragments, Grouping, Lineage, Tier, Traced, Treatment, city_answer, node_egress, trace,
 };
 pub use sketch::{PersonKeys, PersonSketch};
-pub use tokens::{TOKEN_BYTES, Token, Tokenizer};
+pub use tokens::{TOKEN_BYTES, TOKEN_CHARS, Token, Tokenizer};
 
 /// The rule a refusal is made under; audit records name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,16 @@
 //! Keyed tokens of identifiers: HMAC-SHA256 under the nodes' linkage key, so that equal
 //! identifiers match across nodes while the coordinator, without the key, learns nothing.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Bytes of a token: a truncated HMAC-SHA256.
 pub const TOKEN_BYTES: usize = 16;
+
+/// Characters of a token in query results: its bytes in unpadded base64.
+pub const TOKEN_CHARS: usize = (4 * TOKEN_BYTES).div_ceil(3);
 
 /// A token.
 pub type Token = [u8; TOKEN_BYTES];
@@ -38,10 +43,12 @@ impl Tokenizer {
         digest[..TOKEN_BYTES].try_into().expect("digest is longer")
     }
 
-    /// The token of `value` as lowercase hex, the form tokens take inside query results,
-    /// written in `buffer`.
-    pub fn hex<'b>(&self, value: &str, buffer: &'b mut [u8; 2 * TOKEN_BYTES]) -> &'b str {
-        hex::encode_to_slice(self.token(value), buffer).expect("twice the token's bytes");
-        std::str::from_utf8(buffer).expect("hex is ASCII")
+    /// The token of `value` as unpadded URL-safe base64, the form tokens take inside
+    /// query results, written in `buffer`.
+    pub fn text<'b>(&self, value: &str, buffer: &'b mut [u8; TOKEN_CHARS]) -> &'b str {
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(self.token(value), buffer)
+            .expect("room for the token's characters");
+        std::str::from_utf8(&buffer[..written]).expect("base64 is ASCII")
     }
 }

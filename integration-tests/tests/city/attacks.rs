@@ -358,8 +358,10 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
         .collect();
     assert!(!sent.is_empty());
     assert!(
-        sent.iter().all(|v| v.len() == 32
-            && v.chars().all(|c| c.is_ascii_hexdigit())
+        // A token: 16 bytes in unpadded URL-safe base64.
+        sent.iter().all(|v| v.len() == 22
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             && !clear.contains(*v)),
         "identifiers left in clear"
     );
