@@ -92,8 +92,8 @@ fn answer_from_statistics(
         .data)
 }
 
-/// The one row of `plan`, if it is an aggregate over a table leaf in one group, and the
-/// table's `statistics` hold the value of every aggregate function.
+/// The one row of `plan`, if it is an aggregate over a whole table leaf that forms one
+/// group, and the table's `statistics` hold the value of every aggregate function.
 fn aggregate_from_statistics(
     plan: &Arc<dyn ExecutionPlan>,
     statistics: &Statistics,
@@ -105,6 +105,9 @@ fn aggregate_from_statistics(
     let Some(leaf) = aggregate.input().downcast_ref::<TableLeafExec>() else {
         return Ok(None);
     };
+    if leaf.limit().is_some() || aggregate.filter_expr().iter().any(Option::is_some) {
+        return Ok(None);
+    }
     let modes = [
         AggregateMode::Partial,
         AggregateMode::Single,
