@@ -121,6 +121,10 @@ struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_log: Option<PathBuf>,
+    /// Partitions a query runs over at the node (default: one per core).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<usize>,
     /// A node serves over mutual TLS and admits only clients (the coordinator) whose
     /// certificate chains to the CA.
     #[command(flatten)]

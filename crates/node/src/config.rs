@@ -237,5 +237,16 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("999999"), "{err}");
+
+        std::fs::write(
+            &file,
+            "code = \"140215\"\npartitions = 0\n[auth.tokens]\nanalyst = \"secret-token\"\n",
+        )
+        .unwrap();
+        let err = NodeConfig::load(Some(&file), Flags { data: "/x" })
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("partitions is 0"), "{err}");
     }
 }
