@@ -117,8 +117,10 @@ fn aggregate_from_statistics(
     let schema = plan.schema();
     if !modes.contains(aggregate.mode())
         || !aggregate.group_expr().is_single()
-        // Each aggregate's partial state must be its one value.
+        // Each aggregate's partial state must be its one value; a distinct aggregate's
+        // state is its values, not their number.
         || groups + aggregate.aggr_expr().len() != schema.fields().len()
+        || aggregate.aggr_expr().iter().any(|e| e.is_distinct())
     {
         return Ok(None);
     }
@@ -140,14 +142,10 @@ fn aggregate_from_statistics(
         let args = StatisticsArgs {
             statistics: &statistics,
             return_type: returns.data_type(),
-            is_distinct: expr.is_distinct(),
+            is_distinct: false,
             exprs: &exprs,
         };
-        // A distinct aggregate's partial state is its values, not their number.
-        let value = match expr.is_distinct() {
-            true => None,
-            false => expr.fun().value_from_stats(&args),
-        };
+        let value = expr.fun().value_from_stats(&args);
         let Some(value) = value.filter(|v| v.data_type() == *field.data_type()) else {
             return Ok(None);
         };
