@@ -90,6 +90,18 @@ const AGGREGATES: &[&str] = &[
     "stddev_pop",
     "var",
     "var_pop",
+    "corr",
+    "covar_samp",
+    "covar_pop",
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
     "approx_distinct",
 ];
 
@@ -107,7 +119,12 @@ pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
             for expr in aggregate.aggr_expr() {
                 let function = expr.fun().name().to_lowercase();
                 if !AGGREGATES.contains(&function.as_str()) {
-                    refusal = Some(format!("aggregate {function} is not allowed in a fragment"));
+                    refusal = Some(format!(
+                        "aggregate {function} is not allowed in a fragment: only \
+                         aggregates whose partial state is a statistic, not the values \
+                         themselves, run at a node ({})",
+                        AGGREGATES.join(", ")
+                    ));
                     return Ok(TreeNodeRecursion::Stop);
                 }
             }

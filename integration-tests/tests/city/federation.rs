@@ -214,6 +214,10 @@ async fn bad_queries_at_the_city_get_clear_errors() {
         ("SELECT * FROM paymentz", "paymentz"),
         ("SELEC 1", "SELEC"),
         ("DROP TABLE persons", "DDL"),
+        (
+            "SELECT county_code, median(amount) FROM disbursements GROUP BY 1",
+            "aggregate median is not allowed in a fragment",
+        ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(mentions), "{sql}: {err}");
