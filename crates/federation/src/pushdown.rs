@@ -146,11 +146,16 @@ fn partition_local(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// A join that runs inside each node: partitioned on `county_code` on both sides, or with
-/// the reference table as its collected build side.
+/// the reference table as its collected build side. A join of aggregates stays at the
+/// city: its inputs are small there already, and a node counts the persons behind rows,
+/// not behind joined groups.
 fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentExec>]) -> bool {
     let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
         return false;
     };
+    if fragments.iter().flatten().any(|f| aggregates(f.fragment())) {
+        return false;
+    }
     match join.partition_mode() {
         PartitionMode::Partitioned => {
             fragments.iter().all(Option::is_some)
@@ -162,6 +167,10 @@ fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentEx
         PartitionMode::CollectLeft => fragments[0].is_none() && fragments[1].is_some(),
         PartitionMode::Auto => false,
     }
+}
+
+fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.exists(|p| Ok(p.is::<AggregateExec>())).unwrap_or(true)
 }
 
 fn is_county_code(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> bool {
