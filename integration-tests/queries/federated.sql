@@ -86,3 +86,11 @@ SELECT d.county_code, count(*) FROM disbursements d WHERE NOT EXISTS (SELECT 1 F
 SELECT count(*), count(death_date), min(birth_date), max(birth_date) FROM persons
 ;
 SELECT county_code, count(*), min(start_date), max(end_date), count(end_date) FROM payroll GROUP BY county_code ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements WHERE amount > (SELECT avg(amount) FROM disbursements) GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, round(corr(amount, date_part('year', period)), 6), round(covar_pop(amount, amount), 2) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT a.county_code, a.n, b.m FROM (SELECT county_code, count(*) AS n FROM disbursements GROUP BY 1) a JOIN (SELECT county_code, count(*) AS m FROM persons GROUP BY 1) b ON a.county_code = b.county_code ORDER BY 1
+;
+SELECT a.county_code, a.subsidy_type, a.s, s.cap FROM (SELECT county_code, subsidy_type, sum(amount) AS s FROM disbursements GROUP BY 1, 2) a JOIN subsidy_standards s USING (subsidy_type) ORDER BY 1, 2

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
@@ -22,7 +22,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, displayable,
 };
 use futures::{TryStreamExt, stream};
-use sunlight_fragment::{encode_plan, ticket};
+use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
 use sunlight_policy::PersonSketch;
 use sunlight_proto::v1::FragmentTicket;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -81,8 +81,9 @@ fn unavailable(node: &NodeEndpoint, reason: String) -> Error {
 pub struct NodeFragmentExec {
     nodes: Vec<NodeEndpoint>,
     fragment: Arc<dyn ExecutionPlan>,
-    /// The fragment as datafusion-proto bytes, encoded once for every node.
-    encoded: Bytes,
+    /// The fragment as datafusion-proto bytes, encoded once for every node. A fragment
+    /// that reads a scalar subquery is encoded when it first runs, after the subquery.
+    encoded: OnceLock<Bytes>,
     channels: Arc<Channels>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -95,7 +96,11 @@ impl NodeFragmentExec {
         fragment: Arc<dyn ExecutionPlan>,
         channels: Arc<Channels>,
     ) -> Result<Self> {
-        let encoded = encode_plan(fragment.clone())?;
+        let encoded = if reads_scalar_subquery(&fragment) {
+            OnceLock::new()
+        } else {
+            OnceLock::from(encode_plan(fragment.clone())?)
+        };
         Ok(Self {
             nodes,
             fragment,
@@ -113,6 +118,15 @@ impl NodeFragmentExec {
     /// The plan each node runs.
     pub fn fragment(&self) -> &Arc<dyn ExecutionPlan> {
         &self.fragment
+    }
+
+    /// The fragment's bytes, encoding it on first use.
+    fn encoded(&self) -> Result<Bytes> {
+        if let Some(bytes) = self.encoded.get() {
+            return Ok(bytes.clone());
+        }
+        let bytes = encode_plan(self.fragment.clone())?;
+        Ok(self.encoded.get_or_init(|| bytes).clone())
     }
 
     /// The same nodes running a larger fragment.
@@ -187,7 +201,7 @@ impl ExecutionPlan for NodeFragmentExec {
             .get_extension::<QueryControl>()
             .unwrap_or_else(|| Arc::new(QueryControl::new(false, Duration::from_secs(60), 3)));
         let ticket = ticket(&FragmentTicket {
-            plan: self.encoded.to_vec(),
+            plan: self.encoded()?.to_vec(),
             query_id: control.query_id.clone(),
             node: node.code.to_string(),
         });

@@ -16,21 +16,23 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_proto_converter,
 };
 use prost::Message;
 use sunlight_proto::v1::FragmentTicket;
 
-pub use codec::FragmentCodec;
+use codec::SubqueryValues;
+pub use codec::{FragmentCodec, reads_scalar_subquery};
 pub use leaf::{PERSONS_COLUMN, TableLeafExec};
 pub use masking::{mask_id, mask_name, masking_udfs};
 
 /// Type URL under which a [`FragmentTicket`] is packed into a Flight ticket.
 pub const FRAGMENT_TYPE_URL: &str = "type.googleapis.com/sunlight.v1.FragmentTicket";
 
-/// Serializes a fragment plan.
+/// Serializes a fragment plan. A scalar subquery it reads must have run: its value travels
+/// as a literal (see [`reads_scalar_subquery`]).
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
-    physical_plan_to_bytes_with_extension_codec(plan, &FragmentCodec)
+    physical_plan_to_bytes_with_proto_converter(plan, &FragmentCodec, &SubqueryValues)
 }
 
 /// Deserializes a fragment plan; its leaves come back as [`TableLeafExec`]s.
