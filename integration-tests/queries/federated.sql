@@ -94,3 +94,5 @@ SELECT subsidy_type, round(corr(amount, date_part('year', period)), 6), round(co
 SELECT a.county_code, a.n, b.m FROM (SELECT county_code, count(*) AS n FROM disbursements GROUP BY 1) a JOIN (SELECT county_code, count(*) AS m FROM persons GROUP BY 1) b ON a.county_code = b.county_code ORDER BY 1
 ;
 SELECT a.county_code, a.subsidy_type, a.s, s.cap FROM (SELECT county_code, subsidy_type, sum(amount) AS s FROM disbursements GROUP BY 1, 2) a JOIN subsidy_standards s USING (subsidy_type) ORDER BY 1, 2
+;
+SELECT a.subsidy_type, a.n, b.m FROM (SELECT subsidy_type, count(*) AS n FROM disbursements WHERE county_code = '140215' GROUP BY 1) a JOIN (SELECT subsidy_type, count(*) AS m FROM disbursements GROUP BY 1) b USING (subsidy_type) ORDER BY 1

@@ -22,7 +22,7 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::reference::ReferenceExec;
@@ -35,9 +35,10 @@ impl PhysicalOptimizerRule for PushToNodes {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(plan.transform_up(absorb)?.data)
+        let partitions = config.execution.target_partitions;
+        Ok(plan.transform_up(|p| absorb(p, partitions))?.data)
     }
 
     fn name(&self) -> &str {
@@ -49,32 +50,59 @@ impl PhysicalOptimizerRule for PushToNodes {
     }
 }
 
-fn absorb(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+fn absorb(
+    plan: Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     if plan.is::<NodeFragmentExec>() || plan.is::<AnalyzeExec>() || plan.children().is_empty() {
         return Ok(Transformed::no(plan));
     }
-    // One node holds every group already: repartitioning its output would only stop the
-    // operators above from running there too.
-    if let Some(repartition) = plan.downcast_ref::<RepartitionExec>()
-        && repartition
-            .input()
-            .downcast_ref::<NodeFragmentExec>()
-            .is_some_and(|f| f.nodes().len() == 1)
-    {
-        return Ok(Transformed::yes(repartition.input().clone()));
-    }
-    let Some((base, inputs)) = fragment_inputs(&plan)? else {
-        return Ok(Transformed::no(plan));
+    let plan = repartition_join_inputs(plan, partitions)?;
+    let Some((base, inputs)) = fragment_inputs(&plan.data)? else {
+        return Ok(plan);
     };
-    let fragment = replace_children_if_necessary(plan.clone(), inputs)?;
+    let fragment = replace_children_if_necessary(plan.data.clone(), inputs)?;
     // A fragment keeps one output partition per node, and must travel as datafusion-proto.
     if fragment.output_partitioning().partition_count() != base.nodes().len() {
-        return Ok(Transformed::no(plan));
+        return Ok(plan);
     }
     match base.with_fragment(fragment) {
         Ok(extended) => Ok(Transformed::yes(Arc::new(extended))),
-        Err(_) => Ok(Transformed::no(plan)),
+        Err(_) => Ok(plan),
     }
+}
+
+/// A fragment that grew past the city's repartitioning of a single node's output no
+/// longer splits its rows by the keys of the join above it. The join's inputs are
+/// repartitioned again, as the city planned them, so that both sides split alike; when
+/// the join runs inside the nodes after all, its fragment sees through them.
+fn repartition_join_inputs(
+    plan: Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+        return Ok(Transformed::no(plan));
+    };
+    if *join.partition_mode() != PartitionMode::Partitioned
+        || !(join.left().is::<NodeFragmentExec>() || join.right().is::<NodeFragmentExec>())
+    {
+        return Ok(Transformed::no(plan));
+    }
+    let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+    let inputs = [(join.left(), left_keys), (join.right(), right_keys)]
+        .into_iter()
+        .map(|(input, keys)| {
+            if !input.is::<NodeFragmentExec>() {
+                return Ok(input.clone());
+            }
+            let split = Partitioning::Hash(keys, partitions);
+            Ok(Arc::new(RepartitionExec::try_new(input.clone(), split)?) as Arc<dyn ExecutionPlan>)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Transformed::yes(replace_children_if_necessary(
+        plan.clone(),
+        inputs,
+    )?))
 }
 
 /// The fragment exec an operator extends, and the inputs of its copy in the fragment.
@@ -84,18 +112,26 @@ type FragmentInputs<'a> = (&'a NodeFragmentExec, Vec<Arc<dyn ExecutionPlan>>);
 /// copy inside the fragment reads.
 fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInputs<'_>>> {
     // The sides of a join on `county_code` (among other keys) are already split by node,
-    // and matching rows live on the same node: the city's repartitioning is not needed.
+    // and matching rows live on the same node; and when every input comes from the same
+    // single node, that node holds every group. Either way the city's repartitioning is
+    // not needed.
     let county_join = plan.downcast_ref::<HashJoinExec>().is_some_and(|j| {
         *j.partition_mode() == PartitionMode::Partitioned
             && j.on()
                 .iter()
                 .any(|(l, r)| is_county_code(l) && is_county_code(r))
     });
+    let under: Vec<Option<&NodeFragmentExec>> =
+        plan.children().into_iter().map(fragment_under).collect();
+    let one_node = under.iter().all(|f| {
+        f.zip(under[0])
+            .is_some_and(|(f, first)| f.nodes().len() == 1 && f.nodes() == first.nodes())
+    });
     let children: Vec<&Arc<dyn ExecutionPlan>> = plan
         .children()
         .into_iter()
         .map(|c| match c.downcast_ref::<RepartitionExec>() {
-            Some(r) if county_join && r.input().is::<NodeFragmentExec>() => r.input(),
+            Some(r) if (county_join || one_node) && r.input().is::<NodeFragmentExec>() => r.input(),
             _ => c,
         })
         .collect();
@@ -124,6 +160,14 @@ fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInput
         _ => single_node || local_join(plan, &fragments),
     };
     Ok(local.then_some((base, inputs)))
+}
+
+/// The fragment exec that is `plan`, or that `plan` repartitions.
+fn fragment_under(plan: &Arc<dyn ExecutionPlan>) -> Option<&NodeFragmentExec> {
+    match plan.downcast_ref::<RepartitionExec>() {
+        Some(r) => r.input().downcast_ref(),
+        None => plan.downcast_ref(),
+    }
 }
 
 /// Operators whose output partition *i* depends only on input partition *i*.
