@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sunlight/v1/raft.proto",
         "sunlight/v1/admin.proto",
         "sunlight/v1/coordinator.proto",
+        "sunlight/v1/statement.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

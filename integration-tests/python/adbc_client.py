@@ -1,6 +1,6 @@
 """An outside Flight SQL client: Python's ADBC driver, as an analyst would use it.
 
-Usage: adbc_client.py ADDR TOKEN
+Usage: adbc_client.py ADDR TOKEN COUNTY
 Prints one JSON object with what the client saw.
 """
 import json
@@ -9,7 +9,7 @@ import sys
 import adbc_driver_flightsql.dbapi as flightsql
 from adbc_driver_flightsql import DatabaseOptions
 
-addr, token = sys.argv[1], sys.argv[2]
+addr, token, county = sys.argv[1], sys.argv[2], sys.argv[3]
 conn = flightsql.connect(
     f"grpc://{addr}",
     db_kwargs={DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"},
@@ -19,6 +19,12 @@ with conn.cursor() as cur:
     (count,) = cur.fetchone()
     cur.execute("SELECT subsidy_type, sum(amount) AS total FROM disbursements GROUP BY subsidy_type ORDER BY subsidy_type")
     by_type = {row[0]: str(row[1]) for row in cur.fetchall()}
+    # A prepared statement with bound values, run twice with different ones.
+    query = "SELECT count(*) AS n FROM disbursements WHERE county_code = ? AND amount >= ?"
+    cur.execute(query, (county, 0))
+    (county_count,) = cur.fetchone()
+    cur.execute(query, ("999999", 0))
+    (no_county_count,) = cur.fetchone()
 
 objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
 tables = sorted(
@@ -28,5 +34,14 @@ tables = sorted(
     for t in schema["db_schema_tables"] or []
 )
 info = conn.adbc_get_info()
+table_types = conn.adbc_get_table_types()
 conn.close()
-print(json.dumps({"count": count, "by_type": by_type, "tables": tables, "vendor": info.get("vendor_name")}))
+print(json.dumps({
+    "count": count,
+    "by_type": by_type,
+    "county_count": county_count,
+    "no_county_count": no_county_count,
+    "tables": tables,
+    "table_types": table_types,
+    "vendor": info.get("vendor_name"),
+}))

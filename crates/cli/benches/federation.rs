@@ -31,6 +31,7 @@ use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_federation::QueryControl;
+use sunlight_flightsql::Statement;
 
 const SUITE: &str = include_str!("../../../integration-tests/queries/federated.sql");
 
@@ -169,7 +170,7 @@ async fn main() {
         for _ in 0..runs {
             let started = Instant::now();
             let control = Arc::new(QueryControl::new(false, Duration::from_secs(600), 1));
-            let (_, answer) = city.engine.run(sql, control.clone()).await;
+            let (_, answer) = city.engine.run(&Statement::new(sql), control.clone()).await;
             answer.expect(sql);
             city_times.push(started.elapsed());
             moved = control.received().values().map(|t| t.bytes).sum::<u64>();

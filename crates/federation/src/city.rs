@@ -21,7 +21,9 @@ use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sunlight_domain::{NodeCode, Table};
-use sunlight_flightsql::{Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine};
+use sunlight_flightsql::{
+    Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine, Statement, StatementSchemas,
+};
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{AnswerHistory, DEFAULT_MIN_GROUP_SIZE, Tier, city_answer, too_few, trace};
 use tokio::sync::RwLock;
@@ -270,16 +272,18 @@ impl CityEngine {
         Ok(state)
     }
 
-    /// Plans `sql` as a read-only query.
-    pub async fn plan(&self, sql: &str, control: Arc<QueryControl>) -> Result<DataFrame> {
+    /// Plans `statement` as a read-only query.
+    pub async fn plan(
+        &self,
+        statement: &Statement,
+        control: Arc<QueryControl>,
+    ) -> Result<DataFrame> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        Ok(self
-            .context(control)
-            .await?
-            .sql_with_options(sql, options)
+        Ok(statement
+            .plan(&self.context(control).await?, options)
             .await?)
     }
 
@@ -324,13 +328,13 @@ impl CityEngine {
         })
     }
 
-    /// Runs `sql` and collects the merged result; `control` sees it run.
+    /// Runs `statement` and collects the merged result; `control` sees it run.
     pub async fn run(
         &self,
-        sql: &str,
+        statement: &Statement,
         control: Arc<QueryControl>,
     ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
-        let frame = match self.plan(sql, control.clone()).await {
+        let frame = match self.plan(statement, control.clone()).await {
             Ok(frame) => frame,
             Err(e) => return (None, Err(e)),
         };
@@ -359,22 +363,30 @@ impl SqlEngine for CityEngine {
         "sunlight city".to_string()
     }
 
-    async fn schema(&self, sql: &str, request: &QueryRequest) -> Result<SchemaRef, Status> {
-        let checked = match self.plan(sql, self.control(&request.headers)).await {
-            Ok(frame) => {
-                let schema = frame.schema().inner().clone();
-                self.checked(frame).await.map(|_| schema)
-            }
+    async fn schema(
+        &self,
+        statement: &Statement,
+        request: &QueryRequest,
+    ) -> Result<StatementSchemas, Status> {
+        let checked = match self.plan(statement, self.control(&request.headers)).await {
+            Ok(frame) => match StatementSchemas::of(&frame) {
+                // Values not yet bound: the statement is checked when it runs.
+                Ok(schemas) if schemas.has_parameters() && statement.parameters.is_none() => {
+                    Ok(schemas)
+                }
+                Ok(schemas) => self.checked(frame).await.map(|_| schemas),
+                Err(e) => Err(e.into()),
+            },
             Err(e) => Err(e),
         };
         match checked {
-            Ok(schema) => Ok(schema),
+            Ok(schemas) => Ok(schemas),
             // A statement refused here never reaches `execute`: audit the refusal now.
             Err(e) => {
                 let status = Status::from(e);
                 let event = QueryEvent {
                     user: request.caller.user.clone(),
-                    sql: sql.to_string(),
+                    sql: statement.to_string(),
                     plan_sha256: None,
                     received: BTreeMap::new(),
                     missing: BTreeMap::new(),
@@ -387,14 +399,19 @@ impl SqlEngine for CityEngine {
         }
     }
 
-    async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status> {
+    async fn execute(
+        &self,
+        statement: &Statement,
+        request: &QueryRequest,
+    ) -> Result<Answer, Status> {
         let control = self.control(&request.headers);
-        let (plan_sha256, outcome) = self.run(sql, control.clone()).await;
+        let (plan_sha256, outcome) = self.run(statement, control.clone()).await;
+        let sql = statement.to_string();
         let outcome = outcome.and_then(|answer| {
             if let Some(sketch) = control.sketch() {
                 let user = &request.caller.user;
                 self.answers
-                    .admit(user, sql, sketch, DEFAULT_MIN_GROUP_SIZE)?;
+                    .admit(user, &sql, sketch, DEFAULT_MIN_GROUP_SIZE)?;
             }
             Ok(answer)
         });
@@ -404,7 +421,7 @@ impl SqlEngine for CityEngine {
         });
         self.audit(QueryEvent {
             user: request.caller.user.clone(),
-            sql: sql.to_string(),
+            sql,
             plan_sha256,
             received: control.received(),
             missing: control.missing(),

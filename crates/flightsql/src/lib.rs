@@ -5,6 +5,7 @@
 mod auth;
 mod server;
 mod service;
+mod statement;
 mod tls;
 
 use arrow::datatypes::SchemaRef;
@@ -17,6 +18,7 @@ use tonic::metadata::MetadataMap;
 pub use auth::{Caller, Credentials, TokenTable};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
+pub use statement::{Statement, StatementSchemas};
 pub use tls::{COORDINATOR_TLS_NAME, NODE_TLS_NAME, TlsFiles, endpoint, trust};
 
 /// Record batches of a result, with errors already mapped to gRPC statuses.
@@ -48,11 +50,19 @@ pub trait SqlEngine: Send + Sync + 'static {
     /// Name reported in `GetSqlInfo`, e.g. `sunlight node 140215`.
     fn server_name(&self) -> String;
 
-    /// The schema `sql` would return.
-    async fn schema(&self, sql: &str, request: &QueryRequest) -> Result<SchemaRef, Status>;
+    /// The schemas of what `statement` would return and of the values it takes.
+    async fn schema(
+        &self,
+        statement: &Statement,
+        request: &QueryRequest,
+    ) -> Result<StatementSchemas, Status>;
 
-    /// Runs `sql`.
-    async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status>;
+    /// Runs `statement`.
+    async fn execute(
+        &self,
+        statement: &Statement,
+        request: &QueryRequest,
+    ) -> Result<Answer, Status>;
 
     /// Name and schema of each table a client may query.
     async fn tables(&self) -> Result<Vec<(String, SchemaRef)>, Status>;

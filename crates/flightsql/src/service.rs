@@ -1,4 +1,4 @@
-//! [`FlightSqlServer`]: statements, prepared statements without parameters, and the
+//! [`FlightSqlServer`]: statements, prepared statements with bound parameters, and the
 //! catalog calls that standard clients (ADBC, JDBC) make, over a [`SqlEngine`].
 
 use std::pin::Pin;
@@ -7,16 +7,18 @@ use std::sync::Arc;
 use arrow::datatypes::Schema;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
-use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTables, CommandPreparedStatementQuery, CommandStatementQuery,
-    ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -27,12 +29,14 @@ use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{Answer, Caller, QueryRequest, SqlEngine};
+use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement};
 
 /// Catalog under which every table is listed.
 pub const CATALOG: &str = "sunlight";
 /// Schema under which every table is listed.
 pub const SCHEMA: &str = "public";
+/// The type of every table.
+const TABLE_TYPE: &str = "TABLE";
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -61,14 +65,14 @@ impl<E: SqlEngine> FlightSqlServer<E> {
 
     async fn statement_info(
         &self,
-        sql: &str,
+        statement: &Statement,
         ticket: Ticket,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let query = query_request(&request)?;
-        let schema = self.engine.schema(sql, &query).await?;
+        let schemas = self.engine.schema(statement, &query).await?;
         let info = FlightInfo::new()
-            .try_with_schema(&schema)
+            .try_with_schema(&schemas.dataset)
             .map_err(|e| Status::internal(e.to_string()))?
             .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
             .with_descriptor(request.into_inner());
@@ -77,12 +81,12 @@ impl<E: SqlEngine> FlightSqlServer<E> {
 
     async fn run(
         &self,
-        sql: &str,
+        statement: &Statement,
         request: &Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let query = query_request(request)?;
-        tracing::info!(user = %query.caller.user, sql, "query");
-        answer(self.engine.execute(sql, &query).await?)
+        tracing::info!(user = %query.caller.user, %statement, "query");
+        answer(self.engine.execute(statement, &query).await?)
     }
 }
 
@@ -136,6 +140,13 @@ fn metadata_info(
     Ok(Response::new(info))
 }
 
+fn read_only() -> Status {
+    Status::permission_denied(
+        "updates are refused: Sunlight answers queries only, and a prepared statement \
+         runs with one row of values at a time",
+    )
+}
+
 fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
     String::from_utf8(bytes.to_vec())
         .map_err(|_| Status::invalid_argument(format!("{what} is not UTF-8")))
@@ -172,7 +183,8 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
             statement_handle: Bytes::from(query.query.clone()),
         };
         let ticket = Ticket::new(handle.as_any().encode_to_vec());
-        self.statement_info(&query.query, ticket, request).await
+        self.statement_info(&Statement::new(query.query), ticket, request)
+            .await
     }
 
     async fn do_get_statement(
@@ -181,7 +193,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let sql = utf8(&ticket.statement_handle, "statement handle")?;
-        self.run(&sql, &request).await
+        self.run(&Statement::new(sql), &request).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -189,12 +201,9 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let sql = utf8(
-            &query.prepared_statement_handle,
-            "prepared statement handle",
-        )?;
+        let statement = Statement::from_handle(&query.prepared_statement_handle)?;
         let ticket = Ticket::new(query.as_any().encode_to_vec());
-        self.statement_info(&sql, ticket, request).await
+        self.statement_info(&statement, ticket, request).await
     }
 
     async fn do_get_prepared_statement(
@@ -202,11 +211,48 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let sql = utf8(
-            &query.prepared_statement_handle,
-            "prepared statement handle",
-        )?;
-        self.run(&sql, &request).await
+        let statement = Statement::from_handle(&query.prepared_statement_handle)?;
+        self.run(&statement, &request).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let mut statement = Statement::from_handle(&query.prepared_statement_handle)?;
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        )
+        .try_collect()
+        .await
+        .map_err(Status::from)?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows != 1 {
+            return Err(Status::invalid_argument(format!(
+                "a prepared statement takes one row of parameter values at a time, not {rows}"
+            )));
+        }
+        statement.parameters = batches.into_iter().find(|b| b.num_rows() == 1);
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(Bytes::from(statement.handle()?)),
+        })
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _query: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _query: CommandPreparedStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only())
     }
 
     async fn do_action_create_prepared_statement(
@@ -214,17 +260,24 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let schema = self
+        let statement = Statement::new(query.query);
+        let schemas = self
             .engine
-            .schema(&query.query, &query_request(&request)?)
+            .schema(&statement, &query_request(&request)?)
             .await?;
-        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        let ipc = |schema: &Schema| {
+            let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+                .try_into()
+                .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+            Ok::<_, Status>(bytes)
+        };
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: Bytes::from(query.query),
-            dataset_schema,
-            parameter_schema: Bytes::new(),
+            prepared_statement_handle: Bytes::from(statement.handle()?),
+            dataset_schema: ipc(&schemas.dataset)?,
+            parameter_schema: match schemas.has_parameters() {
+                true => ipc(&schemas.parameters)?,
+                false => Bytes::new(),
+            },
         })
     }
 
@@ -292,9 +345,28 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         let mut builder = query.into_builder();
         for (name, schema) in self.engine.tables().await? {
             builder
-                .append(CATALOG, SCHEMA, &name, "TABLE", &schema)
+                .append(CATALOG, SCHEMA, &name, TABLE_TYPE, &schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        metadata_info(&schema, query, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(TABLE_TYPE);
         one_batch(builder.build())
     }
 

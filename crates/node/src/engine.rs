@@ -4,7 +4,7 @@
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
 use sunlight_client::{RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
-use sunlight_flightsql::{Answer, QueryRequest, SqlEngine};
+use sunlight_flightsql::{Answer, QueryRequest, SqlEngine, Statement, StatementSchemas};
 use tonic::Status;
 
 use crate::node::Node;
@@ -20,7 +20,7 @@ fn answer(schema: arrow::datatypes::SchemaRef, stream: SendableRecordBatchStream
 
 impl Node {
     /// SQL at a node is for the county's own analysts; the city sends fragments.
-    fn local_analyst(&self, sql: &str, request: &QueryRequest) -> Result<(), Status> {
+    fn local_analyst(&self, statement: &Statement, request: &QueryRequest) -> Result<(), Status> {
         let user = &request.caller.user;
         if self.privacy().city_users.contains(user) {
             let reason = format!(
@@ -28,8 +28,12 @@ impl Node {
                  which pass the node's egress guard, and may not run SQL here",
                 self.code()
             );
-            self.audit()
-                .record(user, "sql", sql, &format!("refused: {reason}"));
+            self.audit().record(
+                user,
+                "sql",
+                &statement.to_string(),
+                &format!("refused: {reason}"),
+            );
             return Err(Status::permission_denied(reason));
         }
         Ok(())
@@ -44,20 +48,24 @@ impl SqlEngine for Node {
 
     async fn schema(
         &self,
-        sql: &str,
+        statement: &Statement,
         request: &QueryRequest,
-    ) -> Result<arrow::datatypes::SchemaRef, Status> {
-        self.local_analyst(sql, request)?;
-        Ok(self.query_schema(sql).await?)
+    ) -> Result<StatementSchemas, Status> {
+        self.local_analyst(statement, request)?;
+        Ok(self.query_schema(statement).await?)
     }
 
-    async fn execute(&self, sql: &str, request: &QueryRequest) -> Result<Answer, Status> {
-        self.local_analyst(sql, request)?;
-        let result = self.query(sql).await;
+    async fn execute(
+        &self,
+        statement: &Statement,
+        request: &QueryRequest,
+    ) -> Result<Answer, Status> {
+        self.local_analyst(statement, request)?;
+        let result = self.query(statement).await;
         self.audit().record(
             &request.caller.user,
             "sql",
-            sql,
+            &statement.to_string(),
             &match &result {
                 Ok(_) => "allowed".to_string(),
                 Err(e) => format!("failed: {e}"),

@@ -8,6 +8,7 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Date32Type};
 use sunlight_domain::from_date32;
+use sunlight_flightsql::Statement;
 use sunlight_models::{Linkage, ModelPackage};
 use sunlight_policy::Token;
 use sunlight_proto::v1::model_step::Phase;
@@ -107,7 +108,7 @@ impl ModelRunner {
     }
 
     async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let (_, stream) = self.node.query(sql).await?;
+        let (_, stream) = self.node.query(&Statement::new(sql)).await?;
         Ok(futures::TryStreamExt::try_collect(stream).await?)
     }
 

@@ -17,7 +17,7 @@ use object_store::ObjectMeta;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_policy::{Counted, NodePolicy};
 
-use sunlight_flightsql::{CATALOG, SCHEMA};
+use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas};
 
 use crate::audit::NodeAudit;
 use crate::catalog::{NodeCatalog, TableState};
@@ -175,14 +175,13 @@ impl Node {
     }
 
     /// Plans a read-only SQL query; statements that write or change the session are refused.
-    async fn plan(&self, sql: &str) -> Result<DataFrame> {
+    async fn plan(&self, statement: &Statement) -> Result<DataFrame> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        self.catalog
-            .context
-            .sql_with_options(sql, options)
+        statement
+            .plan(&self.catalog.context, options)
             .await
             .map_err(|e| {
                 let message = e.to_string();
@@ -199,13 +198,16 @@ impl Node {
     }
 
     /// The schema a query would return.
-    pub async fn query_schema(&self, sql: &str) -> Result<SchemaRef> {
-        Ok(self.plan(sql).await?.schema().inner().clone())
+    pub async fn query_schema(&self, statement: &Statement) -> Result<StatementSchemas> {
+        Ok(StatementSchemas::of(&self.plan(statement).await?)?)
     }
 
     /// Runs a query and streams its result.
-    pub async fn query(&self, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream)> {
-        let frame = self.plan(sql).await?;
+    pub async fn query(
+        &self,
+        statement: &Statement,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let frame = self.plan(statement).await?;
         let schema = frame.schema().inner().clone();
         Ok((schema, frame.execute_stream().await?))
     }

@@ -1,5 +1,5 @@
 //! A standard Flight SQL client from outside the project (Python's ADBC driver) talks to
-//! a node. The driver is installed into a virtual environment under the target folder.
+//! a node and to the city. The driver is installed into a virtual environment under the target folder.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,7 +7,7 @@ use std::process::Command;
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 
-use crate::support::{NodeProcess, TOKEN, shared_city};
+use crate::support::{NodeProcess, TOKEN, shared_city, start_city};
 
 /// A Python with `adbc-driver-flightsql` and `pyarrow`, made once per target folder.
 fn adbc_python() -> PathBuf {
@@ -41,23 +41,17 @@ fn adbc_python() -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn adbc_flight_sql_driver_queries_a_node() {
-    let city = shared_city();
-    let code: NodeCode = "140215".parse().unwrap();
-    let node = NodeProcess::start(code.as_str(), &node_root(city.dir.path(), code));
+/// What the ADBC client saw at `addr`, asking about `county`.
+async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
     let python = adbc_python();
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/python/adbc_client.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([&node.addr, TOKEN])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let args = [addr.to_string(), TOKEN.to_string(), county.to_string()];
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output())
+            .await
+            .unwrap()
+            .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -65,11 +59,19 @@ async fn adbc_flight_sql_driver_queries_a_node() {
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// The client's view agrees with the generated files: counts, a prepared statement with
+/// bound values, the catalog calls and the server's name.
+fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
+    assert_eq!(seen["count"].as_u64().unwrap() as usize, rows, "{seen}");
     assert_eq!(
-        seen["count"].as_u64().unwrap() as usize,
-        city.report.rows[&code][&Table::Disbursements]
+        seen["county_count"].as_u64().unwrap() as usize,
+        county_rows,
+        "{seen}"
     );
+    assert_eq!(seen["no_county_count"].as_u64(), Some(0), "{seen}");
     let tables: Vec<&str> = seen["tables"]
         .as_array()
         .unwrap()
@@ -83,6 +85,7 @@ async fn adbc_flight_sql_driver_queries_a_node() {
             table.name()
         );
     }
+    assert_eq!(seen["table_types"], serde_json::json!(["TABLE"]));
     assert!(seen["by_type"]["YULU"].as_str().is_some(), "{seen}");
     assert!(
         seen["vendor"]
@@ -91,4 +94,29 @@ async fn adbc_flight_sql_driver_queries_a_node() {
             .contains("sunlight"),
         "{seen}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adbc_flight_sql_driver_queries_a_node() {
+    let city = shared_city();
+    let code: NodeCode = "140215".parse().unwrap();
+    let node = NodeProcess::start(code.as_str(), &node_root(city.dir.path(), code));
+    let seen = adbc_client(&node.addr, code).await;
+    let rows = city.report.rows[&code][&Table::Disbursements];
+    assert_sees(&seen, rows, rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adbc_flight_sql_driver_queries_the_city() {
+    let city = shared_city();
+    let running = start_city(city.dir.path(), &[]);
+    let code: NodeCode = "140215".parse().unwrap();
+    let seen = adbc_client(&running.coordinator.addr, code).await;
+    let rows = city
+        .report
+        .rows
+        .values()
+        .map(|tables| tables.get(&Table::Disbursements).copied().unwrap_or(0))
+        .sum();
+    assert_sees(&seen, rows, city.report.rows[&code][&Table::Disbursements]);
 }

@@ -1,0 +1,229 @@
+//! [`Statement`]: a client's SQL with the values bound to its placeholders, and the
+//! handle of a prepared statement that carries both.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::array_value_to_string;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::prelude::DataFrame;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+use prost::Message;
+use sunlight_proto::v1::PreparedStatementHandle;
+use tonic::Status;
+
+/// A statement from a client: its SQL and, once bound, one row of values for its
+/// placeholders (`$1`, `$2`, … or `?` in order).
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// The SQL as the client sent it.
+    pub sql: String,
+    /// One column per placeholder, in order, and one row.
+    pub parameters: Option<RecordBatch>,
+}
+
+impl Statement {
+    /// A statement without bound values.
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            parameters: None,
+        }
+    }
+
+    /// Plans the statement in `context` with `options`, its placeholders bound.
+    pub async fn plan(&self, context: &SessionContext, options: SQLOptions) -> Result<DataFrame> {
+        let frame = context
+            .sql_with_options(&numbered(&self.sql)?, options)
+            .await?;
+        let Some(parameters) = &self.parameters else {
+            return Ok(frame);
+        };
+        let values = (0..parameters.num_columns())
+            .map(|i| ScalarValue::try_from_array(parameters.column(i), 0))
+            .collect::<Result<Vec<_>>>()?;
+        frame.with_param_values(ParamValues::from(values))
+    }
+
+    /// Reads a prepared statement's handle.
+    pub fn from_handle(handle: &[u8]) -> Result<Self, Status> {
+        let handle = PreparedStatementHandle::decode(handle)
+            .map_err(|e| Status::invalid_argument(format!("malformed statement handle: {e}")))?;
+        let parameters = match handle.parameters.is_empty() {
+            true => None,
+            false => StreamReader::try_new(handle.parameters.as_slice(), None)
+                .and_then(|mut reader| reader.next().transpose())
+                .map_err(|e| {
+                    Status::invalid_argument(format!("malformed parameters in handle: {e}"))
+                })?,
+        };
+        Ok(Self {
+            sql: handle.sql,
+            parameters,
+        })
+    }
+
+    /// The handle of the statement as prepared, with its values if bound.
+    pub fn handle(&self) -> Result<Vec<u8>, Status> {
+        let mut parameters = Vec::new();
+        if let Some(batch) = &self.parameters {
+            let mut writer = StreamWriter::try_new(&mut parameters, &batch.schema())
+                .and_then(|mut w| w.write(batch).map(|()| w))
+                .map_err(|e| Status::internal(e.to_string()))?;
+            writer
+                .finish()
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(PreparedStatementHandle {
+            sql: self.sql.clone(),
+            parameters,
+        }
+        .encode_to_vec())
+    }
+}
+
+/// The SQL, followed by the bound values, as the audit records it.
+impl fmt::Display for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.sql)?;
+        let Some(parameters) = &self.parameters else {
+            return Ok(());
+        };
+        let values: Vec<String> = (0..parameters.num_columns())
+            .map(|i| {
+                let value = array_value_to_string(parameters.column(i), 0)
+                    .unwrap_or_else(|e| format!("<{e}>"));
+                format!("${} = {value}", i + 1)
+            })
+            .collect();
+        write!(f, " -- with {}", values.join(", "))
+    }
+}
+
+/// Schemas of a planned statement: what it returns, and the values it takes.
+#[derive(Debug, Clone)]
+pub struct StatementSchemas {
+    /// The schema of its answer.
+    pub dataset: SchemaRef,
+    /// One field per placeholder, `$1`, `$2`, … in order, typed where the query tells.
+    pub parameters: SchemaRef,
+}
+
+impl StatementSchemas {
+    /// The schemas of a planned statement.
+    pub fn of(frame: &DataFrame) -> Result<Self> {
+        let mut placeholders: Vec<(usize, Field)> = frame
+            .logical_plan()
+            .get_parameter_fields()?
+            .into_iter()
+            .map(|(id, field)| {
+                let index = id
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        DataFusionError::Plan(format!(
+                            "placeholder {id} is not positional: write $1, $2, … or ?"
+                        ))
+                    })?;
+                let data_type = field.map_or(DataType::Null, |f| f.data_type().clone());
+                Ok((index, Field::new(id, data_type, true)))
+            })
+            .collect::<Result<_>>()?;
+        placeholders.sort_by_key(|(index, _)| *index);
+        Ok(Self {
+            dataset: frame.schema().inner().clone(),
+            parameters: Arc::new(Schema::new(
+                placeholders
+                    .into_iter()
+                    .map(|(_, field)| field)
+                    .collect::<Vec<_>>(),
+            )),
+        })
+    }
+
+    /// Whether the statement takes values.
+    pub fn has_parameters(&self) -> bool {
+        !self.parameters.fields().is_empty()
+    }
+}
+
+/// `sql` with its `?` placeholders numbered `$1`, `$2`, … in order, as DataFusion binds
+/// values by position.
+fn numbered(sql: &str) -> Result<String> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+    let marks: Vec<Location> = tokens
+        .iter()
+        .filter(|t| matches!(&t.token, Token::Placeholder(p) if p == "?"))
+        .map(|t| t.span.start)
+        .collect();
+    if marks.is_empty() {
+        return Ok(sql.to_string());
+    }
+    let mut out = String::with_capacity(sql.len() + marks.len());
+    let mut next = 0;
+    for (line, text) in sql.split_inclusive('\n').enumerate() {
+        for (column, c) in text.chars().enumerate() {
+            let here = Location::new(line as u64 + 1, column as u64 + 1);
+            if c == '?' && marks.get(next) == Some(&here) {
+                next += 1;
+                out.push_str(&format!("${next}"));
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_are_numbered_outside_strings_and_comments() {
+        let sql =
+            "SELECT '?', \"a?\" FROM t -- why?\nWHERE x = ? AND y = 'it''s ?' AND z IN (?, ?)";
+        assert_eq!(
+            numbered(sql).unwrap(),
+            "SELECT '?', \"a?\" FROM t -- why?\nWHERE x = $1 AND y = 'it''s ?' AND z IN ($2, $3)"
+        );
+        assert_eq!(numbered("SELECT $1").unwrap(), "SELECT $1");
+    }
+
+    #[test]
+    fn a_handle_carries_the_bound_values_and_the_audit_shows_them() {
+        let values = RecordBatch::try_from_iter([
+            (
+                "$1",
+                Arc::new(arrow::array::StringArray::from(vec!["140215"])) as _,
+            ),
+            (
+                "$2",
+                Arc::new(arrow::array::Int64Array::from(vec![100])) as _,
+            ),
+        ])
+        .unwrap();
+        let statement = Statement {
+            sql: "SELECT count(*) FROM disbursements WHERE county_code = ? AND amount > ?".into(),
+            parameters: Some(values.clone()),
+        };
+        let back = Statement::from_handle(&statement.handle().unwrap()).unwrap();
+        assert_eq!(back.sql, statement.sql);
+        assert_eq!(back.parameters, Some(values));
+        assert!(back.to_string().ends_with("-- with $1 = 140215, $2 = 100"));
+        let bad = Statement::from_handle(b"\xff\xff").unwrap_err();
+        assert!(
+            bad.message().contains("malformed statement handle"),
+            "{bad}"
+        );
+    }
+}
