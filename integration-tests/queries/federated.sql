@@ -96,3 +96,7 @@ SELECT a.county_code, a.n, b.m FROM (SELECT county_code, count(*) AS n FROM disb
 SELECT a.county_code, a.subsidy_type, a.s, s.cap FROM (SELECT county_code, subsidy_type, sum(amount) AS s FROM disbursements GROUP BY 1, 2) a JOIN subsidy_standards s USING (subsidy_type) ORDER BY 1, 2
 ;
 SELECT a.subsidy_type, a.n, b.m FROM (SELECT subsidy_type, count(*) AS n FROM disbursements WHERE county_code = '140215' GROUP BY 1) a JOIN (SELECT subsidy_type, count(*) AS m FROM disbursements GROUP BY 1) b USING (subsidy_type) ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements d WHERE amount > (SELECT avg(amount) FROM disbursements d2 WHERE d2.county_code = d.county_code) GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM subsidy_standards s WHERE s.subsidy_type = d.subsidy_type AND s.min_age IS NOT NULL) GROUP BY 1 ORDER BY 1

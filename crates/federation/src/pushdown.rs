@@ -190,14 +190,14 @@ fn partition_local(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// A join that runs inside each node: partitioned on `county_code` on both sides, or with
-/// the reference table as its collected build side. A join of aggregates stays at the
-/// city: its inputs are small there already, and a node counts the persons behind rows,
-/// not behind joined groups.
+/// the reference table as its collected build side. A join whose every input from the
+/// nodes is already aggregated stays at the city: its inputs are small there, and a node
+/// counts the persons behind rows, not behind pairs of groups.
 fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentExec>]) -> bool {
     let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
         return false;
     };
-    if fragments.iter().flatten().any(|f| aggregates(f.fragment())) {
+    if fragments.iter().flatten().all(|f| aggregates(f.fragment())) {
         return false;
     }
     match join.partition_mode() {

@@ -169,15 +169,16 @@ impl Carrier {
         }))
     }
 
-    /// A join keeps the persons of the side whose rows it returns, the left one when both.
+    /// A join keeps the persons of the side whose rows it returns. When it returns both,
+    /// it keeps those of the side with a person per row, the left one when both have: a
+    /// row joined to a group (say, its county's average) is still about its own person.
     fn join_census(&self, join: &HashJoinExec) -> Result<Option<Censused>> {
         let left = self.carry(join.left())?;
         let right = self.carry(join.right())?;
-        for side in [&left, &right].into_iter().flatten() {
-            if !matches!(side.kind, Kind::Person) {
-                return unsupported_name(join.name());
-            }
-        }
+        let per_row = |side: &Option<Censused>| {
+            side.as_ref()
+                .is_some_and(|s| matches!(s.kind, Kind::Person))
+        };
         let left_width = join.left().schema().fields().len();
         let new_left = left.as_ref().map(|l| l.plan.clone());
         let new_left_width = new_left
@@ -191,21 +192,23 @@ impl Carrier {
                 i - left_width + new_left_width
             }
         };
-        let person = match join.join_type() {
-            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
-                left.as_ref().map(|l| l.column)
-            }
-            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
-                right.as_ref().map(|r| r.column)
-            }
-            _ => left
-                .as_ref()
-                .map(|l| l.column)
-                .or_else(|| right.as_ref().map(|r| r.column + new_left_width)),
+        // Which side's persons, and where its columns start in the join's output.
+        let (from_left, right_offset) = match join.join_type() {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => (true, 0),
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => (false, 0),
+            _ => (
+                per_row(&left) || (!per_row(&right) && left.is_some()),
+                new_left_width,
+            ),
         };
-        let Some(person) = person else {
-            return Ok(None);
+        let (person, kind) = match (from_left, &left, &right) {
+            (true, Some(l), _) => (l.column, l.kind.clone()),
+            (false, _, Some(r)) => (r.column + right_offset, r.kind.clone()),
+            _ => return Ok(None),
         };
+        if matches!(kind, Kind::State { .. }) {
+            return unsupported_name(join.name());
+        }
         let original: Option<Vec<usize>> = join
             .projection
             .as_deref()
@@ -223,7 +226,7 @@ impl Carrier {
         Ok(Some(Censused {
             plan: Arc::new(rewritten),
             column,
-            kind: Kind::Person,
+            kind,
         }))
     }
 }
