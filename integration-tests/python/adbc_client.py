@@ -25,6 +25,11 @@ with conn.cursor() as cur:
     (county_count,) = cur.fetchone()
     cur.execute(query, ("999999", 0))
     (no_county_count,) = cur.fetchone()
+    try:
+        cur.execute(query, (county,))
+        wrong_count = "answered"
+    except Exception as e:
+        wrong_count = str(e)
 
 objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
 tables = sorted(
@@ -41,6 +46,7 @@ print(json.dumps({
     "by_type": by_type,
     "county_count": county_count,
     "no_county_count": no_county_count,
+    "wrong_count": wrong_count,
     "tables": tables,
     "table_types": table_types,
     "vendor": info.get("vendor_name"),

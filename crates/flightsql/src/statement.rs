@@ -46,6 +46,13 @@ impl Statement {
         let Some(parameters) = &self.parameters else {
             return Ok(frame);
         };
+        let placeholders = frame.logical_plan().get_parameter_fields()?.len();
+        if placeholders != parameters.num_columns() {
+            return Err(DataFusionError::Plan(format!(
+                "the statement has {placeholders} placeholder(s), and {} value(s) were bound",
+                parameters.num_columns()
+            )));
+        }
         let values = (0..parameters.num_columns())
             .map(|i| ScalarValue::try_from_array(parameters.column(i), 0))
             .collect::<Result<Vec<_>>>()?;
@@ -197,6 +204,10 @@ mod tests {
             "SELECT '?', \"a?\" FROM t -- why?\nWHERE x = $1 AND y = 'it''s ?' AND z IN ($2, $3)"
         );
         assert_eq!(numbered("SELECT $1").unwrap(), "SELECT $1");
+        assert_eq!(
+            numbered("SELECT 1 WHERE township = '聚乐乡' AND subsidy_type = ?").unwrap(),
+            "SELECT 1 WHERE township = '聚乐乡' AND subsidy_type = $1"
+        );
     }
 
     #[test]

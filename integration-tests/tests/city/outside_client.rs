@@ -72,6 +72,13 @@ fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
         "{seen}"
     );
     assert_eq!(seen["no_county_count"].as_u64(), Some(0), "{seen}");
+    assert!(
+        seen["wrong_count"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the statement has 2 placeholder(s), and 1 value(s) were bound"),
+        "{seen}"
+    );
     let tables: Vec<&str> = seen["tables"]
         .as_array()
         .unwrap()
