@@ -100,3 +100,5 @@ SELECT a.subsidy_type, a.n, b.m FROM (SELECT subsidy_type, count(*) AS n FROM di
 SELECT county_code, count(*) FROM disbursements d WHERE amount > (SELECT avg(amount) FROM disbursements d2 WHERE d2.county_code = d.county_code) GROUP BY 1 ORDER BY 1
 ;
 SELECT subsidy_type, count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM subsidy_standards s WHERE s.subsidy_type = d.subsidy_type AND s.min_age IS NOT NULL) GROUP BY 1 ORDER BY 1
+;
+SELECT regexp_replace(township, '[乡镇]$', '') AS t, count(*) FROM disbursements WHERE county_code = '140212' AND split_part(village, '村', 1) <> '' GROUP BY 1 ORDER BY 1

@@ -74,6 +74,19 @@ const FUNCTIONS: &[&str] = &[
     "signum",
     "isnan",
     "iszero",
+    "ln",
+    "log",
+    "log10",
+    "exp",
+    "nvl2",
+    "split_part",
+    "regexp_like",
+    "regexp_replace",
+    "regexp_count",
+    "reverse",
+    "initcap",
+    "translate",
+    "to_timestamp",
 ];
 
 /// Aggregate functions a fragment may compute: their partial states are statistics, never
