@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
@@ -11,7 +12,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::session_state::SessionState;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::projection::ProjectionExpr;
@@ -25,6 +26,8 @@ use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_policy::{Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
 
+use futures::FutureExt;
+
 use crate::check::check_fragment;
 use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
@@ -35,6 +38,28 @@ use crate::{Error, Result};
 /// Runs `ticket`'s fragment on `node` and streams its single output partition, as the
 /// egress guard releases it.
 pub async fn run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
+    guarded(checked_run(node, ticket)).await
+}
+
+/// `work`, with a panic in it turned into an error that says so. A panic would otherwise
+/// drop the connection, which the city takes for a node that is down and retries.
+async fn guarded<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(Error::Query(DataFusionError::Internal(format!(
+                "the node failed while running the fragment: {message}"
+            ))))
+        })
+}
+
+async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     if ticket.node != node.code().as_str() {
         return Err(Error::WrongNode {
             expected: node.code().to_string(),
@@ -246,4 +271,30 @@ async fn scan_with_code(
 
 fn key(plan: &Arc<dyn ExecutionPlan>) -> usize {
     Arc::as_ptr(plan) as *const () as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_that_says_so() {
+        let failed = guarded(async {
+            if true {
+                panic!("index out of bounds");
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        let status = tonic::Status::from(failed);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(
+            status
+                .message()
+                .contains("the node failed while running the fragment: index out of bounds"),
+            "{status}"
+        );
+        assert_eq!(guarded(async { Ok(7) }).await.unwrap(), 7);
+    }
 }
