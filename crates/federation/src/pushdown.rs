@@ -127,11 +127,12 @@ fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInput
         f.zip(under[0])
             .is_some_and(|(f, first)| f.nodes().len() == 1 && f.nodes() == first.nodes())
     });
+    let see_through = county_join || one_node;
     let children: Vec<&Arc<dyn ExecutionPlan>> = plan
         .children()
         .into_iter()
         .map(|c| match c.downcast_ref::<RepartitionExec>() {
-            Some(r) if (county_join || one_node) && r.input().is::<NodeFragmentExec>() => r.input(),
+            Some(r) if see_through && r.input().is::<NodeFragmentExec>() => r.input(),
             _ => c,
         })
         .collect();

@@ -164,6 +164,10 @@ impl StatementSchemas {
 /// `sql` with its `?` placeholders numbered `$1`, `$2`, … in order, as DataFusion binds
 /// values by position.
 fn numbered(sql: &str) -> Result<String> {
+    // Most statements have no `?` at all: they need no second tokenizing.
+    if !sql.contains('?') {
+        return Ok(sql.to_string());
+    }
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| DataFusionError::Plan(e.to_string()))?;

@@ -21,12 +21,11 @@ use datafusion::physical_plan::expressions::{Column, Literal};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::udaf::StatisticsArgs;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::FutureExt;
 use sunlight_domain::NodeCode;
 use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_policy::{Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
-
-use futures::FutureExt;
 
 use crate::check::check_fragment;
 use crate::county_guard::CountyGuardExec;
