@@ -178,12 +178,13 @@ async fn a_node_past_the_deadline_is_named_or_listed() {
         })
         .collect();
     // 140221 answers, but only after the coordinator's deadline.
-    let slow = slow_tap(&fast[1].1.addr, Duration::from_millis(1_200)).await;
+    // The deadline leaves room for the fast node's first, cold query on a busy machine.
+    let slow = slow_tap(&fast[1].1.addr, Duration::from_millis(3_000)).await;
     let addrs = vec![
         (fast[0].0.clone(), fast[0].1.addr.clone()),
         (fast[1].0.clone(), slow.addr.clone()),
     ];
-    let coordinator = ServiceProcess::coordinator(&addrs, &["--fragment-timeout-ms", "300"]);
+    let coordinator = ServiceProcess::coordinator(&addrs, &["--fragment-timeout-ms", "1000"]);
     let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
     let sql = "SELECT county_code, count(*) FROM disbursements GROUP BY county_code ORDER BY 1";
     let started = std::time::Instant::now();
