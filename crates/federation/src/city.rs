@@ -25,7 +25,9 @@ use sunlight_flightsql::{
     Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine, Statement, StatementSchemas,
 };
 use sunlight_fragment::TableLeafExec;
-use sunlight_policy::{AnswerHistory, DEFAULT_MIN_GROUP_SIZE, Tier, city_answer, too_few, trace};
+use sunlight_policy::{
+    AnswerHistory, DEFAULT_MIN_GROUP_SIZE, Refusal, Rule, Tier, city_answer, too_few, trace,
+};
 use tokio::sync::RwLock;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -33,7 +35,7 @@ use tonic::metadata::MetadataMap;
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
-use crate::pushdown::PushToNodes;
+use crate::pushdown::{PushToNodes, merges_across_nodes};
 use crate::reference::ReferenceTable;
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::table::GlobalTable;
@@ -343,18 +345,36 @@ impl CityEngine {
         let schema = frame.schema().inner().clone();
         let task = Arc::new(frame.task_ctx());
         let batches = match self.checked(frame).await {
-            Ok(plan) => collect(plan, task).await.map_err(Error::from),
+            Ok(plan) => match collect(plan.clone(), task).await {
+                Ok(_) if control.all_suppressed() => Err(Error::Refused(too_few(
+                    DEFAULT_MIN_GROUP_SIZE,
+                    "every group of the answer, at every node, counts",
+                ))),
+                Ok(batches) => whole_groups(&plan, control.suppressed()).map(|()| batches),
+                Err(e) => Err(e.into()),
+            },
             Err(e) => Err(e),
-        };
-        let batches = match batches {
-            Ok(_) if control.all_suppressed() => Err(Error::Refused(too_few(
-                DEFAULT_MIN_GROUP_SIZE,
-                "every group of the answer, at every node, counts",
-            ))),
-            other => other,
         };
         (Some(plan_sha256), batches.map(|b| (schema, b)))
     }
+}
+
+/// Refuses an answer that merges rows of several nodes into figures while some node held
+/// back groups: a figure would then leave out the rows of a group one node held back and
+/// still show the rest of it. EXPLAIN ANALYZE shows no figures.
+fn whole_groups(plan: &Arc<dyn ExecutionPlan>, suppressed: u64) -> Result<()> {
+    if suppressed == 0 || plan.is::<AnalyzeExec>() || !merges_across_nodes(plan)? {
+        return Ok(());
+    }
+    Err(Error::Refused(Refusal::new(
+        Rule::MinGroupSize,
+        format!(
+            "{suppressed} group(s) were held back at the nodes for counting too few persons \
+             there, and the answer merges groups across nodes, so its figures would leave \
+             their rows out; group by county_code as well where the table has it, so that \
+             a county's small groups are held back alone, or widen the groups"
+        ),
+    )))
 }
 
 #[tonic::async_trait]

@@ -5,6 +5,7 @@
 //! `county_code`, joins with the reference table, and, when only one node is involved,
 //! everything that yields a single partition. What is left runs at the city and merges.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -22,7 +23,10 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
+
+use sunlight_domain::NodeCode;
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::reference::ReferenceExec;
@@ -216,6 +220,53 @@ fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentEx
 
 fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.exists(|p| Ok(p.is::<AggregateExec>())).unwrap_or(true)
+}
+
+/// Whether the city merges what several nodes sent into one figure: an aggregate or a
+/// window at the city over more than one node's rows, not kept apart by `county_code`.
+/// A group one node held back would then leave its rows out of a figure still shown.
+pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    plan.exists(|p| {
+        let by_county = if let Some(aggregate) = p.downcast_ref::<AggregateExec>() {
+            let group = aggregate.group_expr();
+            let county: Vec<bool> = group
+                .expr()
+                .iter()
+                .map(|(e, _)| is_county_code(e))
+                .collect();
+            // Grouping sets formed below (`__grouping_id`) may total over counties.
+            let sets_below = group.expr().iter().any(|(e, _)| {
+                e.downcast_ref::<Column>().is_some_and(|c| {
+                    c.name() == datafusion::logical_expr::Aggregate::INTERNAL_GROUPING_ID
+                })
+            });
+            !sets_below
+                && county.contains(&true)
+                && group
+                    .groups()
+                    .iter()
+                    .all(|set| set.iter().zip(&county).any(|(&null, &c)| c && !null))
+        } else if let Some(window) = p.downcast_ref::<BoundedWindowAggExec>() {
+            window.partition_keys().iter().any(is_county_code)
+        } else if let Some(window) = p.downcast_ref::<WindowAggExec>() {
+            window.partition_keys().iter().any(is_county_code)
+        } else {
+            return Ok(false);
+        };
+        Ok(!by_county && nodes_under(p)?.len() > 1)
+    })
+}
+
+/// The nodes whose fragments feed `plan`.
+fn nodes_under(plan: &Arc<dyn ExecutionPlan>) -> Result<BTreeSet<NodeCode>> {
+    let mut nodes = BTreeSet::new();
+    plan.apply(|p| {
+        if let Some(fragment) = p.downcast_ref::<NodeFragmentExec>() {
+            nodes.extend(fragment.nodes().iter().map(|n| n.code));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(nodes)
 }
 
 fn is_county_code(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> bool {

@@ -3,6 +3,7 @@
 //! refusal is in an audit log: the city's replicated log for what reached the city, the
 //! node's access log for what went straight to a node.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
@@ -34,6 +35,23 @@ async fn fact(sql: &str) -> String {
     values.into_iter().next().expect("a value")
 }
 
+/// The birth date and village of a person of node 140215 alone with that birth date in
+/// that village.
+async fn lonely() -> (String, String) {
+    (
+        fact(
+            "SELECT CAST(birth_date AS VARCHAR) AS born FROM persons GROUP BY village, birth_date \
+             HAVING count(*) = 1 ORDER BY village, birth_date LIMIT 1",
+        )
+        .await,
+        fact(
+            "SELECT village FROM persons GROUP BY village, birth_date HAVING count(*) = 1 \
+             ORDER BY village, birth_date LIMIT 1",
+        )
+        .await,
+    )
+}
+
 fn audit_rows(coordinator: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let mut all = vec!["audit", "list", "--format", "json"];
     all.extend_from_slice(args);
@@ -49,19 +67,7 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
     let mut client = SqlClient::connect(&addr, &analyst).await.unwrap();
 
     let someone = fact("SELECT person_id FROM persons ORDER BY person_id LIMIT 1").await;
-    // A person alone with their birth date in their village.
-    let (lonely_birth, lonely_village) = (
-        fact(
-            "SELECT CAST(birth_date AS VARCHAR) AS born FROM persons GROUP BY village, birth_date \
-             HAVING count(*) = 1 ORDER BY village, birth_date LIMIT 1",
-        )
-        .await,
-        fact(
-            "SELECT village FROM persons GROUP BY village, birth_date HAVING count(*) = 1 \
-             ORDER BY village, birth_date LIMIT 1",
-        )
-        .await,
-    );
+    let (lonely_birth, lonely_village) = lonely().await;
     let attacks = [
         ("SELECT person_id FROM persons", "direct-identifier"),
         (
@@ -186,6 +192,66 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
         );
         assert_eq!(record["role"], "city_analyst");
     }
+}
+
+/// A group one node holds back is never merged in part with other nodes' rows. Grouped by
+/// county, that node's small group is left out and every other group equals the files;
+/// grouped across counties, the answer is refused, since its figure for the group would
+/// leave out that node's rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
+    let dir = shared_city().dir.path();
+    let city = start_city(dir, &[]);
+    let mut client = SqlClient::connect(&city.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let (birth, village) = lonely().await;
+    let one_at_140215 = format!(
+        "county_code <> '140215' OR (village = '{village}' AND birth_date = DATE '{birth}')"
+    );
+
+    for sql in [
+        format!("SELECT gender, count(*) FROM persons WHERE {one_at_140215} GROUP BY gender"),
+        format!("SELECT count(*) FROM persons WHERE {one_at_140215}"),
+        format!(
+            "SELECT county_code, gender, count(*) AS n FROM persons WHERE {one_at_140215} \
+             GROUP BY GROUPING SETS ((county_code, gender), (gender))"
+        ),
+    ] {
+        let err = client.query(&sql).await.unwrap_err().to_string();
+        assert!(
+            err.contains("refused by rule min-group-size")
+                && err.contains("merges groups across nodes"),
+            "{sql}\n{err}"
+        );
+    }
+
+    let by_county = "SELECT concat_ws(' ', county_code, gender, count(*)) AS g FROM persons \
+                     WHERE {filter} GROUP BY county_code, gender";
+    let answer = client
+        .query(&by_county.replace("{filter}", &one_at_140215))
+        .await
+        .unwrap();
+    assert_eq!(answer.suppressed_groups, 1);
+    let shown: BTreeSet<String> = answer
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let groups = b.column(0).as_string::<i32>();
+            groups
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let files = oracle::city_context(dir).await;
+    let expected = oracle::strings(
+        &files,
+        &by_county.replace("{filter}", "county_code <> '140215'"),
+    )
+    .await;
+    assert_eq!(shown, expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
