@@ -11,6 +11,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
+use datafusion::logical_expr::Aggregate;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::analyze::AnalyzeExec;
@@ -25,7 +26,6 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
-
 use sunlight_domain::NodeCode;
 
 use crate::fragment_exec::NodeFragmentExec;
@@ -236,9 +236,8 @@ pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
                 .collect();
             // Grouping sets formed below (`__grouping_id`) may total over counties.
             let sets_below = group.expr().iter().any(|(e, _)| {
-                e.downcast_ref::<Column>().is_some_and(|c| {
-                    c.name() == datafusion::logical_expr::Aggregate::INTERNAL_GROUPING_ID
-                })
+                e.downcast_ref::<Column>()
+                    .is_some_and(|c| c.name() == Aggregate::INTERNAL_GROUPING_ID)
             });
             !sets_below
                 && county.contains(&true)
