@@ -226,34 +226,40 @@ fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// window at the city over more than one node's rows, not kept apart by `county_code`.
 /// A group one node held back would then leave its rows out of a figure still shown.
 pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    plan.exists(|p| {
-        let by_county = if let Some(aggregate) = p.downcast_ref::<AggregateExec>() {
-            let group = aggregate.group_expr();
-            let county: Vec<bool> = group
-                .expr()
-                .iter()
-                .map(|(e, _)| is_county_code(e))
-                .collect();
-            // Grouping sets formed below (`__grouping_id`) may total over counties.
-            let sets_below = group.expr().iter().any(|(e, _)| {
-                e.downcast_ref::<Column>()
-                    .is_some_and(|c| c.name() == Aggregate::INTERNAL_GROUPING_ID)
-            });
-            !sets_below
-                && county.contains(&true)
-                && group
-                    .groups()
-                    .iter()
-                    .all(|set| set.iter().zip(&county).any(|(&null, &c)| c && !null))
-        } else if let Some(window) = p.downcast_ref::<BoundedWindowAggExec>() {
-            window.partition_keys().iter().any(is_county_code)
-        } else if let Some(window) = p.downcast_ref::<WindowAggExec>() {
-            window.partition_keys().iter().any(is_county_code)
-        } else {
-            return Ok(false);
-        };
-        Ok(!by_county && nodes_under(p)?.len() > 1)
+    plan.exists(|p| match by_county(p) {
+        Some(false) => Ok(nodes_under(p)?.len() > 1),
+        _ => Ok(false),
     })
+}
+
+/// For an aggregate or a window, whether every group or window it forms lies within one
+/// county; `None` for other operators.
+fn by_county(plan: &Arc<dyn ExecutionPlan>) -> Option<bool> {
+    if let Some(window) = plan.downcast_ref::<BoundedWindowAggExec>() {
+        return Some(window.partition_keys().iter().any(is_county_code));
+    }
+    if let Some(window) = plan.downcast_ref::<WindowAggExec>() {
+        return Some(window.partition_keys().iter().any(is_county_code));
+    }
+    let group = plan.downcast_ref::<AggregateExec>()?.group_expr();
+    // Grouping sets formed below (`__grouping_id`) may total over counties.
+    let sets_below = group.expr().iter().any(|(e, _)| {
+        e.downcast_ref::<Column>()
+            .is_some_and(|c| c.name() == Aggregate::INTERNAL_GROUPING_ID)
+    });
+    let county: Vec<bool> = group
+        .expr()
+        .iter()
+        .map(|(e, _)| is_county_code(e))
+        .collect();
+    Some(
+        !sets_below
+            && county.contains(&true)
+            && group
+                .groups()
+                .iter()
+                .all(|set| set.iter().zip(&county).any(|(&null, &c)| c && !null)),
+    )
 }
 
 /// The nodes whose fragments feed `plan`.
