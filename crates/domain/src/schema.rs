@@ -80,6 +80,17 @@ impl Table {
         }
     }
 
+    /// The columns of the table's declared primary key, in key order: `payment_id`, unique
+    /// across the whole city, keys `disbursements`. The contract promises no unique column
+    /// in the other tables, so they declare none. Declared, not enforced: the Flight SQL
+    /// catalog reports it to clients.
+    pub fn primary_key(&self) -> &'static [&'static str] {
+        match self {
+            Table::Disbursements => &["payment_id"],
+            _ => &[],
+        }
+    }
+
     /// The table's Arrow schema, with column classes as field metadata.
     pub fn schema(&self) -> SchemaRef {
         use ColumnClass::{Direct as D, Public as P, Quasi as Q};

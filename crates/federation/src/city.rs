@@ -22,7 +22,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sunlight_domain::{NodeCode, Table};
 use sunlight_flightsql::{
-    Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine, Statement, StatementSchemas,
+    Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine, Statement, StatementSchemas, TableInfo,
 };
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{
@@ -470,10 +470,10 @@ impl SqlEngine for CityEngine {
         })
     }
 
-    async fn tables(&self) -> Result<Vec<(String, SchemaRef)>, Status> {
+    async fn tables(&self) -> Result<Vec<TableInfo>, Status> {
         Ok(Table::ALL
             .iter()
-            .map(|t| (t.name().to_string(), t.schema()))
+            .map(|t| TableInfo::new(t.name(), t.schema(), t.primary_key()))
             .collect())
     }
 }

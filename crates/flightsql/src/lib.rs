@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod catalog;
 mod server;
 mod service;
 mod statement;
@@ -35,6 +36,28 @@ pub struct Answer {
     pub headers: MetadataMap,
 }
 
+/// A table as the catalog calls describe it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Its name.
+    pub name: String,
+    /// Its columns.
+    pub schema: SchemaRef,
+    /// The columns of its declared primary key, in key order; empty when it has none.
+    pub primary_key: Vec<String>,
+}
+
+impl TableInfo {
+    /// Table `name` with columns `schema`, keyed by `primary_key`.
+    pub fn new(name: &str, schema: SchemaRef, primary_key: &[&str]) -> Self {
+        Self {
+            name: name.to_string(),
+            schema,
+            primary_key: primary_key.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
 /// Who asks, and the request headers they sent.
 #[derive(Debug, Clone)]
 pub struct QueryRequest {
@@ -64,8 +87,8 @@ pub trait SqlEngine: Send + Sync + 'static {
         request: &QueryRequest,
     ) -> Result<Answer, Status>;
 
-    /// Name and schema of each table a client may query.
-    async fn tables(&self) -> Result<Vec<(String, SchemaRef)>, Status>;
+    /// Each table a client may query.
+    async fn tables(&self) -> Result<Vec<TableInfo>, Status>;
 
     /// Serves a ticket that is not a Flight SQL command (the node's plan fragments).
     async fn do_get_other(&self, ticket: Any, request: &QueryRequest) -> Result<Answer, Status> {

@@ -11,14 +11,16 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -29,6 +31,7 @@ use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::catalog::{FOREIGN_KEYS, PRIMARY_KEYS, no_foreign_keys, primary_keys, xdbc_types};
 use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement};
 
 /// Catalog under which every table is listed.
@@ -45,6 +48,7 @@ type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'st
 pub struct FlightSqlServer<E: SqlEngine> {
     engine: Arc<E>,
     sql_info: Arc<SqlInfoData>,
+    xdbc_types: Arc<XdbcTypeInfoData>,
 }
 
 impl<E: SqlEngine> FlightSqlServer<E> {
@@ -60,7 +64,11 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         info.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         let sql_info = Arc::new(info.build().expect("static SQL info is valid"));
-        Self { engine, sql_info }
+        Self {
+            engine,
+            sql_info,
+            xdbc_types: Arc::new(xdbc_types()),
+        }
     }
 
     async fn statement_info(
@@ -343,9 +351,9 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut builder = query.into_builder();
-        for (name, schema) in self.engine.tables().await? {
+        for table in self.engine.tables().await? {
             builder
-                .append(CATALOG, SCHEMA, &name, TABLE_TYPE, &schema)
+                .append(CATALOG, SCHEMA, &table.name, TABLE_TYPE, &table.schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
         one_batch(builder.build())
@@ -384,6 +392,87 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         one_batch(query.into_builder(&self.sql_info).build())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&PRIMARY_KEYS, query, request.into_inner())
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let tables = self.engine.tables().await?;
+        one_batch(primary_keys(&query, &tables).map_err(FlightError::Arrow))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&FOREIGN_KEYS, query, request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(Ok(no_foreign_keys()))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&FOREIGN_KEYS, query, request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(Ok(no_foreign_keys()))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&FOREIGN_KEYS, query, request.into_inner())
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(Ok(no_foreign_keys()))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&self.xdbc_types.schema(), query, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(query.into_builder(&self.xdbc_types).build())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -4,7 +4,7 @@
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
 use sunlight_client::{RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
-use sunlight_flightsql::{Answer, QueryRequest, SqlEngine, Statement, StatementSchemas};
+use sunlight_flightsql::{Answer, QueryRequest, SqlEngine, Statement, StatementSchemas, TableInfo};
 use tonic::Status;
 
 use crate::node::Node;
@@ -75,8 +75,8 @@ impl SqlEngine for Node {
         Ok(answer(schema, stream))
     }
 
-    async fn tables(&self) -> Result<Vec<(String, arrow::datatypes::SchemaRef)>, Status> {
-        Ok(self.table_schemas().await?)
+    async fn tables(&self) -> Result<Vec<TableInfo>, Status> {
+        Ok(self.catalog_tables().await?)
     }
 
     async fn do_get_other(

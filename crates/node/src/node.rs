@@ -17,7 +17,7 @@ use object_store::ObjectMeta;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_policy::{Counted, NodePolicy};
 
-use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas};
+use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas, TableInfo};
 
 use crate::audit::NodeAudit;
 use crate::catalog::{NodeCatalog, TableState};
@@ -212,8 +212,8 @@ impl Node {
         Ok((schema, frame.execute_stream().await?))
     }
 
-    /// Name and schema of every table a client may query.
-    pub async fn table_schemas(&self) -> Result<Vec<(String, SchemaRef)>> {
+    /// Every table a client may query, as the catalog calls describe it.
+    pub async fn catalog_tables(&self) -> Result<Vec<TableInfo>> {
         let schema = self
             .catalog
             .context
@@ -225,7 +225,8 @@ impl Node {
         let mut out = Vec::new();
         for name in names {
             if let Some(table) = schema.table(&name).await? {
-                out.push((name, table.schema()));
+                let key = name.parse::<Table>().map_or(&[][..], |t| t.primary_key());
+                out.push(TableInfo::new(&name, table.schema(), key));
             }
         }
         Ok(out)

@@ -1,11 +1,24 @@
 //! A real node process over generated data, queried over Flight SQL.
 
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::FlightInfo;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{
+    CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetXdbcTypeInfo,
+    XdbcDataType,
+};
+use futures::TryStreamExt;
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
+use tonic::transport::Channel;
 
 use crate::oracle::{context, count};
-use crate::support::{NodeProcess, TOKEN, shared_city};
+use crate::support::{NodeProcess, TOKEN, shared_city, start_city};
 
 fn yunzhou() -> NodeCode {
     "140215".parse().unwrap()
@@ -129,4 +142,130 @@ async fn a_node_that_is_down_is_named() {
         Ok(mut c) => c.query("SELECT 1").await.unwrap_err(),
     };
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+/// Runs one catalog call the way a JDBC driver does, GetFlightInfo and then DoGet of its
+/// ticket; returns the announced schema, the number of rows and the rows, printed.
+async fn catalog_call(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: Result<FlightInfo, FlightError>,
+) -> (SchemaRef, usize, String) {
+    let info = info.unwrap();
+    let schema = Arc::new(info.clone().try_decode_schema().unwrap());
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for batch in &batches {
+        assert_eq!(batch.schema(), schema, "rows match the announced schema");
+    }
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let printed = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    (schema, rows, printed)
+}
+
+/// The key and type calls of JDBC's DatabaseMetaData: `payment_id` keys disbursements,
+/// no table declares a foreign key, and the type list names the contract's types.
+async fn describes_keys_and_types(addr: &str) {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.set_token(TOKEN.to_string());
+    let key = |catalog: Option<&str>, table: &str| CommandGetPrimaryKeys {
+        catalog: catalog.map(str::to_string),
+        db_schema: None,
+        table: table.to_string(),
+    };
+
+    let info = client.get_primary_keys(key(None, "disbursements")).await;
+    let (schema, rows, keys) = catalog_call(&mut client, info).await;
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        columns,
+        [
+            "catalog_name",
+            "db_schema_name",
+            "table_name",
+            "column_name",
+            "key_name",
+            "key_sequence"
+        ]
+    );
+    assert!(
+        keys.contains("| sunlight     | public         | disbursements | payment_id  |          | 1            |"),
+        "{keys}"
+    );
+    assert_eq!(rows, 1, "one key column: {keys}");
+    for (catalog, table) in [(None, "persons"), (Some("other"), "disbursements")] {
+        let info = client.get_primary_keys(key(catalog, table)).await;
+        let (_, rows, none) = catalog_call(&mut client, info).await;
+        assert_eq!(rows, 0, "{catalog:?}.{table}: {none}");
+    }
+
+    let imported = CommandGetImportedKeys {
+        catalog: None,
+        db_schema: None,
+        table: "disbursements".to_string(),
+    };
+    let info = client.get_imported_keys(imported).await;
+    let (schema, rows, _) = catalog_call(&mut client, info).await;
+    assert_eq!(schema.fields().len(), 13);
+    assert_eq!(schema.field(0).name(), "pk_catalog_name");
+    assert_eq!(rows, 0);
+    let exported = CommandGetExportedKeys {
+        catalog: None,
+        db_schema: None,
+        table: "subsidy_standards".to_string(),
+    };
+    let info = client.get_exported_keys(exported).await;
+    let (schema, rows, _) = catalog_call(&mut client, info).await;
+    assert_eq!(schema.field(12).name(), "delete_rule");
+    assert_eq!(rows, 0);
+
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await;
+    let (_, _, types) = catalog_call(&mut client, info).await;
+    for name in [
+        "BOOLEAN",
+        "INTEGER",
+        "BIGINT",
+        "DOUBLE",
+        "DECIMAL",
+        "VARCHAR",
+        "DATE",
+        "TIMESTAMP",
+    ] {
+        assert!(types.contains(&format!("| {name} ")), "{name}: {types}");
+    }
+    let date = CommandGetXdbcTypeInfo {
+        data_type: Some(XdbcDataType::XdbcDate as i32),
+    };
+    let info = client.get_xdbc_type_info(date).await;
+    let (_, rows, dates) = catalog_call(&mut client, info).await;
+    assert!(dates.contains("| DATE "), "{dates}");
+    assert_eq!(rows, 1, "only DATE: {dates}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_describes_keys_and_types() {
+    let city = shared_city();
+    let node = NodeProcess::start("140215", &node_root(city.dir.path(), yunzhou()));
+    describes_keys_and_types(&node.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_city_describes_keys_and_types() {
+    let city = shared_city();
+    let running = start_city(city.dir.path(), &[]);
+    describes_keys_and_types(&running.coordinator.addr).await;
 }
