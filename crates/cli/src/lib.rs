@@ -475,7 +475,7 @@ async fn sql(args: SqlArgs) -> Result<()> {
     if result.suppressed_groups > 0 {
         eprintln!(
             "{} group(s) held back by the nodes: each counts fewer than the minimum number \
-             of persons at its node, and is left out of the answer above",
+             of persons at its node, and its group is left out of the answer above",
             result.suppressed_groups
         );
     }

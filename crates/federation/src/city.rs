@@ -1,7 +1,7 @@
 //! [`CityEngine`]: the city's SQL engine. Plans with DataFusion over the global tables,
 //! ships fragments to the nodes and merges what comes back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use tonic::metadata::MetadataMap;
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
-use crate::pushdown::{PushToNodes, merges_across_nodes};
+use crate::pushdown::{PushToNodes, merges_across_nodes, merges_whole_groups};
 use crate::reference::ReferenceTable;
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::table::GlobalTable;
@@ -331,11 +331,42 @@ impl CityEngine {
     }
 
     /// Runs `statement` and collects the merged result; `control` sees it run.
+    ///
+    /// When the answer merges groups across nodes and some node held back one of them,
+    /// the query runs again with every node leaving out the groups held back anywhere,
+    /// so that no figure shown counts a group in part.
     pub async fn run(
         &self,
         statement: &Statement,
         control: Arc<QueryControl>,
     ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
+        let (plan_sha256, first) = self.run_once(statement, &control).await;
+        let answer = match first {
+            Ok((plan, answer)) => match whole_groups(&plan, &control) {
+                Ok(None) => Ok(answer),
+                Ok(Some(held)) => {
+                    control.exclude(held);
+                    let (_, again) = self.run_once(statement, &control).await;
+                    again.and_then(|(plan, answer)| match whole_groups(&plan, &control) {
+                        Ok(None) => Ok(answer),
+                        Ok(Some(_)) => Err(Error::Refused(held_back(control.suppressed()))),
+                        Err(e) => Err(e),
+                    })
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        (plan_sha256, answer)
+    }
+
+    /// Plans, checks and runs `statement` once: its plan's digest, and the plan it ran
+    /// with what it answered.
+    async fn run_once(
+        &self,
+        statement: &Statement,
+        control: &Arc<QueryControl>,
+    ) -> (Option<String>, Result<(Arc<dyn ExecutionPlan>, Answered)>) {
         let frame = match self.plan(statement, control.clone()).await {
             Ok(frame) => frame,
             Err(e) => return (None, Err(e)),
@@ -344,37 +375,58 @@ impl CityEngine {
         let plan_sha256 = hex::encode(Sha256::digest(plan.as_bytes()));
         let schema = frame.schema().inner().clone();
         let task = Arc::new(frame.task_ctx());
-        let batches = match self.checked(frame).await {
+        let answer = match self.checked(frame).await {
             Ok(plan) => match collect(plan.clone(), task).await {
                 Ok(_) if control.all_suppressed() => Err(Error::Refused(too_few(
                     DEFAULT_MIN_GROUP_SIZE,
                     "every group of the answer, at every node, counts",
                 ))),
-                Ok(batches) => whole_groups(&plan, control.suppressed()).map(|()| batches),
+                Ok(batches) => Ok((plan, (schema, batches))),
                 Err(e) => Err(e.into()),
             },
             Err(e) => Err(e),
         };
-        (Some(plan_sha256), batches.map(|b| (schema, b)))
+        (Some(plan_sha256), answer)
     }
 }
 
-/// Refuses an answer that merges rows of several nodes into figures while some node held
-/// back groups: a figure would then leave out the rows of a group one node held back and
-/// still show the rest of it. EXPLAIN ANALYZE shows no figures.
-fn whole_groups(plan: &Arc<dyn ExecutionPlan>, suppressed: u64) -> Result<()> {
+/// A result: its schema and its batches.
+type Answered = (SchemaRef, Vec<RecordBatch>);
+
+/// Whether the answer of `plan` shows whole groups only: `None` when it does, and the
+/// groups to leave out at every node when it would show one that some node held back
+/// in part. A figure would then leave out the rows of the group one node held back and
+/// still show the rest of it. Refuses the answer when those groups cannot be left out:
+/// a node could not name them, or the city merges them into more than groups by keys.
+/// EXPLAIN ANALYZE shows no figures.
+fn whole_groups(
+    plan: &Arc<dyn ExecutionPlan>,
+    control: &QueryControl,
+) -> Result<Option<BTreeSet<u64>>> {
+    let suppressed = control.suppressed();
     if suppressed == 0 || plan.is::<AnalyzeExec>() || !merges_across_nodes(plan)? {
-        return Ok(());
+        return Ok(None);
     }
-    Err(Error::Refused(Refusal::new(
+    let excluded = control.excluded();
+    match control.held() {
+        Some(held) if held.iter().all(|h| excluded.contains(h)) => Ok(None),
+        Some(held) if excluded.is_empty() && merges_whole_groups(plan)? => Ok(Some(held)),
+        _ => Err(Error::Refused(held_back(suppressed))),
+    }
+}
+
+/// The refusal of an answer that would merge groups some node held back in part.
+fn held_back(suppressed: u64) -> Refusal {
+    Refusal::new(
         Rule::MinGroupSize,
         format!(
             "{suppressed} group(s) were held back at the nodes for counting too few persons \
-             there, and the answer merges groups across nodes, so its figures would leave \
-             their rows out; group by county_code as well where the table has it, so that \
-             a county's small groups are held back alone, or widen the groups"
+             there, and the answer merges groups across nodes in a way that cannot leave \
+             them out whole, so its figures would leave their rows out; group by \
+             county_code as well where the table has it, so that a county's small groups \
+             are held back alone, or group by plain columns without totals over them"
         ),
-    )))
+    )
 }
 
 #[tonic::async_trait]

@@ -1,7 +1,7 @@
 //! Per-query settings and outcomes shared between the city's Flight service and the
 //! fragments it runs: deadline, partial results, and what each node sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sunlight_domain::NodeCode;
 
 pub use sunlight_client::{
-    MISSING_HEADER, PARTIAL_HEADER, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER,
+    HELD_HEADER, MISSING_HEADER, PARTIAL_HEADER, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER,
 };
 use sunlight_policy::PersonSketch;
 
@@ -38,6 +38,16 @@ pub struct QueryControl {
     suppressed: AtomicU64,
     released: AtomicU64,
     sketch: Mutex<Option<PersonSketch>>,
+    held: Mutex<Held>,
+    excluded: Mutex<Vec<u64>>,
+}
+
+/// The groups the nodes held back that they named by token.
+#[derive(Debug, Default)]
+struct Held {
+    /// Groups named, counted once per node that held them back.
+    named: u64,
+    tokens: BTreeSet<u64>,
 }
 
 impl QueryControl {
@@ -53,6 +63,8 @@ impl QueryControl {
             suppressed: AtomicU64::new(0),
             released: AtomicU64::new(0),
             sketch: Mutex::default(),
+            held: Mutex::default(),
+            excluded: Mutex::default(),
         }
     }
 
@@ -91,6 +103,36 @@ impl QueryControl {
             Some(total) => total.add(&sketch),
             None => *total = Some(sketch),
         }
+    }
+
+    /// Adds the tokens of the groups a node held back.
+    pub fn add_held(&self, tokens: impl IntoIterator<Item = u64>) {
+        let mut held = self.held.lock().expect("not poisoned");
+        for token in tokens {
+            held.named += 1;
+            held.tokens.insert(token);
+        }
+    }
+
+    /// The tokens of the groups the nodes held back, when they named every one.
+    pub fn held(&self) -> Option<BTreeSet<u64>> {
+        let held = self.held.lock().expect("not poisoned");
+        (held.named == self.suppressed()).then(|| held.tokens.clone())
+    }
+
+    /// Asks every node to leave out the groups of `tokens` in the query's next run, and
+    /// forgets the groups and persons of this one; what the nodes sent still counts.
+    pub fn exclude(&self, tokens: BTreeSet<u64>) {
+        *self.excluded.lock().expect("not poisoned") = tokens.into_iter().collect();
+        self.suppressed.store(0, Ordering::Relaxed);
+        self.released.store(0, Ordering::Relaxed);
+        *self.sketch.lock().expect("not poisoned") = None;
+        *self.held.lock().expect("not poisoned") = Held::default();
+    }
+
+    /// The groups, by token, every node leaves out.
+    pub fn excluded(&self) -> Vec<u64> {
+        self.excluded.lock().expect("not poisoned").clone()
     }
 
     /// The persons behind the answer, as far as the nodes sketched them.

@@ -27,7 +27,9 @@ use sunlight_policy::PersonSketch;
 use sunlight_proto::v1::FragmentTicket;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::control::{QueryControl, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
+use crate::control::{
+    HELD_HEADER, QueryControl, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER,
+};
 use crate::error::Error;
 use crate::registry::NodeEndpoint;
 
@@ -204,6 +206,7 @@ impl ExecutionPlan for NodeFragmentExec {
             plan: self.encoded()?.to_vec(),
             query_id: control.query_id.clone(),
             node: node.code.to_string(),
+            excluded_groups: control.excluded(),
         });
         let channel = self.channels.get(&node).map_err(Error::into_datafusion)?;
         let rows =
@@ -272,6 +275,14 @@ async fn fetch(
                         .and_then(|v| PersonSketch::from_hex(v.to_str().ok()?))
                     {
                         control.add_sketch(sketch);
+                    }
+                    if let Some(held) = response
+                        .metadata()
+                        .get(HELD_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        let tokens = held.split(',');
+                        control.add_held(tokens.filter_map(|t| u64::from_str_radix(t, 16).ok()));
                     }
                     break response.into_inner();
                 }

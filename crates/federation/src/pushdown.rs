@@ -15,6 +15,7 @@ use datafusion::logical_expr::Aggregate;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::analyze::AnalyzeExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::expressions::Column;
@@ -230,6 +231,51 @@ pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
         Some(false) => Ok(nodes_under(p)?.len() > 1),
         _ => Ok(false),
     })
+}
+
+/// Whether every merge across nodes in `plan` is the final phase of an aggregate by keys
+/// over the partial groups the nodes sent: a group every node leaves out is then absent
+/// from the answer as a whole, and each figure shown counts all of its group's rows.
+pub fn merges_whole_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    let mut whole = true;
+    plan.apply(|p| {
+        if by_county(p) == Some(false) && nodes_under(p)?.len() > 1 && !final_over_nodes(p) {
+            whole = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(whole)
+}
+
+/// The final phase of an aggregate by one set of keys, reading the nodes' partial groups
+/// as they arrive.
+fn final_over_nodes(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+        return false;
+    };
+    let group = aggregate.group_expr();
+    let finishes = matches!(
+        aggregate.mode(),
+        AggregateMode::Final | AggregateMode::FinalPartitioned
+    );
+    if !finishes || !group.is_single() || group.is_empty() {
+        return false;
+    }
+    let mut input = aggregate.input();
+    loop {
+        if input.is::<NodeFragmentExec>() {
+            return true;
+        }
+        let passes = input.is::<RepartitionExec>()
+            || input.is::<CoalescePartitionsExec>()
+            || input.is::<CooperativeExec>()
+            || input.name() == "CoalesceBatchesExec";
+        match input.children().first() {
+            Some(child) if passes => input = child,
+            _ => return false,
+        }
+    }
 }
 
 /// For an aggregate or a window, whether every group or window it forms lies within one

@@ -3,7 +3,7 @@
 
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
-use sunlight_client::{RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
+use sunlight_client::{HELD_HEADER, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
 use sunlight_flightsql::{Answer, QueryRequest, SqlEngine, Statement, StatementSchemas, TableInfo};
 use tonic::Status;
 
@@ -116,6 +116,12 @@ impl SqlEngine for Node {
             answer
                 .headers
                 .insert(SKETCH_HEADER, sketch.to_hex().parse().expect("hex"));
+        }
+        if let Some(held) = released.held.filter(|h| !h.is_empty()) {
+            let tokens: Vec<String> = held.iter().map(|t| format!("{t:016x}")).collect();
+            answer
+                .headers
+                .insert(HELD_HEADER, tokens.join(",").parse().expect("hex"));
         }
         Ok(answer)
     }

@@ -75,7 +75,8 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
         ),
         _ => (None, None),
     };
-    let egress = Egress::check(&plan, &node.privacy().policy, whole)?;
+    let egress =
+        Egress::check(&plan, &node.privacy().policy, whole)?.excluding(ticket.excluded_groups);
     let plan = match statistics {
         Some(statistics) => answer_from_statistics(egress.plan.clone(), &statistics, node.code())?,
         None => egress.plan.clone(),

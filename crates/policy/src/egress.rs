@@ -3,16 +3,20 @@
 //! identifiers, suppresses groups of fewer than k persons and refuses answers about
 //! fewer than k persons.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, GenericListArray, OffsetSizeTrait, StringBuilder,
+};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, UInt64Type};
 use arrow::record_batch::RecordBatch;
-use datafusion::error::{DataFusionError, Result as DfResult};
+use arrow::row::{RowConverter, SortField};
+use datafusion::error::Result as DfResult;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::filter::FilterExec;
@@ -31,6 +35,9 @@ use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_C
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
+
+/// The most held-back groups a node names by token; past it, their groups stay unnamed.
+const MAX_NAMED_GROUPS: usize = 256;
 
 /// A node's own disclosure policy.
 #[derive(Debug, Clone)]
@@ -80,6 +87,10 @@ pub struct Egress {
     schema: SchemaRef,
     persons: Persons,
     policy: NodePolicy,
+    /// How many columns lead each row with its group's key, when they can be named.
+    keys: Option<usize>,
+    /// Groups, by token, that another node held back: none of their rows leaves.
+    excluded: HashSet<u64>,
 }
 
 /// A fragment that aggregates a whole table, without filters.
@@ -160,6 +171,9 @@ pub struct Released {
     pub released: usize,
     /// The persons behind the released groups, when the census lists them.
     pub sketch: Option<PersonSketch>,
+    /// The tokens of the groups held back, when the node can name every one of them:
+    /// the partial groups of an aggregate by keys, on a node with a linkage key.
+    pub held: Option<Vec<u64>>,
 }
 
 impl Egress {
@@ -226,7 +240,68 @@ impl Egress {
             schema,
             persons,
             policy: policy.clone(),
+            keys: partial_keys(fragment),
+            excluded: HashSet::new(),
         })
+    }
+
+    /// Holds back, besides its own small groups, the groups named by `groups`: those
+    /// another node held back, so that the city shows none of them in part.
+    pub fn excluding(mut self, groups: impl IntoIterator<Item = u64>) -> Self {
+        self.excluded.extend(groups);
+        self
+    }
+
+    /// The tokens of the groups of `batch`'s rows, when groups can be named.
+    fn group_tokens(&self, batch: &RecordBatch) -> DfResult<Option<Vec<u64>>> {
+        let (Some(keys), Some(tokens)) = (self.keys, &self.policy.tokens) else {
+            return Ok(None);
+        };
+        let columns = &batch.columns()[..keys];
+        let fields = columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect();
+        let rows = RowConverter::new(fields)?.convert_columns(columns)?;
+        Ok(Some(
+            rows.iter().map(|row| tokens.group(row.as_ref())).collect(),
+        ))
+    }
+
+    /// Of `batch`'s rows, those that leave: `small` tells a group held back for its own
+    /// persons, and a group another node held back stays too. Adds the tokens of the
+    /// groups held back here to `held`, or forgets them all when one cannot be named.
+    fn sift(
+        &self,
+        batch: &RecordBatch,
+        small: &[bool],
+        held: &mut Option<Vec<u64>>,
+    ) -> DfResult<RecordBatch> {
+        let tokens = match small.contains(&true) || !self.excluded.is_empty() {
+            true => self.group_tokens(batch)?,
+            false => None,
+        };
+        let named = tokens.as_ref().map(|t| {
+            t.iter()
+                .zip(small)
+                .filter(|&(_, &s)| s)
+                .map(|(&token, _)| token)
+                .collect::<Vec<_>>()
+        });
+        match (named, held.as_mut()) {
+            (Some(named), Some(held)) => held.extend(named),
+            _ if small.contains(&true) => *held = None,
+            _ => {}
+        }
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|row| {
+                let elsewhere = tokens
+                    .as_ref()
+                    .is_some_and(|t| self.excluded.contains(&t[row]));
+                Some(!small[row] && !elsewhere)
+            })
+            .collect();
+        Ok(filter_record_batch(batch, &keep)?)
     }
 
     /// Applies the guard to the output of [`Egress::plan`]. Reads groups to the end, and
@@ -241,17 +316,19 @@ impl Egress {
         let mut suppressed = 0;
         let mut released = 0;
         let mut sketch = None;
+        let mut named = Some(Vec::new());
         match &self.persons {
             Persons::Whole(counted) => {
                 let small = counted.persons > 0 && counted.persons < k;
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
-                    if small {
-                        suppressed += batch.num_rows();
-                    } else {
-                        released += batch.num_rows();
-                        held.push(batch);
+                    let small = vec![small; batch.num_rows()];
+                    let sifted = self.sift(&batch, &small, &mut named)?;
+                    match small.first() {
+                        Some(true) => suppressed += batch.num_rows(),
+                        _ => released += sifted.num_rows(),
                     }
+                    held.push(sifted);
                 }
                 sketch = (!small).then(|| counted.sketch.clone());
             }
@@ -263,13 +340,14 @@ impl Egress {
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
                     let persons = persons_per_row(batch.column(*column));
-                    let keep: arrow::array::BooleanArray = persons
+                    let small: Vec<bool> = persons.iter().map(|&n| n > 0 && n < k as i64).collect();
+                    let sifted = self.sift(&batch, &small, &mut named)?;
+                    suppressed += small.iter().filter(|&&s| s).count();
+                    released += persons_per_row(sifted.column(*column))
                         .iter()
-                        .map(|&n| Some(n == 0 || n >= k as i64))
-                        .collect();
-                    released += persons.iter().filter(|&&n| n >= k as i64).count();
-                    suppressed += keep.false_count();
-                    held.push(filter_record_batch(&batch, &keep).map_err(DataFusionError::from)?);
+                        .filter(|&&n| n >= k as i64)
+                        .count();
+                    held.push(sifted);
                 }
                 let seen = seen.lock().expect("not poisoned");
                 sketch = Some(self.policy.persons.sketch(&seen));
@@ -310,6 +388,7 @@ impl Egress {
             suppressed,
             released,
             sketch,
+            held: named.filter(|n| n.len() == suppressed && n.len() <= MAX_NAMED_GROUPS),
         })
     }
 
@@ -365,6 +444,20 @@ impl Egress {
         )?;
         Ok(Arc::new(rebuilt))
     }
+}
+
+/// How many columns lead each row of `fragment` with its group's key: the fragment ends
+/// in the partial phase of an aggregate by one set of keys, whose groups the city merges
+/// across nodes by those keys.
+fn partial_keys(fragment: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    let mut top = fragment;
+    while top.is::<CooperativeExec>() || top.name() == "CoalesceBatchesExec" {
+        top = top.children().into_iter().next()?;
+    }
+    let aggregate = top.downcast_ref::<AggregateExec>()?;
+    let group = aggregate.group_expr();
+    (*aggregate.mode() == AggregateMode::Partial && group.is_single() && !group.is_empty())
+        .then(|| group.expr().len())
 }
 
 /// Sorts `persons` and drops the repeated ones.

@@ -37,8 +37,21 @@ impl Tokenizer {
 
     /// The token of `value`.
     pub fn token(&self, value: &str) -> Token {
+        self.token_of(&[value.as_bytes()])
+    }
+
+    /// The token of the group whose key, in Arrow's row format, is `key`: 64 bits, set
+    /// apart from identifiers' tokens, so that nodes name the same group alike.
+    pub fn group(&self, key: &[u8]) -> u64 {
+        let token = self.token_of(&[b"sunlight group\0", key]);
+        u64::from_be_bytes(token[..8].try_into().expect("16 bytes"))
+    }
+
+    fn token_of(&self, parts: &[&[u8]]) -> Token {
         let mut mac = self.mac.clone();
-        mac.update(value.as_bytes());
+        for part in parts {
+            mac.update(part);
+        }
         let digest = mac.finalize().into_bytes();
         digest[..TOKEN_BYTES].try_into().expect("digest is longer")
     }
