@@ -379,7 +379,7 @@ impl CityEngine {
             Ok(plan) => match collect(plan.clone(), task).await {
                 Ok(_) if control.all_suppressed() => Err(Error::Refused(too_few(
                     DEFAULT_MIN_GROUP_SIZE,
-                    "every group of the answer, at every node, counts",
+                    "every group of the answer counts, at one node or more,",
                 ))),
                 Ok(batches) => Ok((plan, (schema, batches))),
                 Err(e) => Err(e.into()),
