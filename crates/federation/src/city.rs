@@ -26,7 +26,8 @@ use sunlight_flightsql::{
 };
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{
-    AnswerHistory, DEFAULT_MIN_GROUP_SIZE, Refusal, Rule, Tier, city_answer, too_few, trace,
+    AnswerHistory, DEFAULT_MIN_GROUP_SIZE, MAX_NAMED_GROUPS, Refusal, Rule, Tier, city_answer,
+    too_few, trace,
 };
 use tokio::sync::RwLock;
 use tonic::Status;
@@ -349,7 +350,9 @@ impl CityEngine {
                     let (_, again) = self.run_once(statement, &control).await;
                     again.and_then(|(plan, answer)| match whole_groups(&plan, &control) {
                         Ok(None) => Ok(answer),
-                        Ok(Some(_)) => Err(Error::Refused(held_back(control.suppressed()))),
+                        Ok(Some(_)) => {
+                            Err(Error::Refused(held_back(control.suppressed(), HELD_AGAIN)))
+                        }
                         Err(e) => Err(e),
                     })
                 }
@@ -408,21 +411,34 @@ fn whole_groups(
         return Ok(None);
     }
     let excluded = control.excluded();
-    match control.held() {
-        Some(held) if held.iter().all(|h| excluded.contains(h)) => Ok(None),
-        Some(held) if excluded.is_empty() && merges_whole_groups(plan)? => Ok(Some(held)),
-        _ => Err(Error::Refused(held_back(suppressed))),
-    }
+    let why = match control.held() {
+        Some(held) if held.iter().all(|h| excluded.contains(h)) => return Ok(None),
+        Some(held) if excluded.is_empty() && merges_whole_groups(plan)? => return Ok(Some(held)),
+        Some(_) if excluded.is_empty() => "the answer merges them into more than groups by \
+             plain keys (a total over groups, a window, or grouping sets formed at the nodes)"
+            .to_string(),
+        Some(_) => HELD_AGAIN.to_string(),
+        None => format!(
+            "a node could not name them (its fragment is not the partial phase of an \
+             aggregate by keys, it has no linkage key, or it held back more than \
+             {MAX_NAMED_GROUPS})"
+        ),
+    };
+    Err(Error::Refused(held_back(suppressed, &why)))
 }
 
-/// The refusal of an answer that would merge groups some node held back in part.
-fn held_back(suppressed: u64) -> Refusal {
+/// Why groups held back in a second run cannot be left out.
+const HELD_AGAIN: &str = "a node held back groups the first run did not name";
+
+/// The refusal of an answer that would merge groups some node held back in part, and
+/// `why` they cannot be left out whole.
+fn held_back(suppressed: u64, why: &str) -> Refusal {
     Refusal::new(
         Rule::MinGroupSize,
         format!(
             "{suppressed} group(s) were held back at the nodes for counting too few persons \
-             there, and the answer merges groups across nodes in a way that cannot leave \
-             them out whole, so its figures would leave their rows out; group by \
+             there, and the answer merges groups across nodes, but they cannot be left out \
+             at every node: {why}; so its figures would leave their rows out. Group by \
              county_code as well where the table has it, so that a county's small groups \
              are held back alone, or group by plain columns without totals over them"
         ),

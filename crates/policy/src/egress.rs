@@ -37,7 +37,7 @@ use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_C
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
 
 /// The most held-back groups a node names by token; past it, their groups stay unnamed.
-const MAX_NAMED_GROUPS: usize = 256;
+pub const MAX_NAMED_GROUPS: usize = 256;
 
 /// A node's own disclosure policy.
 #[derive(Debug, Clone)]
