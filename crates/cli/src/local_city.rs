@@ -69,10 +69,16 @@ impl LocalCity {
                 listen: ([127, 0, 0, 1], 0).into(),
                 nodes: entries.clone(),
                 fragment_timeout_ms: 600_000,
+                // The replicas share this process's threads with eleven busy nodes, and
+                // openraft times an append out after one heartbeat: a slower heartbeat
+                // keeps a node's long batch from failing appends. Appends still go out
+                // as soon as an entry is written, so answers wait no longer.
                 replica: ReplicaConfig {
                     id,
                     data: meta.path().join(format!("replica-{id}")),
                     secret: SECRET.into(),
+                    heartbeat_ms: 500,
+                    election_timeout_ms: 2_000,
                     ..ReplicaConfig::default()
                 },
                 ..Default::default()
