@@ -13,6 +13,7 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
@@ -91,6 +92,8 @@ pub struct Egress {
     keys: Option<usize>,
     /// Groups, by token, that another node held back: none of their rows leaves.
     excluded: HashSet<u64>,
+    /// Whether the groups come with totals over them (grouping sets).
+    totals: bool,
 }
 
 /// A fragment that aggregates a whole table, without filters.
@@ -242,6 +245,12 @@ impl Egress {
             policy: policy.clone(),
             keys: partial_keys(fragment),
             excluded: HashSet::new(),
+            totals: fragment
+                .exists(|p| {
+                    Ok(p.downcast_ref::<AggregateExec>()
+                        .is_some_and(|a| a.group_expr().has_grouping_set()))
+                })
+                .unwrap_or(true),
         })
     }
 
@@ -348,6 +357,18 @@ impl Egress {
                         .filter(|&&n| n >= k as i64)
                         .count();
                     held.push(sifted);
+                }
+                if suppressed > 0 && self.totals {
+                    return Err(Refusal::new(
+                        Rule::MinGroupSize,
+                        format!(
+                            "{suppressed} group(s) count fewer than {k} distinct persons, and \
+                             the answer holds totals over its groups (ROLLUP, CUBE or \
+                             GROUPING SETS): a total less the groups shown would reveal \
+                             them; drop the totals or widen the groups"
+                        ),
+                    )
+                    .into());
                 }
                 let seen = seen.lock().expect("not poisoned");
                 sketch = Some(self.policy.persons.sketch(&seen));
