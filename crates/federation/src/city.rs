@@ -342,25 +342,19 @@ impl CityEngine {
         control: Arc<QueryControl>,
     ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
         let (plan_sha256, first) = self.run_once(statement, &control).await;
-        let answer = match first {
-            Ok((plan, answer)) => match whole_groups(&plan, &control) {
-                Ok(None) => Ok(answer),
-                Ok(Some(held)) => {
-                    control.exclude(held);
-                    let (_, again) = self.run_once(statement, &control).await;
-                    again.and_then(|(plan, answer)| match whole_groups(&plan, &control) {
-                        Ok(None) => Ok(answer),
-                        Ok(Some(_)) => {
-                            Err(Error::Refused(held_back(control.suppressed(), HELD_AGAIN)))
-                        }
-                        Err(e) => Err(e),
-                    })
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        let answer = async {
+            let (plan, answer) = first?;
+            let Some(held) = whole_groups(&plan, &control)? else {
+                return Ok(answer);
+            };
+            control.exclude(held);
+            let (plan, answer) = self.run_once(statement, &control).await.1?;
+            match whole_groups(&plan, &control)? {
+                None => Ok(answer),
+                Some(_) => Err(Error::Refused(held_back(control.suppressed(), HELD_AGAIN))),
+            }
         };
-        (plan_sha256, answer)
+        (plan_sha256, answer.await)
     }
 
     /// Plans, checks and runs `statement` once: its plan's digest, and the plan it ran
@@ -407,13 +401,19 @@ fn whole_groups(
     control: &QueryControl,
 ) -> Result<Option<BTreeSet<u64>>> {
     let suppressed = control.suppressed();
-    if suppressed == 0 || plan.is::<AnalyzeExec>() || !merges_across_nodes(plan)? {
+    if suppressed == 0 || plan.is::<AnalyzeExec>() {
+        return Ok(None);
+    }
+    let merges = merges_across_nodes(plan)?;
+    if merges.is_empty() {
         return Ok(None);
     }
     let excluded = control.excluded();
     let why = match control.held() {
         Some(held) if held.iter().all(|h| excluded.contains(h)) => return Ok(None),
-        Some(held) if excluded.is_empty() && merges_whole_groups(plan)? => return Ok(Some(held)),
+        Some(held) if excluded.is_empty() && merges.iter().all(merges_whole_groups) => {
+            return Ok(Some(held));
+        }
         Some(_) if excluded.is_empty() => "the answer merges them into more than groups by \
              plain keys (a total over groups, a window, or grouping sets formed at the nodes)"
             .to_string(),

@@ -223,35 +223,25 @@ fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.exists(|p| Ok(p.is::<AggregateExec>())).unwrap_or(true)
 }
 
-/// Whether the city merges what several nodes sent into one figure: an aggregate or a
-/// window at the city over more than one node's rows, not kept apart by `county_code`.
-/// A group one node held back would then leave its rows out of a figure still shown.
-pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    plan.exists(|p| match by_county(p) {
-        Some(false) => Ok(nodes_under(p)?.len() > 1),
-        _ => Ok(false),
-    })
-}
-
-/// Whether every merge across nodes in `plan` is the final phase of an aggregate by keys
-/// over the partial groups the nodes sent: a group every node leaves out is then absent
-/// from the answer as a whole, and each figure shown counts all of its group's rows.
-pub fn merges_whole_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    let mut whole = true;
+/// The operators by which the city merges what several nodes sent into one figure: the
+/// aggregates and windows at the city over more than one node's rows, not kept apart by
+/// `county_code`. A group one node held back would leave its rows out of such a figure.
+pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+    let mut merges = Vec::new();
     plan.apply(|p| {
-        if by_county(p) == Some(false) && nodes_under(p)?.len() > 1 && !final_over_nodes(p) {
-            whole = false;
-            return Ok(TreeNodeRecursion::Stop);
+        if by_county(p) == Some(false) && nodes_under(p)?.len() > 1 {
+            merges.push(p.clone());
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    Ok(whole)
+    Ok(merges)
 }
 
-/// The final phase of an aggregate by one set of keys, reading the nodes' partial groups
-/// as they arrive.
-fn final_over_nodes(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+/// Whether `merge`, one of [`merges_across_nodes`], is the final phase of an aggregate by
+/// keys over the partial groups the nodes sent, as they arrive: a group every node leaves
+/// out is then absent from it as a whole, and each figure shown counts all of its rows.
+pub fn merges_whole_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {
+    let Some(aggregate) = merge.downcast_ref::<AggregateExec>() else {
         return false;
     };
     let group = aggregate.group_expr();

@@ -277,15 +277,16 @@ impl Egress {
         ))
     }
 
-    /// Of `batch`'s rows, those that leave: `small` tells a group held back for its own
-    /// persons, and a group another node held back stays too. Adds the tokens of the
-    /// groups held back here to `held`, or forgets them all when one cannot be named.
+    /// Of `batch`'s rows, those that leave, and which they are: `small` tells a group held
+    /// back for its own persons, and a group another node held back stays too. Adds the
+    /// tokens of the groups held back here to `held`, or forgets them all when one cannot
+    /// be named.
     fn sift(
         &self,
         batch: &RecordBatch,
         small: &[bool],
         held: &mut Option<Vec<u64>>,
-    ) -> DfResult<RecordBatch> {
+    ) -> DfResult<(RecordBatch, BooleanArray)> {
         let tokens = match small.contains(&true) || !self.excluded.is_empty() {
             true => self.group_tokens(batch)?,
             false => None,
@@ -310,7 +311,7 @@ impl Egress {
                 Some(!small[row] && !elsewhere)
             })
             .collect();
-        Ok(filter_record_batch(batch, &keep)?)
+        Ok((filter_record_batch(batch, &keep)?, keep))
     }
 
     /// Applies the guard to the output of [`Egress::plan`]. Reads groups to the end, and
@@ -331,13 +332,13 @@ impl Egress {
                 let small = counted.persons > 0 && counted.persons < k;
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
-                    let small = vec![small; batch.num_rows()];
-                    let sifted = self.sift(&batch, &small, &mut named)?;
-                    match small.first() {
-                        Some(true) => suppressed += batch.num_rows(),
-                        _ => released += sifted.num_rows(),
+                    let (kept, _) =
+                        self.sift(&batch, &vec![small; batch.num_rows()], &mut named)?;
+                    match small {
+                        true => suppressed += batch.num_rows(),
+                        false => released += kept.num_rows(),
                     }
-                    held.push(sifted);
+                    held.push(kept);
                 }
                 sketch = (!small).then(|| counted.sketch.clone());
             }
@@ -350,13 +351,14 @@ impl Egress {
                     let batch = batch?;
                     let persons = persons_per_row(batch.column(*column));
                     let small: Vec<bool> = persons.iter().map(|&n| n > 0 && n < k as i64).collect();
-                    let sifted = self.sift(&batch, &small, &mut named)?;
+                    let (kept, keep) = self.sift(&batch, &small, &mut named)?;
                     suppressed += small.iter().filter(|&&s| s).count();
-                    released += persons_per_row(sifted.column(*column))
+                    released += persons
                         .iter()
-                        .filter(|&&n| n >= k as i64)
+                        .zip(keep.values())
+                        .filter(|&(&n, leaves)| leaves && n >= k as i64)
                         .count();
-                    held.push(sifted);
+                    held.push(kept);
                 }
                 if suppressed > 0 && self.totals {
                     return Err(Refusal::new(
