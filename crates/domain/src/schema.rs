@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -91,74 +91,80 @@ impl Table {
         }
     }
 
-    /// The table's Arrow schema, with column classes as field metadata.
+    /// The table's Arrow schema, with column classes as field metadata; built once.
     pub fn schema(&self) -> SchemaRef {
-        use ColumnClass::{Direct as D, Public as P, Quasi as Q};
-        use DataType::{Boolean, Date32, Int32, Utf8};
-        let money = DataType::Decimal128(12, 2);
-        let columns: Vec<(&str, DataType, bool, ColumnClass)> = match self {
-            Table::Persons => vec![
-                ("person_id", Utf8, false, D),
-                ("name", Utf8, false, D),
-                ("gender", Utf8, false, Q),
-                ("birth_date", Date32, false, Q),
-                ("household_id", Utf8, true, Q),
-                ("county_code", Utf8, false, P),
-                ("township", Utf8, false, P),
-                ("village", Utf8, false, P),
-                ("death_date", Date32, true, Q),
-            ],
-            Table::Disbursements => vec![
-                ("payment_id", Utf8, false, P),
-                ("person_id", Utf8, false, D),
-                ("name", Utf8, false, D),
-                ("county_code", Utf8, false, P),
-                ("township", Utf8, false, P),
-                ("village", Utf8, false, P),
-                ("subsidy_type", Utf8, false, P),
-                ("period", Date32, false, P),
-                ("amount", money, false, Q),
-                ("account_no", Utf8, true, D),
-                ("paid_on", Date32, false, P),
-                ("department", Utf8, false, P),
-            ],
-            Table::Payroll => vec![
-                ("person_id", Utf8, false, D),
-                ("name", Utf8, false, D),
-                ("employer", Utf8, false, P),
-                ("employer_type", Utf8, false, P),
-                ("county_code", Utf8, false, P),
-                ("start_date", Date32, false, Q),
-                ("end_date", Date32, true, Q),
-            ],
-            Table::DisabilityCerts => vec![
-                ("person_id", Utf8, false, D),
-                ("cert_no", Utf8, false, D),
-                ("category", Utf8, false, Q),
-                ("level", Int32, false, Q),
-                ("issued_on", Date32, false, Q),
-                ("revoked_on", Date32, true, Q),
-            ],
-            Table::SubsidyStandards => vec![
-                ("subsidy_type", Utf8, false, P),
-                ("name_zh", Utf8, false, P),
-                ("department", Utf8, false, P),
-                ("min_age", Int32, true, P),
-                ("cap", money, false, P),
-                ("requires_cert_level", Int32, true, P),
-                ("excludes_payroll", Boolean, false, P),
-                ("valid_from", Date32, false, P),
-                ("valid_to", Date32, true, P),
-            ],
-        };
-        let fields = columns.into_iter().map(|(name, ty, nullable, class)| {
-            Field::new(name, ty, nullable).with_metadata(HashMap::from([(
-                CLASS_METADATA_KEY.to_string(),
-                class.code().to_string(),
-            )]))
-        });
-        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+        static SCHEMAS: LazyLock<[SchemaRef; 5]> = LazyLock::new(|| Table::ALL.map(build_schema));
+        SCHEMAS[*self as usize].clone()
     }
+}
+
+/// The Arrow schema of `table`, from the contract's columns.
+fn build_schema(table: Table) -> SchemaRef {
+    use ColumnClass::{Direct as D, Public as P, Quasi as Q};
+    use DataType::{Boolean, Date32, Int32, Utf8};
+    let money = DataType::Decimal128(12, 2);
+    let columns: Vec<(&str, DataType, bool, ColumnClass)> = match table {
+        Table::Persons => vec![
+            ("person_id", Utf8, false, D),
+            ("name", Utf8, false, D),
+            ("gender", Utf8, false, Q),
+            ("birth_date", Date32, false, Q),
+            ("household_id", Utf8, true, Q),
+            ("county_code", Utf8, false, P),
+            ("township", Utf8, false, P),
+            ("village", Utf8, false, P),
+            ("death_date", Date32, true, Q),
+        ],
+        Table::Disbursements => vec![
+            ("payment_id", Utf8, false, P),
+            ("person_id", Utf8, false, D),
+            ("name", Utf8, false, D),
+            ("county_code", Utf8, false, P),
+            ("township", Utf8, false, P),
+            ("village", Utf8, false, P),
+            ("subsidy_type", Utf8, false, P),
+            ("period", Date32, false, P),
+            ("amount", money, false, Q),
+            ("account_no", Utf8, true, D),
+            ("paid_on", Date32, false, P),
+            ("department", Utf8, false, P),
+        ],
+        Table::Payroll => vec![
+            ("person_id", Utf8, false, D),
+            ("name", Utf8, false, D),
+            ("employer", Utf8, false, P),
+            ("employer_type", Utf8, false, P),
+            ("county_code", Utf8, false, P),
+            ("start_date", Date32, false, Q),
+            ("end_date", Date32, true, Q),
+        ],
+        Table::DisabilityCerts => vec![
+            ("person_id", Utf8, false, D),
+            ("cert_no", Utf8, false, D),
+            ("category", Utf8, false, Q),
+            ("level", Int32, false, Q),
+            ("issued_on", Date32, false, Q),
+            ("revoked_on", Date32, true, Q),
+        ],
+        Table::SubsidyStandards => vec![
+            ("subsidy_type", Utf8, false, P),
+            ("name_zh", Utf8, false, P),
+            ("department", Utf8, false, P),
+            ("min_age", Int32, true, P),
+            ("cap", money, false, P),
+            ("requires_cert_level", Int32, true, P),
+            ("excludes_payroll", Boolean, false, P),
+            ("valid_from", Date32, false, P),
+            ("valid_to", Date32, true, P),
+        ],
+    };
+    let fields = columns.into_iter().map(|(name, ty, nullable, class)| {
+        Field::new(name, ty, nullable).with_metadata(HashMap::from([(
+            CLASS_METADATA_KEY.to_string(),
+            class.code().to_string(),
+        )]))
+    });
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
 }
 
 impl FromStr for Table {

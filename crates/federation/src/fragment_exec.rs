@@ -272,7 +272,7 @@ async fn fetch(
                     if let Some(sketch) = response
                         .metadata()
                         .get(SKETCH_HEADER)
-                        .and_then(|v| PersonSketch::from_hex(v.to_str().ok()?))
+                        .and_then(|v| PersonSketch::from_header(v.to_str().ok()?))
                     {
                         control.add_sketch(sketch);
                     }

@@ -115,7 +115,7 @@ impl SqlEngine for Node {
         if let Some(sketch) = released.sketch {
             answer
                 .headers
-                .insert(SKETCH_HEADER, sketch.to_hex().parse().expect("hex"));
+                .insert(SKETCH_HEADER, sketch.to_header().parse().expect("base64"));
         }
         if let Some(held) = released.held.filter(|h| !h.is_empty()) {
             let tokens: Vec<String> = held.iter().map(|t| format!("{t:016x}")).collect();

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use siphasher::sip::SipHasher13;
 
 /// Keyed 64-bit names of persons, for sketches: a PRF of the identifier under a node's
@@ -79,7 +81,7 @@ impl Default for PersonSketch {
 
 impl fmt::Debug for PersonSketch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PersonSketch({})", self.to_hex())
+        write!(f, "PersonSketch({})", self.to_header())
     }
 }
 
@@ -175,20 +177,20 @@ impl PersonSketch {
             .then_some(peeled)
     }
 
-    /// The sketch as hex, for a response header.
-    pub fn to_hex(&self) -> String {
+    /// The sketch as unpadded URL-safe base64, for a response header.
+    pub fn to_header(&self) -> String {
         let mut bytes = Vec::with_capacity(CELLS * CELL_BYTES);
         for cell in &self.cells {
             bytes.extend_from_slice(&cell.count.to_be_bytes());
             bytes.extend_from_slice(&cell.keys.to_be_bytes());
             bytes.extend_from_slice(&cell.checks.to_be_bytes());
         }
-        hex::encode(bytes)
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Reads [`PersonSketch::to_hex`]'s form.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = hex::decode(text).ok()?;
+    /// Reads [`PersonSketch::to_header`]'s form.
+    pub fn from_header(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         if bytes.len() != CELLS * CELL_BYTES {
             return None;
         }
@@ -222,11 +224,11 @@ mod tests {
     }
 
     #[test]
-    fn sketches_add_across_nodes_and_travel_as_hex() {
+    fn sketches_add_across_nodes_and_travel_in_a_header() {
         let mut city = PersonSketch::of([1, 2, 3]);
         city.add(&PersonSketch::of([10, 11]));
         assert_eq!(city, PersonSketch::of([1, 2, 3, 10, 11]));
-        assert_eq!(PersonSketch::from_hex(&city.to_hex()), Some(city));
-        assert_eq!(PersonSketch::from_hex("00"), None);
+        assert_eq!(PersonSketch::from_header(&city.to_header()), Some(city));
+        assert_eq!(PersonSketch::from_header("AA"), None);
     }
 }
