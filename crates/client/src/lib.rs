@@ -59,6 +59,9 @@ pub const SUPPRESSED_HEADER: &str = "sunlight-suppressed-groups";
 pub const RELEASED_HEADER: &str = "sunlight-released-groups";
 /// Response header with a node's sketch of the persons behind its released groups.
 pub const SKETCH_HEADER: &str = "sunlight-persons-sketch";
+/// Response header with a node's sketch of the persons of its released groups less
+/// those also in a group it held back; sent only when it held one back.
+pub const SHOWN_SKETCH_HEADER: &str = "sunlight-shown-persons-sketch";
 /// Response header with the keyed tokens of the groups a node held back, in hex, when
 /// it can name them all; the city then asks every node to leave those groups out.
 pub const HELD_HEADER: &str = "sunlight-held-groups";

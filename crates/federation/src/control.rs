@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use sunlight_domain::NodeCode;
 
 pub use sunlight_client::{
-    HELD_HEADER, MISSING_HEADER, PARTIAL_HEADER, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER,
+    HELD_HEADER, MISSING_HEADER, PARTIAL_HEADER, RELEASED_HEADER, SHOWN_SKETCH_HEADER,
+    SKETCH_HEADER, SUPPRESSED_HEADER,
 };
-use sunlight_policy::PersonSketch;
+use sunlight_policy::AnswerSketches;
 
 /// What a node sent for one query.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub struct QueryControl {
     received: Mutex<BTreeMap<NodeCode, Transfer>>,
     suppressed: AtomicU64,
     released: AtomicU64,
-    sketch: Mutex<Option<PersonSketch>>,
+    sketch: Mutex<Option<AnswerSketches>>,
     held: Mutex<Held>,
     excluded: Mutex<Vec<u64>>,
 }
@@ -96,8 +97,8 @@ impl QueryControl {
         self.released.fetch_add(released, Ordering::Relaxed);
     }
 
-    /// Adds a node's sketch of the persons behind the groups it released.
-    pub fn add_sketch(&self, sketch: PersonSketch) {
+    /// Adds a node's sketches of the persons behind the groups it released.
+    pub fn add_sketch(&self, sketch: AnswerSketches) {
         let mut total = self.sketch.lock().expect("not poisoned");
         match total.as_mut() {
             Some(total) => total.add(&sketch),
@@ -136,7 +137,7 @@ impl QueryControl {
     }
 
     /// The persons behind the answer, as far as the nodes sketched them.
-    pub fn sketch(&self) -> Option<PersonSketch> {
+    pub fn sketch(&self) -> Option<AnswerSketches> {
         self.sketch.lock().expect("not poisoned").clone()
     }
 

@@ -23,12 +23,13 @@ use datafusion::physical_plan::{
 };
 use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
-use sunlight_policy::PersonSketch;
+use sunlight_policy::{AnswerSketches, PersonSketch};
 use sunlight_proto::v1::FragmentTicket;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::control::{
-    HELD_HEADER, QueryControl, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER,
+    HELD_HEADER, QueryControl, RELEASED_HEADER, SHOWN_SKETCH_HEADER, SKETCH_HEADER,
+    SUPPRESSED_HEADER,
 };
 use crate::error::Error;
 use crate::registry::NodeEndpoint;
@@ -269,12 +270,13 @@ async fn fetch(
                             .unwrap_or(0)
                     };
                     control.add_groups(groups(SUPPRESSED_HEADER), groups(RELEASED_HEADER));
-                    if let Some(sketch) = response
-                        .metadata()
-                        .get(SKETCH_HEADER)
-                        .and_then(|v| PersonSketch::from_header(v.to_str().ok()?))
-                    {
-                        control.add_sketch(sketch);
+                    let sketch = |header| {
+                        let value = response.metadata().get(header)?;
+                        PersonSketch::from_header(value.to_str().ok()?)
+                    };
+                    if let Some(all) = sketch(SKETCH_HEADER) {
+                        let shown = sketch(SHOWN_SKETCH_HEADER).unwrap_or_else(|| all.clone());
+                        control.add_sketch(AnswerSketches { all, shown });
                     }
                     if let Some(held) = response
                         .metadata()

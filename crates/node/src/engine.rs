@@ -3,7 +3,9 @@
 
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
-use sunlight_client::{HELD_HEADER, RELEASED_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER};
+use sunlight_client::{
+    HELD_HEADER, RELEASED_HEADER, SHOWN_SKETCH_HEADER, SKETCH_HEADER, SUPPRESSED_HEADER,
+};
 use sunlight_flightsql::{Answer, QueryRequest, SqlEngine, Statement, StatementSchemas, TableInfo};
 use tonic::Status;
 
@@ -112,10 +114,14 @@ impl SqlEngine for Node {
                 .headers
                 .insert(header, groups.to_string().parse().expect("digits"));
         }
-        if let Some(sketch) = released.sketch {
-            answer
-                .headers
-                .insert(SKETCH_HEADER, sketch.to_header().parse().expect("base64"));
+        for (header, sketch) in [
+            (SKETCH_HEADER, released.sketch),
+            (SHOWN_SKETCH_HEADER, released.shown),
+        ] {
+            if let Some(sketch) = sketch {
+                let text = sketch.to_header().parse().expect("base64");
+                answer.headers.insert(header, text);
+            }
         }
         if let Some(held) = released.held.filter(|h| !h.is_empty()) {
             let tokens: Vec<String> = held.iter().map(|t| format!("{t:016x}")).collect();

@@ -174,6 +174,9 @@ pub struct Released {
     pub released: usize,
     /// The persons behind the released groups, when the census lists them.
     pub sketch: Option<PersonSketch>,
+    /// The persons of the released groups less those also in a group held back, when
+    /// a group was held back; [`Released::sketch`] says it all otherwise.
+    pub shown: Option<PersonSketch>,
     /// The tokens of the groups held back, when the node can name every one of them:
     /// the partial groups of an aggregate by keys, on a node with a linkage key.
     pub held: Option<Vec<u64>>,
@@ -326,6 +329,7 @@ impl Egress {
         let mut suppressed = 0;
         let mut released = 0;
         let mut sketch = None;
+        let mut shown = None;
         let mut named = Some(Vec::new());
         match &self.persons {
             Persons::Whole(counted) => {
@@ -347,10 +351,21 @@ impl Egress {
                 grouped: true,
                 seen,
             } => {
+                // A group held back counts fewer than k persons, so its list is whole.
+                let mut hidden = Vec::new();
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
                     let persons = persons_per_row(batch.column(*column));
                     let small: Vec<bool> = persons.iter().map(|&n| n > 0 && n < k as i64).collect();
+                    let census = batch.column(*column);
+                    for row in small
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| **s)
+                        .map(|(r, _)| r)
+                    {
+                        persons_in(&census.slice(row, 1), &mut hidden);
+                    }
                     let (kept, keep) = self.sift(&batch, &small, &mut named)?;
                     suppressed += small.iter().filter(|&&s| s).count();
                     released += persons
@@ -374,6 +389,15 @@ impl Egress {
                 }
                 let seen = seen.lock().expect("not poisoned");
                 sketch = Some(self.policy.persons.sketch(&seen));
+                if !hidden.is_empty() {
+                    let mut visible = seen.clone();
+                    for person in hidden {
+                        if (person as usize) < visible.len() {
+                            visible.set(person as usize, false);
+                        }
+                    }
+                    shown = Some(self.policy.persons.sketch(&visible));
+                }
             }
             Persons::Column {
                 index: column,
@@ -411,6 +435,7 @@ impl Egress {
             suppressed,
             released,
             sketch,
+            shown,
             held: named.filter(|n| n.len() == suppressed && n.len() <= MAX_NAMED_GROUPS),
         })
     }

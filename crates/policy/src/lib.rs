@@ -24,7 +24,7 @@ mod tokens;
 
 use std::fmt;
 
-pub use differencing::AnswerHistory;
+pub use differencing::{AnswerHistory, AnswerSketches};
 pub use directory::{NO_PERSON, PersonDirectory};
 pub use egress::{
     Counted, DEFAULT_MIN_GROUP_SIZE, Egress, MAX_NAMED_GROUPS, NodePolicy, Released, WholeTable,

@@ -198,7 +198,7 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
 /// county, that node's small group is left out; grouped across counties by plain keys,
 /// that group is left out at every node. Every group shown equals the files. Where the
 /// city would merge the group into a total, or a node would send totals over it, the
-/// answer is refused.
+/// answer is refused, as is a breakdown that holds a group back after a total over it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
     let dir = shared_city().dir.path();
@@ -286,6 +286,25 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
         assert_eq!(expected.len(), all - 1, "one group is left out: {groups}");
         assert_eq!(shown, expected, "{groups}");
     }
+
+    // A county's total, then its breakdown that holds back the lonely person's group:
+    // the total less the groups shown would give that group away.
+    let county = format!(
+        "FROM persons WHERE county_code = '140215' AND (gender <> '{gender}' \
+         OR (village = '{village}' AND birth_date = DATE '{birth}'))"
+    );
+    client
+        .query(&format!("SELECT county_code, count(*) {county} GROUP BY 1"))
+        .await
+        .unwrap();
+    let breakdown = format!("SELECT county_code, gender, count(*) {county} GROUP BY 1, 2");
+    let err = client.query(&breakdown).await.unwrap_err().to_string();
+    assert!(
+        err.contains("refused by rule differencing")
+            && err.contains("in the groups shown by")
+            && err.contains("differ by 1"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
