@@ -57,7 +57,7 @@ pub const SUPPRESSED_HEADER: &str = "sunlight-suppressed-groups";
 /// Response header with the number of groups a node released that count at least k
 /// persons; the city refuses an answer when every group was held back.
 pub const RELEASED_HEADER: &str = "sunlight-released-groups";
-/// Response header with a node's sketch of the persons behind its released groups.
+/// Response header with a node's sketch of every person its groups were formed from.
 pub const SKETCH_HEADER: &str = "sunlight-persons-sketch";
 /// Response header with a node's sketch of the persons of its released groups less
 /// those also in a group it held back; sent only when it held one back.

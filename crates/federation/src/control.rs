@@ -97,7 +97,7 @@ impl QueryControl {
         self.released.fetch_add(released, Ordering::Relaxed);
     }
 
-    /// Adds a node's sketches of the persons behind the groups it released.
+    /// Adds a node's sketches of the persons behind its groups.
     pub fn add_sketch(&self, sketch: AnswerSketches) {
         let mut total = self.sketch.lock().expect("not poisoned");
         match total.as_mut() {

@@ -172,7 +172,8 @@ pub struct Released {
     pub suppressed: usize,
     /// Groups released that count at least k persons (groups of no person aside).
     pub released: usize,
-    /// The persons behind the released groups, when the census lists them.
+    /// Every person the groups were formed from, those of held-back groups too, when the
+    /// census lists them.
     pub sketch: Option<PersonSketch>,
     /// The persons of the released groups less those also in a group held back, when
     /// a group was held back; [`Released::sketch`] says it all otherwise.
