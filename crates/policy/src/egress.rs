@@ -291,7 +291,8 @@ impl Egress {
         small: &[bool],
         held: &mut Option<Vec<u64>>,
     ) -> DfResult<(RecordBatch, BooleanArray)> {
-        let tokens = match small.contains(&true) || !self.excluded.is_empty() {
+        let any_small = small.contains(&true);
+        let tokens = match any_small || !self.excluded.is_empty() {
             true => self.group_tokens(batch)?,
             false => None,
         };
@@ -304,7 +305,7 @@ impl Egress {
         });
         match (named, held.as_mut()) {
             (Some(named), Some(held)) => held.extend(named),
-            _ if small.contains(&true) => *held = None,
+            _ if any_small => *held = None,
             _ => {}
         }
         let keep: BooleanArray = (0..batch.num_rows())
@@ -358,14 +359,8 @@ impl Egress {
                     let batch = batch?;
                     let persons = persons_per_row(batch.column(*column));
                     let small: Vec<bool> = persons.iter().map(|&n| n > 0 && n < k as i64).collect();
-                    let census = batch.column(*column);
-                    for row in small
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, s)| **s)
-                        .map(|(r, _)| r)
-                    {
-                        persons_in(&census.slice(row, 1), &mut hidden);
+                    for row in (0..small.len()).filter(|&row| small[row]) {
+                        persons_in(&batch.column(*column).slice(row, 1), &mut hidden);
                     }
                     let (kept, keep) = self.sift(&batch, &small, &mut named)?;
                     suppressed += small.iter().filter(|&&s| s).count();
@@ -392,11 +387,7 @@ impl Egress {
                 sketch = Some(self.policy.persons.sketch(&seen));
                 if !hidden.is_empty() {
                     let mut visible = seen.clone();
-                    for person in hidden {
-                        if (person as usize) < visible.len() {
-                            visible.set(person as usize, false);
-                        }
-                    }
+                    visible.difference_with(&hidden.into_iter().map(|p| p as usize).collect());
                     shown = Some(self.policy.persons.sketch(&visible));
                 }
             }
