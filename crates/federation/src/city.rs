@@ -36,6 +36,7 @@ use tonic::metadata::MetadataMap;
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
+use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merges_across_nodes, merges_whole_groups};
 use crate::reference::ReferenceTable;
 use crate::registry::{NodeEndpoint, NodeRegistry};
@@ -43,6 +44,9 @@ use crate::table::GlobalTable;
 
 /// How long the city compares a user's answers for differencing.
 const DIFFERENCING_WINDOW: Duration = Duration::from_secs(3600);
+
+/// How long a plan made for a client's schema request waits for the run that follows.
+const PREPARED_TTL: Duration = Duration::from_secs(30);
 
 /// How the city runs federated queries.
 #[derive(Debug, Clone)]
@@ -113,6 +117,8 @@ pub struct CityEngine {
     base: RwLock<Option<SessionState>>,
     audit: std::sync::OnceLock<Arc<dyn QueryAudit>>,
     answers: AnswerHistory,
+    /// Plans made for clients' schema requests, waiting for the runs that follow.
+    prepared: PreparedStatements,
 }
 
 impl CityEngine {
@@ -126,6 +132,7 @@ impl CityEngine {
             base: RwLock::new(None),
             audit: std::sync::OnceLock::new(),
             answers: AnswerHistory::new(DIFFERENCING_WINDOW, 256),
+            prepared: PreparedStatements::new(PREPARED_TTL, 64),
         })
     }
 
@@ -342,19 +349,42 @@ impl CityEngine {
         control: Arc<QueryControl>,
     ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
         let (plan_sha256, first) = self.run_once(statement, &control).await;
-        let answer = async {
-            let (plan, answer) = first?;
-            let Some(held) = whole_groups(&plan, &control)? else {
-                return Ok(answer);
-            };
-            control.exclude(held);
-            let (plan, answer) = self.run_once(statement, &control).await.1?;
-            match whole_groups(&plan, &control)? {
-                None => Ok(answer),
-                Some(_) => Err(Error::Refused(held_back(control.suppressed(), HELD_AGAIN))),
-            }
+        (plan_sha256, self.complete(statement, &control, first).await)
+    }
+
+    /// Runs `prepared`, planned ahead for `statement`, as [`Self::run`] runs a statement.
+    async fn run_prepared(
+        &self,
+        statement: &Statement,
+        prepared: Prepared,
+    ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
+        let control = prepared.control.clone();
+        let plan_sha256 = prepared.plan_sha256.clone();
+        let first = answer(prepared).await;
+        (
+            Some(plan_sha256),
+            self.complete(statement, &control, first).await,
+        )
+    }
+
+    /// The answer of the first run, or, where it would show a group some node held back
+    /// in part, the answer of a second run that leaves those groups out everywhere.
+    async fn complete(
+        &self,
+        statement: &Statement,
+        control: &Arc<QueryControl>,
+        first: Result<(Arc<dyn ExecutionPlan>, Answered)>,
+    ) -> Result<Answered> {
+        let (plan, answer) = first?;
+        let Some(held) = whole_groups(&plan, control)? else {
+            return Ok(answer);
         };
-        (plan_sha256, answer.await)
+        control.exclude(held);
+        let (plan, answer) = self.run_once(statement, control).await.1?;
+        match whole_groups(&plan, control)? {
+            None => Ok(answer),
+            Some(_) => Err(Error::Refused(held_back(control.suppressed(), HELD_AGAIN))),
+        }
     }
 
     /// Plans, checks and runs `statement` once: its plan's digest, and the plan it ran
@@ -368,23 +398,46 @@ impl CityEngine {
             Ok(frame) => frame,
             Err(e) => return (None, Err(e)),
         };
-        let plan = frame.logical_plan().display_indent().to_string();
-        let plan_sha256 = hex::encode(Sha256::digest(plan.as_bytes()));
-        let schema = frame.schema().inner().clone();
-        let task = Arc::new(frame.task_ctx());
-        let answer = match self.checked(frame).await {
-            Ok(plan) => match collect(plan.clone(), task).await {
-                Ok(_) if control.all_suppressed() => Err(Error::Refused(too_few(
-                    DEFAULT_MIN_GROUP_SIZE,
-                    "every group of the answer counts, at one node or more,",
-                ))),
-                Ok(batches) => Ok((plan, (schema, batches))),
-                Err(e) => Err(e.into()),
-            },
+        let (plan_sha256, prepared) = self.prepare(frame, control.clone()).await;
+        let answer = match prepared {
+            Ok(prepared) => answer(prepared).await,
             Err(e) => Err(e),
         };
         (Some(plan_sha256), answer)
     }
+
+    /// Checks `frame`, planned with `control`, for running: its plan's digest, and the
+    /// plan unless the city's disclosure rules refuse it.
+    async fn prepare(
+        &self,
+        frame: DataFrame,
+        control: Arc<QueryControl>,
+    ) -> (String, Result<Prepared>) {
+        let logical = frame.logical_plan().display_indent().to_string();
+        let plan_sha256 = hex::encode(Sha256::digest(logical.as_bytes()));
+        let schema = frame.schema().inner().clone();
+        let task = Arc::new(frame.task_ctx());
+        let prepared = self.checked(frame).await.map(|plan| Prepared {
+            plan_sha256: plan_sha256.clone(),
+            control,
+            schema,
+            task,
+            plan,
+        });
+        (plan_sha256, prepared)
+    }
+}
+
+/// Runs `prepared` once: the plan it ran with what it answered.
+async fn answer(prepared: Prepared) -> Result<(Arc<dyn ExecutionPlan>, Answered)> {
+    let batches = collect(prepared.plan.clone(), prepared.task).await?;
+    if prepared.control.all_suppressed() {
+        return Err(Error::Refused(too_few(
+            DEFAULT_MIN_GROUP_SIZE,
+            "every group of the answer counts, at one node or more,",
+        )));
+    }
+    Ok((prepared.plan, (prepared.schema, batches)))
 }
 
 /// A result: its schema and its batches.
@@ -456,16 +509,22 @@ impl SqlEngine for CityEngine {
         statement: &Statement,
         request: &QueryRequest,
     ) -> Result<StatementSchemas, Status> {
-        let checked = match self.plan(statement, self.control(&request.headers)).await {
+        let user = &request.caller.user;
+        let control = self.control(&request.headers);
+        let (plan_sha256, checked) = match self.plan(statement, control.clone()).await {
             Ok(frame) => match StatementSchemas::of(&frame) {
                 // Values not yet bound: the statement is checked when it runs.
                 Ok(schemas) if schemas.has_parameters() && statement.parameters.is_none() => {
-                    Ok(schemas)
+                    (None, Ok(schemas))
                 }
-                Ok(schemas) => self.checked(frame).await.map(|_| schemas),
-                Err(e) => Err(e.into()),
+                Ok(schemas) => {
+                    let (plan_sha256, prepared) = self.prepare(frame, control).await;
+                    let kept = prepared.map(|p| self.prepared.keep(user, statement, p));
+                    (Some(plan_sha256), kept.map(|()| schemas))
+                }
+                Err(e) => (None, Err(e.into())),
             },
-            Err(e) => Err(e),
+            Err(e) => (None, Err(e)),
         };
         match checked {
             Ok(schemas) => Ok(schemas),
@@ -473,9 +532,9 @@ impl SqlEngine for CityEngine {
             Err(e) => {
                 let status = Status::from(e);
                 let event = QueryEvent {
-                    user: request.caller.user.clone(),
+                    user: user.clone(),
                     sql: statement.to_string(),
-                    plan_sha256: None,
+                    plan_sha256,
                     received: BTreeMap::new(),
                     missing: BTreeMap::new(),
                     suppressed: 0,
@@ -493,11 +552,18 @@ impl SqlEngine for CityEngine {
         request: &QueryRequest,
     ) -> Result<Answer, Status> {
         let control = self.control(&request.headers);
-        let (plan_sha256, outcome) = self.run(statement, control.clone()).await;
+        let user = &request.caller.user;
+        let (control, (plan_sha256, outcome)) =
+            match self.prepared.take(user, statement, control.partial) {
+                Some(prepared) => (
+                    prepared.control.clone(),
+                    self.run_prepared(statement, prepared).await,
+                ),
+                None => (control.clone(), self.run(statement, control).await),
+            };
         let sql = statement.to_string();
         let outcome = outcome.and_then(|answer| {
             if let Some(sketch) = control.sketch() {
-                let user = &request.caller.user;
                 self.answers
                     .admit(user, &sql, sketch, DEFAULT_MIN_GROUP_SIZE)?;
             }
@@ -508,7 +574,7 @@ impl SqlEngine for CityEngine {
             other => Status::from(other),
         });
         self.audit(QueryEvent {
-            user: request.caller.user.clone(),
+            user: user.clone(),
             sql,
             plan_sha256,
             received: control.received(),

@@ -2,8 +2,8 @@
 //! fragments it runs: deadline, partial results, and what each node sent.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sunlight_domain::NodeCode;
@@ -30,8 +30,9 @@ pub struct QueryControl {
     pub query_id: String,
     /// Succeed without the nodes that fail, listing them, instead of failing.
     pub partial: bool,
-    /// When every node must have answered.
-    pub deadline: Instant,
+    /// How long the nodes have to answer, from the first call to one.
+    pub timeout: Duration,
+    deadline: OnceLock<Instant>,
     /// Attempts per fragment before a node counts as down.
     pub attempts: u32,
     missing: Mutex<BTreeMap<NodeCode, String>>,
@@ -57,7 +58,8 @@ impl QueryControl {
         Self {
             query_id: uuid::Uuid::new_v4().to_string(),
             partial,
-            deadline: Instant::now() + timeout,
+            timeout,
+            deadline: OnceLock::new(),
             attempts: attempts.max(1),
             missing: Mutex::default(),
             received: Mutex::default(),
@@ -157,8 +159,25 @@ impl QueryControl {
         self.received.lock().expect("not poisoned").clone()
     }
 
-    /// Time left before the deadline.
+    /// Time left before the deadline, which the first call of this starts: a query
+    /// planned ahead of its run has its whole time when it runs.
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        let now = Instant::now();
+        let deadline = self.deadline.get_or_init(|| now + self.timeout);
+        deadline.saturating_duration_since(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_starts_with_the_first_call_to_a_node() {
+        let control = QueryControl::new(false, Duration::from_secs(30), 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(control.remaining(), Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(control.remaining() <= Duration::from_millis(29_980));
     }
 }

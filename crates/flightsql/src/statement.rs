@@ -21,7 +21,7 @@ use tonic::Status;
 
 /// A statement from a client: its SQL and, once bound, one row of values for its
 /// placeholders (`$1`, `$2`, … or `?` in order).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
     /// The SQL as the client sent it.
     pub sql: String,
