@@ -357,7 +357,7 @@ impl CityEngine {
         &self,
         statement: &Statement,
         prepared: Prepared,
-    ) -> (Option<String>, Result<(SchemaRef, Vec<RecordBatch>)>) {
+    ) -> (Option<String>, Result<Answered>) {
         let control = prepared.control.clone();
         let plan_sha256 = prepared.plan_sha256.clone();
         let first = answer(prepared).await;
