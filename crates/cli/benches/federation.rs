@@ -58,7 +58,12 @@ fn central_context(city: &std::path::Path) -> SessionContext {
             .with_schema(table.schema());
         ctx.register_table(
             table.name(),
-            Arc::new(ListingTable::try_new(config).expect("table")),
+            // As `register_parquet` does: file statistics are read once, as at the nodes.
+            Arc::new(
+                ListingTable::try_new(config)
+                    .expect("table")
+                    .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache()),
+            ),
         )
         .expect("register");
     }

@@ -195,7 +195,7 @@ impl NodeCatalog {
                         .with_file_extension(".parquet"),
                 )
                 .with_schema(schema);
-            context.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+            context.register_table(name, listing_table(&context, config)?)?;
         }
         Ok(Self {
             context,
@@ -264,10 +264,23 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(schema);
-        context.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
+        context.register_table(table.name(), listing_table(context, config)?)?;
         TableState::Served { files }
     };
     Ok(state)
+}
+
+/// A table over `config`'s files whose statistics are read once per file version, in
+/// the context's cache, rather than at every scan.
+fn listing_table(
+    context: &SessionContext,
+    config: ListingTableConfig,
+) -> Result<Arc<ListingTable>> {
+    let cache = context
+        .runtime_env()
+        .cache_manager
+        .get_file_statistic_cache();
+    Ok(Arc::new(ListingTable::try_new(config)?.with_cache(cache)))
 }
 
 /// Reads the footer of one Parquet file and compares its columns with the contract.
