@@ -211,6 +211,28 @@ async fn a_node_past_the_deadline_is_named_or_listed() {
     let partial = client.query(sql).await.unwrap();
     assert_eq!(partial.missing_nodes, vec!["140221".to_string()]);
     assert_eq!(partial.num_rows(), 1);
+
+    // The deadline counts from the run: a client that asks for the schema and runs the
+    // statement later than the deadline still has its whole time.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", coordinator.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    raw.set_token(TOKEN.to_string());
+    let fast_only = format!(
+        "SELECT county_code, count(*) FROM disbursements WHERE county_code = '{}' GROUP BY 1",
+        first.0
+    );
+    let info = raw.execute(fast_only, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<RecordBatch> =
+        futures::TryStreamExt::try_collect(raw.do_get(ticket).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
