@@ -37,7 +37,7 @@ use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HE
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::prepared::{Prepared, PreparedStatements};
-use crate::pushdown::{PushToNodes, merges_across_nodes, merges_whole_groups};
+use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
 use crate::reference::ReferenceTable;
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::table::GlobalTable;
@@ -457,7 +457,7 @@ fn whole_groups(
     if suppressed == 0 || plan.is::<AnalyzeExec>() {
         return Ok(None);
     }
-    let merges = merges_across_nodes(plan)?;
+    let merges = merges_of_held_groups(plan)?;
     if merges.is_empty() {
         return Ok(None);
     }

@@ -16,7 +16,9 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, displayable,
@@ -79,6 +81,9 @@ fn unavailable(node: &NodeEndpoint, reason: String) -> Error {
     }
 }
 
+/// The metric of the groups a fragment's nodes held back.
+const HELD_BACK: &str = "groups_held_back";
+
 /// Runs a fragment on each of a set of nodes; partition *i* is node *i*.
 #[derive(Debug)]
 pub struct NodeFragmentExec {
@@ -121,6 +126,14 @@ impl NodeFragmentExec {
     /// The plan each node runs.
     pub fn fragment(&self) -> &Arc<dyn ExecutionPlan> {
         &self.fragment
+    }
+
+    /// How many groups its nodes held back for counting too few persons, once it ran.
+    pub fn held_back(&self) -> usize {
+        self.metrics
+            .clone_inner()
+            .sum_by_name(HELD_BACK)
+            .map_or(0, |m| m.as_usize())
     }
 
     /// The fragment's bytes, encoding it on first use.
@@ -214,9 +227,10 @@ impl ExecutionPlan for NodeFragmentExec {
             MetricBuilder::new(&self.metrics).global_counter(format!("rows_from_{}", node.code));
         let bytes =
             MetricBuilder::new(&self.metrics).global_counter(format!("bytes_from_{}", node.code));
+        let held = MetricBuilder::new(&self.metrics).global_counter(HELD_BACK);
         let schema = self.schema();
         let fetch = async move {
-            let batches = fetch(channel, &node, ticket, &control).await;
+            let batches = fetch(channel, &node, ticket, &control, &held).await;
             let batches = match batches {
                 Ok(b) => b,
                 Err(e) if control.partial => {
@@ -250,6 +264,7 @@ async fn fetch(
     node: &NodeEndpoint,
     ticket: arrow_flight::Ticket,
     control: &QueryControl,
+    held: &Count,
 ) -> std::result::Result<Vec<(RecordBatch, usize)>, Error> {
     let read = async {
         let mut attempt = 0;
@@ -269,7 +284,9 @@ async fn fetch(
                             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                             .unwrap_or(0)
                     };
-                    control.add_groups(groups(SUPPRESSED_HEADER), groups(RELEASED_HEADER));
+                    let suppressed = groups(SUPPRESSED_HEADER);
+                    held.add(suppressed as usize);
+                    control.add_groups(suppressed, groups(RELEASED_HEADER));
                     let sketch = |header| {
                         let value = response.metadata().get(header)?;
                         PersonSketch::from_header(value.to_str().ok()?)

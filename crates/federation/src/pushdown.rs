@@ -223,13 +223,14 @@ fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.exists(|p| Ok(p.is::<AggregateExec>())).unwrap_or(true)
 }
 
-/// The operators by which the city merges what several nodes sent into one figure: the
-/// aggregates and windows at the city over more than one node's rows, not kept apart by
-/// `county_code`. A group one node held back would leave its rows out of such a figure.
-pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+/// The operators by which the city merges what several nodes sent into one figure, over
+/// a fragment that had a group held back: the aggregates and windows at the city over
+/// more than one node's rows, not kept apart by `county_code`, above such a fragment. A
+/// group one node held back would leave its rows out of such a figure.
+pub fn merges_of_held_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
     let mut merges = Vec::new();
     plan.apply(|p| {
-        if by_county(p) == Some(false) && nodes_under(p)?.len() > 1 {
+        if by_county(p) == Some(false) && nodes_under(p)?.len() > 1 && held_back_under(p)? {
             merges.push(p.clone());
         }
         Ok(TreeNodeRecursion::Continue)
@@ -237,7 +238,15 @@ pub fn merges_across_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn 
     Ok(merges)
 }
 
-/// Whether `merge`, one of [`merges_across_nodes`], is the final phase of an aggregate by
+/// Whether a fragment in `plan`, once run, had a group held back at one of its nodes.
+fn held_back_under(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    plan.exists(|p| {
+        Ok(p.downcast_ref::<NodeFragmentExec>()
+            .is_some_and(|f| f.held_back() > 0))
+    })
+}
+
+/// Whether `merge`, one of [`merges_of_held_groups`], is the final phase of an aggregate by
 /// keys over the partial groups the nodes sent, as they arrive: a group every node leaves
 /// out is then absent from it as a whole, and each figure shown counts all of its rows.
 pub fn merges_whole_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {

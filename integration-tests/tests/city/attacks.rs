@@ -255,18 +255,24 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
     }
 
     let files = oracle::city_context(dir).await;
-    for (groups, left_out) in [
-        ("county_code, gender", format!("140215 {gender} ")),
-        ("gender", format!("{gender} ")),
+    // A scalar subquery merges its own figure across nodes; no node held a group of it
+    // back, so it does not stop the groups held back below the other merge being left out.
+    let with_subquery =
+        format!("({one_at_140215}) AND birth_date >= (SELECT min(birth_date) FROM persons)");
+    for (groups, filter, left_out) in [
+        (
+            "county_code, gender",
+            &one_at_140215,
+            format!("140215 {gender} "),
+        ),
+        ("gender", &one_at_140215, format!("{gender} ")),
+        ("gender", &with_subquery, format!("{gender} ")),
     ] {
         let sql = format!(
-            "SELECT concat_ws(' ', {groups}, count(*)) AS g FROM persons WHERE {{filter}} \
+            "SELECT concat_ws(' ', {groups}, count(*)) AS g FROM persons WHERE {filter} \
              GROUP BY {groups}"
         );
-        let answer = client
-            .query(&sql.replace("{filter}", &one_at_140215))
-            .await
-            .unwrap();
+        let answer = client.query(&sql).await.unwrap();
         assert_eq!(answer.suppressed_groups, 1, "{groups}");
         let shown: BTreeSet<String> = answer
             .batches
@@ -280,7 +286,7 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let mut expected = oracle::strings(&files, &sql.replace("{filter}", &one_at_140215)).await;
+        let mut expected = oracle::strings(&files, &sql).await;
         let all = expected.len();
         expected.retain(|g| !g.starts_with(&left_out));
         assert_eq!(expected.len(), all - 1, "one group is left out: {groups}");
