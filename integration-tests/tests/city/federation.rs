@@ -129,7 +129,9 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
         .unwrap()
         .to_string();
     assert!(
-        text.contains("bytes_from_140215=") && text.contains("rows_from_140215="),
+        text.contains("bytes_from_140215=")
+            && text.contains("rows_from_140215=")
+            && text.contains("groups_held_back="),
         "{text}"
     );
 }
