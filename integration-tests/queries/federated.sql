@@ -102,3 +102,5 @@ SELECT county_code, count(*) FROM disbursements d WHERE amount > (SELECT avg(amo
 SELECT subsidy_type, count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM subsidy_standards s WHERE s.subsidy_type = d.subsidy_type AND s.min_age IS NOT NULL) GROUP BY 1 ORDER BY 1
 ;
 SELECT regexp_replace(township, '[乡镇]$', '') AS t, count(*) FROM disbursements WHERE county_code = '140212' AND split_part(village, '村', 1) <> '' GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*), sum(amount) FROM disbursements WHERE subsidy_type IN (SELECT subsidy_type FROM disbursements GROUP BY 1 HAVING avg(amount) > 300) GROUP BY 1 ORDER BY 1

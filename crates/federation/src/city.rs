@@ -36,6 +36,7 @@ use tonic::metadata::MetadataMap;
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
+use crate::in_subquery::InSubqueryAsList;
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
 use crate::reference::ReferenceTable;
@@ -249,12 +250,17 @@ impl CityEngine {
         config.options_mut().optimizer.repartition_joins = true;
         let mut rules = PhysicalOptimizer::new().rules;
         rules.push(Arc::new(PushToNodes));
-        // COUNT(DISTINCT) stays one aggregate, so that nodes send its state (tokens of the
-        // distinct values, counted there) rather than one group per identifier.
-        let logical_rules = Optimizer::new()
-            .rules
-            .into_iter()
-            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+        // An IN subquery that aggregates becomes a list the fragments carry, before it
+        // could become a join at the city. COUNT(DISTINCT) stays one aggregate, so that
+        // nodes send its state (tokens of the distinct values, counted there) rather
+        // than one group per identifier.
+        let logical_rules = std::iter::once(Arc::new(InSubqueryAsList) as _)
+            .chain(
+                Optimizer::new()
+                    .rules
+                    .into_iter()
+                    .filter(|r| r.name() != "single_distinct_aggregation_to_group_by"),
+            )
             .collect();
         let state: SessionState = SessionStateBuilder::new()
             .with_config(config)

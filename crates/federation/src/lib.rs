@@ -8,6 +8,7 @@ mod city;
 mod control;
 mod error;
 mod fragment_exec;
+mod in_subquery;
 mod prepared;
 mod pushdown;
 mod reference;

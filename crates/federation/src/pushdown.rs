@@ -30,6 +30,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitio
 use sunlight_domain::NodeCode;
 
 use crate::fragment_exec::NodeFragmentExec;
+use crate::in_subquery::LIST;
 use crate::reference::ReferenceExec;
 
 /// Cuts the plan into node fragments; runs after DataFusion's own rules.
@@ -59,7 +60,11 @@ fn absorb(
     plan: Arc<dyn ExecutionPlan>,
     partitions: usize,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
-    if plan.is::<NodeFragmentExec>() || plan.is::<AnalyzeExec>() || plan.children().is_empty() {
+    if plan.is::<NodeFragmentExec>()
+        || plan.is::<AnalyzeExec>()
+        || plan.children().is_empty()
+        || forms_in_list(&plan)
+    {
         return Ok(Transformed::no(plan));
     }
     let plan = repartition_join_inputs(plan, partitions)?;
@@ -75,6 +80,12 @@ fn absorb(
         Ok(extended) => Ok(Transformed::yes(Arc::new(extended))),
         Err(_) => Ok(plan),
     }
+}
+
+/// Whether `plan` forms the list of values an IN subquery became, which stays at the city.
+fn forms_in_list(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>()
+        .is_some_and(|a| a.aggr_expr().iter().any(|e| e.name() == LIST))
 }
 
 /// A fragment that grew past the city's repartitioning of a single node's output no

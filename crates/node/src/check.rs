@@ -87,6 +87,7 @@ const FUNCTIONS: &[&str] = &[
     "initcap",
     "translate",
     "to_timestamp",
+    "array_has",
 ];
 
 /// Aggregate functions a fragment may compute: their partial states are statistics, never
