@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ExprSchema};
 use datafusion::error::Result;
 use datafusion::functions_aggregate::expr_fn::array_agg;
 use datafusion::functions_nested::expr_fn::array_has;
@@ -12,6 +13,7 @@ use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, LogicalPlanBuilder, Subquery};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use sunlight_domain::{ColumnClass, column_class};
 
 /// The name of the list an IN subquery becomes. It is formed at the city: nodes send
 /// no lists of values.
@@ -45,6 +47,7 @@ impl OptimizerRule for InSubqueryAsList {
         let LogicalPlan::Filter(filter) = plan else {
             return Ok(Transformed::no(plan));
         };
+        let schema = filter.input.schema().clone();
         let mut rewritten = false;
         let conjuncts = split_conjunction_owned(filter.predicate.clone())
             .into_iter()
@@ -53,7 +56,7 @@ impl OptimizerRule for InSubqueryAsList {
                     expr,
                     subquery,
                     negated: false,
-                }) if aggregates_alone(&subquery) => {
+                }) if aggregates_alone(&subquery) && !identifier(&expr, &schema) => {
                     rewritten = true;
                     as_list(*expr, subquery)
                 }
@@ -69,6 +72,17 @@ impl OptimizerRule for InSubqueryAsList {
             filter.input,
         )?)))
     }
+}
+
+/// Whether `expr` is an identifier column: identifiers meet other nodes' rows by linkage,
+/// and leave a node only as tokens, which a list of the city's could not match.
+fn identifier(expr: &Expr, schema: &DFSchema) -> bool {
+    let Expr::Column(column) = expr else {
+        return false;
+    };
+    schema
+        .field_from_column(column)
+        .is_ok_and(|f| column_class(f) == ColumnClass::Direct)
 }
 
 /// Whether `subquery` aggregates and refers to no column outside it.
@@ -99,16 +113,17 @@ fn as_list(expr: Expr, subquery: Subquery) -> Result<Expr> {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::catalog::MemTable;
     use datafusion::optimizer::OptimizerContext;
     use datafusion::prelude::SessionContext;
+    use sunlight_domain::Table;
 
     use super::*;
 
     async fn rewritten(sql: &str) -> bool {
         let ctx = SessionContext::new();
-        ctx.sql("CREATE TABLE t (a INT, b INT) AS VALUES (1, 2)")
-            .await
-            .unwrap();
+        let persons = MemTable::try_new(Table::Persons.schema(), vec![vec![]]).unwrap();
+        ctx.register_table("persons", Arc::new(persons)).unwrap();
         let plan = ctx.sql(sql).await.unwrap().logical_plan().clone();
         let config = OptimizerContext::new();
         plan.transform_down(|p| InSubqueryAsList.rewrite(p, &config))
@@ -118,13 +133,23 @@ mod tests {
 
     #[tokio::test]
     async fn an_in_over_an_aggregate_of_its_own_in_a_filter_becomes_a_list() {
-        let aggregate = "(SELECT a FROM t GROUP BY a HAVING count(*) > 1)";
-        assert!(rewritten(&format!("SELECT b FROM t WHERE a IN {aggregate} AND b > 0")).await);
+        let genders = "(SELECT gender FROM persons GROUP BY gender HAVING count(*) > 1)";
+        let count = "SELECT count(*) FROM persons";
+        assert!(
+            rewritten(&format!(
+                "{count} WHERE gender IN {genders} AND village <> ''"
+            ))
+            .await
+        );
         for sql in [
-            format!("SELECT b FROM t WHERE a NOT IN {aggregate}"),
-            format!("SELECT b FROM t WHERE a IN {aggregate} OR b > 0"),
-            "SELECT b FROM t WHERE a IN (SELECT a FROM t)".to_string(),
-            "SELECT b FROM t o WHERE a IN (SELECT max(a) FROM t i WHERE i.b = o.b)".to_string(),
+            format!("{count} WHERE gender NOT IN {genders}"),
+            format!("{count} WHERE gender IN {genders} OR village <> ''"),
+            format!("{count} WHERE gender IN (SELECT gender FROM persons)"),
+            format!(
+                "{count} o WHERE gender IN (SELECT max(gender) FROM persons i \
+                 WHERE i.village = o.village)"
+            ),
+            format!("{count} WHERE person_id IN (SELECT person_id FROM persons GROUP BY 1)"),
         ] {
             assert!(!rewritten(&sql).await, "{sql}");
         }
