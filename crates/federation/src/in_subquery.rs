@@ -9,7 +9,7 @@ use datafusion::error::Result;
 use datafusion::functions_aggregate::expr_fn::array_agg;
 use datafusion::functions_nested::expr_fn::array_has;
 use datafusion::logical_expr::expr::InSubquery;
-use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, LogicalPlanBuilder, Subquery};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -47,25 +47,23 @@ impl OptimizerRule for InSubqueryAsList {
         let LogicalPlan::Filter(filter) = plan else {
             return Ok(Transformed::no(plan));
         };
-        let schema = filter.input.schema().clone();
-        let mut rewritten = false;
-        let conjuncts = split_conjunction_owned(filter.predicate.clone())
+        let schema = filter.input.schema();
+        let listed = |e: &Expr| {
+            matches!(e, Expr::InSubquery(InSubquery { expr, subquery, negated: false })
+                if aggregates_alone(subquery) && !identifier(expr, schema))
+        };
+        if !split_conjunction(&filter.predicate).into_iter().any(listed) {
+            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+        }
+        let conjuncts = split_conjunction_owned(filter.predicate)
             .into_iter()
             .map(|e| match e {
-                Expr::InSubquery(InSubquery {
-                    expr,
-                    subquery,
-                    negated: false,
-                }) if aggregates_alone(&subquery) && !identifier(&expr, &schema) => {
-                    rewritten = true;
+                Expr::InSubquery(InSubquery { expr, subquery, .. }) if listed(&e) => {
                     as_list(*expr, subquery)
                 }
                 other => Ok(other),
             })
             .collect::<Result<Vec<_>>>()?;
-        if !rewritten {
-            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
-        }
         let predicate = conjunction(conjuncts).expect("a filter has a predicate");
         Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
             predicate,
