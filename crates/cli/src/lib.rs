@@ -270,7 +270,8 @@ struct SqlArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// The query.
+    /// The query. It may begin with a `--` comment.
+    #[arg(allow_hyphen_values = true)]
     query: String,
 }
 
@@ -532,5 +533,28 @@ fn say(line: &str) {
             std::process::exit(0);
         }
         tracing::warn!("cannot write to standard output: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_query_may_begin_with_a_comment() {
+        let query = "-- persons alive\nSELECT count(*) FROM persons WHERE death_date IS NULL";
+        let cli = Cli::try_parse_from([
+            "sunlight",
+            "sql",
+            "--city",
+            "127.0.0.1:1",
+            "--token",
+            "t",
+            query,
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Sql(SqlArgs { query: q, .. }) if q == query));
     }
 }
