@@ -104,3 +104,5 @@ SELECT subsidy_type, count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM s
 SELECT regexp_replace(township, '[乡镇]$', '') AS t, count(*) FROM disbursements WHERE county_code = '140212' AND split_part(village, '村', 1) <> '' GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(*), sum(amount) FROM disbursements WHERE subsidy_type IN (SELECT subsidy_type FROM disbursements GROUP BY 1 HAVING avg(amount) > 300) GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*), sum(amount) FROM disbursements WHERE county_code = '140215' OR subsidy_type NOT IN (SELECT subsidy_type FROM disbursements GROUP BY 1 ORDER BY sum(amount) DESC LIMIT 1) GROUP BY 1 ORDER BY 1

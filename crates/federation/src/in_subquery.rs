@@ -7,10 +7,11 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, ExprSchema};
 use datafusion::error::Result;
 use datafusion::functions_aggregate::expr_fn::array_agg;
-use datafusion::functions_nested::expr_fn::array_has;
+use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality};
 use datafusion::logical_expr::expr::InSubquery;
-use datafusion::logical_expr::utils::{conjunction, split_conjunction, split_conjunction_owned};
-use datafusion::logical_expr::{Expr, Filter, LogicalPlan, LogicalPlanBuilder, Subquery};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Subquery,
+};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::{ColumnClass, column_class};
@@ -19,14 +20,23 @@ use sunlight_domain::{ColumnClass, column_class};
 /// no lists of values.
 pub const LIST: &str = "__in_subquery_list";
 
-/// Rewrites a filter's `x IN (subquery)`, where the subquery aggregates and refers to
-/// nothing outside it, as `x IS NOT NULL AND array_has((SELECT array_agg(v) …), x)`.
+/// Rewrites a filter's `x [NOT] IN (subquery)`, where the subquery aggregates and refers
+/// to nothing outside it, as a condition on the list of its values `L`, `(SELECT
+/// array_agg(v) …)`:
+///
+/// - `x IN (…)` as `x IS NOT NULL AND array_has(L, x)`;
+/// - `x NOT IN (…)` as `L IS NULL OR (x IS NOT NULL AND NOT array_has(L, x) AND
+///   cardinality(array_compact(L)) = cardinality(L))`: true for every row when the
+///   subquery has no rows, and for none when a value is NULL.
 ///
 /// The city answers the subquery on its own, from the partial aggregates of the nodes,
 /// and each fragment then carries its values as a list: the nodes filter their rows by
 /// it and aggregate them as usual. Planned as a semi-join, the nodes would have to send
-/// the rows to be joined, which they never do. Only conjuncts of a filter are rewritten,
-/// where an unknown and a false condition alike drop the row.
+/// the rows to be joined, which they never do.
+///
+/// Only conditions the filter reaches through AND and OR alone are rewritten. There a
+/// row is kept the same whether a condition is unknown or false, so the list may answer
+/// false where the subquery answers unknown; under NOT, or as a value, it may not.
 #[derive(Debug, Default)]
 pub struct InSubqueryAsList;
 
@@ -47,24 +57,10 @@ impl OptimizerRule for InSubqueryAsList {
         let LogicalPlan::Filter(filter) = plan else {
             return Ok(Transformed::no(plan));
         };
-        let schema = filter.input.schema();
-        let listed = |e: &Expr| {
-            matches!(e, Expr::InSubquery(InSubquery { expr, subquery, negated: false })
-                if aggregates_alone(subquery) && !identifier(expr, schema))
-        };
-        if !split_conjunction(&filter.predicate).into_iter().any(listed) {
+        if !any_listed(&filter.predicate, filter.input.schema()) {
             return Ok(Transformed::no(LogicalPlan::Filter(filter)));
         }
-        let conjuncts = split_conjunction_owned(filter.predicate)
-            .into_iter()
-            .map(|e| match e {
-                Expr::InSubquery(InSubquery { expr, subquery, .. }) if listed(&e) => {
-                    as_list(*expr, subquery)
-                }
-                other => Ok(other),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let predicate = conjunction(conjuncts).expect("a filter has a predicate");
+        let predicate = as_lists(filter.predicate, filter.input.schema())?;
         Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
             predicate,
             filter.input,
@@ -72,6 +68,56 @@ impl OptimizerRule for InSubqueryAsList {
     }
 }
 
+/// The operands of `condition` when it is an AND or an OR.
+fn junction(condition: &Expr) -> Option<(&Expr, &Expr)> {
+    match condition {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_junction(*op) => Some((left, right)),
+        _ => None,
+    }
+}
+
+fn is_junction(op: Operator) -> bool {
+    matches!(op, Operator::And | Operator::Or)
+}
+
+/// Whether `condition` reaches, through AND and OR alone, an IN subquery to rewrite.
+fn any_listed(condition: &Expr, schema: &DFSchema) -> bool {
+    match junction(condition) {
+        Some((left, right)) => any_listed(left, schema) || any_listed(right, schema),
+        None => listed(condition, schema),
+    }
+}
+
+/// Whether `condition` is an IN subquery to rewrite.
+fn listed(condition: &Expr, schema: &DFSchema) -> bool {
+    matches!(condition, Expr::InSubquery(InSubquery { expr, subquery, .. })
+        if rewritable(expr, subquery, schema))
+}
+
+/// Whether `expr IN subquery` can become a list: the subquery aggregates on its own, and
+/// `expr` is not an identifier.
+fn rewritable(expr: &Expr, subquery: &Subquery, schema: &DFSchema) -> bool {
+    aggregates_alone(subquery) && !identifier(expr, schema)
+}
+
+/// `condition` with the IN subqueries it reaches through AND and OR as lists.
+fn as_lists(condition: Expr, schema: &DFSchema) -> Result<Expr> {
+    match condition {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_junction(op) => {
+            Ok(Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(as_lists(*left, schema)?),
+                op,
+                Box::new(as_lists(*right, schema)?),
+            )))
+        }
+        Expr::InSubquery(InSubquery {
+            expr,
+            subquery,
+            negated,
+        }) if rewritable(&expr, &subquery, schema) => as_list(*expr, subquery, negated),
+        other => Ok(other),
+    }
+}
 /// Whether `expr` is an identifier column: identifiers meet other nodes' rows by linkage,
 /// and leave a node only as tokens, which a list of the city's could not match.
 fn identifier(expr: &Expr, schema: &DFSchema) -> bool {
@@ -92,13 +138,12 @@ fn aggregates_alone(subquery: &Subquery) -> bool {
             .unwrap_or(false)
 }
 
-/// `expr IS NOT NULL AND array_has((SELECT array_agg(v) FROM subquery WHERE v IS NOT
-/// NULL), expr)`, where `v` is the subquery's one column.
-fn as_list(expr: Expr, subquery: Subquery) -> Result<Expr> {
+/// The condition on the list of the subquery's values that stands for `expr [NOT] IN
+/// (subquery)`; see [`InSubqueryAsList`].
+fn as_list(expr: Expr, subquery: Subquery, negated: bool) -> Result<Expr> {
     let plan = Arc::unwrap_or_clone(subquery.subquery);
     let value = Expr::Column(plan.schema().columns().swap_remove(0));
     let values = LogicalPlanBuilder::from(plan)
-        .filter(value.clone().is_not_null())?
         .aggregate(Vec::<Expr>::new(), [array_agg(value).alias(LIST)])?
         .build()?;
     let list = Expr::ScalarSubquery(Subquery {
@@ -106,13 +151,23 @@ fn as_list(expr: Expr, subquery: Subquery) -> Result<Expr> {
         outer_ref_columns: Vec::new(),
         spans: subquery.spans,
     });
-    Ok(expr.clone().is_not_null().and(array_has(list, expr)))
+    let found = array_has(list.clone(), expr.clone());
+    if !negated {
+        return Ok(expr.is_not_null().and(found));
+    }
+    let no_nulls = cardinality(array_compact(list.clone())).eq(cardinality(list.clone()));
+    Ok(list
+        .is_null()
+        .or(expr.is_not_null().and(!found).and(no_nulls)))
 }
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int32Type;
     use datafusion::catalog::MemTable;
-    use datafusion::optimizer::OptimizerContext;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::optimizer::{Optimizer, OptimizerContext};
     use datafusion::prelude::SessionContext;
     use sunlight_domain::Table;
 
@@ -130,18 +185,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_in_over_an_aggregate_of_its_own_in_a_filter_becomes_a_list() {
+    async fn an_in_over_an_aggregate_of_its_own_under_and_or_becomes_a_list() {
         let genders = "(SELECT gender FROM persons GROUP BY gender HAVING count(*) > 1)";
         let count = "SELECT count(*) FROM persons";
-        assert!(
-            rewritten(&format!(
-                "{count} WHERE gender IN {genders} AND village <> ''"
-            ))
-            .await
-        );
         for sql in [
+            format!("{count} WHERE gender IN {genders} AND village <> ''"),
             format!("{count} WHERE gender NOT IN {genders}"),
-            format!("{count} WHERE gender IN {genders} OR village <> ''"),
+            format!("{count} WHERE village = '' OR (gender IN {genders} AND village <> 'x')"),
+        ] {
+            assert!(rewritten(&sql).await, "{sql}");
+        }
+        for sql in [
+            format!("{count} WHERE NOT (gender IN {genders} OR village <> '')"),
+            format!("{count} WHERE (gender IN {genders}) IS NOT TRUE"),
             format!("{count} WHERE gender IN (SELECT gender FROM persons)"),
             format!(
                 "{count} o WHERE gender IN (SELECT max(gender) FROM persons i \
@@ -150,6 +206,85 @@ mod tests {
             format!("{count} WHERE person_id IN (SELECT person_id FROM persons GROUP BY 1)"),
         ] {
             assert!(!rewritten(&sql).await, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_keeps_the_rows_the_subquery_keeps() {
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_optimizer_rules(
+                std::iter::once(Arc::new(InSubqueryAsList) as _)
+                    .chain(Optimizer::new().rules)
+                    .collect(),
+            )
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for table in [
+            "CREATE TABLE t(x INT) AS VALUES (1), (2), (3), (NULL)",
+            "CREATE TABLE s(v INT) AS VALUES (1), (1), (3), (NULL), (NULL)",
+        ] {
+            ctx.sql(table).await.unwrap();
+        }
+        // Each subquery's values, then the rows of t each condition keeps, by SQL's rules.
+        let cases: [(&str, [&[Option<i32>]; 4]); 5] = [
+            (
+                "SELECT v FROM s GROUP BY v", // 1, 3, NULL
+                [&[Some(1), Some(3)], &[], &[Some(2)], &[Some(3)]],
+            ),
+            (
+                "SELECT v FROM s WHERE v IS NOT NULL GROUP BY v", // 1, 3
+                [&[Some(1), Some(3)], &[Some(2)], &[Some(2)], &[Some(3)]],
+            ),
+            (
+                "SELECT v FROM s GROUP BY v HAVING count(*) > 5", // no rows
+                [
+                    &[],
+                    &[None, Some(1), Some(2), Some(3)],
+                    &[None, Some(1), Some(2), Some(3)],
+                    &[],
+                ],
+            ),
+            (
+                "SELECT max(v) FROM s", // 3
+                [
+                    &[Some(3)],
+                    &[Some(1), Some(2)],
+                    &[Some(1), Some(2)],
+                    &[Some(3)],
+                ],
+            ),
+            (
+                "SELECT max(v) FROM s WHERE v > 9", // NULL
+                [&[], &[], &[Some(2)], &[]],
+            ),
+        ];
+        for (sub, expected) in cases {
+            let conditions = [
+                format!("x IN ({sub})"),
+                format!("x NOT IN ({sub})"),
+                format!("x = 2 OR x NOT IN ({sub})"),
+                format!("x > 1 AND (x IN ({sub}) OR x IS NULL)"),
+            ];
+            for (condition, expected) in conditions.iter().zip(expected) {
+                let sql = format!("SELECT x FROM t WHERE {condition} ORDER BY x NULLS FIRST");
+                let frame = ctx.sql(&sql).await.unwrap();
+                let plan = frame.clone().into_optimized_plan().unwrap();
+                assert!(plan.display_indent().to_string().contains(LIST), "{sql}");
+                let rows: Vec<Option<i32>> = frame
+                    .collect()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .flat_map(|b| {
+                        b.column(0)
+                            .as_primitive::<Int32Type>()
+                            .iter()
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                assert_eq!(rows, expected, "{sql}");
+            }
         }
     }
 }

@@ -88,6 +88,8 @@ const FUNCTIONS: &[&str] = &[
     "translate",
     "to_timestamp",
     "array_has",
+    "array_compact",
+    "cardinality",
 ];
 
 /// Aggregate functions a fragment may compute: their partial states are statistics, never
