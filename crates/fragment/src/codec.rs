@@ -1,18 +1,20 @@
 //! The datafusion-proto extension codec for fragments: encodes [`TableLeafExec`] as a
 //! `sunlight.v1.TableLeaf` message. [`SubqueryValues`] encodes the value of a scalar
-//! subquery that already ran at the city as a literal.
+//! subquery that already ran at the city as a literal, or as an IN list.
 
 use std::sync::Arc;
 
+use arrow::array::Array;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ColumnarValue;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::from_proto::parse_physical_expr_with_converter;
 use datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter;
@@ -20,7 +22,8 @@ use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
     PhysicalProtoConverterExtension,
 };
-use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalPlanNode};
+use datafusion_proto::protobuf::physical_expr_node::ExprType;
+use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalInListNode, PhysicalPlanNode};
 use prost::Message;
 use sunlight_proto::v1::TableLeaf;
 
@@ -93,7 +96,8 @@ impl PhysicalExtensionCodec for FragmentCodec {
 
 /// Encodes a fragment whose expressions read scalar subqueries of the city's plan. Their
 /// values are known once the city has run the subqueries, and each travels as a literal,
-/// since a node never sees the subquery itself.
+/// since a node never sees the subquery itself; membership in a subquery's list of values
+/// travels as an IN list of them.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SubqueryValues;
 
@@ -128,17 +132,74 @@ impl PhysicalProtoConverterExtension for SubqueryValues {
         expr: &Arc<dyn PhysicalExpr>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> Result<PhysicalExprNode> {
+        if let Some(listed) = self.membership_in_list(expr, codec)? {
+            return Ok(listed);
+        }
         if !expr.is::<ScalarSubqueryExpr>() {
             return serialize_physical_expr_with_converter(expr, codec, self);
         }
-        let no_rows = RecordBatch::new_empty(SchemaRef::new(Schema::empty()));
-        let ColumnarValue::Scalar(value) = expr.evaluate(&no_rows)? else {
-            return Err(DataFusionError::Internal(
-                "a scalar subquery gave an array".into(),
-            ));
-        };
-        let literal: Arc<dyn PhysicalExpr> = Arc::new(Literal::new(value));
+        let literal: Arc<dyn PhysicalExpr> = Arc::new(Literal::new(subquery_value(expr)?));
         serialize_physical_expr_with_converter(&literal, codec, self)
+    }
+}
+
+impl SubqueryValues {
+    /// `array_has(L, x)`, where `L` is a subquery's list of values, as `x IN (…)` over
+    /// the values of `L` that are not NULL: the same answer, which a node finds in a hash
+    /// set, rather than comparing each row with a copy of the whole list. `None` for any
+    /// other expression, and for a list that is NULL or holds no value.
+    fn membership_in_list(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> Result<Option<PhysicalExprNode>> {
+        let Some(function) = expr.downcast_ref::<ScalarFunctionExpr>() else {
+            return Ok(None);
+        };
+        let [list, needle] = function.args() else {
+            return Ok(None);
+        };
+        if function.fun().name() != "array_has" || !list.is::<ScalarSubqueryExpr>() {
+            return Ok(None);
+        }
+        let ScalarValue::List(lists) = subquery_value(list)? else {
+            return Ok(None);
+        };
+        if lists.is_null(0) {
+            return Ok(None);
+        }
+        let values = lists.value(0);
+        let literals = (0..values.len())
+            .filter(|&i| values.is_valid(i))
+            .map(|i| {
+                let value: Arc<dyn PhysicalExpr> =
+                    Arc::new(Literal::new(ScalarValue::try_from_array(&values, i)?));
+                serialize_physical_expr_with_converter(&value, codec, self)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if literals.is_empty() {
+            return Ok(None);
+        }
+        let needle = serialize_physical_expr_with_converter(needle, codec, self)?;
+        Ok(Some(PhysicalExprNode {
+            expr_id: None,
+            expr_type: Some(ExprType::InList(Box::new(PhysicalInListNode {
+                expr: Some(Box::new(needle)),
+                list: literals,
+                negated: false,
+            }))),
+        }))
+    }
+}
+
+/// The value of a scalar subquery that already ran at the city.
+fn subquery_value(expr: &Arc<dyn PhysicalExpr>) -> Result<ScalarValue> {
+    let no_rows = RecordBatch::new_empty(SchemaRef::new(Schema::empty()));
+    match expr.evaluate(&no_rows)? {
+        ColumnarValue::Scalar(value) => Ok(value),
+        ColumnarValue::Array(_) => Err(DataFusionError::Internal(
+            "a scalar subquery gave an array".into(),
+        )),
     }
 }
 
@@ -158,4 +219,60 @@ pub fn reads_scalar_subquery(plan: &Arc<dyn ExecutionPlan>) -> bool {
         Ok(found)
     })
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{BooleanArray, StringArray};
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::config::ConfigOptions;
+    use datafusion::functions_nested::array_has::array_has_udf;
+    use datafusion::logical_expr::physical_planning_context::{
+        ScalarSubqueryResults, SubqueryIndex,
+    };
+    use datafusion::physical_expr::expressions::{InListExpr, col};
+    use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
+
+    use super::*;
+
+    #[test]
+    fn membership_in_a_subquerys_list_travels_as_an_in_list_that_answers_alike() {
+        let schema = Schema::new(vec![Field::new("x", DataType::Utf8, true)]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema.clone()),
+            vec![Arc::new(StringArray::from(vec![
+                Some("a"),
+                Some("c"),
+                None,
+                Some("b"),
+            ]))],
+        )
+        .unwrap();
+        let index = SubqueryIndex::new(0);
+        let results = ScalarSubqueryResults::new(1);
+        let values = [Some("a"), None, Some("b")].map(|v| ScalarValue::Utf8(v.map(String::from)));
+        let value = ScalarValue::List(ScalarValue::new_list(&values, &DataType::Utf8, true));
+        results.set(index, value.clone()).unwrap();
+        let list = ScalarSubqueryExpr::new(value.data_type(), true, index, results);
+        let membership: Arc<dyn PhysicalExpr> = Arc::new(
+            ScalarFunctionExpr::try_new(
+                array_has_udf(),
+                vec![Arc::new(list), col("x", &schema).unwrap()],
+                &schema,
+                Arc::new(ConfigOptions::default()),
+            )
+            .unwrap(),
+        );
+
+        let proto = SubqueryValues
+            .physical_expr_to_proto(&membership, &FragmentCodec)
+            .unwrap();
+        let decoded =
+            parse_physical_expr(&proto, &TaskContext::default(), &schema, &FragmentCodec).unwrap();
+        assert!(decoded.is::<InListExpr>(), "{decoded}");
+        let answer = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).unwrap().to_array(4).unwrap();
+        let expected = BooleanArray::from(vec![Some(true), Some(false), None, Some(true)]);
+        assert_eq!(answer(&membership).as_ref(), &expected);
+        assert_eq!(answer(&decoded).as_ref(), &expected);
+    }
 }
