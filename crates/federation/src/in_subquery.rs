@@ -68,30 +68,19 @@ impl OptimizerRule for InSubqueryAsList {
     }
 }
 
-/// The operands of `condition` when it is an AND or an OR.
-fn junction(condition: &Expr) -> Option<(&Expr, &Expr)> {
-    match condition {
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_junction(*op) => Some((left, right)),
-        _ => None,
-    }
-}
-
 fn is_junction(op: Operator) -> bool {
     matches!(op, Operator::And | Operator::Or)
 }
 
 /// Whether `condition` reaches, through AND and OR alone, an IN subquery to rewrite.
 fn any_listed(condition: &Expr, schema: &DFSchema) -> bool {
-    match junction(condition) {
-        Some((left, right)) => any_listed(left, schema) || any_listed(right, schema),
-        None => listed(condition, schema),
+    match condition {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_junction(*op) => {
+            any_listed(left, schema) || any_listed(right, schema)
+        }
+        Expr::InSubquery(InSubquery { expr, subquery, .. }) => rewritable(expr, subquery, schema),
+        _ => false,
     }
-}
-
-/// Whether `condition` is an IN subquery to rewrite.
-fn listed(condition: &Expr, schema: &DFSchema) -> bool {
-    matches!(condition, Expr::InSubquery(InSubquery { expr, subquery, .. })
-        if rewritable(expr, subquery, schema))
 }
 
 /// Whether `expr IN subquery` can become a list: the subquery aggregates on its own, and
@@ -118,6 +107,7 @@ fn as_lists(condition: Expr, schema: &DFSchema) -> Result<Expr> {
         other => Ok(other),
     }
 }
+
 /// Whether `expr` is an identifier column: identifiers meet other nodes' rows by linkage,
 /// and leave a node only as tokens, which a list of the city's could not match.
 fn identifier(expr: &Expr, schema: &DFSchema) -> bool {
