@@ -106,3 +106,7 @@ SELECT regexp_replace(township, '[乡镇]$', '') AS t, count(*) FROM disbursemen
 SELECT county_code, count(*), sum(amount) FROM disbursements WHERE subsidy_type IN (SELECT subsidy_type FROM disbursements GROUP BY 1 HAVING avg(amount) > 300) GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(*), sum(amount) FROM disbursements WHERE county_code = '140215' OR subsidy_type NOT IN (SELECT subsidy_type FROM disbursements GROUP BY 1 ORDER BY sum(amount) DESC LIMIT 1) GROUP BY 1 ORDER BY 1
+;
+SELECT count(*) FROM (SELECT DISTINCT person_id FROM disbursements WHERE subsidy_type = 'GAOLING') t
+;
+SELECT subsidy_type, count(*) FROM (SELECT subsidy_type, person_id FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1, 2) t GROUP BY 1 ORDER BY 1

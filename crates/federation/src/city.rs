@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
-use datafusion::optimizer::Optimizer;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::analyze::AnalyzeExec;
@@ -34,6 +34,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
+use crate::distinct_rows::CountDistinctRows;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::InSubqueryAsList;
@@ -250,22 +251,10 @@ impl CityEngine {
         config.options_mut().optimizer.repartition_joins = true;
         let mut rules = PhysicalOptimizer::new().rules;
         rules.push(Arc::new(PushToNodes));
-        // An IN subquery that aggregates becomes a list the fragments carry, before it
-        // could become a join at the city. COUNT(DISTINCT) stays one aggregate, so that
-        // nodes send its state (tokens of the distinct values, counted there) rather
-        // than one group per identifier.
-        let logical_rules = std::iter::once(Arc::new(InSubqueryAsList) as _)
-            .chain(
-                Optimizer::new()
-                    .rules
-                    .into_iter()
-                    .filter(|r| r.name() != "single_distinct_aggregation_to_group_by"),
-            )
-            .collect();
         let state: SessionState = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_optimizer_rules(logical_rules)
+            .with_optimizer_rules(logical_rules())
             .with_physical_optimizer_rules(rules)
             .build();
         let context = SessionContext::new_with_state(state);
@@ -616,4 +605,23 @@ impl SqlEngine for CityEngine {
             .map(|t| TableInfo::new(t.name(), t.schema(), t.primary_key()))
             .collect())
     }
+}
+
+/// The city's logical optimizer rules: DataFusion's, and around them the rewrites that
+/// keep work at the nodes.
+///
+/// An IN subquery that aggregates becomes a list the fragments carry, before it could
+/// become a join at the city. COUNT(DISTINCT) stays one aggregate, so that nodes send its
+/// state (tokens of the distinct values, counted there) rather than one group per
+/// identifier; and a count of distinct rows becomes one, once DISTINCT is an aggregate.
+pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    std::iter::once(Arc::new(InSubqueryAsList) as _)
+        .chain(
+            Optimizer::new()
+                .rules
+                .into_iter()
+                .filter(|r| r.name() != "single_distinct_aggregation_to_group_by"),
+        )
+        .chain(std::iter::once(Arc::new(CountDistinctRows) as _))
+        .collect()
 }

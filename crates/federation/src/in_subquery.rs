@@ -157,11 +157,12 @@ mod tests {
     use arrow::datatypes::Int32Type;
     use datafusion::catalog::MemTable;
     use datafusion::execution::SessionStateBuilder;
-    use datafusion::optimizer::{Optimizer, OptimizerContext};
+    use datafusion::optimizer::OptimizerContext;
     use datafusion::prelude::SessionContext;
     use sunlight_domain::Table;
 
     use super::*;
+    use crate::city::logical_rules;
 
     async fn rewritten(sql: &str) -> bool {
         let ctx = SessionContext::new();
@@ -203,11 +204,7 @@ mod tests {
     async fn a_list_keeps_the_rows_the_subquery_keeps() {
         let state = SessionStateBuilder::new()
             .with_default_features()
-            .with_optimizer_rules(
-                std::iter::once(Arc::new(InSubqueryAsList) as _)
-                    .chain(Optimizer::new().rules)
-                    .collect(),
-            )
+            .with_optimizer_rules(logical_rules())
             .build();
         let ctx = SessionContext::new_with_state(state);
         for table in [

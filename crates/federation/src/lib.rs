@@ -6,6 +6,7 @@
 
 mod city;
 mod control;
+mod distinct_rows;
 mod error;
 mod fragment_exec;
 mod in_subquery;
