@@ -110,3 +110,7 @@ SELECT county_code, count(*), sum(amount) FROM disbursements WHERE county_code =
 SELECT count(*) FROM (SELECT DISTINCT person_id FROM disbursements WHERE subsidy_type = 'GAOLING') t
 ;
 SELECT subsidy_type, count(*) FROM (SELECT subsidy_type, person_id FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1, 2) t GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type FROM disbursements WHERE county_code = '140215' GROUP BY 1 UNION SELECT subsidy_type FROM disbursements WHERE county_code = '140212' GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, count(*) FROM disbursements GROUP BY 1 UNION SELECT subsidy_type, count(*) FROM disbursements WHERE county_code = '140212' GROUP BY 1 ORDER BY 1, 2

@@ -43,8 +43,7 @@ impl PhysicalOptimizerRule for PushToNodes {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let partitions = config.execution.target_partitions;
-        Ok(plan.transform_up(|p| absorb(p, partitions))?.data)
+        push(plan, config.execution.target_partitions)
     }
 
     fn name(&self) -> &str {
@@ -54,6 +53,41 @@ impl PhysicalOptimizerRule for PushToNodes {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `plan` with its inputs cut first, bottom-up, and then itself absorbed where it can be.
+fn push(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let planned: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let inputs = planned
+        .iter()
+        .map(|input| push(Arc::clone(input), partitions))
+        .collect::<Result<Vec<_>>>()?;
+    let plan = match replace_children_if_necessary(Arc::clone(&plan), inputs.clone()) {
+        Ok(plan) => plan,
+        // An operator that needs its inputs split as planned, such as the one that
+        // interleaves the sides of a UNION, refuses a fragment that now sends them
+        // otherwise: it takes them split again as planned.
+        Err(_) => replace_children_if_necessary(plan, split_as_planned(inputs, &planned)?)?,
+    };
+    Ok(absorb(plan, partitions)?.data)
+}
+
+/// `inputs`, each repartitioned as its `planned` counterpart was where they differ.
+fn split_as_planned(
+    inputs: Vec<Arc<dyn ExecutionPlan>>,
+    planned: &[Arc<dyn ExecutionPlan>],
+) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+    inputs
+        .into_iter()
+        .zip(planned)
+        .map(|(input, planned)| {
+            let split = planned.output_partitioning();
+            if input.output_partitioning() == split {
+                return Ok(input);
+            }
+            Ok(Arc::new(RepartitionExec::try_new(input, split.clone())?) as Arc<dyn ExecutionPlan>)
+        })
+        .collect()
 }
 
 fn absorb(
@@ -71,7 +105,10 @@ fn absorb(
     let Some((base, inputs)) = fragment_inputs(&plan.data)? else {
         return Ok(plan);
     };
-    let fragment = replace_children_if_necessary(plan.data.clone(), inputs)?;
+    // An operator that refuses the fragment's inputs, as split at the nodes, stays here.
+    let Ok(fragment) = replace_children_if_necessary(plan.data.clone(), inputs) else {
+        return Ok(plan);
+    };
     // A fragment keeps one output partition per node, and must travel as datafusion-proto.
     if fragment.output_partitioning().partition_count() != base.nodes().len() {
         return Ok(plan);
