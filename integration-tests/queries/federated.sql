@@ -114,3 +114,5 @@ SELECT subsidy_type, count(*) FROM (SELECT subsidy_type, person_id FROM disburse
 SELECT subsidy_type FROM disbursements WHERE county_code = '140215' GROUP BY 1 UNION SELECT subsidy_type FROM disbursements WHERE county_code = '140212' GROUP BY 1 ORDER BY 1
 ;
 SELECT subsidy_type, count(*) FROM disbursements GROUP BY 1 UNION SELECT subsidy_type, count(*) FROM disbursements WHERE county_code = '140212' GROUP BY 1 ORDER BY 1, 2
+;
+SELECT s.department, count(*), count(s.cap) FROM disbursements d LEFT JOIN subsidy_standards s ON d.subsidy_type = s.subsidy_type AND d.amount <= s.cap GROUP BY 1 ORDER BY 1

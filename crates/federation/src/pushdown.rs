@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
@@ -262,9 +263,25 @@ fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentEx
                     .iter()
                     .any(|(l, r)| is_county_code(l) && is_county_code(r))
         }
-        PartitionMode::CollectLeft => fragments[0].is_none() && fragments[1].is_some(),
+        PartitionMode::CollectLeft => {
+            fragments[0].is_none() && fragments[1].is_some() && reference_rows_once(join)
+        }
         PartitionMode::Auto => false,
     }
+}
+
+/// Whether a join with the reference table on its left gives only rows driven by the
+/// right side's: then each node gives its own rows' share. A join that keeps, marks or
+/// filters the reference table's rows would give each of them once at every node.
+fn reference_rows_once(join: &HashJoinExec) -> bool {
+    matches!(
+        join.join_type(),
+        JoinType::Inner
+            | JoinType::Right
+            | JoinType::RightSemi
+            | JoinType::RightAnti
+            | JoinType::RightMark
+    )
 }
 
 fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {

@@ -252,6 +252,13 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             "SELECT county_code, median(amount) FROM disbursements GROUP BY 1",
             "aggregate median is not allowed in a fragment",
         ),
+        // Each node would give the standards it matches none of its rows with: refused,
+        // never counted once per node.
+        (
+            "SELECT s.subsidy_type, count(*) FROM subsidy_standards s LEFT JOIN disbursements d \
+             ON s.subsidy_type = d.subsidy_type AND d.amount > 2500 GROUP BY 1",
+            "over rows of several nodes",
+        ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(mentions), "{sql}: {err}");
