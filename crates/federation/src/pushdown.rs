@@ -8,11 +8,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{JoinSide, JoinType};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::logical_expr::Aggregate;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::analyze::AnalyzeExec;
@@ -21,14 +22,18 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::utils::build_join_schema;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
-use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use sunlight_domain::NodeCode;
+use sunlight_fragment::TableLeafExec;
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
@@ -169,12 +174,9 @@ fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInput
     // and matching rows live on the same node; and when every input comes from the same
     // single node, that node holds every group. Either way the city's repartitioning is
     // not needed.
-    let county_join = plan.downcast_ref::<HashJoinExec>().is_some_and(|j| {
-        *j.partition_mode() == PartitionMode::Partitioned
-            && j.on()
-                .iter()
-                .any(|(l, r)| is_county_code(l) && is_county_code(r))
-    });
+    let county_join = plan
+        .downcast_ref::<HashJoinExec>()
+        .is_some_and(|j| *j.partition_mode() == PartitionMode::Partitioned && on_county_code(j));
     let under: Vec<Option<&NodeFragmentExec>> =
         plan.children().into_iter().map(fragment_under).collect();
     let one_node = under.iter().all(|f| {
@@ -256,13 +258,7 @@ fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentEx
         return false;
     }
     match join.partition_mode() {
-        PartitionMode::Partitioned => {
-            fragments.iter().all(Option::is_some)
-                && join
-                    .on()
-                    .iter()
-                    .any(|(l, r)| is_county_code(l) && is_county_code(r))
-        }
+        PartitionMode::Partitioned => fragments.iter().all(Option::is_some) && on_county_code(join),
         PartitionMode::CollectLeft => {
             fragments[0].is_none() && fragments[1].is_some() && reference_rows_once(join)
         }
@@ -346,12 +342,25 @@ pub fn merges_whole_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {
 /// county; `None` for other operators.
 fn by_county(plan: &Arc<dyn ExecutionPlan>) -> Option<bool> {
     if let Some(window) = plan.downcast_ref::<BoundedWindowAggExec>() {
-        return Some(window.partition_keys().iter().any(is_county_code));
+        let input = window.input();
+        return Some(
+            window
+                .partition_keys()
+                .iter()
+                .any(|k| is_county_code(input, k)),
+        );
     }
     if let Some(window) = plan.downcast_ref::<WindowAggExec>() {
-        return Some(window.partition_keys().iter().any(is_county_code));
+        let input = window.input();
+        return Some(
+            window
+                .partition_keys()
+                .iter()
+                .any(|k| is_county_code(input, k)),
+        );
     }
-    let group = plan.downcast_ref::<AggregateExec>()?.group_expr();
+    let aggregate = plan.downcast_ref::<AggregateExec>()?;
+    let group = aggregate.group_expr();
     // Grouping sets formed below (`__grouping_id`) may total over counties.
     let sets_below = group.expr().iter().any(|(e, _)| {
         e.downcast_ref::<Column>()
@@ -360,7 +369,7 @@ fn by_county(plan: &Arc<dyn ExecutionPlan>) -> Option<bool> {
     let county: Vec<bool> = group
         .expr()
         .iter()
-        .map(|(e, _)| is_county_code(e))
+        .map(|(e, _)| is_county_code(aggregate.input(), e))
         .collect();
     Some(
         !sets_below
@@ -384,9 +393,103 @@ fn nodes_under(plan: &Arc<dyn ExecutionPlan>) -> Result<BTreeSet<NodeCode>> {
     Ok(nodes)
 }
 
-fn is_county_code(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> bool {
+/// Whether `join` matches rows on `county_code` from both sides (among other keys).
+fn on_county_code(join: &HashJoinExec) -> bool {
+    join.on()
+        .iter()
+        .any(|(l, r)| is_county_code(join.left(), l) && is_county_code(join.right(), r))
+}
+
+/// Whether `expr`, over the output of `input`, is a node table's `county_code`.
+fn is_county_code(input: &Arc<dyn ExecutionPlan>, expr: &Arc<dyn PhysicalExpr>) -> bool {
     expr.downcast_ref::<Column>()
-        .is_some_and(|c| c.name() == "county_code")
+        .is_some_and(|c| carries_county_code(input, c.index()))
+}
+
+/// Whether column `index` of `plan` is a node table's `county_code`, passed on unchanged
+/// and never NULL for want of a match: at a node, every row holds the node's own code. A
+/// column only named so, as in `'140215' AS county_code`, is not one.
+fn carries_county_code(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
+    let column_of = |expr: &Arc<dyn PhysicalExpr>| expr.downcast_ref::<Column>().map(Column::index);
+    let below = |input: &Arc<dyn ExecutionPlan>, i: Option<usize>| {
+        i.is_some_and(|i| carries_county_code(input, i))
+    };
+    if let Some(fragment) = plan.downcast_ref::<NodeFragmentExec>() {
+        return carries_county_code(fragment.fragment(), index);
+    }
+    if plan.is::<TableLeafExec>() {
+        return plan
+            .schema()
+            .fields()
+            .get(index)
+            .is_some_and(|f| f.name() == "county_code");
+    }
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let source = projection
+            .expr()
+            .get(index)
+            .and_then(|e| column_of(&e.expr));
+        return below(projection.input(), source);
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let source = match filter.projection() {
+            Some(kept) => kept.get(index).copied(),
+            None => Some(index),
+        };
+        return below(filter.input(), source);
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        let group = aggregate.group_expr();
+        let source = group.expr().get(index).and_then(|(e, _)| column_of(e));
+        return group.is_single() && below(aggregate.input(), source);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let (_, columns) = build_join_schema(
+            &join.left().schema(),
+            &join.right().schema(),
+            join.join_type(),
+        );
+        let at = match &join.projection {
+            Some(kept) => kept.get(index).copied(),
+            None => Some(index),
+        };
+        let outer = join.join_type();
+        return match at.and_then(|i| columns.get(i)) {
+            Some(c)
+                if c.side == JoinSide::Left
+                    && !matches!(outer, JoinType::Right | JoinType::Full) =>
+            {
+                carries_county_code(join.left(), c.index)
+            }
+            Some(c)
+                if c.side == JoinSide::Right
+                    && !matches!(outer, JoinType::Left | JoinType::Full) =>
+            {
+                carries_county_code(join.right(), c.index)
+            }
+            _ => false,
+        };
+    }
+    if plan.is::<UnionExec>() || plan.is::<InterleaveExec>() {
+        return plan
+            .children()
+            .into_iter()
+            .all(|c| carries_county_code(c, index));
+    }
+    // Operators that pass their input's columns on in place, adding any after them.
+    let passes_on = plan.is::<RepartitionExec>()
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<CooperativeExec>()
+        || plan.is::<SortExec>()
+        || plan.is::<SortPreservingMergeExec>()
+        || plan.is::<LocalLimitExec>()
+        || plan.is::<GlobalLimitExec>()
+        || plan.is::<BoundedWindowAggExec>()
+        || plan.is::<WindowAggExec>();
+    match plan.children().as_slice() {
+        [input] if passes_on => carries_county_code(input, index),
+        _ => false,
+    }
 }
 
 /// A subtree that reads only the reference table, rewritten to read the node's copy.

@@ -259,6 +259,12 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              ON s.subsidy_type = d.subsidy_type AND d.amount > 2500 GROUP BY 1",
             "over rows of several nodes",
         ),
+        // A column only named county_code does not keep a join within each node.
+        (
+            "SELECT count(*) FROM disbursements d JOIN (SELECT '140215' AS county_code, gender \
+             FROM persons WHERE gender = 'F') p ON d.county_code = p.county_code",
+            "over rows of several nodes",
+        ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(mentions), "{sql}: {err}");
