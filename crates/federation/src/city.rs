@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use sunlight_domain::{NodeCode, Table};
 use sunlight_flightsql::{
     Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine, Statement, StatementSchemas, TableInfo,
+    require_values,
 };
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{
@@ -393,6 +394,9 @@ impl CityEngine {
             Ok(frame) => frame,
             Err(e) => return (None, Err(e)),
         };
+        if let Err(e) = require_values(&frame) {
+            return (None, Err(e.into()));
+        }
         let (plan_sha256, prepared) = self.prepare(frame, control.clone()).await;
         let answer = match prepared {
             Ok(prepared) => answer(prepared).await,

@@ -19,7 +19,7 @@ use tonic::metadata::MetadataMap;
 pub use auth::{Caller, Credentials, TokenTable};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
-pub use statement::{Statement, StatementSchemas};
+pub use statement::{Statement, StatementSchemas, require_values};
 pub use tls::{COORDINATOR_TLS_NAME, NODE_TLS_NAME, TlsFiles, endpoint, trust};
 
 /// Record batches of a result, with errors already mapped to gRPC statuses.

@@ -195,6 +195,25 @@ fn numbered(sql: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Fails unless every placeholder of `frame` has its value: a statement runs only once
+/// its values are bound.
+pub fn require_values(frame: &DataFrame) -> Result<()> {
+    let mut unbound: Vec<String> = frame
+        .logical_plan()
+        .get_parameter_names()?
+        .into_iter()
+        .collect();
+    if unbound.is_empty() {
+        return Ok(());
+    }
+    unbound.sort();
+    Err(DataFusionError::Plan(format!(
+        "the statement has placeholder(s) {} and no values were bound: prepare it and bind \
+         one row of values",
+        unbound.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

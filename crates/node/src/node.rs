@@ -17,7 +17,7 @@ use object_store::ObjectMeta;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_policy::{Counted, NodePolicy};
 
-use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas, TableInfo};
+use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas, TableInfo, require_values};
 
 use crate::audit::NodeAudit;
 use crate::catalog::{NodeCatalog, TableState};
@@ -208,6 +208,7 @@ impl Node {
         statement: &Statement,
     ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
         let frame = self.plan(statement).await?;
+        require_values(&frame)?;
         let schema = frame.schema().inner().clone();
         Ok((schema, frame.execute_stream().await?))
     }

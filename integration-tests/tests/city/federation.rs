@@ -249,6 +249,11 @@ async fn bad_queries_at_the_city_get_clear_errors() {
         ("SELEC 1", "SELEC"),
         ("DROP TABLE persons", "DDL"),
         (
+            "SELECT count(*) FROM disbursements WHERE subsidy_type = $1",
+            "InvalidArgument): Error during planning: the statement has placeholder(s) $1 and \
+             no values were bound",
+        ),
+        (
             "SELECT county_code, median(amount) FROM disbursements GROUP BY 1",
             "aggregate median is not allowed in a fragment",
         ),

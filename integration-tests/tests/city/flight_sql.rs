@@ -112,6 +112,11 @@ async fn bad_requests_get_clear_errors() {
             tonic::Code::InvalidArgument,
             "DML",
         ),
+        (
+            "SELECT count(*) FROM payroll WHERE employer = $1",
+            tonic::Code::InvalidArgument,
+            "placeholder(s) $1 and no values were bound",
+        ),
     ];
     for (sql, code, mentions) in cases {
         match client.query(sql).await {
