@@ -341,23 +341,14 @@ pub fn merges_whole_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {
 /// For an aggregate or a window, whether every group or window it forms lies within one
 /// county; `None` for other operators.
 fn by_county(plan: &Arc<dyn ExecutionPlan>) -> Option<bool> {
-    if let Some(window) = plan.downcast_ref::<BoundedWindowAggExec>() {
-        let input = window.input();
-        return Some(
-            window
-                .partition_keys()
-                .iter()
-                .any(|k| is_county_code(input, k)),
-        );
-    }
-    if let Some(window) = plan.downcast_ref::<WindowAggExec>() {
-        let input = window.input();
-        return Some(
-            window
-                .partition_keys()
-                .iter()
-                .any(|k| is_county_code(input, k)),
-        );
+    let window = match plan.downcast_ref::<BoundedWindowAggExec>() {
+        Some(w) => Some((w.input(), w.partition_keys())),
+        None => plan
+            .downcast_ref::<WindowAggExec>()
+            .map(|w| (w.input(), w.partition_keys())),
+    };
+    if let Some((input, keys)) = window {
+        return Some(keys.iter().any(|k| is_county_code(input, k)));
     }
     let aggregate = plan.downcast_ref::<AggregateExec>()?;
     let group = aggregate.group_expr();
