@@ -57,12 +57,12 @@ impl OptimizerRule for InSubqueryAsList {
         let LogicalPlan::Filter(filter) = plan else {
             return Ok(Transformed::no(plan));
         };
-        if !any_listed(&filter.predicate, filter.input.schema()) {
+        let predicate = as_lists(filter.predicate.clone(), filter.input.schema())?;
+        if !predicate.transformed {
             return Ok(Transformed::no(LogicalPlan::Filter(filter)));
         }
-        let predicate = as_lists(filter.predicate, filter.input.schema())?;
         Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
-            predicate,
+            predicate.data,
             filter.input,
         )?)))
     }
@@ -72,39 +72,36 @@ fn is_junction(op: Operator) -> bool {
     matches!(op, Operator::And | Operator::Or)
 }
 
-/// Whether `condition` reaches, through AND and OR alone, an IN subquery to rewrite.
-fn any_listed(condition: &Expr, schema: &DFSchema) -> bool {
-    match condition {
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_junction(*op) => {
-            any_listed(left, schema) || any_listed(right, schema)
-        }
-        Expr::InSubquery(InSubquery { expr, subquery, .. }) => rewritable(expr, subquery, schema),
-        _ => false,
-    }
-}
-
 /// Whether `expr IN subquery` can become a list: the subquery aggregates on its own, and
 /// `expr` is not an identifier.
 fn rewritable(expr: &Expr, subquery: &Subquery, schema: &DFSchema) -> bool {
     aggregates_alone(subquery) && !identifier(expr, schema)
 }
 
-/// `condition` with the IN subqueries it reaches through AND and OR as lists.
-fn as_lists(condition: Expr, schema: &DFSchema) -> Result<Expr> {
+/// `condition` with the IN subqueries it reaches through AND and OR as lists, and
+/// whether it had any.
+fn as_lists(condition: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     match condition {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_junction(op) => {
-            Ok(Expr::BinaryExpr(BinaryExpr::new(
-                Box::new(as_lists(*left, schema)?),
+            let (left, right) = (as_lists(*left, schema)?, as_lists(*right, schema)?);
+            let joined = Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(left.data),
                 op,
-                Box::new(as_lists(*right, schema)?),
-            )))
+                Box::new(right.data),
+            ));
+            Ok(Transformed::new_transformed(
+                joined,
+                left.transformed || right.transformed,
+            ))
         }
         Expr::InSubquery(InSubquery {
             expr,
             subquery,
             negated,
-        }) if rewritable(&expr, &subquery, schema) => as_list(*expr, subquery, negated),
-        other => Ok(other),
+        }) if rewritable(&expr, &subquery, schema) => {
+            as_list(*expr, subquery, negated).map(Transformed::yes)
+        }
+        other => Ok(Transformed::no(other)),
     }
 }
 
