@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
@@ -20,7 +21,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use sunlight_domain::{NodeCode, Table};
+use sunlight_domain::{ColumnClass, NodeCode, Table, column_class};
 use sunlight_flightsql::{
     Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine, Statement, StatementSchemas, TableInfo,
     require_values,
@@ -431,12 +432,39 @@ impl CityEngine {
 async fn answer(prepared: Prepared) -> Result<(Arc<dyn ExecutionPlan>, Answered)> {
     let batches = collect(prepared.plan.clone(), prepared.task).await?;
     if prepared.control.all_suppressed() {
-        return Err(Error::Refused(too_few(
+        let mut refusal = too_few(
             DEFAULT_MIN_GROUP_SIZE,
             "every group of the answer counts, at one node or more,",
-        )));
+        );
+        if groups_by_identifier(&prepared.plan)? {
+            refusal.message.push_str(
+                ". The nodes group by an identifier, so that each group is one person: \
+                 count persons with count(DISTINCT …), or find persons paid in several \
+                 counties with `sunlight linkage run`",
+            );
+        }
+        return Err(Error::Refused(refusal));
     }
     Ok((prepared.plan, (prepared.schema, batches)))
+}
+
+/// Whether a node's share of `plan` sends a class-D column, which it can only as the key
+/// of its groups.
+fn groups_by_identifier(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    let mut found = false;
+    plan.apply(|p| {
+        found = p.downcast_ref::<NodeFragmentExec>().is_some_and(|f| {
+            f.schema()
+                .fields()
+                .iter()
+                .any(|field| column_class(field) == ColumnClass::Direct)
+        });
+        Ok(match found {
+            true => TreeNodeRecursion::Stop,
+            false => TreeNodeRecursion::Continue,
+        })
+    })?;
+    Ok(found)
 }
 
 /// A result: its schema and its batches.

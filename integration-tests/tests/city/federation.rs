@@ -270,6 +270,13 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              FROM persons WHERE gender = 'F') p ON d.county_code = p.county_code",
             "over rows of several nodes",
         ),
+        // Groups by person_id are single persons, whichever node holds them.
+        (
+            "SELECT count(*) FROM (SELECT person_id FROM disbursements GROUP BY person_id \
+             HAVING count(DISTINCT county_code) > 1) t",
+            "each group is one person: count persons with count(DISTINCT …), or find persons \
+             paid in several counties with `sunlight linkage run`",
+        ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(mentions), "{sql}: {err}");
