@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
@@ -451,20 +451,14 @@ async fn answer(prepared: Prepared) -> Result<(Arc<dyn ExecutionPlan>, Answered)
 /// Whether a node's share of `plan` sends a class-D column, which it can only as the key
 /// of its groups.
 fn groups_by_identifier(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    let mut found = false;
-    plan.apply(|p| {
-        found = p.downcast_ref::<NodeFragmentExec>().is_some_and(|f| {
+    Ok(plan.exists(|p| {
+        Ok(p.downcast_ref::<NodeFragmentExec>().is_some_and(|f| {
             f.schema()
                 .fields()
                 .iter()
                 .any(|field| column_class(field) == ColumnClass::Direct)
-        });
-        Ok(match found {
-            true => TreeNodeRecursion::Stop,
-            false => TreeNodeRecursion::Continue,
-        })
-    })?;
-    Ok(found)
+        }))
+    })?)
 }
 
 /// A result: its schema and its batches.
