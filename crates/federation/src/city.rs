@@ -16,6 +16,9 @@ use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::expressions::col;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
+};
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -307,7 +310,12 @@ impl CityEngine {
             .downcast_ref::<AnalyzeExec>()
             .map_or_else(|| plan.clone(), |a| a.input().clone());
         let traced = trace(&answer, Tier::City, &fragments)?;
-        city_answer(&traced, answer.schema().fields())?;
+        if let Err(mut refusal) = city_answer(&traced, answer.schema().fields()) {
+            if refusal.rule == Rule::MinGroupSize && joins_at_city(&answer)? {
+                refusal.message.push_str(JOINED_AT_CITY);
+            }
+            return Err(Error::Refused(refusal));
+        }
         Ok(plan)
     }
 
@@ -460,6 +468,23 @@ fn groups_by_identifier(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
         }))
     })?)
 }
+
+/// Whether `plan` joins at the city, above the nodes' fragments.
+fn joins_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    Ok(plan.exists(|p| {
+        Ok(p.is::<HashJoinExec>()
+            || p.is::<NestedLoopJoinExec>()
+            || p.is::<CrossJoinExec>()
+            || p.is::<SortMergeJoinExec>()
+            || p.is::<SymmetricHashJoinExec>())
+    })?)
+}
+
+/// Why a join the nodes cannot run on their own leaves single rows to the city.
+const JOINED_AT_CITY: &str = ". Here a join runs at the city, over single rows of the \
+     nodes: a node runs a join itself only between its own tables on equal county_code \
+     (disability_certs has none), or with subsidy_standards when the join keeps no \
+     unmatched subsidy_standards row; to keep rows whose column is in a list, use IN (…)";
 
 /// A result: its schema and its batches.
 type Answered = (SchemaRef, Vec<RecordBatch>);

@@ -262,13 +262,16 @@ async fn bad_queries_at_the_city_get_clear_errors() {
         (
             "SELECT s.subsidy_type, count(*) FROM subsidy_standards s LEFT JOIN disbursements d \
              ON s.subsidy_type = d.subsidy_type AND d.amount > 2500 GROUP BY 1",
-            "over rows of several nodes",
+            "over rows of several nodes, where the persons in each group cannot be counted; \
+             group by columns each node can aggregate on its own, or join tables on \
+             county_code. Here a join runs at the city",
         ),
         // A column only named county_code does not keep a join within each node.
         (
             "SELECT count(*) FROM disbursements d JOIN (SELECT '140215' AS county_code, gender \
              FROM persons WHERE gender = 'F') p ON d.county_code = p.county_code",
-            "over rows of several nodes",
+            "Here a join runs at the city, over single rows of the nodes: a node runs a join \
+             itself only between its own tables on equal county_code",
         ),
         // Groups by person_id are single persons, whichever node holds them.
         (
