@@ -130,8 +130,13 @@ impl DataRoot {
     }
 }
 
+/// The options of an S3 store: the usual `AWS_*` environment variables, then `s3`'s
+/// settings, which override them.
 fn s3_options(s3: &S3Config) -> Vec<(String, String)> {
-    let mut options = Vec::new();
+    let mut options: Vec<(String, String)> = std::env::vars()
+        .filter(|(key, _)| key.starts_with("AWS_"))
+        .map(|(key, value)| (key.to_ascii_lowercase(), value))
+        .collect();
     let mut set = |key: &str, value: &Option<String>| {
         if let Some(v) = value {
             options.push((key.to_string(), v.clone()));

@@ -13,4 +13,5 @@ mod mtls;
 mod oracle;
 mod outside_client;
 mod replicas;
+mod s3_root;
 mod support;

@@ -1,49 +1,17 @@
 //! A standard Flight SQL client from outside the project (Python's ADBC driver) talks to
-//! a node and to the city. The driver is installed into a virtual environment under the target folder.
+//! a node and to the city.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 
-use crate::support::{NodeProcess, TOKEN, shared_city, start_city};
-
-/// A Python with `adbc-driver-flightsql` and `pyarrow`, made once per target folder.
-fn adbc_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adbc-venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".installed");
-    if !ready.exists() {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs");
-        assert!(made.success(), "python3 -m venv failed");
-        let installed = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "adbc-driver-flightsql",
-                "pyarrow",
-            ])
-            .status()
-            .expect("pip runs");
-        assert!(
-            installed.success(),
-            "pip install adbc-driver-flightsql pyarrow failed"
-        );
-        std::fs::write(&ready, b"").unwrap();
-    }
-    python
-}
+use crate::support::{NodeProcess, TOKEN, python, shared_city, start_city};
 
 /// What the ADBC client saw at `addr`, asking about `county`.
 async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
-    let python = adbc_python();
+    let python = python();
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/python/adbc_client.py");
     let args = [addr.to_string(), TOKEN.to_string(), county.to_string()];

@@ -225,6 +225,42 @@ pub fn start_city(city: &Path, extra: &[&str]) -> RunningCity {
     RunningCity { nodes, coordinator }
 }
 
+/// What the tests install into their Python: an outside Flight SQL client, and an
+/// S3-compatible server.
+const PYTHON_PACKAGES: &[&str] = &["adbc-driver-flightsql", "pyarrow", "moto[server]"];
+
+/// A Python with [`PYTHON_PACKAGES`], in a virtual environment made once per target
+/// folder. Test processes take turns under a file lock; the marker file lists what was
+/// installed, so that a package added to the list is installed too.
+pub fn python() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let venv = dir.join("adbc-venv");
+    let python = venv.join("bin/python");
+    let lock = std::fs::File::create(dir.join("adbc-venv.lock")).unwrap();
+    lock.lock().unwrap();
+    let marker = venv.join(".installed");
+    let wanted = PYTHON_PACKAGES.join("\n");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(PYTHON_PACKAGES)
+            .status()
+            .expect("pip runs");
+        assert!(
+            installed.success(),
+            "pip install {PYTHON_PACKAGES:?} failed"
+        );
+        std::fs::write(&marker, wanted).unwrap();
+    }
+    python
+}
+
 /// Runs the CLI; returns its standard output, or panics with both streams.
 pub fn sunlight(args: &[&str]) -> String {
     let out = Command::new(sunlight_bin())
