@@ -17,7 +17,7 @@ use crate::support::{
     ServiceProcess, TOKEN, Tapped, new_user, shared_city, start_city, sunlight, sunlight_fails,
 };
 
-fn model(coordinator: &str, token: &str, args: &[&str]) -> String {
+pub(crate) fn model(coordinator: &str, token: &str, args: &[&str]) -> String {
     let mut all = vec!["model", "--coordinator", coordinator, "--token", token];
     all.extend_from_slice(args);
     sunlight(&all)
@@ -52,7 +52,7 @@ fn approver(coordinator: &str) -> String {
 
 /// Approves (as a second administrator) and rolls out the built-in models: the canary
 /// 140215 first, then every node.
-fn approve_and_roll_out(coordinator: &str) -> String {
+pub(crate) fn approve_and_roll_out(coordinator: &str) -> String {
     let approver = approver(coordinator);
     for m in ProblemModel::ALL {
         model(
@@ -83,7 +83,9 @@ fn approve_and_roll_out(coordinator: &str) -> String {
 }
 
 /// Every node's own `model_hits`, read as its county analyst would: model → payment ids.
-async fn node_hits(nodes: &[(NodeCode, ServiceProcess)]) -> BTreeMap<String, BTreeSet<String>> {
+pub(crate) async fn node_hits(
+    nodes: &[(NodeCode, ServiceProcess)],
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (code, node) in nodes {
         let mut client = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
