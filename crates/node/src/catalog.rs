@@ -332,8 +332,15 @@ pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), Str
 }
 
 fn same_type(actual: &Field, expected: &Field) -> bool {
-    let text =
-        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     actual.data_type() == expected.data_type()
-        || (text(actual.data_type()) && text(expected.data_type()))
+        || (is_text(actual.data_type()) && is_text(expected.data_type()))
+}
+
+/// Text in any of Arrow's layouts, dictionary-encoded or not.
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_text(values),
+        _ => false,
+    }
 }

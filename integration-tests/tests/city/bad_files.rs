@@ -11,20 +11,7 @@ use sunlight_proto::v1::DescribeRequest;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::table_status::State;
 
-use crate::support::{NodeProcess, TOKEN, generated_city};
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use crate::support::{NodeProcess, TOKEN, copy_dir, generated_city};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mismatched_and_corrupt_files_are_refused() {

@@ -6,6 +6,7 @@ mod audit;
 mod bad_files;
 mod demo;
 mod federation;
+mod file_layouts;
 mod flight_sql;
 mod ground_truth;
 mod models;

@@ -225,6 +225,20 @@ pub fn start_city(city: &Path, extra: &[&str]) -> RunningCity {
     RunningCity { nodes, coordinator }
 }
 
+/// Copies the folder `from`, with everything under it, to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// What the tests install into their Python: an outside Flight SQL client, and an
 /// S3-compatible server.
 const PYTHON_PACKAGES: &[&str] = &["adbc-driver-flightsql", "pyarrow", "moto[server]"];

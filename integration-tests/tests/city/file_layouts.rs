@@ -1,0 +1,127 @@
+//! The contract pins names and types, not how a file lays them out. Text stored as
+//! large, view or dictionary-encoded strings, columns in another order, a table split
+//! into several files and small row groups are served as the generator's files are.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::WriterProperties;
+use sunlight_client::SqlClient;
+use sunlight_datagen::node_root;
+use sunlight_domain::NodeCode;
+
+use crate::support::{NodeProcess, ServiceProcess, TOKEN, copy_dir, shared_city};
+
+/// Rewrites the one file of `table` under `root` as `parts` files, with its columns in
+/// reverse order, its text as `text` and row groups of 1,000 rows.
+fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType) {
+    let folder = root.join(table);
+    let original = folder.join("part-0.parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&original).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    std::fs::remove_file(&original).unwrap();
+    let retyped = |batch: &RecordBatch| {
+        let (fields, columns): (Vec<Field>, Vec<_>) = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .rev()
+            .map(|(field, column)| match field.data_type() {
+                DataType::Utf8 => (
+                    field.as_ref().clone().with_data_type(text.clone()),
+                    cast(column, text).unwrap(),
+                ),
+                _ => (field.as_ref().clone(), column.clone()),
+            })
+            .unzip();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    };
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1000))
+        .build();
+    let per_part = batches.len().div_ceil(parts);
+    for (part, chunk) in batches.chunks(per_part).enumerate() {
+        let file = std::fs::File::create(folder.join(format!("layout-{part}.parquet"))).unwrap();
+        let first = retyped(&chunk[0]);
+        let mut writer = ArrowWriter::try_new(file, first.schema(), Some(props.clone())).unwrap();
+        for batch in chunk {
+            writer.write(&retyped(batch)).unwrap();
+        }
+        writer.close().unwrap();
+    }
+}
+
+/// `sql`'s answer at `addr`, printed.
+async fn answer(addr: &str, sql: &str) -> String {
+    let mut client = SqlClient::connect(addr, TOKEN).await.unwrap();
+    let result = client.query(sql).await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&result.batches)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
+    let city = shared_city();
+    let code: NodeCode = "140221".parse().unwrap();
+    let original = node_root(city.dir.path(), code);
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&original, copy.path());
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    rewrite(copy.path(), "persons", 1, &dictionary);
+    rewrite(copy.path(), "disbursements", 3, &DataType::LargeUtf8);
+    rewrite(copy.path(), "payroll", 2, &DataType::Utf8View);
+
+    let rewritten = NodeProcess::start(code.as_str(), copy.path());
+    assert!(
+        !rewritten.banner.iter().any(|l| l.contains("REFUSED")),
+        "{:?}",
+        rewritten.banner
+    );
+    let generated = NodeProcess::start(code.as_str(), &original);
+    for sql in [
+        "SELECT gender, township, count(*), min(birth_date) FROM persons \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT subsidy_type, count(*), sum(amount), count(DISTINCT person_id) \
+         FROM disbursements WHERE village LIKE '%村' GROUP BY 1 ORDER BY 1",
+        "SELECT p.gender, count(*) FROM disbursements d JOIN persons p \
+         ON d.person_id = p.person_id AND d.county_code = p.county_code \
+         WHERE p.death_date < d.period GROUP BY 1 ORDER BY 1",
+        "SELECT e.employer_type, count(*) FROM payroll e JOIN disbursements d \
+         ON e.person_id = d.person_id WHERE d.subsidy_type = 'DIBAO' GROUP BY 1 ORDER BY 1",
+    ] {
+        assert_eq!(
+            answer(&rewritten.addr, sql).await,
+            answer(&generated.addr, sql).await,
+            "{sql}"
+        );
+    }
+
+    // At the city, fragments count persons and send identifiers as tokens over either.
+    let city_over = |node: &NodeProcess| {
+        ServiceProcess::coordinator(&[(code.to_string(), node.addr.clone())], &[])
+    };
+    let (over_rewritten, over_generated) = (city_over(&rewritten), city_over(&generated));
+    for sql in [
+        "SELECT township, count(DISTINCT person_id), sum(amount) FROM disbursements \
+         GROUP BY 1 ORDER BY 1",
+        "SELECT d.subsidy_type, count(*) FROM disbursements d JOIN persons p \
+         ON d.person_id = p.person_id AND d.county_code = p.county_code \
+         WHERE p.gender = 'F' GROUP BY 1 ORDER BY 1",
+    ] {
+        assert_eq!(
+            answer(&over_rewritten.addr, sql).await,
+            answer(&over_generated.addr, sql).await,
+            "{sql}"
+        );
+    }
+}
