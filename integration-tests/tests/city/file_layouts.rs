@@ -11,11 +11,10 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
-use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
 
-use crate::support::{NodeProcess, ServiceProcess, TOKEN, copy_dir, shared_city};
+use crate::support::{NodeProcess, ServiceProcess, copy_dir, printed_answer, shared_city};
 
 /// Rewrites the one file of `table` under `root` as `parts` files, with its columns in
 /// reverse order, its text as `text` and row groups of 1,000 rows.
@@ -60,15 +59,6 @@ fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType) {
     }
 }
 
-/// `sql`'s answer at `addr`, printed.
-async fn answer(addr: &str, sql: &str) -> String {
-    let mut client = SqlClient::connect(addr, TOKEN).await.unwrap();
-    let result = client.query(sql).await.unwrap();
-    arrow::util::pretty::pretty_format_batches(&result.batches)
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
     let city = shared_city();
@@ -100,8 +90,8 @@ async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
          ON e.person_id = d.person_id WHERE d.subsidy_type = 'DIBAO' GROUP BY 1 ORDER BY 1",
     ] {
         assert_eq!(
-            answer(&rewritten.addr, sql).await,
-            answer(&generated.addr, sql).await,
+            printed_answer(&rewritten.addr, sql).await,
+            printed_answer(&generated.addr, sql).await,
             "{sql}"
         );
     }
@@ -119,8 +109,8 @@ async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
          WHERE p.gender = 'F' GROUP BY 1 ORDER BY 1",
     ] {
         assert_eq!(
-            answer(&over_rewritten.addr, sql).await,
-            answer(&over_generated.addr, sql).await,
+            printed_answer(&over_rewritten.addr, sql).await,
+            printed_answer(&over_generated.addr, sql).await,
             "{sql}"
         );
     }

@@ -8,12 +8,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, ProblemModel};
 
 use crate::models::{approve_and_roll_out, model, node_hits};
-use crate::support::{NodeProcess, ServiceProcess, TOKEN, python, shared_city, sunlight_bin};
+use crate::support::{
+    NodeProcess, ServiceProcess, TOKEN, printed_answer, python, shared_city, sunlight_bin,
+};
 
 /// An S3-compatible server on a loopback port, killed when dropped.
 struct S3Server {
@@ -96,15 +97,6 @@ impl Drop for S3Server {
     }
 }
 
-/// `sql`'s answer at `addr`, printed.
-async fn answer(addr: &str, sql: &str) -> String {
-    let mut client = SqlClient::connect(addr, TOKEN).await.unwrap();
-    let result = client.query(sql).await.unwrap();
-    arrow::util::pretty::pretty_format_batches(&result.batches)
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_serves_its_county_from_an_s3_bucket() {
     let city = shared_city();
@@ -153,8 +145,8 @@ async fn a_node_serves_its_county_from_an_s3_bucket() {
          WHERE p.death_date < d.period",
     ] {
         assert_eq!(
-            answer(&bucket_node.addr, sql).await,
-            answer(&disk_node.addr, sql).await,
+            printed_answer(&bucket_node.addr, sql).await,
+            printed_answer(&disk_node.addr, sql).await,
             "{sql}"
         );
     }
@@ -165,8 +157,8 @@ async fn a_node_serves_its_county_from_an_s3_bucket() {
             .collect()
     };
     let (from_bucket, from_disk) = (
-        count(answer(&bucket_node.addr, payroll).await),
-        count(answer(&disk_node.addr, payroll).await),
+        count(printed_answer(&bucket_node.addr, payroll).await),
+        count(printed_answer(&disk_node.addr, payroll).await),
     );
     assert_eq!(from_bucket, [from_disk[0] + 1, from_disk[1] + 1]);
 
@@ -176,8 +168,8 @@ async fn a_node_serves_its_county_from_an_s3_bucket() {
     let by_type = "SELECT subsidy_type, count(*), sum(amount) FROM disbursements \
                    GROUP BY 1 ORDER BY 1";
     assert_eq!(
-        answer(&coordinator.addr, by_type).await,
-        answer(&disk_node.addr, by_type).await
+        printed_answer(&coordinator.addr, by_type).await,
+        printed_answer(&disk_node.addr, by_type).await
     );
 
     // The models run at the bucket's node, which writes its hits into the bucket. Those

@@ -225,6 +225,17 @@ pub fn start_city(city: &Path, extra: &[&str]) -> RunningCity {
     RunningCity { nodes, coordinator }
 }
 
+/// `sql`'s answer at `addr`, asked with the shared test token, as a printed table.
+pub async fn printed_answer(addr: &str, sql: &str) -> String {
+    let mut client = sunlight_client::SqlClient::connect(addr, TOKEN)
+        .await
+        .unwrap();
+    let result = client.query(sql).await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&result.batches)
+        .unwrap()
+        .to_string()
+}
+
 /// Copies the folder `from`, with everything under it, to `to`.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
