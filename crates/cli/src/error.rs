@@ -41,9 +41,9 @@ pub enum Error {
         errors: Vec<String>,
     },
     /// Writing to the data root failed.
-    #[error("cannot write {location} to the data root: {reason}")]
+    #[error("cannot write {location}: {reason}")]
     Store {
-        /// The object.
+        /// The object's URL.
         location: String,
         /// The cause.
         reason: String,

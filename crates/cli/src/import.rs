@@ -203,7 +203,7 @@ fn convert(field: &Field, values: &StringArray, errors: &mut Vec<RowError>) -> A
 }
 
 /// Writes `batch` as a new Parquet file of `table` under the data root `data`, and
-/// returns the object's location.
+/// returns the object's URL.
 pub async fn write_table(
     data: &str,
     s3: &S3Config,
@@ -228,14 +228,15 @@ pub async fn write_table(
     let location = root
         .table_prefix(table)
         .join(format!("import-{}.parquet", uuid::Uuid::new_v4()).as_str());
+    let url = root.object_url(&location).to_string();
     root.store()
         .put(&location, PutPayload::from(bytes))
         .await
         .map_err(|e| Error::Store {
-            location: location.to_string(),
+            location: url.clone(),
             reason: e.to_string(),
         })?;
-    Ok(location.to_string())
+    Ok(url)
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ impl DataRoot {
     }
 
     /// The URL of an object of the store.
-    fn object_url(&self, location: &ObjectPath) -> Url {
+    pub fn object_url(&self, location: &ObjectPath) -> Url {
         let mut url = self.url.clone();
         url.set_path(&format!("/{location}"));
         url
@@ -229,7 +229,7 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
         .try_collect()
         .await
         .map_err(|source| Error::Store {
-            location: prefix.to_string(),
+            location: root.object_url(&prefix).to_string(),
             source,
         })?;
     let mut files: Vec<ObjectMeta> = Vec::new();

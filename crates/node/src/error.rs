@@ -22,10 +22,10 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
-    /// Listing or reading the object store failed.
-    #[error("cannot read {location} in the data root: {source}")]
+    /// Listing, reading or writing the object store failed.
+    #[error("the data root's store failed at {location}: {source}")]
     Store {
-        /// The object or prefix.
+        /// The URL of the object or folder.
         location: String,
         /// The cause.
         source: object_store::Error,

@@ -438,7 +438,7 @@ impl HitTables {
             .put(&location, bytes.into())
             .await
             .map_err(|source| Error::Store {
-                location: location.to_string(),
+                location: self.root.object_url(&location).to_string(),
                 source,
             })?;
         Ok(())

@@ -14,6 +14,7 @@ use sunlight_domain::{NodeCode, ProblemModel};
 use crate::models::{approve_and_roll_out, model, node_hits};
 use crate::support::{
     NodeProcess, ServiceProcess, TOKEN, printed_answer, python, shared_city, sunlight_bin,
+    sunlight_fails,
 };
 
 /// An S3-compatible server on a loopback port, killed when dropped.
@@ -134,6 +135,24 @@ async fn a_node_serves_its_county_from_an_s3_bucket() {
     let bucket_node =
         NodeProcess::start_with(code.as_str(), Path::new(&root), &["--config", &config]);
     let disk_node = NodeProcess::start(code.as_str(), &files);
+    let missing = sunlight_fails(&[
+        "node",
+        "--code",
+        code.as_str(),
+        "--data",
+        "s3://no-such-bucket/140215",
+        "--config",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        TOKEN,
+    ]);
+    assert!(
+        missing.contains("failed at s3://no-such-bucket/140215/persons")
+            && missing.contains("NoSuchBucket"),
+        "{missing}"
+    );
     for sql in [
         "SELECT subsidy_type, count(*), sum(amount), min(period), max(paid_on) \
          FROM disbursements GROUP BY 1 ORDER BY 1",
