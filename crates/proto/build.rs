@@ -1,5 +1,5 @@
-//! Compiles `proto/sunlight/v1/*.proto` with a vendored `protoc`, so that no system
-//! protoc is needed.
+//! Compiles `proto/sunlight/v1/*.proto` and Arrow Flight's session messages with a
+//! vendored `protoc`, so that no system protoc is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read at run time: a build script compiled for one checkout may run for another.
@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sunlight/v1/admin.proto",
         "sunlight/v1/coordinator.proto",
         "sunlight/v1/statement.proto",
+        "arrow/flight/session.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

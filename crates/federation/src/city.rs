@@ -26,8 +26,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sunlight_domain::{ColumnClass, NodeCode, Table, column_class};
 use sunlight_flightsql::{
-    Answer, CATALOG, QueryRequest, SCHEMA, SqlEngine, Statement, StatementSchemas, TableInfo,
-    require_values,
+    Answer, CATALOG, QueryRequest, SCHEMA, SessionOption, SqlEngine, Statement, StatementSchemas,
+    TableInfo, require_values,
 };
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{
@@ -48,6 +48,10 @@ use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
 use crate::reference::ReferenceTable;
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::table::GlobalTable;
+
+/// The session option (Flight SQL's `SetSessionOptions`) that asks for partial results,
+/// as the partial-results header does for one call.
+pub const PARTIAL_SESSION_OPTION: &str = "partial_results";
 
 /// How long the city compares a user's answers for differencing.
 const DIFFERENCING_WINDOW: Duration = Duration::from_secs(3600);
@@ -648,6 +652,13 @@ impl SqlEngine for CityEngine {
             batches: futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
             headers,
         })
+    }
+
+    fn session_options(&self) -> &'static [SessionOption] {
+        &[SessionOption {
+            name: PARTIAL_SESSION_OPTION,
+            header: PARTIAL_HEADER,
+        }]
     }
 
     async fn tables(&self) -> Result<Vec<TableInfo>, Status> {

@@ -6,6 +6,7 @@ mod auth;
 mod catalog;
 mod server;
 mod service;
+mod session;
 mod statement;
 mod tls;
 
@@ -19,6 +20,7 @@ use tonic::metadata::MetadataMap;
 pub use auth::{Caller, Credentials, TokenTable};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
+pub use session::{SESSION_COOKIE, SessionOption};
 pub use statement::{Statement, StatementSchemas, require_values};
 pub use tls::{COORDINATOR_TLS_NAME, NODE_TLS_NAME, TlsFiles, endpoint, trust};
 
@@ -89,6 +91,11 @@ pub trait SqlEngine: Send + Sync + 'static {
 
     /// Each table a client may query.
     async fn tables(&self) -> Result<Vec<TableInfo>, Status>;
+
+    /// The options a client may set for its session (Flight SQL's `SetSessionOptions`).
+    fn session_options(&self) -> &'static [SessionOption] {
+        &[]
+    }
 
     /// Serves a ticket that is not a Flight SQL command (the node's plan fragments).
     async fn do_get_other(&self, ticket: Any, request: &QueryRequest) -> Result<Answer, Status> {

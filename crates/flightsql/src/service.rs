@@ -23,15 +23,19 @@ use arrow_flight::sql::{
     TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
+use sunlight_proto::flight::{
+    CloseSessionResult, GetSessionOptionsResult, SetSessionOptionsRequest, close_session_result,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::{FOREIGN_KEYS, PRIMARY_KEYS, no_foreign_keys, primary_keys, xdbc_types};
+use crate::session::Sessions;
 use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement};
 
 /// Catalog under which every table is listed.
@@ -49,6 +53,7 @@ pub struct FlightSqlServer<E: SqlEngine> {
     engine: Arc<E>,
     sql_info: Arc<SqlInfoData>,
     xdbc_types: Arc<XdbcTypeInfoData>,
+    sessions: Arc<Sessions>,
 }
 
 impl<E: SqlEngine> FlightSqlServer<E> {
@@ -64,11 +69,21 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         info.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         let sql_info = Arc::new(info.build().expect("static SQL info is valid"));
+        let sessions = Arc::new(Sessions::new(engine.session_options()));
         Self {
             engine,
             sql_info,
             xdbc_types: Arc::new(xdbc_types()),
+            sessions,
         }
+    }
+
+    /// The caller of `request` and its headers, with those its session's options add.
+    fn query_request<T>(&self, request: &Request<T>) -> Result<QueryRequest, Status> {
+        let caller = caller(request)?;
+        let mut headers = request.metadata().clone();
+        self.sessions.apply(&caller.user, &mut headers);
+        Ok(QueryRequest { caller, headers })
     }
 
     async fn statement_info(
@@ -77,7 +92,7 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         ticket: Ticket,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let query = query_request(&request)?;
+        let query = self.query_request(&request)?;
         let schemas = self.engine.schema(statement, &query).await?;
         let info = FlightInfo::new()
             .try_with_schema(&schemas.dataset)
@@ -92,23 +107,42 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         statement: &Statement,
         request: &Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let query = query_request(request)?;
+        let query = self.query_request(request)?;
         tracing::info!(user = %query.caller.user, %statement, "query");
         answer(self.engine.execute(statement, &query).await?)
     }
 }
 
-fn query_request<T>(request: &Request<T>) -> Result<QueryRequest, Status> {
-    let caller = request
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
         .extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("no credentials"))?;
-    Ok(QueryRequest {
-        caller,
-        headers: request.metadata().clone(),
-    })
+        .ok_or_else(|| Status::unauthenticated("no credentials"))
 }
+
+const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
+const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
+const CLOSE_SESSION: &str = "CloseSession";
+
+/// The session actions and what they do.
+const SESSION_ACTIONS: [(&str, &str); 3] = [
+    (
+        SET_SESSION_OPTIONS,
+        "Set options of the caller's session, made if the call names none.\n\
+         Request Message: SetSessionOptionsRequest\nResponse Message: SetSessionOptionsResult",
+    ),
+    (
+        GET_SESSION_OPTIONS,
+        "Get the options of the caller's session.\n\
+         Request Message: GetSessionOptionsRequest\nResponse Message: GetSessionOptionsResult",
+    ),
+    (
+        CLOSE_SESSION,
+        "End the caller's session.\n\
+         Request Message: CloseSessionRequest\nResponse Message: CloseSessionResult",
+    ),
+];
 
 fn answer(answer: Answer) -> Result<Response<FlightStream<FlightData>>, Status> {
     let batches = answer
@@ -168,7 +202,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<FlightStream<HandshakeResponse>>, Status> {
-        let caller = query_request(&request)?.caller;
+        let caller = caller(&request)?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: Bytes::from(caller.token.clone()),
@@ -271,7 +305,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         let statement = Statement::new(query.query);
         let schemas = self
             .engine
-            .schema(&statement, &query_request(&request)?)
+            .schema(&statement, &self.query_request(&request)?)
             .await?;
         let ipc = |schema: &Schema| {
             let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
@@ -477,12 +511,71 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let user = caller(&request)?.user;
+        let (headers, action) = (request.metadata(), request.get_ref());
+        let mut cookie = None;
+        let body = match action.r#type.as_str() {
+            SET_SESSION_OPTIONS => {
+                let asked = SetSessionOptionsRequest::decode(action.body.clone()).map_err(|e| {
+                    Status::invalid_argument(format!("bad SetSessionOptionsRequest: {e}"))
+                })?;
+                let (result, made) = self.sessions.set(&user, headers, asked.session_options);
+                cookie = made;
+                result.encode_to_vec()
+            }
+            GET_SESSION_OPTIONS => GetSessionOptionsResult {
+                session_options: self.sessions.get(&user, headers)?,
+            }
+            .encode_to_vec(),
+            CLOSE_SESSION => {
+                self.sessions.close(&user, headers)?;
+                CloseSessionResult {
+                    status: close_session_result::Status::Closed as i32,
+                }
+                .encode_to_vec()
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action {other:?}"
+                )));
+            }
+        };
+        let result = arrow_flight::Result::new(body);
+        let mut response: Response<FlightStream<arrow_flight::Result>> =
+            Response::new(Box::pin(stream::iter([Ok(result)])));
+        if let Some(cookie) = cookie {
+            let value = cookie
+                .parse()
+                .map_err(|_| Status::internal("session cookie is not a valid header value"))?;
+            response.metadata_mut().insert("set-cookie", value);
+        }
+        Ok(response)
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(
+            SESSION_ACTIONS
+                .iter()
+                .map(|(name, description)| {
+                    Ok(ActionType {
+                        r#type: name.to_string(),
+                        description: description.to_string(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     async fn do_get_fallback(
         &self,
         request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let query = query_request(&request)?;
+        let query = self.query_request(&request)?;
         answer(self.engine.do_get_other(message, &query).await?)
     }
 }

@@ -1,5 +1,5 @@
 //! A standard Flight SQL client from outside the project (Python's ADBC driver) talks to
-//! a node and to the city.
+//! a node and to the city, and sets a session option there.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,12 +9,13 @@ use sunlight_domain::{NodeCode, Table};
 
 use crate::support::{NodeProcess, TOKEN, python, shared_city, start_city};
 
-/// What the ADBC client saw at `addr`, asking about `county`.
-async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
+/// What the client in `integration-tests/python/{script}` saw, run with `args`: the one
+/// JSON object it prints.
+async fn client_saw(script: &str, args: Vec<String>) -> serde_json::Value {
     let python = python();
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration-tests/python/adbc_client.py");
-    let args = [addr.to_string(), TOKEN.to_string(), county.to_string()];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../integration-tests/python")
+        .join(script);
     let out =
         tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output())
             .await
@@ -23,11 +24,17 @@ async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "adbc client failed: {}{}",
+        "the client failed: {}{}",
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// What the ADBC client saw at `addr`, asking about `county`.
+async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
+    let args = vec![addr.to_string(), TOKEN.to_string(), county.to_string()];
+    client_saw("adbc_client.py", args).await
 }
 
 /// The client's view agrees with the generated files: counts, a prepared statement with
@@ -94,4 +101,37 @@ async fn adbc_flight_sql_driver_queries_the_city() {
         .map(|tables| tables.get(&Table::Disbursements).copied().unwrap_or(0))
         .sum();
     assert_sees(&seen, rows, city.report.rows[&code][&Table::Disbursements]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_option_asks_the_city_for_partial_results() {
+    let city = shared_city();
+    let mut running = start_city(city.dir.path(), &[]);
+    let down: NodeCode = "140223".parse().unwrap();
+    let at = running.nodes.iter().position(|(c, _)| *c == down).unwrap();
+    running.nodes.remove(at).1.kill();
+
+    let args = vec![running.coordinator.addr.clone(), TOKEN.to_string()];
+    let seen = client_saw("adbc_session.py", args).await;
+
+    // Without the option, the node that is down fails the query by name.
+    let whole = seen["whole_error"].as_str().unwrap_or_default();
+    assert!(whole.contains("140223"), "{seen}");
+    // With it, the answer leaves that node's rows out.
+    let rows: usize = city
+        .report
+        .rows
+        .iter()
+        .filter(|(code, _)| **code != down)
+        .map(|(_, tables)| tables.get(&Table::Disbursements).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(seen["partial"].as_u64(), Some(rows as u64), "{seen}");
+    assert_eq!(seen["options"]["partial_results"], true, "{seen}");
+    assert!(
+        seen["unknown_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no_such_option"),
+        "{seen}"
+    );
 }

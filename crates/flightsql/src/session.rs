@@ -1,0 +1,296 @@
+//! Flight SQL sessions: the `SetSessionOptions`, `GetSessionOptions` and `CloseSession`
+//! actions. A session is named by the `arrow_flight_session_id` cookie and belongs to the
+//! user who made it. Its options are the engine's [`SessionOption`]s, each standing for a
+//! request header: a call made in a session carries the headers of the options set there,
+//! unless it sends them itself, so that an option set once and a header sent with each
+//! call ask the same of the engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sunlight_proto::flight::session_option_value::OptionValue;
+use sunlight_proto::flight::set_session_options_result::{Error as OptionError, ErrorValue};
+use sunlight_proto::flight::{SessionOptionValue, SetSessionOptionsResult};
+use tonic::Status;
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+/// The cookie that names a session.
+pub const SESSION_COOKIE: &str = "arrow_flight_session_id";
+
+/// How long a session lives after its last call.
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// Most sessions held at once; the one idle longest goes first.
+const MAX_SESSIONS: usize = 10_000;
+
+/// A boolean option a client may set for its session, and the header it stands for.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOption {
+    /// Its name in `SetSessionOptions`.
+    pub name: &'static str,
+    /// The request header that asks the same for one call, sent as `true` or `false`.
+    pub header: &'static str,
+}
+
+#[derive(Debug)]
+struct Session {
+    user: String,
+    used: Instant,
+    options: BTreeMap<String, bool>,
+}
+
+/// The live sessions of one server.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    offered: &'static [SessionOption],
+    live: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    /// Sessions whose options are `offered`.
+    pub(crate) fn new(offered: &'static [SessionOption]) -> Self {
+        Self {
+            offered,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds to `headers` those of the options set in the caller's session, where the call
+    /// does not send them itself.
+    pub(crate) fn apply(&self, user: &str, headers: &mut MetadataMap) {
+        let Some(id) = session_id(headers) else {
+            return;
+        };
+        let mut live = self.live.lock().expect("sessions lock");
+        let Some(session) = live.get_mut(&id).filter(|s| s.user == user) else {
+            return;
+        };
+        session.used = Instant::now();
+        for option in self.offered {
+            if let (Some(value), false) = (
+                session.options.get(option.name),
+                headers.contains_key(option.header),
+            ) {
+                headers.insert(option.header, MetadataValue::from_static(text(*value)));
+            }
+        }
+    }
+
+    /// Sets `options` in the caller's session, made if the call names none: the errors
+    /// by option name, and the cookie to send back when the session is new.
+    pub(crate) fn set(
+        &self,
+        user: &str,
+        headers: &MetadataMap,
+        options: HashMap<String, SessionOptionValue>,
+    ) -> (SetSessionOptionsResult, Option<String>) {
+        let mut live = self.live.lock().expect("sessions lock");
+        let now = Instant::now();
+        live.retain(|_, s| now.duration_since(s.used) < IDLE);
+        let existing =
+            session_id(headers).filter(|id| live.get(id).is_some_and(|s| s.user == user));
+        let (id, new) = match existing {
+            Some(id) => (id, false),
+            None => {
+                if live.len() >= MAX_SESSIONS
+                    && let Some(oldest) = live
+                        .iter()
+                        .min_by_key(|(_, s)| s.used)
+                        .map(|(k, _)| k.clone())
+                {
+                    live.remove(&oldest);
+                }
+                (new_id(), true)
+            }
+        };
+        let session = live.entry(id.clone()).or_insert_with(|| Session {
+            user: user.to_string(),
+            used: now,
+            options: BTreeMap::new(),
+        });
+        session.used = now;
+        let mut errors = HashMap::new();
+        for (name, value) in options {
+            let error = match (
+                self.offered.iter().any(|o| o.name == name),
+                value.option_value,
+            ) {
+                (false, _) => Some(ErrorValue::InvalidName),
+                (true, None) => {
+                    session.options.remove(&name);
+                    None
+                }
+                (true, Some(value)) => match flag(value) {
+                    Some(flag) => {
+                        session.options.insert(name.clone(), flag);
+                        None
+                    }
+                    None => Some(ErrorValue::InvalidValue),
+                },
+            };
+            if let Some(error) = error {
+                errors.insert(
+                    name,
+                    OptionError {
+                        value: error as i32,
+                    },
+                );
+            }
+        }
+        let cookie = new.then(|| format!("{SESSION_COOKIE}={id}"));
+        (SetSessionOptionsResult { errors }, cookie)
+    }
+
+    /// The options set in the caller's session.
+    pub(crate) fn get(
+        &self,
+        user: &str,
+        headers: &MetadataMap,
+    ) -> Result<HashMap<String, SessionOptionValue>, Status> {
+        let live = self.live.lock().expect("sessions lock");
+        let session = session_id(headers)
+            .and_then(|id| live.get(&id))
+            .filter(|s| s.user == user)
+            .ok_or_else(no_session)?;
+        Ok(session
+            .options
+            .iter()
+            .map(|(name, value)| {
+                let value = SessionOptionValue {
+                    option_value: Some(OptionValue::BoolValue(*value)),
+                };
+                (name.clone(), value)
+            })
+            .collect())
+    }
+
+    /// Ends the caller's session.
+    pub(crate) fn close(&self, user: &str, headers: &MetadataMap) -> Result<(), Status> {
+        let mut live = self.live.lock().expect("sessions lock");
+        let id = session_id(headers)
+            .filter(|id| live.get(id).is_some_and(|s| s.user == user))
+            .ok_or_else(no_session)?;
+        live.remove(&id);
+        Ok(())
+    }
+}
+
+fn no_session() -> Status {
+    Status::not_found(format!(
+        "the call names no live session of this user: set an option first \
+         (SetSessionOptions), and send back the {SESSION_COOKIE} cookie it returns"
+    ))
+}
+
+/// The session the call's cookies name.
+fn session_id(headers: &MetadataMap) -> Option<String> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+/// A boolean value, given as one or as its text, as clients that pass connection
+/// strings through do.
+fn flag(value: OptionValue) -> Option<bool> {
+    match value {
+        OptionValue::BoolValue(flag) => Some(flag),
+        OptionValue::StringValue(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(flag: bool) -> &'static str {
+    if flag { "true" } else { "false" }
+}
+
+fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARTIAL: SessionOption = SessionOption {
+        name: "partial_results",
+        header: "x-partial",
+    };
+
+    fn with_cookie(cookie: &str) -> MetadataMap {
+        let mut headers = MetadataMap::new();
+        headers.insert("cookie", format!("other=1; {cookie}").parse().unwrap());
+        headers
+    }
+
+    fn value(option_value: OptionValue) -> SessionOptionValue {
+        SessionOptionValue {
+            option_value: Some(option_value),
+        }
+    }
+
+    #[test]
+    fn options_set_once_become_headers_of_the_sessions_calls() {
+        let sessions = Sessions::new(&[PARTIAL]);
+        let (result, cookie) = sessions.set(
+            "ana",
+            &MetadataMap::new(),
+            HashMap::from([
+                (
+                    "partial_results".into(),
+                    value(OptionValue::StringValue("true".into())),
+                ),
+                (
+                    "catalog".into(),
+                    value(OptionValue::StringValue("x".into())),
+                ),
+            ]),
+        );
+        assert_eq!(
+            result.errors["catalog"].value,
+            ErrorValue::InvalidName as i32
+        );
+        assert!(!result.errors.contains_key("partial_results"));
+        let cookie = cookie.expect("a new session sends its cookie");
+
+        let mut call = with_cookie(&cookie);
+        sessions.apply("ana", &mut call);
+        assert_eq!(call.get("x-partial").unwrap(), "true");
+        // Another user's call with the same cookie is not in the session.
+        let mut stolen = with_cookie(&cookie);
+        sessions.apply("bob", &mut stolen);
+        assert!(stolen.get("x-partial").is_none());
+        // A call's own header wins.
+        let mut own = with_cookie(&cookie);
+        own.insert("x-partial", MetadataValue::from_static("false"));
+        sessions.apply("ana", &mut own);
+        assert_eq!(own.get("x-partial").unwrap(), "false");
+
+        let (result, again) = sessions.set(
+            "ana",
+            &with_cookie(&cookie),
+            HashMap::from([("partial_results".into(), value(OptionValue::Int64Value(1)))]),
+        );
+        assert_eq!(
+            result.errors["partial_results"].value,
+            ErrorValue::InvalidValue as i32
+        );
+        assert!(again.is_none(), "the session already has its cookie");
+        let options = sessions.get("ana", &with_cookie(&cookie)).unwrap();
+        assert_eq!(
+            options["partial_results"].option_value,
+            Some(OptionValue::BoolValue(true))
+        );
+
+        sessions.close("ana", &with_cookie(&cookie)).unwrap();
+        let closed = sessions.get("ana", &with_cookie(&cookie)).unwrap_err();
+        assert_eq!(closed.code(), tonic::Code::NotFound);
+        let mut after = with_cookie(&cookie);
+        sessions.apply("ana", &mut after);
+        assert!(after.get("x-partial").is_none());
+    }
+}
