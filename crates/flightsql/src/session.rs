@@ -40,6 +40,13 @@ struct Session {
     options: BTreeMap<String, bool>,
 }
 
+impl Session {
+    /// Whether `user` may act in this session: it is theirs and has not expired.
+    fn serves(&self, user: &str) -> bool {
+        self.user == user && self.used.elapsed() < IDLE
+    }
+}
+
 /// The live sessions of one server.
 #[derive(Debug)]
 pub(crate) struct Sessions {
@@ -63,7 +70,7 @@ impl Sessions {
             return;
         };
         let mut live = self.live.lock().expect("sessions lock");
-        let Some(session) = live.get_mut(&id).filter(|s| s.user == user) else {
+        let Some(session) = live.get_mut(&id).filter(|s| s.serves(user)) else {
             return;
         };
         session.used = Instant::now();
@@ -89,7 +96,7 @@ impl Sessions {
         let now = Instant::now();
         live.retain(|_, s| now.duration_since(s.used) < IDLE);
         let existing =
-            session_id(headers).filter(|id| live.get(id).is_some_and(|s| s.user == user));
+            session_id(headers).filter(|id| live.get(id).is_some_and(|s| s.serves(user)));
         let (id, new) = match existing {
             Some(id) => (id, false),
             None => {
@@ -151,7 +158,7 @@ impl Sessions {
         let live = self.live.lock().expect("sessions lock");
         let session = session_id(headers)
             .and_then(|id| live.get(&id))
-            .filter(|s| s.user == user)
+            .filter(|s| s.serves(user))
             .ok_or_else(no_session)?;
         Ok(session
             .options
@@ -169,7 +176,7 @@ impl Sessions {
     pub(crate) fn close(&self, user: &str, headers: &MetadataMap) -> Result<(), Status> {
         let mut live = self.live.lock().expect("sessions lock");
         let id = session_id(headers)
-            .filter(|id| live.get(id).is_some_and(|s| s.user == user))
+            .filter(|id| live.get(id).is_some_and(|s| s.serves(user)))
             .ok_or_else(no_session)?;
         live.remove(&id);
         Ok(())
