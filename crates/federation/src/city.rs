@@ -51,7 +51,7 @@ use crate::table::GlobalTable;
 
 /// The session option (Flight SQL's `SetSessionOptions`) that asks for partial results,
 /// as the partial-results header does for one call.
-pub const PARTIAL_SESSION_OPTION: &str = "partial_results";
+const PARTIAL_SESSION_OPTION: &str = "partial_results";
 
 /// How long the city compares a user's answers for differencing.
 const DIFFERENCING_WINDOW: Duration = Duration::from_secs(3600);

@@ -45,6 +45,26 @@ impl Session {
     fn serves(&self, user: &str) -> bool {
         self.user == user && self.used.elapsed() < IDLE
     }
+
+    /// Sets option `name`, one of `offered`, or unsets it when `value` is none.
+    fn set(
+        &mut self,
+        offered: &[SessionOption],
+        name: &str,
+        value: Option<OptionValue>,
+    ) -> Result<(), ErrorValue> {
+        if !offered.iter().any(|o| o.name == name) {
+            return Err(ErrorValue::InvalidName);
+        }
+        match value {
+            None => self.options.remove(name),
+            Some(value) => {
+                let flag = flag(value).ok_or(ErrorValue::InvalidValue)?;
+                self.options.insert(name.to_string(), flag)
+            }
+        };
+        Ok(())
+    }
 }
 
 /// The live sessions of one server.
@@ -117,34 +137,18 @@ impl Sessions {
             options: BTreeMap::new(),
         });
         session.used = now;
-        let mut errors = HashMap::new();
-        for (name, value) in options {
-            let error = match (
-                self.offered.iter().any(|o| o.name == name),
-                value.option_value,
-            ) {
-                (false, _) => Some(ErrorValue::InvalidName),
-                (true, None) => {
-                    session.options.remove(&name);
-                    None
-                }
-                (true, Some(value)) => match flag(value) {
-                    Some(flag) => {
-                        session.options.insert(name.clone(), flag);
-                        None
-                    }
-                    None => Some(ErrorValue::InvalidValue),
-                },
-            };
-            if let Some(error) = error {
-                errors.insert(
+        let errors = options
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let error = session.set(self.offered, &name, value.option_value).err()?;
+                Some((
                     name,
                     OptionError {
                         value: error as i32,
                     },
-                );
-            }
-        }
+                ))
+            })
+            .collect();
         let cookie = new.then(|| format!("{SESSION_COOKIE}={id}"));
         (SetSessionOptionsResult { errors }, cookie)
     }
