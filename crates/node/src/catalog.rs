@@ -4,7 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::array::AsArray;
+use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
 use datafusion::catalog::MemTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -14,7 +15,9 @@ use datafusion::datasource::listing::{
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use object_store::ObjectStore;
@@ -288,7 +291,8 @@ fn listing_table(
     Ok(Arc::new(ListingTable::try_new(config)?.with_cache(cache)))
 }
 
-/// Reads the footer of one Parquet file and compares its columns with the contract.
+/// Reads the footer of one Parquet file and compares its columns with the contract; a
+/// column the contract requires a value in, but the file lets be null, must hold none.
 async fn check_file(
     context: &SessionContext,
     root: &DataRoot,
@@ -299,7 +303,66 @@ async fn check_file(
         .infer_schema(&context.state(), &root.store, std::slice::from_ref(object))
         .await
         .map_err(|e| format!("not a readable Parquet file ({})", e.find_root()))?;
-    compare_schema(&found, &table.schema())
+    let contract = table.schema();
+    compare_schema(&found, &contract)?;
+    let required: Vec<&str> = contract
+        .fields()
+        .iter()
+        .filter(|f| !f.is_nullable())
+        .filter(|f| {
+            found
+                .field_with_name(f.name())
+                .is_ok_and(|a| a.is_nullable())
+        })
+        .map(|f| f.name().as_str())
+        .collect();
+    let problems: Vec<String> = null_counts(context, root, object, &required)
+        .await
+        .map_err(|e| format!("not a readable Parquet file ({})", e.find_root()))?
+        .into_iter()
+        .filter(|(_, nulls)| *nulls > 0)
+        .map(|(column, nulls)| {
+            format!(
+                "column {column} holds {nulls} null value(s), where the contract requires \
+                 one in every row"
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
+/// The null values of each of `columns` in `object`, which DataFusion counts from the
+/// footer's statistics where they hold the count, else by reading the column.
+async fn null_counts<'a>(
+    context: &SessionContext,
+    root: &DataRoot,
+    object: &ObjectMeta,
+    columns: &[&'a str],
+) -> datafusion::error::Result<Vec<(&'a str, i64)>> {
+    if columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let counts = columns
+        .iter()
+        .map(|c| (count_all() - count(ident(*c))).alias(*c))
+        .collect();
+    let url = root.object_url(&object.location);
+    let batches = context
+        .read_parquet(url.as_str(), ParquetReadOptions::default())
+        .await?
+        .aggregate(vec![], counts)?
+        .collect()
+        .await?;
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
+    Ok(columns
+        .iter()
+        .zip(batch.columns())
+        .map(|(c, nulls)| (*c, nulls.as_primitive::<Int64Type>().value(0)))
+        .collect())
 }
 
 /// Names every column that is missing, extra or of another type than the contract's.

@@ -1,9 +1,12 @@
 //! Files that break the contract are refused by name and column; good tables stay served.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Float64Array, RecordBatch, StringArray};
+use arrow::array::{Float64Array, RecordBatch, RecordBatchReader, StringArray, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
@@ -115,4 +118,90 @@ async fn mismatched_and_corrupt_files_are_refused() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nulls_where_the_contract_requires_a_value_are_refused() {
+    let city = generated_city(50, 3);
+    let root = tempfile::tempdir().unwrap();
+    copy_dir(
+        &node_root(city.dir.path(), "140222".parse::<NodeCode>().unwrap()),
+        root.path(),
+    );
+    let persons = root.path().join("persons");
+    let original = std::fs::read_dir(&persons)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    // As most writers do, both files let every column be null. One file's footer counts
+    // the nulls; the other has no statistics, so the node reads the column.
+    with_nulls(
+        &original.path(),
+        &persons.join("counted.parquet"),
+        "gender",
+        None,
+    );
+    let bare = WriterProperties::builder()
+        .set_statistics_enabled(EnabledStatistics::None)
+        .build();
+    with_nulls(
+        &original.path(),
+        &persons.join("bare.parquet"),
+        "township",
+        Some(bare),
+    );
+
+    let node = NodeProcess::start("140222", root.path());
+    let banner = node.banner.join("\n");
+    for (file, column) in [("counted.parquet", "gender"), ("bare.parquet", "township")] {
+        let problem = format!(
+            "{file}: column {column} holds 2 null value(s), where the contract requires one"
+        );
+        assert!(banner.contains(&problem), "{problem} not in {banner}");
+    }
+    let mut client = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
+    let err = client
+        .query("SELECT count(*) FROM persons WHERE township IS NULL")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bare.parquet") && err.contains("township"),
+        "{err}"
+    );
+    let good = client.query("SELECT count(*) FROM disbursements").await;
+    assert_eq!(good.unwrap().num_rows(), 1);
+}
+
+/// Writes the rows of `from` to `to` with every column nullable and `column` null in
+/// its first two rows.
+fn with_nulls(from: &Path, to: &Path, column: &str, properties: Option<WriterProperties>) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(from).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = arrow::compute::concat_batches(
+        &reader.schema(),
+        &reader.collect::<Result<Vec<_>, _>>().unwrap(),
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let index = schema.index_of(column).unwrap();
+    let mut columns = batch.columns().to_vec();
+    let nulls = new_null_array(columns[index].data_type(), 2);
+    let rest = columns[index].slice(2, batch.num_rows() - 2);
+    columns[index] = arrow::compute::concat(&[nulls.as_ref(), rest.as_ref()]).unwrap();
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let file = std::fs::File::create(to).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, properties).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
 }
