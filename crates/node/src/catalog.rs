@@ -12,11 +12,13 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{Expr, try_cast};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
@@ -291,42 +293,35 @@ fn listing_table(
     Ok(Arc::new(ListingTable::try_new(config)?.with_cache(cache)))
 }
 
-/// Reads the footer of one Parquet file and compares its columns with the contract; a
-/// column the contract requires a value in, but the file lets be null, must hold none.
+/// Reads the footer of one Parquet file and compares its columns with the contract; where
+/// the file's types promise less than the contract's, its values must keep the promise.
 async fn check_file(
     context: &SessionContext,
     root: &DataRoot,
     object: &ObjectMeta,
     table: Table,
 ) -> Result<(), String> {
+    let unreadable =
+        |e: DataFusionError| format!("not a readable Parquet file ({})", e.find_root());
     let found = ParquetFormat::default()
         .infer_schema(&context.state(), &root.store, std::slice::from_ref(object))
         .await
-        .map_err(|e| format!("not a readable Parquet file ({})", e.find_root()))?;
+        .map_err(unreadable)?;
     let contract = table.schema();
     compare_schema(&found, &contract)?;
-    let required: Vec<&str> = contract
+    let checks: Vec<ValueCheck> = contract
         .fields()
         .iter()
-        .filter(|f| !f.is_nullable())
-        .filter(|f| {
-            found
-                .field_with_name(f.name())
-                .is_ok_and(|a| a.is_nullable())
-        })
-        .map(|f| f.name().as_str())
+        .filter_map(|expected| Some((expected, found.field_with_name(expected.name()).ok()?)))
+        .flat_map(|(expected, actual)| ValueCheck::of(expected, actual))
         .collect();
-    let problems: Vec<String> = null_counts(context, root, object, &required)
+    let problems: Vec<String> = breaking_rows(context, root, object, &checks)
         .await
-        .map_err(|e| format!("not a readable Parquet file ({})", e.find_root()))?
+        .map_err(unreadable)?
         .into_iter()
-        .filter(|(_, nulls)| *nulls > 0)
-        .map(|(column, nulls)| {
-            format!(
-                "column {column} holds {nulls} null value(s), where the contract requires \
-                 one in every row"
-            )
-        })
+        .zip(&checks)
+        .filter(|(rows, _)| *rows > 0)
+        .map(|(rows, check)| check.problem(rows))
         .collect();
     if problems.is_empty() {
         Ok(())
@@ -335,33 +330,101 @@ async fn check_file(
     }
 }
 
-/// The null values of each of `columns` in `object`, which DataFusion counts from the
+/// A promise of the contract about a column's values that the file's type does not make.
+enum ValueCheck<'a> {
+    /// The contract requires a value in every row; the file lets the column be null.
+    NoNulls(&'a str),
+    /// The contract's type is `Int32`; the file's integers are wider.
+    FitsInt32(&'a str),
+}
+
+impl<'a> ValueCheck<'a> {
+    /// The checks a file's column `actual` needs to be read as the contract's `expected`.
+    fn of(expected: &'a Field, actual: &Field) -> Vec<Self> {
+        let name = expected.name().as_str();
+        let mut checks = Vec::new();
+        if !expected.is_nullable() && actual.is_nullable() {
+            checks.push(Self::NoNulls(name));
+        }
+        if expected.data_type() == &DataType::Int32
+            && matches!(
+                actual.data_type(),
+                DataType::Int64 | DataType::UInt32 | DataType::UInt64
+            )
+        {
+            checks.push(Self::FitsInt32(name));
+        }
+        checks
+    }
+
+    /// Two counts of rows whose difference is the number of rows that break the promise.
+    fn counts(&self) -> (Expr, Expr) {
+        match self {
+            Self::NoNulls(column) => (count_all(), count(ident(*column))),
+            Self::FitsInt32(column) => (
+                count(ident(*column)),
+                count(try_cast(ident(*column), DataType::Int32)),
+            ),
+        }
+    }
+
+    fn problem(&self, rows: i64) -> String {
+        match self {
+            Self::NoNulls(column) => format!(
+                "column {column} holds {rows} null value(s), where the contract requires one \
+                 in every row"
+            ),
+            Self::FitsInt32(column) => {
+                format!("column {column} holds {rows} value(s) beyond the contract's Int32")
+            }
+        }
+    }
+}
+
+/// The rows of `object` that break each of `checks`, which DataFusion counts from the
 /// footer's statistics where they hold the count, else by reading the column.
-async fn null_counts<'a>(
+async fn breaking_rows(
     context: &SessionContext,
     root: &DataRoot,
     object: &ObjectMeta,
-    columns: &[&'a str],
-) -> datafusion::error::Result<Vec<(&'a str, i64)>> {
-    if columns.is_empty() {
+    checks: &[ValueCheck<'_>],
+) -> datafusion::error::Result<Vec<i64>> {
+    if checks.is_empty() {
         return Ok(Vec::new());
     }
-    let counts = columns
+    // One aggregate per distinct count: a column may need two checks.
+    let mut counts: Vec<Expr> = Vec::new();
+    let mut index = |count: Expr| match counts.iter().position(|c| *c == count) {
+        Some(i) => i,
+        None => {
+            counts.push(count);
+            counts.len() - 1
+        }
+    };
+    let differences: Vec<(usize, usize)> = checks
         .iter()
-        .map(|c| (count_all() - count(ident(*c))).alias(*c))
+        .map(|check| {
+            let (all, kept) = check.counts();
+            (index(all), index(kept))
+        })
+        .collect();
+    let aliased = counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, count)| count.alias(format!("count_{i}")))
         .collect();
     let url = root.object_url(&object.location);
     let batches = context
         .read_parquet(url.as_str(), ParquetReadOptions::default())
         .await?
-        .aggregate(vec![], counts)?
+        .aggregate(vec![], aliased)?
         .collect()
         .await?;
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
-    Ok(columns
-        .iter()
-        .zip(batch.columns())
-        .map(|(c, nulls)| (*c, nulls.as_primitive::<Int64Type>().value(0)))
+    let value = |i: usize| batch.column(i).as_primitive::<Int64Type>().value(0);
+    Ok(differences
+        .into_iter()
+        .map(|(all, kept)| value(all) - value(kept))
         .collect())
 }
 
@@ -394,9 +457,29 @@ pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), Str
     }
 }
 
+/// Whether a file's column `actual` reads as the contract's `expected` without losing a
+/// value: text in any layout, integers of any width (checked to fit, where wider), dates
+/// in milliseconds, and decimals with no more digits either side of the point.
 fn same_type(actual: &Field, expected: &Field) -> bool {
-    actual.data_type() == expected.data_type()
-        || (is_text(actual.data_type()) && is_text(expected.data_type()))
+    use DataType::{
+        Date32, Date64, Decimal32, Decimal64, Decimal128, Int8, Int16, Int32, Int64, UInt8, UInt16,
+        UInt32, UInt64,
+    };
+    match (actual.data_type(), expected.data_type()) {
+        (a, e) if a == e => true,
+        (a, e) if is_text(a) && is_text(e) => true,
+        (Int8 | Int16 | Int64 | UInt8 | UInt16 | UInt32 | UInt64, Int32) => true,
+        (Date64, Date32) => true,
+        (
+            Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s),
+            Decimal128(contract_p, contract_s),
+        ) => {
+            *s >= 0
+                && s <= contract_s
+                && i16::from(*p) - i16::from(*s) <= i16::from(*contract_p) - i16::from(*contract_s)
+        }
+        _ => false,
+    }
 }
 
 /// Text in any of Arrow's layouts, dictionary-encoded or not.

@@ -3,7 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Float64Array, RecordBatch, RecordBatchReader, StringArray, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+    new_null_array,
+};
+use arrow::compute::{cast, concat};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -121,7 +125,7 @@ async fn mismatched_and_corrupt_files_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn nulls_where_the_contract_requires_a_value_are_refused() {
+async fn values_the_contract_does_not_allow_are_refused() {
     let city = generated_city(50, 3);
     let root = tempfile::tempdir().unwrap();
     copy_dir(
@@ -136,29 +140,43 @@ async fn nulls_where_the_contract_requires_a_value_are_refused() {
         .unwrap();
     // As most writers do, both files let every column be null. One file's footer counts
     // the nulls; the other has no statistics, so the node reads the column.
-    with_nulls(
-        &original.path(),
+    let from = original.path();
+    with_column(
+        &from,
         &persons.join("counted.parquet"),
         "gender",
+        two_nulls,
         None,
     );
     let bare = WriterProperties::builder()
         .set_statistics_enabled(EnabledStatistics::None)
         .build();
-    with_nulls(
+    let bare_file = persons.join("bare.parquet");
+    with_column(&from, &bare_file, "township", two_nulls, Some(bare));
+    // Levels in 64 bits are read as the contract's Int32, but one of these does not fit.
+    let certs = root.path().join("disability_certs");
+    let original = std::fs::read_dir(&certs).unwrap().next().unwrap().unwrap();
+    let too_large = |level: &ArrayRef| {
+        let wide = cast(level, &DataType::Int64).unwrap();
+        let first = Int64Array::from(vec![5_000_000_000]);
+        concat(&[&first as &dyn Array, wide.slice(1, wide.len() - 1).as_ref()]).unwrap()
+    };
+    with_column(
         &original.path(),
-        &persons.join("bare.parquet"),
-        "township",
-        Some(bare),
+        &certs.join("wide.parquet"),
+        "level",
+        too_large,
+        None,
     );
 
     let node = NodeProcess::start("140222", root.path());
     let banner = node.banner.join("\n");
-    for (file, column) in [("counted.parquet", "gender"), ("bare.parquet", "township")] {
-        let problem = format!(
-            "{file}: column {column} holds 2 null value(s), where the contract requires one"
-        );
-        assert!(banner.contains(&problem), "{problem} not in {banner}");
+    for problem in [
+        "counted.parquet: column gender holds 2 null value(s), where the contract requires one",
+        "bare.parquet: column township holds 2 null value(s)",
+        "wide.parquet: column level holds 1 value(s) beyond the contract's Int32",
+    ] {
+        assert!(banner.contains(problem), "{problem} not in {banner}");
     }
     let mut client = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
     let err = client
@@ -174,9 +192,15 @@ async fn nulls_where_the_contract_requires_a_value_are_refused() {
     assert_eq!(good.unwrap().num_rows(), 1);
 }
 
-/// Writes the rows of `from` to `to` with every column nullable and `column` null in
-/// its first two rows.
-fn with_nulls(from: &Path, to: &Path, column: &str, properties: Option<WriterProperties>) {
+/// Writes the rows of `from` to `to` with every column nullable and `column` as `change`
+/// makes it.
+fn with_column(
+    from: &Path,
+    to: &Path,
+    column: &str,
+    change: impl FnOnce(&ArrayRef) -> ArrayRef,
+    properties: Option<WriterProperties>,
+) {
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(from).unwrap())
         .unwrap()
         .build()
@@ -186,22 +210,32 @@ fn with_nulls(from: &Path, to: &Path, column: &str, properties: Option<WriterPro
         &reader.collect::<Result<Vec<_>, _>>().unwrap(),
     )
     .unwrap();
+    let index = batch.schema().index_of(column).unwrap();
+    let mut columns = batch.columns().to_vec();
+    columns[index] = change(&columns[index]);
     let schema = Arc::new(Schema::new(
         batch
             .schema()
             .fields()
             .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
+            .zip(&columns)
+            .map(|(f, c)| {
+                f.as_ref()
+                    .clone()
+                    .with_nullable(true)
+                    .with_data_type(c.data_type().clone())
+            })
             .collect::<Vec<_>>(),
     ));
-    let index = schema.index_of(column).unwrap();
-    let mut columns = batch.columns().to_vec();
-    let nulls = new_null_array(columns[index].data_type(), 2);
-    let rest = columns[index].slice(2, batch.num_rows() - 2);
-    columns[index] = arrow::compute::concat(&[nulls.as_ref(), rest.as_ref()]).unwrap();
     let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
     let file = std::fs::File::create(to).unwrap();
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, properties).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
+}
+
+/// `column` with its first two values null.
+fn two_nulls(column: &ArrayRef) -> ArrayRef {
+    let nulls = new_null_array(column.data_type(), 2);
+    concat(&[nulls.as_ref(), column.slice(2, column.len() - 2).as_ref()]).unwrap()
 }

@@ -1,6 +1,7 @@
 //! The contract pins names and types, not how a file lays them out. Text stored as
-//! large, view or dictionary-encoded strings, columns in another order, a table split
-//! into several files and small row groups are served as the generator's files are.
+//! large, view or dictionary-encoded strings, numbers and dates in types that hold every
+//! value of the contract's, columns in another order, a table split into several files
+//! and small row groups are served as the generator's files are.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use sunlight_domain::NodeCode;
 use crate::support::{NodeProcess, ServiceProcess, copy_dir, printed_answer, shared_city};
 
 /// Rewrites the one file of `table` under `root` as `parts` files, with its columns in
-/// reverse order, its text as `text` and row groups of 1,000 rows.
+/// reverse order, its text as `text`, its integers in 64 bits, its dates in milliseconds,
+/// its amounts with two digits fewer and row groups of 1,000 rows.
 fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType) {
     let folder = root.join(table);
     let original = folder.join("part-0.parquet");
@@ -34,12 +36,18 @@ fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType) {
             .iter()
             .zip(batch.columns())
             .rev()
-            .map(|(field, column)| match field.data_type() {
-                DataType::Utf8 => (
-                    field.as_ref().clone().with_data_type(text.clone()),
-                    cast(column, text).unwrap(),
-                ),
-                _ => (field.as_ref().clone(), column.clone()),
+            .map(|(field, column)| {
+                let to = match field.data_type() {
+                    DataType::Utf8 => text.clone(),
+                    DataType::Int32 => DataType::Int64,
+                    DataType::Date32 => DataType::Date64,
+                    DataType::Decimal128(12, 2) => DataType::Decimal128(10, 2),
+                    other => other.clone(),
+                };
+                (
+                    field.as_ref().clone().with_data_type(to.clone()),
+                    cast(column, &to).unwrap(),
+                )
             })
             .unzip();
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
@@ -60,7 +68,7 @@ fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
+async fn files_in_any_layout_and_wider_types_are_served_alike() {
     let city = shared_city();
     let code: NodeCode = "140221".parse().unwrap();
     let original = node_root(city.dir.path(), code);
@@ -70,6 +78,7 @@ async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
     rewrite(copy.path(), "persons", 1, &dictionary);
     rewrite(copy.path(), "disbursements", 3, &DataType::LargeUtf8);
     rewrite(copy.path(), "payroll", 2, &DataType::Utf8View);
+    rewrite(copy.path(), "disability_certs", 1, &DataType::Utf8);
 
     let rewritten = NodeProcess::start(code.as_str(), copy.path());
     assert!(
@@ -88,6 +97,10 @@ async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
          WHERE p.death_date < d.period GROUP BY 1 ORDER BY 1",
         "SELECT e.employer_type, count(*) FROM payroll e JOIN disbursements d \
          ON e.person_id = d.person_id WHERE d.subsidy_type = 'DIBAO' GROUP BY 1 ORDER BY 1",
+        "SELECT level, count(*), min(issued_on) FROM disability_certs \
+         WHERE level < 3 AND revoked_on IS NULL GROUP BY 1 ORDER BY 1",
+        "SELECT count(*), min(period), max(paid_on), min(amount), max(amount) \
+         FROM disbursements WHERE amount > 100.5",
     ] {
         assert_eq!(
             printed_answer(&rewritten.addr, sql).await,
@@ -107,6 +120,9 @@ async fn text_in_any_layout_and_columns_in_any_order_are_served_alike() {
         "SELECT d.subsidy_type, count(*) FROM disbursements d JOIN persons p \
          ON d.person_id = p.person_id AND d.county_code = p.county_code \
          WHERE p.gender = 'F' GROUP BY 1 ORDER BY 1",
+        "SELECT count(*), min(birth_date), max(death_date), count(death_date) FROM persons",
+        "SELECT min(level), max(level), count(*) FROM disability_certs",
+        "SELECT employer_type, count(*), min(start_date) FROM payroll GROUP BY 1 ORDER BY 1",
     ] {
         assert_eq!(
             printed_answer(&over_rewritten.addr, sql).await,
