@@ -18,8 +18,8 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{Expr, try_cast};
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, ident};
+use datafusion::logical_expr::{Case, Expr, try_cast};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use object_store::ObjectStore;
@@ -336,6 +336,8 @@ enum ValueCheck<'a> {
     NoNulls(&'a str),
     /// The contract's type is `Int32`; the file's integers are wider.
     FitsInt32(&'a str),
+    /// The contract's type is `Date32`; the file holds timestamps, which must be midnights.
+    AtMidnight(&'a str, DataType),
 }
 
 impl<'a> ValueCheck<'a> {
@@ -354,6 +356,9 @@ impl<'a> ValueCheck<'a> {
         {
             checks.push(Self::FitsInt32(name));
         }
+        if let DataType::Timestamp(..) = actual.data_type() {
+            checks.push(Self::AtMidnight(name, actual.data_type().clone()));
+        }
         checks
     }
 
@@ -365,6 +370,15 @@ impl<'a> ValueCheck<'a> {
                 count(ident(*column)),
                 count(try_cast(ident(*column), DataType::Int32)),
             ),
+            Self::AtMidnight(column, timestamp) => {
+                let midnight = cast(cast(ident(*column), DataType::Date32), timestamp.clone());
+                let at_midnight = Expr::Case(Case::new(
+                    None,
+                    vec![(Box::new(midnight.eq(ident(*column))), Box::new(lit(1)))],
+                    None,
+                ));
+                (count(ident(*column)), count(at_midnight))
+            }
         }
     }
 
@@ -377,6 +391,10 @@ impl<'a> ValueCheck<'a> {
             Self::FitsInt32(column) => {
                 format!("column {column} holds {rows} value(s) beyond the contract's Int32")
             }
+            Self::AtMidnight(column, _) => format!(
+                "column {column} holds {rows} timestamp(s) with a time of day, where the \
+                 contract holds dates"
+            ),
         }
     }
 }
@@ -459,17 +477,18 @@ pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), Str
 
 /// Whether a file's column `actual` reads as the contract's `expected` without losing a
 /// value: text in any layout, integers of any width (checked to fit, where wider), dates
-/// in milliseconds, and decimals with no more digits either side of the point.
+/// in milliseconds or as timestamps without a time zone (checked to be midnights), and
+/// decimals with no more digits either side of the point.
 fn same_type(actual: &Field, expected: &Field) -> bool {
     use DataType::{
-        Date32, Date64, Decimal32, Decimal64, Decimal128, Int8, Int16, Int32, Int64, UInt8, UInt16,
-        UInt32, UInt64,
+        Date32, Date64, Decimal32, Decimal64, Decimal128, Int8, Int16, Int32, Int64, Timestamp,
+        UInt8, UInt16, UInt32, UInt64,
     };
     match (actual.data_type(), expected.data_type()) {
         (a, e) if a == e => true,
         (a, e) if is_text(a) && is_text(e) => true,
         (Int8 | Int16 | Int64 | UInt8 | UInt16 | UInt32 | UInt64, Int32) => true,
-        (Date64, Date32) => true,
+        (Date64 | Timestamp(_, None), Date32) => true,
         (
             Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s),
             Decimal128(contract_p, contract_s),

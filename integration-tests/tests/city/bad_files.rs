@@ -8,7 +8,7 @@ use arrow::array::{
     new_null_array,
 };
 use arrow::compute::{cast, concat};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sunlight_client::SqlClient;
@@ -161,13 +161,23 @@ async fn values_the_contract_does_not_allow_are_refused() {
         let first = Int64Array::from(vec![5_000_000_000]);
         concat(&[&first as &dyn Array, wide.slice(1, wide.len() - 1).as_ref()]).unwrap()
     };
-    with_column(
-        &original.path(),
-        &certs.join("wide.parquet"),
-        "level",
-        too_large,
-        None,
-    );
+    let wide = certs.join("wide.parquet");
+    with_column(&original.path(), &wide, "level", too_large, None);
+    // Dates as timestamps are read as dates, but one of these is not a midnight.
+    let payroll = root.path().join("payroll");
+    let original = std::fs::read_dir(&payroll)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let with_a_time = |start: &ArrayRef| {
+        let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let days = cast(start, &micros).unwrap();
+        let noon = cast(&Int64Array::from(vec![43_200_000_000]), &micros).unwrap();
+        concat(&[noon.as_ref(), days.slice(1, days.len() - 1).as_ref()]).unwrap()
+    };
+    let timed = payroll.join("timed.parquet");
+    with_column(&original.path(), &timed, "start_date", with_a_time, None);
 
     let node = NodeProcess::start("140222", root.path());
     let banner = node.banner.join("\n");
@@ -175,6 +185,7 @@ async fn values_the_contract_does_not_allow_are_refused() {
         "counted.parquet: column gender holds 2 null value(s), where the contract requires one",
         "bare.parquet: column township holds 2 null value(s)",
         "wide.parquet: column level holds 1 value(s) beyond the contract's Int32",
+        "timed.parquet: column start_date holds 1 timestamp(s) with a time of day",
     ] {
         assert!(banner.contains(problem), "{problem} not in {banner}");
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -18,9 +18,9 @@ use sunlight_domain::NodeCode;
 use crate::support::{NodeProcess, ServiceProcess, copy_dir, printed_answer, shared_city};
 
 /// Rewrites the one file of `table` under `root` as `parts` files, with its columns in
-/// reverse order, its text as `text`, its integers in 64 bits, its dates in milliseconds,
-/// its amounts with two digits fewer and row groups of 1,000 rows.
-fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType) {
+/// reverse order, its text as `text`, its integers in 64 bits, its dates as `date`, its
+/// amounts with two digits fewer and row groups of 1,000 rows.
+fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType, date: &DataType) {
     let folder = root.join(table);
     let original = folder.join("part-0.parquet");
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&original).unwrap())
@@ -40,7 +40,7 @@ fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType) {
                 let to = match field.data_type() {
                     DataType::Utf8 => text.clone(),
                     DataType::Int32 => DataType::Int64,
-                    DataType::Date32 => DataType::Date64,
+                    DataType::Date32 => date.clone(),
                     DataType::Decimal128(12, 2) => DataType::Decimal128(10, 2),
                     other => other.clone(),
                 };
@@ -75,10 +75,24 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&original, copy.path());
     let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-    rewrite(copy.path(), "persons", 1, &dictionary);
-    rewrite(copy.path(), "disbursements", 3, &DataType::LargeUtf8);
-    rewrite(copy.path(), "payroll", 2, &DataType::Utf8View);
-    rewrite(copy.path(), "disability_certs", 1, &DataType::Utf8);
+    // pandas writes its dates as timestamps in microseconds.
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, None);
+    rewrite(copy.path(), "persons", 1, &dictionary, &timestamp);
+    rewrite(
+        copy.path(),
+        "disbursements",
+        3,
+        &DataType::LargeUtf8,
+        &DataType::Date64,
+    );
+    rewrite(copy.path(), "payroll", 2, &DataType::Utf8View, &timestamp);
+    rewrite(
+        copy.path(),
+        "disability_certs",
+        1,
+        &DataType::Utf8,
+        &DataType::Date64,
+    );
 
     let rewritten = NodeProcess::start(code.as_str(), copy.path());
     assert!(
