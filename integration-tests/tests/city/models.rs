@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::AsArray;
 use sunlight_client::SqlClient;
+use sunlight_datagen::GroundTruth;
 use sunlight_domain::ProblemModel;
 
 use crate::ground_truth;
@@ -80,6 +81,37 @@ pub(crate) fn approve_and_roll_out(coordinator: &str) -> String {
         );
     }
     approver
+}
+
+/// Adds, approves, rolls out and runs the built-in models at `coordinator`, whose one
+/// node is `node` of county `code`, the rollout's canary county: the models that look at
+/// one node only find exactly the county's hits planted in `truth`.
+pub(crate) async fn one_county_models_find_the_planted_hits(
+    coordinator: &str,
+    code: NodeCode,
+    node: ServiceProcess,
+    truth: &GroundTruth,
+) {
+    model(coordinator, TOKEN, &["add", "--builtin"]);
+    approve_and_roll_out(coordinator);
+    let ran = model(coordinator, TOKEN, &["run"]);
+    assert!(!ran.contains("FAILED"), "{ran}");
+    let found = node_hits(&[(code, node)]).await;
+    for m in [
+        ProblemModel::UnderageElderlyAllowance,
+        ProblemModel::DeceasedRecipient,
+        ProblemModel::OverStandard,
+        ProblemModel::DisabilityWithoutCert,
+    ] {
+        let planted: BTreeSet<String> = truth
+            .of(m)
+            .iter()
+            .filter(|id| id.starts_with(code.as_str()))
+            .cloned()
+            .collect();
+        assert!(!planted.is_empty(), "{m}");
+        assert_eq!(found.get(m.id()), Some(&planted), "{m}");
+    }
 }
 
 /// Every node's own `model_hits`, read as its county analyst would: model → payment ids.

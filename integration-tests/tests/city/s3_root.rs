@@ -2,16 +2,15 @@
 //! Python, on a loopback port. It holds one county's files; the node answers over them
 //! as it does over the same files on disk, and `sunlight import` writes into the bucket.
 
-use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sunlight_datagen::node_root;
-use sunlight_domain::{NodeCode, ProblemModel};
+use sunlight_domain::NodeCode;
 
-use crate::models::{approve_and_roll_out, model, node_hits};
+use crate::models::one_county_models_find_the_planted_hits;
 use crate::support::{
     NodeProcess, ServiceProcess, TOKEN, printed_answer, python, shared_city, sunlight_bin,
     sunlight_fails,
@@ -191,28 +190,12 @@ async fn a_node_serves_its_county_from_an_s3_bucket() {
         printed_answer(&disk_node.addr, by_type).await
     );
 
-    // The models run at the bucket's node, which writes its hits into the bucket. Those
-    // of the models that look at one node only are the county's planted hits.
-    model(&coordinator.addr, TOKEN, &["add", "--builtin"]);
-    approve_and_roll_out(&coordinator.addr);
-    let ran = model(&coordinator.addr, TOKEN, &["run"]);
-    assert!(!ran.contains("FAILED"), "{ran}");
-    let found = node_hits(&[(code, bucket_node)]).await;
-    for m in [
-        ProblemModel::UnderageElderlyAllowance,
-        ProblemModel::DeceasedRecipient,
-        ProblemModel::OverStandard,
-        ProblemModel::DisabilityWithoutCert,
-    ] {
-        let planted: BTreeSet<String> = city
-            .report
-            .truth
-            .of(m)
-            .iter()
-            .filter(|id| id.starts_with(code.as_str()))
-            .cloned()
-            .collect();
-        assert!(!planted.is_empty(), "{m}");
-        assert_eq!(found.get(m.id()), Some(&planted), "{m}");
-    }
+    // The models run at the bucket's node, which writes its hits into the bucket.
+    one_county_models_find_the_planted_hits(
+        &coordinator.addr,
+        code,
+        bucket_node,
+        &city.report.truth,
+    )
+    .await;
 }
