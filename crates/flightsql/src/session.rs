@@ -86,11 +86,8 @@ impl Sessions {
     /// Adds to `headers` those of the options set in the caller's session, where the call
     /// does not send them itself.
     pub(crate) fn apply(&self, user: &str, headers: &mut MetadataMap) {
-        let Some(id) = session_id(headers) else {
-            return;
-        };
         let mut live = self.live.lock().expect("sessions lock");
-        let Some(session) = live.get_mut(&id).filter(|s| s.serves(user)) else {
+        let Some(session) = callers(&live, user, headers).and_then(|id| live.get_mut(&id)) else {
             return;
         };
         session.used = Instant::now();
@@ -115,9 +112,7 @@ impl Sessions {
         let mut live = self.live.lock().expect("sessions lock");
         let now = Instant::now();
         live.retain(|_, s| now.duration_since(s.used) < IDLE);
-        let existing =
-            session_id(headers).filter(|id| live.get(id).is_some_and(|s| s.serves(user)));
-        let (id, new) = match existing {
+        let (id, new) = match callers(&live, user, headers) {
             Some(id) => (id, false),
             None => {
                 if live.len() >= MAX_SESSIONS
@@ -160,10 +155,8 @@ impl Sessions {
         headers: &MetadataMap,
     ) -> Result<HashMap<String, SessionOptionValue>, Status> {
         let live = self.live.lock().expect("sessions lock");
-        let session = session_id(headers)
-            .and_then(|id| live.get(&id))
-            .filter(|s| s.serves(user))
-            .ok_or_else(no_session)?;
+        let id = callers(&live, user, headers).ok_or_else(no_session)?;
+        let session = &live[&id];
         Ok(session
             .options
             .iter()
@@ -179,9 +172,7 @@ impl Sessions {
     /// Ends the caller's session.
     pub(crate) fn close(&self, user: &str, headers: &MetadataMap) -> Result<(), Status> {
         let mut live = self.live.lock().expect("sessions lock");
-        let id = session_id(headers)
-            .filter(|id| live.get(id).is_some_and(|s| s.serves(user)))
-            .ok_or_else(no_session)?;
+        let id = callers(&live, user, headers).ok_or_else(no_session)?;
         live.remove(&id);
         Ok(())
     }
@@ -194,14 +185,15 @@ fn no_session() -> Status {
     ))
 }
 
-/// The session the call's cookies name.
-fn session_id(headers: &MetadataMap) -> Option<String> {
+/// The session the call's cookies name, if it is live and `user`'s.
+fn callers(live: &HashMap<String, Session>, user: &str, headers: &MetadataMap) -> Option<String> {
     headers
         .get_all("cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|cookies| cookies.split(';'))
         .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .filter(|id| live.get(*id).is_some_and(|s| s.serves(user)))
         .map(str::to_string)
 }
 

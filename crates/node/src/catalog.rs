@@ -315,7 +315,7 @@ async fn check_file(
         .filter_map(|expected| Some((expected, found.field_with_name(expected.name()).ok()?)))
         .flat_map(|(expected, actual)| ValueCheck::of(expected, actual))
         .collect();
-    let problems: Vec<String> = breaking_rows(context, root, object, &checks)
+    let problems: Vec<String> = breaking_rows(context, root, object, &found, &checks)
         .await
         .map_err(unreadable)?
         .into_iter()
@@ -399,12 +399,14 @@ impl<'a> ValueCheck<'a> {
     }
 }
 
-/// The rows of `object` that break each of `checks`, which DataFusion counts from the
-/// footer's statistics where they hold the count, else by reading the column.
+/// The rows of `object`, whose schema is `found`, that break each of `checks`, which
+/// DataFusion counts from the footer's statistics where they hold the count, else by
+/// reading the column.
 async fn breaking_rows(
     context: &SessionContext,
     root: &DataRoot,
     object: &ObjectMeta,
+    found: &SchemaRef,
     checks: &[ValueCheck<'_>],
 ) -> datafusion::error::Result<Vec<i64>> {
     if checks.is_empty() {
@@ -433,7 +435,7 @@ async fn breaking_rows(
         .collect();
     let url = root.object_url(&object.location);
     let batches = context
-        .read_parquet(url.as_str(), ParquetReadOptions::default())
+        .read_parquet(url.as_str(), ParquetReadOptions::default().schema(found))
         .await?
         .aggregate(vec![], aliased)?
         .collect()
