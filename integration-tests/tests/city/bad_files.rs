@@ -4,12 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
-    new_null_array,
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, new_null_array,
 };
 use arrow::compute::{cast, concat};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
@@ -18,7 +16,7 @@ use sunlight_proto::v1::DescribeRequest;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::table_status::State;
 
-use crate::support::{NodeProcess, TOKEN, copy_dir, generated_city};
+use crate::support::{NodeProcess, TOKEN, copy_dir, generated_city, parquet_batches};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mismatched_and_corrupt_files_are_refused() {
@@ -132,54 +130,49 @@ async fn values_the_contract_does_not_allow_are_refused() {
         &node_root(city.dir.path(), "140222".parse::<NodeCode>().unwrap()),
         root.path(),
     );
-    let persons = root.path().join("persons");
-    let original = std::fs::read_dir(&persons)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
     // As most writers do, both files let every column be null. One file's footer counts
     // the nulls; the other has no statistics, so the node reads the column.
-    let from = original.path();
-    with_column(
-        &from,
-        &persons.join("counted.parquet"),
-        "gender",
-        two_nulls,
-        None,
-    );
+    let root = root.path();
+    with_column(root, "persons/counted.parquet", "gender", two_nulls, None);
     let bare = WriterProperties::builder()
         .set_statistics_enabled(EnabledStatistics::None)
         .build();
-    let bare_file = persons.join("bare.parquet");
-    with_column(&from, &bare_file, "township", two_nulls, Some(bare));
+    with_column(
+        root,
+        "persons/bare.parquet",
+        "township",
+        two_nulls,
+        Some(bare),
+    );
     // Levels in 64 bits are read as the contract's Int32, but one of these does not fit.
-    let certs = root.path().join("disability_certs");
-    let original = std::fs::read_dir(&certs).unwrap().next().unwrap().unwrap();
     let too_large = |level: &ArrayRef| {
         let wide = cast(level, &DataType::Int64).unwrap();
         let first = Int64Array::from(vec![5_000_000_000]);
         concat(&[&first as &dyn Array, wide.slice(1, wide.len() - 1).as_ref()]).unwrap()
     };
-    let wide = certs.join("wide.parquet");
-    with_column(&original.path(), &wide, "level", too_large, None);
+    with_column(
+        root,
+        "disability_certs/wide.parquet",
+        "level",
+        too_large,
+        None,
+    );
     // Dates as timestamps are read as dates, but one of these is not a midnight.
-    let payroll = root.path().join("payroll");
-    let original = std::fs::read_dir(&payroll)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
     let with_a_time = |start: &ArrayRef| {
         let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
         let days = cast(start, &micros).unwrap();
         let noon = cast(&Int64Array::from(vec![43_200_000_000]), &micros).unwrap();
         concat(&[noon.as_ref(), days.slice(1, days.len() - 1).as_ref()]).unwrap()
     };
-    let timed = payroll.join("timed.parquet");
-    with_column(&original.path(), &timed, "start_date", with_a_time, None);
+    with_column(
+        root,
+        "payroll/timed.parquet",
+        "start_date",
+        with_a_time,
+        None,
+    );
 
-    let node = NodeProcess::start("140222", root.path());
+    let node = NodeProcess::start("140222", root);
     let banner = node.banner.join("\n");
     for problem in [
         "counted.parquet: column gender holds 2 null value(s), where the contract requires one",
@@ -203,24 +196,18 @@ async fn values_the_contract_does_not_allow_are_refused() {
     assert_eq!(good.unwrap().num_rows(), 1);
 }
 
-/// Writes the rows of `from` to `to` with every column nullable and `column` as `change`
-/// makes it.
+/// Writes the rows of the generated file of `to`'s table under `root` to `to`, with every
+/// column nullable and `column` as `change` makes it.
 fn with_column(
-    from: &Path,
-    to: &Path,
+    root: &Path,
+    to: &str,
     column: &str,
     change: impl FnOnce(&ArrayRef) -> ArrayRef,
     properties: Option<WriterProperties>,
 ) {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(from).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let batch = arrow::compute::concat_batches(
-        &reader.schema(),
-        &reader.collect::<Result<Vec<_>, _>>().unwrap(),
-    )
-    .unwrap();
+    let to = root.join(to);
+    let batches = parquet_batches(&to.with_file_name("part-0.parquet"));
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let index = batch.schema().index_of(column).unwrap();
     let mut columns = batch.columns().to_vec();
     columns[index] = change(&columns[index]);
@@ -239,7 +226,7 @@ fn with_column(
             .collect::<Vec<_>>(),
     ));
     let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-    let file = std::fs::File::create(to).unwrap();
+    let file = std::fs::File::create(&to).unwrap();
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, properties).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();

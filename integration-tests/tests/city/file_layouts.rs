@@ -10,13 +10,14 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
 
 use crate::models::one_county_models_find_the_planted_hits;
-use crate::support::{NodeProcess, ServiceProcess, copy_dir, printed_answer, shared_city};
+use crate::support::{
+    NodeProcess, ServiceProcess, copy_dir, parquet_batches, printed_answer, shared_city,
+};
 
 /// Rewrites the one file of `table` under `root` as `parts` files, with its columns in
 /// reverse order, its text as `text`, its integers in 64 bits, its dates as `date`, its
@@ -24,11 +25,7 @@ use crate::support::{NodeProcess, ServiceProcess, copy_dir, printed_answer, shar
 fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType, date: &DataType) {
     let folder = root.join(table);
     let original = folder.join("part-0.parquet");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&original).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let batches = parquet_batches(&original);
     std::fs::remove_file(&original).unwrap();
     let retyped = |batch: &RecordBatch| {
         let (fields, columns): (Vec<Field>, Vec<_>) = batch

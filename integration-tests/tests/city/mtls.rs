@@ -10,22 +10,17 @@ use sunlight_datagen::node_root;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::oracle;
-use crate::support::{ServiceProcess, TOKEN, shared_city, sunlight, sunlight_fails};
+use crate::support::{ServiceProcess, TOKEN, shared_city, succeeds, sunlight, sunlight_fails};
 
 /// A development CA with the coordinator's certificate and those of `nodes`.
 fn certificates(nodes: &[&str]) -> tempfile::TempDir {
     let certs = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/certs.sh");
-    let made = Command::new("bash")
-        .arg(&script)
-        .arg(certs.path())
-        .args(nodes)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    succeeds(
+        Command::new("bash")
+            .arg(&script)
+            .arg(certs.path())
+            .args(nodes),
     );
     certs
 }

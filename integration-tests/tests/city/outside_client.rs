@@ -7,7 +7,7 @@ use std::process::Command;
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 
-use crate::support::{NodeProcess, TOKEN, python, shared_city, start_city};
+use crate::support::{NodeProcess, TOKEN, python, shared_city, start_city, succeeds};
 
 /// What the client in `integration-tests/python/{script}` saw, run with `args`: the one
 /// JSON object it prints.
@@ -16,18 +16,10 @@ async fn client_saw(script: &str, args: Vec<String>) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../integration-tests/python")
         .join(script);
-    let out =
-        tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output())
+    let stdout =
+        tokio::task::spawn_blocking(move || succeeds(Command::new(python).arg(script).args(args)))
             .await
-            .unwrap()
             .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the client failed: {}{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
     serde_json::from_str(stdout.trim()).unwrap()
 }
 

@@ -12,8 +12,8 @@ use sunlight_domain::NodeCode;
 
 use crate::models::one_county_models_find_the_planted_hits;
 use crate::support::{
-    NodeProcess, ServiceProcess, TOKEN, printed_answer, python, shared_city, sunlight_bin,
-    sunlight_fails,
+    NodeProcess, ServiceProcess, TOKEN, printed_answer, python, shared_city, succeeds,
+    sunlight_bin, sunlight_fails,
 };
 
 /// An S3-compatible server on a loopback port, killed when dropped.
@@ -60,17 +60,12 @@ impl S3Server {
     fn upload(&self, bucket: &str, prefix: &str, folder: &Path) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../integration-tests/python/s3_bucket.py");
-        let out = Command::new(python())
-            .arg(script)
-            .args([&self.endpoint, bucket, prefix])
-            .arg(folder)
-            .envs(self.env())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "upload failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        succeeds(
+            Command::new(python())
+                .arg(script)
+                .args([&self.endpoint, bucket, prefix])
+                .arg(folder)
+                .envs(self.env()),
         );
     }
 
@@ -116,16 +111,11 @@ async fn a_node_serves_its_county_from_an_s3_bucket() {
          140215198102020024,乙,云州区医院,PUBLIC_INSTITUTION,140215,2012-07-01,2020-01-31\n",
     )
     .unwrap();
-    let imported = Command::new(sunlight_bin())
-        .args(["import", "--data", &root, "--table", "payroll"])
-        .arg(&csv)
-        .envs(s3.env())
-        .output()
-        .unwrap();
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
+    succeeds(
+        Command::new(sunlight_bin())
+            .args(["import", "--data", &root, "--table", "payroll"])
+            .arg(&csv)
+            .envs(s3.env()),
     );
 
     // The node reads the bucket with its configuration file's settings, and answers as

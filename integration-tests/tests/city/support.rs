@@ -250,6 +250,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The rows of the Parquet file at `path`.
+pub fn parquet_batches(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// What the tests install into their Python: an outside Flight SQL client, and an
 /// S3-compatible server.
 const PYTHON_PACKAGES: &[&str] = &["adbc-driver-flightsql", "pyarrow", "moto[server]"];
@@ -286,20 +297,22 @@ pub fn python() -> PathBuf {
     python
 }
 
-/// Runs the CLI; returns its standard output, or panics with both streams.
-pub fn sunlight(args: &[&str]) -> String {
-    let out = Command::new(sunlight_bin())
-        .args(args)
-        .output()
-        .expect("sunlight runs");
+/// Runs `command`; returns its standard output, or panics with the command and both
+/// streams.
+pub fn succeeds(command: &mut Command) -> String {
+    let out = command.output().expect("the command runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "`sunlight {}` failed:\n{stdout}\n{}",
-        args.join(" "),
+        "{command:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Runs the CLI; returns its standard output, or panics with both streams.
+pub fn sunlight(args: &[&str]) -> String {
+    succeeds(Command::new(sunlight_bin()).args(args))
 }
 
 /// Runs the CLI expecting failure; returns its standard error.
