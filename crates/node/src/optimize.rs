@@ -4,7 +4,8 @@
 //! - builds each hash join once, on the side its statistics show is smaller;
 //! - gives the Parquet scans the fragment's filters, to skip row groups and pages by
 //!   their statistics (the filters still run above the scans);
-//! - spreads the fragment over its cores ([`parallelize`]).
+//! - spreads the fragment over its cores ([`parallelize`]);
+//! - yields to the scheduler as its joins emit rows ([`cooperative`]).
 
 use std::sync::Arc;
 
@@ -12,10 +13,14 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::ensure_coop::EnsureCooperative;
 use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_optimizer::join_selection::JoinSelection;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode,
+};
 
 use crate::parallel::parallelize;
 
@@ -41,5 +46,29 @@ pub fn optimize(
         .data;
     let plan = JoinSelection::new().optimize(plan, config)?;
     let plan = FilterPushdown::new().optimize(plan, config)?;
-    parallelize(plan, config.execution.target_partitions)
+    let plan = parallelize(plan, config.execution.target_partitions)?;
+    cooperative(plan, config)
+}
+
+/// `plan`, yielding to the scheduler at least once in every budget of batches. A node
+/// runs a fragment within the call that asked for it, and notices that the city gave up
+/// on it (a deadline passed, a client went away) only when the fragment yields. Scans
+/// and exchanges yield as they read ([`EnsureCooperative`]), but a join may emit many
+/// batches for each batch it reads: each join's output is counted too.
+fn cooperative(
+    plan: Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = plan
+        .transform_up(|p| {
+            let join = p.downcast_ref::<HashJoinExec>().is_some()
+                || p.downcast_ref::<NestedLoopJoinExec>().is_some()
+                || p.downcast_ref::<CrossJoinExec>().is_some();
+            Ok(match join {
+                true => Transformed::yes(Arc::new(CooperativeExec::new(p)) as _),
+                false => Transformed::no(p),
+            })
+        })?
+        .data;
+    EnsureCooperative::new().optimize(plan, config)
 }

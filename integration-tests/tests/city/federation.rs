@@ -237,6 +237,62 @@ async fn a_node_past_the_deadline_is_named_or_listed() {
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
 }
 
+/// The CPU time `pid` has used so far, in clock ticks (Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fragment_past_the_deadline_stops_at_its_node() {
+    let city = shared_city();
+    let node = ServiceProcess::start(
+        "140215",
+        &node_root(city.dir.path(), "140215".parse().unwrap()),
+    );
+    let coordinator = ServiceProcess::coordinator(
+        &[("140215".to_string(), node.addr.clone())],
+        &["--fragment-timeout-ms", "1500"],
+    );
+    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    // Each person's payments joined with themselves three times over: many minutes of
+    // work for the node, which emits many batches for each batch it reads.
+    let endless = "SELECT d.subsidy_type, count(*) FROM disbursements d \
+        JOIN disbursements e ON e.county_code = d.county_code AND e.person_id = d.person_id \
+        JOIN disbursements f ON f.county_code = d.county_code AND f.person_id = d.person_id \
+        JOIN disbursements g ON g.county_code = d.county_code AND g.person_id = d.person_id \
+        GROUP BY 1";
+    let err = client.query(endless).await.unwrap_err().to_string();
+    assert!(err.contains("did not answer within"), "{err}");
+    // The city dropped its call, and the node stops within moments: half a second in
+    // which it uses (nearly) no CPU.
+    let given_up = std::time::Instant::now();
+    loop {
+        let before = cpu_ticks(node.pid());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if cpu_ticks(node.pid()) - before <= 5 {
+            break;
+        }
+        assert!(
+            given_up.elapsed() < Duration::from_secs(15),
+            "the node still runs the fragment {:?} after the city gave up",
+            given_up.elapsed()
+        );
+    }
+    let answer = client
+        .query("SELECT count(*) FROM disbursements")
+        .await
+        .unwrap();
+    assert_eq!(answer.num_rows(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_queries_at_the_city_get_clear_errors() {
     let city = shared_city();

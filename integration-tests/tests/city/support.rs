@@ -30,7 +30,7 @@ pub struct TestCity {
     pub report: CityReport,
 }
 
-/// The shared city: 300 ordinary people per county, seed 11.
+/// The shared city: 5000 ordinary people per county, seed 11.
 pub fn shared_city() -> &'static TestCity {
     static CITY: OnceLock<TestCity> = OnceLock::new();
     CITY.get_or_init(|| generated_city(5000, 11))
@@ -130,6 +130,11 @@ impl ServiceProcess {
     }
 
     /// Kills the process at once (SIGKILL) and hands back its metadata directory.
+    /// The process's ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) -> Option<tempfile::TempDir> {
         let _ = self.child.kill();
         let _ = self.child.wait();
