@@ -250,35 +250,22 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_fragment_past_the_deadline_stops_at_its_node() {
-    let city = shared_city();
-    let node = ServiceProcess::start(
-        "140215",
-        &node_root(city.dir.path(), "140215".parse().unwrap()),
-    );
-    let coordinator = ServiceProcess::coordinator(
-        &[("140215".to_string(), node.addr.clone())],
-        &["--fragment-timeout-ms", "1500"],
-    );
-    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
-    // Each person's payments joined with themselves three times over: many minutes of
-    // work for the node, which emits many batches for each batch it reads.
-    let endless = "SELECT d.subsidy_type, count(*) FROM disbursements d \
-        JOIN disbursements e ON e.county_code = d.county_code AND e.person_id = d.person_id \
-        JOIN disbursements f ON f.county_code = d.county_code AND f.person_id = d.person_id \
-        JOIN disbursements g ON g.county_code = d.county_code AND g.person_id = d.person_id \
-        GROUP BY 1";
-    let err = client.query(endless).await.unwrap_err().to_string();
-    assert!(err.contains("did not answer within"), "{err}");
-    // The city dropped its call, and the node stops within moments: half a second in
-    // which it uses (nearly) no CPU.
+/// Each person's payments joined with themselves three times over: many minutes of work
+/// for a node, which emits many batches for each batch it reads.
+const ENDLESS: &str = "SELECT d.subsidy_type, count(*) FROM disbursements d \
+    JOIN disbursements e ON e.county_code = d.county_code AND e.person_id = d.person_id \
+    JOIN disbursements f ON f.county_code = d.county_code AND f.person_id = d.person_id \
+    JOIN disbursements g ON g.county_code = d.county_code AND g.person_id = d.person_id \
+    GROUP BY 1";
+
+/// Waits until `node` spends half a second with (nearly) no CPU, failing after 15 s.
+async fn falls_quiet(node: &ServiceProcess) {
     let given_up = std::time::Instant::now();
     loop {
         let before = cpu_ticks(node.pid());
         tokio::time::sleep(Duration::from_millis(500)).await;
         if cpu_ticks(node.pid()) - before <= 5 {
-            break;
+            return;
         }
         assert!(
             given_up.elapsed() < Duration::from_secs(15),
@@ -286,6 +273,33 @@ async fn a_fragment_past_the_deadline_stops_at_its_node() {
             given_up.elapsed()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fragment_the_city_gives_up_on_stops_at_its_node() {
+    let city = shared_city();
+    let node = ServiceProcess::start(
+        "140215",
+        &node_root(city.dir.path(), "140215".parse().unwrap()),
+    );
+    let nodes = [("140215".to_string(), node.addr.clone())];
+
+    // The city gives up at its deadline...
+    let hasty = ServiceProcess::coordinator(&nodes, &["--fragment-timeout-ms", "1500"]);
+    let mut client = SqlClient::connect(&hasty.addr, TOKEN).await.unwrap();
+    let err = client.query(ENDLESS).await.unwrap_err().to_string();
+    assert!(err.contains("did not answer within"), "{err}");
+    falls_quiet(&node).await;
+
+    // ...or when its client goes away, long before its deadline of 30 s.
+    let patient = ServiceProcess::coordinator(&nodes, &[]);
+    let mut client = SqlClient::connect(&patient.addr, TOKEN).await.unwrap();
+    let abandoned = tokio::time::timeout(Duration::from_secs(2), client.query(ENDLESS)).await;
+    assert!(abandoned.is_err(), "{abandoned:?}");
+    drop(client);
+    falls_quiet(&node).await;
+
+    let mut client = SqlClient::connect(&patient.addr, TOKEN).await.unwrap();
     let answer = client
         .query("SELECT count(*) FROM disbursements")
         .await
