@@ -7,9 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, UInt64Array};
-use arrow::buffer::NullBuffer;
-use arrow::compute::cast;
+use arrow::array::{ArrayRef, AsArray, UInt64Array};
+use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::stats::Precision;
@@ -53,7 +52,7 @@ const PERSON: &str = "person_id";
 /// The person number of every row of the node's files, read once per file.
 pub struct PersonIndex {
     directory: Arc<PersonDirectory>,
-    files: OnceMap<ObjectPath, Arc<[u32]>>,
+    files: OnceMap<ObjectPath, UInt64Array>,
     tables: OnceMap<Table, Counted>,
 }
 
@@ -67,14 +66,15 @@ impl PersonIndex {
         }
     }
 
-    /// The number of each row's person in `file` of `table`, by row.
-    async fn numbers(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<Arc<[u32]>> {
+    /// The number of each row's person in `file` of `table`, by row; null for a row
+    /// without a person.
+    async fn numbers(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<UInt64Array> {
         self.files
             .get_or_try_init(file.location.clone(), || self.read(node, table, file))
             .await
     }
 
-    async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<Arc<[u32]>> {
+    async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<UInt64Array> {
         let person = table.schema().index_of(PERSON)?;
         let scan = file_scan(node, node.state(), table, file, &[person], None).await?;
         let mut batches = execute_stream(scan, node.task())?;
@@ -87,12 +87,12 @@ impl PersonIndex {
             for (&row, person) in rows.values().iter().zip(persons) {
                 let row = row as usize;
                 if row >= numbers.len() {
-                    numbers.resize(row + 1, NO_PERSON);
+                    numbers.resize(row + 1, None);
                 }
-                numbers[row] = person;
+                numbers[row] = (person != NO_PERSON).then_some(u64::from(person));
             }
         }
-        Ok(numbers.into())
+        Ok(UInt64Array::from(numbers))
     }
 
     /// The rows and distinct persons of `table` as a whole. The node's files do not
@@ -105,7 +105,7 @@ impl PersonIndex {
                 for file in node.files_of(table)? {
                     let numbers = self.numbers(node, table, file).await?;
                     rows += numbers.len();
-                    for &n in numbers.iter().filter(|&&n| n != NO_PERSON) {
+                    for n in numbers.iter().flatten() {
                         persons.grow_and_insert(n as usize);
                     }
                 }
@@ -181,7 +181,7 @@ pub async fn scan_with_persons(
 #[derive(Debug)]
 pub struct PersonsExec {
     input: Arc<dyn ExecutionPlan>,
-    numbers: Arc<[u32]>,
+    numbers: UInt64Array,
     file: String,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -190,7 +190,7 @@ pub struct PersonsExec {
 impl PersonsExec {
     fn new(
         input: Arc<dyn ExecutionPlan>,
-        numbers: Arc<[u32]>,
+        numbers: UInt64Array,
         file: String,
         schema: SchemaRef,
     ) -> Self {
@@ -213,39 +213,37 @@ impl PersonsExec {
 /// The batch with its last column, row numbers, replaced by those rows' persons.
 fn with_persons(
     batch: &RecordBatch,
-    numbers: &[u32],
+    numbers: &UInt64Array,
     file: &str,
     schema: &SchemaRef,
 ) -> DfResult<RecordBatch> {
     let last = batch.num_columns() - 1;
-    let rows = batch.column(last).as_primitive::<Int64Type>().values();
+    let rows = batch.column(last).as_primitive::<Int64Type>();
+    let numbered = |row: i64| (row as usize) < numbers.len();
     let changed = || {
         DataFusionError::Execution(format!(
             "file {file} has more rows than when the node numbered its persons; \
              restart the node after changing its files"
         ))
     };
-    // A scan reads rows in order, so a batch is mostly a run of consecutive rows.
-    let persons: Vec<u64> = match (rows.first(), rows.last()) {
-        (Some(&first), Some(&last)) if last - first + 1 == rows.len() as i64 => numbers
-            .get(first as usize..=last as usize)
-            .ok_or_else(changed)?
-            .iter()
-            .map(|&n| u64::from(n))
-            .collect(),
-        _ => rows
-            .iter()
-            .map(|&row| numbers.get(row as usize).map(|&n| u64::from(n)))
-            .collect::<Option<_>>()
-            .ok_or_else(changed)?,
+    // A scan reads rows in order, so a batch is mostly a run of consecutive rows: a
+    // slice of the file's numbers, not a copy.
+    let persons = match (rows.values().first(), rows.values().last()) {
+        (Some(&first), Some(&last)) if last - first + 1 == rows.len() as i64 => {
+            if !numbered(last) {
+                return Err(changed());
+            }
+            Arc::new(numbers.slice(first as usize, rows.len())) as ArrayRef
+        }
+        _ => {
+            if !rows.values().iter().all(|&row| numbered(row)) {
+                return Err(changed());
+            }
+            take(numbers, rows, None)?
+        }
     };
-    let missing = u64::from(NO_PERSON);
-    let nulls = persons
-        .contains(&missing)
-        .then(|| NullBuffer::from_iter(persons.iter().map(|&n| n != missing)));
-    let persons = UInt64Array::new(persons.into(), nulls);
     let mut columns = batch.columns()[..last].to_vec();
-    columns.push(Arc::new(persons));
+    columns.push(persons);
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
