@@ -335,3 +335,46 @@ impl ExecutionPlan for PersonsExec {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{Schema, UInt64Type};
+
+    use super::*;
+
+    #[test]
+    fn rows_become_their_persons_and_a_row_the_node_did_not_number_is_an_error() {
+        let numbers = UInt64Array::from(vec![Some(7), None, Some(3), Some(7)]);
+        let rows_schema = Arc::new(Schema::new(vec![Field::new(
+            "__row_number",
+            DataType::Int64,
+            false,
+        )]));
+        let persons_schema = Arc::new(Schema::new(vec![Field::new(
+            "person",
+            DataType::UInt64,
+            true,
+        )]));
+        let persons = |rows: Vec<i64>| -> DfResult<Vec<Option<u64>>> {
+            let rows =
+                RecordBatch::try_new(rows_schema.clone(), vec![Arc::new(Int64Array::from(rows))])?;
+            let batch = with_persons(&rows, &numbers, "f.parquet", &persons_schema)?;
+            Ok(batch
+                .column(0)
+                .as_primitive::<UInt64Type>()
+                .iter()
+                .collect())
+        };
+        // A run of rows, and rows out of order.
+        assert_eq!(persons(vec![1, 2, 3]).unwrap(), [None, Some(3), Some(7)]);
+        assert_eq!(persons(vec![3, 0]).unwrap(), [Some(7), Some(7)]);
+        for rows in [vec![2, 3, 4], vec![0, 9]] {
+            let err = persons(rows).unwrap_err().to_string();
+            assert!(
+                err.contains("file f.parquet has more rows than when the node numbered"),
+                "{err}"
+            );
+        }
+    }
+}
