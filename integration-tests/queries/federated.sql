@@ -116,3 +116,9 @@ SELECT subsidy_type FROM disbursements WHERE county_code = '140215' GROUP BY 1 U
 SELECT subsidy_type, count(*) FROM disbursements GROUP BY 1 UNION SELECT subsidy_type, count(*) FROM disbursements WHERE county_code = '140212' GROUP BY 1 ORDER BY 1, 2
 ;
 SELECT s.department, count(*), count(s.cap) FROM disbursements d LEFT JOIN subsidy_standards s ON d.subsidy_type = s.subsidy_type AND d.amount <= s.cap GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*) FROM (SELECT county_code FROM disbursements UNION ALL SELECT county_code FROM payroll) t GROUP BY 1 ORDER BY 1
+;
+SELECT k, count(*) FROM (SELECT subsidy_type AS k FROM disbursements UNION ALL SELECT employer_type FROM payroll) t GROUP BY 1 ORDER BY 1
+;
+SELECT count(*), count(DISTINCT person_id) FROM (SELECT person_id FROM persons WHERE death_date IS NOT NULL UNION ALL SELECT person_id FROM payroll) t

@@ -107,6 +107,9 @@ fn absorb(
     {
         return Ok(Transformed::no(plan));
     }
+    if let Some(split) = split_over_union(&plan, partitions)? {
+        return Ok(Transformed::yes(split));
+    }
     let plan = repartition_join_inputs(plan, partitions)?;
     let Some((base, inputs)) = fragment_inputs(&plan.data)? else {
         return Ok(plan);
@@ -123,6 +126,65 @@ fn absorb(
         Ok(extended) => Ok(Transformed::yes(Arc::new(extended))),
         Err(_) => Ok(plan),
     }
+}
+
+/// An aggregate over the `UNION ALL` of node fragments, as partial aggregates under the
+/// union, one over each side, which the nodes run; the city merges their states. The
+/// sides of a union split by `county_code` (interleaved) form whole groups at each node,
+/// merged by node; other unions' partial states merge as the aggregate above planned.
+/// Each side's fragment counts the persons behind its own groups: a group too small on
+/// one side is held back there, however large the union's.
+fn split_over_union(
+    plan: &Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+        return Ok(None);
+    };
+    let union = aggregate.input();
+    let interleaved = union.is::<InterleaveExec>();
+    let sides = union.children();
+    let merge = match aggregate.mode() {
+        AggregateMode::Partial if union.is::<UnionExec>() || interleaved => None,
+        AggregateMode::SinglePartitioned if interleaved => Some(AggregateMode::FinalPartitioned),
+        _ => return Ok(None),
+    };
+    let any_order = aggregate.limit_options().is_none()
+        && aggregate
+            .required_input_ordering()
+            .iter()
+            .all(Option::is_none);
+    if !any_order || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
+        return Ok(None);
+    }
+    let partials = sides
+        .into_iter()
+        .map(|side| {
+            let partial = AggregateExec::try_new(
+                AggregateMode::Partial,
+                aggregate.group_expr().clone(),
+                aggregate.aggr_expr().to_vec(),
+                aggregate.filter_expr().to_vec(),
+                side.clone(),
+                aggregate.input_schema(),
+            )?;
+            Ok(absorb(Arc::new(partial), partitions)?.data)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Ok(merged) = replace_children_if_necessary(union.clone(), partials) else {
+        return Ok(None);
+    };
+    let Some(mode) = merge else {
+        return Ok(Some(merged));
+    };
+    Ok(Some(Arc::new(AggregateExec::try_new(
+        mode,
+        aggregate.group_expr().as_final(),
+        aggregate.aggr_expr().to_vec(),
+        vec![None; aggregate.aggr_expr().len()],
+        merged,
+        aggregate.input_schema(),
+    )?)))
 }
 
 /// Whether `plan` forms the list of values an IN subquery became, which stays at the city.
@@ -319,23 +381,23 @@ pub fn merges_whole_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {
         aggregate.mode(),
         AggregateMode::Final | AggregateMode::FinalPartitioned
     );
-    if !finishes || !group.is_single() || group.is_empty() {
-        return false;
+    finishes && group.is_single() && !group.is_empty() && partial_groups(aggregate.input())
+}
+
+/// Whether `plan` passes on the partial groups of node fragments as they arrive: moved
+/// between partitions, or the sides of a union, but not merged.
+fn partial_groups(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if plan.is::<NodeFragmentExec>() {
+        return true;
     }
-    let mut input = aggregate.input();
-    loop {
-        if input.is::<NodeFragmentExec>() {
-            return true;
-        }
-        let passes = input.is::<RepartitionExec>()
-            || input.is::<CoalescePartitionsExec>()
-            || input.is::<CooperativeExec>()
-            || input.name() == "CoalesceBatchesExec";
-        match input.children().first() {
-            Some(child) if passes => input = child,
-            _ => return false,
-        }
-    }
+    let passes = plan.is::<RepartitionExec>()
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<CooperativeExec>()
+        || plan.is::<UnionExec>()
+        || plan.is::<InterleaveExec>()
+        || plan.name() == "CoalesceBatchesExec";
+    let sides = plan.children();
+    passes && !sides.is_empty() && sides.into_iter().all(partial_groups)
 }
 
 /// For an aggregate or a window, whether every group or window it forms lies within one
