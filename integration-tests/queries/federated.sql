@@ -122,3 +122,5 @@ SELECT county_code, count(*) FROM (SELECT county_code FROM disbursements UNION A
 SELECT k, count(*) FROM (SELECT subsidy_type AS k FROM disbursements UNION ALL SELECT employer_type FROM payroll) t GROUP BY 1 ORDER BY 1
 ;
 SELECT count(*), count(DISTINCT person_id) FROM (SELECT person_id FROM persons WHERE death_date IS NOT NULL UNION ALL SELECT person_id FROM payroll) t
+;
+SELECT t.county_code, count(*) FROM (SELECT county_code FROM disbursements UNION ALL SELECT county_code FROM payroll) t WHERE t.county_code = '140215' GROUP BY 1

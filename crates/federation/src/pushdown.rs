@@ -149,12 +149,13 @@ fn split_over_union(
         AggregateMode::SinglePartitioned if interleaved => Some(AggregateMode::FinalPartitioned),
         _ => return Ok(None),
     };
-    let any_order = aggregate.limit_options().is_none()
-        && aggregate
-            .required_input_ordering()
-            .iter()
-            .all(Option::is_none);
-    if !any_order || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
+    // The parts take no limit and find their own input order; an aggregate whose
+    // figures depend on the order of its rows stays whole.
+    let ordered = aggregate
+        .aggr_expr()
+        .iter()
+        .any(|e| !e.order_bys().is_empty());
+    if ordered || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
         return Ok(None);
     }
     let partials = sides
