@@ -540,10 +540,11 @@ fn held_back(suppressed: u64, why: &str) -> Refusal {
         Rule::MinGroupSize,
         format!(
             "{suppressed} group(s) were held back at the nodes for counting too few persons \
-             there, and the answer merges groups across nodes, but they cannot be left out \
-             at every node: {why}; so its figures would leave their rows out. Group by \
-             county_code as well where the table has it, so that a county's small groups \
-             are held back alone, or group by plain columns without totals over them"
+             there, and the answer merges groups across nodes, or across the sides of a \
+             union, but they cannot be left out at every node: {why}; so its figures would \
+             leave their rows out. Group by county_code as well where the table has it, so \
+             that a county's small groups are held back alone, or group by plain columns \
+             without totals over them"
         ),
     )
 }

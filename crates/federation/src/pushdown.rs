@@ -349,13 +349,20 @@ fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// The operators by which the city merges what several nodes sent into one figure, over
 /// a fragment that had a group held back: the aggregates and windows at the city over
-/// more than one node's rows, not kept apart by `county_code`, above such a fragment. A
-/// group one node held back would leave its rows out of such a figure.
+/// more than one node's rows, not kept apart by `county_code`, and those over more than
+/// one fragment of a node (the sides of a union), above such a fragment. A group one
+/// node held back would leave its rows out of such a figure.
 pub fn merges_of_held_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
     let mut merges = Vec::new();
     plan.apply(|p| {
-        if by_county(p) == Some(false) && nodes_under(p)?.len() > 1 && held_back_under(p)? {
-            merges.push(p.clone());
+        if let Some(by_county) = by_county(p)
+            && held_back_under(p)?
+        {
+            let parts = node_parts_under(p)?;
+            let nodes: BTreeSet<&NodeCode> = parts.iter().collect();
+            if nodes.len() < parts.len() || (!by_county && nodes.len() > 1) {
+                merges.push(p.clone());
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
@@ -435,9 +442,10 @@ fn by_county(plan: &Arc<dyn ExecutionPlan>) -> Option<bool> {
     )
 }
 
-/// The nodes whose fragments feed `plan`.
-fn nodes_under(plan: &Arc<dyn ExecutionPlan>) -> Result<BTreeSet<NodeCode>> {
-    let mut nodes = BTreeSet::new();
+/// The nodes of every fragment that feeds `plan`: a node appears once for each of its
+/// fragments.
+fn node_parts_under(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<NodeCode>> {
+    let mut nodes = Vec::new();
     plan.apply(|p| {
         if let Some(fragment) = p.downcast_ref::<NodeFragmentExec>() {
             nodes.extend(fragment.nodes().iter().map(|n| n.code));
