@@ -33,7 +33,7 @@ use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use sunlight_domain::NodeCode;
-use sunlight_fragment::TableLeafExec;
+use sunlight_fragment::{TableLeafExec, merge_of, partial_of};
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
@@ -160,17 +160,7 @@ fn split_over_union(
     }
     let partials = sides
         .into_iter()
-        .map(|side| {
-            let partial = AggregateExec::try_new(
-                AggregateMode::Partial,
-                aggregate.group_expr().clone(),
-                aggregate.aggr_expr().to_vec(),
-                aggregate.filter_expr().to_vec(),
-                side.clone(),
-                aggregate.input_schema(),
-            )?;
-            Ok(absorb(Arc::new(partial), partitions)?.data)
-        })
+        .map(|side| Ok(absorb(partial_of(aggregate, side.clone())?, partitions)?.data))
         .collect::<Result<Vec<_>>>()?;
     let Ok(merged) = replace_children_if_necessary(union.clone(), partials) else {
         return Ok(None);
@@ -178,14 +168,7 @@ fn split_over_union(
     let Some(mode) = merge else {
         return Ok(Some(merged));
     };
-    Ok(Some(Arc::new(AggregateExec::try_new(
-        mode,
-        aggregate.group_expr().as_final(),
-        aggregate.aggr_expr().to_vec(),
-        vec![None; aggregate.aggr_expr().len()],
-        merged,
-        aggregate.input_schema(),
-    )?)))
+    merge_of(aggregate, mode, merged).map(Some)
 }
 
 /// Whether `plan` forms the list of values an IN subquery became, which stays at the city.

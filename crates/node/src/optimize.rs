@@ -61,9 +61,8 @@ fn cooperative(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let plan = plan
         .transform_up(|p| {
-            let join = p.downcast_ref::<HashJoinExec>().is_some()
-                || p.downcast_ref::<NestedLoopJoinExec>().is_some()
-                || p.downcast_ref::<CrossJoinExec>().is_some();
+            let join =
+                p.is::<HashJoinExec>() || p.is::<NestedLoopJoinExec>() || p.is::<CrossJoinExec>();
             Ok(match join {
                 true => Transformed::yes(Arc::new(CooperativeExec::new(p)) as _),
                 false => Transformed::no(p),

@@ -22,6 +22,8 @@ use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, InputOrderMode, Partitioning,
 };
 
+use sunlight_fragment::{merge_of, partial_of};
+
 use crate::county_guard::CountyGuardExec;
 use crate::persons::PersonsExec;
 
@@ -36,22 +38,12 @@ pub fn parallelize(
     {
         let input = spread(aggregate.input().clone(), partitions)?;
         if input.output_partitioning().partition_count() > 1 {
-            let partial = AggregateExec::try_new(
-                AggregateMode::Partial,
-                aggregate.group_expr().clone(),
-                aggregate.aggr_expr().to_vec(),
-                aggregate.filter_expr().to_vec(),
-                input,
-                aggregate.input_schema(),
-            )?;
-            return Ok(Arc::new(AggregateExec::try_new(
+            let partial = partial_of(aggregate, input)?;
+            return merge_of(
+                aggregate,
                 merge,
-                aggregate.group_expr().as_final(),
-                aggregate.aggr_expr().to_vec(),
-                vec![None; aggregate.aggr_expr().len()],
-                Arc::new(CoalescePartitionsExec::new(Arc::new(partial))),
-                aggregate.input_schema(),
-            )?));
+                Arc::new(CoalescePartitionsExec::new(partial)),
+            );
         }
     }
     let children = plan
