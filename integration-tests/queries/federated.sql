@@ -124,3 +124,9 @@ SELECT k, count(*) FROM (SELECT subsidy_type AS k FROM disbursements UNION ALL S
 SELECT count(*), count(DISTINCT person_id) FROM (SELECT person_id FROM persons WHERE death_date IS NOT NULL UNION ALL SELECT person_id FROM payroll) t
 ;
 SELECT t.county_code, count(*) FROM (SELECT county_code FROM disbursements UNION ALL SELECT county_code FROM payroll) t WHERE t.county_code = '140215' GROUP BY 1
+;
+SELECT county_code, subsidy_type, median(amount), count(DISTINCT person_id) FROM disbursements GROUP BY 1, 2 ORDER BY 1, 2
+;
+SELECT county_code, percentile_cont(0.9) WITHIN GROUP (ORDER BY amount) FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(DISTINCT person_id) FROM disbursements GROUP BY 1 ORDER BY 1

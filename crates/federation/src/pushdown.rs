@@ -1,9 +1,10 @@
 //! [`PushToNodes`]: the physical optimizer rule that cuts the city's plan into node
 //! fragments. Working bottom-up, it moves into a [`NodeFragmentExec`] every operator
 //! that can run inside each node on its own: filters, projections, the partial phase of
-//! aggregates, per-node sorts and limits (top-K), joins of two tables co-partitioned on
-//! `county_code`, joins with the reference table, and, when only one node is involved,
-//! everything that yields a single partition. What is left runs at the city and merges.
+//! aggregates (the whole aggregate where it groups by `county_code`), per-node sorts and
+//! limits (top-K), joins of two tables co-partitioned on `county_code`, joins with the
+//! reference table, and, when only one node is involved, everything that yields a single
+//! partition. What is left runs at the city and merges.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use sunlight_domain::NodeCode;
-use sunlight_fragment::{TableLeafExec, merge_of, partial_of};
+use sunlight_fragment::{TableLeafExec, merge_of, partial_of, whole_of};
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
@@ -107,6 +108,9 @@ fn absorb(
     {
         return Ok(Transformed::no(plan));
     }
+    if let Some(whole) = whole_at_nodes(&plan)? {
+        return Ok(Transformed::yes(whole));
+    }
     if let Some(split) = split_over_union(&plan, partitions)? {
         return Ok(Transformed::yes(split));
     }
@@ -126,6 +130,45 @@ fn absorb(
         Ok(extended) => Ok(Transformed::yes(Arc::new(extended))),
         Err(_) => Ok(plan),
     }
+}
+
+/// An aggregate by `county_code` that merges the partial states node fragments send, run
+/// whole inside the nodes instead: each node holds its groups whole, and sends their
+/// final figures. Aggregates whose partial state is the values themselves, such as
+/// `median`, run at the nodes only so.
+fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+        return Ok(None);
+    };
+    let merges = matches!(
+        aggregate.mode(),
+        AggregateMode::Final | AggregateMode::FinalPartitioned
+    );
+    if !merges || by_county(plan) != Some(true) {
+        return Ok(None);
+    }
+    let input = aggregate.input();
+    let gathered = match input.downcast_ref::<RepartitionExec>() {
+        Some(r) => r.input(),
+        None => input
+            .downcast_ref::<CoalescePartitionsExec>()
+            .map_or(input, CoalescePartitionsExec::input),
+    };
+    let Some(fragment) = gathered.downcast_ref::<NodeFragmentExec>() else {
+        return Ok(None);
+    };
+    let Some(partial) = fragment.fragment().downcast_ref::<AggregateExec>() else {
+        return Ok(None);
+    };
+    if *partial.mode() != AggregateMode::Partial {
+        return Ok(None);
+    }
+    let whole = whole_of(partial, AggregateMode::SinglePartitioned)?
+        .with_limit_options(aggregate.limit_options());
+    Ok(fragment
+        .with_fragment(Arc::new(whole))
+        .ok()
+        .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
 }
 
 /// An aggregate over the `UNION ALL` of node fragments, as partial aggregates under the

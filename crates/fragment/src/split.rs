@@ -1,6 +1,7 @@
 //! An aggregate split in two phases: partial aggregates over parts of its rows, and one
 //! aggregate that merges their states. The city splits an aggregate over the sides of a
-//! union so that each side runs in the nodes; a node splits one over its cores.
+//! union so that each side runs in the nodes; a node splits one over its cores. Where
+//! each part holds whole groups, the two phases join again into one.
 
 use std::sync::Arc;
 
@@ -21,6 +22,19 @@ pub fn partial_of(
         input,
         aggregate.input_schema(),
     )?))
+}
+
+/// The aggregate whose partial phase is `partial`, whole, in `mode`: over the same rows,
+/// it gives final figures.
+pub fn whole_of(partial: &AggregateExec, mode: AggregateMode) -> Result<AggregateExec> {
+    AggregateExec::try_new(
+        mode,
+        partial.group_expr().clone(),
+        partial.aggr_expr().to_vec(),
+        partial.filter_expr().to_vec(),
+        partial.input().clone(),
+        partial.input_schema(),
+    )
 }
 
 /// The aggregate that merges, in `mode`, the states of `aggregate`'s partial phases

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 
 use crate::{Error, Result};
 
@@ -121,6 +121,17 @@ const AGGREGATES: &[&str] = &[
     "approx_distinct",
 ];
 
+/// Aggregate functions a fragment may compute only whole, over groups it holds whole: their
+/// partial states are the values themselves, or a digest of them, which must not leave
+/// the node.
+const WHOLE_AGGREGATES: &[&str] = &[
+    "median",
+    "percentile_cont",
+    "approx_median",
+    "approx_percentile_cont",
+    "approx_percentile_cont_with_weight",
+];
+
 /// Refuses a fragment with an operator, function or aggregate outside the allow-lists.
 pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     let mut refusal = None;
@@ -134,6 +145,9 @@ pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
         if let Some(aggregate) = p.downcast_ref::<AggregateExec>() {
             for expr in aggregate.aggr_expr() {
                 let function = expr.fun().name().to_lowercase();
+                if WHOLE_AGGREGATES.contains(&function.as_str()) {
+                    continue;
+                }
                 if !AGGREGATES.contains(&function.as_str()) {
                     refusal = Some(format!(
                         "aggregate {function} is not allowed in a fragment: only \
@@ -160,8 +174,39 @@ pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
             })
         })
     })?;
+    if refusal.is_none()
+        && let Some(function) = partial_state_leaving(plan)
+    {
+        refusal = Some(format!(
+            "aggregate {function} is not allowed in a fragment's partial phase: its partial \
+             state is the values themselves. Group by county_code, so that each node \
+             computes it whole"
+        ));
+    }
     match refusal {
         Some(reason) => Err(Error::FragmentRefused(reason)),
         None => Ok(()),
     }
+}
+
+/// The first function of [`WHOLE_AGGREGATES`] whose partial state `plan` would send out
+/// of the fragment: a partial phase not merged by an aggregate above it in `plan`.
+fn partial_state_leaving(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    let aggregate = plan.downcast_ref::<AggregateExec>();
+    let mode = aggregate.map(AggregateExec::mode);
+    if matches!(
+        mode,
+        Some(AggregateMode::Final | AggregateMode::FinalPartitioned)
+    ) {
+        return None;
+    }
+    aggregate
+        .filter(|a| *a.mode() == AggregateMode::Partial)
+        .and_then(|a| {
+            a.aggr_expr()
+                .iter()
+                .map(|e| e.fun().name().to_lowercase())
+                .find(|f| WHOLE_AGGREGATES.contains(&f.as_str()))
+        })
+        .or_else(|| plan.children().into_iter().find_map(partial_state_leaving))
 }
