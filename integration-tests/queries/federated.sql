@@ -130,3 +130,5 @@ SELECT county_code, subsidy_type, median(amount), count(DISTINCT person_id) FROM
 SELECT county_code, percentile_cont(0.9) WITHIN GROUP (ORDER BY amount) FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(DISTINCT person_id) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT median(amount), count(*) FROM disbursements WHERE county_code = '140215' AND subsidy_type = 'DIBAO'
