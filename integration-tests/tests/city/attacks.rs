@@ -10,9 +10,12 @@ use arrow::array::AsArray;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::median::median_udaf;
 use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::aggregate::AggregateExprBuilder;
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::expressions::{binary, col, lit};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -496,6 +499,38 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
             && err
                 .message()
                 .contains("chosen or ordered by disbursements.amount"),
+        "{err}"
+    );
+
+    // A median's partial state is the amounts themselves, even grouped by county.
+    let partial_median: Arc<dyn ExecutionPlan> = {
+        let rows = leaf(Table::Disbursements, &["county_code", "amount"]);
+        let schema = rows.schema();
+        let county = col("county_code", &schema).unwrap();
+        let median =
+            AggregateExprBuilder::new(median_udaf(), vec![col("amount", &schema).unwrap()])
+                .schema(schema.clone())
+                .alias("median(amount)")
+                .build()
+                .unwrap();
+        Arc::new(
+            AggregateExec::try_new(
+                AggregateMode::Partial,
+                PhysicalGroupBy::new_single(vec![(county, "county_code".into())]),
+                vec![Arc::new(median)],
+                vec![None],
+                rows,
+                schema,
+            )
+            .unwrap(),
+        )
+    };
+    let err = send_fragment(&node.addr, "140215", CITY_TOKEN, partial_median)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("aggregate median is not allowed in a fragment's partial phase"),
         "{err}"
     );
 
