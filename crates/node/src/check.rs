@@ -152,8 +152,9 @@ pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
                     refusal = Some(format!(
                         "aggregate {function} is not allowed in a fragment: only \
                          aggregates whose partial state is a statistic, not the values \
-                         themselves, run at a node ({})",
-                        AGGREGATES.join(", ")
+                         themselves, run at a node ({}), and, grouped by county_code, {}",
+                        AGGREGATES.join(", "),
+                        WHOLE_AGGREGATES.join(", ")
                     ));
                     return Ok(TreeNodeRecursion::Stop);
                 }
