@@ -132,3 +132,5 @@ SELECT county_code, percentile_cont(0.9) WITHIN GROUP (ORDER BY amount) FROM dis
 SELECT county_code, count(DISTINCT person_id) FROM disbursements GROUP BY 1 ORDER BY 1
 ;
 SELECT median(amount), count(*) FROM disbursements WHERE county_code = '140215' AND subsidy_type = 'DIBAO'
+;
+SELECT county_code, subsidy_type, count(*), median(amount) FROM disbursements GROUP BY county_code, ROLLUP(subsidy_type) ORDER BY 1, 2

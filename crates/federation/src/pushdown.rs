@@ -144,7 +144,7 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
         aggregate.mode(),
         AggregateMode::Final | AggregateMode::FinalPartitioned
     );
-    if !merges || by_county(plan) != Some(true) {
+    if !merges {
         return Ok(None);
     }
     let input = aggregate.input();
@@ -160,7 +160,8 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
     let Some(partial) = fragment.fragment().downcast_ref::<AggregateExec>() else {
         return Ok(None);
     };
-    if *partial.mode() != AggregateMode::Partial {
+    // Every grouping set of the partial phase keeps `county_code`.
+    if *partial.mode() != AggregateMode::Partial || by_county(fragment.fragment()) != Some(true) {
         return Ok(None);
     }
     let whole = whole_of(partial, AggregateMode::SinglePartitioned)?

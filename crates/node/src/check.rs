@@ -180,8 +180,8 @@ pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     {
         refusal = Some(format!(
             "aggregate {function} is not allowed in a fragment's partial phase: its partial \
-             state is the values themselves. Group by county_code, so that each node \
-             computes it whole"
+             state is the values themselves. Group by county_code, in every grouping set, so \
+             that each node computes it whole"
         ));
     }
     match refusal {
