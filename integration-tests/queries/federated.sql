@@ -134,3 +134,5 @@ SELECT county_code, count(DISTINCT person_id) FROM disbursements GROUP BY 1 ORDE
 SELECT median(amount), count(*) FROM disbursements WHERE county_code = '140215' AND subsidy_type = 'DIBAO'
 ;
 SELECT county_code, subsidy_type, count(*), median(amount) FROM disbursements GROUP BY county_code, ROLLUP(subsidy_type) ORDER BY 1, 2
+;
+SELECT s.subsidy_type, coalesce(a.n, 0) FROM subsidy_standards s LEFT JOIN (SELECT subsidy_type, count(*) AS n FROM disbursements WHERE amount > 2500 GROUP BY 1) a ON a.subsidy_type = s.subsidy_type ORDER BY 1

@@ -338,6 +338,12 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              group by columns each node can aggregate on its own, or join tables on \
              county_code. Here a join runs at the city",
         ),
+        (
+            "SELECT s.subsidy_type, count(d.payment_id) FROM subsidy_standards s LEFT JOIN \
+             disbursements d ON s.subsidy_type = d.subsidy_type GROUP BY 1",
+            "to keep every standard, join subsidy_standards to a subquery that aggregates the \
+             node table by subsidy_type",
+        ),
         // A column only named county_code does not keep a join within each node.
         (
             "SELECT count(*) FROM disbursements d JOIN (SELECT '140215' AS county_code, gender \
