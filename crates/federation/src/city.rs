@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
@@ -29,7 +29,7 @@ use sunlight_flightsql::{
     Answer, CATALOG, QueryRequest, SCHEMA, SessionOption, SqlEngine, Statement, StatementSchemas,
     TableInfo, require_values,
 };
-use sunlight_fragment::TableLeafExec;
+use sunlight_fragment::{TableLeafExec, unmerged_partial_state};
 use sunlight_policy::{
     AnswerHistory, DEFAULT_MIN_GROUP_SIZE, MAX_NAMED_GROUPS, Refusal, Rule, Tier, city_answer,
     too_few, trace,
@@ -313,6 +313,16 @@ impl CityEngine {
         let answer = plan
             .downcast_ref::<AnalyzeExec>()
             .map_or_else(|| plan.clone(), |a| a.input().clone());
+        if let Some(function) = values_leaving(&answer)? {
+            return Err(Error::Refused(Refusal::new(
+                Rule::QuasiIdentifier,
+                format!(
+                    "{function} over groups that span counties would need the values \
+                     themselves at the city: its partial state is the values. Group by \
+                     county_code, in every grouping set, so that each node computes it whole"
+                ),
+            )));
+        }
         let traced = trace(&answer, Tier::City, &fragments)?;
         if let Err(mut refusal) = city_answer(&traced, answer.schema().fields()) {
             if refusal.rule == Rule::MinGroupSize && joins_at_city(&answer)? {
@@ -471,6 +481,22 @@ fn groups_by_identifier(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
                 .any(|field| column_class(field) == ColumnClass::Direct)
         }))
     })?)
+}
+
+/// The aggregate whose partial state, the values themselves, a fragment of `plan` would
+/// send to the city; each node refuses such a fragment too.
+fn values_leaving(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
+    let mut function = None;
+    plan.apply(|p| {
+        function = p
+            .downcast_ref::<NodeFragmentExec>()
+            .and_then(|f| unmerged_partial_state(f.fragment()));
+        Ok(match function {
+            Some(_) => TreeNodeRecursion::Stop,
+            None => TreeNodeRecursion::Continue,
+        })
+    })?;
+    Ok(function)
 }
 
 /// Whether `plan` joins at the city, above the nodes' fragments.

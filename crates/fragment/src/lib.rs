@@ -26,7 +26,7 @@ use codec::SubqueryValues;
 pub use codec::{FragmentCodec, reads_scalar_subquery};
 pub use leaf::{PERSONS_COLUMN, TableLeafExec};
 pub use masking::{mask_id, mask_name, masking_udfs};
-pub use split::{merge_of, partial_of, whole_of};
+pub use split::{WHOLE_AGGREGATES, merge_of, partial_of, unmerged_partial_state, whole_of};
 
 /// Type URL under which a [`FragmentTicket`] is packed into a Flight ticket.
 pub const FRAGMENT_TYPE_URL: &str = "type.googleapis.com/sunlight.v1.FragmentTicket";

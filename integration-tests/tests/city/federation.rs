@@ -326,8 +326,9 @@ async fn bad_queries_at_the_city_get_clear_errors() {
         ),
         (
             "SELECT subsidy_type, median(amount) FROM disbursements GROUP BY 1",
-            "aggregate median is not allowed in a fragment's partial phase: its partial \
-             state is the values themselves. Group by county_code",
+            "refused by rule quasi-identifier: median over groups that span counties would \
+             need the values themselves at the city: its partial state is the values. Group \
+             by county_code, in every grouping set",
         ),
         // Each node would give the standards it matches none of its rows with: refused,
         // never counted once per node.
