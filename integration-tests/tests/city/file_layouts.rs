@@ -1,27 +1,31 @@
 //! The contract pins names and types, not how a file lays them out. Text stored as
 //! large, view or dictionary-encoded strings, numbers and dates in types that hold every
-//! value of the contract's, columns in another order, a table split into several files
-//! and small row groups are served as the generator's files are.
+//! value of the contract's, columns in another order, columns the contract does not name,
+//! a table split into several files and small row groups are served as the generator's
+//! files are; the columns the contract does not name are not served at all.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
+use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
 
 use crate::models::one_county_models_find_the_planted_hits;
 use crate::support::{
-    NodeProcess, ServiceProcess, copy_dir, parquet_batches, printed_answer, shared_city,
+    NodeProcess, ServiceProcess, TOKEN, copy_dir, parquet_batches, printed_answer, shared_city,
 };
 
 /// Rewrites the one file of `table` under `root` as `parts` files, with its columns in
 /// reverse order, its text as `text`, its integers in 64 bits, its dates as `date`, its
-/// amounts with two digits fewer and row groups of 1,000 rows.
+/// amounts with two digits fewer, a column `remark` the contract does not name, and row
+/// groups of 1,000 rows.
 fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType, date: &DataType) {
     let folder = root.join(table);
     let original = folder.join("part-0.parquet");
@@ -48,6 +52,9 @@ fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType, date: &DataT
                 )
             })
             .unzip();
+        let remark = Arc::new(StringArray::from(vec!["checked"; batch.num_rows()]));
+        let fields = [fields, vec![Field::new("remark", DataType::Utf8, false)]].concat();
+        let columns = [columns, vec![remark as ArrayRef]].concat();
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
     };
     let props = WriterProperties::builder()
@@ -99,6 +106,12 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
         rewritten.banner
     );
     let generated = NodeProcess::start(code.as_str(), &original);
+    let mut client = SqlClient::connect(&rewritten.addr, TOKEN).await.unwrap();
+    let err = client
+        .query("SELECT remark FROM persons")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("remark"), "{err}");
     for sql in [
         "SELECT gender, township, count(*), min(birth_date) FROM persons \
          GROUP BY 1, 2 ORDER BY 1, 2",
