@@ -136,3 +136,5 @@ SELECT median(amount), count(*) FROM disbursements WHERE county_code = '140215' 
 SELECT county_code, subsidy_type, count(*), median(amount) FROM disbursements GROUP BY county_code, ROLLUP(subsidy_type) ORDER BY 1, 2
 ;
 SELECT s.subsidy_type, coalesce(a.n, 0) FROM subsidy_standards s LEFT JOIN (SELECT subsidy_type, count(*) AS n FROM disbursements WHERE amount > 2500 GROUP BY 1) a ON a.subsidy_type = s.subsidy_type ORDER BY 1
+;
+SELECT subsidy_type, sum(amount), rank() OVER (ORDER BY sum(amount) DESC) FROM disbursements WHERE county_code = '140215' GROUP BY 1 ORDER BY 1

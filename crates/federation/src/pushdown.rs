@@ -34,7 +34,7 @@ use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use sunlight_domain::NodeCode;
-use sunlight_fragment::{TableLeafExec, merge_of, partial_of, whole_of};
+use sunlight_fragment::{TableLeafExec, merge_of, partial_of, refused_operator, whole_of};
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
@@ -115,6 +115,10 @@ fn absorb(
         return Ok(Transformed::yes(split));
     }
     let plan = repartition_join_inputs(plan, partitions)?;
+    // An operator a node would refuse, such as a window, stays at the city.
+    if refused_operator(plan.data.as_ref()).is_some() {
+        return Ok(plan);
+    }
     let Some((base, inputs)) = fragment_inputs(&plan.data)? else {
         return Ok(plan);
     };

@@ -6,6 +6,7 @@
 mod codec;
 mod leaf;
 mod masking;
+mod operators;
 mod split;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use codec::SubqueryValues;
 pub use codec::{FragmentCodec, reads_scalar_subquery};
 pub use leaf::{PERSONS_COLUMN, TableLeafExec};
 pub use masking::{mask_id, mask_name, masking_udfs};
+pub use operators::refused_operator;
 pub use split::{WHOLE_AGGREGATES, merge_of, partial_of, unmerged_partial_state, whole_of};
 
 /// Type URL under which a [`FragmentTicket`] is packed into a Flight ticket.

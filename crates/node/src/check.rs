@@ -7,26 +7,9 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
-use sunlight_fragment::{WHOLE_AGGREGATES, unmerged_partial_state};
+use sunlight_fragment::{WHOLE_AGGREGATES, refused_operator, unmerged_partial_state};
 
 use crate::{Error, Result};
-
-/// Operators a fragment may contain; none of them writes.
-const OPERATORS: &[&str] = &[
-    "TableLeafExec",
-    "FilterExec",
-    "ProjectionExec",
-    "AggregateExec",
-    "SortExec",
-    "LocalLimitExec",
-    "GlobalLimitExec",
-    "CoalesceBatchesExec",
-    "CoalescePartitionsExec",
-    "SortPreservingMergeExec",
-    "HashJoinExec",
-    "UnionExec",
-    "CooperativeExec",
-];
 
 /// Scalar functions a fragment may call.
 const FUNCTIONS: &[&str] = &[
@@ -126,9 +109,7 @@ const AGGREGATES: &[&str] = &[
 pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     let mut refusal = None;
     plan.apply(|p| {
-        // Variants such as `SortExec(TopK)` are checked by their operator.
-        let name = p.name().split('(').next().unwrap_or_default();
-        if !OPERATORS.contains(&name) {
+        if let Some(name) = refused_operator(p.as_ref()) {
             refusal = Some(format!("operator {name} is not allowed in a fragment"));
             return Ok(TreeNodeRecursion::Stop);
         }
