@@ -483,8 +483,8 @@ pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), Str
 
 /// Whether a file's column `actual` reads as the contract's `expected` without losing a
 /// value: text in any layout, integers of any width (checked to fit, where wider), dates
-/// in milliseconds or as timestamps without a time zone (checked to be midnights), and
-/// decimals with no more digits either side of the point.
+/// in milliseconds or as timestamps (checked to be midnights, in their time zone where
+/// they have one), and decimals with no more digits either side of the point.
 fn same_type(actual: &Field, expected: &Field) -> bool {
     use DataType::{
         Date32, Date64, Decimal32, Decimal64, Decimal128, Int8, Int16, Int32, Int64, Timestamp,
@@ -494,7 +494,7 @@ fn same_type(actual: &Field, expected: &Field) -> bool {
         (a, e) if a == e => true,
         (a, e) if is_text(a) && is_text(e) => true,
         (Int8 | Int16 | Int64 | UInt8 | UInt16 | UInt32 | UInt64, Int32) => true,
-        (Date64 | Timestamp(_, None), Date32) => true,
+        (Date64 | Timestamp(..), Date32) => true,
         (
             Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s),
             Decimal128(contract_p, contract_s),

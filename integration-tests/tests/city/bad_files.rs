@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, new_null_array,
 };
 use arrow::compute::{cast, concat};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
@@ -171,6 +171,23 @@ async fn values_the_contract_does_not_allow_are_refused() {
         with_a_time,
         None,
     );
+    // Midnights in UTC are eight in the morning in Shanghai: not days there.
+    let utc_midnights_in_shanghai = |end: &ArrayRef| {
+        let naive = cast(end, &DataType::Timestamp(TimeUnit::Microsecond, None)).unwrap();
+        Arc::new(
+            naive
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone()
+                .with_timezone("Asia/Shanghai"),
+        ) as ArrayRef
+    };
+    with_column(
+        root,
+        "payroll/zoned.parquet",
+        "end_date",
+        utc_midnights_in_shanghai,
+        None,
+    );
 
     let node = NodeProcess::start("140222", root);
     let banner = node.banner.join("\n");
@@ -179,6 +196,7 @@ async fn values_the_contract_does_not_allow_are_refused() {
         "bare.parquet: column township holds 2 null value(s)",
         "wide.parquet: column level holds 1 value(s) beyond the contract's Int32",
         "timed.parquet: column start_date holds 1 timestamp(s) with a time of day",
+        "zoned.parquet: column end_date holds",
     ] {
         assert!(banner.contains(problem), "{problem} not in {banner}");
     }

@@ -90,7 +90,9 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
         &DataType::LargeUtf8,
         &DataType::Date64,
     );
-    rewrite(copy.path(), "payroll", 2, &DataType::Utf8View, &timestamp);
+    // A writer that knows the zone writes a day as its local midnight.
+    let zoned = DataType::Timestamp(TimeUnit::Microsecond, Some("Asia/Shanghai".into()));
+    rewrite(copy.path(), "payroll", 2, &DataType::Utf8View, &zoned);
     rewrite(
         copy.path(),
         "disability_certs",
