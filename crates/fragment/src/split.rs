@@ -70,37 +70,52 @@ pub const WHOLE_AGGREGATES: &[&str] = &[
 /// The first function of [`WHOLE_AGGREGATES`] whose partial state `fragment` computes and
 /// would send anywhere but straight into the aggregate that merges it.
 pub fn unmerged_partial_state(fragment: &Arc<dyn ExecutionPlan>) -> Option<String> {
-    unmerged_below(fragment, false)
+    unmerged_below(fragment, None)
 }
 
-/// [`unmerged_partial_state`] of `plan`, whose output goes straight into a merge when
-/// `merged`.
-fn unmerged_below(plan: &Arc<dyn ExecutionPlan>, merged: bool) -> Option<String> {
+/// [`unmerged_partial_state`] of `plan`, whose output goes straight into a merge of the
+/// aggregate functions `merge` names, if any.
+fn unmerged_below(plan: &Arc<dyn ExecutionPlan>, merge: Option<&[String]>) -> Option<String> {
     let aggregate = plan.downcast_ref::<AggregateExec>();
-    let whole_only = aggregate
-        .filter(|a| *a.mode() == AggregateMode::Partial && !merged)
-        .and_then(|a| {
-            a.aggr_expr()
-                .iter()
-                .map(|e| e.fun().name().to_lowercase())
-                .find(|f| WHOLE_AGGREGATES.contains(&f.as_str()))
-        });
-    if whole_only.is_some() {
-        return whole_only;
+    if let Some(partial) = aggregate.filter(|a| *a.mode() == AggregateMode::Partial) {
+        let functions = functions(partial);
+        let whole_only = functions
+            .iter()
+            .find(|f| WHOLE_AGGREGATES.contains(&f.as_str()));
+        if merge != Some(functions.as_slice())
+            && let Some(function) = whole_only
+        {
+            return Some(function.clone());
+        }
     }
-    let merges = aggregate.is_some_and(|a| {
-        matches!(
-            a.mode(),
-            AggregateMode::Final | AggregateMode::FinalPartitioned
-        )
-    });
+    let merging = aggregate
+        .filter(|a| {
+            matches!(
+                a.mode(),
+                AggregateMode::Final | AggregateMode::FinalPartitioned
+            )
+        })
+        .map(functions);
     let passes = plan.is::<CoalescePartitionsExec>()
         || plan.is::<CooperativeExec>()
         || plan.name() == "CoalesceBatchesExec";
-    let below = merges || (merged && passes);
+    let below = match (&merging, passes) {
+        (Some(functions), _) => Some(functions.as_slice()),
+        (None, true) => merge,
+        (None, false) => None,
+    };
     plan.children()
         .into_iter()
         .find_map(|input| unmerged_below(input, below))
+}
+
+/// The names of `aggregate`'s functions, in order.
+fn functions(aggregate: &AggregateExec) -> Vec<String> {
+    aggregate
+        .aggr_expr()
+        .iter()
+        .map(|e| e.fun().name().to_lowercase())
+        .collect()
 }
 
 #[cfg(test)]
@@ -108,6 +123,7 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
     use datafusion::functions_aggregate::count::count_udaf;
     use datafusion::functions_aggregate::median::median_udaf;
+    use datafusion::functions_aggregate::min_max::max_udaf;
     use datafusion::logical_expr::AggregateUDF;
     use datafusion::physical_expr::aggregate::AggregateExprBuilder;
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
@@ -160,8 +176,20 @@ mod tests {
         let merged = median(AggregateMode::Final, gathered);
         assert_eq!(unmerged_partial_state(&merged), None);
 
-        // A crafted plan that feeds the state to another aggregate, whose output leaves.
+        // Crafted plans: a merge of another function, or another aggregate between the
+        // state and its merge, whose output leaves.
         let states = partial.schema();
+        let max_of_states = aggregate(
+            max_udaf(),
+            "amount",
+            AggregateMode::Final,
+            partial.clone(),
+            rows.schema(),
+        );
+        assert_eq!(
+            unmerged_partial_state(&max_of_states).as_deref(),
+            Some("median")
+        );
         let count =
             |mode, input| aggregate(count_udaf(), "county_code", mode, input, states.clone());
         let counted = count(
