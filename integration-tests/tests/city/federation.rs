@@ -5,12 +5,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
 use sunlight_client::SqlClient;
 
 use crate::oracle::{city_context, strings};
 use sunlight_datagen::node_root;
 
-use crate::support::{ServiceProcess, TOKEN, Tapped, shared_city, slow_tap, start_city};
+use crate::support::{
+    RunningCity, ServiceProcess, TOKEN, Tapped, shared_city, slow_tap, start_city,
+};
 
 const SUITE: &str = include_str!("../../queries/federated.sql");
 
@@ -29,8 +32,8 @@ fn queries() -> Vec<String> {
         .collect()
 }
 
-/// The rows as text; sorted unless the query orders them.
-fn rows(batches: &[RecordBatch], ordered: bool) -> Vec<String> {
+/// The rows as text, a cell's padding trimmed; sorted unless the query orders them.
+pub fn rows(batches: &[RecordBatch], ordered: bool) -> Vec<String> {
     let text = arrow::util::pretty::pretty_format_batches(batches)
         .unwrap()
         .to_string();
@@ -38,7 +41,7 @@ fn rows(batches: &[RecordBatch], ordered: bool) -> Vec<String> {
         .lines()
         .skip(3)
         .filter(|l| !l.starts_with('+'))
-        .map(str::to_string)
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>().join("|"))
         .collect();
     if !ordered {
         rows.sort();
@@ -46,14 +49,21 @@ fn rows(batches: &[RecordBatch], ordered: bool) -> Vec<String> {
     rows
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn federated_queries_equal_centralized_datafusion() {
+/// The shared city running, one DataFusion context over its files, and a client of its
+/// coordinator.
+pub async fn city_and_oracle() -> (RunningCity, SessionContext, SqlClient) {
     let city = shared_city();
     let running = start_city(city.dir.path(), &[]);
     let oracle = city_context(city.dir.path()).await;
-    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+    let client = SqlClient::connect(&running.coordinator.addr, TOKEN)
         .await
         .unwrap();
+    (running, oracle, client)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn federated_queries_equal_centralized_datafusion() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
     let queries = queries();
     assert!(
         queries.len() >= 30,

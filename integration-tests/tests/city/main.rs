@@ -8,6 +8,7 @@ mod demo;
 mod federation;
 mod file_layouts;
 mod flight_sql;
+mod generated;
 mod ground_truth;
 mod models;
 mod mtls;
