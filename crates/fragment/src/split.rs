@@ -17,26 +17,28 @@ pub fn partial_of(
     aggregate: &AggregateExec,
     input: Arc<dyn ExecutionPlan>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    Ok(Arc::new(AggregateExec::try_new(
-        AggregateMode::Partial,
-        aggregate.group_expr().clone(),
-        aggregate.aggr_expr().to_vec(),
-        aggregate.filter_expr().to_vec(),
-        input,
-        aggregate.input_schema(),
-    )?))
+    Ok(Arc::new(in_mode(aggregate, AggregateMode::Partial, input)?))
 }
 
 /// The aggregate whose partial phase is `partial`, whole, in `mode`: over the same rows,
 /// it gives final figures.
 pub fn whole_of(partial: &AggregateExec, mode: AggregateMode) -> Result<AggregateExec> {
+    in_mode(partial, mode, partial.input().clone())
+}
+
+/// `aggregate`'s expressions over `input`, in `mode`, which reads rows as `aggregate` does.
+fn in_mode(
+    aggregate: &AggregateExec,
+    mode: AggregateMode,
+    input: Arc<dyn ExecutionPlan>,
+) -> Result<AggregateExec> {
     AggregateExec::try_new(
         mode,
-        partial.group_expr().clone(),
-        partial.aggr_expr().to_vec(),
-        partial.filter_expr().to_vec(),
-        partial.input().clone(),
-        partial.input_schema(),
+        aggregate.group_expr().clone(),
+        aggregate.aggr_expr().to_vec(),
+        aggregate.filter_expr().to_vec(),
+        input,
+        aggregate.input_schema(),
     )
 }
 

@@ -116,10 +116,8 @@ pub fn check_fragment(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
         if let Some(aggregate) = p.downcast_ref::<AggregateExec>() {
             for expr in aggregate.aggr_expr() {
                 let function = expr.fun().name().to_lowercase();
-                if WHOLE_AGGREGATES.contains(&function.as_str()) {
-                    continue;
-                }
-                if !AGGREGATES.contains(&function.as_str()) {
+                let known = |list: &[&str]| list.contains(&function.as_str());
+                if !known(AGGREGATES) && !known(WHOLE_AGGREGATES) {
                     refusal = Some(format!(
                         "aggregate {function} is not allowed in a fragment: only \
                          aggregates whose partial state is a statistic, not the values \
