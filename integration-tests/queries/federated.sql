@@ -138,3 +138,9 @@ SELECT county_code, subsidy_type, count(*), median(amount) FROM disbursements GR
 SELECT s.subsidy_type, coalesce(a.n, 0) FROM subsidy_standards s LEFT JOIN (SELECT subsidy_type, count(*) AS n FROM disbursements WHERE amount > 2500 GROUP BY 1) a ON a.subsidy_type = s.subsidy_type ORDER BY 1
 ;
 SELECT subsidy_type, sum(amount), rank() OVER (ORDER BY sum(amount) DESC) FROM disbursements WHERE county_code = '140215' GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, round(cbrt(sum(amount)), 6), to_hex(count(*)) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, sum(amount) FROM disbursements WHERE county_code = '140215' GROUP BY 1 HAVING cbrt(sum(amount)) > 10 ORDER BY md5(subsidy_type)
+;
+SELECT a.county_code, a.n, b.m FROM (SELECT county_code, count(*) AS n FROM disbursements GROUP BY 1) a JOIN (SELECT county_code, count(*) AS m FROM persons GROUP BY 1) b ON a.county_code = b.county_code AND md5(a.county_code) <> md5(cast(b.m AS VARCHAR)) ORDER BY 1

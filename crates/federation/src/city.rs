@@ -29,7 +29,7 @@ use sunlight_flightsql::{
     Answer, CATALOG, QueryRequest, SCHEMA, SessionOption, SqlEngine, Statement, StatementSchemas,
     TableInfo, require_values,
 };
-use sunlight_fragment::{TableLeafExec, unmerged_partial_state};
+use sunlight_fragment::{TableLeafExec, refusal, unmerged_partial_state};
 use sunlight_policy::{
     AnswerHistory, DEFAULT_MIN_GROUP_SIZE, MAX_NAMED_GROUPS, Refusal, Rule, Tier, city_answer,
     too_few, trace,
@@ -313,15 +313,8 @@ impl CityEngine {
         let answer = plan
             .downcast_ref::<AnalyzeExec>()
             .map_or_else(|| plan.clone(), |a| a.input().clone());
-        if let Some(function) = values_leaving(&answer)? {
-            return Err(Error::Refused(Refusal::new(
-                Rule::QuasiIdentifier,
-                format!(
-                    "{function} over groups that span counties would need the values \
-                     themselves at the city: its partial state is the values. Group by \
-                     county_code, in every grouping set, so that each node computes it whole"
-                ),
-            )));
+        if let Some(refused) = refused_at_nodes(&answer)? {
+            return Err(refused);
         }
         let traced = trace(&answer, Tier::City, &fragments)?;
         if let Err(mut refusal) = city_answer(&traced, answer.schema().fields()) {
@@ -483,20 +476,32 @@ fn groups_by_identifier(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
     })?)
 }
 
-/// The aggregate whose partial state, the values themselves, a fragment of `plan` would
-/// send to the city; each node refuses such a fragment too.
-fn values_leaving(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
-    let mut function = None;
+/// Why the nodes would refuse a fragment of `plan`, found before any node is asked: one
+/// that sends the values themselves as an aggregate's partial state, or one with an
+/// operator or function outside the nodes' allow-lists.
+fn refused_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Error>> {
+    let mut refused = None;
     plan.apply(|p| {
-        function = p
-            .downcast_ref::<NodeFragmentExec>()
-            .and_then(|f| unmerged_partial_state(f.fragment()));
-        Ok(match function {
+        let Some(fragment) = p.downcast_ref::<NodeFragmentExec>() else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        refused = match unmerged_partial_state(fragment.fragment()) {
+            Some(function) => Some(Error::Refused(Refusal::new(
+                Rule::QuasiIdentifier,
+                format!(
+                    "{function} over groups that span counties would need the values \
+                     themselves at the city: its partial state is the values. Group by \
+                     county_code, in every grouping set, so that each node computes it whole"
+                ),
+            ))),
+            None => refusal(fragment.fragment())?.map(Error::NotAtNodes),
+        };
+        Ok(match refused {
             Some(_) => TreeNodeRecursion::Stop,
             None => TreeNodeRecursion::Continue,
         })
     })?;
-    Ok(function)
+    Ok(refused)
 }
 
 /// Whether `plan` joins at the city, above the nodes' fragments.

@@ -42,6 +42,9 @@ pub enum Error {
         /// The deadline.
         seconds: f64,
     },
+    /// A fragment the nodes would refuse, found before any node is asked.
+    #[error("a node would refuse this query's fragment: {0}")]
+    NotAtNodes(String),
     /// The reference table could not be loaded from any node.
     #[error("subsidy_standards is unavailable at the city: {0}")]
     Standards(String),
@@ -93,7 +96,7 @@ pub fn status_of(e: &DataFusionError) -> tonic::Status {
             }
             Error::Deadline { .. } => tonic::Status::deadline_exceeded(message),
             Error::NodeRefused { code, .. } => tonic::Status::new(*code, message),
-            Error::Refused(_) => tonic::Status::permission_denied(message),
+            Error::Refused(_) | Error::NotAtNodes(_) => tonic::Status::permission_denied(message),
             Error::Query(_) => tonic::Status::internal(message),
         };
     }

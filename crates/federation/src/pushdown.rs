@@ -34,7 +34,9 @@ use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use sunlight_domain::NodeCode;
-use sunlight_fragment::{TableLeafExec, merge_of, partial_of, refused_operator, whole_of};
+use sunlight_fragment::{
+    TableLeafExec, merge_of, partial_of, refused_function, refused_operator, whole_of,
+};
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
@@ -115,8 +117,12 @@ fn absorb(
         return Ok(Transformed::yes(split));
     }
     let plan = repartition_join_inputs(plan, partitions)?;
-    // An operator a node would refuse, such as a window, stays at the city.
-    if refused_operator(plan.data.as_ref()).is_some() {
+    // An operator a node would refuse, such as a window, stays at the city. So does one
+    // calling a function a node would refuse, over figures the nodes aggregated; over
+    // single rows it joins the fragment, which the city then refuses, saying why.
+    if refused_operator(plan.data.as_ref()).is_some()
+        || (refused_function(plan.data.as_ref())?.is_some() && over_aggregates(&plan.data))
+    {
         return Ok(plan);
     }
     let Some((base, inputs)) = fragment_inputs(&plan.data)? else {
@@ -226,9 +232,10 @@ fn forms_in_list(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// A fragment that grew past the city's repartitioning of a single node's output no
-/// longer splits its rows by the keys of the join above it. The join's inputs are
-/// repartitioned again, as the city planned them, so that both sides split alike; when
-/// the join runs inside the nodes after all, its fragment sees through them.
+/// longer splits its rows by the keys of the join above it, nor does an operator the city
+/// keeps above such a fragment. The join's inputs are repartitioned again, as the city
+/// planned them, so that both sides split alike; when the join runs inside the nodes
+/// after all, its fragment sees through them.
 fn repartition_join_inputs(
     plan: Arc<dyn ExecutionPlan>,
     partitions: usize,
@@ -245,10 +252,10 @@ fn repartition_join_inputs(
     let inputs = [(join.left(), left_keys), (join.right(), right_keys)]
         .into_iter()
         .map(|(input, keys)| {
-            if !input.is::<NodeFragmentExec>() {
+            let split = Partitioning::Hash(keys, partitions);
+            if !input.is::<NodeFragmentExec>() && *input.output_partitioning() == split {
                 return Ok(input.clone());
             }
-            let split = Partitioning::Hash(keys, partitions);
             Ok(Arc::new(RepartitionExec::try_new(input.clone(), split)?) as Arc<dyn ExecutionPlan>)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -319,6 +326,21 @@ fn fragment_under(plan: &Arc<dyn ExecutionPlan>) -> Option<&NodeFragmentExec> {
         Some(r) => r.input().downcast_ref(),
         None => plan.downcast_ref(),
     }
+}
+
+/// Whether every input of `plan` is a fragment whose rows are the groups of an aggregate
+/// the nodes ran, rather than single rows.
+fn over_aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.children().into_iter().all(|input| {
+        fragment_under(input).is_some_and(|f| {
+            let mut top = f.fragment();
+            while !top.is::<AggregateExec>() && top.children().len() == 1 {
+                top = top.children()[0];
+            }
+            top.downcast_ref::<AggregateExec>()
+                .is_some_and(|a| *a.mode() != AggregateMode::Partial)
+        })
+    })
 }
 
 /// Operators whose output partition *i* depends only on input partition *i*.

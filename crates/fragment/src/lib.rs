@@ -3,10 +3,10 @@
 //! Flight ticket, and the node replaces each leaf with a scan of its own table.
 #![warn(missing_docs)]
 
+mod allowed;
 mod codec;
 mod leaf;
 mod masking;
-mod operators;
 mod split;
 
 use std::sync::Arc;
@@ -23,12 +23,12 @@ use datafusion_proto::bytes::{
 use prost::Message;
 use sunlight_proto::v1::FragmentTicket;
 
+pub use allowed::{refusal, refused_function, refused_operator};
 use codec::SubqueryValues;
 pub use codec::{FragmentCodec, reads_scalar_subquery};
 pub use leaf::{PERSONS_COLUMN, TableLeafExec};
 pub use masking::{mask_id, mask_name, masking_udfs};
-pub use operators::refused_operator;
-pub use split::{WHOLE_AGGREGATES, merge_of, partial_of, unmerged_partial_state, whole_of};
+pub use split::{merge_of, partial_of, unmerged_partial_state, whole_of};
 
 /// Type URL under which a [`FragmentTicket`] is packed into a Flight ticket.
 pub const FRAGMENT_TYPE_URL: &str = "type.googleapis.com/sunlight.v1.FragmentTicket";

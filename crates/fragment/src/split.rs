@@ -61,7 +61,7 @@ pub fn merge_of(
 
 /// Aggregate functions that run only whole, over groups a node holds whole: their partial
 /// states are the values themselves, or a digest of them, which must not leave the node.
-pub const WHOLE_AGGREGATES: &[&str] = &[
+pub(crate) const WHOLE_AGGREGATES: &[&str] = &[
     "median",
     "percentile_cont",
     "approx_median",

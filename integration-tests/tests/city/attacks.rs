@@ -10,8 +10,10 @@ use arrow::array::AsArray;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use datafusion::common::ScalarValue;
+use datafusion::config::ConfigOptions;
 use datafusion::functions_aggregate::median::median_udaf;
 use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::aggregate::AggregateExprBuilder;
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -531,6 +533,33 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     assert!(
         err.message()
             .contains("aggregate median is not allowed in a fragment's partial phase"),
+        "{err}"
+    );
+
+    // A function outside the nodes' list: the city refuses it before asking, and a node
+    // refuses it in a fragment made elsewhere.
+    let hashed: Arc<dyn ExecutionPlan> = {
+        let rows = leaf(Table::Disbursements, &["county_code"]);
+        let schema = rows.schema();
+        let md5 = ScalarFunctionExpr::try_new(
+            datafusion::functions::crypto::md5(),
+            vec![col("county_code", &schema).unwrap()],
+            &schema,
+            Arc::new(ConfigOptions::default()),
+        )
+        .unwrap();
+        let hash = ProjectionExpr {
+            expr: Arc::new(md5),
+            alias: "hash".into(),
+        };
+        Arc::new(ProjectionExec::try_new(vec![hash], rows).unwrap())
+    };
+    let err = send_fragment(&node.addr, "140215", CITY_TOKEN, hashed)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("function md5 is not allowed in a fragment"),
         "{err}"
     );
 

@@ -340,6 +340,14 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              need the values themselves at the city: its partial state is the values. Group \
              by county_code, in every grouping set",
         ),
+        // A function the nodes do not run, over single rows: refused by the city, which
+        // names no node, since every node would refuse it alike.
+        (
+            "SELECT county_code, count(*) FROM disbursements WHERE md5(township) <> '' \
+             GROUP BY 1",
+            "refused the request (PermissionDenied): a node would refuse this query's \
+             fragment: function md5 is not allowed in a fragment",
+        ),
         // Each node would give the standards it matches none of its rows with: refused,
         // never counted once per node.
         (

@@ -1,0 +1,245 @@
+//! What a fragment may contain: read-only operators, deterministic built-in functions, and
+//! aggregates whose partial state is a statistic. A node refuses a fragment with anything
+//! else, and the city checks the fragments it cuts by the same lists before it asks any
+//! node.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::Result;
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+
+use crate::split::{WHOLE_AGGREGATES, unmerged_partial_state};
+
+/// Operators a fragment may contain; none of them writes.
+const OPERATORS: &[&str] = &[
+    "TableLeafExec",
+    "FilterExec",
+    "ProjectionExec",
+    "AggregateExec",
+    "SortExec",
+    "LocalLimitExec",
+    "GlobalLimitExec",
+    "CoalesceBatchesExec",
+    "CoalescePartitionsExec",
+    "SortPreservingMergeExec",
+    "HashJoinExec",
+    "UnionExec",
+    "CooperativeExec",
+];
+
+/// Scalar functions a fragment may call: deterministic, without side effects, and no
+/// unkeyed hash that could stand in for an identifier.
+const FUNCTIONS: &[&str] = &[
+    // The platform's own.
+    "mask_id",
+    "mask_name",
+    // Numbers.
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "signum",
+    "power",
+    "sqrt",
+    "cbrt",
+    "exp",
+    "ln",
+    "log",
+    "log2",
+    "log10",
+    "pi",
+    "degrees",
+    "radians",
+    "sin",
+    "cos",
+    "tan",
+    "cot",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "sinh",
+    "cosh",
+    "tanh",
+    "asinh",
+    "acosh",
+    "atanh",
+    "factorial",
+    "gcd",
+    "lcm",
+    "isnan",
+    "iszero",
+    "nanvl",
+    // Nulls and choices.
+    "coalesce",
+    "nullif",
+    "nvl",
+    "nvl2",
+    "greatest",
+    "least",
+    // Dates and times.
+    "date_part",
+    "date_trunc",
+    "date_bin",
+    "make_date",
+    "to_date",
+    "to_char",
+    "to_timestamp",
+    "to_timestamp_seconds",
+    "to_timestamp_millis",
+    "to_timestamp_micros",
+    "to_timestamp_nanos",
+    "to_unixtime",
+    "from_unixtime",
+    // Text.
+    "substr",
+    "substring",
+    "substr_index",
+    "left",
+    "right",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "bit_length",
+    "ascii",
+    "chr",
+    "to_hex",
+    "lower",
+    "upper",
+    "initcap",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "lpad",
+    "rpad",
+    "concat",
+    "concat_ws",
+    "starts_with",
+    "ends_with",
+    "contains",
+    "strpos",
+    "find_in_set",
+    "replace",
+    "translate",
+    "reverse",
+    "split_part",
+    "levenshtein",
+    "regexp_like",
+    "regexp_match",
+    "regexp_replace",
+    "regexp_count",
+    "regexp_instr",
+    // Lists.
+    "array_has",
+    "array_compact",
+    "cardinality",
+];
+
+/// Aggregate functions a fragment may compute in any phase: their partial states are
+/// statistics, never lists of the values themselves.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "stddev",
+    "stddev_pop",
+    "var",
+    "var_pop",
+    "corr",
+    "covar_samp",
+    "covar_pop",
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
+    "approx_distinct",
+];
+
+/// The name of `plan`'s operator, where a fragment may not contain it. Variants such as
+/// `SortExec(TopK)` count as their operator.
+pub fn refused_operator(plan: &dyn ExecutionPlan) -> Option<&str> {
+    let name = plan.name().split('(').next().unwrap_or_default();
+    (!OPERATORS.contains(&name)).then_some(name)
+}
+
+/// Why a node would refuse the aggregate or scalar functions `plan`'s own operator calls,
+/// apart from its inputs.
+pub fn refused_function(plan: &dyn ExecutionPlan) -> Result<Option<String>> {
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        for expr in aggregate.aggr_expr() {
+            let function = expr.fun().name().to_lowercase();
+            let known = |list: &[&str]| list.contains(&function.as_str());
+            if !known(AGGREGATES) && !known(WHOLE_AGGREGATES) {
+                return Ok(Some(format!(
+                    "aggregate {function} is not allowed in a fragment: only aggregates \
+                     whose partial state is a statistic, not the values themselves, run at \
+                     a node ({}), and, grouped by county_code, {}",
+                    AGGREGATES.join(", "),
+                    WHOLE_AGGREGATES.join(", ")
+                )));
+            }
+        }
+    }
+    let mut function = None;
+    plan.apply_expressions(&mut |e| {
+        e.apply(|sub| {
+            function = sub
+                .downcast_ref::<ScalarFunctionExpr>()
+                .map(ScalarFunctionExpr::name)
+                .filter(|name| !FUNCTIONS.contains(name))
+                .map(str::to_string);
+            Ok(match function {
+                Some(_) => TreeNodeRecursion::Stop,
+                None => TreeNodeRecursion::Continue,
+            })
+        })
+    })?;
+    Ok(function.map(|f| {
+        format!(
+            "function {f} is not allowed in a fragment: a node runs deterministic built-in \
+             functions only, and no hashes; the city applies other functions only to \
+             aggregated figures"
+        )
+    }))
+}
+
+/// Why a node would refuse `fragment`: an operator outside the allow-list, a
+/// [`refused_function`] of any operator, or the partial state of an aggregate computed
+/// only whole, such as `median`, sent anywhere but straight into its merge.
+pub fn refusal(fragment: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
+    let mut refusal = None;
+    fragment.apply(|p| {
+        refusal = match refused_operator(p.as_ref()) {
+            Some(operator) => Some(format!("operator {operator} is not allowed in a fragment")),
+            None => refused_function(p.as_ref())?,
+        };
+        Ok(match refusal {
+            Some(_) => TreeNodeRecursion::Stop,
+            None => TreeNodeRecursion::Continue,
+        })
+    })?;
+    Ok(refusal.or_else(|| {
+        unmerged_partial_state(fragment).map(|function| {
+            format!(
+                "aggregate {function} is not allowed in a fragment's partial phase: its \
+                 partial state is the values themselves. Group by county_code, in every \
+                 grouping set, so that each node computes it whole"
+            )
+        })
+    }))
+}
