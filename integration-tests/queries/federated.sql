@@ -144,3 +144,7 @@ SELECT county_code, round(cbrt(sum(amount)), 6), to_hex(count(*)) FROM disbursem
 SELECT subsidy_type, sum(amount) FROM disbursements WHERE county_code = '140215' GROUP BY 1 HAVING cbrt(sum(amount)) > 10 ORDER BY md5(subsidy_type)
 ;
 SELECT a.county_code, a.n, b.m FROM (SELECT county_code, count(*) AS n FROM disbursements GROUP BY 1) a JOIN (SELECT county_code, count(*) AS m FROM persons GROUP BY 1) b ON a.county_code = b.county_code AND md5(a.county_code) <> md5(cast(b.m AS VARCHAR)) ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements WHERE subsidy_type = ANY(SELECT subsidy_type FROM subsidy_standards WHERE excludes_payroll) GROUP BY 1 ORDER BY 1
+;
+SELECT d.subsidy_type, count(*) FROM disbursements d WHERE d.subsidy_type <> ALL(SELECT e.subsidy_type FROM disbursements e GROUP BY 1 HAVING avg(e.amount) > 300) GROUP BY 1 ORDER BY 1

@@ -42,7 +42,7 @@ use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HE
 use crate::distinct_rows::CountDistinctRows;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
-use crate::in_subquery::InSubqueryAsList;
+use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
 use crate::reference::ReferenceTable;
@@ -706,18 +706,23 @@ impl SqlEngine for CityEngine {
 /// The city's logical optimizer rules: DataFusion's, and around them the rewrites that
 /// keep work at the nodes.
 ///
-/// An IN subquery that aggregates becomes a list the fragments carry, before it could
-/// become a join at the city. COUNT(DISTINCT) stays one aggregate, so that nodes send its
+/// `= ANY` and `<> ALL` over a subquery read as the IN they are. An IN subquery that
+/// aggregates becomes a list the fragments carry, before it could become a join at the
+/// city. COUNT(DISTINCT) stays one aggregate, so that nodes send its
 /// state (tokens of the distinct values, counted there) rather than one group per
 /// identifier; and a count of distinct rows becomes one, once DISTINCT is an aggregate.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
-    std::iter::once(Arc::new(InSubqueryAsList) as _)
-        .chain(
-            Optimizer::new()
-                .rules
-                .into_iter()
-                .filter(|r| r.name() != "single_distinct_aggregation_to_group_by"),
-        )
-        .chain(std::iter::once(Arc::new(CountDistinctRows) as _))
-        .collect()
+    [
+        Arc::new(AnyAsIn) as Arc<dyn OptimizerRule + Send + Sync>,
+        Arc::new(InSubqueryAsList),
+    ]
+    .into_iter()
+    .chain(
+        Optimizer::new()
+            .rules
+            .into_iter()
+            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by"),
+    )
+    .chain(std::iter::once(Arc::new(CountDistinctRows) as _))
+    .collect()
 }

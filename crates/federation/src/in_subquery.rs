@@ -1,5 +1,6 @@
 //! [`InSubqueryAsList`]: `x IN (SELECT … GROUP BY …)` as a list the city computes first
-//! and sends down, rather than a join at the city with the rows of every node.
+//! and sends down, rather than a join at the city with the rows of every node; and
+//! [`AnyAsIn`], which reads `= ANY` and `<> ALL` as the IN they are.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use datafusion::common::{DFSchema, ExprSchema};
 use datafusion::error::Result;
 use datafusion::functions_aggregate::expr_fn::array_agg;
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality};
-use datafusion::logical_expr::expr::InSubquery;
+use datafusion::logical_expr::expr::{InSubquery, SetComparison, SetQuantifier};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Subquery,
 };
@@ -65,6 +66,60 @@ impl OptimizerRule for InSubqueryAsList {
             predicate.data,
             filter.input,
         )?)))
+    }
+}
+
+/// Rewrites a filter's `x = ANY (subquery)` as `x IN (subquery)`, and `x <> ALL
+/// (subquery)` as `x NOT IN (subquery)`, which SQL defines them to be. They then reach
+/// the nodes as IN does, as a list ([`InSubqueryAsList`]) or as a join with the reference
+/// table inside each node, rather than as joins at the city over single rows.
+#[derive(Debug, Default)]
+pub struct AnyAsIn;
+
+impl OptimizerRule for AnyAsIn {
+    fn name(&self) -> &str {
+        "any_as_in"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Filter(filter) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let predicate = filter.predicate.clone().transform_up(|e| {
+            Ok(match e {
+                Expr::SetComparison(c) if negated_in(&c).is_some() => {
+                    let negated = negated_in(&c) == Some(true);
+                    Transformed::yes(Expr::InSubquery(InSubquery::new(
+                        c.expr, c.subquery, negated,
+                    )))
+                }
+                other => Transformed::no(other),
+            })
+        })?;
+        if !predicate.transformed {
+            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+        }
+        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+            predicate.data,
+            filter.input,
+        )?)))
+    }
+}
+
+/// Whether `comparison` is `NOT IN` (`<> ALL`) or `IN` (`= ANY`); `None` for another.
+fn negated_in(comparison: &SetComparison) -> Option<bool> {
+    match (comparison.op, &comparison.quantifier) {
+        (Operator::Eq, SetQuantifier::Any) => Some(false),
+        (Operator::NotEq, SetQuantifier::All) => Some(true),
+        _ => None,
     }
 }
 
@@ -249,8 +304,12 @@ mod tests {
                 format!("x NOT IN ({sub})"),
                 format!("x = 2 OR x NOT IN ({sub})"),
                 format!("x > 1 AND (x IN ({sub}) OR x IS NULL)"),
+                format!("x = ANY ({sub})"),
+                format!("x <> ALL ({sub})"),
             ];
-            for (condition, expected) in conditions.iter().zip(expected) {
+            // `= ANY` keeps the rows IN keeps, and `<> ALL` those NOT IN keeps.
+            let expected = expected.iter().chain(&expected[..2]);
+            for (condition, &expected) in conditions.iter().zip(expected) {
                 let sql = format!("SELECT x FROM t WHERE {condition} ORDER BY x NULLS FIRST");
                 let frame = ctx.sql(&sql).await.unwrap();
                 let plan = frame.clone().into_optimized_plan().unwrap();
