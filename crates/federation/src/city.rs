@@ -708,10 +708,17 @@ impl SqlEngine for CityEngine {
 ///
 /// `= ANY` and `<> ALL` over a subquery read as the IN they are. An IN subquery that
 /// aggregates becomes a list the fragments carry, before it could become a join at the
-/// city. COUNT(DISTINCT) stays one aggregate, so that nodes send its
-/// state (tokens of the distinct values, counted there) rather than one group per
-/// identifier; and a count of distinct rows becomes one, once DISTINCT is an aggregate.
+/// city. COUNT(DISTINCT) stays one aggregate, so that nodes send its state (tokens of the
+/// distinct values, counted there) rather than one group per identifier; and a count of
+/// distinct rows becomes one, once DISTINCT is an aggregate. Common subexpressions are
+/// not made columns: the list a `NOT IN` reads in several places would become a column
+/// at the nodes, with a copy of the list in every row.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    // Each would undo one of the rewrites above.
+    const LEFT_OUT: [&str; 2] = [
+        "single_distinct_aggregation_to_group_by",
+        "common_sub_expression_eliminate",
+    ];
     [
         Arc::new(AnyAsIn) as Arc<dyn OptimizerRule + Send + Sync>,
         Arc::new(InSubqueryAsList),
@@ -721,7 +728,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Optimizer::new()
             .rules
             .into_iter()
-            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by"),
+            .filter(|r| !LEFT_OUT.contains(&r.name())),
     )
     .chain(std::iter::once(Arc::new(CountDistinctRows) as _))
     .collect()
