@@ -1,11 +1,16 @@
-//! The default `subsidy_standards` shipped with the platform.
+//! The default `subsidy_standards` shipped with the platform, and the digest by which
+//! the city and the nodes tell whether their copies are the same.
 
 use std::sync::Arc;
 
 use arrow::array::{
     BooleanArray, Date32Array, Decimal128Array, Int32Array, RecordBatch, StringArray,
 };
+use arrow::compute::cast;
+use arrow::error::ArrowError;
+use arrow::row::{RowConverter, SortField};
 use chrono::NaiveDate;
+use sha2::{Digest, Sha256};
 
 use crate::{Table, date32};
 
@@ -120,9 +125,60 @@ pub fn standards_batch(standards: &[SubsidyStandard]) -> RecordBatch {
     .expect("standards match the contract schema")
 }
 
+/// The SHA-256, in hex, of a copy of `subsidy_standards`: of its rows in the contract's
+/// types, in sorted order, so that two copies with the same rows have the same digest
+/// however they are stored, ordered or batched.
+pub fn standards_sha256(batches: &[RecordBatch]) -> Result<String, ArrowError> {
+    let schema = Table::SubsidyStandards.schema();
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(column, field)| cast(column, field.data_type()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let converted = converter.convert_columns(&columns)?;
+        rows.extend(converted.iter().map(|row| row.as_ref().to_vec()));
+    }
+    rows.sort();
+    let mut digest = Sha256::new();
+    for row in rows {
+        digest.update((row.len() as u64).to_le_bytes());
+        digest.update(row);
+    }
+    Ok(hex::encode(digest.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_with_the_same_rows_have_one_digest() {
+        let standards = default_standards();
+        let whole = standards_sha256(&[standards_batch(&standards)]).unwrap();
+        let mut reversed = standards.clone();
+        reversed.reverse();
+        let split = [
+            standards_batch(&reversed[..3]),
+            standards_batch(&reversed[3..]),
+        ];
+        assert_eq!(standards_sha256(&split).unwrap(), whole);
+        let mut raised = standards;
+        raised[0].cap_fen += 1;
+        assert_ne!(
+            standards_sha256(&[standards_batch(&raised)]).unwrap(),
+            whole
+        );
+        assert_ne!(standards_sha256(&[]).unwrap(), whole);
+    }
 
     #[test]
     fn defaults_fill_the_contract_schema() {

@@ -24,7 +24,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use sunlight_domain::{ColumnClass, NodeCode, Table, column_class};
+use sunlight_domain::{ColumnClass, NodeCode, Table, column_class, standards_sha256};
 use sunlight_flightsql::{
     Answer, CATALOG, QueryRequest, SCHEMA, SessionOption, SqlEngine, Statement, StatementSchemas,
     TableInfo, require_values,
@@ -185,24 +185,30 @@ impl CityEngine {
         let mut check = StandardsCheck::default();
         let mut copies: Vec<(String, Vec<RecordBatch>, Vec<NodeCode>)> = Vec::new();
         for (node, answer) in nodes.iter().zip(answers) {
-            let batches = match answer {
-                Ok(batches) => batches,
+            let copy = answer.and_then(|batches| {
+                let sha256 = standards_sha256(&batches).map_err(|e| {
+                    Error::Standards(format!(
+                        "node {}'s copy does not match the contract: {e}",
+                        node.code
+                    ))
+                })?;
+                Ok((sha256, batches))
+            });
+            let (sha256, batches) = match copy {
+                Ok(copy) => copy,
                 Err(e) => {
                     check.unreachable.insert(node.code, e.to_string());
                     continue;
                 }
             };
-            let text = arrow::util::pretty::pretty_format_batches(&batches)
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            match copies.iter_mut().find(|(t, _, _)| *t == text) {
+            match copies.iter_mut().find(|(s, _, _)| *s == sha256) {
                 Some((_, _, holders)) => holders.push(node.code),
-                None => copies.push((text, batches, vec![node.code])),
+                None => copies.push((sha256, batches, vec![node.code])),
             }
         }
         copies.sort_by_key(|(_, _, holders)| std::cmp::Reverse(holders.len()));
         let mut copies = copies.into_iter();
-        let (_, batches, agreeing) = copies.next().ok_or_else(|| {
+        let (sha256, batches, agreeing) = copies.next().ok_or_else(|| {
             Error::Standards(format!("no node answered: {:?}", check.unreachable))
         })?;
         check.agreeing = agreeing;
@@ -219,8 +225,10 @@ impl CityEngine {
             .map_err(|e| {
                 Error::Standards(format!("a node's copy does not match the contract: {e}"))
             })?;
-        *self.standards.write().await =
-            Some((Arc::new(ReferenceTable::new(batches)), check.clone()));
+        *self.standards.write().await = Some((
+            Arc::new(ReferenceTable::new(batches, sha256)),
+            check.clone(),
+        ));
         Ok(check)
     }
 

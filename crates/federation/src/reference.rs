@@ -25,12 +25,13 @@ use sunlight_fragment::TableLeafExec;
 #[derive(Debug)]
 pub struct ReferenceTable {
     batches: Vec<RecordBatch>,
+    sha256: String,
 }
 
 impl ReferenceTable {
-    /// A table over rows in the contract schema.
-    pub fn new(batches: Vec<RecordBatch>) -> Self {
-        Self { batches }
+    /// A table over rows in the contract schema, whose `standards_sha256` is `sha256`.
+    pub fn new(batches: Vec<RecordBatch>, sha256: String) -> Self {
+        Self { batches, sha256 }
     }
 }
 
@@ -54,6 +55,7 @@ impl TableProvider for ReferenceTable {
         Ok(Arc::new(ReferenceExec::try_new(
             &self.batches,
             projection.cloned(),
+            self.sha256.clone(),
         )?))
     }
 }
@@ -64,11 +66,16 @@ impl TableProvider for ReferenceTable {
 pub struct ReferenceExec {
     batches: Vec<RecordBatch>,
     projection: Option<Vec<usize>>,
+    sha256: String,
     properties: Arc<PlanProperties>,
 }
 
 impl ReferenceExec {
-    fn try_new(batches: &[RecordBatch], projection: Option<Vec<usize>>) -> Result<Self> {
+    fn try_new(
+        batches: &[RecordBatch],
+        projection: Option<Vec<usize>>,
+        sha256: String,
+    ) -> Result<Self> {
         let schema = project_schema(&Table::SubsidyStandards.schema(), projection.as_ref())?;
         let batches = batches
             .iter()
@@ -86,13 +93,18 @@ impl ReferenceExec {
         Ok(Self {
             batches,
             projection,
+            sha256,
             properties,
         })
     }
 
-    /// The same scan as a leaf of a fragment.
+    /// The same scan as a leaf of a fragment: of the node's own copy, which must be the
+    /// city's.
     pub fn as_leaf(&self) -> Result<TableLeafExec> {
-        TableLeafExec::try_new(Table::SubsidyStandards, self.projection.clone(), 1, None)
+        Ok(
+            TableLeafExec::try_new(Table::SubsidyStandards, self.projection.clone(), 1, None)?
+                .with_copy(Some(self.sha256.clone())),
+        )
     }
 }
 

@@ -54,12 +54,10 @@ impl PhysicalExtensionCodec for FragmentCodec {
             .projected
             .then(|| leaf.projection.iter().map(|i| *i as usize).collect());
         let limit = leaf.limit.map(|l| l as usize);
-        Ok(Arc::new(TableLeafExec::try_new(
-            table,
-            projection,
-            leaf.partitions as usize,
-            limit,
-        )?))
+        Ok(Arc::new(
+            TableLeafExec::try_new(table, projection, leaf.partitions as usize, limit)?
+                .with_copy(leaf.copy_sha256),
+        ))
     }
 
     fn try_encode(
@@ -87,6 +85,7 @@ impl PhysicalExtensionCodec for FragmentCodec {
             projected: leaf.projection().is_some(),
             partitions: leaf.partitions() as u32,
             limit: leaf.limit().map(|l| l as u64),
+            copy_sha256: leaf.copy().map(str::to_string),
         };
         message
             .encode(buf)

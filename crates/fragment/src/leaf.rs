@@ -25,6 +25,7 @@ pub struct TableLeafExec {
     partitions: usize,
     limit: Option<usize>,
     persons: bool,
+    copy: Option<String>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -78,9 +79,17 @@ impl TableLeafExec {
             partitions,
             limit,
             persons,
+            copy: None,
             schema,
             properties,
         }
+    }
+
+    /// The same leaf, standing for the copy of the reference table whose
+    /// `standards_sha256` is `sha256`: a node whose own copy differs refuses it.
+    pub fn with_copy(mut self, sha256: Option<String>) -> Self {
+        self.copy = sha256;
+        self
     }
 
     /// The same leaf with one more column, [`PERSONS_COLUMN`]: the node's number of each
@@ -98,6 +107,7 @@ impl TableLeafExec {
             true,
             schema,
         )
+        .with_copy(self.copy.clone())
     }
 
     /// The table scanned.
@@ -131,6 +141,11 @@ impl TableLeafExec {
     /// Whether the leaf ends with [`PERSONS_COLUMN`].
     pub fn persons(&self) -> bool {
         self.persons
+    }
+
+    /// The digest of the reference table's copy the leaf stands for, if it names one.
+    pub fn copy(&self) -> Option<&str> {
+        self.copy.as_deref()
     }
 }
 

@@ -57,6 +57,18 @@ pub enum Error {
         /// The code in the ticket.
         found: String,
     },
+    /// A fragment reads the reference table, and this node's copy is not the city's.
+    #[error(
+        "this node's subsidy_standards (sha256 {found:.12}…) is not the copy the city reads \
+         (sha256 {expected:.12}…), so its joins with it would not give the city's answer; give \
+         this node the copy the other nodes hold"
+    )]
+    OtherStandards {
+        /// The digest of the city's copy.
+        expected: String,
+        /// The digest of this node's copy.
+        found: String,
+    },
     /// A fragment failed the node's check.
     #[error("fragment refused: {0}")]
     FragmentRefused(String),
@@ -108,7 +120,9 @@ impl From<Error> for tonic::Status {
                 _ => tonic::Status::internal(message),
             },
             Error::TableRefused { .. } => tonic::Status::failed_precondition(message),
-            Error::Model { .. } => tonic::Status::failed_precondition(message),
+            Error::Model { .. } | Error::OtherStandards { .. } => {
+                tonic::Status::failed_precondition(message)
+            }
             Error::WrongNode { .. } | Error::FragmentRefused(_) | Error::Egress(_) => {
                 tonic::Status::permission_denied(message)
             }

@@ -195,6 +195,15 @@ async fn resolve_leaves(
     let state = node.state();
     let mut scans = HashMap::new();
     for (key, leaf) in leaves {
+        if let Some(expected) = leaf.copy() {
+            let found = node.standards_sha256().await?;
+            if found != expected {
+                return Err(Error::OtherStandards {
+                    expected: expected.to_string(),
+                    found: found.to_string(),
+                });
+            }
+        }
         let county = leaf.schema().index_of("county_code").ok();
         let proven = match county {
             Some(_) => node.county_proven(leaf.table()).await?,

@@ -14,8 +14,9 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::prelude::{DataFrame, SQLOptions};
 use object_store::ObjectMeta;
-use sunlight_domain::{NodeCode, Table};
+use sunlight_domain::{NodeCode, Table, standards_sha256};
 use sunlight_policy::{Counted, NodePolicy};
+use tokio::sync::OnceCell;
 
 use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas, TableInfo, require_values};
 
@@ -36,6 +37,7 @@ pub struct Node {
     audit: NodeAudit,
     persons: PersonIndex,
     statistics: OnceMap<Table, Arc<Statistics>>,
+    standards: OnceCell<String>,
 }
 
 /// Who may do what at the node, and the egress guard's policy.
@@ -60,7 +62,21 @@ impl Node {
             privacy,
             audit,
             statistics: OnceMap::default(),
+            standards: OnceCell::new(),
         }
+    }
+
+    /// The `standards_sha256` of this node's copy of `subsidy_standards`, read once.
+    pub(crate) async fn standards_sha256(&self) -> Result<&str> {
+        let sha256 = self
+            .standards
+            .get_or_try_init(|| async {
+                let name = Table::SubsidyStandards.name();
+                let copy = self.context().table(name).await?.collect().await?;
+                Ok::<_, Error>(standards_sha256(&copy)?)
+            })
+            .await?;
+        Ok(sha256)
     }
 
     /// The statistics of `table`'s files as their writer stored them, merged; read from

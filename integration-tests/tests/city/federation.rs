@@ -470,6 +470,21 @@ async fn a_node_with_a_different_reference_copy_is_named() {
         .unwrap()
         .to_string();
     assert!(text.contains("600.00"), "{text}");
+    // A join with it runs at each node over the node's own copy: the one that differs
+    // refuses, by name, rather than answer with its copy.
+    let join = "SELECT s.department, count(*) FROM disbursements d JOIN subsidy_standards s \
+                ON s.subsidy_type = d.subsidy_type GROUP BY 1";
+    let err = client.query(join).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node 140222")
+            && err.contains("subsidy_standards")
+            && err.contains("is not the copy the city reads"),
+        "{err}"
+    );
+    client.allow_partial_results();
+    let partial = client.query(join).await.unwrap();
+    assert_eq!(partial.missing_nodes, vec!["140222".to_string()]);
+    assert!(partial.num_rows() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
