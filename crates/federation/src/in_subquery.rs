@@ -55,17 +55,7 @@ impl OptimizerRule for InSubqueryAsList {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Filter(filter) = plan else {
-            return Ok(Transformed::no(plan));
-        };
-        let predicate = as_lists(filter.predicate.clone(), filter.input.schema())?;
-        if !predicate.transformed {
-            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
-        }
-        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
-            predicate.data,
-            filter.input,
-        )?)))
+        with_predicate(plan, as_lists)
     }
 }
 
@@ -90,28 +80,21 @@ impl OptimizerRule for AnyAsIn {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Filter(filter) = plan else {
-            return Ok(Transformed::no(plan));
-        };
-        let predicate = filter.predicate.clone().transform_up(|e| {
-            Ok(match e {
-                Expr::SetComparison(c) if negated_in(&c).is_some() => {
-                    let negated = negated_in(&c) == Some(true);
-                    Transformed::yes(Expr::InSubquery(InSubquery::new(
-                        c.expr, c.subquery, negated,
-                    )))
-                }
-                other => Transformed::no(other),
-            })
-        })?;
-        if !predicate.transformed {
-            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
-        }
-        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
-            predicate.data,
-            filter.input,
-        )?)))
+        with_predicate(plan, |predicate, _| predicate.transform_up(as_in))
     }
+}
+
+/// `e` as `IN` or `NOT IN`, where it is `= ANY` or `<> ALL`.
+fn as_in(e: Expr) -> Result<Transformed<Expr>> {
+    Ok(match e {
+        Expr::SetComparison(c) => match negated_in(&c) {
+            Some(negated) => Transformed::yes(Expr::InSubquery(InSubquery::new(
+                c.expr, c.subquery, negated,
+            ))),
+            None => Transformed::no(Expr::SetComparison(c)),
+        },
+        other => Transformed::no(other),
+    })
 }
 
 /// Whether `comparison` is `NOT IN` (`<> ALL`) or `IN` (`= ANY`); `None` for another.
@@ -121,6 +104,24 @@ fn negated_in(comparison: &SetComparison) -> Option<bool> {
         (Operator::NotEq, SetQuantifier::All) => Some(true),
         _ => None,
     }
+}
+
+/// `plan` with its predicate rewritten by `rewrite`, where it is a filter.
+fn with_predicate(
+    plan: LogicalPlan,
+    rewrite: impl FnOnce(Expr, &DFSchema) -> Result<Transformed<Expr>>,
+) -> Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Filter(filter) = plan else {
+        return Ok(Transformed::no(plan));
+    };
+    let predicate = rewrite(filter.predicate.clone(), filter.input.schema())?;
+    if !predicate.transformed {
+        return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+    }
+    Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+        predicate.data,
+        filter.input,
+    )?)))
 }
 
 fn is_junction(op: Operator) -> bool {
