@@ -12,7 +12,8 @@ use crate::oracle::{city_context, strings};
 use sunlight_datagen::node_root;
 
 use crate::support::{
-    RunningCity, ServiceProcess, TOKEN, Tapped, shared_city, slow_tap, start_city,
+    CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, shared_city, slow_tap, start_city,
+    sunlight,
 };
 
 const SUITE: &str = include_str!("../../queries/federated.sql");
@@ -440,19 +441,18 @@ async fn a_node_with_a_different_reference_copy_is_named() {
     let tianzhen: sunlight_domain::NodeCode = "140222".parse().unwrap();
     let file = sunlight_datagen::node_root(city.dir.path(), tianzhen)
         .join("subsidy_standards/part-0.parquet");
+    let write = |standards: &[sunlight_domain::SubsidyStandard]| {
+        let batch = sunlight_domain::standards_batch(standards);
+        let file = std::fs::File::create(&file).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    };
     let mut standards = sunlight_domain::default_standards();
     standards[0].cap_fen += 100;
-    let batch = sunlight_domain::standards_batch(&standards);
-    let mut writer = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&file).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write(&standards);
 
-    let running = start_city(city.dir.path(), &[]);
+    let mut running = start_city(city.dir.path(), &[]);
     let banner = running.coordinator.banner.join("\n");
     assert!(
         banner.contains("node 140222 holds a DIFFERENT copy"),
@@ -485,6 +485,37 @@ async fn a_node_with_a_different_reference_copy_is_named() {
     let partial = client.query(join).await.unwrap();
     assert_eq!(partial.missing_nodes, vec!["140222".to_string()]);
     assert!(partial.num_rows() > 0);
+
+    // Given the copy the others hold and restarted, the node joins again, and the city
+    // needs no restart for it.
+    write(&sunlight_domain::default_standards());
+    let at = running
+        .nodes
+        .iter()
+        .position(|(c, _)| *c == tianzhen)
+        .unwrap();
+    running.nodes.remove(at).1.kill();
+    let node = ServiceProcess::start("140222", &node_root(city.dir.path(), tianzhen));
+    let coordinator = &running.coordinator.addr;
+    sunlight(&[
+        "admin",
+        "--coordinator",
+        coordinator,
+        "--token",
+        TOKEN,
+        "node",
+        "add",
+        "--code",
+        "140222",
+        "--addr",
+        &node.addr,
+        "--node-token",
+        CITY_TOKEN,
+    ]);
+    let mut client = SqlClient::connect(coordinator, TOKEN).await.unwrap();
+    let whole = client.query(join).await.unwrap();
+    assert!(whole.missing_nodes.is_empty());
+    assert_eq!(whole.num_rows(), partial.num_rows());
 }
 
 #[tokio::test(flavor = "multi_thread")]
