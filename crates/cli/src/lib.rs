@@ -190,6 +190,10 @@ struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     model_schedule_secs: Option<u64>,
+    /// Read the nodes' subsidy_standards again this often, in seconds (0: only at start).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standards_check_secs: Option<u64>,
     /// Every node must have answered a query within this many milliseconds.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -31,6 +31,9 @@ pub struct CoordinatorConfig {
     /// Run every assigned model this often, in seconds, on the leader; 0 runs them only
     /// on demand (`sunlight model run`).
     pub model_schedule_secs: u64,
+    /// Read the nodes' `subsidy_standards` again this often, in seconds, and use the copy
+    /// most hold; 0 reads them only at start.
+    pub standards_check_secs: u64,
     /// Every node must have answered a query within this many milliseconds.
     pub fragment_timeout_ms: u64,
     /// Attempts per fragment while a node is unavailable.
@@ -68,6 +71,7 @@ impl Default for CoordinatorConfig {
             fragment_attempts: 3,
             replica: ReplicaConfig::default(),
             model_schedule_secs: 0,
+            standards_check_secs: 60,
             node_tls: None,
         }
     }

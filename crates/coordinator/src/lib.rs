@@ -75,14 +75,15 @@ pub struct RunningCoordinator {
     pub standards: Result<StandardsCheck, String>,
     server: RunningServer,
     schedule: Option<tokio::task::JoinHandle<()>>,
+    standards_check: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningCoordinator {
     /// Stops accepting calls and waits for the server.
     pub async fn stop(self) -> Result<()> {
         let addr = self.addr.to_string();
-        if let Some(schedule) = self.schedule {
-            schedule.abort();
+        for task in [self.schedule, self.standards_check].into_iter().flatten() {
+            task.abort();
         }
         let stopped = self.server.stop().await;
         self.replica.shutdown().await;
@@ -172,6 +173,12 @@ pub async fn start_coordinator(
     let standards = engine.check_standards().await.map_err(|e| e.to_string());
     let schedule = (config.model_schedule_secs > 0)
         .then(|| models::spawn_schedule(runs, Duration::from_secs(config.model_schedule_secs)));
+    let standards_check = (config.standards_check_secs > 0).then(|| {
+        spawn_standards_check(
+            engine.clone(),
+            Duration::from_secs(config.standards_check_secs),
+        )
+    });
     tracing::info!(%addr, replica = replica.id(), "city coordinator serving");
     Ok(RunningCoordinator {
         addr,
@@ -180,6 +187,22 @@ pub async fn start_coordinator(
         standards,
         server,
         schedule,
+        standards_check,
+    })
+}
+
+/// Reads the nodes' `subsidy_standards` again every `every`, so that the city follows a
+/// copy most nodes changed.
+fn spawn_standards_check(engine: Arc<CityEngine>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(e) = engine.check_standards().await {
+                tracing::warn!("subsidy_standards not read again: {e}");
+            }
+        }
     })
 }
 

@@ -178,7 +178,8 @@ impl CityEngine {
     }
 
     /// Loads `subsidy_standards` from every node, keeps the copy most nodes hold and
-    /// names the nodes whose copy differs.
+    /// names the nodes whose copy differs. Run again, it follows a copy most nodes
+    /// changed.
     pub async fn check_standards(&self) -> Result<StandardsCheck> {
         let nodes = self.registry.nodes();
         let answers = futures::future::join_all(nodes.iter().map(|n| self.standards_copy(n))).await;
@@ -214,9 +215,6 @@ impl CityEngine {
         check.agreeing = agreeing;
         check.differing = copies.flat_map(|(_, _, holders)| holders).collect();
         check.differing.sort();
-        for node in &check.differing {
-            tracing::warn!(%node, "this node's subsidy_standards differs from the copy the city uses");
-        }
         let schema = Table::SubsidyStandards.schema();
         let batches = batches
             .into_iter()
@@ -225,10 +223,26 @@ impl CityEngine {
             .map_err(|e| {
                 Error::Standards(format!("a node's copy does not match the contract: {e}"))
             })?;
-        *self.standards.write().await = Some((
+        let mut held = self.standards.write().await;
+        let (changed, news) = match held.as_ref() {
+            Some((table, before)) => (table.sha256() != sha256, *before != check),
+            None => (false, true),
+        };
+        if news {
+            for node in &check.differing {
+                tracing::warn!(%node, "this node's subsidy_standards differs from the copy the city uses");
+            }
+        }
+        *held = Some((
             Arc::new(ReferenceTable::new(batches, sha256)),
             check.clone(),
         ));
+        drop(held);
+        // Contexts hold the table they were built with: the next query builds anew.
+        if changed {
+            tracing::info!("most nodes hold another subsidy_standards now; the city reads it");
+            *self.base.write().await = None;
+        }
         Ok(check)
     }
 

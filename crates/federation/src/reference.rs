@@ -33,6 +33,11 @@ impl ReferenceTable {
     pub fn new(batches: Vec<RecordBatch>, sha256: String) -> Self {
         Self { batches, sha256 }
     }
+
+    /// The `standards_sha256` of the copy.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
 }
 
 #[async_trait::async_trait]

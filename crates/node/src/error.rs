@@ -61,8 +61,8 @@ pub enum Error {
     #[error(
         "this node's subsidy_standards (sha256 {found:.12}…) is not the copy the city reads \
          (sha256 {expected:.12}…), so its joins with it would not give the city's answer; give \
-         this node the copy the other nodes hold, or, where every node's copy changed, restart \
-         the city's coordinator, which reads the copies when it starts"
+         this node the copy the other nodes hold, or, where most nodes' copies changed, wait \
+         for the city's coordinator to read them again (each minute by default)"
     )]
     OtherStandards {
         /// The digest of the city's copy.

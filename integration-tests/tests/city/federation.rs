@@ -2,6 +2,7 @@
 //! DataFusion context over all the files.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
@@ -10,6 +11,7 @@ use sunlight_client::SqlClient;
 
 use crate::oracle::{city_context, strings};
 use sunlight_datagen::node_root;
+use sunlight_domain::{NodeCode, SubsidyStandard, default_standards};
 
 use crate::support::{
     CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, shared_city, slow_tap, start_city,
@@ -435,22 +437,49 @@ async fn a_row_with_another_nodes_county_code_fails_by_name() {
     );
 }
 
+/// Writes `standards` as `code`'s copy of `subsidy_standards` in `city`.
+fn write_standards(city: &Path, code: NodeCode, standards: &[SubsidyStandard]) {
+    let file = node_root(city, code).join("subsidy_standards/part-0.parquet");
+    let batch = sunlight_domain::standards_batch(standards);
+    let file = std::fs::File::create(file).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Restarts `code`'s node over its files, at a new address the city is told of.
+fn restart_node(running: &mut RunningCity, city: &Path, code: NodeCode) {
+    let at = running.nodes.iter().position(|(c, _)| *c == code).unwrap();
+    let node = ServiceProcess::start(code.as_str(), &node_root(city, code));
+    sunlight(&[
+        "admin",
+        "--coordinator",
+        &running.coordinator.addr,
+        "--token",
+        TOKEN,
+        "node",
+        "add",
+        "--code",
+        code.as_str(),
+        "--addr",
+        &node.addr,
+        "--node-token",
+        CITY_TOKEN,
+    ]);
+    std::mem::replace(&mut running.nodes[at].1, node).kill();
+}
+
+/// A join of the nodes' rows with `subsidy_standards`, which each node runs over its copy.
+const STANDARDS_JOIN: &str = "SELECT s.department, count(*) FROM disbursements d JOIN \
+     subsidy_standards s ON s.subsidy_type = d.subsidy_type GROUP BY 1";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_with_a_different_reference_copy_is_named() {
     let city = crate::support::generated_city(30, 4);
-    let tianzhen: sunlight_domain::NodeCode = "140222".parse().unwrap();
-    let file = sunlight_datagen::node_root(city.dir.path(), tianzhen)
-        .join("subsidy_standards/part-0.parquet");
-    let write = |standards: &[sunlight_domain::SubsidyStandard]| {
-        let batch = sunlight_domain::standards_batch(standards);
-        let file = std::fs::File::create(&file).unwrap();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
-    };
-    let mut standards = sunlight_domain::default_standards();
-    standards[0].cap_fen += 100;
-    write(&standards);
+    let tianzhen: NodeCode = "140222".parse().unwrap();
+    let mut raised = default_standards();
+    raised[0].cap_fen += 100;
+    write_standards(city.dir.path(), tianzhen, &raised);
 
     let mut running = start_city(city.dir.path(), &[]);
     let banner = running.coordinator.banner.join("\n");
@@ -472,9 +501,7 @@ async fn a_node_with_a_different_reference_copy_is_named() {
     assert!(text.contains("600.00"), "{text}");
     // A join with it runs at each node over the node's own copy: the one that differs
     // refuses, by name, rather than answer with its copy.
-    let join = "SELECT s.department, count(*) FROM disbursements d JOIN subsidy_standards s \
-                ON s.subsidy_type = d.subsidy_type GROUP BY 1";
-    let err = client.query(join).await.unwrap_err().to_string();
+    let err = client.query(STANDARDS_JOIN).await.unwrap_err().to_string();
     assert!(
         err.contains("node 140222")
             && err.contains("subsidy_standards")
@@ -482,40 +509,49 @@ async fn a_node_with_a_different_reference_copy_is_named() {
         "{err}"
     );
     client.allow_partial_results();
-    let partial = client.query(join).await.unwrap();
+    let partial = client.query(STANDARDS_JOIN).await.unwrap();
     assert_eq!(partial.missing_nodes, vec!["140222".to_string()]);
     assert!(partial.num_rows() > 0);
 
     // Given the copy the others hold and restarted, the node joins again, and the city
     // needs no restart for it.
-    write(&sunlight_domain::default_standards());
-    let at = running
-        .nodes
-        .iter()
-        .position(|(c, _)| *c == tianzhen)
+    write_standards(city.dir.path(), tianzhen, &default_standards());
+    restart_node(&mut running, city.dir.path(), tianzhen);
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
         .unwrap();
-    running.nodes.remove(at).1.kill();
-    let node = ServiceProcess::start("140222", &node_root(city.dir.path(), tianzhen));
-    let coordinator = &running.coordinator.addr;
-    sunlight(&[
-        "admin",
-        "--coordinator",
-        coordinator,
-        "--token",
-        TOKEN,
-        "node",
-        "add",
-        "--code",
-        "140222",
-        "--addr",
-        &node.addr,
-        "--node-token",
-        CITY_TOKEN,
-    ]);
-    let mut client = SqlClient::connect(coordinator, TOKEN).await.unwrap();
-    let whole = client.query(join).await.unwrap();
+    let whole = client.query(STANDARDS_JOIN).await.unwrap();
     assert!(whole.missing_nodes.is_empty());
     assert_eq!(whole.num_rows(), partial.num_rows());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_city_follows_a_reference_copy_most_nodes_changed() {
+    let city = crate::support::generated_city(30, 5);
+    let mut running = start_city(city.dir.path(), &["--standards-check-secs", "1"]);
+    let mut raised = default_standards();
+    raised[0].cap_fen += 100;
+    for code in NodeCode::all() {
+        write_standards(city.dir.path(), code, &raised);
+        restart_node(&mut running, city.dir.path(), code);
+    }
+    // Until the city reads the copies again, every node refuses the join; then it runs.
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Err(e) = client.query(STANDARDS_JOIN).await {
+        assert!(std::time::Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cap = client
+        .query("SELECT cap FROM subsidy_standards WHERE subsidy_type = 'DIBAO'")
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&cap.batches)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("601.00"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
