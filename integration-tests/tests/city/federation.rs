@@ -14,8 +14,8 @@ use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, SubsidyStandard, default_standards};
 
 use crate::support::{
-    CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, shared_city, slow_tap, start_city,
-    sunlight,
+    CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, admin, shared_city, slow_tap,
+    start_city,
 };
 
 const SUITE: &str = include_str!("../../queries/federated.sql");
@@ -451,22 +451,23 @@ fn write_standards(city: &Path, code: NodeCode, standards: &[SubsidyStandard]) {
 fn restart_node(running: &mut RunningCity, city: &Path, code: NodeCode) {
     let at = running.nodes.iter().position(|(c, _)| *c == code).unwrap();
     let node = ServiceProcess::start(code.as_str(), &node_root(city, code));
-    sunlight(&[
-        "admin",
-        "--coordinator",
+    let add = ["node", "add", "--code", code.as_str(), "--addr", &node.addr];
+    let token = ["--node-token", CITY_TOKEN];
+    admin(
         &running.coordinator.addr,
-        "--token",
         TOKEN,
-        "node",
-        "add",
-        "--code",
-        code.as_str(),
-        "--addr",
-        &node.addr,
-        "--node-token",
-        CITY_TOKEN,
-    ]);
+        &[&add[..], &token].concat(),
+    );
     std::mem::replace(&mut running.nodes[at].1, node).kill();
+}
+
+/// The cap of DIBAO in the city's copy of `subsidy_standards`.
+async fn dibao_cap(client: &mut SqlClient) -> String {
+    let cap = client
+        .query("SELECT cap FROM subsidy_standards WHERE subsidy_type = 'DIBAO'")
+        .await
+        .unwrap();
+    rows(&cap.batches, true).concat().replace('|', "")
 }
 
 /// A join of the nodes' rows with `subsidy_standards`, which each node runs over its copy.
@@ -491,14 +492,7 @@ async fn a_node_with_a_different_reference_copy_is_named() {
     let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
         .await
         .unwrap();
-    let cap = client
-        .query("SELECT cap FROM subsidy_standards WHERE subsidy_type = 'DIBAO'")
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&cap.batches)
-        .unwrap()
-        .to_string();
-    assert!(text.contains("600.00"), "{text}");
+    assert_eq!(dibao_cap(&mut client).await, "600.00");
     // A join with it runs at each node over the node's own copy: the one that differs
     // refuses, by name, rather than answer with its copy.
     let err = client.query(STANDARDS_JOIN).await.unwrap_err().to_string();
@@ -544,14 +538,7 @@ async fn the_city_follows_a_reference_copy_most_nodes_changed() {
         assert!(std::time::Instant::now() < deadline, "{e}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let cap = client
-        .query("SELECT cap FROM subsidy_standards WHERE subsidy_type = 'DIBAO'")
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&cap.batches)
-        .unwrap()
-        .to_string();
-    assert!(text.contains("601.00"), "{text}");
+    assert_eq!(dibao_cap(&mut client).await, "601.00");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,15 +8,9 @@ use sunlight_domain::NodeCode;
 
 use crate::oracle;
 use crate::support::{
-    CITY_TOKEN, ServiceProcess, TOKEN, new_user, shared_city, sunlight, sunlight_bin,
+    CITY_TOKEN, ServiceProcess, TOKEN, admin, new_user, shared_city, sunlight, sunlight_bin,
     sunlight_fails,
 };
-
-fn admin(coordinators: &str, token: &str, args: &[&str]) -> String {
-    let mut all = vec!["admin", "--coordinator", coordinators, "--token", token];
-    all.extend_from_slice(args);
-    sunlight(&all)
-}
 
 fn city_count(addr: &str, token: &str) -> String {
     sunlight(&[

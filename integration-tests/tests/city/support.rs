@@ -320,6 +320,13 @@ pub fn sunlight(args: &[&str]) -> String {
     succeeds(Command::new(sunlight_bin()).args(args))
 }
 
+/// Runs `sunlight admin` with `args` against `coordinators` as `token`'s user.
+pub fn admin(coordinators: &str, token: &str, args: &[&str]) -> String {
+    let mut all = vec!["admin", "--coordinator", coordinators, "--token", token];
+    all.extend_from_slice(args);
+    sunlight(&all)
+}
+
 /// Runs the CLI expecting failure; returns its standard error.
 pub fn sunlight_fails(args: &[&str]) -> String {
     let out = Command::new(sunlight_bin())
