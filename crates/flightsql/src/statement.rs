@@ -13,6 +13,8 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::prelude::DataFrame;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 use prost::Message;
@@ -40,9 +42,11 @@ impl Statement {
 
     /// Plans the statement in `context` with `options`, its placeholders bound.
     pub async fn plan(&self, context: &SessionContext, options: SQLOptions) -> Result<DataFrame> {
-        let frame = context
-            .sql_with_options(&numbered(&self.sql)?, options)
-            .await?;
+        let sql = numbered(&self.sql)?;
+        let frame = match context.sql_with_options(&sql, options).await {
+            Ok(frame) => frame,
+            Err(e) => return Err(unknown_table(context, &sql).unwrap_or(e)),
+        };
         let Some(parameters) = &self.parameters else {
             return Ok(frame);
         };
@@ -214,6 +218,38 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
     )))
 }
 
+/// The error of `sql`, a query, when it reads a table `context` does not have: that
+/// table, and the tables there are.
+fn unknown_table(context: &SessionContext, sql: &str) -> Option<DataFusionError> {
+    let state = context.state();
+    let options = state.config().options();
+    let statement = state
+        .sql_to_statement(sql, &options.sql_parser.dialect)
+        .ok()?;
+    let DFStatement::Statement(query) = &statement else {
+        return None;
+    };
+    if !matches!(**query, ast::Statement::Query(_)) {
+        return None;
+    }
+    let unknown = state
+        .resolve_table_references(&statement)
+        .ok()?
+        .into_iter()
+        .find(|t| !context.table_exist(t.clone()).unwrap_or(false))?;
+    let (catalog, schema) = (
+        &options.catalog.default_catalog,
+        &options.catalog.default_schema,
+    );
+    let mut tables = context.catalog(catalog)?.schema(schema)?.table_names();
+    tables.sort();
+    Some(DataFusionError::Plan(format!(
+        "table '{}' not found; the tables here are {}",
+        unknown.resolve(catalog, schema),
+        tables.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +267,39 @@ mod tests {
             numbered("SELECT 1 WHERE township = '聚乐乡' AND subsidy_type = ?").unwrap(),
             "SELECT 1 WHERE township = '聚乐乡' AND subsidy_type = $1"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_table_is_named_with_the_tables_there_are() {
+        let context = SessionContext::new();
+        for table in ["persons", "payroll"] {
+            context
+                .sql(&format!("CREATE TABLE {table} (a INT)"))
+                .await
+                .unwrap();
+        }
+        let plan = |sql: &str| {
+            let context = context.clone();
+            let statement = Statement::new(sql);
+            async move {
+                statement
+                    .plan(&context, SQLOptions::new().with_allow_ddl(false))
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
+        };
+        assert_eq!(
+            plan("SELECT count(*) FROM persons JOIN persns USING (a)").await,
+            "Error during planning: table 'datafusion.public.persns' not found; the tables \
+             here are payroll, persons"
+        );
+        // A query that fails for another reason keeps its own error, CTEs and all, and
+        // so does a statement that is not a query.
+        let other = plan("WITH t AS (SELECT a FROM persons) SELECT b FROM t").await;
+        assert!(other.contains("No field named b"), "{other}");
+        let ddl = plan("CREATE TABLE x (a INT)").await;
+        assert!(!ddl.contains("not found"), "{ddl}");
     }
 
     #[test]
