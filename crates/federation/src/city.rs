@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::SessionStateBuilder;
@@ -185,15 +186,21 @@ impl CityEngine {
         let answers = futures::future::join_all(nodes.iter().map(|n| self.standards_copy(n))).await;
         let mut check = StandardsCheck::default();
         let mut copies: Vec<(String, Vec<RecordBatch>, Vec<NodeCode>)> = Vec::new();
+        let schema = Table::SubsidyStandards.schema();
         for (node, answer) in nodes.iter().zip(answers) {
             let copy = answer.and_then(|batches| {
-                let sha256 = standards_sha256(&batches).map_err(|e| {
+                let unlike = |e: ArrowError| {
                     Error::Standards(format!(
                         "node {}'s copy does not match the contract: {e}",
                         node.code
                     ))
-                })?;
-                Ok((sha256, batches))
+                };
+                let batches = batches
+                    .into_iter()
+                    .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unlike)?;
+                Ok((standards_sha256(&batches).map_err(unlike)?, batches))
             });
             let (sha256, batches) = match copy {
                 Ok(copy) => copy,
@@ -215,14 +222,6 @@ impl CityEngine {
         check.agreeing = agreeing;
         check.differing = copies.flat_map(|(_, _, holders)| holders).collect();
         check.differing.sort();
-        let schema = Table::SubsidyStandards.schema();
-        let batches = batches
-            .into_iter()
-            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                Error::Standards(format!("a node's copy does not match the contract: {e}"))
-            })?;
         let mut held = self.standards.write().await;
         let (changed, news) = match held.as_ref() {
             Some((table, before)) => (table.sha256() != sha256, *before != check),
