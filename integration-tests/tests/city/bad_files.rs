@@ -16,7 +16,9 @@ use sunlight_proto::v1::DescribeRequest;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::table_status::State;
 
-use crate::support::{NodeProcess, TOKEN, copy_dir, generated_city, parquet_batches};
+use crate::support::{
+    NodeProcess, TOKEN, copy_dir, generated_city, parquet_batches, write_parquet,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mismatched_and_corrupt_files_are_refused() {
@@ -33,17 +35,18 @@ async fn mismatched_and_corrupt_files_are_refused() {
         Field::new("amount", DataType::Float64, false),
     ]));
     let batch = RecordBatch::try_new(
-        schema.clone(),
+        schema,
         vec![
             Arc::new(StringArray::from(vec!["x-1"])),
             Arc::new(Float64Array::from(vec![1.5])),
         ],
     )
     .unwrap();
-    let file = std::fs::File::create(root.path().join("disbursements/extra.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_parquet(
+        &root.path().join("disbursements/extra.parquet"),
+        &[batch],
+        None,
+    );
     // A persons file that is not Parquet at all.
     std::fs::write(
         root.path().join("persons/broken.parquet"),
@@ -243,11 +246,8 @@ fn with_column(
             })
             .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-    let file = std::fs::File::create(&to).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, properties).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    write_parquet(&to, &[batch], properties);
 }
 
 /// `column` with its first two values null.

@@ -15,7 +15,7 @@ use sunlight_domain::{NodeCode, SubsidyStandard, default_standards};
 
 use crate::support::{
     CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, admin, shared_city, slow_tap,
-    start_city,
+    start_city, write_parquet,
 };
 
 const SUITE: &str = include_str!("../../queries/federated.sql");
@@ -417,10 +417,7 @@ async fn a_row_with_another_nodes_county_code_fails_by_name() {
         .collect()
         .await
         .unwrap();
-    let file = std::fs::File::create(persons.join("stray.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, stray[0].schema(), None).unwrap();
-    writer.write(&stray[0]).unwrap();
-    writer.close().unwrap();
+    write_parquet(&persons.join("stray.parquet"), &stray[..1], None);
 
     let running = start_city(city.dir.path(), &[]);
     let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
@@ -440,11 +437,7 @@ async fn a_row_with_another_nodes_county_code_fails_by_name() {
 /// Writes `standards` as `code`'s copy of `subsidy_standards` in `city`.
 fn write_standards(city: &Path, code: NodeCode, standards: &[SubsidyStandard]) {
     let file = node_root(city, code).join("subsidy_standards/part-0.parquet");
-    let batch = sunlight_domain::standards_batch(standards);
-    let file = std::fs::File::create(file).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_parquet(&file, &[sunlight_domain::standards_batch(standards)], None);
 }
 
 /// Restarts `code`'s node over its files, at a new address the city is told of.

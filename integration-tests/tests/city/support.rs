@@ -266,6 +266,21 @@ pub fn parquet_batches(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
         .unwrap()
 }
 
+/// Writes `batches`, one schema, as the Parquet file at `path`, with `properties`.
+pub fn write_parquet(
+    path: &Path,
+    batches: &[arrow::record_batch::RecordBatch],
+    properties: Option<parquet::file::properties::WriterProperties>,
+) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), properties).unwrap();
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+}
+
 /// What the tests install into their Python: an outside Flight SQL client, and an
 /// S3-compatible server.
 const PYTHON_PACKAGES: &[&str] = &["adbc-driver-flightsql", "pyarrow", "moto[server]"];
