@@ -148,3 +148,7 @@ SELECT a.county_code, a.n, b.m FROM (SELECT county_code, count(*) AS n FROM disb
 SELECT county_code, count(*) FROM disbursements WHERE subsidy_type = ANY(SELECT subsidy_type FROM subsidy_standards WHERE excludes_payroll) GROUP BY 1 ORDER BY 1
 ;
 SELECT d.subsidy_type, count(*) FROM disbursements d WHERE d.subsidy_type <> ALL(SELECT e.subsidy_type FROM disbursements e GROUP BY 1 HAVING avg(e.amount) > 300) GROUP BY 1 ORDER BY 1
+;
+SELECT count(*) FROM (SELECT DISTINCT person_id, subsidy_type FROM disbursements)
+;
+SELECT county_code, count(*), count(person_id) FROM (SELECT county_code, township, person_id FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1, 2, 3) t GROUP BY 1 ORDER BY 1

@@ -5,19 +5,24 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use datafusion::common::ExprSchema;
 use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
-use datafusion::functions_aggregate::expr_fn::{bool_or, count_distinct};
+use datafusion::functions::expr_fn::coalesce;
+use datafusion::functions_aggregate::expr_fn::{bool_or, count_distinct, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, lit, when,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use sunlight_domain::{ColumnClass, column_class};
 
 /// Rewrites `SELECT g…, count(*) FROM (SELECT DISTINCT g…, x FROM …) GROUP BY g…` as
 /// `SELECT g…, count(DISTINCT x) + (1 if some x is NULL, else 0) FROM … GROUP BY g…`,
-/// and a `count(x)` of those rows as `count(DISTINCT x)`.
+/// and a `count(x)` of those rows as `count(DISTINCT x)`. Where the distinct rows have
+/// more columns `y…` besides `g…` and one direct identifier `x`, those counts are taken
+/// per `g…, y…` and summed per `g…`.
 ///
 /// The inner query forms one group per value of `x`. At a node such a group counts one
 /// person when `x` is an identifier, so disclosure control holds every one of them back;
@@ -90,19 +95,22 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
     let rest: Vec<usize> = (0..inner.group_expr.len())
         .filter(|i| !kept.contains(i))
         .collect();
-    let ([value], true) = (rest.as_slice(), kept.len() == groups.len()) else {
+    let Some(value) = counted_column(inner, &rest) else {
         return Ok(None);
     };
+    if kept.len() != groups.len() {
+        return Ok(None);
+    }
     let counted = outer
         .aggr_expr
         .iter()
-        .map(|e| counted(e, |arg| source(arg) == Some(*value)))
+        .map(|e| counted(e, |arg| source(arg) == Some(value)))
         .collect::<Option<Vec<_>>>();
     let Some(counted) = counted else {
         return Ok(None);
     };
 
-    let x = inner.group_expr[*value].clone();
+    let x = inner.group_expr[value].clone();
     // A count of rows counts the NULL of `x` as one more row, which count(DISTINCT) skips.
     let null_counts =
         x.nullable(inner.input.schema())? && counted.iter().any(|c| matches!(c, Counted::Rows));
@@ -112,30 +120,75 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
     if null_counts {
         aggregates.push(bool_or(x.is_null()));
     }
-    let group_expr = groups.iter().map(|&i| inner.group_expr[i].clone());
+    let others: Vec<usize> = rest.iter().copied().filter(|&i| i != value).collect();
+    let group_expr = groups
+        .iter()
+        .chain(&others)
+        .map(|&i| inner.group_expr[i].clone());
     let counts = LogicalPlanBuilder::from(Arc::clone(&inner.input))
         .aggregate(group_expr, aggregates)?
         .build()?;
     let mut columns = counts.schema().columns().into_iter().map(Expr::Column);
     let keys: Vec<Expr> = columns.by_ref().take(groups.len()).collect();
+    let mut columns = columns.skip(others.len());
     let distinct = columns.next().expect("the distinct count");
     let with_null = match columns.next() {
         Some(any_null) => distinct.clone() + when(any_null, lit(1i64)).otherwise(lit(0i64))?,
         None => distinct.clone(),
     };
-    let values = keys.into_iter().chain(counted.into_iter().map(|c| match c {
+    let counts_of = counted.into_iter().map(|c| match c {
         Counted::Rows => with_null.clone(),
         Counted::Values => distinct.clone(),
-    }));
+    });
+    let (plan, values): (_, Vec<Expr>) = if others.is_empty() {
+        (counts, keys.into_iter().chain(counts_of).collect())
+    } else {
+        // Named as the outer counts, so that two counts alike stay two columns.
+        let names = outer.schema.fields().iter().skip(groups.len());
+        let sums = counts_of
+            .zip(names)
+            .map(|(c, field)| sum(c).alias(field.name()));
+        let sums = LogicalPlanBuilder::from(counts)
+            .aggregate(keys, sums)?
+            .build()?;
+        let mut columns = sums.schema().columns().into_iter().map(Expr::Column);
+        let mut values: Vec<Expr> = columns.by_ref().take(groups.len()).collect();
+        // Without groups, no rows at all count 0, where a sum of nothing is NULL.
+        values.extend(columns.map(|total| coalesce(vec![total, lit(0i64)])));
+        (sums, values)
+    };
     let fields = outer.schema.iter();
     let projection = values
+        .into_iter()
         .zip(fields)
         .map(|(value, (qualifier, field))| value.alias_qualified(qualifier.cloned(), field.name()));
     Ok(Some(
-        LogicalPlanBuilder::from(counts)
+        LogicalPlanBuilder::from(plan)
             .project(projection)?
             .build()?,
     ))
+}
+
+/// Which of `inner`'s group columns `rest` is counted distinct: the only one, or among
+/// several the one direct identifier, whose count nodes answer as tokens.
+fn counted_column(inner: &Aggregate, rest: &[usize]) -> Option<usize> {
+    if let [value] = rest {
+        return Some(*value);
+    }
+    let schema = inner.input.schema();
+    let mut identifiers = rest
+        .iter()
+        .copied()
+        .filter(|&i| match &inner.group_expr[i] {
+            Expr::Column(c) => schema
+                .field_from_column(c)
+                .is_ok_and(|f| column_class(f) == ColumnClass::Direct),
+            _ => false,
+        });
+    match (identifiers.next(), identifiers.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
+    }
 }
 
 /// What `expr` counts, if it is `count(literal)` or `count(x)` without DISTINCT, filter
@@ -189,12 +242,15 @@ fn distinct_rows(plan: &LogicalPlan) -> Option<(&Aggregate, Vec<Option<usize>>)>
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::{RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::execution::SessionStateBuilder;
     use datafusion::optimizer::Optimizer;
     use datafusion::prelude::SessionContext;
 
     use super::*;
     use crate::city::logical_rules;
+    use sunlight_domain::CLASS_METADATA_KEY;
 
     fn context(rules: Vec<Arc<dyn OptimizerRule + Send + Sync>>) -> SessionContext {
         let state = SessionStateBuilder::new()
@@ -212,6 +268,7 @@ mod tests {
         let (plain, ruled) = (context(Optimizer::new().rules), context(logical_rules()));
         for ctx in [&plain, &ruled] {
             ctx.sql(table).await.unwrap();
+            ctx.register_batch("u", persons()).unwrap();
         }
         let rewritten = [
             "SELECT count(*) FROM (SELECT DISTINCT x FROM t) s",
@@ -225,6 +282,12 @@ mod tests {
             "SELECT count(*) FROM (SELECT x, count(*) FROM t GROUP BY x)",
             "SELECT count(*) FROM (SELECT DISTINCT x + 1 FROM t)",
             "SELECT x, count(g) FROM (SELECT DISTINCT g, x FROM t) GROUP BY x",
+            // Besides the outer groups, one identifier and other columns.
+            "SELECT count(*) FROM (SELECT DISTINCT kind, person FROM u)",
+            "SELECT count(*), count(person) FROM (SELECT kind, area, person FROM u GROUP BY 1, 2, 3)",
+            "SELECT count(*), count(card) FROM (SELECT DISTINCT card, area, kind FROM u)",
+            "SELECT area, count(*) FROM (SELECT DISTINCT area, kind, person FROM u) GROUP BY area",
+            "SELECT count(*) FROM (SELECT DISTINCT kind, person FROM u WHERE area = 'none')",
         ];
         let left_alone = [
             "SELECT count(*) FROM (SELECT DISTINCT g, x FROM t)",
@@ -234,6 +297,10 @@ mod tests {
             "SELECT sum(x) FROM (SELECT DISTINCT x FROM t)",
             "SELECT x, count(x) FROM (SELECT DISTINCT g, x FROM t) GROUP BY x",
             "SELECT DISTINCT g FROM (SELECT DISTINCT g, x FROM t)",
+            "SELECT count(*) FROM (SELECT DISTINCT kind, area FROM u)",
+            "SELECT count(*) FROM (SELECT DISTINCT person, name, kind FROM u)",
+            "SELECT count(kind) FROM (SELECT DISTINCT kind, area, person FROM u)",
+            "SELECT count(*), count(area) FROM (SELECT DISTINCT person, area, kind FROM u)",
         ];
         for (sql, expected) in rewritten
             .iter()
@@ -257,5 +324,73 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    /// Persons of some kinds and areas, `person`, `name` and `card` marked as direct
+    /// identifiers; one person of no known kind, and one not known at all.
+    fn persons() -> RecordBatch {
+        let direct = |name: &str, nullable| {
+            Field::new(name, DataType::Utf8, nullable)
+                .with_metadata([(CLASS_METADATA_KEY.to_string(), "D".to_string())].into())
+        };
+        let schema = Schema::new(vec![
+            direct("person", true),
+            direct("name", true),
+            direct("card", false),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new("area", DataType::Utf8, false),
+        ]);
+        let column = |values: [Option<&str>; 7]| Arc::new(StringArray::from(values.to_vec())) as _;
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                column([
+                    Some("p1"),
+                    Some("p1"),
+                    Some("p2"),
+                    Some("p2"),
+                    Some("p3"),
+                    None,
+                    None,
+                ]),
+                column([
+                    Some("a"),
+                    Some("a"),
+                    Some("b"),
+                    Some("c"),
+                    Some("d"),
+                    None,
+                    None,
+                ]),
+                column([
+                    Some("1"),
+                    Some("1"),
+                    Some("2"),
+                    Some("3"),
+                    Some("3"),
+                    Some("4"),
+                    Some("5"),
+                ]),
+                column([
+                    Some("k"),
+                    Some("l"),
+                    Some("k"),
+                    Some("k"),
+                    None,
+                    Some("k"),
+                    Some("k"),
+                ]),
+                column([
+                    Some("n"),
+                    Some("s"),
+                    Some("n"),
+                    Some("s"),
+                    Some("n"),
+                    Some("n"),
+                    Some("s"),
+                ]),
+            ],
+        )
+        .unwrap()
     }
 }
