@@ -152,3 +152,5 @@ SELECT d.subsidy_type, count(*) FROM disbursements d WHERE d.subsidy_type <> ALL
 SELECT count(*) FROM (SELECT DISTINCT person_id, subsidy_type FROM disbursements)
 ;
 SELECT county_code, count(*), count(person_id) FROM (SELECT county_code, township, person_id FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1, 2, 3) t GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(DISTINCT (person_id, subsidy_type)) FROM disbursements WHERE amount > 100 GROUP BY 1 ORDER BY 1

@@ -9,7 +9,7 @@ use datafusion::common::ExprSchema;
 use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::functions_aggregate::expr_fn::{bool_or, count_distinct, sum};
+use datafusion::functions_aggregate::expr_fn::{bool_or, count, count_distinct, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, lit, when,
@@ -22,7 +22,8 @@ use sunlight_domain::{ColumnClass, column_class};
 /// `SELECT g…, count(DISTINCT x) + (1 if some x is NULL, else 0) FROM … GROUP BY g…`,
 /// and a `count(x)` of those rows as `count(DISTINCT x)`. Where the distinct rows have
 /// more columns `y…` besides `g…` and one direct identifier `x`, those counts are taken
-/// per `g…, y…` and summed per `g…`.
+/// per `g…, y…` and summed per `g…`. A count of distinct tuples, `count(DISTINCT (x, y…))`,
+/// is first read as the count of the distinct rows of its columns.
 ///
 /// The inner query forms one group per value of `x`. At a node such a group counts one
 /// person when `x` is an identifier, so disclosure control holds every one of them back;
@@ -50,11 +51,65 @@ impl OptimizerRule for CountDistinctRows {
         let LogicalPlan::Aggregate(outer) = &plan else {
             return Ok(Transformed::no(plan));
         };
-        match as_count_distinct(outer)? {
+        let rewritten = match tuples_as_rows(outer)? {
+            Some(rows) => Some(rows),
+            None => as_count_distinct(outer)?,
+        };
+        match rewritten {
             Some(rewritten) => Ok(Transformed::yes(rewritten)),
             None => Ok(Transformed::no(plan)),
         }
     }
+}
+
+/// `outer` as a count of distinct rows, if all it computes is a count of distinct tuples
+/// of columns, `count(DISTINCT (a, b, …))`: a tuple is never NULL, so each distinct row of
+/// those columns counts once. The count of rows becomes a `count(DISTINCT …)` in turn,
+/// where [`as_count_distinct`] can make it one.
+fn tuples_as_rows(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
+    let [expr] = outer.aggr_expr.as_slice() else {
+        return Ok(None);
+    };
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias() else {
+        return Ok(None);
+    };
+    let [Expr::ScalarFunction(tuple)] = params.args.as_slice() else {
+        return Ok(None);
+    };
+    let columns = |exprs: &[Expr]| exprs.iter().all(|e| matches!(e, Expr::Column(_)));
+    if func.name() != "count"
+        || !params.distinct
+        || params.filter.is_some()
+        || !params.order_by.is_empty()
+        || tuple.name() != "struct"
+        || !columns(&tuple.args)
+        || !columns(&outer.group_expr)
+    {
+        return Ok(None);
+    }
+    let mut keys = outer.group_expr.clone();
+    keys.extend(
+        tuple
+            .args
+            .iter()
+            .filter(|a| !outer.group_expr.contains(a))
+            .cloned(),
+    );
+    let rows = LogicalPlanBuilder::from(Arc::clone(&outer.input))
+        .aggregate(keys, Vec::<Expr>::new())?
+        .build()?;
+    let counting = LogicalPlanBuilder::from(rows)
+        .aggregate(outer.group_expr.clone(), [count(lit(1i64))])?
+        .build()?;
+    let LogicalPlan::Aggregate(counts) = &counting else {
+        unreachable!("built as an aggregate");
+    };
+    let plan = match as_count_distinct(counts)? {
+        Some(plan) => plan,
+        None => counting,
+    };
+    let values = plan.schema().columns().into_iter().map(Expr::Column);
+    Ok(Some(project_as(plan, values, outer)?))
 }
 
 /// What the outer aggregate counts of each distinct row.
@@ -157,16 +212,20 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
         values.extend(columns.map(|total| coalesce(vec![total, lit(0i64)])));
         (sums, values)
     };
-    let fields = outer.schema.iter();
+    Ok(Some(project_as(plan, values, outer)?))
+}
+
+/// `values` over `plan`, named as `outer`'s columns, which they stand for.
+fn project_as(
+    plan: LogicalPlan,
+    values: impl IntoIterator<Item = Expr>,
+    outer: &Aggregate,
+) -> Result<LogicalPlan> {
     let projection = values
         .into_iter()
-        .zip(fields)
+        .zip(outer.schema.iter())
         .map(|(value, (qualifier, field))| value.alias_qualified(qualifier.cloned(), field.name()));
-    Ok(Some(
-        LogicalPlanBuilder::from(plan)
-            .project(projection)?
-            .build()?,
-    ))
+    LogicalPlanBuilder::from(plan).project(projection)?.build()
 }
 
 /// Which of `inner`'s group columns `rest` is counted distinct: the only one, or among
@@ -244,6 +303,7 @@ fn distinct_rows(plan: &LogicalPlan) -> Option<(&Aggregate, Vec<Option<usize>>)>
 mod tests {
     use arrow::array::{RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::tree_node::TreeNode;
     use datafusion::execution::SessionStateBuilder;
     use datafusion::optimizer::Optimizer;
     use datafusion::prelude::SessionContext;
@@ -288,6 +348,9 @@ mod tests {
             "SELECT count(*), count(card) FROM (SELECT DISTINCT card, area, kind FROM u)",
             "SELECT area, count(*) FROM (SELECT DISTINCT area, kind, person FROM u) GROUP BY area",
             "SELECT count(*) FROM (SELECT DISTINCT kind, person FROM u WHERE area = 'none')",
+            // Distinct tuples are distinct rows.
+            "SELECT count(DISTINCT (person, kind)) AS n FROM u",
+            "SELECT kind, count(DISTINCT (kind, area, person)) FROM u GROUP BY kind",
         ];
         let left_alone = [
             "SELECT count(*) FROM (SELECT DISTINCT g, x FROM t)",
@@ -301,6 +364,10 @@ mod tests {
             "SELECT count(*) FROM (SELECT DISTINCT person, name, kind FROM u)",
             "SELECT count(kind) FROM (SELECT DISTINCT kind, area, person FROM u)",
             "SELECT count(*), count(area) FROM (SELECT DISTINCT person, area, kind FROM u)",
+            "SELECT count(DISTINCT (person, name)) FROM u",
+            "SELECT count(DISTINCT (kind, person)), count(*) FROM u",
+            // Counted as distinct rows, without an identifier to count distinct.
+            "SELECT count(DISTINCT (x, g)) FROM t",
         ];
         for (sql, expected) in rewritten
             .iter()
@@ -311,7 +378,7 @@ mod tests {
             let frame = ruled.sql(&sql).await.unwrap();
             let plan = frame.clone().into_optimized_plan().unwrap();
             let text = plan.display_indent().to_string();
-            assert_eq!(text.contains("count(DISTINCT"), expected, "{sql}\n{text}");
+            assert_eq!(counts_distinct_values(&plan), expected, "{sql}\n{text}");
             let answer = frame.collect().await.unwrap();
             let oracle = plain.sql(&sql).await.unwrap().collect().await.unwrap();
             assert_eq!(
@@ -324,6 +391,20 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    /// Whether `plan` counts the distinct values of a column.
+    fn counts_distinct_values(plan: &LogicalPlan) -> bool {
+        let of_a_column = |e: &Expr| match e.clone().unalias() {
+            Expr::AggregateFunction(f) => {
+                f.params.distinct && matches!(f.params.args.as_slice(), [Expr::Column(_)])
+            }
+            _ => false,
+        };
+        plan.exists(|p| {
+            Ok(matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.iter().any(of_a_column)))
+        })
+        .unwrap()
     }
 
     /// Persons of some kinds and areas, `person`, `name` and `card` marked as direct
