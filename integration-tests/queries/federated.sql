@@ -154,3 +154,7 @@ SELECT count(*) FROM (SELECT DISTINCT person_id, subsidy_type FROM disbursements
 SELECT county_code, count(*), count(person_id) FROM (SELECT county_code, township, person_id FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1, 2, 3) t GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(DISTINCT (person_id, subsidy_type)) FROM disbursements WHERE amount > 100 GROUP BY 1 ORDER BY 1
+;
+SELECT count(DISTINCT level), count(DISTINCT issued_on) FROM disability_certs WHERE revoked_on IS NULL
+;
+SELECT d.subsidy_type, count(DISTINCT p.birth_date), count(DISTINCT d.amount) FROM disbursements d JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code GROUP BY 1 ORDER BY 1

@@ -41,6 +41,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::distinct_rows::CountDistinctRows;
+use crate::distinct_text::CountDistinctAsText;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
@@ -730,8 +731,9 @@ impl SqlEngine for CityEngine {
 /// `= ANY` and `<> ALL` over a subquery read as the IN they are. An IN subquery that
 /// aggregates becomes a list the fragments carry, before it could become a join at the
 /// city. COUNT(DISTINCT) stays one aggregate, so that nodes send its state (tokens of the
-/// distinct values, counted there) rather than one group per identifier; and a count of
-/// distinct rows becomes one, once DISTINCT is an aggregate. Common subexpressions are
+/// distinct values, counted there) rather than one group per identifier; a count of
+/// distinct rows becomes one, once DISTINCT is an aggregate; and one of protected numbers
+/// or dates counts their texts, which nodes send as tokens. Common subexpressions are
 /// not made columns: the list a `NOT IN` reads in several places would become a column
 /// at the nodes, with a copy of the list in every row.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
@@ -751,6 +753,9 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
             .into_iter()
             .filter(|r| !LEFT_OUT.contains(&r.name())),
     )
-    .chain(std::iter::once(Arc::new(CountDistinctRows) as _))
+    .chain([
+        Arc::new(CountDistinctRows) as _,
+        Arc::new(CountDistinctAsText) as _,
+    ])
     .collect()
 }

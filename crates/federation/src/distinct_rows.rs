@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::common::ExprSchema;
 use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
 use datafusion::functions::expr_fn::coalesce;
@@ -16,7 +15,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use sunlight_domain::{ColumnClass, column_class};
+use sunlight_domain::ColumnClass;
+
+use crate::class::class_of;
 
 /// Rewrites `SELECT g…, count(*) FROM (SELECT DISTINCT g…, x FROM …) GROUP BY g…` as
 /// `SELECT g…, count(DISTINCT x) + (1 if some x is NULL, else 0) FROM … GROUP BY g…`,
@@ -238,12 +239,7 @@ fn counted_column(inner: &Aggregate, rest: &[usize]) -> Option<usize> {
     let mut identifiers = rest
         .iter()
         .copied()
-        .filter(|&i| match &inner.group_expr[i] {
-            Expr::Column(c) => schema
-                .field_from_column(c)
-                .is_ok_and(|f| column_class(f) == ColumnClass::Direct),
-            _ => false,
-        });
+        .filter(|&i| class_of(&inner.group_expr[i], schema) == Some(ColumnClass::Direct));
     match (identifiers.next(), identifiers.next()) {
         (Some(value), None) => Some(value),
         _ => None,
@@ -300,9 +296,11 @@ fn distinct_rows(plan: &LogicalPlan) -> Option<(&Aggregate, Vec<Option<usize>>)>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use arrow::array::{RecordBatch, StringArray};
+    use arrow::compute::cast;
     use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::pretty::pretty_format_batches;
     use datafusion::common::tree_node::TreeNode;
     use datafusion::execution::SessionStateBuilder;
     use datafusion::optimizer::Optimizer;
@@ -312,24 +310,49 @@ mod tests {
     use crate::city::logical_rules;
     use sunlight_domain::CLASS_METADATA_KEY;
 
-    fn context(rules: Vec<Arc<dyn OptimizerRule + Send + Sync>>) -> SessionContext {
-        let state = SessionStateBuilder::new()
-            .with_default_features()
-            .with_optimizer_rules(rules)
-            .build();
-        SessionContext::new_with_state(state)
-    }
-
-    #[tokio::test]
-    async fn counting_distinct_rows_answers_as_the_rows_would() {
+    /// Two contexts over the tables `t` and `u` (see [`persons`]): one that plans with
+    /// DataFusion's rules, the oracle, and one with the city's.
+    pub(crate) async fn contexts() -> (SessionContext, SessionContext) {
         let table = "CREATE TABLE t(g VARCHAR, x INT, y INT NOT NULL) AS VALUES \
             ('a', 1, 1), ('a', 1, 2), ('a', NULL, 3), ('a', 2, 3), ('b', NULL, 4), \
             ('b', NULL, 4), (NULL, 5, 5), (NULL, 5, 5), (NULL, 6, 6)";
+        let context = |rules| {
+            let state = SessionStateBuilder::new()
+                .with_default_features()
+                .with_optimizer_rules(rules)
+                .build();
+            SessionContext::new_with_state(state)
+        };
         let (plain, ruled) = (context(Optimizer::new().rules), context(logical_rules()));
         for ctx in [&plain, &ruled] {
             ctx.sql(table).await.unwrap();
             ctx.register_batch("u", persons()).unwrap();
         }
+        (plain, ruled)
+    }
+
+    /// The city's optimized plan of `sql`, once its answer is found to be the oracle's,
+    /// column names included.
+    pub(crate) async fn answered_alike(
+        (plain, ruled): &(SessionContext, SessionContext),
+        sql: &str,
+    ) -> LogicalPlan {
+        let frame = ruled.sql(sql).await.unwrap();
+        let plan = frame.clone().into_optimized_plan().unwrap();
+        let answer = frame.collect().await.unwrap();
+        let oracle = plain.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(
+            pretty_format_batches(&answer).unwrap().to_string(),
+            pretty_format_batches(&oracle).unwrap().to_string(),
+            "{sql}\n{}",
+            plan.display_indent()
+        );
+        plan
+    }
+
+    #[tokio::test]
+    async fn counting_distinct_rows_answers_as_the_rows_would() {
+        let contexts = contexts().await;
         let rewritten = [
             "SELECT count(*) FROM (SELECT DISTINCT x FROM t) s",
             "SELECT count(*) AS n, count(x) AS m FROM (SELECT DISTINCT x FROM t)",
@@ -375,21 +398,9 @@ mod tests {
             .chain(left_alone.iter().map(|s| (s, false)))
         {
             let sql = format!("{sql} ORDER BY 1 NULLS FIRST");
-            let frame = ruled.sql(&sql).await.unwrap();
-            let plan = frame.clone().into_optimized_plan().unwrap();
-            let text = plan.display_indent().to_string();
+            let plan = answered_alike(&contexts, &sql).await;
+            let text = plan.display_indent();
             assert_eq!(counts_distinct_values(&plan), expected, "{sql}\n{text}");
-            let answer = frame.collect().await.unwrap();
-            let oracle = plain.sql(&sql).await.unwrap().collect().await.unwrap();
-            assert_eq!(
-                arrow::util::pretty::pretty_format_batches(&answer)
-                    .unwrap()
-                    .to_string(),
-                arrow::util::pretty::pretty_format_batches(&oracle)
-                    .unwrap()
-                    .to_string(),
-                "{sql}"
-            );
         }
     }
 
@@ -407,71 +418,31 @@ mod tests {
         .unwrap()
     }
 
-    /// Persons of some kinds and areas, `person`, `name` and `card` marked as direct
-    /// identifiers; one person of no known kind, and one not known at all.
+    /// Persons of some kinds and areas, with the class of each column: `person`, `name`
+    /// and `card` are direct identifiers, `level` and `born` quasi-identifiers. One person
+    /// is of no known kind, and one not known at all.
     fn persons() -> RecordBatch {
-        let direct = |name: &str, nullable| {
-            Field::new(name, DataType::Utf8, nullable)
-                .with_metadata([(CLASS_METADATA_KEY.to_string(), "D".to_string())].into())
-        };
-        let schema = Schema::new(vec![
-            direct("person", true),
-            direct("name", true),
-            direct("card", false),
-            Field::new("kind", DataType::Utf8, true),
-            Field::new("area", DataType::Utf8, false),
-        ]);
-        let column = |values: [Option<&str>; 7]| Arc::new(StringArray::from(values.to_vec())) as _;
-        RecordBatch::try_new(
-            Arc::new(schema),
-            vec![
-                column([
-                    Some("p1"),
-                    Some("p1"),
-                    Some("p2"),
-                    Some("p2"),
-                    Some("p3"),
-                    None,
-                    None,
-                ]),
-                column([
-                    Some("a"),
-                    Some("a"),
-                    Some("b"),
-                    Some("c"),
-                    Some("d"),
-                    None,
-                    None,
-                ]),
-                column([
-                    Some("1"),
-                    Some("1"),
-                    Some("2"),
-                    Some("3"),
-                    Some("3"),
-                    Some("4"),
-                    Some("5"),
-                ]),
-                column([
-                    Some("k"),
-                    Some("l"),
-                    Some("k"),
-                    Some("k"),
-                    None,
-                    Some("k"),
-                    Some("k"),
-                ]),
-                column([
-                    Some("n"),
-                    Some("s"),
-                    Some("n"),
-                    Some("s"),
-                    Some("n"),
-                    Some("n"),
-                    Some("s"),
-                ]),
-            ],
-        )
-        .unwrap()
+        let born = "1940-01-02 1940-01-02 1950-03-04 - 1960-05-06 1950-03-04 1970-01-01";
+        let columns = [
+            ("person", "D", DataType::Utf8, "p1 p1 p2 p2 p3 - -"),
+            ("name", "D", DataType::Utf8, "a a b c d - -"),
+            ("card", "D", DataType::Utf8, "1 1 2 3 3 4 5"),
+            ("kind", "P", DataType::Utf8, "k l k k - k k"),
+            ("area", "P", DataType::Utf8, "n s n s n n s"),
+            ("level", "Q", DataType::Int32, "1 1 2 - 4 2 1"),
+            ("born", "Q", DataType::Date32, born),
+        ];
+        let (fields, arrays): (Vec<_>, Vec<_>) = columns
+            .into_iter()
+            .map(|(name, class, data_type, values)| {
+                let text: StringArray =
+                    values.split(' ').map(|v| (v != "-").then_some(v)).collect();
+                let array = cast(&text, &data_type).unwrap();
+                let field = Field::new(name, data_type, array.null_count() > 0)
+                    .with_metadata([(CLASS_METADATA_KEY.to_string(), class.to_string())].into());
+                (field, array)
+            })
+            .unzip();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
     }
 }

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, ExprSchema};
 use datafusion::error::Result;
 use datafusion::functions_aggregate::expr_fn::array_agg;
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality};
@@ -15,7 +15,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use sunlight_domain::{ColumnClass, column_class};
+use sunlight_domain::ColumnClass;
+
+use crate::class::class_of;
 
 /// The name of the list an IN subquery becomes. It is formed at the city: nodes send
 /// no lists of values.
@@ -164,12 +166,7 @@ fn as_lists(condition: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
 /// Whether `expr` is an identifier column: identifiers meet other nodes' rows by linkage,
 /// and leave a node only as tokens, which a list of the city's could not match.
 fn identifier(expr: &Expr, schema: &DFSchema) -> bool {
-    let Expr::Column(column) = expr else {
-        return false;
-    };
-    schema
-        .field_from_column(column)
-        .is_ok_and(|f| column_class(f) == ColumnClass::Direct)
+    class_of(expr, schema) == Some(ColumnClass::Direct)
 }
 
 /// Whether `subquery` aggregates and refers to no column outside it.

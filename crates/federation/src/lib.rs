@@ -5,8 +5,10 @@
 #![warn(missing_docs)]
 
 mod city;
+mod class;
 mod control;
 mod distinct_rows;
+mod distinct_text;
 mod error;
 mod fragment_exec;
 mod in_subquery;

@@ -209,7 +209,8 @@ impl Egress {
                     Rule::QuasiIdentifier,
                     format!(
                         "column {} would carry the raw values of a distinct aggregate over a \
-                         non-text column; count distinct values of text columns only",
+                         non-text column, its partial state; group by county_code, so that \
+                         each node computes it whole",
                         field.name()
                     ),
                 ));

@@ -126,6 +126,10 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
         ),
         ("SELECT birth_date FROM persons", "quasi-identifier"),
         (
+            "SELECT sum(DISTINCT amount) FROM disbursements",
+            "quasi-identifier",
+        ),
+        (
             "SELECT length(name), count(*) FROM persons GROUP BY 1",
             "direct-identifier",
         ),
