@@ -158,3 +158,5 @@ SELECT county_code, count(DISTINCT (person_id, subsidy_type)) FROM disbursements
 SELECT count(DISTINCT level), count(DISTINCT issued_on) FROM disability_certs WHERE revoked_on IS NULL
 ;
 SELECT d.subsidy_type, count(DISTINCT p.birth_date), count(DISTINCT d.amount) FROM disbursements d JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code GROUP BY 1 ORDER BY 1
+;
+SELECT count(*) FROM (SELECT county_code, person_id FROM disbursements GROUP BY 1, 2 HAVING count(DISTINCT subsidy_type) > 1) t

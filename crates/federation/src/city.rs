@@ -476,7 +476,9 @@ async fn answer(prepared: Prepared) -> Result<(Arc<dyn ExecutionPlan>, Answered)
         if groups_by_identifier(&prepared.plan)? {
             refusal.message.push_str(
                 ". The nodes group by an identifier, so that each group is one person: \
-                 count persons with count(DISTINCT …), or find persons paid in several \
+                 count persons with count(DISTINCT …); to count persons by what each county \
+                 paid them, group by county_code as well (GROUP BY county_code, person_id), \
+                 so that each node counts its own; or find persons paid in several \
                  counties with `sunlight linkage run`",
             );
         }

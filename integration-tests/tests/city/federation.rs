@@ -377,8 +377,13 @@ async fn bad_queries_at_the_city_get_clear_errors() {
         (
             "SELECT count(*) FROM (SELECT person_id FROM disbursements GROUP BY person_id \
              HAVING count(DISTINCT county_code) > 1) t",
-            "each group is one person: count persons with count(DISTINCT …), or find persons \
-             paid in several counties with `sunlight linkage run`",
+            "each group is one person: count persons with count(DISTINCT …); to count \
+             persons by what each county paid them, group by county_code as well",
+        ),
+        (
+            "SELECT count(*) FROM (SELECT person_id FROM disbursements GROUP BY person_id \
+             HAVING count(DISTINCT subsidy_type) > 1) t",
+            "or find persons paid in several counties with `sunlight linkage run`",
         ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
