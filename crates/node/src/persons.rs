@@ -119,6 +119,20 @@ impl PersonIndex {
     }
 }
 
+/// Numbers the persons of each of `node`'s tables that has them, ahead of the first
+/// query that counts them, which would otherwise wait for it. A table that fails here is
+/// numbered again by that query, which reports the failure.
+pub async fn number_persons(node: Arc<Node>) {
+    let with_persons = Table::ALL
+        .into_iter()
+        .filter(|t| t.schema().index_of(PERSON).is_ok());
+    for table in with_persons {
+        if let Err(e) = node.persons_of(table).await {
+            tracing::debug!(table = table.name(), error = %e, "persons not numbered ahead");
+        }
+    }
+}
+
 /// A scan of `file` of `table` reading the columns `projection`, followed by each row's
 /// number in the file.
 async fn file_scan(

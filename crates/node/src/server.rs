@@ -18,6 +18,7 @@ use crate::config::NodeConfig;
 use crate::describe::NodeControl;
 use crate::models::ModelRunner;
 use crate::node::{Node, Privacy};
+use crate::persons::number_persons;
 use crate::{Error, Result};
 
 /// Largest model step message, either way: a county's linkage tokens, 16 bytes a row.
@@ -124,5 +125,6 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
         })?;
     let addr = server.addr();
     tracing::info!(node = %code, %addr, "serving Flight SQL");
+    tokio::spawn(number_persons(node.clone()));
     Ok(RunningNode { addr, node, server })
 }
