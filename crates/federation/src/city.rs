@@ -39,6 +39,7 @@ use tokio::sync::RwLock;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::by_county::SingleDistinctByCounty;
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::distinct_rows::CountDistinctRows;
 use crate::distinct_text::CountDistinctAsText;
@@ -732,9 +733,10 @@ impl SqlEngine for CityEngine {
 ///
 /// `= ANY` and `<> ALL` over a subquery read as the IN they are. An IN subquery that
 /// aggregates becomes a list the fragments carry, before it could become a join at the
-/// city. COUNT(DISTINCT) stays one aggregate, so that nodes send its state (tokens of the
-/// distinct values, counted there) rather than one group per identifier; a count of
-/// distinct rows becomes one, once DISTINCT is an aggregate; and one of protected numbers
+/// city. COUNT(DISTINCT) across counties stays one aggregate, so that nodes send its
+/// state (tokens of the distinct values, counted there) rather than one group per
+/// identifier; by county, it runs whole in the nodes as DataFusion plans it. A count of
+/// distinct rows across counties becomes one, once DISTINCT is an aggregate; and one of protected numbers
 /// or dates counts their texts, which nodes send as tokens. Common subexpressions are
 /// not made columns: the list a `NOT IN` reads in several places would become a column
 /// at the nodes, with a copy of the list in every row.
@@ -757,6 +759,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     )
     .chain([
         Arc::new(CountDistinctRows) as _,
+        Arc::new(SingleDistinctByCounty) as _,
         Arc::new(CountDistinctAsText) as _,
     ])
     .collect()

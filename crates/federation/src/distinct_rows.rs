@@ -17,6 +17,7 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::ColumnClass;
 
+use crate::by_county::by_county;
 use crate::class::class_of;
 
 /// Rewrites `SELECT g…, count(*) FROM (SELECT DISTINCT g…, x FROM …) GROUP BY g…` as
@@ -124,7 +125,8 @@ enum Counted {
 /// `outer` as a count of distinct values, if it counts the rows of a grouping without
 /// aggregates that has exactly one column besides its own groups.
 fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
-    if outer.aggr_expr.is_empty() {
+    // By county, both groupings run whole in each node.
+    if outer.aggr_expr.is_empty() || by_county(outer) {
         return Ok(None);
     }
     let Some((inner, sources)) = distinct_rows(&outer.input) else {
@@ -310,12 +312,15 @@ pub(crate) mod tests {
     use crate::city::logical_rules;
     use sunlight_domain::CLASS_METADATA_KEY;
 
-    /// Two contexts over the tables `t` and `u` (see [`persons`]): one that plans with
-    /// DataFusion's rules, the oracle, and one with the city's.
+    /// Two contexts over the tables `t`, `c` (by county) and `u` (see [`persons`]): one
+    /// that plans with DataFusion's rules, the oracle, and one with the city's.
     pub(crate) async fn contexts() -> (SessionContext, SessionContext) {
-        let table = "CREATE TABLE t(g VARCHAR, x INT, y INT NOT NULL) AS VALUES \
+        let t = "CREATE TABLE t(g VARCHAR, x INT, y INT NOT NULL) AS VALUES \
             ('a', 1, 1), ('a', 1, 2), ('a', NULL, 3), ('a', 2, 3), ('b', NULL, 4), \
             ('b', NULL, 4), (NULL, 5, 5), (NULL, 5, 5), (NULL, 6, 6)";
+        let c = "CREATE TABLE c(county_code VARCHAR NOT NULL, person VARCHAR, kind VARCHAR) \
+            AS VALUES ('1', 'p', 'k'), ('1', 'p', 'l'), ('1', 'q', 'k'), ('1', 'q', NULL), \
+            ('2', 'p', 'k'), ('2', 'r', 'k'), ('2', 'r', 'l'), ('2', NULL, 'm')";
         let context = |rules| {
             let state = SessionStateBuilder::new()
                 .with_default_features()
@@ -325,7 +330,8 @@ pub(crate) mod tests {
         };
         let (plain, ruled) = (context(Optimizer::new().rules), context(logical_rules()));
         for ctx in [&plain, &ruled] {
-            ctx.sql(table).await.unwrap();
+            ctx.sql(t).await.unwrap();
+            ctx.sql(c).await.unwrap();
             ctx.register_batch("u", persons()).unwrap();
         }
         (plain, ruled)
@@ -405,7 +411,7 @@ pub(crate) mod tests {
     }
 
     /// Whether `plan` counts the distinct values of a column.
-    fn counts_distinct_values(plan: &LogicalPlan) -> bool {
+    pub(crate) fn counts_distinct_values(plan: &LogicalPlan) -> bool {
         let of_a_column = |e: &Expr| match e.clone().unalias() {
             Expr::AggregateFunction(f) => {
                 f.params.distinct && matches!(f.params.args.as_slice(), [Expr::Column(_)])
