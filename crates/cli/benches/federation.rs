@@ -143,7 +143,7 @@ async fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
     let dir = common::bench_city();
-    let local = LocalCity::start(&dir, 1).await.expect("city starts");
+    let local = started(&dir, 1).await;
     let city = &local.replicas[0];
     let central = central_context(&dir);
 
@@ -218,9 +218,19 @@ async fn main() {
     );
     // Three replicas commit each query's audit record through raft before answering.
     drop(local);
-    let replicated = LocalCity::start(&dir, 3).await.expect("city starts");
+    let replicated = started(&dir, 3).await;
     let (p50, p99) = trivial_latency(&replicated.replicas[0].addr.to_string()).await;
     println!("the same with three coordinator replicas: p50 {p50:.2} ms, p99 {p99:.2} ms");
+}
+
+/// The city of `dir` with `replicas` coordinator replicas, once its nodes have numbered
+/// their persons, which they do as they start: the figures are of nodes at work.
+async fn started(dir: &std::path::Path, replicas: u64) -> LocalCity {
+    let city = LocalCity::start(dir, replicas).await.expect("city starts");
+    for node in &city.nodes {
+        node.persons_numbered().await;
+    }
+    city
 }
 
 /// The p50 and p99 in milliseconds of 200 runs of the trivial query at `addr`, through

@@ -7,13 +7,17 @@ use datafusion::logical_expr::{Aggregate, Expr, JoinType, LogicalPlan};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::single_distinct_to_groupby::SingleDistinctToGroupBy;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use sunlight_domain::ColumnClass;
+
+use crate::class::class_of;
 
 /// DataFusion's rewrite of an aggregate over one DISTINCT argument, `count(DISTINCT x)`,
-/// as a count over the groups of `x`, for aggregates by `county_code` only.
+/// as a count over the groups of `x`, for aggregates by `county_code` and a person.
 ///
-/// Those run whole in each node, where grouping by `x` is far cheaper than a set of
-/// distinct values in every group, such as one set per person. Across counties the
-/// count stays one aggregate, whose state nodes send as tokens.
+/// Those run whole in each node, one group per person, where grouping by `x` as well is
+/// far cheaper than a small set of distinct values in every group. Over few groups the
+/// sets are the cheaper. Across counties the count stays one aggregate, whose state
+/// nodes send as tokens.
 #[derive(Debug, Default)]
 pub struct SingleDistinctByCounty;
 
@@ -32,7 +36,7 @@ impl OptimizerRule for SingleDistinctByCounty {
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
         match &plan {
-            LogicalPlan::Aggregate(aggregate) if by_county(aggregate) => {
+            LogicalPlan::Aggregate(aggregate) if by_county(aggregate) && by_person(aggregate) => {
                 SingleDistinctToGroupBy::new().rewrite(plan, config)
             }
             _ => Ok(Transformed::no(plan)),
@@ -45,6 +49,15 @@ pub(crate) fn by_county(aggregate: &Aggregate) -> bool {
     aggregate.group_expr.iter().any(|e| {
         column_index(&aggregate.input, e).is_some_and(|i| county_code(&aggregate.input, i))
     })
+}
+
+/// Whether `aggregate` groups by an identifier, among other keys.
+fn by_person(aggregate: &Aggregate) -> bool {
+    let schema = aggregate.input.schema();
+    aggregate
+        .group_expr
+        .iter()
+        .any(|e| class_of(e, schema) == Some(ColumnClass::Direct))
 }
 
 /// Whether column `index` of `plan` is a node table's `county_code`, passed on unchanged
@@ -101,20 +114,22 @@ mod tests {
     use crate::distinct_rows::tests::{answered_alike, contexts, counts_distinct_values};
 
     #[tokio::test]
-    async fn distinct_values_by_county_are_counted_over_their_groups() {
+    async fn distinct_values_by_county_and_person_are_counted_over_their_groups() {
         let contexts = contexts().await;
         let by_county = [
-            "SELECT county_code, count(DISTINCT kind) FROM c GROUP BY 1",
-            "SELECT k.county_code, kind, count(DISTINCT person) AS n FROM c k GROUP BY 1, 2",
-            "SELECT count(*) FROM (SELECT county_code, person FROM c GROUP BY 1, 2 \
+            "SELECT county_code, person, count(DISTINCT kind) FROM c GROUP BY 1, 2",
+            "SELECT count(*) FROM (SELECT k.county_code, person FROM c k GROUP BY 1, 2 \
              HAVING count(DISTINCT kind) > 1)",
             "SELECT county_code, count(DISTINCT (person, kind)) FROM c GROUP BY 1",
             // Distinct rows by county are counted as rows.
             "SELECT county_code, count(*) FROM (SELECT DISTINCT county_code, person FROM c) \
              GROUP BY 1",
         ];
+        // Across counties, or by county over few groups, distinct values are counted.
         let across_counties = [
             "SELECT kind, count(DISTINCT person) FROM c GROUP BY 1",
+            "SELECT county_code, count(DISTINCT kind) FROM c GROUP BY 1",
+            "SELECT county_code, kind, count(DISTINCT person) AS n FROM c GROUP BY 1, 2",
             "SELECT county_code, count(DISTINCT kind) FROM (SELECT 'x' AS county_code, kind \
              FROM c) GROUP BY 1",
             "SELECT count(*) FROM (SELECT DISTINCT person FROM c)",

@@ -312,15 +312,12 @@ pub(crate) mod tests {
     use crate::city::logical_rules;
     use sunlight_domain::CLASS_METADATA_KEY;
 
-    /// Two contexts over the tables `t`, `c` (by county) and `u` (see [`persons`]): one
-    /// that plans with DataFusion's rules, the oracle, and one with the city's.
+    /// Two contexts over the tables `t`, `c` (see [`payments`]) and `u` (see [`persons`]):
+    /// one that plans with DataFusion's rules, the oracle, and one with the city's.
     pub(crate) async fn contexts() -> (SessionContext, SessionContext) {
         let t = "CREATE TABLE t(g VARCHAR, x INT, y INT NOT NULL) AS VALUES \
             ('a', 1, 1), ('a', 1, 2), ('a', NULL, 3), ('a', 2, 3), ('b', NULL, 4), \
             ('b', NULL, 4), (NULL, 5, 5), (NULL, 5, 5), (NULL, 6, 6)";
-        let c = "CREATE TABLE c(county_code VARCHAR NOT NULL, person VARCHAR, kind VARCHAR) \
-            AS VALUES ('1', 'p', 'k'), ('1', 'p', 'l'), ('1', 'q', 'k'), ('1', 'q', NULL), \
-            ('2', 'p', 'k'), ('2', 'r', 'k'), ('2', 'r', 'l'), ('2', NULL, 'm')";
         let context = |rules| {
             let state = SessionStateBuilder::new()
                 .with_default_features()
@@ -331,7 +328,7 @@ pub(crate) mod tests {
         let (plain, ruled) = (context(Optimizer::new().rules), context(logical_rules()));
         for ctx in [&plain, &ruled] {
             ctx.sql(t).await.unwrap();
-            ctx.sql(c).await.unwrap();
+            ctx.register_batch("c", payments()).unwrap();
             ctx.register_batch("u", persons()).unwrap();
         }
         (plain, ruled)
@@ -429,7 +426,7 @@ pub(crate) mod tests {
     /// is of no known kind, and one not known at all.
     fn persons() -> RecordBatch {
         let born = "1940-01-02 1940-01-02 1950-03-04 - 1960-05-06 1950-03-04 1970-01-01";
-        let columns = [
+        classed(&[
             ("person", "D", DataType::Utf8, "p1 p1 p2 p2 p3 - -"),
             ("name", "D", DataType::Utf8, "a a b c d - -"),
             ("card", "D", DataType::Utf8, "1 1 2 3 3 4 5"),
@@ -437,14 +434,28 @@ pub(crate) mod tests {
             ("area", "P", DataType::Utf8, "n s n s n n s"),
             ("level", "Q", DataType::Int32, "1 1 2 - 4 2 1"),
             ("born", "Q", DataType::Date32, born),
-        ];
+        ])
+    }
+
+    /// Payments of some kinds to persons by county, `person` a direct identifier.
+    fn payments() -> RecordBatch {
+        classed(&[
+            ("county_code", "P", DataType::Utf8, "1 1 1 1 2 2 2 2"),
+            ("person", "D", DataType::Utf8, "p p q q p r r -"),
+            ("kind", "P", DataType::Utf8, "k l k - k k l m"),
+        ])
+    }
+
+    /// A batch of `columns`, each a name, a class, a type and its values as text, split
+    /// by spaces, `-` for NULL.
+    fn classed(columns: &[(&str, &str, DataType, &str)]) -> RecordBatch {
         let (fields, arrays): (Vec<_>, Vec<_>) = columns
-            .into_iter()
+            .iter()
             .map(|(name, class, data_type, values)| {
                 let text: StringArray =
                     values.split(' ').map(|v| (v != "-").then_some(v)).collect();
-                let array = cast(&text, &data_type).unwrap();
-                let field = Field::new(name, data_type, array.null_count() > 0)
+                let array = cast(&text, data_type).unwrap();
+                let field = Field::new(*name, data_type.clone(), array.null_count() > 0)
                     .with_metadata([(CLASS_METADATA_KEY.to_string(), class.to_string())].into());
                 (field, array)
             })

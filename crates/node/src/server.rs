@@ -34,6 +34,12 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// Waits until the node has numbered the persons of its tables, which it starts
+    /// doing in the background as it starts serving.
+    pub async fn persons_numbered(&self) {
+        number_persons(self.node.clone()).await;
+    }
+
     /// Stops accepting calls, lets calls in flight finish and waits for the server.
     pub async fn stop(self) -> Result<()> {
         let addr = self.addr.to_string();
