@@ -12,7 +12,8 @@ use sunlight_domain::ColumnClass;
 use crate::class::class_of;
 
 /// DataFusion's rewrite of an aggregate over one DISTINCT argument, `count(DISTINCT x)`,
-/// as a count over the groups of `x`, for aggregates by `county_code` and a person.
+/// as a count over the groups of `x`, for aggregates by `county_code` and a person that
+/// compute nothing else.
 ///
 /// Those run whole in each node, one group per person, where grouping by `x` as well is
 /// far cheaper than a small set of distinct values in every group. Over few groups the
@@ -36,7 +37,9 @@ impl OptimizerRule for SingleDistinctByCounty {
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
         match &plan {
-            LogicalPlan::Aggregate(aggregate) if by_county(aggregate) && by_person(aggregate) => {
+            LogicalPlan::Aggregate(aggregate)
+                if by_county(aggregate) && by_person(aggregate) && only_distinct(aggregate) =>
+            {
                 SingleDistinctToGroupBy::new().rewrite(plan, config)
             }
             _ => Ok(Transformed::no(plan)),
@@ -49,6 +52,16 @@ pub(crate) fn by_county(aggregate: &Aggregate) -> bool {
     aggregate.group_expr.iter().any(|e| {
         column_index(&aggregate.input, e).is_some_and(|i| county_code(&aggregate.input, i))
     })
+}
+
+/// Whether all `aggregate` computes is over distinct values. DataFusion's rewrite turns
+/// other aggregates into two, which for a sum of decimals changes its type under the
+/// operators above it.
+fn only_distinct(aggregate: &Aggregate) -> bool {
+    aggregate
+        .aggr_expr
+        .iter()
+        .all(|e| matches!(e, Expr::AggregateFunction(f) if f.params.distinct))
 }
 
 /// Whether `aggregate` groups by an identifier, among other keys.
@@ -125,11 +138,13 @@ mod tests {
             "SELECT county_code, count(*) FROM (SELECT DISTINCT county_code, person FROM c) \
              GROUP BY 1",
         ];
-        // Across counties, or by county over few groups, distinct values are counted.
+        // Across counties, by county over few groups, or beside other aggregates, distinct
+        // values are counted.
         let across_counties = [
             "SELECT kind, count(DISTINCT person) FROM c GROUP BY 1",
             "SELECT county_code, count(DISTINCT kind) FROM c GROUP BY 1",
             "SELECT county_code, kind, count(DISTINCT person) AS n FROM c GROUP BY 1, 2",
+            "SELECT county_code, person, count(DISTINCT kind), count(*) FROM c GROUP BY 1, 2",
             "SELECT county_code, count(DISTINCT kind) FROM (SELECT 'x' AS county_code, kind \
              FROM c) GROUP BY 1",
             "SELECT count(*) FROM (SELECT DISTINCT person FROM c)",
