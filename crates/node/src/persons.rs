@@ -78,6 +78,8 @@ impl PersonIndex {
         let person = table.schema().index_of(PERSON)?;
         let scan = file_scan(node, node.state(), table, file, &[person], None).await?;
         let mut batches = execute_stream(scan, node.task())?;
+        // Four bytes a row while the file is read: the growing vector is the most memory
+        // numbering takes.
         let mut numbers = Vec::new();
         while let Some(batch) = batches.next().await {
             let batch = batch?;
@@ -87,12 +89,15 @@ impl PersonIndex {
             for (&row, person) in rows.values().iter().zip(persons) {
                 let row = row as usize;
                 if row >= numbers.len() {
-                    numbers.resize(row + 1, None);
+                    numbers.resize(row + 1, NO_PERSON);
                 }
-                numbers[row] = (person != NO_PERSON).then_some(u64::from(person));
+                numbers[row] = person;
             }
         }
-        Ok(UInt64Array::from(numbers))
+        Ok(numbers
+            .into_iter()
+            .map(|n| (n != NO_PERSON).then_some(u64::from(n)))
+            .collect())
     }
 
     /// The rows and distinct persons of `table` as a whole. The node's files do not
