@@ -38,7 +38,7 @@ impl OptimizerRule for SingleDistinctByCounty {
     ) -> Result<Transformed<LogicalPlan>> {
         match &plan {
             LogicalPlan::Aggregate(aggregate)
-                if by_county(aggregate) && by_person(aggregate) && only_distinct(aggregate) =>
+                if only_distinct(aggregate) && by_person(aggregate) && by_county(aggregate) =>
             {
                 SingleDistinctToGroupBy::new().rewrite(plan, config)
             }
@@ -115,7 +115,7 @@ fn county_code(plan: &LogicalPlan, index: usize) -> bool {
 }
 
 /// The index in `plan`'s output of the column `expr` is, through an alias.
-fn column_index(plan: &LogicalPlan, expr: &Expr) -> Option<usize> {
+pub(crate) fn column_index(plan: &LogicalPlan, expr: &Expr) -> Option<usize> {
     match expr.clone().unalias() {
         Expr::Column(c) => plan.schema().index_of_column(&c).ok(),
         _ => None,

@@ -735,11 +735,11 @@ impl SqlEngine for CityEngine {
 /// aggregates becomes a list the fragments carry, before it could become a join at the
 /// city. COUNT(DISTINCT) across counties stays one aggregate, so that nodes send its
 /// state (tokens of the distinct values, counted there) rather than one group per
-/// identifier; by county and person, it runs whole in the nodes as DataFusion plans it. A count of
-/// distinct rows across counties becomes one, once DISTINCT is an aggregate; and one of protected numbers
-/// or dates counts their texts, which nodes send as tokens. Common subexpressions are
-/// not made columns: the list a `NOT IN` reads in several places would become a column
-/// at the nodes, with a copy of the list in every row.
+/// identifier; by county and person, it runs whole in the nodes as DataFusion plans it.
+/// A count of distinct rows across counties becomes one, once DISTINCT is an aggregate;
+/// and one of protected numbers or dates counts their texts, which nodes send as tokens.
+/// Common subexpressions are not made columns: the list a `NOT IN` reads in several
+/// places would become a column at the nodes, with a copy of the list in every row.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     // Each would undo one of the rewrites above.
     const LEFT_OUT: [&str; 2] = [

@@ -17,7 +17,7 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::ColumnClass;
 
-use crate::by_county::by_county;
+use crate::by_county::{by_county, column_index};
 use crate::class::class_of;
 
 /// Rewrites `SELECT g…, count(*) FROM (SELECT DISTINCT g…, x FROM …) GROUP BY g…` as
@@ -285,11 +285,7 @@ fn distinct_rows(plan: &LogicalPlan) -> Option<(&Aggregate, Vec<Option<usize>>)>
             let passed = projection
                 .expr
                 .iter()
-                .map(|e| match e.clone().unalias() {
-                    Expr::Column(c) => projection.input.schema().index_of_column(&c).ok(),
-                    _ => None,
-                })
-                .map(|i| i.map(|i| sources[i]))
+                .map(|e| column_index(&projection.input, e).map(|i| sources[i]))
                 .collect::<Option<Vec<_>>>()?;
             Some((inner, passed))
         }
