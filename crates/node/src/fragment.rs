@@ -24,7 +24,7 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::FutureExt;
 use sunlight_domain::NodeCode;
 use sunlight_fragment::{TableLeafExec, decode_plan};
-use sunlight_policy::{Egress, Released, WholeTable, whole_table};
+use sunlight_policy::{Egress, Released, Whole, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
 
 use crate::check::check_fragment;
@@ -69,11 +69,17 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
     let (whole, statistics) = match whole_table(&plan) {
-        Some(whole) if one_group(node, &whole).await? => (
-            Some(node.persons_of(whole.table).await?),
-            Some(node.statistics(whole.table).await?),
-        ),
-        _ => (None, None),
+        Some(whole) => {
+            let counted = node.persons_of(whole.table).await?;
+            match one_group(node, &whole).await? {
+                true => (
+                    Some(Whole::OneGroup(counted)),
+                    Some(node.statistics(whole.table).await?),
+                ),
+                false => (Some(Whole::Groups(counted)), None),
+            }
+        }
+        None => (None, None),
     };
     let egress =
         Egress::check(&plan, &node.privacy().policy, whole)?.excluding(ticket.excluded_groups);

@@ -64,23 +64,24 @@ pub struct Census {
     /// Whether each output row is one source row (the column holds its person) or a
     /// group (the column lists up to k of its persons, or its groups' lists).
     pub grouped: bool,
-    /// Every person the groups were formed from, once the plan has run.
-    pub seen: Seen,
 }
 
 /// Rewrites `plan` to carry its persons; `None` when it reads no table about persons.
 /// Fails for a shape whose persons cannot be followed, so that no fragment leaves
 /// uncounted. Groups keep up to `cap` persons each: enough to tell whether they reach k.
-pub fn census(plan: &Arc<dyn ExecutionPlan>, cap: usize) -> Result<Option<Census>> {
-    let seen = Seen::default();
+/// As the plan runs, every person the groups are formed from goes into `seen`, if given.
+pub fn census(
+    plan: &Arc<dyn ExecutionPlan>,
+    cap: usize,
+    seen: Option<Seen>,
+) -> Result<Option<Census>> {
     let carrier = Carrier {
-        persons: Arc::new(AggregateUDF::from(Persons::new(cap, seen.clone()))),
+        persons: Arc::new(AggregateUDF::from(Persons::new(cap, seen))),
     };
     Ok(carrier.carry(plan)?.map(|c| Census {
         grouped: !matches!(c.kind, Kind::Person),
         plan: c.plan,
         column: c.column,
-        seen,
     }))
 }
 

@@ -64,6 +64,16 @@ pub struct Counted {
     pub sketch: PersonSketch,
 }
 
+/// What a node knows ahead of the persons behind a fragment that aggregates a whole
+/// table ([`whole_table`]).
+#[derive(Debug, Clone)]
+pub enum Whole {
+    /// The table's rows form one group, whose persons are the table's.
+    OneGroup(Counted),
+    /// The rows form several groups, whose persons together are the table's.
+    Groups(Counted),
+}
+
 /// Where the persons behind each output row are found.
 #[derive(Debug)]
 enum Persons {
@@ -71,12 +81,21 @@ enum Persons {
     Column {
         index: usize,
         grouped: bool,
-        seen: Seen,
+        formed_from: FormedFrom,
     },
     /// One group over a whole table, whose persons are already counted.
     Whole(Box<Counted>),
     /// Nowhere: the fragment reads no table about persons.
     None,
+}
+
+/// Every person the groups of a census are formed from.
+#[derive(Debug)]
+enum FormedFrom {
+    /// Those the census sees as the fragment runs.
+    Seen(Seen),
+    /// A whole table's, as sketched ahead.
+    Table(Box<PersonSketch>),
 }
 
 /// A checked fragment: the plan to run in its place, and how its output is released.
@@ -189,7 +208,7 @@ impl Egress {
     pub fn check(
         fragment: &Arc<dyn ExecutionPlan>,
         policy: &NodePolicy,
-        whole: Option<Counted>,
+        whole: Option<Whole>,
     ) -> Result<Self> {
         let schema = fragment.schema();
         let traced = trace(fragment, Tier::Node, &|_| None)?;
@@ -227,20 +246,30 @@ impl Egress {
             }
         }
         let (plan, persons) = match whole {
-            Some(counted) => (fragment.clone(), Persons::Whole(Box::new(counted))),
-            None => match census(fragment, policy.min_group_size)
-                .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
-            {
-                Some(c) => (
-                    c.plan,
-                    Persons::Column {
-                        index: c.column,
-                        grouped: c.grouped,
-                        seen: c.seen,
-                    },
-                ),
-                None => (fragment.clone(), Persons::None),
-            },
+            Some(Whole::OneGroup(counted)) => (fragment.clone(), Persons::Whole(Box::new(counted))),
+            whole => {
+                let formed_from = match whole {
+                    Some(Whole::Groups(counted)) => FormedFrom::Table(Box::new(counted.sketch)),
+                    _ => FormedFrom::Seen(Seen::default()),
+                };
+                let seen = match &formed_from {
+                    FormedFrom::Seen(seen) => Some(seen.clone()),
+                    FormedFrom::Table(_) => None,
+                };
+                match census(fragment, policy.min_group_size, seen)
+                    .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
+                {
+                    Some(c) => (
+                        c.plan,
+                        Persons::Column {
+                            index: c.column,
+                            grouped: c.grouped,
+                            formed_from,
+                        },
+                    ),
+                    None => (fragment.clone(), Persons::None),
+                }
+            }
         };
         Ok(Self {
             plan,
@@ -352,7 +381,7 @@ impl Egress {
             Persons::Column {
                 index: column,
                 grouped: true,
-                seen,
+                formed_from,
             } => {
                 // A group held back counts fewer than k persons, so its list is whole.
                 let mut hidden = Vec::new();
@@ -384,13 +413,22 @@ impl Egress {
                     )
                     .into());
                 }
-                let seen = seen.lock().expect("not poisoned");
-                sketch = Some(self.policy.persons.sketch(&seen));
+                let formed = match formed_from {
+                    FormedFrom::Seen(seen) => self
+                        .policy
+                        .persons
+                        .sketch(&seen.lock().expect("not poisoned")),
+                    FormedFrom::Table(sketch) => (**sketch).clone(),
+                };
                 if !hidden.is_empty() {
-                    let mut visible = seen.clone();
-                    visible.difference_with(&hidden.into_iter().map(|p| p as usize).collect());
-                    shown = Some(self.policy.persons.sketch(&visible));
+                    // The persons of groups held back are among those the groups are
+                    // formed from, and sketches subtract.
+                    let hidden = hidden.into_iter().map(|p| p as usize).collect();
+                    let mut visible = formed.clone();
+                    visible.subtract(&self.policy.persons.sketch(&hidden));
+                    shown = Some(visible);
                 }
+                sketch = Some(formed);
             }
             Persons::Column {
                 index: column,

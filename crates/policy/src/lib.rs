@@ -27,8 +27,8 @@ use std::fmt;
 pub use differencing::{AnswerHistory, AnswerSketches};
 pub use directory::{NO_PERSON, PersonDirectory};
 pub use egress::{
-    Counted, DEFAULT_MIN_GROUP_SIZE, Egress, MAX_NAMED_GROUPS, NodePolicy, Released, WholeTable,
-    too_few, whole_table,
+    Counted, DEFAULT_MIN_GROUP_SIZE, Egress, MAX_NAMED_GROUPS, NodePolicy, Released, Whole,
+    WholeTable, too_few, whole_table,
 };
 pub use lineage::{
     Fragments, Grouping, Lineage, Tier, Traced, Treatment, city_answer, node_egress, trace,

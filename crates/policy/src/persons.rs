@@ -1,8 +1,8 @@
 //! `persons(number)`: the census aggregate. For each group it keeps the distinct person
 //! numbers it sees, but never more than k of them: a group that reaches k passes, and the
 //! union of such capped sets is still exact below k, so groups of groups count right.
-//! Every person it sees also goes into one set for the whole fragment, the persons its
-//! sketch is made of.
+//! Unless the fragment's persons are known ahead, every person it sees also goes into one
+//! set for the whole fragment, the persons its sketch is made of.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -26,13 +26,13 @@ pub type Seen = Arc<Mutex<FixedBitSet>>;
 #[derive(Debug)]
 pub struct Persons {
     cap: usize,
-    seen: Seen,
+    seen: Option<Seen>,
     signature: Signature,
 }
 
 impl Persons {
-    /// Keeps up to `cap` persons a group, and every person seen in `seen`.
-    pub fn new(cap: usize, seen: Seen) -> Self {
+    /// Keeps up to `cap` persons a group, and every person seen in `seen`, if given.
+    pub fn new(cap: usize, seen: Option<Seen>) -> Self {
         Self {
             cap,
             seen,
@@ -53,7 +53,11 @@ impl Persons {
 
 impl PartialEq for Persons {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.seen, &other.seen) && self.cap == other.cap
+        let same_set = match (&self.seen, &other.seen) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        same_set && self.cap == other.cap
     }
 }
 
@@ -61,7 +65,7 @@ impl Eq for Persons {}
 
 impl Hash for Persons {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.seen).hash(state);
+        self.seen.as_ref().map(Arc::as_ptr).hash(state);
         self.cap.hash(state);
     }
 }
@@ -107,13 +111,13 @@ impl AggregateUDFImpl for Persons {
     }
 }
 
-/// Up to `cap` distinct persons of each group. The persons it sees go first into a set
-/// of its own, so that accumulators in other partitions need not wait for the shared
-/// one; they join it whenever groups are emitted.
+/// Up to `cap` distinct persons of each group. When the fragment's persons are counted,
+/// those it sees go first into a set of its own, so that accumulators in other partitions
+/// need not wait for the shared one; they join it whenever groups are emitted.
 #[derive(Debug)]
 struct PersonGroups {
     cap: usize,
-    seen: Seen,
+    seen: Option<Seen>,
     mine: FixedBitSet,
     groups: Vec<Vec<u64>>,
     /// How many groups hold `cap` persons.
@@ -140,11 +144,10 @@ impl PersonGroups {
 
     /// Adds the persons seen so far to the fragment's set.
     fn publish(&mut self) {
-        self.seen
-            .lock()
-            .expect("not poisoned")
-            .union_with(&self.mine);
-        self.mine.clear();
+        if let Some(seen) = &self.seen {
+            seen.lock().expect("not poisoned").union_with(&self.mine);
+            self.mine.clear();
+        }
     }
 }
 
@@ -170,17 +173,20 @@ impl GroupsAccumulator for PersonGroups {
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
         let keys = values[0].as_primitive::<UInt64Type>();
-        if let Some(last) = arrow::compute::max(keys) {
-            self.mine.grow(last as usize + 1);
-        }
-        if self.full == total_num_groups {
-            // Every group has its persons; only the fragment's set still grows.
-            accumulate(group_indices, keys, opt_filter, |_, key| {
-                self.mine.insert(key as usize);
-            });
-        } else {
+        // Once every group has its persons, only the fragment's set, if any, still grows.
+        let all_full = self.full == total_num_groups;
+        if self.seen.is_some() {
+            if let Some(last) = arrow::compute::max(keys) {
+                self.mine.grow(last as usize + 1);
+            }
             accumulate(group_indices, keys, opt_filter, |group, key| {
                 self.mine.insert(key as usize);
+                if !all_full {
+                    self.add(group, key);
+                }
+            });
+        } else if !all_full {
+            accumulate(group_indices, keys, opt_filter, |group, key| {
                 self.add(group, key);
             });
         }
@@ -221,13 +227,15 @@ impl GroupsAccumulator for PersonGroups {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let keys = values[0].as_primitive::<UInt64Type>();
-        let mut seen = self.seen.lock().expect("not poisoned");
+        let mut seen = self.seen.as_ref().map(|s| s.lock().expect("not poisoned"));
         let groups: Vec<Vec<u64>> = (0..keys.len())
             .map(|row| {
                 if keys.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
                     return Vec::new();
                 }
-                seen.grow_and_insert(keys.value(row) as usize);
+                if let Some(seen) = seen.as_mut() {
+                    seen.grow_and_insert(keys.value(row) as usize);
+                }
                 vec![keys.value(row)]
             })
             .collect();

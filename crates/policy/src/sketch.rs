@@ -152,15 +152,20 @@ impl PersonSketch {
         }
     }
 
-    /// The number of persons in one set and not the other, when it is small enough to
-    /// decode (a handful); `None` when the sets differ by more.
-    pub fn difference(&self, other: &PersonSketch) -> Option<usize> {
-        let mut diff = self.clone();
-        for (a, b) in diff.cells.iter_mut().zip(&other.cells) {
+    /// Takes away `other`'s persons (a subset's, or a multiset's).
+    pub fn subtract(&mut self, other: &PersonSketch) {
+        for (a, b) in self.cells.iter_mut().zip(&other.cells) {
             a.count -= b.count;
             a.keys ^= b.keys;
             a.checks ^= b.checks;
         }
+    }
+
+    /// The number of persons in one set and not the other, when it is small enough to
+    /// decode (a handful); `None` when the sets differ by more.
+    pub fn difference(&self, other: &PersonSketch) -> Option<usize> {
+        let mut diff = self.clone();
+        diff.subtract(other);
         let mut peeled = 0;
         while let Some(cell) = diff
             .cells

@@ -201,6 +201,26 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
         );
         assert_eq!(record["role"], "city_analyst");
     }
+
+    // The same pair in groups: each node sketches the persons of a whole table ahead,
+    // and those of a filtered one as it runs. The two agree.
+    client
+        .query("SELECT gender, count(*) FROM persons GROUP BY gender")
+        .await
+        .unwrap();
+    let err = client
+        .query(&format!(
+            "SELECT gender, count(*) FROM persons WHERE county_code <> '140215' \
+             OR village <> '{lonely_village}' OR birth_date <> DATE '{lonely_birth}' \
+             GROUP BY gender"
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refused by rule differencing") && err.contains("differ by 1"),
+        "{err}"
+    );
 }
 
 /// A group one node holds back is never merged in part with other nodes' rows. Grouped by
