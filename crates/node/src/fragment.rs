@@ -31,6 +31,7 @@ use crate::check::check_fragment;
 use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
 use crate::optimize::optimize;
+use crate::own_county::without_own_county;
 use crate::persons::scan_with_persons;
 use crate::{Error, Result};
 
@@ -68,6 +69,7 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let task = node.task();
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
+    let plan = without_own_county(node, plan).await?;
     let (whole, statistics) = match whole_table(&plan) {
         Some(whole) => {
             let counted = node.persons_of(whole.table).await?;

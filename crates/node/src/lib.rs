@@ -17,6 +17,7 @@ mod models;
 mod node;
 mod once;
 mod optimize;
+mod own_county;
 mod parallel;
 mod persons;
 mod server;
