@@ -32,7 +32,7 @@ use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
 use crate::optimize::optimize;
 use crate::own_county::without_own_county;
-use crate::persons::scan_with_persons;
+use crate::persons::{has_persons, scan_with_persons};
 use crate::{Error, Result};
 
 /// Runs `ticket`'s fragment on `node` and streams its single output partition, as the
@@ -71,7 +71,7 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     check_fragment(&plan)?;
     let plan = without_own_county(node, plan).await?;
     let (whole, statistics) = match whole_table(&plan) {
-        Some(whole) => {
+        Some(whole) if has_persons(whole.table) => {
             let counted = node.persons_of(whole.table).await?;
             match one_group(node, &whole).await? {
                 true => (
@@ -81,7 +81,7 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
                 false => (Some(Whole::Groups(counted)), None),
             }
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let egress =
         Egress::check(&plan, &node.privacy().policy, whole)?.excluding(ticket.excluded_groups);

@@ -124,13 +124,16 @@ impl PersonIndex {
     }
 }
 
+/// Whether rows of `table` are about persons: it has a `person_id`.
+pub fn has_persons(table: Table) -> bool {
+    table.schema().index_of(PERSON).is_ok()
+}
+
 /// Numbers the persons of each of `node`'s tables that has them, ahead of the first
 /// query that counts them, which would otherwise wait for it. A table that fails here is
 /// numbered again by that query, which reports the failure.
 pub async fn number_persons(node: Arc<Node>) {
-    let with_persons = Table::ALL
-        .into_iter()
-        .filter(|t| t.schema().index_of(PERSON).is_ok());
+    let with_persons = Table::ALL.into_iter().filter(|&t| has_persons(t));
     for table in with_persons {
         if let Err(e) = node.persons_of(table).await {
             tracing::debug!(table = table.name(), error = %e, "persons not numbered ahead");

@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use datafusion::common::ScalarValue;
 use datafusion::config::ConfigOptions;
+use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::median::median_udaf;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::ScalarFunctionExpr;
@@ -559,6 +561,38 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
             .contains("aggregate median is not allowed in a fragment's partial phase"),
         "{err}"
     );
+
+    // A whole table about no person, such as the reference table, is counted as any other.
+    let standards: Arc<dyn ExecutionPlan> = {
+        let rows = leaf(Table::SubsidyStandards, &["subsidy_type"]);
+        let schema = rows.schema();
+        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
+            .schema(schema.clone())
+            .alias("n")
+            .build()
+            .unwrap();
+        Arc::new(
+            AggregateExec::try_new(
+                AggregateMode::Single,
+                PhysicalGroupBy::new_single(vec![]),
+                vec![Arc::new(count)],
+                vec![None],
+                rows,
+                schema,
+            )
+            .unwrap(),
+        )
+    };
+    let counted = send_fragment(&node.addr, "140215", CITY_TOKEN, standards)
+        .await
+        .unwrap();
+    let expected = oracle::strings(
+        &oracle::context(city.dir.path(), &[code]),
+        "SELECT count(*) FROM subsidy_standards",
+    )
+    .await;
+    let n = counted[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(BTreeSet::from([n.to_string()]), expected);
 
     // A function outside the nodes' list: the city refuses it before asking, and a node
     // refuses it in a fragment made elsewhere.
