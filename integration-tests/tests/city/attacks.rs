@@ -14,10 +14,10 @@ use datafusion::common::ScalarValue;
 use datafusion::config::ConfigOptions;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::median::median_udaf;
-use datafusion::logical_expr::Operator;
-use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::logical_expr::{AggregateUDF, Operator};
 use datafusion::physical_expr::aggregate::AggregateExprBuilder;
 use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::expressions::{binary, col, lit};
@@ -433,6 +433,37 @@ async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
 }
 
 /// Sends a fragment straight to a node, as a hostile coordinator would.
+/// `function` of `arg` over `rows` in `mode`, grouped by the columns `groups`.
+fn aggregate(
+    mode: AggregateMode,
+    rows: Arc<dyn ExecutionPlan>,
+    groups: &[&str],
+    function: Arc<AggregateUDF>,
+    arg: Arc<dyn PhysicalExpr>,
+) -> Arc<dyn ExecutionPlan> {
+    let schema = rows.schema();
+    let groups = groups
+        .iter()
+        .map(|g| (col(g, &schema).unwrap(), g.to_string()))
+        .collect();
+    let function = AggregateExprBuilder::new(function, vec![arg])
+        .schema(schema.clone())
+        .alias("value")
+        .build()
+        .unwrap();
+    Arc::new(
+        AggregateExec::try_new(
+            mode,
+            PhysicalGroupBy::new_single(groups),
+            vec![Arc::new(function)],
+            vec![None],
+            rows,
+            schema,
+        )
+        .unwrap(),
+    )
+}
+
 async fn send_fragment(
     node: &str,
     code: &str,
@@ -531,28 +562,15 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     );
 
     // A median's partial state is the amounts themselves, even grouped by county.
-    let partial_median: Arc<dyn ExecutionPlan> = {
-        let rows = leaf(Table::Disbursements, &["county_code", "amount"]);
-        let schema = rows.schema();
-        let county = col("county_code", &schema).unwrap();
-        let median =
-            AggregateExprBuilder::new(median_udaf(), vec![col("amount", &schema).unwrap()])
-                .schema(schema.clone())
-                .alias("median(amount)")
-                .build()
-                .unwrap();
-        Arc::new(
-            AggregateExec::try_new(
-                AggregateMode::Partial,
-                PhysicalGroupBy::new_single(vec![(county, "county_code".into())]),
-                vec![Arc::new(median)],
-                vec![None],
-                rows,
-                schema,
-            )
-            .unwrap(),
-        )
-    };
+    let rows = leaf(Table::Disbursements, &["county_code", "amount"]);
+    let amount = col("amount", &rows.schema()).unwrap();
+    let partial_median = aggregate(
+        AggregateMode::Partial,
+        rows,
+        &["county_code"],
+        median_udaf(),
+        amount,
+    );
     let err = send_fragment(&node.addr, "140215", CITY_TOKEN, partial_median)
         .await
         .unwrap_err();
@@ -563,26 +581,13 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     );
 
     // A whole table about no person, such as the reference table, is counted as any other.
-    let standards: Arc<dyn ExecutionPlan> = {
-        let rows = leaf(Table::SubsidyStandards, &["subsidy_type"]);
-        let schema = rows.schema();
-        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
-            .schema(schema.clone())
-            .alias("n")
-            .build()
-            .unwrap();
-        Arc::new(
-            AggregateExec::try_new(
-                AggregateMode::Single,
-                PhysicalGroupBy::new_single(vec![]),
-                vec![Arc::new(count)],
-                vec![None],
-                rows,
-                schema,
-            )
-            .unwrap(),
-        )
-    };
+    let standards = aggregate(
+        AggregateMode::Single,
+        leaf(Table::SubsidyStandards, &["subsidy_type"]),
+        &[],
+        count_udaf(),
+        lit(1i64),
+    );
     let counted = send_fragment(&node.addr, "140215", CITY_TOKEN, standards)
         .await
         .unwrap();
