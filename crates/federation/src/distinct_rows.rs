@@ -132,15 +132,7 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some((inner, sources)) = distinct_rows(&outer.input) else {
         return Ok(None);
     };
-    let source = |expr: &Expr| match expr {
-        Expr::Column(c) => outer
-            .input
-            .schema()
-            .index_of_column(c)
-            .ok()
-            .and_then(|i| sources[i]),
-        _ => None,
-    };
+    let source = |expr: &Expr| column_index(&outer.input, expr).and_then(|i| sources[i]);
     let Some(groups) = outer
         .group_expr
         .iter()
@@ -150,15 +142,15 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
         return Ok(None);
     };
     let kept: BTreeSet<usize> = groups.iter().copied().collect();
+    if kept.len() != groups.len() {
+        return Ok(None);
+    }
     let rest: Vec<usize> = (0..inner.group_expr.len())
         .filter(|i| !kept.contains(i))
         .collect();
     let Some(value) = counted_column(inner, &rest) else {
         return Ok(None);
     };
-    if kept.len() != groups.len() {
-        return Ok(None);
-    }
     let counted = outer
         .aggr_expr
         .iter()

@@ -74,12 +74,14 @@ fn as_text(expr: &Expr, schema: &DFSchema) -> Option<Expr> {
     let [column] = params.args.as_slice() else {
         return None;
     };
+    if func.name() != "count" || !params.distinct {
+        return None;
+    }
     let protected = matches!(
         class_of(column, schema),
         Some(ColumnClass::Direct | ColumnClass::Quasi)
     );
-    let typed = column.get_type(schema).ok()?;
-    if func.name() != "count" || !params.distinct || !protected || !one_text_each(&typed) {
+    if !protected || !one_text_each(&column.get_type(schema).ok()?) {
         return None;
     }
     let mut text = expr.clone();

@@ -248,13 +248,14 @@ impl Egress {
         let (plan, persons) = match whole {
             Some(Whole::OneGroup(counted)) => (fragment.clone(), Persons::Whole(Box::new(counted))),
             whole => {
-                let formed_from = match whole {
-                    Some(Whole::Groups(counted)) => FormedFrom::Table(Box::new(counted.sketch)),
-                    _ => FormedFrom::Seen(Seen::default()),
-                };
-                let seen = match &formed_from {
-                    FormedFrom::Seen(seen) => Some(seen.clone()),
-                    FormedFrom::Table(_) => None,
+                let (seen, formed_from) = match whole {
+                    Some(Whole::Groups(counted)) => {
+                        (None, FormedFrom::Table(Box::new(counted.sketch)))
+                    }
+                    _ => {
+                        let seen = Seen::default();
+                        (Some(seen.clone()), FormedFrom::Seen(seen))
+                    }
                 };
                 match census(fragment, policy.min_group_size, seen)
                     .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?

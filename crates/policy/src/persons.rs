@@ -53,11 +53,8 @@ impl Persons {
 
 impl PartialEq for Persons {
     fn eq(&self, other: &Self) -> bool {
-        let same_set = match (&self.seen, &other.seen) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        same_set && self.cap == other.cap
+        let set = |p: &Self| p.seen.as_ref().map(Arc::as_ptr);
+        set(self) == set(other) && self.cap == other.cap
     }
 }
 
