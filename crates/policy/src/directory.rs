@@ -9,7 +9,6 @@ use std::sync::RwLock;
 
 use fixedbitset::FixedBitSet;
 
-use crate::sketch::SketchKey;
 use crate::{PersonKeys, PersonSketch};
 
 /// The number that stands for a missing `person_id`.
@@ -46,8 +45,8 @@ pub struct PersonDirectory {
 struct Numbered {
     /// Number of each person's key.
     numbers: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
-    /// Key of each number, placed for sketches.
-    keys: Vec<SketchKey>,
+    /// Key of each number, for sketches.
+    keys: Vec<u64>,
     /// The sketch of every numbered person.
     everyone: PersonSketch,
 }
@@ -78,9 +77,8 @@ impl PersonDirectory {
             .map(|key| match key {
                 None => NO_PERSON,
                 Some(key) => *numbers.entry(key).or_insert_with(|| {
-                    let placed = SketchKey::new(key);
-                    everyone.toggle(&placed, 1);
-                    all.push(placed);
+                    everyone.toggle(key, 1);
+                    all.push(key);
                     u32::try_from(all.len() - 1).expect("fewer than 2^32 - 1 persons")
                 }),
             })
@@ -93,12 +91,12 @@ impl PersonDirectory {
         let numbered = self.numbered.read().expect("not poisoned");
         let keys = &numbered.keys;
         if 2 * persons.count_ones(..) <= keys.len() {
-            return PersonSketch::of_placed(persons.ones().map(|n| keys[n]));
+            return PersonSketch::of(persons.ones().map(|n| keys[n]));
         }
         let mut sketch = numbered.everyone.clone();
         let others = persons.zeroes().chain(persons.len()..keys.len());
         for n in others {
-            sketch.toggle(&keys[n], -1);
+            sketch.toggle(keys[n], -1);
         }
         sketch
     }

@@ -96,50 +96,27 @@ fn check(key: u64) -> u64 {
     mix(key ^ 0x5bd1_e995_9e37_79b9)
 }
 
-/// A person key with the cells it toggles and its check, worked out once for a key that
-/// goes into many sketches.
-#[derive(Debug, Clone, Copy)]
-pub struct SketchKey {
-    key: u64,
-    check: u64,
-    cells: [u8; HASHES],
-}
-
-impl SketchKey {
-    /// Places `key`.
-    pub fn new(key: u64) -> Self {
-        Self {
-            key,
-            check: check(key),
-            cells: std::array::from_fn(|i| {
-                (i * WIDTH + (mix(key.wrapping_add(i as u64 + 1)) % WIDTH as u64) as usize) as u8
-            }),
-        }
-    }
-}
-
 impl PersonSketch {
     /// The sketch of `keys`, each counted once.
     pub fn of(keys: impl IntoIterator<Item = u64>) -> Self {
-        Self::of_placed(keys.into_iter().map(SketchKey::new))
-    }
-
-    /// The sketch of `keys`, placed already, each counted once.
-    pub(crate) fn of_placed(keys: impl IntoIterator<Item = SketchKey>) -> Self {
         let mut sketch = Self::default();
         for key in keys {
-            sketch.toggle(&key, 1);
+            sketch.toggle(key, 1);
         }
         sketch
     }
 
-    /// Adds (`sign` 1) or takes away (-1) the person of `key`.
-    pub(crate) fn toggle(&mut self, key: &SketchKey, sign: i32) {
-        for i in key.cells {
-            let cell = &mut self.cells[usize::from(i)];
+    /// Adds (`sign` 1) or takes away (-1) the person of `key`. Its cells and check are
+    /// worked out here rather than kept: a node's directory then holds eight bytes a
+    /// person, and sketching a set of them reads that much less memory.
+    pub(crate) fn toggle(&mut self, key: u64, sign: i32) {
+        let checked = check(key);
+        for i in 0..HASHES {
+            let at = i * WIDTH + (mix(key.wrapping_add(i as u64 + 1)) % WIDTH as u64) as usize;
+            let cell = &mut self.cells[at];
             cell.count += sign;
-            cell.keys ^= key.key;
-            cell.checks ^= key.check;
+            cell.keys ^= key;
+            cell.checks ^= checked;
         }
     }
 
@@ -173,7 +150,7 @@ impl PersonSketch {
             .find(|c| c.count.abs() == 1 && c.checks == check(c.keys))
             .copied()
         {
-            diff.toggle(&SketchKey::new(cell.keys), -cell.count);
+            diff.toggle(cell.keys, -cell.count);
             peeled += 1;
         }
         diff.cells
