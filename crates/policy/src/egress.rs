@@ -202,6 +202,39 @@ pub struct Released {
     pub held: Option<Vec<u64>>,
 }
 
+/// The plan to run in place of `fragment`, and where the persons behind its rows are
+/// found: known ahead for one group over a whole table, and otherwise followed by a census,
+/// whose groups are formed from the whole table's persons or from those it sees.
+fn counted(
+    fragment: &Arc<dyn ExecutionPlan>,
+    min_group_size: usize,
+    whole: Option<Whole>,
+) -> Result<(Arc<dyn ExecutionPlan>, Persons)> {
+    let (seen, formed_from) = match whole {
+        Some(Whole::OneGroup(counted)) => {
+            return Ok((fragment.clone(), Persons::Whole(Box::new(counted))));
+        }
+        Some(Whole::Groups(counted)) => (None, FormedFrom::Table(Box::new(counted.sketch))),
+        None => {
+            let seen = Seen::default();
+            (Some(seen.clone()), FormedFrom::Seen(seen))
+        }
+    };
+    let census = census(fragment, min_group_size, seen)
+        .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?;
+    Ok(match census {
+        Some(c) => (
+            c.plan,
+            Persons::Column {
+                index: c.column,
+                grouped: c.grouped,
+                formed_from,
+            },
+        ),
+        None => (fragment.clone(), Persons::None),
+    })
+}
+
 impl Egress {
     /// Checks `fragment` against the egress rules of `policy`; `whole` counts the persons
     /// of the table it aggregates whole, given only when [`whole_table`] names one.
@@ -245,33 +278,7 @@ impl Egress {
                 ));
             }
         }
-        let (plan, persons) = match whole {
-            Some(Whole::OneGroup(counted)) => (fragment.clone(), Persons::Whole(Box::new(counted))),
-            whole => {
-                let (seen, formed_from) = match whole {
-                    Some(Whole::Groups(counted)) => {
-                        (None, FormedFrom::Table(Box::new(counted.sketch)))
-                    }
-                    _ => {
-                        let seen = Seen::default();
-                        (Some(seen.clone()), FormedFrom::Seen(seen))
-                    }
-                };
-                match census(fragment, policy.min_group_size, seen)
-                    .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?
-                {
-                    Some(c) => (
-                        c.plan,
-                        Persons::Column {
-                            index: c.column,
-                            grouped: c.grouped,
-                            formed_from,
-                        },
-                    ),
-                    None => (fragment.clone(), Persons::None),
-                }
-            }
-        };
+        let (plan, persons) = counted(fragment, policy.min_group_size, whole)?;
         Ok(Self {
             plan,
             treatments,
