@@ -97,7 +97,7 @@ impl TableLeafExec {
     /// node resolves such a leaf, and it never travels.
     pub fn with_persons(&self) -> Self {
         let mut fields = self.schema.fields().to_vec();
-        fields.push(Arc::new(Field::new(PERSONS_COLUMN, DataType::UInt64, true)));
+        fields.push(Arc::new(Field::new(PERSONS_COLUMN, DataType::UInt32, true)));
         let schema = Arc::new(Schema::new(fields));
         Self::with_schema(
             self.table,

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, UInt32Array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -52,7 +52,7 @@ const PERSON: &str = "person_id";
 /// The person number of every row of the node's files, read once per file.
 pub struct PersonIndex {
     directory: Arc<PersonDirectory>,
-    files: OnceMap<ObjectPath, UInt64Array>,
+    files: OnceMap<ObjectPath, UInt32Array>,
     tables: OnceMap<Table, Counted>,
 }
 
@@ -68,13 +68,13 @@ impl PersonIndex {
 
     /// The number of each row's person in `file` of `table`, by row; null for a row
     /// without a person.
-    async fn numbers(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<UInt64Array> {
+    async fn numbers(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<UInt32Array> {
         self.files
             .get_or_try_init(file.location.clone(), || self.read(node, table, file))
             .await
     }
 
-    async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<UInt64Array> {
+    async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<UInt32Array> {
         let person = table.schema().index_of(PERSON)?;
         let scan = file_scan(node, node.state(), table, file, &[person], None).await?;
         let mut batches = execute_stream(scan, node.task())?;
@@ -96,7 +96,7 @@ impl PersonIndex {
         }
         Ok(numbers
             .into_iter()
-            .map(|n| (n != NO_PERSON).then_some(u64::from(n)))
+            .map(|n| (n != NO_PERSON).then_some(n))
             .collect())
     }
 
@@ -203,7 +203,7 @@ pub async fn scan_with_persons(
 #[derive(Debug)]
 pub struct PersonsExec {
     input: Arc<dyn ExecutionPlan>,
-    numbers: UInt64Array,
+    numbers: UInt32Array,
     file: String,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -212,7 +212,7 @@ pub struct PersonsExec {
 impl PersonsExec {
     fn new(
         input: Arc<dyn ExecutionPlan>,
-        numbers: UInt64Array,
+        numbers: UInt32Array,
         file: String,
         schema: SchemaRef,
     ) -> Self {
@@ -235,7 +235,7 @@ impl PersonsExec {
 /// The batch with its last column, row numbers, replaced by those rows' persons.
 fn with_persons(
     batch: &RecordBatch,
-    numbers: &UInt64Array,
+    numbers: &UInt32Array,
     file: &str,
     schema: &SchemaRef,
 ) -> DfResult<RecordBatch> {
@@ -361,13 +361,13 @@ impl ExecutionPlan for PersonsExec {
 #[cfg(test)]
 mod tests {
     use arrow::array::Int64Array;
-    use arrow::datatypes::{Schema, UInt64Type};
+    use arrow::datatypes::{Schema, UInt32Type};
 
     use super::*;
 
     #[test]
     fn rows_become_their_persons_and_a_row_the_node_did_not_number_is_an_error() {
-        let numbers = UInt64Array::from(vec![Some(7), None, Some(3), Some(7)]);
+        let numbers = UInt32Array::from(vec![Some(7), None, Some(3), Some(7)]);
         let rows_schema = Arc::new(Schema::new(vec![Field::new(
             "__row_number",
             DataType::Int64,
@@ -375,16 +375,16 @@ mod tests {
         )]));
         let persons_schema = Arc::new(Schema::new(vec![Field::new(
             "person",
-            DataType::UInt64,
+            DataType::UInt32,
             true,
         )]));
-        let persons = |rows: Vec<i64>| -> DfResult<Vec<Option<u64>>> {
+        let persons = |rows: Vec<i64>| -> DfResult<Vec<Option<u32>>> {
             let rows =
                 RecordBatch::try_new(rows_schema.clone(), vec![Arc::new(Int64Array::from(rows))])?;
             let batch = with_persons(&rows, &numbers, "f.parquet", &persons_schema)?;
             Ok(batch
                 .column(0)
-                .as_primitive::<UInt64Type>()
+                .as_primitive::<UInt32Type>()
                 .iter()
                 .collect())
         };

@@ -10,7 +10,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, GenericListArray, OffsetSizeTrait, StringBuilder,
 };
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNode;
@@ -449,7 +449,7 @@ impl Egress {
                         break;
                     };
                     let batch = batch?;
-                    let people = batch.column(*column).as_primitive::<UInt64Type>();
+                    let people = batch.column(*column).as_primitive::<UInt32Type>();
                     seen.extend(people.iter().flatten());
                     distinct(&mut seen);
                     held.push(batch);
@@ -548,7 +548,7 @@ fn partial_keys(fragment: &Arc<dyn ExecutionPlan>) -> Option<usize> {
 }
 
 /// Sorts `persons` and drops the repeated ones.
-fn distinct(persons: &mut Vec<u64>) {
+fn distinct(persons: &mut Vec<u32>) {
     persons.sort_unstable();
     persons.dedup();
 }
@@ -561,7 +561,7 @@ fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
     };
     (0..list.len())
         .map(|row| match list.value_type() {
-            DataType::UInt64 if list.is_valid(row) => i64::from(list.value_length(row)),
+            DataType::UInt32 if list.is_valid(row) => i64::from(list.value_length(row)),
             _ => {
                 let mut persons = Vec::new();
                 persons_in(&list.value(row), &mut persons);
@@ -573,7 +573,7 @@ fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
 }
 
 /// Adds the numbers in `array`, a number array or lists of them to any depth, to `keys`.
-fn persons_in(array: &ArrayRef, keys: &mut Vec<u64>) {
+fn persons_in(array: &ArrayRef, keys: &mut Vec<u32>) {
     match array.as_list_opt::<i32>() {
         Some(list) => {
             for row in (0..list.len()).filter(|&r| list.is_valid(r)) {
@@ -581,7 +581,7 @@ fn persons_in(array: &ArrayRef, keys: &mut Vec<u64>) {
             }
         }
         None => {
-            if let Some(values) = array.as_primitive_opt::<UInt64Type>() {
+            if let Some(values) = array.as_primitive_opt::<UInt32Type>() {
                 keys.extend(values.iter().flatten());
             }
         }

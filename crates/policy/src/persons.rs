@@ -7,9 +7,9 @@
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt32Array};
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
+use arrow::datatypes::{DataType, Field, FieldRef, UInt32Type};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -36,7 +36,7 @@ impl Persons {
         Self {
             cap,
             seen,
-            signature: Signature::exact(vec![DataType::UInt64], Volatility::Immutable),
+            signature: Signature::exact(vec![DataType::UInt32], Volatility::Immutable),
         }
     }
 
@@ -68,7 +68,7 @@ impl Hash for Persons {
 }
 
 fn list_type() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(DataType::UInt64, true)))
+    DataType::List(Arc::new(Field::new_list_field(DataType::UInt32, true)))
 }
 
 impl AggregateUDFImpl for Persons {
@@ -116,13 +116,13 @@ struct PersonGroups {
     cap: usize,
     seen: Option<Seen>,
     mine: FixedBitSet,
-    groups: Vec<Vec<u64>>,
+    groups: Vec<Vec<u32>>,
     /// How many groups hold `cap` persons.
     full: usize,
 }
 
 impl PersonGroups {
-    fn add(&mut self, group: usize, key: u64) {
+    fn add(&mut self, group: usize, key: u32) {
         let persons = &mut self.groups[group];
         if persons.len() < self.cap && !persons.contains(&key) {
             persons.push(key);
@@ -149,11 +149,11 @@ impl PersonGroups {
 }
 
 /// One list of keys per group.
-fn list_of(groups: &[Vec<u64>]) -> ArrayRef {
+fn list_of(groups: &[Vec<u32>]) -> ArrayRef {
     let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
-    let values = UInt64Array::from_iter_values(groups.iter().flatten().copied());
+    let values = UInt32Array::from_iter_values(groups.iter().flatten().copied());
     Arc::new(ListArray::new(
-        Arc::new(Field::new_list_field(DataType::UInt64, true)),
+        Arc::new(Field::new_list_field(DataType::UInt32, true)),
         offsets,
         Arc::new(values),
         None,
@@ -169,7 +169,7 @@ impl GroupsAccumulator for PersonGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
-        let keys = values[0].as_primitive::<UInt64Type>();
+        let keys = values[0].as_primitive::<UInt32Type>();
         // Once every group has its persons, only the fragment's set, if any, still grows.
         let all_full = self.full == total_num_groups;
         if self.seen.is_some() {
@@ -211,7 +211,7 @@ impl GroupsAccumulator for PersonGroups {
                 continue;
             }
             let keys = lists.value(row);
-            for key in keys.as_primitive::<UInt64Type>().iter().flatten() {
+            for key in keys.as_primitive::<UInt32Type>().iter().flatten() {
                 self.add(group, key);
             }
         }
@@ -223,9 +223,9 @@ impl GroupsAccumulator for PersonGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let keys = values[0].as_primitive::<UInt64Type>();
+        let keys = values[0].as_primitive::<UInt32Type>();
         let mut seen = self.seen.as_ref().map(|s| s.lock().expect("not poisoned"));
-        let groups: Vec<Vec<u64>> = (0..keys.len())
+        let groups: Vec<Vec<u32>> = (0..keys.len())
             .map(|row| {
                 if keys.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
                     return Vec::new();
@@ -240,8 +240,8 @@ impl GroupsAccumulator for PersonGroups {
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<Vec<u64>>()
-            + self.groups.len() * self.cap * std::mem::size_of::<u64>()
+        self.groups.capacity() * std::mem::size_of::<Vec<u32>>()
+            + self.groups.len() * self.cap * std::mem::size_of::<u32>()
             + self.mine.len() / 8
     }
 }

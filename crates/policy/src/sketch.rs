@@ -92,8 +92,10 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn check(key: u64) -> u64 {
-    mix(key ^ 0x5bd1_e995_9e37_79b9)
+/// A key's cells and check, all in one mix; the offset keeps key 0 off cell 0 of every
+/// function.
+fn spread(key: u64) -> u64 {
+    mix(key ^ 0x9e37_79b9_7f4a_7c15)
 }
 
 impl PersonSketch {
@@ -106,17 +108,18 @@ impl PersonSketch {
         sketch
     }
 
-    /// Adds (`sign` 1) or takes away (-1) the person of `key`. Its cells and check are
-    /// worked out here rather than kept: a node's directory then holds eight bytes a
-    /// person, and sketching a set of them reads that much less memory.
+    /// Adds (`sign` 1) or takes away (-1) the person of `key`. One mix of the key gives
+    /// its cells, a 16-bit slice each scaled to its function's width, and its check, the
+    /// whole mix: worked out here rather than kept, so that a node's directory holds
+    /// eight bytes a person.
     pub(crate) fn toggle(&mut self, key: u64, sign: i32) {
-        let checked = check(key);
+        let mixed = spread(key);
         for i in 0..HASHES {
-            let at = i * WIDTH + (mix(key.wrapping_add(i as u64 + 1)) % WIDTH as u64) as usize;
-            let cell = &mut self.cells[at];
+            let slot = (((mixed >> (16 * i)) & 0xFFFF) * WIDTH as u64) >> 16;
+            let cell = &mut self.cells[i * WIDTH + slot as usize];
             cell.count += sign;
             cell.keys ^= key;
-            cell.checks ^= checked;
+            cell.checks ^= mixed;
         }
     }
 
@@ -147,7 +150,7 @@ impl PersonSketch {
         while let Some(cell) = diff
             .cells
             .iter()
-            .find(|c| c.count.abs() == 1 && c.checks == check(c.keys))
+            .find(|c| c.count.abs() == 1 && c.checks == spread(c.keys))
             .copied()
         {
             diff.toggle(cell.keys, -cell.count);
