@@ -95,9 +95,7 @@ impl PersonDirectory {
         }
         let mut sketch = numbered.everyone.clone();
         let others = persons.zeroes().chain(persons.len()..keys.len());
-        for n in others {
-            sketch.toggle(keys[n], -1);
-        }
+        sketch.toggle_all(others.map(|n| keys[n]), -1);
         sketch
     }
 }

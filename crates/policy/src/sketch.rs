@@ -102,10 +102,30 @@ impl PersonSketch {
     /// The sketch of `keys`, each counted once.
     pub fn of(keys: impl IntoIterator<Item = u64>) -> Self {
         let mut sketch = Self::default();
-        for key in keys {
-            sketch.toggle(key, 1);
-        }
+        sketch.toggle_all(keys, 1);
         sketch
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) the persons of `keys`, drawn a chunk at a time
+    /// before any is toggled. Drawing keys from a directory is a scattered load each;
+    /// apart from the toggles, which wait on one another through the cells, the loads
+    /// overlap, several times faster.
+    pub(crate) fn toggle_all(&mut self, keys: impl IntoIterator<Item = u64>, sign: i32) {
+        let mut keys = keys.into_iter();
+        let mut chunk = [0; 256];
+        loop {
+            let mut drawn = 0;
+            for (slot, key) in chunk.iter_mut().zip(&mut keys) {
+                *slot = key;
+                drawn += 1;
+            }
+            for &key in &chunk[..drawn] {
+                self.toggle(key, sign);
+            }
+            if drawn < chunk.len() {
+                return;
+            }
+        }
     }
 
     /// Adds (`sign` 1) or takes away (-1) the person of `key`. One mix of the key gives
