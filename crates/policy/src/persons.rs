@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
-use fixedbitset::FixedBitSet;
+use fixedbitset::{Block, FixedBitSet};
 
 /// The numbers of the persons a fragment's census saw, shared by its accumulators.
 pub type Seen = Arc<Mutex<FixedBitSet>>;
@@ -148,6 +148,42 @@ impl PersonGroups {
     }
 }
 
+/// Sets bits a word at a time. A file's rows of one person, and persons numbered in the
+/// order of a file, come in runs that share a word; or-ing each bit into memory would
+/// wait on the store of the one before.
+struct Words<'a> {
+    words: &'a mut [Block],
+    at: usize,
+    bits: Block,
+}
+
+impl<'a> Words<'a> {
+    fn new(words: &'a mut [Block]) -> Self {
+        Self {
+            words,
+            at: 0,
+            bits: 0,
+        }
+    }
+
+    fn insert(&mut self, number: u32) {
+        let number = number as usize;
+        let word = number / Block::BITS as usize;
+        if word != self.at {
+            self.words[self.at] |= self.bits;
+            self.at = word;
+            self.bits = 0;
+        }
+        self.bits |= 1 << (number % Block::BITS as usize);
+    }
+
+    fn finish(self) {
+        if let Some(word) = self.words.get_mut(self.at) {
+            *word |= self.bits;
+        }
+    }
+}
+
 /// One list of keys per group.
 fn list_of(groups: &[Vec<u32>]) -> ArrayRef {
     let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
@@ -176,12 +212,16 @@ impl GroupsAccumulator for PersonGroups {
             if let Some(last) = arrow::compute::max(keys) {
                 self.mine.grow(last as usize + 1);
             }
-            accumulate(group_indices, keys, opt_filter, |group, key| {
-                self.mine.insert(key as usize);
-                if !all_full {
+            if all_full {
+                let mut words = Words::new(self.mine.as_mut_slice());
+                accumulate(group_indices, keys, opt_filter, |_, key| words.insert(key));
+                words.finish();
+            } else {
+                accumulate(group_indices, keys, opt_filter, |group, key| {
+                    self.mine.insert(key as usize);
                     self.add(group, key);
-                }
-            });
+                });
+            }
         } else if !all_full {
             accumulate(group_indices, keys, opt_filter, |group, key| {
                 self.add(group, key);
@@ -302,4 +342,24 @@ fn zeros(buffer: &mut Vec<usize>, rows: usize) -> &[usize] {
         buffer.resize(rows, 0);
     }
     &buffer[..rows]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_set_the_bits_of_runs_jumps_and_repeats() {
+        let numbers = [3, 3, 4, 63, 64, 65, 200, 5, 5, 199, 0];
+        let mut expected = FixedBitSet::with_capacity(201);
+        let mut set = FixedBitSet::with_capacity(201);
+        let mut words = Words::new(set.as_mut_slice());
+        for n in numbers {
+            expected.insert(n as usize);
+            words.insert(n);
+        }
+        words.finish();
+        assert_eq!(set, expected);
+        Words::new(FixedBitSet::new().as_mut_slice()).finish();
+    }
 }
