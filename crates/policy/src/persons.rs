@@ -212,16 +212,17 @@ impl GroupsAccumulator for PersonGroups {
             if let Some(last) = arrow::compute::max(keys) {
                 self.mine.grow(last as usize + 1);
             }
-            if all_full {
-                let mut words = Words::new(self.mine.as_mut_slice());
-                accumulate(group_indices, keys, opt_filter, |_, key| words.insert(key));
-                words.finish();
-            } else {
-                accumulate(group_indices, keys, opt_filter, |group, key| {
-                    self.mine.insert(key as usize);
+            // The set leaves `self` for the loop, so that the groups can take persons too.
+            let mut mine = std::mem::take(&mut self.mine);
+            let mut words = Words::new(mine.as_mut_slice());
+            accumulate(group_indices, keys, opt_filter, |group, key| {
+                words.insert(key);
+                if !all_full {
                     self.add(group, key);
-                });
-            }
+                }
+            });
+            words.finish();
+            self.mine = mine;
         } else if !all_full {
             accumulate(group_indices, keys, opt_filter, |group, key| {
                 self.add(group, key);
