@@ -186,12 +186,21 @@ impl<'a> Words<'a> {
 
 /// One list of keys per group.
 fn list_of(groups: &[Vec<u32>]) -> ArrayRef {
-    let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
-    let values = UInt32Array::from_iter_values(groups.iter().flatten().copied());
+    lists(
+        groups.iter().map(Vec::len),
+        groups.iter().flatten().copied(),
+    )
+}
+
+/// Lists of the given `lengths`, of `persons` in order.
+fn lists(
+    lengths: impl IntoIterator<Item = usize>,
+    persons: impl IntoIterator<Item = u32>,
+) -> ArrayRef {
     Arc::new(ListArray::new(
         Arc::new(Field::new_list_field(DataType::UInt32, true)),
-        offsets,
-        Arc::new(values),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(UInt32Array::from_iter_values(persons)),
         None,
     ))
 }
@@ -264,20 +273,26 @@ impl GroupsAccumulator for PersonGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
+        // Each row becomes a group of its one person, or of none.
         let keys = values[0].as_primitive::<UInt32Type>();
-        let mut seen = self.seen.as_ref().map(|s| s.lock().expect("not poisoned"));
-        let groups: Vec<Vec<u32>> = (0..keys.len())
-            .map(|row| {
-                if keys.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
-                    return Vec::new();
-                }
-                if let Some(seen) = seen.as_mut() {
-                    seen.grow_and_insert(keys.value(row) as usize);
-                }
-                vec![keys.value(row)]
-            })
+        let kept: Vec<bool> = (0..keys.len())
+            .map(|row| keys.is_valid(row) && opt_filter.is_none_or(|f| f.value(row)))
             .collect();
-        Ok(vec![list_of(&groups)])
+        let persons: Vec<u32> = kept
+            .iter()
+            .zip(keys.values())
+            .filter_map(|(&kept, &person)| kept.then_some(person))
+            .collect();
+        if let Some(seen) = &self.seen {
+            let mut seen = seen.lock().expect("not poisoned");
+            if let Some(&last) = persons.iter().max() {
+                seen.grow(last as usize + 1);
+            }
+            let mut words = Words::new(seen.as_mut_slice());
+            persons.iter().for_each(|&person| words.insert(person));
+            words.finish();
+        }
+        Ok(vec![lists(kept.into_iter().map(usize::from), persons)])
     }
 
     fn size(&self) -> usize {
@@ -362,5 +377,22 @@ mod tests {
         words.finish();
         assert_eq!(set, expected);
         Words::new(FixedBitSet::new().as_mut_slice()).finish();
+    }
+
+    #[test]
+    fn rows_turned_into_groups_keep_their_person_and_add_it_to_those_seen() {
+        let seen = Seen::default();
+        let groups = Persons::new(5, Some(seen.clone())).groups();
+        let persons: ArrayRef = Arc::new(UInt32Array::from(vec![Some(3), None, Some(70), Some(3)]));
+        let filter = BooleanArray::from(vec![true, true, false, true]);
+        let state = groups.convert_to_state(&[persons], Some(&filter)).unwrap();
+        let lists: Vec<Vec<u32>> = state[0]
+            .as_list::<i32>()
+            .iter()
+            .map(|l| l.unwrap().as_primitive::<UInt32Type>().values().to_vec())
+            .collect();
+        assert_eq!(lists, [vec![3], vec![], vec![], vec![3]]);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.ones().collect::<Vec<_>>(), [3]);
     }
 }
