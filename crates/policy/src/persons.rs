@@ -158,9 +158,13 @@ struct Words<'a> {
 }
 
 impl<'a> Words<'a> {
-    fn new(words: &'a mut [Block]) -> Self {
+    /// Sets bits of `set`, grown first to hold `largest`, the largest number to come.
+    fn over(set: &'a mut FixedBitSet, largest: Option<u32>) -> Self {
+        if let Some(largest) = largest {
+            set.grow(largest as usize + 1);
+        }
         Self {
-            words,
+            words: set.as_mut_slice(),
             at: 0,
             bits: 0,
         }
@@ -218,12 +222,9 @@ impl GroupsAccumulator for PersonGroups {
         // Once every group has its persons, only the fragment's set, if any, still grows.
         let all_full = self.full == total_num_groups;
         if self.seen.is_some() {
-            if let Some(last) = arrow::compute::max(keys) {
-                self.mine.grow(last as usize + 1);
-            }
             // The set leaves `self` for the loop, so that the groups can take persons too.
             let mut mine = std::mem::take(&mut self.mine);
-            let mut words = Words::new(mine.as_mut_slice());
+            let mut words = Words::over(&mut mine, arrow::compute::max(keys));
             accumulate(group_indices, keys, opt_filter, |group, key| {
                 words.insert(key);
                 if !all_full {
@@ -285,10 +286,7 @@ impl GroupsAccumulator for PersonGroups {
             .collect();
         if let Some(seen) = &self.seen {
             let mut seen = seen.lock().expect("not poisoned");
-            if let Some(&last) = persons.iter().max() {
-                seen.grow(last as usize + 1);
-            }
-            let mut words = Words::new(seen.as_mut_slice());
+            let mut words = Words::over(&mut seen, persons.iter().max().copied());
             persons.iter().for_each(|&person| words.insert(person));
             words.finish();
         }
@@ -368,15 +366,15 @@ mod tests {
     fn words_set_the_bits_of_runs_jumps_and_repeats() {
         let numbers = [3, 3, 4, 63, 64, 65, 200, 5, 5, 199, 0];
         let mut expected = FixedBitSet::with_capacity(201);
-        let mut set = FixedBitSet::with_capacity(201);
-        let mut words = Words::new(set.as_mut_slice());
+        let mut set = FixedBitSet::new();
+        let mut words = Words::over(&mut set, numbers.iter().max().copied());
         for n in numbers {
             expected.insert(n as usize);
             words.insert(n);
         }
         words.finish();
         assert_eq!(set, expected);
-        Words::new(FixedBitSet::new().as_mut_slice()).finish();
+        Words::over(&mut FixedBitSet::new(), None).finish();
     }
 
     #[test]
