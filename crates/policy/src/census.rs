@@ -27,6 +27,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
+use crate::distinct::DistinctPersons;
 use crate::persons::{Persons, Seen};
 
 const PERSON: &str = "person_id";
@@ -41,6 +42,9 @@ enum Kind {
     State {
         function: Arc<AggregateFunctionExpr>,
         input: SchemaRef,
+        /// The partial aggregate's functions, distinct counts of persons as counts of
+        /// person numbers ([`DistinctPersons`]); its merge computes these too.
+        functions: Vec<Arc<AggregateFunctionExpr>>,
     },
     /// The distinct persons of each group: a list of keys, or for an aggregate of
     /// aggregates, a list of its groups' lists.
@@ -52,6 +56,9 @@ struct Censused {
     plan: Arc<dyn ExecutionPlan>,
     column: usize,
     kind: Kind,
+    /// The column, if any, that holds the `person_id` of the person a [`Kind::Person`]
+    /// census column numbers.
+    person_id: Option<usize>,
 }
 
 /// A fragment rewritten to carry its persons, and where to find them in its output.
@@ -77,6 +84,7 @@ pub fn census(
 ) -> Result<Option<Census>> {
     let carrier = Carrier {
         persons: Arc::new(AggregateUDF::from(Persons::new(cap, seen))),
+        distinct: Arc::new(AggregateUDF::from(DistinctPersons::default())),
     };
     Ok(carrier.carry(plan)?.map(|c| Census {
         grouped: !matches!(c.kind, Kind::Person),
@@ -87,6 +95,7 @@ pub fn census(
 
 struct Carrier {
     persons: Arc<AggregateUDF>,
+    distinct: Arc<AggregateUDF>,
 }
 
 impl Carrier {
@@ -109,6 +118,9 @@ impl Carrier {
         };
         if let Some(filter) = plan.downcast_ref::<FilterExec>() {
             let (projection, column) = keep(filter.projection().as_deref(), input.column);
+            let person_id = input
+                .person_id
+                .and_then(|p| kept_at(projection.as_deref(), p));
             let rewritten = FilterExecBuilder::from(filter)
                 .with_input(input.plan)
                 .apply_projection(None)?
@@ -118,6 +130,7 @@ impl Carrier {
                 plan: Arc::new(rewritten),
                 column,
                 kind: input.kind,
+                person_id,
             }));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
@@ -133,14 +146,18 @@ impl Carrier {
                     exprs.len() - 1
                 }
             };
+            let person_id = input
+                .person_id
+                .and_then(|p| exprs.iter().position(|e| is_column(&e.expr, p)));
             return Ok(Some(Censused {
                 plan: Arc::new(ProjectionExec::try_new(exprs, input.plan)?),
                 column,
                 kind: input.kind,
+                person_id,
             }));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
-            return aggregate_census(aggregate, input, &self.persons).map(Some);
+            return self.aggregate_census(aggregate, input).map(Some);
         }
         let passes_through = plan.name() == "CoalesceBatchesExec"
             || plan.is::<CoalescePartitionsExec>()
@@ -167,6 +184,7 @@ impl Carrier {
             plan: Arc::new(leaf.with_persons()),
             column: leaf.schema().fields().len(),
             kind: Kind::Person,
+            person_id: leaf.schema().index_of(PERSON).ok(),
         }))
     }
 
@@ -202,9 +220,13 @@ impl Carrier {
                 new_left_width,
             ),
         };
-        let (person, kind) = match (from_left, &left, &right) {
-            (true, Some(l), _) => (l.column, l.kind.clone()),
-            (false, _, Some(r)) => (r.column + right_offset, r.kind.clone()),
+        let (person, kind, person_id) = match (from_left, &left, &right) {
+            (true, Some(l), _) => (l.column, l.kind.clone(), l.person_id),
+            (false, _, Some(r)) => (
+                r.column + right_offset,
+                r.kind.clone(),
+                r.person_id.map(|p| p + right_offset),
+            ),
             _ => return Ok(None),
         };
         if matches!(kind, Kind::State { .. }) {
@@ -215,6 +237,7 @@ impl Carrier {
             .as_deref()
             .map(|p| p.iter().map(|&i| shift(i)).collect());
         let (projection, column) = keep(original.as_deref(), person);
+        let person_id = person_id.and_then(|p| kept_at(projection.as_deref(), p));
         let children = vec![
             new_left.unwrap_or_else(|| join.left().clone()),
             right.map_or_else(|| join.right().clone(), |r| r.plan),
@@ -228,70 +251,104 @@ impl Carrier {
             plan: Arc::new(rewritten),
             column,
             kind,
+            person_id,
         }))
+    }
+
+    /// Adds one aggregate to `aggregate`: up to k distinct persons of each group, or the
+    /// lists of the groups it merges. Its distinct counts of persons count their numbers.
+    fn aggregate_census(&self, aggregate: &AggregateExec, input: Censused) -> Result<Censused> {
+        let mode = *aggregate.mode();
+        let input_schema = input.plan.schema();
+        let (function, state_input, mut functions) = match (&input.kind, mode) {
+            (
+                Kind::State {
+                    function,
+                    input,
+                    functions,
+                },
+                AggregateMode::Final | AggregateMode::FinalPartitioned,
+            ) => (function.clone(), input.clone(), functions.clone()),
+            (Kind::State { .. }, _)
+            | (_, AggregateMode::Final | AggregateMode::FinalPartitioned) => {
+                return unsupported_name(aggregate.name());
+            }
+            (kind, _) => {
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(
+                    input_schema.field(input.column).name(),
+                    input.column,
+                ));
+                let builder = match kind {
+                    Kind::Person => {
+                        AggregateExprBuilder::new(self.persons.clone(), vec![column.clone()])
+                    }
+                    _ => AggregateExprBuilder::new(array_agg_udaf(), vec![column.clone()]),
+                };
+                let function = builder
+                    .schema(input_schema.clone())
+                    .alias(CENSUS)
+                    .build()
+                    .map(Arc::new)?;
+                let functions = aggregate
+                    .aggr_expr()
+                    .iter()
+                    .map(|f| match (kind, input.person_id) {
+                        (Kind::Person, Some(person_id)) if counts_distinct(f, person_id) => {
+                            AggregateExprBuilder::new(self.distinct.clone(), vec![column.clone()])
+                                .schema(input_schema.clone())
+                                .alias(f.name())
+                                .build()
+                                .map(Arc::new)
+                        }
+                        _ => Ok(f.clone()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (function, input_schema.clone(), functions)
+            }
+        };
+        let kind = match mode {
+            AggregateMode::Partial => Kind::State {
+                function: function.clone(),
+                input: state_input.clone(),
+                functions: functions.clone(),
+            },
+            _ => Kind::Count,
+        };
+        functions.push(function);
+        let mut filters = aggregate.filter_expr().to_vec();
+        filters.push(None);
+        let rewritten = AggregateExec::try_new(
+            mode,
+            aggregate.group_expr().clone(),
+            functions,
+            filters,
+            input.plan,
+            state_input,
+        )?
+        .with_limit_options(aggregate.limit_options());
+        let column = rewritten.schema().fields().len() - 1;
+        Ok(Censused {
+            plan: Arc::new(rewritten),
+            column,
+            kind,
+            person_id: None,
+        })
     }
 }
 
-/// Adds one aggregate to `aggregate`: up to k distinct persons of each group, or the
-/// lists of the groups it merges.
-fn aggregate_census(
-    aggregate: &AggregateExec,
-    input: Censused,
-    persons: &Arc<AggregateUDF>,
-) -> Result<Censused> {
-    let mode = *aggregate.mode();
-    let input_schema = input.plan.schema();
-    let (function, state_input) = match (&input.kind, mode) {
-        (
-            Kind::State { function, input },
-            AggregateMode::Final | AggregateMode::FinalPartitioned,
-        ) => (function.clone(), input.clone()),
-        (Kind::State { .. }, _) | (_, AggregateMode::Final | AggregateMode::FinalPartitioned) => {
-            return unsupported_name(aggregate.name());
-        }
-        (kind, _) => {
-            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(
-                input_schema.field(input.column).name(),
-                input.column,
-            ));
-            let builder = match kind {
-                Kind::Person => AggregateExprBuilder::new(persons.clone(), vec![column]),
-                _ => AggregateExprBuilder::new(array_agg_udaf(), vec![column]),
-            };
-            let function = builder
-                .schema(input_schema.clone())
-                .alias(CENSUS)
-                .build()
-                .map(Arc::new)?;
-            (function, input_schema.clone())
-        }
-    };
-    let mut functions = aggregate.aggr_expr().to_vec();
-    functions.push(function.clone());
-    let mut filters = aggregate.filter_expr().to_vec();
-    filters.push(None);
-    let rewritten = AggregateExec::try_new(
-        mode,
-        aggregate.group_expr().clone(),
-        functions,
-        filters,
-        input.plan,
-        state_input.clone(),
-    )?
-    .with_limit_options(aggregate.limit_options());
-    let column = rewritten.schema().fields().len() - 1;
-    let kind = match mode {
-        AggregateMode::Partial => Kind::State {
-            function,
-            input: state_input,
-        },
-        _ => Kind::Count,
-    };
-    Ok(Censused {
-        plan: Arc::new(rewritten),
-        column,
-        kind,
-    })
+/// Whether `function` is `count(DISTINCT c)` of the column at `person_id`.
+fn counts_distinct(function: &AggregateFunctionExpr, person_id: usize) -> bool {
+    function.is_distinct()
+        && function.fun().name() == "count"
+        && matches!(function.expressions().as_slice(), [arg] if is_column(arg, person_id))
+}
+
+/// Where input column `column` lands under `projection`, if it is kept.
+fn kept_at(projection: Option<&[usize]>, column: usize) -> Option<usize> {
+    match projection {
+        None => Some(column),
+        Some(p) => p.iter().position(|&i| i == column),
+    }
 }
 
 /// `projection` extended to keep input column `column`, and where it lands.
@@ -322,4 +379,72 @@ fn unsupported_name<T>(name: &str) -> Result<T> {
     Err(DataFusionError::Plan(format!(
         "the persons behind {name} cannot be counted, so its rows may not leave the node"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
+    use datafusion::physical_plan::expressions::col;
+    use sunlight_domain::Table;
+
+    use super::*;
+    use crate::test_plans::leaf;
+
+    #[test]
+    fn a_distinct_count_of_the_rows_persons_counts_their_numbers() {
+        let input = leaf(
+            Table::Disbursements,
+            &["person_id", "subsidy_type", "township"],
+        );
+        let schema = input.schema();
+        let distinct = |column: &str| {
+            AggregateExprBuilder::new(count_udaf(), vec![col(column, &schema).unwrap()])
+                .schema(schema.clone())
+                .alias(format!("distinct {column}"))
+                .distinct()
+                .build()
+                .map(Arc::new)
+                .unwrap()
+        };
+        let group = PhysicalGroupBy::new_single(vec![(
+            col("subsidy_type", &schema).unwrap(),
+            "subsidy_type".into(),
+        )]);
+        let aggregate: Arc<dyn ExecutionPlan> = Arc::new(
+            AggregateExec::try_new(
+                AggregateMode::Partial,
+                group,
+                vec![distinct("person_id"), distinct("township")],
+                vec![None, None],
+                input,
+                schema.clone(),
+            )
+            .unwrap(),
+        );
+        let census = census(&aggregate, 5, None).unwrap().unwrap();
+        let rewritten = census.plan.downcast_ref::<AggregateExec>().unwrap();
+        let functions: Vec<(&str, bool)> = rewritten
+            .aggr_expr()
+            .iter()
+            .map(|f| (f.fun().name(), f.is_distinct()))
+            .collect();
+        assert_eq!(
+            functions,
+            [
+                ("distinct_persons", false),
+                ("count", true),
+                ("persons", false)
+            ]
+        );
+        // The state keeps its name and lists person numbers, which leave as tokens.
+        let (before, after) = (aggregate.schema(), rewritten.schema());
+        assert_eq!(before.field(1).name(), after.field(1).name());
+        assert_eq!(
+            after.field(1).data_type(),
+            &DataType::List(Arc::new(Field::new_list_field(DataType::UInt32, true)))
+        );
+        assert_eq!(before.field(2), after.field(2));
+    }
 }

@@ -1,12 +1,11 @@
 //! [`PersonDirectory`]: a node's persons by dense number. The census counts numbers,
 //! which index a bit set rather than a hash set, and the node numbers each file's rows
 //! once instead of hashing `person_id` in every query. Numbers never leave the node;
-//! sketches carry the persons' keyed [`PersonKeys`].
+//! sketches carry the persons' keyed [`PersonKeys`], and tokens their identifiers.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
+use datafusion::common::HashMap;
 use fixedbitset::FixedBitSet;
 
 use crate::{PersonKeys, PersonSketch};
@@ -14,27 +13,8 @@ use crate::{PersonKeys, PersonSketch};
 /// The number that stands for a missing `person_id`.
 pub const NO_PERSON: u32 = u32::MAX;
 
-/// Hashes a person key, a SipHash output already, to itself.
-#[derive(Debug, Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, key: u64) {
-        self.0 = key;
-    }
-}
-
-/// A node's persons, numbered from 0 in the order it first meets them.
+/// A node's persons, numbered from 0 in the order it first meets them. Each identifier
+/// has its own number, so that distinct numbers are exactly distinct identifiers.
 #[derive(Debug)]
 pub struct PersonDirectory {
     keys: PersonKeys,
@@ -43,8 +23,10 @@ pub struct PersonDirectory {
 
 #[derive(Debug, Default)]
 struct Numbered {
-    /// Number of each person's key.
-    numbers: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
+    /// Number of each person's identifier.
+    numbers: HashMap<Arc<str>, u32>,
+    /// Identifier of each number.
+    ids: Vec<Arc<str>>,
     /// Key of each number, for sketches.
     keys: Vec<u64>,
     /// The sketch of every numbered person.
@@ -63,26 +45,39 @@ impl PersonDirectory {
     /// The number of each identifier in `ids`, numbering persons met for the first time;
     /// [`NO_PERSON`] for a missing one.
     pub fn number<'a>(&self, ids: impl IntoIterator<Item = Option<&'a str>>) -> Vec<u32> {
-        let keys: Vec<Option<u64>> = ids
-            .into_iter()
-            .map(|id| id.map(|id| self.keys.key(id)))
-            .collect();
         let mut numbered = self.numbered.write().expect("not poisoned");
         let Numbered {
             numbers,
-            keys: all,
+            ids: all,
+            keys,
             everyone,
         } = &mut *numbered;
-        keys.into_iter()
-            .map(|key| match key {
+        ids.into_iter()
+            .map(|id| match id {
                 None => NO_PERSON,
-                Some(key) => *numbers.entry(key).or_insert_with(|| {
-                    everyone.toggle(key, 1);
-                    all.push(key);
-                    u32::try_from(all.len() - 1).expect("fewer than 2^32 - 1 persons")
-                }),
+                Some(id) => match numbers.get(id) {
+                    Some(&number) => number,
+                    None => {
+                        let number = u32::try_from(all.len())
+                            .ok()
+                            .filter(|&n| n != NO_PERSON)
+                            .expect("fewer than 2^32 - 1 persons");
+                        let key = self.keys.key(id);
+                        everyone.toggle(key, 1);
+                        keys.push(key);
+                        let id: Arc<str> = Arc::from(id);
+                        all.push(id.clone());
+                        numbers.insert(id, number);
+                        number
+                    }
+                },
             })
             .collect()
+    }
+
+    /// `f` of the identifier of each person, by number.
+    pub fn with_ids<R>(&self, f: impl FnOnce(&[Arc<str>]) -> R) -> R {
+        f(&self.numbered.read().expect("not poisoned").ids)
     }
 
     /// The sketch of the persons whose numbers are in `persons`. Sketches add, so a set
@@ -111,6 +106,8 @@ mod tests {
         let first = directory.number([Some("a"), Some("b"), None, Some("a")]);
         assert_eq!(first, vec![0, 1, NO_PERSON, 0]);
         assert_eq!(directory.number([Some("c"), Some("b")]), vec![2, 1]);
+        let ids = directory.with_ids(|ids| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>());
+        assert_eq!(ids, ["a", "b", "c"]);
         let mut persons = FixedBitSet::with_capacity(3);
         persons.insert(1);
         assert_eq!(

@@ -10,11 +10,11 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, GenericListArray, OffsetSizeTrait, StringBuilder,
 };
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, SchemaRef, UInt32Type};
+use arrow::datatypes::{DataType, FieldRef, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNode;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -484,16 +484,22 @@ impl Egress {
         let columns = self
             .treatments
             .iter()
+            .zip(self.schema.fields())
             .enumerate()
-            .map(|(i, treatment)| {
+            .map(|(i, (treatment, field))| {
                 let column = batch.column(i);
-                match treatment {
-                    Treatment::Keep => Ok(column.clone()),
-                    Treatment::Tokenize => self.tokenize(column),
-                    Treatment::TokenizeElements => match column.data_type() {
-                        DataType::LargeList(_) => self.tokenize_list(column.as_list::<i64>()),
-                        _ => self.tokenize_list(column.as_list::<i32>()),
-                    },
+                match (treatment, field.data_type()) {
+                    (Treatment::Keep, _) => Ok(column.clone()),
+                    (Treatment::Tokenize, _) => self.tokenize(column),
+                    (Treatment::TokenizeElements, DataType::LargeList(field)) => {
+                        self.tokenize_list(column.as_list::<i64>(), field)
+                    }
+                    (Treatment::TokenizeElements, DataType::List(field)) => {
+                        self.tokenize_list(column.as_list::<i32>(), field)
+                    }
+                    (Treatment::TokenizeElements, other) => Err(DataFusionError::Internal(
+                        format!("column {} lists its values, not as {other}", field.name()),
+                    )),
                 }
             })
             .collect::<DfResult<Vec<_>>>()?;
@@ -506,23 +512,39 @@ impl Egress {
             .tokens
             .as_ref()
             .expect("checked when the fragment was");
-        let text = cast(column, &DataType::Utf8)?;
-        let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * TOKEN_CHARS);
+        let mut hashed = StringBuilder::with_capacity(column.len(), column.len() * TOKEN_CHARS);
         let mut buffer = [0; TOKEN_CHARS];
-        for value in text.as_string::<i32>() {
-            match value {
-                Some(value) => hashed.append_value(tokens.text(value, &mut buffer)),
-                None => hashed.append_null(),
-            }
+        let mut append = |value: Option<&str>| match value {
+            Some(value) => hashed.append_value(tokens.text(value, &mut buffer)),
+            None => hashed.append_null(),
+        };
+        // Person numbers, the state of a distinct count of persons: their identifiers.
+        if let Some(numbers) = column.as_primitive_opt::<UInt32Type>() {
+            self.policy.persons.with_ids(|ids| {
+                numbers.iter().try_for_each(|number| {
+                    let id = number
+                        .map(|n| ids.get(n as usize).ok_or_else(|| unnumbered(n)))
+                        .transpose()?;
+                    append(id.map(AsRef::as_ref));
+                    Ok::<_, DataFusionError>(())
+                })
+            })?;
+            return Ok(Arc::new(hashed.finish()));
         }
+        cast(column, &DataType::Utf8)?
+            .as_string::<i32>()
+            .iter()
+            .for_each(append);
         Ok(cast(&hashed.finish(), column.data_type())?)
     }
 
-    fn tokenize_list<O: OffsetSizeTrait>(&self, list: &GenericListArray<O>) -> DfResult<ArrayRef> {
-        let (DataType::List(field) | DataType::LargeList(field)) = list.data_type() else {
-            unreachable!("a list array");
-        };
-        let values = self.tokenize(list.values())?;
+    /// `list` with its values tokenized, as lists of `field`.
+    fn tokenize_list<O: OffsetSizeTrait>(
+        &self,
+        list: &GenericListArray<O>,
+        field: &FieldRef,
+    ) -> DfResult<ArrayRef> {
+        let values = cast(&self.tokenize(list.values())?, field.data_type())?;
         let rebuilt = GenericListArray::<O>::try_new(
             field.clone(),
             list.offsets().clone(),
@@ -531,6 +553,11 @@ impl Egress {
         )?;
         Ok(Arc::new(rebuilt))
     }
+}
+
+/// The error for a person number the directory never gave.
+fn unnumbered(number: u32) -> DataFusionError {
+    DataFusionError::Internal(format!("person number {number} is not in the directory"))
 }
 
 /// How many columns lead each row of `fragment` with its group's key: the fragment ends

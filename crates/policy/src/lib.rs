@@ -14,6 +14,7 @@
 mod census;
 mod differencing;
 mod directory;
+mod distinct;
 mod egress;
 mod lineage;
 mod persons;

@@ -197,7 +197,7 @@ fn list_of(groups: &[Vec<u32>]) -> ArrayRef {
 }
 
 /// Lists of the given `lengths`, of `persons` in order.
-fn lists(
+pub(crate) fn lists(
     lengths: impl IntoIterator<Item = usize>,
     persons: impl IntoIterator<Item = u32>,
 ) -> ArrayRef {
