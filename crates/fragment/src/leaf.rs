@@ -25,6 +25,7 @@ pub struct TableLeafExec {
     partitions: usize,
     limit: Option<usize>,
     persons: bool,
+    ids_unread: bool,
     copy: Option<String>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -79,6 +80,7 @@ impl TableLeafExec {
             partitions,
             limit,
             persons,
+            ids_unread: false,
             copy: None,
             schema,
             properties,
@@ -108,6 +110,16 @@ impl TableLeafExec {
             schema,
         )
         .with_copy(self.copy.clone())
+    }
+
+    /// The same leaf, whose `person_id` values nothing reads: all that is made of them
+    /// is a count of the persons' numbers. The node writes in empty text instead of
+    /// reading them.
+    pub fn with_ids_unread(&self) -> Self {
+        Self {
+            ids_unread: true,
+            ..self.clone()
+        }
     }
 
     /// The table scanned.
@@ -143,6 +155,11 @@ impl TableLeafExec {
         self.persons
     }
 
+    /// Whether nothing reads the values of the leaf's `person_id` ([`Self::with_ids_unread`]).
+    pub fn ids_unread(&self) -> bool {
+        self.ids_unread
+    }
+
     /// The digest of the reference table's copy the leaf stands for, if it names one.
     pub fn copy(&self) -> Option<&str> {
         self.copy.as_deref()
@@ -165,6 +182,9 @@ impl DisplayAs for TableLeafExec {
         )?;
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
+        }
+        if self.ids_unread {
+            write!(f, ", person_id unread")?;
         }
         Ok(())
     }

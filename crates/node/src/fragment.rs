@@ -1,7 +1,6 @@
 //! The fragment executor: decodes a plan shipped by the city, checks it, puts the node's
 //! own table scans in place of its leaves, and runs it.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -212,22 +211,27 @@ async fn resolve_leaves(
                 });
             }
         }
-        let county = leaf.schema().index_of("county_code").ok();
+        let schema = leaf.schema();
+        let county = schema.index_of("county_code").ok();
         let proven = match county {
             Some(_) => node.county_proven(leaf.table()).await?,
             None => false,
         };
+        let mut written = Vec::new();
+        if let (Some(at), true) = (county, proven) {
+            written.push((at, ScalarValue::from(node.code().as_str())));
+        }
+        if leaf.ids_unread() {
+            written.push((schema.index_of("person_id")?, ScalarValue::from("")));
+        }
+        let scan = scan_writing(node, &leaf, written, state).await?;
         let scan = match (county, proven) {
-            (Some(at), true) => scan_with_code(node, &leaf, at, state).await?,
             // A leaf over several nodes that carries county_code was planned as
             // partitioned by it.
-            (Some(at), false) if leaf.partitions() > 1 => Arc::new(CountyGuardExec::new(
-                scan(node, &leaf, state).await?,
-                node.code(),
-                leaf.table(),
-                at,
-            )),
-            _ => scan(node, &leaf, state).await?,
+            (Some(at), false) if leaf.partitions() > 1 => {
+                Arc::new(CountyGuardExec::new(scan, node.code(), leaf.table(), at))
+            }
+            _ => scan,
         };
         scans.insert(key, scan);
     }
@@ -256,30 +260,38 @@ async fn scan(
         .await?)
 }
 
-/// A scan of `leaf`, whose column `at` is `county_code` and whose table's statistics
-/// prove that every row holds the node's code: the column is not read but written in.
-async fn scan_with_code(
+/// A scan of `leaf` whose columns `written` are not read but written in, each with its
+/// one value: `county_code` where the table's statistics prove that every row holds the
+/// node's code, and `person_id` where nothing reads it ([`TableLeafExec::ids_unread`]).
+async fn scan_writing(
     node: &Node,
     leaf: &TableLeafExec,
-    at: usize,
+    mut written: Vec<(usize, ScalarValue)>,
     state: &SessionState,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let table = leaf.table();
-    let mut read = leaf.columns();
-    read.remove(at);
-    let mut rest = TableLeafExec::try_new(table, Some(read), leaf.partitions(), leaf.limit())?;
+    if written.is_empty() {
+        return scan(node, leaf, state).await;
+    }
+    written.sort_by_key(|(at, _)| *at);
+    let columns = leaf.columns();
+    let read = (0..columns.len())
+        .filter(|i| !written.iter().any(|(at, _)| at == i))
+        .map(|i| columns[i])
+        .collect();
+    let mut rest =
+        TableLeafExec::try_new(leaf.table(), Some(read), leaf.partitions(), leaf.limit())?;
     if leaf.persons() {
         rest = rest.with_persons();
     }
     let input = scan(node, &rest, state).await?;
-    let code: Arc<dyn PhysicalExpr> =
-        Arc::new(Literal::new(ScalarValue::from(node.code().as_str())));
     let schema = leaf.schema();
     let columns = schema.fields().iter().enumerate().map(|(i, field)| {
-        let expr = match i.cmp(&at) {
-            Ordering::Less => Arc::new(Column::new(field.name(), i)),
-            Ordering::Equal => code.clone(),
-            Ordering::Greater => Arc::new(Column::new(field.name(), i - 1)),
+        let expr: Arc<dyn PhysicalExpr> = match written.iter().find(|(at, _)| *at == i) {
+            Some((_, value)) => Arc::new(Literal::new(value.clone())),
+            None => {
+                let before = written.iter().filter(|(at, _)| *at < i).count();
+                Arc::new(Column::new(field.name(), i - before))
+            }
         };
         ProjectionExpr::new(expr, field.name().clone())
     });

@@ -86,6 +86,7 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
                 tokens
                     .as_ref()
                     .map_or_else(PersonKeys::random, PersonKeys::derived),
+                tokens.clone(),
             )),
             tokens,
         },

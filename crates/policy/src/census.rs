@@ -7,11 +7,13 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::logical_expr::JoinType;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{PhysicalExpr, projection::ProjectionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -27,7 +29,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
-use crate::distinct::DistinctPersons;
+use crate::distinct::{DISTINCT_PERSONS, DistinctPersons};
 use crate::persons::{Persons, Seen};
 
 const PERSON: &str = "person_id";
@@ -59,6 +61,9 @@ struct Censused {
     /// The column, if any, that holds the `person_id` of the person a [`Kind::Person`]
     /// census column numbers.
     person_id: Option<usize>,
+    /// Whether anything between the leaf and here reads that column's values, rather
+    /// than passing it on.
+    ids_read: bool,
 }
 
 /// A fragment rewritten to carry its persons, and where to find them in its output.
@@ -121,6 +126,7 @@ impl Carrier {
             let person_id = input
                 .person_id
                 .and_then(|p| kept_at(projection.as_deref(), p));
+            let ids_read = input.ids_read || reads(filter.predicate(), input.person_id);
             let rewritten = FilterExecBuilder::from(filter)
                 .with_input(input.plan)
                 .apply_projection(None)?
@@ -131,6 +137,7 @@ impl Carrier {
                 column,
                 kind: input.kind,
                 person_id,
+                ids_read,
             }));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
@@ -149,11 +156,18 @@ impl Carrier {
             let person_id = input
                 .person_id
                 .and_then(|p| exprs.iter().position(|e| is_column(&e.expr, p)));
+            // Passed on once, as itself, or read.
+            let passed = exprs
+                .iter()
+                .filter(|e| reads(&e.expr, input.person_id))
+                .count()
+                == usize::from(person_id.is_some());
             return Ok(Some(Censused {
                 plan: Arc::new(ProjectionExec::try_new(exprs, input.plan)?),
                 column,
                 kind: input.kind,
                 person_id,
+                ids_read: input.ids_read || !passed,
             }));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
@@ -169,8 +183,10 @@ impl Carrier {
         if !passes_through {
             return unsupported(plan);
         }
+        let sorts = plan.is::<SortExec>() || plan.is::<SortPreservingMergeExec>();
         Ok(Some(Censused {
             plan: replace_children_if_necessary(plan.clone(), vec![input.plan])?,
+            ids_read: input.ids_read || sorts,
             ..input
         }))
     }
@@ -185,6 +201,7 @@ impl Carrier {
             column: leaf.schema().fields().len(),
             kind: Kind::Person,
             person_id: leaf.schema().index_of(PERSON).ok(),
+            ids_read: false,
         }))
     }
 
@@ -252,6 +269,7 @@ impl Carrier {
             column,
             kind,
             person_id,
+            ids_read: true,
         }))
     }
 
@@ -314,6 +332,20 @@ impl Carrier {
             },
             _ => Kind::Count,
         };
+        let input_plan = match ids_unread(aggregate, &functions, &input) {
+            true => {
+                input
+                    .plan
+                    .transform_up(|p| {
+                        Ok(match p.downcast_ref::<TableLeafExec>() {
+                            Some(leaf) => Transformed::yes(Arc::new(leaf.with_ids_unread()) as _),
+                            None => Transformed::no(p),
+                        })
+                    })?
+                    .data
+            }
+            false => input.plan,
+        };
         functions.push(function);
         let mut filters = aggregate.filter_expr().to_vec();
         filters.push(None);
@@ -322,7 +354,7 @@ impl Carrier {
             aggregate.group_expr().clone(),
             functions,
             filters,
-            input.plan,
+            input_plan,
             state_input,
         )?
         .with_limit_options(aggregate.limit_options());
@@ -332,8 +364,41 @@ impl Carrier {
             column,
             kind,
             person_id: None,
+            ids_read: true,
         })
     }
+}
+
+/// Whether `aggregate`, which computes `functions` over `input`, is all that would read
+/// the identifiers of `input`'s single leaf, and counts them only by the persons'
+/// numbers: then the leaf need not read them.
+fn ids_unread(
+    aggregate: &AggregateExec,
+    functions: &[Arc<AggregateFunctionExpr>],
+    input: &Censused,
+) -> bool {
+    let Some(person_id) = input.person_id.filter(|_| !input.ids_read) else {
+        return false;
+    };
+    let counted = functions.iter().any(|f| f.fun().name() == DISTINCT_PERSONS);
+    let grouped = aggregate.group_expr().expr().iter().map(|(e, _)| e);
+    let computed = functions.iter().flat_map(|f| {
+        f.expressions()
+            .into_iter()
+            .chain(f.order_bys().iter().map(|o| o.expr.clone()))
+    });
+    let filtered = aggregate.filter_expr().iter().flatten();
+    counted
+        && !grouped
+            .chain(filtered)
+            .cloned()
+            .chain(computed)
+            .any(|e| reads(&e, Some(person_id)))
+}
+
+/// Whether `expr` reads the column at `column`.
+fn reads(expr: &Arc<dyn PhysicalExpr>, column: Option<usize>) -> bool {
+    column.is_some_and(|c| collect_columns(expr).iter().any(|used| used.index() == c))
 }
 
 /// Whether `function` is `count(DISTINCT c)` of the column at `person_id`.
@@ -384,20 +449,19 @@ fn unsupported_name<T>(name: &str) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::{DataType, Field};
+    use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::logical_expr::Operator;
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
-    use datafusion::physical_plan::expressions::col;
+    use datafusion::physical_plan::expressions::{binary, col, lit};
     use sunlight_domain::Table;
 
     use super::*;
     use crate::test_plans::leaf;
 
-    #[test]
-    fn a_distinct_count_of_the_rows_persons_counts_their_numbers() {
-        let input = leaf(
-            Table::Disbursements,
-            &["person_id", "subsidy_type", "township"],
-        );
+    /// A partial aggregate by `subsidy_type` of `count(DISTINCT person_id)` and
+    /// `count(DISTINCT township)` over `input`.
+    fn distinct_counts(input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
         let schema = input.schema();
         let distinct = |column: &str| {
             AggregateExprBuilder::new(count_udaf(), vec![col(column, &schema).unwrap()])
@@ -412,7 +476,7 @@ mod tests {
             col("subsidy_type", &schema).unwrap(),
             "subsidy_type".into(),
         )]);
-        let aggregate: Arc<dyn ExecutionPlan> = Arc::new(
+        Arc::new(
             AggregateExec::try_new(
                 AggregateMode::Partial,
                 group,
@@ -422,9 +486,32 @@ mod tests {
                 schema.clone(),
             )
             .unwrap(),
+        )
+    }
+
+    /// The census of `aggregate`, and whether its leaf reads `person_id`.
+    fn censused(aggregate: &Arc<dyn ExecutionPlan>) -> (Arc<dyn ExecutionPlan>, bool) {
+        let plan = census(aggregate, 5, None).unwrap().unwrap().plan;
+        let mut ids_read = true;
+        plan.apply(|p| {
+            if let Some(leaf) = p.downcast_ref::<TableLeafExec>() {
+                ids_read = !leaf.ids_unread();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        (plan, ids_read)
+    }
+
+    #[test]
+    fn a_distinct_count_of_the_rows_persons_counts_their_numbers() {
+        let input = leaf(
+            Table::Disbursements,
+            &["person_id", "subsidy_type", "township"],
         );
-        let census = census(&aggregate, 5, None).unwrap().unwrap();
-        let rewritten = census.plan.downcast_ref::<AggregateExec>().unwrap();
+        let aggregate = distinct_counts(input.clone());
+        let (plan, ids_read) = censused(&aggregate);
+        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
         let functions: Vec<(&str, bool)> = rewritten
             .aggr_expr()
             .iter()
@@ -446,5 +533,22 @@ mod tests {
             &DataType::List(Arc::new(Field::new_list_field(DataType::UInt32, true)))
         );
         assert_eq!(before.field(2), after.field(2));
+        // Nothing else reads the identifiers, so the scan need not.
+        assert!(!ids_read);
+
+        // A filter on them reads them.
+        let schema = input.schema();
+        let predicate = binary(
+            col("person_id", &schema).unwrap(),
+            Operator::NotEq,
+            lit("140215-000000001"),
+            &schema,
+        )
+        .unwrap();
+        let filtered = Arc::new(FilterExec::try_new(predicate, input).unwrap());
+        let (plan, ids_read) = censused(&distinct_counts(filtered));
+        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
+        assert_eq!(rewritten.aggr_expr()[0].fun().name(), "distinct_persons");
+        assert!(ids_read);
     }
 }

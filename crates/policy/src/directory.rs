@@ -5,10 +5,12 @@
 
 use std::sync::{Arc, RwLock};
 
+use arrow::array::{StringArray, StringBuilder, UInt32Array};
 use datafusion::common::HashMap;
+use datafusion::error::{DataFusionError, Result};
 use fixedbitset::FixedBitSet;
 
-use crate::{PersonKeys, PersonSketch};
+use crate::{PersonKeys, PersonSketch, TOKEN_CHARS, Tokenizer};
 
 /// The number that stands for a missing `person_id`.
 pub const NO_PERSON: u32 = u32::MAX;
@@ -18,6 +20,7 @@ pub const NO_PERSON: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct PersonDirectory {
     keys: PersonKeys,
+    tokens: Option<Tokenizer>,
     numbered: RwLock<Numbered>,
 }
 
@@ -31,13 +34,17 @@ struct Numbered {
     keys: Vec<u64>,
     /// The sketch of every numbered person.
     everyone: PersonSketch,
+    /// The token of the identifier of each number from 0, made when first asked for.
+    tokens: Vec<[u8; TOKEN_CHARS]>,
 }
 
 impl PersonDirectory {
-    /// An empty directory whose persons are named by `keys` in sketches.
-    pub fn new(keys: PersonKeys) -> Self {
+    /// An empty directory whose persons are named by `keys` in sketches, and by the
+    /// tokens of their identifiers under `tokens`, if given, when they leave the node.
+    pub fn new(keys: PersonKeys, tokens: Option<Tokenizer>) -> Self {
         Self {
             keys,
+            tokens,
             numbered: RwLock::default(),
         }
     }
@@ -51,6 +58,7 @@ impl PersonDirectory {
             ids: all,
             keys,
             everyone,
+            ..
         } = &mut *numbered;
         ids.into_iter()
             .map(|id| match id {
@@ -75,9 +83,38 @@ impl PersonDirectory {
             .collect()
     }
 
-    /// `f` of the identifier of each person, by number.
-    pub fn with_ids<R>(&self, f: impl FnOnce(&[Arc<str>]) -> R) -> R {
-        f(&self.numbered.read().expect("not poisoned").ids)
+    /// The token, as text, of the identifier of each person in `numbers`. A person's
+    /// token is made once, when first asked for.
+    pub fn tokens(&self, numbers: &UInt32Array) -> Result<StringArray> {
+        let needed = numbers.iter().flatten().max().map_or(0, |n| n as usize + 1);
+        if self.numbered.read().expect("not poisoned").tokens.len() < needed {
+            let tokens = self.tokens.as_ref().ok_or_else(|| {
+                DataFusionError::Internal("identifiers leave only as tokens".to_string())
+            })?;
+            let mut numbered = self.numbered.write().expect("not poisoned");
+            let Numbered {
+                ids, tokens: made, ..
+            } = &mut *numbered;
+            let mut buffer = [0; TOKEN_CHARS];
+            for id in &ids[made.len().min(ids.len())..] {
+                tokens.text(id, &mut buffer);
+                made.push(buffer);
+            }
+        }
+        let numbered = self.numbered.read().expect("not poisoned");
+        let mut text = StringBuilder::with_capacity(numbers.len(), numbers.len() * TOKEN_CHARS);
+        for number in numbers {
+            match number {
+                Some(n) => {
+                    let token = numbered.tokens.get(n as usize).ok_or_else(|| {
+                        DataFusionError::Internal(format!("person {n} was never numbered"))
+                    })?;
+                    text.append_value(std::str::from_utf8(token).expect("base64 is ASCII"));
+                }
+                None => text.append_null(),
+            }
+        }
+        Ok(text.finish())
     }
 
     /// The sketch of the persons whose numbers are in `persons`. Sketches add, so a set
@@ -102,12 +139,22 @@ mod tests {
     #[test]
     fn a_person_keeps_one_number_and_sketches_by_key() {
         let keys = PersonKeys::random();
-        let directory = PersonDirectory::new(keys.clone());
+        let tokens = Tokenizer::new("a key of the test", 1);
+        let directory = PersonDirectory::new(keys.clone(), Some(tokens.clone()));
         let first = directory.number([Some("a"), Some("b"), None, Some("a")]);
         assert_eq!(first, vec![0, 1, NO_PERSON, 0]);
         assert_eq!(directory.number([Some("c"), Some("b")]), vec![2, 1]);
-        let ids = directory.with_ids(|ids| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>());
-        assert_eq!(ids, ["a", "b", "c"]);
+        let numbers = UInt32Array::from(vec![Some(2), None, Some(0), Some(2)]);
+        let made = directory.tokens(&numbers).unwrap();
+        let token = |id: &str| tokens.text(id, &mut [0; TOKEN_CHARS]).to_string();
+        let expected = [Some(token("c")), None, Some(token("a")), Some(token("c"))];
+        let made: Vec<Option<String>> = made.iter().map(|t| t.map(str::to_string)).collect();
+        assert_eq!(made, expected);
+        let unknown = directory.tokens(&UInt32Array::from(vec![3])).unwrap_err();
+        assert!(
+            unknown.to_string().contains("person 3 was never numbered"),
+            "{unknown}"
+        );
         let mut persons = FixedBitSet::with_capacity(3);
         persons.insert(1);
         assert_eq!(

@@ -20,6 +20,9 @@ use fixedbitset::FixedBitSet;
 
 use crate::persons::lists;
 
+/// The name of [`DistinctPersons`].
+pub(crate) const DISTINCT_PERSONS: &str = "distinct_persons";
+
 /// The aggregate that counts distinct person numbers.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct DistinctPersons {
@@ -36,7 +39,7 @@ impl Default for DistinctPersons {
 
 impl AggregateUDFImpl for DistinctPersons {
     fn name(&self) -> &str {
-        "distinct_persons"
+        DISTINCT_PERSONS
     }
 
     fn signature(&self) -> &Signature {

@@ -212,7 +212,14 @@ fn counted(
 ) -> Result<(Arc<dyn ExecutionPlan>, Persons)> {
     let (seen, formed_from) = match whole {
         Some(Whole::OneGroup(counted)) => {
-            return Ok((fragment.clone(), Persons::Whole(Box::new(counted))));
+            // The group's persons are known; a census would only let a distinct count
+            // of persons count their numbers, and where it cannot, the fragment runs as is.
+            let plan = match counts_distinct(fragment) {
+                true => census(fragment, min_group_size, None).ok().flatten(),
+                false => None,
+            };
+            let plan = plan.map_or_else(|| fragment.clone(), |c| c.plan);
+            return Ok((plan, Persons::Whole(Box::new(counted))));
         }
         Some(Whole::Groups(counted)) => (None, FormedFrom::Table(Box::new(counted.sketch))),
         None => {
@@ -233,6 +240,16 @@ fn counted(
         ),
         None => (fragment.clone(), Persons::None),
     })
+}
+
+/// Whether an aggregate of `fragment` counts distinct values.
+fn counts_distinct(fragment: &Arc<dyn ExecutionPlan>) -> bool {
+    fragment
+        .exists(|p| {
+            Ok(p.downcast_ref::<AggregateExec>()
+                .is_some_and(|a| a.aggr_expr().iter().any(|e| e.is_distinct())))
+        })
+        .unwrap_or(false)
 }
 
 impl Egress {
@@ -507,34 +524,24 @@ impl Egress {
     }
 
     fn tokenize(&self, column: &ArrayRef) -> DfResult<ArrayRef> {
+        // Person numbers, the state of a distinct count of persons: their identifiers'.
+        if let Some(numbers) = column.as_primitive_opt::<UInt32Type>() {
+            return Ok(Arc::new(self.policy.persons.tokens(numbers)?));
+        }
         let tokens = self
             .policy
             .tokens
             .as_ref()
             .expect("checked when the fragment was");
-        let mut hashed = StringBuilder::with_capacity(column.len(), column.len() * TOKEN_CHARS);
+        let text = cast(column, &DataType::Utf8)?;
+        let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * TOKEN_CHARS);
         let mut buffer = [0; TOKEN_CHARS];
-        let mut append = |value: Option<&str>| match value {
-            Some(value) => hashed.append_value(tokens.text(value, &mut buffer)),
-            None => hashed.append_null(),
-        };
-        // Person numbers, the state of a distinct count of persons: their identifiers.
-        if let Some(numbers) = column.as_primitive_opt::<UInt32Type>() {
-            self.policy.persons.with_ids(|ids| {
-                numbers.iter().try_for_each(|number| {
-                    let id = number
-                        .map(|n| ids.get(n as usize).ok_or_else(|| unnumbered(n)))
-                        .transpose()?;
-                    append(id.map(AsRef::as_ref));
-                    Ok::<_, DataFusionError>(())
-                })
-            })?;
-            return Ok(Arc::new(hashed.finish()));
+        for value in text.as_string::<i32>() {
+            match value {
+                Some(value) => hashed.append_value(tokens.text(value, &mut buffer)),
+                None => hashed.append_null(),
+            }
         }
-        cast(column, &DataType::Utf8)?
-            .as_string::<i32>()
-            .iter()
-            .for_each(append);
         Ok(cast(&hashed.finish(), column.data_type())?)
     }
 
@@ -553,11 +560,6 @@ impl Egress {
         )?;
         Ok(Arc::new(rebuilt))
     }
-}
-
-/// The error for a person number the directory never gave.
-fn unnumbered(number: u32) -> DataFusionError {
-    DataFusionError::Internal(format!("person number {number} is not in the directory"))
 }
 
 /// How many columns lead each row of `fragment` with its group's key: the fragment ends
