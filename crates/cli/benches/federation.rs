@@ -3,7 +3,8 @@
 //! files, and the bytes that crossed from the nodes against the bytes the central scans
 //! read from Parquet and against the raw columns the query reads (their size in Arrow,
 //! over every node: what a central copy of them would move). Also the latency of a
-//! trivial `SELECT count(*)` through the city's Flight SQL.
+//! trivial `SELECT count(*)` through the city's Flight SQL. A query whose answer at the
+//! city is not the central one's is marked `DIFFERS`.
 //!
 //! `SUNLIGHT_BENCH_PERSONS` sets ordinary people per county (default 190000, about one
 //! million disbursement rows per county); `SUNLIGHT_BENCH_DIR` keeps the generated city;
@@ -18,6 +19,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -128,6 +131,16 @@ async fn raw_bytes(central: &SessionContext, sql: &str, sizes: &mut RawSizes) ->
     total
 }
 
+/// The rows of `batches` as text, in order.
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let text = pretty_format_batches(batches)
+        .expect("printable")
+        .to_string();
+    let mut rows: Vec<String> = text.lines().skip(3).map(str::to_string).collect();
+    rows.sort();
+    rows
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -172,11 +185,12 @@ async fn main() {
         // both sides alike.
         let (mut city_times, mut central_times) = (Vec::new(), Vec::new());
         let (mut moved, mut scanned) = (0, 0);
+        let mut same = true;
         for _ in 0..runs {
             let started = Instant::now();
             let control = Arc::new(QueryControl::new(false, Duration::from_secs(600), 1));
             let (_, answer) = city.engine.run(&Statement::new(sql), control.clone()).await;
-            answer.expect(sql);
+            let (_, at_city) = answer.expect(sql);
             city_times.push(started.elapsed());
             moved = control.received().values().map(|t| t.bytes).sum::<u64>();
 
@@ -188,9 +202,10 @@ async fn main() {
                 .create_physical_plan()
                 .await
                 .expect(sql);
-            collect(plan.clone(), central.task_ctx()).await.expect(sql);
+            let centrally = collect(plan.clone(), central.task_ctx()).await.expect(sql);
             central_times.push(started.elapsed());
             scanned = bytes_scanned(&plan);
+            same &= rows(&at_city) == rows(&centrally);
         }
         let (c, d) = (median(city_times), median(central_times));
         let raw = raw_bytes(&central, sql, &mut sizes).await;
@@ -199,7 +214,7 @@ async fn main() {
             raw => format!("{:.4}", 100.0 * moved as f64 / raw as f64),
         };
         println!(
-            "{:<4} {:>9.1} {:>10.1} {:>6.2} {:>10} {:>11} {:>11} {:>8}  {}",
+            "{:<4} {:>9.1} {:>10.1} {:>6.2} {:>10} {:>11} {:>11} {:>8}  {}{}",
             i + 1,
             c.as_secs_f64() * 1e3,
             d.as_secs_f64() * 1e3,
@@ -208,6 +223,7 @@ async fn main() {
             scanned,
             raw,
             share,
+            if same { "" } else { "DIFFERS " },
             sql.chars().take(80).collect::<String>()
         );
     }
