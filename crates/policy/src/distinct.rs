@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
 use fixedbitset::FixedBitSet;
 
-use crate::persons::lists;
+use crate::persons::{lists, rows_as_lists};
 
 /// The name of [`DistinctPersons`].
 pub(crate) const DISTINCT_PERSONS: &str = "distinct_persons";
@@ -208,13 +208,7 @@ impl GroupsAccumulator for PersonSets {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let numbers = values[0].as_primitive::<UInt32Type>();
-        let kept = |row: usize| numbers.is_valid(row) && opt_filter.is_none_or(|f| f.value(row));
-        let lengths = (0..numbers.len()).map(|row| usize::from(kept(row)));
-        let persons = (0..numbers.len())
-            .filter(|&row| kept(row))
-            .map(|row| numbers.value(row));
-        Ok(vec![lists(lengths, persons)])
+        Ok(vec![rows_as_lists(values[0].as_primitive(), opt_filter).0])
     }
 
     fn size(&self) -> usize {

@@ -209,6 +209,24 @@ pub(crate) fn lists(
     ))
 }
 
+/// Each row of `persons` as a list of its one person, or of none where it has none or
+/// `filter` leaves it out; and the persons listed, in order.
+pub(crate) fn rows_as_lists(
+    persons: &UInt32Array,
+    filter: Option<&BooleanArray>,
+) -> (ArrayRef, Vec<u32>) {
+    let kept: Vec<bool> = (0..persons.len())
+        .map(|row| persons.is_valid(row) && filter.is_none_or(|f| f.value(row)))
+        .collect();
+    let listed: Vec<u32> = kept
+        .iter()
+        .zip(persons.values())
+        .filter_map(|(&kept, &person)| kept.then_some(person))
+        .collect();
+    let lists = lists(kept.into_iter().map(usize::from), listed.iter().copied());
+    (lists, listed)
+}
+
 impl GroupsAccumulator for PersonGroups {
     fn update_batch(
         &mut self,
@@ -274,23 +292,14 @@ impl GroupsAccumulator for PersonGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        // Each row becomes a group of its one person, or of none.
-        let keys = values[0].as_primitive::<UInt32Type>();
-        let kept: Vec<bool> = (0..keys.len())
-            .map(|row| keys.is_valid(row) && opt_filter.is_none_or(|f| f.value(row)))
-            .collect();
-        let persons: Vec<u32> = kept
-            .iter()
-            .zip(keys.values())
-            .filter_map(|(&kept, &person)| kept.then_some(person))
-            .collect();
+        let (lists, persons) = rows_as_lists(values[0].as_primitive(), opt_filter);
         if let Some(seen) = &self.seen {
             let mut seen = seen.lock().expect("not poisoned");
             let mut words = Words::over(&mut seen, persons.iter().max().copied());
             persons.iter().for_each(|&person| words.insert(person));
             words.finish();
         }
-        Ok(vec![lists(kept.into_iter().map(usize::from), persons)])
+        Ok(vec![lists])
     }
 
     fn size(&self) -> usize {
