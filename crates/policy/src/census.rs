@@ -4,10 +4,11 @@
 //! ride in one extra output column, a list of each group's persons (lists of lists, for
 //! an aggregate of aggregates), that the egress guard reads and strips.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::JoinSide;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::logical_expr::AggregateUDF;
@@ -29,7 +30,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
-use crate::distinct::{DISTINCT_PERSONS, DistinctPersons};
+use crate::distinct::DistinctPersons;
 use crate::persons::{Persons, Seen};
 
 const PERSON: &str = "person_id";
@@ -61,9 +62,6 @@ struct Censused {
     /// The column, if any, that holds the `person_id` of the person a [`Kind::Person`]
     /// census column numbers.
     person_id: Option<usize>,
-    /// Whether anything between the leaf and here reads that column's values, rather
-    /// than passing it on.
-    ids_read: bool,
 }
 
 /// A fragment rewritten to carry its persons, and where to find them in its output.
@@ -91,10 +89,14 @@ pub fn census(
         persons: Arc::new(AggregateUDF::from(Persons::new(cap, seen))),
         distinct: Arc::new(AggregateUDF::from(DistinctPersons::default())),
     };
-    Ok(carrier.carry(plan)?.map(|c| Census {
-        grouped: !matches!(c.kind, Kind::Person),
-        plan: c.plan,
-        column: c.column,
+    let Some(carried) = carrier.carry(plan)? else {
+        return Ok(None);
+    };
+    let every = (0..carried.plan.schema().fields().len()).collect();
+    Ok(Some(Census {
+        grouped: !matches!(carried.kind, Kind::Person),
+        plan: unread_ids(&carried.plan, every)?,
+        column: carried.column,
     }))
 }
 
@@ -126,7 +128,6 @@ impl Carrier {
             let person_id = input
                 .person_id
                 .and_then(|p| kept_at(projection.as_deref(), p));
-            let ids_read = input.ids_read || reads(filter.predicate(), input.person_id);
             let rewritten = FilterExecBuilder::from(filter)
                 .with_input(input.plan)
                 .apply_projection(None)?
@@ -137,7 +138,6 @@ impl Carrier {
                 column,
                 kind: input.kind,
                 person_id,
-                ids_read,
             }));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
@@ -156,37 +156,22 @@ impl Carrier {
             let person_id = input
                 .person_id
                 .and_then(|p| exprs.iter().position(|e| is_column(&e.expr, p)));
-            // Passed on once, as itself, or read.
-            let passed = exprs
-                .iter()
-                .filter(|e| reads(&e.expr, input.person_id))
-                .count()
-                == usize::from(person_id.is_some());
             return Ok(Some(Censused {
                 plan: Arc::new(ProjectionExec::try_new(exprs, input.plan)?),
                 column,
                 kind: input.kind,
                 person_id,
-                ids_read: input.ids_read || !passed,
             }));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
             return self.aggregate_census(aggregate, input).map(Some);
         }
-        let passes_through = plan.name() == "CoalesceBatchesExec"
-            || plan.is::<CoalescePartitionsExec>()
-            || plan.is::<LocalLimitExec>()
-            || plan.is::<GlobalLimitExec>()
-            || plan.is::<SortExec>()
-            || plan.is::<SortPreservingMergeExec>()
-            || plan.is::<CooperativeExec>();
-        if !passes_through {
+        let sorts = plan.is::<SortExec>() || plan.is::<SortPreservingMergeExec>();
+        if !(sorts || passes_through(plan)) {
             return unsupported(plan);
         }
-        let sorts = plan.is::<SortExec>() || plan.is::<SortPreservingMergeExec>();
         Ok(Some(Censused {
             plan: replace_children_if_necessary(plan.clone(), vec![input.plan])?,
-            ids_read: input.ids_read || sorts,
             ..input
         }))
     }
@@ -201,7 +186,6 @@ impl Carrier {
             column: leaf.schema().fields().len(),
             kind: Kind::Person,
             person_id: leaf.schema().index_of(PERSON).ok(),
-            ids_read: false,
         }))
     }
 
@@ -249,18 +233,44 @@ impl Carrier {
         if matches!(kind, Kind::State { .. }) {
             return unsupported_name(join.name());
         }
-        let original: Option<Vec<usize>> = join
-            .projection
-            .as_deref()
-            .map(|p| p.iter().map(|&i| shift(i)).collect());
-        let (projection, column) = keep(original.as_deref(), person);
+        // Where each column of the join's output, before its projection, lands now: a
+        // side's columns move up by the census column added to the side before it.
+        let right_width = join.right().schema().fields().len();
+        let new_right_width = right
+            .as_ref()
+            .map_or(right_width, |r| r.plan.schema().fields().len());
+        let (width, moved): (usize, &dyn Fn(usize) -> usize) = match join.join_type() {
+            JoinType::LeftSemi | JoinType::LeftAnti => (left_width, &shift),
+            JoinType::LeftMark => (left_width + 1, &shift),
+            JoinType::RightSemi | JoinType::RightAnti => (right_width, &|i| i),
+            JoinType::RightMark => (right_width + 1, &|i| match i < right_width {
+                true => i,
+                false => new_right_width,
+            }),
+            _ => (left_width + right_width, &shift),
+        };
+        let original: Vec<usize> = match join.projection.as_deref() {
+            Some(p) => p.iter().map(|&i| moved(i)).collect(),
+            None => (0..width).map(moved).collect(),
+        };
+        let (projection, column) = keep(Some(&original), person);
         let person_id = person_id.and_then(|p| kept_at(projection.as_deref(), p));
+        // Equal identifiers are equal numbers: the join compares those instead.
+        let on = join
+            .on()
+            .iter()
+            .map(|(l, r)| match (number_of(&left, l), number_of(&right, r)) {
+                (Some(l), Some(r)) => (l, r),
+                _ => (l.clone(), r.clone()),
+            })
+            .collect();
         let children = vec![
             new_left.unwrap_or_else(|| join.left().clone()),
             right.map_or_else(|| join.right().clone(), |r| r.plan),
         ];
         let rewritten = join
             .builder()
+            .with_on(on)
             .with_new_children(children)?
             .with_projection(projection)
             .build()?;
@@ -269,7 +279,6 @@ impl Carrier {
             column,
             kind,
             person_id,
-            ids_read: true,
         }))
     }
 
@@ -332,20 +341,6 @@ impl Carrier {
             },
             _ => Kind::Count,
         };
-        let input_plan = match ids_unread(aggregate, &functions, &input) {
-            true => {
-                input
-                    .plan
-                    .transform_up(|p| {
-                        Ok(match p.downcast_ref::<TableLeafExec>() {
-                            Some(leaf) => Transformed::yes(Arc::new(leaf.with_ids_unread()) as _),
-                            None => Transformed::no(p),
-                        })
-                    })?
-                    .data
-            }
-            false => input.plan,
-        };
         functions.push(function);
         let mut filters = aggregate.filter_expr().to_vec();
         filters.push(None);
@@ -354,7 +349,7 @@ impl Carrier {
             aggregate.group_expr().clone(),
             functions,
             filters,
-            input_plan,
+            input.plan,
             state_input,
         )?
         .with_limit_options(aggregate.limit_options());
@@ -364,41 +359,148 @@ impl Carrier {
             column,
             kind,
             person_id: None,
-            ids_read: true,
         })
     }
 }
 
-/// Whether `aggregate`, which computes `functions` over `input`, is all that would read
-/// the identifiers of `input`'s single leaf, and counts them only by the persons'
-/// numbers: then the leaf need not read them.
-fn ids_unread(
-    aggregate: &AggregateExec,
-    functions: &[Arc<AggregateFunctionExpr>],
-    input: &Censused,
-) -> bool {
-    let Some(person_id) = input.person_id.filter(|_| !input.ids_read) else {
-        return false;
-    };
-    let counted = functions.iter().any(|f| f.fun().name() == DISTINCT_PERSONS);
-    let grouped = aggregate.group_expr().expr().iter().map(|(e, _)| e);
-    let computed = functions.iter().flat_map(|f| {
-        f.expressions()
-            .into_iter()
-            .chain(f.order_bys().iter().map(|o| o.expr.clone()))
-    });
-    let filtered = aggregate.filter_expr().iter().flatten();
-    counted
-        && !grouped
-            .chain(filtered)
-            .cloned()
-            .chain(computed)
-            .any(|e| reads(&e, Some(person_id)))
+/// `plan`, of whose output the columns `needed` are read, with every census leaf whose
+/// `person_id` nothing reads marked so ([`TableLeafExec::with_ids_unread`]): its persons
+/// are counted and joined by number. An operator not known here reads all its input.
+fn unread_ids(
+    plan: &Arc<dyn ExecutionPlan>,
+    needed: BTreeSet<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(leaf) = plan.downcast_ref::<TableLeafExec>() {
+        let unread = leaf.persons()
+            && leaf
+                .schema()
+                .index_of(PERSON)
+                .is_ok_and(|p| !needed.contains(&p));
+        return Ok(match unread {
+            true => Arc::new(leaf.with_ids_unread()),
+            false => plan.clone(),
+        });
+    }
+    let reads = read_by(plan, &needed);
+    let children = plan
+        .children()
+        .into_iter()
+        .enumerate()
+        .map(|(i, child)| {
+            let every = || (0..child.schema().fields().len()).collect();
+            unread_ids(child, reads.get(i).cloned().unwrap_or_else(every))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    replace_children_if_necessary(plan.clone(), children)
 }
 
-/// Whether `expr` reads the column at `column`.
-fn reads(expr: &Arc<dyn PhysicalExpr>, column: Option<usize>) -> bool {
-    column.is_some_and(|c| collect_columns(expr).iter().any(|used| used.index() == c))
+/// The columns of each input of `plan` that it reads to give its columns `needed`; none
+/// for an operator not known here.
+fn read_by(plan: &Arc<dyn ExecutionPlan>, needed: &BTreeSet<usize>) -> Vec<BTreeSet<usize>> {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let exprs = projection.expr();
+        return vec![columns(needed.iter().map(|&i| &exprs[i].expr))];
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let mut read = columns([filter.predicate()]);
+        match filter.projection().as_deref() {
+            Some(p) => read.extend(needed.iter().map(|&i| p[i])),
+            None => read.extend(needed),
+        }
+        return vec![read];
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        let over_rows = matches!(
+            aggregate.mode(),
+            AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
+        );
+        if !over_rows {
+            return vec![];
+        }
+        let computed: Vec<Arc<dyn PhysicalExpr>> = aggregate
+            .aggr_expr()
+            .iter()
+            .flat_map(|f| {
+                let order = f.order_bys().iter().map(|o| o.expr.clone());
+                f.expressions().into_iter().chain(order)
+            })
+            .collect();
+        let grouped = aggregate.group_expr().expr().iter().map(|(e, _)| e);
+        let filters = aggregate.filter_expr().iter().flatten();
+        return vec![columns(grouped.chain(filters).chain(&computed))];
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let both = matches!(
+            join.join_type(),
+            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+        );
+        if !both {
+            return vec![];
+        }
+        let width = join.left().schema().fields().len();
+        let output: BTreeSet<usize> = match join.projection.as_deref() {
+            Some(p) => needed.iter().map(|&i| p[i]).collect(),
+            None => needed.clone(),
+        };
+        let mut left = columns(join.on().iter().map(|(l, _)| l));
+        let mut right = columns(join.on().iter().map(|(_, r)| r));
+        left.extend(output.iter().filter(|&&i| i < width));
+        right.extend(output.iter().filter(|&&i| i >= width).map(|&i| i - width));
+        for c in join.filter().map_or(&[][..], |f| f.column_indices()) {
+            match c.side {
+                JoinSide::Left => left.insert(c.index),
+                JoinSide::Right => right.insert(c.index),
+                JoinSide::None => false,
+            };
+        }
+        return vec![left, right];
+    }
+    let order = match (
+        plan.downcast_ref::<SortExec>(),
+        plan.downcast_ref::<SortPreservingMergeExec>(),
+    ) {
+        (Some(sort), _) => Some(sort.expr()),
+        (_, Some(merge)) => Some(merge.expr()),
+        _ => None,
+    };
+    if let Some(order) = order {
+        let mut read = columns(order.iter().map(|o| &o.expr));
+        read.extend(needed);
+        return vec![read];
+    }
+    match passes_through(plan) {
+        true => vec![needed.clone()],
+        false => vec![],
+    }
+}
+
+/// The indexes of the columns `exprs` read.
+fn columns<'a>(exprs: impl IntoIterator<Item = &'a Arc<dyn PhysicalExpr>>) -> BTreeSet<usize> {
+    exprs
+        .into_iter()
+        .flat_map(collect_columns)
+        .map(|c| c.index())
+        .collect()
+}
+
+/// Whether `plan` passes its input's rows on as they are, or fewer of them.
+fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.name() == "CoalesceBatchesExec"
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<LocalLimitExec>()
+        || plan.is::<GlobalLimitExec>()
+        || plan.is::<CooperativeExec>()
+}
+
+/// The census column of `side`, if `key` is the `person_id` of the person it numbers.
+fn number_of(
+    side: &Option<Censused>,
+    key: &Arc<dyn PhysicalExpr>,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    let side = side.as_ref().filter(|s| matches!(s.kind, Kind::Person))?;
+    side.person_id.filter(|&p| is_column(key, p))?;
+    let name = side.plan.schema().field(side.column).name().clone();
+    Some(Arc::new(Column::new(&name, side.column)))
 }
 
 /// Whether `function` is `count(DISTINCT c)` of the column at `person_id`.
@@ -449,15 +551,16 @@ fn unsupported_name<T>(name: &str) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::{DataType, Field};
-    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::functions_aggregate::count::count_udaf;
     use datafusion::logical_expr::Operator;
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
     use datafusion::physical_plan::expressions::{binary, col, lit};
+    use datafusion::physical_plan::joins::HashJoinExecBuilder;
     use sunlight_domain::Table;
 
     use super::*;
-    use crate::test_plans::leaf;
+    use crate::test_plans::{count_by, leaf};
 
     /// A partial aggregate by `subsidy_type` of `count(DISTINCT person_id)` and
     /// `count(DISTINCT township)` over `input`.
@@ -489,13 +592,13 @@ mod tests {
         )
     }
 
-    /// The census of `aggregate`, and whether its leaf reads `person_id`.
+    /// The census of `aggregate`, and whether any of its leaves reads `person_id`.
     fn censused(aggregate: &Arc<dyn ExecutionPlan>) -> (Arc<dyn ExecutionPlan>, bool) {
         let plan = census(aggregate, 5, None).unwrap().unwrap().plan;
-        let mut ids_read = true;
+        let mut ids_read = false;
         plan.apply(|p| {
             if let Some(leaf) = p.downcast_ref::<TableLeafExec>() {
-                ids_read = !leaf.ids_unread();
+                ids_read |= !leaf.ids_unread();
             }
             Ok(TreeNodeRecursion::Continue)
         })
@@ -550,5 +653,42 @@ mod tests {
         let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
         assert_eq!(rewritten.aggr_expr()[0].fun().name(), "distinct_persons");
         assert!(ids_read);
+    }
+
+    #[test]
+    fn a_join_on_person_id_compares_numbers_and_reads_no_identifiers() {
+        let d = leaf(
+            Table::Disbursements,
+            &["person_id", "county_code", "amount"],
+        );
+        let p = leaf(Table::Persons, &["person_id", "county_code", "gender"]);
+        let on = ["person_id", "county_code"]
+            .map(|c| (col(c, &d.schema()).unwrap(), col(c, &p.schema()).unwrap()));
+        let join: Arc<dyn ExecutionPlan> = Arc::new(
+            HashJoinExecBuilder::new(d, p, on.to_vec(), JoinType::Inner)
+                .build()
+                .unwrap(),
+        );
+        let (plan, ids_read) = censused(&count_by(join, "gender"));
+        assert!(!ids_read);
+        let mut keys = Vec::new();
+        plan.apply(|p| {
+            if let Some(join) = p.downcast_ref::<HashJoinExec>() {
+                keys = join
+                    .on()
+                    .iter()
+                    .map(|(l, r)| (l.to_string(), r.to_string()))
+                    .collect();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        assert_eq!(
+            keys,
+            [
+                ("__persons@3".to_string(), "__persons@3".to_string()),
+                ("county_code@1".to_string(), "county_code@1".to_string())
+            ]
+        );
     }
 }

@@ -20,9 +20,6 @@ use fixedbitset::FixedBitSet;
 
 use crate::persons::{lists, rows_as_lists};
 
-/// The name of [`DistinctPersons`].
-pub(crate) const DISTINCT_PERSONS: &str = "distinct_persons";
-
 /// The aggregate that counts distinct person numbers.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct DistinctPersons {
@@ -39,7 +36,7 @@ impl Default for DistinctPersons {
 
 impl AggregateUDFImpl for DistinctPersons {
     fn name(&self) -> &str {
-        DISTINCT_PERSONS
+        "distinct_persons"
     }
 
     fn signature(&self) -> &Signature {
