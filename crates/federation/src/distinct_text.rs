@@ -12,6 +12,7 @@ use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, cast
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::ColumnClass;
+use sunlight_policy::one_text_each;
 
 use crate::class::class_of;
 
@@ -89,19 +90,6 @@ fn as_text(expr: &Expr, schema: &DFSchema) -> Option<Expr> {
         f.params.args = vec![cast(column.clone(), DataType::Utf8)];
     }
     Some(text.alias(expr.schema_name().to_string()))
-}
-
-/// Whether each value of type `t` has one text, and each text one value.
-fn one_text_each(t: &DataType) -> bool {
-    t.is_integer()
-        || matches!(
-            t,
-            DataType::Decimal128(..)
-                | DataType::Decimal256(..)
-                | DataType::Date32
-                | DataType::Date64
-                | DataType::Timestamp(..)
-        )
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
-use crate::distinct::DistinctPersons;
+use crate::distinct::{DistinctPersons, counted_by_value};
 use crate::persons::{Persons, Seen};
 
 const PERSON: &str = "person_id";
@@ -327,7 +327,7 @@ impl Carrier {
                                 .build()
                                 .map(Arc::new)
                         }
-                        _ => Ok(f.clone()),
+                        _ => Ok(counted_by_value(f, &input_schema)?.unwrap_or_else(|| f.clone())),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 (function, input_schema.clone(), functions)
@@ -555,7 +555,7 @@ mod tests {
     use datafusion::functions_aggregate::count::count_udaf;
     use datafusion::logical_expr::Operator;
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
-    use datafusion::physical_plan::expressions::{binary, col, lit};
+    use datafusion::physical_plan::expressions::{CastExpr, binary, col, lit};
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
     use sunlight_domain::Table;
 
@@ -689,6 +689,47 @@ mod tests {
                 ("__persons@3".to_string(), "__persons@3".to_string()),
                 ("county_code@1".to_string(), "county_code@1".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn a_distinct_count_of_texts_of_dates_counts_the_dates() {
+        let input = leaf(Table::DisabilityCerts, &["person_id", "level", "issued_on"]);
+        let schema = input.schema();
+        let text = |column: &str| -> Arc<dyn PhysicalExpr> {
+            Arc::new(CastExpr::new(
+                col(column, &schema).unwrap(),
+                DataType::Utf8,
+                None,
+            ))
+        };
+        let count = AggregateExprBuilder::new(count_udaf(), vec![text("issued_on")])
+            .schema(schema.clone())
+            .alias("dates")
+            .distinct()
+            .build()
+            .unwrap();
+        let group =
+            PhysicalGroupBy::new_single(vec![(col("level", &schema).unwrap(), "level".into())]);
+        let aggregate: Arc<dyn ExecutionPlan> = Arc::new(
+            AggregateExec::try_new(
+                AggregateMode::Partial,
+                group,
+                vec![Arc::new(count)],
+                vec![None],
+                input,
+                schema.clone(),
+            )
+            .unwrap(),
+        );
+        let (plan, _) = censused(&aggregate);
+        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
+        let dates = &rewritten.aggr_expr()[0];
+        assert!(dates.is_distinct());
+        assert_eq!(dates.expressions()[0].to_string(), "issued_on@2");
+        assert_eq!(
+            rewritten.schema().field(1).data_type(),
+            &DataType::List(Arc::new(Field::new_list_field(DataType::Date32, true)))
         );
     }
 }

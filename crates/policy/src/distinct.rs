@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
-use arrow::datatypes::{DataType, Field, FieldRef, UInt32Type};
+use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef, UInt32Type};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -15,9 +15,12 @@ use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
+use datafusion::physical_plan::expressions::CastExpr;
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
 use fixedbitset::FixedBitSet;
 
+use crate::one_text_each;
 use crate::persons::{lists, rows_as_lists};
 
 /// The aggregate that counts distinct person numbers.
@@ -74,6 +77,43 @@ impl AggregateUDFImpl for DistinctPersons {
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(PersonSets::default()))
     }
+}
+
+/// `function` as `count(DISTINCT x)` where it is `count(DISTINCT CAST(x AS Utf8))` over
+/// `schema` and each value of `x` has one text ([`one_text_each`]): the same count, of
+/// the values rather than of texts made for every row. Its partial state lists values,
+/// which the egress guard turns into the tokens of their texts; but not of `UInt32`
+/// values, whose lists it reads as person numbers.
+pub(crate) fn counted_by_value(
+    function: &AggregateFunctionExpr,
+    schema: &SchemaRef,
+) -> Result<Option<Arc<AggregateFunctionExpr>>> {
+    if !function.is_distinct() || function.fun().name() != "count" {
+        return Ok(None);
+    }
+    let args = function.expressions();
+    let [arg] = args.as_slice() else {
+        return Ok(None);
+    };
+    let Some(text) = arg.downcast_ref::<CastExpr>() else {
+        return Ok(None);
+    };
+    let value = text.expr();
+    // Lists of UInt32 leave as the tokens of persons ([`DistinctPersons`]).
+    let value_type = value.data_type(schema)?;
+    if text.cast_type() != &DataType::Utf8
+        || !one_text_each(&value_type)
+        || value_type == DataType::UInt32
+    {
+        return Ok(None);
+    }
+    let count = Arc::new(function.fun().clone());
+    AggregateExprBuilder::new(count, vec![value.clone()])
+        .schema(schema.clone())
+        .alias(function.name())
+        .distinct()
+        .build()
+        .map(|f| Some(Arc::new(f)))
 }
 
 /// The distinct persons of one group: their numbers in a list while it is smaller than a

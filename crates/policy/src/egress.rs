@@ -32,6 +32,7 @@ use sunlight_fragment::TableLeafExec;
 use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
 use crate::persons::Seen;
+use crate::tokens::token_text;
 use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_CHARS, Tokenizer};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
@@ -507,7 +508,7 @@ impl Egress {
                 let column = batch.column(i);
                 match (treatment, field.data_type()) {
                     (Treatment::Keep, _) => Ok(column.clone()),
-                    (Treatment::Tokenize, _) => self.tokenize(column),
+                    (Treatment::Tokenize, text) => Ok(cast(&self.tokenize(column)?, text)?),
                     (Treatment::TokenizeElements, DataType::LargeList(field)) => {
                         self.tokenize_list(column.as_list::<i64>(), field)
                     }
@@ -523,8 +524,9 @@ impl Egress {
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
+    /// The tokens, as text, of the values of `column`: of the identifiers of person
+    /// numbers, the state of a distinct count of persons, and of the texts of others.
     fn tokenize(&self, column: &ArrayRef) -> DfResult<ArrayRef> {
-        // Person numbers, the state of a distinct count of persons: their identifiers'.
         if let Some(numbers) = column.as_primitive_opt::<UInt32Type>() {
             return Ok(Arc::new(self.policy.persons.tokens(numbers)?));
         }
@@ -533,7 +535,7 @@ impl Egress {
             .tokens
             .as_ref()
             .expect("checked when the fragment was");
-        let text = cast(column, &DataType::Utf8)?;
+        let text = token_text(column)?;
         let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * TOKEN_CHARS);
         let mut buffer = [0; TOKEN_CHARS];
         for value in text.as_string::<i32>() {
@@ -542,7 +544,7 @@ impl Egress {
                 None => hashed.append_null(),
             }
         }
-        Ok(cast(&hashed.finish(), column.data_type())?)
+        Ok(Arc::new(hashed.finish()))
     }
 
     /// `list` with its values tokenized, as lists of `field`.
