@@ -430,22 +430,38 @@ fn read_by(plan: &Arc<dyn ExecutionPlan>, needed: &BTreeSet<usize>) -> Vec<BTree
         return vec![columns(grouped.chain(filters).chain(&computed))];
     }
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        let both = matches!(
-            join.join_type(),
-            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-        );
-        if !both {
-            return vec![];
-        }
-        let width = join.left().schema().fields().len();
         let output: BTreeSet<usize> = match join.projection.as_deref() {
             Some(p) => needed.iter().map(|&i| p[i]).collect(),
             None => needed.clone(),
         };
-        let mut left = columns(join.on().iter().map(|(l, _)| l));
-        let mut right = columns(join.on().iter().map(|(_, r)| r));
-        left.extend(output.iter().filter(|&&i| i < width));
-        right.extend(output.iter().filter(|&&i| i >= width).map(|&i| i - width));
+        // The join's output is the left side's columns then the right's, or one side's
+        // alone, with a mark column after it for a mark join.
+        let left_width = join.left().schema().fields().len();
+        let right_width = join.right().schema().fields().len();
+        let (mut left, mut right): (BTreeSet<usize>, BTreeSet<usize>) = match join.join_type() {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => (
+                output.iter().copied().filter(|&i| i < left_width).collect(),
+                BTreeSet::new(),
+            ),
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => (
+                BTreeSet::new(),
+                output
+                    .iter()
+                    .copied()
+                    .filter(|&i| i < right_width)
+                    .collect(),
+            ),
+            _ => (
+                output.iter().copied().filter(|&i| i < left_width).collect(),
+                output
+                    .iter()
+                    .filter(|&&i| i >= left_width)
+                    .map(|&i| i - left_width)
+                    .collect(),
+            ),
+        };
+        left.extend(columns(join.on().iter().map(|(l, _)| l)));
+        right.extend(columns(join.on().iter().map(|(_, r)| r)));
         for c in join.filter().map_or(&[][..], |f| f.column_indices()) {
             match c.side {
                 JoinSide::Left => left.insert(c.index),
@@ -664,12 +680,17 @@ mod tests {
         let p = leaf(Table::Persons, &["person_id", "county_code", "gender"]);
         let on = ["person_id", "county_code"]
             .map(|c| (col(c, &d.schema()).unwrap(), col(c, &p.schema()).unwrap()));
-        let join: Arc<dyn ExecutionPlan> = Arc::new(
-            HashJoinExecBuilder::new(d, p, on.to_vec(), JoinType::Inner)
-                .build()
-                .unwrap(),
-        );
-        let (plan, ids_read) = censused(&count_by(join, "gender"));
+        let join = |join_type| -> Arc<dyn ExecutionPlan> {
+            Arc::new(
+                HashJoinExecBuilder::new(d.clone(), p.clone(), on.to_vec(), join_type)
+                    .build()
+                    .unwrap(),
+            )
+        };
+        // An EXISTS reads its subquery's identifiers only to join on them.
+        let (_, ids_read) = censused(&count_by(join(JoinType::LeftSemi), "amount"));
+        assert!(!ids_read);
+        let (plan, ids_read) = censused(&count_by(join(JoinType::Inner), "gender"));
         assert!(!ids_read);
         let mut keys = Vec::new();
         plan.apply(|p| {
