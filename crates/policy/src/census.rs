@@ -568,44 +568,23 @@ fn unsupported_name<T>(name: &str) -> Result<T> {
 mod tests {
     use arrow::datatypes::{DataType, Field};
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::functions_aggregate::count::count_udaf;
     use datafusion::logical_expr::Operator;
-    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
     use datafusion::physical_plan::expressions::{CastExpr, binary, col, lit};
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
     use sunlight_domain::Table;
 
     use super::*;
-    use crate::test_plans::{count_by, leaf};
+    use crate::test_plans::{count_by, count_distinct, leaf, partial_by};
 
     /// A partial aggregate by `subsidy_type` of `count(DISTINCT person_id)` and
     /// `count(DISTINCT township)` over `input`.
     fn distinct_counts(input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-        let schema = input.schema();
         let distinct = |column: &str| {
-            AggregateExprBuilder::new(count_udaf(), vec![col(column, &schema).unwrap()])
-                .schema(schema.clone())
-                .alias(format!("distinct {column}"))
-                .distinct()
-                .build()
-                .map(Arc::new)
-                .unwrap()
+            let expr = col(column, &input.schema()).unwrap();
+            count_distinct(&input, expr, &format!("distinct {column}"))
         };
-        let group = PhysicalGroupBy::new_single(vec![(
-            col("subsidy_type", &schema).unwrap(),
-            "subsidy_type".into(),
-        )]);
-        Arc::new(
-            AggregateExec::try_new(
-                AggregateMode::Partial,
-                group,
-                vec![distinct("person_id"), distinct("township")],
-                vec![None, None],
-                input,
-                schema.clone(),
-            )
-            .unwrap(),
-        )
+        let functions = vec![distinct("person_id"), distinct("township")];
+        partial_by(input, "subsidy_type", functions)
     }
 
     /// The census of `aggregate`, and whether any of its leaves reads `person_id`.
@@ -716,33 +695,10 @@ mod tests {
     #[test]
     fn a_distinct_count_of_texts_of_dates_counts_the_dates() {
         let input = leaf(Table::DisabilityCerts, &["person_id", "level", "issued_on"]);
-        let schema = input.schema();
-        let text = |column: &str| -> Arc<dyn PhysicalExpr> {
-            Arc::new(CastExpr::new(
-                col(column, &schema).unwrap(),
-                DataType::Utf8,
-                None,
-            ))
-        };
-        let count = AggregateExprBuilder::new(count_udaf(), vec![text("issued_on")])
-            .schema(schema.clone())
-            .alias("dates")
-            .distinct()
-            .build()
-            .unwrap();
-        let group =
-            PhysicalGroupBy::new_single(vec![(col("level", &schema).unwrap(), "level".into())]);
-        let aggregate: Arc<dyn ExecutionPlan> = Arc::new(
-            AggregateExec::try_new(
-                AggregateMode::Partial,
-                group,
-                vec![Arc::new(count)],
-                vec![None],
-                input,
-                schema.clone(),
-            )
-            .unwrap(),
-        );
+        let issued_on = col("issued_on", &input.schema()).unwrap();
+        let text = Arc::new(CastExpr::new(issued_on, DataType::Utf8, None));
+        let dates = count_distinct(&input, text, "dates");
+        let aggregate = partial_by(input, "level", vec![dates]);
         let (plan, _) = censused(&aggregate);
         let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
         let dates = &rewritten.aggr_expr()[0];
