@@ -112,9 +112,9 @@ impl TableLeafExec {
         .with_copy(self.copy.clone())
     }
 
-    /// The same leaf, whose `person_id` values nothing reads: all that is made of them
-    /// is a count of the persons' numbers. The node writes in empty text instead of
-    /// reading them.
+    /// The same leaf, whose `person_id` values nothing reads: its persons are counted
+    /// and joined by the census's numbers instead. The node writes in empty text rather
+    /// than read them.
     pub fn with_ids_unread(&self) -> Self {
         Self {
             ids_unread: true,

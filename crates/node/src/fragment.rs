@@ -266,13 +266,12 @@ async fn scan(
 async fn scan_writing(
     node: &Node,
     leaf: &TableLeafExec,
-    mut written: Vec<(usize, ScalarValue)>,
+    written: Vec<(usize, ScalarValue)>,
     state: &SessionState,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     if written.is_empty() {
         return scan(node, leaf, state).await;
     }
-    written.sort_by_key(|(at, _)| *at);
     let columns = leaf.columns();
     let read = (0..columns.len())
         .filter(|i| !written.iter().any(|(at, _)| at == i))

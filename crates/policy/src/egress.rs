@@ -516,7 +516,7 @@ impl Egress {
                         self.tokenize_list(column.as_list::<i32>(), field)
                     }
                     (Treatment::TokenizeElements, other) => Err(DataFusionError::Internal(
-                        format!("column {} lists its values, not as {other}", field.name()),
+                        format!("column {} is {other}, not a list of values", field.name()),
                     )),
                 }
             })
