@@ -126,8 +126,8 @@ impl ModelRunner {
             .node
             .privacy()
             .policy
-            .tokens
-            .as_ref()
+            .persons
+            .tokenizer()
             .ok_or_else(|| Error::Model {
                 model: model.to_string(),
                 reason: "this node has no linkage key; set [linkage] key in its config".into(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use sha2::{Digest, Sha256};
 use sunlight_flightsql::{Credentials, FlightSqlServer, RunningServer, TokenTable};
-use sunlight_policy::{NodePolicy, PersonDirectory, PersonKeys};
+use sunlight_policy::{NodePolicy, PersonDirectory};
 use sunlight_proto::v1::node_service_server::NodeServiceServer;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
@@ -78,17 +78,10 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     let code = config.node_code()?;
     let root = DataRoot::open(&config.data, &config.s3)?;
     let catalog = NodeCatalog::load(&root, config.partitions).await?;
-    let tokens = config.linkage.tokenizer();
     let privacy = Privacy {
         policy: NodePolicy {
             min_group_size: config.privacy.min_group_size,
-            persons: Arc::new(PersonDirectory::new(
-                tokens
-                    .as_ref()
-                    .map_or_else(PersonKeys::random, PersonKeys::derived),
-                tokens.clone(),
-            )),
-            tokens,
+            persons: Arc::new(PersonDirectory::new(config.linkage.tokenizer())),
         },
         city_users: config.auth.city.clone(),
     };

@@ -320,7 +320,7 @@ impl Carrier {
                     .aggr_expr()
                     .iter()
                     .map(|f| match (kind, input.person_id) {
-                        (Kind::Person, Some(person_id)) if counts_distinct(f, person_id) => {
+                        (Kind::Person, Some(person_id)) if counts_persons(f, person_id) => {
                             AggregateExprBuilder::new(self.distinct.clone(), vec![column.clone()])
                                 .schema(input_schema.clone())
                                 .alias(f.name())
@@ -520,7 +520,7 @@ fn number_of(
 }
 
 /// Whether `function` is `count(DISTINCT c)` of the column at `person_id`.
-fn counts_distinct(function: &AggregateFunctionExpr, person_id: usize) -> bool {
+fn counts_persons(function: &AggregateFunctionExpr, person_id: usize) -> bool {
     function.is_distinct()
         && function.fun().name() == "count"
         && matches!(function.expressions().as_slice(), [arg] if is_column(arg, person_id))

@@ -39,14 +39,23 @@ struct Numbered {
 }
 
 impl PersonDirectory {
-    /// An empty directory whose persons are named by `keys` in sketches, and by the
-    /// tokens of their identifiers under `tokens`, if given, when they leave the node.
-    pub fn new(keys: PersonKeys, tokens: Option<Tokenizer>) -> Self {
+    /// An empty directory whose persons leave the node as the tokens of their
+    /// identifiers under `tokens`, and are named in sketches by keys derived from them;
+    /// without tokens, identifiers cannot leave, and sketches compare answers while the
+    /// node process lives.
+    pub fn new(tokens: Option<Tokenizer>) -> Self {
         Self {
-            keys,
+            keys: tokens
+                .as_ref()
+                .map_or_else(PersonKeys::random, PersonKeys::derived),
             tokens,
             numbered: RwLock::default(),
         }
+    }
+
+    /// The node's tokens for identifiers, if it has a linkage key.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokens.as_ref()
     }
 
     /// The number of each identifier in `ids`, numbering persons met for the first time;
@@ -96,7 +105,7 @@ impl PersonDirectory {
                 ids, tokens: made, ..
             } = &mut *numbered;
             let mut buffer = [0; TOKEN_CHARS];
-            for id in &ids[made.len().min(ids.len())..] {
+            for id in &ids[made.len()..] {
                 tokens.text(id, &mut buffer);
                 made.push(buffer);
             }
@@ -138,9 +147,9 @@ mod tests {
 
     #[test]
     fn a_person_keeps_one_number_and_sketches_by_key() {
-        let keys = PersonKeys::random();
         let tokens = Tokenizer::new("a key of the test", 1);
-        let directory = PersonDirectory::new(keys.clone(), Some(tokens.clone()));
+        let keys = PersonKeys::derived(&tokens);
+        let directory = PersonDirectory::new(Some(tokens.clone()));
         let first = directory.number([Some("a"), Some("b"), None, Some("a")]);
         assert_eq!(first, vec![0, 1, NO_PERSON, 0]);
         assert_eq!(directory.number([Some("c"), Some("b")]), vec![2, 1]);

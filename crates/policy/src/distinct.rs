@@ -21,7 +21,7 @@ use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumu
 use fixedbitset::FixedBitSet;
 
 use crate::one_text_each;
-use crate::persons::{lists, rows_as_lists};
+use crate::persons::{list_type, lists, rows_as_lists};
 
 /// The aggregate that counts distinct person numbers.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -56,9 +56,9 @@ impl AggregateUDFImpl for DistinctPersons {
 
     /// Named as `count(DISTINCT …)` names its state.
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new_list(
+        Ok(vec![Arc::new(Field::new(
             format_state_name(args.name, "count distinct"),
-            Field::new_list_field(DataType::UInt32, true),
+            list_type(),
             false,
         ))])
     }

@@ -33,7 +33,7 @@ use crate::census::census;
 use crate::lineage::{Tier, Treatment, node_egress, trace};
 use crate::persons::Seen;
 use crate::tokens::token_text;
-use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_CHARS, Tokenizer};
+use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_CHARS};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
@@ -46,11 +46,9 @@ pub const MAX_NAMED_GROUPS: usize = 256;
 pub struct NodePolicy {
     /// Distinct persons every group that leaves must count (k).
     pub min_group_size: usize,
-    /// Tokens for identifiers; `None` on a node without a linkage key, where identifiers
-    /// cannot leave at all.
-    pub tokens: Option<Tokenizer>,
-    /// The node's persons: the census counts their numbers, and the sketches that let
-    /// the city spot differencing carry their keys.
+    /// The node's persons: the census counts their numbers, the sketches that let the
+    /// city spot differencing carry their keys, and identifiers leave as its tokens (not
+    /// at all on a node without a linkage key).
     pub persons: Arc<PersonDirectory>,
 }
 
@@ -285,7 +283,7 @@ impl Egress {
                     ),
                 ));
             }
-            if policy.tokens.is_none() {
+            if policy.persons.tokenizer().is_none() {
                 return Err(Refusal::new(
                     Rule::DirectIdentifier,
                     format!(
@@ -323,7 +321,7 @@ impl Egress {
 
     /// The tokens of the groups of `batch`'s rows, when groups can be named.
     fn group_tokens(&self, batch: &RecordBatch) -> DfResult<Option<Vec<u64>>> {
-        let (Some(keys), Some(tokens)) = (self.keys, &self.policy.tokens) else {
+        let (Some(keys), Some(tokens)) = (self.keys, self.policy.persons.tokenizer()) else {
             return Ok(None);
         };
         let columns = &batch.columns()[..keys];
@@ -532,8 +530,8 @@ impl Egress {
         }
         let tokens = self
             .policy
-            .tokens
-            .as_ref()
+            .persons
+            .tokenizer()
             .expect("checked when the fragment was");
         let text = token_text(column)?;
         let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * TOKEN_CHARS);

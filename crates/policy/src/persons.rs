@@ -67,7 +67,8 @@ impl Hash for Persons {
     }
 }
 
-fn list_type() -> DataType {
+/// A list of person numbers.
+pub(crate) fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::UInt32, true)))
 }
 
