@@ -30,15 +30,49 @@ pub struct TestCity {
     pub report: CityReport,
 }
 
-/// The shared city: 5000 ordinary people per county, seed 11.
+/// The shared city of a test process: 5000 ordinary people per county, seed 11.
+///
+/// A static is never dropped, so its folder is not removed when the process ends. It
+/// lives under the target's scratch folder, named for its process, and each new one
+/// first removes those of processes that have ended.
 pub fn shared_city() -> &'static TestCity {
     static CITY: OnceLock<TestCity> = OnceLock::new();
-    CITY.get_or_init(|| generated_city(5000, 11))
+    CITY.get_or_init(|| {
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-cities");
+        std::fs::create_dir_all(&parent).expect("scratch folder");
+        remove_ended(&parent);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .tempdir_in(&parent)
+            .expect("temp dir");
+        generated_city_in(dir, 5000, 11)
+    })
+}
+
+/// Removes the folders under `parent` named for processes that have ended.
+fn remove_ended(parent: &Path) {
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some((pid, _)) = name.to_str().and_then(|n| n.split_once('-')) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            // Another process may be removing it too.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Generates a city into a new temporary folder.
 pub fn generated_city(persons_per_county: usize, seed: u64) -> TestCity {
-    let dir = tempfile::tempdir().expect("temp dir");
+    generated_city_in(
+        tempfile::tempdir().expect("temp dir"),
+        persons_per_county,
+        seed,
+    )
+}
+
+fn generated_city_in(dir: tempfile::TempDir, persons_per_county: usize, seed: u64) -> TestCity {
     let config = CityConfig {
         persons_per_county,
         seed,
