@@ -160,3 +160,19 @@ SELECT count(DISTINCT level), count(DISTINCT issued_on) FROM disability_certs WH
 SELECT d.subsidy_type, count(DISTINCT p.birth_date), count(DISTINCT d.amount) FROM disbursements d JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code GROUP BY 1 ORDER BY 1
 ;
 SELECT count(*) FROM (SELECT county_code, person_id FROM disbursements GROUP BY 1, 2 HAVING count(DISTINCT subsidy_type) > 1) t
+;
+SELECT count(1), count(amount) FROM disbursements WHERE amount IS DISTINCT FROM NULL
+;
+SELECT county_code, subsidy_type, count(*), sum(amount) FROM disbursements GROUP BY CUBE (county_code, subsidy_type) ORDER BY 1 NULLS FIRST, 2 NULLS FIRST
+;
+SELECT county_code, n, lead(n) OVER (ORDER BY county_code) - n AS step FROM (SELECT county_code, count(*) AS n FROM disbursements GROUP BY 1) t ORDER BY 1
+;
+SELECT township, count(*) FROM disbursements WHERE township ILIKE '%镇' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+;
+SELECT subsidy_type, count(*) FROM disbursements WHERE TRY_CAST(amount AS INT) > 100 GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, sum(amount) FILTER (WHERE subsidy_type = 'DIBAO') AS dibao, count(*) FILTER (WHERE subsidy_type <> 'DIBAO') AS other FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements WHERE NOT starts_with(payment_id, county_code) GROUP BY 1 ORDER BY 1
+;
+SELECT extract(month FROM period) AS m, sum(amount), count(DISTINCT county_code) FROM disbursements WHERE period >= DATE '2023-01-01' AND period < DATE '2024-01-01' GROUP BY 1 ORDER BY 1
