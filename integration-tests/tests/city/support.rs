@@ -72,6 +72,7 @@ pub fn generated_city(persons_per_county: usize, seed: u64) -> TestCity {
     )
 }
 
+/// Generates a city into `dir`, which it keeps.
 fn generated_city_in(dir: tempfile::TempDir, persons_per_county: usize, seed: u64) -> TestCity {
     let config = CityConfig {
         persons_per_county,
