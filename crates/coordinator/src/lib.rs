@@ -128,7 +128,7 @@ pub async fn start_coordinator(
         FlightServiceServer::new(FlightSqlServer::new(engine.clone())),
         TokenTable::with(ReplicatedUsers(replica.clone())),
     );
-    let runs = models::model_runs(replica.clone(), node_tls);
+    let runs = models::model_runs(replica.clone(), engine.clone(), node_tls);
     let routes = Routes::new(health_service)
         .add_service(flight)
         .add_service(admin_service(replica.clone()))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use prost::Message;
+use sunlight_federation::CityEngine;
 use sunlight_meta::{Actor, Command, Replica, Role, RunCounts, RunRecord};
 use sunlight_models::{Linkage, ModelPackage};
 use sunlight_proto::v1::model_step::Phase;
@@ -23,14 +24,20 @@ use tonic::{Request, Response, Status};
 use crate::registry::ReplicatedRegistry;
 
 /// The model runs of a coordinator replica, reaching nodes over `tls` when given.
-pub fn model_runs(replica: Arc<Replica>, tls: Option<ClientTlsConfig>) -> Arc<ModelRuns> {
-    Arc::new(ModelRuns { replica, tls })
+pub fn model_runs(
+    replica: Arc<Replica>,
+    city: Arc<CityEngine>,
+    tls: Option<ClientTlsConfig>,
+) -> Arc<ModelRuns> {
+    Arc::new(ModelRuns { replica, city, tls })
 }
 
 /// Runs models for administrators.
 #[derive(Debug)]
 pub struct ModelRuns {
     replica: Arc<Replica>,
+    /// Whose copy of `subsidy_standards` the nodes' rules must read.
+    city: Arc<CityEngine>,
     tls: Option<ClientTlsConfig>,
 }
 
@@ -173,6 +180,9 @@ impl ModelRuns {
         shadow: bool,
     ) -> (Vec<(Target, StepResult)>, u64) {
         let package_json = serde_json::to_vec(package).expect("packages serialize");
+        // Without a copy no node answered for, there is none to hold the nodes to; the
+        // steps then reach no node either.
+        let standards_sha256 = self.city.standards_sha256().await.ok();
         let step = |phase: Phase, periods: Vec<i32>, tokens: Vec<Vec<u8>>| ModelStep {
             run_id: run_id.to_string(),
             package_json: package_json.clone(),
@@ -180,6 +190,7 @@ impl ModelRuns {
             periods,
             tokens,
             shadow,
+            standards_sha256: standards_sha256.clone(),
         };
         let mut bytes = 0;
         let results = match &package.linkage {

@@ -247,6 +247,11 @@ impl CityEngine {
         Ok(check)
     }
 
+    /// The `standards_sha256` of the copy of `subsidy_standards` the city reads.
+    pub async fn standards_sha256(&self) -> Result<String> {
+        Ok(self.reference().await?.sha256().to_string())
+    }
+
     async fn reference(&self) -> Result<Arc<ReferenceTable>> {
         if let Some((table, _)) = self.standards.read().await.as_ref() {
             return Ok(table.clone());

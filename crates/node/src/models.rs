@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Date32Type};
-use sunlight_domain::from_date32;
+use sunlight_domain::{Table, from_date32};
 use sunlight_flightsql::Statement;
 use sunlight_models::{Linkage, ModelPackage};
 use sunlight_policy::Token;
@@ -53,6 +53,10 @@ impl ModelRunner {
             model: package.id.clone(),
             reason: reason.to_string(),
         };
+        if !matches!(step.phase(), Phase::Outcomes | Phase::Install) {
+            self.check_standards(&package, step.standards_sha256.as_deref())
+                .await?;
+        }
         let started = Instant::now();
         let mut reply = ModelStepReply {
             linkage_epoch: self.linkage.epoch,
@@ -105,6 +109,38 @@ impl ModelRunner {
             summary.seconds = started.elapsed().as_secs_f64();
         }
         Ok(reply)
+    }
+
+    /// Refuses `package` where its rule or cover reads `subsidy_standards` and this node's
+    /// copy is not `expected`, the city's: its hits would be found by other standards.
+    async fn check_standards(&self, package: &ModelPackage, expected: Option<&str>) -> Result<()> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        let cover = match &package.linkage {
+            Some(Linkage::CoveredBy { cover }) => Some(cover.as_str()),
+            _ => None,
+        };
+        let state = self.node.state();
+        let dialect = &state.config().options().sql_parser.dialect;
+        for sql in std::iter::once(package.rule.as_str()).chain(cover) {
+            let statement = state.sql_to_statement(sql, dialect)?;
+            let reads_standards = state
+                .resolve_table_references(&statement)?
+                .iter()
+                .any(|t| t.table() == Table::SubsidyStandards.name());
+            if !reads_standards {
+                continue;
+            }
+            let found = self.node.standards_sha256().await?;
+            if found != expected {
+                return Err(Error::OtherStandards {
+                    expected: expected.to_string(),
+                    found: found.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {

@@ -9,6 +9,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use sunlight_client::SqlClient;
 
+use crate::models::{approve_and_roll_out, model};
 use crate::oracle::{city_context, strings};
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, SubsidyStandard, default_standards};
@@ -504,11 +505,26 @@ async fn a_node_with_a_different_reference_copy_is_named() {
     let partial = client.query(STANDARDS_JOIN).await.unwrap();
     assert_eq!(partial.missing_nodes, vec!["140222".to_string()]);
     assert!(partial.num_rows() > 0);
+    // The node runs no model rule that reads its copy either; the other rules it runs.
+    let coordinator = running.coordinator.addr.clone();
+    model(&coordinator, TOKEN, &["add", "--builtin"]);
+    approve_and_roll_out(&coordinator);
+    let ran = model(&coordinator, TOKEN, &["run"]);
+    let failed: Vec<&str> = ran.lines().filter(|l| l.contains("FAILED")).collect();
+    assert_eq!(failed.len(), 4, "{ran}");
+    for line in failed {
+        assert!(
+            line.contains("FAILED on 140222") && line.contains("is not the copy the city reads"),
+            "{ran}"
+        );
+    }
 
     // Given the copy the others hold and restarted, the node joins again, and the city
     // needs no restart for it.
     write_standards(city.dir.path(), tianzhen, &default_standards());
     restart_node(&mut running, city.dir.path(), tianzhen);
+    let ran = model(&coordinator, TOKEN, &["run"]);
+    assert!(!ran.contains("FAILED"), "{ran}");
     let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
         .await
         .unwrap();
