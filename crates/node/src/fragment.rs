@@ -203,13 +203,7 @@ async fn resolve_leaves(
     let mut scans = HashMap::new();
     for (key, leaf) in leaves {
         if let Some(expected) = leaf.copy() {
-            let found = node.standards_sha256().await?;
-            if found != expected {
-                return Err(Error::OtherStandards {
-                    expected: expected.to_string(),
-                    found: found.to_string(),
-                });
-            }
+            node.hold_standards(expected).await?;
         }
         let schema = leaf.schema();
         let county = schema.index_of("county_code").ok();

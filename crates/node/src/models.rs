@@ -129,15 +129,8 @@ impl ModelRunner {
                 .resolve_table_references(&statement)?
                 .iter()
                 .any(|t| t.table() == Table::SubsidyStandards.name());
-            if !reads_standards {
-                continue;
-            }
-            let found = self.node.standards_sha256().await?;
-            if found != expected {
-                return Err(Error::OtherStandards {
-                    expected: expected.to_string(),
-                    found: found.to_string(),
-                });
+            if reads_standards {
+                return self.node.hold_standards(expected).await;
             }
         }
         Ok(())

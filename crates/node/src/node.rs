@@ -66,8 +66,20 @@ impl Node {
         }
     }
 
+    /// Refuses unless this node's copy of `subsidy_standards` is `expected`, the city's.
+    pub(crate) async fn hold_standards(&self, expected: &str) -> Result<()> {
+        let found = self.standards_sha256().await?;
+        if found != expected {
+            return Err(Error::OtherStandards {
+                expected: expected.to_string(),
+                found: found.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// The `standards_sha256` of this node's copy of `subsidy_standards`, read once.
-    pub(crate) async fn standards_sha256(&self) -> Result<&str> {
+    async fn standards_sha256(&self) -> Result<&str> {
         let sha256 = self
             .standards
             .get_or_try_init(|| async {
