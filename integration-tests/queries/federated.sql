@@ -176,3 +176,7 @@ SELECT county_code, sum(amount) FILTER (WHERE subsidy_type = 'DIBAO') AS dibao, 
 SELECT county_code, count(*) FROM disbursements WHERE NOT starts_with(payment_id, county_code) GROUP BY 1 ORDER BY 1
 ;
 SELECT extract(month FROM period) AS m, sum(amount), count(DISTINCT county_code) FROM disbursements WHERE period >= DATE '2023-01-01' AND period < DATE '2024-01-01' GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, count(DISTINCT paid_on) FROM disbursements WHERE amount > 300 GROUP BY 1 ORDER BY 1
+;
+SELECT count(DISTINCT date_part('year', birth_date)) AS years FROM persons WHERE death_date IS NULL

@@ -410,10 +410,11 @@ pub(crate) mod tests {
     }
 
     /// Persons of some kinds and areas, with the class of each column: `person`, `name`
-    /// and `card` are direct identifiers, `level` and `born` quasi-identifiers. One person
-    /// is of no known kind, and one not known at all.
+    /// and `card` are direct identifiers, `level` and `born` quasi-identifiers, and `seen`
+    /// public. One person is of no known kind, and one not known at all.
     fn persons() -> RecordBatch {
         let born = "1940-01-02 1940-01-02 1950-03-04 - 1960-05-06 1950-03-04 1970-01-01";
+        let seen = "2020-01-01 2020-01-01 2021-01-01 2021-01-01 - 2022-01-01 2020-01-01";
         classed(&[
             ("person", "D", DataType::Utf8, "p1 p1 p2 p2 p3 - -"),
             ("name", "D", DataType::Utf8, "a a b c d - -"),
@@ -422,6 +423,7 @@ pub(crate) mod tests {
             ("area", "P", DataType::Utf8, "n s n s n n s"),
             ("level", "Q", DataType::Int32, "1 1 2 - 4 2 1"),
             ("born", "Q", DataType::Date32, born),
+            ("seen", "P", DataType::Date32, seen),
         ])
     }
 

@@ -1,24 +1,23 @@
-//! [`CountDistinctAsText`]: counting the distinct numbers or dates of a protected column
-//! as the distinct texts of them, which nodes can send as tokens.
+//! [`CountDistinctAsText`]: counting distinct numbers or dates that nodes protect as the
+//! distinct texts of them, which nodes can send as tokens.
 
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
-use datafusion::common::DFSchema;
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ExprSchema};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, cast};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use sunlight_domain::ColumnClass;
+use sunlight_domain::{ColumnClass, column_class};
 use sunlight_policy::one_text_each;
 
-use crate::class::class_of;
-
-/// Rewrites `count(DISTINCT x)`, where `x` is an identifier or a quasi-identifier
-/// column of numbers or dates, as `count(DISTINCT CAST(x AS VARCHAR))`, under the name
-/// the count had.
+/// Rewrites `count(DISTINCT x)` of numbers or dates as `count(DISTINCT CAST(x AS
+/// VARCHAR))`, under the name the count had, where `x` reads an identifier or a
+/// quasi-identifier column (`level`, `date_part('year', birth_date)`), or where the rows counted are kept or ordered by one (a
+/// filter on `amount` tells which dates have large payments).
 ///
 /// Across counties, nodes send the state of such a count, the distinct values, as keyed
 /// tokens, and they make tokens of text only. Each integer, decimal, date or timestamp
@@ -44,10 +43,11 @@ impl OptimizerRule for CountDistinctAsText {
             return Ok(Transformed::no(plan));
         };
         let schema = aggregate.input.schema();
+        let chosen = chosen_by_protected(&aggregate.input);
         let texts: Vec<Option<Expr>> = aggregate
             .aggr_expr
             .iter()
-            .map(|e| as_text(e, schema))
+            .map(|e| as_text(e, schema, chosen))
             .collect();
         if texts.iter().all(Option::is_none) {
             return Ok(Transformed::no(plan));
@@ -66,30 +66,68 @@ impl OptimizerRule for CountDistinctAsText {
     }
 }
 
-/// `expr` counting the distinct texts of its column, if it counts the distinct values of
-/// a protected column of numbers or dates.
-fn as_text(expr: &Expr, schema: &DFSchema) -> Option<Expr> {
+/// `expr` counting the distinct texts of its argument, if it counts distinct numbers or
+/// dates computed from a protected column, or from any column of rows `chosen` by one.
+fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
         return None;
     };
-    let [column] = params.args.as_slice() else {
+    let [value] = params.args.as_slice() else {
         return None;
     };
     if func.name() != "count" || !params.distinct {
         return None;
     }
-    let protected = matches!(
-        class_of(column, schema),
-        Some(ColumnClass::Direct | ColumnClass::Quasi)
-    );
-    if !protected || !one_text_each(&column.get_type(schema).ok()?) {
+    let protected = chosen || reads_protected(&[value], schema);
+    if !protected || !one_text_each(&value.get_type(schema).ok()?) {
         return None;
     }
     let mut text = expr.clone();
     if let Expr::AggregateFunction(f) = &mut text {
-        f.params.args = vec![cast(column.clone(), DataType::Utf8)];
+        f.params.args = vec![cast(value.clone(), DataType::Utf8)];
     }
     Some(text.alias(expr.schema_name().to_string()))
+}
+
+/// Whether a filter or an ordering under `plan`, which keeps or orders rows before they
+/// are grouped, reads an identifier or a quasi-identifier: nodes then hold every value
+/// computed from those rows as telling something of that column.
+fn chosen_by_protected(plan: &LogicalPlan) -> bool {
+    plan.exists(|p| {
+        Ok(match p {
+            LogicalPlan::Filter(filter) => {
+                reads_protected(&[&filter.predicate], filter.input.schema())
+            }
+            LogicalPlan::Sort(sort) => {
+                let keys: Vec<&Expr> = sort.expr.iter().map(|s| &s.expr).collect();
+                reads_protected(&keys, sort.input.schema())
+            }
+            LogicalPlan::TableScan(scan) if !scan.filters.is_empty() => {
+                let schema = DFSchema::try_from_qualified_schema(
+                    scan.table_name.clone(),
+                    &scan.source.schema(),
+                )?;
+                reads_protected(&scan.filters.iter().collect::<Vec<_>>(), &schema)
+            }
+            _ => false,
+        })
+    })
+    // A plan that cannot be walked is counted as text: the count is the same.
+    .unwrap_or(true)
+}
+
+/// Whether any of `exprs` reads an identifier or a quasi-identifier column of `schema`.
+fn reads_protected(exprs: &[&Expr], schema: &DFSchema) -> bool {
+    exprs.iter().any(|e| {
+        e.column_refs().into_iter().any(|c| {
+            schema.field_from_column(c).is_ok_and(|field| {
+                matches!(
+                    column_class(field),
+                    ColumnClass::Direct | ColumnClass::Quasi
+                )
+            })
+        })
+    })
 }
 
 #[cfg(test)]
@@ -105,13 +143,18 @@ mod tests {
             "SELECT count(DISTINCT level) FROM u",
             "SELECT kind, count(DISTINCT born), count(DISTINCT level) AS n FROM u GROUP BY kind",
             "SELECT count(DISTINCT level) FILTER (WHERE area = 'n'), count(*) FROM u",
+            "SELECT count(DISTINCT level + 1), count(DISTINCT date_part('year', born)) FROM u",
+            // A public column, of rows kept or ordered by a protected one.
+            "SELECT count(DISTINCT seen) FROM u WHERE level > 1",
+            "SELECT area, count(DISTINCT seen) FROM u WHERE born IS NOT NULL GROUP BY area",
+            "SELECT count(DISTINCT seen) FROM (SELECT seen FROM u ORDER BY born LIMIT 4)",
         ];
         // Text, a plain column of no class, and a public column are counted as they are.
         let as_they_are = [
             "SELECT count(DISTINCT person) FROM u",
             "SELECT count(DISTINCT x), count(DISTINCT y) FROM t",
-            "SELECT count(DISTINCT level + 1) FROM u",
             "SELECT sum(DISTINCT level) FROM u",
+            "SELECT count(DISTINCT seen) FROM u WHERE kind = 'k'",
         ];
         for (sql, expected) in as_text
             .iter()
