@@ -180,3 +180,5 @@ SELECT extract(month FROM period) AS m, sum(amount), count(DISTINCT county_code)
 SELECT subsidy_type, count(DISTINCT paid_on) FROM disbursements WHERE amount > 300 GROUP BY 1 ORDER BY 1
 ;
 SELECT count(DISTINCT date_part('year', birth_date)) AS years FROM persons WHERE death_date IS NULL
+;
+SELECT subsidy_type, count(DISTINCT CAST(period AS VARCHAR)) AS periods FROM disbursements GROUP BY 1 ORDER BY 1

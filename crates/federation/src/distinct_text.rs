@@ -16,8 +16,9 @@ use sunlight_policy::one_text_each;
 
 /// Rewrites `count(DISTINCT x)` of numbers or dates as `count(DISTINCT CAST(x AS
 /// VARCHAR))`, under the name the count had, where `x` reads an identifier or a
-/// quasi-identifier column (`level`, `date_part('year', birth_date)`), or where the rows counted are kept or ordered by one (a
-/// filter on `amount` tells which dates have large payments).
+/// quasi-identifier column (`level`, `date_part('year', birth_date)`), or where the rows
+/// counted are kept or ordered by a quasi-identifier (a filter on `amount` tells which
+/// dates have large payments).
 ///
 /// Across counties, nodes send the state of such a count, the distinct values, as keyed
 /// tokens, and they make tokens of text only. Each integer, decimal, date or timestamp
@@ -43,7 +44,7 @@ impl OptimizerRule for CountDistinctAsText {
             return Ok(Transformed::no(plan));
         };
         let schema = aggregate.input.schema();
-        let chosen = chosen_by_protected(&aggregate.input);
+        let chosen = chosen_by_quasi(&aggregate.input);
         let texts: Vec<Option<Expr>> = aggregate
             .aggr_expr
             .iter()
@@ -67,7 +68,8 @@ impl OptimizerRule for CountDistinctAsText {
 }
 
 /// `expr` counting the distinct texts of its argument, if it counts distinct numbers or
-/// dates computed from a protected column, or from any column of rows `chosen` by one.
+/// dates computed from a protected column, or from any column of rows `chosen` by a
+/// quasi-identifier.
 fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
         return None;
@@ -78,7 +80,7 @@ fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     if func.name() != "count" || !params.distinct {
         return None;
     }
-    let protected = chosen || reads_protected(&[value], schema);
+    let protected = chosen || reads(&[value], schema, &[ColumnClass::Direct, ColumnClass::Quasi]);
     if !protected || !one_text_each(&value.get_type(schema).ok()?) {
         return None;
     }
@@ -90,24 +92,28 @@ fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
 }
 
 /// Whether a filter or an ordering under `plan`, which keeps or orders rows before they
-/// are grouped, reads an identifier or a quasi-identifier: nodes then hold every value
-/// computed from those rows as telling something of that column.
-fn chosen_by_protected(plan: &LogicalPlan) -> bool {
+/// are grouped, reads a quasi-identifier: nodes then hold every value computed from those
+/// rows as telling something of that column. (They refuse any other use of an identifier
+/// there than testing it for NULL, which tells nothing.)
+fn chosen_by_quasi(plan: &LogicalPlan) -> bool {
     plan.exists(|p| {
         Ok(match p {
-            LogicalPlan::Filter(filter) => {
-                reads_protected(&[&filter.predicate], filter.input.schema())
-            }
+            LogicalPlan::Filter(filter) => reads(
+                &[&filter.predicate],
+                filter.input.schema(),
+                &[ColumnClass::Quasi],
+            ),
             LogicalPlan::Sort(sort) => {
                 let keys: Vec<&Expr> = sort.expr.iter().map(|s| &s.expr).collect();
-                reads_protected(&keys, sort.input.schema())
+                reads(&keys, sort.input.schema(), &[ColumnClass::Quasi])
             }
             LogicalPlan::TableScan(scan) if !scan.filters.is_empty() => {
                 let schema = DFSchema::try_from_qualified_schema(
                     scan.table_name.clone(),
                     &scan.source.schema(),
                 )?;
-                reads_protected(&scan.filters.iter().collect::<Vec<_>>(), &schema)
+                let filters: Vec<&Expr> = scan.filters.iter().collect();
+                reads(&filters, &schema, &[ColumnClass::Quasi])
             }
             _ => false,
         })
@@ -116,16 +122,13 @@ fn chosen_by_protected(plan: &LogicalPlan) -> bool {
     .unwrap_or(true)
 }
 
-/// Whether any of `exprs` reads an identifier or a quasi-identifier column of `schema`.
-fn reads_protected(exprs: &[&Expr], schema: &DFSchema) -> bool {
+/// Whether any of `exprs` reads a column of `schema` of one of `classes`.
+fn reads(exprs: &[&Expr], schema: &DFSchema, classes: &[ColumnClass]) -> bool {
     exprs.iter().any(|e| {
         e.column_refs().into_iter().any(|c| {
-            schema.field_from_column(c).is_ok_and(|field| {
-                matches!(
-                    column_class(field),
-                    ColumnClass::Direct | ColumnClass::Quasi
-                )
-            })
+            schema
+                .field_from_column(c)
+                .is_ok_and(|field| classes.contains(&column_class(field)))
         })
     })
 }
@@ -144,7 +147,7 @@ mod tests {
             "SELECT kind, count(DISTINCT born), count(DISTINCT level) AS n FROM u GROUP BY kind",
             "SELECT count(DISTINCT level) FILTER (WHERE area = 'n'), count(*) FROM u",
             "SELECT count(DISTINCT level + 1), count(DISTINCT date_part('year', born)) FROM u",
-            // A public column, of rows kept or ordered by a protected one.
+            // A public column, of rows kept or ordered by a quasi-identifier.
             "SELECT count(DISTINCT seen) FROM u WHERE level > 1",
             "SELECT area, count(DISTINCT seen) FROM u WHERE born IS NOT NULL GROUP BY area",
             "SELECT count(DISTINCT seen) FROM (SELECT seen FROM u ORDER BY born LIMIT 4)",
@@ -155,6 +158,8 @@ mod tests {
             "SELECT count(DISTINCT x), count(DISTINCT y) FROM t",
             "SELECT sum(DISTINCT level) FROM u",
             "SELECT count(DISTINCT seen) FROM u WHERE kind = 'k'",
+            // Nodes take no meaning from an identifier tested for NULL.
+            "SELECT count(DISTINCT seen) FROM u WHERE card IS NOT NULL",
         ];
         for (sql, expected) in as_text
             .iter()

@@ -504,18 +504,17 @@ impl Egress {
             .enumerate()
             .map(|(i, (treatment, field))| {
                 let column = batch.column(i);
-                match (treatment, field.data_type()) {
-                    (Treatment::Keep, _) => Ok(column.clone()),
-                    (Treatment::Tokenize, text) => Ok(cast(&self.tokenize(column)?, text)?),
-                    (Treatment::TokenizeElements, DataType::LargeList(field)) => {
-                        self.tokenize_list(column.as_list::<i64>(), field)
+                match treatment {
+                    Treatment::Keep if column.data_type() == field.data_type() => {
+                        Ok(column.clone())
                     }
-                    (Treatment::TokenizeElements, DataType::List(field)) => {
-                        self.tokenize_list(column.as_list::<i32>(), field)
+                    // The state of a count of distinct texts, which the census counts
+                    // as values ([`crate::census`]): the texts the fragment would list.
+                    Treatment::Keep => each_value(column, field, |values| Ok(token_text(values)?)),
+                    Treatment::Tokenize => Ok(cast(&self.tokenize(column)?, field.data_type())?),
+                    Treatment::TokenizeElements => {
+                        each_value(column, field, |values| self.tokenize(values))
                     }
-                    (Treatment::TokenizeElements, other) => Err(DataFusionError::Internal(
-                        format!("column {} is {other}, not a list of values", field.name()),
-                    )),
                 }
             })
             .collect::<DfResult<Vec<_>>>()?;
@@ -544,22 +543,41 @@ impl Egress {
         }
         Ok(Arc::new(hashed.finish()))
     }
+}
 
-    /// `list` with its values tokenized, as lists of `field`.
-    fn tokenize_list<O: OffsetSizeTrait>(
-        &self,
-        list: &GenericListArray<O>,
-        field: &FieldRef,
-    ) -> DfResult<ArrayRef> {
-        let values = cast(&self.tokenize(list.values())?, field.data_type())?;
-        let rebuilt = GenericListArray::<O>::try_new(
-            field.clone(),
-            list.offsets().clone(),
-            values,
-            list.nulls().cloned(),
-        )?;
-        Ok(Arc::new(rebuilt))
+/// `column`, a list of values, with `f` applied to its values, as the lists `field` holds.
+fn each_value(
+    column: &ArrayRef,
+    field: &FieldRef,
+    f: impl Fn(&ArrayRef) -> DfResult<ArrayRef>,
+) -> DfResult<ArrayRef> {
+    match (field.data_type(), column.data_type()) {
+        (DataType::List(inner), DataType::List(_)) => rebuilt(column.as_list::<i32>(), inner, f),
+        (DataType::LargeList(inner), DataType::LargeList(_)) => {
+            rebuilt(column.as_list::<i64>(), inner, f)
+        }
+        (expected, found) => Err(DataFusionError::Internal(format!(
+            "column {} is {found} where the fragment makes {expected}: lists of values \
+             are expected",
+            field.name()
+        ))),
     }
+}
+
+/// `list` with `f` applied to its values, as lists of `field`.
+fn rebuilt<O: OffsetSizeTrait>(
+    list: &GenericListArray<O>,
+    field: &FieldRef,
+    f: impl Fn(&ArrayRef) -> DfResult<ArrayRef>,
+) -> DfResult<ArrayRef> {
+    let values = cast(&f(list.values())?, field.data_type())?;
+    let rebuilt = GenericListArray::<O>::try_new(
+        field.clone(),
+        list.offsets().clone(),
+        values,
+        list.nulls().cloned(),
+    )?;
+    Ok(Arc::new(rebuilt))
 }
 
 /// How many columns lead each row of `fragment` with its group's key: the fragment ends
