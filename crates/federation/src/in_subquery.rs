@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use sunlight_domain::ColumnClass;
+use sunlight_domain::{ColumnClass, Table};
 
 use crate::class::class_of;
 
@@ -130,10 +130,14 @@ fn is_junction(op: Operator) -> bool {
     matches!(op, Operator::And | Operator::Or)
 }
 
-/// Whether `expr IN subquery` can become a list: the subquery aggregates on its own, and
-/// `expr` is not an identifier.
+/// Whether `expr IN subquery` can become a list: the subquery refers to no column outside
+/// it, and it aggregates or reads the nodes' tables, whose rows would otherwise meet at
+/// the city; and `expr` is not an identifier.
 fn rewritable(expr: &Expr, subquery: &Subquery, schema: &DFSchema) -> bool {
-    aggregates_alone(subquery) && !identifier(expr, schema)
+    let plan = &subquery.subquery;
+    subquery.outer_ref_columns.is_empty()
+        && (aggregates(plan) || reads_nodes(plan))
+        && !identifier(expr, schema)
 }
 
 /// `condition` with the IN subqueries it reaches through AND and OR as lists, and
@@ -169,21 +173,32 @@ fn identifier(expr: &Expr, schema: &DFSchema) -> bool {
     class_of(expr, schema) == Some(ColumnClass::Direct)
 }
 
-/// Whether `subquery` aggregates and refers to no column outside it.
-fn aggregates_alone(subquery: &Subquery) -> bool {
-    subquery.outer_ref_columns.is_empty()
-        && subquery
-            .subquery
-            .exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(_))))
-            .unwrap_or(false)
+fn aggregates(plan: &LogicalPlan) -> bool {
+    plan.exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(_))))
+        .unwrap_or(false)
+}
+
+/// Whether `plan` reads a table other than the reference table, which nodes join with
+/// their own rows.
+fn reads_nodes(plan: &LogicalPlan) -> bool {
+    plan.exists(|p| {
+        Ok(matches!(p, LogicalPlan::TableScan(scan)
+            if scan.table_name.table() != Table::SubsidyStandards.name()))
+    })
+    .unwrap_or(false)
 }
 
 /// The condition on the list of the subquery's values that stands for `expr [NOT] IN
-/// (subquery)`; see [`InSubqueryAsList`].
+/// (subquery)`; see [`InSubqueryAsList`]. A subquery that does not aggregate is first
+/// grouped by its value, which keeps the same values.
 fn as_list(expr: Expr, subquery: Subquery, negated: bool) -> Result<Expr> {
     let plan = Arc::unwrap_or_clone(subquery.subquery);
     let value = Expr::Column(plan.schema().columns().swap_remove(0));
-    let values = LogicalPlanBuilder::from(plan)
+    let mut values = LogicalPlanBuilder::from(plan.clone());
+    if !aggregates(&plan) {
+        values = values.aggregate([value.clone()], Vec::<Expr>::new())?;
+    }
+    let values = values
         .aggregate(Vec::<Expr>::new(), [array_agg(value).alias(LIST)])?
         .build()?;
     let list = Expr::ScalarSubquery(Subquery {
@@ -209,15 +224,16 @@ mod tests {
     use datafusion::execution::SessionStateBuilder;
     use datafusion::optimizer::OptimizerContext;
     use datafusion::prelude::SessionContext;
-    use sunlight_domain::Table;
 
     use super::*;
     use crate::city::logical_rules;
 
     async fn rewritten(sql: &str) -> bool {
         let ctx = SessionContext::new();
-        let persons = MemTable::try_new(Table::Persons.schema(), vec![vec![]]).unwrap();
-        ctx.register_table("persons", Arc::new(persons)).unwrap();
+        for table in [Table::Persons, Table::SubsidyStandards] {
+            let empty = MemTable::try_new(table.schema(), vec![vec![]]).unwrap();
+            ctx.register_table(table.name(), Arc::new(empty)).unwrap();
+        }
         let plan = ctx.sql(sql).await.unwrap().logical_plan().clone();
         let config = OptimizerContext::new();
         plan.transform_down(|p| InSubqueryAsList.rewrite(p, &config))
@@ -226,20 +242,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_in_over_an_aggregate_of_its_own_under_and_or_becomes_a_list() {
+    async fn an_in_over_an_aggregate_or_node_rows_of_its_own_under_and_or_becomes_a_list() {
         let genders = "(SELECT gender FROM persons GROUP BY gender HAVING count(*) > 1)";
         let count = "SELECT count(*) FROM persons";
         for sql in [
             format!("{count} WHERE gender IN {genders} AND village <> ''"),
             format!("{count} WHERE gender NOT IN {genders}"),
             format!("{count} WHERE village = '' OR (gender IN {genders} AND village <> 'x')"),
+            // Rows of the nodes, which would meet at the city: the same as their groups.
+            format!("{count} WHERE township IN (SELECT township FROM persons WHERE gender = 'F')"),
         ] {
             assert!(rewritten(&sql).await, "{sql}");
         }
         for sql in [
             format!("{count} WHERE NOT (gender IN {genders} OR village <> '')"),
             format!("{count} WHERE (gender IN {genders}) IS NOT TRUE"),
-            format!("{count} WHERE gender IN (SELECT gender FROM persons)"),
+            // The reference table, which nodes join.
+            format!("{count} WHERE township IN (SELECT name_zh FROM subsidy_standards)"),
             format!(
                 "{count} o WHERE gender IN (SELECT max(gender) FROM persons i \
                  WHERE i.village = o.village)"
@@ -264,9 +283,13 @@ mod tests {
             ctx.sql(table).await.unwrap();
         }
         // Each subquery's values, then the rows of t each condition keeps, by SQL's rules.
-        let cases: [(&str, [&[Option<i32>]; 4]); 5] = [
+        let cases: [(&str, [&[Option<i32>]; 4]); 6] = [
             (
                 "SELECT v FROM s GROUP BY v", // 1, 3, NULL
+                [&[Some(1), Some(3)], &[], &[Some(2)], &[Some(3)]],
+            ),
+            (
+                "SELECT v FROM s", // 1, 1, 3, NULL, NULL
                 [&[Some(1), Some(3)], &[], &[Some(2)], &[Some(3)]],
             ),
             (
