@@ -251,6 +251,7 @@ mod tests {
             format!("{count} WHERE village = '' OR (gender IN {genders} AND village <> 'x')"),
             // Rows of the nodes, which would meet at the city: the same as their groups.
             format!("{count} WHERE township IN (SELECT township FROM persons WHERE gender = 'F')"),
+            format!("{count} WHERE township IN (SELECT DISTINCT township FROM persons)"),
         ] {
             assert!(rewritten(&sql).await, "{sql}");
         }
