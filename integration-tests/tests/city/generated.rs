@@ -29,6 +29,7 @@ const FIGURES: &[&str] = &[
     "count(DISTINCT person_id)",
     "count(account_no)",
     "count(DISTINCT township)",
+    "count(DISTINCT paid_on)",
     "sum(CASE WHEN amount > 500 THEN 1 ELSE 0 END)",
 ];
 
