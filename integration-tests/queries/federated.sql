@@ -184,3 +184,5 @@ SELECT count(DISTINCT date_part('year', birth_date)) AS years FROM persons WHERE
 SELECT subsidy_type, count(DISTINCT CAST(period AS VARCHAR)) AS periods FROM disbursements GROUP BY 1 ORDER BY 1
 ;
 SELECT gender, count(*) FROM persons WHERE township IN (SELECT DISTINCT township FROM disbursements WHERE subsidy_type = 'GAOLING') GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements WHERE (county_code, subsidy_type) IN (('140212', 'DIBAO'), ('140213', 'GAOLING')) GROUP BY 1 ORDER BY 1

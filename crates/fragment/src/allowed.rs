@@ -139,6 +139,8 @@ const FUNCTIONS: &[&str] = &[
     "array_has",
     "array_compact",
     "cardinality",
+    // Rows of values, as `(a, b) IN ((…), (…))` compares them.
+    "struct",
 ];
 
 /// Aggregate functions a fragment may compute in any phase: their partial states are
