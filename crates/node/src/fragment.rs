@@ -21,9 +21,9 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::udaf::StatisticsArgs;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::FutureExt;
-use sunlight_domain::NodeCode;
+use sunlight_domain::{NodeCode, Table};
 use sunlight_fragment::{TableLeafExec, decode_plan};
-use sunlight_policy::{Egress, Released, Whole, WholeTable, whole_table};
+use sunlight_policy::{Ahead, Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
 
 use crate::check::check_fragment;
@@ -69,27 +69,47 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
     let plan = without_own_county(node, plan).await?;
-    let (whole, statistics) = match whole_table(&plan) {
+    let (ahead, statistics) = match whole_table(&plan) {
         Some(whole) if has_persons(whole.table) => {
             let counted = node.persons_of(whole.table).await?;
             match one_group(node, &whole).await? {
                 true => (
-                    Some(Whole::OneGroup(counted)),
+                    Some(Ahead::OneGroup(counted)),
                     Some(node.statistics(whole.table).await?),
                 ),
-                false => (Some(Whole::Groups(counted)), None),
+                false => (Some(Ahead::Groups(counted)), None),
             }
         }
-        _ => (None, None),
+        _ => match persons_table(&plan) {
+            Some(table) => (Some(Ahead::Among(node.persons_of(table).await?)), None),
+            None => (None, None),
+        },
     };
     let egress =
-        Egress::check(&plan, &node.privacy().policy, whole)?.excluding(ticket.excluded_groups);
+        Egress::check(&plan, &node.privacy().policy, ahead)?.excluding(ticket.excluded_groups);
     let plan = match statistics {
         Some(statistics) => answer_from_statistics(egress.plan.clone(), &statistics, node.code())?,
         None => egress.plan.clone(),
     };
     let stream = execute_stream(resolve_leaves(node, plan).await?, task)?;
     Ok(egress.release(stream).await?)
+}
+
+/// The one table about persons that `plan` reads, if it reads no other (it may read that
+/// one twice, and `subsidy_standards`).
+fn persons_table(plan: &Arc<dyn ExecutionPlan>) -> Option<Table> {
+    let mut tables = Vec::new();
+    plan.apply(|p| {
+        if let Some(leaf) = p.downcast_ref::<TableLeafExec>()
+            && has_persons(leaf.table())
+        {
+            tables.push(leaf.table());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    let first = *tables.first()?;
+    tables.iter().all(|&t| t == first).then_some(first)
 }
 
 /// Whether the rows of `whole`'s table form one group: it has no groups, or groups by

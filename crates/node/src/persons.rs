@@ -118,6 +118,7 @@ impl PersonIndex {
                     rows,
                     persons: persons.count_ones(..),
                     sketch: self.directory.sketch(&persons),
+                    members: Arc::new(persons),
                 })
             })
             .await

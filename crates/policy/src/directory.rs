@@ -139,6 +139,25 @@ impl PersonDirectory {
         sketch.toggle_all(others.map(|n| keys[n]), -1);
         sketch
     }
+
+    /// The sketch of `persons`, which are among `members`, whose sketch is `of_members`:
+    /// where they are more than half of them, `of_members` less the others.
+    pub fn sketch_among(
+        &self,
+        persons: &FixedBitSet,
+        members: &FixedBitSet,
+        of_members: &PersonSketch,
+    ) -> PersonSketch {
+        if 2 * persons.count_ones(..) <= members.count_ones(..) || !persons.is_subset(members) {
+            return self.sketch(persons);
+        }
+        let mut others = members.clone();
+        others.difference_with(persons);
+        let numbered = self.numbered.read().expect("not poisoned");
+        let mut sketch = of_members.clone();
+        sketch.toggle_all(others.ones().map(|n| numbered.keys[n]), -1);
+        sketch
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +202,38 @@ mod tests {
         assert_eq!(
             directory.sketch(&first),
             PersonSketch::of([keys.key("a"), keys.key("b")])
+        );
+    }
+
+    #[test]
+    fn persons_among_a_tables_are_sketched_as_the_table_less_the_others() {
+        let directory = PersonDirectory::new(Some(Tokenizer::new("a key of the test", 1)));
+        let ids: Vec<String> = (0..40).map(|i| format!("person {i}")).collect();
+        directory.number(ids.iter().map(|id| Some(id.as_str())));
+        let set = |numbers: &mut dyn Iterator<Item = usize>| {
+            let mut set = FixedBitSet::with_capacity(40);
+            set.extend(numbers);
+            set
+        };
+        // A table of every third person, and sets of most, few and none of them.
+        let members = set(&mut (0..40).step_by(3));
+        let of_members = directory.sketch(&members);
+        for persons in [
+            set(&mut (0..40).step_by(3).skip(2)),
+            set(&mut (0..40).step_by(3).take(3)),
+            members.clone(),
+            set(&mut std::iter::empty()),
+        ] {
+            assert_eq!(
+                directory.sketch_among(&persons, &members, &of_members),
+                directory.sketch(&persons)
+            );
+        }
+        // Persons outside the table are sketched all the same.
+        let stray = set(&mut (0..40).step_by(3).skip(1).chain([1]));
+        assert_eq!(
+            directory.sketch_among(&stray, &members, &of_members),
+            directory.sketch(&stray)
         );
     }
 }

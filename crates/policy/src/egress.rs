@@ -25,6 +25,7 @@ use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use fixedbitset::FixedBitSet;
 use futures::{StreamExt, TryStreamExt, stream};
 use sunlight_domain::Table;
 use sunlight_fragment::TableLeafExec;
@@ -59,18 +60,24 @@ pub struct Counted {
     pub rows: usize,
     /// Distinct persons.
     pub persons: usize,
+    /// Their numbers.
+    pub members: Arc<FixedBitSet>,
     /// Their sketch.
     pub sketch: PersonSketch,
 }
 
-/// What a node knows ahead of the persons behind a fragment that aggregates a whole
-/// table ([`whole_table`]).
+/// What a node knows ahead of the persons behind a fragment.
 #[derive(Debug, Clone)]
-pub enum Whole {
-    /// The table's rows form one group, whose persons are the table's.
+pub enum Ahead {
+    /// It aggregates a whole table ([`whole_table`]), whose rows form one group, whose
+    /// persons are the table's.
     OneGroup(Counted),
-    /// The rows form several groups, whose persons together are the table's.
+    /// It aggregates a whole table, whose rows form several groups, whose persons
+    /// together are the table's.
     Groups(Counted),
+    /// It reads rows about persons of one table only, some of them: its groups are formed
+    /// from some of the table's persons.
+    Among(Counted),
 }
 
 /// Where the persons behind each output row are found.
@@ -91,8 +98,12 @@ enum Persons {
 /// Every person the groups of a census are formed from.
 #[derive(Debug)]
 enum FormedFrom {
-    /// Those the census sees as the fragment runs.
-    Seen(Seen),
+    /// Those the census sees as the fragment runs, all of them among a table's persons
+    /// where it is known.
+    Seen {
+        seen: Seen,
+        among: Option<Box<Counted>>,
+    },
     /// A whole table's, as sketched ahead.
     Table(Box<PersonSketch>),
 }
@@ -203,14 +214,15 @@ pub struct Released {
 
 /// The plan to run in place of `fragment`, and where the persons behind its rows are
 /// found: known ahead for one group over a whole table, and otherwise followed by a census,
-/// whose groups are formed from the whole table's persons or from those it sees.
+/// whose groups are formed from the whole table's persons or from those it sees (some of
+/// one table's, where the node knows).
 fn counted(
     fragment: &Arc<dyn ExecutionPlan>,
     min_group_size: usize,
-    whole: Option<Whole>,
+    ahead: Option<Ahead>,
 ) -> Result<(Arc<dyn ExecutionPlan>, Persons)> {
-    let (seen, formed_from) = match whole {
-        Some(Whole::OneGroup(counted)) => {
+    let (seen, formed_from) = match ahead {
+        Some(Ahead::OneGroup(counted)) => {
             // The group's persons are known; a census would only let a distinct count
             // of persons count their numbers, and where it cannot, the fragment runs as is.
             let plan = match counts_distinct(fragment) {
@@ -220,10 +232,14 @@ fn counted(
             let plan = plan.map_or_else(|| fragment.clone(), |c| c.plan);
             return Ok((plan, Persons::Whole(Box::new(counted))));
         }
-        Some(Whole::Groups(counted)) => (None, FormedFrom::Table(Box::new(counted.sketch))),
-        None => {
+        Some(Ahead::Groups(counted)) => (None, FormedFrom::Table(Box::new(counted.sketch))),
+        among => {
             let seen = Seen::default();
-            (Some(seen.clone()), FormedFrom::Seen(seen))
+            let among = match among {
+                Some(Ahead::Among(counted)) => Some(Box::new(counted)),
+                _ => None,
+            };
+            (Some(seen.clone()), FormedFrom::Seen { seen, among })
         }
     };
     let census = census(fragment, min_group_size, seen)
@@ -252,12 +268,13 @@ fn counts_distinct(fragment: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 impl Egress {
-    /// Checks `fragment` against the egress rules of `policy`; `whole` counts the persons
-    /// of the table it aggregates whole, given only when [`whole_table`] names one.
+    /// Checks `fragment` against the egress rules of `policy`; `ahead` counts the persons
+    /// of the table it aggregates whole, given only when [`whole_table`] names one, or of
+    /// the one table about persons it reads.
     pub fn check(
         fragment: &Arc<dyn ExecutionPlan>,
         policy: &NodePolicy,
-        whole: Option<Whole>,
+        ahead: Option<Ahead>,
     ) -> Result<Self> {
         let schema = fragment.schema();
         let traced = trace(fragment, Tier::Node, &|_| None)?;
@@ -294,7 +311,7 @@ impl Egress {
                 ));
             }
         }
-        let (plan, persons) = counted(fragment, policy.min_group_size, whole)?;
+        let (plan, persons) = counted(fragment, policy.min_group_size, ahead)?;
         Ok(Self {
             plan,
             treatments,
@@ -438,10 +455,17 @@ impl Egress {
                     .into());
                 }
                 let formed = match formed_from {
-                    FormedFrom::Seen(seen) => self
-                        .policy
-                        .persons
-                        .sketch(&seen.lock().expect("not poisoned")),
+                    FormedFrom::Seen { seen, among } => {
+                        let seen = seen.lock().expect("not poisoned");
+                        match among {
+                            Some(table) => self.policy.persons.sketch_among(
+                                &seen,
+                                &table.members,
+                                &table.sketch,
+                            ),
+                            None => self.policy.persons.sketch(&seen),
+                        }
+                    }
                     FormedFrom::Table(sketch) => (**sketch).clone(),
                 };
                 if !hidden.is_empty() {

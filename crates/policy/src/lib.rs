@@ -28,7 +28,7 @@ use std::fmt;
 pub use differencing::{AnswerHistory, AnswerSketches};
 pub use directory::{NO_PERSON, PersonDirectory};
 pub use egress::{
-    Counted, DEFAULT_MIN_GROUP_SIZE, Egress, MAX_NAMED_GROUPS, NodePolicy, Released, Whole,
+    Ahead, Counted, DEFAULT_MIN_GROUP_SIZE, Egress, MAX_NAMED_GROUPS, NodePolicy, Released,
     WholeTable, too_few, whole_table,
 };
 pub use lineage::{
