@@ -13,3 +13,12 @@ pub(crate) fn class_of(expr: &Expr, schema: &DFSchema) -> Option<ColumnClass> {
     let field = schema.field_from_column(column).ok()?;
     Some(column_class(field))
 }
+
+/// Whether any of `exprs` reads a column of `schema` of one of `classes`.
+pub(crate) fn reads(exprs: &[&Expr], schema: &DFSchema, classes: &[ColumnClass]) -> bool {
+    exprs.iter().any(|e| {
+        e.column_refs().into_iter().any(|c| {
+            class_of(&Expr::Column(c.clone()), schema).is_some_and(|class| classes.contains(&class))
+        })
+    })
+}

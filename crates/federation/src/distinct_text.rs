@@ -4,15 +4,17 @@
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, ExprSchema};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, cast};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use sunlight_domain::{ColumnClass, column_class};
+use sunlight_domain::ColumnClass;
 use sunlight_policy::one_text_each;
+
+use crate::class::reads;
 
 /// Rewrites `count(DISTINCT x)` of numbers or dates as `count(DISTINCT CAST(x AS
 /// VARCHAR))`, under the name the count had, where `x` reads an identifier or a
@@ -120,17 +122,6 @@ fn chosen_by_quasi(plan: &LogicalPlan) -> bool {
     })
     // A plan that cannot be walked is counted as text: the count is the same.
     .unwrap_or(true)
-}
-
-/// Whether any of `exprs` reads a column of `schema` of one of `classes`.
-fn reads(exprs: &[&Expr], schema: &DFSchema, classes: &[ColumnClass]) -> bool {
-    exprs.iter().any(|e| {
-        e.column_refs().into_iter().any(|c| {
-            schema
-                .field_from_column(c)
-                .is_ok_and(|field| classes.contains(&column_class(field)))
-        })
-    })
 }
 
 #[cfg(test)]

@@ -194,8 +194,9 @@ fn reads_nodes(plan: &LogicalPlan) -> bool {
 fn as_list(expr: Expr, subquery: Subquery, negated: bool) -> Result<Expr> {
     let plan = Arc::unwrap_or_clone(subquery.subquery);
     let value = Expr::Column(plan.schema().columns().swap_remove(0));
-    let mut values = LogicalPlanBuilder::from(plan.clone());
-    if !aggregates(&plan) {
+    let grouped = aggregates(&plan);
+    let mut values = LogicalPlanBuilder::from(plan);
+    if !grouped {
         values = values.aggregate([value.clone()], Vec::<Expr>::new())?;
     }
     let values = values

@@ -221,6 +221,10 @@ fn counted(
     min_group_size: usize,
     ahead: Option<Ahead>,
 ) -> Result<(Arc<dyn ExecutionPlan>, Persons)> {
+    let seen_by_census = |among| {
+        let seen = Seen::default();
+        (Some(seen.clone()), FormedFrom::Seen { seen, among })
+    };
     let (seen, formed_from) = match ahead {
         Some(Ahead::OneGroup(counted)) => {
             // The group's persons are known; a census would only let a distinct count
@@ -233,14 +237,8 @@ fn counted(
             return Ok((plan, Persons::Whole(Box::new(counted))));
         }
         Some(Ahead::Groups(counted)) => (None, FormedFrom::Table(Box::new(counted.sketch))),
-        among => {
-            let seen = Seen::default();
-            let among = match among {
-                Some(Ahead::Among(counted)) => Some(Box::new(counted)),
-                _ => None,
-            };
-            (Some(seen.clone()), FormedFrom::Seen { seen, among })
-        }
+        Some(Ahead::Among(counted)) => seen_by_census(Some(Box::new(counted))),
+        None => seen_by_census(None),
     };
     let census = census(fragment, min_group_size, seen)
         .map_err(|e| Refusal::new(Rule::Untraceable, e.to_string()))?;
