@@ -6,6 +6,12 @@
 //! answers, so the city and the egress guard see the fragment's answer as planned.
 //!
 //! A hash join that builds its table once probes it in every partition.
+//!
+//! A fragment that ends in a partial aggregate gets the merge even on one partition. A
+//! partial aggregate may send a group in parts: it passes rows through unmerged where
+//! they form nearly as many groups as rows, and emits its groups early when memory runs
+//! short. The egress guard counts each row's persons as a whole group's, so a group in
+//! parts would be held back for counting too few.
 
 use std::sync::Arc;
 
@@ -34,17 +40,18 @@ pub fn parallelize(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()
         && let Some(merge) = merge_mode(aggregate)
-        && partitions > 1
+        && (partitions > 1 || merge == AggregateMode::PartialReduce)
     {
-        let input = spread(aggregate.input().clone(), partitions)?;
-        if input.output_partitioning().partition_count() > 1 {
-            let partial = partial_of(aggregate, input)?;
-            return merge_of(
-                aggregate,
-                merge,
-                Arc::new(CoalescePartitionsExec::new(partial)),
-            );
-        }
+        let input = match partitions {
+            1 => parallelize(aggregate.input().clone(), 1)?,
+            _ => spread(aggregate.input().clone(), partitions)?,
+        };
+        let partial = partial_of(aggregate, input)?;
+        return merge_of(
+            aggregate,
+            merge,
+            Arc::new(CoalescePartitionsExec::new(partial)),
+        );
     }
     let children = plan
         .children()
@@ -109,4 +116,62 @@ fn row_by_row(plan: &Arc<dyn ExecutionPlan>) -> bool {
             || plan.is::<CooperativeExec>()
             || plan.is::<CountyGuardExec>()
             || plan.is::<PersonsExec>())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
+    use datafusion::physical_plan::collect;
+    use datafusion::physical_plan::expressions::col;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_partial_aggregate_on_one_partition_sends_each_group_once() -> Result<()> {
+        // Two batches with the same ten keys: the first forms a group a row, so the
+        // partial aggregate, probing after five rows, passes the second through unmerged.
+        let schema = Arc::new(Schema::new(vec![Field::new("key", DataType::Int64, false)]));
+        let keys = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..10))],
+        )?;
+        let rows =
+            MemorySourceConfig::try_new_exec(&[vec![keys.clone(), keys]], schema.clone(), None)?;
+        let key = col("key", &schema)?;
+        let count = AggregateExprBuilder::new(count_udaf(), vec![key.clone()])
+            .schema(schema.clone())
+            .alias("n")
+            .build()?;
+        let partial: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+            AggregateMode::Partial,
+            PhysicalGroupBy::new_single(vec![(key, "key".into())]),
+            vec![Arc::new(count)],
+            vec![None],
+            rows,
+            schema,
+        )?);
+        let config = SessionConfig::new()
+            .set_usize(
+                "datafusion.execution.skip_partial_aggregation_probe_rows_threshold",
+                5,
+            )
+            .with_target_partitions(1);
+        let task = SessionContext::new_with_config(config).task_ctx();
+        let sent = |plan: Arc<dyn ExecutionPlan>| {
+            let task = task.clone();
+            async move {
+                let batches: Vec<RecordBatch> = collect(plan, task).await?;
+                Result::<usize>::Ok(batches.iter().map(RecordBatch::num_rows).sum())
+            }
+        };
+        assert_eq!(sent(partial.clone()).await?, 20, "the groups in parts");
+        assert_eq!(sent(parallelize(partial, 1)?).await?, 10);
+        Ok(())
+    }
 }
