@@ -125,6 +125,10 @@ struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     partitions: Option<usize>,
+    /// Memory in MiB the node's queries may hold at once (default: no limit).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_limit_mb: Option<usize>,
     /// A node serves over mutual TLS and admits only clients (the coordinator) whose
     /// certificate chains to the CA.
     #[command(flatten)]

@@ -2,6 +2,7 @@
 //! every file against the contract, and registers the good tables with DataFusion.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
@@ -14,6 +15,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::count::count_all;
@@ -169,8 +171,13 @@ pub struct NodeCatalog {
 
 impl NodeCatalog {
     /// Checks every table folder of `root` and registers the good tables. Queries run
-    /// over `partitions`, one per core where it is `None`.
-    pub async fn load(root: &DataRoot, partitions: Option<usize>) -> Result<Self> {
+    /// over `partitions`, one per core where it is `None`, and hold at most
+    /// `memory_limit_mb` MiB between them, unbounded where it is `None`.
+    pub async fn load(
+        root: &DataRoot,
+        partitions: Option<usize>,
+        memory_limit_mb: Option<usize>,
+    ) -> Result<Self> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, SCHEMA);
@@ -179,9 +186,17 @@ impl NodeCatalog {
         }
         // model_hits and model_outcomes grow while the node serves: list their folders
         // on every scan rather than caching the first listing.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-            .build_arc()?;
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0));
+        if let Some(limit) = memory_limit_mb {
+            // Operators that can spill share what the others leave, evenly; the error of
+            // one that cannot go on names the largest holders.
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(limit << 20),
+                NonZeroUsize::new(3).expect("not zero"),
+            )));
+        }
+        let runtime = runtime.build_arc()?;
         let context = SessionContext::new_with_config_rt(config, runtime);
         for udf in sunlight_fragment::masking_udfs() {
             context.register_udf(udf);

@@ -38,6 +38,11 @@ pub struct NodeConfig {
     /// Partitions a query or fragment runs over at the node; by default one per core.
     /// Nodes that share a machine should share its cores.
     pub partitions: Option<usize>,
+    /// Memory, in MiB, that the node's queries and fragments may hold at once. Past it,
+    /// sorts and aggregates spill to disk, and a query that still needs more (a hash
+    /// join's table, say) fails with an error that says so, while the node serves on.
+    /// Unbounded when unset.
+    pub memory_limit_mb: Option<usize>,
 }
 
 /// The node's disclosure policy, applied to everything fragments send.
@@ -116,6 +121,7 @@ impl Default for NodeConfig {
             privacy: PrivacyConfig::default(),
             audit_log: None,
             partitions: None,
+            memory_limit_mb: None,
         }
     }
 }
@@ -170,6 +176,11 @@ impl NodeConfig {
         if self.partitions == Some(0) {
             return Err(Error::Config(
                 "partitions is 0; a node runs its queries over at least one".into(),
+            ));
+        }
+        if self.memory_limit_mb == Some(0) {
+            return Err(Error::Config(
+                "memory_limit_mb is 0; leave it unset for no limit".into(),
             ));
         }
         if let Some(user) = self
@@ -238,15 +249,19 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("999999"), "{err}");
 
-        std::fs::write(
-            &file,
-            "code = \"140215\"\npartitions = 0\n[auth.tokens]\nanalyst = \"secret-token\"\n",
-        )
-        .unwrap();
-        let err = NodeConfig::load(Some(&file), Flags { data: "/x" })
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert!(err.to_string().contains("partitions is 0"), "{err}");
+        for (setting, message) in [
+            ("partitions = 0", "partitions is 0"),
+            ("memory_limit_mb = 0", "memory_limit_mb is 0"),
+        ] {
+            let text = format!(
+                "code = \"140215\"\n{setting}\n[auth.tokens]\nanalyst = \"secret-token\"\n"
+            );
+            std::fs::write(&file, text).unwrap();
+            let err = NodeConfig::load(Some(&file), Flags { data: "/x" })
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(message), "{err}");
+        }
     }
 }

@@ -77,7 +77,7 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     config.validate()?;
     let code = config.node_code()?;
     let root = DataRoot::open(&config.data, &config.s3)?;
-    let catalog = NodeCatalog::load(&root, config.partitions).await?;
+    let catalog = NodeCatalog::load(&root, config.partitions, config.memory_limit_mb).await?;
     let privacy = Privacy {
         policy: NodePolicy {
             min_group_size: config.privacy.min_group_size,

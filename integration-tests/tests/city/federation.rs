@@ -323,6 +323,44 @@ async fn a_fragment_the_city_gives_up_on_stops_at_its_node() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_node_past_its_memory_limit_fails_the_query_by_name_and_serves_on() {
+    let city = shared_city();
+    let node = ServiceProcess::start_with(
+        "140215",
+        &node_root(city.dir.path(), "140215".parse().unwrap()),
+        &["--memory-limit-mb", "16"],
+    );
+    let coordinator = ServiceProcess::coordinator(&[("140215".into(), node.addr.clone())], &[]);
+    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    // A count of distinct values keeps them all in memory, here millions of pairs of
+    // payments in one village.
+    let err = client
+        .query(
+            "SELECT count(DISTINCT a.payment_id || b.payment_id) FROM disbursements a \
+             JOIN disbursements b ON b.county_code = a.county_code AND b.village = a.village",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node 140215") && err.contains("Resources exhausted"),
+        "{err}"
+    );
+    // Queries within the limit still run: the node serves on.
+    let sql = "SELECT village, count(*) FROM disbursements GROUP BY 1 ORDER BY 1";
+    let villages = client.query(sql).await.unwrap();
+    let unlimited = ServiceProcess::start(
+        "140215",
+        &node_root(city.dir.path(), "140215".parse().unwrap()),
+    );
+    let coordinator =
+        ServiceProcess::coordinator(&[("140215".into(), unlimited.addr.clone())], &[]);
+    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let expected = client.query(sql).await.unwrap();
+    assert_eq!(rows(&villages.batches, true), rows(&expected.batches, true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_queries_at_the_city_get_clear_errors() {
     let city = shared_city();
     let running = start_city(city.dir.path(), &[]);
