@@ -346,7 +346,9 @@ async fn a_node_past_its_memory_limit_fails_the_query_by_name_and_serves_on() {
         err.contains("node 140215") && err.contains("Resources exhausted"),
         "{err}"
     );
-    // Queries within the limit still run: the node serves on.
+    // Once the failed query's other partitions have stopped, queries within the limit
+    // run: the node serves on.
+    falls_quiet(&node).await;
     let sql = "SELECT village, count(*) FROM disbursements GROUP BY 1 ORDER BY 1";
     let villages = client.query(sql).await.unwrap();
     let unlimited = ServiceProcess::start(
