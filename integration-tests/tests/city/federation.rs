@@ -322,16 +322,19 @@ async fn a_fragment_the_city_gives_up_on_stops_at_its_node() {
     assert_eq!(answer.num_rows(), 1);
 }
 
+/// Node 140215 of the shared city, started with `extra` flags, a city of it alone, and a
+/// client of that city.
+async fn alone(extra: &[&str]) -> (ServiceProcess, ServiceProcess, SqlClient) {
+    let root = node_root(shared_city().dir.path(), "140215".parse().unwrap());
+    let node = ServiceProcess::start_with("140215", &root, extra);
+    let coordinator = ServiceProcess::coordinator(&[("140215".into(), node.addr.clone())], &[]);
+    let client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    (node, coordinator, client)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_past_its_memory_limit_fails_the_query_by_name_and_serves_on() {
-    let city = shared_city();
-    let node = ServiceProcess::start_with(
-        "140215",
-        &node_root(city.dir.path(), "140215".parse().unwrap()),
-        &["--memory-limit-mb", "16"],
-    );
-    let coordinator = ServiceProcess::coordinator(&[("140215".into(), node.addr.clone())], &[]);
-    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let (node, _city, mut client) = alone(&["--memory-limit-mb", "16"]).await;
     // A count of distinct values keeps them all in memory, here millions of pairs of
     // payments in one village.
     let err = client
@@ -351,14 +354,8 @@ async fn a_node_past_its_memory_limit_fails_the_query_by_name_and_serves_on() {
     falls_quiet(&node).await;
     let sql = "SELECT village, count(*) FROM disbursements GROUP BY 1 ORDER BY 1";
     let villages = client.query(sql).await.unwrap();
-    let unlimited = ServiceProcess::start(
-        "140215",
-        &node_root(city.dir.path(), "140215".parse().unwrap()),
-    );
-    let coordinator =
-        ServiceProcess::coordinator(&[("140215".into(), unlimited.addr.clone())], &[]);
-    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
-    let expected = client.query(sql).await.unwrap();
+    let (_node, _city, mut unlimited) = alone(&[]).await;
+    let expected = unlimited.query(sql).await.unwrap();
     assert_eq!(rows(&villages.batches, true), rows(&expected.batches, true));
 }
 
