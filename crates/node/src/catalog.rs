@@ -192,7 +192,7 @@ impl NodeCatalog {
             // Operators that can spill share what the others leave, evenly; the error of
             // one that cannot go on names the largest holders.
             runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
-                FairSpillPool::new(limit << 20),
+                FairSpillPool::new(limit.saturating_mul(1 << 20)),
                 NonZeroUsize::new(3).expect("not zero"),
             )));
         }
