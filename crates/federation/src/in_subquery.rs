@@ -173,6 +173,7 @@ fn identifier(expr: &Expr, schema: &DFSchema) -> bool {
     class_of(expr, schema) == Some(ColumnClass::Direct)
 }
 
+/// Whether `plan` aggregates anywhere.
 fn aggregates(plan: &LogicalPlan) -> bool {
     plan.exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(_))))
         .unwrap_or(false)
