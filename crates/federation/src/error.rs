@@ -100,15 +100,7 @@ pub fn status_of(e: &DataFusionError) -> tonic::Status {
             Error::Query(_) => tonic::Status::internal(message),
         };
     }
-    let message = e.to_string();
-    match e.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_) => tonic::Status::invalid_argument(message),
-        DataFusionError::ResourcesExhausted(_) => tonic::Status::resource_exhausted(message),
-        _ => tonic::Status::internal(message),
-    }
+    sunlight_flightsql::query_status(e)
 }
 
 impl From<Error> for tonic::Status {

@@ -8,6 +8,7 @@ mod server;
 mod service;
 mod session;
 mod statement;
+mod status;
 mod tls;
 
 use arrow::datatypes::SchemaRef;
@@ -22,6 +23,7 @@ pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 pub use session::{SESSION_COOKIE, SessionOption};
 pub use statement::{Statement, StatementSchemas, require_values};
+pub use status::query_status;
 pub use tls::{COORDINATOR_TLS_NAME, NODE_TLS_NAME, TlsFiles, endpoint, trust};
 
 /// Record batches of a result, with errors already mapped to gRPC statuses.

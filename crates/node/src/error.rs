@@ -110,16 +110,7 @@ impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let message = e.to_string();
         match e {
-            Error::Query(ref df) => match df.find_root() {
-                DataFusionError::SQL(..)
-                | DataFusionError::Plan(_)
-                | DataFusionError::SchemaError(..)
-                | DataFusionError::NotImplemented(_) => tonic::Status::invalid_argument(message),
-                DataFusionError::ResourcesExhausted(_) => {
-                    tonic::Status::resource_exhausted(message)
-                }
-                _ => tonic::Status::internal(message),
-            },
+            Error::Query(ref df) => sunlight_flightsql::query_status(df),
             Error::TableRefused { .. } => tonic::Status::failed_precondition(message),
             Error::Model { .. } | Error::OtherStandards { .. } => {
                 tonic::Status::failed_precondition(message)

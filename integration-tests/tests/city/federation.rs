@@ -423,6 +423,18 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              HAVING count(DISTINCT subsidy_type) > 1) t",
             "or find persons paid in several counties with `sunlight linkage run`",
         ),
+        // A value the query cannot convert is the caller's fault, whether the city's
+        // planner meets it or the nodes do, row by row.
+        (
+            "SELECT count(*) FROM disbursements WHERE amount > 'abc'",
+            "(InvalidArgument): Optimizer rule 'simplify_expressions' failed\ncaused by\n\
+             Arrow error: Cast error: Cannot cast string 'abc'",
+        ),
+        (
+            "SELECT county_code, sum(CAST(village AS INT)) FROM disbursements GROUP BY 1",
+            "refused the fragment (InvalidArgument): Arrow error: Cast error: Cannot cast \
+             string",
+        ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(mentions), "{sql}: {err}");
