@@ -186,3 +186,7 @@ SELECT subsidy_type, count(DISTINCT CAST(period AS VARCHAR)) AS periods FROM dis
 SELECT gender, count(*) FROM persons WHERE township IN (SELECT DISTINCT township FROM disbursements WHERE subsidy_type = 'GAOLING') GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(*) FROM disbursements WHERE (county_code, subsidy_type) IN (('140212', 'DIBAO'), ('140213', 'GAOLING')) GROUP BY 1 ORDER BY 1
+;
+SELECT s.name_zh, count(*) FROM disbursements d JOIN (SELECT DISTINCT subsidy_type, name_zh FROM subsidy_standards) s ON s.subsidy_type = d.subsidy_type WHERE d.county_code = '140213' GROUP BY 1 ORDER BY 1
+;
+SELECT d.county_code, sum(d.amount) FROM disbursements d JOIN (SELECT subsidy_type FROM subsidy_standards WHERE min_age IS NOT NULL UNION SELECT subsidy_type FROM subsidy_standards WHERE requires_cert_level IS NOT NULL) s ON s.subsidy_type = d.subsidy_type GROUP BY 1 ORDER BY 1

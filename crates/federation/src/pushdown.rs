@@ -607,7 +607,8 @@ fn carries_county_code(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
     }
 }
 
-/// A subtree that reads only the reference table, rewritten to read the node's copy.
+/// A subtree that reads only the reference table, rewritten to read the node's copy on
+/// one partition: the table is small, and a node repartitions nothing it is sent.
 fn as_reference(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let mut only_reference = true;
     let mut any = false;
@@ -623,13 +624,21 @@ fn as_reference(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
     if !(any && only_reference) {
         return Ok(None);
     }
-    let rewritten = plan
-        .clone()
-        .transform_up(|p| match p.downcast_ref::<ReferenceExec>() {
-            Some(reference) => Ok(Transformed::yes(
+    let rewritten = plan.clone().transform_up(|p| {
+        if let Some(reference) = p.downcast_ref::<ReferenceExec>() {
+            return Ok(Transformed::yes(
                 Arc::new(reference.as_leaf()?) as Arc<dyn ExecutionPlan>
+            ));
+        }
+        match p.downcast_ref::<RepartitionExec>() {
+            Some(r) if r.input().output_partitioning().partition_count() == 1 => {
+                Ok(Transformed::yes(r.input().clone()))
+            }
+            Some(r) => Ok(Transformed::yes(
+                Arc::new(CoalescePartitionsExec::new(r.input().clone())) as Arc<dyn ExecutionPlan>,
             )),
             None => Ok(Transformed::no(p)),
-        })?;
+        }
+    })?;
     Ok(Some(rewritten.data))
 }

@@ -118,7 +118,13 @@ impl Carrier {
             return self.join_census(join);
         }
         if children.len() != 1 {
-            return unsupported(plan);
+            // Such as a union of the reference table's rows, which are about no one.
+            for child in children {
+                if self.carry(child)?.is_some() {
+                    return unsupported(plan);
+                }
+            }
+            return Ok(None);
         }
         let Some(input) = self.carry(children[0])? else {
             return Ok(None);
@@ -571,6 +577,7 @@ mod tests {
     use datafusion::logical_expr::Operator;
     use datafusion::physical_plan::expressions::{CastExpr, binary, col, lit};
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
+    use datafusion::physical_plan::union::UnionExec;
     use sunlight_domain::Table;
 
     use super::*;
@@ -690,6 +697,28 @@ mod tests {
                 ("county_code@1".to_string(), "county_code@1".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn a_union_of_reference_rows_is_about_no_one() {
+        let standards = || leaf(Table::SubsidyStandards, &["subsidy_type"]);
+        let union = UnionExec::try_new(vec![standards(), standards()]).unwrap();
+        assert!(census(&union, 5, None).unwrap().is_none());
+        // Joined to payments, the rows are about the payments' persons.
+        let d = leaf(Table::Disbursements, &["person_id", "subsidy_type"]);
+        let on = vec![(
+            col("subsidy_type", &d.schema()).unwrap(),
+            col("subsidy_type", &union.schema()).unwrap(),
+        )];
+        let join = HashJoinExecBuilder::new(d.clone(), union, on, JoinType::Inner)
+            .build()
+            .unwrap();
+        let counted = census(&count_by(Arc::new(join), "subsidy_type"), 5, None).unwrap();
+        assert!(counted.unwrap().grouped);
+        // A union of rows about persons cannot be followed, and is refused.
+        let payments = UnionExec::try_new(vec![d.clone(), d]).unwrap();
+        let refused = census(&count_by(payments, "subsidy_type"), 5, None).unwrap_err();
+        assert!(refused.to_string().contains("UnionExec"), "{refused}");
     }
 
     #[test]
