@@ -190,3 +190,5 @@ SELECT county_code, count(*) FROM disbursements WHERE (county_code, subsidy_type
 SELECT s.name_zh, count(*) FROM disbursements d JOIN (SELECT DISTINCT subsidy_type, name_zh FROM subsidy_standards) s ON s.subsidy_type = d.subsidy_type WHERE d.county_code = '140213' GROUP BY 1 ORDER BY 1
 ;
 SELECT d.county_code, sum(d.amount) FROM disbursements d JOIN (SELECT subsidy_type FROM subsidy_standards WHERE min_age IS NOT NULL UNION SELECT subsidy_type FROM subsidy_standards WHERE requires_cert_level IS NOT NULL) s ON s.subsidy_type = d.subsidy_type GROUP BY 1 ORDER BY 1
+;
+SELECT a.county_code, count(DISTINCT a.account_no) FROM disbursements a JOIN disbursements b ON a.county_code = b.county_code AND a.account_no = b.account_no AND a.person_id <> b.person_id GROUP BY 1 ORDER BY 1

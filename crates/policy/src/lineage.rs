@@ -1,17 +1,19 @@
 //! Where each output column of a physical plan comes from. Tracing a plan also enforces
-//! how class-D columns may be used on the way: joined on, counted, tested for NULL,
-//! grouped by or masked, and nothing else.
+//! how class-D columns may be used on the way: joined on or compared with each other,
+//! counted, tested for NULL, grouped by or masked, and nothing else.
 
 use std::sync::Arc;
 
 use arrow::datatypes::Fields;
 use datafusion::common::JoinSide;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::JoinType;
+use datafusion::logical_expr::{JoinType, Operator};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::expressions::{Column, IsNotNullExpr, IsNullExpr, Literal};
+use datafusion::physical_plan::expressions::{
+    BinaryExpr, Column, IsNotNullExpr, IsNullExpr, Literal,
+};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -431,7 +433,10 @@ impl Tracer<'_> {
                 ..value
             });
         }
-        if expr.is::<IsNullExpr>() || expr.is::<IsNotNullExpr>() {
+        if expr.is::<IsNullExpr>()
+            || expr.is::<IsNotNullExpr>()
+            || compares_identifiers(expr, &args)
+        {
             return Ok(Lineage {
                 direct: None,
                 ..value
@@ -442,6 +447,19 @@ impl Tracer<'_> {
             None => Ok(value),
         }
     }
+}
+
+/// Whether `expr` tests two identifiers, each as stored, for equality: as a join on them
+/// does, it tells whether they are the same and nothing of either. An identifier compared
+/// with anything else, such as a literal, could single out a person.
+fn compares_identifiers(expr: &Arc<dyn PhysicalExpr>, args: &[Lineage]) -> bool {
+    let equality = expr.downcast_ref::<BinaryExpr>().is_some_and(|b| {
+        matches!(
+            b.op(),
+            Operator::Eq | Operator::NotEq | Operator::IsDistinctFrom | Operator::IsNotDistinctFrom
+        )
+    });
+    equality && args.iter().all(|a| a.direct.is_some())
 }
 
 fn project(input: &[Lineage], projection: Option<&[usize]>) -> Vec<Lineage> {
@@ -456,8 +474,9 @@ fn direct_use(source: &str, place: &str) -> Refusal {
         Rule::DirectIdentifier,
         format!(
             "{source} is a class-D identifier and is used in {place}; an identifier may only \
-             be joined on, counted (count(DISTINCT …)), tested with IS NULL, grouped by at a \
-             node (it leaves as a keyed token) or shown through mask_id/mask_name"
+             be joined on or compared with another (=, <>), counted (count(DISTINCT …)), \
+             tested with IS NULL, grouped by at a node (it leaves as a keyed token) or shown \
+             through mask_id/mask_name"
         ),
     )
 }
@@ -565,7 +584,7 @@ fn row_by_row(name: &str, source: &str) -> Refusal {
 #[cfg(test)]
 mod tests {
     use datafusion::functions::unicode::substr;
-    use datafusion::physical_plan::expressions::{col, lit};
+    use datafusion::physical_plan::expressions::{binary, col, lit};
 
     use super::*;
     use crate::test_plans::{count_by, leaf};
@@ -616,6 +635,50 @@ mod tests {
         let refusal = at_node(&projected).unwrap_err();
         assert_eq!(refusal.rule, Rule::DirectIdentifier);
         assert!(refusal.message.contains("persons.person_id"), "{refusal}");
+    }
+
+    #[test]
+    fn two_identifiers_may_be_compared_for_equality_but_not_one_with_a_value() {
+        let ids = leaf(
+            Table::Disbursements,
+            &["person_id", "account_no", "township"],
+        );
+        let schema = ids.schema();
+        let column = |name| col(name, &schema).unwrap();
+        let kept = |predicate| -> Result<Vec<Treatment>> {
+            let filter = FilterExec::try_new(predicate, ids.clone()).unwrap();
+            at_node(&count_by(Arc::new(filter), "township"))
+        };
+        for op in [Operator::NotEq, Operator::IsNotDistinctFrom] {
+            let both = binary(column("person_id"), op, column("account_no"), &schema).unwrap();
+            assert!(kept(both).is_ok());
+        }
+        let probes = [
+            binary(
+                column("person_id"),
+                Operator::Eq,
+                lit("140212199001011234"),
+                &schema,
+            ),
+            binary(
+                column("person_id"),
+                Operator::Lt,
+                column("account_no"),
+                &schema,
+            ),
+            binary(
+                column("person_id"),
+                Operator::Eq,
+                column("township"),
+                &schema,
+            ),
+        ];
+        for probe in probes {
+            assert_eq!(
+                kept(probe.unwrap()).unwrap_err().rule,
+                Rule::DirectIdentifier
+            );
+        }
     }
 
     #[test]
