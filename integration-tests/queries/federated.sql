@@ -192,3 +192,5 @@ SELECT s.name_zh, count(*) FROM disbursements d JOIN (SELECT DISTINCT subsidy_ty
 SELECT d.county_code, sum(d.amount) FROM disbursements d JOIN (SELECT subsidy_type FROM subsidy_standards WHERE min_age IS NOT NULL UNION SELECT subsidy_type FROM subsidy_standards WHERE requires_cert_level IS NOT NULL) s ON s.subsidy_type = d.subsidy_type GROUP BY 1 ORDER BY 1
 ;
 SELECT a.county_code, count(DISTINCT a.account_no) FROM disbursements a JOIN disbursements b ON a.county_code = b.county_code AND a.account_no = b.account_no AND a.person_id <> b.person_id GROUP BY 1 ORDER BY 1
+;
+SELECT v.label, count(*), sum(d.amount) FROM disbursements d JOIN (VALUES ('DIBAO', '低保'), ('GAOLING', '高龄')) v(t, label) ON v.t = d.subsidy_type GROUP BY 1 ORDER BY 1

@@ -35,7 +35,7 @@ use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use sunlight_domain::NodeCode;
 use sunlight_fragment::{
-    TableLeafExec, merge_of, partial_of, refused_function, refused_operator, whole_of,
+    TableLeafExec, is_values, merge_of, partial_of, refused_function, refused_operator, whole_of,
 };
 
 use crate::fragment_exec::NodeFragmentExec;
@@ -607,13 +607,15 @@ fn carries_county_code(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
     }
 }
 
-/// A subtree that reads only the reference table, rewritten to read the node's copy on
-/// one partition: the table is small, and a node repartitions nothing it is sent.
+/// A subtree that reads only the reference table and rows written in the query
+/// ([`is_values`]), which every node can give alike. It is rewritten to read the node's
+/// copy of the table, on one partition: its rows are few, and a node repartitions
+/// nothing it is sent.
 fn as_reference(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let mut only_reference = true;
     let mut any = false;
     plan.apply(|p| {
-        if p.is::<ReferenceExec>() {
+        if p.is::<ReferenceExec>() || is_values(p.as_ref()) {
             any = true;
         } else if p.children().is_empty() || p.is::<NodeFragmentExec>() {
             only_reference = false;

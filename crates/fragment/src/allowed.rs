@@ -6,10 +6,13 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 
 use crate::split::{WHOLE_AGGREGATES, unmerged_partial_state};
 
@@ -173,10 +176,22 @@ const AGGREGATES: &[&str] = &[
 ];
 
 /// The name of `plan`'s operator, where a fragment may not contain it. Variants such as
-/// `SortExec(TopK)` count as their operator.
+/// `SortExec(TopK)` count as their operator. Of data sources, a fragment may hold rows
+/// it carries itself ([`is_values`]) and read no files.
 pub fn refused_operator(plan: &dyn ExecutionPlan) -> Option<&str> {
     let name = plan.name().split('(').next().unwrap_or_default();
-    (!OPERATORS.contains(&name)).then_some(name)
+    (!OPERATORS.contains(&name) && !is_values(plan)).then_some(name)
+}
+
+/// Whether `plan` gives rows written in the query itself: a `VALUES` list's, or the one
+/// row of a `SELECT` without `FROM`.
+pub fn is_values(plan: &dyn ExecutionPlan) -> bool {
+    plan.is::<PlaceholderRowExec>()
+        || plan.downcast_ref::<DataSourceExec>().is_some_and(|d| {
+            d.data_source()
+                .downcast_ref::<MemorySourceConfig>()
+                .is_some()
+        })
 }
 
 /// Why a node would refuse the aggregate or scalar functions `plan`'s own operator calls,

@@ -351,9 +351,16 @@ impl Tracer<'_> {
     fn join(&self, join: &HashJoinExec) -> Result<Traced> {
         let left = self.plan(join.left())?;
         let right = self.plan(join.right())?;
+        // An identifier is joined only to an identifier: joined to a value, such as a
+        // VALUES list's or a literal a subquery selects, it would single out a person.
         for (l, r) in join.on() {
-            self.expr(l, &left.columns)?;
-            self.expr(r, &right.columns)?;
+            let (l, r) = (self.expr(l, &left.columns)?, self.expr(r, &right.columns)?);
+            if let (Some(source), None) | (None, Some(source)) = (&l.direct, &r.direct) {
+                return Err(direct_use(
+                    source,
+                    "a join with a value that is no identifier",
+                ));
+            }
         }
         if let Some(filter) = join.filter() {
             let columns: Vec<Lineage> = filter
@@ -585,6 +592,7 @@ fn row_by_row(name: &str, source: &str) -> Refusal {
 mod tests {
     use datafusion::functions::unicode::substr;
     use datafusion::physical_plan::expressions::{binary, col, lit};
+    use datafusion::physical_plan::joins::HashJoinExecBuilder;
 
     use super::*;
     use crate::test_plans::{count_by, leaf};
@@ -679,6 +687,37 @@ mod tests {
                 Rule::DirectIdentifier
             );
         }
+    }
+
+    #[test]
+    fn an_identifier_is_joined_only_to_an_identifier() {
+        let payments = leaf(Table::Disbursements, &["person_id", "township"]);
+        let persons = leaf(Table::Persons, &["person_id"]);
+        let probe: Arc<dyn ExecutionPlan> = Arc::new(
+            ProjectionExec::try_new(
+                vec![datafusion::physical_expr::projection::ProjectionExpr {
+                    expr: lit("140212200604060009"),
+                    alias: "pid".into(),
+                }],
+                persons.clone(),
+            )
+            .unwrap(),
+        );
+        let joined = |right: &Arc<dyn ExecutionPlan>, key: &str| {
+            let on = vec![(
+                col("person_id", &payments.schema()).unwrap(),
+                col(key, &right.schema()).unwrap(),
+            )];
+            let join =
+                HashJoinExecBuilder::new(payments.clone(), right.clone(), on, JoinType::Left)
+                    .build()
+                    .unwrap();
+            at_node(&count_by(Arc::new(join), "township"))
+        };
+        assert!(joined(&persons, "person_id").is_ok());
+        let refusal = joined(&probe, "pid").unwrap_err();
+        assert_eq!(refusal.rule, Rule::DirectIdentifier);
+        assert!(refusal.message.contains("a join with a value"), "{refusal}");
     }
 
     #[test]

@@ -158,6 +158,23 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
             ),
             "direct-identifier",
         ),
+        // A join on an identifier with a value singles out the person, inside groups
+        // large enough to pass: by a literal a subquery selects, or by a VALUES list.
+        (
+            &format!(
+                "SELECT d.county_code, count(*), count(p.pid) FROM disbursements d LEFT JOIN \
+                 (SELECT DISTINCT '{someone}' AS pid, county_code FROM persons) p \
+                 ON p.pid = d.person_id AND p.county_code = d.county_code GROUP BY 1"
+            ),
+            "direct-identifier",
+        ),
+        (
+            &format!(
+                "SELECT d.county_code, count(*), count(v.t) FROM disbursements d \
+                 LEFT JOIN (VALUES ('{someone}')) v(t) ON v.t = d.person_id GROUP BY 1"
+            ),
+            "direct-identifier",
+        ),
     ];
     for (sql, rule) in &attacks {
         let err = client.query(sql).await.unwrap_err().to_string();
