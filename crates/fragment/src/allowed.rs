@@ -260,3 +260,21 @@ pub fn refusal(fragment: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
         })
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::empty::EmptyExec;
+
+    use super::*;
+
+    #[test]
+    fn a_fragment_may_carry_rows_but_read_no_other_source() {
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
+        let values = MemorySourceConfig::try_new_exec(&[vec![]], schema.clone(), None).unwrap();
+        assert_eq!(refused_operator(values.as_ref()), None);
+        let one_row = PlaceholderRowExec::new(schema.clone());
+        assert_eq!(refused_operator(&one_row), None);
+        assert_eq!(refused_operator(&EmptyExec::new(schema)), Some("EmptyExec"));
+    }
+}
