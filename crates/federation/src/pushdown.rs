@@ -612,18 +612,17 @@ fn carries_county_code(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
 /// copy of the table, on one partition: its rows are few, and a node repartitions
 /// nothing it is sent.
 fn as_reference(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let mut only_reference = true;
-    let mut any = false;
+    // Every leaf, and so every row, is the reference table's or the query's own.
+    let mut constant = true;
     plan.apply(|p| {
-        if p.is::<ReferenceExec>() || is_values(p.as_ref()) {
-            any = true;
-        } else if p.children().is_empty() || p.is::<NodeFragmentExec>() {
-            only_reference = false;
+        let leaf = p.children().is_empty() || p.is::<NodeFragmentExec>();
+        if leaf && !(p.is::<ReferenceExec>() || is_values(p.as_ref())) {
+            constant = false;
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    if !(any && only_reference) {
+    if !constant {
         return Ok(None);
     }
     let rewritten = plan.clone().transform_up(|p| {
