@@ -79,7 +79,7 @@ SELECT subsidy_type, round(stddev(amount), 4) AS sd, round(var_pop(amount), 2) A
 ;
 SELECT p.gender, count(*), count(d.amount) FROM persons p LEFT JOIN disbursements d ON d.county_code = p.county_code AND d.person_id = p.person_id GROUP BY p.gender ORDER BY 1
 ;
-SELECT d.subsidy_type, count(*), count(p.death_date) FROM disbursements d LEFT JOIN persons p ON p.county_code = d.county_code AND p.person_id = d.person_id AND p.death_date IS NOT NULL GROUP BY 1 ORDER BY 1
+SELECT d.county_code, count(*), count(p.death_date) FROM disbursements d LEFT JOIN persons p ON p.county_code = d.county_code AND p.person_id = d.person_id AND p.death_date IS NOT NULL GROUP BY 1 ORDER BY 1
 ;
 SELECT d.county_code, count(*) FROM disbursements d WHERE NOT EXISTS (SELECT 1 FROM payroll p WHERE p.county_code = d.county_code AND p.person_id = d.person_id) GROUP BY 1 ORDER BY 1
 ;

@@ -1,18 +1,23 @@
 //! The person census of a fragment: a rewrite that carries each row's person up through
 //! the plan, so that the node can count the distinct persons behind every row it would
 //! send. Leaves read the node's number of each row's person ([`PERSONS_COLUMN`]); they
-//! ride in one extra output column, a list of each group's persons (lists of lists, for
-//! an aggregate of aggregates), that the egress guard reads and strips.
+//! ride in one extra output column, a list of each group's persons, that the egress guard
+//! reads and strips.
+//!
+//! A group's figure may be made from fewer of its rows than the group holds: those its
+//! FILTER passes, or those for which a value the query computes is not NULL or zero, as in
+//! `sum(CASE WHEN payment_id = '…' THEN amount END)`. Such a figure tells of those rows'
+//! persons alone, so the census counts them apart ([`made_from`]); a figure made from
+//! fewer than k persons of a group that is not held back is refused.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::JoinSide;
+use datafusion::common::{JoinSide, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::functions_aggregate::array_agg::array_agg_udaf;
 use datafusion::logical_expr::AggregateUDF;
-use datafusion::logical_expr::JoinType;
+use datafusion::logical_expr::{JoinType, Operator};
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{PhysicalExpr, projection::ProjectionExpr};
@@ -21,7 +26,7 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
-use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::expressions::{BinaryExpr, Column, IsNotNullExpr, Literal};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
@@ -41,7 +46,8 @@ const CENSUS: &str = PERSONS_COLUMN;
 enum Kind {
     /// The row's person.
     Person,
-    /// A partial aggregate's state of the persons of each group.
+    /// A partial aggregate's state of the persons of each group: one list, and one more
+    /// for each condition its figures are made from.
     State {
         function: Arc<AggregateFunctionExpr>,
         input: SchemaRef,
@@ -49,8 +55,7 @@ enum Kind {
         /// person numbers ([`DistinctPersons`]); its merge computes these too.
         functions: Vec<Arc<AggregateFunctionExpr>>,
     },
-    /// The distinct persons of each group: a list of keys, or for an aggregate of
-    /// aggregates, a list of its groups' lists.
+    /// The distinct persons of each group, a list of keys.
     Count,
 }
 
@@ -71,8 +76,12 @@ pub struct Census {
     pub plan: Arc<dyn ExecutionPlan>,
     /// Index of the census column.
     pub column: usize,
+    /// The conditions of the figures made from some rows of their groups, for the state
+    /// of a partial aggregate with such figures: the persons of each follow the census
+    /// column, for the guard to check as that aggregate would.
+    pub conditions: Vec<String>,
     /// Whether each output row is one source row (the column holds its person) or a
-    /// group (the column lists up to k of its persons, or its groups' lists).
+    /// group (the column lists up to k of its persons).
     pub grouped: bool,
 }
 
@@ -95,6 +104,7 @@ pub fn census(
     let every = (0..carried.plan.schema().fields().len()).collect();
     Ok(Some(Census {
         grouped: !matches!(carried.kind, Kind::Person),
+        conditions: conditions(&carried.kind),
         plan: unread_ids(&carried.plan, every)?,
         column: carried.column,
     }))
@@ -129,6 +139,11 @@ impl Carrier {
         let Some(input) = self.carry(children[0])? else {
             return Ok(None);
         };
+        let several = !conditions(&input.kind).is_empty();
+        if several && (plan.is::<FilterExec>() || plan.is::<ProjectionExec>()) {
+            // Operators that would keep one census column of several.
+            return unsupported(plan);
+        }
         if let Some(filter) = plan.downcast_ref::<FilterExec>() {
             let (projection, column) = keep(filter.projection().as_deref(), input.column);
             let person_id = input
@@ -311,13 +326,15 @@ impl Carrier {
                     input_schema.field(input.column).name(),
                     input.column,
                 ));
-                let builder = match kind {
-                    Kind::Person => {
-                        AggregateExprBuilder::new(self.persons.clone(), vec![column.clone()])
+                let mut arguments = vec![column.clone()];
+                for figure in 0..aggregate.aggr_expr().len() {
+                    if let Some(condition) = made_from(aggregate, figure)?
+                        && !arguments.contains(&condition)
+                    {
+                        arguments.push(condition);
                     }
-                    _ => AggregateExprBuilder::new(array_agg_udaf(), vec![column.clone()]),
-                };
-                let function = builder
+                }
+                let function = AggregateExprBuilder::new(self.persons.clone(), arguments)
                     .schema(input_schema.clone())
                     .alias(CENSUS)
                     .build()
@@ -359,7 +376,7 @@ impl Carrier {
             state_input,
         )?
         .with_limit_options(aggregate.limit_options());
-        let column = rewritten.schema().fields().len() - 1;
+        let column = rewritten.schema().fields().len() - 1 - conditions(&kind).len();
         Ok(Censused {
             plan: Arc::new(rewritten),
             column,
@@ -367,6 +384,103 @@ impl Carrier {
             person_id: None,
         })
     }
+}
+
+/// The conditions whose persons follow the census column of `kind`, in its own columns.
+fn conditions(kind: &Kind) -> Vec<String> {
+    match kind {
+        Kind::State { function, .. } => function.expressions()[1..]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        Kind::Person | Kind::Count => Vec::new(),
+    }
+}
+
+/// The condition on the rows of its group that figure `figure` of `aggregate` is made
+/// from, when it may be made from fewer: the figure's FILTER, and for each argument that
+/// is not a stored value ([`stored`]), that it is not NULL and, but for a count, not zero.
+/// None for a figure made from every row of its group, such as `sum(amount)`.
+pub(crate) fn made_from(
+    aggregate: &AggregateExec,
+    figure: usize,
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    let function = &aggregate.aggr_expr()[figure];
+    let input = aggregate.input();
+    let schema = input.schema();
+    let counts = function.fun().name() == "count";
+    let mut conditions: Vec<Arc<dyn PhysicalExpr>> =
+        aggregate.filter_expr()[figure].iter().cloned().collect();
+    for argument in function.expressions() {
+        let as_stored = argument
+            .downcast_ref::<Column>()
+            .is_some_and(|c| stored(input, c.index()));
+        if as_stored || argument.downcast_ref::<Literal>().is_some() {
+            continue;
+        }
+        conditions.push(Arc::new(IsNotNullExpr::new(argument.clone())));
+        let data_type = argument.data_type(&schema)?;
+        if let (false, true, Ok(zero)) = (
+            counts,
+            data_type.is_numeric(),
+            ScalarValue::new_zero(&data_type),
+        ) {
+            let zero = Arc::new(Literal::new(zero));
+            conditions.push(Arc::new(BinaryExpr::new(argument, Operator::NotEq, zero)));
+        }
+    }
+    Ok(conditions
+        .into_iter()
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b))))
+}
+
+/// Whether column `index` of `plan` holds a value as stored, wherever a row holds one: not
+/// a value computed, nor the NULL an outer join gives a row without a match, nor a key of
+/// grouping sets, NULL in the sets without it.
+fn stored(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
+    if plan.is::<TableLeafExec>() {
+        return true;
+    }
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        return projection.expr()[index]
+            .expr
+            .downcast_ref::<Column>()
+            .is_some_and(|c| stored(projection.input(), c.index()));
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let index = filter.projection().as_deref().map_or(index, |p| p[index]);
+        return stored(filter.input(), index);
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        let group = aggregate.group_expr();
+        return group.is_single()
+            && group.expr().get(index).is_some_and(|(e, _)| {
+                e.downcast_ref::<Column>()
+                    .is_some_and(|c| stored(aggregate.input(), c.index()))
+            });
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let index = join.projection.as_deref().map_or(index, |p| p[index]);
+        let left_width = join.left().schema().fields().len();
+        let on_left = index < left_width;
+        // A mark column, after one side's, is computed.
+        return match join.join_type() {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+                on_left && stored(join.left(), index)
+            }
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+                index < join.right().schema().fields().len() && stored(join.right(), index)
+            }
+            JoinType::Inner if on_left => stored(join.left(), index),
+            JoinType::Left => on_left && stored(join.left(), index),
+            JoinType::Inner | JoinType::Right => {
+                !on_left && stored(join.right(), index - left_width)
+            }
+            JoinType::Full => false,
+        };
+    }
+    let sorts = plan.is::<SortExec>() || plan.is::<SortPreservingMergeExec>();
+    (sorts || passes_through(plan)) && stored(plan.children()[0], index)
 }
 
 /// `plan`, of whose output the columns `needed` are read, with every census leaf whose
@@ -574,7 +688,10 @@ fn unsupported_name<T>(name: &str) -> Result<T> {
 mod tests {
     use arrow::datatypes::{DataType, Field};
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::functions_aggregate::sum::sum_udaf;
     use datafusion::logical_expr::Operator;
+    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
     use datafusion::physical_plan::expressions::{CastExpr, binary, col, lit};
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
     use datafusion::physical_plan::union::UnionExec;
@@ -736,6 +853,82 @@ mod tests {
         assert_eq!(
             rewritten.schema().field(1).data_type(),
             &DataType::List(Arc::new(Field::new_list_field(DataType::Date32, true)))
+        );
+    }
+
+    #[test]
+    fn a_figure_made_from_some_rows_of_its_group_has_their_condition() {
+        let d = leaf(Table::Disbursements, &["person_id", "amount", "payment_id"]);
+        let p = leaf(Table::Persons, &["person_id", "death_date"]);
+        let on = vec![(
+            col("person_id", &d.schema()).unwrap(),
+            col("person_id", &p.schema()).unwrap(),
+        )];
+        let join = |join_type| -> Arc<dyn ExecutionPlan> {
+            Arc::new(
+                HashJoinExecBuilder::new(d.clone(), p.clone(), on.clone(), join_type)
+                    .build()
+                    .unwrap(),
+            )
+        };
+        // The condition of `sum(argument) FILTER (WHERE filter)` over `input`, as text;
+        // of `count(argument)` for an argument that is not a number.
+        let condition = |input: Arc<dyn ExecutionPlan>,
+                         argument: &dyn Fn(&SchemaRef) -> Arc<dyn PhysicalExpr>,
+                         filter: Option<Arc<dyn PhysicalExpr>>| {
+            let schema = input.schema();
+            let argument = argument(&schema);
+            let function = match argument.data_type(&schema).unwrap().is_numeric() {
+                true => sum_udaf(),
+                false => count_udaf(),
+            };
+            let sum = AggregateExprBuilder::new(function, vec![argument])
+                .schema(schema.clone())
+                .alias("s")
+                .build()
+                .unwrap();
+            let aggregate = AggregateExec::try_new(
+                AggregateMode::Single,
+                PhysicalGroupBy::new_single(vec![]),
+                vec![Arc::new(sum)],
+                vec![filter],
+                input,
+                schema,
+            )
+            .unwrap();
+            made_from(&aggregate, 0).unwrap().map(|c| c.to_string())
+        };
+        let amount = |schema: &SchemaRef| col("amount", schema).unwrap();
+        assert_eq!(condition(d.clone(), &amount, None), None);
+        let one = binary(
+            col("payment_id", &d.schema()).unwrap(),
+            Operator::Eq,
+            lit("140212-000000001"),
+            &d.schema(),
+        )
+        .unwrap();
+        assert_eq!(
+            condition(d.clone(), &amount, Some(one.clone())).as_deref(),
+            Some("payment_id@2 = 140212-000000001")
+        );
+        let doubled = |schema: &SchemaRef| {
+            binary(amount(schema), Operator::Plus, amount(schema), schema).unwrap()
+        };
+        assert_eq!(
+            condition(d.clone(), &doubled, None).as_deref(),
+            Some("amount@1 + amount@1 IS NOT NULL AND amount@1 + amount@1 != 0.00")
+        );
+        // A stored value on every row of an inner join; on a LEFT join's other side, NULL
+        // where no row matched.
+        let died = |schema: &SchemaRef| col("death_date", schema).unwrap();
+        assert_eq!(condition(join(JoinType::Inner), &died, None), None);
+        assert_eq!(
+            condition(join(JoinType::Left), &died, None).as_deref(),
+            Some("death_date@4 IS NOT NULL")
+        );
+        assert_eq!(
+            condition(join(JoinType::Right), &amount, None).as_deref(),
+            Some("amount@1 IS NOT NULL AND amount@1 != 0.00")
         );
     }
 }

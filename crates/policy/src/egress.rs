@@ -30,9 +30,9 @@ use futures::{StreamExt, TryStreamExt, stream};
 use sunlight_domain::Table;
 use sunlight_fragment::TableLeafExec;
 
-use crate::census::census;
+use crate::census::{census, made_from};
 use crate::lineage::{Tier, Treatment, node_egress, trace};
-use crate::persons::Seen;
+use crate::persons::{Seen, group_persons};
 use crate::tokens::token_text;
 use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_CHARS};
 
@@ -83,9 +83,11 @@ pub enum Ahead {
 /// Where the persons behind each output row are found.
 #[derive(Debug)]
 enum Persons {
-    /// In a column: a row's person, or a group's persons or their number.
+    /// In a column: a row's person, or a group's persons or their number, followed by
+    /// the persons of the figures made from some of a group's rows, under `conditions`.
     Column {
         index: usize,
+        conditions: Vec<String>,
         grouped: bool,
         formed_from: FormedFrom,
     },
@@ -138,7 +140,8 @@ pub struct WholeTable {
 
 /// The table `fragment` aggregates whole, if it does, and the columns it groups by. Above
 /// the aggregate, the fragment may filter, order, limit and project its groups: every row
-/// it sends is still one of them.
+/// it sends is still one of them. Each of its figures must be made from every row of its
+/// group ([`made_from`]).
 pub fn whole_table(fragment: &Arc<dyn ExecutionPlan>) -> Option<WholeTable> {
     let mut top = fragment;
     let aggregate = loop {
@@ -157,7 +160,9 @@ pub fn whole_table(fragment: &Arc<dyn ExecutionPlan>) -> Option<WholeTable> {
         }
         top = top.children().into_iter().next()?;
     };
-    if aggregate.filter_expr().iter().any(Option::is_some) {
+    let made_from_some = (0..aggregate.aggr_expr().len())
+        .any(|figure| !matches!(made_from(aggregate, figure), Ok(None)));
+    if made_from_some {
         return None;
     }
     let mut columns = aggregate
@@ -247,6 +252,7 @@ fn counted(
             c.plan,
             Persons::Column {
                 index: c.column,
+                conditions: c.conditions,
                 grouped: c.grouped,
                 formed_from,
             },
@@ -418,25 +424,35 @@ impl Egress {
                 sketch = (!small).then(|| counted.sketch.clone());
             }
             Persons::Column {
-                index: column,
+                index,
+                conditions,
                 grouped: true,
                 formed_from,
             } => {
                 // A group held back counts fewer than k persons, so its list is whole.
-                let mut hidden = Vec::new();
+                let mut hidden: Vec<u32> = Vec::new();
                 while let Some(batch) = input.next().await {
                     let batch = batch?;
-                    let persons = persons_per_row(batch.column(*column));
-                    let small: Vec<bool> = persons.iter().map(|&n| n > 0 && n < k as i64).collect();
+                    let lists = &batch.columns()[*index..=*index + conditions.len()];
+                    let listed = group_persons(lists, k, conditions)?;
+                    let listed = listed.as_list::<i32>();
+                    let persons: Vec<usize> = (0..listed.len())
+                        .map(|row| match listed.is_valid(row) {
+                            true => listed.value_length(row) as usize,
+                            false => 0,
+                        })
+                        .collect();
+                    let small: Vec<bool> = persons.iter().map(|&n| n > 0 && n < k).collect();
                     for row in (0..small.len()).filter(|&row| small[row]) {
-                        persons_in(&batch.column(*column).slice(row, 1), &mut hidden);
+                        let numbers = listed.value(row);
+                        hidden.extend(numbers.as_primitive::<UInt32Type>().values());
                     }
                     let (kept, keep) = self.sift(&batch, &small, &mut named)?;
                     suppressed += small.iter().filter(|&&s| s).count();
                     released += persons
                         .iter()
                         .zip(keep.values())
-                        .filter(|&(&n, leaves)| leaves && n >= k as i64)
+                        .filter(|&(&n, leaves)| leaves && n >= k)
                         .count();
                     held.push(kept);
                 }
@@ -620,41 +636,6 @@ fn partial_keys(fragment: &Arc<dyn ExecutionPlan>) -> Option<usize> {
 fn distinct(persons: &mut Vec<u32>) {
     persons.sort_unstable();
     persons.dedup();
-}
-
-/// Distinct persons of each row of a census column: a list of distinct numbers, or
-/// nested lists of them.
-fn persons_per_row(column: &ArrayRef) -> Vec<i64> {
-    let Some(list) = column.as_list_opt::<i32>() else {
-        return vec![0; column.len()];
-    };
-    (0..list.len())
-        .map(|row| match list.value_type() {
-            DataType::UInt32 if list.is_valid(row) => i64::from(list.value_length(row)),
-            _ => {
-                let mut persons = Vec::new();
-                persons_in(&list.value(row), &mut persons);
-                distinct(&mut persons);
-                persons.len() as i64
-            }
-        })
-        .collect()
-}
-
-/// Adds the numbers in `array`, a number array or lists of them to any depth, to `keys`.
-fn persons_in(array: &ArrayRef, keys: &mut Vec<u32>) {
-    match array.as_list_opt::<i32>() {
-        Some(list) => {
-            for row in (0..list.len()).filter(|&r| list.is_valid(r)) {
-                persons_in(&list.value(row), keys);
-            }
-        }
-        None => {
-            if let Some(values) = array.as_primitive_opt::<UInt32Type>() {
-                keys.extend(values.iter().flatten());
-            }
-        }
-    }
 }
 
 fn is_text(data_type: &DataType) -> bool {

@@ -98,5 +98,18 @@ pub enum Error {
     Refused(#[from] Refusal),
     /// The fragment failed while running.
     #[error(transparent)]
-    Failed(#[from] datafusion::error::DataFusionError),
+    Failed(datafusion::error::DataFusionError),
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    /// A refusal the census made as the fragment ran is a refusal still.
+    fn from(error: datafusion::error::DataFusionError) -> Self {
+        match error.find_root() {
+            datafusion::error::DataFusionError::External(e) => match e.downcast_ref::<Refusal>() {
+                Some(refusal) => Self::Refused(refusal.clone()),
+                None => Self::Failed(error),
+            },
+            _ => Self::Failed(error),
+        }
+    }
 }

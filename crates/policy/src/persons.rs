@@ -1,6 +1,9 @@
-//! `persons(number)`: the census aggregate. For each group it keeps the distinct person
-//! numbers it sees, but never more than k of them: a group that reaches k passes, and the
-//! union of such capped sets is still exact below k, so groups of groups count right.
+//! `persons(number, condition, ...)`: the census aggregate. For each group it keeps the
+//! distinct person numbers it sees, but never more than k of them: a group that reaches k
+//! passes, and the union of such capped sets is still exact below k, so groups of groups
+//! count right. For each condition it keeps apart, the same way, the persons of the rows
+//! that condition holds for: those a figure of the group is made from, which must not be
+//! fewer than k in a group of k or more ([`group_persons`]).
 //! Unless the fragment's persons are known ahead, every person it sees also goes into one
 //! set for the whole fragment, the persons its sketch is made of.
 
@@ -9,15 +12,20 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt32Array};
 use arrow::buffer::OffsetBuffer;
+use arrow::compute::kernels::boolean::{and, not};
+use arrow::compute::{nullif, prep_null_mask_filter};
 use arrow::datatypes::{DataType, Field, FieldRef, UInt32Type};
 use datafusion::common::ScalarValue;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
 use fixedbitset::{Block, FixedBitSet};
+
+use crate::{Refusal, Rule};
 
 /// The numbers of the persons a fragment's census saw, shared by its accumulators.
 pub type Seen = Arc<Mutex<FixedBitSet>>;
@@ -36,17 +44,24 @@ impl Persons {
         Self {
             cap,
             seen,
-            signature: Signature::exact(vec![DataType::UInt32], Volatility::Immutable),
+            signature: Signature::variadic_any(Volatility::Immutable),
         }
     }
 
-    fn groups(&self) -> PersonGroups {
-        PersonGroups {
+    /// The census of groups by the persons of `arguments`' first, and of its others, the
+    /// conditions of the figures.
+    fn census(&self, arguments: &[Arc<dyn PhysicalExpr>]) -> GroupCensus {
+        let groups = |seen| PersonGroups {
             cap: self.cap,
-            seen: self.seen.clone(),
+            seen,
             mine: FixedBitSet::new(),
             groups: Vec::new(),
             full: 0,
+        };
+        GroupCensus {
+            all: groups(self.seen.clone()),
+            figures: arguments[1..].iter().map(|_| groups(None)).collect(),
+            conditions: arguments[1..].iter().map(|c| c.to_string()).collect(),
         }
     }
 }
@@ -86,15 +101,21 @@ impl AggregateUDFImpl for Persons {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format!("{}[persons]", args.name),
-            list_type(),
-            true,
-        ))])
+        let field = |i| {
+            Arc::new(Field::new(
+                format!("{}[persons{i}]", args.name),
+                list_type(),
+                true,
+            ))
+        };
+        Ok((0..args.input_fields.len()).map(field).collect())
     }
 
-    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(OneGroup::new(self.groups())))
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(OneGroup {
+            census: self.census(args.exprs),
+            zeros: Vec::new(),
+        }))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -103,9 +124,9 @@ impl AggregateUDFImpl for Persons {
 
     fn create_groups_accumulator(
         &self,
-        _args: AccumulatorArgs,
+        args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(self.groups()))
+        Ok(Box::new(self.census(args.exprs)))
     }
 }
 
@@ -228,23 +249,38 @@ pub(crate) fn rows_as_lists(
     (lists, listed)
 }
 
-impl GroupsAccumulator for PersonGroups {
-    fn update_batch(
+impl PersonGroups {
+    /// Adds to each group the persons of its rows that `filter` passes: one number a row,
+    /// or a list of them (the persons of a group, when groups are grouped again).
+    fn update(
         &mut self,
-        values: &[ArrayRef],
+        persons: &ArrayRef,
         group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
+        filter: Option<&BooleanArray>,
         total_num_groups: usize,
-    ) -> Result<()> {
+    ) {
         self.groups.resize_with(total_num_groups, Vec::new);
-        let keys = values[0].as_primitive::<UInt32Type>();
+        if let Some(lists) = persons.as_list_opt::<i32>() {
+            // Persons the census of the groups grouped here has seen already.
+            for (row, &group) in group_indices.iter().enumerate() {
+                if lists.is_null(row) || filter.is_some_and(|f| !f.value(row)) {
+                    continue;
+                }
+                let keys = lists.value(row);
+                for key in keys.as_primitive::<UInt32Type>().iter().flatten() {
+                    self.add(group, key);
+                }
+            }
+            return;
+        }
+        let keys = persons.as_primitive::<UInt32Type>();
         // Once every group has its persons, only the fragment's set, if any, still grows.
         let all_full = self.full == total_num_groups;
         if self.seen.is_some() {
             // The set leaves `self` for the loop, so that the groups can take persons too.
             let mut mine = std::mem::take(&mut self.mine);
             let mut words = Words::over(&mut mine, arrow::compute::max(keys));
-            accumulate(group_indices, keys, opt_filter, |group, key| {
+            accumulate(group_indices, keys, filter, |group, key| {
                 words.insert(key);
                 if !all_full {
                     self.add(group, key);
@@ -253,54 +289,33 @@ impl GroupsAccumulator for PersonGroups {
             words.finish();
             self.mine = mine;
         } else if !all_full {
-            accumulate(group_indices, keys, opt_filter, |group, key| {
+            accumulate(group_indices, keys, filter, |group, key| {
                 self.add(group, key);
             });
         }
-        Ok(())
     }
 
-    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        Ok(self.emit(emit_to))
-    }
-
-    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(vec![self.emit(emit_to)])
-    }
-
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        let lists = values[0].as_list::<i32>();
-        for (row, &group) in group_indices.iter().enumerate() {
-            if lists.is_null(row) {
-                continue;
-            }
-            let keys = lists.value(row);
-            for key in keys.as_primitive::<UInt32Type>().iter().flatten() {
-                self.add(group, key);
-            }
-        }
-        Ok(())
-    }
-
-    fn convert_to_state(
+    /// Each row of `persons` as a group of its own: the state of a list of its persons, or
+    /// of none where `filter` leaves it out.
+    fn rows_as_groups(
         &self,
-        values: &[ArrayRef],
-        opt_filter: Option<&BooleanArray>,
-    ) -> Result<Vec<ArrayRef>> {
-        let (lists, persons) = rows_as_lists(values[0].as_primitive(), opt_filter);
+        persons: &ArrayRef,
+        filter: Option<&BooleanArray>,
+    ) -> Result<ArrayRef> {
+        if persons.as_list_opt::<i32>().is_some() {
+            return Ok(match filter {
+                Some(f) => nullif(persons, &not(f)?)?,
+                None => persons.clone(),
+            });
+        }
+        let (lists, listed) = rows_as_lists(persons.as_primitive(), filter);
         if let Some(seen) = &self.seen {
             let mut seen = seen.lock().expect("not poisoned");
-            let mut words = Words::over(&mut seen, persons.iter().max().copied());
-            persons.iter().for_each(|&person| words.insert(person));
+            let mut words = Words::over(&mut seen, listed.iter().max().copied());
+            listed.iter().for_each(|&person| words.insert(person));
             words.finish();
         }
-        Ok(vec![lists])
+        Ok(lists)
     }
 
     fn size(&self) -> usize {
@@ -310,53 +325,185 @@ impl GroupsAccumulator for PersonGroups {
     }
 }
 
+/// The census of each group: its persons, and apart, those of its rows each condition
+/// holds for, the persons a figure of the group is made from ([`crate::census`]).
+#[derive(Debug)]
+struct GroupCensus {
+    all: PersonGroups,
+    figures: Vec<PersonGroups>,
+    /// The condition of each figure's rows, as the query states it.
+    conditions: Vec<String>,
+}
+
+impl GroupCensus {
+    fn each(&mut self) -> impl Iterator<Item = &mut PersonGroups> {
+        std::iter::once(&mut self.all).chain(&mut self.figures)
+    }
+
+    fn lists(&mut self, emit_to: EmitTo) -> Vec<ArrayRef> {
+        self.each().map(|groups| groups.emit(emit_to)).collect()
+    }
+}
+
+/// The rows each list of a census takes: those `opt_filter` passes, and of those, for
+/// each figure's list, the rows its condition holds for (not where it is NULL).
+fn filters(
+    opt_filter: Option<&BooleanArray>,
+    conditions: &[ArrayRef],
+) -> Result<Vec<Option<BooleanArray>>> {
+    let mut filters = vec![opt_filter.cloned()];
+    for condition in conditions {
+        let holds = holds(condition.as_boolean());
+        filters.push(Some(match opt_filter {
+            Some(f) => and(&self::holds(f), &holds)?,
+            None => holds,
+        }));
+    }
+    Ok(filters)
+}
+
+/// Where `condition` holds: true, not false nor NULL.
+fn holds(condition: &BooleanArray) -> BooleanArray {
+    match condition.null_count() {
+        0 => condition.clone(),
+        _ => prep_null_mask_filter(condition),
+    }
+}
+
+impl GroupsAccumulator for GroupCensus {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        let filters = filters(opt_filter, &values[1..])?;
+        for (groups, filter) in self.each().zip(&filters) {
+            groups.update(&values[0], group_indices, filter.as_ref(), total_num_groups);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        group_persons(&self.lists(emit_to), self.all.cap, &self.conditions)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(self.lists(emit_to))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        for (groups, lists) in self.each().zip(values) {
+            groups.update(lists, group_indices, None, total_num_groups);
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let filters = filters(opt_filter, &values[1..])?;
+        let all = std::iter::once(&self.all).chain(&self.figures);
+        all.zip(&filters)
+            .map(|(groups, filter)| groups.rows_as_groups(&values[0], filter.as_ref()))
+            .collect()
+    }
+
+    fn size(&self) -> usize {
+        self.all.size() + self.figures.iter().map(PersonGroups::size).sum::<usize>()
+    }
+}
+
+/// The persons of each group, the first of `lists`, once the others, the persons each
+/// figure of the group is made from, are checked: a figure made from fewer than `k`
+/// persons of a group of `k` or more tells of them alone, and is refused. (A group of
+/// fewer is held back whole.) `conditions` name the figures' conditions, in order.
+pub(crate) fn group_persons(
+    lists: &[ArrayRef],
+    k: usize,
+    conditions: &[String],
+) -> Result<ArrayRef> {
+    let group = lists[0].as_list::<i32>();
+    for (list, condition) in lists[1..].iter().zip(conditions) {
+        let figure = list.as_list::<i32>();
+        let few = (0..group.len()).find_map(|row| {
+            let made_from = figure
+                .is_valid(row)
+                .then(|| figure.value_length(row) as usize)?;
+            let whole = group.is_valid(row) && group.value_length(row) as usize >= k;
+            (whole && made_from > 0 && made_from < k).then_some(made_from)
+        });
+        if let Some(few) = few {
+            let refusal = Refusal::new(
+                Rule::MinGroupSize,
+                format!(
+                    "a figure of a group of at least {k} distinct persons is made from the \
+                     rows of {few} of them alone, those where {condition}; it would tell of \
+                     them. Select those rows with WHERE, so that groups of fewer than {k} \
+                     persons are held back, or widen the condition"
+                ),
+            );
+            return Err(DataFusionError::External(Box::new(refusal)));
+        }
+    }
+    Ok(lists[0].clone())
+}
+
 /// The census of an aggregate without groups: one group, index 0 of every row.
 #[derive(Debug)]
 struct OneGroup {
-    groups: PersonGroups,
+    census: GroupCensus,
     zeros: Vec<usize>,
 }
 
 impl OneGroup {
-    fn new(groups: PersonGroups) -> Self {
-        Self {
-            groups,
-            zeros: Vec::new(),
-        }
+    /// The lists of the one group, which exists even when no row came.
+    fn lists(&mut self) -> Vec<ArrayRef> {
+        self.census
+            .each()
+            .for_each(|groups| groups.groups.resize_with(1, Vec::new));
+        self.census.lists(EmitTo::All)
     }
+}
 
-    fn value(&mut self) -> ScalarValue {
-        self.groups.publish();
-        self.groups.groups.resize_with(1, Vec::new);
-        ScalarValue::List(Arc::new(
-            list_of(&self.groups.groups).as_list::<i32>().clone(),
-        ))
-    }
+/// The one row of `list`, a list array.
+fn scalar(list: &ArrayRef) -> ScalarValue {
+    ScalarValue::List(Arc::new(list.as_list::<i32>().clone()))
 }
 
 impl Accumulator for OneGroup {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let rows = zeros(&mut self.zeros, values[0].len());
-        self.groups.update_batch(values, rows, None, 1)
+        self.census.update_batch(values, rows, None, 1)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(self.value())
+        let lists = self.lists();
+        let persons = group_persons(&lists, self.census.all.cap, &self.census.conditions)?;
+        Ok(scalar(&persons))
     }
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
-            + self.groups.size()
+            + self.census.size()
             + self.zeros.capacity() * std::mem::size_of::<usize>()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.value()])
+        Ok(self.lists().iter().map(scalar).collect())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let rows = zeros(&mut self.zeros, states[0].len());
-        self.groups.merge_batch(states, rows, 1)
+        self.census.merge_batch(states, rows, 1)
     }
 }
 
@@ -370,6 +517,8 @@ fn zeros(buffer: &mut Vec<usize>, rows: usize) -> &[usize] {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::physical_plan::expressions::Column;
+
     use super::*;
 
     #[test]
@@ -387,20 +536,56 @@ mod tests {
         Words::over(&mut FixedBitSet::new(), None).finish();
     }
 
-    #[test]
-    fn rows_turned_into_groups_keep_their_person_and_add_it_to_those_seen() {
-        let seen = Seen::default();
-        let groups = Persons::new(5, Some(seen.clone())).groups();
-        let persons: ArrayRef = Arc::new(UInt32Array::from(vec![Some(3), None, Some(70), Some(3)]));
-        let filter = BooleanArray::from(vec![true, true, false, true]);
-        let state = groups.convert_to_state(&[persons], Some(&filter)).unwrap();
-        let lists: Vec<Vec<u32>> = state[0]
-            .as_list::<i32>()
+    fn numbers(list: &ArrayRef) -> Vec<Vec<u32>> {
+        list.as_list::<i32>()
             .iter()
             .map(|l| l.unwrap().as_primitive::<UInt32Type>().values().to_vec())
-            .collect();
-        assert_eq!(lists, [vec![3], vec![], vec![], vec![3]]);
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.ones().collect::<Vec<_>>(), [3]);
+            .collect()
+    }
+
+    #[test]
+    fn a_figure_made_from_fewer_than_k_persons_of_a_group_of_k_is_refused() {
+        let seen = Seen::default();
+        let arguments: Vec<Arc<dyn PhysicalExpr>> = vec![
+            Arc::new(Column::new("person", 0)),
+            Arc::new(Column::new("paid_once", 1)),
+        ];
+        let persons = Persons::new(3, Some(seen.clone()));
+        let mut census = persons.census(&arguments);
+        let numbers_of: ArrayRef = Arc::new(UInt32Array::from(vec![1, 2, 3, 4, 5, 6, 7, 8]));
+        // Group 0 has four persons, a figure of one of them; group 1 has three, a figure
+        // of none; group 2 has one, whose figure it is.
+        let paid_once: ArrayRef = Arc::new(BooleanArray::from(vec![
+            Some(true),
+            None,
+            Some(false),
+            Some(false),
+            Some(false),
+            Some(false),
+            Some(false),
+            Some(true),
+        ]));
+        let groups = [0, 0, 0, 0, 1, 1, 1, 2];
+        census
+            .update_batch(&[numbers_of, paid_once], &groups, None, 3)
+            .unwrap();
+        let state = census.state(EmitTo::All).unwrap();
+        assert_eq!(numbers(&state[0]), [vec![1, 2, 3], vec![5, 6, 7], vec![8]]);
+        assert_eq!(numbers(&state[1]), [vec![1], vec![], vec![8]]);
+        assert_eq!(seen.lock().unwrap().ones().count(), 8);
+
+        let mut merged = persons.census(&arguments);
+        merged.merge_batch(&state, &[0, 1, 2], 3).unwrap();
+        let err = merged.evaluate(EmitTo::All).unwrap_err().to_string();
+        assert!(
+            err.contains("refused by rule min-group-size")
+                && err.contains("rows of 1 of them alone, those where paid_once@1"),
+            "{err}"
+        );
+        let mut without_the_first = persons.census(&arguments);
+        let rest: Vec<ArrayRef> = state.iter().map(|s| s.slice(1, 2)).collect();
+        without_the_first.merge_batch(&rest, &[0, 1], 2).unwrap();
+        let lists = without_the_first.evaluate(EmitTo::All).unwrap();
+        assert_eq!(numbers(&lists), [vec![5, 6, 7], vec![8]]);
     }
 }

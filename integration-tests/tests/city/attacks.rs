@@ -75,6 +75,7 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
 
     let someone = fact("SELECT person_id FROM persons ORDER BY person_id LIMIT 1").await;
     let (lonely_birth, lonely_village) = lonely().await;
+    let payment = fact("SELECT payment_id FROM disbursements ORDER BY payment_id LIMIT 1").await;
     let attacks = [
         ("SELECT person_id FROM persons", "direct-identifier"),
         (
@@ -174,6 +175,46 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
                  LEFT JOIN (VALUES ('{someone}')) v(t) ON v.t = d.person_id GROUP BY 1"
             ),
             "direct-identifier",
+        ),
+        // A figure made from one payment of a large group tells of that payment: by its
+        // FILTER, by a value zero or NULL elsewhere, in a subquery's groups, or from the
+        // rows an outer join matched.
+        (
+            &format!(
+                "SELECT county_code, sum(amount) FILTER (WHERE payment_id = '{payment}') \
+                 FROM disbursements GROUP BY 1"
+            ),
+            "min-group-size",
+        ),
+        (
+            &format!(
+                "SELECT sum(amount * CAST(payment_id = '{payment}' AS INT)) FROM disbursements"
+            ),
+            "min-group-size",
+        ),
+        (
+            &format!(
+                "SELECT county_code, sum(x) FROM (SELECT county_code, CASE WHEN \
+                 payment_id = '{payment}' THEN amount END AS x FROM disbursements) t GROUP BY 1"
+            ),
+            "min-group-size",
+        ),
+        (
+            &format!(
+                "SELECT county_code, sum(s) FROM (SELECT county_code, village, sum(amount) \
+                 FILTER (WHERE payment_id = '{payment}') AS s FROM disbursements \
+                 GROUP BY 1, 2) t GROUP BY 1"
+            ),
+            "min-group-size",
+        ),
+        (
+            &format!(
+                "SELECT p.county_code, count(*), sum(x.amount) FROM persons p LEFT JOIN \
+                 (SELECT county_code, person_id, amount FROM disbursements \
+                 WHERE payment_id = '{payment}') x \
+                 ON x.county_code = p.county_code AND x.person_id = p.person_id GROUP BY 1"
+            ),
+            "min-group-size",
         ),
     ];
     for (sql, rule) in &attacks {
