@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{JoinSide, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::AggregateUDF;
@@ -26,7 +26,9 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
-use datafusion::physical_plan::expressions::{BinaryExpr, Column, IsNotNullExpr, Literal};
+use datafusion::physical_plan::expressions::{
+    BinaryExpr, CaseExpr, Column, IsNotNullExpr, Literal,
+};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
@@ -67,6 +69,10 @@ struct Censused {
     /// The column, if any, that holds the `person_id` of the person a [`Kind::Person`]
     /// census column numbers.
     person_id: Option<usize>,
+    /// Columns computed by a test of their rows, each with a column that holds the
+    /// test's outcome: `(value, test)`. A figure made from a value so computed is made
+    /// from the rows that pass, and in part from those that fail ([`made_from`]).
+    tests: Vec<(usize, usize)>,
 }
 
 /// A fragment rewritten to carry its persons, and where to find them in its output.
@@ -146,6 +152,7 @@ impl Carrier {
         }
         if let Some(filter) = plan.downcast_ref::<FilterExec>() {
             let (projection, column) = keep(filter.projection().as_deref(), input.column);
+            let (projection, tests) = keep_tests(projection, &input.tests, 0);
             let person_id = input
                 .person_id
                 .and_then(|p| kept_at(projection.as_deref(), p));
@@ -159,10 +166,12 @@ impl Carrier {
                 column,
                 kind: input.kind,
                 person_id,
+                tests,
             }));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
             let mut exprs = projection.expr().to_vec();
+            let tests = tested(&mut exprs, &input)?;
             let column = match exprs.iter().position(|p| is_column(&p.expr, input.column)) {
                 Some(existing) => existing,
                 None => {
@@ -182,6 +191,7 @@ impl Carrier {
                 column,
                 kind: input.kind,
                 person_id,
+                tests,
             }));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
@@ -207,6 +217,7 @@ impl Carrier {
             column: leaf.schema().fields().len(),
             kind: Kind::Person,
             person_id: leaf.schema().index_of(PERSON).ok(),
+            tests: Vec::new(),
         }))
     }
 
@@ -276,6 +287,15 @@ impl Carrier {
         };
         let (projection, column) = keep(Some(&original), person);
         let person_id = person_id.and_then(|p| kept_at(projection.as_deref(), p));
+        // Each side's tests, where the join gives that side's columns.
+        let (left_tests, right_tests) = match join.join_type() {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => (&left, &None),
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => (&None, &right),
+            _ => (&left, &right),
+        };
+        let (projection, mut tests) = keep_tests(projection, side_tests(left_tests), 0);
+        let (projection, more) = keep_tests(projection, side_tests(right_tests), right_offset);
+        tests.extend(more);
         // Equal identifiers are equal numbers: the join compares those instead.
         let on = join
             .on()
@@ -300,6 +320,7 @@ impl Carrier {
             column,
             kind,
             person_id,
+            tests,
         }))
     }
 
@@ -327,11 +348,22 @@ impl Carrier {
                     input.column,
                 ));
                 let mut arguments = vec![column.clone()];
+                let tested = input
+                    .tests
+                    .iter()
+                    .map(|&(value, test)| {
+                        let name = input_schema.field(test).name();
+                        (
+                            value,
+                            Arc::new(Column::new(name, test)) as Arc<dyn PhysicalExpr>,
+                        )
+                    })
+                    .collect::<Vec<_>>();
                 for figure in 0..aggregate.aggr_expr().len() {
-                    if let Some(condition) = made_from(aggregate, figure)?
-                        && !arguments.contains(&condition)
-                    {
-                        arguments.push(condition);
+                    for condition in made_from(aggregate, figure, &tested)? {
+                        if !arguments.contains(&condition) {
+                            arguments.push(condition);
+                        }
                     }
                 }
                 let function = AggregateExprBuilder::new(self.persons.clone(), arguments)
@@ -382,6 +414,7 @@ impl Carrier {
             column,
             kind,
             person_id: None,
+            tests: Vec::new(),
         })
     }
 }
@@ -397,20 +430,30 @@ fn conditions(kind: &Kind) -> Vec<String> {
     }
 }
 
-/// The condition on the rows of its group that figure `figure` of `aggregate` is made
-/// from, when it may be made from fewer: the figure's FILTER, and for each argument that
-/// is not a stored value ([`stored`]), that it is not NULL and, but for a count, not zero.
-/// None for a figure made from every row of its group, such as `sum(amount)`.
+/// The conditions on the rows of its group that figure `figure` of `aggregate` is made
+/// from, or made from in part, where those may be fewer than the group's: its FILTER; for
+/// each argument that is not a stored value ([`stored`]), that it is not NULL and, but for
+/// a count, not zero; and for each test the argument makes of its rows (a `CASE WHEN`, a
+/// comparison cast to a number), or that made a column it reads (`tested`: the column's
+/// index in the aggregate's input, and the test's outcome there), the rows it passes and
+/// those it does not, each under the FILTER. None for a figure made from every row of its
+/// group alike, such as `sum(amount)`.
 pub(crate) fn made_from(
     aggregate: &AggregateExec,
     figure: usize,
-) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    tested: &[(usize, Arc<dyn PhysicalExpr>)],
+) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
     let function = &aggregate.aggr_expr()[figure];
     let input = aggregate.input();
     let schema = input.schema();
     let counts = function.fun().name() == "count";
-    let mut conditions: Vec<Arc<dyn PhysicalExpr>> =
-        aggregate.filter_expr()[figure].iter().cloned().collect();
+    let filter = aggregate.filter_expr()[figure].clone();
+    let under_filter = |condition: Arc<dyn PhysicalExpr>| match &filter {
+        Some(f) => Arc::new(BinaryExpr::new(f.clone(), Operator::And, condition)),
+        None => condition,
+    };
+    let mut rows: Vec<Arc<dyn PhysicalExpr>> = filter.iter().cloned().collect();
+    let mut tests = Vec::new();
     for argument in function.expressions() {
         let as_stored = argument
             .downcast_ref::<Column>()
@@ -418,7 +461,7 @@ pub(crate) fn made_from(
         if as_stored || argument.downcast_ref::<Literal>().is_some() {
             continue;
         }
-        conditions.push(Arc::new(IsNotNullExpr::new(argument.clone())));
+        rows.push(Arc::new(IsNotNullExpr::new(argument.clone())));
         let data_type = argument.data_type(&schema)?;
         if let (false, true, Ok(zero)) = (
             counts,
@@ -426,12 +469,131 @@ pub(crate) fn made_from(
             ScalarValue::new_zero(&data_type),
         ) {
             let zero = Arc::new(Literal::new(zero));
-            conditions.push(Arc::new(BinaryExpr::new(argument, Operator::NotEq, zero)));
+            rows.push(Arc::new(BinaryExpr::new(
+                argument.clone(),
+                Operator::NotEq,
+                zero,
+            )));
+        }
+        tests_of(&argument, &schema, &mut tests)?;
+        for column in collect_columns(&argument) {
+            for (_, test) in tested.iter().filter(|(v, _)| *v == column.index()) {
+                add(&mut tests, test.clone());
+            }
         }
     }
-    Ok(conditions
+    let mut conditions: Vec<Arc<dyn PhysicalExpr>> = rows
         .into_iter()
-        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b))))
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)))
+        .into_iter()
+        .collect();
+    for test in tests {
+        let fails = BinaryExpr::new(test.clone(), Operator::IsDistinctFrom, true_literal());
+        conditions.push(under_filter(test));
+        conditions.push(under_filter(Arc::new(fails)));
+    }
+    Ok(conditions)
+}
+
+fn true_literal() -> Arc<dyn PhysicalExpr> {
+    Arc::new(Literal::new(ScalarValue::Boolean(Some(true))))
+}
+
+/// Adds to `tests` the outermost tests of rows in `expr`: the expressions that give a
+/// boolean, and the `CASE x WHEN v` comparisons.
+fn tests_of(
+    expr: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+    tests: &mut Vec<Arc<dyn PhysicalExpr>>,
+) -> Result<()> {
+    if expr.downcast_ref::<Literal>().is_some() {
+        return Ok(());
+    }
+    if expr.data_type(schema)? == DataType::Boolean {
+        add(tests, expr.clone());
+        return Ok(());
+    }
+    if let Some(case) = expr.downcast_ref::<CaseExpr>()
+        && let Some(base) = case.expr()
+    {
+        for (when, _) in case.when_then_expr() {
+            let test: Arc<dyn PhysicalExpr> =
+                Arc::new(BinaryExpr::new(base.clone(), Operator::Eq, when.clone()));
+            tests_of(&test, schema, tests)?;
+        }
+    }
+    for child in expr.children() {
+        tests_of(child, schema, tests)?;
+    }
+    Ok(())
+}
+
+/// The tests of a join's side, if it has a census.
+fn side_tests(side: &Option<Censused>) -> &[(usize, usize)] {
+    side.as_ref().map_or(&[], |s| &s.tests)
+}
+
+fn add(tests: &mut Vec<Arc<dyn PhysicalExpr>>, test: Arc<dyn PhysicalExpr>) {
+    if !tests.contains(&test) {
+        tests.push(test);
+    }
+}
+
+/// The tests of `exprs`, a projection of `input`, each made a column of its own (or
+/// found among `exprs`): those each expression makes, and those of the tested columns
+/// it reads. Returns the projection's `(value, test)` pairs.
+fn tested(exprs: &mut Vec<ProjectionExpr>, input: &Censused) -> Result<Vec<(usize, usize)>> {
+    let schema = input.plan.schema();
+    let mut pairs = Vec::new();
+    for value in 0..exprs.len() {
+        let expr = exprs[value].expr.clone();
+        let mut tests = Vec::new();
+        if expr.downcast_ref::<Column>().is_none() {
+            tests_of(&expr, &schema, &mut tests)?;
+        }
+        for column in collect_columns(&expr) {
+            for &(_, test) in input.tests.iter().filter(|(v, _)| *v == column.index()) {
+                add(
+                    &mut tests,
+                    Arc::new(Column::new(schema.field(test).name(), test)),
+                );
+            }
+        }
+        for test in tests {
+            let at = match exprs.iter().position(|e| e.expr.eq(&test)) {
+                Some(at) => at,
+                None => {
+                    exprs.push(ProjectionExpr {
+                        expr: test,
+                        alias: format!("{CENSUS}_test_{}", exprs.len()),
+                    });
+                    exprs.len() - 1
+                }
+            };
+            pairs.push((value, at));
+        }
+    }
+    Ok(pairs)
+}
+
+/// `projection` of an operator's output, extended to keep the test of each of `tests`
+/// whose value it keeps, and the pairs as they land. `tests` index an input whose
+/// columns start at `offset` in the output before the projection.
+fn keep_tests(
+    mut projection: Option<Vec<usize>>,
+    tests: &[(usize, usize)],
+    offset: usize,
+) -> (Option<Vec<usize>>, Vec<(usize, usize)>) {
+    let mut kept = Vec::new();
+    for &(value, test) in tests {
+        let Some(value) = kept_at(projection.as_deref(), value + offset) else {
+            continue;
+        };
+        let (extended, test) = keep(projection.as_deref(), test + offset);
+        projection = extended;
+        kept.push((value, test));
+    }
+    (projection, kept)
 }
 
 /// Whether column `index` of `plan` holds a value as stored, wherever a row holds one: not
@@ -896,39 +1058,52 @@ mod tests {
                 schema,
             )
             .unwrap();
-            made_from(&aggregate, 0).unwrap().map(|c| c.to_string())
+            let conditions = made_from(&aggregate, 0, &[]).unwrap();
+            conditions.iter().map(|c| c.to_string()).collect::<Vec<_>>()
         };
         let amount = |schema: &SchemaRef| col("amount", schema).unwrap();
-        assert_eq!(condition(d.clone(), &amount, None), None);
-        let one = binary(
-            col("payment_id", &d.schema()).unwrap(),
-            Operator::Eq,
-            lit("140212-000000001"),
-            &d.schema(),
-        )
-        .unwrap();
+        assert!(condition(d.clone(), &amount, None).is_empty());
+        let one = |schema: &SchemaRef| {
+            let id = col("payment_id", schema).unwrap();
+            binary(id, Operator::Eq, lit("140212-000000001"), schema).unwrap()
+        };
         assert_eq!(
-            condition(d.clone(), &amount, Some(one.clone())).as_deref(),
-            Some("payment_id@2 = 140212-000000001")
+            condition(d.clone(), &amount, Some(one(&d.schema()))),
+            ["payment_id@2 = 140212-000000001"]
         );
         let doubled = |schema: &SchemaRef| {
             binary(amount(schema), Operator::Plus, amount(schema), schema).unwrap()
         };
         assert_eq!(
-            condition(d.clone(), &doubled, None).as_deref(),
-            Some("amount@1 + amount@1 IS NOT NULL AND amount@1 + amount@1 != 0.00")
+            condition(d.clone(), &doubled, None),
+            ["amount@1 + amount@1 IS NOT NULL AND amount@1 + amount@1 != 0.00"]
+        );
+        // A test of the rows splits them in two, each a figure's part: that the CASE
+        // gives 1 to all others does not hide the one.
+        let one_or_1 = |schema: &SchemaRef| {
+            let when = vec![(one(schema), amount(schema))];
+            let otherwise = lit(ScalarValue::Decimal128(Some(100), 10, 2));
+            Arc::new(CaseExpr::try_new(None, when, Some(otherwise)).unwrap()) as _
+        };
+        let conditions = condition(d.clone(), &one_or_1, None);
+        assert_eq!(
+            conditions[1..],
+            [
+                "payment_id@2 = 140212-000000001",
+                "(payment_id@2 = 140212-000000001) IS DISTINCT FROM true"
+            ]
         );
         // A stored value on every row of an inner join; on a LEFT join's other side, NULL
         // where no row matched.
         let died = |schema: &SchemaRef| col("death_date", schema).unwrap();
-        assert_eq!(condition(join(JoinType::Inner), &died, None), None);
+        assert!(condition(join(JoinType::Inner), &died, None).is_empty());
         assert_eq!(
-            condition(join(JoinType::Left), &died, None).as_deref(),
-            Some("death_date@4 IS NOT NULL")
+            condition(join(JoinType::Left), &died, None),
+            ["death_date@4 IS NOT NULL"]
         );
         assert_eq!(
-            condition(join(JoinType::Right), &amount, None).as_deref(),
-            Some("amount@1 IS NOT NULL AND amount@1 != 0.00")
+            condition(join(JoinType::Right), &amount, None),
+            ["amount@1 IS NOT NULL AND amount@1 != 0.00"]
         );
     }
 }

@@ -177,8 +177,8 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
             "direct-identifier",
         ),
         // A figure made from one payment of a large group tells of that payment: by its
-        // FILTER, by a value zero or NULL elsewhere, in a subquery's groups, or from the
-        // rows an outer join matched.
+        // FILTER, by a value zero or NULL elsewhere, by a test that sets it apart (in a
+        // subquery too), in a subquery's groups, or from the rows an outer join matched.
         (
             &format!(
                 "SELECT county_code, sum(amount) FILTER (WHERE payment_id = '{payment}') \
@@ -194,8 +194,16 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
         ),
         (
             &format!(
+                "SELECT county_code, sum(CASE WHEN payment_id = '{payment}' THEN amount \
+                 ELSE 1 END) FROM disbursements GROUP BY 1"
+            ),
+            "min-group-size",
+        ),
+        (
+            &format!(
                 "SELECT county_code, sum(x) FROM (SELECT county_code, CASE WHEN \
-                 payment_id = '{payment}' THEN amount END AS x FROM disbursements) t GROUP BY 1"
+                 payment_id = '{payment}' THEN amount ELSE 1 END AS x FROM disbursements) t \
+                 GROUP BY 1"
             ),
             "min-group-size",
         ),
