@@ -18,6 +18,7 @@ use datafusion::common::{JoinSide, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::logical_expr::{JoinType, Operator};
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{PhysicalExpr, projection::ProjectionExpr};
@@ -27,7 +28,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::expressions::{
-    BinaryExpr, CaseExpr, Column, IsNotNullExpr, Literal,
+    BinaryExpr, CaseExpr, CastExpr, Column, IsNotNullExpr, Literal, NegativeExpr, TryCastExpr,
 };
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::joins::HashJoinExec;
@@ -73,6 +74,9 @@ struct Censused {
     /// test's outcome: `(value, test)`. A figure made from a value so computed is made
     /// from the rows that pass, and in part from those that fail ([`made_from`]).
     tests: Vec<(usize, usize)>,
+    /// Columns computed in a way that could single out rows uncounted ([`opaque_part`]),
+    /// with the part that does: a figure may not be made from them.
+    opaque: Vec<(usize, String)>,
 }
 
 /// A fragment rewritten to carry its persons, and where to find them in its output.
@@ -153,6 +157,7 @@ impl Carrier {
         if let Some(filter) = plan.downcast_ref::<FilterExec>() {
             let (projection, column) = keep(filter.projection().as_deref(), input.column);
             let (projection, tests) = keep_tests(projection, &input.tests, 0);
+            let opaque = keep_opaque(projection.as_deref(), &input.opaque, 0);
             let person_id = input
                 .person_id
                 .and_then(|p| kept_at(projection.as_deref(), p));
@@ -167,10 +172,18 @@ impl Carrier {
                 kind: input.kind,
                 person_id,
                 tests,
+                opaque,
             }));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
             let mut exprs = projection.expr().to_vec();
+            let schema = input.plan.schema();
+            let mut opaque = Vec::new();
+            for (i, e) in exprs.iter().enumerate() {
+                if let Some(part) = opaque_part(&e.expr, &schema, &input.opaque)? {
+                    opaque.push((i, part));
+                }
+            }
             let tests = tested(&mut exprs, &input)?;
             let column = match exprs.iter().position(|p| is_column(&p.expr, input.column)) {
                 Some(existing) => existing,
@@ -192,6 +205,7 @@ impl Carrier {
                 kind: input.kind,
                 person_id,
                 tests,
+                opaque,
             }));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
@@ -218,6 +232,7 @@ impl Carrier {
             kind: Kind::Person,
             person_id: leaf.schema().index_of(PERSON).ok(),
             tests: Vec::new(),
+            opaque: Vec::new(),
         }))
     }
 
@@ -296,6 +311,12 @@ impl Carrier {
         let (projection, mut tests) = keep_tests(projection, side_tests(left_tests), 0);
         let (projection, more) = keep_tests(projection, side_tests(right_tests), right_offset);
         tests.extend(more);
+        let mut opaque = keep_opaque(projection.as_deref(), side_opaque(left_tests), 0);
+        opaque.extend(keep_opaque(
+            projection.as_deref(),
+            side_opaque(right_tests),
+            right_offset,
+        ));
         // Equal identifiers are equal numbers: the join compares those instead.
         let on = join
             .on()
@@ -321,6 +342,7 @@ impl Carrier {
             kind,
             person_id,
             tests,
+            opaque,
         }))
     }
 
@@ -360,7 +382,7 @@ impl Carrier {
                     })
                     .collect::<Vec<_>>();
                 for figure in 0..aggregate.aggr_expr().len() {
-                    for condition in made_from(aggregate, figure, &tested)? {
+                    for condition in made_from(aggregate, figure, &tested, &input.opaque)? {
                         if !arguments.contains(&condition) {
                             arguments.push(condition);
                         }
@@ -415,6 +437,7 @@ impl Carrier {
             kind,
             person_id: None,
             tests: Vec::new(),
+            opaque: Vec::new(),
         })
     }
 }
@@ -442,6 +465,7 @@ pub(crate) fn made_from(
     aggregate: &AggregateExec,
     figure: usize,
     tested: &[(usize, Arc<dyn PhysicalExpr>)],
+    opaque: &[(usize, String)],
 ) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
     let function = &aggregate.aggr_expr()[figure];
     let input = aggregate.input();
@@ -460,6 +484,13 @@ pub(crate) fn made_from(
             .is_some_and(|c| stored(input, c.index()));
         if as_stored || argument.downcast_ref::<Literal>().is_some() {
             continue;
+        }
+        if let Some(part) = opaque_part(&argument, &schema, opaque)? {
+            return Err(DataFusionError::Plan(format!(
+                "figure {} is computed with {part}, which could single out rows in a way \
+                 the node cannot count; test rows with CASE WHEN, or group by the value",
+                function.name()
+            )));
         }
         rows.push(Arc::new(IsNotNullExpr::new(argument.clone())));
         let data_type = argument.data_type(&schema)?;
@@ -531,6 +562,121 @@ fn tests_of(
 /// The tests of a join's side, if it has a census.
 fn side_tests(side: &Option<Censused>) -> &[(usize, usize)] {
     side.as_ref().map_or(&[], |s| &s.tests)
+}
+
+/// The opaque columns of a join's side, if it has a census.
+fn side_opaque(side: &Option<Censused>) -> &[(usize, String)] {
+    side.as_ref().map_or(&[], |s| &s.opaque)
+}
+
+/// `opaque` columns of an input whose columns start at `offset` in an operator's output
+/// before its `projection`, where the projection keeps them.
+fn keep_opaque(
+    projection: Option<&[usize]>,
+    opaque: &[(usize, String)],
+    offset: usize,
+) -> Vec<(usize, String)> {
+    opaque
+        .iter()
+        .filter_map(|(c, part)| kept_at(projection, c + offset).map(|c| (c, part.clone())))
+        .collect()
+}
+
+/// Whether `expr` is a value of literals and tests of rows alone, such as a literal,
+/// `CAST(amount > 300 AS INT)` or `CASE WHEN … THEN 1 ELSE 0 END`: a product by it is a
+/// `CASE` on those tests.
+fn of_tests(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Result<bool> {
+    if expr.downcast_ref::<Literal>().is_some() || expr.data_type(schema)? == DataType::Boolean {
+        return Ok(true);
+    }
+    if let Some(cast) = expr.downcast_ref::<CastExpr>() {
+        return of_tests(cast.expr(), schema);
+    }
+    if let Some(cast) = expr.downcast_ref::<TryCastExpr>() {
+        return of_tests(cast.expr(), schema);
+    }
+    if let Some(case) = expr.downcast_ref::<CaseExpr>() {
+        let then = case.when_then_expr().iter().map(|(_, then)| then);
+        for value in then.chain(case.else_expr()) {
+            if !of_tests(value, schema)? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The part of `expr`, over `schema` whose `opaque` columns are computed so, that could
+/// single out rows in a way the census cannot count, if any. A figure's argument may hold
+/// columns and literals; tests of rows, which the census counts ([`made_from`]), and
+/// `CASE` on them; sums and differences; products and quotients by a value of literals and
+/// tests alone ([`of_tests`]); casts that keep values apart (not a fraction to a whole
+/// number); `date_part` and `date_trunc`.
+/// Anything else, such as `sign(abs(x - 7))`, can make a test without a boolean.
+fn opaque_part(
+    expr: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+    opaque: &[(usize, String)],
+) -> Result<Option<String>> {
+    if expr.downcast_ref::<Literal>().is_some() || expr.data_type(schema)? == DataType::Boolean {
+        return Ok(None);
+    }
+    let within = |exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| {
+        for e in exprs {
+            if let Some(part) = opaque_part(e, schema, opaque)? {
+                return Ok(Some(part));
+            }
+        }
+        Ok(None)
+    };
+    if let Some(column) = expr.downcast_ref::<Column>() {
+        let part = opaque.iter().find(|(c, _)| *c == column.index());
+        return Ok(part.map(|(_, part)| part.clone()));
+    }
+    if let Some(case) = expr.downcast_ref::<CaseExpr>() {
+        let then = case.when_then_expr().iter().map(|(_, then)| then);
+        return within(&mut then.chain(case.else_expr()));
+    }
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
+        let (left, right) = (
+            of_tests(binary.left(), schema)?,
+            of_tests(binary.right(), schema)?,
+        );
+        let plain = match binary.op() {
+            Operator::Plus | Operator::Minus | Operator::StringConcat => true,
+            Operator::Multiply => left || right,
+            Operator::Divide => right,
+            _ => false,
+        };
+        if plain {
+            return within(&mut [binary.left(), binary.right()].into_iter());
+        }
+    }
+    if let Some(negative) = expr.downcast_ref::<NegativeExpr>() {
+        return within(&mut std::iter::once(negative.arg()));
+    }
+    let cast = match (
+        expr.downcast_ref::<CastExpr>(),
+        expr.downcast_ref::<TryCastExpr>(),
+    ) {
+        (Some(c), _) => Some((c.expr(), c.cast_type())),
+        (_, Some(c)) => Some((c.expr(), c.cast_type())),
+        _ => None,
+    };
+    if let Some((input, to)) = cast {
+        let from = input.data_type(schema)?;
+        let fraction = from.is_floating() || from.is_decimal();
+        if !(fraction && to.is_integer()) {
+            return within(&mut std::iter::once(input));
+        }
+    }
+    if let Some(function) = expr.downcast_ref::<ScalarFunctionExpr>()
+        && matches!(function.name(), "date_part" | "date_trunc")
+    {
+        return within(&mut function.args().iter());
+    }
+    Ok(Some(expr.to_string()))
 }
 
 fn add(tests: &mut Vec<Arc<dyn PhysicalExpr>>, test: Arc<dyn PhysicalExpr>) {
@@ -1058,24 +1204,24 @@ mod tests {
                 schema,
             )
             .unwrap();
-            let conditions = made_from(&aggregate, 0, &[]).unwrap();
-            conditions.iter().map(|c| c.to_string()).collect::<Vec<_>>()
+            let conditions = made_from(&aggregate, 0, &[], &[]).map_err(|e| e.to_string())?;
+            Ok::<_, String>(conditions.iter().map(|c| c.to_string()).collect::<Vec<_>>())
         };
         let amount = |schema: &SchemaRef| col("amount", schema).unwrap();
-        assert!(condition(d.clone(), &amount, None).is_empty());
+        assert!(condition(d.clone(), &amount, None).unwrap().is_empty());
         let one = |schema: &SchemaRef| {
             let id = col("payment_id", schema).unwrap();
             binary(id, Operator::Eq, lit("140212-000000001"), schema).unwrap()
         };
         assert_eq!(
-            condition(d.clone(), &amount, Some(one(&d.schema()))),
+            condition(d.clone(), &amount, Some(one(&d.schema()))).unwrap(),
             ["payment_id@2 = 140212-000000001"]
         );
         let doubled = |schema: &SchemaRef| {
             binary(amount(schema), Operator::Plus, amount(schema), schema).unwrap()
         };
         assert_eq!(
-            condition(d.clone(), &doubled, None),
+            condition(d.clone(), &doubled, None).unwrap(),
             ["amount@1 + amount@1 IS NOT NULL AND amount@1 + amount@1 != 0.00"]
         );
         // A test of the rows splits them in two, each a figure's part: that the CASE
@@ -1085,7 +1231,7 @@ mod tests {
             let otherwise = lit(ScalarValue::Decimal128(Some(100), 10, 2));
             Arc::new(CaseExpr::try_new(None, when, Some(otherwise)).unwrap()) as _
         };
-        let conditions = condition(d.clone(), &one_or_1, None);
+        let conditions = condition(d.clone(), &one_or_1, None).unwrap();
         assert_eq!(
             conditions[1..],
             [
@@ -1093,16 +1239,30 @@ mod tests {
                 "(payment_id@2 = 140212-000000001) IS DISTINCT FROM true"
             ]
         );
+        // A value computed by other means may test rows unseen, and is refused.
+        let modulo =
+            |schema: &SchemaRef| binary(amount(schema), Operator::Modulo, lit(7), schema).unwrap();
+        let err = condition(d.clone(), &modulo, None).unwrap_err();
+        assert!(err.contains("computed with amount@1 % 7"), "{err}");
+        let whole = |schema: &SchemaRef| {
+            let cast = CastExpr::new(amount(schema), DataType::Int64, None);
+            binary(Arc::new(cast), Operator::Multiply, lit(2i64), schema).unwrap()
+        };
+        assert!(condition(d.clone(), &whole, None).is_err());
         // A stored value on every row of an inner join; on a LEFT join's other side, NULL
         // where no row matched.
         let died = |schema: &SchemaRef| col("death_date", schema).unwrap();
-        assert!(condition(join(JoinType::Inner), &died, None).is_empty());
+        assert!(
+            condition(join(JoinType::Inner), &died, None)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
-            condition(join(JoinType::Left), &died, None),
+            condition(join(JoinType::Left), &died, None).unwrap(),
             ["death_date@4 IS NOT NULL"]
         );
         assert_eq!(
-            condition(join(JoinType::Right), &amount, None),
+            condition(join(JoinType::Right), &amount, None).unwrap(),
             ["amount@1 IS NOT NULL AND amount@1 != 0.00"]
         );
     }

@@ -224,6 +224,14 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
             ),
             "min-group-size",
         ),
+        // A test made without a boolean, which the node cannot count, is refused.
+        (
+            &format!(
+                "SELECT county_code, sum(amount * strpos(payment_id, '{payment}') + 1) \
+                 FROM disbursements GROUP BY 1"
+            ),
+            "untraceable",
+        ),
     ];
     for (sql, rule) in &attacks {
         let err = client.query(sql).await.unwrap_err().to_string();
