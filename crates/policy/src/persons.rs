@@ -346,16 +346,17 @@ impl GroupCensus {
 }
 
 /// The rows each list of a census takes: those `opt_filter` passes, and of those, for
-/// each figure's list, the rows its condition holds for (not where it is NULL).
+/// each figure's list, the rows its condition holds for (neither passes where NULL).
 fn filters(
     opt_filter: Option<&BooleanArray>,
     conditions: &[ArrayRef],
 ) -> Result<Vec<Option<BooleanArray>>> {
-    let mut filters = vec![opt_filter.cloned()];
+    let all = opt_filter.map(holds);
+    let mut filters = vec![all.clone()];
     for condition in conditions {
         let holds = holds(condition.as_boolean());
-        filters.push(Some(match opt_filter {
-            Some(f) => and(&self::holds(f), &holds)?,
+        filters.push(Some(match &all {
+            Some(f) => and(f, &holds)?,
             None => holds,
         }));
     }
