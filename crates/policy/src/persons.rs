@@ -260,22 +260,27 @@ impl PersonGroups {
         total_num_groups: usize,
     ) {
         self.groups.resize_with(total_num_groups, Vec::new);
+        // Once every group has its persons, only the fragment's set, if any, still grows.
+        let all_full = self.full == total_num_groups;
         if let Some(lists) = persons.as_list_opt::<i32>() {
             // Persons the census of the groups grouped here has seen already.
+            if all_full {
+                return;
+            }
+            let keys = lists.values().as_primitive::<UInt32Type>();
+            let offsets = lists.value_offsets();
             for (row, &group) in group_indices.iter().enumerate() {
                 if lists.is_null(row) || filter.is_some_and(|f| !f.value(row)) {
                     continue;
                 }
-                let keys = lists.value(row);
-                for key in keys.as_primitive::<UInt32Type>().iter().flatten() {
-                    self.add(group, key);
+                let listed = offsets[row] as usize..offsets[row + 1] as usize;
+                for key in listed.filter(|&key| keys.is_valid(key)) {
+                    self.add(group, keys.value(key));
                 }
             }
             return;
         }
         let keys = persons.as_primitive::<UInt32Type>();
-        // Once every group has its persons, only the fragment's set, if any, still grows.
-        let all_full = self.full == total_num_groups;
         if self.seen.is_some() {
             // The set leaves `self` for the loop, so that the groups can take persons too.
             let mut mine = std::mem::take(&mut self.mine);
