@@ -456,13 +456,13 @@ fn conditions(kind: &Kind) -> Vec<String> {
 }
 
 /// The conditions on the rows of its group that figure `figure` of `aggregate` is made
-/// from, or made from in part, where those may be fewer than the group's: its FILTER; for
-/// each argument that reads a value not stored ([`stored`]), that it is not NULL and, but
-/// for a count, not zero; and for each test the argument makes of its rows (a `CASE WHEN`, a
-/// comparison cast to a number), or that made a column it reads (`tested`: the column's
-/// index in the aggregate's input, and the test's outcome there), the rows it passes and
-/// those it does not, each under the FILTER. None for a figure made from every row of its
-/// group alike, such as `sum(amount)`.
+/// from, or made from in part, where those may be fewer than the group's, each with its
+/// converse: its FILTER; for each argument that reads a value not stored ([`stored`]),
+/// that it is not NULL and, but for a count, not zero; and each test the argument makes
+/// of its rows (a `CASE WHEN`, a comparison cast to a number), or that made a column it
+/// reads (`tested`: the column's index in the aggregate's input, and the test's outcome
+/// there). All but the FILTER's hold within it. None for a figure made from every row of
+/// its group alike, such as `sum(amount)`.
 pub(crate) fn made_from(
     aggregate: &AggregateExec,
     figure: usize,
@@ -478,7 +478,7 @@ pub(crate) fn made_from(
         Some(f) => Arc::new(BinaryExpr::new(f.clone(), Operator::And, condition)),
         None => condition,
     };
-    let mut rows: Vec<Arc<dyn PhysicalExpr>> = filter.iter().cloned().collect();
+    let mut rows: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     let mut tests = Vec::new();
     for argument in function.expressions() {
         if let Some(part) = opaque_part(&argument, &schema, opaque)? {
@@ -516,21 +516,29 @@ pub(crate) fn made_from(
             }
         }
     }
-    let mut conditions: Vec<Arc<dyn PhysicalExpr>> = rows
+    let rows = rows
         .into_iter()
-        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)))
-        .into_iter()
-        .collect();
-    for test in tests {
-        let fails = BinaryExpr::new(test.clone(), Operator::IsDistinctFrom, true_literal());
-        conditions.push(under_filter(test));
-        conditions.push(under_filter(Arc::new(fails)));
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)));
+    // Each condition splits the rows in two: the figure less the rows it keeps is the
+    // figure of the rows it drops, which another answer may show whole.
+    let mut conditions = Vec::new();
+    let mut split = |holds: Arc<dyn PhysicalExpr>, within: &dyn Fn(_) -> _| {
+        let true_ = Arc::new(Literal::new(ScalarValue::Boolean(Some(true))));
+        let fails = Arc::new(BinaryExpr::new(
+            holds.clone(),
+            Operator::IsDistinctFrom,
+            true_,
+        ));
+        conditions.push(within(holds));
+        conditions.push(within(fails));
+    };
+    if let Some(filter) = &filter {
+        split(filter.clone(), &|c| c);
+    }
+    for condition in rows.into_iter().chain(tests) {
+        split(condition, &under_filter);
     }
     Ok(conditions)
-}
-
-fn true_literal() -> Arc<dyn PhysicalExpr> {
-    Arc::new(Literal::new(ScalarValue::Boolean(Some(true))))
 }
 
 /// Adds to `tests` the outermost tests of rows in `expr`: the expressions that give a
@@ -1218,7 +1226,10 @@ mod tests {
         };
         assert_eq!(
             condition(d.clone(), &amount, Some(one(&d.schema()))).unwrap(),
-            ["payment_id@2 = 140212-000000001"]
+            [
+                "payment_id@2 = 140212-000000001",
+                "(payment_id@2 = 140212-000000001) IS DISTINCT FROM true"
+            ]
         );
         // Arithmetic on stored values is NULL or zero as the values are.
         let doubled = |schema: &SchemaRef| {
@@ -1259,11 +1270,17 @@ mod tests {
         );
         assert_eq!(
             condition(join(JoinType::Left), &died, None).unwrap(),
-            ["death_date@4 IS NOT NULL"]
+            [
+                "death_date@4 IS NOT NULL",
+                "death_date@4 IS NOT NULL IS DISTINCT FROM true"
+            ]
         );
         assert_eq!(
             condition(join(JoinType::Right), &amount, None).unwrap(),
-            ["amount@1 IS NOT NULL AND amount@1 != 0.00"]
+            [
+                "amount@1 IS NOT NULL AND amount@1 != 0.00",
+                "(amount@1 IS NOT NULL AND amount@1 != 0.00) IS DISTINCT FROM true"
+            ]
         );
     }
 }

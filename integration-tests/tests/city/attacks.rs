@@ -192,6 +192,14 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
             ),
             "min-group-size",
         ),
+        // All but the one payment, to take from the whole, which another answer shows.
+        (
+            &format!(
+                "SELECT county_code, sum(amount) FILTER (WHERE payment_id <> '{payment}') \
+                 FROM disbursements GROUP BY 1"
+            ),
+            "min-group-size",
+        ),
         (
             &format!(
                 "SELECT county_code, sum(CASE WHEN payment_id = '{payment}' THEN amount \
