@@ -41,7 +41,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
 use crate::distinct::{DistinctPersons, counted_by_value};
-use crate::persons::{Persons, Seen};
+use crate::persons::{Persons, Seen, figure_conditions};
 
 const PERSON: &str = "person_id";
 const CENSUS: &str = PERSONS_COLUMN;
@@ -383,13 +383,15 @@ impl Carrier {
                         )
                     })
                     .collect::<Vec<_>>();
+                let mut pairs = Vec::new();
                 for figure in 0..aggregate.aggr_expr().len() {
-                    for condition in made_from(aggregate, figure, &tested, &input.opaque)? {
-                        if !arguments.contains(&condition) {
-                            arguments.push(condition);
+                    for pair in made_from(aggregate, figure, &tested, &input.opaque)? {
+                        if !pairs.contains(&pair) {
+                            pairs.push(pair);
                         }
                     }
                 }
+                arguments.extend(pairs.into_iter().flat_map(|(scope, c)| [scope, c]));
                 let function = AggregateExprBuilder::new(self.persons.clone(), arguments)
                     .schema(input_schema.clone())
                     .alias(CENSUS)
@@ -447,10 +449,7 @@ impl Carrier {
 /// The conditions whose persons follow the census column of `kind`, in its own columns.
 fn conditions(kind: &Kind) -> Vec<String> {
     match kind {
-        Kind::State { function, .. } => function.expressions()[1..]
-            .iter()
-            .map(|c| c.to_string())
-            .collect(),
+        Kind::State { function, .. } => figure_conditions(&function.expressions()),
         Kind::Person | Kind::Count => Vec::new(),
     }
 }
@@ -468,16 +467,12 @@ pub(crate) fn made_from(
     figure: usize,
     tested: &[(usize, Arc<dyn PhysicalExpr>)],
     opaque: &[(usize, String)],
-) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+) -> Result<Vec<Condition>> {
     let function = &aggregate.aggr_expr()[figure];
     let input = aggregate.input();
     let schema = input.schema();
     let counts = function.fun().name() == "count";
     let filter = aggregate.filter_expr()[figure].clone();
-    let under_filter = |condition: Arc<dyn PhysicalExpr>| match &filter {
-        Some(f) => Arc::new(BinaryExpr::new(f.clone(), Operator::And, condition)),
-        None => condition,
-    };
     let mut rows: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     let mut tests = Vec::new();
     for argument in function.expressions() {
@@ -521,25 +516,20 @@ pub(crate) fn made_from(
         .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)));
     // Each condition splits the rows in two: the figure less the rows it keeps is the
     // figure of the rows it drops, which another answer may show whole.
-    let mut conditions = Vec::new();
-    let mut split = |holds: Arc<dyn PhysicalExpr>, within: &dyn Fn(_) -> _| {
-        let true_ = Arc::new(Literal::new(ScalarValue::Boolean(Some(true))));
-        let fails = Arc::new(BinaryExpr::new(
-            holds.clone(),
-            Operator::IsDistinctFrom,
-            true_,
-        ));
-        conditions.push(within(holds));
-        conditions.push(within(fails));
-    };
-    if let Some(filter) = &filter {
-        split(filter.clone(), &|c| c);
-    }
-    for condition in rows.into_iter().chain(tests) {
-        split(condition, &under_filter);
-    }
-    Ok(conditions)
+    let true_: Arc<dyn PhysicalExpr> = Arc::new(Literal::new(ScalarValue::Boolean(Some(true))));
+    let scope = filter.clone().unwrap_or_else(|| true_.clone());
+    let within = rows.into_iter().chain(tests).map(|c| (scope.clone(), c));
+    Ok(filter
+        .map(|f| (true_, f))
+        .into_iter()
+        .chain(within)
+        .collect())
 }
+
+/// A condition on the rows of a group within a scope, such as a figure's FILTER: the
+/// rows in scope where it holds, and those where it does not, each make a part of the
+/// figure ([`made_from`]).
+pub(crate) type Condition = (Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>);
 
 /// Adds to `tests` the outermost tests of rows in `expr`: the expressions that give a
 /// boolean, and the `CASE x WHEN v` comparisons.
@@ -1215,8 +1205,10 @@ mod tests {
                 schema,
             )
             .unwrap();
-            let conditions = made_from(&aggregate, 0, &[], &[]).map_err(|e| e.to_string())?;
-            Ok::<_, String>(conditions.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+            let pairs = made_from(&aggregate, 0, &[], &[]).map_err(|e| e.to_string())?;
+            let mut arguments = vec![lit(0)];
+            arguments.extend(pairs.into_iter().flat_map(|(scope, c)| [scope, c]));
+            Ok::<_, String>(figure_conditions(&arguments))
         };
         let amount = |schema: &SchemaRef| col("amount", schema).unwrap();
         assert!(condition(d.clone(), &amount, None).unwrap().is_empty());
@@ -1228,7 +1220,7 @@ mod tests {
             condition(d.clone(), &amount, Some(one(&d.schema()))).unwrap(),
             [
                 "payment_id@2 = 140212-000000001",
-                "(payment_id@2 = 140212-000000001) IS DISTINCT FROM true"
+                "NOT (payment_id@2 = 140212-000000001)"
             ]
         );
         // Arithmetic on stored values is NULL or zero as the values are.
@@ -1247,7 +1239,7 @@ mod tests {
             condition(d.clone(), &one_or_1, None).unwrap(),
             [
                 "payment_id@2 = 140212-000000001",
-                "(payment_id@2 = 140212-000000001) IS DISTINCT FROM true"
+                "NOT (payment_id@2 = 140212-000000001)"
             ]
         );
         // A value computed by other means may test rows unseen, and is refused.
@@ -1270,16 +1262,13 @@ mod tests {
         );
         assert_eq!(
             condition(join(JoinType::Left), &died, None).unwrap(),
-            [
-                "death_date@4 IS NOT NULL",
-                "death_date@4 IS NOT NULL IS DISTINCT FROM true"
-            ]
+            ["death_date@4 IS NOT NULL", "NOT (death_date@4 IS NOT NULL)"]
         );
         assert_eq!(
             condition(join(JoinType::Right), &amount, None).unwrap(),
             [
                 "amount@1 IS NOT NULL AND amount@1 != 0.00",
-                "(amount@1 IS NOT NULL AND amount@1 != 0.00) IS DISTINCT FROM true"
+                "NOT (amount@1 IS NOT NULL AND amount@1 != 0.00)"
             ]
         );
     }

@@ -22,6 +22,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::expressions::Literal;
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
 use fixedbitset::{Block, FixedBitSet};
 
@@ -61,7 +62,7 @@ impl Persons {
         GroupCensus {
             all: groups(self.seen.clone()),
             figures: arguments[1..].iter().map(|_| groups(None)).collect(),
-            conditions: arguments[1..].iter().map(|c| c.to_string()).collect(),
+            conditions: figure_conditions(arguments),
         }
     }
 }
@@ -351,21 +352,43 @@ impl GroupCensus {
 }
 
 /// The rows each list of a census takes: those `opt_filter` passes, and of those, for
-/// each figure's list, the rows its condition holds for (neither passes where NULL).
+/// each pair of a scope and a condition, the rows in scope the condition holds for and
+/// those it does not hold for (a NULL holds for none).
 fn filters(
     opt_filter: Option<&BooleanArray>,
-    conditions: &[ArrayRef],
+    pairs: &[ArrayRef],
 ) -> Result<Vec<Option<BooleanArray>>> {
     let all = opt_filter.map(holds);
     let mut filters = vec![all.clone()];
-    for condition in conditions {
-        let holds = holds(condition.as_boolean());
-        filters.push(Some(match &all {
-            Some(f) => and(f, &holds)?,
-            None => holds,
-        }));
+    for pair in pairs.chunks(2) {
+        let scope = holds(pair[0].as_boolean());
+        let scope = match &all {
+            Some(f) => and(f, &scope)?,
+            None => scope,
+        };
+        let passes = holds(pair[1].as_boolean());
+        filters.push(Some(and(&scope, &passes)?));
+        filters.push(Some(and(&scope, &not(&passes)?)?));
     }
     Ok(filters)
+}
+
+/// The conditions of the lists of a census by `arguments`, the persons and then pairs of
+/// a scope and a condition: where the condition holds in scope, and where it does not.
+pub(crate) fn figure_conditions(arguments: &[Arc<dyn PhysicalExpr>]) -> Vec<String> {
+    let in_scope =
+        |scope: &Arc<dyn PhysicalExpr>, condition: String| match scope.downcast_ref::<Literal>() {
+            Some(_) => condition,
+            None => format!("{scope} AND {condition}"),
+        };
+    arguments[1..]
+        .chunks(2)
+        .flat_map(|pair| {
+            let holds = pair[1].to_string();
+            let fails = format!("NOT ({holds})");
+            [in_scope(&pair[0], holds), in_scope(&pair[0], fails)]
+        })
+        .collect()
 }
 
 /// Where `condition` holds: true, not false nor NULL.
@@ -552,15 +575,18 @@ mod tests {
     #[test]
     fn a_figure_made_from_fewer_than_k_persons_of_a_group_of_k_is_refused() {
         let seen = Seen::default();
+        // The persons, and one condition in the scope of every row.
         let arguments: Vec<Arc<dyn PhysicalExpr>> = vec![
             Arc::new(Column::new("person", 0)),
-            Arc::new(Column::new("paid_once", 1)),
+            Arc::new(Literal::new(ScalarValue::Boolean(Some(true)))),
+            Arc::new(Column::new("paid_once", 2)),
         ];
         let persons = Persons::new(3, Some(seen.clone()));
         let mut census = persons.census(&arguments);
         let numbers_of: ArrayRef = Arc::new(UInt32Array::from(vec![1, 2, 3, 4, 5, 6, 7, 8]));
         // Group 0 has four persons, a figure of one of them; group 1 has three, a figure
         // of none; group 2 has one, whose figure it is.
+        let every_row: ArrayRef = Arc::new(BooleanArray::from(vec![true; 8]));
         let paid_once: ArrayRef = Arc::new(BooleanArray::from(vec![
             Some(true),
             None,
@@ -573,11 +599,12 @@ mod tests {
         ]));
         let groups = [0, 0, 0, 0, 1, 1, 1, 2];
         census
-            .update_batch(&[numbers_of, paid_once], &groups, None, 3)
+            .update_batch(&[numbers_of, every_row, paid_once], &groups, None, 3)
             .unwrap();
         let state = census.state(EmitTo::All).unwrap();
         assert_eq!(numbers(&state[0]), [vec![1, 2, 3], vec![5, 6, 7], vec![8]]);
         assert_eq!(numbers(&state[1]), [vec![1], vec![], vec![8]]);
+        assert_eq!(numbers(&state[2]), [vec![2, 3, 4], vec![5, 6, 7], vec![]]);
         assert_eq!(seen.lock().unwrap().ones().count(), 8);
 
         let mut merged = persons.census(&arguments);
@@ -585,7 +612,7 @@ mod tests {
         let err = merged.evaluate(EmitTo::All).unwrap_err().to_string();
         assert!(
             err.contains("refused by rule min-group-size")
-                && err.contains("rows of 1 of them alone, those where paid_once@1"),
+                && err.contains("rows of 1 of them alone, those where paid_once@2"),
             "{err}"
         );
         let mut without_the_first = persons.census(&arguments);
