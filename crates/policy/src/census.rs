@@ -51,8 +51,8 @@ const CENSUS: &str = PERSONS_COLUMN;
 enum Kind {
     /// The row's person.
     Person,
-    /// A partial aggregate's state of the persons of each group: one list, and one more
-    /// for each condition its figures are made from.
+    /// A partial aggregate's state of the persons of each group: one list, and two more
+    /// for each condition its figures are made from (where it holds, where it does not).
     State {
         function: Arc<AggregateFunctionExpr>,
         input: SchemaRef,

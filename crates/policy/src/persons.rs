@@ -1,9 +1,10 @@
-//! `persons(number, condition, ...)`: the census aggregate. For each group it keeps the
-//! distinct person numbers it sees, but never more than k of them: a group that reaches k
-//! passes, and the union of such capped sets is still exact below k, so groups of groups
+//! `persons(number, scope, condition, ...)`: the census aggregate. For each group it keeps
+//! the distinct person numbers it sees, but never more than k of them: a group that reaches
+//! k passes, and the union of such capped sets is still exact below k, so groups of groups
 //! count right. For each condition it keeps apart, the same way, the persons of the rows
-//! that condition holds for: those a figure of the group is made from, which must not be
-//! fewer than k in a group of k or more ([`group_persons`]).
+//! in its scope that it holds for, and of those it does not: each a part a figure of the
+//! group is made from, which must not count fewer than k persons in a group of k or more
+//! ([`group_persons`]).
 //! Unless the fragment's persons are known ahead, every person it sees also goes into one
 //! set for the whole fragment, the persons its sketch is made of.
 
@@ -331,8 +332,9 @@ impl PersonGroups {
     }
 }
 
-/// The census of each group: its persons, and apart, those of its rows each condition
-/// holds for, the persons a figure of the group is made from ([`crate::census`]).
+/// The census of each group: its persons, and apart, for each condition, those of its
+/// rows in scope it holds for and those it does not: the parts a figure of the group is
+/// made from ([`crate::census`]).
 #[derive(Debug)]
 struct GroupCensus {
     all: PersonGroups,
@@ -474,10 +476,10 @@ pub(crate) fn group_persons(
             let refusal = Refusal::new(
                 Rule::MinGroupSize,
                 format!(
-                    "a figure of a group of at least {k} distinct persons is made from the \
-                     rows of {few} of them alone, those where {condition}; it would tell of \
-                     them. Select those rows with WHERE, so that groups of fewer than {k} \
-                     persons are held back, or widen the condition"
+                    "a figure of a group of at least {k} distinct persons is made, wholly or in \
+                     part, from the rows of {few} of them alone, those where {condition}; it \
+                     would tell of them. Select those rows with WHERE, so that groups of fewer \
+                     than {k} persons are held back, or widen the condition"
                 ),
             );
             return Err(DataFusionError::External(Box::new(refusal)));
