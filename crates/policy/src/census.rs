@@ -65,7 +65,7 @@ enum Kind {
 }
 
 #[derive(Debug, Clone)]
-struct Censused {
+pub(crate) struct Censused {
     plan: Arc<dyn ExecutionPlan>,
     column: usize,
     kind: Kind,
@@ -79,6 +79,21 @@ struct Censused {
     /// Columns computed in a way that could single out rows uncounted ([`opaque_part`]),
     /// with the part that does: a figure may not be made from them.
     opaque: Vec<(usize, String)>,
+}
+
+impl Censused {
+    /// Adds to `tests` the outcome columns of the tests that made the columns `expr` reads.
+    fn tests_read(&self, expr: &Arc<dyn PhysicalExpr>, tests: &mut Vec<Arc<dyn PhysicalExpr>>) {
+        let schema = self.plan.schema();
+        for column in collect_columns(expr) {
+            for &(_, test) in self.tests.iter().filter(|(v, _)| *v == column.index()) {
+                add(
+                    tests,
+                    Arc::new(Column::new(schema.field(test).name(), test)),
+                );
+            }
+        }
+    }
 }
 
 /// A fragment rewritten to carry its persons, and where to find them in its output.
@@ -372,20 +387,9 @@ impl Carrier {
                     input.column,
                 ));
                 let mut arguments = vec![column.clone()];
-                let tested = input
-                    .tests
-                    .iter()
-                    .map(|&(value, test)| {
-                        let name = input_schema.field(test).name();
-                        (
-                            value,
-                            Arc::new(Column::new(name, test)) as Arc<dyn PhysicalExpr>,
-                        )
-                    })
-                    .collect::<Vec<_>>();
                 let mut pairs = Vec::new();
                 for figure in 0..aggregate.aggr_expr().len() {
-                    for pair in made_from(aggregate, figure, &tested, &input.opaque)? {
+                    for pair in made_from(aggregate, figure, Some(&input))? {
                         if !pairs.contains(&pair) {
                             pairs.push(pair);
                         }
@@ -459,15 +463,15 @@ fn conditions(kind: &Kind) -> Vec<String> {
 /// converse: its FILTER; for each argument that reads a value not stored ([`stored`]),
 /// that it is not NULL and, but for a count, not zero; and each test the argument makes
 /// of its rows (a `CASE WHEN`, a comparison cast to a number), or that made a column it
-/// reads (`tested`: the column's index in the aggregate's input, and the test's outcome
-/// there). All but the FILTER's hold within it. None for a figure made from every row of
-/// its group alike, such as `sum(amount)`.
+/// reads, as `carried`, the aggregate's input with its census, knows. All but the FILTER's
+/// hold within it. None for a figure made from every row of its group alike, such as
+/// `sum(amount)`. Without `carried`, columns computed below are not looked into.
 pub(crate) fn made_from(
     aggregate: &AggregateExec,
     figure: usize,
-    tested: &[(usize, Arc<dyn PhysicalExpr>)],
-    opaque: &[(usize, String)],
+    carried: Option<&Censused>,
 ) -> Result<Vec<Condition>> {
+    let opaque = carried.map_or(&[][..], |c| &c.opaque);
     let function = &aggregate.aggr_expr()[figure];
     let input = aggregate.input();
     let schema = input.schema();
@@ -483,11 +487,13 @@ pub(crate) fn made_from(
                 function.name()
             )));
         }
+        tests_of(&argument, &schema, &mut tests)?;
         // Of stored values and tests alone, a value is NULL or zero as the rows hold it
         // or as the tests pass, which are counted below.
-        let read = collect_columns(&argument);
-        if read.iter().all(|c| stored(input, c.index())) {
-            tests_of(&argument, &schema, &mut tests)?;
+        if collect_columns(&argument)
+            .iter()
+            .all(|c| stored(input, c.index()))
+        {
             continue;
         }
         rows.push(Arc::new(IsNotNullExpr::new(argument.clone())));
@@ -504,11 +510,8 @@ pub(crate) fn made_from(
                 zero,
             )));
         }
-        tests_of(&argument, &schema, &mut tests)?;
-        for column in read {
-            for (_, test) in tested.iter().filter(|(v, _)| *v == column.index()) {
-                add(&mut tests, test.clone());
-            }
+        if let Some(carried) = carried {
+            carried.tests_read(&argument, &mut tests);
         }
     }
     let rows = rows
@@ -698,14 +701,7 @@ fn tested(exprs: &mut Vec<ProjectionExpr>, input: &Censused) -> Result<Vec<(usiz
         if expr.downcast_ref::<Column>().is_none() {
             tests_of(&expr, &schema, &mut tests)?;
         }
-        for column in collect_columns(&expr) {
-            for &(_, test) in input.tests.iter().filter(|(v, _)| *v == column.index()) {
-                add(
-                    &mut tests,
-                    Arc::new(Column::new(schema.field(test).name(), test)),
-                );
-            }
-        }
+        input.tests_read(&expr, &mut tests);
         for test in tests {
             let at = match exprs.iter().position(|e| e.expr.eq(&test)) {
                 Some(at) => at,
@@ -1205,7 +1201,7 @@ mod tests {
                 schema,
             )
             .unwrap();
-            let pairs = made_from(&aggregate, 0, &[], &[]).map_err(|e| e.to_string())?;
+            let pairs = made_from(&aggregate, 0, None).map_err(|e| e.to_string())?;
             let mut arguments = vec![lit(0)];
             arguments.extend(pairs.into_iter().flat_map(|(scope, c)| [scope, c]));
             Ok::<_, String>(figure_conditions(&arguments))

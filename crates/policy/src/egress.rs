@@ -161,7 +161,7 @@ pub fn whole_table(fragment: &Arc<dyn ExecutionPlan>) -> Option<WholeTable> {
         top = top.children().into_iter().next()?;
     };
     let made_from_some = (0..aggregate.aggr_expr().len())
-        .any(|figure| !made_from(aggregate, figure, &[], &[]).is_ok_and(|c| c.is_empty()));
+        .any(|figure| !made_from(aggregate, figure, None).is_ok_and(|c| c.is_empty()));
     if made_from_some {
         return None;
     }
