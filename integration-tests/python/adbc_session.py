@@ -1,6 +1,8 @@
-"""An outside client asks the city for partial results with a Flight SQL session option.
+"""An outside client asks the city for partial results with a Flight SQL session option,
+and reads what the city told of its answers, the nodes missing and the groups held back,
+from the session's options.
 
-Usage: adbc_session.py ADDR TOKEN
+Usage: adbc_session.py ADDR TOKEN GROUPED_QUERY
 Prints one JSON object with what the client saw.
 """
 import json
@@ -33,6 +35,16 @@ with conn.cursor() as cur:
     )
     cur.execute(query)
     seen["partial"] = cur.fetchone()[0]
+    # The session keeps what the headers told of its last answer, as options.
+    def notes():
+        options = json.loads(
+            conn.adbc_connection.get_option(ConnectionOptions.OPTION_SESSION_OPTIONS.value)
+        )
+        return {name: options.get(name) for name in ("missing_nodes", "suppressed_groups")}
+    seen["partial_notes"] = notes()
+    cur.execute(sys.argv[3])
+    seen["grouped_rows"] = len(cur.fetchall())
+    seen["grouped_notes"] = notes()
     try:
         conn.adbc_connection.set_options(**{f"{prefix}no_such_option": "true"})
     except Exception as e:

@@ -27,8 +27,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sunlight_domain::{ColumnClass, NodeCode, Table, column_class, standards_sha256};
 use sunlight_flightsql::{
-    Answer, CATALOG, QueryRequest, SCHEMA, SessionOption, SqlEngine, Statement, StatementSchemas,
-    TableInfo, require_values,
+    Answer, AnswerNote, CATALOG, NoteKind, QueryRequest, SCHEMA, SessionOption, SqlEngine,
+    Statement, StatementSchemas, TableInfo, require_values,
 };
 use sunlight_fragment::{TableLeafExec, refusal, unmerged_partial_state};
 use sunlight_policy::{
@@ -55,6 +55,13 @@ use crate::table::GlobalTable;
 /// The session option (Flight SQL's `SetSessionOptions`) that asks for partial results,
 /// as the partial-results header does for one call.
 const PARTIAL_SESSION_OPTION: &str = "partial_results";
+
+/// What the session keeps of its last answer (Flight SQL's `GetSessionOptions`), for
+/// clients that do not read response headers: the nodes missing from a partial answer,
+/// as [`MISSING_HEADER`] tells them, and the groups the nodes held back, as
+/// [`SUPPRESSED_HEADER`] counts them.
+const MISSING_NOTE: &str = "missing_nodes";
+const SUPPRESSED_NOTE: &str = "suppressed_groups";
 
 /// How long the city compares a user's answers for differencing.
 const DIFFERENCING_WINDOW: Duration = Duration::from_secs(3600);
@@ -723,6 +730,21 @@ impl SqlEngine for CityEngine {
             name: PARTIAL_SESSION_OPTION,
             header: PARTIAL_HEADER,
         }]
+    }
+
+    fn answer_notes(&self) -> &'static [AnswerNote] {
+        &[
+            AnswerNote {
+                name: MISSING_NOTE,
+                header: MISSING_HEADER,
+                kind: NoteKind::List,
+            },
+            AnswerNote {
+                name: SUPPRESSED_NOTE,
+                header: SUPPRESSED_HEADER,
+                kind: NoteKind::Number,
+            },
+        ]
     }
 
     async fn tables(&self) -> Result<Vec<TableInfo>, Status> {

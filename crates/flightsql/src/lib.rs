@@ -21,7 +21,7 @@ use tonic::metadata::MetadataMap;
 pub use auth::{Caller, Credentials, TokenTable};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
-pub use session::{SESSION_COOKIE, SessionOption};
+pub use session::{AnswerNote, NoteKind, SESSION_COOKIE, SessionOption};
 pub use statement::{Statement, StatementSchemas, require_values};
 pub use status::query_status;
 pub use tls::{COORDINATOR_TLS_NAME, NODE_TLS_NAME, TlsFiles, endpoint, trust};
@@ -96,6 +96,12 @@ pub trait SqlEngine: Send + Sync + 'static {
 
     /// The options a client may set for its session (Flight SQL's `SetSessionOptions`).
     fn session_options(&self) -> &'static [SessionOption] {
+        &[]
+    }
+
+    /// What the response headers of an answer tell of it, which a session keeps for its
+    /// last answer (Flight SQL's `GetSessionOptions`).
+    fn answer_notes(&self) -> &'static [AnswerNote] {
         &[]
     }
 

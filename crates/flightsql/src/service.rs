@@ -69,7 +69,10 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         info.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         let sql_info = Arc::new(info.build().expect("static SQL info is valid"));
-        let sessions = Arc::new(Sessions::new(engine.session_options()));
+        let sessions = Arc::new(Sessions::new(
+            engine.session_options(),
+            engine.answer_notes(),
+        ));
         Self {
             engine,
             sql_info,
@@ -109,7 +112,14 @@ impl<E: SqlEngine> FlightSqlServer<E> {
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let query = self.query_request(request)?;
         tracing::info!(user = %query.caller.user, %statement, "query");
-        answer(self.engine.execute(statement, &query).await?)
+        let answered = self.engine.execute(statement, &query).await;
+        let notes = answered
+            .as_ref()
+            .map(|a| a.headers.clone())
+            .unwrap_or_default();
+        self.sessions
+            .record(&query.caller.user, &query.headers, &notes);
+        answer(answered?)
     }
 }
 

@@ -3,13 +3,14 @@
 //! user who made it. Its options are the engine's [`SessionOption`]s, each standing for a
 //! request header: a call made in a session carries the headers of the options set there,
 //! unless it sends them itself, so that an option set once and a header sent with each
-//! call ask the same of the engine.
+//! call ask the same of the engine. A session also keeps the engine's [`AnswerNote`]s of
+//! its last answer, which clients that cannot read response headers get as options.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sunlight_proto::flight::session_option_value::OptionValue;
+use sunlight_proto::flight::session_option_value::{OptionValue, StringListValue};
 use sunlight_proto::flight::set_session_options_result::{Error as OptionError, ErrorValue};
 use sunlight_proto::flight::{SessionOptionValue, SetSessionOptionsResult};
 use tonic::Status;
@@ -33,11 +34,51 @@ pub struct SessionOption {
     pub header: &'static str,
 }
 
+/// What an answer's response header tells of it, which a session keeps for its last
+/// answer as a read-only option of the same name.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerNote {
+    /// Its name in `GetSessionOptions`.
+    pub name: &'static str,
+    /// The response header that tells it.
+    pub header: &'static str,
+    /// How the header's text reads.
+    pub kind: NoteKind,
+}
+
+/// How the text of an [`AnswerNote`]'s header reads.
+#[derive(Debug, Clone, Copy)]
+pub enum NoteKind {
+    /// A whole number.
+    Number,
+    /// A list, comma-separated.
+    List,
+}
+
+impl AnswerNote {
+    /// The note of an answer whose headers are `headers`, if they hold it and it reads.
+    fn read(&self, headers: &MetadataMap) -> Option<OptionValue> {
+        let text = headers.get(self.header)?.to_str().ok()?;
+        Some(match self.kind {
+            NoteKind::Number => OptionValue::Int64Value(text.parse().ok()?),
+            NoteKind::List => OptionValue::StringListValue(StringListValue {
+                values: text
+                    .split(',')
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            }),
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Session {
     user: String,
     used: Instant,
     options: BTreeMap<String, bool>,
+    /// The notes of the last answer in the session.
+    notes: BTreeMap<String, OptionValue>,
 }
 
 impl Session {
@@ -71,16 +112,37 @@ impl Session {
 #[derive(Debug)]
 pub(crate) struct Sessions {
     offered: &'static [SessionOption],
+    notes: &'static [AnswerNote],
     live: Mutex<HashMap<String, Session>>,
 }
 
 impl Sessions {
-    /// Sessions whose options are `offered`.
-    pub(crate) fn new(offered: &'static [SessionOption]) -> Self {
+    /// Sessions whose options are `offered`, and which keep the `notes` of their last
+    /// answer.
+    pub(crate) fn new(offered: &'static [SessionOption], notes: &'static [AnswerNote]) -> Self {
         Self {
             offered,
+            notes,
             live: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the notes of an answer, whose response headers are `answer`, in the session
+    /// of the call whose headers are `headers`, if it was made in one; a call that fails
+    /// leaves no notes (`answer` is then empty).
+    pub(crate) fn record(&self, user: &str, headers: &MetadataMap, answer: &MetadataMap) {
+        if self.notes.is_empty() {
+            return;
+        }
+        let mut live = self.live.lock().expect("sessions lock");
+        let Some(session) = callers(&live, user, headers).and_then(|id| live.get_mut(&id)) else {
+            return;
+        };
+        session.notes = self
+            .notes
+            .iter()
+            .filter_map(|note| Some((note.name.to_string(), note.read(answer)?)))
+            .collect();
     }
 
     /// Adds to `headers` those of the options set in the caller's session, where the call
@@ -130,6 +192,7 @@ impl Sessions {
             user: user.to_string(),
             used: now,
             options: BTreeMap::new(),
+            notes: BTreeMap::new(),
         });
         session.used = now;
         let errors = options
@@ -148,7 +211,7 @@ impl Sessions {
         (SetSessionOptionsResult { errors }, cookie)
     }
 
-    /// The options set in the caller's session.
+    /// The options set in the caller's session, and the notes of its last answer.
     pub(crate) fn get(
         &self,
         user: &str,
@@ -157,12 +220,19 @@ impl Sessions {
         let live = self.live.lock().expect("sessions lock");
         let id = callers(&live, user, headers).ok_or_else(no_session)?;
         let session = &live[&id];
-        Ok(session
+        let options = session
             .options
             .iter()
+            .map(|(name, value)| (name, OptionValue::BoolValue(*value)));
+        let notes = session
+            .notes
+            .iter()
+            .map(|(name, value)| (name, value.clone()));
+        Ok(options
+            .chain(notes)
             .map(|(name, value)| {
                 let value = SessionOptionValue {
-                    option_value: Some(OptionValue::BoolValue(*value)),
+                    option_value: Some(value),
                 };
                 (name.clone(), value)
             })
@@ -238,7 +308,7 @@ mod tests {
 
     #[test]
     fn options_set_once_become_headers_of_the_sessions_calls() {
-        let sessions = Sessions::new(&[PARTIAL]);
+        let sessions = Sessions::new(&[PARTIAL], &[]);
         let (result, cookie) = sessions.set(
             "ana",
             &MetadataMap::new(),
@@ -295,5 +365,90 @@ mod tests {
         let mut after = with_cookie(&cookie);
         sessions.apply("ana", &mut after);
         assert!(after.get("x-partial").is_none());
+    }
+
+    #[test]
+    fn a_session_keeps_the_notes_of_its_last_answer() {
+        const NOTES: [AnswerNote; 2] = [
+            AnswerNote {
+                name: "missing_nodes",
+                header: "x-missing",
+                kind: NoteKind::List,
+            },
+            AnswerNote {
+                name: "suppressed_groups",
+                header: "x-suppressed",
+                kind: NoteKind::Number,
+            },
+        ];
+        let sessions = Sessions::new(&[PARTIAL], &NOTES);
+        let answer = |missing: &str, suppressed: &str| {
+            let mut headers = MetadataMap::new();
+            headers.insert("x-missing", missing.parse().unwrap());
+            headers.insert("x-suppressed", suppressed.parse().unwrap());
+            headers
+        };
+        let (_, cookie) = sessions.set(
+            "ana",
+            &MetadataMap::new(),
+            HashMap::from([(
+                "partial_results".into(),
+                value(OptionValue::BoolValue(true)),
+            )]),
+        );
+        let call = with_cookie(&cookie.unwrap());
+        let notes = |user| {
+            let mut options = sessions.get(user, &call).unwrap();
+            options.remove("partial_results");
+            let mut notes: Vec<_> = options
+                .into_iter()
+                .map(|(name, v)| (name, v.option_value.unwrap()))
+                .collect();
+            notes.sort_by(|a, b| a.0.cmp(&b.0));
+            notes
+        };
+        assert!(notes("ana").is_empty(), "no answer yet");
+
+        sessions.record("ana", &call, &answer("140223,140224", "7"));
+        let list = |codes: &[&str]| {
+            OptionValue::StringListValue(StringListValue {
+                values: codes.iter().map(ToString::to_string).collect(),
+            })
+        };
+        assert_eq!(
+            notes("ana"),
+            [
+                ("missing_nodes".into(), list(&["140223", "140224"])),
+                ("suppressed_groups".into(), OptionValue::Int64Value(7)),
+            ]
+        );
+        // The next answer's notes replace them; a call outside the session, or another
+        // user's with the same cookie, leaves them.
+        sessions.record("ana", &call, &answer("", "0"));
+        sessions.record("ana", &MetadataMap::new(), &answer("140212", "1"));
+        sessions.record("bob", &call, &answer("140212", "1"));
+        assert_eq!(
+            notes("ana"),
+            [
+                ("missing_nodes".into(), list(&[])),
+                ("suppressed_groups".into(), OptionValue::Int64Value(0)),
+            ]
+        );
+        // A call that fails leaves none.
+        sessions.record("ana", &call, &MetadataMap::new());
+        assert!(notes("ana").is_empty());
+        // Notes are read, not set.
+        let (result, _) = sessions.set(
+            "ana",
+            &call,
+            HashMap::from([(
+                "suppressed_groups".into(),
+                value(OptionValue::Int64Value(0)),
+            )]),
+        );
+        assert_eq!(
+            result.errors["suppressed_groups"].value,
+            ErrorValue::InvalidName as i32
+        );
     }
 }

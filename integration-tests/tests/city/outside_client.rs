@@ -1,9 +1,11 @@
 //! A standard Flight SQL client from outside the project (Python's ADBC driver) talks to
-//! a node and to the city, and sets a session option there.
+//! a node and to the city, sets a session option there and reads the notes of its
+//! answers from the session.
 
 use std::path::Path;
 use std::process::Command;
 
+use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 
@@ -103,7 +105,14 @@ async fn a_session_option_asks_the_city_for_partial_results() {
     let at = running.nodes.iter().position(|(c, _)| *c == down).unwrap();
     running.nodes.remove(at).1.kill();
 
-    let args = vec![running.coordinator.addr.clone(), TOKEN.to_string()];
+    // Grouped by county, each node holds back its own small groups.
+    let grouped = "SELECT county_code, date_part('year', birth_date) AS y, count(*) \
+                   FROM persons GROUP BY 1, 2";
+    let args = vec![
+        running.coordinator.addr.clone(),
+        TOKEN.to_string(),
+        grouped.to_string(),
+    ];
     let seen = client_saw("adbc_session.py", args).await;
 
     // Without the option, the node that is down fails the query by name.
@@ -119,6 +128,33 @@ async fn a_session_option_asks_the_city_for_partial_results() {
         .sum();
     assert_eq!(seen["partial"].as_u64(), Some(rows as u64), "{seen}");
     assert_eq!(seen["options"]["partial_results"], true, "{seen}");
+    // The session tells what the headers told: the node missing, and no group held back.
+    assert_eq!(
+        seen["partial_notes"],
+        serde_json::json!({"missing_nodes": [down.to_string()], "suppressed_groups": 0}),
+    );
+    // And of the next answer, the groups the nodes held back, as the city's own client
+    // reads them from the headers.
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    client.allow_partial_results();
+    let answer = client.query(grouped).await.unwrap();
+    assert!(
+        answer.suppressed_groups > 0,
+        "no group of {grouped} is held back"
+    );
+    assert_eq!(
+        seen["grouped_rows"].as_u64(),
+        Some(answer.num_rows() as u64)
+    );
+    assert_eq!(
+        seen["grouped_notes"],
+        serde_json::json!({
+            "missing_nodes": [down.to_string()],
+            "suppressed_groups": answer.suppressed_groups,
+        }),
+    );
     assert!(
         seen["unknown_error"]
             .as_str()
