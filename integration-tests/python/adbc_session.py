@@ -45,6 +45,12 @@ with conn.cursor() as cur:
     cur.execute(sys.argv[3])
     seen["grouped_rows"] = len(cur.fetchall())
     seen["grouped_notes"] = notes()
+    # A statement refused while it is planned leaves no notes of the answer before it.
+    try:
+        cur.execute("SELECT person_id FROM disbursements")
+    except Exception:
+        pass
+    seen["refused_notes"] = notes()
     try:
         conn.adbc_connection.set_options(**{f"{prefix}no_such_option": "true"})
     except Exception as e:

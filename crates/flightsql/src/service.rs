@@ -32,11 +32,12 @@ use prost::Message;
 use sunlight_proto::flight::{
     CloseSessionResult, GetSessionOptionsResult, SetSessionOptionsRequest, close_session_result,
 };
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::{FOREIGN_KEYS, PRIMARY_KEYS, no_foreign_keys, primary_keys, xdbc_types};
 use crate::session::Sessions;
-use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement};
+use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement, StatementSchemas};
 
 /// Catalog under which every table is listed.
 pub const CATALOG: &str = "sunlight";
@@ -89,6 +90,19 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         Ok(QueryRequest { caller, headers })
     }
 
+    /// The schemas of `statement`, planned for `query`. A new statement: the session's
+    /// notes of its last answer no longer stand, and if the statement is refused here, no
+    /// `DoGet` follows to replace them.
+    async fn plan(
+        &self,
+        statement: &Statement,
+        query: &QueryRequest,
+    ) -> Result<StatementSchemas, Status> {
+        self.sessions
+            .record(&query.caller.user, &query.headers, &MetadataMap::new());
+        self.engine.schema(statement, query).await
+    }
+
     async fn statement_info(
         &self,
         statement: &Statement,
@@ -96,7 +110,7 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let query = self.query_request(&request)?;
-        let schemas = self.engine.schema(statement, &query).await?;
+        let schemas = self.plan(statement, &query).await?;
         let info = FlightInfo::new()
             .try_with_schema(&schemas.dataset)
             .map_err(|e| Status::internal(e.to_string()))?
@@ -314,8 +328,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let statement = Statement::new(query.query);
         let schemas = self
-            .engine
-            .schema(&statement, &self.query_request(&request)?)
+            .plan(&statement, &self.query_request(&request)?)
             .await?;
         let ipc = |schema: &Schema| {
             let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())

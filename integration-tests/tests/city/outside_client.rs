@@ -155,6 +155,10 @@ async fn a_session_option_asks_the_city_for_partial_results() {
             "suppressed_groups": answer.suppressed_groups,
         }),
     );
+    assert_eq!(
+        seen["refused_notes"],
+        serde_json::json!({"missing_nodes": null, "suppressed_groups": null}),
+    );
     assert!(
         seen["unknown_error"]
             .as_str()
