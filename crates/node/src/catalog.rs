@@ -40,7 +40,7 @@ use sunlight_flightsql::{CATALOG, SCHEMA};
 /// Why a file of a table was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableProblem {
-    /// Object path of the file, relative to the store.
+    /// URL of the file, as `file:///…` or `s3://…`.
     pub file: String,
     /// What is wrong, naming the column where there is one.
     pub problem: String,
@@ -48,7 +48,7 @@ pub struct TableProblem {
 
 impl fmt::Display for TableProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "file {}: {}", self.file, self.problem)
+        write!(f, "{}: {}", self.file, self.problem)
     }
 }
 
@@ -255,14 +255,15 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
     let mut files: Vec<ObjectMeta> = Vec::new();
     let mut problems = Vec::new();
     for object in objects {
+        let url = root.object_url(&object.location);
         if !object.location.as_ref().ends_with(".parquet") {
-            tracing::warn!(file = %object.location, "ignoring a file that is not Parquet; use `sunlight import` for CSV");
+            tracing::warn!(file = %url, "ignoring a file that is not Parquet; use `sunlight import` for CSV");
             continue;
         }
         match check_file(context, root, &object, table).await {
             Ok(()) => files.push(object),
             Err(problem) => problems.push(TableProblem {
-                file: object.location.to_string(),
+                file: url.to_string(),
                 problem,
             }),
         }

@@ -56,12 +56,19 @@ async fn mismatched_and_corrupt_files_are_refused() {
 
     let node = NodeProcess::start("140222", root.path());
     let banner = node.banner.join("\n");
+    // Each file is named by its URL, which says where to find it whatever the
+    // operator's working folder.
+    let url = |file: &str| url::Url::from_file_path(root.path().join(file)).unwrap();
     assert!(
-        banner.contains("disbursements/extra.parquet") && banner.contains("column"),
+        banner.contains(&format!("{}: ", url("disbursements/extra.parquet")))
+            && banner.contains("column"),
         "{banner}"
     );
     assert!(
-        banner.contains("persons/broken.parquet") && banner.contains("not a readable Parquet file"),
+        banner.contains(&format!(
+            "{}: not a readable Parquet file",
+            url("persons/broken.parquet")
+        )),
         "{banner}"
     );
 
