@@ -18,8 +18,8 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
-    /// A node answered with an error.
-    #[error("node {node} ({addr}) refused the fragment ({code:?}): {message}")]
+    /// A node answered with an error: it refused the fragment, or running it failed.
+    #[error("node {node} ({addr}) {} the fragment ({code:?}): {message}", outcome(.code))]
     NodeRefused {
         /// The node.
         node: NodeCode,
@@ -54,6 +54,16 @@ pub enum Error {
     /// Planning or merging failed.
     #[error("{0}")]
     Query(#[from] DataFusionError),
+}
+
+/// What a node's error `code` says it did with a fragment.
+fn outcome(code: &tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated
+        | tonic::Code::FailedPrecondition => "refused",
+        _ => "failed running",
+    }
 }
 
 /// Result of federated queries.

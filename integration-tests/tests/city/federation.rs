@@ -432,8 +432,8 @@ async fn bad_queries_at_the_city_get_clear_errors() {
         ),
         (
             "SELECT county_code, sum(CAST(village AS INT)) FROM disbursements GROUP BY 1",
-            "refused the fragment (InvalidArgument): Arrow error: Cast error: Cannot cast \
-             string",
+            "failed running the fragment (InvalidArgument): Arrow error: Cast error: Cannot \
+             cast string",
         ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
