@@ -30,6 +30,7 @@ use sunlight_domain::Table;
 use url::Url;
 
 use crate::config::S3Config;
+use crate::date_difference::DateDifferenceAsDays;
 use crate::hits::{
     MODEL_HITS, MODEL_OUTCOMES, MODEL_VERSIONS, hits_schema, outcomes_schema, versions_schema,
 };
@@ -201,6 +202,7 @@ impl NodeCatalog {
         for udf in sunlight_fragment::masking_udfs() {
             context.register_udf(udf);
         }
+        context.add_optimizer_rule(Arc::new(DateDifferenceAsDays));
         let store_url =
             ObjectStoreUrl::parse(format!("{}://{}", root.url.scheme(), root.url.authority()))?;
         context.register_object_store(store_url.as_ref(), root.store());

@@ -8,6 +8,7 @@ mod catalog;
 mod check;
 mod config;
 mod county_guard;
+mod date_difference;
 mod describe;
 mod engine;
 mod error;
