@@ -20,7 +20,7 @@ pub enum Error {
     },
     /// A node answered with an error: it refused the fragment, or running it failed.
     #[error("node {node} ({addr}) {} the fragment ({code:?}): {message}", outcome(.code))]
-    NodeRefused {
+    NodeFailed {
         /// The node.
         node: NodeCode,
         /// Its Flight address.
@@ -105,7 +105,7 @@ pub fn status_of(e: &DataFusionError) -> tonic::Status {
                 tonic::Status::unavailable(message)
             }
             Error::Deadline { .. } => tonic::Status::deadline_exceeded(message),
-            Error::NodeRefused { code, .. } => tonic::Status::new(*code, message),
+            Error::NodeFailed { code, .. } => tonic::Status::new(*code, message),
             Error::Refused(_) | Error::NotAtNodes(_) => tonic::Status::permission_denied(message),
             Error::Query(_) => tonic::Status::internal(message),
         };

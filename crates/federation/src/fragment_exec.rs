@@ -358,7 +358,7 @@ fn from_status(node: &NodeEndpoint, status: tonic::Status) -> Error {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
             unavailable(node, status.message().to_string())
         }
-        code => Error::NodeRefused {
+        code => Error::NodeFailed {
             node: node.code,
             addr: node.addr.clone(),
             code,
