@@ -38,6 +38,16 @@ tables = sorted(
     for schema in catalog["catalog_db_schemas"] or []
     for t in schema["db_schema_tables"] or []
 )
+columns = conn.adbc_get_objects(
+    depth="columns", table_name_filter="disbursements"
+).read_all().to_pylist()
+column_types = {
+    c["column_name"]: [c["xdbc_type_name"], c["xdbc_column_size"], c["xdbc_decimal_digits"]]
+    for catalog in columns
+    for schema in catalog["catalog_db_schemas"] or []
+    for t in schema["db_schema_tables"] or []
+    for c in t["table_columns"] or []
+}
 info = conn.adbc_get_info()
 table_types = conn.adbc_get_table_types()
 conn.close()
@@ -48,6 +58,7 @@ print(json.dumps({
     "no_county_count": no_county_count,
     "wrong_count": wrong_count,
     "tables": tables,
+    "column_types": column_types,
     "table_types": table_types,
     "vendor": info.get("vendor_name"),
 }))

@@ -1,6 +1,6 @@
 //! The answers of the catalog calls that describe keys and types: primary keys as each
-//! table declares them, no foreign keys, and the SQL types a client meets in the tables
-//! and in results.
+//! table declares them, no foreign keys, the SQL types a client meets in the tables and
+//! in results, and each table column's description.
 
 use std::sync::{Arc, LazyLock};
 
@@ -134,6 +134,55 @@ pub fn xdbc_types() -> XdbcTypeInfoData {
     builder.build().expect("static type list is valid")
 }
 
+/// `table`'s columns `schema` with the description Flight SQL defines for the columns
+/// `GetTables` gives: where each column is, its SQL type of [`xdbc_types`] with the
+/// precision and scale of a decimal, and that it is searchable and read-only.
+pub fn described_columns(table: &str, schema: &Schema) -> Schema {
+    let fields = schema.fields().iter().map(|field| {
+        let data_type = field.data_type();
+        let mut described = field.metadata().clone();
+        let mut set = |key: &str, value: &str| {
+            described.insert(format!("ARROW:FLIGHT:SQL:{key}"), value.to_string());
+        };
+        set("CATALOG_NAME", CATALOG);
+        set("DB_SCHEMA_NAME", SCHEMA);
+        set("TABLE_NAME", table);
+        if let Some(name) = sql_type_name(data_type) {
+            set("TYPE_NAME", name);
+        }
+        if let DataType::Decimal128(precision, scale) | DataType::Decimal256(precision, scale) =
+            data_type
+        {
+            set("PRECISION", &precision.to_string());
+            set("SCALE", &scale.to_string());
+        }
+        let text = sql_type_name(data_type) == Some("VARCHAR");
+        set("IS_CASE_SENSITIVE", if text { "1" } else { "0" });
+        set("IS_AUTO_INCREMENT", "0");
+        set("IS_READ_ONLY", "1");
+        set("IS_SEARCHABLE", "1");
+        field.as_ref().clone().with_metadata(described)
+    });
+    Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone())
+}
+
+/// The name in [`xdbc_types`] of the SQL type that holds Arrow's `data_type`.
+fn sql_type_name(data_type: &DataType) -> Option<&'static str> {
+    Some(match data_type {
+        DataType::Boolean => "BOOLEAN",
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
+            "INTEGER"
+        }
+        DataType::Int64 | DataType::UInt32 => "BIGINT",
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => "DOUBLE",
+        DataType::Decimal128(..) | DataType::Decimal256(..) => "DECIMAL",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Timestamp(..) => "TIMESTAMP",
+        _ => return None,
+    })
+}
+
 /// A nullable, searchable type called `name`, with no other attributes.
 fn named(name: &str, data_type: XdbcDataType, sql_data_type: XdbcDataType) -> XdbcTypeInfo {
     XdbcTypeInfo {
@@ -145,5 +194,57 @@ fn named(name: &str, data_type: XdbcDataType, sql_data_type: XdbcDataType) -> Xd
         local_type_name: Some(name.into()),
         sql_data_type,
         ..XdbcTypeInfo::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_column_is_described_by_place_and_sql_type_and_keeps_its_metadata() {
+        let class = HashMap::from([("sunlight.class".to_string(), "Q".to_string())]);
+        let schema = Schema::new(vec![
+            Field::new("amount", DataType::Decimal128(12, 2), false).with_metadata(class),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("tags", DataType::new_list(DataType::Utf8, true), true),
+        ]);
+        let described = described_columns("disbursements", &schema);
+        let of = |column: &str, key: &str| {
+            let field = described.field_with_name(column).unwrap();
+            field
+                .metadata()
+                .get(&format!("ARROW:FLIGHT:SQL:{key}"))
+                .cloned()
+        };
+        assert_eq!(of("amount", "TABLE_NAME").as_deref(), Some("disbursements"));
+        assert_eq!(of("amount", "CATALOG_NAME").as_deref(), Some(CATALOG));
+        assert_eq!(of("amount", "TYPE_NAME").as_deref(), Some("DECIMAL"));
+        assert_eq!(of("amount", "PRECISION").as_deref(), Some("12"));
+        assert_eq!(of("amount", "SCALE").as_deref(), Some("2"));
+        assert_eq!(of("amount", "IS_CASE_SENSITIVE").as_deref(), Some("0"));
+        assert_eq!(of("name", "TYPE_NAME").as_deref(), Some("VARCHAR"));
+        assert_eq!(of("name", "IS_CASE_SENSITIVE").as_deref(), Some("1"));
+        assert_eq!(of("name", "IS_READ_ONLY").as_deref(), Some("1"));
+        assert_eq!(
+            of("tags", "TYPE_NAME"),
+            None,
+            "no SQL type of the list holds a list"
+        );
+        let amount = described.field_with_name("amount").unwrap();
+        assert_eq!(amount.metadata()["sunlight.class"], "Q");
+        // The names are those of the type list.
+        let types = xdbc_types().record_batch(None).unwrap();
+        let names = types
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        for column in ["amount", "name"] {
+            let name = of(column, "TYPE_NAME").unwrap();
+            assert!(names.iter().any(|n| n == Some(name.as_str())), "{name}");
+        }
     }
 }

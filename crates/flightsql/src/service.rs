@@ -35,7 +35,9 @@ use sunlight_proto::flight::{
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::catalog::{FOREIGN_KEYS, PRIMARY_KEYS, no_foreign_keys, primary_keys, xdbc_types};
+use crate::catalog::{
+    FOREIGN_KEYS, PRIMARY_KEYS, described_columns, no_foreign_keys, primary_keys, xdbc_types,
+};
 use crate::session::Sessions;
 use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement, StatementSchemas};
 
@@ -409,8 +411,9 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut builder = query.into_builder();
         for table in self.engine.tables().await? {
+            let columns = described_columns(&table.name, &table.schema);
             builder
-                .append(CATALOG, SCHEMA, &table.name, TABLE_TYPE, &table.schema)
+                .append(CATALOG, SCHEMA, &table.name, TABLE_TYPE, &columns)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
         one_batch(builder.build())

@@ -32,7 +32,7 @@ async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
 }
 
 /// The client's view agrees with the generated files: counts, a prepared statement with
-/// bound values, the catalog calls and the server's name.
+/// bound values, the catalog calls with the columns' SQL types, and the server's name.
 fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
     assert_eq!(seen["count"].as_u64().unwrap() as usize, rows, "{seen}");
     assert_eq!(
@@ -60,6 +60,14 @@ fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
             "{} missing from {tables:?}",
             table.name()
         );
+    }
+    // Each column carries its SQL type, as the type list names it.
+    for (column, sql_type) in [
+        ("person_id", "VARCHAR"),
+        ("amount", "DECIMAL"),
+        ("period", "DATE"),
+    ] {
+        assert_eq!(seen["column_types"][column][0], sql_type, "{seen}");
     }
     assert_eq!(seen["table_types"], serde_json::json!(["TABLE"]));
     assert!(seen["by_type"]["YULU"].as_str().is_some(), "{seen}");
