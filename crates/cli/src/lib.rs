@@ -202,6 +202,10 @@ struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     fragment_timeout_ms: Option<u64>,
+    /// Memory in MiB this replica's queries may hold at once (default: no limit).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_limit_mb: Option<usize>,
     /// Reach the nodes over mutual TLS: this coordinator's certificate (PEM).
     #[arg(long, requires_all = ["node_tls_key", "node_tls_ca"])]
     #[serde(skip)]

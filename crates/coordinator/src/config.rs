@@ -38,6 +38,9 @@ pub struct CoordinatorConfig {
     pub fragment_timeout_ms: u64,
     /// Attempts per fragment while a node is unavailable.
     pub fragment_attempts: u32,
+    /// Memory in MiB this replica's queries may hold at once, merging what the nodes
+    /// send; unset for no limit.
+    pub memory_limit_mb: Option<usize>,
 }
 
 /// Bootstrap administrator tokens.
@@ -69,6 +72,7 @@ impl Default for CoordinatorConfig {
             nodes: Vec::new(),
             fragment_timeout_ms: 30_000,
             fragment_attempts: 3,
+            memory_limit_mb: None,
             replica: ReplicaConfig::default(),
             model_schedule_secs: 0,
             standards_check_secs: 60,
@@ -111,6 +115,11 @@ impl CoordinatorConfig {
         if self.fragment_timeout_ms == 0 {
             return Err(Error::Config("fragment_timeout_ms must be positive".into()));
         }
+        if self.memory_limit_mb == Some(0) {
+            return Err(Error::Config(
+                "memory_limit_mb is 0; leave it unset for no limit".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -130,5 +139,13 @@ mod tests {
         assert_eq!(config.replica.id, 1);
         assert!(config.replica.fsync);
         assert_eq!(config.nodes.len(), 2);
+        assert_eq!(config.memory_limit_mb, None);
+
+        let zero = CoordinatorConfig {
+            memory_limit_mb: Some(0),
+            ..config
+        };
+        let err = zero.validate().unwrap_err().to_string();
+        assert!(err.contains("memory_limit_mb is 0"), "{err}");
     }
 }

@@ -116,6 +116,7 @@ pub async fn start_coordinator(
         timeout: Duration::from_millis(config.fragment_timeout_ms),
         attempts: config.fragment_attempts,
         tls: node_tls.clone(),
+        memory_limit_mb: config.memory_limit_mb,
     };
     let engine = CityEngine::new(Arc::new(ReplicatedRegistry(replica.clone())), federation);
     engine.set_audit(Arc::new(audit::ReplicatedAudit::new(replica.clone())));

@@ -9,8 +9,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
@@ -78,6 +80,9 @@ pub struct FederationConfig {
     pub attempts: u32,
     /// Mutual TLS towards the nodes; plain HTTP/2 without it.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Memory in MiB the city's queries may hold at once, merging what the nodes send;
+    /// unbounded where it is `None`.
+    pub memory_limit_mb: Option<usize>,
 }
 
 impl Default for FederationConfig {
@@ -86,6 +91,7 @@ impl Default for FederationConfig {
             timeout: Duration::from_secs(30),
             attempts: 3,
             tls: None,
+            memory_limit_mb: None,
         }
     }
 }
@@ -295,8 +301,13 @@ impl CityEngine {
         config.options_mut().optimizer.repartition_joins = true;
         let mut rules = PhysicalOptimizer::new().rules;
         rules.push(Arc::new(PushToNodes));
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = self.config.memory_limit_mb {
+            runtime = runtime.with_memory_pool(sunlight_flightsql::memory_pool(limit));
+        }
         let state: SessionState = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime.build_arc()?)
             .with_default_features()
             .with_optimizer_rules(logical_rules())
             .with_physical_optimizer_rules(rules)
@@ -371,6 +382,17 @@ impl CityEngine {
             self.config.timeout,
             self.config.attempts,
         ))
+    }
+
+    /// `e`, saying the city's limit where the city ran out of memory; a node's error says
+    /// its own.
+    fn with_memory_limit(&self, e: DataFusionError) -> DataFusionError {
+        match (self.config.memory_limit_mb, e.find_root()) {
+            (Some(limit), DataFusionError::ResourcesExhausted(_)) => e.context(format!(
+                "the city's queries may hold {limit} MiB at once (memory_limit_mb)"
+            )),
+            _ => e,
+        }
     }
 
     /// Records `event` if an audit is set; without a record there is no answer.
@@ -691,7 +713,7 @@ impl SqlEngine for CityEngine {
             Ok(answer)
         });
         let outcome = outcome.map_err(|e| match e {
-            Error::Query(df) => status_of(&df),
+            Error::Query(df) => status_of(&self.with_memory_limit(df)),
             other => Status::from(other),
         });
         self.audit(QueryEvent {

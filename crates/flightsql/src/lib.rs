@@ -4,6 +4,7 @@
 
 mod auth;
 mod catalog;
+mod memory;
 mod server;
 mod service;
 mod session;
@@ -19,6 +20,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 pub use auth::{Caller, Credentials, TokenTable};
+pub use memory::memory_pool;
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 pub use session::{AnswerNote, NoteKind, SESSION_COOKIE, SessionOption};

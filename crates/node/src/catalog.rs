@@ -2,7 +2,6 @@
 //! every file against the contract, and registers the good tables with DataFusion.
 
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
@@ -15,7 +14,6 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::count::count_all;
@@ -190,12 +188,7 @@ impl NodeCatalog {
         let mut runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0));
         if let Some(limit) = memory_limit_mb {
-            // Operators that can spill share what the others leave, evenly; the error of
-            // one that cannot go on names the largest holders.
-            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
-                FairSpillPool::new(limit.saturating_mul(1 << 20)),
-                NonZeroUsize::new(3).expect("not zero"),
-            )));
+            runtime = runtime.with_memory_pool(sunlight_flightsql::memory_pool(limit));
         }
         let runtime = runtime.build_arc()?;
         let context = SessionContext::new_with_config_rt(config, runtime);

@@ -333,6 +333,35 @@ async fn alone(extra: &[&str]) -> (ServiceProcess, ServiceProcess, SqlClient) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_city_past_its_memory_limit_fails_the_query_and_serves_on() {
+    let city = shared_city();
+    let running = start_city(city.dir.path(), &["--memory-limit-mb", "1"]);
+    let mut client = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    // The nodes send the distinct payment ids, every payment's, for the city to count.
+    let err = client
+        .query("SELECT count(DISTINCT payment_id) FROM disbursements")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the city's queries may hold 1 MiB at once")
+            && err.contains("Resources exhausted"),
+        "{err}"
+    );
+    // A query whose merge fits runs, and answers as a city without a limit does.
+    let sql = "SELECT county_code, count(*), sum(amount) FROM disbursements GROUP BY 1 ORDER BY 1";
+    let limited = client.query(sql).await.unwrap();
+    let unlimited = start_city(city.dir.path(), &[]);
+    let mut other = SqlClient::connect(&unlimited.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    let expected = other.query(sql).await.unwrap();
+    assert_eq!(rows(&limited.batches, true), rows(&expected.batches, true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_node_past_its_memory_limit_fails_the_query_by_name_and_serves_on() {
     let (node, _city, mut client) = alone(&["--memory-limit-mb", "16"]).await;
     // A count of distinct values keeps them all in memory, here millions of pairs of
