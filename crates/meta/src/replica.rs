@@ -189,7 +189,7 @@ impl Replica {
         if !allowed.contains(&user.role) {
             let names: Vec<_> = allowed.iter().map(|r| r.name()).collect();
             let reason = format!(
-                "{} is a {}; this call needs {}",
+                "{} has the role {}; this call needs the role {}",
                 user.name,
                 user.role,
                 names.join(" or ")

@@ -493,6 +493,22 @@ async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(expected), "{err}");
     }
+    // An administrator's call says which role it needs.
+    let err = sunlight_fails(&[
+        "admin",
+        "--coordinator",
+        &addr,
+        "--token",
+        &auditor,
+        "user",
+        "revoke",
+        "--name",
+        "short",
+    ]);
+    assert!(
+        err.contains("qian has the role auditor; this call needs the role administrator"),
+        "{err}"
+    );
     // Refusals are audited in the background.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

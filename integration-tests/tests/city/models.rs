@@ -471,7 +471,7 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
     let err = fails(open(&investigator, "140215-000000012", "paid the cap"));
     assert!(err.contains("not a hit of this model"), "{err}");
     let err = fails(open(TOKEN, "140215-000000011", "curious"));
-    assert!(err.contains("needs investigator"), "{err}");
+    assert!(err.contains("needs the role investigator"), "{err}");
     let err = fails(open(&investigator, "140215-000000011", " "));
     assert!(err.contains("case number and a reason"), "{err}");
     let cases = sunlight(&[
