@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use sunlight_client::QueryResult;
-use sunlight_meta::{AdminClient, AuditRecord, Section, verify_chain};
+use sunlight_meta::{AdminClient, AuditRecord, Role, Section, verify_chain};
 use sunlight_node::verify_access_log;
 
 use crate::admin::{CoordinatorFlags, coordinator_tls};
@@ -32,9 +32,10 @@ enum AuditCommand {
         /// Only this user's records.
         #[arg(long)]
         user: Option<String>,
-        /// Only records of users with this role.
+        /// Only records of users with this role: city_analyst, investigator,
+        /// county_analyst, administrator or auditor.
         #[arg(long)]
-        role: Option<String>,
+        role: Option<Role>,
         /// Only this action, e.g. query, user.add, model.run.
         #[arg(long)]
         action: Option<String>,
@@ -104,14 +105,18 @@ pub async fn run(args: AuditArgs) -> Result<()> {
             until,
             format,
         } => {
+            if let (Some(since), Some(until)) = (since, until)
+                && since >= until
+            {
+                return Err(Error::Usage(format!(
+                    "--since {since} is not before --until {until}: no record is from both"
+                )));
+            }
             let records: Vec<AuditRecord> = fetch(coordinator.client()?)
                 .await?
                 .into_iter()
                 .filter(|r| user.as_ref().is_none_or(|u| &r.user == u))
-                .filter(|r| {
-                    role.as_ref()
-                        .is_none_or(|x| r.role.is_some_and(|rr| rr.name() == x))
-                })
+                .filter(|r| role.is_none_or(|x| r.role == Some(x)))
                 .filter(|r| action.as_ref().is_none_or(|a| &r.action == a))
                 .filter(|r| since.is_none_or(|d| r.at_ms >= day_start(d)))
                 .filter(|r| until.is_none_or(|d| r.at_ms < day_start(d)))

@@ -69,6 +69,27 @@ async fn city_queries_are_audited_and_the_chain_verifies() {
         by_user.contains("zhao as county_analyst of 140215"),
         "{by_user}"
     );
+    let by_role = audit(
+        &addr,
+        &["list", "--role", "county_analyst", "--format", "csv"],
+    );
+    assert!(by_role.contains("zhao,county_analyst,access"), "{by_role}");
+    // Filters that could match nothing by mistake are refused.
+    for (filter, says) in [
+        (
+            &["--role", "nobody"][..],
+            "unknown role \"nobody\"; expected one of city_analyst",
+        ),
+        (
+            &["--since", "2026-12-01", "--until", "2026-11-01"][..],
+            "--since 2026-12-01 is not before --until 2026-11-01",
+        ),
+    ] {
+        let mut args = vec!["audit", "list", "--coordinator", &addr, "--token", TOKEN];
+        args.extend_from_slice(filter);
+        let err = sunlight_fails(&args);
+        assert!(err.contains(says), "{err}");
+    }
 
     // A token with a lifetime stops working when it ends; a forged one never worked.
     let temp = new_user(&addr, "temp", "city_analyst", &["--valid-for", "1s"]);
