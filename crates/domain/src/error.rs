@@ -30,7 +30,9 @@ pub enum Error {
         part: String,
     },
     /// A node code that is not one of the city's nodes.
-    #[error("unknown node code {0:?}; known codes are 140200 and 140212–140226 (see DOMAIN.md)")]
+    #[error(
+        "unknown node code {0:?}; known codes are 140200, 140212–140215 and 140221–140226 (see DOMAIN.md)"
+    )]
     UnknownNode(String),
     /// A table name that the contract does not define.
     #[error(

@@ -147,7 +147,14 @@ mod tests {
         assert_eq!("140215".parse::<NodeCode>().unwrap().info().name, "云州区");
         assert_eq!(NodeCode::all().count(), 11);
         assert_eq!(NodeCode::counties().count(), 10);
-        let err = "140299".parse::<NodeCode>().unwrap_err();
-        assert!(err.to_string().contains("140299"));
+        let err = "140299".parse::<NodeCode>().unwrap_err().to_string();
+        assert!(err.contains("140299"), "{err}");
+        // The codes it lists are the codes there are.
+        assert!(
+            err.contains("140200, 140212–140215 and 140221–140226"),
+            "{err}"
+        );
+        assert!("140216".parse::<NodeCode>().is_err());
+        assert!("140226".parse::<NodeCode>().is_ok());
     }
 }

@@ -137,8 +137,13 @@ impl MetaState {
                 if self.users.contains_key(name) {
                     return Err(format!("user {name} already exists"));
                 }
-                if name.starts_with("replica-") || name.is_empty() {
-                    return Err(format!("user name {name:?} is reserved"));
+                if name.is_empty() {
+                    return Err("a user needs a name".into());
+                }
+                if name.starts_with("replica-") {
+                    return Err(format!(
+                        "user name {name:?} is reserved: names beginning with replica- are the coordinator replicas'"
+                    ));
                 }
                 match (role, node) {
                     (Role::CountyAnalyst, None) => {
@@ -423,6 +428,14 @@ mod tests {
                 "999999",
             ),
             (add_user("bo", Role::Auditor, None, "t1"), "already in use"),
+            (
+                add_user("", Role::Auditor, None, "t2"),
+                "a user needs a name",
+            ),
+            (
+                add_user("replica-2", Role::Auditor, None, "t2"),
+                "names beginning with replica- are the coordinator replicas'",
+            ),
             (Command::RevokeUser { name: "zed".into() }, "no user zed"),
         ] {
             match state.apply(&by("root", command)) {
