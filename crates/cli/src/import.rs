@@ -113,7 +113,7 @@ pub fn read_csv(csv: &Path, table: Table) -> Result<RecordBatch> {
             .as_any()
             .downcast_ref::<StringArray>()
             .expect("read as text");
-        columns.push(convert(field, values, &mut errors));
+        columns.push(convert(table, field, values, &mut errors));
     }
     if !errors.is_empty() {
         let total = errors.len();
@@ -133,7 +133,12 @@ pub fn read_csv(csv: &Path, table: Table) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(contract, columns).expect("columns follow the contract"))
 }
 
-fn convert(field: &Field, values: &StringArray, errors: &mut Vec<RowError>) -> ArrayRef {
+fn convert(
+    table: Table,
+    field: &Field,
+    values: &StringArray,
+    errors: &mut Vec<RowError>,
+) -> ArrayRef {
     let mut report = |row: usize, problem: String| {
         errors.push(RowError {
             line: row + 2,
@@ -155,9 +160,13 @@ fn convert(field: &Field, values: &StringArray, errors: &mut Vec<RowError>) -> A
                         report(row, "is empty, but the column may not be null".into());
                         builder.append_null();
                     }
-                    Some(v) => match $parse(v) {
-                        Some(parsed) => builder.append_value(parsed),
-                        None => {
+                    Some(v) => match ($parse(v), table.value_problem(field.name(), v)) {
+                        (Some(parsed), None) => builder.append_value(parsed),
+                        (Some(_), Some(problem)) => {
+                            report(row, format!("{v:?} {problem}"));
+                            builder.append_null();
+                        }
+                        (None, _) => {
                             report(row, format!("{v:?} is not {}", $what));
                             builder.append_null();
                         }
@@ -252,17 +261,46 @@ mod tests {
             "person_id,cert_no,category,level,issued_on,revoked_on\n\
              11010519491231002X,C1,肢体,2,2015-01-01,\n\
              11010519491231002X,C2,视力,two,2015-01-01,\n\
-             11010519491231002X,C3,视力,1,2015-13-01,\n",
+             11010519491231002X,C3,视力,1,2015-13-01,\n\
+             11010519491231002X,C4,视力,5,2015-01-01,\n",
         )
         .unwrap();
         let Err(Error::Csv { errors, .. }) = read_csv(&csv, Table::DisabilityCerts) else {
             panic!("should fail")
         };
-        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].starts_with("line 3, column level"), "{errors:?}");
         assert!(
-            errors[1].starts_with("line 4, column issued_on"),
+            errors[1].starts_with("line 5, column level: \"5\" is not a level from 1"),
             "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with("line 4, column issued_on"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn reports_values_the_contract_does_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("persons.csv");
+        std::fs::write(
+            &csv,
+            "person_id,name,gender,birth_date,household_id,county_code,township,village,death_date\n\
+             11010519491231002X,张三,M,1949-12-31,H1,140215,镇,村,\n\
+             11010519491231002X,李四,男,1949-12-31,H1,140216,镇,村,\n",
+        )
+        .unwrap();
+        let Err(Error::Csv { errors, .. }) = read_csv(&csv, Table::Persons) else {
+            panic!("should fail")
+        };
+        assert_eq!(
+            errors,
+            [
+                "line 3, column gender: \"男\" is not one of M, F",
+                "line 3, column county_code: \"140216\" is not a node code: 140200, \
+                 140212–140215 or 140221–140226",
+            ],
         );
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use crate::{Error, Result};
+use crate::{Error, NodeCode, Result};
 
 /// Field metadata key holding a column's class.
 pub const CLASS_METADATA_KEY: &str = "sunlight.class";
@@ -95,6 +95,27 @@ impl Table {
     pub fn schema(&self) -> SchemaRef {
         static SCHEMAS: LazyLock<[SchemaRef; 5]> = LazyLock::new(|| Table::ALL.map(build_schema));
         SCHEMAS[*self as usize].clone()
+    }
+
+    /// What is wrong with `value`, written as text, in `column`, where the contract names
+    /// the column's values: `gender`, `employer_type`, `level` and every `county_code`.
+    pub fn value_problem(&self, column: &str, value: &str) -> Option<String> {
+        let one_of = |allowed: &[&str]| {
+            (!allowed.contains(&value)).then(|| format!("is not one of {}", allowed.join(", ")))
+        };
+        match (self, column) {
+            (Table::Persons, "gender") => one_of(&["M", "F"]),
+            (Table::Payroll, "employer_type") => one_of(&["GOV", "PUBLIC_INSTITUTION"]),
+            (Table::DisabilityCerts, "level") => value
+                .parse::<i32>()
+                .is_ok_and(|level| !(1..=4).contains(&level))
+                .then(|| "is not a level from 1 (most severe) to 4".to_string()),
+            (_, "county_code") => value
+                .parse::<NodeCode>()
+                .err()
+                .map(|_| "is not a node code: 140200, 140212–140215 or 140221–140226".to_string()),
+            _ => None,
+        }
     }
 }
 
