@@ -31,7 +31,8 @@ pub enum Error {
     },
     /// A node code that is not one of the city's nodes.
     #[error(
-        "unknown node code {0:?}; known codes are 140200, 140212–140215 and 140221–140226 (see DOMAIN.md)"
+        "unknown node code {0:?}; known codes are {codes} (see DOMAIN.md)",
+        codes = crate::node::known_codes("and")
     )]
     UnknownNode(String),
     /// A table name that the contract does not define.

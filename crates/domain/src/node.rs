@@ -107,6 +107,27 @@ impl NodeCode {
     }
 }
 
+/// The codes of [`NODES`], each run of consecutive codes as a range, with `last` before
+/// the last: "140200, 140212–140215 and 140221–140226".
+pub fn known_codes(last: &str) -> String {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for code in NODES.map(|n| n.code.parse::<u32>().expect("codes are digits")) {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == code => *end = code,
+            _ => runs.push((code, code)),
+        }
+    }
+    let mut written: Vec<String> = runs
+        .iter()
+        .map(|&(first, end)| match first == end {
+            true => first.to_string(),
+            false => format!("{first}–{end}"),
+        })
+        .collect();
+    let final_run = written.pop().expect("the city has nodes");
+    format!("{} {last} {final_run}", written.join(", "))
+}
+
 impl FromStr for NodeCode {
     type Err = Error;
 

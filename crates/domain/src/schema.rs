@@ -8,6 +8,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use crate::node::known_codes;
 use crate::{Error, NodeCode, Result};
 
 /// Field metadata key holding a column's class.
@@ -113,7 +114,7 @@ impl Table {
             (_, "county_code") => value
                 .parse::<NodeCode>()
                 .err()
-                .map(|_| "is not a node code: 140200, 140212–140215 or 140221–140226".to_string()),
+                .map(|_| format!("is not a node code: {}", known_codes("or"))),
             _ => None,
         }
     }

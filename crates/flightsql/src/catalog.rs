@@ -140,6 +140,7 @@ pub fn xdbc_types() -> XdbcTypeInfoData {
 pub fn described_columns(table: &str, schema: &Schema) -> Schema {
     let fields = schema.fields().iter().map(|field| {
         let data_type = field.data_type();
+        let type_name = sql_type_name(data_type);
         let mut described = field.metadata().clone();
         let mut set = |key: &str, value: &str| {
             described.insert(format!("ARROW:FLIGHT:SQL:{key}"), value.to_string());
@@ -147,7 +148,7 @@ pub fn described_columns(table: &str, schema: &Schema) -> Schema {
         set("CATALOG_NAME", CATALOG);
         set("DB_SCHEMA_NAME", SCHEMA);
         set("TABLE_NAME", table);
-        if let Some(name) = sql_type_name(data_type) {
+        if let Some(name) = type_name {
             set("TYPE_NAME", name);
         }
         if let DataType::Decimal128(precision, scale) | DataType::Decimal256(precision, scale) =
@@ -156,7 +157,7 @@ pub fn described_columns(table: &str, schema: &Schema) -> Schema {
             set("PRECISION", &precision.to_string());
             set("SCALE", &scale.to_string());
         }
-        let text = sql_type_name(data_type) == Some("VARCHAR");
+        let text = type_name == Some("VARCHAR");
         set("IS_CASE_SENSITIVE", if text { "1" } else { "0" });
         set("IS_AUTO_INCREMENT", "0");
         set("IS_READ_ONLY", "1");
