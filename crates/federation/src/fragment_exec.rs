@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use arrow::record_batch::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow_flight::FlightData;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -25,7 +26,7 @@ use datafusion::physical_plan::{
 };
 use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
-use sunlight_policy::{AnswerSketches, PersonSketch};
+use sunlight_policy::{AnswerSketches, PersonSketch, as_planned};
 use sunlight_proto::v1::FragmentTicket;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -229,8 +230,9 @@ impl ExecutionPlan for NodeFragmentExec {
             MetricBuilder::new(&self.metrics).global_counter(format!("bytes_from_{}", node.code));
         let held = MetricBuilder::new(&self.metrics).global_counter(HELD_BACK);
         let schema = self.schema();
+        let planned = schema.clone();
         let fetch = async move {
-            let batches = fetch(channel, &node, ticket, &control, &held).await;
+            let batches = fetch(channel, &node, ticket, &planned, &control, &held).await;
             let batches = match batches {
                 Ok(b) => b,
                 Err(e) if control.partial => {
@@ -258,11 +260,13 @@ impl ExecutionPlan for NodeFragmentExec {
 }
 
 /// Opens the fragment's stream on `node`, retrying while the node is unavailable, and
-/// reads it to the end before the deadline. Each batch comes with its size on the wire.
+/// reads it to the end before the deadline, as `schema`, the fragment's. Each batch comes
+/// with its size on the wire.
 async fn fetch(
     channel: Channel,
     node: &NodeEndpoint,
     ticket: arrow_flight::Ticket,
+    schema: &SchemaRef,
     control: &QueryControl,
     held: &Count,
 ) -> std::result::Result<Vec<(RecordBatch, usize)>, Error> {
@@ -337,10 +341,11 @@ async fn fetch(
                     other => unavailable(node, other.to_string()),
                 })?;
         let sizes = sizes.lock().expect("not poisoned").clone();
-        Ok(batches
+        batches
             .into_iter()
             .zip(sizes.into_iter().chain(std::iter::repeat(0)))
-            .collect())
+            .map(|(batch, size)| Ok((planned(node, batch, schema)?, size)))
+            .collect()
     };
     let budget = control.remaining();
     match tokio::time::timeout(budget, read).await {
@@ -351,6 +356,48 @@ async fn fetch(
             seconds: budget.as_secs_f64(),
         }),
     }
+}
+
+/// `batch`, which `node` sent, as the fragment's `schema` makes it: tokens travel as their
+/// bytes and take part in the city's plan as text ([`as_planned`]).
+fn planned(
+    node: &NodeEndpoint,
+    batch: RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, Error> {
+    let sent = batch.schema();
+    if sent.fields().len() == schema.fields().len()
+        && sent
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(s, p)| s.data_type() == p.data_type())
+    {
+        return Ok(batch);
+    }
+    let malformed = |message: String| Error::NodeFailed {
+        node: node.code,
+        addr: node.addr.clone(),
+        code: tonic::Code::Internal,
+        message,
+    };
+    if sent.fields().len() != schema.fields().len() {
+        return Err(malformed(format!(
+            "its answer has {} columns where the fragment makes {}",
+            sent.fields().len(),
+            schema.fields().len()
+        )));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| as_planned(column, field))
+        .collect::<arrow::error::Result<Vec<_>>>()
+        .map_err(|e| malformed(format!("its answer is malformed: {e}")))?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+        .map_err(|e| malformed(format!("its answer is malformed: {e}")))
 }
 
 fn from_status(node: &NodeEndpoint, status: tonic::Status) -> Error {

@@ -5,12 +5,12 @@
 
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{StringArray, StringBuilder, UInt32Array};
+use arrow::array::{FixedSizeBinaryArray, FixedSizeBinaryBuilder, UInt32Array};
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
 use fixedbitset::FixedBitSet;
 
-use crate::{PersonKeys, PersonSketch, TOKEN_CHARS, Tokenizer};
+use crate::{PersonKeys, PersonSketch, TOKEN_BYTES, Token, Tokenizer};
 
 /// The number that stands for a missing `person_id`.
 pub const NO_PERSON: u32 = u32::MAX;
@@ -35,7 +35,7 @@ struct Numbered {
     /// The sketch of every numbered person.
     everyone: PersonSketch,
     /// The token of the identifier of each number from 0, made when first asked for.
-    tokens: Vec<[u8; TOKEN_CHARS]>,
+    tokens: Vec<Token>,
 }
 
 impl PersonDirectory {
@@ -92,9 +92,9 @@ impl PersonDirectory {
             .collect()
     }
 
-    /// The token, as text, of the identifier of each person in `numbers`. A person's
-    /// token is made once, when first asked for.
-    pub fn tokens(&self, numbers: &UInt32Array) -> Result<StringArray> {
+    /// The token of the identifier of each person in `numbers`. A person's token is made
+    /// once, when first asked for.
+    pub fn tokens(&self, numbers: &UInt32Array) -> Result<FixedSizeBinaryArray> {
         let needed = numbers.iter().flatten().max().map_or(0, |n| n as usize + 1);
         if self.numbered.read().expect("not poisoned").tokens.len() < needed {
             let tokens = self.tokens.as_ref().ok_or_else(|| {
@@ -104,26 +104,24 @@ impl PersonDirectory {
             let Numbered {
                 ids, tokens: made, ..
             } = &mut *numbered;
-            let mut buffer = [0; TOKEN_CHARS];
             for id in &ids[made.len()..] {
-                tokens.text(id, &mut buffer);
-                made.push(buffer);
+                made.push(tokens.token(id));
             }
         }
         let numbered = self.numbered.read().expect("not poisoned");
-        let mut text = StringBuilder::with_capacity(numbers.len(), numbers.len() * TOKEN_CHARS);
+        let mut made = FixedSizeBinaryBuilder::with_capacity(numbers.len(), TOKEN_BYTES as i32);
         for number in numbers {
             match number {
                 Some(n) => {
                     let token = numbered.tokens.get(n as usize).ok_or_else(|| {
                         DataFusionError::Internal(format!("person {n} was never numbered"))
                     })?;
-                    text.append_value(std::str::from_utf8(token).expect("base64 is ASCII"));
+                    made.append_value(token)?;
                 }
-                None => text.append_null(),
+                None => made.append_null(),
             }
         }
-        Ok(text.finish())
+        Ok(made.finish())
     }
 
     /// The sketch of the persons whose numbers are in `persons`. Sketches add, so a set
@@ -174,9 +172,12 @@ mod tests {
         assert_eq!(directory.number([Some("c"), Some("b")]), vec![2, 1]);
         let numbers = UInt32Array::from(vec![Some(2), None, Some(0), Some(2)]);
         let made = directory.tokens(&numbers).unwrap();
-        let token = |id: &str| tokens.text(id, &mut [0; TOKEN_CHARS]).to_string();
-        let expected = [Some(token("c")), None, Some(token("a")), Some(token("c"))];
-        let made: Vec<Option<String>> = made.iter().map(|t| t.map(str::to_string)).collect();
+        let token = |id: &str| Some(tokens.token(id));
+        let expected = [token("c"), None, token("a"), token("c")];
+        let made: Vec<Option<Token>> = made
+            .iter()
+            .map(|t| t.map(|t| t.try_into().unwrap()))
+            .collect();
         assert_eq!(made, expected);
         let unknown = directory.tokens(&UInt32Array::from(vec![3])).unwrap_err();
         assert!(

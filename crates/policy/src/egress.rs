@@ -7,10 +7,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, GenericListArray, OffsetSizeTrait, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryBuilder, GenericListArray,
+    OffsetSizeTrait,
 };
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, FieldRef, SchemaRef, UInt32Type};
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNode;
@@ -33,8 +34,8 @@ use sunlight_fragment::TableLeafExec;
 use crate::census::{census, made_from};
 use crate::lineage::{Tier, Treatment, node_egress, trace};
 use crate::persons::{Seen, group_persons};
-use crate::tokens::token_text;
-use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_CHARS};
+use crate::tokens::{token_text, travelling};
+use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_BYTES};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
 pub const DEFAULT_MIN_GROUP_SIZE: usize = 5;
@@ -116,6 +117,7 @@ pub struct Egress {
     /// The fragment with its person census; run this one.
     pub plan: Arc<dyn ExecutionPlan>,
     treatments: Vec<Treatment>,
+    /// What leaves: the fragment's columns, tokens as they travel.
     schema: SchemaRef,
     persons: Persons,
     policy: NodePolicy,
@@ -316,10 +318,18 @@ impl Egress {
             }
         }
         let (plan, persons) = counted(fragment, policy.min_group_size, ahead)?;
+        let leaving = treatments
+            .iter()
+            .zip(schema.fields())
+            .map(|(treatment, field)| travelling(field, *treatment != Treatment::Keep))
+            .collect::<Vec<_>>();
         Ok(Self {
             plan,
             treatments,
-            schema,
+            schema: Arc::new(Schema::new_with_metadata(
+                leaving,
+                schema.metadata().clone(),
+            )),
             persons,
             policy: policy.clone(),
             keys: partial_keys(fragment),
@@ -549,7 +559,7 @@ impl Egress {
                     // The state of a count of distinct texts, which the census counts
                     // as values ([`crate::census`]): the texts the fragment would list.
                     Treatment::Keep => each_value(column, field, |values| Ok(token_text(values)?)),
-                    Treatment::Tokenize => Ok(cast(&self.tokenize(column)?, field.data_type())?),
+                    Treatment::Tokenize => self.tokenize(column),
                     Treatment::TokenizeElements => {
                         each_value(column, field, |values| self.tokenize(values))
                     }
@@ -559,8 +569,8 @@ impl Egress {
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
-    /// The tokens, as text, of the values of `column`: of the identifiers of person
-    /// numbers, the state of a distinct count of persons, and of the texts of others.
+    /// The tokens of the values of `column`: of the identifiers of person numbers, the
+    /// state of a distinct count of persons, and of the texts of others.
     fn tokenize(&self, column: &ArrayRef) -> DfResult<ArrayRef> {
         if let Some(numbers) = column.as_primitive_opt::<UInt32Type>() {
             return Ok(Arc::new(self.policy.persons.tokens(numbers)?));
@@ -571,11 +581,10 @@ impl Egress {
             .tokenizer()
             .expect("checked when the fragment was");
         let text = token_text(column)?;
-        let mut hashed = StringBuilder::with_capacity(text.len(), text.len() * TOKEN_CHARS);
-        let mut buffer = [0; TOKEN_CHARS];
+        let mut hashed = FixedSizeBinaryBuilder::with_capacity(text.len(), TOKEN_BYTES as i32);
         for value in text.as_string::<i32>() {
             match value {
-                Some(value) => hashed.append_value(tokens.text(value, &mut buffer)),
+                Some(value) => hashed.append_value(tokens.token(value))?,
                 None => hashed.append_null(),
             }
         }

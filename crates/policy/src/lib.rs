@@ -35,7 +35,7 @@ pub use lineage::{
     Fragments, Grouping, Lineage, Tier, Traced, Treatment, city_answer, node_egress, trace,
 };
 pub use sketch::{PersonKeys, PersonSketch};
-pub use tokens::{TOKEN_BYTES, TOKEN_CHARS, Token, Tokenizer, one_text_each};
+pub use tokens::{TOKEN_BYTES, TOKEN_CHARS, Token, Tokenizer, as_planned, one_text_each};
 
 /// The rule a refusal is made under; audit records name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,14 @@
 //! Keyed tokens of identifiers: HMAC-SHA256 under the nodes' linkage key, so that equal
 //! identifiers match across nodes while the coordinator, without the key, learns nothing.
+//! Tokens travel from a node to the city as their bytes ([`TOKEN_TYPE`]) and take part
+//! in the city's plans as text ([`as_planned`]).
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, LargeListArray, ListArray, StringBuilder};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Date32Type};
-use arrow::error::Result;
+use arrow::datatypes::{DataType, Date32Type, Field};
+use arrow::error::{ArrowError, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -17,6 +19,10 @@ pub const TOKEN_BYTES: usize = 16;
 
 /// Characters of a token in query results: its bytes in unpadded base64.
 pub const TOKEN_CHARS: usize = (4 * TOKEN_BYTES).div_ceil(3);
+
+/// The type of a column of tokens on its way from a node to the city: 16 bytes a token,
+/// where their text takes 22 characters and an offset.
+pub const TOKEN_TYPE: DataType = DataType::FixedSizeBinary(TOKEN_BYTES as i32);
 
 /// A token.
 pub type Token = [u8; TOKEN_BYTES];
@@ -61,14 +67,75 @@ impl Tokenizer {
         let digest = mac.finalize().into_bytes();
         digest[..TOKEN_BYTES].try_into().expect("digest is longer")
     }
+}
 
-    /// The token of `value` as unpadded URL-safe base64, the form tokens take inside
-    /// query results, written in `buffer`.
-    pub fn text<'b>(&self, value: &str, buffer: &'b mut [u8; TOKEN_CHARS]) -> &'b str {
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(self.token(value), buffer)
-            .expect("room for the token's characters");
-        std::str::from_utf8(&buffer[..written]).expect("base64 is ASCII")
+/// `token` as unpadded URL-safe base64, the form tokens take inside the city's plans and
+/// answers, written in `buffer`.
+fn text_of<'b>(token: &[u8], buffer: &'b mut [u8; TOKEN_CHARS]) -> &'b str {
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(token, buffer)
+        .expect("room for the token's characters");
+    std::str::from_utf8(&buffer[..written]).expect("base64 is ASCII")
+}
+
+/// `field` as it travels from a node: tokens, or lists of tokens, as [`TOKEN_TYPE`].
+pub fn travelling(field: &Field, tokens: bool) -> Field {
+    let data_type = match (tokens, field.data_type()) {
+        (false, _) => return field.clone(),
+        (true, DataType::List(inner)) => {
+            DataType::List(Arc::new(inner.as_ref().clone().with_data_type(TOKEN_TYPE)))
+        }
+        (true, DataType::LargeList(inner)) => {
+            DataType::LargeList(Arc::new(inner.as_ref().clone().with_data_type(TOKEN_TYPE)))
+        }
+        (true, _) => TOKEN_TYPE,
+    };
+    field.clone().with_data_type(data_type)
+}
+
+/// `column`, which a node sent for `field` of a fragment's plan, as that field: tokens,
+/// or lists of tokens, become their text. A column of any other type than the plan's is
+/// an error.
+pub fn as_planned(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    let planned = field.data_type();
+    match (column.data_type(), planned) {
+        (found, _) if found == planned => Ok(column.clone()),
+        (DataType::List(_), DataType::List(inner)) => {
+            let list = column.as_list::<i32>();
+            let values = as_planned(list.values(), inner)?;
+            Ok(Arc::new(ListArray::try_new(
+                inner.clone(),
+                list.offsets().clone(),
+                values,
+                list.nulls().cloned(),
+            )?))
+        }
+        (DataType::LargeList(_), DataType::LargeList(inner)) => {
+            let list = column.as_list::<i64>();
+            let values = as_planned(list.values(), inner)?;
+            Ok(Arc::new(LargeListArray::try_new(
+                inner.clone(),
+                list.offsets().clone(),
+                values,
+                list.nulls().cloned(),
+            )?))
+        }
+        (&TOKEN_TYPE, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+            let tokens = column.as_fixed_size_binary();
+            let mut text = StringBuilder::with_capacity(tokens.len(), tokens.len() * TOKEN_CHARS);
+            let mut buffer = [0; TOKEN_CHARS];
+            for token in tokens {
+                match token {
+                    Some(token) => text.append_value(text_of(token, &mut buffer)),
+                    None => text.append_null(),
+                }
+            }
+            cast(&text.finish(), planned)
+        }
+        (found, _) => Err(ArrowError::SchemaError(format!(
+            "column {} came as {found} where the plan makes {planned}",
+            field.name()
+        ))),
     }
 }
 
@@ -137,9 +204,67 @@ fn iso_date(days: i32) -> Option<[u8; 10]> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::Date32Array;
+    use arrow::array::{Date32Array, FixedSizeBinaryArray, Int32Array, StringArray};
+    use arrow::buffer::OffsetBuffer;
 
     use super::*;
+
+    #[test]
+    fn tokens_travel_as_bytes_and_are_planned_as_their_text() {
+        let tokenizer = Tokenizer::new("a key of the test", 0);
+        let (a, b) = (tokenizer.token("a"), tokenizer.token("b"));
+        let sent: ArrayRef = Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                [Some(a), None, Some(b)].into_iter(),
+                TOKEN_BYTES as i32,
+            )
+            .unwrap(),
+        );
+        let text = |t: &Token| URL_SAFE_NO_PAD.encode(t);
+        let expected = StringArray::from(vec![Some(text(&a)), None, Some(text(&b))]);
+        let field = Field::new("person_id", DataType::Utf8, true);
+        assert_eq!(travelling(&field, true).data_type(), &TOKEN_TYPE);
+        assert_eq!(travelling(&field, false), field);
+        let planned = as_planned(&sent, &field).unwrap();
+        assert_eq!(planned.as_string::<i32>(), &expected);
+        assert!(
+            planned
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .all(|t| t.len() == TOKEN_CHARS)
+        );
+
+        // The state of a distinct count: lists of tokens become lists of their texts.
+        let inner = Arc::new(Field::new_list_field(DataType::Utf8, true));
+        let state = Field::new("state", DataType::List(inner.clone()), false);
+        let travelling_state = travelling(&state, true);
+        let DataType::List(sent_inner) = travelling_state.data_type() else {
+            panic!("a list travels as a list");
+        };
+        let lists: ArrayRef = Arc::new(
+            ListArray::try_new(
+                sent_inner.clone(),
+                OffsetBuffer::from_lengths([2, 1]),
+                sent,
+                None,
+            )
+            .unwrap(),
+        );
+        let planned = as_planned(&lists, &state).unwrap();
+        let planned = planned.as_list::<i32>();
+        assert_eq!(planned.value(0).as_string::<i32>(), &expected.slice(0, 2));
+        assert_eq!(planned.value(1).as_string::<i32>(), &expected.slice(2, 1));
+
+        // Anything else that differs from the plan is an error that names the column.
+        let numbers: ArrayRef = Arc::new(Int32Array::from(vec![1]));
+        let err = as_planned(&numbers, &field).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("column person_id came as Int32 where the plan makes Utf8"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn dates_are_written_as_arrow_writes_them() {

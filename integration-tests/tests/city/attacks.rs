@@ -3,7 +3,7 @@
 //! refusal is in an audit log: the city's replicated log for what reached the city, the
 //! node's access log for what went straight to a node.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use arrow::array::AsArray;
@@ -28,11 +28,13 @@ use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_fragment::{TableLeafExec, encode_plan, ticket};
+use sunlight_policy::{Token, Tokenizer};
 use sunlight_proto::v1::FragmentTicket;
 
 use crate::oracle;
 use crate::support::{
-    CITY_TOKEN, ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight, sunlight_fails,
+    CITY_TOKEN, LINKAGE_KEY, ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight,
+    sunlight_fails,
 };
 
 /// The one value of a query over node 140215's files.
@@ -724,7 +726,7 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
         "{err}"
     );
 
-    // Identifiers leave only as keyed tokens.
+    // Identifiers leave only as keyed tokens, as their 16 bytes.
     let rows = send_fragment(
         &node.addr,
         "140215",
@@ -738,18 +740,17 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
         "SELECT person_id FROM persons UNION ALL SELECT name FROM persons",
     )
     .await;
-    let sent: Vec<&str> = rows
+    let tokens = Tokenizer::new(LINKAGE_KEY, 0);
+    let expected: HashSet<Token> = clear.iter().map(|v| tokens.token(v)).collect();
+    let sent: Vec<&[u8]> = rows
         .iter()
-        .flat_map(|b| (0..2).flat_map(move |c| b.column(c).as_string::<i32>().iter().flatten()))
+        .flat_map(|b| (0..2).flat_map(move |c| b.column(c).as_fixed_size_binary().iter().flatten()))
         .collect();
     assert!(!sent.is_empty());
     assert!(
-        // A token: 16 bytes in unpadded URL-safe base64.
-        sent.iter().all(|v| v.len() == 22
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && !clear.contains(*v)),
-        "identifiers left in clear"
+        sent.iter()
+            .all(|v| Token::try_from(*v).is_ok_and(|t| expected.contains(&t))),
+        "identifiers left other than as their tokens"
     );
 
     // The city's identity runs no SQL here, and a stranger's token is nobody's.
