@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow_flight::FlightData;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -366,38 +367,34 @@ fn planned(
     schema: &SchemaRef,
 ) -> std::result::Result<RecordBatch, Error> {
     let sent = batch.schema();
-    if sent.fields().len() == schema.fields().len()
-        && sent
-            .fields()
-            .iter()
-            .zip(schema.fields())
-            .all(|(s, p)| s.data_type() == p.data_type())
-    {
+    let fits = sent.fields().len() == schema.fields().len()
+        && (sent.fields().iter().zip(schema.fields())).all(|(s, p)| s.data_type() == p.data_type());
+    if fits {
         return Ok(batch);
     }
-    let malformed = |message: String| Error::NodeFailed {
+    let rebuilt = || {
+        if sent.fields().len() != schema.fields().len() {
+            return Err(ArrowError::SchemaError(format!(
+                "{} columns where the fragment makes {}",
+                sent.fields().len(),
+                schema.fields().len()
+            )));
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(column, field)| as_planned(column, field))
+            .collect::<arrow::error::Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+    };
+    rebuilt().map_err(|e| Error::NodeFailed {
         node: node.code,
         addr: node.addr.clone(),
         code: tonic::Code::Internal,
-        message,
-    };
-    if sent.fields().len() != schema.fields().len() {
-        return Err(malformed(format!(
-            "its answer has {} columns where the fragment makes {}",
-            sent.fields().len(),
-            schema.fields().len()
-        )));
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| as_planned(column, field))
-        .collect::<arrow::error::Result<Vec<_>>>()
-        .map_err(|e| malformed(format!("its answer is malformed: {e}")))?;
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
-        .map_err(|e| malformed(format!("its answer is malformed: {e}")))
+        message: format!("its answer does not fit the fragment: {e}"),
+    })
 }
 
 fn from_status(node: &NodeEndpoint, status: tonic::Status) -> Error {
@@ -411,5 +408,47 @@ fn from_status(node: &NodeEndpoint, status: tonic::Status) -> Error {
             code,
             message: status.message().to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, AsArray, FixedSizeBinaryArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn an_answer_is_taken_as_the_fragment_makes_it_or_refused_by_node() {
+        let node = NodeEndpoint {
+            code: "140212".parse().unwrap(),
+            addr: "127.0.0.1:1".into(),
+            token: String::new(),
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("person_id", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let token: ArrayRef =
+            Arc::new(FixedSizeBinaryArray::try_from_iter([[7u8; 16]].into_iter()).unwrap());
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![3]));
+        let sent = RecordBatch::try_from_iter([("person_id", token), ("n", n.clone())]).unwrap();
+        let taken = planned(&node, sent, &schema).unwrap();
+        assert_eq!(taken.schema(), schema);
+        assert_eq!(
+            taken.column(0).as_string::<i32>().value(0),
+            "BwcHBwcHBwcHBwcHBwcHBw"
+        );
+
+        let short = RecordBatch::try_from_iter([("n", n)]).unwrap();
+        let err = planned(&node, short, &schema).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "node 140212 (127.0.0.1:1) failed running the fragment (Internal): its \
+                 answer does not fit the fragment: Schema error: 1 columns where the fragment \
+                 makes 2"
+            ),
+            "{err}"
+        );
     }
 }
