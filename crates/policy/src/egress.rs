@@ -6,11 +6,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryBuilder, GenericListArray,
-    OffsetSizeTrait,
-};
-use arrow::compute::{cast, filter_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryBuilder};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
@@ -34,7 +31,7 @@ use sunlight_fragment::TableLeafExec;
 use crate::census::{census, made_from};
 use crate::lineage::{Tier, Treatment, node_egress, trace};
 use crate::persons::{Seen, group_persons};
-use crate::tokens::{token_text, travelling};
+use crate::tokens::{rebuilt, token_text, travelling};
 use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_BYTES};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
@@ -609,22 +606,6 @@ fn each_value(
             field.name()
         ))),
     }
-}
-
-/// `list` with `f` applied to its values, as lists of `field`.
-fn rebuilt<O: OffsetSizeTrait>(
-    list: &GenericListArray<O>,
-    field: &FieldRef,
-    f: impl Fn(&ArrayRef) -> DfResult<ArrayRef>,
-) -> DfResult<ArrayRef> {
-    let values = cast(&f(list.values())?, field.data_type())?;
-    let rebuilt = GenericListArray::<O>::try_new(
-        field.clone(),
-        list.offsets().clone(),
-        values,
-        list.nulls().cloned(),
-    )?;
-    Ok(Arc::new(rebuilt))
 }
 
 /// How many columns lead each row of `fragment` with its group's key: the fragment ends

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, LargeListArray, ListArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringBuilder};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Date32Type, Field};
+use arrow::datatypes::{DataType, Date32Type, Field, FieldRef};
 use arrow::error::{ArrowError, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -101,24 +101,10 @@ pub fn as_planned(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     match (column.data_type(), planned) {
         (found, _) if found == planned => Ok(column.clone()),
         (DataType::List(_), DataType::List(inner)) => {
-            let list = column.as_list::<i32>();
-            let values = as_planned(list.values(), inner)?;
-            Ok(Arc::new(ListArray::try_new(
-                inner.clone(),
-                list.offsets().clone(),
-                values,
-                list.nulls().cloned(),
-            )?))
+            rebuilt(column.as_list::<i32>(), inner, |v| as_planned(v, inner))
         }
         (DataType::LargeList(_), DataType::LargeList(inner)) => {
-            let list = column.as_list::<i64>();
-            let values = as_planned(list.values(), inner)?;
-            Ok(Arc::new(LargeListArray::try_new(
-                inner.clone(),
-                list.offsets().clone(),
-                values,
-                list.nulls().cloned(),
-            )?))
+            rebuilt(column.as_list::<i64>(), inner, |v| as_planned(v, inner))
         }
         (&TOKEN_TYPE, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
             let tokens = column.as_fixed_size_binary();
@@ -137,6 +123,22 @@ pub fn as_planned(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
             field.name()
         ))),
     }
+}
+
+/// `list` with `f` applied to its values, as lists of `field`.
+pub(crate) fn rebuilt<O: OffsetSizeTrait, E: From<ArrowError>>(
+    list: &GenericListArray<O>,
+    field: &FieldRef,
+    f: impl Fn(&ArrayRef) -> std::result::Result<ArrayRef, E>,
+) -> std::result::Result<ArrayRef, E> {
+    let values = cast(&f(list.values())?, field.data_type())?;
+    let rebuilt = GenericListArray::<O>::try_new(
+        field.clone(),
+        list.offsets().clone(),
+        values,
+        list.nulls().cloned(),
+    )?;
+    Ok(Arc::new(rebuilt))
 }
 
 /// Whether each value of type `t` has one text, and each text one value: a distinct count
@@ -204,7 +206,7 @@ fn iso_date(days: i32) -> Option<[u8; 10]> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Date32Array, FixedSizeBinaryArray, Int32Array, StringArray};
+    use arrow::array::{Date32Array, FixedSizeBinaryArray, Int32Array, ListArray, StringArray};
     use arrow::buffer::OffsetBuffer;
 
     use super::*;
