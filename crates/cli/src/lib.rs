@@ -1,5 +1,6 @@
-//! The `sunlight` command line: generate a synthetic city, run a node, query it, import
-//! CSV files and run the demo.
+//! The `sunlight` command line: generate a synthetic city, import CSV files, run county
+//! nodes and city coordinator replicas, query them, administer nodes, users and models,
+//! open cases, read the audit log and run the demo.
 #![warn(missing_docs)]
 
 mod admin;
