@@ -30,6 +30,11 @@ with conn.cursor() as cur:
         wrong_count = "answered"
     except Exception as e:
         wrong_count = str(e)
+    # The answer's columns without running the query (Flight's GetSchema).
+    schema = cur.adbc_execute_schema(
+        "SELECT subsidy_type, sum(amount) AS total, count(*) AS n FROM disbursements GROUP BY 1"
+    )
+    answer_columns = [[f.name, str(f.type)] for f in schema]
 
 objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
 tables = sorted(
@@ -57,6 +62,7 @@ print(json.dumps({
     "county_count": county_count,
     "no_county_count": no_county_count,
     "wrong_count": wrong_count,
+    "answer_columns": answer_columns,
     "tables": tables,
     "column_types": column_types,
     "table_types": table_types,

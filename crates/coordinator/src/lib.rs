@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use sunlight_federation::{CityEngine, FederationConfig, StandardsCheck};
-use sunlight_flightsql::{FlightSqlServer, RunningServer, TokenTable};
+use sunlight_flightsql::{FlightSqlEndpoint, FlightSqlServer, RunningServer, TokenTable};
 use sunlight_meta::{
     AdminClient, Command, Faults, NodeRecord, Outcome, Replica, Role, admin_service, raft_service,
     token_sha256,
@@ -123,10 +123,10 @@ pub async fn start_coordinator(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<FlightServiceServer<FlightSqlServer<CityEngine>>>()
+        .set_serving::<FlightServiceServer<FlightSqlEndpoint<CityEngine>>>()
         .await;
     let flight = InterceptedService::new(
-        FlightServiceServer::new(FlightSqlServer::new(engine.clone())),
+        FlightSqlServer::new(engine.clone()).into_service(),
         TokenTable::with(ReplicatedUsers(replica.clone())),
     );
     let runs = models::model_runs(replica.clone(), engine.clone(), node_tls);

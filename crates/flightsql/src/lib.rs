@@ -4,6 +4,7 @@
 
 mod auth;
 mod catalog;
+mod endpoint;
 mod memory;
 mod server;
 mod service;
@@ -20,6 +21,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 pub use auth::{Caller, Credentials, TokenTable};
+pub use endpoint::FlightSqlEndpoint;
 pub use memory::memory_pool;
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};

@@ -50,8 +50,8 @@ const TABLE_TYPE: &str = "TABLE";
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Flight SQL over an engine. Wrap it in `FlightServiceServer` behind a [`crate::TokenTable`]
-/// interceptor, which puts the [`Caller`] into each request.
+/// Flight SQL over an engine. Serve it as [`FlightSqlServer::into_service`] behind a
+/// [`crate::TokenTable`] interceptor, which puts the [`Caller`] into each request.
 pub struct FlightSqlServer<E: SqlEngine> {
     engine: Arc<E>,
     sql_info: Arc<SqlInfoData>,

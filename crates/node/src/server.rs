@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use sha2::{Digest, Sha256};
-use sunlight_flightsql::{Credentials, FlightSqlServer, RunningServer, TokenTable};
+use sunlight_flightsql::{
+    Credentials, FlightSqlEndpoint, FlightSqlServer, RunningServer, TokenTable,
+};
 use sunlight_policy::{NodePolicy, PersonDirectory};
 use sunlight_proto::v1::node_service_server::NodeServiceServer;
 use tonic::service::Routes;
@@ -94,10 +96,10 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<FlightServiceServer<FlightSqlServer<Node>>>()
+        .set_serving::<FlightServiceServer<FlightSqlEndpoint<Node>>>()
         .await;
     let flight = InterceptedService::new(
-        FlightServiceServer::new(FlightSqlServer::new(node.clone())),
+        FlightSqlServer::new(node.clone()).into_service(),
         tokens.clone(),
     );
     let runner = ModelRunner::new(node.clone(), root, config.linkage.clone());

@@ -32,7 +32,8 @@ async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
 }
 
 /// The client's view agrees with the generated files: counts, a prepared statement with
-/// bound values, the catalog calls with the columns' SQL types, and the server's name.
+/// bound values, an answer's columns before it runs, the catalog calls with the columns'
+/// SQL types, and the server's name.
 fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
     assert_eq!(seen["count"].as_u64().unwrap() as usize, rows, "{seen}");
     assert_eq!(
@@ -70,6 +71,15 @@ fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
         assert_eq!(seen["column_types"][column][0], sql_type, "{seen}");
     }
     assert_eq!(seen["table_types"], serde_json::json!(["TABLE"]));
+    assert_eq!(
+        seen["answer_columns"],
+        serde_json::json!([
+            ["subsidy_type", "string"],
+            ["total", "decimal128(22, 2)"],
+            ["n", "int64"]
+        ]),
+        "{seen}"
+    );
     assert!(seen["by_type"]["YULU"].as_str().is_some(), "{seen}");
     assert!(
         seen["vendor"]

@@ -1,0 +1,111 @@
+//! [`FlightSqlEndpoint`]: the Flight service of a [`FlightSqlServer`], with `GetSchema`.
+//! arrow-flight's Flight SQL implements every Flight call but that one, which clients use
+//! to learn an answer's columns without running the query (ADBC's `ExecuteSchema`).
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, Criteria, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
+    SchemaResult, Ticket,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{FlightSqlServer, SqlEngine};
+
+/// Flight SQL over an engine, as one Flight service.
+pub struct FlightSqlEndpoint<E: SqlEngine>(FlightSqlServer<E>);
+
+impl<E: SqlEngine> FlightSqlServer<E> {
+    /// The Flight service of this server, `GetSchema` included. Serve it behind a
+    /// [`crate::TokenTable`] interceptor, which puts the [`crate::Caller`] into each request.
+    pub fn into_service(self) -> FlightServiceServer<FlightSqlEndpoint<E>> {
+        FlightServiceServer::new(FlightSqlEndpoint(self))
+    }
+}
+
+type Inner<E> = FlightSqlServer<E>;
+
+#[tonic::async_trait]
+impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
+    type HandshakeStream = <Inner<E> as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Inner<E> as FlightService>::ListFlightsStream;
+    type DoGetStream = <Inner<E> as FlightService>::DoGetStream;
+    type DoPutStream = <Inner<E> as FlightService>::DoPutStream;
+    type DoExchangeStream = <Inner<E> as FlightService>::DoExchangeStream;
+    type DoActionStream = <Inner<E> as FlightService>::DoActionStream;
+    type ListActionsStream = <Inner<E> as FlightService>::ListActionsStream;
+
+    /// The schema `GetFlightInfo` gives for `request`'s descriptor: a statement's, a
+    /// prepared statement's or a catalog call's. It plans a statement and runs nothing.
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let info = FlightService::get_flight_info(&self.0, request).await?;
+        Ok(Response::new(SchemaResult {
+            schema: info.into_inner().schema,
+        }))
+    }
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        FlightService::handshake(&self.0, request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        FlightService::list_flights(&self.0, request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        FlightService::get_flight_info(&self.0, request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        FlightService::poll_flight_info(&self.0, request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        FlightService::do_get(&self.0, request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        FlightService::do_put(&self.0, request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        FlightService::do_exchange(&self.0, request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&self.0, request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<arrow_flight::Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        FlightService::list_actions(&self.0, request).await
+    }
+}
