@@ -35,6 +35,12 @@ with conn.cursor() as cur:
         "SELECT subsidy_type, sum(amount) AS total, count(*) AS n FROM disbursements GROUP BY 1"
     )
     answer_columns = [[f.name, str(f.type)] for f in schema]
+# Incremental execution, which polls for the answer's endpoints (Flight's PollFlightInfo).
+with conn.cursor() as cur:
+    cur.adbc_statement.set_options(**{"adbc.statement.exec.incremental": "true"})
+    partitions, _ = cur.adbc_execute_partitions("SELECT count(*) AS n FROM disbursements")
+    cur.adbc_read_partition(partitions[0])
+    (polled_count,) = cur.fetchone()
 
 objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
 tables = sorted(
@@ -63,6 +69,7 @@ print(json.dumps({
     "no_county_count": no_county_count,
     "wrong_count": wrong_count,
     "answer_columns": answer_columns,
+    "polled_count": polled_count,
     "tables": tables,
     "column_types": column_types,
     "table_types": table_types,

@@ -1,6 +1,7 @@
-//! [`FlightSqlEndpoint`]: the Flight service of a [`FlightSqlServer`], with `GetSchema`.
-//! arrow-flight's Flight SQL implements every Flight call but that one, which clients use
-//! to learn an answer's columns without running the query (ADBC's `ExecuteSchema`).
+//! [`FlightSqlEndpoint`]: the Flight service of a [`FlightSqlServer`], with `GetSchema` and
+//! `PollFlightInfo`. arrow-flight's Flight SQL implements every Flight call but these two,
+//! which clients use to learn an answer's columns without running the query (ADBC's
+//! `ExecuteSchema`) and to execute a query incrementally.
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -15,7 +16,7 @@ use crate::{FlightSqlServer, SqlEngine};
 pub struct FlightSqlEndpoint<E: SqlEngine>(FlightSqlServer<E>);
 
 impl<E: SqlEngine> FlightSqlServer<E> {
-    /// The Flight service of this server, `GetSchema` included. Serve it behind a
+    /// The Flight service of this server, `GetSchema` and `PollFlightInfo` included. Serve it behind a
     /// [`crate::TokenTable`] interceptor, which puts the [`crate::Caller`] into each request.
     pub fn into_service(self) -> FlightServiceServer<FlightSqlEndpoint<E>> {
         FlightServiceServer::new(FlightSqlEndpoint(self))
@@ -67,11 +68,19 @@ impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
         FlightService::get_flight_info(&self.0, request).await
     }
 
+    /// The whole `GetFlightInfo` at the first poll: planning is quick, and the query runs
+    /// when its ticket is read.
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        FlightService::poll_flight_info(&self.0, request).await
+        let info = FlightService::get_flight_info(&self.0, request).await?;
+        Ok(Response::new(PollInfo {
+            info: Some(info.into_inner()),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        }))
     }
 
     async fn do_get(

@@ -32,10 +32,15 @@ async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
 }
 
 /// The client's view agrees with the generated files: counts, a prepared statement with
-/// bound values, an answer's columns before it runs, the catalog calls with the columns'
-/// SQL types, and the server's name.
+/// bound values, an answer's columns before it runs, a count executed incrementally, the
+/// catalog calls with the columns' SQL types, and the server's name.
 fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
     assert_eq!(seen["count"].as_u64().unwrap() as usize, rows, "{seen}");
+    assert_eq!(
+        seen["polled_count"].as_u64().unwrap() as usize,
+        rows,
+        "{seen}"
+    );
     assert_eq!(
         seen["county_count"].as_u64().unwrap() as usize,
         county_rows,
