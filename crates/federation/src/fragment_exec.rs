@@ -367,11 +367,6 @@ fn planned(
     schema: &SchemaRef,
 ) -> std::result::Result<RecordBatch, Error> {
     let sent = batch.schema();
-    let fits = sent.fields().len() == schema.fields().len()
-        && (sent.fields().iter().zip(schema.fields())).all(|(s, p)| s.data_type() == p.data_type());
-    if fits {
-        return Ok(batch);
-    }
     let rebuilt = || {
         if sent.fields().len() != schema.fields().len() {
             return Err(ArrowError::SchemaError(format!(
@@ -379,6 +374,13 @@ fn planned(
                 sent.fields().len(),
                 schema.fields().len()
             )));
+        }
+        let (sent, planned) = (sent.fields().iter(), schema.fields().iter());
+        if sent
+            .zip(planned)
+            .all(|(s, p)| s.data_type() == p.data_type())
+        {
+            return Ok(batch.clone());
         }
         let columns = batch
             .columns()
