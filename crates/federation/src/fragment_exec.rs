@@ -229,11 +229,16 @@ impl ExecutionPlan for NodeFragmentExec {
             MetricBuilder::new(&self.metrics).global_counter(format!("rows_from_{}", node.code));
         let bytes =
             MetricBuilder::new(&self.metrics).global_counter(format!("bytes_from_{}", node.code));
+        let answered = MetricBuilder::new(&self.metrics)
+            .subset_time(format!("time_from_{}", node.code), partition);
         let held = MetricBuilder::new(&self.metrics).global_counter(HELD_BACK);
         let schema = self.schema();
         let planned = schema.clone();
         let fetch = async move {
+            // From the call to the node's last batch, retries included.
+            let timer = answered.timer();
             let batches = fetch(channel, &node, ticket, &planned, &control, &held).await;
+            timer.done();
             let batches = match batches {
                 Ok(b) => b,
                 Err(e) if control.partial => {

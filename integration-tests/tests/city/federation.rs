@@ -146,6 +146,7 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
     assert!(
         text.contains("bytes_from_140215=")
             && text.contains("rows_from_140215=")
+            && text.contains("time_from_140215=")
             && text.contains("groups_held_back="),
         "{text}"
     );
