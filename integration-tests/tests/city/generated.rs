@@ -1,4 +1,5 @@
-//! Aggregates drawn at random from the keys, figures and filters an analyst combines, each
+//! Aggregates drawn at random from the keys, figures and filters an analyst combines, over
+//! `disbursements` alone or joined with its recipients and their subsidy's standard, each
 //! asked of the city and of one DataFusion context over the same files. The city may
 //! leave small groups out, saying how many, or refuse by a named rule; it never answers
 //! wrong.
@@ -50,6 +51,42 @@ const FILTERS: &[&str] = &[
     "period < DATE '2022-06-01' OR amount > 1000",
 ];
 
+/// Payments with their recipient, joined in their county, and their subsidy's standard.
+const JOINED: &str = "disbursements d \
+    JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code \
+    JOIN subsidy_standards s ON s.subsidy_type = d.subsidy_type";
+
+const JOINED_KEYS: &[&str] = &[
+    "d.county_code",
+    "d.subsidy_type",
+    "p.gender",
+    "p.death_date IS NULL",
+    "date_part('year', d.period)",
+    "s.department",
+    "d.amount > s.cap",
+];
+
+const JOINED_FIGURES: &[&str] = &[
+    "count(*)",
+    "sum(d.amount)",
+    "count(DISTINCT d.person_id)",
+    "min(p.birth_date)",
+    "max(d.period)",
+    "avg(d.amount)",
+    "count(p.death_date)",
+    "sum(s.cap - d.amount)",
+    "max(s.cap)",
+];
+
+const JOINED_FILTERS: &[&str] = &[
+    "p.birth_date < DATE '1960-01-01'",
+    "d.subsidy_type IN ('DIBAO', 'GAOLING')",
+    "p.gender = 'M'",
+    "d.county_code IN ('140212', '140222')",
+    "s.min_age >= 60",
+    "d.period >= DATE '2023-01-01'",
+];
+
 /// Between `counts.start()` and `counts.end()` of `from`, drawn without repeats.
 fn some<'a>(rng: &mut ChaCha8Rng, from: &[&'a str], counts: RangeInclusive<usize>) -> Vec<&'a str> {
     let count = rng.random_range(counts);
@@ -64,12 +101,31 @@ fn draw(rng: &mut ChaCha8Rng) -> String {
     if keys.contains(&"county_code") && rng.random_bool(0.5) {
         figures.extend(BY_COUNTY.choose(rng));
     }
-    let filters: Vec<String> = some(rng, FILTERS, 0..=2)
-        .iter()
-        .map(|f| format!("({f})"))
-        .collect();
-    let columns: Vec<&str> = keys.iter().chain(&figures).copied().collect();
-    let mut sql = format!("SELECT {} FROM disbursements", columns.join(", "));
+    let filters = some(rng, FILTERS, 0..=2);
+    aggregate("disbursements", &keys, &figures, &filters, rng)
+}
+
+/// One aggregate over payments joined with their recipients and standards, drawn as
+/// [`draw`] draws one over payments alone.
+fn draw_joined(rng: &mut ChaCha8Rng) -> String {
+    let keys = some(rng, JOINED_KEYS, 0..=2);
+    let figures = some(rng, JOINED_FIGURES, 1..=3);
+    let filters = some(rng, JOINED_FILTERS, 0..=2);
+    aggregate(JOINED, &keys, &figures, &filters, rng)
+}
+
+/// `figures` by `keys` from `from` where all `filters` hold, sometimes with a HAVING,
+/// ordered by the keys.
+fn aggregate(
+    from: &str,
+    keys: &[&str],
+    figures: &[&str],
+    filters: &[&str],
+    rng: &mut ChaCha8Rng,
+) -> String {
+    let filters: Vec<String> = filters.iter().map(|f| format!("({f})")).collect();
+    let columns: Vec<&str> = keys.iter().chain(figures).copied().collect();
+    let mut sql = format!("SELECT {} FROM {from}", columns.join(", "));
     if !filters.is_empty() {
         sql += &format!(" WHERE {}", filters.join(" AND "));
     }
@@ -89,8 +145,11 @@ async fn generated_aggregates_are_answered_right_or_refused_by_rule() {
     let (_running, oracle, mut client) = city_and_oracle().await;
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     let (mut answered, mut refused) = (0, 0);
-    for _ in 0..80 {
-        let sql = draw(&mut rng);
+    for i in 0..120 {
+        let sql = match i % 3 {
+            2 => draw_joined(&mut rng),
+            _ => draw(&mut rng),
+        };
         let central = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
         let federated = match client.query(&sql).await {
             Ok(federated) => federated,
