@@ -1,15 +1,18 @@
 //! Global tables at the city: each contract table is the union of that table on every
 //! node, scanned by a [`NodeFragmentExec`]. Predicates on `county_code` pick the nodes.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, lit};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use sunlight_domain::Table;
@@ -17,6 +20,8 @@ use sunlight_fragment::TableLeafExec;
 
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::registry::NodeRegistry;
+
+const COUNTY: &str = "county_code";
 
 /// A contract table as the union over the registered nodes.
 #[derive(Debug)]
@@ -62,19 +67,14 @@ impl TableProvider for GlobalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let allowed: Option<BTreeSet<String>> = filters
-            .iter()
-            .filter_map(county_codes)
-            .reduce(|a, b| &a & &b);
+        let schema = Arc::new(DFSchema::try_from(self.schema())?);
+        let simplifier =
+            ExprSimplifier::new(SimplifyContext::builder().with_schema(schema).build());
         let nodes: Vec<_> = self
             .registry
             .nodes()
             .into_iter()
-            .filter(|n| {
-                allowed
-                    .as_ref()
-                    .is_none_or(|codes| codes.contains(n.code.as_str()))
-            })
+            .filter(|n| admits(filters, n.code.as_str(), &simplifier))
             .collect();
         let leaf = TableLeafExec::try_new(self.table, projection.cloned(), nodes.len(), limit)?;
         if nodes.is_empty() {
@@ -88,56 +88,102 @@ impl TableProvider for GlobalTable {
     }
 }
 
-/// The `county_code` values a filter admits, when it says so plainly
-/// (`=`, `IN`, `OR` and `AND` of those).
-fn county_codes(expr: &Expr) -> Option<BTreeSet<String>> {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Eq,
-            right,
-        }) => match (left.as_ref(), right.as_ref()) {
-            (column, Expr::Literal(value, _)) | (Expr::Literal(value, _), column)
-                if is_county_code(column) =>
-            {
-                text(value).map(|v| BTreeSet::from([v]))
-            }
-            _ => None,
-        },
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Or,
-            right,
-        }) => Some(&county_codes(left)? | &county_codes(right)?),
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::And,
-            right,
-        }) => match (county_codes(left), county_codes(right)) {
-            (Some(a), Some(b)) => Some(&a & &b),
-            (a, b) => a.or(b),
-        },
-        Expr::InList(list) if !list.negated && is_county_code(&list.expr) => list
-            .list
-            .iter()
-            .map(|e| match e {
-                Expr::Literal(value, _) => text(value),
-                _ => None,
+/// Whether a row of the node with `code` may meet every one of `filters`, as far as
+/// `county_code`, its node's code in every row, decides: each filter with the code in
+/// place of the column, simplified as DataFusion simplifies, that comes out false or NULL
+/// rules the node out. Any deterministic test of the code decides (`=`, ranges, `IN`,
+/// `LIKE`, functions of it), alone or combined with `AND`, `OR` and `NOT`; a filter that
+/// still depends on other columns does not.
+fn admits(filters: &[Expr], code: &str, simplifier: &ExprSimplifier) -> bool {
+    filters.iter().all(|filter| {
+        let with_code = unnormalize_col(filter.clone()).transform(|e| {
+            Ok(match e {
+                Expr::Column(c) if c.name == COUNTY => Transformed::yes(lit(code)),
+                e => Transformed::no(e),
             })
-            .collect(),
-        _ => None,
+        });
+        let simplified = with_code.and_then(|e| simplifier.simplify(e.data));
+        !matches!(
+            simplified,
+            Ok(Expr::Literal(
+                ScalarValue::Boolean(Some(false) | None) | ScalarValue::Null,
+                _
+            ))
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// The nodes among `codes` whose rows may meet `predicate` over `disbursements`.
+    async fn admitted(predicate: &str, codes: &[&'static str]) -> Vec<&'static str> {
+        let table = Table::Disbursements;
+        let schema = Arc::new(DFSchema::try_from(table.schema()).unwrap());
+        let filter = SessionContext::new()
+            .parse_sql_expr(predicate, &schema)
+            .unwrap();
+        let simplifier =
+            ExprSimplifier::new(SimplifyContext::builder().with_schema(schema).build());
+        codes
+            .iter()
+            .copied()
+            .filter(|code| admits(std::slice::from_ref(&filter), code, &simplifier))
+            .collect()
     }
-}
 
-fn is_county_code(expr: &Expr) -> bool {
-    matches!(expr, Expr::Column(c) if c.name == "county_code")
-}
+    #[tokio::test]
+    async fn any_deterministic_test_of_the_county_code_picks_the_nodes() {
+        let codes = ["140212", "140213", "140214", "140221", "140222"];
+        for (predicate, expected) in [
+            ("county_code = '140213'", &["140213"][..]),
+            ("county_code IN ('140212', '140222')", &["140212", "140222"]),
+            (
+                "county_code BETWEEN '140213' AND '140221'",
+                &["140213", "140214", "140221"],
+            ),
+            ("county_code > '140214'", &["140221", "140222"]),
+            ("county_code LIKE '14022%'", &["140221", "140222"]),
+            (
+                "starts_with(county_code, '14021')",
+                &["140212", "140213", "140214"],
+            ),
+            (
+                "county_code NOT IN ('140212', '140213')",
+                &["140214", "140221", "140222"],
+            ),
+            (
+                "county_code <> '140214'",
+                &["140212", "140213", "140221", "140222"],
+            ),
+            ("substr(county_code, 5, 1) = '2'", &["140221", "140222"]),
+            (
+                "(county_code = '140212' AND amount > 1) OR (county_code = '140222' AND amount < 5)",
+                &["140212", "140222"],
+            ),
+            ("county_code IS NULL", &[]),
+            (
+                "NOT (county_code = '140212' OR county_code = '140213')",
+                &["140214", "140221", "140222"],
+            ),
+        ] {
+            assert_eq!(admitted(predicate, &codes).await, expected, "{predicate}");
+        }
+    }
 
-fn text(value: &ScalarValue) -> Option<String> {
-    match value {
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
-        _ => None,
+    #[tokio::test]
+    async fn a_filter_that_other_columns_decide_keeps_every_node() {
+        let codes = ["140212", "140213"];
+        for predicate in [
+            "county_code = '140212' OR amount > 5000",
+            "county_code = township",
+            "amount > 100",
+            "county_code = CAST(random() AS VARCHAR)",
+        ] {
+            assert_eq!(admitted(predicate, &codes).await, codes, "{predicate}");
+        }
     }
 }

@@ -124,17 +124,28 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
         "{text}"
     );
 
-    let pruned = client
-        .query("EXPLAIN SELECT count(*) FROM disbursements WHERE county_code = '140215'")
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&pruned.batches)
-        .unwrap()
-        .to_string();
-    assert!(
-        text.contains("nodes=[140215]"),
-        "county_code prunes nodes:\n{text}"
-    );
+    for (filter, nodes) in [
+        ("county_code = '140215'", "nodes=[140215]"),
+        (
+            "county_code BETWEEN '140213' AND '140215'",
+            "nodes=[140213, 140214, 140215]",
+        ),
+        (
+            "county_code LIKE '14022%'",
+            "nodes=[140221, 140222, 140223, 140224, 140225, 140226]",
+        ),
+    ] {
+        let pruned = client
+            .query(&format!(
+                "EXPLAIN SELECT count(*) FROM disbursements WHERE {filter}"
+            ))
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&pruned.batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains(nodes), "{filter} prunes nodes:\n{text}");
+    }
 
     let analyzed = client
         .query(&format!("EXPLAIN ANALYZE {sql}"))
