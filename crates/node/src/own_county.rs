@@ -8,14 +8,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_expr::simplifier::PhysicalExprSimplifier;
 use datafusion::physical_expr::utils::{conjunction_opt, split_conjunction};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::expressions::{BinaryExpr, Column, InListExpr, Literal};
+use datafusion::physical_plan::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::ProjectionExec;
 use sunlight_domain::NodeCode;
@@ -101,34 +103,34 @@ fn without_code(filter: &FilterExec, code: NodeCode) -> DfResult<Option<Arc<dyn 
     })
 }
 
-/// Whether `expr` holds for every row of `schema` whose `county_code` is `code`: it is that
-/// equality, an IN list that holds `code`, or an OR with such a side.
+/// Whether `expr` holds for every row of `schema` whose `county_code` is `code`: with the
+/// code in place of the column it folds to true, as `county_code = '140215'`, an `IN`,
+/// `BETWEEN` or `LIKE` that admits the code do; or it is an `OR` with such a side.
 fn met_by(expr: &Arc<dyn PhysicalExpr>, schema: &Schema, code: NodeCode) -> bool {
-    let is_county = |e: &Arc<dyn PhysicalExpr>| {
-        e.downcast_ref::<Column>()
-            .is_some_and(|c| schema.field(c.index()).name() == COUNTY)
-    };
-    let is_code = |e: &Arc<dyn PhysicalExpr>| {
-        e.downcast_ref::<Literal>()
-            .is_some_and(|l| l.value().try_as_str().flatten() == Some(code.as_str()))
-    };
-    if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
-        let (l, r) = (binary.left(), binary.right());
-        return match binary.op() {
-            Operator::Eq => (is_county(l) && is_code(r)) || (is_code(l) && is_county(r)),
-            Operator::Or => met_by(l, schema, code) || met_by(r, schema, code),
-            _ => false,
-        };
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>()
+        && *binary.op() == Operator::Or
+    {
+        return met_by(binary.left(), schema, code) || met_by(binary.right(), schema, code);
     }
-    expr.downcast_ref::<InListExpr>().is_some_and(|in_list| {
-        !in_list.negated() && is_county(in_list.expr()) && in_list.list().iter().any(is_code)
+    let with_code = Arc::clone(expr).transform(|e| {
+        Ok(match e.downcast_ref::<Column>() {
+            Some(c) if schema.field(c.index()).name() == COUNTY => {
+                Transformed::yes(Arc::new(Literal::new(ScalarValue::from(code.as_str()))) as _)
+            }
+            _ => Transformed::no(e),
+        })
+    });
+    let folded = with_code.and_then(|e| PhysicalExprSimplifier::new(schema).simplify(e.data));
+    folded.is_ok_and(|e| {
+        e.downcast_ref::<Literal>()
+            .is_some_and(|l| l.value() == &ScalarValue::Boolean(Some(true)))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::{DataType, Field};
-    use datafusion::physical_plan::expressions::{binary, col, in_list, lit};
+    use datafusion::physical_plan::expressions::{binary, col, in_list, like, lit};
 
     use super::*;
 
@@ -159,6 +161,28 @@ mod tests {
             Operator::Or,
             &compare(&own, Operator::Eq, &county),
         );
+        let or_village = compare(
+            &compare(&county, Operator::Eq, &own),
+            Operator::Or,
+            &compare(&village, Operator::Eq, &other),
+        );
+        let between = |low: &str, high: &str| {
+            compare(
+                &compare(&county, Operator::GtEq, &lit(low.to_string())),
+                Operator::And,
+                &compare(&county, Operator::LtEq, &lit(high.to_string())),
+            )
+        };
+        let prefix = |pattern: &str| {
+            like(
+                false,
+                false,
+                county.clone(),
+                lit(pattern.to_string()),
+                &schema,
+            )
+            .unwrap()
+        };
         for (expr, met) in [
             (compare(&county, Operator::Eq, &own), true),
             (compare(&own, Operator::Eq, &county), true),
@@ -168,6 +192,11 @@ mod tests {
             (list(false), true),
             (list(true), false),
             (either, true),
+            (or_village, true),
+            (between("140213", "140221"), true),
+            (between("140221", "140226"), false),
+            (prefix("14021%"), true),
+            (prefix("14022%"), false),
         ] {
             assert_eq!(met_by(&expr, &schema, code), met, "{expr}");
         }
