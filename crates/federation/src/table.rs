@@ -95,7 +95,8 @@ impl TableProvider for GlobalTable {
 /// `LIKE`, functions of it), alone or combined with `AND`, `OR` and `NOT`; a filter that
 /// still depends on other columns does not.
 fn admits(filters: &[Expr], code: &str, simplifier: &ExprSimplifier) -> bool {
-    filters.iter().all(|filter| {
+    let reads_code = |f: &&Expr| f.column_refs().iter().any(|c| c.name == COUNTY);
+    filters.iter().filter(reads_code).all(|filter| {
         let with_code = unnormalize_col(filter.clone()).transform(|e| {
             Ok(match e {
                 Expr::Column(c) if c.name == COUNTY => Transformed::yes(lit(code)),
