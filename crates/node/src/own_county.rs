@@ -115,7 +115,9 @@ fn met_by(expr: &Arc<dyn PhysicalExpr>, schema: &Schema, code: NodeCode) -> bool
     let with_code = Arc::clone(expr).transform(|e| {
         Ok(match e.downcast_ref::<Column>() {
             Some(c) if schema.field(c.index()).name() == COUNTY => {
-                Transformed::yes(Arc::new(Literal::new(ScalarValue::from(code.as_str()))) as _)
+                let code = ScalarValue::from(code.as_str())
+                    .cast_to(schema.field(c.index()).data_type())?;
+                Transformed::yes(Arc::new(Literal::new(code)) as _)
             }
             _ => Transformed::no(e),
         })
@@ -200,5 +202,12 @@ mod tests {
         ] {
             assert_eq!(met_by(&expr, &schema, code), met, "{expr}");
         }
+
+        // Parquet's strings may be read as views; the code takes the column's type.
+        let views = Schema::new(vec![Field::new("county_code", DataType::Utf8View, false)]);
+        let county = col("county_code", &views).unwrap();
+        let own = lit(ScalarValue::Utf8View(Some("140215".into())));
+        let expr = binary(county, Operator::Eq, own, &views).unwrap();
+        assert!(met_by(&expr, &views, code), "{expr}");
     }
 }
