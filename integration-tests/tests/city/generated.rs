@@ -87,6 +87,13 @@ const JOINED_FILTERS: &[&str] = &[
     "d.period >= DATE '2023-01-01'",
 ];
 
+/// Conditions on groups; `amount` and `period` are the payments' in the join too.
+const HAVING: &[&str] = &[
+    "count(*) > 50",
+    "sum(amount) > 5000",
+    "min(period) < DATE '2022-01-01'",
+];
+
 /// Between `counts.start()` and `counts.end()` of `from`, drawn without repeats.
 fn some<'a>(rng: &mut ChaCha8Rng, from: &[&'a str], counts: RangeInclusive<usize>) -> Vec<&'a str> {
     let count = rng.random_range(counts);
@@ -133,7 +140,7 @@ fn aggregate(
         let positions: Vec<String> = (1..=keys.len()).map(|i| i.to_string()).collect();
         sql += &format!(" GROUP BY {}", positions.join(", "));
         if rng.random_bool(0.3) {
-            sql += " HAVING count(*) > 50";
+            sql += &format!(" HAVING {}", HAVING.choose(rng).expect("conditions"));
         }
         sql += &format!(" ORDER BY {}", positions.join(", "));
     }
