@@ -287,12 +287,16 @@ impl PersonGroups {
             // The set leaves `self` for the loop, so that the groups can take persons too.
             let mut mine = std::mem::take(&mut self.mine);
             let mut words = Words::over(&mut mine, arrow::compute::max(keys));
-            accumulate(group_indices, keys, filter, |group, key| {
-                words.insert(key);
-                if !all_full {
-                    self.add(group, key);
-                }
-            });
+            match (all_full, filter, keys.nulls()) {
+                // Only the set grows, by every row's person: no group or filter to read.
+                (true, None, None) => keys.values().iter().for_each(|&key| words.insert(key)),
+                _ => accumulate(group_indices, keys, filter, |group, key| {
+                    words.insert(key);
+                    if !all_full {
+                        self.add(group, key);
+                    }
+                }),
+            }
             words.finish();
             self.mine = mine;
         } else if !all_full {
