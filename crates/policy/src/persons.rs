@@ -174,21 +174,19 @@ impl PersonGroups {
 
 /// Sets bits a word at a time. A file's rows of one person, and persons numbered in the
 /// order of a file, come in runs that share a word; or-ing each bit into memory would
-/// wait on the store of the one before.
+/// wait on the store of the one before. The set grows to hold each number as its word is
+/// stored, so that no pass over the numbers need find their largest first.
 struct Words<'a> {
-    words: &'a mut [Block],
+    set: &'a mut FixedBitSet,
     at: usize,
     bits: Block,
 }
 
 impl<'a> Words<'a> {
-    /// Sets bits of `set`, grown first to hold `largest`, the largest number to come.
-    fn over(set: &'a mut FixedBitSet, largest: Option<u32>) -> Self {
-        if let Some(largest) = largest {
-            set.grow(largest as usize + 1);
-        }
+    /// Sets bits of `set`.
+    fn over(set: &'a mut FixedBitSet) -> Self {
         Self {
-            words: set.as_mut_slice(),
+            set,
             at: 0,
             bits: 0,
         }
@@ -198,17 +196,29 @@ impl<'a> Words<'a> {
         let number = number as usize;
         let word = number / Block::BITS as usize;
         if word != self.at {
-            self.words[self.at] |= self.bits;
+            self.store();
             self.at = word;
-            self.bits = 0;
         }
         self.bits |= 1 << (number % Block::BITS as usize);
     }
 
-    fn finish(self) {
-        if let Some(word) = self.words.get_mut(self.at) {
-            *word |= self.bits;
+    /// Ors the bits gathered into their word of the set.
+    fn store(&mut self) {
+        if self.bits == 0 {
+            return;
         }
+        // One past the largest number stored, as growing to hold it first would make it.
+        let end =
+            self.at * Block::BITS as usize + (Block::BITS - self.bits.leading_zeros()) as usize;
+        if self.set.len() < end {
+            self.set.grow(end);
+        }
+        self.set.as_mut_slice()[self.at] |= self.bits;
+        self.bits = 0;
+    }
+
+    fn finish(mut self) {
+        self.store();
     }
 }
 
@@ -286,7 +296,7 @@ impl PersonGroups {
         if self.seen.is_some() {
             // The set leaves `self` for the loop, so that the groups can take persons too.
             let mut mine = std::mem::take(&mut self.mine);
-            let mut words = Words::over(&mut mine, arrow::compute::max(keys));
+            let mut words = Words::over(&mut mine);
             match (all_full, filter, keys.nulls()) {
                 // Only the set grows, by every row's person: no group or filter to read.
                 (true, None, None) => keys.values().iter().for_each(|&key| words.insert(key)),
@@ -322,7 +332,7 @@ impl PersonGroups {
         let (lists, listed) = rows_as_lists(persons.as_primitive(), filter);
         if let Some(seen) = &self.seen {
             let mut seen = seen.lock().expect("not poisoned");
-            let mut words = Words::over(&mut seen, listed.iter().max().copied());
+            let mut words = Words::over(&mut seen);
             listed.iter().for_each(|&person| words.insert(person));
             words.finish();
         }
@@ -561,14 +571,14 @@ mod tests {
         let numbers = [3, 3, 4, 63, 64, 65, 200, 5, 5, 199, 0];
         let mut expected = FixedBitSet::with_capacity(201);
         let mut set = FixedBitSet::new();
-        let mut words = Words::over(&mut set, numbers.iter().max().copied());
+        let mut words = Words::over(&mut set);
         for n in numbers {
             expected.insert(n as usize);
             words.insert(n);
         }
         words.finish();
         assert_eq!(set, expected);
-        Words::over(&mut FixedBitSet::new(), None).finish();
+        Words::over(&mut FixedBitSet::new()).finish();
     }
 
     fn numbers(list: &ArrayRef) -> Vec<Vec<u32>> {
