@@ -141,6 +141,8 @@ mod tests {
         let codes = ["140212", "140213", "140214", "140221", "140222"];
         for (predicate, expected) in [
             ("county_code = '140213'", &["140213"][..]),
+            // As DataFusion's analyzer writes `county_code = 140213`.
+            ("CAST(county_code AS BIGINT) = 140213", &["140213"]),
             ("county_code IN ('140212', '140222')", &["140212", "140222"]),
             (
                 "county_code BETWEEN '140213' AND '140221'",

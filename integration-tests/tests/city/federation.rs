@@ -126,6 +126,7 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
 
     for (filter, nodes) in [
         ("county_code = '140215'", "nodes=[140215]"),
+        ("county_code = 140215", "nodes=[140215]"),
         (
             "county_code BETWEEN '140213' AND '140215'",
             "nodes=[140213, 140214, 140215]",
