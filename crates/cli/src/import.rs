@@ -252,20 +252,25 @@ pub async fn write_table(
 mod tests {
     use super::*;
 
+    /// `text` read as a CSV file of `table`.
+    fn read(text: &str, table: Table) -> Result<RecordBatch> {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join(format!("{}.csv", table.name()));
+        std::fs::write(&csv, text).unwrap();
+        read_csv(&csv, table)
+    }
+
     #[test]
     fn reports_every_bad_value_by_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("certs.csv");
-        std::fs::write(
-            &csv,
+        let read = read(
             "person_id,cert_no,category,level,issued_on,revoked_on\n\
              11010519491231002X,C1,肢体,2,2015-01-01,\n\
              11010519491231002X,C2,视力,two,2015-01-01,\n\
              11010519491231002X,C3,视力,1,2015-13-01,\n\
              11010519491231002X,C4,视力,5,2015-01-01,\n",
-        )
-        .unwrap();
-        let Err(Error::Csv { errors, .. }) = read_csv(&csv, Table::DisabilityCerts) else {
+            Table::DisabilityCerts,
+        );
+        let Err(Error::Csv { errors, .. }) = read else {
             panic!("should fail")
         };
         assert_eq!(errors.len(), 3, "{errors:?}");
@@ -282,16 +287,13 @@ mod tests {
 
     #[test]
     fn reports_values_the_contract_does_not_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("persons.csv");
-        std::fs::write(
-            &csv,
+        let read = read(
             "person_id,name,gender,birth_date,household_id,county_code,township,village,death_date\n\
              11010519491231002X,张三,M,1949-12-31,H1,140215,镇,村,\n\
              11010519491231002X,李四,男,1949-12-31,H1,140216,镇,村,\n",
-        )
-        .unwrap();
-        let Err(Error::Csv { errors, .. }) = read_csv(&csv, Table::Persons) else {
+            Table::Persons,
+        );
+        let Err(Error::Csv { errors, .. }) = read else {
             panic!("should fail")
         };
         assert_eq!(
@@ -306,10 +308,11 @@ mod tests {
 
     #[test]
     fn converts_a_good_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("certs.csv");
-        std::fs::write(&csv, "person_id,cert_no,category,level,issued_on,revoked_on\nA,C1,肢体,2,2015-01-01,2020-02-02\n").unwrap();
-        let batch = read_csv(&csv, Table::DisabilityCerts).unwrap();
+        let batch = read(
+            "person_id,cert_no,category,level,issued_on,revoked_on\nA,C1,肢体,2,2015-01-01,2020-02-02\n",
+            Table::DisabilityCerts,
+        )
+        .unwrap();
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(batch.schema(), Table::DisabilityCerts.schema());
     }
