@@ -67,6 +67,11 @@ impl TableProvider for GlobalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let on_code: Vec<Expr> = filters
+            .iter()
+            .filter(|f| f.column_refs().iter().any(|c| c.name == COUNTY))
+            .map(|f| unnormalize_col(f.clone()))
+            .collect();
         let schema = Arc::new(DFSchema::try_from(self.schema())?);
         let simplifier =
             ExprSimplifier::new(SimplifyContext::builder().with_schema(schema).build());
@@ -74,7 +79,7 @@ impl TableProvider for GlobalTable {
             .registry
             .nodes()
             .into_iter()
-            .filter(|n| admits(filters, n.code.as_str(), &simplifier))
+            .filter(|n| admits(&on_code, n.code.as_str(), &simplifier))
             .collect();
         let leaf = TableLeafExec::try_new(self.table, projection.cloned(), nodes.len(), limit)?;
         if nodes.is_empty() {
@@ -88,16 +93,15 @@ impl TableProvider for GlobalTable {
     }
 }
 
-/// Whether a row of the node with `code` may meet every one of `filters`, as far as
-/// `county_code`, its node's code in every row, decides: each filter with the code in
-/// place of the column, simplified as DataFusion simplifies, that comes out false or NULL
+/// Whether a row of the node with `code` may meet every one of `filters`, unqualified, as
+/// far as `county_code`, its node's code in every row, decides: each filter with the code
+/// in place of the column, simplified as DataFusion simplifies, that comes out false or NULL
 /// rules the node out. Any deterministic test of the code decides (`=`, ranges, `IN`,
 /// `LIKE`, functions of it), alone or combined with `AND`, `OR` and `NOT`; a filter that
 /// still depends on other columns does not.
 fn admits(filters: &[Expr], code: &str, simplifier: &ExprSimplifier) -> bool {
-    let reads_code = |f: &&Expr| f.column_refs().iter().any(|c| c.name == COUNTY);
-    filters.iter().filter(reads_code).all(|filter| {
-        let with_code = unnormalize_col(filter.clone()).transform(|e| {
+    filters.iter().all(|filter| {
+        let with_code = filter.clone().transform(|e| {
             Ok(match e {
                 Expr::Column(c) if c.name == COUNTY => Transformed::yes(lit(code)),
                 e => Transformed::no(e),
