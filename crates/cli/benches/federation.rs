@@ -162,6 +162,17 @@ async fn main() {
     let local = started(&dir, 1).await;
     let city = &local.replicas[0];
     let central = central_context(&dir);
+    let started_sharing = Instant::now();
+    let renewal = city.engine.share_persons().await;
+    println!(
+        "shared persons: {} of {} persons ({} nodes) held at two nodes or more; the nodes \
+         sent {} B of tokens once, in {:.0} ms",
+        renewal.shared,
+        renewal.persons,
+        renewal.nodes.len(),
+        renewal.bytes,
+        started_sharing.elapsed().as_secs_f64() * 1000.0
+    );
 
     println!(
         "{:<4} {:>9} {:>10} {:>6} {:>10} {:>11} {:>11} {:>8}  query",

@@ -66,6 +66,10 @@ pub const SHOWN_SKETCH_HEADER: &str = "sunlight-shown-persons-sketch";
 /// it can name them all; the city then asks every node to leave those groups out.
 pub const HELD_HEADER: &str = "sunlight-held-groups";
 
+/// How a node's refusal of a fragment begins when the fragment names a shared-person
+/// epoch the node does not hold; the city then runs the query again without one.
+pub const STALE_SHARED: &str = "stale shared-person epoch";
+
 /// Result of the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -172,6 +172,11 @@ pub async fn start_coordinator(
         }
     }
     let standards = engine.check_standards().await.map_err(|e| e.to_string());
+    // Nodes may still be numbering their persons; the set follows when they are done.
+    tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.share_persons().await }
+    });
     let schedule = (config.model_schedule_secs > 0)
         .then(|| models::spawn_schedule(runs, Duration::from_secs(config.model_schedule_secs)));
     let standards_check = (config.standards_check_secs > 0).then(|| {

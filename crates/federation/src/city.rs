@@ -52,6 +52,7 @@ use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
 use crate::reference::ReferenceTable;
 use crate::registry::{NodeEndpoint, NodeRegistry};
+use crate::shared::{Renewal, SharedPersons};
 use crate::table::GlobalTable;
 
 /// The session option (Flight SQL's `SetSessionOptions`) that asks for partial results,
@@ -146,14 +147,18 @@ pub struct CityEngine {
     answers: AnswerHistory,
     /// Plans made for clients' schema requests, waiting for the runs that follow.
     prepared: PreparedStatements,
+    /// The persons more than one node holds, with which the nodes count persons.
+    shared: Arc<SharedPersons>,
 }
 
 impl CityEngine {
     /// An engine over `registry`'s nodes.
     pub fn new(registry: Arc<dyn NodeRegistry>, config: FederationConfig) -> Arc<Self> {
+        let channels = Arc::new(Channels::new(config.tls.clone()));
         Arc::new(Self {
+            shared: Arc::new(SharedPersons::new(registry.clone(), channels.clone())),
             registry,
-            channels: Arc::new(Channels::new(config.tls.clone())),
+            channels,
             config,
             standards: RwLock::new(None),
             base: RwLock::new(None),
@@ -161,6 +166,14 @@ impl CityEngine {
             answers: AnswerHistory::new(DIFFERENCING_WINDOW, 256),
             prepared: PreparedStatements::new(PREPARED_TTL, 64),
         })
+    }
+
+    /// Finds the persons more than one node holds from every node's tokens, and gives
+    /// the nodes the new set: a distinct count of persons then moves the tokens of
+    /// those persons only. The coordinator renews it as it starts, and again when a
+    /// node it did not cover takes part in a query, or restarted.
+    pub async fn share_persons(&self) -> Renewal {
+        self.shared.renew().await
     }
 
     /// Records every query of Flight SQL clients in `audit` from now on; set once.
@@ -429,7 +442,7 @@ impl CityEngine {
     ) -> (Option<String>, Result<Answered>) {
         let control = prepared.control.clone();
         let plan_sha256 = prepared.plan_sha256.clone();
-        let first = answer(prepared).await;
+        let first = answer(prepared, &self.shared).await;
         (
             Some(plan_sha256),
             self.complete(statement, &control, first).await,
@@ -444,6 +457,17 @@ impl CityEngine {
         control: &Arc<QueryControl>,
         first: Result<(Arc<dyn ExecutionPlan>, Answered)>,
     ) -> Result<Answered> {
+        let first = match first {
+            Err(e) if e.is_stale_shared() => {
+                tracing::info!("{e}");
+                if let Some(epoch) = control.shared() {
+                    self.shared.expire(epoch);
+                }
+                control.unshare();
+                self.run_once(statement, control).await.1
+            }
+            first => first,
+        };
         let (plan, answer) = first?;
         let Some(held) = whole_groups(&plan, control)? else {
             return Ok(answer);
@@ -472,7 +496,7 @@ impl CityEngine {
         }
         let (plan_sha256, prepared) = self.prepare(frame, control.clone()).await;
         let answer = match prepared {
-            Ok(prepared) => answer(prepared).await,
+            Ok(prepared) => answer(prepared, &self.shared).await,
             Err(e) => Err(e),
         };
         (Some(plan_sha256), answer)
@@ -500,8 +524,24 @@ impl CityEngine {
     }
 }
 
-/// Runs `prepared` once: the plan it ran with what it answered.
-async fn answer(prepared: Prepared) -> Result<(Arc<dyn ExecutionPlan>, Answered)> {
+/// Runs `prepared` once, the nodes counting persons with the `shared` set where the plan
+/// has one fragment and every node it asks holds the set: the plan it ran with what it
+/// answered. A node's own persons are counted once only where it sends one list of
+/// persons a group; with two fragments, such as the sides of a union, it sends two.
+async fn answer(
+    prepared: Prepared,
+    shared: &Arc<SharedPersons>,
+) -> Result<(Arc<dyn ExecutionPlan>, Answered)> {
+    let mut asked = Vec::new();
+    prepared.plan.apply(|p| {
+        if let Some(fragment) = p.downcast_ref::<NodeFragmentExec>() {
+            asked.push(fragment.nodes().to_vec());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let [nodes] = asked.as_slice() {
+        prepared.control.share(shared.covering(nodes));
+    }
     let batches = collect(prepared.plan.clone(), prepared.task).await?;
     if prepared.control.all_suppressed() {
         let mut refusal = too_few(

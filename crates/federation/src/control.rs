@@ -42,6 +42,9 @@ pub struct QueryControl {
     sketch: Mutex<Option<AnswerSketches>>,
     held: Mutex<Held>,
     excluded: Mutex<Vec<u64>>,
+    /// The shared-person epoch the nodes count with, and whether the query must run
+    /// without one.
+    shared: Mutex<(Option<u64>, bool)>,
 }
 
 /// The groups the nodes held back that they named by token.
@@ -68,6 +71,7 @@ impl QueryControl {
             sketch: Mutex::default(),
             held: Mutex::default(),
             excluded: Mutex::default(),
+            shared: Mutex::default(),
         }
     }
 
@@ -136,6 +140,26 @@ impl QueryControl {
     /// The groups, by token, every node leaves out.
     pub fn excluded(&self) -> Vec<u64> {
         self.excluded.lock().expect("not poisoned").clone()
+    }
+
+    /// Has the nodes count persons with the shared set of `epoch`, unless the query must
+    /// run without one.
+    pub fn share(&self, epoch: Option<u64>) {
+        let mut shared = self.shared.lock().expect("not poisoned");
+        if !shared.1 {
+            shared.0 = epoch;
+        }
+    }
+
+    /// Has the nodes count persons without a shared set from now on: a node did not
+    /// hold the one named.
+    pub fn unshare(&self) {
+        *self.shared.lock().expect("not poisoned") = (None, true);
+    }
+
+    /// The shared-person epoch the nodes count with.
+    pub fn shared(&self) -> Option<u64> {
+        self.shared.lock().expect("not poisoned").0
     }
 
     /// The persons behind the answer, as far as the nodes sketched them.

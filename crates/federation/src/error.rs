@@ -1,6 +1,7 @@
 //! Errors of federated queries.
 
 use datafusion::error::DataFusionError;
+use sunlight_client::STALE_SHARED;
 use sunlight_domain::NodeCode;
 
 /// A failure of a federated query.
@@ -70,6 +71,21 @@ fn outcome(code: &tonic::Code) -> &'static str {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether a node refused a fragment for naming a shared-person epoch it does not
+    /// hold, directly or as the cause of a failed query.
+    pub fn is_stale_shared(&self) -> bool {
+        match self {
+            Error::NodeFailed { message, .. } => message.starts_with(STALE_SHARED),
+            Error::Query(e) => match e.find_root() {
+                DataFusionError::External(e) => e
+                    .downcast_ref::<Error>()
+                    .is_some_and(Error::is_stale_shared),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Wraps the error for DataFusion's streams.
     pub fn into_datafusion(self) -> DataFusionError {
         match self {

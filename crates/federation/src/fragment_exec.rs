@@ -60,7 +60,7 @@ impl Channels {
             .map_err(|e| unavailable(node, format!("invalid address or TLS settings: {e}")))
     }
 
-    fn get(&self, node: &NodeEndpoint) -> std::result::Result<Channel, Error> {
+    pub(crate) fn get(&self, node: &NodeEndpoint) -> std::result::Result<Channel, Error> {
         let mut channels = self.by_addr.lock().expect("not poisoned");
         if let Some(channel) = channels.get(&node.addr) {
             return Ok(channel.clone());
@@ -223,6 +223,7 @@ impl ExecutionPlan for NodeFragmentExec {
             query_id: control.query_id.clone(),
             node: node.code.to_string(),
             excluded_groups: control.excluded(),
+            shared_persons: control.shared(),
         });
         let channel = self.channels.get(&node).map_err(Error::into_datafusion)?;
         let rows =
@@ -241,7 +242,7 @@ impl ExecutionPlan for NodeFragmentExec {
             timer.done();
             let batches = match batches {
                 Ok(b) => b,
-                Err(e) if control.partial => {
+                Err(e) if control.partial && !e.is_stale_shared() => {
                     tracing::warn!(node = %node.code, "left out of a partial result: {e}");
                     control.mark_missing(node.code, e.to_string());
                     Vec::new()
@@ -391,7 +392,7 @@ fn planned(
             .columns()
             .iter()
             .zip(schema.fields())
-            .map(|(column, field)| as_planned(column, field))
+            .map(|(column, field)| as_planned(column, field, node.code.as_str()))
             .collect::<arrow::error::Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         RecordBatch::try_new_with_options(schema.clone(), columns, &options)

@@ -17,6 +17,7 @@ mod prepared;
 mod pushdown;
 mod reference;
 mod registry;
+mod shared;
 mod table;
 
 pub use city::{CityEngine, FederationConfig, QueryAudit, QueryEvent, StandardsCheck};
@@ -25,3 +26,4 @@ pub use error::{Error, Result, status_of};
 pub use fragment_exec::NodeFragmentExec;
 pub use pushdown::PushToNodes;
 pub use registry::{NodeEndpoint, NodeRegistry, StaticRegistry};
+pub use shared::Renewal;

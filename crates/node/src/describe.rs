@@ -8,13 +8,15 @@ use sunlight_proto::v1::node_service_server::NodeService;
 use sunlight_proto::v1::table_status::State;
 use sunlight_proto::v1::{
     CaseOpening, CaseRows, DescribeRequest, ModelStep, ModelStepReply, NodeDescription, Outcome,
-    OutcomeReply, TableStatus,
+    OutcomeReply, PersonTokenSet, PersonTokensRequest, SharedPersons, SharedPersonsReply,
+    TableStatus,
 };
 use tonic::{Request, Response, Status};
 
 use crate::catalog::TableState;
 use crate::models::ModelRunner;
 use crate::node::Node;
+use crate::shared;
 
 /// Answers `Describe` from the node's catalog and runs model steps.
 pub struct NodeControl {
@@ -27,6 +29,15 @@ impl NodeControl {
     pub fn new(node: Arc<Node>, runner: ModelRunner) -> Self {
         Self { node, runner }
     }
+}
+
+/// The user that makes `request`, as the token check found it.
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.user.clone())
+        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -47,17 +58,30 @@ impl NodeService for NodeControl {
         &self,
         request: Request<Outcome>,
     ) -> Result<Response<OutcomeReply>, Status> {
-        let user = request
-            .extensions()
-            .get::<Caller>()
-            .map(|c| c.user.clone())
-            .unwrap_or_default();
+        let user = caller(&request);
         let recorded_at = self
             .runner
             .hits()
             .record_outcome(request.get_ref(), &user)
             .await?;
         Ok(Response::new(OutcomeReply { recorded_at }))
+    }
+
+    async fn person_tokens(
+        &self,
+        request: Request<PersonTokensRequest>,
+    ) -> Result<Response<PersonTokenSet>, Status> {
+        let tokens = shared::person_tokens(&self.node, &caller(&request)).await?;
+        Ok(Response::new(tokens))
+    }
+
+    async fn share_persons(
+        &self,
+        request: Request<SharedPersons>,
+    ) -> Result<Response<SharedPersonsReply>, Status> {
+        let user = caller(&request);
+        let reply = shared::share_persons(&self.node, &user, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn describe(

@@ -1,6 +1,7 @@
 //! Errors of the node and their gRPC status codes.
 
 use datafusion::error::DataFusionError;
+use sunlight_client::STALE_SHARED;
 use sunlight_domain::Table;
 
 use crate::catalog::TableProblem;
@@ -70,6 +71,19 @@ pub enum Error {
         /// The digest of this node's copy.
         found: String,
     },
+    /// A call that only the city's coordinator may make.
+    #[error("{0}")]
+    NotCity(String),
+    /// A fragment counts with a shared-person set this node process does not hold.
+    #[error(
+        "{STALE_SHARED} {epoch:016x}: this process of the node does not hold it, as it \
+         started after the city found the persons that nodes share; the city counts again \
+         without it"
+    )]
+    StaleShared {
+        /// The epoch the fragment names.
+        epoch: u64,
+    },
     /// A fragment failed the node's check.
     #[error("fragment refused: {0}")]
     FragmentRefused(String),
@@ -115,9 +129,11 @@ impl From<Error> for tonic::Status {
             Error::Model { .. } | Error::OtherStandards { .. } => {
                 tonic::Status::failed_precondition(message)
             }
-            Error::WrongNode { .. } | Error::FragmentRefused(_) | Error::Egress(_) => {
-                tonic::Status::permission_denied(message)
-            }
+            Error::StaleShared { .. } => tonic::Status::failed_precondition(message),
+            Error::WrongNode { .. }
+            | Error::NotCity(_)
+            | Error::FragmentRefused(_)
+            | Error::Egress(_) => tonic::Status::permission_denied(message),
             Error::Config(_) | Error::ConfigLoad(_) | Error::DataRoot { .. } => {
                 tonic::Status::failed_precondition(message)
             }

@@ -85,8 +85,12 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
             None => (None, None),
         },
     };
-    let egress =
+    let mut egress =
         Egress::check(&plan, &node.privacy().policy, ahead)?.excluding(ticket.excluded_groups);
+    if let Some(epoch) = ticket.shared_persons.filter(|_| egress.lists_identifiers()) {
+        let shared = node.shared().held(epoch);
+        egress = egress.sharing(shared.ok_or(Error::StaleShared { epoch })?);
+    }
     let plan = match statistics {
         Some(statistics) => answer_from_statistics(egress.plan.clone(), &statistics, node.code())?,
         None => egress.plan.clone(),

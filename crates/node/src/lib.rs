@@ -22,6 +22,7 @@ mod own_county;
 mod parallel;
 mod persons;
 mod server;
+mod shared;
 
 pub use audit::{AccessRecord, NodeAudit, verify_access_log};
 pub use catalog::{DataRoot, NodeCatalog, TableProblem, TableState, compare_schema};

@@ -25,6 +25,7 @@ use crate::catalog::{NodeCatalog, TableState};
 use crate::county_guard::proves_county;
 use crate::once::OnceMap;
 use crate::persons::PersonIndex;
+use crate::shared::SharedSets;
 use crate::{Error, Result};
 
 /// A running node's data.
@@ -38,6 +39,7 @@ pub struct Node {
     persons: PersonIndex,
     statistics: OnceMap<Table, Arc<Statistics>>,
     standards: OnceCell<String>,
+    shared: SharedSets,
 }
 
 /// Who may do what at the node, and the egress guard's policy.
@@ -63,6 +65,7 @@ impl Node {
             audit,
             statistics: OnceMap::default(),
             standards: OnceCell::new(),
+            shared: SharedSets::default(),
         }
     }
 
@@ -153,6 +156,11 @@ impl Node {
     /// The URL under which the context knows the data root's store.
     pub(crate) fn store_url(&self) -> &ObjectStoreUrl {
         &self.catalog.store_url
+    }
+
+    /// The sets of the node's persons that other nodes hold too.
+    pub(crate) fn shared(&self) -> &SharedSets {
+        &self.shared
     }
 
     /// The node's access log.

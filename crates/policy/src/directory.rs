@@ -124,6 +124,12 @@ impl PersonDirectory {
         Ok(made.finish())
     }
 
+    /// The tokens of every person numbered so far, by number.
+    pub fn all_tokens(&self) -> Result<FixedSizeBinaryArray> {
+        let numbered = self.numbered.read().expect("not poisoned").ids.len();
+        self.tokens(&UInt32Array::from_iter_values(0..numbered as u32))
+    }
+
     /// The sketch of the persons whose numbers are in `persons`. Sketches add, so a set
     /// of more than half the persons is sketched as everyone less the others.
     pub fn sketch(&self, persons: &FixedBitSet) -> PersonSketch {

@@ -6,7 +6,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryBuilder};
+use arrow::array::{
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryBuilder, GenericListArray,
+    OffsetSizeTrait, UInt32Array,
+};
+use arrow::buffer::OffsetBuffer;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
@@ -31,7 +35,7 @@ use sunlight_fragment::TableLeafExec;
 use crate::census::{census, made_from};
 use crate::lineage::{Tier, Treatment, node_egress, trace};
 use crate::persons::{Seen, group_persons};
-use crate::tokens::{rebuilt, token_text, travelling};
+use crate::tokens::{own_persons, rebuilt, token_text, travelling};
 use crate::{Error, PersonDirectory, PersonSketch, Refusal, Result, Rule, TOKEN_BYTES};
 
 /// The smallest number of distinct persons a group must count; a node may raise it.
@@ -124,6 +128,9 @@ pub struct Egress {
     excluded: HashSet<u64>,
     /// Whether the groups come with totals over them (grouping sets).
     totals: bool,
+    /// The node's persons that other nodes hold too, by number, when the city counts
+    /// with them: a distinct count of persons then lists only their tokens.
+    shared: Option<Arc<FixedBitSet>>,
 }
 
 /// A fragment that aggregates a whole table, without filters.
@@ -337,6 +344,7 @@ impl Egress {
                         .is_some_and(|a| a.group_expr().has_grouping_set()))
                 })
                 .unwrap_or(true),
+            shared: None,
         })
     }
 
@@ -344,6 +352,22 @@ impl Egress {
     /// another node held back, so that the city shows none of them in part.
     pub fn excluding(mut self, groups: impl IntoIterator<Item = u64>) -> Self {
         self.excluded.extend(groups);
+        self
+    }
+
+    /// Whether the fragment sends the state of a distinct count of identifiers, which
+    /// [`Self::sharing`] changes.
+    pub fn lists_identifiers(&self) -> bool {
+        self.treatments.contains(&Treatment::TokenizeElements)
+    }
+
+    /// Lists, in the state of a distinct count of persons, the tokens of the persons in
+    /// `shared` only, those other nodes hold too, and in place of the others one token
+    /// that counts them ([`own_persons`]): they are counted here alone, so the city's
+    /// count stays exact. `shared` must hold every person another node of the query
+    /// holds; the city found them from every node's tokens.
+    pub fn sharing(mut self, shared: Arc<FixedBitSet>) -> Self {
+        self.shared = Some(shared);
         self
     }
 
@@ -557,13 +581,70 @@ impl Egress {
                     // as values ([`crate::census`]): the texts the fragment would list.
                     Treatment::Keep => each_value(column, field, |values| Ok(token_text(values)?)),
                     Treatment::Tokenize => self.tokenize(column),
-                    Treatment::TokenizeElements => {
-                        each_value(column, field, |values| self.tokenize(values))
-                    }
+                    Treatment::TokenizeElements => match (&self.shared, field.data_type()) {
+                        (Some(shared), DataType::List(inner)) if lists_persons(column) => {
+                            self.own_counted(column.as_list::<i32>(), inner, shared)
+                        }
+                        (Some(shared), DataType::LargeList(inner)) if lists_persons(column) => {
+                            self.own_counted(column.as_list::<i64>(), inner, shared)
+                        }
+                        _ => each_value(column, field, |values| self.tokenize(values)),
+                    },
                 }
             })
             .collect::<DfResult<Vec<_>>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// `lists` of person numbers as lists of `field`: the tokens of the persons in
+    /// `shared`, and one [`own_persons`] token that counts the others.
+    fn own_counted<O: OffsetSizeTrait>(
+        &self,
+        lists: &GenericListArray<O>,
+        field: &FieldRef,
+        shared: &FixedBitSet,
+    ) -> DfResult<ArrayRef> {
+        let numbers = lists.values().as_primitive::<UInt32Type>();
+        let mut listed = Vec::new();
+        // Per list, the end of its persons in `listed` and the count of the others.
+        let mut ends = Vec::with_capacity(lists.len());
+        for bounds in lists.offsets().windows(2) {
+            let mut own = 0_u32;
+            let (start, end) = (bounds[0].as_usize(), bounds[1].as_usize());
+            for number in numbers.slice(start, end - start).iter() {
+                match number {
+                    Some(n) if !shared.contains(n as usize) => own += 1,
+                    shared_or_null => listed.push(shared_or_null),
+                }
+            }
+            ends.push((listed.len(), own));
+        }
+        let tokens = self.policy.persons.tokens(&UInt32Array::from(listed))?;
+        let mut sent =
+            FixedSizeBinaryBuilder::with_capacity(tokens.len() + ends.len(), TOKEN_BYTES as i32);
+        let mut offsets = Vec::with_capacity(ends.len() + 1);
+        offsets.push(O::usize_as(0));
+        let mut start = 0;
+        for (end, own) in ends {
+            for at in start..end {
+                match tokens.is_null(at) {
+                    true => sent.append_null(),
+                    false => sent.append_value(tokens.value(at))?,
+                }
+            }
+            if own > 0 {
+                sent.append_value(own_persons(own))?;
+            }
+            offsets.push(O::usize_as(sent.len()));
+            start = end;
+        }
+        let lists = GenericListArray::<O>::try_new(
+            field.clone(),
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(sent.finish()),
+            lists.nulls().cloned(),
+        )?;
+        Ok(Arc::new(lists))
     }
 
     /// The tokens of the values of `column`: of the identifiers of person numbers, the
@@ -587,6 +668,15 @@ impl Egress {
         }
         Ok(Arc::new(hashed.finish()))
     }
+}
+
+/// Whether `column` lists persons by number, as the state of a distinct count of persons
+/// does.
+fn lists_persons(column: &ArrayRef) -> bool {
+    matches!(
+        column.data_type(),
+        DataType::List(inner) | DataType::LargeList(inner) if inner.data_type() == &DataType::UInt32
+    )
 }
 
 /// `column`, a list of values, with `f` applied to its values, as the lists `field` holds.

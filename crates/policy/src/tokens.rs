@@ -3,9 +3,13 @@
 //! Tokens travel from a node to the city as their bytes ([`TOKEN_TYPE`]) and take part
 //! in the city's plans as text ([`as_planned`]).
 
+use std::fmt::Write;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringBuilder};
+use arrow::array::{
+    Array, ArrayBuilder, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, StringBuilder,
+};
+use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Date32Type, Field, FieldRef};
 use arrow::error::{ArrowError, Result};
@@ -93,18 +97,52 @@ pub fn travelling(field: &Field, tokens: bool) -> Field {
     field.clone().with_data_type(data_type)
 }
 
-/// `column`, which a node sent for `field` of a fragment's plan, as that field: tokens,
-/// or lists of tokens, become their text. A column of any other type than the plan's is
-/// an error.
-pub fn as_planned(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+/// The first bytes of the token that stands for a number of a node's own persons, those
+/// no other node holds ([`own_persons`]). A token's 16 bytes begin so by chance with a
+/// probability of 2⁻⁹⁶.
+const OWN_PERSONS: &[u8; 12] = b"sunlight:own";
+
+/// The token a node lists, in the state of a distinct count of persons, in place of
+/// `count` of its own persons: those no other node holds, which it alone counts.
+pub(crate) fn own_persons(count: u32) -> Token {
+    let mut token = [0; TOKEN_BYTES];
+    token[..OWN_PERSONS.len()].copy_from_slice(OWN_PERSONS);
+    token[OWN_PERSONS.len()..].copy_from_slice(&count.to_be_bytes());
+    token
+}
+
+/// The number of own persons `token` stands for, if it is an [`own_persons`] token.
+fn own_count(token: &[u8]) -> Option<u32> {
+    let count = token.strip_prefix(OWN_PERSONS)?;
+    Some(u32::from_be_bytes(count.try_into().ok()?))
+}
+
+/// `column`, which node `node` sent for `field` of a fragment's plan, as that field:
+/// tokens, or lists of tokens, become their text, and in a list an [`own_persons`] token
+/// becomes that many texts of `node`'s own (`140212#0`, `140212#1`, …), which no other
+/// node's and no token's text equals. A column of any other type than the plan's is an
+/// error.
+pub fn as_planned(column: &ArrayRef, field: &Field, node: &str) -> Result<ArrayRef> {
     let planned = field.data_type();
     match (column.data_type(), planned) {
         (found, _) if found == planned => Ok(column.clone()),
+        (DataType::List(sent), DataType::List(inner)) if sent.data_type() == &TOKEN_TYPE => {
+            lists_of_texts(column.as_list::<i32>(), inner, node)
+        }
+        (DataType::LargeList(sent), DataType::LargeList(inner))
+            if sent.data_type() == &TOKEN_TYPE =>
+        {
+            lists_of_texts(column.as_list::<i64>(), inner, node)
+        }
         (DataType::List(_), DataType::List(inner)) => {
-            rebuilt(column.as_list::<i32>(), inner, |v| as_planned(v, inner))
+            rebuilt(column.as_list::<i32>(), inner, |v| {
+                as_planned(v, inner, node)
+            })
         }
         (DataType::LargeList(_), DataType::LargeList(inner)) => {
-            rebuilt(column.as_list::<i64>(), inner, |v| as_planned(v, inner))
+            rebuilt(column.as_list::<i64>(), inner, |v| {
+                as_planned(v, inner, node)
+            })
         }
         (&TOKEN_TYPE, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
             let tokens = column.as_fixed_size_binary();
@@ -123,6 +161,48 @@ pub fn as_planned(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
             field.name()
         ))),
     }
+}
+
+/// `list`, lists of tokens that `node` sent, as lists of their texts, of `field`; an
+/// [`own_persons`] token becomes as many texts of `node`'s own.
+fn lists_of_texts<O: OffsetSizeTrait>(
+    list: &GenericListArray<O>,
+    field: &FieldRef,
+    node: &str,
+) -> Result<ArrayRef> {
+    let tokens = list.values().as_fixed_size_binary();
+    let mut text = StringBuilder::with_capacity(tokens.len(), tokens.len() * TOKEN_CHARS);
+    let mut offsets = Vec::with_capacity(list.len() + 1);
+    offsets.push(O::usize_as(0));
+    let (mut buffer, mut own) = ([0; TOKEN_CHARS], String::new());
+    for bounds in list.offsets().windows(2) {
+        for at in bounds[0].as_usize()..bounds[1].as_usize() {
+            if tokens.is_null(at) {
+                text.append_null();
+                continue;
+            }
+            let token = tokens.value(at);
+            match own_count(token) {
+                Some(count) => {
+                    for person in 0..count {
+                        own.clear();
+                        write!(own, "{node}#{person}").expect("a String takes any text");
+                        text.append_value(&own);
+                    }
+                }
+                None => text.append_value(text_of(token, &mut buffer)),
+            }
+        }
+        offsets.push(O::usize_as(text.len()));
+    }
+    let values = cast(&text.finish(), field.data_type())?;
+    let lists = GenericListArray::<O>::try_new(
+        field.clone(),
+        OffsetBuffer::new(offsets.into()),
+        values,
+        list.nulls().cloned(),
+    )?;
+    Ok(Arc::new(lists))
 }
 
 /// `list` with `f` applied to its values, as lists of `field`.
@@ -227,7 +307,7 @@ mod tests {
         let field = Field::new("person_id", DataType::Utf8, true);
         assert_eq!(travelling(&field, true).data_type(), &TOKEN_TYPE);
         assert_eq!(travelling(&field, false), field);
-        let planned = as_planned(&sent, &field).unwrap();
+        let planned = as_planned(&sent, &field, "140212").unwrap();
         assert_eq!(planned.as_string::<i32>(), &expected);
         assert!(
             planned
@@ -253,19 +333,67 @@ mod tests {
             )
             .unwrap(),
         );
-        let planned = as_planned(&lists, &state).unwrap();
+        let planned = as_planned(&lists, &state, "140212").unwrap();
         let planned = planned.as_list::<i32>();
         assert_eq!(planned.value(0).as_string::<i32>(), &expected.slice(0, 2));
         assert_eq!(planned.value(1).as_string::<i32>(), &expected.slice(2, 1));
 
         // Anything else that differs from the plan is an error that names the column.
         let numbers: ArrayRef = Arc::new(Int32Array::from(vec![1]));
-        let err = as_planned(&numbers, &field).unwrap_err();
+        let err = as_planned(&numbers, &field, "140212").unwrap_err();
         assert!(
             err.to_string()
                 .contains("column person_id came as Int32 where the plan makes Utf8"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_count_of_own_persons_becomes_as_many_texts_of_the_node() {
+        let tokenizer = Tokenizer::new("a key of the test", 0);
+        let shared = tokenizer.token("shared");
+        let values = [
+            Some(own_persons(3)),
+            Some(shared),
+            Some(own_persons(2)),
+            None,
+        ];
+        let sent: ArrayRef = Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                values.into_iter(),
+                TOKEN_BYTES as i32,
+            )
+            .unwrap(),
+        );
+        let inner = Arc::new(Field::new_list_field(DataType::Utf8, true));
+        let state = Field::new("state", DataType::List(inner), false);
+        let DataType::List(sent_inner) = travelling(&state, true).data_type().clone() else {
+            panic!("a list travels as a list");
+        };
+        // Sliced, as a batch of a larger answer is.
+        let lists: ArrayRef = Arc::new(
+            ListArray::try_new(
+                sent_inner,
+                OffsetBuffer::from_lengths([1, 2, 1, 0]),
+                sent,
+                None,
+            )
+            .unwrap()
+            .slice(1, 3),
+        );
+        let planned = as_planned(&lists, &state, "140212").unwrap();
+        let texts = |i| -> Vec<Option<String>> {
+            let list = planned.as_list::<i32>().value(i);
+            let texts = list.as_string::<i32>().iter();
+            texts.map(|t| t.map(str::to_string)).collect()
+        };
+        let own = |n: u32| Some(format!("140212#{n}"));
+        let shared_text = Some(URL_SAFE_NO_PAD.encode(shared));
+        assert_eq!(texts(0), [shared_text, own(0), own(1)]);
+        assert_eq!(texts(1), [None]);
+        assert!(planned.as_list::<i32>().value(2).is_empty());
+        assert_eq!(own_count(&own_persons(70_000)), Some(70_000));
+        assert_eq!(own_count(&shared), None);
     }
 
     #[test]

@@ -580,6 +580,7 @@ async fn send_fragment(
         query_id: "crafted".into(),
         node: code.into(),
         excluded_groups: vec![],
+        shared_persons: None,
     });
     let mut request = tonic::Request::new(ticket);
     request

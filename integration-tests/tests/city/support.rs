@@ -104,13 +104,18 @@ impl ServiceProcess {
 
     /// Like [`ServiceProcess::start`], with `extra` flags for the node.
     pub fn start_with(code: &str, data: &Path, extra: &[&str]) -> Self {
+        Self::start_listening(code, data, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`ServiceProcess::start_with`], listening on `listen`.
+    pub fn start_listening(code: &str, data: &Path, listen: &str, extra: &[&str]) -> Self {
         let data = data.display().to_string();
         let mut args = vec![
             "node",
             "--code",
             code,
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--token",
             TOKEN,
             "--data",
