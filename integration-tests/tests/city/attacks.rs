@@ -29,7 +29,8 @@ use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_fragment::{TableLeafExec, encode_plan, ticket};
 use sunlight_policy::{Token, Tokenizer};
-use sunlight_proto::v1::FragmentTicket;
+use sunlight_proto::v1::node_service_client::NodeServiceClient;
+use sunlight_proto::v1::{FragmentTicket, PersonTokensRequest};
 
 use crate::oracle;
 use crate::support::{
@@ -764,6 +765,22 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     let err = other_county.query("SELECT 1").await.unwrap_err();
     assert!(err.to_string().contains("Unauthenticated"), "{err}");
 
+    // The tokens of all the county's persons go to the city alone.
+    let mut control = NodeServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(PersonTokensRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let err = control.person_tokens(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("person tokens is for the city's coordinator"),
+        "{err}"
+    );
+
     let text = std::fs::read_to_string(&log).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()
@@ -777,6 +794,10 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     assert!(refused("fragment", "quasi-identifier"), "{text}");
     assert!(refused("sql", "may not run SQL here"), "{text}");
     assert!(refused("access", "unknown or revoked token"), "{text}");
+    assert!(
+        refused("person tokens", "for the city's coordinator"),
+        "{text}"
+    );
     assert!(
         records
             .iter()

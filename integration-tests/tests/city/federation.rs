@@ -105,10 +105,7 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
         .await
         .unwrap();
     let sql = "SELECT county_code, count(*) FROM disbursements WHERE subsidy_type = 'DIBAO' GROUP BY county_code";
-    let plan = client.query(&format!("EXPLAIN {sql}")).await.unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&plan.batches)
-        .unwrap()
-        .to_string();
+    let text = printed(&mut client, &format!("EXPLAIN {sql}")).await;
     assert!(
         text.contains("NodeFragmentExec: nodes=[140200, 140212"),
         "{text}"
@@ -136,25 +133,12 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
             "nodes=[140221, 140222, 140223, 140224, 140225, 140226]",
         ),
     ] {
-        let pruned = client
-            .query(&format!(
-                "EXPLAIN SELECT count(*) FROM disbursements WHERE {filter}"
-            ))
-            .await
-            .unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&pruned.batches)
-            .unwrap()
-            .to_string();
+        let explain = format!("EXPLAIN SELECT count(*) FROM disbursements WHERE {filter}");
+        let text = printed(&mut client, &explain).await;
         assert!(text.contains(nodes), "{filter} prunes nodes:\n{text}");
     }
 
-    let analyzed = client
-        .query(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&analyzed.batches)
-        .unwrap()
-        .to_string();
+    let text = printed(&mut client, &format!("EXPLAIN ANALYZE {sql}")).await;
     assert!(
         text.contains("bytes_from_140215=")
             && text.contains("rows_from_140215=")
@@ -553,13 +537,7 @@ fn restart_node(running: &mut RunningCity, city: &Path, code: NodeCode) {
 
 /// Bytes all nodes sent for `sql`, as EXPLAIN ANALYZE shows them (to 3 or 4 digits).
 async fn bytes_moved(client: &mut SqlClient, sql: &str) -> f64 {
-    let analyzed = client
-        .query(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&analyzed.batches)
-        .unwrap()
-        .to_string();
+    let text = printed(client, &format!("EXPLAIN ANALYZE {sql}")).await;
     text.split("bytes_from_")
         .skip(1)
         .map(|metric| {
@@ -575,6 +553,14 @@ async fn bytes_moved(client: &mut SqlClient, sql: &str) -> f64 {
             number.parse::<f64>().unwrap() * scale
         })
         .sum()
+}
+
+/// The city's answer to `sql`, printed.
+async fn printed(client: &mut SqlClient, sql: &str) -> String {
+    let answer = client.query(sql).await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&answer.batches)
+        .unwrap()
+        .to_string()
 }
 
 /// Distinct counts of persons across counties, of every kind the nodes list persons for.
