@@ -128,6 +128,8 @@ pub struct Egress {
     excluded: HashSet<u64>,
     /// Whether the groups come with totals over them (grouping sets).
     totals: bool,
+    /// Whether the fragment ends in the partial phase of an aggregate.
+    one_row_a_group: bool,
     /// The node's persons that other nodes hold too, by number, when the city counts
     /// with them: a distinct count of persons then lists only their tokens.
     shared: Option<Arc<FixedBitSet>>,
@@ -337,6 +339,7 @@ impl Egress {
             persons,
             policy: policy.clone(),
             keys: partial_keys(fragment),
+            one_row_a_group: partial_top(fragment).is_some(),
             excluded: HashSet::new(),
             totals: fragment
                 .exists(|p| {
@@ -355,10 +358,11 @@ impl Egress {
         self
     }
 
-    /// Whether the fragment sends the state of a distinct count of identifiers, which
-    /// [`Self::sharing`] changes.
+    /// Whether [`Self::sharing`] changes what the fragment sends: it ends in the partial
+    /// phase of an aggregate, one row a group, with the state of a distinct count of
+    /// identifiers.
     pub fn lists_identifiers(&self) -> bool {
-        self.treatments.contains(&Treatment::TokenizeElements)
+        self.one_row_a_group && self.treatments.contains(&Treatment::TokenizeElements)
     }
 
     /// Lists, in the state of a distinct count of persons, the tokens of the persons in
@@ -367,7 +371,7 @@ impl Egress {
     /// count stays exact. `shared` must hold every person another node of the query
     /// holds; the city found them from every node's tokens.
     pub fn sharing(mut self, shared: Arc<FixedBitSet>) -> Self {
-        self.shared = Some(shared);
+        self.shared = self.lists_identifiers().then_some(shared);
         self
     }
 
@@ -702,14 +706,20 @@ fn each_value(
 /// in the partial phase of an aggregate by one set of keys, whose groups the city merges
 /// across nodes by those keys.
 fn partial_keys(fragment: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    let aggregate = partial_top(fragment)?;
+    let group = aggregate.group_expr();
+    (group.is_single() && !group.is_empty()).then(|| group.expr().len())
+}
+
+/// The partial phase of an aggregate in which `fragment` ends, if it does: the node
+/// merges its groups, so it sends one row a group.
+fn partial_top(fragment: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
     let mut top = fragment;
     while top.is::<CooperativeExec>() || top.name() == "CoalesceBatchesExec" {
         top = top.children().into_iter().next()?;
     }
     let aggregate = top.downcast_ref::<AggregateExec>()?;
-    let group = aggregate.group_expr();
-    (*aggregate.mode() == AggregateMode::Partial && group.is_single() && !group.is_empty())
-        .then(|| group.expr().len())
+    (*aggregate.mode() == AggregateMode::Partial).then_some(aggregate)
 }
 
 /// Sorts `persons` and drops the repeated ones.
