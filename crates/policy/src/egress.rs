@@ -750,8 +750,13 @@ pub fn too_few(k: usize, what: &str) -> Refusal {
 mod tests {
     use datafusion::physical_plan::expressions::{col, is_not_null};
 
+    use arrow::array::{ListArray, StringArray};
+    use arrow::datatypes::Field;
+
     use super::*;
-    use crate::test_plans::{count_by, leaf};
+    use crate::Tokenizer;
+    use crate::test_plans::{count_by, count_distinct, leaf, partial_by};
+    use crate::tokens::as_planned;
 
     /// `input`'s rows whose `column`, by position, is not null.
     fn filtered(input: Arc<dyn ExecutionPlan>, column: usize) -> Arc<dyn ExecutionPlan> {
@@ -779,6 +784,75 @@ mod tests {
         assert_eq!(
             whole_table(&count_by(filtered(rows, 1), "county_code")),
             None
+        );
+    }
+
+    #[test]
+    fn a_distinct_count_of_persons_lists_the_shared_and_counts_the_others() {
+        let tokens = Tokenizer::new("a key of the test", 0);
+        let persons = Arc::new(PersonDirectory::new(Some(tokens.clone())));
+        assert_eq!(persons.number(["a", "b", "c"].map(Some)), [0, 1, 2]);
+        let policy = NodePolicy {
+            min_group_size: 1,
+            persons,
+        };
+        let rows = leaf(Table::Disbursements, &["subsidy_type", "person_id"]);
+        let person = col("person_id", &rows.schema()).unwrap();
+        let fragment = partial_by(
+            rows.clone(),
+            "subsidy_type",
+            vec![count_distinct(&rows, person, "n")],
+        );
+        // The state the fragment sends: per type, the numbers of its persons.
+        let lists = ListArray::from_iter_primitive::<UInt32Type, _, _>([
+            Some(vec![Some(0), Some(1), Some(2)]),
+            Some(vec![Some(1)]),
+        ]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("subsidy_type", DataType::Utf8, true),
+            Field::new("n", lists.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["DIBAO", "GAOLING"])),
+                Arc::new(lists),
+            ],
+        )
+        .unwrap();
+        let planned = fragment.schema().field(1).as_ref().clone();
+        let texts = |egress: &Egress| -> Vec<Vec<String>> {
+            let sent = egress.clear(&batch).unwrap();
+            let texts = as_planned(sent.column(1), &planned, "140212").unwrap();
+            let lists = texts.as_list::<i32>();
+            let list = |i| -> Vec<String> {
+                let list = lists.value(i);
+                list.as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(String::from)
+                    .collect()
+            };
+            (0..lists.len()).map(list).collect()
+        };
+        let text = |id: &str| {
+            let mut buffer = [0; crate::TOKEN_CHARS];
+            crate::tokens::text_of(&tokens.token(id), &mut buffer).to_string()
+        };
+
+        let egress = Egress::check(&fragment, &policy, None).unwrap();
+        assert!(egress.lists_identifiers());
+        assert_eq!(
+            texts(&egress),
+            [vec![text("a"), text("b"), text("c")], vec![text("b")]]
+        );
+        // Only b is held by another node too: a and c leave as a count.
+        let shared = Arc::new(FixedBitSet::with_capacity_and_blocks(3, [0b010]));
+        let egress = egress.sharing(shared);
+        let own = |n: u32| format!("140212#{n}");
+        assert_eq!(
+            texts(&egress),
+            [vec![text("b"), own(0), own(1)], vec![text("b")]]
         );
     }
 }

@@ -75,7 +75,7 @@ impl Tokenizer {
 
 /// `token` as unpadded URL-safe base64, the form tokens take inside the city's plans and
 /// answers, written in `buffer`.
-fn text_of<'b>(token: &[u8], buffer: &'b mut [u8; TOKEN_CHARS]) -> &'b str {
+pub(crate) fn text_of<'b>(token: &[u8], buffer: &'b mut [u8; TOKEN_CHARS]) -> &'b str {
     let written = URL_SAFE_NO_PAD
         .encode_slice(token, buffer)
         .expect("room for the token's characters");
