@@ -264,11 +264,15 @@ async fn main() {
 }
 
 /// The city of `dir` with `replicas` coordinator replicas, once its nodes have numbered
-/// their persons, which they do as they start: the figures are of nodes at work.
+/// their persons and every replica has found the persons nodes share, which they do as
+/// they start: the figures are of a city at work, not of one starting.
 async fn started(dir: &std::path::Path, replicas: u64) -> LocalCity {
     let city = LocalCity::start(dir, replicas).await.expect("city starts");
     for node in &city.nodes {
         node.persons_numbered().await;
+    }
+    for replica in &city.replicas {
+        replica.engine.share_persons().await;
     }
     city
 }
