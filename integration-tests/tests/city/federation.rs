@@ -628,6 +628,19 @@ async fn distinct_counts_of_persons_send_only_shared_persons_tokens_and_stay_exa
         &[],
     );
     running.nodes.insert(taiyuan, (code, node));
+    // Asked for partial results, the city does not take the refusal for a missing node.
+    let mut partial = SqlClient::connect(&running.coordinator.addr, TOKEN)
+        .await
+        .unwrap();
+    partial.allow_partial_results();
+    let answer = partial.query(whole).await.unwrap();
+    assert!(
+        answer.missing_nodes.is_empty(),
+        "{:?}",
+        answer.missing_nodes
+    );
+    let central = oracle.sql(whole).await.unwrap().collect().await.unwrap();
+    assert_eq!(rows(&answer.batches, false), rows(&central, false));
     same_as_oracle(&mut client, &oracle).await;
 }
 
