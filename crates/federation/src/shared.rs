@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use sunlight_domain::NodeCode;
-use sunlight_policy::TOKEN_BYTES;
+use sunlight_policy::{TOKEN_BYTES, Token};
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::{PersonTokensRequest, SharedPersons as SharedPersonsRequest};
 use tonic::Request;
@@ -247,17 +247,23 @@ fn log(renewal: &Renewal) {
 /// Per node of `tokens` (each node's tokens, 16 bytes each, distinct), its tokens that
 /// another node holds too, concatenated.
 fn shared_tokens(tokens: &[&[u8]]) -> Vec<Vec<u8>> {
-    let mut all: Vec<(&[u8], usize)> = tokens
+    // Tokens sort as 128-bit numbers, many times faster than as byte strings.
+    let mut all: Vec<(u128, usize)> = tokens
         .iter()
         .enumerate()
-        .flat_map(|(node, t)| t.chunks_exact(TOKEN_BYTES).map(move |t| (t, node)))
+        .flat_map(|(node, t)| {
+            t.chunks_exact(TOKEN_BYTES).map(move |t| {
+                let token: Token = t.try_into().expect("chunks of a token");
+                (u128::from_be_bytes(token), node)
+            })
+        })
         .collect();
     all.sort_unstable();
     let mut shared = vec![Vec::new(); tokens.len()];
     for run in all.chunk_by(|a, b| a.0 == b.0) {
         if run.len() > 1 {
             for (token, node) in run {
-                shared[*node].extend_from_slice(token);
+                shared[*node].extend_from_slice(&token.to_be_bytes());
             }
         }
     }
