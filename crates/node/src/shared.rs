@@ -71,6 +71,13 @@ fn city_only(node: &Node, user: &str, action: &str) -> Result<()> {
 /// The tokens of every person of the node's served tables, once all are numbered.
 pub async fn person_tokens(node: &Node, user: &str) -> Result<PersonTokenSet> {
     city_only(node, user, "person tokens")?;
+    if node.privacy().policy.persons.tokenizer().is_none() {
+        return Err(Error::Config(format!(
+            "node {} has no linkage key, so its persons have no tokens to share; set \
+             [linkage] key in its config",
+            node.code()
+        )));
+    }
     for (table, state) in node.tables() {
         if has_persons(*table) && matches!(state, TableState::Served { .. }) {
             node.persons_of(*table).await?;
