@@ -781,6 +781,24 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
         "{err}"
     );
 
+    // A node without a linkage key has no tokens to give, and says so.
+    let keyless = ServiceProcess::start_keyless(code.as_str(), &node_root(city.dir.path(), code));
+    let mut control = NodeServiceClient::connect(format!("http://{}", keyless.addr))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(PersonTokensRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {CITY_TOKEN}").parse().unwrap(),
+    );
+    let err = control.person_tokens(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("node 140215 has no linkage key, so its persons have no tokens"),
+        "{err}"
+    );
+
     let text = std::fs::read_to_string(&log).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()

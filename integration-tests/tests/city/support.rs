@@ -109,6 +109,17 @@ impl ServiceProcess {
 
     /// Like [`ServiceProcess::start_with`], listening on `listen`.
     pub fn start_listening(code: &str, data: &Path, listen: &str, extra: &[&str]) -> Self {
+        let keyed = [&["--linkage-key", LINKAGE_KEY][..], extra].concat();
+        Self::start_node(code, data, listen, &keyed)
+    }
+
+    /// Like [`ServiceProcess::start`], without a linkage key: identifiers cannot leave
+    /// the node, not even as tokens.
+    pub fn start_keyless(code: &str, data: &Path) -> Self {
+        Self::start_node(code, data, "127.0.0.1:0", &[])
+    }
+
+    fn start_node(code: &str, data: &Path, listen: &str, extra: &[&str]) -> Self {
         let data = data.display().to_string();
         let mut args = vec![
             "node",
@@ -120,8 +131,6 @@ impl ServiceProcess {
             TOKEN,
             "--data",
             &data,
-            "--linkage-key",
-            LINKAGE_KEY,
             "--city-token",
             CITY_TOKEN,
         ];
