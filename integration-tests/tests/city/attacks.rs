@@ -30,7 +30,7 @@ use sunlight_domain::{NodeCode, Table};
 use sunlight_fragment::{TableLeafExec, encode_plan, ticket};
 use sunlight_policy::{Token, Tokenizer};
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
-use sunlight_proto::v1::{FragmentTicket, PersonTokensRequest};
+use sunlight_proto::v1::{FragmentTicket, PersonTokenSet, PersonTokensRequest};
 
 use crate::oracle;
 use crate::support::{
@@ -597,6 +597,18 @@ async fn send_fragment(
         .map_err(|e| tonic::Status::internal(e.to_string()))
 }
 
+/// The node at `addr`'s answer to a request for its person tokens, made with `token`.
+async fn person_tokens(addr: &str, token: &str) -> Result<PersonTokenSet, tonic::Status> {
+    let mut control = NodeServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(PersonTokensRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    Ok(control.person_tokens(request).await?.into_inner())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     let city = shared_city();
@@ -766,14 +778,7 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     assert!(err.to_string().contains("Unauthenticated"), "{err}");
 
     // The tokens of all the county's persons go to the city alone.
-    let mut control = NodeServiceClient::connect(format!("http://{}", node.addr))
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(PersonTokensRequest {});
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let err = control.person_tokens(request).await.unwrap_err();
+    let err = person_tokens(&node.addr, TOKEN).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(
         err.message()
@@ -783,15 +788,7 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
 
     // A node without a linkage key has no tokens to give, and says so.
     let keyless = ServiceProcess::start_keyless(code.as_str(), &node_root(city.dir.path(), code));
-    let mut control = NodeServiceClient::connect(format!("http://{}", keyless.addr))
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(PersonTokensRequest {});
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {CITY_TOKEN}").parse().unwrap(),
-    );
-    let err = control.person_tokens(request).await.unwrap_err();
+    let err = person_tokens(&keyless.addr, CITY_TOKEN).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(
         err.message()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
-use sunlight_client::SqlClient;
+use sunlight_client::{QueryResult, SqlClient};
 
 use crate::models::{approve_and_roll_out, model};
 use crate::oracle::{city_context, strings};
@@ -65,6 +65,20 @@ pub async fn city_and_oracle() -> (RunningCity, SessionContext, SqlClient) {
     (running, oracle, client)
 }
 
+/// `sql`'s answer at the city and in `oracle`, and whether its rows come in order.
+async fn asked_both(
+    client: &mut SqlClient,
+    oracle: &SessionContext,
+    sql: &str,
+) -> (QueryResult, Vec<RecordBatch>, bool) {
+    let federated = client
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+    let central = oracle.sql(sql).await.unwrap().collect().await.unwrap();
+    (federated, central, sql.contains("ORDER BY"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn federated_queries_equal_centralized_datafusion() {
     let (_running, oracle, mut client) = city_and_oracle().await;
@@ -76,12 +90,7 @@ async fn federated_queries_equal_centralized_datafusion() {
     );
     let mut wrong = Vec::new();
     for sql in &queries {
-        let federated = client
-            .query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}\n{e}"));
-        let central = oracle.sql(sql).await.unwrap().collect().await.unwrap();
-        let ordered = sql.contains("ORDER BY");
+        let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
         assert!(federated.missing_nodes.is_empty());
         if rows(&federated.batches, ordered) != rows(&central, ordered)
             || federated.suppressed_groups > 0
@@ -647,12 +656,7 @@ async fn distinct_counts_of_persons_send_only_shared_persons_tokens_and_stay_exa
 /// Asks the city each of [`DISTINCT_PERSONS`] and compares with `oracle`'s answer.
 async fn same_as_oracle(client: &mut SqlClient, oracle: &SessionContext) {
     for sql in DISTINCT_PERSONS {
-        let federated = client
-            .query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}\n{e}"));
-        let central = oracle.sql(sql).await.unwrap().collect().await.unwrap();
-        let ordered = sql.contains("ORDER BY");
+        let (federated, central, ordered) = asked_both(client, oracle, sql).await;
         assert_eq!(federated.suppressed_groups, 0, "{sql}");
         assert_eq!(
             rows(&federated.batches, ordered),
