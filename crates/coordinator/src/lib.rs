@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use sunlight_federation::{CityEngine, FederationConfig, StandardsCheck};
+use sunlight_federation::{CityEngine, FederationConfig, Renewal, StandardsCheck};
 use sunlight_flightsql::{FlightSqlEndpoint, FlightSqlServer, RunningServer, TokenTable};
 use sunlight_meta::{
     AdminClient, Command, Faults, NodeRecord, Outcome, Replica, Role, admin_service, raft_service,
@@ -76,14 +76,25 @@ pub struct RunningCoordinator {
     server: RunningServer,
     schedule: Option<tokio::task::JoinHandle<()>>,
     standards_check: Option<tokio::task::JoinHandle<()>>,
+    /// Finding the persons nodes share, which starts with the coordinator.
+    sharing: Option<tokio::task::JoinHandle<Renewal>>,
 }
 
 impl RunningCoordinator {
+    /// Waits until the coordinator has found the persons nodes share, which it starts
+    /// doing as it starts: what it found, the first time it is asked.
+    pub async fn persons_shared(&mut self) -> Option<Renewal> {
+        self.sharing.take()?.await.ok()
+    }
+
     /// Stops accepting calls and waits for the server.
     pub async fn stop(self) -> Result<()> {
         let addr = self.addr.to_string();
         for task in [self.schedule, self.standards_check].into_iter().flatten() {
             task.abort();
+        }
+        if let Some(sharing) = self.sharing {
+            sharing.abort();
         }
         let stopped = self.server.stop().await;
         self.replica.shutdown().await;
@@ -173,7 +184,7 @@ pub async fn start_coordinator(
     }
     let standards = engine.check_standards().await.map_err(|e| e.to_string());
     // Nodes may still be numbering their persons; the set follows when they are done.
-    tokio::spawn({
+    let sharing = tokio::spawn({
         let engine = engine.clone();
         async move { engine.share_persons().await }
     });
@@ -194,6 +205,7 @@ pub async fn start_coordinator(
         server,
         schedule,
         standards_check,
+        sharing: Some(sharing),
     })
 }
 
