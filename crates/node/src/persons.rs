@@ -44,6 +44,7 @@ use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
 
 use crate::Result;
+use crate::catalog::TableState;
 use crate::node::Node;
 use crate::once::OnceMap;
 
@@ -130,12 +131,20 @@ pub fn has_persons(table: Table) -> bool {
     table.schema().index_of(PERSON).is_ok()
 }
 
-/// Numbers the persons of each of `node`'s tables that has them, ahead of the first
+/// The node's served tables about persons.
+pub fn served_with_persons(node: &Node) -> Vec<Table> {
+    let tables = node.tables().iter();
+    tables
+        .filter(|(t, state)| has_persons(*t) && matches!(state, TableState::Served { .. }))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+/// Numbers the persons of each of `node`'s served tables about persons, ahead of the first
 /// query that counts them, which would otherwise wait for it. A table that fails here is
 /// numbered again by that query, which reports the failure.
 pub async fn number_persons(node: Arc<Node>) {
-    let with_persons = Table::ALL.into_iter().filter(|&t| has_persons(t));
-    for table in with_persons {
+    for table in served_with_persons(&node) {
         if let Err(e) = node.persons_of(table).await {
             tracing::debug!(table = table.name(), error = %e, "persons not numbered ahead");
         }

@@ -12,9 +12,8 @@ use fixedbitset::FixedBitSet;
 use sunlight_policy::TOKEN_BYTES;
 use sunlight_proto::v1::{PersonTokenSet, SharedPersons, SharedPersonsReply};
 
-use crate::catalog::TableState;
 use crate::node::Node;
-use crate::persons::has_persons;
+use crate::persons::served_with_persons;
 use crate::{Error, Result};
 
 /// Shared sets a node keeps at once: one per coordinator replica that renewed lately.
@@ -78,10 +77,8 @@ pub async fn person_tokens(node: &Node, user: &str) -> Result<PersonTokenSet> {
             node.code()
         )));
     }
-    for (table, state) in node.tables() {
-        if has_persons(*table) && matches!(state, TableState::Served { .. }) {
-            node.persons_of(*table).await?;
-        }
+    for table in served_with_persons(node) {
+        node.persons_of(table).await?;
     }
     let tokens = node.privacy().policy.persons.all_tokens()?;
     let persons = tokens.len();

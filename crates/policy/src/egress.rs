@@ -128,8 +128,9 @@ pub struct Egress {
     excluded: HashSet<u64>,
     /// Whether the groups come with totals over them (grouping sets).
     totals: bool,
-    /// Whether the fragment ends in the partial phase of an aggregate.
-    one_row_a_group: bool,
+    /// Whether the fragment ends in the partial phase of an aggregate, one row a group,
+    /// with the state of a distinct count of identifiers: what [`Self::sharing`] changes.
+    lists_identifiers: bool,
     /// The node's persons that other nodes hold too, by number, when the city counts
     /// with them: a distinct count of persons then lists only their tokens.
     shared: Option<Arc<FixedBitSet>>,
@@ -324,6 +325,8 @@ impl Egress {
             }
         }
         let (plan, persons) = counted(fragment, policy.min_group_size, ahead)?;
+        let lists_identifiers =
+            partial_top(fragment).is_some() && treatments.contains(&Treatment::TokenizeElements);
         let leaving = treatments
             .iter()
             .zip(schema.fields())
@@ -339,7 +342,7 @@ impl Egress {
             persons,
             policy: policy.clone(),
             keys: partial_keys(fragment),
-            one_row_a_group: partial_top(fragment).is_some(),
+            lists_identifiers,
             excluded: HashSet::new(),
             totals: fragment
                 .exists(|p| {
@@ -362,7 +365,7 @@ impl Egress {
     /// phase of an aggregate, one row a group, with the state of a distinct count of
     /// identifiers.
     pub fn lists_identifiers(&self) -> bool {
-        self.one_row_a_group && self.treatments.contains(&Treatment::TokenizeElements)
+        self.lists_identifiers
     }
 
     /// Lists, in the state of a distinct count of persons, the tokens of the persons in
