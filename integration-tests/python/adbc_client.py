@@ -7,6 +7,7 @@ import json
 import sys
 
 import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow
 from adbc_driver_flightsql import DatabaseOptions
 
 addr, token, county = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -35,6 +36,18 @@ with conn.cursor() as cur:
         "SELECT subsidy_type, sum(amount) AS total, count(*) AS n FROM disbursements GROUP BY 1"
     )
     answer_columns = [[f.name, str(f.type)] for f in schema]
+# Writes of any kind are refused by name.
+writes = {}
+with conn.cursor() as cur:
+    for name, write in [
+        ("delete", lambda: cur.execute("DELETE FROM disbursements")),
+        ("ingest", lambda: cur.adbc_ingest("disbursements", pyarrow.table({"amount": [1]}), mode="append")),
+    ]:
+        try:
+            write()
+            writes[name] = "accepted"
+        except Exception as e:
+            writes[name] = str(e)
 # Incremental execution, which polls for the answer's endpoints (Flight's PollFlightInfo).
 with conn.cursor() as cur:
     cur.adbc_statement.set_options(**{"adbc.statement.exec.incremental": "true"})
@@ -74,4 +87,5 @@ print(json.dumps({
     "column_types": column_types,
     "table_types": table_types,
     "vendor": info.get("vendor_name"),
+    "writes": writes,
 }))

@@ -18,9 +18,9 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -215,6 +215,14 @@ fn read_only() -> Status {
     )
 }
 
+/// Refuses a bulk ingest into `table`: records are loaded where they are held.
+fn no_ingest(table: &str) -> Status {
+    Status::permission_denied(format!(
+        "bulk ingest into {table} is refused: Sunlight answers queries only; a county's \
+         records are loaded at its node with `sunlight import`"
+    ))
+}
+
 fn utf8(bytes: &[u8], what: &str) -> Result<String, Status> {
     String::from_utf8(bytes.to_vec())
         .map_err(|_| Status::invalid_argument(format!("{what} is not UTF-8")))
@@ -313,6 +321,14 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         Err(read_only())
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(no_ingest(&command.table))
     }
 
     async fn do_put_prepared_statement_update(

@@ -33,7 +33,7 @@ async fn adbc_client(addr: &str, county: NodeCode) -> serde_json::Value {
 
 /// The client's view agrees with the generated files: counts, a prepared statement with
 /// bound values, an answer's columns before it runs, a count executed incrementally, the
-/// catalog calls with the columns' SQL types, and the server's name.
+/// catalog calls with the columns' SQL types, and the server's name. Writes are refused.
 fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
     assert_eq!(seen["count"].as_u64().unwrap() as usize, rows, "{seen}");
     assert_eq!(
@@ -85,6 +85,13 @@ fn assert_sees(seen: &serde_json::Value, rows: usize, county_rows: usize) {
         ]),
         "{seen}"
     );
+    for (write, refusal) in [
+        ("delete", "DML not supported: Delete"),
+        ("ingest", "bulk ingest into disbursements is refused"),
+    ] {
+        let said = seen["writes"][write].as_str().unwrap_or_default();
+        assert!(said.contains(refusal), "{write}: {said}");
+    }
     assert!(seen["by_type"]["YULU"].as_str().is_some(), "{seen}");
     assert!(
         seen["vendor"]
