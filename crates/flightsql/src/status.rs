@@ -4,16 +4,19 @@ use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use tonic::Status;
 
-/// `InvalidArgument` where the query is at fault: its SQL, its names, or values it asks
-/// to convert or compute that cannot be (a cast of `'abc'` to a decimal, a division by
-/// zero); `ResourceExhausted` where memory ran out; `Internal` otherwise.
+/// `InvalidArgument` where the query is at fault: its SQL, its names, arguments a
+/// function does not take as it runs (DataFusion's execution errors, such as
+/// `date_part('decade', …)`), or values it asks to convert or compute that cannot be (a
+/// cast of `'abc'` to a decimal, a division by zero); `ResourceExhausted` where memory
+/// ran out; `Internal` otherwise.
 pub fn query_status(e: &DataFusionError) -> Status {
     let message = e.to_string();
     match e.find_root() {
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_) => Status::invalid_argument(message),
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Execution(_) => Status::invalid_argument(message),
         DataFusionError::ArrowError(arrow, _) if of_the_query(arrow) => {
             Status::invalid_argument(message)
         }
@@ -47,6 +50,9 @@ mod tests {
         let status = query_status(&cast);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("Cannot cast string 'abc'"));
+
+        let argument = DataFusionError::Execution("Date part 'decade' not supported".into());
+        assert_eq!(query_status(&argument).code(), tonic::Code::InvalidArgument);
 
         let io = ArrowError::IoError("disk".into(), std::io::Error::other("gone"));
         assert_eq!(query_status(&io.into()).code(), tonic::Code::Internal);

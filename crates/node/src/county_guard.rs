@@ -25,6 +25,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use sunlight_domain::{NodeCode, Table};
 
+use crate::Error;
+
 /// Whether a table's `statistics`, as its files' writer stored them, prove that every
 /// row carries `code` in `column`: no nulls, and `code` as both the smallest and the
 /// largest value.
@@ -141,11 +143,12 @@ impl ExecutionPlan for CountyGuardExec {
             let codes = codes.as_string::<i32>();
             if let Some(i) = (0..codes.len()).find(|&i| codes.is_null(i) || codes.value(i) != node.as_str()) {
                 let found = if codes.is_null(i) { "NULL" } else { codes.value(i) };
-                return Err(DataFusionError::Execution(format!(
+                return Err(Error::Data(format!(
                     "node {node} holds {table} rows with county_code {found}; the contract says county_code is the \
                      code of the node that holds the row, and city queries that group or join by county rely on it. \
                      Correct the node's data"
-                )));
+                ))
+                .into_datafusion());
             }
             Ok(batch)
         });

@@ -39,6 +39,9 @@ pub enum Error {
         /// What was wrong with its files.
         problems: Vec<TableProblem>,
     },
+    /// The node's files no longer hold what a running query relies on.
+    #[error("{0}")]
+    Data(String),
     /// The query failed to parse, plan or run.
     #[error("{0}")]
     Query(#[from] DataFusionError),
@@ -120,12 +123,25 @@ impl From<figment::Error> for Error {
     }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(e: Error) -> Self {
-        let message = e.to_string();
-        match e {
-            Error::Query(ref df) => sunlight_flightsql::query_status(df),
-            Error::TableRefused { .. } => tonic::Status::failed_precondition(message),
+impl Error {
+    /// This error, raised while a query runs, as DataFusion carries it.
+    pub(crate) fn into_datafusion(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
+
+    fn status(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            Error::Query(df) => {
+                let raised = match df.find_root() {
+                    DataFusionError::External(e) => e.downcast_ref::<Error>(),
+                    _ => None,
+                };
+                raised.map_or_else(|| sunlight_flightsql::query_status(df), Error::status)
+            }
+            Error::TableRefused { .. } | Error::Data(_) => {
+                tonic::Status::failed_precondition(message)
+            }
             Error::Model { .. } | Error::OtherStandards { .. } => {
                 tonic::Status::failed_precondition(message)
             }
@@ -140,6 +156,12 @@ impl From<Error> for tonic::Status {
             Error::Store { .. } => tonic::Status::unavailable(message),
             Error::Serve { .. } | Error::Arrow(_) => tonic::Status::internal(message),
         }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        e.status()
     }
 }
 

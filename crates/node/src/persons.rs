@@ -20,7 +20,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::FileScanConfigBuilder;
 use datafusion::datasource::table_schema::TableSchema;
-use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -43,10 +43,10 @@ use sunlight_domain::Table;
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
 
-use crate::Result;
 use crate::catalog::TableState;
 use crate::node::Node;
 use crate::once::OnceMap;
+use crate::{Error, Result};
 
 const PERSON: &str = "person_id";
 
@@ -253,10 +253,11 @@ fn with_persons(
     let rows = batch.column(last).as_primitive::<Int64Type>();
     let numbered = |row: i64| (row as usize) < numbers.len();
     let changed = || {
-        DataFusionError::Execution(format!(
+        Error::Data(format!(
             "file {file} has more rows than when the node numbered its persons; \
              restart the node after changing its files"
         ))
+        .into_datafusion()
     };
     // A scan reads rows in order, so a batch is mostly a run of consecutive rows: a
     // slice of the file's numbers, not a copy.

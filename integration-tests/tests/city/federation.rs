@@ -470,6 +470,12 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             "failed running the fragment (InvalidArgument): Arrow error: Cast error: Cannot \
              cast string",
         ),
+        // So is an argument a function refuses as it runs.
+        (
+            "SELECT date_part('decade', period) AS d, count(*) FROM disbursements GROUP BY 1",
+            "failed running the fragment (InvalidArgument): Execution error: Date part \
+             'decade' not supported",
+        ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(mentions), "{sql}: {err}");
@@ -519,7 +525,10 @@ async fn a_row_with_another_nodes_county_code_fails_by_name() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("node 140215 holds persons rows with county_code 140221"),
+        err.contains(
+            "refused the fragment (FailedPrecondition): node 140215 holds persons rows with \
+             county_code 140221"
+        ),
         "{err}"
     );
 }
