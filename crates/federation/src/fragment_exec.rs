@@ -23,7 +23,8 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, displayable,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    displayable,
 };
 use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
@@ -99,13 +100,21 @@ pub struct NodeFragmentExec {
 }
 
 impl NodeFragmentExec {
-    /// `fragment` must have as many output partitions as there are `nodes`; fails when
-    /// the fragment cannot travel as datafusion-proto.
+    /// Fails unless `fragment` has as many output partitions as there are `nodes`, one
+    /// for each, and when the fragment cannot travel as datafusion-proto.
     pub fn try_new(
         nodes: Vec<NodeEndpoint>,
         fragment: Arc<dyn ExecutionPlan>,
         channels: Arc<Channels>,
     ) -> Result<Self> {
+        let partitions = fragment.output_partitioning().partition_count();
+        if partitions != nodes.len() {
+            // Partition i asks node i: nodes past the partitions would go unasked.
+            return Err(DataFusionError::Internal(format!(
+                "a fragment for {} node(s) has {partitions} output partition(s), not one a node",
+                nodes.len()
+            )));
+        }
         let encoded = if reads_scalar_subquery(&fragment) {
             OnceLock::new()
         } else {
@@ -423,16 +432,40 @@ fn from_status(node: &NodeEndpoint, status: tonic::Status) -> Error {
 mod tests {
     use arrow::array::{ArrayRef, AsArray, FixedSizeBinaryArray, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
+    use sunlight_domain::Table;
+    use sunlight_fragment::TableLeafExec;
 
     use super::*;
 
-    #[test]
-    fn an_answer_is_taken_as_the_fragment_makes_it_or_refused_by_node() {
-        let node = NodeEndpoint {
-            code: "140212".parse().unwrap(),
+    fn node(code: &str) -> NodeEndpoint {
+        NodeEndpoint {
+            code: code.parse().unwrap(),
             addr: "127.0.0.1:1".into(),
             token: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_fragment_has_one_partition_a_node() {
+        let leaf = |partitions| {
+            Arc::new(TableLeafExec::try_new(Table::Payroll, None, partitions, None).unwrap())
+                as Arc<dyn ExecutionPlan>
         };
+        let nodes = vec![node("140212"), node("140213")];
+        let channels = Arc::new(Channels::new(None));
+        assert!(NodeFragmentExec::try_new(nodes.clone(), leaf(2), channels.clone()).is_ok());
+        let err = NodeFragmentExec::try_new(nodes, leaf(1), channels)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a fragment for 2 node(s) has 1 output partition(s)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_answer_is_taken_as_the_fragment_makes_it_or_refused_by_node() {
+        let node = node("140212");
         let schema = Arc::new(Schema::new(vec![
             Field::new("person_id", DataType::Utf8, true),
             Field::new("n", DataType::Int64, false),
