@@ -39,6 +39,9 @@ pub enum Error {
         /// What was wrong with its files.
         problems: Vec<TableProblem>,
     },
+    /// The node failed while running a fragment: a fault of its own, not the query's.
+    #[error("the node failed while running the fragment: {0}")]
+    Failed(String),
     /// The node's files no longer hold what a running query relies on.
     #[error("{0}")]
     Data(String),
@@ -154,7 +157,9 @@ impl Error {
                 tonic::Status::failed_precondition(message)
             }
             Error::Store { .. } => tonic::Status::unavailable(message),
-            Error::Serve { .. } | Error::Arrow(_) => tonic::Status::internal(message),
+            Error::Serve { .. } | Error::Arrow(_) | Error::Failed(_) => {
+                tonic::Status::internal(message)
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::SessionState;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::projection::ProjectionExpr;
@@ -52,9 +52,7 @@ async fn guarded<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("no message");
-            Err(Error::Query(DataFusionError::Internal(format!(
-                "the node failed while running the fragment: {message}"
-            ))))
+            Err(Error::Failed(message.to_string()))
         })
 }
 
@@ -341,6 +339,7 @@ mod tests {
                 .contains("the node failed while running the fragment: index out of bounds"),
             "{status}"
         );
+        assert!(!status.message().contains("DataFusion"), "{status}");
         assert_eq!(guarded(async { Ok(7) }).await.unwrap(), 7);
     }
 }
