@@ -125,6 +125,10 @@ SELECT count(*), count(DISTINCT person_id) FROM (SELECT person_id FROM persons W
 ;
 SELECT t.county_code, count(*) FROM (SELECT county_code FROM disbursements UNION ALL SELECT county_code FROM payroll) t WHERE t.county_code = '140215' GROUP BY 1
 ;
+SELECT count(DISTINCT d) FROM (SELECT period AS d FROM disbursements WHERE subsidy_type = 'DIBAO' UNION ALL SELECT period AS d FROM disbursements WHERE amount > 500) t
+;
+SELECT county_code, count(DISTINCT township) FROM (SELECT township, county_code FROM disbursements WHERE subsidy_type = 'DIBAO' UNION ALL SELECT township, county_code FROM disbursements WHERE amount > 500) t GROUP BY 1 ORDER BY 1
+;
 SELECT county_code, subsidy_type, median(amount), count(DISTINCT person_id) FROM disbursements GROUP BY 1, 2 ORDER BY 1, 2
 ;
 SELECT county_code, percentile_cont(0.9) WITHIN GROUP (ORDER BY amount) FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1 ORDER BY 1

@@ -24,13 +24,13 @@ use datafusion::physical_plan::joins::{
 };
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionContext};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sunlight_domain::{ColumnClass, NodeCode, Table, column_class, standards_sha256};
 use sunlight_flightsql::{
-    Answer, AnswerNote, CATALOG, NoteKind, QueryRequest, SCHEMA, SessionOption, SqlEngine,
-    Statement, StatementSchemas, TableInfo, require_values,
+    Answer, AnswerNote, NoteKind, QueryRequest, SessionOption, SqlEngine, Statement,
+    StatementSchemas, TableInfo, require_values,
 };
 use sunlight_fragment::{TableLeafExec, refusal, unmerged_partial_state};
 use sunlight_policy::{
@@ -306,10 +306,7 @@ impl CityEngine {
     }
 
     async fn build_base(&self) -> Result<SessionState> {
-        let mut config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_round_robin_repartition(false);
+        let mut config = sunlight_flightsql::session_config().with_round_robin_repartition(false);
         // Node fragments are the unit of parallelism; partitioned joins keep node partitions.
         config.options_mut().optimizer.repartition_joins = true;
         let mut rules = PhysicalOptimizer::new().rules;

@@ -23,8 +23,8 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-    displayable,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, displayable,
 };
 use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
@@ -92,6 +92,10 @@ const HELD_BACK: &str = "groups_held_back";
 pub struct NodeFragmentExec {
     nodes: Vec<NodeEndpoint>,
     fragment: Arc<dyn ExecutionPlan>,
+    /// The fragment's properties, with one partition a node.
+    properties: Arc<PlanProperties>,
+    /// Whether the fragment unites several fragments inside each node ([`Self::united`]).
+    united: bool,
     /// The fragment as datafusion-proto bytes, encoded once for every node. A fragment
     /// that reads a scalar subquery is encoded when it first runs, after the subquery.
     encoded: OnceLock<Bytes>,
@@ -107,14 +111,31 @@ impl NodeFragmentExec {
         fragment: Arc<dyn ExecutionPlan>,
         channels: Arc<Channels>,
     ) -> Result<Self> {
+        Self::build(nodes, fragment, channels, false)
+    }
+
+    fn build(
+        nodes: Vec<NodeEndpoint>,
+        fragment: Arc<dyn ExecutionPlan>,
+        channels: Arc<Channels>,
+        united: bool,
+    ) -> Result<Self> {
         let partitions = fragment.output_partitioning().partition_count();
-        if partitions != nodes.len() {
+        let properties = match (united, partitions) {
+            (false, p) if p == nodes.len() => fragment.properties().clone(),
+            (true, 1) => Arc::new(
+                PlanProperties::clone(fragment.properties())
+                    .with_partitioning(Partitioning::UnknownPartitioning(nodes.len())),
+            ),
             // Partition i asks node i: nodes past the partitions would go unasked.
-            return Err(DataFusionError::Internal(format!(
-                "a fragment for {} node(s) has {partitions} output partition(s), not one a node",
-                nodes.len()
-            )));
-        }
+            _ => {
+                return Err(DataFusionError::Internal(format!(
+                    "a fragment for {} node(s) has {partitions} output partition(s), not one \
+                     a node",
+                    nodes.len()
+                )));
+            }
+        };
         let encoded = if reads_scalar_subquery(&fragment) {
             OnceLock::new()
         } else {
@@ -123,6 +144,8 @@ impl NodeFragmentExec {
         Ok(Self {
             nodes,
             fragment,
+            properties,
+            united,
             encoded,
             channels,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -156,9 +179,21 @@ impl NodeFragmentExec {
         Ok(self.encoded.get_or_init(|| bytes).clone())
     }
 
-    /// The same nodes running a larger fragment.
+    /// These nodes running `fragment`, which unites each node's rows of several fragments
+    /// for these nodes, such as the sides of a union, and merges them into one partition
+    /// itself: each node runs it whole, over its own rows, and answers one partition.
+    pub fn uniting(&self, fragment: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        Self::build(self.nodes.clone(), fragment, self.channels.clone(), true)
+    }
+
+    /// The same nodes running a larger fragment, which unites as this one does.
     pub fn with_fragment(&self, fragment: Arc<dyn ExecutionPlan>) -> Result<Self> {
-        Self::try_new(self.nodes.clone(), fragment, self.channels.clone())
+        Self::build(
+            self.nodes.clone(),
+            fragment,
+            self.channels.clone(),
+            self.united,
+        )
     }
 }
 
@@ -187,7 +222,7 @@ impl ExecutionPlan for NodeFragmentExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.fragment.properties()
+        &self.properties
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinSide, JoinType};
 use datafusion::config::ConfigOptions;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Aggregate;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -37,6 +37,8 @@ use sunlight_domain::NodeCode;
 use sunlight_fragment::{
     TableLeafExec, is_values, merge_of, partial_of, refused_function, refused_operator, whole_of,
 };
+
+use sunlight_policy::{Tier, Treatment, node_egress, trace};
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
@@ -182,12 +184,14 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
         .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
 }
 
-/// An aggregate over the `UNION ALL` of node fragments, as partial aggregates under the
-/// union, one over each side, which the nodes run; the city merges their states. The
-/// sides of a union split by `county_code` (interleaved) form whole groups at each node,
-/// merged by node; other unions' partial states merge as the aggregate above planned.
-/// Each side's fragment counts the persons behind its own groups: a group too small on
-/// one side is held back there, however large the union's.
+/// An aggregate over the `UNION ALL` of node fragments. Where every side is for the same
+/// nodes, each node runs its partial phase over its own rows of the union
+/// ([`union_at_nodes`]). Otherwise it becomes partial aggregates under the union, one
+/// over each side, which the nodes run; the city merges their states. The sides of a
+/// union split by `county_code` (interleaved) form whole groups at each node, merged by
+/// node; other unions' partial states merge as the aggregate above planned. Each side's
+/// fragment then counts the persons behind its own groups: a group too small on one side
+/// is held back there, however large the union's.
 fn split_over_union(
     plan: &Arc<dyn ExecutionPlan>,
     partitions: usize,
@@ -212,10 +216,23 @@ fn split_over_union(
     if ordered || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
         return Ok(None);
     }
+    if let Some(united) = union_at_nodes(aggregate, union, merge.is_some())? {
+        return Ok(Some(united));
+    }
     let partials = sides
         .into_iter()
         .map(|side| Ok(absorb(partial_of(aggregate, side.clone())?, partitions)?.data))
         .collect::<Result<Vec<_>>>()?;
+    if aggregate.aggr_expr().iter().any(|f| f.is_distinct()) && !sent_alike(&partials) {
+        return Err(DataFusionError::Plan(
+            "a distinct count over this union cannot be merged across its sides: a node \
+             sends the distinct values of a side that reads only public columns as they \
+             are, and those of a side that reads others as tokens, so a value on both \
+             sides would count twice; read the same columns on every side, or count \
+             each side apart"
+                .into(),
+        ));
+    }
     let Ok(merged) = replace_children_if_necessary(union.clone(), partials) else {
         return Ok(None);
     };
@@ -223,6 +240,54 @@ fn split_over_union(
         return Ok(Some(merged));
     };
     merge_of(aggregate, mode, merged).map(Some)
+}
+
+/// The aggregate over a `UNION ALL` whose sides are fragments for the same nodes, as one
+/// fragment: each node unites its own rows of every side and aggregates them once, so that
+/// a person on several sides is one of the group's persons, once, and the node reads all
+/// sides' values alike. Its partial phase, or the `whole` aggregate where the sides split
+/// by `county_code`, whose groups each node holds whole. The node counts each side's rows
+/// as a part of every figure.
+fn union_at_nodes(
+    aggregate: &AggregateExec,
+    union: &Arc<dyn ExecutionPlan>,
+    whole: bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let sides: Vec<&NodeFragmentExec> = union
+        .children()
+        .into_iter()
+        .filter_map(|side| side.downcast_ref())
+        .collect();
+    let Some(first) = sides.first() else {
+        return Ok(None);
+    };
+    if sides.iter().any(|side| side.nodes() != first.nodes()) {
+        return Ok(None);
+    }
+    let rows = UnionExec::try_new(sides.iter().map(|side| side.fragment().clone()).collect())?;
+    let partial = partial_of(aggregate, Arc::new(CoalescePartitionsExec::new(rows)))?;
+    let fragment = match (whole, partial.downcast_ref::<AggregateExec>()) {
+        (true, Some(partial)) => Arc::new(whole_of(partial, AggregateMode::SinglePartitioned)?),
+        _ => partial,
+    };
+    Ok(first
+        .uniting(fragment)
+        .ok()
+        .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
+}
+
+/// Whether the nodes send the columns of every fragment among `parts` in the same form,
+/// as values or as tokens, as the node's egress rules treat them.
+fn sent_alike(parts: &[Arc<dyn ExecutionPlan>]) -> bool {
+    let forms: Vec<Vec<Treatment>> = parts
+        .iter()
+        .filter_map(|part| {
+            let fragment = part.downcast_ref::<NodeFragmentExec>()?.fragment();
+            let traced = trace(fragment, Tier::Node, &|_| None).ok()?;
+            node_egress(&traced, fragment.schema().fields()).ok()
+        })
+        .collect();
+    forms.windows(2).all(|pair| pair[0] == pair[1])
 }
 
 /// Whether `plan` forms the list of values an IN subquery became, which stays at the city.

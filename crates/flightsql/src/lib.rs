@@ -26,7 +26,7 @@ pub use memory::memory_pool;
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 pub use session::{AnswerNote, NoteKind, SESSION_COOKIE, SessionOption};
-pub use statement::{Statement, StatementSchemas, require_values};
+pub use statement::{Statement, StatementSchemas, require_values, session_config};
 pub use status::query_status;
 pub use tls::{COORDINATOR_TLS_NAME, NODE_TLS_NAME, TlsFiles, endpoint, trust};
 

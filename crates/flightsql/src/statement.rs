@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
@@ -21,6 +21,8 @@ use prost::Message;
 use sunlight_proto::v1::PreparedStatementHandle;
 use tonic::Status;
 
+use crate::service::{CATALOG, SCHEMA};
+
 /// A statement from a client: its SQL and, once bound, one row of values for its
 /// placeholders (`$1`, `$2`, … or `?` in order).
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +31,22 @@ pub struct Statement {
     pub sql: String,
     /// One column per placeholder, in order, and one row.
     pub parameters: Option<RecordBatch>,
+}
+
+/// The session settings the city and the nodes plan SQL with: the information schema,
+/// the catalog and schema clients name, and no check of the field metadata of an
+/// aggregate's input against its logical plan's. The contract's column classes ride in
+/// field metadata; a union of columns of two classes keeps one class in DataFusion's
+/// physical plan and none in its logical plan, which the check takes for a planner bug.
+pub fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG, SCHEMA);
+    config
+        .options_mut()
+        .execution
+        .skip_physical_aggregate_schema_check = true;
+    config
 }
 
 impl Statement {

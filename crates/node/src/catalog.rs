@@ -19,7 +19,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Case, Expr, try_cast};
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, cast, ident, lit};
+use datafusion::prelude::{ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use object_store::ObjectStore;
@@ -33,8 +33,6 @@ use crate::hits::{
     MODEL_HITS, MODEL_OUTCOMES, MODEL_VERSIONS, hits_schema, outcomes_schema, versions_schema,
 };
 use crate::{Error, Result};
-
-use sunlight_flightsql::{CATALOG, SCHEMA};
 
 /// Why a file of a table was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,9 +175,7 @@ impl NodeCatalog {
         partitions: Option<usize>,
         memory_limit_mb: Option<usize>,
     ) -> Result<Self> {
-        let mut config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG, SCHEMA);
+        let mut config = sunlight_flightsql::session_config();
         if let Some(partitions) = partitions {
             config = config.with_target_partitions(partitions);
         }

@@ -38,6 +38,7 @@ use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
 use crate::distinct::{DistinctPersons, counted_by_value};
@@ -45,6 +46,8 @@ use crate::persons::{Persons, Seen, figure_conditions};
 
 const PERSON: &str = "person_id";
 const CENSUS: &str = PERSONS_COLUMN;
+/// The column that numbers the side of a union each row comes from, from 1.
+const SIDE: &str = "side of the union";
 
 /// What the census column holds.
 #[derive(Debug, Clone)]
@@ -79,6 +82,9 @@ pub(crate) struct Censused {
     /// Columns computed in a way that could single out rows uncounted ([`opaque_part`]),
     /// with the part that does: a figure may not be made from them.
     opaque: Vec<(usize, String)>,
+    /// Under a union: the column that numbers each row's side, and how many sides there
+    /// are. Each side's rows are a part of every figure ([`Carrier::union_census`]).
+    sides: Option<(usize, usize)>,
 }
 
 impl Censused {
@@ -154,6 +160,9 @@ impl Carrier {
         if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
             return self.join_census(join);
         }
+        if plan.is::<UnionExec>() {
+            return self.union_census(plan);
+        }
         if children.len() != 1 {
             // Such as a union of the reference table's rows, which are about no one.
             for child in children {
@@ -166,6 +175,10 @@ impl Carrier {
         let Some(input) = self.carry(children[0])? else {
             return Ok(None);
         };
+        // The sides of a union are counted apart by the aggregate over it, and by it alone.
+        if input.sides.is_some() && !(plan.is::<AggregateExec>() || passes_through(plan)) {
+            return unsupported(plan);
+        }
         let several = !conditions(&input.kind).is_empty();
         if several && (plan.is::<FilterExec>() || plan.is::<ProjectionExec>()) {
             // Operators that would keep one census column of several.
@@ -190,6 +203,7 @@ impl Carrier {
                 person_id,
                 tests,
                 opaque,
+                sides: None,
             }));
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
@@ -223,6 +237,7 @@ impl Carrier {
                 person_id,
                 tests,
                 opaque,
+                sides: None,
             }));
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
@@ -250,6 +265,73 @@ impl Carrier {
             person_id: leaf.schema().index_of(PERSON).ok(),
             tests: Vec::new(),
             opaque: Vec::new(),
+            sides: None,
+        }))
+    }
+
+    /// A union of rows each about a person, carried alike on every side. A union may
+    /// repeat a person's rows, so that one side of a few persons could hide inside a
+    /// large group whose persons are the same with or without it: each row carries the
+    /// number of its side, and the aggregate over the union counts each side's rows as a
+    /// part of every figure ([`made_from`]). Rows about a person and rows about no one,
+    /// or persons carried otherwise on each side, cannot be told apart once united.
+    fn union_census(&self, union: &Arc<dyn ExecutionPlan>) -> Result<Option<Censused>> {
+        let inputs = union
+            .children()
+            .into_iter()
+            .map(|input| self.carry(input))
+            .collect::<Result<Vec<_>>>()?;
+        if inputs.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let Some(inputs) = inputs.into_iter().collect::<Option<Vec<_>>>() else {
+            return unsupported(union);
+        };
+        let first = &inputs[0];
+        let width = first.plan.schema().fields().len();
+        let alike = |i: &Censused| {
+            matches!(i.kind, Kind::Person)
+                && i.plan.schema().fields().len() == width
+                && (i.column, i.person_id) == (first.column, first.person_id)
+                && i.tests.is_empty()
+                && i.opaque.is_empty()
+                && i.sides.is_none()
+        };
+        if !inputs.iter().all(alike) {
+            return unsupported(union);
+        }
+        let sides = inputs
+            .iter()
+            .enumerate()
+            .map(|(side, input)| {
+                let schema = input.plan.schema();
+                let mut exprs: Vec<ProjectionExpr> = schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| ProjectionExpr {
+                        expr: Arc::new(Column::new(f.name(), i)),
+                        alias: f.name().clone(),
+                    })
+                    .collect();
+                exprs.push(ProjectionExpr {
+                    expr: Arc::new(Literal::new(ScalarValue::Int32(Some(side as i32 + 1)))),
+                    alias: SIDE.to_string(),
+                });
+                Ok(
+                    Arc::new(ProjectionExec::try_new(exprs, input.plan.clone())?)
+                        as Arc<dyn ExecutionPlan>,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Censused {
+            plan: replace_children_if_necessary(union.clone(), sides)?,
+            column: first.column,
+            kind: Kind::Person,
+            person_id: first.person_id,
+            tests: Vec::new(),
+            opaque: Vec::new(),
+            sides: Some((width, inputs.len())),
         }))
     }
 
@@ -259,6 +341,9 @@ impl Carrier {
     fn join_census(&self, join: &HashJoinExec) -> Result<Option<Censused>> {
         let left = self.carry(join.left())?;
         let right = self.carry(join.right())?;
+        if [&left, &right].iter().any(|side| united(side)) {
+            return unsupported_name(join.name());
+        }
         let per_row = |side: &Option<Censused>| {
             side.as_ref()
                 .is_some_and(|s| matches!(s.kind, Kind::Person))
@@ -360,6 +445,7 @@ impl Carrier {
             person_id,
             tests,
             opaque,
+            sides: None,
         }))
     }
 
@@ -389,7 +475,11 @@ impl Carrier {
                 let mut arguments = vec![column.clone()];
                 let mut pairs = Vec::new();
                 for figure in 0..aggregate.aggr_expr().len() {
-                    for pair in made_from(aggregate, figure, Some(&input))? {
+                    let parts = made_from(aggregate, figure, Some(&input))?;
+                    for pair in parts
+                        .into_iter()
+                        .chain(side_parts(aggregate, figure, &input))
+                    {
                         if !pairs.contains(&pair) {
                             pairs.push(pair);
                         }
@@ -446,6 +536,7 @@ impl Carrier {
             person_id: None,
             tests: Vec::new(),
             opaque: Vec::new(),
+            sides: None,
         })
     }
 }
@@ -527,6 +618,25 @@ pub(crate) fn made_from(
         .into_iter()
         .chain(within)
         .collect())
+}
+
+/// The rows of each side of the union under `aggregate`, if any, within the FILTER of
+/// figure `figure`: each side is a part of the figure ([`Carrier::union_census`]).
+fn side_parts(aggregate: &AggregateExec, figure: usize, input: &Censused) -> Vec<Condition> {
+    let Some((column, sides)) = input.sides else {
+        return Vec::new();
+    };
+    let scope = aggregate.filter_expr()[figure]
+        .clone()
+        .unwrap_or_else(|| Arc::new(Literal::new(ScalarValue::Boolean(Some(true)))));
+    let side: Arc<dyn PhysicalExpr> = Arc::new(Column::new(SIDE, column));
+    (1..=sides)
+        .map(|number| {
+            let number = Arc::new(Literal::new(ScalarValue::Int32(Some(number as i32))));
+            let test = Arc::new(BinaryExpr::new(side.clone(), Operator::Eq, number));
+            (scope.clone(), test as Arc<dyn PhysicalExpr>)
+        })
+        .collect()
 }
 
 /// A condition on the rows of a group within a scope, such as a figure's FILTER: the
@@ -784,6 +894,9 @@ fn stored(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
             JoinType::Full => false,
         };
     }
+    if plan.is::<UnionExec>() {
+        return plan.children().into_iter().all(|side| stored(side, index));
+    }
     let sorts = plan.is::<SortExec>() || plan.is::<SortPreservingMergeExec>();
     (sorts || passes_through(plan)) && stored(plan.children()[0], index)
 }
@@ -909,6 +1022,9 @@ fn read_by(plan: &Arc<dyn ExecutionPlan>, needed: &BTreeSet<usize>) -> Vec<BTree
         read.extend(needed);
         return vec![read];
     }
+    if plan.is::<UnionExec>() {
+        return vec![needed.clone(); plan.children().len()];
+    }
     match passes_through(plan) {
         true => vec![needed.clone()],
         false => vec![],
@@ -931,6 +1047,11 @@ fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.is::<LocalLimitExec>()
         || plan.is::<GlobalLimitExec>()
         || plan.is::<CooperativeExec>()
+}
+
+/// Whether `side` is rows of a union, whose sides only an aggregate counts apart.
+fn united(side: &Option<Censused>) -> bool {
+    side.as_ref().is_some_and(|s| s.sides.is_some())
 }
 
 /// The census column of `side`, if `key` is the `person_id` of the person it numbers.
@@ -999,7 +1120,6 @@ mod tests {
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
     use datafusion::physical_plan::expressions::{CastExpr, binary, col, lit};
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
-    use datafusion::physical_plan::union::UnionExec;
     use sunlight_domain::Table;
 
     use super::*;
@@ -1137,10 +1257,36 @@ mod tests {
             .unwrap();
         let counted = census(&count_by(Arc::new(join), "subsidy_type"), 5, None).unwrap();
         assert!(counted.unwrap().grouped);
-        // A union of rows about persons cannot be followed, and is refused.
-        let payments = UnionExec::try_new(vec![d.clone(), d]).unwrap();
-        let refused = census(&count_by(payments, "subsidy_type"), 5, None).unwrap_err();
+        // Rows about persons united with rows about no one cannot be told apart.
+        let types = leaf(Table::Disbursements, &["subsidy_type"]);
+        let mixed = UnionExec::try_new(vec![types, standards()]).unwrap();
+        let refused = census(&count_by(mixed, "subsidy_type"), 5, None).unwrap_err();
         assert!(refused.to_string().contains("UnionExec"), "{refused}");
+        // Rows about persons on every side are counted, each side a part of the figure;
+        // anything but an aggregate over the union is refused.
+        let payments = UnionExec::try_new(vec![d.clone(), d]).unwrap();
+        let counted = census(&count_by(payments.clone(), "subsidy_type"), 5, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            counted.conditions,
+            [
+                "side of the union@3 = 1",
+                "NOT (side of the union@3 = 1)",
+                "side of the union@3 = 2",
+                "NOT (side of the union@3 = 2)"
+            ]
+        );
+        let predicate = binary(
+            col("subsidy_type", &payments.schema()).unwrap(),
+            Operator::Eq,
+            lit("DIBAO"),
+            &payments.schema(),
+        )
+        .unwrap();
+        let filtered = Arc::new(FilterExec::try_new(predicate, payments).unwrap());
+        let refused = census(&count_by(filtered, "subsidy_type"), 5, None).unwrap_err();
+        assert!(refused.to_string().contains("FilterExec"), "{refused}");
     }
 
     #[test]
