@@ -184,10 +184,12 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
         .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
 }
 
-/// An aggregate over the `UNION ALL` of node fragments. Where every side is for the same
-/// nodes, each node runs its partial phase over its own rows of the union
-/// ([`union_at_nodes`]). Otherwise it becomes partial aggregates under the union, one
-/// over each side, which the nodes run; the city merges their states. The sides of a
+/// An aggregate over the `UNION ALL` of node fragments. A distinct count, where every side
+/// is for the same nodes, runs over each node's own rows of the union
+/// ([`union_at_nodes`]): the states of a distinct count merge only where every side sends
+/// its values alike. Otherwise it becomes partial aggregates under the union, one over
+/// each side, which the nodes run, each from what it counted ahead where it can; the
+/// city merges their states. The sides of a
 /// union split by `county_code` (interleaved) form whole groups at each node, merged by
 /// node; other unions' partial states merge as the aggregate above planned. Each side's
 /// fragment then counts the persons behind its own groups: a group too small on one side
@@ -216,14 +218,15 @@ fn split_over_union(
     if ordered || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
         return Ok(None);
     }
-    if let Some(united) = union_at_nodes(aggregate, union, merge.is_some())? {
+    let distinct = aggregate.aggr_expr().iter().any(|f| f.is_distinct());
+    if distinct && let Some(united) = union_at_nodes(aggregate, union, merge.is_some())? {
         return Ok(Some(united));
     }
     let partials = sides
         .into_iter()
         .map(|side| Ok(absorb(partial_of(aggregate, side.clone())?, partitions)?.data))
         .collect::<Result<Vec<_>>>()?;
-    if aggregate.aggr_expr().iter().any(|f| f.is_distinct()) && !sent_alike(&partials) {
+    if distinct && !sent_alike(&partials) {
         return Err(DataFusionError::Plan(
             "a distinct count over this union cannot be merged across its sides: a node \
              sends the distinct values of a side that reads only public columns as they \

@@ -331,16 +331,7 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
         "county_code <> '140215' OR (village = '{village}' AND birth_date = DATE '{birth}')"
     );
 
-    // The lonely person's side of a union, and all of 140215 or of the city.
-    let union = |everyone: &str| {
-        format!(
-            "(SELECT county_code, gender FROM persons WHERE county_code = '140215' AND \
-             village = '{village}' AND birth_date = DATE '{birth}' UNION ALL \
-             SELECT county_code, gender FROM persons {everyone}) t"
-        )
-    };
     let across = "merges groups across nodes";
-    let lonely_side = "made, wholly or in part, from the rows of 1 of them alone";
     for (sql, says) in [
         (
             format!("SELECT count(*) FROM persons WHERE {one_at_140215}"),
@@ -353,24 +344,30 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             ),
             [across, "more than groups by plain keys"],
         ),
-        // The sides of a union for the same nodes unite in each node, which counts each
-        // side's rows as a part of the figure: one person's side would tell of them.
+        // The sides of a union at one node are merged at the city too.
         (
             format!(
                 "SELECT count(*) FROM (SELECT person_id FROM persons WHERE county_code = \
                  '140215' AND village = '{village}' AND birth_date = DATE '{birth}' \
                  UNION ALL SELECT person_id FROM payroll WHERE county_code = '140215') t"
             ),
-            [lonely_side, "side of the union"],
+            [across, "could not name them"],
         ),
-        // So even where the person is on the other side too, and the persons behind the
-        // group are the same with or without theirs.
+        // A distinct count over the sides of a union for the same nodes runs over the
+        // union in each node, which counts each side's rows as a part of the figure: a
+        // side of one person would tell of them, though the persons behind the group are
+        // the same with or without theirs.
         (
             format!(
-                "SELECT gender, count(*) FROM {} GROUP BY gender",
-                union("WHERE county_code = '140215'")
+                "SELECT count(*), count(DISTINCT person_id) FROM (SELECT person_id FROM \
+                 persons WHERE county_code = '140215' AND village = '{village}' AND \
+                 birth_date = DATE '{birth}' UNION ALL SELECT person_id FROM persons WHERE \
+                 county_code = '140215') t"
             ),
-            [lonely_side, "side of the union"],
+            [
+                "made, wholly or in part, from the rows of 1 of them alone",
+                "side of the union",
+            ],
         ),
         // Totals formed with the groups, across counties or within one, would give the
         // held-back group away by subtraction: the node refuses them.
@@ -403,6 +400,14 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
     // back, so it does not stop the groups held back below the other merge being left out.
     let with_subquery =
         format!("({one_at_140215}) AND birth_date >= (SELECT min(birth_date) FROM persons)");
+    // The lonely person's side of a union, and all of 140215 or of the city.
+    let union = |everyone: &str| {
+        format!(
+            "(SELECT county_code, gender FROM persons WHERE county_code = '140215' AND \
+             village = '{village}' AND birth_date = DATE '{birth}' UNION ALL \
+             SELECT county_code, gender FROM persons {everyone}) t"
+        )
+    };
     for (groups, from, left_out) in [
         (
             "county_code, gender",
@@ -419,8 +424,13 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             format!("persons WHERE {with_subquery}"),
             format!("{gender} "),
         ),
-        // A side at one node of a union over every node held the group back: the other
-        // side's part of it is left out too.
+        // A union's side at one node held the group back: the other side's part of it
+        // is left out too, within one node and within one county.
+        (
+            "gender",
+            union("WHERE county_code = '140215'"),
+            format!("{gender} "),
+        ),
         (
             "county_code, gender",
             union(""),
