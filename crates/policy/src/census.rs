@@ -1290,6 +1290,27 @@ mod tests {
     }
 
     #[test]
+    fn a_union_of_tables_about_persons_counts_each_person_once() {
+        let rows = |table| leaf(table, &["person_id", "county_code"]);
+        let union = UnionExec::try_new(vec![rows(Table::Persons), rows(Table::Payroll)]).unwrap();
+        let persons = count_distinct(&union, col("person_id", &union.schema()).unwrap(), "n");
+        let aggregate = partial_by(union, "county_code", vec![persons]);
+        let (plan, ids_read) = censused(&aggregate);
+        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
+        let functions: Vec<&str> = rewritten
+            .aggr_expr()
+            .iter()
+            .map(|f| f.fun().name())
+            .collect();
+        // Both tables number a person alike, so the union counts numbers, and each
+        // side's rows are a part of the figure.
+        assert_eq!(functions, ["distinct_persons", "persons"]);
+        assert!(!ids_read);
+        let conditions = census(&aggregate, 5, None).unwrap().unwrap().conditions;
+        assert_eq!(conditions.len(), 4, "{conditions:?}");
+    }
+
+    #[test]
     fn a_distinct_count_of_texts_of_dates_counts_the_dates() {
         let input = leaf(Table::DisabilityCerts, &["person_id", "level", "issued_on"]);
         let issued_on = col("issued_on", &input.schema()).unwrap();
