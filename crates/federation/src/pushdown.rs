@@ -37,7 +37,6 @@ use sunlight_domain::NodeCode;
 use sunlight_fragment::{
     TableLeafExec, is_values, merge_of, partial_of, refused_function, refused_operator, whole_of,
 };
-
 use sunlight_policy::{Tier, Treatment, node_egress, trace};
 
 use crate::fragment_exec::NodeFragmentExec;
@@ -188,12 +187,11 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
 /// is for the same nodes, runs over each node's own rows of the union
 /// ([`union_at_nodes`]): the states of a distinct count merge only where every side sends
 /// its values alike. Otherwise it becomes partial aggregates under the union, one over
-/// each side, which the nodes run, each from what it counted ahead where it can; the
-/// city merges their states. The sides of a
-/// union split by `county_code` (interleaved) form whole groups at each node, merged by
-/// node; other unions' partial states merge as the aggregate above planned. Each side's
-/// fragment then counts the persons behind its own groups: a group too small on one side
-/// is held back there, however large the union's.
+/// each side, which the nodes run, each from what it counted ahead where it can; the city
+/// merges their states. The sides of a union split by `county_code` (interleaved) form
+/// whole groups at each node, merged by node; other unions' partial states merge as the
+/// aggregate above planned. Each side's fragment then counts the persons behind its own
+/// groups: a group too small on one side is held back there, however large the union's.
 fn split_over_union(
     plan: &Arc<dyn ExecutionPlan>,
     partitions: usize,
