@@ -94,7 +94,7 @@ pub struct NodeFragmentExec {
     fragment: Arc<dyn ExecutionPlan>,
     /// The fragment's properties, with one partition a node.
     properties: Arc<PlanProperties>,
-    /// Whether the fragment unites several fragments inside each node ([`Self::united`]).
+    /// Whether the fragment unites several fragments inside each node ([`Self::uniting`]).
     united: bool,
     /// The fragment as datafusion-proto bytes, encoded once for every node. A fragment
     /// that reads a scalar subquery is encoded when it first runs, after the subquery.

@@ -142,20 +142,18 @@ impl Error {
                 };
                 raised.map_or_else(|| sunlight_flightsql::query_status(df), Error::status)
             }
-            Error::TableRefused { .. } | Error::Data(_) => {
-                tonic::Status::failed_precondition(message)
-            }
-            Error::Model { .. } | Error::OtherStandards { .. } => {
-                tonic::Status::failed_precondition(message)
-            }
-            Error::StaleShared { .. } => tonic::Status::failed_precondition(message),
+            Error::TableRefused { .. }
+            | Error::Data(_)
+            | Error::Model { .. }
+            | Error::OtherStandards { .. }
+            | Error::StaleShared { .. }
+            | Error::Config(_)
+            | Error::ConfigLoad(_)
+            | Error::DataRoot { .. } => tonic::Status::failed_precondition(message),
             Error::WrongNode { .. }
             | Error::NotCity(_)
             | Error::FragmentRefused(_)
             | Error::Egress(_) => tonic::Status::permission_denied(message),
-            Error::Config(_) | Error::ConfigLoad(_) | Error::DataRoot { .. } => {
-                tonic::Status::failed_precondition(message)
-            }
             Error::Store { .. } => tonic::Status::unavailable(message),
             Error::Serve { .. } | Error::Arrow(_) | Error::Failed(_) => {
                 tonic::Status::internal(message)
