@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow_flight::FlightInfo;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
-    CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetXdbcTypeInfo,
-    XdbcDataType,
+    ActionCreatePreparedSubstraitPlanRequest, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetXdbcTypeInfo, ProstMessageExt, XdbcDataType,
 };
+use arrow_flight::{Action, FlightInfo};
 use futures::TryStreamExt;
+use prost::Message;
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
@@ -149,6 +150,49 @@ async fn a_node_that_is_down_is_named() {
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
 
+/// A Flight SQL client of `addr` with the test token.
+async fn flight_sql_client(addr: &str) -> FlightSqlServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.set_token(TOKEN.to_string());
+    client
+}
+
+/// The parts of Flight SQL that GetSqlInfo says are not offered, transactions and
+/// Substrait plans, are refused with a reason, not as calls the server lacks.
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_and_substrait_plans_are_refused_by_name() {
+    let city = shared_city();
+    let node = NodeProcess::start("140215", &node_root(city.dir.path(), yunzhou()));
+    let mut client = flight_sql_client(&node.addr).await;
+    let refusal = |result: Result<(), FlightError>| match result {
+        Err(FlightError::Tonic(status)) => {
+            assert_eq!(status.code(), tonic::Code::Unimplemented, "{status}");
+            status.message().to_string()
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let transaction = refusal(client.begin_transaction().await.map(drop));
+    assert!(
+        transaction.contains("transactions are not supported"),
+        "{transaction}"
+    );
+    let plan = ActionCreatePreparedSubstraitPlanRequest {
+        plan: None,
+        transaction_id: None,
+    };
+    let action = Action::new("CreatePreparedSubstraitPlan", plan.as_any().encode_to_vec());
+    let substrait = refusal(client.do_action(action).await.map(|_| ()));
+    assert!(
+        substrait.contains("Substrait plans are not accepted"),
+        "{substrait}"
+    );
+}
+
 /// Runs one catalog call the way a JDBC driver does, GetFlightInfo and then DoGet of its
 /// ticket; returns the announced schema, the number of rows and the rows, printed.
 async fn catalog_call(
@@ -178,13 +222,7 @@ async fn catalog_call(
 /// The key and type calls of JDBC's DatabaseMetaData: `payment_id` keys disbursements,
 /// no table declares a foreign key, and the type list names the contract's types.
 async fn describes_keys_and_types(addr: &str) {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
-    client.set_token(TOKEN.to_string());
+    let mut client = flight_sql_client(addr).await;
     let key = |catalog: Option<&str>, table: &str| CommandGetPrimaryKeys {
         catalog: catalog.map(str::to_string),
         db_schema: None,
