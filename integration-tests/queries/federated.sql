@@ -198,3 +198,17 @@ SELECT d.county_code, sum(d.amount) FROM disbursements d JOIN (SELECT subsidy_ty
 SELECT a.county_code, count(DISTINCT a.account_no) FROM disbursements a JOIN disbursements b ON a.county_code = b.county_code AND a.account_no = b.account_no AND a.person_id <> b.person_id GROUP BY 1 ORDER BY 1
 ;
 SELECT v.label, count(*), sum(d.amount) FROM disbursements d JOIN (VALUES ('DIBAO', '低保'), ('GAOLING', '高龄')) v(t, label) ON v.t = d.subsidy_type GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, subsidy_type, count(*), sum(amount) FROM disbursements GROUP BY GROUPING SETS ((county_code), (subsidy_type), ()) ORDER BY 1, 2
+;
+WITH per_county AS (SELECT county_code, count(*) AS n FROM disbursements GROUP BY county_code) SELECT max(n), min(n), sum(n), avg(n) FROM per_county
+;
+WITH paid AS (SELECT county_code, count(*) AS n, sum(amount) AS s FROM disbursements WHERE amount > 200 GROUP BY 1), employed AS (SELECT county_code, count(*) AS m FROM payroll WHERE end_date IS NULL GROUP BY 1) SELECT paid.county_code AS paid_in, employed.county_code AS employed_in, n, s, m FROM paid FULL JOIN employed ON paid.county_code = employed.county_code ORDER BY 1, 2
+;
+SELECT county_code, count(*) AS n, rank() OVER (ORDER BY count(*) DESC) AS r, sum(amount) * 100 / sum(sum(amount)) OVER () AS share FROM disbursements GROUP BY county_code ORDER BY 1
+;
+SELECT bool_and(amount > 0), bool_or(amount > 1000), bool_or(period > paid_on) FROM disbursements
+;
+SELECT county_code, count(*) FROM disbursements GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3 OFFSET 2
+;
+SELECT to_char(period, '%Y') AS y, sum(amount), count(DISTINCT subsidy_type) FROM disbursements GROUP BY 1 ORDER BY 1
