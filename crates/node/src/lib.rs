@@ -6,6 +6,7 @@
 mod audit;
 mod catalog;
 mod check;
+mod computed_once;
 mod config;
 mod county_guard;
 mod date_difference;

@@ -4,6 +4,7 @@
 //! - builds each hash join once, on the side its statistics show is smaller;
 //! - gives the Parquet scans the fragment's filters, to skip row groups and pages by
 //!   their statistics (the filters still run above the scans);
+//! - computes once the tests an aggregate repeats ([`computed_once`]);
 //! - spreads the fragment over its cores ([`parallelize`]);
 //! - yields to the scheduler as its joins emit rows ([`cooperative`]).
 
@@ -22,6 +23,7 @@ use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode,
 };
 
+use crate::computed_once::computed_once;
 use crate::parallel::parallelize;
 
 /// `fragment`, whose leaves are the node's scans, planned for the node.
@@ -46,6 +48,7 @@ pub fn optimize(
         .data;
     let plan = JoinSelection::new().optimize(plan, config)?;
     let plan = FilterPushdown::new().optimize(plan, config)?;
+    let plan = computed_once(plan)?;
     let plan = parallelize(plan, config.execution.target_partitions)?;
     cooperative(plan, config)
 }
