@@ -5,7 +5,7 @@
 //! projection under the aggregate computes each such expression once, and both read it.
 
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::datatypes::{FieldRef, Schema};
@@ -136,7 +136,7 @@ fn rebuilt(
 /// The value of an expression that a projection below computed, in column `index`; it
 /// reads, and is shown, as that expression, so that the census names the rows a figure
 /// is made from as the query does.
-#[derive(Debug, Hash)]
+#[derive(Debug)]
 struct Computed {
     index: usize,
     shown: Arc<dyn PhysicalExpr>,
@@ -149,6 +149,13 @@ impl PartialEq for Computed {
 }
 
 impl Eq for Computed {}
+
+impl Hash for Computed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.index.hash(state);
+        self.shown.hash(state);
+    }
+}
 
 impl fmt::Display for Computed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
