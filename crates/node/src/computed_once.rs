@@ -204,13 +204,18 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_test_read_twice_is_computed_once_and_answers_alike() -> Result<()> {
-        let schema = Arc::new(Schema::new(vec![Field::new(
+    /// Rows of one nullable `amount`.
+    fn amount_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![Field::new(
             "amount",
             DataType::Int64,
             true,
-        )]));
+        )]))
+    }
+
+    #[tokio::test]
+    async fn a_test_read_twice_is_computed_once_and_answers_alike() -> Result<()> {
+        let schema = amount_schema();
         let amounts = RecordBatch::try_new(
             schema.clone(),
             vec![Arc::new(Int64Array::from(vec![
@@ -270,11 +275,7 @@ mod tests {
 
     #[test]
     fn an_aggregate_that_repeats_nothing_stays() -> Result<()> {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "amount",
-            DataType::Int64,
-            true,
-        )]));
+        let schema = amount_schema();
         let rows = MemorySourceConfig::try_new_exec(&[vec![]], schema.clone(), None)?;
         let count = AggregateExprBuilder::new(count_udaf(), vec![col("amount", &schema)?])
             .schema(schema.clone())
