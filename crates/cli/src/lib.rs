@@ -283,9 +283,34 @@ struct SqlArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Read the query from this file instead; `-` reads standard input.
+    #[arg(long, short = 'f', conflicts_with = "query")]
+    file: Option<PathBuf>,
     /// The query. It may begin with a `--` comment.
-    #[arg(allow_hyphen_values = true)]
-    query: String,
+    #[arg(allow_hyphen_values = true, required_unless_present = "file")]
+    query: Option<String>,
+}
+
+impl SqlArgs {
+    /// The query: given as an argument, or read from `--file`.
+    fn query(&self) -> Result<String> {
+        let Some(path) = &self.file else {
+            return Ok(self.query.clone().expect("clap requires a query or a file"));
+        };
+        let read = |source| Error::Read {
+            path: path.clone(),
+            source,
+        };
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(read)?
+        } else {
+            std::fs::read_to_string(path).map_err(read)?
+        };
+        if text.trim().is_empty() {
+            return Err(Error::Usage(format!("{} holds no query", path.display())));
+        }
+        Ok(text)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -462,6 +487,7 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 }
 
 async fn sql(args: SqlArgs) -> Result<()> {
+    let query = args.query()?;
     let addr = args
         .city
         .as_deref()
@@ -478,7 +504,7 @@ async fn sql(args: SqlArgs) -> Result<()> {
     if args.partial {
         client.allow_partial_results();
     }
-    let result = client.query(&args.query).await?;
+    let result = client.query(&query).await?;
     output::write_result(&result, args.format, args.output.as_deref())?;
     if !result.missing_nodes.is_empty() {
         eprintln!(
@@ -558,16 +584,44 @@ mod tests {
     #[test]
     fn a_query_may_begin_with_a_comment() {
         let query = "-- persons alive\nSELECT count(*) FROM persons WHERE death_date IS NULL";
-        let cli = Cli::try_parse_from([
-            "sunlight",
-            "sql",
-            "--city",
-            "127.0.0.1:1",
-            "--token",
-            "t",
-            query,
-        ])
-        .unwrap();
-        assert!(matches!(cli.command, Command::Sql(SqlArgs { query: q, .. }) if q == query));
+        assert_eq!(sql_args(&[query]).unwrap().query().unwrap(), query);
+    }
+
+    fn sql_args(extra: &[&str]) -> Result<SqlArgs, clap::Error> {
+        let base = ["sunlight", "sql", "--node", "127.0.0.1:1", "--token", "t"];
+        let cli = Cli::try_parse_from(base.iter().chain(extra))?;
+        match cli.command {
+            Command::Sql(args) => Ok(args),
+            _ => unreachable!("parsed as sql"),
+        }
+    }
+
+    #[test]
+    fn a_query_may_come_from_a_file_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alive.sql");
+        let query = "-- persons alive\nSELECT count(*)\nFROM persons\nWHERE death_date IS NULL;\n";
+        std::fs::write(&path, query).unwrap();
+        let file = path.to_str().unwrap();
+        assert_eq!(sql_args(&["--file", file]).unwrap().query().unwrap(), query);
+
+        let missing = dir.path().join("missing.sql");
+        let err = sql_args(&["-f", missing.to_str().unwrap()])
+            .unwrap()
+            .query()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("cannot read {}: ", missing.display())),
+            "{err}"
+        );
+
+        std::fs::write(&path, "  \n").unwrap();
+        let err = sql_args(&["-f", file]).unwrap().query().unwrap_err();
+        assert_eq!(err.to_string(), format!("{file} holds no query"));
+
+        // A query and a file, or neither, is a usage error.
+        assert!(sql_args(&["-f", file, "SELECT 1"]).is_err());
+        assert!(sql_args(&[]).is_err());
     }
 }
