@@ -212,3 +212,5 @@ SELECT bool_and(amount > 0), bool_or(amount > 1000), bool_or(period > paid_on) F
 SELECT county_code, count(*) FROM disbursements GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3 OFFSET 2
 ;
 SELECT to_char(period, '%Y') AS y, sum(amount), count(DISTINCT subsidy_type) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT count(DISTINCT d) FROM (SELECT issued_on AS d FROM disability_certs UNION ALL SELECT period FROM disbursements) t

@@ -14,8 +14,9 @@ use crate::{Error, NodeCode, Result};
 /// Field metadata key holding a column's class.
 pub const CLASS_METADATA_KEY: &str = "sunlight.class";
 
-/// How far a column's values may travel (see `DOMAIN.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How far a column's values may travel (see `DOMAIN.md`). Classes order from the most
+/// protected: D, then Q, then P.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ColumnClass {
     /// D: a direct identifier; never leaves a node in clear outside an audited case opening.
     Direct,

@@ -42,6 +42,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::by_county::SingleDistinctByCounty;
+use crate::class::UnionKeepsClass;
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::distinct_rows::CountDistinctRows;
 use crate::distinct_text::CountDistinctAsText;
@@ -823,7 +824,8 @@ impl SqlEngine for CityEngine {
 /// state (tokens of the distinct values, counted there) rather than one group per
 /// identifier; by county and person, it runs whole in the nodes as DataFusion plans it.
 /// A count of distinct rows across counties becomes one, once DISTINCT is an aggregate;
-/// and one of protected numbers or dates counts their texts, which nodes send as tokens.
+/// and one of protected numbers or dates counts their texts, which nodes send as tokens,
+/// a union's columns being of the most protected class of its sides.
 /// Common subexpressions are not made columns: the list a `NOT IN` reads in several
 /// places would become a column at the nodes, with a copy of the list in every row.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
@@ -844,6 +846,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
             .filter(|r| !LEFT_OUT.contains(&r.name())),
     )
     .chain([
+        Arc::new(UnionKeepsClass) as _,
         Arc::new(CountDistinctRows) as _,
         Arc::new(SingleDistinctByCounty) as _,
         Arc::new(CountDistinctAsText) as _,

@@ -308,6 +308,7 @@ pub(crate) mod tests {
             ('b', NULL, 4), (NULL, 5, 5), (NULL, 5, 5), (NULL, 6, 6)";
         let context = |rules| {
             let state = SessionStateBuilder::new()
+                .with_config(sunlight_flightsql::session_config())
                 .with_default_features()
                 .with_optimizer_rules(rules)
                 .build();

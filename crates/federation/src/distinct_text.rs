@@ -142,6 +142,14 @@ mod tests {
             "SELECT count(DISTINCT seen) FROM u WHERE level > 1",
             "SELECT area, count(DISTINCT seen) FROM u WHERE born IS NOT NULL GROUP BY area",
             "SELECT count(DISTINCT seen) FROM (SELECT seen FROM u ORDER BY born LIMIT 4)",
+            // A union's column is of the most protected class of its sides, in any order.
+            "SELECT count(DISTINCT d) FROM (SELECT seen AS d FROM u UNION ALL SELECT born FROM u)",
+            "SELECT count(DISTINCT d) FROM (SELECT born AS d FROM u UNION ALL SELECT seen FROM u)",
+            "SELECT count(DISTINCT d) FROM (SELECT seen AS d FROM u \
+             UNION ALL SELECT seen FROM u WHERE seen > (SELECT min(born) FROM u) \
+             UNION ALL SELECT born FROM u)",
+            "SELECT kind, count(DISTINCT d) FROM (SELECT kind, level AS d FROM u \
+             UNION SELECT kind, 1 FROM u) GROUP BY kind",
         ];
         // Text, a plain column of no class, and a public column are counted as they are.
         let as_they_are = [
@@ -151,6 +159,7 @@ mod tests {
             "SELECT count(DISTINCT seen) FROM u WHERE kind = 'k'",
             // Nodes take no meaning from an identifier tested for NULL.
             "SELECT count(DISTINCT seen) FROM u WHERE card IS NOT NULL",
+            "SELECT count(DISTINCT d) FROM (SELECT seen AS d FROM u UNION ALL SELECT seen FROM u)",
         ];
         for (sql, expected) in as_text
             .iter()

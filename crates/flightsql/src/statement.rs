@@ -37,7 +37,8 @@ pub struct Statement {
 /// the catalog and schema clients name, and no check of the field metadata of an
 /// aggregate's input against its logical plan's. The contract's column classes ride in
 /// field metadata; a union of columns of two classes keeps one class in DataFusion's
-/// physical plan and none in its logical plan, which the check takes for a planner bug.
+/// physical plan and another in its logical plan (none, or at the city the most protected
+/// of its sides'), which the check takes for a planner bug.
 pub fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
