@@ -42,6 +42,7 @@ use datafusion::physical_plan::union::UnionExec;
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
 use crate::distinct::{DistinctPersons, counted_by_value};
+use crate::one_text_each;
 use crate::persons::{Persons, Seen, figure_conditions};
 
 const PERSON: &str = "person_id";
@@ -587,7 +588,9 @@ pub(crate) fn made_from(
         {
             continue;
         }
-        rows.push(Arc::new(IsNotNullExpr::new(argument.clone())));
+        rows.push(Arc::new(IsNotNullExpr::new(null_where(
+            &argument, &schema,
+        )?)));
         let data_type = argument.data_type(&schema)?;
         if let (false, true, Ok(zero)) = (
             counts,
@@ -618,6 +621,22 @@ pub(crate) fn made_from(
         .into_iter()
         .chain(within)
         .collect())
+}
+
+/// An expression NULL where `argument` is, and as cheap to test as can be: for the text
+/// of a value with one text each ([`one_text_each`]), as a distinct count of such values
+/// has, the value, rather than a text made for every row.
+fn null_where(
+    argument: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    if let Some(text) = argument.downcast_ref::<CastExpr>()
+        && text.cast_type() == &DataType::Utf8
+        && one_text_each(&text.expr().data_type(schema)?)
+    {
+        return Ok(text.expr().clone());
+    }
+    Ok(argument.clone())
 }
 
 /// The rows of each side of the union under `aggregate`, if any, within the FILTER of
@@ -1425,6 +1444,13 @@ mod tests {
         );
         assert_eq!(
             condition(join(JoinType::Left), &died, None).unwrap(),
+            ["death_date@4 IS NOT NULL", "NOT (death_date@4 IS NOT NULL)"]
+        );
+        // A date's text is NULL where the date is, which is tested instead.
+        let text =
+            |schema: &SchemaRef| Arc::new(CastExpr::new(died(schema), DataType::Utf8, None)) as _;
+        assert_eq!(
+            condition(join(JoinType::Left), &text, None).unwrap(),
             ["death_date@4 IS NOT NULL", "NOT (death_date@4 IS NOT NULL)"]
         );
         assert_eq!(
