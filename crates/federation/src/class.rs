@@ -84,35 +84,30 @@ fn keep_classes(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
 
 /// `union` with each column of the most protected class among its sides'.
 fn most_protected(union: Union) -> Result<Transformed<Union>> {
-    // DataFusion keeps a union's sides as wide as the union.
-    let classes: Vec<ColumnClass> = (0..union.schema.fields().len())
-        .map(|i| {
-            let sides = union.inputs.iter();
-            let class = sides.map(|side| column_class(side.schema().field(i))).min();
-            class.unwrap_or(ColumnClass::Public)
-        })
-        .collect();
-    let fields = union.schema.fields().iter();
-    if fields
-        .zip(&classes)
-        .all(|(f, class)| column_class(f) == *class)
-    {
-        return Ok(Transformed::no(union));
-    }
+    let mut changed = false;
     let fields = union
         .schema
         .iter()
-        .zip(classes)
-        .map(|((qualifier, field), class)| {
-            let mut metadata = field.metadata().clone();
-            if column_class(field) != class {
-                metadata.insert(CLASS_METADATA_KEY.to_string(), class.code().to_string());
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
+            // DataFusion keeps a union's sides as wide as the union.
+            let sides = union.inputs.iter();
+            let class = sides.map(|side| column_class(side.schema().field(i))).min();
+            let class = class.unwrap_or(ColumnClass::Public);
+            if column_class(field) == class {
+                return (qualifier.cloned(), field.clone());
             }
+            changed = true;
+            let mut metadata = field.metadata().clone();
+            metadata.insert(CLASS_METADATA_KEY.to_string(), class.code().to_string());
             let field = field.as_ref().clone().with_metadata(metadata);
             (qualifier.cloned(), Arc::new(field))
         });
-    let schema =
-        DFSchema::new_with_metadata(fields.collect(), union.schema.inner().metadata().clone())?;
+    let fields = fields.collect();
+    if !changed {
+        return Ok(Transformed::no(union));
+    }
+    let schema = DFSchema::new_with_metadata(fields, union.schema.inner().metadata().clone())?;
     Ok(Transformed::yes(Union {
         inputs: union.inputs,
         schema: Arc::new(schema),

@@ -41,8 +41,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::union::UnionExec;
 use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
 
-use crate::distinct::{DistinctPersons, counted_by_value};
-use crate::one_text_each;
+use crate::distinct::{DistinctPersons, counted_by_value, text_of};
 use crate::persons::{Persons, Seen, figure_conditions};
 
 const PERSON: &str = "person_id";
@@ -588,9 +587,10 @@ pub(crate) fn made_from(
         {
             continue;
         }
-        rows.push(Arc::new(IsNotNullExpr::new(null_where(
-            &argument, &schema,
-        )?)));
+        // The text of a value with one text each is NULL where the value is, which is
+        // cheaper to test than a text made for every row.
+        let tested = text_of(&argument, &schema)?.unwrap_or_else(|| argument.clone());
+        rows.push(Arc::new(IsNotNullExpr::new(tested)));
         let data_type = argument.data_type(&schema)?;
         if let (false, true, Ok(zero)) = (
             counts,
@@ -621,22 +621,6 @@ pub(crate) fn made_from(
         .into_iter()
         .chain(within)
         .collect())
-}
-
-/// An expression NULL where `argument` is, and as cheap to test as can be: for the text
-/// of a value with one text each ([`one_text_each`]), as a distinct count of such values
-/// has, the value, rather than a text made for every row.
-fn null_where(
-    argument: &Arc<dyn PhysicalExpr>,
-    schema: &SchemaRef,
-) -> Result<Arc<dyn PhysicalExpr>> {
-    if let Some(text) = argument.downcast_ref::<CastExpr>()
-        && text.cast_type() == &DataType::Utf8
-        && one_text_each(&text.expr().data_type(schema)?)
-    {
-        return Ok(text.expr().clone());
-    }
-    Ok(argument.clone())
 }
 
 /// The rows of each side of the union under `aggregate`, if any, within the FILTER of

@@ -15,6 +15,7 @@ use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use datafusion::physical_plan::expressions::CastExpr;
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::accumulate::accumulate;
@@ -95,25 +96,36 @@ pub(crate) fn counted_by_value(
     let [arg] = args.as_slice() else {
         return Ok(None);
     };
-    let Some(text) = arg.downcast_ref::<CastExpr>() else {
+    let Some(value) = text_of(arg, schema)? else {
         return Ok(None);
     };
-    let value = text.expr();
     // Lists of UInt32 leave as the tokens of persons ([`DistinctPersons`]).
-    let value_type = value.data_type(schema)?;
-    if text.cast_type() != &DataType::Utf8
-        || !one_text_each(&value_type)
-        || value_type == DataType::UInt32
-    {
+    if value.data_type(schema)? == DataType::UInt32 {
         return Ok(None);
     }
     let count = Arc::new(function.fun().clone());
-    AggregateExprBuilder::new(count, vec![value.clone()])
+    AggregateExprBuilder::new(count, vec![value])
         .schema(schema.clone())
         .alias(function.name())
         .distinct()
         .build()
         .map(|f| Some(Arc::new(f)))
+}
+
+/// `x` where `expr` is `CAST(x AS Utf8)` over `schema` and each value of `x` has one text
+/// ([`one_text_each`]): NULL where its text is, with as many distinct values as texts.
+pub(crate) fn text_of(
+    expr: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    let Some(text) = expr.downcast_ref::<CastExpr>() else {
+        return Ok(None);
+    };
+    let value = text.expr();
+    Ok(
+        (text.cast_type() == &DataType::Utf8 && one_text_each(&value.data_type(schema)?))
+            .then(|| value.clone()),
+    )
 }
 
 /// The distinct persons of one group: their numbers in a list while it is smaller than a
