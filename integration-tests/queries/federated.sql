@@ -214,3 +214,5 @@ SELECT county_code, count(*) FROM disbursements GROUP BY 1 ORDER BY 2 DESC, 1 LI
 SELECT to_char(period, '%Y') AS y, sum(amount), count(DISTINCT subsidy_type) FROM disbursements GROUP BY 1 ORDER BY 1
 ;
 SELECT count(DISTINCT d) FROM (SELECT issued_on AS d FROM disability_certs UNION ALL SELECT period FROM disbursements) t
+;
+SELECT count(x) FROM (SELECT county_code AS x FROM disbursements UNION ALL SELECT county_code FROM payroll WHERE end_date IS NULL) t

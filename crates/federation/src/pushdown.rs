@@ -234,11 +234,12 @@ fn split_over_union(
                 .into(),
         ));
     }
+    let Some(mode) = merge else {
+        // The partial states, however the rows were split, for the merge above.
+        return UnionExec::try_new(partials).map(Some);
+    };
     let Ok(merged) = replace_children_if_necessary(union.clone(), partials) else {
         return Ok(None);
-    };
-    let Some(mode) = merge else {
-        return Ok(Some(merged));
     };
     merge_of(aggregate, mode, merged).map(Some)
 }

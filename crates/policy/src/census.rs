@@ -292,7 +292,7 @@ impl Carrier {
         let alike = |i: &Censused| {
             matches!(i.kind, Kind::Person)
                 && i.plan.schema().fields().len() == width
-                && (i.column, i.person_id) == (first.column, first.person_id)
+                && i.column == first.column
                 && i.tests.is_empty()
                 && i.opaque.is_empty()
                 && i.sides.is_none()
@@ -324,11 +324,16 @@ impl Carrier {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        // A column that is `person_id` on one side and another identifier on the next
+        // holds no one's `person_id` once united.
+        let person_id = first
+            .person_id
+            .filter(|_| inputs.iter().all(|i| i.person_id == first.person_id));
         Ok(Some(Censused {
             plan: replace_children_if_necessary(union.clone(), sides)?,
             column: first.column,
             kind: Kind::Person,
-            person_id: first.person_id,
+            person_id,
             tests: Vec::new(),
             opaque: Vec::new(),
             sides: Some((width, inputs.len())),
@@ -1311,6 +1316,26 @@ mod tests {
         assert!(!ids_read);
         let conditions = census(&aggregate, 5, None).unwrap().unwrap().conditions;
         assert_eq!(conditions.len(), 4, "{conditions:?}");
+    }
+
+    #[test]
+    fn a_union_of_person_id_and_another_identifier_counts_its_values() {
+        let union = UnionExec::try_new(vec![
+            leaf(Table::Disbursements, &["person_id", "county_code"]),
+            leaf(Table::Disbursements, &["account_no", "county_code"]),
+        ])
+        .unwrap();
+        let ids = count_distinct(&union, col("person_id", &union.schema()).unwrap(), "n");
+        let (plan, ids_read) = censused(&partial_by(union, "county_code", vec![ids]));
+        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
+        let functions: Vec<&str> = rewritten
+            .aggr_expr()
+            .iter()
+            .map(|f| f.fun().name())
+            .collect();
+        // The united column is no one's `person_id`: its values are counted, and read.
+        assert_eq!(functions, ["count", "persons"]);
+        assert!(ids_read);
     }
 
     #[test]

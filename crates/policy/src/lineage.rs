@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::Fields;
+use arrow::datatypes::{Fields, Schema};
 use datafusion::common::JoinSide;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{JoinType, Operator};
@@ -12,7 +12,7 @@ use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::expressions::{
-    BinaryExpr, Column, IsNotNullExpr, IsNullExpr, Literal,
+    BinaryExpr, CastExpr, Column, IsNotNullExpr, IsNullExpr, Literal,
 };
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
@@ -187,10 +187,11 @@ impl Tracer<'_> {
         }
         if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
             let input = self.plan(projection.input())?;
+            let schema = projection.input().schema();
             let columns = projection
                 .expr()
                 .iter()
-                .map(|p| self.expr(&p.expr, &input.columns))
+                .map(|p| self.expr(unrelabelled(&p.expr, &schema), &input.columns))
                 .collect::<Result<_>>()?;
             return Ok(input.with_columns(columns));
         }
@@ -469,6 +470,18 @@ fn compares_identifiers(expr: &Arc<dyn PhysicalExpr>, args: &[Lineage]) -> bool 
     equality && args.iter().all(|a| a.direct.is_some())
 }
 
+/// `expr` without a cast to the type its input already has. DataFusion so relabels a
+/// column whose nullability or metadata differ from those of a union it is a side of;
+/// the values are the column's own.
+fn unrelabelled<'a>(expr: &'a Arc<dyn PhysicalExpr>, schema: &Schema) -> &'a Arc<dyn PhysicalExpr> {
+    match expr.downcast_ref::<CastExpr>() {
+        Some(cast) if cast.expr().data_type(schema).ok().as_ref() == Some(cast.cast_type()) => {
+            cast.expr()
+        }
+        _ => expr,
+    }
+}
+
 fn project(input: &[Lineage], projection: Option<&[usize]>) -> Vec<Lineage> {
     match projection {
         Some(indexes) => indexes.iter().map(|&i| input[i].clone()).collect(),
@@ -590,7 +603,9 @@ fn row_by_row(name: &str, source: &str) -> Refusal {
 
 #[cfg(test)]
 mod tests {
+    use arrow::datatypes::{DataType, Field};
     use datafusion::functions::unicode::substr;
+    use datafusion::physical_expr::projection::ProjectionExpr;
     use datafusion::physical_plan::expressions::{binary, col, lit};
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
 
@@ -632,7 +647,7 @@ mod tests {
         .unwrap();
         let projected: Arc<dyn ExecutionPlan> = Arc::new(
             ProjectionExec::try_new(
-                vec![datafusion::physical_expr::projection::ProjectionExpr {
+                vec![ProjectionExpr {
                     expr: Arc::new(region),
                     alias: "region".into(),
                 }],
@@ -643,6 +658,29 @@ mod tests {
         let refusal = at_node(&projected).unwrap_err();
         assert_eq!(refusal.rule, Rule::DirectIdentifier);
         assert!(refusal.message.contains("persons.person_id"), "{refusal}");
+    }
+
+    #[test]
+    fn a_cast_of_an_identifier_to_its_own_type_is_the_identifier() {
+        let ids = leaf(Table::Persons, &["person_id"]);
+        let schema = ids.schema();
+        let cast = |to: DataType| -> Arc<dyn ExecutionPlan> {
+            let target = Arc::new(Field::new("x", to, true));
+            let expr =
+                CastExpr::new_with_target_field(col("person_id", &schema).unwrap(), target, None);
+            let projection = ProjectionExpr {
+                expr: Arc::new(expr),
+                alias: "x".into(),
+            };
+            Arc::new(ProjectionExec::try_new(vec![projection], ids.clone()).unwrap())
+        };
+        // As DataFusion relabels a union's side: the values are the identifier's own.
+        assert_eq!(
+            at_node(&cast(DataType::Utf8)).unwrap(),
+            [Treatment::Tokenize]
+        );
+        let refusal = at_node(&cast(DataType::LargeUtf8)).unwrap_err();
+        assert_eq!(refusal.rule, Rule::DirectIdentifier);
     }
 
     #[test]
@@ -695,7 +733,7 @@ mod tests {
         let persons = leaf(Table::Persons, &["person_id"]);
         let probe: Arc<dyn ExecutionPlan> = Arc::new(
             ProjectionExec::try_new(
-                vec![datafusion::physical_expr::projection::ProjectionExpr {
+                vec![ProjectionExpr {
                     expr: lit("140212200604060009"),
                     alias: "pid".into(),
                 }],

@@ -125,6 +125,32 @@ async fn a_union_of_columns_of_two_classes_is_answered() {
     assert_eq!(counted, sides);
 }
 
+/// Unions that DataFusion plans in ways of its own are answered as centrally: of an
+/// identifier and a column of another class or nullability, where it casts the
+/// identifier to the type it has (counted by tokens, whichever side it is on), and of
+/// sides that keep `county_code`, which it interleaves as split alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn unions_relabelled_or_interleaved_are_answered() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    for sql in [
+        "SELECT count(DISTINCT x) FROM (SELECT person_id AS x FROM persons UNION ALL \
+         SELECT county_code FROM payroll) t",
+        "SELECT count(DISTINCT x) FROM (SELECT county_code AS x FROM payroll UNION ALL \
+         SELECT person_id FROM persons) t",
+        "SELECT count(DISTINCT x) FROM (SELECT person_id AS x FROM payroll UNION ALL \
+         SELECT account_no FROM disbursements WHERE account_no IS NOT NULL) t",
+        "SELECT count(x) FROM (SELECT county_code AS x FROM disbursements UNION ALL \
+         SELECT county_code FROM payroll WHERE end_date IS NULL) t",
+    ] {
+        let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
+        assert_eq!(
+            rows(&federated.batches, ordered),
+            rows(&central, ordered),
+            "{sql}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
     let city = shared_city();
