@@ -1299,41 +1299,34 @@ mod tests {
 
     #[test]
     fn a_union_of_tables_about_persons_counts_each_person_once() {
+        // The census's functions for a distinct count of a union's first column by
+        // county, whether it reads the identifiers, and its figures' conditions.
+        let counted = |sides: Vec<Arc<dyn ExecutionPlan>>| {
+            let union = UnionExec::try_new(sides).unwrap();
+            let ids = count_distinct(&union, col("person_id", &union.schema()).unwrap(), "n");
+            let aggregate = partial_by(union, "county_code", vec![ids]);
+            let (plan, ids_read) = censused(&aggregate);
+            let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
+            let functions: Vec<String> = rewritten
+                .aggr_expr()
+                .iter()
+                .map(|f| f.fun().name().to_string())
+                .collect();
+            let conditions = census(&aggregate, 5, None).unwrap().unwrap().conditions;
+            (functions, ids_read, conditions)
+        };
         let rows = |table| leaf(table, &["person_id", "county_code"]);
-        let union = UnionExec::try_new(vec![rows(Table::Persons), rows(Table::Payroll)]).unwrap();
-        let persons = count_distinct(&union, col("person_id", &union.schema()).unwrap(), "n");
-        let aggregate = partial_by(union, "county_code", vec![persons]);
-        let (plan, ids_read) = censused(&aggregate);
-        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
-        let functions: Vec<&str> = rewritten
-            .aggr_expr()
-            .iter()
-            .map(|f| f.fun().name())
-            .collect();
         // Both tables number a person alike, so the union counts numbers, and each
         // side's rows are a part of the figure.
+        let (functions, ids_read, conditions) =
+            counted(vec![rows(Table::Persons), rows(Table::Payroll)]);
         assert_eq!(functions, ["distinct_persons", "persons"]);
         assert!(!ids_read);
-        let conditions = census(&aggregate, 5, None).unwrap().unwrap().conditions;
         assert_eq!(conditions.len(), 4, "{conditions:?}");
-    }
-
-    #[test]
-    fn a_union_of_person_id_and_another_identifier_counts_its_values() {
-        let union = UnionExec::try_new(vec![
-            leaf(Table::Disbursements, &["person_id", "county_code"]),
-            leaf(Table::Disbursements, &["account_no", "county_code"]),
-        ])
-        .unwrap();
-        let ids = count_distinct(&union, col("person_id", &union.schema()).unwrap(), "n");
-        let (plan, ids_read) = censused(&partial_by(union, "county_code", vec![ids]));
-        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
-        let functions: Vec<&str> = rewritten
-            .aggr_expr()
-            .iter()
-            .map(|f| f.fun().name())
-            .collect();
-        // The united column is no one's `person_id`: its values are counted, and read.
+        // A column that is `person_id` on one side only is no one's once united: its
+        // values are counted, and read.
+        let accounts = leaf(Table::Disbursements, &["account_no", "county_code"]);
+        let (functions, ids_read, _) = counted(vec![rows(Table::Disbursements), accounts]);
         assert_eq!(functions, ["count", "persons"]);
         assert!(ids_read);
     }
