@@ -179,11 +179,15 @@ impl NodeFragmentExec {
         Ok(self.encoded.get_or_init(|| bytes).clone())
     }
 
-    /// These nodes running `fragment`, which unites each node's rows of several fragments
-    /// for these nodes, such as the sides of a union, and merges them into one partition
-    /// itself: each node runs it whole, over its own rows, and answers one partition.
-    pub fn uniting(&self, fragment: Arc<dyn ExecutionPlan>) -> Result<Self> {
-        Self::build(self.nodes.clone(), fragment, self.channels.clone(), true)
+    /// `nodes` running `fragment`, which unites each node's rows of several fragments,
+    /// such as the sides of a union, and merges them into one partition itself: each
+    /// node runs it whole, over its own rows, and answers one partition.
+    pub fn uniting(
+        &self,
+        nodes: Vec<NodeEndpoint>,
+        fragment: Arc<dyn ExecutionPlan>,
+    ) -> Result<Self> {
+        Self::build(nodes, fragment, self.channels.clone(), true)
     }
 
     /// The same nodes running a larger fragment, which unites as this one does.

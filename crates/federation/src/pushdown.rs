@@ -12,7 +12,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinSide, JoinType};
 use datafusion::config::ConfigOptions;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::Aggregate;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -37,11 +37,11 @@ use sunlight_domain::NodeCode;
 use sunlight_fragment::{
     TableLeafExec, is_values, merge_of, partial_of, refused_function, refused_operator, whole_of,
 };
-use sunlight_policy::{Tier, Treatment, node_egress, trace};
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
 use crate::reference::ReferenceExec;
+use crate::registry::NodeEndpoint;
 
 /// Cuts the plan into node fragments; runs after DataFusion's own rules.
 #[derive(Debug, Default)]
@@ -183,12 +183,11 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
         .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
 }
 
-/// An aggregate over the `UNION ALL` of node fragments. A distinct count, where every side
-/// is for the same nodes, runs over each node's own rows of the union
-/// ([`union_at_nodes`]): the states of a distinct count merge only where every side sends
-/// its values alike. Otherwise it becomes partial aggregates under the union, one over
-/// each side, which the nodes run, each from what it counted ahead where it can; the city
-/// merges their states. The sides of a union split by `county_code` (interleaved) form
+/// An aggregate over the `UNION ALL` of node fragments. A distinct count runs over each
+/// node's own rows of the union ([`union_at_nodes`]): the states of a distinct count
+/// merge only where every side sends its values alike. Other aggregates become partial
+/// aggregates under the union, one over each side, which the nodes run, each from what it
+/// counted ahead where it can; the city merges their states. The sides of a union split by `county_code` (interleaved) form
 /// whole groups at each node, merged by node; other unions' partial states merge as the
 /// aggregate above planned. Each side's fragment then counts the persons behind its own
 /// groups: a group too small on one side is held back there, however large the union's.
@@ -216,24 +215,14 @@ fn split_over_union(
     if ordered || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
         return Ok(None);
     }
-    let distinct = aggregate.aggr_expr().iter().any(|f| f.is_distinct());
-    if distinct && let Some(united) = union_at_nodes(aggregate, union, merge.is_some())? {
-        return Ok(Some(united));
+    if aggregate.aggr_expr().iter().any(|f| f.is_distinct()) {
+        let sides: Vec<&NodeFragmentExec> = sides.iter().filter_map(|s| s.downcast_ref()).collect();
+        return union_at_nodes(aggregate, &sides, merge.is_some()).map(Some);
     }
     let partials = sides
         .into_iter()
         .map(|side| Ok(absorb(partial_of(aggregate, side.clone())?, partitions)?.data))
         .collect::<Result<Vec<_>>>()?;
-    if distinct && !sent_alike(&partials) {
-        return Err(DataFusionError::Plan(
-            "a distinct count over this union cannot be merged across its sides: a node \
-             sends the distinct values of a side that reads only public columns as they \
-             are, and those of a side that reads others as tokens, so a value on both \
-             sides would count twice; read the same columns on every side, or count \
-             each side apart"
-                .into(),
-        ));
-    }
     let Some(mode) = merge else {
         // The partial states, however the rows were split, for the merge above.
         return UnionExec::try_new(partials).map(Some);
@@ -244,52 +233,29 @@ fn split_over_union(
     merge_of(aggregate, mode, merged).map(Some)
 }
 
-/// The aggregate over a `UNION ALL` whose sides are fragments for the same nodes, as one
-/// fragment: each node unites its own rows of every side and aggregates them once, so that
-/// a person on several sides is one of the group's persons, once, and the node reads all
-/// sides' values alike. Its partial phase, or the `whole` aggregate where the sides split
-/// by `county_code`, whose groups each node holds whole. The node counts each side's rows
-/// as a part of every figure.
+/// The aggregate over a `UNION ALL` whose sides are node fragments, as one fragment for
+/// the nodes of every side: each node unites its own rows of every side and aggregates
+/// them once, so that a person on several sides is one of the group's persons, once, and
+/// the node reads all sides' values alike. Its partial phase, or the `whole` aggregate
+/// where the sides split by `county_code`, whose groups each node holds whole. The node
+/// counts each side's rows as a part of every figure.
 fn union_at_nodes(
     aggregate: &AggregateExec,
-    union: &Arc<dyn ExecutionPlan>,
+    sides: &[&NodeFragmentExec],
     whole: bool,
-) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let sides: Vec<&NodeFragmentExec> = union
-        .children()
-        .into_iter()
-        .filter_map(|side| side.downcast_ref())
-        .collect();
-    let Some(first) = sides.first() else {
-        return Ok(None);
-    };
-    if sides.iter().any(|side| side.nodes() != first.nodes()) {
-        return Ok(None);
-    }
+) -> Result<Arc<dyn ExecutionPlan>> {
+    // A side for fewer nodes runs at the others too, where the filter on `county_code`
+    // that ruled them out finds none of their rows.
+    let mut nodes: Vec<NodeEndpoint> = sides.iter().flat_map(|s| s.nodes()).cloned().collect();
+    nodes.sort_by_key(|n| n.code);
+    nodes.dedup_by_key(|n| n.code);
     let rows = UnionExec::try_new(sides.iter().map(|side| side.fragment().clone()).collect())?;
     let partial = partial_of(aggregate, Arc::new(CoalescePartitionsExec::new(rows)))?;
     let fragment = match (whole, partial.downcast_ref::<AggregateExec>()) {
         (true, Some(partial)) => Arc::new(whole_of(partial, AggregateMode::SinglePartitioned)?),
         _ => partial,
     };
-    Ok(first
-        .uniting(fragment)
-        .ok()
-        .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
-}
-
-/// Whether the nodes send the columns of every fragment among `parts` in the same form,
-/// as values or as tokens, as the node's egress rules treat them.
-fn sent_alike(parts: &[Arc<dyn ExecutionPlan>]) -> bool {
-    let forms: Vec<Vec<Treatment>> = parts
-        .iter()
-        .filter_map(|part| {
-            let fragment = part.downcast_ref::<NodeFragmentExec>()?.fragment();
-            let traced = trace(fragment, Tier::Node, &|_| None).ok()?;
-            node_egress(&traced, fragment.schema().fields()).ok()
-        })
-        .collect();
-    forms.windows(2).all(|pair| pair[0] == pair[1])
+    Ok(Arc::new(sides[0].uniting(nodes, fragment)?))
 }
 
 /// Whether `plan` forms the list of values an IN subquery became, which stays at the city.
