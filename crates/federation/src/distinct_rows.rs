@@ -22,10 +22,11 @@ use crate::class::class_of;
 
 /// Rewrites `SELECT g…, count(*) FROM (SELECT DISTINCT g…, x FROM …) GROUP BY g…` as
 /// `SELECT g…, count(DISTINCT x) + (1 if some x is NULL, else 0) FROM … GROUP BY g…`,
-/// and a `count(x)` of those rows as `count(DISTINCT x)`. Where the distinct rows have
-/// more columns `y…` besides `g…` and one direct identifier `x`, those counts are taken
-/// per `g…, y…` and summed per `g…`. A count of distinct tuples, `count(DISTINCT (x, y…))`,
-/// is first read as the count of the distinct rows of its columns.
+/// and a `count(x)` or `count(DISTINCT x)` of those rows as `count(DISTINCT x)`. Where
+/// the distinct rows have more columns `y…` besides `g…` and one direct identifier `x`,
+/// those counts are taken per `g…, y…` and summed per `g…`. A count of distinct tuples,
+/// `count(DISTINCT (x, y…))`, is first read as the count of the distinct rows of its
+/// columns.
 ///
 /// The inner query forms one group per value of `x`. At a node such a group counts one
 /// person when `x` is an identifier, so disclosure control holds every one of them back;
@@ -120,6 +121,9 @@ enum Counted {
     Rows,
     /// `count(x)`: the rows whose `x` is not NULL.
     Values,
+    /// `count(DISTINCT x)`: as `count(x)` where the rows have no other columns besides
+    /// the groups; a sum over their groups would count a value once in each.
+    Distinct,
 }
 
 /// `outer` as a count of distinct values, if it counts the rows of a grouping without
@@ -171,6 +175,9 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
         aggregates.push(bool_or(x.is_null()));
     }
     let others: Vec<usize> = rest.iter().copied().filter(|&i| i != value).collect();
+    if !others.is_empty() && counted.iter().any(|c| matches!(c, Counted::Distinct)) {
+        return Ok(None);
+    }
     let group_expr = groups
         .iter()
         .chain(&others)
@@ -188,7 +195,7 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
     };
     let counts_of = counted.into_iter().map(|c| match c {
         Counted::Rows => with_null.clone(),
-        Counted::Values => distinct.clone(),
+        Counted::Values | Counted::Distinct => distinct.clone(),
     });
     let (plan, values): (_, Vec<Expr>) = if others.is_empty() {
         (counts, keys.into_iter().chain(counts_of).collect())
@@ -240,21 +247,18 @@ fn counted_column(inner: &Aggregate, rest: &[usize]) -> Option<usize> {
     }
 }
 
-/// What `expr` counts, if it is `count(literal)` or `count(x)` without DISTINCT, filter
-/// or ordering; `is_value` tells whether an argument is `x`.
+/// What `expr` counts, if it is `count(literal)`, `count(x)` or `count(DISTINCT x)`
+/// without filter or ordering; `is_value` tells whether an argument is `x`.
 fn counted(expr: &Expr, is_value: impl Fn(&Expr) -> bool) -> Option<Counted> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias() else {
         return None;
     };
-    if func.name() != "count"
-        || params.distinct
-        || params.filter.is_some()
-        || !params.order_by.is_empty()
-    {
+    if func.name() != "count" || params.filter.is_some() || !params.order_by.is_empty() {
         return None;
     }
     match params.args.as_slice() {
-        [Expr::Literal(v, _)] if !v.is_null() => Some(Counted::Rows),
+        [Expr::Literal(v, _)] if !v.is_null() && !params.distinct => Some(Counted::Rows),
+        [arg] if is_value(arg) && params.distinct => Some(Counted::Distinct),
         [arg] if is_value(arg) => Some(Counted::Values),
         _ => None,
     }
@@ -363,6 +367,10 @@ pub(crate) mod tests {
             "SELECT count(*), count(card) FROM (SELECT DISTINCT card, area, kind FROM u)",
             "SELECT area, count(*) FROM (SELECT DISTINCT area, kind, person FROM u) GROUP BY area",
             "SELECT count(*) FROM (SELECT DISTINCT kind, person FROM u WHERE area = 'none')",
+            // Over distinct rows, a distinct count of the value is its count.
+            "SELECT count(DISTINCT x), count(*) FROM (SELECT DISTINCT x FROM t)",
+            "SELECT count(*), count(DISTINCT person) FROM (SELECT person FROM u \
+             UNION SELECT card FROM u)",
             // Distinct tuples are distinct rows.
             "SELECT count(DISTINCT (person, kind)) AS n FROM u",
             "SELECT kind, count(DISTINCT (kind, area, person)) FROM u GROUP BY kind",
@@ -381,6 +389,9 @@ pub(crate) mod tests {
             "SELECT count(*), count(area) FROM (SELECT DISTINCT person, area, kind FROM u)",
             "SELECT count(DISTINCT (person, name)) FROM u",
             "SELECT count(DISTINCT (kind, person)), count(*) FROM u",
+            "SELECT count(DISTINCT 1), count(*) FROM (SELECT DISTINCT x FROM t)",
+            // A person of two kinds is two rows, and one person.
+            "SELECT count(DISTINCT person), count(*) FROM (SELECT DISTINCT person, kind FROM u)",
             // Counted as distinct rows, without an identifier to count distinct.
             "SELECT count(DISTINCT (x, g)) FROM t",
         ];
@@ -392,7 +403,12 @@ pub(crate) mod tests {
             let sql = format!("{sql} ORDER BY 1 NULLS FIRST");
             let plan = answered_alike(&contexts, &sql).await;
             let text = plan.display_indent();
-            assert_eq!(counts_distinct_values(&plan), expected, "{sql}\n{text}");
+            // Rewritten, the distinct rows are no longer formed.
+            let rows = plan
+                .exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.is_empty())))
+                .unwrap();
+            let rewritten = counts_distinct_values(&plan) && !rows;
+            assert_eq!(rewritten, expected, "{sql}\n{text}");
         }
     }
 
