@@ -174,8 +174,13 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
     if null_counts {
         aggregates.push(bool_or(x.is_null()));
     }
-    let others: Vec<usize> = rest.iter().copied().filter(|&i| i != value).collect();
-    if !others.is_empty() && counted.iter().any(|c| matches!(c, Counted::Distinct)) {
+    // Distinct counts alone count `x` over the rows whatever their other columns are.
+    let distinct = |c: &Counted| matches!(c, Counted::Distinct);
+    let others: Vec<usize> = match counted.iter().all(distinct) {
+        true => Vec::new(),
+        false => rest.iter().copied().filter(|&i| i != value).collect(),
+    };
+    if !others.is_empty() && counted.iter().any(distinct) {
         return Ok(None);
     }
     let group_expr = groups
@@ -367,8 +372,12 @@ pub(crate) mod tests {
             "SELECT count(*), count(card) FROM (SELECT DISTINCT card, area, kind FROM u)",
             "SELECT area, count(*) FROM (SELECT DISTINCT area, kind, person FROM u) GROUP BY area",
             "SELECT count(*) FROM (SELECT DISTINCT kind, person FROM u WHERE area = 'none')",
-            // Over distinct rows, a distinct count of the value is its count.
+            // Over distinct rows, a distinct count of the value is its count, and alone
+            // it counts the value whatever the other columns.
             "SELECT count(DISTINCT x), count(*) FROM (SELECT DISTINCT x FROM t)",
+            "SELECT count(DISTINCT person) FROM (SELECT DISTINCT person, kind FROM u)",
+            "SELECT area, count(DISTINCT person) FROM (SELECT DISTINCT area, kind, person \
+             FROM u) GROUP BY area",
             "SELECT count(*), count(DISTINCT person) FROM (SELECT person FROM u \
              UNION SELECT card FROM u)",
             // Distinct tuples are distinct rows.
