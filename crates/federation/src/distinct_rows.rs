@@ -121,8 +121,9 @@ enum Counted {
     Rows,
     /// `count(x)`: the rows whose `x` is not NULL.
     Values,
-    /// `count(DISTINCT x)`: as `count(x)` where the rows have no other columns besides
-    /// the groups; a sum over their groups would count a value once in each.
+    /// `count(DISTINCT x)`: the distinct values of `x`. Beside the counts above, which
+    /// are summed over the groups of the rows' other columns, only where there are none:
+    /// a sum would count a value once in each group.
     Distinct,
 }
 

@@ -187,10 +187,11 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
 /// node's own rows of the union ([`union_at_nodes`]): the states of a distinct count
 /// merge only where every side sends its values alike. Other aggregates become partial
 /// aggregates under the union, one over each side, which the nodes run, each from what it
-/// counted ahead where it can; the city merges their states. The sides of a union split by `county_code` (interleaved) form
-/// whole groups at each node, merged by node; other unions' partial states merge as the
-/// aggregate above planned. Each side's fragment then counts the persons behind its own
-/// groups: a group too small on one side is held back there, however large the union's.
+/// counted ahead where it can; the city merges their states. The sides of a union split
+/// by `county_code` (interleaved) form whole groups at each node, merged by node; other
+/// unions' partial states merge as the aggregate above planned. Each side's fragment then
+/// counts the persons behind its own groups: a group too small on one side is held back
+/// there, however large the union's.
 fn split_over_union(
     plan: &Arc<dyn ExecutionPlan>,
     partitions: usize,
