@@ -20,6 +20,7 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::filter::FilterExec;
@@ -201,7 +202,8 @@ fn split_over_union(
     };
     let union = aggregate.input();
     let interleaved = union.is::<InterleaveExec>();
-    let sides = union.children();
+    let mut sides = union.children();
+    sides.retain(|side| !no_rows(side));
     let merge = match aggregate.mode() {
         AggregateMode::Partial if union.is::<UnionExec>() || interleaved => None,
         AggregateMode::SinglePartitioned if interleaved => Some(AggregateMode::FinalPartitioned),
@@ -213,7 +215,7 @@ fn split_over_union(
         .aggr_expr()
         .iter()
         .any(|e| !e.order_bys().is_empty());
-    if ordered || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
+    if ordered || sides.is_empty() || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
         return Ok(None);
     }
     if aggregate.aggr_expr().iter().any(|f| f.is_distinct()) {
@@ -232,6 +234,18 @@ fn split_over_union(
         return Ok(None);
     };
     merge_of(aggregate, mode, merged).map(Some)
+}
+
+/// Whether `plan` has no rows: the scan of a table for no node, whose filter on
+/// `county_code` ruled every node out, under projections and filters.
+fn no_rows(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        return no_rows(projection.input());
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        return no_rows(filter.input());
+    }
+    plan.is::<EmptyExec>()
 }
 
 /// The aggregate over a `UNION ALL` whose sides are node fragments, as one fragment for

@@ -128,8 +128,8 @@ async fn a_union_of_columns_of_two_classes_is_answered() {
 /// Unions are answered as centrally however they are planned: of an identifier and a
 /// column of another class or nullability, which DataFusion casts to the type it has
 /// (counted by tokens, whichever side it is on); of sides that keep `county_code`, which
-/// it interleaves as split alike; and of sides for different nodes, whose distinct count
-/// every node of either side runs over both, in one form.
+/// it interleaves as split alike; of sides for different nodes, whose distinct count
+/// every node of either side runs over both, in one form; and of a side for no node.
 #[tokio::test(flavor = "multi_thread")]
 async fn unions_of_any_classes_and_nodes_are_answered() {
     let (_running, oracle, mut client) = city_and_oracle().await;
@@ -146,6 +146,9 @@ async fn unions_of_any_classes_and_nodes_are_answered() {
          county_code = '140212' UNION ALL SELECT birth_date FROM persons) t",
         "SELECT count(DISTINCT x), count(*) FROM (SELECT name AS x FROM persons \
          UNION ALL SELECT subsidy_type FROM disbursements WHERE county_code = '140215') t",
+        "SELECT subsidy_type, sum(amount) FROM (SELECT subsidy_type, amount FROM disbursements \
+         WHERE county_code = 'none' UNION ALL SELECT subsidy_type, amount FROM disbursements \
+         WHERE county_code = '140215') t GROUP BY 1 ORDER BY 1",
     ] {
         let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
         assert_eq!(
