@@ -184,15 +184,15 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
         .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>))
 }
 
-/// An aggregate over the `UNION ALL` of node fragments. A distinct count runs over each
-/// node's own rows of the union ([`union_at_nodes`]): the states of a distinct count
-/// merge only where every side sends its values alike. Other aggregates become partial
-/// aggregates under the union, one over each side, which the nodes run, each from what it
-/// counted ahead where it can; the city merges their states. The sides of a union split
-/// by `county_code` (interleaved) form whole groups at each node, merged by node; other
-/// unions' partial states merge as the aggregate above planned. Each side's fragment then
-/// counts the persons behind its own groups: a group too small on one side is held back
-/// there, however large the union's.
+/// An aggregate over the `UNION ALL` of node fragments, leaving out the sides that have
+/// no rows ([`no_rows`]). A distinct count runs over each node's own rows of the union
+/// ([`union_at_nodes`]): the states of a distinct count merge only where every side sends
+/// its values alike. Other aggregates become partial aggregates under the union, one over
+/// each side, which the nodes run, each from what it counted ahead where it can; the city
+/// merges their states. The sides of a union split by `county_code` (interleaved) form
+/// whole groups at each node, merged by node; other unions' partial states merge as the
+/// aggregate above planned. Each side's fragment then counts the persons behind its own
+/// groups: a group too small on one side is held back there, however large the union's.
 fn split_over_union(
     plan: &Arc<dyn ExecutionPlan>,
     partitions: usize,
