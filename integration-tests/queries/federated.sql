@@ -216,3 +216,9 @@ SELECT to_char(period, '%Y') AS y, sum(amount), count(DISTINCT subsidy_type) FRO
 SELECT count(DISTINCT d) FROM (SELECT issued_on AS d FROM disability_certs UNION ALL SELECT period FROM disbursements) t
 ;
 SELECT count(x) FROM (SELECT county_code AS x FROM disbursements UNION ALL SELECT county_code FROM payroll WHERE end_date IS NULL) t
+;
+SELECT d.county_code, count(*), sum(d.amount - s.cap) FROM disbursements d JOIN subsidy_standards s ON d.amount > s.cap WHERE s.subsidy_type = 'DIBAO' GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements WHERE amount > ALL (SELECT cap FROM subsidy_standards WHERE department = '民政') GROUP BY 1 ORDER BY 1
+;
+SELECT s.department, count(*) FROM payroll p CROSS JOIN subsidy_standards s WHERE p.end_date IS NULL GROUP BY 1 ORDER BY 1

@@ -51,7 +51,7 @@ use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
-use crate::reference::ReferenceTable;
+use crate::reference::{BuiltFromReference, ReferenceTable};
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::shared::{Renewal, SharedPersons};
 use crate::table::GlobalTable;
@@ -311,6 +311,7 @@ impl CityEngine {
         // Node fragments are the unit of parallelism; partitioned joins keep node partitions.
         config.options_mut().optimizer.repartition_joins = true;
         let mut rules = PhysicalOptimizer::new().rules;
+        rules.insert(0, Arc::new(BuiltFromReference));
         rules.push(Arc::new(PushToNodes));
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = self.config.memory_limit_mb {

@@ -36,12 +36,12 @@ use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use sunlight_domain::NodeCode;
 use sunlight_fragment::{
-    TableLeafExec, is_values, merge_of, partial_of, refused_function, refused_operator, whole_of,
+    Join, TableLeafExec, merge_of, partial_of, refused_function, refused_operator, whole_of,
 };
 
 use crate::fragment_exec::NodeFragmentExec;
 use crate::in_subquery::LIST;
-use crate::reference::ReferenceExec;
+use crate::reference::{ReferenceExec, constant_rows};
 use crate::registry::NodeEndpoint;
 
 /// Cuts the plan into node fragments; runs after DataFusion's own rules.
@@ -415,27 +415,32 @@ fn partition_local(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// nodes is already aggregated stays at the city: its inputs are small there, and a node
 /// counts the persons behind rows, not behind pairs of groups.
 fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentExec>]) -> bool {
-    let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+    let Some(join) = Join::of(plan) else {
         return false;
     };
     if fragments.iter().flatten().all(|f| aggregates(f.fragment())) {
         return false;
     }
-    match join.partition_mode() {
-        PartitionMode::Partitioned => fragments.iter().all(Option::is_some) && on_county_code(join),
-        PartitionMode::CollectLeft => {
-            fragments[0].is_none() && fragments[1].is_some() && reference_rows_once(join)
-        }
-        PartitionMode::Auto => false,
+    let from_reference =
+        fragments[0].is_none() && fragments[1].is_some() && reference_rows_once(join.join_type());
+    match join {
+        Join::Hash(hash) => match hash.partition_mode() {
+            PartitionMode::Partitioned => {
+                fragments.iter().all(Option::is_some) && on_county_code(hash)
+            }
+            PartitionMode::CollectLeft => from_reference,
+            PartitionMode::Auto => false,
+        },
+        Join::Loops(_) => from_reference,
     }
 }
 
 /// Whether a join with the reference table on its left gives only rows driven by the
 /// right side's: then each node gives its own rows' share. A join that keeps, marks or
 /// filters the reference table's rows would give each of them once at every node.
-fn reference_rows_once(join: &HashJoinExec) -> bool {
+fn reference_rows_once(join_type: JoinType) -> bool {
     matches!(
-        join.join_type(),
+        join_type,
         JoinType::Inner
             | JoinType::Right
             | JoinType::RightSemi
@@ -606,13 +611,13 @@ fn carries_county_code(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
         let source = group.expr().get(index).and_then(|(e, _)| column_of(e));
         return group.is_single() && below(aggregate.input(), source);
     }
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+    if let Some(join) = Join::of(plan) {
         let (_, columns) = build_join_schema(
             &join.left().schema(),
             &join.right().schema(),
-            join.join_type(),
+            &join.join_type(),
         );
-        let at = match &join.projection {
+        let at = match join.projection() {
             Some(kept) => kept.get(index).copied(),
             None => Some(index),
         };
@@ -656,21 +661,11 @@ fn carries_county_code(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
 }
 
 /// A subtree that reads only the reference table and rows written in the query
-/// ([`is_values`]), which every node can give alike. It is rewritten to read the node's
+/// ([`constant_rows`]), which every node can give alike. It is rewritten to read the node's
 /// copy of the table, on one partition: its rows are few, and a node repartitions
 /// nothing it is sent.
 fn as_reference(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    // Every leaf, and so every row, is the reference table's or the query's own.
-    let mut constant = true;
-    plan.apply(|p| {
-        let leaf = p.children().is_empty() || p.is::<NodeFragmentExec>();
-        if leaf && !(p.is::<ReferenceExec>() || is_values(p.as_ref())) {
-            constant = false;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    if !constant {
+    if !constant_rows(plan)? {
         return Ok(None);
     }
     let rewritten = plan.clone().transform_up(|p| {

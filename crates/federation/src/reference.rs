@@ -1,5 +1,6 @@
 //! The reference table `subsidy_standards` at the city: one copy, checked against every
-//! node's copy. In fragments it becomes a scan of the node's own (identical) copy.
+//! node's copy. In fragments it becomes a scan of the node's own (identical) copy, and a
+//! join with it is built from it ([`BuiltFromReference`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,18 +9,23 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Statistics, project_schema};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{JoinType, Statistics, project_schema};
+use datafusion::config::ConfigOptions;
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::joins::{CrossJoinExec, NestedLoopJoinExec};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use sunlight_domain::Table;
-use sunlight_fragment::TableLeafExec;
+use sunlight_fragment::{TableLeafExec, is_values};
+
+use crate::fragment_exec::NodeFragmentExec;
 
 /// The city's copy of `subsidy_standards`.
 #[derive(Debug)]
@@ -176,4 +182,75 @@ impl ExecutionPlan for ReferenceExec {
             None,
         )?))
     }
+}
+
+/// Whether every row of `plan` is the reference table's or written in the query
+/// ([`is_values`]): rows every node can give alike.
+pub fn constant_rows(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    let mut constant = true;
+    plan.apply(|p| {
+        let leaf = p.children().is_empty() || p.is::<NodeFragmentExec>();
+        if leaf && !(p.is::<ReferenceExec>() || is_values(p.as_ref())) {
+            constant = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(constant)
+}
+
+/// Joins without equal keys of a node table with the reference table (as on `amount >
+/// cap`), built from the reference table: the join collects its left input, and streams
+/// its right one, whose rows stay split by node, so that each node can run the join over
+/// its own rows. DataFusion, which knows nothing of the size of a node's table, keeps the
+/// order the query wrote. A cross join becomes such a join without a condition. Runs
+/// before DataFusion's own rules, so that they plan the rest around the join.
+#[derive(Debug, Default)]
+pub struct BuiltFromReference;
+
+impl PhysicalOptimizerRule for BuiltFromReference {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(plan.transform_up(built_from_reference)?.data)
+    }
+
+    fn name(&self) -> &str {
+        "built_from_reference"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+fn built_from_reference(
+    plan: Arc<dyn ExecutionPlan>,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let cross = plan
+        .downcast_ref::<CrossJoinExec>()
+        .map(|c| {
+            NestedLoopJoinExec::try_new(
+                c.left().clone(),
+                c.right().clone(),
+                None,
+                &JoinType::Inner,
+                None,
+            )
+        })
+        .transpose()?;
+    let Some(join) = cross.as_ref().or_else(|| plan.downcast_ref()) else {
+        return Ok(Transformed::no(plan));
+    };
+    Ok(
+        match (constant_rows(join.left())?, constant_rows(join.right())?) {
+            (false, true) if join.join_type().supports_swap() => {
+                Transformed::yes(join.swap_inputs()?)
+            }
+            (true, false) if let Some(cross) = cross => Transformed::yes(Arc::new(cross)),
+            _ => Transformed::no(plan),
+        },
+    )
 }

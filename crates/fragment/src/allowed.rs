@@ -12,6 +12,7 @@ use datafusion::error::Result;
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 
 use crate::split::{WHOLE_AGGREGATES, unmerged_partial_state};
@@ -29,6 +30,7 @@ const OPERATORS: &[&str] = &[
     "CoalescePartitionsExec",
     "SortPreservingMergeExec",
     "HashJoinExec",
+    "NestedLoopJoinExec",
     "UnionExec",
     "CooperativeExec",
 ];
@@ -183,10 +185,11 @@ pub fn refused_operator(plan: &dyn ExecutionPlan) -> Option<&str> {
     (!OPERATORS.contains(&name) && !is_values(plan)).then_some(name)
 }
 
-/// Whether `plan` gives rows written in the query itself: a `VALUES` list's, or the one
-/// row of a `SELECT` without `FROM`.
+/// Whether `plan` gives rows written in the query itself: a `VALUES` list's, the one row
+/// of a `SELECT` without `FROM`, or none, where the query rules every row out.
 pub fn is_values(plan: &dyn ExecutionPlan) -> bool {
     plan.is::<PlaceholderRowExec>()
+        || plan.is::<EmptyExec>()
         || plan.downcast_ref::<DataSourceExec>().is_some_and(|d| {
             d.data_source()
                 .downcast_ref::<MemorySourceConfig>()
@@ -264,7 +267,8 @@ pub fn refusal(fragment: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
+    use datafusion::execution::object_store::ObjectStoreUrl;
 
     use super::*;
 
@@ -275,6 +279,13 @@ mod tests {
         assert_eq!(refused_operator(values.as_ref()), None);
         let one_row = PlaceholderRowExec::new(schema.clone());
         assert_eq!(refused_operator(&one_row), None);
-        assert_eq!(refused_operator(&EmptyExec::new(schema)), Some("EmptyExec"));
+        assert_eq!(refused_operator(&EmptyExec::new(schema.clone())), None);
+        let files = FileScanConfigBuilder::new(
+            ObjectStoreUrl::local_filesystem(),
+            Arc::new(ParquetSource::new(schema)),
+        )
+        .build();
+        let files = DataSourceExec::from_data_source(files);
+        assert_eq!(refused_operator(files.as_ref()), Some("DataSourceExec"));
     }
 }

@@ -5,6 +5,7 @@
 
 mod allowed;
 mod codec;
+mod join;
 mod leaf;
 mod masking;
 mod split;
@@ -26,6 +27,7 @@ use sunlight_proto::v1::FragmentTicket;
 pub use allowed::{is_values, refusal, refused_function, refused_operator};
 use codec::SubqueryValues;
 pub use codec::{FragmentCodec, reads_scalar_subquery};
+pub use join::Join;
 pub use leaf::{PERSONS_COLUMN, TableLeafExec};
 pub use masking::{mask_id, mask_name, masking_udfs};
 pub use split::{merge_of, partial_of, unmerged_partial_state, whole_of};

@@ -5,7 +5,7 @@
 //! aggregate merges them back into a single partition of what the fragment's aggregate
 //! answers, so the city and the egress guard see the fragment's answer as planned.
 //!
-//! A hash join that builds its table once probes it in every partition.
+//! A join that builds its table once probes it in every partition.
 //!
 //! A fragment that ends in a partial aggregate gets the merge even on one partition. A
 //! partial aggregate may send a group in parts: it passes rows through unmerged where
@@ -21,14 +21,14 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::PartitionMode;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, InputOrderMode, Partitioning,
 };
 
-use sunlight_fragment::{merge_of, partial_of};
+use sunlight_fragment::{Join, merge_of, partial_of};
 
 use crate::county_guard::CountyGuardExec;
 use crate::persons::PersonsExec;
@@ -91,9 +91,12 @@ fn spread(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Arc<dyn Exe
         let input = spread(plan.children()[0].clone(), partitions)?;
         return replace_children_if_necessary(plan, vec![input]);
     }
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>()
-        && *join.partition_mode() == PartitionMode::CollectLeft
-        && join.fetch().is_none()
+    let builds_once = |join: &Join| match join {
+        Join::Hash(hash) => *hash.partition_mode() == PartitionMode::CollectLeft,
+        Join::Loops(_) => true,
+    };
+    if let Some(join) = Join::of(&plan).filter(builds_once)
+        && plan.fetch().is_none()
     {
         let build = parallelize(join.left().clone(), partitions)?;
         let probe = spread(join.right().clone(), partitions)?;

@@ -33,13 +33,12 @@ use datafusion::physical_plan::expressions::{
     BinaryExpr, CaseExpr, CastExpr, Column, IsNotNullExpr, Literal, NegativeExpr, TryCastExpr,
 };
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
-use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
-use sunlight_fragment::{PERSONS_COLUMN, TableLeafExec};
+use sunlight_fragment::{Join, PERSONS_COLUMN, TableLeafExec};
 
 use crate::distinct::{DistinctPersons, counted_by_value, text_of};
 use crate::persons::{Persons, Seen, figure_conditions};
@@ -157,7 +156,7 @@ impl Carrier {
         if children.is_empty() {
             return Ok(None);
         }
-        if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        if let Some(join) = Join::of(plan) {
             return self.join_census(join);
         }
         if plan.is::<UnionExec>() {
@@ -343,7 +342,7 @@ impl Carrier {
     /// A join keeps the persons of the side whose rows it returns. When it returns both,
     /// it keeps those of the side with a person per row, the left one when both have: a
     /// row joined to a group (say, its county's average) is still about its own person.
-    fn join_census(&self, join: &HashJoinExec) -> Result<Option<Censused>> {
+    fn join_census(&self, join: Join) -> Result<Option<Censused>> {
         let left = self.carry(join.left())?;
         let right = self.carry(join.right())?;
         if [&left, &right].iter().any(|side| united(side)) {
@@ -403,7 +402,7 @@ impl Carrier {
             }),
             _ => (left_width + right_width, &shift),
         };
-        let original: Vec<usize> = match join.projection.as_deref() {
+        let original: Vec<usize> = match join.projection() {
             Some(p) => p.iter().map(|&i| moved(i)).collect(),
             None => (0..width).map(moved).collect(),
         };
@@ -437,14 +436,8 @@ impl Carrier {
             new_left.unwrap_or_else(|| join.left().clone()),
             right.map_or_else(|| join.right().clone(), |r| r.plan),
         ];
-        let rewritten = join
-            .builder()
-            .with_on(on)
-            .with_new_children(children)?
-            .with_projection(projection)
-            .build()?;
         Ok(Some(Censused {
-            plan: Arc::new(rewritten),
+            plan: join.rebuilt(children, on, projection)?,
             column,
             kind,
             person_id,
@@ -882,8 +875,8 @@ fn stored(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
                     .is_some_and(|c| stored(aggregate.input(), c.index()))
             });
     }
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        let index = join.projection.as_deref().map_or(index, |p| p[index]);
+    if let Some(join) = Join::of(plan) {
+        let index = join.projection().map_or(index, |p| p[index]);
         let left_width = join.left().schema().fields().len();
         let on_left = index < left_width;
         // A mark column, after one side's, is computed.
@@ -975,8 +968,8 @@ fn read_by(plan: &Arc<dyn ExecutionPlan>, needed: &BTreeSet<usize>) -> Vec<BTree
         let filters = aggregate.filter_expr().iter().flatten();
         return vec![columns(grouped.chain(filters).chain(&computed))];
     }
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        let output: BTreeSet<usize> = match join.projection.as_deref() {
+    if let Some(join) = Join::of(plan) {
+        let output: BTreeSet<usize> = match join.projection() {
             Some(p) => needed.iter().map(|&i| p[i]).collect(),
             None => needed.clone(),
         };
@@ -1127,7 +1120,9 @@ mod tests {
     use datafusion::logical_expr::Operator;
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
     use datafusion::physical_plan::expressions::{CastExpr, binary, col, lit};
-    use datafusion::physical_plan::joins::HashJoinExecBuilder;
+    use datafusion::physical_plan::joins::{
+        HashJoinExec, HashJoinExecBuilder, NestedLoopJoinExec, NestedLoopJoinExecBuilder,
+    };
     use sunlight_domain::Table;
 
     use super::*;
@@ -1247,6 +1242,25 @@ mod tests {
                 ("county_code@1".to_string(), "county_code@1".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn a_join_without_keys_is_about_the_persons_of_its_node_table() {
+        let standards = leaf(Table::SubsidyStandards, &["subsidy_type"]);
+        let d = leaf(Table::Disbursements, &["person_id", "amount"]);
+        let join = NestedLoopJoinExecBuilder::new(standards, d, JoinType::Inner)
+            .build()
+            .unwrap();
+        let (plan, _) = censused(&count_by(Arc::new(join), "subsidy_type"));
+        let mut persons_joined = false;
+        plan.apply(|p| {
+            if p.is::<NestedLoopJoinExec>() {
+                persons_joined = p.schema().index_of(CENSUS).is_ok();
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        assert!(persons_joined, "{plan:?}");
     }
 
     #[test]

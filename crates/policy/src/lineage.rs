@@ -15,13 +15,12 @@ use datafusion::physical_plan::expressions::{
     BinaryExpr, CastExpr, Column, IsNotNullExpr, IsNullExpr, Literal,
 };
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
 use sunlight_domain::{ColumnClass, Table, column_class};
-use sunlight_fragment::TableLeafExec;
+use sunlight_fragment::{Join, TableLeafExec};
 
 use crate::{Refusal, Result, Rule};
 
@@ -198,7 +197,7 @@ impl Tracer<'_> {
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
             return self.aggregate(aggregate);
         }
-        if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        if let Some(join) = Join::of(plan) {
             return self.join(join);
         }
         if let Some(sort) = plan.downcast_ref::<SortExec>() {
@@ -349,7 +348,7 @@ impl Tracer<'_> {
         Ok(Traced { columns: out, rows })
     }
 
-    fn join(&self, join: &HashJoinExec) -> Result<Traced> {
+    fn join(&self, join: Join) -> Result<Traced> {
         let left = self.plan(join.left())?;
         let right = self.plan(join.right())?;
         // An identifier is joined only to an identifier: joined to a value, such as a
@@ -398,7 +397,7 @@ impl Tracer<'_> {
             _ => left.columns.into_iter().chain(right.columns).collect(),
         };
         Ok(Traced {
-            columns: project(&joined, join.projection.as_deref()),
+            columns: project(&joined, join.projection()),
             rows,
         })
     }

@@ -159,6 +159,59 @@ async fn unions_of_any_classes_and_nodes_are_answered() {
     }
 }
 
+/// Joins with the standards on a condition without equal keys, the reference table on
+/// either side and cross joins among them, run inside each node, built from its copy of
+/// the table, and equal the central answers; one that keeps the standards no payment
+/// matched would give each of them once at every node, and is refused, saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    let above_cap = "SELECT s.subsidy_type, count(*), sum(d.amount) FROM subsidy_standards s \
+                     JOIN disbursements d ON d.amount > s.cap * 2 GROUP BY 1 ORDER BY 1";
+    for sql in [
+        above_cap,
+        "SELECT d.county_code, count(*) FROM disbursements d, subsidy_standards s \
+         WHERE s.subsidy_type = 'DIBAO' AND d.amount > s.cap GROUP BY 1 ORDER BY 1",
+        "SELECT d.subsidy_type, count(*), count(s.cap) FROM disbursements d LEFT JOIN \
+         subsidy_standards s ON d.amount > s.cap AND s.subsidy_type = 'TEKUN' GROUP BY 1 \
+         ORDER BY 1",
+        "SELECT count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM subsidy_standards s \
+         WHERE d.amount > s.cap)",
+        "SELECT count(*) FROM disbursements d CROSS JOIN subsidy_standards s \
+         WHERE d.county_code = '140212'",
+        "SELECT count(*), avg(d.amount) FROM disbursements d, (VALUES (500), (1000)) v(x) \
+         WHERE d.amount > v.x",
+    ] {
+        let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
+        assert_eq!(
+            rows(&federated.batches, ordered),
+            rows(&central, ordered),
+            "{sql}"
+        );
+    }
+    let text = printed(&mut client, &format!("EXPLAIN {above_cap}")).await;
+    let (_, physical) = text.split_once("physical_plan").unwrap_or_default();
+    let (city_part, fragment) = physical.split_once("fragment:").unwrap_or_default();
+    assert!(
+        fragment.contains("NestedLoopJoinExec")
+            && fragment.contains("TableLeafExec: table=subsidy_standards")
+            && !city_part.contains("Join"),
+        "{text}"
+    );
+    let err = client
+        .query(
+            "SELECT s.subsidy_type, count(d.payment_id) FROM subsidy_standards s LEFT JOIN \
+             disbursements d ON d.amount > s.cap GROUP BY 1",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("when the join keeps no unmatched subsidy_standards row"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
     let city = shared_city();
