@@ -405,7 +405,10 @@ impl Tracer<'_> {
     fn order_key(&self, key: &Arc<dyn PhysicalExpr>, input: &[Lineage]) -> Result<Lineage> {
         let key = self.expr(key, input)?;
         match &key.direct {
-            Some(source) => Err(direct_use(source, "ORDER BY")),
+            Some(source) => Err(direct_use(
+                source,
+                "an ordering (ORDER BY, or a window's PARTITION BY or ORDER BY, which sort)",
+            )),
             None => Ok(key),
         }
     }

@@ -113,6 +113,13 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
             "SELECT count(*) FROM disbursements GROUP BY person_id",
             "min-group-size",
         ),
+        // A window by person sorts by the identifier, one person a partition.
+        (
+            "SELECT county_code, count(*) FROM (SELECT county_code, row_number() OVER \
+             (PARTITION BY person_id ORDER BY period) AS rn FROM disbursements) t \
+             WHERE rn = 1 GROUP BY 1",
+            "direct-identifier",
+        ),
         (
             "SELECT p.name, d.amount FROM persons p JOIN disbursements d \
              ON p.county_code = d.county_code AND p.person_id = d.person_id",
