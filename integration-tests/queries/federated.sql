@@ -222,3 +222,5 @@ SELECT d.county_code, count(*), sum(d.amount - s.cap) FROM disbursements d JOIN 
 SELECT county_code, count(*) FROM disbursements WHERE amount > ALL (SELECT cap FROM subsidy_standards WHERE department = '民政') GROUP BY 1 ORDER BY 1
 ;
 SELECT s.department, count(*) FROM payroll p CROSS JOIN subsidy_standards s WHERE p.end_date IS NULL GROUP BY 1 ORDER BY 1
+;
+SELECT d.county_code, count(*), sum(d.amount) FROM disbursements d JOIN (SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x ON x.subsidy_type = d.subsidy_type AND d.amount > x.a GROUP BY 1 ORDER BY 1

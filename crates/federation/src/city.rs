@@ -49,6 +49,7 @@ use crate::distinct_text::CountDistinctAsText;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
+use crate::joined_groups::JoinedGroupsAsRows;
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
 use crate::reference::{BuiltFromReference, ReferenceTable};
@@ -847,6 +848,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
             .filter(|r| !LEFT_OUT.contains(&r.name())),
     )
     .chain([
+        Arc::new(JoinedGroupsAsRows) as _,
         Arc::new(UnionKeepsClass) as _,
         Arc::new(CountDistinctRows) as _,
         Arc::new(SingleDistinctByCounty) as _,

@@ -181,7 +181,7 @@ fn aggregates(plan: &LogicalPlan) -> bool {
 
 /// Whether `plan` reads a table other than the reference table, which nodes join with
 /// their own rows.
-fn reads_nodes(plan: &LogicalPlan) -> bool {
+pub(crate) fn reads_nodes(plan: &LogicalPlan) -> bool {
     plan.exists(|p| {
         Ok(matches!(p, LogicalPlan::TableScan(scan)
             if scan.table_name.table() != Table::SubsidyStandards.name()))

@@ -13,6 +13,7 @@ mod distinct_text;
 mod error;
 mod fragment_exec;
 mod in_subquery;
+mod joined_groups;
 mod prepared;
 mod pushdown;
 mod reference;

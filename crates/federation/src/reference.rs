@@ -19,7 +19,9 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::joins::{CrossJoinExec, NestedLoopJoinExec};
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode,
+};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use sunlight_domain::Table;
@@ -199,12 +201,14 @@ pub fn constant_rows(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
     Ok(constant)
 }
 
-/// Joins without equal keys of a node table with the reference table (as on `amount >
-/// cap`), built from the reference table: the join collects its left input, and streams
-/// its right one, whose rows stay split by node, so that each node can run the join over
-/// its own rows. DataFusion, which knows nothing of the size of a node's table, keeps the
-/// order the query wrote. A cross join becomes such a join without a condition. Runs
-/// before DataFusion's own rules, so that they plan the rest around the join.
+/// Joins of a node table with constant rows ([`constant_rows`]: the reference table, as
+/// on `amount > cap`, or rows written in the query) built from those rows: the join
+/// collects its left input once, and streams its right one, whose rows stay split by
+/// node, so that each node can run the join over its own rows. DataFusion, which knows
+/// nothing of the size of a node's table, keeps the order the query wrote, and splits both
+/// sides of a hash join by its keys. A cross join becomes a join by nested loops without a
+/// condition. Runs before DataFusion's own rules, so that they plan the rest around the
+/// join.
 #[derive(Debug, Default)]
 pub struct BuiltFromReference;
 
@@ -229,6 +233,12 @@ impl PhysicalOptimizerRule for BuiltFromReference {
 fn built_from_reference(
     plan: Arc<dyn ExecutionPlan>,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if let Some(hash) = plan.downcast_ref::<HashJoinExec>() {
+        return Ok(match hash_built_from_reference(hash)? {
+            Some(built) => Transformed::yes(built),
+            None => Transformed::no(plan),
+        });
+    }
     let cross = plan
         .downcast_ref::<CrossJoinExec>()
         .map(|c| {
@@ -251,6 +261,26 @@ fn built_from_reference(
             }
             (true, false) if let Some(cross) = cross => Transformed::yes(Arc::new(cross)),
             _ => Transformed::no(plan),
+        },
+    )
+}
+
+/// A hash join with constant rows on one side only, built from them, where DataFusion
+/// would not: it knows the size of neither side, as for the rows of groups the city sends
+/// ([`crate::joined_groups`]).
+fn hash_built_from_reference(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let collected = *join.partition_mode() == PartitionMode::CollectLeft;
+    Ok(
+        match (constant_rows(join.left())?, constant_rows(join.right())?) {
+            (false, true) if join.join_type().supports_swap() => {
+                Some(join.swap_inputs(PartitionMode::CollectLeft)?)
+            }
+            (true, false) if !collected => Some(
+                join.builder()
+                    .with_partition_mode(PartitionMode::CollectLeft)
+                    .build_exec()?,
+            ),
+            _ => None,
         },
     )
 }

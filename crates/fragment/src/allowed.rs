@@ -32,6 +32,7 @@ const OPERATORS: &[&str] = &[
     "HashJoinExec",
     "NestedLoopJoinExec",
     "UnionExec",
+    "UnnestExec",
     "CooperativeExec",
 ];
 
@@ -144,8 +145,10 @@ const FUNCTIONS: &[&str] = &[
     "array_has",
     "array_compact",
     "cardinality",
-    // Rows of values, as `(a, b) IN ((…), (…))` compares them.
+    // Rows of values, as `(a, b) IN ((…), (…))` compares them, and the columns of the
+    // rows of groups the city sends.
     "struct",
+    "get_field",
 ];
 
 /// Aggregate functions a fragment may compute in any phase: their partial states are

@@ -212,6 +212,59 @@ async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
     );
 }
 
+/// A join of the nodes' rows with groups aggregated across counties (above the type's
+/// average, a correlated subquery by type, a total) runs inside each node, over the
+/// groups the city formed first and sent in its fragment, and equals the central answer.
+/// Groups one node held back refuse the query, rather than join the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn joins_with_groups_across_counties_run_at_the_nodes() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    let above_average = "SELECT d.subsidy_type, count(*), sum(d.amount) FROM disbursements d \
+                         JOIN (SELECT subsidy_type, avg(amount) AS a FROM disbursements \
+                         GROUP BY 1) x ON x.subsidy_type = d.subsidy_type AND d.amount >= x.a \
+                         GROUP BY 1 ORDER BY 1";
+    for sql in [
+        above_average,
+        "SELECT d.county_code, count(*) FROM disbursements d WHERE d.amount < (SELECT \
+         avg(e.amount) FROM disbursements e WHERE e.subsidy_type = d.subsidy_type) \
+         GROUP BY 1 ORDER BY 1",
+        "SELECT x.subsidy_type, x.m, count(*) FROM (SELECT subsidy_type, max(amount) AS m \
+         FROM disbursements GROUP BY 1) x JOIN disbursements d \
+         ON d.subsidy_type = x.subsidy_type AND d.amount < x.m GROUP BY 1, 2 ORDER BY 1",
+        "SELECT d.county_code, count(*), sum(d.amount) FROM disbursements d JOIN \
+         (SELECT avg(amount) AS a FROM disbursements) x ON d.amount > x.a GROUP BY 1 ORDER BY 1",
+        "SELECT d.county_code, count(*), count(x.a) FROM disbursements d LEFT JOIN \
+         (SELECT subsidy_type, avg(amount) AS a FROM disbursements WHERE amount < 0 GROUP BY 1) \
+         x ON x.subsidy_type = d.subsidy_type GROUP BY 1 ORDER BY 1",
+    ] {
+        let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
+        assert_eq!(
+            rows(&federated.batches, ordered),
+            rows(&central, ordered),
+            "{sql}"
+        );
+    }
+    let text = printed(&mut client, &format!("EXPLAIN {above_average}")).await;
+    let (_, physical) = text.split_once("physical_plan").unwrap_or_default();
+    let (city_part, fragment) = physical.split_once("fragment:").unwrap_or_default();
+    assert!(
+        city_part.contains("ScalarSubqueryExec")
+            && !city_part.contains("Join")
+            && fragment.contains("UnnestExec"),
+        "{text}"
+    );
+    let err = client
+        .query(
+            "SELECT count(*) FROM disbursements d JOIN (SELECT township, subsidy_type, period, \
+             count(*) AS n FROM disbursements GROUP BY 1, 2, 3) x ON x.township = d.township \
+             AND x.subsidy_type = d.subsidy_type AND x.period = d.period AND x.n > 1",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("held back at the nodes"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
     let city = shared_city();

@@ -1,0 +1,276 @@
+//! [`JoinedGroupsAsRows`]: a join of the nodes' rows with groups aggregated across
+//! counties (`disbursements d JOIN (SELECT subsidy_type, avg(amount) AS a FROM
+//! disbursements GROUP BY 1) x ON x.subsidy_type = d.subsidy_type AND d.amount > 2 * x.a`),
+//! with the groups formed first, at the city, and sent to every node as rows written in
+//! its fragment. Each node then joins its own rows with them, as with the reference table.
+//! Left as planned, the join would need the rows of every node at the city.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Column, JoinType, Spans};
+use datafusion::error::Result;
+use datafusion::functions::core::expr_fn::{get_field, named_struct};
+use datafusion::functions_aggregate::expr_fn::array_agg;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Join, LogicalPlan, LogicalPlanBuilder, Operator, Subquery, col, lit,
+};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use sunlight_domain::ColumnClass;
+
+use crate::class::reads;
+use crate::in_subquery::reads_nodes;
+
+/// The name of the list of the groups' rows, each a struct of their columns.
+const ROWS: &str = "__joined_groups";
+
+/// Rewrites a join's input that aggregates the nodes' tables, where the other input
+/// reads their rows and drives the join (its rows are the ones kept), as the rows of
+/// `(SELECT array_agg(named_struct(…)) FROM groups)`, unnested. The city answers that
+/// subquery on its own, from the nodes' partial aggregates, under the same disclosure
+/// control as any answer: a group one node held back refuses the query, rather than
+/// joining part of the groups. Each fragment then carries the list as a value.
+///
+/// A join on `county_code` already runs within each county, and groups by an identifier
+/// are left alone: identifiers reach the city only as tokens, which a node's rows would
+/// not match.
+#[derive(Debug, Default)]
+pub struct JoinedGroupsAsRows;
+
+impl OptimizerRule for JoinedGroupsAsRows {
+    fn name(&self) -> &str {
+        "joined_groups_as_rows"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Join(join) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let equal = join.on.iter().map(|(l, r)| (l, r));
+        let by_county = equal
+            .chain(join.filter.iter().flat_map(equalities))
+            .any(|(l, r)| county_code(l) && county_code(r));
+        let rows_left = matches!(
+            join.join_type,
+            JoinType::Inner
+                | JoinType::Left
+                | JoinType::LeftSemi
+                | JoinType::LeftAnti
+                | JoinType::LeftMark
+        );
+        let rows_right = matches!(
+            join.join_type,
+            JoinType::Inner
+                | JoinType::Right
+                | JoinType::RightSemi
+                | JoinType::RightAnti
+                | JoinType::RightMark
+        );
+        let (left, right) = match (groups(&join.left), groups(&join.right)) {
+            (false, true) if !by_county && rows_left && reads_nodes(&join.left) => {
+                (join.left.clone(), as_rows(&join.right)?)
+            }
+            (true, false) if !by_county && rows_right && reads_nodes(&join.right) => {
+                (as_rows(&join.left)?, join.right.clone())
+            }
+            _ => return Ok(Transformed::no(LogicalPlan::Join(join))),
+        };
+        let joined = Join::try_new(
+            left,
+            right,
+            join.on,
+            join.filter,
+            join.join_type,
+            join.join_constraint,
+            join.null_equality,
+            join.null_aware,
+        )?;
+        Ok(Transformed::yes(LogicalPlan::Join(joined)))
+    }
+}
+
+/// The pairs of expressions `condition` tests equal, where it is a conjunction.
+fn equalities(condition: &Expr) -> Vec<(&Expr, &Expr)> {
+    split_conjunction(condition)
+        .into_iter()
+        .filter_map(|c| match c {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => Some((left.as_ref(), right.as_ref())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `expr` is a column named `county_code`.
+fn county_code(expr: &Expr) -> bool {
+    matches!(expr, Expr::Column(c) if c.name == "county_code")
+}
+
+/// Whether `plan` gives the groups of an aggregate of the nodes' tables, by no
+/// identifier: an aggregate under projections, filters (HAVING), sorts and limits.
+fn groups(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_) => groups(plan.inputs()[0]),
+        LogicalPlan::Aggregate(aggregate) => {
+            let keys: Vec<&Expr> = aggregate.group_expr.iter().collect();
+            reads_nodes(plan) && !reads(&keys, aggregate.input.schema(), &[ColumnClass::Direct])
+        }
+        _ => false,
+    }
+}
+
+/// `groups` as the rows of the list of their structs, with the same columns.
+fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
+    let schema = groups.schema().clone();
+    let name = |i: usize| format!("c{i}");
+    let fields = schema
+        .columns()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, c)| [lit(name(i)), Expr::Column(c)])
+        .collect();
+    let list = LogicalPlanBuilder::from(groups.clone())
+        .aggregate(
+            Vec::<Expr>::new(),
+            [array_agg(named_struct(fields)).alias(ROWS)],
+        )?
+        .build()?;
+    let list = Expr::ScalarSubquery(Subquery {
+        subquery: Arc::new(list),
+        outer_ref_columns: Vec::new(),
+        spans: Spans::new(),
+    });
+    let columns = schema.iter().enumerate().map(|(i, (qualifier, field))| {
+        get_field(col(ROWS), name(i)).alias_qualified(qualifier.cloned(), field.name())
+    });
+    let rows = LogicalPlanBuilder::empty(true)
+        .project([list.alias(ROWS)])?
+        .unnest_column(Column::from_name(ROWS))?
+        .project(columns)?
+        .build()?;
+    Ok(Arc::new(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::util::pretty::pretty_format_batches;
+    use datafusion::catalog::MemTable;
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::optimizer::OptimizerContext;
+    use datafusion::prelude::SessionContext;
+    use sunlight_domain::Table;
+
+    use super::*;
+    use crate::city::logical_rules;
+
+    async fn rewritten(sql: &str) -> bool {
+        let ctx = SessionContext::new();
+        for table in [Table::Disbursements, Table::SubsidyStandards] {
+            let empty = MemTable::try_new(table.schema(), vec![vec![]]).unwrap();
+            ctx.register_table(table.name(), Arc::new(empty)).unwrap();
+        }
+        let plan = ctx.sql(sql).await.unwrap().logical_plan().clone();
+        let config = OptimizerContext::new();
+        plan.transform_up(|p| JoinedGroupsAsRows.rewrite(p, &config))
+            .unwrap()
+            .transformed
+    }
+
+    #[tokio::test]
+    async fn groups_joined_to_rows_that_drive_the_join_become_rows() {
+        let d = "SELECT count(*) FROM disbursements d";
+        let by_type = "(SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x";
+        for sql in [
+            format!("{d} JOIN {by_type} ON x.subsidy_type = d.subsidy_type AND d.amount > x.a"),
+            format!("{d} LEFT JOIN {by_type} ON x.subsidy_type = d.subsidy_type"),
+            format!("SELECT count(*) FROM {by_type} RIGHT JOIN disbursements d ON d.amount > x.a"),
+            format!(
+                "{d} JOIN (SELECT avg(amount) AS a FROM disbursements \
+                 WHERE county_code = '140212') x ON d.amount > x.a"
+            ),
+        ] {
+            assert!(rewritten(&sql).await, "{sql}");
+        }
+        for sql in [
+            // Within each county already.
+            format!(
+                "{d} JOIN (SELECT county_code, avg(amount) AS a FROM disbursements GROUP BY 1) x \
+                 ON x.county_code = d.county_code AND d.amount > x.a"
+            ),
+            // Groups by an identifier, which reaches the city as a token.
+            format!(
+                "{d} JOIN (SELECT person_id, count(*) AS n FROM disbursements GROUP BY 1) x \
+                 ON x.person_id = d.person_id"
+            ),
+            // Groups whose rows the join keeps, and a side with no rows of the nodes.
+            format!("SELECT count(*) FROM {by_type} LEFT JOIN disbursements d ON d.amount > x.a"),
+            format!(
+                "SELECT count(*) FROM subsidy_standards s JOIN {by_type} \
+                 ON x.subsidy_type = s.subsidy_type"
+            ),
+            // Rows on both sides.
+            format!("{d} JOIN disbursements e ON e.payment_id = d.payment_id"),
+        ] {
+            assert!(!rewritten(&sql).await, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn joined_groups_give_the_rows_the_join_gives() {
+        let rewriting = SessionContext::new_with_state(
+            SessionStateBuilder::new()
+                .with_default_features()
+                .with_optimizer_rules(logical_rules())
+                .build(),
+        );
+        let plain = SessionContext::new();
+        let table = "CREATE TABLE t(k TEXT, g TEXT, v INT) AS VALUES ('a', 'x', 1), \
+                     ('a', NULL, 5), ('b', 'x', 2), ('b', 'y', 9), (NULL, 'y', 4), ('c', NULL, 7)";
+        for ctx in [&rewriting, &plain] {
+            ctx.sql(table).await.unwrap();
+        }
+        for sql in [
+            "SELECT t.k, t.v, x.a FROM t JOIN (SELECT k, avg(v) AS a FROM t GROUP BY k) x \
+             ON x.k = t.k AND t.v >= x.a ORDER BY 1, 2",
+            "SELECT t.k, t.v, x.n FROM t LEFT JOIN (SELECT g, count(*) AS n FROM t GROUP BY g) x \
+             ON x.g = t.g ORDER BY 1, 2",
+            "SELECT t.k, t.v, x.m FROM t LEFT JOIN (SELECT g, max(v) AS m FROM t WHERE v > 99 \
+             GROUP BY g) x ON x.g = t.g ORDER BY 1, 2",
+            "SELECT x.a, t.v FROM (SELECT avg(v) AS a FROM t) x JOIN t ON t.v > x.a ORDER BY 2",
+            "SELECT k, v FROM t WHERE v > (SELECT avg(u.v) FROM t u WHERE u.g = t.g) ORDER BY 2",
+            "SELECT k, v FROM t WHERE NOT EXISTS (SELECT 1 FROM (SELECT k, max(v) AS m FROM t \
+             GROUP BY k) x WHERE x.k = t.k AND t.v < x.m) ORDER BY 2",
+        ] {
+            let answer = async |ctx: &SessionContext| {
+                let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                pretty_format_batches(&batches).unwrap().to_string()
+            };
+            assert_eq!(answer(&rewriting).await, answer(&plain).await, "{sql}");
+            let plan = rewriting
+                .sql(sql)
+                .await
+                .unwrap()
+                .into_optimized_plan()
+                .unwrap();
+            assert!(plan.display_indent().to_string().contains(ROWS), "{sql}");
+        }
+    }
+}
