@@ -136,16 +136,22 @@ fn groups(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// `groups` as the rows of the list of their structs, with the same columns.
+/// `groups` as the rows of the list of their structs, with the same columns. Groups of
+/// which the join reads no column are structs of one constant field: their rows still
+/// count. The filter, true of every row, reads the unnested structs, so that no rule drops
+/// the unnesting where nothing above reads them.
 fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
     let schema = groups.schema().clone();
     let name = |i: usize| format!("c{i}");
-    let fields = schema
+    let mut fields: Vec<Expr> = schema
         .columns()
         .into_iter()
         .enumerate()
         .flat_map(|(i, c)| [lit(name(i)), Expr::Column(c)])
         .collect();
+    if fields.is_empty() {
+        fields = vec![lit(name(0)), lit(true)];
+    }
     let list = LogicalPlanBuilder::from(groups.clone())
         .aggregate(
             Vec::<Expr>::new(),
@@ -163,6 +169,7 @@ fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
     let rows = LogicalPlanBuilder::empty(true)
         .project([list.alias(ROWS)])?
         .unnest_column(Column::from_name(ROWS))?
+        .filter(col(ROWS).is_not_null())?
         .project(columns)?
         .build()?;
     Ok(Arc::new(rows))
@@ -247,30 +254,63 @@ mod tests {
         for ctx in [&rewriting, &plain] {
             ctx.sql(table).await.unwrap();
         }
-        for sql in [
-            "SELECT t.k, t.v, x.a FROM t JOIN (SELECT k, avg(v) AS a FROM t GROUP BY k) x \
-             ON x.k = t.k AND t.v >= x.a ORDER BY 1, 2",
-            "SELECT t.k, t.v, x.n FROM t LEFT JOIN (SELECT g, count(*) AS n FROM t GROUP BY g) x \
-             ON x.g = t.g ORDER BY 1, 2",
-            "SELECT t.k, t.v, x.m FROM t LEFT JOIN (SELECT g, max(v) AS m FROM t WHERE v > 99 \
-             GROUP BY g) x ON x.g = t.g ORDER BY 1, 2",
-            "SELECT x.a, t.v FROM (SELECT avg(v) AS a FROM t) x JOIN t ON t.v > x.a ORDER BY 2",
-            "SELECT k, v FROM t WHERE v > (SELECT avg(u.v) FROM t u WHERE u.g = t.g) ORDER BY 2",
-            "SELECT k, v FROM t WHERE NOT EXISTS (SELECT 1 FROM (SELECT k, max(v) AS m FROM t \
-             GROUP BY k) x WHERE x.k = t.k AND t.v < x.m) ORDER BY 2",
+        // Each query, and whether its groups become rows.
+        for (sql, as_rows) in [
+            (
+                "SELECT t.k, t.v, x.a FROM t JOIN (SELECT k, avg(v) AS a FROM t GROUP BY k) x \
+                 ON x.k = t.k AND t.v >= x.a ORDER BY 1, 2",
+                true,
+            ),
+            (
+                "SELECT t.k, t.v, x.n FROM t LEFT JOIN (SELECT g, count(*) AS n FROM t \
+                 GROUP BY g) x ON x.g = t.g ORDER BY 1, 2",
+                true,
+            ),
+            (
+                "SELECT t.k, t.v, x.m FROM t LEFT JOIN (SELECT g, max(v) AS m FROM t \
+                 WHERE v > 99 GROUP BY g) x ON x.g = t.g ORDER BY 1, 2",
+                true,
+            ),
+            (
+                "SELECT x.a, t.v FROM (SELECT avg(v) AS a FROM t) x JOIN t ON t.v > x.a \
+                 ORDER BY 2",
+                true,
+            ),
+            (
+                "SELECT k, v FROM t WHERE v > (SELECT avg(u.v) FROM t u WHERE u.g = t.g) \
+                 ORDER BY 2",
+                true,
+            ),
+            (
+                "SELECT k, v FROM t WHERE NOT EXISTS (SELECT 1 FROM (SELECT k, max(v) AS m \
+                 FROM t GROUP BY k) x WHERE x.k = t.k AND t.v < x.m) ORDER BY 2",
+                true,
+            ),
+            // Groups of which the join reads no column, only whether there are any.
+            (
+                "SELECT t.k, t.v FROM (SELECT count(*) AS n FROM t) x JOIN t ON x.n > 3 \
+                 ORDER BY 2",
+                true,
+            ),
+            (
+                "SELECT t.k, t.v FROM (SELECT count(*) AS n FROM t) x JOIN t ON x.n > 9 \
+                 ORDER BY 2",
+                true,
+            ),
         ] {
             let answer = async |ctx: &SessionContext| {
                 let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
                 pretty_format_batches(&batches).unwrap().to_string()
             };
-            assert_eq!(answer(&rewriting).await, answer(&plain).await, "{sql}");
             let plan = rewriting
                 .sql(sql)
                 .await
                 .unwrap()
                 .into_optimized_plan()
                 .unwrap();
-            assert!(plan.display_indent().to_string().contains(ROWS), "{sql}");
+            let shown = plan.display_indent().to_string();
+            assert_eq!(shown.contains(ROWS), as_rows, "{sql}\n{shown}");
+            assert_eq!(answer(&rewriting).await, answer(&plain).await, "{sql}");
         }
     }
 }
