@@ -130,13 +130,15 @@ fn is_junction(op: Operator) -> bool {
     matches!(op, Operator::And | Operator::Or)
 }
 
-/// Whether `expr IN subquery` can become a list: the subquery refers to no column outside
-/// it, and it aggregates or reads the nodes' tables, whose rows would otherwise meet at
-/// the city; and `expr` is not an identifier.
-fn rewritable(expr: &Expr, subquery: &Subquery, schema: &DFSchema) -> bool {
+/// Whether `expr [NOT] IN subquery` can become a list: the subquery refers to no column
+/// outside it, and it aggregates or reads the nodes' tables, whose rows would otherwise
+/// meet at the city, or it is a `NOT IN` of the reference table's values: where they may
+/// be NULL, its join keeps a node's row by what the whole subquery holds, and is built
+/// from the node's rows, at the city. And `expr` is not an identifier.
+fn rewritable(expr: &Expr, subquery: &Subquery, negated: bool, schema: &DFSchema) -> bool {
     let plan = &subquery.subquery;
     subquery.outer_ref_columns.is_empty()
-        && (aggregates(plan) || reads_nodes(plan))
+        && (aggregates(plan) || reads_nodes(plan) || negated)
         && !identifier(expr, schema)
 }
 
@@ -160,7 +162,7 @@ fn as_lists(condition: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             expr,
             subquery,
             negated,
-        }) if rewritable(&expr, &subquery, schema) => {
+        }) if rewritable(&expr, &subquery, negated, schema) => {
             as_list(*expr, subquery, negated).map(Transformed::yes)
         }
         other => Ok(Transformed::no(other)),
@@ -254,13 +256,14 @@ mod tests {
             // Rows of the nodes, which would meet at the city: the same as their groups.
             format!("{count} WHERE township IN (SELECT township FROM persons WHERE gender = 'F')"),
             format!("{count} WHERE township IN (SELECT DISTINCT township FROM persons)"),
+            format!("{count} WHERE township NOT IN (SELECT name_zh FROM subsidy_standards)"),
         ] {
             assert!(rewritten(&sql).await, "{sql}");
         }
         for sql in [
             format!("{count} WHERE NOT (gender IN {genders} OR village <> '')"),
             format!("{count} WHERE (gender IN {genders}) IS NOT TRUE"),
-            // The reference table, which nodes join.
+            // The reference table, which nodes join, unless under NOT IN.
             format!("{count} WHERE township IN (SELECT name_zh FROM subsidy_standards)"),
             format!(
                 "{count} o WHERE gender IN (SELECT max(gender) FROM persons i \

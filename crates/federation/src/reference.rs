@@ -272,7 +272,9 @@ fn hash_built_from_reference(join: &HashJoinExec) -> Result<Option<Arc<dyn Execu
     let collected = *join.partition_mode() == PartitionMode::CollectLeft;
     Ok(
         match (constant_rows(join.left())?, constant_rows(join.right())?) {
-            (false, true) if join.join_type().supports_swap() => {
+            // A null-aware anti join (`NOT IN`) keeps its left rows by what the whole
+            // right side holds, and is not swapped.
+            (false, true) if join.join_type().supports_swap() && !join.null_aware => {
                 Some(join.swap_inputs(PartitionMode::CollectLeft)?)
             }
             (true, false) if !collected => Some(

@@ -161,8 +161,9 @@ async fn unions_of_any_classes_and_nodes_are_answered() {
 
 /// Joins with the standards on a condition without equal keys, the reference table on
 /// either side and cross joins among them, run inside each node, built from its copy of
-/// the table, and equal the central answers; one that keeps the standards no payment
-/// matched would give each of them once at every node, and is refused, saying so.
+/// the table, and equal the central answers, as does a NOT IN over them; one that keeps
+/// the standards no payment matched would give each of them once at every node, and is
+/// refused, saying so.
 #[tokio::test(flavor = "multi_thread")]
 async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
     let (_running, oracle, mut client) = city_and_oracle().await;
@@ -181,6 +182,12 @@ async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
          WHERE d.county_code = '140212'",
         "SELECT count(*), avg(d.amount) FROM disbursements d, (VALUES (500), (1000)) v(x) \
          WHERE d.amount > v.x",
+        // NOT IN over values that may be NULL: none passes where one is.
+        "SELECT level, count(*) FROM disability_certs WHERE level NOT IN \
+         (SELECT requires_cert_level FROM subsidy_standards) GROUP BY 1",
+        "SELECT level, count(*) FROM disability_certs WHERE level NOT IN \
+         (SELECT requires_cert_level FROM subsidy_standards WHERE requires_cert_level > 0) \
+         GROUP BY 1 ORDER BY 1",
     ] {
         let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
         assert_eq!(
