@@ -81,6 +81,26 @@ async fn asked_both(
     (federated, central, sql.contains("ORDER BY"))
 }
 
+/// Asserts that each of `queries` answers at the city as in `oracle`.
+async fn answered_as_centrally(client: &mut SqlClient, oracle: &SessionContext, queries: &[&str]) {
+    for sql in queries {
+        let (federated, central, ordered) = asked_both(client, oracle, sql).await;
+        assert_eq!(
+            rows(&federated.batches, ordered),
+            rows(&central, ordered),
+            "{sql}"
+        );
+    }
+}
+
+/// EXPLAIN's physical plan of `sql`: the city's part, and the fragments from the first on.
+async fn explained(client: &mut SqlClient, sql: &str) -> (String, String) {
+    let text = printed(client, &format!("EXPLAIN {sql}")).await;
+    let (_, physical) = text.split_once("physical_plan").unwrap_or_default();
+    let (city, fragments) = physical.split_once("fragment:").unwrap_or_default();
+    (city.to_string(), fragments.to_string())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn federated_queries_equal_centralized_datafusion() {
     let (_running, oracle, mut client) = city_and_oracle().await;
@@ -133,30 +153,28 @@ async fn a_union_of_columns_of_two_classes_is_answered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unions_of_any_classes_and_nodes_are_answered() {
     let (_running, oracle, mut client) = city_and_oracle().await;
-    for sql in [
-        "SELECT count(DISTINCT x) FROM (SELECT person_id AS x FROM persons UNION ALL \
+    answered_as_centrally(
+        &mut client,
+        &oracle,
+        &[
+            "SELECT count(DISTINCT x) FROM (SELECT person_id AS x FROM persons UNION ALL \
          SELECT county_code FROM payroll) t",
-        "SELECT count(DISTINCT x) FROM (SELECT county_code AS x FROM payroll UNION ALL \
+            "SELECT count(DISTINCT x) FROM (SELECT county_code AS x FROM payroll UNION ALL \
          SELECT person_id FROM persons) t",
-        "SELECT count(DISTINCT x) FROM (SELECT person_id AS x FROM payroll UNION ALL \
+            "SELECT count(DISTINCT x) FROM (SELECT person_id AS x FROM payroll UNION ALL \
          SELECT account_no FROM disbursements WHERE account_no IS NOT NULL) t",
-        "SELECT count(x) FROM (SELECT county_code AS x FROM disbursements UNION ALL \
+            "SELECT count(x) FROM (SELECT county_code AS x FROM disbursements UNION ALL \
          SELECT county_code FROM payroll WHERE end_date IS NULL) t",
-        "SELECT count(DISTINCT d) FROM (SELECT period AS d FROM disbursements WHERE \
+            "SELECT count(DISTINCT d) FROM (SELECT period AS d FROM disbursements WHERE \
          county_code = '140212' UNION ALL SELECT birth_date FROM persons) t",
-        "SELECT count(DISTINCT x), count(*) FROM (SELECT name AS x FROM persons \
+            "SELECT count(DISTINCT x), count(*) FROM (SELECT name AS x FROM persons \
          UNION ALL SELECT subsidy_type FROM disbursements WHERE county_code = '140215') t",
-        "SELECT subsidy_type, sum(amount) FROM (SELECT subsidy_type, amount FROM disbursements \
+            "SELECT subsidy_type, sum(amount) FROM (SELECT subsidy_type, amount FROM disbursements \
          WHERE county_code = 'none' UNION ALL SELECT subsidy_type, amount FROM disbursements \
          WHERE county_code = '140215') t GROUP BY 1 ORDER BY 1",
-    ] {
-        let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
-        assert_eq!(
-            rows(&federated.batches, ordered),
-            rows(&central, ordered),
-            "{sql}"
-        );
-    }
+        ],
+    )
+    .await;
 }
 
 /// Joins with the standards on a condition without equal keys, the reference table on
@@ -169,41 +187,37 @@ async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
     let (_running, oracle, mut client) = city_and_oracle().await;
     let above_cap = "SELECT s.subsidy_type, count(*), sum(d.amount) FROM subsidy_standards s \
                      JOIN disbursements d ON d.amount > s.cap * 2 GROUP BY 1 ORDER BY 1";
-    for sql in [
-        above_cap,
-        "SELECT d.county_code, count(*) FROM disbursements d, subsidy_standards s \
+    answered_as_centrally(
+        &mut client,
+        &oracle,
+        &[
+            above_cap,
+            "SELECT d.county_code, count(*) FROM disbursements d, subsidy_standards s \
          WHERE s.subsidy_type = 'DIBAO' AND d.amount > s.cap GROUP BY 1 ORDER BY 1",
-        "SELECT d.subsidy_type, count(*), count(s.cap) FROM disbursements d LEFT JOIN \
+            "SELECT d.subsidy_type, count(*), count(s.cap) FROM disbursements d LEFT JOIN \
          subsidy_standards s ON d.amount > s.cap AND s.subsidy_type = 'TEKUN' GROUP BY 1 \
          ORDER BY 1",
-        "SELECT count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM subsidy_standards s \
+            "SELECT count(*) FROM disbursements d WHERE EXISTS (SELECT 1 FROM subsidy_standards s \
          WHERE d.amount > s.cap)",
-        "SELECT count(*) FROM disbursements d CROSS JOIN subsidy_standards s \
+            "SELECT count(*) FROM disbursements d CROSS JOIN subsidy_standards s \
          WHERE d.county_code = '140212'",
-        "SELECT count(*), avg(d.amount) FROM disbursements d, (VALUES (500), (1000)) v(x) \
+            "SELECT count(*), avg(d.amount) FROM disbursements d, (VALUES (500), (1000)) v(x) \
          WHERE d.amount > v.x",
-        // NOT IN over values that may be NULL: none passes where one is.
-        "SELECT level, count(*) FROM disability_certs WHERE level NOT IN \
+            // NOT IN over values that may be NULL: none passes where one is.
+            "SELECT level, count(*) FROM disability_certs WHERE level NOT IN \
          (SELECT requires_cert_level FROM subsidy_standards) GROUP BY 1",
-        "SELECT level, count(*) FROM disability_certs WHERE level NOT IN \
+            "SELECT level, count(*) FROM disability_certs WHERE level NOT IN \
          (SELECT requires_cert_level FROM subsidy_standards WHERE requires_cert_level > 0) \
          GROUP BY 1 ORDER BY 1",
-    ] {
-        let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
-        assert_eq!(
-            rows(&federated.batches, ordered),
-            rows(&central, ordered),
-            "{sql}"
-        );
-    }
-    let text = printed(&mut client, &format!("EXPLAIN {above_cap}")).await;
-    let (_, physical) = text.split_once("physical_plan").unwrap_or_default();
-    let (city_part, fragment) = physical.split_once("fragment:").unwrap_or_default();
+        ],
+    )
+    .await;
+    let (city_part, fragment) = explained(&mut client, above_cap).await;
     assert!(
         fragment.contains("NestedLoopJoinExec")
             && fragment.contains("TableLeafExec: table=subsidy_standards")
             && !city_part.contains("Join"),
-        "{text}"
+        "{city_part}\n{fragment}"
     );
     let err = client
         .query(
@@ -230,35 +244,31 @@ async fn joins_with_groups_across_counties_run_at_the_nodes() {
                          JOIN (SELECT subsidy_type, avg(amount) AS a FROM disbursements \
                          GROUP BY 1) x ON x.subsidy_type = d.subsidy_type AND d.amount >= x.a \
                          GROUP BY 1 ORDER BY 1";
-    for sql in [
-        above_average,
-        "SELECT d.county_code, count(*) FROM disbursements d WHERE d.amount < (SELECT \
+    answered_as_centrally(
+        &mut client,
+        &oracle,
+        &[
+            above_average,
+            "SELECT d.county_code, count(*) FROM disbursements d WHERE d.amount < (SELECT \
          avg(e.amount) FROM disbursements e WHERE e.subsidy_type = d.subsidy_type) \
          GROUP BY 1 ORDER BY 1",
-        "SELECT x.subsidy_type, x.m, count(*) FROM (SELECT subsidy_type, max(amount) AS m \
+            "SELECT x.subsidy_type, x.m, count(*) FROM (SELECT subsidy_type, max(amount) AS m \
          FROM disbursements GROUP BY 1) x JOIN disbursements d \
          ON d.subsidy_type = x.subsidy_type AND d.amount < x.m GROUP BY 1, 2 ORDER BY 1",
-        "SELECT d.county_code, count(*), sum(d.amount) FROM disbursements d JOIN \
+            "SELECT d.county_code, count(*), sum(d.amount) FROM disbursements d JOIN \
          (SELECT avg(amount) AS a FROM disbursements) x ON d.amount > x.a GROUP BY 1 ORDER BY 1",
-        "SELECT d.county_code, count(*), count(x.a) FROM disbursements d LEFT JOIN \
+            "SELECT d.county_code, count(*), count(x.a) FROM disbursements d LEFT JOIN \
          (SELECT subsidy_type, avg(amount) AS a FROM disbursements WHERE amount < 0 GROUP BY 1) \
          x ON x.subsidy_type = d.subsidy_type GROUP BY 1 ORDER BY 1",
-    ] {
-        let (federated, central, ordered) = asked_both(&mut client, &oracle, sql).await;
-        assert_eq!(
-            rows(&federated.batches, ordered),
-            rows(&central, ordered),
-            "{sql}"
-        );
-    }
-    let text = printed(&mut client, &format!("EXPLAIN {above_average}")).await;
-    let (_, physical) = text.split_once("physical_plan").unwrap_or_default();
-    let (city_part, fragment) = physical.split_once("fragment:").unwrap_or_default();
+        ],
+    )
+    .await;
+    let (city_part, fragment) = explained(&mut client, above_average).await;
     assert!(
         city_part.contains("ScalarSubqueryExec")
             && !city_part.contains("Join")
             && fragment.contains("UnnestExec"),
-        "{text}"
+        "{city_part}\n{fragment}"
     );
     let err = client
         .query(
