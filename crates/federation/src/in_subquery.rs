@@ -224,25 +224,15 @@ fn as_list(expr: Expr, subquery: Subquery, negated: bool) -> Result<Expr> {
 mod tests {
     use arrow::array::AsArray;
     use arrow::datatypes::Int32Type;
-    use datafusion::catalog::MemTable;
     use datafusion::execution::SessionStateBuilder;
-    use datafusion::optimizer::OptimizerContext;
     use datafusion::prelude::SessionContext;
 
     use super::*;
     use crate::city::logical_rules;
+    use crate::test_rules::rewritten_by;
 
     async fn rewritten(sql: &str) -> bool {
-        let ctx = SessionContext::new();
-        for table in [Table::Persons, Table::SubsidyStandards] {
-            let empty = MemTable::try_new(table.schema(), vec![vec![]]).unwrap();
-            ctx.register_table(table.name(), Arc::new(empty)).unwrap();
-        }
-        let plan = ctx.sql(sql).await.unwrap().logical_plan().clone();
-        let config = OptimizerContext::new();
-        plan.transform_down(|p| InSubqueryAsList.rewrite(p, &config))
-            .unwrap()
-            .transformed
+        rewritten_by(&InSubqueryAsList, sql).await
     }
 
     #[tokio::test]

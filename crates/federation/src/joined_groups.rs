@@ -178,27 +178,15 @@ fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
 #[cfg(test)]
 mod tests {
     use arrow::util::pretty::pretty_format_batches;
-    use datafusion::catalog::MemTable;
-    use datafusion::common::tree_node::TreeNode;
     use datafusion::execution::SessionStateBuilder;
-    use datafusion::optimizer::OptimizerContext;
     use datafusion::prelude::SessionContext;
-    use sunlight_domain::Table;
 
     use super::*;
     use crate::city::logical_rules;
+    use crate::test_rules::rewritten_by;
 
     async fn rewritten(sql: &str) -> bool {
-        let ctx = SessionContext::new();
-        for table in [Table::Disbursements, Table::SubsidyStandards] {
-            let empty = MemTable::try_new(table.schema(), vec![vec![]]).unwrap();
-            ctx.register_table(table.name(), Arc::new(empty)).unwrap();
-        }
-        let plan = ctx.sql(sql).await.unwrap().logical_plan().clone();
-        let config = OptimizerContext::new();
-        plan.transform_up(|p| JoinedGroupsAsRows.rewrite(p, &config))
-            .unwrap()
-            .transformed
+        rewritten_by(&JoinedGroupsAsRows, sql).await
     }
 
     #[tokio::test]

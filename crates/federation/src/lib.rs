@@ -20,6 +20,8 @@ mod reference;
 mod registry;
 mod shared;
 mod table;
+#[cfg(test)]
+mod test_rules;
 
 pub use city::{CityEngine, FederationConfig, QueryAudit, QueryEvent, StandardsCheck};
 pub use control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, Transfer};
