@@ -618,9 +618,10 @@ fn joins_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
 const JOINED_AT_CITY: &str = ". Here a join runs at the city, over single rows of the \
      nodes: a node runs a join itself only between its own tables on equal county_code \
      (disability_certs has none), or with subsidy_standards when the join keeps no \
-     unmatched subsidy_standards row; to keep every standard, join subsidy_standards to a \
-     subquery that aggregates the node table by subsidy_type; to keep rows whose column is \
-     in a list, use IN (…)";
+     unmatched subsidy_standards row, or with the groups of a subquery that aggregates \
+     node tables (by no identifier) when the join keeps no unmatched group; to keep every \
+     standard, join subsidy_standards to a subquery that aggregates the node table by \
+     subsidy_type; to keep rows whose column is in a list, use IN (…)";
 
 /// A result: its schema and its batches.
 type Answered = (SchemaRef, Vec<RecordBatch>);

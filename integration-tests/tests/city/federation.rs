@@ -236,7 +236,8 @@ async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
 /// A join of the nodes' rows with groups aggregated across counties (above the type's
 /// average, a correlated subquery by type, a total) runs inside each node, over the
 /// groups the city formed first and sent in its fragment, and equals the central answer.
-/// Groups one node held back refuse the query, rather than join the rest.
+/// Groups one node held back refuse the query, rather than join the rest, and a join that
+/// keeps the groups is refused, saying which joins the nodes run.
 #[tokio::test(flavor = "multi_thread")]
 async fn joins_with_groups_across_counties_run_at_the_nodes() {
     let (_running, oracle, mut client) = city_and_oracle().await;
@@ -280,6 +281,20 @@ async fn joins_with_groups_across_counties_run_at_the_nodes() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("held back at the nodes"), "{err}");
+    // Groups the join keeps, matched or not, would come once from every node.
+    let err = client
+        .query(
+            "SELECT x.subsidy_type, count(d.payment_id) FROM (SELECT subsidy_type, \
+             avg(amount) AS a FROM disbursements GROUP BY 1) x LEFT JOIN disbursements d \
+             ON d.subsidy_type = x.subsidy_type AND d.amount > 3 * x.a GROUP BY 1",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("when the join keeps no unmatched group"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
