@@ -203,6 +203,12 @@ async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
          WHERE d.county_code = '140212'",
             "SELECT count(*), avg(d.amount) FROM disbursements d, (VALUES (500), (1000)) v(x) \
          WHERE d.amount > v.x",
+            // Standards the query rules out, as the nodes are sent them: no rows.
+            "SELECT count(*) FROM disbursements d WHERE d.amount > ALL (SELECT cap FROM \
+             subsidy_standards WHERE false)",
+            "SELECT d.county_code, count(*), count(s.cap) FROM disbursements d LEFT JOIN \
+             (SELECT subsidy_type, cap FROM subsidy_standards WHERE 1 = 0) s \
+             ON s.subsidy_type = d.subsidy_type GROUP BY 1 ORDER BY 1",
             // NOT IN over values that may be NULL: none passes where one is.
             "SELECT level, count(*) FROM disability_certs WHERE level NOT IN \
          (SELECT requires_cert_level FROM subsidy_standards) GROUP BY 1",
