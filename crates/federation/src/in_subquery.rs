@@ -131,10 +131,10 @@ fn is_junction(op: Operator) -> bool {
 }
 
 /// Whether `expr [NOT] IN subquery` can become a list: the subquery refers to no column
-/// outside it, and it aggregates or reads the nodes' tables, whose rows would otherwise
-/// meet at the city, or it is a `NOT IN` of the reference table's values: where they may
-/// be NULL, its join keeps a node's row by what the whole subquery holds, and is built
-/// from the node's rows, at the city. And `expr` is not an identifier.
+/// outside it; it aggregates or reads the nodes' tables, whose rows would otherwise meet
+/// at the city, or it is a `NOT IN` over the reference table, whose join, where the values
+/// may be NULL, keeps a row by what the whole subquery holds and runs at the city, built
+/// from the nodes' rows; and `expr` is not an identifier.
 fn rewritable(expr: &Expr, subquery: &Subquery, negated: bool, schema: &DFSchema) -> bool {
     let plan = &subquery.subquery;
     subquery.outer_ref_columns.is_empty()
