@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, JoinType, Spans};
+use datafusion::common::{Column, Spans};
 use datafusion::error::Result;
 use datafusion::functions::core::expr_fn::{get_field, named_struct};
 use datafusion::functions_aggregate::expr_fn::array_agg;
@@ -22,6 +22,7 @@ use sunlight_domain::ColumnClass;
 
 use crate::class::reads;
 use crate::in_subquery::reads_nodes;
+use crate::pushdown::reference_rows_once;
 
 /// The name of the list of the groups' rows, each a struct of their columns.
 const ROWS: &str = "__joined_groups";
@@ -60,22 +61,9 @@ impl OptimizerRule for JoinedGroupsAsRows {
         let by_county = equal
             .chain(join.filter.iter().flat_map(equalities))
             .any(|(l, r)| county_code(l) && county_code(r));
-        let rows_left = matches!(
-            join.join_type,
-            JoinType::Inner
-                | JoinType::Left
-                | JoinType::LeftSemi
-                | JoinType::LeftAnti
-                | JoinType::LeftMark
-        );
-        let rows_right = matches!(
-            join.join_type,
-            JoinType::Inner
-                | JoinType::Right
-                | JoinType::RightSemi
-                | JoinType::RightAnti
-                | JoinType::RightMark
-        );
+        // The side of the groups keeps no unmatched row of theirs.
+        let rows_left = reference_rows_once(join.join_type.swap());
+        let rows_right = reference_rows_once(join.join_type);
         let (left, right) = match (groups(&join.left), groups(&join.right)) {
             (false, true) if !by_county && rows_left && reads_nodes(&join.left) => {
                 (join.left.clone(), as_rows(&join.right)?)

@@ -435,10 +435,11 @@ fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentEx
     }
 }
 
-/// Whether a join with the reference table on its left gives only rows driven by the
-/// right side's: then each node gives its own rows' share. A join that keeps, marks or
-/// filters the reference table's rows would give each of them once at every node.
-fn reference_rows_once(join_type: JoinType) -> bool {
+/// Whether a join with the reference table (or other rows every node holds alike, as the
+/// groups the city sends) on its left gives only rows driven by the right side's: then
+/// each node gives its own rows' share. A join that keeps, marks or filters the left
+/// side's rows would give each of them once at every node.
+pub(crate) fn reference_rows_once(join_type: JoinType) -> bool {
     matches!(
         join_type,
         JoinType::Inner

@@ -19,13 +19,11 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::joins::{
-    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode,
-};
+use datafusion::physical_plan::joins::{CrossJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use sunlight_domain::Table;
-use sunlight_fragment::{TableLeafExec, is_values};
+use sunlight_fragment::{Join, TableLeafExec, is_values};
 
 use crate::fragment_exec::NodeFragmentExec;
 
@@ -233,12 +231,6 @@ impl PhysicalOptimizerRule for BuiltFromReference {
 fn built_from_reference(
     plan: Arc<dyn ExecutionPlan>,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
-    if let Some(hash) = plan.downcast_ref::<HashJoinExec>() {
-        return Ok(match hash_built_from_reference(hash)? {
-            Some(built) => Transformed::yes(built),
-            None => Transformed::no(plan),
-        });
-    }
     let cross = plan
         .downcast_ref::<CrossJoinExec>()
         .map(|c| {
@@ -251,38 +243,34 @@ fn built_from_reference(
             )
         })
         .transpose()?;
-    let Some(join) = cross.as_ref().or_else(|| plan.downcast_ref()) else {
+    let Some(join) = cross.as_ref().map(Join::Loops).or_else(|| Join::of(&plan)) else {
         return Ok(Transformed::no(plan));
     };
-    Ok(
-        match (constant_rows(join.left())?, constant_rows(join.right())?) {
-            (false, true) if join.join_type().supports_swap() => {
-                Transformed::yes(join.swap_inputs()?)
-            }
-            (true, false) if let Some(cross) = cross => Transformed::yes(Arc::new(cross)),
-            _ => Transformed::no(plan),
-        },
-    )
-}
-
-/// A hash join with constant rows on one side only, built from them, where DataFusion
-/// would not: it knows the size of neither side, as for the rows of groups the city sends
-/// ([`crate::joined_groups`]).
-fn hash_built_from_reference(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let collected = *join.partition_mode() == PartitionMode::CollectLeft;
-    Ok(
-        match (constant_rows(join.left())?, constant_rows(join.right())?) {
-            // A null-aware anti join (`NOT IN`) keeps its left rows by what the whole
-            // right side holds, and is not swapped.
-            (false, true) if join.join_type().supports_swap() && !join.null_aware => {
-                Some(join.swap_inputs(PartitionMode::CollectLeft)?)
-            }
-            (true, false) if !collected => Some(
-                join.builder()
+    let swaps = join.join_type().supports_swap();
+    let constant = (constant_rows(join.left())?, constant_rows(join.right())?);
+    let built = match (constant, join) {
+        // A null-aware anti join (`NOT IN`) keeps its left rows by what the whole right
+        // side holds, and is not swapped.
+        ((false, true), Join::Hash(hash)) if swaps && !hash.null_aware => {
+            Some(hash.swap_inputs(PartitionMode::CollectLeft)?)
+        }
+        ((false, true), Join::Loops(loops)) if swaps => Some(loops.swap_inputs()?),
+        // Built once rather than split by its keys, as for the rows of groups the city
+        // sends ([`crate::joined_groups`]).
+        ((true, false), Join::Hash(hash))
+            if *hash.partition_mode() != PartitionMode::CollectLeft =>
+        {
+            Some(
+                hash.builder()
                     .with_partition_mode(PartitionMode::CollectLeft)
                     .build_exec()?,
-            ),
-            _ => None,
-        },
-    )
+            )
+        }
+        _ => None,
+    };
+    Ok(match (built, cross) {
+        (Some(built), _) => Transformed::yes(built),
+        (None, Some(cross)) if constant == (true, false) => Transformed::yes(Arc::new(cross)),
+        _ => Transformed::no(plan),
+    })
 }
