@@ -695,6 +695,9 @@ impl SqlEngine for CityEngine {
     ) -> Result<StatementSchemas, Status> {
         let user = &request.caller.user;
         let control = self.control(&request.headers);
+        if let Some(schemas) = self.prepared.schemas(user, statement, control.partial) {
+            return Ok(schemas);
+        }
         let (plan_sha256, checked) = match self.plan(statement, control.clone()).await {
             Ok(frame) => match StatementSchemas::of(&frame) {
                 // Values not yet bound: the statement is checked when it runs.
@@ -703,7 +706,8 @@ impl SqlEngine for CityEngine {
                 }
                 Ok(schemas) => {
                     let (plan_sha256, prepared) = self.prepare(frame, control).await;
-                    let kept = prepared.map(|p| self.prepared.keep(user, statement, p));
+                    let kept =
+                        prepared.map(|p| self.prepared.keep(user, statement, schemas.clone(), p));
                     (Some(plan_sha256), kept.map(|()| schemas))
                 }
                 Err(e) => (None, Err(e.into())),
