@@ -135,9 +135,18 @@ impl MetaStore {
     }
 
     fn put<T: Serialize>(&self, key: &str, value: &T) -> StorageResult<()> {
+        self.put_with(key, value, self.durability)
+    }
+
+    fn put_with<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> StorageResult<()> {
         let bytes = serde_json::to_vec(value).map_err(write_error)?;
         let mut txn = self.db.begin_write().map_err(write_error)?;
-        txn.set_durability(self.durability);
+        txn.set_durability(durability);
         txn.open_table(KEYS)
             .map_err(write_error)?
             .insert(key, bytes.as_slice())
@@ -227,7 +236,10 @@ impl RaftLogStorage<TypeConfig> for MetaStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> StorageResult<()> {
-        self.put(COMMITTED, &committed)
+        // Not synced on its own: the next append's sync writes it too. After a crash
+        // the state machine may then re-apply up to an older committed id, and the
+        // leader's next commit brings it level; the log itself is always synced.
+        self.put_with(COMMITTED, &committed, Durability::None)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId>> {
