@@ -18,7 +18,7 @@ use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::analyze::AnalyzeExec;
-use datafusion::physical_plan::expressions::col;
+use datafusion::physical_plan::expressions::{Column, col};
 use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
 };
@@ -379,6 +379,9 @@ impl CityEngine {
         if let Err(mut refusal) = city_answer(&traced, answer.schema().fields()) {
             if refusal.rule == Rule::MinGroupSize && joins_at_city(&answer)? {
                 refusal.message.push_str(JOINED_AT_CITY);
+                if joins_on_identifier_at_city(&answer)? {
+                    refusal.message.push_str(JOINED_ON_IDENTIFIER);
+                }
             }
             return Err(Error::Refused(refusal));
         }
@@ -614,6 +617,25 @@ fn joins_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
     })?)
 }
 
+/// Whether `plan` joins at the city on equal identifiers, as a join that matches persons
+/// across counties does.
+fn joins_on_identifier_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    Ok(plan.exists(|p| {
+        let (left, on) = if let Some(join) = p.downcast_ref::<HashJoinExec>() {
+            (join.left(), join.on())
+        } else if let Some(join) = p.downcast_ref::<SortMergeJoinExec>() {
+            (join.left(), join.on())
+        } else {
+            return Ok(false);
+        };
+        let schema = left.schema();
+        Ok(on.iter().any(|(key, _)| {
+            key.downcast_ref::<Column>()
+                .is_some_and(|c| column_class(schema.field(c.index())) == ColumnClass::Direct)
+        }))
+    })?)
+}
+
 /// Why a join the nodes cannot run on their own leaves single rows to the city.
 const JOINED_AT_CITY: &str = ". Here a join runs at the city, over single rows of the \
      nodes: a node runs a join itself only between its own tables on equal county_code \
@@ -622,6 +644,12 @@ const JOINED_AT_CITY: &str = ". Here a join runs at the city, over single rows o
      node tables (by no identifier) when the join keeps no unmatched group; to keep every \
      standard, join subsidy_standards to a subquery that aggregates the node table by \
      subsidy_type; to keep rows whose column is in a list, use IN (…)";
+
+/// Where to match persons across counties instead.
+const JOINED_ON_IDENTIFIER: &str = ". This join matches persons by an identifier \
+     across counties, which only tokens may do: the models match them so (`sunlight model \
+     list`), and `sunlight linkage run` finds the rows whose key occurs at more than one \
+     node";
 
 /// A result: its schema and its batches.
 type Answered = (SchemaRef, Vec<RecordBatch>);

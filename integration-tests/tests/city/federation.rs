@@ -643,6 +643,21 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             "Here a join runs at the city, over single rows of the nodes: a node runs a join \
              itself only between its own tables on equal county_code",
         ),
+        // Persons matched across counties: the models' work, over tokens.
+        (
+            "SELECT count(*) FROM disbursements d WHERE d.person_id IN (SELECT person_id FROM \
+             payroll)",
+            "Here a join runs at the city, over single rows of the nodes: a node runs a join \
+             itself only between its own tables on equal county_code (disability_certs has \
+             none), or with subsidy_standards when the join keeps no unmatched \
+             subsidy_standards row, or with the groups of a subquery that aggregates node \
+             tables (by no identifier) when the join keeps no unmatched group; to keep every \
+             standard, join subsidy_standards to a subquery that aggregates the node table by \
+             subsidy_type; to keep rows whose column is in a list, use IN (…). This join \
+             matches persons by an identifier across counties, which only tokens may do: the \
+             models match them so (`sunlight model list`), and `sunlight linkage run` finds \
+             the rows whose key occurs at more than one node",
+        ),
         // Groups by person_id are single persons, whichever node holds them.
         (
             "SELECT count(*) FROM (SELECT person_id FROM disbursements GROUP BY person_id \
