@@ -224,3 +224,5 @@ SELECT county_code, count(*) FROM disbursements WHERE amount > ALL (SELECT cap F
 SELECT s.department, count(*) FROM payroll p CROSS JOIN subsidy_standards s WHERE p.end_date IS NULL GROUP BY 1 ORDER BY 1
 ;
 SELECT d.county_code, count(*), sum(d.amount) FROM disbursements d JOIN (SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x ON x.subsidy_type = d.subsidy_type AND d.amount > x.a GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, string_agg(DISTINCT department, ',' ORDER BY department) AS departments, array_agg(DISTINCT department ORDER BY department DESC) AS last_first FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1 ORDER BY 1

@@ -46,6 +46,7 @@ use crate::class::UnionKeepsClass;
 use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
 use crate::distinct_rows::CountDistinctRows;
 use crate::distinct_text::CountDistinctAsText;
+use crate::distinct_values::DistinctValuesAsGroups;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
@@ -882,6 +883,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     )
     .chain([
         Arc::new(JoinedGroupsAsRows) as _,
+        Arc::new(DistinctValuesAsGroups) as _,
         Arc::new(UnionKeepsClass) as _,
         Arc::new(CountDistinctRows) as _,
         Arc::new(SingleDistinctByCounty) as _,

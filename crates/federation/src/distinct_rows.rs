@@ -224,7 +224,7 @@ fn as_count_distinct(outer: &Aggregate) -> Result<Option<LogicalPlan>> {
 }
 
 /// `values` over `plan`, named as `outer`'s columns, which they stand for.
-fn project_as(
+pub(crate) fn project_as(
     plan: LogicalPlan,
     values: impl IntoIterator<Item = Expr>,
     outer: &Aggregate,

@@ -10,6 +10,7 @@ mod class;
 mod control;
 mod distinct_rows;
 mod distinct_text;
+mod distinct_values;
 mod error;
 mod fragment_exec;
 mod in_subquery;

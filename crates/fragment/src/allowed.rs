@@ -200,14 +200,20 @@ pub fn is_values(plan: &dyn ExecutionPlan) -> bool {
         })
 }
 
+/// Whether a node computes aggregate `function`: anywhere, or whole over groups by
+/// county_code.
+pub fn runs_at_nodes(function: &str) -> bool {
+    let function = function.to_lowercase();
+    AGGREGATES.contains(&function.as_str()) || WHOLE_AGGREGATES.contains(&function.as_str())
+}
+
 /// Why a node would refuse the aggregate or scalar functions `plan`'s own operator calls,
 /// apart from its inputs.
 pub fn refused_function(plan: &dyn ExecutionPlan) -> Result<Option<String>> {
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
         for expr in aggregate.aggr_expr() {
             let function = expr.fun().name().to_lowercase();
-            let known = |list: &[&str]| list.contains(&function.as_str());
-            if !known(AGGREGATES) && !known(WHOLE_AGGREGATES) {
+            if !runs_at_nodes(&function) {
                 return Ok(Some(format!(
                     "aggregate {function} is not allowed in a fragment: only aggregates \
                      whose partial state is a statistic, not the values themselves, run at \

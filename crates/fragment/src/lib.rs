@@ -24,7 +24,7 @@ use datafusion_proto::bytes::{
 use prost::Message;
 use sunlight_proto::v1::FragmentTicket;
 
-pub use allowed::{is_values, refusal, refused_function, refused_operator};
+pub use allowed::{is_values, refusal, refused_function, refused_operator, runs_at_nodes};
 use codec::SubqueryValues;
 pub use codec::{FragmentCodec, reads_scalar_subquery};
 pub use join::Join;
