@@ -17,15 +17,21 @@ use crate::distinct_rows::project_as;
 /// The name of the grouped value.
 const VALUE: &str = "__distinct_value";
 
+/// The name of the grouped outcome of the functions' filter.
+const PASSES: &str = "__distinct_filter";
+
 /// Rewrites `SELECT g…, f(DISTINCT x, c…) [ORDER BY x] … GROUP BY g…`, where every
 /// aggregate takes the distinct values of the same `x`, with constants `c…` for its other
 /// arguments, and some function is one nodes do not compute (it keeps the values
 /// themselves, as `array_agg` and `string_agg` do), as `SELECT g…, f(x, c…) [ORDER BY x]
-/// FROM (SELECT g…, x … GROUP BY g…, x) GROUP BY g…`.
+/// FROM (SELECT g…, x … GROUP BY g…, x) GROUP BY g…`. A `FILTER (WHERE p)` all the
+/// functions share is grouped as well, `GROUP BY g…, x, p`, and filters the groups: a
+/// group's `g…` stay in the answer where no row passes.
 ///
 /// The inner grouping reaches the nodes as any other, under their disclosure control,
-/// and the city computes the functions over its groups. Each group is one value of `x`,
-/// so the functions see each value once, as DISTINCT has them do.
+/// and the city computes the functions over its groups. Each group is one value of `x`
+/// (where the filter passes), so the functions see each value once, as DISTINCT has them
+/// do.
 #[derive(Debug, Default)]
 pub struct DistinctValuesAsGroups;
 
@@ -66,7 +72,7 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some(functions) = functions else {
         return Ok(None);
     };
-    let Some(value) = distinct_value(&functions) else {
+    let Some((value, filter)) = distinct_value(&functions) else {
         return Ok(None);
     };
     if functions.iter().all(|f| runs_at_nodes(f.func.name()))
@@ -75,7 +81,9 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         return Ok(None);
     }
     let mut keys = aggregate.group_expr.clone();
+    let filtered = filter.is_some();
     keys.push(value.alias(VALUE));
+    keys.extend(filter.map(|p| p.alias(PASSES)));
     let groups = LogicalPlanBuilder::from(Arc::clone(&aggregate.input))
         .aggregate(keys, Vec::<Expr>::new())?
         .build()?;
@@ -85,7 +93,8 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         .into_iter()
         .map(Expr::Column)
         .collect();
-    let value = columns.pop().expect("the value is grouped last");
+    let passes = filtered.then(|| Box::new(columns.pop().expect("the filter is grouped last")));
+    let value = columns.pop().expect("the value is grouped after the keys");
     let over_groups = functions.into_iter().map(|f| {
         let mut args = f.params.args;
         args[0] = value.clone();
@@ -102,7 +111,7 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
             f.func,
             args,
             false,
-            None,
+            passes.clone(),
             order_by,
             f.params.null_treatment,
         ))
@@ -114,24 +123,23 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     Ok(Some(project_as(plan, outputs, aggregate)?))
 }
 
-/// The one argument `functions` all take the distinct values of, without a filter, each
-/// ordered by it alone if at all, with constants for any other argument.
-fn distinct_value(functions: &[AggregateFunction]) -> Option<Expr> {
-    let mut value: Option<&Expr> = None;
-    for f in functions {
+/// The one argument `functions` all take the distinct values of, and the one filter they
+/// share, if any: each is ordered by that argument alone if at all, with constants for
+/// any other argument.
+fn distinct_value(functions: &[AggregateFunction]) -> Option<(Expr, Option<Expr>)> {
+    let first = &functions.first()?.params;
+    let value = first.args.first()?;
+    let alike = functions.iter().all(|f| {
         let params = &f.params;
-        let (first, rest) = params.args.split_first()?;
-        if !params.distinct
-            || params.filter.is_some()
-            || !rest.iter().all(|a| matches!(a, Expr::Literal(..)))
-            || !params.order_by.iter().all(|s| s.expr == *first)
-            || value.is_some_and(|v| v != first)
-        {
-            return None;
-        }
-        value = Some(first);
-    }
-    value.cloned()
+        params.distinct
+            && params.args.first() == Some(value)
+            && params.args[1..]
+                .iter()
+                .all(|a| matches!(a, Expr::Literal(..)))
+            && params.order_by.iter().all(|s| s.expr == *value)
+            && params.filter == first.filter
+    });
+    alike.then(|| (value.clone(), first.filter.as_deref().cloned()))
 }
 
 #[cfg(test)]
@@ -167,6 +175,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_shared_filter_is_grouped_and_filters_the_groups() {
+        let plan = rewritten(
+            &DistinctValuesAsGroups,
+            "SELECT array_agg(DISTINCT township) FILTER (WHERE amount > 100) \
+             FROM disbursements",
+        )
+        .await
+        .data;
+        let shown = plan.display_indent().to_string();
+        assert!(
+            shown.contains("AS __distinct_filter]], aggr=[[]]"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("aggr=[[array_agg(__distinct_value) FILTER (WHERE __distinct_filter)]]"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
     async fn aggregates_nodes_compute_or_of_several_values_are_left_as_they_are() {
         for sql in [
             "SELECT count(DISTINCT subsidy_type) FROM disbursements",
@@ -174,6 +202,8 @@ mod tests {
             "SELECT array_agg(DISTINCT subsidy_type), array_agg(DISTINCT township) \
              FROM disbursements",
             "SELECT array_agg(subsidy_type) FROM disbursements",
+            "SELECT array_agg(DISTINCT subsidy_type) FILTER (WHERE amount > 100), \
+             array_agg(DISTINCT subsidy_type) FROM disbursements",
         ] {
             assert!(!rewritten_by(&DistinctValuesAsGroups, sql).await, "{sql}");
         }

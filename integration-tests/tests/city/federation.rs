@@ -177,6 +177,33 @@ async fn unions_of_any_classes_and_nodes_are_answered() {
     .await;
 }
 
+/// Lists of distinct values across counties, which no node sends as an aggregate's state,
+/// are formed at the city from the groups of the value, under a shared FILTER too, where a
+/// group passing it nowhere keeps its row; a value held for too few persons refuses them.
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_of_distinct_values_are_formed_from_their_groups() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    answered_as_centrally(
+        &mut client,
+        &oracle,
+        &[
+            "SELECT county_code, array_agg(DISTINCT subsidy_type ORDER BY subsidy_type) \
+             FROM disbursements GROUP BY 1 ORDER BY 1",
+            "SELECT subsidy_type, string_agg(DISTINCT department, ',' ORDER BY department) \
+             FILTER (WHERE amount > 300), array_agg(DISTINCT department ORDER BY department \
+             DESC) FILTER (WHERE amount > 300) FROM disbursements GROUP BY 1 ORDER BY 1",
+            "SELECT array_agg(DISTINCT level ORDER BY level) FROM disability_certs",
+        ],
+    )
+    .await;
+    let err = client
+        .query("SELECT array_agg(DISTINCT birth_date ORDER BY birth_date) FROM persons")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refused by rule min-group-size"), "{err}");
+}
+
 /// Joins with the standards on a condition without equal keys, the reference table on
 /// either side and cross joins among them, run inside each node, built from its copy of
 /// the table, and equal the central answers, as does a NOT IN over them; one that keeps
