@@ -224,16 +224,9 @@ fn as_list(expr: Expr, subquery: Subquery, negated: bool) -> Result<Expr> {
 mod tests {
     use arrow::array::AsArray;
     use arrow::datatypes::Int32Type;
-    use datafusion::execution::SessionStateBuilder;
-    use datafusion::prelude::SessionContext;
 
     use super::*;
-    use crate::city::logical_rules;
-    use crate::test_rules::rewritten_by;
-
-    async fn rewritten(sql: &str) -> bool {
-        rewritten_by(&InSubqueryAsList, sql).await
-    }
+    use crate::test_rules::{rewriting_context, rewritten_by};
 
     #[tokio::test]
     async fn an_in_over_an_aggregate_or_node_rows_of_its_own_under_and_or_becomes_a_list() {
@@ -248,7 +241,7 @@ mod tests {
             format!("{count} WHERE township IN (SELECT DISTINCT township FROM persons)"),
             format!("{count} WHERE township NOT IN (SELECT name_zh FROM subsidy_standards)"),
         ] {
-            assert!(rewritten(&sql).await, "{sql}");
+            assert!(rewritten_by(&InSubqueryAsList, &sql).await, "{sql}");
         }
         for sql in [
             format!("{count} WHERE NOT (gender IN {genders} OR village <> '')"),
@@ -261,17 +254,13 @@ mod tests {
             ),
             format!("{count} WHERE person_id IN (SELECT person_id FROM persons GROUP BY 1)"),
         ] {
-            assert!(!rewritten(&sql).await, "{sql}");
+            assert!(!rewritten_by(&InSubqueryAsList, &sql).await, "{sql}");
         }
     }
 
     #[tokio::test]
     async fn a_list_keeps_the_rows_the_subquery_keeps() {
-        let state = SessionStateBuilder::new()
-            .with_default_features()
-            .with_optimizer_rules(logical_rules())
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+        let ctx = rewriting_context();
         for table in [
             "CREATE TABLE t(x INT) AS VALUES (1), (2), (3), (NULL)",
             "CREATE TABLE s(v INT) AS VALUES (1), (1), (3), (NULL), (NULL)",

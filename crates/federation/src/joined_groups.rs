@@ -166,16 +166,10 @@ fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
 #[cfg(test)]
 mod tests {
     use arrow::util::pretty::pretty_format_batches;
-    use datafusion::execution::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
 
     use super::*;
-    use crate::city::logical_rules;
-    use crate::test_rules::rewritten_by;
-
-    async fn rewritten(sql: &str) -> bool {
-        rewritten_by(&JoinedGroupsAsRows, sql).await
-    }
+    use crate::test_rules::{rewriting_context, rewritten_by};
 
     #[tokio::test]
     async fn groups_joined_to_rows_that_drive_the_join_become_rows() {
@@ -190,7 +184,7 @@ mod tests {
                  WHERE county_code = '140212') x ON d.amount > x.a"
             ),
         ] {
-            assert!(rewritten(&sql).await, "{sql}");
+            assert!(rewritten_by(&JoinedGroupsAsRows, &sql).await, "{sql}");
         }
         for sql in [
             // Within each county already.
@@ -212,18 +206,13 @@ mod tests {
             // Rows on both sides.
             format!("{d} JOIN disbursements e ON e.payment_id = d.payment_id"),
         ] {
-            assert!(!rewritten(&sql).await, "{sql}");
+            assert!(!rewritten_by(&JoinedGroupsAsRows, &sql).await, "{sql}");
         }
     }
 
     #[tokio::test]
     async fn joined_groups_give_the_rows_the_join_gives() {
-        let rewriting = SessionContext::new_with_state(
-            SessionStateBuilder::new()
-                .with_default_features()
-                .with_optimizer_rules(logical_rules())
-                .build(),
-        );
+        let rewriting = rewriting_context();
         let plain = SessionContext::new();
         let table = "CREATE TABLE t(k TEXT, g TEXT, v INT) AS VALUES ('a', 'x', 1), \
                      ('a', NULL, 5), ('b', 'x', 2), ('b', 'y', 9), (NULL, 'y', 4), ('c', NULL, 7)";

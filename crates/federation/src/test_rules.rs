@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use datafusion::catalog::MemTable;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::{OptimizerContext, OptimizerRule};
 use datafusion::prelude::SessionContext;
 use sunlight_domain::Table;
+
+use crate::city::logical_rules;
 
 /// Whether `rule` rewrites the plan of `sql` over the contract's tables, empty.
 pub async fn rewritten_by(rule: &dyn OptimizerRule, sql: &str) -> bool {
@@ -24,4 +27,15 @@ pub async fn rewritten(rule: &dyn OptimizerRule, sql: &str) -> Transformed<Logic
     let plan = ctx.sql(sql).await.unwrap().logical_plan().clone();
     let config = OptimizerContext::new();
     plan.transform_up(|p| rule.rewrite(p, &config)).unwrap()
+}
+
+/// A context that optimizes with the city's logical rules, to compare its answers with a
+/// plain context's.
+pub fn rewriting_context() -> SessionContext {
+    SessionContext::new_with_state(
+        SessionStateBuilder::new()
+            .with_default_features()
+            .with_optimizer_rules(logical_rules())
+            .build(),
+    )
 }
