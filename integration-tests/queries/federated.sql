@@ -226,3 +226,5 @@ SELECT s.department, count(*) FROM payroll p CROSS JOIN subsidy_standards s WHER
 SELECT d.county_code, count(*), sum(d.amount) FROM disbursements d JOIN (SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x ON x.subsidy_type = d.subsidy_type AND d.amount > x.a GROUP BY 1 ORDER BY 1
 ;
 SELECT subsidy_type, string_agg(DISTINCT department, ',' ORDER BY department) AS departments, array_agg(DISTINCT department ORDER BY department DESC) AS last_first FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, string_agg(DISTINCT subsidy_type, ',' ORDER BY subsidy_type) AS types, count(*), sum(amount), max(paid_on) FROM disbursements GROUP BY 1 ORDER BY 1

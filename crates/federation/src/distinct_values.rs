@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
+use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::{AggregateFunction, Sort};
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::prelude::{coalesce, lit};
 use sunlight_fragment::runs_at_nodes;
 
 use crate::distinct_rows::project_as;
@@ -20,13 +22,22 @@ const VALUE: &str = "__distinct_value";
 /// The name of the grouped outcome of the functions' filter.
 const PASSES: &str = "__distinct_filter";
 
+/// The prefix of the names of the other aggregates' figures per group.
+const PART: &str = "__distinct_part_";
+
+/// Aggregates beside the distinct ones that merge over the groups: each group's figure,
+/// then the same function of them, or the sum of them for `count`.
+const MERGED: [&str; 6] = ["count", "sum", "min", "max", "bool_and", "bool_or"];
+
 /// Rewrites `SELECT g…, f(DISTINCT x, c…) [ORDER BY x] … GROUP BY g…`, where every
 /// aggregate takes the distinct values of the same `x`, with constants `c…` for its other
 /// arguments, and some function is one nodes do not compute (it keeps the values
 /// themselves, as `array_agg` and `string_agg` do), as `SELECT g…, f(x, c…) [ORDER BY x]
 /// FROM (SELECT g…, x … GROUP BY g…, x) GROUP BY g…`. A `FILTER (WHERE p)` all the
 /// functions share is grouped as well, `GROUP BY g…, x, p`, and filters the groups: a
-/// group's `g…` stay in the answer where no row passes.
+/// group's `g…` stay in the answer where no row passes. Beside them the query may have
+/// counts, sums, minima and maxima of anything ([`MERGED`]): each group computes its own,
+/// under its own filter, and the answer merges them.
 ///
 /// The inner grouping reaches the nodes as any other, under their disclosure control,
 /// and the city computes the functions over its groups. Each group is one value of `x`
@@ -75,7 +86,10 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some((value, filter)) = distinct_value(&functions) else {
         return Ok(None);
     };
-    if functions.iter().all(|f| runs_at_nodes(f.func.name()))
+    if functions
+        .iter()
+        .filter(|f| f.params.distinct)
+        .all(|f| runs_at_nodes(f.func.name()))
         || matches!(aggregate.group_expr.first(), Some(Expr::GroupingSet(_)))
     {
         return Ok(None);
@@ -84,8 +98,13 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let filtered = filter.is_some();
     keys.push(value.alias(VALUE));
     keys.extend(filter.map(|p| p.alias(PASSES)));
+    let parts = functions
+        .iter()
+        .filter(|f| !f.params.distinct)
+        .enumerate()
+        .map(|(i, f)| Expr::AggregateFunction(f.clone()).alias(format!("{PART}{i}")));
     let groups = LogicalPlanBuilder::from(Arc::clone(&aggregate.input))
-        .aggregate(keys, Vec::<Expr>::new())?
+        .aggregate(keys, parts)?
         .build()?;
     let mut columns: Vec<Expr> = groups
         .schema()
@@ -93,59 +112,125 @@ fn as_groups(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         .into_iter()
         .map(Expr::Column)
         .collect();
+    let mut parts = columns
+        .split_off(aggregate.group_expr.len() + 1 + usize::from(filtered))
+        .into_iter();
     let passes = filtered.then(|| Box::new(columns.pop().expect("the filter is grouped last")));
     let value = columns.pop().expect("the value is grouped after the keys");
-    let over_groups = functions.into_iter().map(|f| {
-        let mut args = f.params.args;
-        args[0] = value.clone();
-        let order_by = f
-            .params
-            .order_by
-            .into_iter()
-            .map(|s| Sort {
-                expr: value.clone(),
-                ..s
-            })
-            .collect();
-        Expr::AggregateFunction(AggregateFunction::new_udf(
-            f.func,
-            args,
-            false,
-            passes.clone(),
-            order_by,
-            f.params.null_treatment,
-        ))
+    let over_groups = functions.iter().map(|f| {
+        if f.params.distinct {
+            over_values(f, &value, passes.clone())
+        } else {
+            merged(f, parts.next().expect("a part per other aggregate"))
+        }
     });
     let plan = LogicalPlanBuilder::from(groups)
         .aggregate(columns, over_groups)?
         .build()?;
-    let outputs = plan.schema().columns().into_iter().map(Expr::Column);
+    let keys = aggregate.group_expr.len();
+    let columns = plan.schema().columns().into_iter().map(Expr::Column);
+    let figures = columns
+        .clone()
+        .skip(keys)
+        .zip(&functions)
+        .map(|(column, f)| {
+            // The sum of no groups' counts is NULL, where a count of no rows is 0.
+            if is_count(f) {
+                coalesce(vec![column, lit(0i64)])
+            } else {
+                column
+            }
+        });
+    let outputs = columns
+        .take(keys)
+        .chain(figures)
+        .zip(aggregate.schema.fields())
+        .map(|(output, field)| {
+            if output.get_type(plan.schema())? == *field.data_type() {
+                Ok(output)
+            } else {
+                output.cast_to(field.data_type(), plan.schema())
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(project_as(plan, outputs, aggregate)?))
 }
 
-/// The one argument `functions` all take the distinct values of, and the one filter they
-/// share, if any: each is ordered by that argument alone if at all, with constants for
-/// any other argument.
+/// `f`, which takes the distinct values, over the grouped `value`, filtered by the
+/// grouped outcome of its filter, if any.
+fn over_values(f: &AggregateFunction, value: &Expr, passes: Option<Box<Expr>>) -> Expr {
+    let mut args = f.params.args.clone();
+    args[0] = value.clone();
+    let order_by = f
+        .params
+        .order_by
+        .iter()
+        .map(|s| Sort {
+            expr: value.clone(),
+            ..s.clone()
+        })
+        .collect();
+    Expr::AggregateFunction(AggregateFunction::new_udf(
+        Arc::clone(&f.func),
+        args,
+        false,
+        passes,
+        order_by,
+        f.params.null_treatment,
+    ))
+}
+
+/// `f`, one of [`MERGED`], over its figures per group, `part`.
+fn merged(f: &AggregateFunction, part: Expr) -> Expr {
+    let func = if is_count(f) {
+        sum_udaf()
+    } else {
+        Arc::clone(&f.func)
+    };
+    Expr::AggregateFunction(AggregateFunction::new_udf(
+        func,
+        vec![part],
+        false,
+        None,
+        vec![],
+        None,
+    ))
+}
+
+/// Whether `f` counts rows, rather than distinct values.
+fn is_count(f: &AggregateFunction) -> bool {
+    !f.params.distinct && f.func.name() == "count"
+}
+
+/// The one argument the distinct ones of `functions` all take the distinct values of,
+/// and the one filter they share, if any: each is ordered by that argument alone if at
+/// all, with constants for any other argument; the others merge over groups ([`MERGED`]).
 fn distinct_value(functions: &[AggregateFunction]) -> Option<(Expr, Option<Expr>)> {
-    let first = &functions.first()?.params;
+    let (distinct, others): (Vec<_>, Vec<_>) = functions.iter().partition(|f| f.params.distinct);
+    let first = &distinct.first()?.params;
     let value = first.args.first()?;
-    let alike = functions.iter().all(|f| {
+    let alike = distinct.iter().all(|f| {
         let params = &f.params;
-        params.distinct
-            && params.args.first() == Some(value)
+        params.args.first() == Some(value)
             && params.args[1..]
                 .iter()
                 .all(|a| matches!(a, Expr::Literal(..)))
             && params.order_by.iter().all(|s| s.expr == *value)
             && params.filter == first.filter
     });
-    alike.then(|| (value.clone(), first.filter.as_deref().cloned()))
+    let merged = others
+        .iter()
+        .all(|f| f.params.order_by.is_empty() && MERGED.contains(&f.func.name()));
+    (alike && merged).then(|| (value.clone(), first.filter.as_deref().cloned()))
 }
 
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::prelude::SessionContext;
+
     use super::*;
-    use crate::test_rules::{rewritten, rewritten_by};
+    use crate::test_rules::{rewriting_context, rewritten, rewritten_by};
 
     #[tokio::test]
     async fn lists_of_distinct_values_are_formed_from_groups_of_them() {
@@ -198,7 +283,9 @@ mod tests {
     async fn aggregates_nodes_compute_or_of_several_values_are_left_as_they_are() {
         for sql in [
             "SELECT count(DISTINCT subsidy_type) FROM disbursements",
-            "SELECT array_agg(DISTINCT subsidy_type), count(*) FROM disbursements",
+            "SELECT array_agg(DISTINCT subsidy_type), avg(amount) FROM disbursements",
+            "SELECT array_agg(DISTINCT subsidy_type), count(DISTINCT township) FROM disbursements",
+            "SELECT array_agg(DISTINCT subsidy_type), array_agg(township) FROM disbursements",
             "SELECT array_agg(DISTINCT subsidy_type), array_agg(DISTINCT township) \
              FROM disbursements",
             "SELECT array_agg(subsidy_type) FROM disbursements",
@@ -206,6 +293,42 @@ mod tests {
              array_agg(DISTINCT subsidy_type) FROM disbursements",
         ] {
             assert!(!rewritten_by(&DistinctValuesAsGroups, sql).await, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_aggregates_beside_the_lists_merge_over_their_groups() {
+        let rewriting = rewriting_context();
+        let plain = SessionContext::new();
+        let table = "CREATE TABLE t(k TEXT, x TEXT, v DECIMAL(12, 2), b BOOLEAN) AS VALUES \
+                     ('a', 'p', 1.5, true), ('a', 'p', NULL, false), ('a', 'q', 2.25, true), \
+                     ('b', NULL, 4.0, NULL), ('b', 'q', 9.75, true), (NULL, 'r', 7.0, false)";
+        for ctx in [&rewriting, &plain] {
+            ctx.sql(table).await.unwrap();
+        }
+        for sql in [
+            "SELECT k, string_agg(DISTINCT x, ',' ORDER BY x), count(*), count(v), sum(v), \
+             min(v), max(x), bool_and(b), bool_or(b) FROM t GROUP BY k ORDER BY k",
+            "SELECT array_agg(DISTINCT x ORDER BY x), count(*) FILTER (WHERE v > 2), sum(v) \
+             FILTER (WHERE b) FROM t",
+            "SELECT k, array_agg(DISTINCT x ORDER BY x) FILTER (WHERE v > 2), count(*), \
+             sum(v) FROM t GROUP BY k ORDER BY k",
+            // No rows: a count of none is 0, not the sum of no groups' counts.
+            "SELECT array_agg(DISTINCT x), count(*), count(v), sum(v) FROM t WHERE v > 99",
+        ] {
+            let answer = async |ctx: &SessionContext| {
+                let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                pretty_format_batches(&batches).unwrap().to_string()
+            };
+            let plan = rewriting
+                .sql(sql)
+                .await
+                .unwrap()
+                .into_optimized_plan()
+                .unwrap();
+            let shown = plan.display_indent().to_string();
+            assert!(shown.contains(VALUE), "{sql}\n{shown}");
+            assert_eq!(answer(&rewriting).await, answer(&plain).await, "{sql}");
         }
     }
 }

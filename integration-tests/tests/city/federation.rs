@@ -193,6 +193,10 @@ async fn lists_of_distinct_values_are_formed_from_their_groups() {
              FILTER (WHERE amount > 300), array_agg(DISTINCT department ORDER BY department \
              DESC) FILTER (WHERE amount > 300) FROM disbursements GROUP BY 1 ORDER BY 1",
             "SELECT array_agg(DISTINCT level ORDER BY level) FROM disability_certs",
+            // Beside counts, sums and extremes of the rows, which merge over the groups.
+            "SELECT subsidy_type, array_agg(DISTINCT county_code ORDER BY county_code) FILTER \
+             (WHERE amount > 300), count(*), sum(amount), min(period), max(amount) FROM \
+             disbursements GROUP BY 1 ORDER BY 1",
         ],
     )
     .await;
