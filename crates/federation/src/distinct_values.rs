@@ -226,11 +226,10 @@ fn distinct_value(functions: &[AggregateFunction]) -> Option<(Expr, Option<Expr>
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::prelude::SessionContext;
 
     use super::*;
-    use crate::test_rules::{rewriting_context, rewritten, rewritten_by};
+    use crate::test_rules::{answer, optimized, rewriting_context, rewritten, rewritten_by};
 
     #[tokio::test]
     async fn lists_of_distinct_values_are_formed_from_groups_of_them() {
@@ -316,19 +315,13 @@ mod tests {
             // No rows: a count of none is 0, not the sum of no groups' counts.
             "SELECT array_agg(DISTINCT x), count(*), count(v), sum(v) FROM t WHERE v > 99",
         ] {
-            let answer = async |ctx: &SessionContext| {
-                let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-                pretty_format_batches(&batches).unwrap().to_string()
-            };
-            let plan = rewriting
-                .sql(sql)
-                .await
-                .unwrap()
-                .into_optimized_plan()
-                .unwrap();
-            let shown = plan.display_indent().to_string();
+            let shown = optimized(&rewriting, sql).await;
             assert!(shown.contains(VALUE), "{sql}\n{shown}");
-            assert_eq!(answer(&rewriting).await, answer(&plain).await, "{sql}");
+            assert_eq!(
+                answer(&rewriting, sql).await,
+                answer(&plain, sql).await,
+                "{sql}"
+            );
         }
     }
 }

@@ -165,11 +165,10 @@ fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::util::pretty::pretty_format_batches;
     use datafusion::prelude::SessionContext;
 
     use super::*;
-    use crate::test_rules::{rewriting_context, rewritten_by};
+    use crate::test_rules::{answer, optimized, rewriting_context, rewritten_by};
 
     #[tokio::test]
     async fn groups_joined_to_rows_that_drive_the_join_become_rows() {
@@ -263,19 +262,13 @@ mod tests {
                 true,
             ),
         ] {
-            let answer = async |ctx: &SessionContext| {
-                let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-                pretty_format_batches(&batches).unwrap().to_string()
-            };
-            let plan = rewriting
-                .sql(sql)
-                .await
-                .unwrap()
-                .into_optimized_plan()
-                .unwrap();
-            let shown = plan.display_indent().to_string();
+            let shown = optimized(&rewriting, sql).await;
             assert_eq!(shown.contains(ROWS), as_rows, "{sql}\n{shown}");
-            assert_eq!(answer(&rewriting).await, answer(&plain).await, "{sql}");
+            assert_eq!(
+                answer(&rewriting, sql).await,
+                answer(&plain, sql).await,
+                "{sql}"
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::catalog::MemTable;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::execution::SessionStateBuilder;
@@ -38,4 +39,16 @@ pub fn rewriting_context() -> SessionContext {
             .with_optimizer_rules(logical_rules())
             .build(),
     )
+}
+
+/// `sql`'s answer in `ctx`, printed.
+pub async fn answer(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+/// `sql`'s plan as `ctx` optimizes it, shown.
+pub async fn optimized(ctx: &SessionContext, sql: &str) -> String {
+    let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+    plan.display_indent().to_string()
 }
