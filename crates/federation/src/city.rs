@@ -17,6 +17,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::expressions::{Column, col};
 use datafusion::physical_plan::joins::{
@@ -674,15 +675,19 @@ fn whole_groups(
         return Ok(None);
     }
     let excluded = control.excluded();
+    // The city's own groups over the nodes' groups, as those of a list of distinct values.
+    let regroups = merges.iter().any(|m| {
+        m.downcast_ref::<AggregateExec>()
+            .is_some_and(|a| !a.group_expr().is_empty() && !merges_whole_groups(m))
+    });
     let why = match control.held() {
         Some(held) if held.iter().all(|h| excluded.contains(h)) => return Ok(None),
         Some(held) if excluded.is_empty() && merges.iter().all(merges_whole_groups) => {
             return Ok(Some(held));
         }
-        Some(_) if excluded.is_empty() => "the answer merges them into more than groups by \
-             plain keys (a total over groups, a window, or grouping sets formed at the nodes)"
-            .to_string(),
+        Some(_) if excluded.is_empty() => MERGED_INTO_MORE.to_string(),
         Some(_) => HELD_AGAIN.to_string(),
+        None if regroups => MERGED_INTO_MORE.to_string(),
         None => format!(
             "a node could not name them (its fragment is not the partial phase of an \
              aggregate by keys, it has no linkage key, or it held back more than \
@@ -691,6 +696,11 @@ fn whole_groups(
     };
     Err(Error::Refused(held_back(suppressed, &why)))
 }
+
+/// Why groups held back cannot be left out of figures the city forms from them.
+const MERGED_INTO_MORE: &str = "the answer merges them into more than groups by plain keys \
+     (groups of its own over the nodes' groups, as a list of distinct values has, a total \
+     over groups, a window, or grouping sets formed at the nodes)";
 
 /// Why groups held back in a second run cannot be left out.
 const HELD_AGAIN: &str = "a node held back groups the first run did not name";

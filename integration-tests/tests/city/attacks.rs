@@ -320,8 +320,9 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
 /// A group one node holds back is never merged in part with other nodes' rows. Grouped by
 /// county, that node's small group is left out; grouped across counties by plain keys,
 /// that group is left out at every node. Every group shown equals the files. Where the
-/// city would merge the group into a total, or a node would send totals over it, the
-/// answer is refused, as is a breakdown that holds a group back after a total over it.
+/// city would merge the group into a total or a group of its own, or a node would send
+/// totals over it, the answer is refused, as is a breakdown that holds a group back after a
+/// total over it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
     let dir = shared_city().dir.path();
@@ -375,6 +376,17 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
                 "made, wholly or in part, from the rows of 1 of them alone",
                 "side of the union",
             ],
+        ),
+        // A list of distinct values is formed at the city from the groups of the value:
+        // by county, the lonely person's gender would leave the list of theirs, and their
+        // row the count.
+        (
+            format!(
+                "SELECT county_code, array_agg(DISTINCT gender), count(*) FROM persons \
+                 WHERE gender <> '{gender}' OR (village = '{village}' AND birth_date = \
+                 DATE '{birth}') GROUP BY 1"
+            ),
+            [across, "a list of distinct values"],
         ),
         // Totals formed with the groups, across counties or within one, would give the
         // held-back group away by subtraction: the node refuses them.

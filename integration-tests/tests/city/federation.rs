@@ -179,7 +179,8 @@ async fn unions_of_any_classes_and_nodes_are_answered() {
 
 /// Lists of distinct values across counties, which no node sends as an aggregate's state,
 /// are formed at the city from the groups of the value, under a shared FILTER too, where a
-/// group passing it nowhere keeps its row; a value held for too few persons refuses them.
+/// group passing it nowhere keeps its row, and beside counts, sums and extremes; a value
+/// held for too few persons refuses them.
 #[tokio::test(flavor = "multi_thread")]
 async fn lists_of_distinct_values_are_formed_from_their_groups() {
     let (_running, oracle, mut client) = city_and_oracle().await;
