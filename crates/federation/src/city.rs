@@ -675,10 +675,12 @@ fn whole_groups(
         return Ok(None);
     }
     let excluded = control.excluded();
-    // The city's own groups over the nodes' groups, as those of a list of distinct values.
+    // Windows, and the city's own groups over the nodes' groups, as those of a list of
+    // distinct values: more than a total over all rows.
     let regroups = merges.iter().any(|m| {
-        m.downcast_ref::<AggregateExec>()
-            .is_some_and(|a| !a.group_expr().is_empty() && !merges_whole_groups(m))
+        !merges_whole_groups(m)
+            && m.downcast_ref::<AggregateExec>()
+                .is_none_or(|a| !a.group_expr().is_empty())
     });
     let why = match control.held() {
         Some(held) if held.iter().all(|h| excluded.contains(h)) => return Ok(None),

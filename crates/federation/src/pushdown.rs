@@ -457,10 +457,10 @@ fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// The operators by which the city merges what several nodes sent into one figure, over
 /// a fragment that had a group held back: the aggregates and windows at the city over
 /// more than one node's rows, not kept apart by `county_code`, and those over more than
-/// one fragment of a node (the sides of a union), above such a fragment; and any
-/// aggregate there that merges a node's groups into fewer, as the groups of a list of
-/// distinct values ([`crate::distinct_values`]), by county or not. A group one node held
-/// back would leave its rows out of such a figure.
+/// one fragment of a node (the sides of a union), above such a fragment; and, by county
+/// or not, any window over them and any aggregate that merges a node's groups into fewer,
+/// as the groups of a list of distinct values ([`crate::distinct_values`]). A group one
+/// node held back would leave its rows out of such a figure.
 pub fn merges_of_held_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
     let mut merges = Vec::new();
     plan.apply(|p| {
@@ -469,8 +469,10 @@ pub fn merges_of_held_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dy
         {
             let parts = node_parts_under(p)?;
             let nodes: BTreeSet<&NodeCode> = parts.iter().collect();
-            let regroups = p.is::<AggregateExec>() && !merges_whole_groups(p);
-            if nodes.len() < parts.len() || (!by_county && nodes.len() > 1) || regroups {
+            if nodes.len() < parts.len()
+                || (!by_county && nodes.len() > 1)
+                || !merges_whole_groups(p)
+            {
                 merges.push(p.clone());
             }
         }

@@ -320,9 +320,9 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
 /// A group one node holds back is never merged in part with other nodes' rows. Grouped by
 /// county, that node's small group is left out; grouped across counties by plain keys,
 /// that group is left out at every node. Every group shown equals the files. Where the
-/// city would merge the group into a total or a group of its own, or a node would send
-/// totals over it, the answer is refused, as is a breakdown that holds a group back after a
-/// total over it.
+/// city would merge the group into a total, a window or a group of its own, or a node
+/// would send totals over it, the answer is refused, as is a breakdown that holds a group
+/// back after a total over it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
     let dir = shared_city().dir.path();
@@ -387,6 +387,15 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
                  DATE '{birth}') GROUP BY 1"
             ),
             [across, "a list of distinct values"],
+        ),
+        // So is a window over a county's groups: its total would leave their row out.
+        (
+            format!(
+                "SELECT county_code, gender, count(*), sum(count(*)) OVER (PARTITION BY \
+                 county_code) FROM persons WHERE gender <> '{gender}' OR (village = \
+                 '{village}' AND birth_date = DATE '{birth}') GROUP BY 1, 2"
+            ),
+            [across, "a window"],
         ),
         // Totals formed with the groups, across counties or within one, would give the
         // held-back group away by subtraction: the node refuses them.
