@@ -598,7 +598,12 @@ fn refused_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Error>> {
                      county_code, in every grouping set, so that each node computes it whole"
                 ),
             ))),
-            None => refusal(fragment.fragment())?.map(Error::NotAtNodes),
+            None => match refusal(fragment.fragment())? {
+                Some(why) if lists_values(fragment)? => {
+                    Some(Error::NotAtNodes(format!("{why}{LISTS_AT_CITY}")))
+                }
+                why => why.map(Error::NotAtNodes),
+            },
         };
         Ok(match refused {
             Some(_) => TreeNodeRecursion::Stop,
@@ -607,6 +612,23 @@ fn refused_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Error>> {
     })?;
     Ok(refused)
 }
+
+/// Whether `fragment` would list the values of its rows (`array_agg`, `string_agg`).
+fn lists_values(fragment: &NodeFragmentExec) -> datafusion::error::Result<bool> {
+    fragment.fragment().exists(|p| {
+        Ok(p.downcast_ref::<AggregateExec>().is_some_and(|a| {
+            a.aggr_expr()
+                .iter()
+                .any(|e| ["array_agg", "string_agg"].contains(&e.fun().name()))
+        }))
+    })
+}
+
+/// Which lists the city forms itself.
+const LISTS_AT_CITY: &str = ". The city forms lists of distinct values itself \
+     (array_agg(DISTINCT x), string_agg(DISTINCT x, ',')) where every DISTINCT aggregate of \
+     the query takes the same x, under one FILTER if any, beside counts, sums, minima and \
+     maxima";
 
 /// Whether `plan` joins at the city, above the nodes' fragments.
 fn joins_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
