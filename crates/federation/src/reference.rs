@@ -231,24 +231,17 @@ impl PhysicalOptimizerRule for BuiltFromReference {
 fn built_from_reference(
     plan: Arc<dyn ExecutionPlan>,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
-    let cross = plan
-        .downcast_ref::<CrossJoinExec>()
-        .map(|c| {
-            NestedLoopJoinExec::try_new(
-                c.left().clone(),
-                c.right().clone(),
-                None,
-                &JoinType::Inner,
-                None,
-            )
-        })
-        .transpose()?;
-    let Some(join) = cross.as_ref().map(Join::Loops).or_else(|| Join::of(&plan)) else {
+    if let Some(cross) = plan.downcast_ref::<CrossJoinExec>() {
+        return Ok(match cross_built(cross)? {
+            Some(built) => Transformed::yes(built),
+            None => Transformed::no(plan),
+        });
+    }
+    let Some(join) = Join::of(&plan) else {
         return Ok(Transformed::no(plan));
     };
     let swaps = join.join_type().supports_swap();
-    let constant = (constant_rows(join.left())?, constant_rows(join.right())?);
-    let built = match (constant, join) {
+    let built = match (constant_sides(join.left(), join.right())?, join) {
         // A null-aware anti join (`NOT IN`) keeps its left rows by what the whole right
         // side holds, and is not swapped.
         ((false, true), Join::Hash(hash)) if swaps && !hash.null_aware => {
@@ -268,9 +261,35 @@ fn built_from_reference(
         }
         _ => None,
     };
-    Ok(match (built, cross) {
-        (Some(built), _) => Transformed::yes(built),
-        (None, Some(cross)) if constant == (true, false) => Transformed::yes(Arc::new(cross)),
-        _ => Transformed::no(plan),
+    Ok(match built {
+        Some(built) => Transformed::yes(built),
+        None => Transformed::no(plan),
     })
+}
+
+/// `cross` as a join by nested loops without a condition, built from its side of
+/// constant rows, if one side is and the other is not.
+fn cross_built(cross: &CrossJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let loops = || {
+        NestedLoopJoinExec::try_new(
+            cross.left().clone(),
+            cross.right().clone(),
+            None,
+            &JoinType::Inner,
+            None,
+        )
+    };
+    Ok(match constant_sides(cross.left(), cross.right())? {
+        (true, false) => Some(Arc::new(loops()?)),
+        (false, true) => Some(loops()?.swap_inputs()?),
+        _ => None,
+    })
+}
+
+/// Whether each of `left` and `right` gives constant rows ([`constant_rows`]).
+fn constant_sides(
+    left: &Arc<dyn ExecutionPlan>,
+    right: &Arc<dyn ExecutionPlan>,
+) -> Result<(bool, bool)> {
+    Ok((constant_rows(left)?, constant_rows(right)?))
 }
