@@ -51,18 +51,25 @@ impl OptimizerRule for CountDistinctRows {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(outer) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
-        let rewritten = match tuples_as_rows(outer)? {
-            Some(rows) => Some(rows),
-            None => as_count_distinct(outer)?,
-        };
-        match rewritten {
-            Some(rewritten) => Ok(Transformed::yes(rewritten)),
-            None => Ok(Transformed::no(plan)),
-        }
+        rewrite_aggregate(plan, |outer| match tuples_as_rows(outer)? {
+            Some(rows) => Ok(Some(rows)),
+            None => as_count_distinct(outer),
+        })
     }
+}
+
+/// `plan` as `rewrite` makes it anew, where it is an aggregate that `rewrite` rewrites.
+pub(crate) fn rewrite_aggregate(
+    plan: LogicalPlan,
+    rewrite: impl FnOnce(&Aggregate) -> Result<Option<LogicalPlan>>,
+) -> Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Aggregate(aggregate) = &plan else {
+        return Ok(Transformed::no(plan));
+    };
+    Ok(match rewrite(aggregate)? {
+        Some(rewritten) => Transformed::yes(rewritten),
+        None => Transformed::no(plan),
+    })
 }
 
 /// `outer` as a count of distinct rows, if all it computes is a count of distinct tuples

@@ -14,7 +14,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::prelude::{coalesce, lit};
 use sunlight_fragment::runs_at_nodes;
 
-use crate::distinct_rows::project_as;
+use crate::distinct_rows::{project_as, rewrite_aggregate};
 
 /// The name of the grouped value.
 const VALUE: &str = "__distinct_value";
@@ -60,13 +60,7 @@ impl OptimizerRule for DistinctValuesAsGroups {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
-        match as_groups(aggregate)? {
-            Some(rewritten) => Ok(Transformed::yes(rewritten)),
-            None => Ok(Transformed::no(plan)),
-        }
+        rewrite_aggregate(plan, as_groups)
     }
 }
 

@@ -212,8 +212,8 @@ pub fn runs_at_nodes(function: &str) -> bool {
 pub fn refused_function(plan: &dyn ExecutionPlan) -> Result<Option<String>> {
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
         for expr in aggregate.aggr_expr() {
-            let function = expr.fun().name().to_lowercase();
-            if !runs_at_nodes(&function) {
+            let function = expr.fun().name();
+            if !runs_at_nodes(function) {
                 return Ok(Some(format!(
                     "aggregate {function} is not allowed in a fragment: only aggregates \
                      whose partial state is a statistic, not the values themselves, run at \
