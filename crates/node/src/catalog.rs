@@ -7,6 +7,8 @@ use std::sync::Arc;
 use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
 use datafusion::catalog::MemTable;
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::Constraints;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -19,11 +21,14 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Case, Expr, try_cast};
+use datafusion::logical_expr::{TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
+use futures::future::join_all;
 use object_store::ObjectMeta;
-use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sunlight_domain::Table;
 use url::Url;
 
@@ -64,6 +69,7 @@ pub enum TableState {
 }
 
 /// The data root as an object store and the URL of its root folder.
+#[derive(Clone)]
 pub struct DataRoot {
     store: Arc<dyn ObjectStore>,
     url: Url,
@@ -164,6 +170,8 @@ pub struct NodeCatalog {
     pub tables: Vec<(Table, TableState)>,
     /// The URL under which the context knows the data root's store.
     pub store_url: ObjectStoreUrl,
+    /// The served files as the node checked them.
+    pub files: CheckedFiles,
 }
 
 impl NodeCatalog {
@@ -213,7 +221,35 @@ impl NodeCatalog {
                 .with_schema(schema);
             context.register_table(name, listing_table(&context, config)?)?;
         }
+        let files = CheckedFiles {
+            root: root.clone(),
+            served: Arc::new(
+                tables
+                    .iter()
+                    .flat_map(|(table, state)| match state {
+                        TableState::Served { files } => {
+                            files.iter().map(|f| (*table, f.clone())).collect()
+                        }
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+            ),
+        };
+        for (table, state) in &tables {
+            if let TableState::Served {
+                files: served_files,
+            } = state
+            {
+                let checked = CheckedTable {
+                    table: *table,
+                    listing: served(&context, root, *table, served_files)?,
+                    files: files.clone(),
+                };
+                context.register_table(table.name(), Arc::new(checked))?;
+            }
+        }
         Ok(Self {
+            files,
             context,
             tables,
             store_url,
@@ -229,6 +265,127 @@ impl NodeCatalog {
             }),
             _ => None,
         })
+    }
+}
+
+/// The files a node serves, as it checked them at start. A scan makes sure first that its
+/// table's files are still as they were: a listing would leave a file that is gone out
+/// of the answer, and the footers the node read at start no longer fit a changed file.
+#[derive(Clone)]
+pub struct CheckedFiles {
+    root: DataRoot,
+    served: Arc<Vec<(Table, ObjectMeta)>>,
+}
+
+impl fmt::Debug for CheckedFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckedFiles")
+            .field("served", &self.served.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckedFiles {
+    /// Fails, naming each file of `table` that is gone or changed since the node checked
+    /// it, with what is wrong with it now.
+    pub async fn unchanged(&self, table: Table) -> Result<()> {
+        let files = self.served.iter().filter(|(t, _)| *t == table);
+        let changed: Vec<TableProblem> = join_all(files.map(|(_, file)| self.changed(table, file)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        match changed.is_empty() {
+            true => Ok(()),
+            false => Err(Error::FilesChanged(changed)),
+        }
+    }
+
+    async fn changed(&self, table: Table, checked: &ObjectMeta) -> Option<TableProblem> {
+        let problem = match self.root.store.head(&checked.location).await {
+            Ok(now) if now.size == checked.size && now.last_modified == checked.last_modified => {
+                return None;
+            }
+            Ok(now) => {
+                // A context of its own: the node's caches the footers it read at start.
+                let context = SessionContext::new();
+                context.register_object_store(self.root.url(), self.root.store());
+                let found = check_file(&context, &self.root, &now, table)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| {
+                        "it keeps the contract, but the node serves it as it was".into()
+                    });
+                format!(
+                    "has changed since the node checked it at start ({} bytes then, {} now): {found}",
+                    checked.size, now.size
+                )
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                "is gone since the node checked it at start".to_string()
+            }
+            Err(e) => format!("cannot be read: {e}"),
+        };
+        Some(TableProblem {
+            file: self.root.object_url(&checked.location).to_string(),
+            problem,
+        })
+    }
+}
+
+/// A contract table served from its files as the node checked them ([`CheckedFiles`]).
+#[derive(Debug)]
+struct CheckedTable {
+    table: Table,
+    listing: Arc<ListingTable>,
+    files: CheckedFiles,
+}
+
+#[tonic::async_trait]
+impl TableProvider for CheckedTable {
+    fn schema(&self) -> SchemaRef {
+        self.listing.schema()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.listing.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.listing.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let args = ScanArgs::default()
+            .with_projection(projection.map(Vec::as_slice))
+            .with_filters(Some(filters))
+            .with_limit(limit);
+        Ok(self.scan_with_args(state, args).await?.into_inner())
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> datafusion::error::Result<ScanResult> {
+        self.files
+            .unchanged(self.table)
+            .await
+            .map_err(Error::into_datafusion)?;
+        self.listing.scan_with_args(state, args).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.listing.supports_filters_pushdown(filters)
     }
 }
 
@@ -259,7 +416,6 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
             }),
         }
     }
-    let schema = table.schema();
     let state = if !problems.is_empty() {
         for p in &problems {
             tracing::error!(table = table.name(), "refusing table: {p}");
@@ -268,23 +424,32 @@ async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Re
     } else if files.is_empty() {
         context.register_table(
             table.name(),
-            Arc::new(MemTable::try_new(schema, vec![vec![]])?),
+            Arc::new(MemTable::try_new(table.schema(), vec![vec![]])?),
         )?;
         TableState::Missing
     } else {
-        let urls = files
-            .iter()
-            .map(|f| ListingTableUrl::parse(root.object_url(&f.location).as_str()))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema);
-        context.register_table(table.name(), listing_table(context, config)?)?;
         TableState::Served { files }
     };
     Ok(state)
+}
+
+/// A listing table over `table`'s `files`.
+fn served(
+    context: &SessionContext,
+    root: &DataRoot,
+    table: Table,
+    files: &[ObjectMeta],
+) -> Result<Arc<ListingTable>> {
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(root.object_url(&f.location).as_str()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(table.schema());
+    listing_table(context, config)
 }
 
 /// A table over `config`'s files whose statistics are read once per file version, in

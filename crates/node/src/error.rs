@@ -45,6 +45,12 @@ pub enum Error {
     /// The node's files no longer hold what a running query relies on.
     #[error("{0}")]
     Data(String),
+    /// A query reads files that are gone or changed since the node checked them.
+    #[error(
+        "{}; restore what changed, or restart the node so that it checks its files again",
+        describe(.0)
+    )]
+    FilesChanged(Vec<TableProblem>),
     /// The query failed to parse, plan or run.
     #[error("{0}")]
     Query(#[from] DataFusionError),
@@ -144,6 +150,7 @@ impl Error {
             }
             Error::TableRefused { .. }
             | Error::Data(_)
+            | Error::FilesChanged(_)
             | Error::Model { .. }
             | Error::OtherStandards { .. }
             | Error::StaleShared { .. }

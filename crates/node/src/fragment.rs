@@ -71,10 +71,15 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
         Some(whole) if has_persons(whole.table) => {
             let counted = node.persons_of(whole.table).await?;
             match one_group(node, &whole).await? {
-                true => (
-                    Some(Ahead::OneGroup(counted)),
-                    Some(node.statistics(whole.table).await?),
-                ),
+                true => {
+                    // Answered from the statistics the files had at start, which must
+                    // still be the files.
+                    node.files().unchanged(whole.table).await?;
+                    (
+                        Some(Ahead::OneGroup(counted)),
+                        Some(node.statistics(whole.table).await?),
+                    )
+                }
                 false => (Some(Ahead::Groups(counted)), None),
             }
         }

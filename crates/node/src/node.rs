@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas, TableInfo, require_values};
 
 use crate::audit::NodeAudit;
-use crate::catalog::{NodeCatalog, TableState};
+use crate::catalog::{CheckedFiles, NodeCatalog, TableState};
 use crate::county_guard::proves_county;
 use crate::once::OnceMap;
 use crate::persons::PersonIndex;
@@ -181,6 +181,11 @@ impl Node {
     /// State of each contract table.
     pub fn tables(&self) -> &[(sunlight_domain::Table, TableState)] {
         &self.catalog.tables
+    }
+
+    /// The served files as the node checked them at start.
+    pub(crate) fn files(&self) -> &CheckedFiles {
+        &self.catalog.files
     }
 
     /// The context every query of the node runs in.

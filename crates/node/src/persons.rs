@@ -189,6 +189,7 @@ pub async fn scan_with_persons(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let table = leaf.table();
     let projection = leaf.columns();
+    node.files().unchanged(table).await?;
     let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     for file in node.files_of(table)? {
         let rows = file_scan(node, state, table, file, &projection, leaf.limit()).await?;

@@ -22,12 +22,7 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mismatched_and_corrupt_files_are_refused() {
-    let city = generated_city(50, 3);
-    let root = tempfile::tempdir().unwrap();
-    copy_dir(
-        &node_root(city.dir.path(), "140222".parse::<NodeCode>().unwrap()),
-        root.path(),
-    );
+    let root = node_files();
 
     // A disbursements file whose amount is a float.
     let schema = Arc::new(Schema::new(vec![
@@ -134,12 +129,7 @@ async fn mismatched_and_corrupt_files_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn values_the_contract_does_not_allow_are_refused() {
-    let city = generated_city(50, 3);
-    let root = tempfile::tempdir().unwrap();
-    copy_dir(
-        &node_root(city.dir.path(), "140222".parse::<NodeCode>().unwrap()),
-        root.path(),
-    );
+    let root = node_files();
     // As most writers do, both files let every column be null. One file's footer counts
     // the nulls; the other has no statistics, so the node reads the column.
     let root = root.path();
@@ -222,6 +212,77 @@ async fn values_the_contract_does_not_allow_are_refused() {
     );
     let good = client.query("SELECT count(*) FROM disbursements").await;
     assert_eq!(good.unwrap().num_rows(), 1);
+}
+
+/// A file damaged, or taken away, while the node serves fails the queries that read it, at
+/// the node and at the city, and the error names the file and what became of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_change_while_the_node_serves_are_named() {
+    let root = node_files();
+    let node = NodeProcess::start("140222", root.path());
+    let coordinator = NodeProcess::coordinator(&[("140222".into(), node.addr.clone())], &[]);
+    let mut local = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
+    let mut city = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let sql = "SELECT employer_type, count(*), min(start_date) FROM payroll GROUP BY 1";
+    let before = city.query(sql).await.unwrap();
+    assert!(before.num_rows() > 0);
+
+    let payroll = root.path().join("payroll/part-0.parquet");
+    let size = std::fs::metadata(&payroll).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&payroll)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let url = url::Url::from_file_path(&payroll).unwrap();
+    let named = format!(
+        "{url}: has changed since the node checked it at start ({size} bytes then, 100 now): \
+         not a readable Parquet file"
+    );
+    let err = local.query(sql).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&named) && err.contains("restart the node so that it checks its files again"),
+        "{err}"
+    );
+    let err = city.query(sql).await.unwrap_err().to_string();
+    assert!(err.contains("node 140222") && err.contains(&named), "{err}");
+
+    let certs = root.path().join("disability_certs/part-0.parquet");
+    std::fs::remove_file(&certs).unwrap();
+    let err = local
+        .query("SELECT level, count(*) FROM disability_certs GROUP BY 1")
+        .await
+        .unwrap_err()
+        .to_string();
+    let gone = url::Url::from_file_path(&certs).unwrap();
+    assert!(
+        err.contains(&format!(
+            "{gone}: is gone since the node checked it at start"
+        )),
+        "{err}"
+    );
+    // A query that fails for its own sake names no file.
+    let err = local
+        .query("SELECT CAST(village AS INT) FROM disbursements")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("since the node checked it"), "{err}");
+    // Tables whose files did not change are served as before.
+    let good = local.query("SELECT count(*) FROM disbursements").await;
+    assert_eq!(good.unwrap().num_rows(), 1);
+}
+
+/// A copy of node 140222's files in a small generated city.
+fn node_files() -> tempfile::TempDir {
+    let city = generated_city(50, 3);
+    let root = tempfile::tempdir().unwrap();
+    copy_dir(
+        &node_root(city.dir.path(), "140222".parse::<NodeCode>().unwrap()),
+        root.path(),
+    );
+    root
 }
 
 /// Writes the rows of the generated file of `to`'s table under `root` to `to`, with every
