@@ -167,7 +167,7 @@ pub struct NodeCatalog {
     /// Context in which every query of the node runs.
     pub context: SessionContext,
     /// State of each contract table, in [`Table::ALL`] order.
-    pub tables: Vec<(Table, TableState)>,
+    pub tables: Arc<[(Table, TableState)]>,
     /// The URL under which the context knows the data root's store.
     pub store_url: ObjectStoreUrl,
     /// The served files as the node checked them.
@@ -221,21 +221,12 @@ impl NodeCatalog {
                 .with_schema(schema);
             context.register_table(name, listing_table(&context, config)?)?;
         }
+        let tables: Arc<[(Table, TableState)]> = tables.into();
         let files = CheckedFiles {
             root: root.clone(),
-            served: Arc::new(
-                tables
-                    .iter()
-                    .flat_map(|(table, state)| match state {
-                        TableState::Served { files } => {
-                            files.iter().map(|f| (*table, f.clone())).collect()
-                        }
-                        _ => Vec::new(),
-                    })
-                    .collect(),
-            ),
+            tables: Arc::clone(&tables),
         };
-        for (table, state) in &tables {
+        for (table, state) in tables.iter() {
             if let TableState::Served {
                 files: served_files,
             } = state
@@ -274,23 +265,32 @@ impl NodeCatalog {
 #[derive(Clone)]
 pub struct CheckedFiles {
     root: DataRoot,
-    served: Arc<Vec<(Table, ObjectMeta)>>,
+    tables: Arc<[(Table, TableState)]>,
 }
 
 impl fmt::Debug for CheckedFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CheckedFiles")
-            .field("served", &self.served.len())
-            .finish_non_exhaustive()
+        f.debug_struct("CheckedFiles").finish_non_exhaustive()
     }
 }
 
 impl CheckedFiles {
+    /// The files `table` is served from; none for a table not served from files.
+    pub fn of(&self, table: Table) -> &[ObjectMeta] {
+        self.tables
+            .iter()
+            .find_map(|(t, state)| match state {
+                TableState::Served { files } if *t == table => Some(files.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// Fails, naming each file of `table` that is gone or changed since the node checked
     /// it, with what is wrong with it now.
     pub async fn unchanged(&self, table: Table) -> Result<()> {
-        let files = self.served.iter().filter(|(t, _)| *t == table);
-        let changed: Vec<TableProblem> = join_all(files.map(|(_, file)| self.changed(table, file)))
+        let files = self.of(table).iter();
+        let changed: Vec<TableProblem> = join_all(files.map(|file| self.changed(table, file)))
             .await
             .into_iter()
             .flatten()

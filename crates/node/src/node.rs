@@ -142,15 +142,7 @@ impl Node {
         if let Some(refusal) = self.catalog.refusal(table.name()) {
             return Err(refusal);
         }
-        Ok(self
-            .catalog
-            .tables
-            .iter()
-            .find_map(|(t, state)| match state {
-                TableState::Served { files } if *t == table => Some(files.as_slice()),
-                _ => None,
-            })
-            .unwrap_or_default())
+        Ok(self.files().of(table))
     }
 
     /// The URL under which the context knows the data root's store.
