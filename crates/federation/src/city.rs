@@ -830,7 +830,7 @@ impl SqlEngine for CityEngine {
             plan_sha256,
             received: control.received(),
             missing: control.missing(),
-            suppressed: control.suppressed(),
+            suppressed: control.left_out(),
             result: match &outcome {
                 Ok((_, batches)) => Ok(batches.iter().map(RecordBatch::num_rows).sum()),
                 Err(status) => Err(status.message().to_string()),
@@ -846,7 +846,7 @@ impl SqlEngine for CityEngine {
         );
         headers.insert(
             SUPPRESSED_HEADER,
-            control.suppressed().to_string().parse().expect("digits"),
+            control.left_out().to_string().parse().expect("digits"),
         );
         Ok(Answer {
             schema,

@@ -178,6 +178,15 @@ impl QueryControl {
         self.suppressed.load(Ordering::Relaxed)
     }
 
+    /// Groups left out of the answer: those the nodes held back, or, after a run that
+    /// left out groups at every node, those groups where they are more. A group left out
+    /// everywhere may leave no part of it to hold back, as where it is also a value of
+    /// the list a filter reads.
+    pub fn left_out(&self) -> u64 {
+        let excluded = self.excluded.lock().expect("not poisoned").len();
+        self.suppressed().max(excluded as u64)
+    }
+
     /// What each node sent.
     pub fn received(&self) -> BTreeMap<NodeCode, Transfer> {
         self.received.lock().expect("not poisoned").clone()

@@ -452,6 +452,13 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             format!("persons WHERE {with_subquery}"),
             format!("{gender} "),
         ),
+        // The group is also a value of the list the filter reads: left out at every
+        // node, it leaves no part of it to hold back, and it still counts as left out.
+        (
+            "gender",
+            format!("persons WHERE ({one_at_140215}) AND gender IN (SELECT gender FROM persons)"),
+            format!("{gender} "),
+        ),
         // A union's side at one node held the group back: the other side's part of it
         // is left out too, within one node and within one county.
         (
