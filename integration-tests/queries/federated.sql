@@ -228,3 +228,11 @@ SELECT d.county_code, count(*), sum(d.amount) FROM disbursements d JOIN (SELECT 
 SELECT subsidy_type, string_agg(DISTINCT department, ',' ORDER BY department) AS departments, array_agg(DISTINCT department ORDER BY department DESC) AS last_first FROM disbursements WHERE period >= DATE '2023-01-01' GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, string_agg(DISTINCT subsidy_type, ',' ORDER BY subsidy_type) AS types, count(*), sum(amount), max(paid_on) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT department FROM disbursements WHERE period >= DATE '2023-01-01' INTERSECT SELECT department FROM disbursements WHERE amount > 1000 ORDER BY 1
+;
+SELECT subsidy_type FROM disbursements EXCEPT SELECT subsidy_type FROM disbursements WHERE department IN ('教育', '农业农村') ORDER BY 1
+;
+SELECT county_code, count(*) FROM disbursements d WHERE NOT EXISTS (SELECT 1 FROM disbursements e WHERE e.department = d.department AND e.amount > 2500) GROUP BY 1 ORDER BY 1
+;
+SELECT gender, count(*) FROM persons p WHERE EXISTS (SELECT 1 FROM disbursements d WHERE d.subsidy_type = 'GAOLING' AND d.county_code <> p.county_code AND d.department = '民政') GROUP BY 1 ORDER BY 1

@@ -51,7 +51,7 @@ use crate::distinct_values::DistinctValuesAsGroups;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
-use crate::joined_groups::JoinedGroupsAsRows;
+use crate::joined_groups::{JoinedGroupsAsRows, TestedSideAsGroups};
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
 use crate::reference::{BuiltFromReference, ReferenceTable};
@@ -896,6 +896,9 @@ impl SqlEngine for CityEngine {
 /// A count of distinct rows across counties becomes one, once DISTINCT is an aggregate;
 /// and one of protected numbers or dates counts their texts, which nodes send as tokens,
 /// a union's columns being of the most protected class of its sides.
+/// The side a semi-join or anti-join only tests (`INTERSECT`, `EXCEPT`, `EXISTS`) is
+/// grouped by the columns it is tested on, and groups joined with rows that drive the
+/// join travel to the nodes as rows of their own.
 /// Common subexpressions are not made columns: the list a `NOT IN` reads in several
 /// places would become a column at the nodes, with a copy of the list in every row.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
@@ -916,6 +919,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
             .filter(|r| !LEFT_OUT.contains(&r.name())),
     )
     .chain([
+        Arc::new(TestedSideAsGroups) as _,
         Arc::new(JoinedGroupsAsRows) as _,
         Arc::new(DistinctValuesAsGroups) as _,
         Arc::new(UnionKeepsClass) as _,

@@ -4,7 +4,12 @@
 //! with the groups formed first, at the city, and sent to every node as rows written in
 //! its fragment. Each node then joins its own rows with them, as with the reference table.
 //! Left as planned, the join would need the rows of every node at the city.
+//!
+//! [`TestedSideAsGroups`]: the side a semi-join, anti-join or mark join only tests for
+//! matches (`INTERSECT`, `EXCEPT`, `EXISTS`), grouped by the columns the join reads, so
+//! that it too is groups rather than the rows of every node.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::Transformed;
@@ -14,7 +19,7 @@ use datafusion::functions::core::expr_fn::{get_field, named_struct};
 use datafusion::functions_aggregate::expr_fn::array_agg;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, Join, LogicalPlan, LogicalPlanBuilder, Operator, Subquery, col, lit,
+    BinaryExpr, Expr, Join, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Subquery, col, lit,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -57,10 +62,7 @@ impl OptimizerRule for JoinedGroupsAsRows {
         let LogicalPlan::Join(join) = plan else {
             return Ok(Transformed::no(plan));
         };
-        let equal = join.on.iter().map(|(l, r)| (l, r));
-        let by_county = equal
-            .chain(join.filter.iter().flat_map(equalities))
-            .any(|(l, r)| county_code(l) && county_code(r));
+        let by_county = by_county(&join);
         // The side of the groups keeps no unmatched row of theirs.
         let rows_left = reference_rows_once(join.join_type.swap());
         let rows_right = reference_rows_once(join.join_type);
@@ -73,18 +75,108 @@ impl OptimizerRule for JoinedGroupsAsRows {
             }
             _ => return Ok(Transformed::no(LogicalPlan::Join(join))),
         };
-        let joined = Join::try_new(
-            left,
-            right,
-            join.on,
-            join.filter,
-            join.join_type,
-            join.join_constraint,
-            join.null_equality,
-            join.null_aware,
-        )?;
-        Ok(Transformed::yes(LogicalPlan::Join(joined)))
+        with_inputs(join, left, right)
     }
+}
+
+/// Rewrites the side of a semi-join, anti-join or mark join whose rows are only tested
+/// for a match, where it reads the nodes' tables, as its groups by the columns the join
+/// reads: `t INTERSECT u` as `t` semi-joined with `SELECT … FROM u GROUP BY …`. The
+/// join keeps, drops or marks the same rows, since a match depends on those columns
+/// alone; the groups then reach the city as any aggregate does, under the same
+/// disclosure control, and [`JoinedGroupsAsRows`] sends them to the nodes where the
+/// other side is their rows.
+///
+/// Left alone: a side grouped already, a join on `county_code` (it runs within each
+/// county), a join on an identifier (identifiers reach the city only as tokens), and a
+/// join that reads no column of the tested side, whose groups would be one even where
+/// it has no rows.
+#[derive(Debug, Default)]
+pub struct TestedSideAsGroups;
+
+impl OptimizerRule for TestedSideAsGroups {
+    fn name(&self) -> &str {
+        "tested_side_as_groups"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Join(join) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let tests_right = match join.join_type {
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => true,
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => false,
+            _ => return Ok(Transformed::no(LogicalPlan::Join(join))),
+        };
+        let tested = if tests_right { &join.right } else { &join.left };
+        let read: Vec<Expr> = join
+            .on
+            .iter()
+            .flat_map(|(l, r)| [l, r])
+            .chain(&join.filter)
+            .flat_map(Expr::column_refs)
+            .filter(|c| tested.schema().has_column(c))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|c| Expr::Column(c.clone()))
+            .collect();
+        let keys: Vec<&Expr> = read.iter().collect();
+        if read.is_empty()
+            || by_county(&join)
+            || groups(tested)
+            || !reads_nodes(tested)
+            || reads(&keys, tested.schema(), &[ColumnClass::Direct])
+        {
+            return Ok(Transformed::no(LogicalPlan::Join(join)));
+        }
+        let grouped = Arc::new(
+            LogicalPlanBuilder::from(Arc::clone(tested))
+                .aggregate(read, Vec::<Expr>::new())?
+                .build()?,
+        );
+        let (left, right) = if tests_right {
+            (Arc::clone(&join.left), grouped)
+        } else {
+            (grouped, Arc::clone(&join.right))
+        };
+        with_inputs(join, left, right)
+    }
+}
+
+/// `join` over `left` and `right` in place of its inputs.
+fn with_inputs(
+    join: Join,
+    left: Arc<LogicalPlan>,
+    right: Arc<LogicalPlan>,
+) -> Result<Transformed<LogicalPlan>> {
+    let joined = Join::try_new(
+        left,
+        right,
+        join.on,
+        join.filter,
+        join.join_type,
+        join.join_constraint,
+        join.null_equality,
+        join.null_aware,
+    )?;
+    Ok(Transformed::yes(LogicalPlan::Join(joined)))
+}
+
+/// Whether `join` matches rows on `county_code`, so that it runs within each county.
+fn by_county(join: &Join) -> bool {
+    join.on
+        .iter()
+        .map(|(l, r)| (l, r))
+        .chain(join.filter.iter().flat_map(equalities))
+        .any(|(l, r)| county_code(l) && county_code(r))
 }
 
 /// The pairs of expressions `condition` tests equal, where it is a conjunction.
@@ -206,6 +298,65 @@ mod tests {
             format!("{d} JOIN disbursements e ON e.payment_id = d.payment_id"),
         ] {
             assert!(!rewritten_by(&JoinedGroupsAsRows, &sql).await, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_side_only_tested_for_matches_becomes_groups() {
+        for sql in [
+            "SELECT township FROM disbursements INTERSECT SELECT township FROM persons",
+            "SELECT township, village FROM persons EXCEPT SELECT township, village FROM payroll \
+             JOIN persons USING (person_id, county_code)",
+            "SELECT department FROM subsidy_standards EXCEPT SELECT department FROM disbursements",
+        ] {
+            assert!(rewritten_by(&TestedSideAsGroups, sql).await, "{sql}");
+        }
+        for sql in [
+            // Within each county already.
+            "SELECT county_code FROM persons INTERSECT SELECT county_code FROM payroll",
+            // An identifier, which reaches the city only as a token.
+            "SELECT person_id FROM disbursements EXCEPT SELECT person_id FROM payroll",
+            // Grouped already, and the reference table, which nodes join.
+            "SELECT township FROM disbursements INTERSECT SELECT township FROM persons GROUP BY 1",
+            "SELECT department FROM disbursements INTERSECT SELECT department FROM subsidy_standards",
+        ] {
+            assert!(!rewritten_by(&TestedSideAsGroups, sql).await, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tested_side_as_groups_keeps_the_rows_the_join_keeps() {
+        let rewriting = rewriting_context();
+        let plain = SessionContext::new();
+        let table = "CREATE TABLE t(k TEXT, g TEXT, v INT) AS VALUES ('a', 'x', 1), \
+                     ('a', NULL, 5), ('b', 'a', 2), ('b', 'y', 9), (NULL, 'b', 4), ('c', NULL, 7), \
+                     ('x', 'a', 3)";
+        for ctx in [&rewriting, &plain] {
+            ctx.sql(table).await.unwrap();
+        }
+        for sql in [
+            "SELECT k FROM t INTERSECT SELECT g FROM t ORDER BY 1",
+            "SELECT k FROM t EXCEPT SELECT g FROM t ORDER BY 1",
+            "SELECT k, g FROM t EXCEPT SELECT g, k FROM t ORDER BY 1, 2",
+            "SELECT k, v FROM t WHERE EXISTS (SELECT 1 FROM t u WHERE u.g = t.k AND u.v > t.v) \
+             ORDER BY 1, 2",
+            "SELECT k, v FROM t WHERE NOT EXISTS (SELECT 1 FROM t u WHERE u.g = t.k) \
+             ORDER BY 1, 2",
+            "SELECT k, v FROM t WHERE v = 5 OR EXISTS (SELECT 1 FROM t u WHERE u.g = t.k) \
+             ORDER BY 1, 2",
+            "SELECT k, v FROM t WHERE k IN (SELECT g FROM t u WHERE u.v < t.v) ORDER BY 1, 2",
+            "SELECT k, v FROM t WHERE k NOT IN (SELECT g FROM t u WHERE u.v < t.v) ORDER BY 1, 2",
+        ] {
+            let groups = |shown: String| shown.matches("Aggregate:").count();
+            assert!(
+                groups(optimized(&rewriting, sql).await) > groups(optimized(&plain, sql).await),
+                "{sql}"
+            );
+            assert_eq!(
+                answer(&rewriting, sql).await,
+                answer(&plain, sql).await,
+                "{sql}"
+            );
         }
     }
 

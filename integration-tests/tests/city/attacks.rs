@@ -459,6 +459,14 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             format!("persons WHERE ({one_at_140215}) AND gender IN (SELECT gender FROM persons)"),
             format!("{gender} "),
         ),
+        (
+            "gender",
+            format!(
+                "persons p WHERE ({one_at_140215}) AND EXISTS (SELECT 1 FROM persons q \
+                 WHERE q.gender = p.gender)"
+            ),
+            format!("{gender} "),
+        ),
         // A union's side at one node held the group back: the other side's part of it
         // is left out too, within one node and within one county.
         (
