@@ -44,7 +44,9 @@ use tonic::metadata::MetadataMap;
 
 use crate::by_county::SingleDistinctByCounty;
 use crate::class::UnionKeepsClass;
-use crate::control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer};
+use crate::control::{
+    Exclusion, MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer,
+};
 use crate::distinct_rows::CountDistinctRows;
 use crate::distinct_text::CountDistinctAsText;
 use crate::distinct_values::DistinctValuesAsGroups;
@@ -53,7 +55,7 @@ use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
 use crate::joined_groups::{JoinedGroupsAsRows, TestedSideAsGroups};
 use crate::prepared::{Prepared, PreparedStatements};
-use crate::pushdown::{PushToNodes, merges_of_held_groups, merges_whole_groups};
+use crate::pushdown::{PushToNodes, merged_fragments, merges_of_held_groups};
 use crate::reference::{BuiltFromReference, ReferenceTable};
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::shared::{Renewal, SharedPersons};
@@ -474,10 +476,10 @@ impl CityEngine {
             first => first,
         };
         let (plan, answer) = first?;
-        let Some(held) = whole_groups(&plan, control)? else {
+        let Some(exclusions) = whole_groups(&plan, control)? else {
             return Ok(answer);
         };
-        control.exclude(held);
+        control.exclude(exclusions);
         let (plan, answer) = self.run_once(statement, control).await.1?;
         match whole_groups(&plan, control)? {
             None => Ok(answer),
@@ -681,44 +683,77 @@ type Answered = (SchemaRef, Vec<RecordBatch>);
 /// Whether the answer of `plan` shows whole groups only: `None` when it does, and the
 /// groups to leave out at every node when it would show one that some node held back
 /// in part. A figure would then leave out the rows of the group one node held back and
-/// still show the rest of it. Refuses the answer when those groups cannot be left out:
-/// a node could not name them, or the city merges them into more than groups by keys.
-/// EXPLAIN ANALYZE shows no figures.
+/// still show the rest of it. Each merge of groups has its own groups left out, of the
+/// fragments it merges alone: a fragment of another merge may have groups of other
+/// meaning whose keys are the same. Refuses the answer when those groups cannot be left
+/// out: a node could not name them, or the city merges them into more than groups by
+/// keys. EXPLAIN ANALYZE shows no figures.
 fn whole_groups(
     plan: &Arc<dyn ExecutionPlan>,
     control: &QueryControl,
-) -> Result<Option<BTreeSet<u64>>> {
+) -> Result<Option<Vec<Exclusion>>> {
     let suppressed = control.suppressed();
     if suppressed == 0 || plan.is::<AnalyzeExec>() {
         return Ok(None);
     }
     let merges = merges_of_held_groups(plan)?;
-    if merges.is_empty() {
-        return Ok(None);
-    }
-    let excluded = control.excluded();
-    // Windows, and the city's own groups over the nodes' groups, as those of a list of
-    // distinct values: more than a total over all rows.
-    let regroups = merges.iter().any(|m| {
-        !merges_whole_groups(m)
-            && m.downcast_ref::<AggregateExec>()
-                .is_none_or(|a| !a.group_expr().is_empty())
-    });
-    let why = match control.held() {
-        Some(held) if held.iter().all(|h| excluded.contains(h)) => return Ok(None),
-        Some(held) if excluded.is_empty() && merges.iter().all(merges_whole_groups) => {
-            return Ok(Some(held));
+    let refused = |why: &str| Err(Error::Refused(held_back(suppressed, why)));
+    let mut whole = Vec::new();
+    let mut totals = Vec::new();
+    for merge in &merges {
+        match merged_fragments(merge) {
+            Some(fragments) => whole.push(fragments),
+            None if merge
+                .downcast_ref::<AggregateExec>()
+                .is_some_and(|a| a.group_expr().is_empty()) =>
+            {
+                totals.push(merge)
+            }
+            // Windows, and the city's own groups over the nodes' groups, as those of a
+            // list of distinct values: more than a total over all rows.
+            None => return refused(MERGED_INTO_MORE),
         }
-        Some(_) if excluded.is_empty() => MERGED_INTO_MORE.to_string(),
-        Some(_) => HELD_AGAIN.to_string(),
-        None if regroups => MERGED_INTO_MORE.to_string(),
-        None => format!(
-            "a node could not name them (its fragment is not the partial phase of an \
-             aggregate by keys, it has no linkage key, or it held back more than \
-             {MAX_NAMED_GROUPS})"
-        ),
-    };
-    Err(Error::Refused(held_back(suppressed, &why)))
+    }
+    if let Some(total) = totals.first() {
+        return match named_under(total)? {
+            true => refused(MERGED_INTO_MORE),
+            false => refused(&could_not_name()),
+        };
+    }
+    let mut exclusions = Vec::new();
+    for fragments in whole {
+        let held = fragments.iter().map(|f| f.held_groups());
+        let Some(groups) = held.collect::<Option<Vec<_>>>() else {
+            return refused(&could_not_name());
+        };
+        let groups: BTreeSet<u64> = groups.into_iter().flatten().collect();
+        let left_out = fragments.iter().all(|f| {
+            let excluded = control.excluded_in(f.identity());
+            groups.iter().all(|g| excluded.contains(g))
+        });
+        if !left_out {
+            let fragments = fragments.iter().map(|f| f.identity()).collect();
+            exclusions.push(Exclusion { fragments, groups });
+        }
+    }
+    Ok((!exclusions.is_empty()).then_some(exclusions))
+}
+
+/// Whether the nodes named every group they held back in the fragments under `plan`.
+fn named_under(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    let unnamed = plan.exists(|p| {
+        Ok(p.downcast_ref::<NodeFragmentExec>()
+            .is_some_and(|f| f.held_groups().is_none()))
+    })?;
+    Ok(!unnamed)
+}
+
+/// Why groups held back cannot be left out: a node did not name them.
+fn could_not_name() -> String {
+    format!(
+        "a node could not name them (its fragment is not the partial phase of an aggregate \
+         by keys, it has no linkage key, or it held back more than {MAX_NAMED_GROUPS})"
+    )
 }
 
 /// Why groups held back cannot be left out of figures the city forms from them.

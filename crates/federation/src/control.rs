@@ -40,19 +40,19 @@ pub struct QueryControl {
     suppressed: AtomicU64,
     released: AtomicU64,
     sketch: Mutex<Option<AnswerSketches>>,
-    held: Mutex<Held>,
-    excluded: Mutex<Vec<u64>>,
+    excluded: Mutex<Vec<Exclusion>>,
     /// The shared-person epoch the nodes count with, and whether the query must run
     /// without one.
     shared: Mutex<(Option<u64>, bool)>,
 }
 
-/// The groups the nodes held back that they named by token.
-#[derive(Debug, Default)]
-struct Held {
-    /// Groups named, counted once per node that held them back.
-    named: u64,
-    tokens: BTreeSet<u64>,
+/// Groups every node leaves out of some of the query's fragments when it runs again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exclusion {
+    /// The fragments, by [`crate::NodeFragmentExec::identity`].
+    pub fragments: BTreeSet<u64>,
+    /// The groups, by token.
+    pub groups: BTreeSet<u64>,
 }
 
 impl QueryControl {
@@ -69,7 +69,6 @@ impl QueryControl {
             suppressed: AtomicU64::new(0),
             released: AtomicU64::new(0),
             sketch: Mutex::default(),
-            held: Mutex::default(),
             excluded: Mutex::default(),
             shared: Mutex::default(),
         }
@@ -112,34 +111,24 @@ impl QueryControl {
         }
     }
 
-    /// Adds the tokens of the groups a node held back.
-    pub fn add_held(&self, tokens: impl IntoIterator<Item = u64>) {
-        let mut held = self.held.lock().expect("not poisoned");
-        for token in tokens {
-            held.named += 1;
-            held.tokens.insert(token);
-        }
-    }
-
-    /// The tokens of the groups the nodes held back, when they named every one.
-    pub fn held(&self) -> Option<BTreeSet<u64>> {
-        let held = self.held.lock().expect("not poisoned");
-        (held.named == self.suppressed()).then(|| held.tokens.clone())
-    }
-
-    /// Asks every node to leave out the groups of `tokens` in the query's next run, and
+    /// Asks every node to leave out groups of some fragments in the query's next run, and
     /// forgets the groups and persons of this one; what the nodes sent still counts.
-    pub fn exclude(&self, tokens: BTreeSet<u64>) {
-        *self.excluded.lock().expect("not poisoned") = tokens.into_iter().collect();
+    pub fn exclude(&self, exclusions: Vec<Exclusion>) {
+        *self.excluded.lock().expect("not poisoned") = exclusions;
         self.suppressed.store(0, Ordering::Relaxed);
         self.released.store(0, Ordering::Relaxed);
         *self.sketch.lock().expect("not poisoned") = None;
-        *self.held.lock().expect("not poisoned") = Held::default();
     }
 
-    /// The groups, by token, every node leaves out.
-    pub fn excluded(&self) -> Vec<u64> {
-        self.excluded.lock().expect("not poisoned").clone()
+    /// The groups, by token, every node leaves out of the fragment of `identity`.
+    pub fn excluded_in(&self, identity: u64) -> Vec<u64> {
+        let excluded = self.excluded.lock().expect("not poisoned");
+        let groups: BTreeSet<u64> = excluded
+            .iter()
+            .filter(|e| e.fragments.contains(&identity))
+            .flat_map(|e| e.groups.iter().copied())
+            .collect();
+        groups.into_iter().collect()
     }
 
     /// Has the nodes count persons with the shared set of `epoch`, unless the query must
@@ -180,10 +169,11 @@ impl QueryControl {
 
     /// Groups left out of the answer: those the nodes held back, or, after a run that
     /// left out groups at every node, those groups where they are more. A group left out
-    /// everywhere may leave no part of it to hold back, as where it is also a value of
-    /// the list a filter reads.
+    /// everywhere may leave no part of it to hold back, as where its rows are also those
+    /// of a group of another fragment that was left out.
     pub fn left_out(&self) -> u64 {
-        let excluded = self.excluded.lock().expect("not poisoned").len();
+        let excluded = self.excluded.lock().expect("not poisoned");
+        let excluded: usize = excluded.iter().map(|e| e.groups.len()).sum();
         self.suppressed().max(excluded as u64)
     }
 

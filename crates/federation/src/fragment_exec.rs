@@ -1,8 +1,9 @@
 //! [`NodeFragmentExec`]: one partition per node; partition *i* ships the fragment to node
 //! *i* over Arrow Flight and streams back what the node computed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -99,8 +100,21 @@ pub struct NodeFragmentExec {
     /// The fragment as datafusion-proto bytes, encoded once for every node. A fragment
     /// that reads a scalar subquery is encoded when it first runs, after the subquery.
     encoded: OnceLock<Bytes>,
+    /// Tells the fragment from the query's others, the same when the query is planned
+    /// again ([`Self::identity`]).
+    identity: u64,
+    /// The groups its nodes held back and named.
+    named: Arc<Mutex<Named>>,
     channels: Arc<Channels>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// The groups a fragment's nodes named as held back.
+#[derive(Debug, Default)]
+struct Named {
+    /// Groups named, counted once for each node that held them back.
+    count: usize,
+    tokens: BTreeSet<u64>,
 }
 
 impl NodeFragmentExec {
@@ -141,12 +155,19 @@ impl NodeFragmentExec {
         } else {
             OnceLock::from(encode_plan(fragment.clone())?)
         };
+        let mut identity = DefaultHasher::new();
+        displayable(fragment.as_ref())
+            .indent(true)
+            .to_string()
+            .hash(&mut identity);
         Ok(Self {
             nodes,
             fragment,
             properties,
             united,
             encoded,
+            identity: identity.finish(),
+            named: Arc::default(),
             channels,
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -168,6 +189,19 @@ impl NodeFragmentExec {
             .clone_inner()
             .sum_by_name(HELD_BACK)
             .map_or(0, |m| m.as_usize())
+    }
+
+    /// The groups its nodes held back, once it ran, when they named every one.
+    pub fn held_groups(&self) -> Option<BTreeSet<u64>> {
+        let named = self.named.lock().expect("not poisoned");
+        (named.count == self.held_back()).then(|| named.tokens.clone())
+    }
+
+    /// A digest of the plan each node runs, as planned before it runs: a query planned
+    /// again has a fragment of the same identity, and only a fragment alike in every
+    /// operator has it too.
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// The fragment's bytes, encoding it on first use.
@@ -270,7 +304,7 @@ impl ExecutionPlan for NodeFragmentExec {
             plan: self.encoded()?.to_vec(),
             query_id: control.query_id.clone(),
             node: node.code.to_string(),
-            excluded_groups: control.excluded(),
+            excluded_groups: control.excluded_in(self.identity),
             shared_persons: control.shared(),
         });
         let channel = self.channels.get(&node).map_err(Error::into_datafusion)?;
@@ -281,12 +315,13 @@ impl ExecutionPlan for NodeFragmentExec {
         let answered = MetricBuilder::new(&self.metrics)
             .subset_time(format!("time_from_{}", node.code), partition);
         let held = MetricBuilder::new(&self.metrics).global_counter(HELD_BACK);
+        let named = self.named.clone();
         let schema = self.schema();
         let planned = schema.clone();
         let fetch = async move {
             // From the call to the node's last batch, retries included.
             let timer = answered.timer();
-            let batches = fetch(channel, &node, ticket, &planned, &control, &held).await;
+            let batches = fetch(channel, &node, ticket, &planned, &control, &held, &named).await;
             timer.done();
             let batches = match batches {
                 Ok(b) => b,
@@ -316,7 +351,7 @@ impl ExecutionPlan for NodeFragmentExec {
 
 /// Opens the fragment's stream on `node`, retrying while the node is unavailable, and
 /// reads it to the end before the deadline, as `schema`, the fragment's. Each batch comes
-/// with its size on the wire.
+/// with its size on the wire. Counts the groups the node held back, and those it named.
 async fn fetch(
     channel: Channel,
     node: &NodeEndpoint,
@@ -324,6 +359,7 @@ async fn fetch(
     schema: &SchemaRef,
     control: &QueryControl,
     held: &Count,
+    named: &Mutex<Named>,
 ) -> std::result::Result<Vec<(RecordBatch, usize)>, Error> {
     let read = async {
         let mut attempt = 0;
@@ -360,7 +396,11 @@ async fn fetch(
                         .and_then(|v| v.to_str().ok())
                     {
                         let tokens = held.split(',');
-                        control.add_held(tokens.filter_map(|t| u64::from_str_radix(t, 16).ok()));
+                        let mut named = named.lock().expect("not poisoned");
+                        for token in tokens.filter_map(|t| u64::from_str_radix(t, 16).ok()) {
+                            named.count += 1;
+                            named.tokens.insert(token);
+                        }
                     }
                     break response.into_inner();
                 }

@@ -471,7 +471,7 @@ pub fn merges_of_held_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dy
             let nodes: BTreeSet<&NodeCode> = parts.iter().collect();
             if nodes.len() < parts.len()
                 || (!by_county && nodes.len() > 1)
-                || !merges_whole_groups(p)
+                || merged_fragments(p).is_none()
             {
                 merges.push(p.clone());
             }
@@ -489,26 +489,28 @@ fn held_back_under(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
     })
 }
 
-/// Whether `merge`, one of [`merges_of_held_groups`], is the final phase of an aggregate by
-/// keys over the partial groups the nodes sent, as they arrive: a group every node leaves
-/// out is then absent from it as a whole, and each figure shown counts all of its rows.
-pub fn merges_whole_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {
-    let Some(aggregate) = merge.downcast_ref::<AggregateExec>() else {
-        return false;
-    };
+/// Where `merge`, one of [`merges_of_held_groups`], is the final phase of an aggregate by
+/// keys over the partial groups the nodes sent, as they arrive, the fragments that sent
+/// them: a group every node leaves out of them is then absent from it as a whole, and
+/// each figure shown counts all of its rows.
+pub fn merged_fragments(merge: &Arc<dyn ExecutionPlan>) -> Option<Vec<&NodeFragmentExec>> {
+    let aggregate = merge.downcast_ref::<AggregateExec>()?;
     let group = aggregate.group_expr();
     let finishes = matches!(
         aggregate.mode(),
         AggregateMode::Final | AggregateMode::FinalPartitioned
     );
-    finishes && group.is_single() && !group.is_empty() && partial_groups(aggregate.input())
+    match finishes && group.is_single() && !group.is_empty() {
+        true => partial_groups(aggregate.input()),
+        false => None,
+    }
 }
 
-/// Whether `plan` passes on the partial groups of node fragments as they arrive: moved
-/// between partitions, or the sides of a union, but not merged.
-fn partial_groups(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    if plan.is::<NodeFragmentExec>() {
-        return true;
+/// The fragments whose partial groups `plan` passes on as they arrive: moved between
+/// partitions, or the sides of a union, but not merged.
+fn partial_groups(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<&NodeFragmentExec>> {
+    if let Some(fragment) = plan.downcast_ref::<NodeFragmentExec>() {
+        return Some(vec![fragment]);
     }
     let passes = plan.is::<RepartitionExec>()
         || plan.is::<CoalescePartitionsExec>()
@@ -517,7 +519,11 @@ fn partial_groups(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.is::<InterleaveExec>()
         || plan.name() == "CoalesceBatchesExec";
     let sides = plan.children();
-    passes && !sides.is_empty() && sides.into_iter().all(partial_groups)
+    if !passes || sides.is_empty() {
+        return None;
+    }
+    let fragments = sides.into_iter().map(partial_groups);
+    fragments.collect::<Option<Vec<_>>>().map(|f| f.concat())
 }
 
 /// For an aggregate or a window, whether every group or window it forms lies within one

@@ -467,6 +467,17 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             ),
             format!("{gender} "),
         ),
+        // The list holds a value of other meaning whose key is the group's: it keeps it,
+        // and so the other groups keep the rows of 140212 it lets through.
+        (
+            "gender",
+            format!(
+                "persons p WHERE ({one_at_140215}) AND (CASE WHEN p.county_code = '140212' \
+                 THEN '{gender}' ELSE '?' END) IN (SELECT CASE WHEN q.county_code = '140212' \
+                 THEN '{gender}' ELSE '?' END FROM persons q)"
+            ),
+            format!("{gender} "),
+        ),
         // A union's side at one node held the group back: the other side's part of it
         // is left out too, within one node and within one county.
         (
