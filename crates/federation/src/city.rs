@@ -849,10 +849,8 @@ impl SqlEngine for CityEngine {
             };
         let sql = statement.to_string();
         let outcome = outcome.and_then(|answer| {
-            if let Some(sketch) = control.sketch() {
-                self.answers
-                    .admit(user, &sql, sketch, DEFAULT_MIN_GROUP_SIZE)?;
-            }
+            self.answers
+                .admit(user, &sql, control.sketches(), DEFAULT_MIN_GROUP_SIZE)?;
             Ok(answer)
         });
         let outcome = outcome.map_err(|e| match e {

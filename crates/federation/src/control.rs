@@ -39,7 +39,9 @@ pub struct QueryControl {
     received: Mutex<BTreeMap<NodeCode, Transfer>>,
     suppressed: AtomicU64,
     released: AtomicU64,
-    sketch: Mutex<Option<AnswerSketches>>,
+    /// The persons behind each fragment the answer is merged from, by
+    /// [`crate::NodeFragmentExec::part`].
+    sketches: Mutex<BTreeMap<u64, AnswerSketches>>,
     excluded: Mutex<Vec<Exclusion>>,
     /// The shared-person epoch the nodes count with, and whether the query must run
     /// without one.
@@ -68,7 +70,7 @@ impl QueryControl {
             received: Mutex::default(),
             suppressed: AtomicU64::new(0),
             released: AtomicU64::new(0),
-            sketch: Mutex::default(),
+            sketches: Mutex::default(),
             excluded: Mutex::default(),
             shared: Mutex::default(),
         }
@@ -102,12 +104,14 @@ impl QueryControl {
         self.released.fetch_add(released, Ordering::Relaxed);
     }
 
-    /// Adds a node's sketches of the persons behind its groups.
-    pub fn add_sketch(&self, sketch: AnswerSketches) {
-        let mut total = self.sketch.lock().expect("not poisoned");
-        match total.as_mut() {
+    /// Adds a node's sketches of the persons behind the groups of the fragment `part`.
+    pub fn add_sketch(&self, part: u64, sketch: AnswerSketches) {
+        let mut sketches = self.sketches.lock().expect("not poisoned");
+        match sketches.get_mut(&part) {
             Some(total) => total.add(&sketch),
-            None => *total = Some(sketch),
+            None => {
+                sketches.insert(part, sketch);
+            }
         }
     }
 
@@ -117,7 +121,7 @@ impl QueryControl {
         *self.excluded.lock().expect("not poisoned") = exclusions;
         self.suppressed.store(0, Ordering::Relaxed);
         self.released.store(0, Ordering::Relaxed);
-        *self.sketch.lock().expect("not poisoned") = None;
+        self.sketches.lock().expect("not poisoned").clear();
     }
 
     /// The groups, by token, every node leaves out of the fragment of `identity`.
@@ -151,9 +155,14 @@ impl QueryControl {
         self.shared.lock().expect("not poisoned").0
     }
 
-    /// The persons behind the answer, as far as the nodes sketched them.
-    pub fn sketch(&self) -> Option<AnswerSketches> {
-        self.sketch.lock().expect("not poisoned").clone()
+    /// The persons behind each fragment of the answer, as far as the nodes sketched them.
+    pub fn sketches(&self) -> Vec<AnswerSketches> {
+        self.sketches
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Whether groups were held back and none about persons was released: the answer

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
 use sunlight_policy::{AnswerSketches, PersonSketch, as_planned};
 use sunlight_proto::v1::FragmentTicket;
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::control::{
@@ -85,6 +87,9 @@ fn unavailable(node: &NodeEndpoint, reason: String) -> Error {
     }
 }
 
+/// The number of the next fragment made ([`NodeFragmentExec::part`]).
+static PARTS: AtomicU64 = AtomicU64::new(0);
+
 /// The metric of the groups a fragment's nodes held back.
 const HELD_BACK: &str = "groups_held_back";
 
@@ -103,6 +108,8 @@ pub struct NodeFragmentExec {
     /// Tells the fragment from the query's others, the same when the query is planned
     /// again ([`Self::identity`]).
     identity: u64,
+    /// Tells the fragment from every other ([`Self::part`]).
+    part: u64,
     /// The groups its nodes held back and named.
     named: Arc<Mutex<Named>>,
     channels: Arc<Channels>,
@@ -167,6 +174,7 @@ impl NodeFragmentExec {
             united,
             encoded,
             identity: identity.finish(),
+            part: PARTS.fetch_add(1, Ordering::Relaxed),
             named: Arc::default(),
             channels,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -202,6 +210,13 @@ impl NodeFragmentExec {
     /// operator has it too.
     pub fn identity(&self) -> u64 {
         self.identity
+    }
+
+    /// A number no other fragment has, even one alike: the persons behind each part of an
+    /// answer compare apart, so that a query cannot hide a part that differs from another
+    /// by a few persons by repeating them.
+    pub fn part(&self) -> u64 {
+        self.part
     }
 
     /// The fragment's bytes, encoding it on first use.
@@ -314,14 +329,17 @@ impl ExecutionPlan for NodeFragmentExec {
             MetricBuilder::new(&self.metrics).global_counter(format!("bytes_from_{}", node.code));
         let answered = MetricBuilder::new(&self.metrics)
             .subset_time(format!("time_from_{}", node.code), partition);
-        let held = MetricBuilder::new(&self.metrics).global_counter(HELD_BACK);
-        let named = self.named.clone();
+        let tally = Tally {
+            part: self.part,
+            held: MetricBuilder::new(&self.metrics).global_counter(HELD_BACK),
+            named: self.named.clone(),
+        };
         let schema = self.schema();
         let planned = schema.clone();
         let fetch = async move {
             // From the call to the node's last batch, retries included.
             let timer = answered.timer();
-            let batches = fetch(channel, &node, ticket, &planned, &control, &held, &named).await;
+            let batches = fetch(channel, &node, ticket, &planned, &control, &tally).await;
             timer.done();
             let batches = match batches {
                 Ok(b) => b,
@@ -349,17 +367,55 @@ impl ExecutionPlan for NodeFragmentExec {
     }
 }
 
+/// Where a fragment counts what each of its nodes says of its groups and persons.
+struct Tally {
+    part: u64,
+    /// The groups held back.
+    held: Count,
+    named: Arc<Mutex<Named>>,
+}
+
+impl Tally {
+    /// Reads a node's answer's headers: the groups it held back, and those it named, and
+    /// released, and the persons behind them.
+    fn read(&self, metadata: &MetadataMap, control: &QueryControl) {
+        let groups = |header| {
+            metadata
+                .get(header)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let suppressed = groups(SUPPRESSED_HEADER);
+        self.held.add(suppressed as usize);
+        control.add_groups(suppressed, groups(RELEASED_HEADER));
+        let sketch = |header| PersonSketch::from_header(metadata.get(header)?.to_str().ok()?);
+        if let Some(all) = sketch(SKETCH_HEADER) {
+            let shown = sketch(SHOWN_SKETCH_HEADER).unwrap_or_else(|| all.clone());
+            control.add_sketch(self.part, AnswerSketches { all, shown });
+        }
+        if let Some(held) = metadata.get(HELD_HEADER).and_then(|v| v.to_str().ok()) {
+            let mut named = self.named.lock().expect("not poisoned");
+            for token in held
+                .split(',')
+                .filter_map(|t| u64::from_str_radix(t, 16).ok())
+            {
+                named.count += 1;
+                named.tokens.insert(token);
+            }
+        }
+    }
+}
+
 /// Opens the fragment's stream on `node`, retrying while the node is unavailable, and
 /// reads it to the end before the deadline, as `schema`, the fragment's. Each batch comes
-/// with its size on the wire. Counts the groups the node held back, and those it named.
+/// with its size on the wire.
 async fn fetch(
     channel: Channel,
     node: &NodeEndpoint,
     ticket: arrow_flight::Ticket,
     schema: &SchemaRef,
     control: &QueryControl,
-    held: &Count,
-    named: &Mutex<Named>,
+    tally: &Tally,
 ) -> std::result::Result<Vec<(RecordBatch, usize)>, Error> {
     let read = async {
         let mut attempt = 0;
@@ -372,36 +428,7 @@ async fn fetch(
             request.metadata_mut().insert("authorization", bearer);
             match client.do_get(request).await {
                 Ok(response) => {
-                    let groups = |header| {
-                        response
-                            .metadata()
-                            .get(header)
-                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                            .unwrap_or(0)
-                    };
-                    let suppressed = groups(SUPPRESSED_HEADER);
-                    held.add(suppressed as usize);
-                    control.add_groups(suppressed, groups(RELEASED_HEADER));
-                    let sketch = |header| {
-                        let value = response.metadata().get(header)?;
-                        PersonSketch::from_header(value.to_str().ok()?)
-                    };
-                    if let Some(all) = sketch(SKETCH_HEADER) {
-                        let shown = sketch(SHOWN_SKETCH_HEADER).unwrap_or_else(|| all.clone());
-                        control.add_sketch(AnswerSketches { all, shown });
-                    }
-                    if let Some(held) = response
-                        .metadata()
-                        .get(HELD_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        let tokens = held.split(',');
-                        let mut named = named.lock().expect("not poisoned");
-                        for token in tokens.filter_map(|t| u64::from_str_radix(t, 16).ok()) {
-                            named.count += 1;
-                            named.tokens.insert(token);
-                        }
-                    }
+                    tally.read(response.metadata(), control);
                     break response.into_inner();
                 }
                 Err(status)

@@ -2,7 +2,10 @@
 //! differ by fewer than k let the user subtract one from the other and learn about those
 //! few; the later one is refused. Answers compare twice: by every person their groups were
 //! formed from, and by the persons of the groups they show, so that a total less a
-//! breakdown that held a small group back does not give that group away.
+//! breakdown that held a small group back does not give that group away. An answer the
+//! city merges from several parts, such as a query and its subqueries, compares each part
+//! as well: with its other parts, whose figures it shows side by side, and with the parts
+//! of earlier answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -22,7 +25,8 @@ pub struct AnswerHistory {
 struct Answered {
     at: Instant,
     statement: String,
-    persons: AnswerSketches,
+    /// The persons behind the whole answer, then those behind each part, if several.
+    persons: Vec<AnswerSketches>,
 }
 
 /// The persons behind one answer, as sketches that add up across nodes.
@@ -61,32 +65,50 @@ impl AnswerHistory {
     }
 
     /// Refuses an answer to `user` whose persons differ from those of one of their
-    /// answers in the window by at least one and fewer than `k`; remembers it otherwise.
+    /// answers in the window by at least one and fewer than `k`, or whose `parts` (the
+    /// persons behind each fragment the city merged it from) differ so from each other or
+    /// from an earlier answer's parts; remembers it otherwise.
     pub fn admit(
         &self,
         user: &str,
         statement: &str,
-        persons: AnswerSketches,
+        parts: Vec<AnswerSketches>,
         k: usize,
     ) -> Result<()> {
+        let Some(mut whole) = parts.first().cloned() else {
+            return Ok(());
+        };
+        for part in &parts[1..] {
+            whole.add(part);
+        }
+        for (i, one) in parts.iter().enumerate() {
+            for other in &parts[i + 1..] {
+                if let Some((which, d)) = differ(one, other, k) {
+                    return Err(Refusal::new(
+                        Rule::Differencing,
+                        format!(
+                            "the persons {which} two parts of this answer (a subquery, a \
+                             side or a query it joins) differ by {d}; two figures whose \
+                             persons differ by fewer than {k} would reveal those persons"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut persons = vec![whole];
+        if parts.len() > 1 {
+            persons.extend(parts);
+        }
         let mut users = self.users.lock().expect("not poisoned");
         let answers = users.entry(user.to_string()).or_default();
         let now = Instant::now();
         answers.retain(|a| now.duration_since(a.at) <= self.window);
         for earlier in answers.iter() {
-            let pairs = [
-                ("behind", &persons.all, &earlier.persons.all),
-                (
-                    "in the groups shown by",
-                    &persons.shown,
-                    &earlier.persons.shown,
-                ),
-            ];
-            for (which, now_persons, then_persons) in pairs {
-                if let Some(d) = now_persons.difference(then_persons)
-                    && d > 0
-                    && d < k
-                {
+            let pairs = persons
+                .iter()
+                .flat_map(|p| earlier.persons.iter().map(move |e| (p, e)));
+            for (now_persons, then_persons) in pairs {
+                if let Some((which, d)) = differ(now_persons, then_persons, k) {
                     return Err(Refusal::new(
                         Rule::Differencing,
                         format!(
@@ -112,6 +134,20 @@ impl AnswerHistory {
     }
 }
 
+/// How two sets of persons differ by at least one and fewer than `k`, if they do: by every
+/// person behind them, or by the persons of the groups they show.
+fn differ(one: &AnswerSketches, other: &AnswerSketches, k: usize) -> Option<(&'static str, usize)> {
+    [
+        ("behind", &one.all, &other.all),
+        ("in the groups shown by", &one.shown, &other.shown),
+    ]
+    .into_iter()
+    .find_map(|(which, a, b)| {
+        let d = a.difference(b)?;
+        (d > 0 && d < k).then_some((which, d))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,19 +157,21 @@ mod tests {
         let history = AnswerHistory::new(Duration::from_secs(60), 10);
         let all = AnswerSketches::whole(PersonSketch::of(0..100));
         let all_but_one = AnswerSketches::whole(PersonSketch::of(1..100));
-        history.admit("ana", "q1", all.clone(), 5).unwrap();
-        history.admit("ana", "q1 again", all.clone(), 5).unwrap();
+        history.admit("ana", "q1", vec![all.clone()], 5).unwrap();
+        history
+            .admit("ana", "q1 again", vec![all.clone()], 5)
+            .unwrap();
         let refusal = history
-            .admit("ana", "q2", all_but_one.clone(), 5)
+            .admit("ana", "q2", vec![all_but_one.clone()], 5)
             .unwrap_err();
         assert_eq!(refusal.rule, Rule::Differencing);
         assert!(refusal.message.contains("differ by 1"), "{refusal}");
-        history.admit("bo", "q2", all_but_one, 5).unwrap();
+        history.admit("bo", "q2", vec![all_but_one], 5).unwrap();
         history
             .admit(
                 "ana",
                 "far",
-                AnswerSketches::whole(PersonSketch::of(50..100)),
+                vec![AnswerSketches::whole(PersonSketch::of(50..100))],
                 5,
             )
             .unwrap();
@@ -147,9 +185,9 @@ mod tests {
             all: PersonSketch::of(0..100),
             shown: PersonSketch::of(2..100),
         };
-        history.admit("ana", "total", total, 5).unwrap();
+        history.admit("ana", "total", vec![total], 5).unwrap();
         let refusal = history
-            .admit("ana", "breakdown", breakdown.clone(), 5)
+            .admit("ana", "breakdown", vec![breakdown.clone()], 5)
             .unwrap_err();
         assert!(
             refusal.message.contains("in the groups shown by")
@@ -157,10 +195,46 @@ mod tests {
             "{refusal}"
         );
         history
-            .admit("bo", "breakdown", breakdown.clone(), 5)
+            .admit("bo", "breakdown", vec![breakdown.clone()], 5)
             .unwrap();
         history
-            .admit("bo", "breakdown again", breakdown, 5)
+            .admit("bo", "breakdown again", vec![breakdown], 5)
             .unwrap();
+    }
+
+    #[test]
+    fn the_parts_of_an_answer_compare_with_each_other_and_with_earlier_parts() {
+        let history = AnswerHistory::new(Duration::from_secs(60), 10);
+        let of = |persons: std::ops::Range<u64>| AnswerSketches::whole(PersonSketch::of(persons));
+        // A query less its subquery over one person fewer.
+        let refusal = history
+            .admit("ana", "less", vec![of(0..100), of(1..100)], 5)
+            .unwrap_err();
+        assert!(
+            refusal.message.contains("two parts of this answer")
+                && refusal.message.contains("differ by 1"),
+            "{refusal}"
+        );
+        // The same parts twice: the whole counts each person twice, and so would hide
+        // one person fewer; each part still compares with the earlier answer's.
+        history
+            .admit("ana", "twice", vec![of(0..100), of(0..100)], 5)
+            .unwrap();
+        let refusal = history
+            .admit("ana", "twice less one", vec![of(1..100), of(1..100)], 5)
+            .unwrap_err();
+        assert!(
+            refusal.message.contains("your answer to `twice`"),
+            "{refusal}"
+        );
+        // A part beside a far larger one compares alone with an earlier answer.
+        history.admit("bo", "one", vec![of(0..100)], 5).unwrap();
+        let refusal = history
+            .admit("bo", "beside", vec![of(1_000..9_000), of(1..100)], 5)
+            .unwrap_err();
+        assert!(
+            refusal.message.contains("your answer to `one`"),
+            "{refusal}"
+        );
     }
 }

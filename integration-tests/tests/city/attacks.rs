@@ -315,6 +315,40 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
         err.contains("refused by rule differencing") && err.contains("differ by 1"),
         "{err}"
     );
+
+    // The pair within one answer, and the pair repeated, so that the whole answer counts
+    // each person twice: each part compares on its own.
+    let gender = fact(&format!(
+        "SELECT gender FROM persons WHERE village = '{lonely_village}' \
+         AND birth_date = DATE '{lonely_birth}'"
+    ))
+    .await;
+    let count = |without: &str| {
+        format!(
+            "SELECT count(*) AS n FROM persons WHERE county_code = '140215' \
+             AND gender = '{gender}' {without}"
+        )
+    };
+    let one_fewer = count(&format!(
+        "AND (village <> '{lonely_village}' OR birth_date <> DATE '{lonely_birth}')"
+    ));
+    let twice = |sql: &str| format!("SELECT a.n, b.n FROM ({sql}) a CROSS JOIN ({sql}) b");
+    client.query(&twice(&count(""))).await.unwrap();
+    for (sql, says) in [
+        (
+            format!("SELECT ({}) - ({one_fewer}) AS d", count("")),
+            "two parts of this answer",
+        ),
+        (twice(&one_fewer), "from those behind your answer to"),
+    ] {
+        let err = client.query(&sql).await.unwrap_err().to_string();
+        assert!(
+            err.contains("refused by rule differencing")
+                && err.contains(says)
+                && err.contains("differ by 1"),
+            "{sql}\n{err}"
+        );
+    }
 }
 
 /// A group one node holds back is never merged in part with other nodes' rows. Grouped by
@@ -436,7 +470,7 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
              SELECT county_code, gender FROM persons {everyone}) t"
         )
     };
-    for (groups, from, left_out) in [
+    for (case, (groups, from, left_out)) in [
         (
             "county_code, gender",
             format!("persons WHERE {one_at_140215}"),
@@ -490,7 +524,21 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             union(""),
             format!("140215 {gender} "),
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Each case asks as an analyst of its own: the persons behind one case, or behind
+        // a part of it such as its subquery, differ from another's by the lonely person.
+        let analyst = new_user(
+            &city.coordinator.addr,
+            &format!("case{case}"),
+            "city_analyst",
+            &[],
+        );
+        let mut client = SqlClient::connect(&city.coordinator.addr, &analyst)
+            .await
+            .unwrap();
         let sql =
             format!("SELECT concat_ws(' ', {groups}, count(*)) AS g FROM {from} GROUP BY {groups}");
         let answer = client.query(&sql).await.unwrap();
