@@ -206,35 +206,36 @@ mod tests {
     fn the_parts_of_an_answer_compare_with_each_other_and_with_earlier_parts() {
         let history = AnswerHistory::new(Duration::from_secs(60), 10);
         let of = |persons: std::ops::Range<u64>| AnswerSketches::whole(PersonSketch::of(persons));
-        // A query less its subquery over one person fewer.
-        let refusal = history
-            .admit("ana", "less", vec![of(0..100), of(1..100)], 5)
-            .unwrap_err();
-        assert!(
-            refusal.message.contains("two parts of this answer")
-                && refusal.message.contains("differ by 1"),
-            "{refusal}"
-        );
-        // The same parts twice: the whole counts each person twice, and so would hide
-        // one person fewer; each part still compares with the earlier answer's.
         history
             .admit("ana", "twice", vec![of(0..100), of(0..100)], 5)
             .unwrap();
-        let refusal = history
-            .admit("ana", "twice less one", vec![of(1..100), of(1..100)], 5)
-            .unwrap_err();
-        assert!(
-            refusal.message.contains("your answer to `twice`"),
-            "{refusal}"
-        );
-        // A part beside a far larger one compares alone with an earlier answer.
         history.admit("bo", "one", vec![of(0..100)], 5).unwrap();
-        let refusal = history
-            .admit("bo", "beside", vec![of(1_000..9_000), of(1..100)], 5)
-            .unwrap_err();
-        assert!(
-            refusal.message.contains("your answer to `one`"),
-            "{refusal}"
-        );
+        for (user, parts, says) in [
+            // A query less its subquery over one person fewer.
+            (
+                "ana",
+                vec![of(0..100), of(1..100)],
+                "two parts of this answer",
+            ),
+            // The same parts twice: the whole counts each person twice, and so would hide
+            // one person fewer; each part still compares with the earlier answer's.
+            (
+                "ana",
+                vec![of(1..100), of(1..100)],
+                "your answer to `twice`",
+            ),
+            // A part beside a far larger one compares alone with an earlier answer.
+            (
+                "bo",
+                vec![of(1_000..9_000), of(1..100)],
+                "your answer to `one`",
+            ),
+        ] {
+            let refusal = history.admit(user, "later", parts, 5).unwrap_err();
+            assert!(
+                refusal.message.contains(says) && refusal.message.contains("differ by 1"),
+                "{refusal}"
+            );
+        }
     }
 }
