@@ -39,8 +39,8 @@ pub struct QueryControl {
     received: Mutex<BTreeMap<NodeCode, Transfer>>,
     suppressed: AtomicU64,
     released: AtomicU64,
-    /// The persons behind each fragment the answer is merged from, by
-    /// [`crate::NodeFragmentExec::part`].
+    /// The persons behind each fragment the answer is merged from, by a number of the
+    /// fragment's own.
     sketches: Mutex<BTreeMap<u64, AnswerSketches>>,
     excluded: Mutex<Vec<Exclusion>>,
     /// The shared-person epoch the nodes count with, and whether the query must run

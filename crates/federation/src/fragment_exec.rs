@@ -87,7 +87,7 @@ fn unavailable(node: &NodeEndpoint, reason: String) -> Error {
     }
 }
 
-/// The number of the next fragment made ([`NodeFragmentExec::part`]).
+/// The number of the next fragment made.
 static PARTS: AtomicU64 = AtomicU64::new(0);
 
 /// The metric of the groups a fragment's nodes held back.
@@ -108,7 +108,9 @@ pub struct NodeFragmentExec {
     /// Tells the fragment from the query's others, the same when the query is planned
     /// again ([`Self::identity`]).
     identity: u64,
-    /// Tells the fragment from every other ([`Self::part`]).
+    /// A number no other fragment has, even one alike: the persons behind each part of an
+    /// answer compare apart, so that a query cannot hide a part that differs from another
+    /// by a few persons by repeating it.
     part: u64,
     /// The groups its nodes held back and named.
     named: Arc<Mutex<Named>>,
@@ -210,13 +212,6 @@ impl NodeFragmentExec {
     /// operator has it too.
     pub fn identity(&self) -> u64 {
         self.identity
-    }
-
-    /// A number no other fragment has, even one alike: the persons behind each part of an
-    /// answer compare apart, so that a query cannot hide a part that differs from another
-    /// by a few persons by repeating them.
-    pub fn part(&self) -> u64 {
-        self.part
     }
 
     /// The fragment's bytes, encoding it on first use.
