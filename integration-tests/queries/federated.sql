@@ -236,3 +236,5 @@ SELECT subsidy_type FROM disbursements EXCEPT SELECT subsidy_type FROM disbursem
 SELECT county_code, count(*) FROM disbursements d WHERE NOT EXISTS (SELECT 1 FROM disbursements e WHERE e.department = d.department AND e.amount > 2500) GROUP BY 1 ORDER BY 1
 ;
 SELECT gender, count(*) FROM persons p WHERE EXISTS (SELECT 1 FROM disbursements d WHERE d.township = p.township AND d.subsidy_type = 'GAOLING') GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, string_agg(DISTINCT department, ',' ORDER BY department) AS departments, avg(amount), count(DISTINCT person_id) FROM disbursements GROUP BY 1 ORDER BY 1

@@ -628,9 +628,8 @@ fn lists_values(fragment: &NodeFragmentExec) -> datafusion::error::Result<bool> 
 
 /// Which lists the city forms itself.
 const LISTS_AT_CITY: &str = ". The city forms lists of distinct values itself \
-     (array_agg(DISTINCT x), string_agg(DISTINCT x, ',')) where every DISTINCT aggregate of \
-     the query takes the same x, under one FILTER if any, beside counts, sums, minima and \
-     maxima";
+     (array_agg(DISTINCT x), string_agg(DISTINCT x, ','), ordered by x if at all), beside \
+     any aggregate the nodes compute";
 
 /// Whether `plan` joins at the city, above the nodes' fragments.
 fn joins_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {

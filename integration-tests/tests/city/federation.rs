@@ -653,18 +653,18 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             "refused the request (PermissionDenied): a node would refuse this query's \
              fragment: function md5 is not allowed in a fragment",
         ),
-        // A list of values beside a distinct count of another value: the nodes never send
-        // the values, and the city says which lists it forms itself.
+        // A list of values in the order of another: the nodes never send the values, and
+        // the city says which lists it forms itself.
         (
-            "SELECT count(DISTINCT person_id), string_agg(DISTINCT subsidy_type, ',') \
+            "SELECT string_agg(DISTINCT subsidy_type, ',' ORDER BY township) \
              FROM disbursements",
             "aggregate string_agg is not allowed in a fragment",
         ),
         (
             "SELECT array_agg(township) FROM disbursements",
             "The city forms lists of distinct values itself (array_agg(DISTINCT x), \
-             string_agg(DISTINCT x, ',')) where every DISTINCT aggregate of the query takes \
-             the same x",
+             string_agg(DISTINCT x, ','), ordered by x if at all), beside any aggregate the \
+             nodes compute",
         ),
         // Each node would give the standards it matches none of its rows with: refused,
         // never counted once per node.
