@@ -546,8 +546,11 @@ async fn answer(
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    if let [nodes] = asked.as_slice() {
-        prepared.control.share(shared.covering(nodes));
+    if !asked.is_empty() && !aggregates_over_fragments(&prepared.plan)? {
+        let mut nodes: Vec<NodeEndpoint> = asked.concat();
+        nodes.sort_by_key(|n| n.code);
+        nodes.dedup_by_key(|n| n.code);
+        prepared.control.share(shared.covering(&nodes));
     }
     let batches = collect(prepared.plan.clone(), prepared.task).await?;
     if prepared.control.all_suppressed() {
@@ -567,6 +570,24 @@ async fn answer(
         return Err(Error::Refused(refusal));
     }
     Ok((prepared.plan, (prepared.schema, batches)))
+}
+
+/// Whether the city aggregates over what more than one fragment sent, as it merges the
+/// partial aggregates of the sides of a union. Each fragment counts a node's own persons
+/// apart, as a number ([`SharedPersons`]), so a distinct count over two fragments would
+/// count such a person once for each: such a plan counts persons without a shared set.
+fn aggregates_over_fragments(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    Ok(plan.exists(|p| {
+        let Some(aggregate) = p.downcast_ref::<AggregateExec>() else {
+            return Ok(false);
+        };
+        let mut fragments = 0;
+        aggregate.input().apply(|q| {
+            fragments += usize::from(q.is::<NodeFragmentExec>());
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(fragments > 1)
+    })?)
 }
 
 /// Whether a node's share of `plan` sends a class-D column, which it can only as the key
