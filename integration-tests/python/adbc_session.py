@@ -25,9 +25,9 @@ conn = flightsql.connect(
 
 def session_options():
     """The session's options. The driver may store the cookie of the call that set them
-    only after that call returned (it came once under CI's load): until it has, the city
-    names no session, and the driver is asked again, for at most a second."""
-    for _ in range(20):
+    only after that call returned (it came under CI's load, past a second too): until it
+    has, the city names no session, and the driver is asked again, for at most 5 s."""
+    for _ in range(100):
         try:
             return conn.adbc_connection.get_option(ConnectionOptions.OPTION_SESSION_OPTIONS.value)
         except Exception as e:  # the driver raises its own error types
