@@ -54,6 +54,7 @@ use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
 use crate::joined_groups::{JoinedGroupsAsRows, TestedSideAsGroups};
+use crate::kept_reference::KeptReferenceRows;
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merged_fragments, merges_of_held_groups};
 use crate::reference::{BuiltFromReference, ReferenceTable};
@@ -685,11 +686,12 @@ fn joins_on_identifier_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
 /// Why a join the nodes cannot run on their own leaves single rows to the city.
 const JOINED_AT_CITY: &str = ". Here a join runs at the city, over single rows of the \
      nodes: a node runs a join itself only between its own tables on equal county_code \
-     (disability_certs has none), or with subsidy_standards when the join keeps no \
-     unmatched subsidy_standards row, or with the groups of a subquery that aggregates \
-     node tables (by no identifier) when the join keeps no unmatched group; to keep every \
-     standard, join subsidy_standards to a subquery that aggregates the node table by \
-     subsidy_type; to keep rows whose column is in a list, use IN (…)";
+     (disability_certs has none), or with subsidy_standards (one that keeps the unmatched \
+     standards too, but not under a distinct count), or with the groups of a subquery that \
+     aggregates node tables (by no identifier) when the join keeps no unmatched group; to \
+     count distinct values for every standard, join subsidy_standards to a subquery that \
+     aggregates the node table by subsidy_type; to keep rows whose column is in a list, \
+     use IN (…)";
 
 /// Where to match persons across counties instead.
 const JOINED_ON_IDENTIFIER: &str = ". This join matches persons by an identifier \
@@ -949,8 +951,9 @@ impl SqlEngine for CityEngine {
 /// A count of distinct rows across counties becomes one, once DISTINCT is an aggregate;
 /// and one of protected numbers or dates counts their texts, which nodes send as tokens,
 /// a union's columns being of the most protected class of its sides.
-/// The side a semi-join or anti-join only tests (`INTERSECT`, `EXCEPT`, `EXISTS`) is
-/// grouped by the columns it is tested on, and groups joined with rows that drive the
+/// A join that keeps or tests the reference rows becomes the inner join, which the nodes
+/// run, and the reference rows it matched anywhere. The side a semi-join or anti-join
+/// only tests (`INTERSECT`, `EXCEPT`, `EXISTS`) is grouped by the columns it is tested on, and groups joined with rows that drive the
 /// join travel to the nodes as rows of their own.
 /// Common subexpressions are not made columns: the list a `NOT IN` reads in several
 /// places would become a column at the nodes, with a copy of the list in every row.
@@ -972,6 +975,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
             .filter(|r| !LEFT_OUT.contains(&r.name())),
     )
     .chain([
+        Arc::new(KeptReferenceRows) as _,
         Arc::new(TestedSideAsGroups) as _,
         Arc::new(JoinedGroupsAsRows) as _,
         Arc::new(DistinctValuesAsGroups) as _,

@@ -201,7 +201,7 @@ fn county_code(expr: &Expr) -> bool {
 
 /// Whether `plan` gives the groups of an aggregate of the nodes' tables, by no
 /// identifier: an aggregate under projections, filters (HAVING), sorts and limits.
-fn groups(plan: &LogicalPlan) -> bool {
+pub(crate) fn groups(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::SubqueryAlias(_)
         | LogicalPlan::Projection(_)
@@ -220,7 +220,7 @@ fn groups(plan: &LogicalPlan) -> bool {
 /// which the join reads no column are structs of one constant field: their rows still
 /// count. The filter, true of every row, reads the unnested structs, so that no rule drops
 /// the unnesting where nothing above reads them.
-fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
+pub(crate) fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
     let schema = groups.schema().clone();
     let name = |i: usize| format!("c{i}");
     let mut fields: Vec<Expr> = schema

@@ -15,6 +15,7 @@ mod error;
 mod fragment_exec;
 mod in_subquery;
 mod joined_groups;
+mod kept_reference;
 mod prepared;
 mod pushdown;
 mod reference;

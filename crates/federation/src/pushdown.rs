@@ -185,7 +185,8 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
 }
 
 /// An aggregate over the `UNION ALL` of node fragments, leaving out the sides that have
-/// no rows ([`no_rows`]). A distinct count runs over each node's own rows of the union
+/// no rows ([`no_rows`]), and beside them sides that read no node, which the city
+/// aggregates itself. A distinct count runs over each node's own rows of the union
 /// ([`union_at_nodes`]): the states of a distinct count merge only where every side sends
 /// its values alike. Other aggregates become partial aggregates under the union, one over
 /// each side, which the nodes run, each from what it counted ahead where it can; the city
@@ -215,12 +216,18 @@ fn split_over_union(
         .aggr_expr()
         .iter()
         .any(|e| !e.order_bys().is_empty());
-    if ordered || sides.is_empty() || !sides.iter().all(|s| s.is::<NodeFragmentExec>()) {
+    let fragments: Vec<&NodeFragmentExec> = sides.iter().filter_map(|s| s.downcast_ref()).collect();
+    // A side that reads no node, as the standards an outer join keeps unmatched, is
+    // aggregated once, at the city. The states of a distinct count would not merge with
+    // the nodes', which send the values as tokens.
+    let city_sides = sides.iter().filter(|s| !from_nodes(s)).count();
+    let split = fragments.len() + city_sides == sides.len() && !fragments.is_empty();
+    let distinct = aggregate.aggr_expr().iter().any(|f| f.is_distinct());
+    if ordered || !split || (city_sides > 0 && (merge.is_some() || distinct)) {
         return Ok(None);
     }
-    if aggregate.aggr_expr().iter().any(|f| f.is_distinct()) {
-        let sides: Vec<&NodeFragmentExec> = sides.iter().filter_map(|s| s.downcast_ref()).collect();
-        return union_at_nodes(aggregate, &sides, merge.is_some()).map(Some);
+    if distinct {
+        return union_at_nodes(aggregate, &fragments, merge.is_some()).map(Some);
     }
     let partials = sides
         .into_iter()
@@ -234,6 +241,12 @@ fn split_over_union(
         return Ok(None);
     };
     merge_of(aggregate, mode, merged).map(Some)
+}
+
+/// Whether `plan` reads rows the nodes sent.
+fn from_nodes(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.exists(|p| Ok(p.is::<NodeFragmentExec>()))
+        .unwrap_or(true)
 }
 
 /// Whether `plan` has no rows: the scan of a table for no node, whose filter on

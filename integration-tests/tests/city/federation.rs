@@ -211,9 +211,7 @@ async fn lists_of_distinct_values_are_formed_from_their_groups() {
 
 /// Joins with the standards on a condition without equal keys, the reference table on
 /// either side and cross joins among them, run inside each node, built from its copy of
-/// the table, and equal the central answers, as does a NOT IN over them; one that keeps
-/// the standards no payment matched would give each of them once at every node, and is
-/// refused, saying so.
+/// the table, and equal the central answers, as does a NOT IN over them.
 #[tokio::test(flavor = "multi_thread")]
 async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
     let (_running, oracle, mut client) = city_and_oracle().await;
@@ -257,17 +255,49 @@ async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
             && !city_part.contains("Join"),
         "{city_part}\n{fragment}"
     );
-    let err = client
-        .query(
-            "SELECT s.subsidy_type, count(d.payment_id) FROM subsidy_standards s LEFT JOIN \
-             disbursements d ON d.amount > s.cap GROUP BY 1",
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+}
+
+/// Joins that keep or test the standards (an outer join, EXISTS, NOT EXISTS, EXCEPT) run
+/// as the inner join at the nodes, and the standards it matched anywhere, formed at the
+/// city: each standard counts once, as centrally, rather than once for every node.
+#[tokio::test(flavor = "multi_thread")]
+async fn joins_that_keep_the_standards_count_each_standard_once() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    let kept = "SELECT s.subsidy_type, count(d.payment_id), sum(d.amount), count(*) FROM \
+                subsidy_standards s LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type \
+                AND d.amount > 2500 GROUP BY 1 ORDER BY 1";
+    answered_as_centrally(
+        &mut client,
+        &oracle,
+        &[
+            kept,
+            "SELECT s.department, count(d.payment_id), avg(d.amount) FROM disbursements d \
+             RIGHT JOIN subsidy_standards s ON d.subsidy_type = s.subsidy_type \
+             AND d.county_code = '140212' GROUP BY 1 ORDER BY 1",
+            "SELECT s.subsidy_type FROM subsidy_standards s LEFT JOIN disbursements d \
+             ON d.subsidy_type = s.subsidy_type AND d.amount > 2500 WHERE d.payment_id IS NULL \
+             ORDER BY 1",
+            "SELECT subsidy_type, cap FROM subsidy_standards s WHERE NOT EXISTS (SELECT 1 FROM \
+             disbursements d WHERE d.subsidy_type = s.subsidy_type AND d.amount > s.cap * 2) \
+             ORDER BY 1",
+            "SELECT subsidy_type FROM subsidy_standards s WHERE s.min_age IS NULL OR EXISTS \
+             (SELECT 1 FROM persons p WHERE p.birth_date < DATE '1950-01-01' \
+             AND s.min_age IS NOT NULL) ORDER BY 1",
+            "SELECT department FROM subsidy_standards EXCEPT SELECT township FROM persons \
+             ORDER BY 1",
+        ],
+    )
+    .await;
+    // The nodes' inner join and the city's unmatched standards, united at the city.
+    let (city_part, rest) = explained(&mut client, kept).await;
+    let (fragment, city_side) = rest.split_once("ReferenceExec").unwrap_or_default();
     assert!(
-        err.contains("when the join keeps no unmatched subsidy_standards row"),
-        "{err}"
+        city_part.contains("UnionExec")
+            && fragment.contains("join_type=Inner")
+            && fragment.contains("TableLeafExec: table=subsidy_standards")
+            && fragment.contains("join_type=LeftAnti")
+            && city_side.contains("__matched_"),
+        "{city_part}\n{rest}"
     );
 }
 
@@ -666,20 +696,13 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              string_agg(DISTINCT x, ','), ordered by x if at all), beside any aggregate the \
              nodes compute",
         ),
-        // Each node would give the standards it matches none of its rows with: refused,
-        // never counted once per node.
+        // A distinct count over the standards the nodes matched and those they did not:
+        // the nodes' states of it would have to merge with the city's.
         (
-            "SELECT s.subsidy_type, count(*) FROM subsidy_standards s LEFT JOIN disbursements d \
-             ON s.subsidy_type = d.subsidy_type AND d.amount > 2500 GROUP BY 1",
-            "over rows of several nodes, where the persons in each group cannot be counted; \
-             group by columns each node can aggregate on its own, or join tables on \
-             county_code. Here a join runs at the city",
-        ),
-        (
-            "SELECT s.subsidy_type, count(d.payment_id) FROM subsidy_standards s LEFT JOIN \
-             disbursements d ON s.subsidy_type = d.subsidy_type GROUP BY 1",
-            "to keep every standard, join subsidy_standards to a subquery that aggregates the \
-             node table by subsidy_type",
+            "SELECT s.subsidy_type, count(DISTINCT d.person_id) FROM subsidy_standards s \
+             LEFT JOIN disbursements d ON s.subsidy_type = d.subsidy_type GROUP BY 1",
+            "to count distinct values for every standard, join subsidy_standards to a \
+             subquery that aggregates the node table by subsidy_type",
         ),
         // A column only named county_code does not keep a join within each node.
         (
@@ -694,11 +717,12 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              payroll)",
             "Here a join runs at the city, over single rows of the nodes: a node runs a join \
              itself only between its own tables on equal county_code (disability_certs has \
-             none), or with subsidy_standards when the join keeps no unmatched \
-             subsidy_standards row, or with the groups of a subquery that aggregates node \
-             tables (by no identifier) when the join keeps no unmatched group; to keep every \
-             standard, join subsidy_standards to a subquery that aggregates the node table by \
-             subsidy_type; to keep rows whose column is in a list, use IN (…). This join \
+             none), or with subsidy_standards (one that keeps the unmatched standards too, \
+             but not under a distinct count), or with the groups of a subquery that \
+             aggregates node tables (by no identifier) when the join keeps no unmatched \
+             group; to count distinct values for every standard, join subsidy_standards to a \
+             subquery that aggregates the node table by subsidy_type; to keep rows whose \
+             column is in a list, use IN (…). This join \
              matches persons by an identifier across counties, which only tokens may do: the \
              models match them so (`sunlight model list`), and `sunlight linkage run` finds \
              the rows whose key occurs at more than one node",

@@ -1,0 +1,285 @@
+//! [`KeptReferenceRows`]: a join that keeps or tests the rows of the reference table
+//! (`subsidy_standards s LEFT JOIN disbursements d ON …`, or `EXISTS` and `NOT EXISTS`
+//! from the standards), rewritten so that each node joins its own rows with its own copy,
+//! and no node sends single rows.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, NullEquality, ScalarValue};
+use datafusion::error::Result;
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::logical_expr::{
+    Expr, Join, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, Union, col,
+};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use crate::in_subquery::reads_nodes;
+use crate::joined_groups::{as_rows, groups};
+
+/// The prefix of the columns of the reference rows that matched.
+const MATCHED: &str = "__matched_";
+
+/// Rewrites a join of rows every node holds alike (the reference table, read at the city
+/// from its one copy) with the rows of the nodes, where the join keeps the reference rows
+/// that match nothing, or only tests the reference rows for a match. Left as planned,
+/// either would need the nodes' rows at the city, since no node knows whether another
+/// matched a reference row.
+///
+/// - The reference rows that match anywhere are the groups, by every column of theirs, of
+///   the inner join, which each node runs with its own copy. They reach the city as any
+///   aggregate does, and become rows there ([`as_rows`]): a group one node held back
+///   refuses the query, since leaving it out would count a matched row as unmatched.
+/// - A semi-join, anti-join or mark join then tests the reference rows against those,
+///   equal in every column, NULL equal to NULL.
+/// - An outer join that keeps the reference rows is the inner join, which the nodes run,
+///   united with the reference rows that matched nowhere, their other columns NULL. An
+///   aggregate above it merges the nodes' partial states with its own over those.
+///
+/// Left alone: a join whose other side is groups already (the city joins them as they
+/// are), `NOT IN` (its NULLs mean no match anywhere), a full join, and a reference side
+/// of no columns, whose one group would stand for every row of it, matched or not.
+#[derive(Debug, Default)]
+pub struct KeptReferenceRows;
+
+impl OptimizerRule for KeptReferenceRows {
+    fn name(&self) -> &str {
+        "kept_reference_rows"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Join(join) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let Some(reference_left) = kept_reference(&join) else {
+            return Ok(Transformed::no(LogicalPlan::Join(join)));
+        };
+        let (reference, _) = sides(&join, reference_left);
+        let matched = as_rows(&Arc::new(matched(&join, reference)?))?;
+        let outer = matches!(join.join_type, JoinType::Left | JoinType::Right);
+        let tested = match outer {
+            true => JoinType::LeftAnti,
+            false if reference_left => join.join_type,
+            false => join.join_type.swap(),
+        };
+        let on = reference
+            .schema()
+            .columns()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (Expr::Column(c), col(format!("{MATCHED}{i}"))))
+            .collect();
+        let tested = LogicalPlan::Join(Join::try_new(
+            Arc::clone(reference),
+            matched,
+            on,
+            None,
+            tested,
+            JoinConstraint::On,
+            NullEquality::NullEqualsNull,
+            false,
+        )?);
+        let rewritten = match outer {
+            true => with_unmatched(&join, reference_left, tested)?,
+            // The reference side's columns, and the mark, named as the join named them.
+            false => tested,
+        };
+        named_as(rewritten, &join.schema).map(Transformed::yes)
+    }
+}
+
+/// Whether `join` keeps or tests the rows of a side that reads no node table while the
+/// other reads them as rows: `Some(true)` where that side is the left.
+fn kept_reference(join: &Join) -> Option<bool> {
+    let reference_left = match join.join_type {
+        JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => true,
+        JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => false,
+        JoinType::Inner | JoinType::Full => return None,
+    };
+    let (reference, other) = sides(join, reference_left);
+    let rewritable = !join.null_aware
+        && !reads_nodes(reference)
+        && !reference.schema().fields().is_empty()
+        && reads_nodes(other)
+        && !groups(other);
+    rewritable.then_some(reference_left)
+}
+
+/// The reference side of `join` and its other side.
+fn sides(join: &Join, reference_left: bool) -> (&Arc<LogicalPlan>, &Arc<LogicalPlan>) {
+    match reference_left {
+        true => (&join.left, &join.right),
+        false => (&join.right, &join.left),
+    }
+}
+
+/// The inner join of `join`'s sides, on its own conditions.
+fn inner(join: &Join) -> Result<LogicalPlan> {
+    Ok(LogicalPlan::Join(Join::try_new(
+        Arc::clone(&join.left),
+        Arc::clone(&join.right),
+        join.on.clone(),
+        join.filter.clone(),
+        JoinType::Inner,
+        join.join_constraint,
+        join.null_equality,
+        false,
+    )?))
+}
+
+/// The `reference` rows that match in `join`: the groups of the inner join by every
+/// column of theirs, named apart from them. Each group counts its pairs, which keeps
+/// DataFusion from reading the groups as a semi-join again.
+fn matched(join: &Join, reference: &LogicalPlan) -> Result<LogicalPlan> {
+    let keys = reference
+        .schema()
+        .columns()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Expr::Column(c).alias(format!("{MATCHED}{i}")));
+    LogicalPlanBuilder::from(inner(join)?)
+        .aggregate(keys, [count_all().alias(format!("{MATCHED}pairs"))])?
+        .build()
+}
+
+/// The outer `join` as its inner join united with the reference rows that matched
+/// nowhere (`unmatched`), with the other side's columns NULL.
+fn with_unmatched(
+    join: &Join,
+    reference_left: bool,
+    unmatched: LogicalPlan,
+) -> Result<LogicalPlan> {
+    let left_columns = join.left.schema().fields().len();
+    let padded = join
+        .schema
+        .iter()
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
+            if (i < left_columns) == reference_left {
+                return Ok(Expr::Column((qualifier, field).into()));
+            }
+            let null = ScalarValue::try_from(field.data_type())?;
+            Ok(Expr::Literal(null, None).alias_qualified(qualifier.cloned(), field.name()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let padded = Projection::try_new(padded, Arc::new(unmatched))?;
+    let union = Union::try_new(vec![
+        Arc::new(inner(join)?),
+        Arc::new(LogicalPlan::Projection(padded)),
+    ])?;
+    Ok(LogicalPlan::Union(union))
+}
+
+/// `plan`'s columns, in order, named as those of `schema`.
+fn named_as(plan: LogicalPlan, schema: &DFSchema) -> Result<LogicalPlan> {
+    let named = plan
+        .schema()
+        .iter()
+        .zip(schema.iter())
+        .map(|(column, (qualifier, field))| {
+            Expr::Column(column.into()).alias_qualified(qualifier.cloned(), field.name())
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        named,
+        Arc::new(plan),
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+    use crate::test_rules::{answer, optimized, rewriting_context, rewritten_by};
+
+    #[tokio::test]
+    async fn joins_that_keep_or_test_the_reference_rows_are_rewritten() {
+        let s = "subsidy_standards s";
+        for sql in [
+            format!(
+                "SELECT s.cap, count(d.amount) FROM {s} LEFT JOIN disbursements d ON d.amount > s.cap GROUP BY 1"
+            ),
+            format!(
+                "SELECT s.cap, count(d.amount) FROM disbursements d RIGHT JOIN {s} ON d.amount > s.cap GROUP BY 1"
+            ),
+            "SELECT department FROM subsidy_standards EXCEPT SELECT department FROM disbursements"
+                .into(),
+        ] {
+            assert!(rewritten_by(&KeptReferenceRows, &sql).await, "{sql}");
+        }
+        for sql in [
+            // Driven by the nodes' rows, which each node joins as it is.
+            format!("SELECT count(*) FROM disbursements d LEFT JOIN {s} ON d.amount > s.cap"),
+            format!("SELECT count(*) FROM {s} JOIN disbursements d ON d.amount > s.cap"),
+            // Groups, which the city joins; NOT IN, whose NULLs count at every node; a
+            // full join.
+            format!(
+                "SELECT count(*) FROM {s} LEFT JOIN (SELECT subsidy_type, count(*) AS n \
+                 FROM disbursements GROUP BY 1) x ON x.subsidy_type = s.subsidy_type"
+            ),
+            format!("SELECT cap FROM {s} WHERE s.department NOT IN (SELECT township FROM persons)"),
+            format!("SELECT count(*) FROM {s} FULL JOIN disbursements d ON d.amount > s.cap"),
+        ] {
+            assert!(!rewritten_by(&KeptReferenceRows, &sql).await, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn kept_reference_rows_give_the_rows_the_join_gives() {
+        let rewriting = rewriting_context();
+        let plain = SessionContext::new();
+        // Reference rows alike in every column, and NULLs on both sides.
+        let tables = [
+            "CREATE TABLE subsidy_standards(k TEXT, cap INT) AS VALUES ('a', 2), ('b', NULL), \
+             (NULL, 3), ('a', 2), ('c', 9), ('d', 0)",
+            "CREATE TABLE t(k TEXT, v INT) AS VALUES ('a', 1), ('a', 5), ('b', 2), (NULL, 4), \
+             ('x', 3), ('c', NULL)",
+        ];
+        for ctx in [&rewriting, &plain] {
+            for table in tables {
+                ctx.sql(table).await.unwrap();
+            }
+        }
+        let s = "subsidy_standards s";
+        for sql in [
+            format!(
+                "SELECT s.k, s.cap, count(t.v), sum(t.v), count(*) FROM {s} \
+                 LEFT JOIN t ON t.k = s.k AND t.v > s.cap GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            format!("SELECT s.k, t.v FROM {s} LEFT JOIN t ON t.k = s.k ORDER BY 1, 2"),
+            format!("SELECT t.v, s.cap FROM t RIGHT JOIN {s} ON t.v < s.cap ORDER BY 1, 2"),
+            format!("SELECT s.k FROM {s} LEFT JOIN t ON t.k = s.k WHERE t.k IS NULL ORDER BY 1"),
+            format!(
+                "SELECT k, cap FROM {s} WHERE EXISTS (SELECT 1 FROM t WHERE t.k = s.k) ORDER BY 1, 2"
+            ),
+            format!(
+                "SELECT k, cap FROM {s} WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.v > s.cap) \
+                 ORDER BY 1, 2"
+            ),
+            format!(
+                "SELECT k, cap FROM {s} WHERE cap = 9 OR EXISTS (SELECT 1 FROM t WHERE t.k = s.k) \
+                 ORDER BY 1, 2"
+            ),
+            "SELECT k FROM subsidy_standards EXCEPT SELECT k FROM t ORDER BY 1".into(),
+            format!("SELECT DISTINCT s.k FROM {s} JOIN t ON t.k = s.k ORDER BY 1"),
+        ] {
+            let shown = optimized(&rewriting, &sql).await;
+            assert!(shown.contains(MATCHED), "{sql}\n{shown}");
+            assert_eq!(
+                answer(&rewriting, &sql).await,
+                answer(&plain, &sql).await,
+                "{sql}"
+            );
+        }
+    }
+}
