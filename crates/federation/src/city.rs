@@ -53,7 +53,7 @@ use crate::distinct_values::DistinctValuesAsGroups;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
-use crate::joined_groups::{JoinedGroupsAsRows, TestedSideAsGroups};
+use crate::joined_groups::{GROUPS_AS_ROWS, JoinedGroupsAsRows, TestedSideAsGroups};
 use crate::kept_reference::KeptReferenceRows;
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{PushToNodes, merged_fragments, merges_of_held_groups};
@@ -720,6 +720,11 @@ fn whole_groups(
     }
     let merges = merges_of_held_groups(plan)?;
     let refused = |why: &str| Err(Error::Refused(held_back(suppressed, why)));
+    // Groups that rows are matched with are named first: rows left unmatched would
+    // change the answer more than any figure.
+    if merges.iter().any(lists_groups) {
+        return refused(MATCHED_WITH_GROUPS);
+    }
     let mut whole = Vec::new();
     let mut totals = Vec::new();
     for merge in &merges {
@@ -782,6 +787,19 @@ fn could_not_name() -> String {
 const MERGED_INTO_MORE: &str = "the answer merges them into more than groups by plain keys \
      (groups of its own over the nodes' groups, as a list of distinct values has, a total \
      over groups, a window, or grouping sets formed at the nodes)";
+
+/// Whether `merge` lists groups as the rows the city matches rows with
+/// ([`crate::joined_groups`]).
+fn lists_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {
+    merge
+        .downcast_ref::<AggregateExec>()
+        .is_some_and(|a| a.aggr_expr().iter().any(|e| e.name() == GROUPS_AS_ROWS))
+}
+
+/// Why groups held back cannot be left out of the groups rows are matched with.
+const MATCHED_WITH_GROUPS: &str = "the city matches rows with those groups (the groups of a \
+     subquery joined with rows, or the standards a join matched at any node), and a group \
+     left out would leave the rows it matches unmatched";
 
 /// Why groups held back in a second run cannot be left out.
 const HELD_AGAIN: &str = "a node held back groups the first run did not name";

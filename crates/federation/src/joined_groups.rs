@@ -30,7 +30,7 @@ use crate::in_subquery::reads_nodes;
 use crate::pushdown::reference_rows_once;
 
 /// The name of the list of the groups' rows, each a struct of their columns.
-const ROWS: &str = "__joined_groups";
+pub(crate) const GROUPS_AS_ROWS: &str = "__joined_groups";
 
 /// Rewrites a join's input that aggregates the nodes' tables, where the other input
 /// reads their rows and drives the join (its rows are the ones kept), as the rows of
@@ -235,7 +235,7 @@ pub(crate) fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
     let list = LogicalPlanBuilder::from(groups.clone())
         .aggregate(
             Vec::<Expr>::new(),
-            [array_agg(named_struct(fields)).alias(ROWS)],
+            [array_agg(named_struct(fields)).alias(GROUPS_AS_ROWS)],
         )?
         .build()?;
     let list = Expr::ScalarSubquery(Subquery {
@@ -244,12 +244,12 @@ pub(crate) fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
         spans: Spans::new(),
     });
     let columns = schema.iter().enumerate().map(|(i, (qualifier, field))| {
-        get_field(col(ROWS), name(i)).alias_qualified(qualifier.cloned(), field.name())
+        get_field(col(GROUPS_AS_ROWS), name(i)).alias_qualified(qualifier.cloned(), field.name())
     });
     let rows = LogicalPlanBuilder::empty(true)
-        .project([list.alias(ROWS)])?
-        .unnest_column(Column::from_name(ROWS))?
-        .filter(col(ROWS).is_not_null())?
+        .project([list.alias(GROUPS_AS_ROWS)])?
+        .unnest_column(Column::from_name(GROUPS_AS_ROWS))?
+        .filter(col(GROUPS_AS_ROWS).is_not_null())?
         .project(columns)?
         .build()?;
     Ok(Arc::new(rows))
@@ -419,7 +419,7 @@ mod tests {
             ),
         ] {
             let shown = optimized(&rewriting, sql).await;
-            assert_eq!(shown.contains(ROWS), as_rows, "{sql}\n{shown}");
+            assert_eq!(shown.contains(GROUPS_AS_ROWS), as_rows, "{sql}\n{shown}");
             assert_eq!(
                 answer(&rewriting, sql).await,
                 answer(&plain, sql).await,

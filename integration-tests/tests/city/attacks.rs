@@ -431,6 +431,16 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             ),
             [across, "a window"],
         ),
+        // The standards a join matched at any node: left out, the lonely person's would
+        // show as matched nowhere, and the count of the other counties' persons as the
+        // whole of it.
+        (
+            format!(
+                "SELECT s.subsidy_type, count(p.person_id) FROM subsidy_standards s LEFT JOIN \
+                 persons p ON s.min_age IS NOT NULL AND ({one_at_140215}) GROUP BY 1"
+            ),
+            [across, "the standards a join matched at any node"],
+        ),
         // Totals formed with the groups, across counties or within one, would give the
         // held-back group away by subtraction: the node refuses them.
         (
