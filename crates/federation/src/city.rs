@@ -686,12 +686,11 @@ fn joins_on_identifier_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
 /// Why a join the nodes cannot run on their own leaves single rows to the city.
 const JOINED_AT_CITY: &str = ". Here a join runs at the city, over single rows of the \
      nodes: a node runs a join itself only between its own tables on equal county_code \
-     (disability_certs has none), or with subsidy_standards (one that keeps the unmatched \
-     standards too, but not under a distinct count), or with the groups of a subquery that \
-     aggregates node tables (by no identifier) when the join keeps no unmatched group; to \
-     count distinct values for every standard, join subsidy_standards to a subquery that \
-     aggregates the node table by subsidy_type; to keep rows whose column is in a list, \
-     use IN (…)";
+     (disability_certs has none), or with subsidy_standards or the groups of a subquery \
+     that aggregates node tables (by no identifier), keeping their unmatched rows too, \
+     though not under a distinct count; to count distinct values for every standard, join \
+     subsidy_standards to a subquery that aggregates the node table by subsidy_type; to \
+     keep rows whose column is in a list, use IN (…)";
 
 /// Where to match persons across counties instead.
 const JOINED_ON_IDENTIFIER: &str = ". This join matches persons by an identifier \

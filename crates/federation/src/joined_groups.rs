@@ -75,7 +75,8 @@ impl OptimizerRule for JoinedGroupsAsRows {
             }
             _ => return Ok(Transformed::no(LogicalPlan::Join(join))),
         };
-        with_inputs(join, left, right)
+        let joined = with_inputs(join, left, right)?;
+        Ok(Transformed::yes(LogicalPlan::Join(joined)))
     }
 }
 
@@ -147,17 +148,18 @@ impl OptimizerRule for TestedSideAsGroups {
         } else {
             (grouped, Arc::clone(&join.right))
         };
-        with_inputs(join, left, right)
+        let joined = with_inputs(join, left, right)?;
+        Ok(Transformed::yes(LogicalPlan::Join(joined)))
     }
 }
 
 /// `join` over `left` and `right` in place of its inputs.
-fn with_inputs(
+pub(crate) fn with_inputs(
     join: Join,
     left: Arc<LogicalPlan>,
     right: Arc<LogicalPlan>,
-) -> Result<Transformed<LogicalPlan>> {
-    let joined = Join::try_new(
+) -> Result<Join> {
+    Join::try_new(
         left,
         right,
         join.on,
@@ -166,12 +168,11 @@ fn with_inputs(
         join.join_constraint,
         join.null_equality,
         join.null_aware,
-    )?;
-    Ok(Transformed::yes(LogicalPlan::Join(joined)))
+    )
 }
 
 /// Whether `join` matches rows on `county_code`, so that it runs within each county.
-fn by_county(join: &Join) -> bool {
+pub(crate) fn by_county(join: &Join) -> bool {
     join.on
         .iter()
         .map(|(l, r)| (l, r))

@@ -16,13 +16,14 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::in_subquery::reads_nodes;
-use crate::joined_groups::{as_rows, groups};
+use crate::joined_groups::{as_rows, by_county, groups, with_inputs};
 
 /// The prefix of the columns of the reference rows that matched.
 const MATCHED: &str = "__matched_";
 
-/// Rewrites a join of rows every node holds alike (the reference table, read at the city
-/// from its one copy) with the rows of the nodes, where the join keeps the reference rows
+/// Rewrites a join of rows every node can hold alike (the reference table, read at the
+/// city from its one copy, or groups across counties, which the city answers first and
+/// sends as rows) with the rows of the nodes, where the join keeps the reference rows
 /// that match nothing, or only tests the reference rows for a match. Left as planned,
 /// either would need the nodes' rows at the city, since no node knows whether another
 /// matched a reference row.
@@ -38,7 +39,7 @@ const MATCHED: &str = "__matched_";
 ///   aggregate above it merges the nodes' partial states with its own over those.
 ///
 /// Left alone: a join whose other side is groups already (the city joins them as they
-/// are), `NOT IN` (its NULLs mean no match anywhere), a full join, and a reference side
+/// are), a join with groups on `county_code` (it runs within each county), `NOT IN` (its NULLs mean no match anywhere), a full join, and a reference side
 /// of no columns, whose one group would stand for every row of it, matched or not.
 #[derive(Debug, Default)]
 pub struct KeptReferenceRows;
@@ -63,6 +64,7 @@ impl OptimizerRule for KeptReferenceRows {
         let Some(reference_left) = kept_reference(&join) else {
             return Ok(Transformed::no(LogicalPlan::Join(join)));
         };
+        let join = with_groups_as_rows(join, reference_left)?;
         let (reference, _) = sides(&join, reference_left);
         let matched = as_rows(&Arc::new(matched(&join, reference)?))?;
         let outer = matches!(join.join_type, JoinType::Left | JoinType::Right);
@@ -97,8 +99,9 @@ impl OptimizerRule for KeptReferenceRows {
     }
 }
 
-/// Whether `join` keeps or tests the rows of a side that reads no node table while the
-/// other reads them as rows: `Some(true)` where that side is the left.
+/// Whether `join` keeps or tests the rows of a side that every node can hold alike (one
+/// that reads no node table, or groups across counties, which the city forms first),
+/// while the other reads the nodes' rows: `Some(true)` where that side is the left.
 fn kept_reference(join: &Join) -> Option<bool> {
     let reference_left = match join.join_type {
         JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => true,
@@ -106,12 +109,29 @@ fn kept_reference(join: &Join) -> Option<bool> {
         JoinType::Inner | JoinType::Full => return None,
     };
     let (reference, other) = sides(join, reference_left);
+    let alike = !reads_nodes(reference) || (groups(reference) && !by_county(join));
     let rewritable = !join.null_aware
-        && !reads_nodes(reference)
+        && alike
         && !reference.schema().fields().is_empty()
         && reads_nodes(other)
         && !groups(other);
     rewritable.then_some(reference_left)
+}
+
+/// `join` with its kept side, where that is groups of the nodes' tables, as their rows
+/// ([`as_rows`]): the city answers them first, and the nodes join them as they join the
+/// reference table.
+fn with_groups_as_rows(join: Join, reference_left: bool) -> Result<Join> {
+    let (reference, _) = sides(&join, reference_left);
+    if !groups(reference) {
+        return Ok(join);
+    }
+    let rows = as_rows(reference)?;
+    let (left, right) = match reference_left {
+        true => (rows, Arc::clone(&join.right)),
+        false => (Arc::clone(&join.left), rows),
+    };
+    with_inputs(join, left, right)
 }
 
 /// The reference side of `join` and its other side.
@@ -205,30 +225,43 @@ mod tests {
     #[tokio::test]
     async fn joins_that_keep_or_test_the_reference_rows_are_rewritten() {
         let s = "subsidy_standards s";
+        let d = "disbursements d";
+        let by_type = "(SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x";
         for sql in [
             format!(
-                "SELECT s.cap, count(d.amount) FROM {s} LEFT JOIN disbursements d ON d.amount > s.cap GROUP BY 1"
+                "SELECT s.cap, count(d.amount) FROM {s} LEFT JOIN {d} ON d.amount > s.cap GROUP BY 1"
             ),
             format!(
-                "SELECT s.cap, count(d.amount) FROM disbursements d RIGHT JOIN {s} ON d.amount > s.cap GROUP BY 1"
+                "SELECT s.cap, count(d.amount) FROM {d} RIGHT JOIN {s} ON d.amount > s.cap GROUP BY 1"
             ),
             "SELECT department FROM subsidy_standards EXCEPT SELECT department FROM disbursements"
                 .into(),
+            // Groups across counties, which every node can hold alike once the city has
+            // formed them.
+            format!(
+                "SELECT x.subsidy_type, count(d.amount) FROM {by_type} LEFT JOIN {d} \
+                 ON d.subsidy_type = x.subsidy_type AND d.amount > 3 * x.a GROUP BY 1"
+            ),
         ] {
             assert!(rewritten_by(&KeptReferenceRows, &sql).await, "{sql}");
         }
         for sql in [
             // Driven by the nodes' rows, which each node joins as it is.
-            format!("SELECT count(*) FROM disbursements d LEFT JOIN {s} ON d.amount > s.cap"),
-            format!("SELECT count(*) FROM {s} JOIN disbursements d ON d.amount > s.cap"),
+            format!("SELECT count(*) FROM {d} LEFT JOIN {s} ON d.amount > s.cap"),
+            format!("SELECT count(*) FROM {s} JOIN {d} ON d.amount > s.cap"),
             // Groups, which the city joins; NOT IN, whose NULLs count at every node; a
             // full join.
             format!(
-                "SELECT count(*) FROM {s} LEFT JOIN (SELECT subsidy_type, count(*) AS n \
-                 FROM disbursements GROUP BY 1) x ON x.subsidy_type = s.subsidy_type"
+                "SELECT count(*) FROM {s} LEFT JOIN {by_type} ON x.subsidy_type = s.subsidy_type"
             ),
             format!("SELECT cap FROM {s} WHERE s.department NOT IN (SELECT township FROM persons)"),
-            format!("SELECT count(*) FROM {s} FULL JOIN disbursements d ON d.amount > s.cap"),
+            format!("SELECT count(*) FROM {s} FULL JOIN {d} ON d.amount > s.cap"),
+            // Groups by county, joined within each county.
+            format!(
+                "SELECT count(d.amount) FROM (SELECT county_code, avg(amount) AS a FROM \
+                 disbursements GROUP BY 1) x LEFT JOIN {d} \
+                 ON d.county_code = x.county_code AND d.amount > x.a"
+            ),
         ] {
             assert!(!rewritten_by(&KeptReferenceRows, &sql).await, "{sql}");
         }
@@ -272,6 +305,9 @@ mod tests {
             ),
             "SELECT k FROM subsidy_standards EXCEPT SELECT k FROM t ORDER BY 1".into(),
             format!("SELECT DISTINCT s.k FROM {s} JOIN t ON t.k = s.k ORDER BY 1"),
+            "SELECT x.k, x.m, count(t.v) FROM (SELECT k, max(v) AS m FROM t GROUP BY k) x \
+             LEFT JOIN t ON t.k = x.k AND t.v * 2 > x.m GROUP BY 1, 2 ORDER BY 1, 2"
+                .into(),
         ] {
             let shown = optimized(&rewriting, &sql).await;
             assert!(shown.contains(MATCHED), "{sql}\n{shown}");
