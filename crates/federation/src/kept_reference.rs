@@ -21,6 +21,9 @@ use crate::joined_groups::{as_rows, by_county, groups, with_inputs};
 /// The prefix of the columns of the reference rows that matched.
 const MATCHED: &str = "__matched_";
 
+/// The prefix of the columns of an outer join's matched and unmatched rows, united.
+const UNITED: &str = "__united_";
+
 /// Rewrites a join of rows every node can hold alike (the reference table, read at the
 /// city from its one copy, or groups across counties, which the city answers first and
 /// sends as rows) with the rows of the nodes, where the join keeps the reference rows
@@ -172,28 +175,38 @@ fn matched(join: &Join, reference: &LogicalPlan) -> Result<LogicalPlan> {
 }
 
 /// The outer `join` as its inner join united with the reference rows that matched
-/// nowhere (`unmatched`), with the other side's columns NULL.
+/// nowhere (`unmatched`), with the other side's columns NULL. The columns of both are
+/// named by their place: the sides of a join may share names, which a union would tell
+/// apart only by where they stand, and DataFusion renames them as it leaves columns out.
 fn with_unmatched(
     join: &Join,
     reference_left: bool,
     unmatched: LogicalPlan,
 ) -> Result<LogicalPlan> {
     let left_columns = join.left.schema().fields().len();
+    let placed = |i: usize, expr: Expr| expr.alias(format!("{UNITED}{i}"));
+    let matched = join
+        .schema
+        .iter()
+        .enumerate()
+        .map(|(i, column)| placed(i, Expr::Column(column.into())))
+        .collect::<Vec<_>>();
     let padded = join
         .schema
         .iter()
         .enumerate()
         .map(|(i, (qualifier, field))| {
             if (i < left_columns) == reference_left {
-                return Ok(Expr::Column((qualifier, field).into()));
+                return Ok(placed(i, Expr::Column((qualifier, field).into())));
             }
             let null = ScalarValue::try_from(field.data_type())?;
-            Ok(Expr::Literal(null, None).alias_qualified(qualifier.cloned(), field.name()))
+            Ok(placed(i, Expr::Literal(null, None)))
         })
         .collect::<Result<Vec<_>>>()?;
+    let matched = Projection::try_new(matched, Arc::new(inner(join)?))?;
     let padded = Projection::try_new(padded, Arc::new(unmatched))?;
     let union = Union::try_new(vec![
-        Arc::new(inner(join)?),
+        Arc::new(LogicalPlan::Projection(matched)),
         Arc::new(LogicalPlan::Projection(padded)),
     ])?;
     Ok(LogicalPlan::Union(union))
@@ -291,6 +304,11 @@ mod tests {
             ),
             format!("SELECT s.k, t.v FROM {s} LEFT JOIN t ON t.k = s.k ORDER BY 1, 2"),
             format!("SELECT t.v, s.cap FROM t RIGHT JOIN {s} ON t.v < s.cap ORDER BY 1, 2"),
+            // Both sides' k, of which the figures read one.
+            format!(
+                "SELECT s.k, count(*) FROM t RIGHT JOIN {s} ON t.k = s.k GROUP BY 1 \
+                 HAVING count(t.v) > 0 ORDER BY 1"
+            ),
             format!("SELECT s.k FROM {s} LEFT JOIN t ON t.k = s.k WHERE t.k IS NULL ORDER BY 1"),
             format!(
                 "SELECT k, cap FROM {s} WHERE EXISTS (SELECT 1 FROM t WHERE t.k = s.k) ORDER BY 1, 2"

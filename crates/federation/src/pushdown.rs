@@ -201,9 +201,9 @@ fn split_over_union(
     let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
         return Ok(None);
     };
-    let union = aggregate.input();
+    let (union, sides) = union_sides(aggregate.input(), partitions)?;
     let interleaved = union.is::<InterleaveExec>();
-    let mut sides = union.children();
+    let mut sides = sides;
     sides.retain(|side| !no_rows(side));
     let merge = match aggregate.mode() {
         AggregateMode::Partial if union.is::<UnionExec>() || interleaved => None,
@@ -231,7 +231,7 @@ fn split_over_union(
     }
     let partials = sides
         .into_iter()
-        .map(|side| Ok(absorb(partial_of(aggregate, side.clone())?, partitions)?.data))
+        .map(|side| Ok(absorb(partial_of(aggregate, side)?, partitions)?.data))
         .collect::<Result<Vec<_>>>()?;
     let Some(mode) = merge else {
         // The partial states, however the rows were split, for the merge above.
@@ -241,6 +241,30 @@ fn split_over_union(
         return Ok(None);
     };
     merge_of(aggregate, mode, merged).map(Some)
+}
+
+/// A union and its sides, as the aggregate above it reads them.
+type UnionSides<'a> = (&'a Arc<dyn ExecutionPlan>, Vec<Arc<dyn ExecutionPlan>>);
+
+/// The union under `input`, and its sides. A projection between them, as the one that
+/// names the columns of an outer join kept at the city ([`crate::kept_reference`]),
+/// runs on each side, inside the nodes where the side is a fragment.
+fn union_sides(input: &Arc<dyn ExecutionPlan>, partitions: usize) -> Result<UnionSides<'_>> {
+    let sides = |union: &Arc<dyn ExecutionPlan>| union.children().into_iter().cloned().collect();
+    let Some(projection) = input
+        .downcast_ref::<ProjectionExec>()
+        .filter(|p| p.input().is::<UnionExec>())
+    else {
+        return Ok((input, sides(input)));
+    };
+    let projected = sides(projection.input())
+        .into_iter()
+        .map(|side| {
+            let projected = ProjectionExec::try_new(projection.expr().to_vec(), side)?;
+            Ok(absorb(Arc::new(projected), partitions)?.data)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((projection.input(), projected))
 }
 
 /// Whether `plan` reads rows the nodes sent.

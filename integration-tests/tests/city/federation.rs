@@ -277,6 +277,10 @@ async fn joins_that_keep_the_standards_count_each_standard_once() {
             "SELECT s.subsidy_type FROM subsidy_standards s LEFT JOIN disbursements d \
              ON d.subsidy_type = s.subsidy_type AND d.amount > 2500 WHERE d.payment_id IS NULL \
              ORDER BY 1",
+            // Both sides' subsidy_type, of which the figures read one.
+            "SELECT s.subsidy_type, count(*) FROM disbursements d RIGHT JOIN subsidy_standards s \
+             ON d.subsidy_type = s.subsidy_type AND d.county_code IN ('140212', '140213') \
+             GROUP BY 1 HAVING count(d.payment_id) > 10 ORDER BY 1",
             "SELECT subsidy_type, cap FROM subsidy_standards s WHERE NOT EXISTS (SELECT 1 FROM \
              disbursements d WHERE d.subsidy_type = s.subsidy_type AND d.amount > s.cap * 2) \
              ORDER BY 1",
