@@ -238,3 +238,7 @@ SELECT county_code, count(*) FROM disbursements d WHERE NOT EXISTS (SELECT 1 FRO
 SELECT gender, count(*) FROM persons p WHERE EXISTS (SELECT 1 FROM disbursements d WHERE d.township = p.township AND d.subsidy_type = 'GAOLING') GROUP BY 1 ORDER BY 1
 ;
 SELECT subsidy_type, string_agg(DISTINCT department, ',' ORDER BY department) AS departments, avg(amount), count(DISTINCT person_id) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT s.subsidy_type, s.cap, count(d.payment_id), coalesce(sum(d.amount), 0) FROM subsidy_standards s LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type AND d.amount > 2500 GROUP BY 1, 2 ORDER BY 1
+;
+SELECT subsidy_type, department FROM subsidy_standards s WHERE NOT EXISTS (SELECT 1 FROM disbursements d WHERE d.subsidy_type = s.subsidy_type AND d.amount > s.cap * 2) ORDER BY 1
