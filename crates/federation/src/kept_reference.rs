@@ -11,6 +11,7 @@ use datafusion::error::Result;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::logical_expr::{
     Expr, Join, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, Union, col,
+    lit,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -42,8 +43,8 @@ const UNITED: &str = "__united_";
 ///   aggregate above it merges the nodes' partial states with its own over those.
 ///
 /// Left alone: a join whose other side is groups already (the city joins them as they
-/// are), a join with groups on `county_code` (it runs within each county), `NOT IN` (its NULLs mean no match anywhere), a full join, and a reference side
-/// of no columns, whose one group would stand for every row of it, matched or not.
+/// are), a join with groups on `county_code` (it runs within each county), `NOT IN` (its
+/// NULLs mean no match anywhere), and a full join.
 #[derive(Debug, Default)]
 pub struct KeptReferenceRows;
 
@@ -113,11 +114,7 @@ fn kept_reference(join: &Join) -> Option<bool> {
     };
     let (reference, other) = sides(join, reference_left);
     let alike = !reads_nodes(reference) || (groups(reference) && !by_county(join));
-    let rewritable = !join.null_aware
-        && alike
-        && !reference.schema().fields().is_empty()
-        && reads_nodes(other)
-        && !groups(other);
+    let rewritable = !join.null_aware && alike && reads_nodes(other) && !groups(other);
     rewritable.then_some(reference_left)
 }
 
@@ -160,15 +157,20 @@ fn inner(join: &Join) -> Result<LogicalPlan> {
 }
 
 /// The `reference` rows that match in `join`: the groups of the inner join by every
-/// column of theirs, named apart from them. Each group counts its pairs, which keeps
-/// DataFusion from reading the groups as a semi-join again.
+/// column of theirs, named apart from them; for a side of no columns, one group if any
+/// row matched. Each group counts its pairs, which keeps DataFusion from reading the
+/// groups as a semi-join again.
 fn matched(join: &Join, reference: &LogicalPlan) -> Result<LogicalPlan> {
-    let keys = reference
+    let mut keys: Vec<Expr> = reference
         .schema()
         .columns()
         .into_iter()
         .enumerate()
-        .map(|(i, c)| Expr::Column(c).alias(format!("{MATCHED}{i}")));
+        .map(|(i, c)| Expr::Column(c).alias(format!("{MATCHED}{i}")))
+        .collect();
+    if keys.is_empty() {
+        keys.push(lit(true).alias(format!("{MATCHED}any")));
+    }
     LogicalPlanBuilder::from(inner(join)?)
         .aggregate(keys, [count_all().alias(format!("{MATCHED}pairs"))])?
         .build()
@@ -323,6 +325,10 @@ mod tests {
             ),
             "SELECT k FROM subsidy_standards EXCEPT SELECT k FROM t ORDER BY 1".into(),
             format!("SELECT DISTINCT s.k FROM {s} JOIN t ON t.k = s.k ORDER BY 1"),
+            // A side of no columns: every row of it matches, or none.
+            format!("SELECT count(*) FROM {s} LEFT JOIN t ON t.v > 4"),
+            format!("SELECT count(*) FROM {s} LEFT JOIN t ON t.v > 9"),
+            format!("SELECT count(*) FROM {s} WHERE EXISTS (SELECT 1 FROM t WHERE t.v > 4)"),
             "SELECT x.k, x.m, count(t.v) FROM (SELECT k, max(v) AS m FROM t GROUP BY k) x \
              LEFT JOIN t ON t.k = x.k AND t.v * 2 > x.m GROUP BY 1, 2 ORDER BY 1, 2"
                 .into(),
