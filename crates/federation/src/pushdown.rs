@@ -318,9 +318,10 @@ fn forms_in_list(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// A fragment that grew past the city's repartitioning of a single node's output no
 /// longer splits its rows by the keys of the join above it, nor does an operator the city
-/// keeps above such a fragment. The join's inputs are repartitioned again, as the city
-/// planned them, so that both sides split alike; when the join runs inside the nodes
-/// after all, its fragment sees through them.
+/// keeps above such a fragment, such as the projection over an aggregate that ran whole
+/// inside the nodes. The join's inputs are repartitioned again, as the city planned
+/// them, so that both sides split alike; when the join runs inside the nodes after all,
+/// its fragment sees through them.
 fn repartition_join_inputs(
     plan: Arc<dyn ExecutionPlan>,
     partitions: usize,
@@ -329,7 +330,7 @@ fn repartition_join_inputs(
         return Ok(Transformed::no(plan));
     };
     if *join.partition_mode() != PartitionMode::Partitioned
-        || !(join.left().is::<NodeFragmentExec>() || join.right().is::<NodeFragmentExec>())
+        || !(from_nodes(join.left()) || from_nodes(join.right()))
     {
         return Ok(Transformed::no(plan));
     }

@@ -198,6 +198,11 @@ async fn lists_of_distinct_values_are_formed_from_their_groups() {
             "SELECT subsidy_type, array_agg(DISTINCT county_code ORDER BY county_code) FILTER \
              (WHERE amount > 300), count(*), sum(amount), min(period), max(amount) FROM \
              disbursements GROUP BY 1 ORDER BY 1",
+            // Two lists by county, of two nodes: each part runs whole inside the nodes, and
+            // the city joins the parts' groups.
+            "SELECT county_code, subsidy_type, string_agg(DISTINCT department, ',' ORDER BY \
+             department), array_agg(DISTINCT paid_on IS NULL), count(amount) FROM \
+             disbursements WHERE county_code IN ('140212', '140221') GROUP BY 1, 2 ORDER BY 1, 2",
         ],
     )
     .await;
