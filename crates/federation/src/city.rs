@@ -56,7 +56,9 @@ use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
 use crate::joined_groups::{GROUPS_AS_ROWS, JoinedGroupsAsRows, TestedSideAsGroups};
 use crate::kept_reference::KeptReferenceRows;
 use crate::prepared::{Prepared, PreparedStatements};
-use crate::pushdown::{PushToNodes, merged_fragments, merges_of_held_groups};
+use crate::pushdown::{
+    PushToNodes, held_back_where_tested, merged_fragments, merges_of_held_groups,
+};
 use crate::reference::{BuiltFromReference, ReferenceTable};
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::shared::{Renewal, SharedPersons};
@@ -724,6 +726,9 @@ fn whole_groups(
     if merges.iter().any(lists_groups) {
         return refused(MATCHED_WITH_GROUPS);
     }
+    if held_back_where_tested(plan)? {
+        return refused(TESTED_FOR_NO_MATCH);
+    }
     let mut whole = Vec::new();
     let mut totals = Vec::new();
     for merge in &merges {
@@ -799,6 +804,12 @@ fn lists_groups(merge: &Arc<dyn ExecutionPlan>) -> bool {
 const MATCHED_WITH_GROUPS: &str = "the city matches rows with those groups (the groups of a \
      subquery joined with rows, or the standards a join matched at any node), and a group \
      left out would leave the rows it matches unmatched";
+
+/// Why groups held back cannot be left out of those rows are tested against for no
+/// match.
+const TESTED_FOR_NO_MATCH: &str = "the answer keeps rows for matching none of those groups \
+     (EXCEPT, NOT EXISTS, an outer join's unmatched rows), and a group left out would let \
+     through the rows it matches";
 
 /// Why groups held back in a second run cannot be left out.
 const HELD_AGAIN: &str = "a node held back groups the first run did not name";
@@ -970,8 +981,9 @@ impl SqlEngine for CityEngine {
 /// a union's columns being of the most protected class of its sides.
 /// A join that keeps or tests the reference rows becomes the inner join, which the nodes
 /// run, and the reference rows it matched anywhere. The side a semi-join or anti-join
-/// only tests (`INTERSECT`, `EXCEPT`, `EXISTS`) is grouped by the columns it is tested on, and groups joined with rows that drive the
-/// join travel to the nodes as rows of their own.
+/// only tests (`INTERSECT`, `EXCEPT`, `EXISTS`) is grouped by the columns it is tested
+/// on, and groups joined with rows that drive the join travel to the nodes as rows of
+/// their own.
 /// Common subexpressions are not made columns: the list a `NOT IN` reads in several
 /// places would become a column at the nodes, with a copy of the list in every row.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {

@@ -43,8 +43,8 @@ const UNITED: &str = "__united_";
 ///   aggregate above it merges the nodes' partial states with its own over those.
 ///
 /// Left alone: a join whose other side is groups already (the city joins them as they
-/// are), a join with groups on `county_code` (it runs within each county), `NOT IN` (its
-/// NULLs mean no match anywhere), and a full join.
+/// are), a join with groups on `county_code` (it runs within each county), a semi-join
+/// that keeps groups, `NOT IN` (its NULLs mean no match anywhere), and a full join.
 #[derive(Debug, Default)]
 pub struct KeptReferenceRows;
 
@@ -113,7 +113,10 @@ fn kept_reference(join: &Join) -> Option<bool> {
         JoinType::Inner | JoinType::Full => return None,
     };
     let (reference, other) = sides(join, reference_left);
-    let alike = !reads_nodes(reference) || (groups(reference) && !by_county(join));
+    // A semi-join keeps groups by testing the other side's, which the city can join as
+    // they come: a group a node held back there leaves rows out, and the answer says so.
+    let semi = matches!(join.join_type, JoinType::LeftSemi | JoinType::RightSemi);
+    let alike = !reads_nodes(reference) || (groups(reference) && !by_county(join) && !semi);
     let rewritable = !join.null_aware && alike && reads_nodes(other) && !groups(other);
     rewritable.then_some(reference_left)
 }
@@ -271,6 +274,10 @@ mod tests {
             ),
             format!("SELECT cap FROM {s} WHERE s.department NOT IN (SELECT township FROM persons)"),
             format!("SELECT count(*) FROM {s} FULL JOIN {d} ON d.amount > s.cap"),
+            // Groups tested for a match, as INTERSECT does.
+            "SELECT township FROM disbursements GROUP BY 1 INTERSECT SELECT township FROM \
+             persons"
+                .into(),
             // Groups by county, joined within each county.
             format!(
                 "SELECT count(d.amount) FROM (SELECT county_code, avg(amount) AS a FROM \

@@ -201,9 +201,8 @@ fn split_over_union(
     let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
         return Ok(None);
     };
-    let (union, sides) = union_sides(aggregate.input(), partitions)?;
+    let (union, mut sides) = union_sides(aggregate.input(), partitions)?;
     let interleaved = union.is::<InterleaveExec>();
-    let mut sides = sides;
     sides.retain(|side| !no_rows(side));
     let merge = match aggregate.mode() {
         AggregateMode::Partial if union.is::<UnionExec>() || interleaved => None,
@@ -517,6 +516,27 @@ pub fn merges_of_held_groups(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dy
         Ok(TreeNodeRecursion::Continue)
     })?;
     Ok(merges)
+}
+
+/// Whether a fragment that held a group back reaches the answer of `plan` through the
+/// side of a join that keeps rows for matching none of its rows: the side an anti-join
+/// or a mark join tests, or the one an outer join pads with NULLs for the other's
+/// unmatched rows. A group left out there, by its node or at every node, would let rows
+/// through, or mark or pad them, as though it were not there.
+pub fn held_back_where_tested(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    let tested = Join::of(plan).map_or((false, false), |j| match j.join_type() {
+        JoinType::LeftAnti | JoinType::LeftMark | JoinType::Left => (false, true),
+        JoinType::RightAnti | JoinType::RightMark | JoinType::Right => (true, false),
+        JoinType::Full => (true, true),
+        _ => (false, false),
+    });
+    for (i, input) in plan.children().into_iter().enumerate() {
+        let side_tested = if i == 0 { tested.0 } else { tested.1 };
+        if (side_tested && held_back_under(input)?) || held_back_where_tested(input)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Whether a fragment in `plan`, once run, had a group held back at one of its nodes.

@@ -441,6 +441,26 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
             ),
             [across, "the standards a join matched at any node"],
         ),
+        // Rows kept for matching no group: without the lonely person's, their village
+        // would pass EXCEPT, or show no count, as if no one there were born that day.
+        (
+            format!(
+                "SELECT village FROM persons WHERE county_code = '140215' GROUP BY 1 EXCEPT \
+                 SELECT village FROM persons WHERE village = '{village}' AND birth_date = \
+                 DATE '{birth}' GROUP BY 1"
+            ),
+            [across, "keeps rows for matching none of those groups"],
+        ),
+        (
+            format!(
+                "SELECT x.county_code, x.village, y.n FROM (SELECT county_code, village FROM \
+                 persons WHERE county_code = '140215' GROUP BY 1, 2) x LEFT JOIN (SELECT \
+                 county_code, village, count(*) AS n FROM persons WHERE birth_date = DATE \
+                 '{birth}' GROUP BY 1, 2) y ON y.county_code = x.county_code \
+                 AND y.village = x.village"
+            ),
+            [across, "keeps rows for matching none of those groups"],
+        ),
         // Totals formed with the groups, across counties or within one, would give the
         // held-back group away by subtraction: the node refuses them.
         (
