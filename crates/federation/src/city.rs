@@ -727,7 +727,7 @@ fn whole_groups(
         return refused(MATCHED_WITH_GROUPS);
     }
     if held_back_where_tested(plan)? {
-        return refused(TESTED_FOR_NO_MATCH);
+        return Err(Error::Refused(kept_for_no_match(suppressed)));
     }
     let mut whole = Vec::new();
     let mut totals = Vec::new();
@@ -805,12 +805,6 @@ const MATCHED_WITH_GROUPS: &str = "the city matches rows with those groups (the 
      subquery joined with rows, or the standards a join matched at any node), and a group \
      left out would leave the rows it matches unmatched";
 
-/// Why groups held back cannot be left out of those rows are tested against for no
-/// match.
-const TESTED_FOR_NO_MATCH: &str = "the answer keeps rows for matching none of those groups \
-     (EXCEPT, NOT EXISTS, an outer join's unmatched rows), and a group left out would let \
-     through the rows it matches";
-
 /// Why groups held back in a second run cannot be left out.
 const HELD_AGAIN: &str = "a node held back groups the first run did not name";
 
@@ -826,6 +820,22 @@ fn held_back(suppressed: u64, why: &str) -> Refusal {
              leave their rows out. Group by county_code as well where the table has it, so \
              that a county's small groups are held back alone, or group by plain columns \
              without totals over them"
+        ),
+    )
+}
+
+/// The refusal of an answer that keeps rows for matching none of the groups on one side,
+/// some of which the nodes held back: without them, it would keep the rows they match.
+fn kept_for_no_match(suppressed: u64) -> Refusal {
+    Refusal::new(
+        Rule::MinGroupSize,
+        format!(
+            "{suppressed} group(s) were held back at the nodes for counting too few persons \
+             there, and the answer keeps rows for matching none of the groups on one side \
+             (EXCEPT, NOT EXISTS, an outer join's unmatched rows): without the groups held \
+             back, it would keep the rows they match. Widen the side that is tested, so that \
+             each of its groups counts at least 5 persons at every node, or ask for the rows \
+             that match (INTERSECT, EXISTS), which leaves out those of the groups held back"
         ),
     )
 }

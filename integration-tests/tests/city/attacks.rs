@@ -449,7 +449,10 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
                  SELECT village FROM persons WHERE village = '{village}' AND birth_date = \
                  DATE '{birth}' GROUP BY 1"
             ),
-            [across, "keeps rows for matching none of those groups"],
+            [
+                "keeps rows for matching none of the groups on one side",
+                "Widen the side",
+            ],
         ),
         (
             format!(
@@ -459,7 +462,10 @@ async fn a_group_held_back_at_one_node_is_never_merged_in_part() {
                  '{birth}' GROUP BY 1, 2) y ON y.county_code = x.county_code \
                  AND y.village = x.village"
             ),
-            [across, "keeps rows for matching none of those groups"],
+            [
+                "keeps rows for matching none of the groups on one side",
+                "Widen the side",
+            ],
         ),
         // Totals formed with the groups, across counties or within one, would give the
         // held-back group away by subtraction: the node refuses them.
