@@ -82,7 +82,7 @@ impl OptimizerRule for KeptReferenceRows {
             .columns()
             .into_iter()
             .enumerate()
-            .map(|(i, c)| (Expr::Column(c), col(format!("{MATCHED}{i}"))))
+            .map(|(i, c)| (Expr::Column(c), col(matched_column(i))))
             .collect();
         let tested = LogicalPlan::Join(Join::try_new(
             Arc::clone(reference),
@@ -169,7 +169,7 @@ fn matched(join: &Join, reference: &LogicalPlan) -> Result<LogicalPlan> {
         .columns()
         .into_iter()
         .enumerate()
-        .map(|(i, c)| Expr::Column(c).alias(format!("{MATCHED}{i}")))
+        .map(|(i, c)| Expr::Column(c).alias(matched_column(i)))
         .collect();
     if keys.is_empty() {
         keys.push(lit(true).alias(format!("{MATCHED}any")));
@@ -177,6 +177,11 @@ fn matched(join: &Join, reference: &LogicalPlan) -> Result<LogicalPlan> {
     LogicalPlanBuilder::from(inner(join)?)
         .aggregate(keys, [count_all().alias(format!("{MATCHED}pairs"))])?
         .build()
+}
+
+/// The name of the `i`th column of the reference rows that matched.
+fn matched_column(i: usize) -> String {
+    format!("{MATCHED}{i}")
 }
 
 /// The outer `join` as its inner join united with the reference rows that matched
@@ -189,25 +194,17 @@ fn with_unmatched(
     unmatched: LogicalPlan,
 ) -> Result<LogicalPlan> {
     let left_columns = join.left.schema().fields().len();
-    let placed = |i: usize, expr: Expr| expr.alias(format!("{UNITED}{i}"));
-    let matched = join
-        .schema
-        .iter()
-        .enumerate()
-        .map(|(i, column)| placed(i, Expr::Column(column.into())))
-        .collect::<Vec<_>>();
-    let padded = join
-        .schema
-        .iter()
-        .enumerate()
-        .map(|(i, (qualifier, field))| {
-            if (i < left_columns) == reference_left {
-                return Ok(placed(i, Expr::Column((qualifier, field).into())));
-            }
-            let null = ScalarValue::try_from(field.data_type())?;
-            Ok(placed(i, Expr::Literal(null, None)))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let (mut matched, mut padded) = (Vec::new(), Vec::new());
+    for (i, (qualifier, field)) in join.schema.iter().enumerate() {
+        let place = format!("{UNITED}{i}");
+        let column = Expr::Column((qualifier, field).into());
+        matched.push(column.clone().alias(&place));
+        let value = match (i < left_columns) == reference_left {
+            true => column,
+            false => Expr::Literal(ScalarValue::try_from(field.data_type())?, None),
+        };
+        padded.push(value.alias(place));
+    }
     let matched = Projection::try_new(matched, Arc::new(inner(join)?))?;
     let padded = Projection::try_new(padded, Arc::new(unmatched))?;
     let union = Union::try_new(vec![
