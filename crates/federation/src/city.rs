@@ -59,7 +59,7 @@ use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{
     PushToNodes, held_back_where_tested, merged_fragments, merges_of_held_groups,
 };
-use crate::reference::{BuiltFromReference, ReferenceTable};
+use crate::reference::{BuiltFromReference, ReferenceTable, SERIES_ROWS};
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::shared::{Renewal, SharedPersons};
 use crate::table::GlobalTable;
@@ -385,7 +385,7 @@ impl CityEngine {
         let traced = trace(&answer, Tier::City, &fragments)?;
         if let Err(mut refusal) = city_answer(&traced, answer.schema().fields()) {
             if refusal.rule == Rule::MinGroupSize && joins_at_city(&answer)? {
-                refusal.message.push_str(JOINED_AT_CITY);
+                refusal.message.push_str(&joined_at_city());
                 if joins_on_identifier_at_city(&answer)? {
                     refusal.message.push_str(JOINED_ON_IDENTIFIER);
                 }
@@ -686,13 +686,18 @@ fn joins_on_identifier_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
 }
 
 /// Why a join the nodes cannot run on their own leaves single rows to the city.
-const JOINED_AT_CITY: &str = ". Here a join runs at the city, over single rows of the \
-     nodes: a node runs a join itself only between its own tables on equal county_code \
-     (disability_certs has none), or with subsidy_standards or the groups of a subquery \
-     that aggregates node tables (by no identifier), keeping their unmatched rows too, \
-     though not under a distinct count; to count distinct values for every standard, join \
-     subsidy_standards to a subquery that aggregates the node table by subsidy_type; to \
-     keep rows whose column is in a list, use IN (…)";
+fn joined_at_city() -> String {
+    format!(
+        ". Here a join runs at the city, over single rows of the nodes: a node runs a join \
+         itself only between its own tables on equal county_code (disability_certs has \
+         none), or with subsidy_standards, rows the query writes or a series it generates of \
+         up to {SERIES_ROWS} rows, or the groups of a subquery that aggregates node tables (by \
+         no identifier), keeping their unmatched rows too, though not under a distinct \
+         count; to count distinct values for every standard, join subsidy_standards to a \
+         subquery that aggregates the node table by subsidy_type; to keep rows whose column is \
+         in a list, use IN (…)"
+    )
+}
 
 /// Where to match persons across counties instead.
 const JOINED_ON_IDENTIFIER: &str = ". This join matches persons by an identifier \

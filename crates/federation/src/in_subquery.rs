@@ -181,12 +181,13 @@ fn aggregates(plan: &LogicalPlan) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether `plan` reads a table other than the reference table, which nodes join with
-/// their own rows.
+/// Whether `plan` reads a node table: one of the contract's other than the reference
+/// table, which nodes join with their own rows, as they join a series the query generates.
 pub(crate) fn reads_nodes(plan: &LogicalPlan) -> bool {
     plan.exists(|p| {
         Ok(matches!(p, LogicalPlan::TableScan(scan)
-            if scan.table_name.table() != Table::SubsidyStandards.name()))
+            if scan.table_name.table().parse::<Table>()
+                .is_ok_and(|table| table != Table::SubsidyStandards)))
     })
     .unwrap_or(false)
 }
@@ -226,7 +227,7 @@ mod tests {
     use arrow::datatypes::Int32Type;
 
     use super::*;
-    use crate::test_rules::{rewriting_context, rewritten_by};
+    use crate::test_rules::{node_rows, rewriting_context, rewritten_by};
 
     #[tokio::test]
     async fn an_in_over_an_aggregate_or_node_rows_of_its_own_under_and_or_becomes_a_list() {
@@ -261,12 +262,10 @@ mod tests {
     #[tokio::test]
     async fn a_list_keeps_the_rows_the_subquery_keeps() {
         let ctx = rewriting_context();
-        for table in [
-            "CREATE TABLE t(x INT) AS VALUES (1), (2), (3), (NULL)",
-            "CREATE TABLE s(v INT) AS VALUES (1), (1), (3), (NULL), (NULL)",
-        ] {
-            ctx.sql(table).await.unwrap();
-        }
+        let definition = "(x INT) AS VALUES (1), (2), (3), (NULL)";
+        node_rows(&[&ctx], Table::Payroll, "t", definition).await;
+        let definition = "(v INT) AS VALUES (1), (1), (3), (NULL), (NULL)";
+        node_rows(&[&ctx], Table::DisabilityCerts, "s", definition).await;
         // Each subquery's values, then the rows of t each condition keeps, by SQL's rules.
         let cases: [(&str, [&[Option<i32>]; 4]); 6] = [
             (

@@ -259,9 +259,10 @@ pub(crate) fn as_rows(groups: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::SessionContext;
+    use sunlight_domain::Table;
 
     use super::*;
-    use crate::test_rules::{answer, optimized, rewriting_context, rewritten_by};
+    use crate::test_rules::{answer, node_rows, optimized, rewriting_context, rewritten_by};
 
     #[tokio::test]
     async fn groups_joined_to_rows_that_drive_the_join_become_rows() {
@@ -334,12 +335,10 @@ mod tests {
     async fn a_tested_side_as_groups_keeps_the_rows_the_join_keeps() {
         let rewriting = rewriting_context();
         let plain = SessionContext::new();
-        let table = "CREATE TABLE t(k TEXT, g TEXT, v INT) AS VALUES ('a', 'x', 1), \
+        let definition = "(k TEXT, g TEXT, v INT) AS VALUES ('a', 'x', 1), \
                      ('a', NULL, 5), ('b', 'a', 2), ('b', 'y', 9), (NULL, 'b', 4), ('c', NULL, 7), \
                      ('x', 'a', 3)";
-        for ctx in [&rewriting, &plain] {
-            ctx.sql(table).await.unwrap();
-        }
+        node_rows(&[&rewriting, &plain], Table::Payroll, "t", definition).await;
         for sql in [
             "SELECT k FROM t INTERSECT SELECT g FROM t ORDER BY 1",
             "SELECT k FROM t EXCEPT SELECT g FROM t ORDER BY 1",
@@ -370,11 +369,9 @@ mod tests {
     async fn joined_groups_give_the_rows_the_join_gives() {
         let rewriting = rewriting_context();
         let plain = SessionContext::new();
-        let table = "CREATE TABLE t(k TEXT, g TEXT, v INT) AS VALUES ('a', 'x', 1), \
+        let definition = "(k TEXT, g TEXT, v INT) AS VALUES ('a', 'x', 1), \
                      ('a', NULL, 5), ('b', 'x', 2), ('b', 'y', 9), (NULL, 'y', 4), ('c', NULL, 7)";
-        for ctx in [&rewriting, &plain] {
-            ctx.sql(table).await.unwrap();
-        }
+        node_rows(&[&rewriting, &plain], Table::Payroll, "t", definition).await;
         // Each query, and whether its groups become rows.
         for (sql, as_rows) in [
             (

@@ -233,9 +233,10 @@ fn named_as(plan: LogicalPlan, schema: &DFSchema) -> Result<LogicalPlan> {
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::SessionContext;
+    use sunlight_domain::Table;
 
     use super::*;
-    use crate::test_rules::{answer, optimized, rewriting_context, rewritten_by};
+    use crate::test_rules::{answer, node_rows, optimized, rewriting_context, rewritten_by};
 
     #[tokio::test]
     async fn joins_that_keep_or_test_the_reference_rows_are_rewritten() {
@@ -291,17 +292,14 @@ mod tests {
         let rewriting = rewriting_context();
         let plain = SessionContext::new();
         // Reference rows alike in every column, and NULLs on both sides.
-        let tables = [
-            "CREATE TABLE subsidy_standards(k TEXT, cap INT) AS VALUES ('a', 2), ('b', NULL), \
-             (NULL, 3), ('a', 2), ('c', 9), ('d', 0)",
-            "CREATE TABLE t(k TEXT, v INT) AS VALUES ('a', 1), ('a', 5), ('b', 2), (NULL, 4), \
-             ('x', 3), ('c', NULL)",
-        ];
+        let standards = "CREATE TABLE subsidy_standards(k TEXT, cap INT) AS VALUES ('a', 2), \
+                         ('b', NULL), (NULL, 3), ('a', 2), ('c', 9), ('d', 0)";
         for ctx in [&rewriting, &plain] {
-            for table in tables {
-                ctx.sql(table).await.unwrap();
-            }
+            ctx.sql(standards).await.unwrap();
         }
+        let definition = "(k TEXT, v INT) AS VALUES ('a', 1), ('a', 5), ('b', 2), (NULL, 4), \
+                          ('x', 3), ('c', NULL)";
+        node_rows(&[&rewriting, &plain], Table::Disbursements, "t", definition).await;
         let s = "subsidy_standards s";
         for sql in [
             format!(

@@ -13,6 +13,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinType, Statistics, project_schema};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
@@ -20,8 +21,9 @@ use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExp
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::{CrossJoinExec, NestedLoopJoinExec, PartitionMode};
-use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::memory::{LazyMemoryExec, MemoryStream};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::{FutureExt, StreamExt};
 use sunlight_domain::Table;
 use sunlight_fragment::{Join, TableLeafExec, is_values};
 
@@ -200,9 +202,10 @@ pub fn constant_rows(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
 }
 
 /// Joins of a node table with constant rows ([`constant_rows`]: the reference table, as
-/// on `amount > cap`, or rows written in the query) built from those rows: the join
-/// collects its left input once, and streams its right one, whose rows stay split by
-/// node, so that each node can run the join over its own rows. DataFusion, which knows
+/// on `amount > cap`, rows written in the query, or a short series it generates, first
+/// written out as rows) built from those rows: the join collects its left input once, and
+/// streams its right one, whose rows stay split by node, so that each node can run the
+/// join over its own rows. DataFusion, which knows
 /// nothing of the size of a node's table, keeps the order the query wrote, and splits both
 /// sides of a hash join by its keys. A cross join becomes a join by nested loops without a
 /// condition. Runs before DataFusion's own rules, so that they plan the rest around the
@@ -216,7 +219,11 @@ impl PhysicalOptimizerRule for BuiltFromReference {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(plan.transform_up(built_from_reference)?.data)
+        Ok(plan
+            .transform_up(series_as_rows)?
+            .data
+            .transform_up(built_from_reference)?
+            .data)
     }
 
     fn name(&self) -> &str {
@@ -226,6 +233,36 @@ impl PhysicalOptimizerRule for BuiltFromReference {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The most rows of a series the city writes into a fragment ([`series_as_rows`]).
+pub(crate) const SERIES_ROWS: usize = 100_000;
+
+/// `plan`, where it generates a series (`generate_series`, `range`) of at most
+/// [`SERIES_ROWS`] rows, as those rows written out: constant rows, which a node joins with
+/// its own as it joins the reference table. A longer series stays at the city.
+fn series_as_rows(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let Some(series) = plan.downcast_ref::<LazyMemoryExec>() else {
+        return Ok(Transformed::no(plan));
+    };
+    let context = Arc::new(TaskContext::default());
+    let (mut partitions, mut rows) = (Vec::new(), 0);
+    for partition in 0..series.generators().len() {
+        let mut stream = series.execute(partition, context.clone())?;
+        let mut batches = Vec::new();
+        // A series is generated as it is read, never waiting.
+        while let Some(Some(batch)) = stream.next().now_or_never() {
+            let batch = batch?;
+            rows += batch.num_rows();
+            if rows > SERIES_ROWS {
+                return Ok(Transformed::no(plan));
+            }
+            batches.push(batch);
+        }
+        partitions.push(batches);
+    }
+    let rows = MemorySourceConfig::try_new_exec(&partitions, series.schema(), None)?;
+    Ok(Transformed::yes(rows as Arc<dyn ExecutionPlan>))
 }
 
 fn built_from_reference(

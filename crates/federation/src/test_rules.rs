@@ -41,6 +41,20 @@ pub fn rewriting_context() -> SessionContext {
     )
 }
 
+/// Creates, in each of `contexts`, the node table `table` as `definition` (columns and
+/// rows) and `view`, a view of it under the short name the tests' queries read: the rules
+/// take only the contract's tables for the nodes'.
+pub async fn node_rows(contexts: &[&SessionContext], table: Table, view: &str, definition: &str) {
+    for ctx in contexts {
+        for sql in [
+            format!("CREATE TABLE {table}{definition}"),
+            format!("CREATE VIEW {view} AS SELECT * FROM {table}"),
+        ] {
+            ctx.sql(&sql).await.unwrap();
+        }
+    }
+}
+
 /// `sql`'s answer in `ctx`, printed.
 pub async fn answer(ctx: &SessionContext, sql: &str) -> String {
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();

@@ -310,6 +310,52 @@ async fn joins_that_keep_the_standards_count_each_standard_once() {
     );
 }
 
+/// A series the query generates (years, months) joins the nodes' rows inside each node, as
+/// the standards do, written out in the fragment: kept or tested, each of its rows counts
+/// once, as centrally. A series too long to send is joined nowhere, and the refusal says
+/// how long one may be.
+#[tokio::test(flavor = "multi_thread")]
+async fn series_the_query_generates_join_at_the_nodes() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    let by_year = "SELECT y.value, count(d.payment_id), sum(d.amount) FROM \
+                   generate_series(2019, 2025) y LEFT JOIN disbursements d \
+                   ON date_part('year', d.period) = y.value GROUP BY 1 ORDER BY 1";
+    answered_as_centrally(
+        &mut client,
+        &oracle,
+        &[
+            by_year,
+            "SELECT m.value, count(*) FROM generate_series(DATE '2022-01-01', \
+             DATE '2022-12-01', INTERVAL '1 month') m JOIN disbursements d \
+             ON d.period = m.value GROUP BY 1 ORDER BY 1",
+            "SELECT m.value FROM generate_series(DATE '2019-01-01', DATE '2024-12-01', \
+             INTERVAL '1 month') m WHERE NOT EXISTS (SELECT 1 FROM disbursements d \
+             WHERE d.period = m.value) ORDER BY 1",
+            "SELECT r.value, count(p.person_id) FROM range(1900, 2030, 10) r LEFT JOIN persons p \
+             ON date_part('year', p.birth_date) >= r.value \
+             AND date_part('year', p.birth_date) < r.value + 10 GROUP BY 1 ORDER BY 1",
+        ],
+    )
+    .await;
+    let (_, fragment) = explained(&mut client, by_year).await;
+    assert!(
+        fragment.contains("DataSourceExec: partitions=1") && !fragment.contains("LazyMemoryExec"),
+        "{fragment}"
+    );
+    let err = client
+        .query(
+            "SELECT count(*) FROM range(1, 200000) r JOIN disbursements d \
+             ON CAST(d.amount AS BIGINT) = r.value",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a series it generates of up to 100000 rows"),
+        "{err}"
+    );
+}
+
 /// A join of the nodes' rows with groups aggregated across counties (above the type's
 /// average, a correlated subquery by type, a total) runs inside each node, over the
 /// groups the city formed first and sent in its fragment, and equals the central answer.
@@ -728,9 +774,10 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              payroll)",
             "Here a join runs at the city, over single rows of the nodes: a node runs a join \
              itself only between its own tables on equal county_code (disability_certs has \
-             none), or with subsidy_standards or the groups of a subquery that aggregates \
-             node tables (by no identifier), keeping their unmatched rows too, though not \
-             under a distinct count; to count distinct values for every standard, join \
+             none), or with subsidy_standards, rows the query writes or a series it \
+             generates of up to 100000 rows, or the groups of a subquery that aggregates node \
+             tables (by no identifier), keeping their unmatched rows too, though not under a \
+             distinct count; to count distinct values for every standard, join \
              subsidy_standards to a subquery that aggregates the node table by subsidy_type; \
              to keep rows whose column is in a list, use IN (…). This join \
              matches persons by an identifier across counties, which only tokens may do: the \
