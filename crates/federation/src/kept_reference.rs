@@ -44,7 +44,8 @@ const UNITED: &str = "__united_";
 ///
 /// Left alone: a join whose other side is groups already (the city joins them as they
 /// are), a join with groups on `county_code` (it runs within each county), a semi-join
-/// that keeps groups, `NOT IN` (its NULLs mean no match anywhere), and a full join.
+/// that keeps groups on equal keys alone, `NOT IN` (its NULLs mean no match anywhere),
+/// and a full join.
 #[derive(Debug, Default)]
 pub struct KeptReferenceRows;
 
@@ -113,10 +114,13 @@ fn kept_reference(join: &Join) -> Option<bool> {
         JoinType::Inner | JoinType::Full => return None,
     };
     let (reference, other) = sides(join, reference_left);
-    // A semi-join keeps groups by testing the other side's, which the city can join as
-    // they come: a group a node held back there leaves rows out, and the answer says so.
-    let semi = matches!(join.join_type, JoinType::LeftSemi | JoinType::RightSemi);
-    let alike = !reads_nodes(reference) || (groups(reference) && !by_county(join) && !semi);
+    // A semi-join on equal keys alone keeps groups by testing the other side's, grouped
+    // by those keys, which the city can join as they come: a group a node held back there
+    // leaves rows out, and the answer says so. Where it compares other values too, the
+    // other side's groups would be by those values, mostly too small to leave a node.
+    let semi_on_keys =
+        matches!(join.join_type, JoinType::LeftSemi | JoinType::RightSemi) && join.filter.is_none();
+    let alike = !reads_nodes(reference) || (groups(reference) && !by_county(join) && !semi_on_keys);
     let rewritable = !join.null_aware && alike && reads_nodes(other) && !groups(other);
     rewritable.then_some(reference_left)
 }
@@ -258,6 +262,11 @@ mod tests {
                 "SELECT x.subsidy_type, count(d.amount) FROM {by_type} LEFT JOIN {d} \
                  ON d.subsidy_type = x.subsidy_type AND d.amount > 3 * x.a GROUP BY 1"
             ),
+            // Groups tested on more than equal keys.
+            format!(
+                "SELECT x.subsidy_type FROM {by_type} LEFT SEMI JOIN {d} \
+                 ON d.subsidy_type = x.subsidy_type AND d.amount > 3 * x.a"
+            ),
         ] {
             assert!(rewritten_by(&KeptReferenceRows, &sql).await, "{sql}");
         }
@@ -333,6 +342,9 @@ mod tests {
             format!("SELECT count(*) FROM {s} WHERE EXISTS (SELECT 1 FROM t WHERE t.v > 4)"),
             "SELECT x.k, x.m, count(t.v) FROM (SELECT k, max(v) AS m FROM t GROUP BY k) x \
              LEFT JOIN t ON t.k = x.k AND t.v * 2 > x.m GROUP BY 1, 2 ORDER BY 1, 2"
+                .into(),
+            "SELECT x.k, x.m FROM (SELECT k, max(v) AS m FROM t GROUP BY k) x WHERE EXISTS \
+             (SELECT 1 FROM t WHERE t.k = x.k AND t.v * 2 < x.m) ORDER BY 1, 2"
                 .into(),
         ] {
             let shown = optimized(&rewriting, &sql).await;
