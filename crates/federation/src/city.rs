@@ -692,10 +692,10 @@ fn joined_at_city() -> String {
          itself only between its own tables on equal county_code (disability_certs has \
          none), or with subsidy_standards, rows the query writes or a series it generates of \
          up to {SERIES_ROWS} rows, or the groups of a subquery that aggregates node tables (by \
-         no identifier), keeping their unmatched rows too, though not under a distinct \
-         count; to count distinct values for every standard, join subsidy_standards to a \
-         subquery that aggregates the node table by subsidy_type; to keep rows whose column is \
-         in a list, use IN (…)"
+         no identifier), keeping their unmatched rows too, under a distinct count only of \
+         the other table's columns as they are; to count distinct values of more for every \
+         standard, join subsidy_standards to a subquery that aggregates the node table by \
+         subsidy_type; to keep rows whose column is in a list, use IN (…)"
     )
 }
 

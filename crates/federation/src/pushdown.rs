@@ -22,7 +22,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
-use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::utils::build_join_schema;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
@@ -188,7 +188,8 @@ fn whole_at_nodes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Execut
 /// no rows ([`no_rows`]), and beside them sides that read no node, which the city
 /// aggregates itself. A distinct count runs over each node's own rows of the union
 /// ([`union_at_nodes`]): the states of a distinct count merge only where every side sends
-/// its values alike. Other aggregates become partial aggregates under the union, one over
+/// its values alike, or where the sides the city aggregates have none ([`null_on`]). Other
+/// aggregates, and those distinct counts, become partial aggregates under the union, one over
 /// each side, which the nodes run, each from what it counted ahead where it can; the city
 /// merges their states. The sides of a union split by `county_code` (interleaved) form
 /// whole groups at each node, merged by node; other unions' partial states merge as the
@@ -217,15 +218,23 @@ fn split_over_union(
         .any(|e| !e.order_bys().is_empty());
     let fragments: Vec<&NodeFragmentExec> = sides.iter().filter_map(|s| s.downcast_ref()).collect();
     // A side that reads no node, as the standards an outer join keeps unmatched, is
-    // aggregated once, at the city. The states of a distinct count would not merge with
-    // the nodes', which send the values as tokens.
-    let city_sides = sides.iter().filter(|s| !from_nodes(s)).count();
-    let split = fragments.len() + city_sides == sides.len() && !fragments.is_empty();
+    // aggregated once, at the city. The states of a distinct count merge with the nodes',
+    // which send the values as tokens, only where that side has none to count.
+    let city_sides: Vec<_> = sides.iter().filter(|s| !from_nodes(s)).collect();
+    let split = fragments.len() + city_sides.len() == sides.len() && !fragments.is_empty();
     let distinct = aggregate.aggr_expr().iter().any(|f| f.is_distinct());
-    if ordered || !split || (city_sides > 0 && (merge.is_some() || distinct)) {
+    let counted_at_city = city_sides.iter().all(|side| {
+        aggregate
+            .aggr_expr()
+            .iter()
+            .filter(|f| f.is_distinct())
+            .flat_map(|f| f.expressions())
+            .all(|e| null_on(&e, side))
+    });
+    if ordered || !split || (!city_sides.is_empty() && (merge.is_some() || !counted_at_city)) {
         return Ok(None);
     }
-    if distinct {
+    if distinct && city_sides.is_empty() {
         return union_at_nodes(aggregate, &fragments, merge.is_some()).map(Some);
     }
     let partials = sides
@@ -240,6 +249,27 @@ fn split_over_union(
         return Ok(None);
     };
     merge_of(aggregate, mode, merged).map(Some)
+}
+
+/// Whether `expr` is NULL in every row of `side`: a NULL, cast or not, or a column that
+/// `side`'s projections fill with one, as those that pad an outer join's unmatched rows.
+fn null_on(expr: &Arc<dyn PhysicalExpr>, side: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(cast) = expr.downcast_ref::<CastExpr>() {
+        return null_on(cast.expr(), side);
+    }
+    if let Some(literal) = expr.downcast_ref::<Literal>() {
+        return literal.value().is_null();
+    }
+    match (
+        expr.downcast_ref::<Column>(),
+        side.downcast_ref::<ProjectionExec>(),
+    ) {
+        (Some(column), Some(projection)) => projection
+            .expr()
+            .get(column.index())
+            .is_some_and(|p| null_on(&p.expr, projection.input())),
+        _ => false,
+    }
 }
 
 /// A union and its sides, as the aggregate above it reads them.

@@ -294,6 +294,11 @@ async fn joins_that_keep_the_standards_count_each_standard_once() {
              AND s.min_age IS NOT NULL) ORDER BY 1",
             "SELECT department FROM subsidy_standards EXCEPT SELECT township FROM persons \
              ORDER BY 1",
+            // Distinct counts of the payments' columns, which the unmatched standards have
+            // none of.
+            "SELECT s.department, count(DISTINCT d.person_id), count(DISTINCT d.village), \
+             count(d.payment_id) FROM subsidy_standards s LEFT JOIN disbursements d \
+             ON d.subsidy_type = s.subsidy_type AND d.amount > 1500 GROUP BY 1 ORDER BY 1",
         ],
     )
     .await;
@@ -756,12 +761,14 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              string_agg(DISTINCT x, ','), ordered by x if at all), beside any aggregate the \
              nodes compute",
         ),
-        // A distinct count over the standards the nodes matched and those they did not:
-        // the nodes' states of it would have to merge with the city's.
+        // A distinct count of a value the city has for the standards the nodes did not
+        // match: the nodes' states of it would have to merge with the city's.
         (
-            "SELECT s.subsidy_type, count(DISTINCT d.person_id) FROM subsidy_standards s \
-             LEFT JOIN disbursements d ON s.subsidy_type = d.subsidy_type GROUP BY 1",
-            "to count distinct values for every standard, join subsidy_standards to a \
+            "SELECT s.subsidy_type, count(DISTINCT coalesce(d.village, '-')) FROM \
+             subsidy_standards s LEFT JOIN disbursements d ON s.subsidy_type = d.subsidy_type \
+             GROUP BY 1",
+            "under a distinct count only of the other table's columns as they are; to count \
+             distinct values of more for every standard, join subsidy_standards to a \
              subquery that aggregates the node table by subsidy_type",
         ),
         // A column only named county_code does not keep a join within each node.
@@ -779,10 +786,11 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              itself only between its own tables on equal county_code (disability_certs has \
              none), or with subsidy_standards, rows the query writes or a series it \
              generates of up to 100000 rows, or the groups of a subquery that aggregates node \
-             tables (by no identifier), keeping their unmatched rows too, though not under a \
-             distinct count; to count distinct values for every standard, join \
-             subsidy_standards to a subquery that aggregates the node table by subsidy_type; \
-             to keep rows whose column is in a list, use IN (…). This join \
+             tables (by no identifier), keeping their unmatched rows too, under a distinct \
+             count only of the other table's columns as they are; to count distinct values of \
+             more for every standard, join subsidy_standards to a subquery that aggregates the \
+             node table by subsidy_type; to keep rows whose column is in a list, use IN (…). \
+             This join \
              matches persons by an identifier across counties, which only tokens may do: the \
              models match them so (`sunlight model list`), and `sunlight linkage run` finds \
              the rows whose key occurs at more than one node",
