@@ -242,3 +242,9 @@ SELECT subsidy_type, string_agg(DISTINCT department, ',' ORDER BY department) AS
 SELECT s.subsidy_type, s.cap, count(d.payment_id), coalesce(sum(d.amount), 0) FROM subsidy_standards s LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type AND d.amount > 2500 GROUP BY 1, 2 ORDER BY 1
 ;
 SELECT subsidy_type, department FROM subsidy_standards s WHERE NOT EXISTS (SELECT 1 FROM disbursements d WHERE d.subsidy_type = s.subsidy_type AND d.amount > s.cap * 2) ORDER BY 1
+;
+SELECT y.value AS year, count(d.payment_id), coalesce(sum(d.amount), 0) FROM generate_series(2019, 2025) y LEFT JOIN disbursements d ON date_part('year', d.period) = y.value GROUP BY 1 ORDER BY 1
+;
+SELECT s.subsidy_type, count(DISTINCT d.person_id), count(d.payment_id) FROM subsidy_standards s LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type AND d.amount > 1500 GROUP BY 1 ORDER BY 1
+;
+SELECT x.subsidy_type, x.a FROM (SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x WHERE EXISTS (SELECT 1 FROM disbursements d WHERE d.subsidy_type = x.subsidy_type AND d.amount > 3 * x.a) ORDER BY 1
