@@ -106,7 +106,10 @@ async fn raw_bytes(central: &SessionContext, sql: &str, sizes: &mut RawSizes) ->
         .expect(sql);
     let mut columns = BTreeSet::new();
     plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
+        // A series the query generates is no table of the nodes.
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.table().parse::<Table>().is_ok()
+        {
             for field in scan.projected_schema.fields() {
                 columns.insert((scan.table_name.table().to_string(), field.name().clone()));
             }

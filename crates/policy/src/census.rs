@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::{JoinSide, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::AggregateUDF;
@@ -226,9 +226,12 @@ impl Carrier {
                     exprs.len() - 1
                 }
             };
-            let person_id = input
-                .person_id
-                .and_then(|p| exprs.iter().position(|e| is_column(&e.expr, p)));
+            // A union casts the columns of its sides to its own fields, types unchanged.
+            let person_id = input.person_id.and_then(|p| {
+                exprs
+                    .iter()
+                    .position(|e| is_column(uncast(&e.expr, &schema), p))
+            });
             return Ok(Some(Censused {
                 plan: Arc::new(ProjectionExec::try_new(exprs, input.plan)?),
                 column,
@@ -1096,6 +1099,16 @@ fn keep(projection: Option<&[usize]>, column: usize) -> (Option<Vec<usize>>, usi
     }
 }
 
+/// `expr` without a cast to the type it has already.
+fn uncast<'a>(expr: &'a Arc<dyn PhysicalExpr>, schema: &Schema) -> &'a Arc<dyn PhysicalExpr> {
+    match expr.downcast_ref::<CastExpr>() {
+        Some(cast) if cast.expr().data_type(schema).ok().as_ref() == Some(cast.cast_type()) => {
+            cast.expr()
+        }
+        _ => expr,
+    }
+}
+
 fn is_column(expr: &Arc<dyn PhysicalExpr>, index: usize) -> bool {
     expr.downcast_ref::<Column>()
         .is_some_and(|c| c.index() == index)
@@ -1195,11 +1208,23 @@ mod tests {
             &schema,
         )
         .unwrap();
-        let filtered = Arc::new(FilterExec::try_new(predicate, input).unwrap());
+        let filtered = Arc::new(FilterExec::try_new(predicate, input.clone()).unwrap());
         let (plan, ids_read) = censused(&distinct_counts(filtered));
         let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
         assert_eq!(rewritten.aggr_expr()[0].fun().name(), "distinct_persons");
         assert!(ids_read);
+
+        // A cast to the type it has, as a union aligns its sides' fields, keeps them the
+        // persons'.
+        let exprs = ["person_id", "subsidy_type", "township"].map(|name| {
+            let column = col(name, &schema).unwrap();
+            let cast = CastExpr::new(column, DataType::Utf8, None);
+            ProjectionExpr::new(Arc::new(cast), name.to_string())
+        });
+        let cast = Arc::new(ProjectionExec::try_new(exprs, input).unwrap());
+        let (plan, _) = censused(&distinct_counts(cast));
+        let rewritten = plan.downcast_ref::<AggregateExec>().unwrap();
+        assert_eq!(rewritten.aggr_expr()[0].fun().name(), "distinct_persons");
     }
 
     #[test]
