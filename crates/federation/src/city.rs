@@ -54,7 +54,7 @@ use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
 use crate::joined_groups::{GROUPS_AS_ROWS, JoinedGroupsAsRows, TestedSideAsGroups};
-use crate::kept_reference::KeptReferenceRows;
+use crate::kept_reference::{KeptReferenceRows, SuppliedSideFirst};
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{
     PushToNodes, held_back_where_tested, merged_fragments, merges_of_held_groups,
@@ -1019,6 +1019,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
             .filter(|r| !LEFT_OUT.contains(&r.name())),
     )
     .chain([
+        Arc::new(SuppliedSideFirst) as _,
         Arc::new(KeptReferenceRows) as _,
         Arc::new(TestedSideAsGroups) as _,
         Arc::new(JoinedGroupsAsRows) as _,

@@ -1,7 +1,8 @@
 //! [`KeptReferenceRows`]: a join that keeps or tests the rows of the reference table
 //! (`subsidy_standards s LEFT JOIN disbursements d ON …`, or `EXISTS` and `NOT EXISTS`
 //! from the standards), rewritten so that each node joins its own rows with its own copy,
-//! and no node sends single rows.
+//! and no node sends single rows; [`SuppliedSideFirst`] first joins the node tables that
+//! such a join supplies.
 
 use std::sync::Arc;
 
@@ -101,6 +102,105 @@ impl OptimizerRule for KeptReferenceRows {
             false => tested,
         };
         named_as(rewritten, &join.schema).map(Transformed::yes)
+    }
+}
+
+/// Joins with the rows an outer join supplies made first: `(a ⟕ b) ⟕ c` as `a ⟕ (b ⟕ c)`,
+/// and `(a ⟕ b) ⋈ c` as `a ⋈ (b ⋈ c)`, where the second join reads no column of `a` and
+/// matches no NULL in a column of `b`, so that a row of `a` that matched no row of `b`
+/// matches none of `c` either. In `subsidy_standards s LEFT JOIN disbursements d ON … LEFT
+/// JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code`, the
+/// nodes then join their own tables, and [`KeptReferenceRows`] keeps the standards over
+/// what they joined.
+#[derive(Debug, Default)]
+pub struct SuppliedSideFirst;
+
+impl OptimizerRule for SuppliedSideFirst {
+    fn name(&self) -> &str {
+        "supplied_side_first"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Join(second) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        // The first join, and the columns of it that the second reads, where a projection
+        // between them leaves others out.
+        let (first, kept) = match second.left.as_ref() {
+            LogicalPlan::Join(first) => (first, None),
+            LogicalPlan::Projection(projection)
+                if projection.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
+            {
+                match projection.input.as_ref() {
+                    LogicalPlan::Join(first) => (first, Some(&projection.expr)),
+                    _ => return Ok(Transformed::no(plan)),
+                }
+            }
+            _ => return Ok(Transformed::no(plan)),
+        };
+        let read: Vec<_> = second
+            .on
+            .iter()
+            .flat_map(|(l, r)| [l, r])
+            .chain(&second.filter)
+            .flat_map(Expr::column_refs)
+            .collect();
+        // A plain column of `b` compared equal matches no NULL.
+        let rejects_nulls = second
+            .on
+            .iter()
+            .any(|(l, _)| matches!(l, Expr::Column(c) if first.right.schema().has_column(c)));
+        let reassociates = first.join_type == JoinType::Left
+            && matches!(second.join_type, JoinType::Left | JoinType::Inner)
+            && !first.null_aware
+            && !second.null_aware
+            && second.null_equality == NullEquality::NullEqualsNothing
+            && rejects_nulls
+            && !read.iter().any(|c| first.left.schema().has_column(c));
+        if !reassociates {
+            return Ok(Transformed::no(plan));
+        }
+        let supplied = LogicalPlan::Join(Join::try_new(
+            Arc::clone(&first.right),
+            Arc::clone(&second.right),
+            second.on.clone(),
+            second.filter.clone(),
+            second.join_type,
+            second.join_constraint,
+            second.null_equality,
+            false,
+        )?);
+        let joined = LogicalPlan::Join(Join::try_new(
+            Arc::clone(&first.left),
+            Arc::new(supplied),
+            first.on.clone(),
+            first.filter.clone(),
+            second.join_type,
+            first.join_constraint,
+            first.null_equality,
+            false,
+        )?);
+        let Some(kept) = kept else {
+            return Ok(Transformed::yes(joined));
+        };
+        let columns = kept.iter().cloned().chain(
+            second
+                .right
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column),
+        );
+        let projection = Projection::try_new(columns.collect(), Arc::new(joined))?;
+        Ok(Transformed::yes(LogicalPlan::Projection(projection)))
     }
 }
 
@@ -309,8 +409,26 @@ mod tests {
         let definition = "(k TEXT, v INT) AS VALUES ('a', 1), ('a', 5), ('b', 2), (NULL, 4), \
                           ('x', 3), ('c', NULL)";
         node_rows(&[&rewriting, &plain], Table::Disbursements, "t", definition).await;
+        let definition = "(k TEXT, w INT) AS VALUES ('a', 3), ('a', 0), ('b', 7), (NULL, 1), \
+                          ('c', 2)";
+        node_rows(&[&rewriting, &plain], Table::Persons, "u", definition).await;
         let s = "subsidy_standards s";
         for sql in [
+            // The rows the outer join supplies, joined with a table of their own.
+            format!(
+                "SELECT s.k, count(u.w), count(t.v), count(*) FROM {s} LEFT JOIN t ON t.k = s.k \
+                 LEFT JOIN u ON u.k = t.k AND u.w > t.v GROUP BY 1 ORDER BY 1"
+            ),
+            // Left in their order: the second join matches the NULLs the first supplies, or
+            // reads the standards.
+            format!(
+                "SELECT s.k, t.v, u.w FROM {s} LEFT JOIN t ON t.k = s.k LEFT JOIN u \
+                 ON coalesce(u.k, 'a') = coalesce(t.k, 'a') ORDER BY 1, 2, 3"
+            ),
+            format!(
+                "SELECT s.k, t.v, u.w FROM {s} LEFT JOIN t ON t.k = s.k LEFT JOIN u \
+                 ON u.k = t.k AND u.w < s.cap ORDER BY 1, 2, 3"
+            ),
             format!(
                 "SELECT s.k, s.cap, count(t.v), sum(t.v), count(*) FROM {s} \
                  LEFT JOIN t ON t.k = s.k AND t.v > s.cap GROUP BY 1, 2 ORDER BY 1, 2"

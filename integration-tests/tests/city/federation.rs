@@ -294,6 +294,15 @@ async fn joins_that_keep_the_standards_count_each_standard_once() {
              AND s.min_age IS NOT NULL) ORDER BY 1",
             "SELECT department FROM subsidy_standards EXCEPT SELECT township FROM persons \
              ORDER BY 1",
+            // The payments a join keeps joined with the persons paid, in each county.
+            "SELECT s.subsidy_type, count(p.person_id), count(d.payment_id) FROM \
+             subsidy_standards s LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type \
+             AND d.amount > 1500 LEFT JOIN persons p ON p.person_id = d.person_id \
+             AND p.county_code = d.county_code AND p.gender = 'F' GROUP BY 1 ORDER BY 1",
+            "SELECT s.department, count(d.payment_id), sum(d.amount) FROM subsidy_standards s \
+             LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type AND d.amount > 1200 \
+             JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code \
+             WHERE p.gender = 'M' GROUP BY 1 ORDER BY 1",
             // Distinct counts of the payments' columns, which the unmatched standards have
             // none of.
             "SELECT s.department, count(DISTINCT d.person_id), count(DISTINCT d.village), \
