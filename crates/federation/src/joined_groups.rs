@@ -118,12 +118,7 @@ impl OptimizerRule for TestedSideAsGroups {
             _ => return Ok(Transformed::no(LogicalPlan::Join(join))),
         };
         let tested = if tests_right { &join.right } else { &join.left };
-        let read: Vec<Expr> = join
-            .on
-            .iter()
-            .flat_map(|(l, r)| [l, r])
-            .chain(&join.filter)
-            .flat_map(Expr::column_refs)
+        let read: Vec<Expr> = read_by(&join)
             .filter(|c| tested.schema().has_column(c))
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -151,6 +146,15 @@ impl OptimizerRule for TestedSideAsGroups {
         let joined = with_inputs(join, left, right)?;
         Ok(Transformed::yes(LogicalPlan::Join(joined)))
     }
+}
+
+/// The columns `join`'s conditions read.
+pub(crate) fn read_by(join: &Join) -> impl Iterator<Item = &Column> {
+    join.on
+        .iter()
+        .flat_map(|(l, r)| [l, r])
+        .chain(&join.filter)
+        .flat_map(Expr::column_refs)
 }
 
 /// `join` over `left` and `right` in place of its inputs.

@@ -18,7 +18,7 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::in_subquery::reads_nodes;
-use crate::joined_groups::{as_rows, by_county, groups, with_inputs};
+use crate::joined_groups::{as_rows, by_county, groups, read_by, with_inputs};
 
 /// The prefix of the columns of the reference rows that matched.
 const MATCHED: &str = "__matched_";
@@ -146,13 +146,6 @@ impl OptimizerRule for SuppliedSideFirst {
             }
             _ => return Ok(Transformed::no(plan)),
         };
-        let read: Vec<_> = second
-            .on
-            .iter()
-            .flat_map(|(l, r)| [l, r])
-            .chain(&second.filter)
-            .flat_map(Expr::column_refs)
-            .collect();
         // A plain column of `b` compared equal matches no NULL.
         let rejects_nulls = second
             .on
@@ -164,7 +157,7 @@ impl OptimizerRule for SuppliedSideFirst {
             && !second.null_aware
             && second.null_equality == NullEquality::NullEqualsNothing
             && rejects_nulls
-            && !read.iter().any(|c| first.left.schema().has_column(c));
+            && !read_by(second).any(|c| first.left.schema().has_column(c));
         if !reassociates {
             return Ok(Transformed::no(plan));
         }
