@@ -412,14 +412,22 @@ fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInput
         .iter()
         .map(|c| c.downcast_ref::<NodeFragmentExec>())
         .collect();
-    let Some(base) = fragments.iter().flatten().next().copied() else {
+    // A side of a join on `county_code` for fewer nodes runs at the other side's too,
+    // where the filter on `county_code` that ruled them out finds none of its rows.
+    let base = match county_join {
+        true => fragments.iter().flatten().max_by_key(|f| f.nodes().len()),
+        false => fragments.iter().flatten().next(),
+    };
+    let Some(base) = base.copied() else {
         return Ok(None);
     };
-    let same_nodes = |f: &NodeFragmentExec| f.nodes() == base.nodes();
+    let fewer_nodes =
+        |f: &NodeFragmentExec| county_join && f.nodes().iter().all(|n| base.nodes().contains(n));
     let mut inputs = Vec::new();
     for (child, fragment) in children.iter().zip(&fragments) {
         match fragment {
-            Some(f) if same_nodes(f) => inputs.push(f.fragment().clone()),
+            Some(f) if f.nodes() == base.nodes() => inputs.push(f.fragment().clone()),
+            Some(f) if fewer_nodes(f) => inputs.push(over_nodes(f.fragment(), base.nodes().len())?),
             Some(_) => return Ok(None),
             None => match as_reference(child)? {
                 Some(local) => inputs.push(local),
@@ -433,6 +441,17 @@ fn fragment_inputs(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<FragmentInput
         _ => single_node || local_join(plan, &fragments),
     };
     Ok(local.then_some((base, inputs)))
+}
+
+/// `fragment` planned over `nodes` nodes: its leaves stand for that many.
+fn over_nodes(fragment: &Arc<dyn ExecutionPlan>, nodes: usize) -> Result<Arc<dyn ExecutionPlan>> {
+    let widened = fragment.clone().transform_up(|p| {
+        Ok(match p.downcast_ref::<TableLeafExec>() {
+            Some(leaf) => Transformed::yes(Arc::new(leaf.over(nodes)) as Arc<dyn ExecutionPlan>),
+            None => Transformed::no(p),
+        })
+    })?;
+    Ok(widened.data)
 }
 
 /// The fragment exec that is `plan`, or that `plan` repartitions.

@@ -112,6 +112,22 @@ impl TableLeafExec {
         .with_copy(self.copy.clone())
     }
 
+    /// The same leaf over `partitions` nodes.
+    pub fn over(&self, partitions: usize) -> Self {
+        Self {
+            ids_unread: self.ids_unread,
+            ..Self::with_schema(
+                self.table,
+                self.projection.clone(),
+                partitions,
+                self.limit,
+                self.persons,
+                self.schema.clone(),
+            )
+            .with_copy(self.copy.clone())
+        }
+    }
+
     /// The same leaf, whose `person_id` values nothing reads: its persons are counted
     /// and joined by the census's numbers instead. The node writes in empty text rather
     /// than read them.

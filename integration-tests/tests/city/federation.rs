@@ -370,6 +370,34 @@ async fn series_the_query_generates_join_at_the_nodes() {
     );
 }
 
+/// A join on `county_code` whose one side a filter on `county_code` left to fewer nodes
+/// (in an outer join's condition, which DataFusion does not carry to the other side) runs
+/// inside the other side's nodes too, where the filter finds none of the first side's
+/// rows, and equals the central answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_by_county_of_sides_for_different_nodes_runs_at_the_nodes() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    let kept = "SELECT y.county_code, count(d.payment_id), count(*) FROM payroll y LEFT JOIN \
+                disbursements d ON y.person_id = d.person_id AND y.county_code = d.county_code \
+                AND d.county_code IN ('140212', '140213') GROUP BY 1 ORDER BY 1";
+    answered_as_centrally(
+        &mut client,
+        &oracle,
+        &[
+            kept,
+            "SELECT d.county_code, count(*) FROM (SELECT * FROM disbursements WHERE \
+             county_code IN ('140212', '140213')) d RIGHT JOIN payroll y \
+             ON y.person_id = d.person_id AND y.county_code = d.county_code GROUP BY 1 ORDER BY 1",
+        ],
+    )
+    .await;
+    let (city_part, fragment) = explained(&mut client, kept).await;
+    assert!(
+        !city_part.contains("HashJoinExec") && fragment.contains("join_type=Left"),
+        "{city_part}\n{fragment}"
+    );
+}
+
 /// A join of the nodes' rows with groups aggregated across counties (above the type's
 /// average, a correlated subquery by type, a total) runs inside each node, over the
 /// groups the city formed first and sent in its fragment, and equals the central answer.
