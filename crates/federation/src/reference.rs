@@ -23,7 +23,6 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::{CrossJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::memory::{LazyMemoryExec, MemoryStream};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use futures::{FutureExt, StreamExt};
 use sunlight_domain::Table;
 use sunlight_fragment::{Join, TableLeafExec, is_values};
 
@@ -245,23 +244,28 @@ fn series_as_rows(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn Ex
     let Some(series) = plan.downcast_ref::<LazyMemoryExec>() else {
         return Ok(Transformed::no(plan));
     };
-    let context = Arc::new(TaskContext::default());
+    let schema = series.schema();
     let (mut partitions, mut rows) = (Vec::new(), 0);
-    for partition in 0..series.generators().len() {
-        let mut stream = series.execute(partition, context.clone())?;
+    for generator in series.generators() {
+        // A generator of its own, from the first row.
+        let generator = generator.read().reset_state();
         let mut batches = Vec::new();
-        // A series is generated as it is read, never waiting.
-        while let Some(Some(batch)) = stream.next().now_or_never() {
-            let batch = batch?;
+        while let Some(batch) = generator.write().generate_next_batch()? {
             rows += batch.num_rows();
             if rows > SERIES_ROWS {
                 return Ok(Transformed::no(plan));
             }
-            batches.push(batch);
+            // The columns the scan keeps.
+            let kept = schema
+                .fields()
+                .iter()
+                .map(|f| batch.schema().index_of(f.name()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            batches.push(batch.project(&kept)?);
         }
         partitions.push(batches);
     }
-    let rows = MemorySourceConfig::try_new_exec(&partitions, series.schema(), None)?;
+    let rows = MemorySourceConfig::try_new_exec(&partitions, schema, None)?;
     Ok(Transformed::yes(rows as Arc<dyn ExecutionPlan>))
 }
 
