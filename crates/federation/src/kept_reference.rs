@@ -106,12 +106,12 @@ impl OptimizerRule for KeptReferenceRows {
 }
 
 /// Joins with the rows an outer join supplies made first: `(a ⟕ b) ⟕ c` as `a ⟕ (b ⟕ c)`,
-/// and `(a ⟕ b) ⋈ c` as `a ⋈ (b ⋈ c)`, where the second join reads no column of `a` and
-/// matches no NULL in a column of `b`, so that a row of `a` that matched no row of `b`
-/// matches none of `c` either. In `subsidy_standards s LEFT JOIN disbursements d ON … LEFT
-/// JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code`, the
-/// nodes then join their own tables, and [`KeptReferenceRows`] keeps the standards over
-/// what they joined.
+/// and `(a ⟕ b) ⋈ c` as `a ⋈ (b ⋈ c)`, and alike for `b ⟖ a`, where the second join reads
+/// no column of `a` and matches no NULL in a column of `b`, so that a row of `a` that
+/// matched no row of `b` matches none of `c` either. In `subsidy_standards s LEFT JOIN
+/// disbursements d ON … LEFT JOIN persons p ON p.person_id = d.person_id AND p.county_code
+/// = d.county_code`, the nodes then join their own tables, and [`KeptReferenceRows`] keeps
+/// the standards over what they joined. The columns keep the order of the second join.
 #[derive(Debug, Default)]
 pub struct SuppliedSideFirst;
 
@@ -132,37 +132,41 @@ impl OptimizerRule for SuppliedSideFirst {
         let LogicalPlan::Join(second) = &plan else {
             return Ok(Transformed::no(plan));
         };
-        // The first join, and the columns of it that the second reads, where a projection
-        // between them leaves others out.
-        let (first, kept) = match second.left.as_ref() {
-            LogicalPlan::Join(first) => (first, None),
+        // The first join, under a projection that leaves some of its columns out, if any.
+        let first = match second.left.as_ref() {
+            LogicalPlan::Join(first) => first,
             LogicalPlan::Projection(projection)
                 if projection.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
             {
                 match projection.input.as_ref() {
-                    LogicalPlan::Join(first) => (first, Some(&projection.expr)),
+                    LogicalPlan::Join(first) => first,
                     _ => return Ok(Transformed::no(plan)),
                 }
             }
             _ => return Ok(Transformed::no(plan)),
         };
-        // A plain column of `b` compared equal matches no NULL.
+        // The side whose rows the first join keeps, and the side it supplies.
+        let (kept, supplied) = match first.join_type {
+            JoinType::Left => (&first.left, &first.right),
+            JoinType::Right => (&first.right, &first.left),
+            _ => return Ok(Transformed::no(plan)),
+        };
+        // A plain column of the supplied side compared equal matches no NULL.
         let rejects_nulls = second
             .on
             .iter()
-            .any(|(l, _)| matches!(l, Expr::Column(c) if first.right.schema().has_column(c)));
-        let reassociates = first.join_type == JoinType::Left
-            && matches!(second.join_type, JoinType::Left | JoinType::Inner)
+            .any(|(l, _)| matches!(l, Expr::Column(c) if supplied.schema().has_column(c)));
+        let reassociates = matches!(second.join_type, JoinType::Left | JoinType::Inner)
             && !first.null_aware
             && !second.null_aware
             && second.null_equality == NullEquality::NullEqualsNothing
             && rejects_nulls
-            && !read_by(second).any(|c| first.left.schema().has_column(c));
+            && !read_by(second).any(|c| kept.schema().has_column(c));
         if !reassociates {
             return Ok(Transformed::no(plan));
         }
-        let supplied = LogicalPlan::Join(Join::try_new(
-            Arc::clone(&first.right),
+        let supplied = Arc::new(LogicalPlan::Join(Join::try_new(
+            Arc::clone(supplied),
             Arc::clone(&second.right),
             second.on.clone(),
             second.filter.clone(),
@@ -170,28 +174,29 @@ impl OptimizerRule for SuppliedSideFirst {
             second.join_constraint,
             second.null_equality,
             false,
-        )?);
+        )?));
+        // Each side where the first join had it; an inner second join keeps no row of the
+        // first that matched nothing.
+        let (left, right) = match first.join_type {
+            JoinType::Left => (Arc::clone(kept), supplied),
+            _ => (supplied, Arc::clone(kept)),
+        };
+        let join_type = match second.join_type {
+            JoinType::Inner => JoinType::Inner,
+            _ => first.join_type,
+        };
         let joined = LogicalPlan::Join(Join::try_new(
-            Arc::clone(&first.left),
-            Arc::new(supplied),
+            left,
+            right,
             first.on.clone(),
             first.filter.clone(),
-            second.join_type,
+            join_type,
             first.join_constraint,
             first.null_equality,
             false,
         )?);
-        let Some(kept) = kept else {
-            return Ok(Transformed::yes(joined));
-        };
-        let columns = kept.iter().cloned().chain(
-            second
-                .right
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column),
-        );
+        // The second join's columns, in its order.
+        let columns = second.schema.columns().into_iter().map(Expr::Column);
         let projection = Projection::try_new(columns.collect(), Arc::new(joined))?;
         Ok(Transformed::yes(LogicalPlan::Projection(projection)))
     }
@@ -411,6 +416,14 @@ mod tests {
             format!(
                 "SELECT s.k, count(u.w), count(t.v), count(*) FROM {s} LEFT JOIN t ON t.k = s.k \
                  LEFT JOIN u ON u.k = t.k AND u.w > t.v GROUP BY 1 ORDER BY 1"
+            ),
+            format!(
+                "SELECT s.k, count(u.w), count(t.v) FROM t RIGHT JOIN {s} ON t.k = s.k \
+                 LEFT JOIN u ON u.k = t.k GROUP BY 1 ORDER BY 1"
+            ),
+            format!(
+                "SELECT * FROM t RIGHT JOIN {s} ON t.k = s.k LEFT JOIN u ON u.k = t.k \
+                 ORDER BY 1, 2, 3, 4, 5, 6"
             ),
             // Left in their order: the second join matches the NULLs the first supplies, or
             // reads the standards.

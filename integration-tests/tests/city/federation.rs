@@ -303,6 +303,10 @@ async fn joins_that_keep_the_standards_count_each_standard_once() {
              LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type AND d.amount > 1200 \
              JOIN persons p ON p.person_id = d.person_id AND p.county_code = d.county_code \
              WHERE p.gender = 'M' GROUP BY 1 ORDER BY 1",
+            "SELECT s.subsidy_type, count(p.person_id) FROM disbursements d RIGHT JOIN \
+             subsidy_standards s ON d.subsidy_type = s.subsidy_type AND d.amount > 1500 \
+             LEFT JOIN persons p ON p.person_id = d.person_id \
+             AND p.county_code = d.county_code AND p.gender = 'F' GROUP BY 1 ORDER BY 1",
             // Distinct counts of the payments' columns, which the unmatched standards have
             // none of.
             "SELECT s.department, count(DISTINCT d.person_id), count(DISTINCT d.village), \
