@@ -255,7 +255,11 @@ fn unknown_table(context: &SessionContext, sql: &str) -> Option<DataFusionError>
         .resolve_table_references(&statement)
         .ok()?
         .into_iter()
-        .find(|t| !context.table_exist(t.clone()).unwrap_or(false))?;
+        .find(|t| {
+            // A table function, such as generate_series, is read as a table reference.
+            !context.table_exist(t.clone()).unwrap_or(false)
+                && !state.table_functions().contains_key(t.table())
+        })?;
     let (catalog, schema) = (
         &options.catalog.default_catalog,
         &options.catalog.default_schema,
@@ -317,6 +321,8 @@ mod tests {
         // so does a statement that is not a query.
         let other = plan("WITH t AS (SELECT a FROM persons) SELECT b FROM t").await;
         assert!(other.contains("No field named b"), "{other}");
+        let series = plan("SELECT b FROM generate_series(1, 3)").await;
+        assert!(series.contains("No field named b"), "{series}");
         let ddl = plan("CREATE TABLE x (a INT)").await;
         assert!(!ddl.contains("not found"), "{ddl}");
     }
