@@ -1,6 +1,7 @@
 """An outside client asks the city for partial results with a Flight SQL session option,
 and reads what the city told of its answers, the nodes missing and the groups held back,
-from the session's options.
+from the session's options. A second connection, as a SQL tool that sends statements only,
+does the same with `SET` and `SHOW`.
 
 Usage: adbc_session.py ADDR TOKEN GROUPED_QUERY
 Prints one JSON object with what the client saw.
@@ -68,5 +69,29 @@ with conn.cursor() as cur:
         conn.adbc_connection.set_options(**{f"{prefix}no_such_option": "true"})
     except Exception as e:
         seen["unknown_error"] = str(e)
+conn.close()
+
+conn = flightsql.connect(
+    f"grpc://{addr}",
+    db_kwargs={
+        DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}",
+        DatabaseOptions.WITH_COOKIE_MIDDLEWARE.value: "true",
+    },
+)
+with conn.cursor() as cur:
+    def show(name):
+        cur.execute(f"SHOW {name}")
+        return cur.fetchall()
+
+    seen["sql_shown_before"] = show("partial_results")
+    cur.execute("SET partial_results = true")
+    seen["sql_shown"] = show("partial_results")
+    cur.execute(query)
+    seen["sql_partial"] = cur.fetchone()[0]
+    seen["sql_missing"] = show("missing_nodes")
+    try:
+        cur.execute("SET datafusion.execution.batch_size = 10")
+    except Exception as e:  # the driver raises its own error types
+        seen["sql_set_error"] = str(e)
 conn.close()
 print(json.dumps(seen))

@@ -9,6 +9,7 @@ mod memory;
 mod server;
 mod service;
 mod session;
+mod session_sql;
 mod statement;
 mod status;
 mod tls;

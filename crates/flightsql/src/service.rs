@@ -41,7 +41,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::{
     FOREIGN_KEYS, PRIMARY_KEYS, described_columns, no_foreign_keys, primary_keys, xdbc_types,
 };
-use crate::session::Sessions;
+use crate::session::{Sessions, send_cookie};
+use crate::session_sql::SessionStatement;
 use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement, StatementSchemas};
 
 /// Catalog under which every table is listed.
@@ -95,10 +96,22 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         Ok(QueryRequest { caller, headers })
     }
 
-    /// The schemas of `statement`, planned for `query`. A new statement: the session's
-    /// notes of its last answer no longer stand, and if the statement is refused here, no
-    /// `DoGet` follows to replace them.
+    /// The schemas of `statement`, planned for `query`. A new statement other than one
+    /// about the session: the session's notes of its last answer no longer stand, and if
+    /// the statement is refused here, no `DoGet` follows to replace them.
     async fn plan(
+        &self,
+        statement: &Statement,
+        query: &QueryRequest,
+    ) -> Result<StatementSchemas, Status> {
+        match SessionStatement::parse(&statement.sql, &self.sessions) {
+            Some(about_session) => Ok(about_session?.schemas()),
+            None => self.plan_query(statement, query).await,
+        }
+    }
+
+    /// The schemas of `statement`, a query for the engine, planned for `query`.
+    async fn plan_query(
         &self,
         statement: &Statement,
         query: &QueryRequest,
@@ -115,13 +128,23 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let query = self.query_request(&request)?;
-        let schemas = self.plan(statement, &query).await?;
+        let (schemas, cookie) = match SessionStatement::parse(&statement.sql, &self.sessions) {
+            Some(about_session) => {
+                let about_session = about_session?;
+                let user = &query.caller.user;
+                let cookie = about_session.take_effect(&self.sessions, user, request.metadata())?;
+                (about_session.schemas(), cookie)
+            }
+            None => (self.plan_query(statement, &query).await?, None),
+        };
         let info = FlightInfo::new()
             .try_with_schema(&schemas.dataset)
             .map_err(|e| Status::internal(e.to_string()))?
             .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
             .with_descriptor(request.into_inner());
-        Ok(Response::new(info))
+        let mut response = Response::new(info);
+        send_cookie(response.metadata_mut(), cookie)?;
+        Ok(response)
     }
 
     async fn run(
@@ -130,6 +153,11 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         request: &Request<Ticket>,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let query = self.query_request(request)?;
+        if let Some(about_session) = SessionStatement::parse(&statement.sql, &self.sessions) {
+            tracing::info!(user = %query.caller.user, %statement, "session statement");
+            let user = &query.caller.user;
+            return answer(about_session?.run(&self.sessions, user, request.metadata())?);
+        }
         tracing::info!(user = %query.caller.user, %statement, "query");
         let answered = self.engine.execute(statement, &query).await;
         let notes = answered
@@ -663,12 +691,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         let result = arrow_flight::Result::new(body);
         let mut response: Response<FlightStream<arrow_flight::Result>> =
             Response::new(Box::pin(stream::iter([Ok(result)])));
-        if let Some(cookie) = cookie {
-            let value = cookie
-                .parse()
-                .map_err(|_| Status::internal("session cookie is not a valid header value"))?;
-            response.metadata_mut().insert("set-cookie", value);
-        }
+        send_cookie(response.metadata_mut(), cookie)?;
         Ok(response)
     }
 

@@ -127,6 +127,21 @@ impl Sessions {
         }
     }
 
+    /// Whether a session may set option `name`.
+    pub(crate) fn offers(&self, name: &str) -> bool {
+        self.offered.iter().any(|o| o.name == name)
+    }
+
+    /// Whether `name` is an option a session may set or a note it keeps.
+    pub(crate) fn keeps(&self, name: &str) -> bool {
+        self.offers(name) || self.notes.iter().any(|n| n.name == name)
+    }
+
+    /// The names of the options a session may set.
+    pub(crate) fn offered(&self) -> Vec<&'static str> {
+        self.offered.iter().map(|o| o.name).collect()
+    }
+
     /// Keeps the notes of an answer, whose response headers are `answer`, in the session
     /// of the call whose headers are `headers`, if it was made in one; a call that fails
     /// leaves no notes (`answer` is then empty).
@@ -246,6 +261,17 @@ impl Sessions {
         live.remove(&id);
         Ok(())
     }
+}
+
+/// Adds to response `headers` the `cookie` of a session just made, if any.
+pub(crate) fn send_cookie(headers: &mut MetadataMap, cookie: Option<String>) -> Result<(), Status> {
+    if let Some(cookie) = cookie {
+        let value = cookie
+            .parse()
+            .map_err(|_| Status::internal("session cookie is not a valid header value"))?;
+        headers.insert("set-cookie", value);
+    }
+    Ok(())
 }
 
 fn no_session() -> Status {

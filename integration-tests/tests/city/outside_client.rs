@@ -196,4 +196,25 @@ async fn a_session_option_asks_the_city_for_partial_results() {
             .contains("no_such_option"),
         "{seen}"
     );
+
+    // The same with SQL alone: SET makes the session, SHOW reads it, and a SET of
+    // anything else names what may be set.
+    assert_eq!(
+        seen["sql_shown_before"],
+        serde_json::json!([["partial_results", "false"]])
+    );
+    assert_eq!(
+        seen["sql_shown"],
+        serde_json::json!([["partial_results", "true"]])
+    );
+    assert_eq!(seen["sql_partial"].as_u64(), Some(rows as u64), "{seen}");
+    assert_eq!(
+        seen["sql_missing"],
+        serde_json::json!([["missing_nodes", down.to_string()]])
+    );
+    let error = seen["sql_set_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("batch_size") && error.contains("partial_results only"),
+        "{seen}"
+    );
 }
