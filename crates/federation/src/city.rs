@@ -24,6 +24,7 @@ use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
 };
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext};
 use futures::StreamExt;
@@ -390,6 +391,9 @@ impl CityEngine {
                     refusal.message.push_str(JOINED_ON_IDENTIFIER);
                 }
             }
+            if refusal.rule == Rule::MinGroupSize && windows_over_rows_at_city(&answer)? {
+                refusal.message.push_str(WINDOW_AT_CITY);
+            }
             return Err(Error::Refused(refusal));
         }
         Ok(plan)
@@ -698,6 +702,30 @@ fn joined_at_city() -> String {
          subsidy_type; to keep rows whose column is in a list, use IN (…)"
     )
 }
+
+/// Whether a window runs at the city over single rows the nodes sent, rather than over
+/// their groups.
+fn windows_over_rows_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    Ok(plan.exists(|p| {
+        if !(p.is::<WindowAggExec>() || p.is::<BoundedWindowAggExec>()) {
+            return Ok(false);
+        }
+        p.exists(|q| match q.downcast_ref::<NodeFragmentExec>() {
+            Some(f) => Ok(!f.fragment().exists(|r| Ok(r.is::<AggregateExec>()))?),
+            None => Ok(false),
+        })
+    })?)
+}
+
+/// How to compare rows with figures of their group instead of a window over them.
+const WINDOW_AT_CITY: &str = ". Here a window runs at the city, over single rows of the \
+     nodes: a node runs no windows, and the city runs them over groups only (rank() OVER \
+     (ORDER BY sum(amount))). To compare each row with a figure of its group, join it to a \
+     subquery that aggregates the table by county_code and the window's other PARTITION BY \
+     columns, on those columns (disbursements d JOIN (SELECT county_code, subsidy_type, \
+     avg(amount) AS a FROM disbursements GROUP BY 1, 2) g ON g.county_code = d.county_code \
+     AND g.subsidy_type = d.subsidy_type WHERE d.amount > 2 * g.a), which runs inside each \
+     node";
 
 /// Where to match persons across counties instead.
 const JOINED_ON_IDENTIFIER: &str = ". This join matches persons by an identifier \
