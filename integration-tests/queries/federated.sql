@@ -248,3 +248,5 @@ SELECT y.value AS year, count(d.payment_id), coalesce(sum(d.amount), 0) FROM gen
 SELECT s.subsidy_type, count(DISTINCT d.person_id), count(d.payment_id) FROM subsidy_standards s LEFT JOIN disbursements d ON d.subsidy_type = s.subsidy_type AND d.amount > 1500 GROUP BY 1 ORDER BY 1
 ;
 SELECT x.subsidy_type, x.a FROM (SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x WHERE EXISTS (SELECT 1 FROM disbursements d WHERE d.subsidy_type = x.subsidy_type AND d.amount > 3 * x.a) ORDER BY 1
+;
+SELECT subsidy_type, count(DISTINCT CASE WHEN amount > 300 THEN person_id END), count(CASE WHEN period >= DATE '2023-01-01' THEN person_id END) FROM disbursements GROUP BY 1 ORDER BY 1

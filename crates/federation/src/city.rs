@@ -48,6 +48,7 @@ use crate::class::UnionKeepsClass;
 use crate::control::{
     Exclusion, MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer,
 };
+use crate::count_filter::CountOfCaseAsFilter;
 use crate::distinct_rows::CountDistinctRows;
 use crate::distinct_text::CountDistinctAsText;
 use crate::distinct_values::DistinctValuesAsGroups;
@@ -1038,6 +1039,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     [
         Arc::new(AnyAsIn) as Arc<dyn OptimizerRule + Send + Sync>,
         Arc::new(InSubqueryAsList),
+        Arc::new(CountOfCaseAsFilter),
     ]
     .into_iter()
     .chain(

@@ -72,6 +72,35 @@ pub(crate) fn rewrite_aggregate(
     })
 }
 
+/// `plan` with each of its aggregate expressions that `rewrite` rewrites, given the
+/// aggregate, rewritten so, where it is an aggregate and `rewrite` rewrites any.
+pub(crate) fn rewrite_aggregate_exprs(
+    plan: LogicalPlan,
+    rewrite: impl Fn(&Aggregate, &Expr) -> Option<Expr>,
+) -> Result<Transformed<LogicalPlan>> {
+    rewrite_aggregate(plan, |aggregate| {
+        let rewritten: Vec<Option<Expr>> = aggregate
+            .aggr_expr
+            .iter()
+            .map(|e| rewrite(aggregate, e))
+            .collect();
+        if rewritten.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let aggr_expr = rewritten
+            .into_iter()
+            .zip(&aggregate.aggr_expr)
+            .map(|(rewritten, e)| rewritten.unwrap_or_else(|| e.clone()))
+            .collect();
+        let rewritten = Aggregate::try_new(
+            Arc::clone(&aggregate.input),
+            aggregate.group_expr.clone(),
+            aggr_expr,
+        )?;
+        Ok(Some(LogicalPlan::Aggregate(rewritten)))
+    })
+}
+
 /// `outer` as a count of distinct rows, if all it computes is a count of distinct tuples
 /// of columns, `count(DISTINCT (a, b, …))`: a tuple is never NULL, so each distinct row of
 /// those columns counts once. The count of rows becomes a `count(DISTINCT …)` in turn,

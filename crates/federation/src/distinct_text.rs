@@ -1,20 +1,19 @@
 //! [`CountDistinctAsText`]: counting distinct numbers or dates that nodes protect as the
 //! distinct texts of them, which nodes can send as tokens.
 
-use std::sync::Arc;
-
 use arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, cast};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, cast};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::ColumnClass;
 use sunlight_policy::one_text_each;
 
 use crate::class::reads;
+use crate::distinct_rows::rewrite_aggregate_exprs;
 
 /// Rewrites `count(DISTINCT x)` of numbers or dates as `count(DISTINCT CAST(x AS
 /// VARCHAR))`, under the name the count had, where `x` reads an identifier or a
@@ -42,30 +41,10 @@ impl OptimizerRule for CountDistinctAsText {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
-        let schema = aggregate.input.schema();
-        let chosen = chosen_by_quasi(&aggregate.input);
-        let texts: Vec<Option<Expr>> = aggregate
-            .aggr_expr
-            .iter()
-            .map(|e| as_text(e, schema, chosen))
-            .collect();
-        if texts.iter().all(Option::is_none) {
-            return Ok(Transformed::no(plan));
-        }
-        let aggr_expr = texts
-            .into_iter()
-            .zip(&aggregate.aggr_expr)
-            .map(|(text, e)| text.unwrap_or_else(|| e.clone()))
-            .collect();
-        let rewritten = Aggregate::try_new(
-            Arc::clone(&aggregate.input),
-            aggregate.group_expr.clone(),
-            aggr_expr,
-        )?;
-        Ok(Transformed::yes(LogicalPlan::Aggregate(rewritten)))
+        rewrite_aggregate_exprs(plan, |aggregate, e| {
+            let chosen = chosen_by_quasi(&aggregate.input);
+            as_text(e, aggregate.input.schema(), chosen)
+        })
     }
 }
 

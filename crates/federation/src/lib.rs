@@ -8,6 +8,7 @@ mod by_county;
 mod city;
 mod class;
 mod control;
+mod count_filter;
 mod distinct_rows;
 mod distinct_text;
 mod distinct_values;
