@@ -65,7 +65,7 @@ fn as_filter(expr: &Expr, schema: &DFSchema) -> Option<Expr> {
             None => condition,
         }));
     }
-    Some(filtered.alias(expr.schema_name().to_string()))
+    Some(filtered)
 }
 
 /// The condition under which `case` gives its one value, and that value, where it gives
@@ -97,7 +97,25 @@ fn null(expr: &Expr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::expr::AggregateFunction;
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+
     use crate::distinct_rows::tests::{answered_alike, contexts};
+
+    /// Whether an aggregate of `plan` counts a `CASE`.
+    fn counts_case(plan: &LogicalPlan) -> bool {
+        plan.exists(|p| {
+            let LogicalPlan::Aggregate(aggregate) = p else {
+                return Ok(false);
+            };
+            Ok(aggregate.aggr_expr.iter().any(|e| {
+                matches!(e.clone().unalias(), Expr::AggregateFunction(AggregateFunction { params, .. })
+                    if matches!(params.args.as_slice(), [Expr::Case(_)]))
+            }))
+        })
+        .unwrap()
+    }
 
     #[tokio::test]
     async fn a_count_of_an_identifier_some_rows_give_counts_it_over_those_rows() {
@@ -110,13 +128,13 @@ mod tests {
              (WHERE county_code = '1'), count(*) FROM c",
             "SELECT area, count(DISTINCT CASE WHEN level > 1 THEN person END) FROM u \
              GROUP BY 1 ORDER BY 1",
+            // Named anew where the planner cast the values compared (`level > 1.5`).
+            "SELECT count(CASE WHEN level > 1.5 THEN card END) FILTER (WHERE level < 3.5) \
+             FROM u",
         ];
         for sql in filtered {
-            let plan = answered_alike(&contexts, sql)
-                .await
-                .display_indent()
-                .to_string();
-            assert!(plan.contains(".person) FILTER (WHERE"), "{sql}\n{plan}");
+            let plan = answered_alike(&contexts, sql).await;
+            assert!(!counts_case(&plan), "{sql}\n{}", plan.display_indent());
         }
         let left = [
             // Not an identifier, or another value where the condition fails.
@@ -125,11 +143,8 @@ mod tests {
             "SELECT count(CASE WHEN kind = 'k' THEN person WHEN kind = 'l' THEN kind END) FROM c",
         ];
         for sql in left {
-            let plan = answered_alike(&contexts, sql)
-                .await
-                .display_indent()
-                .to_string();
-            assert!(!plan.contains(") FILTER (WHERE"), "{sql}\n{plan}");
+            let plan = answered_alike(&contexts, sql).await;
+            assert!(counts_case(&plan), "{sql}\n{}", plan.display_indent());
         }
     }
 }

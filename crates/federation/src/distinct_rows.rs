@@ -73,7 +73,8 @@ pub(crate) fn rewrite_aggregate(
 }
 
 /// `plan` with each of its aggregate expressions that `rewrite` rewrites, given the
-/// aggregate, rewritten so, where it is an aggregate and `rewrite` rewrites any.
+/// aggregate and the expression without its alias, rewritten so under the name it had,
+/// where it is an aggregate and `rewrite` rewrites any.
 pub(crate) fn rewrite_aggregate_exprs(
     plan: LogicalPlan,
     rewrite: impl Fn(&Aggregate, &Expr) -> Option<Expr>,
@@ -82,7 +83,14 @@ pub(crate) fn rewrite_aggregate_exprs(
         let rewritten: Vec<Option<Expr>> = aggregate
             .aggr_expr
             .iter()
-            .map(|e| rewrite(aggregate, e))
+            .map(|e| {
+                let unaliased = match e {
+                    Expr::Alias(alias) => alias.expr.as_ref(),
+                    e => e,
+                };
+                let rewritten = rewrite(aggregate, unaliased)?;
+                Some(rewritten.alias(e.schema_name().to_string()))
+            })
             .collect();
         if rewritten.iter().all(Option::is_none) {
             return Ok(None);

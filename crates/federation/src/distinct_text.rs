@@ -50,7 +50,7 @@ impl OptimizerRule for CountDistinctAsText {
 
 /// `expr` counting the distinct texts of its argument, if it counts distinct numbers or
 /// dates computed from a protected column, or from any column of rows `chosen` by a
-/// quasi-identifier.
+/// quasi-identifier, or that its `FILTER` keeps by one.
 fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
         return None;
@@ -61,6 +61,12 @@ fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     if func.name() != "count" || !params.distinct {
         return None;
     }
+    // The function's own filter keeps rows as a filter under the aggregate does.
+    let chosen = chosen
+        || params
+            .filter
+            .as_deref()
+            .is_some_and(|f| reads(&[f], schema, &[ColumnClass::Quasi]));
     let protected = chosen || reads(&[value], schema, &[ColumnClass::Direct, ColumnClass::Quasi]);
     if !protected || !one_text_each(&value.get_type(schema).ok()?) {
         return None;
@@ -69,7 +75,7 @@ fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     if let Expr::AggregateFunction(f) = &mut text {
         f.params.args = vec![cast(value.clone(), DataType::Utf8)];
     }
-    Some(text.alias(expr.schema_name().to_string()))
+    Some(text)
 }
 
 /// Whether a filter or an ordering under `plan`, which keeps or orders rows before they
@@ -116,9 +122,12 @@ mod tests {
             "SELECT count(DISTINCT level) FROM u",
             "SELECT kind, count(DISTINCT born), count(DISTINCT level) AS n FROM u GROUP BY kind",
             "SELECT count(DISTINCT level) FILTER (WHERE area = 'n'), count(*) FROM u",
+            // Named anew where the planner cast the values compared (`level > 1.5`).
+            "SELECT count(DISTINCT born) FILTER (WHERE level > 1.5) FROM u",
             "SELECT count(DISTINCT level + 1), count(DISTINCT date_part('year', born)) FROM u",
             // A public column, of rows kept or ordered by a quasi-identifier.
             "SELECT count(DISTINCT seen) FROM u WHERE level > 1",
+            "SELECT count(DISTINCT seen) FILTER (WHERE born > DATE '1945-01-01') FROM u",
             "SELECT area, count(DISTINCT seen) FROM u WHERE born IS NOT NULL GROUP BY area",
             "SELECT count(DISTINCT seen) FROM (SELECT seen FROM u ORDER BY born LIMIT 4)",
             // A union's column is of the most protected class of its sides, in any order.
