@@ -80,8 +80,9 @@ impl SessionStatement {
 
     /// Sets the option of a `SET` in the session of `user` that `headers` name, made
     /// where they name none: the cookie of a session so made. Such a statement takes
-    /// effect as it is planned, as well as when it runs, since a client need not fetch
-    /// its empty answer, and one that does then holds the cookie before it runs it.
+    /// effect as soon as a client asks to run it (`GetFlightInfo`), as well as when it
+    /// fetches the answer, since a client need not fetch an empty answer, and one that
+    /// does then holds the cookie before it fetches. Preparing it sets nothing.
     pub(crate) fn take_effect(
         &self,
         sessions: &Sessions,
