@@ -48,9 +48,17 @@ pub fn write_result(result: &QueryResult, format: Format, output: Option<&Path>)
     };
     match format {
         Format::Table => {
-            let text = arrow::util::pretty::pretty_format_batches(&non_empty(result))
-                .map_err(arrow_err)?;
-            writeln!(sink, "{text}\n({} rows)", result.num_rows()).map_err(|source| {
+            // An answer of no columns, as a `SET`'s, has no table to draw.
+            let table = match result.schema.fields().is_empty() {
+                true => String::new(),
+                false => {
+                    arrow::util::pretty::pretty_format_batches(&non_empty(result))
+                        .map_err(arrow_err)?
+                        .to_string()
+                        + "\n"
+                }
+            };
+            writeln!(sink, "{table}({} rows)", result.num_rows()).map_err(|source| {
                 Error::Write {
                     path: path.clone(),
                     source,
