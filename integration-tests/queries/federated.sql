@@ -250,3 +250,5 @@ SELECT s.subsidy_type, count(DISTINCT d.person_id), count(d.payment_id) FROM sub
 SELECT x.subsidy_type, x.a FROM (SELECT subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) x WHERE EXISTS (SELECT 1 FROM disbursements d WHERE d.subsidy_type = x.subsidy_type AND d.amount > 3 * x.a) ORDER BY 1
 ;
 SELECT subsidy_type, count(DISTINCT CASE WHEN amount > 300 THEN person_id END), count(CASE WHEN period >= DATE '2023-01-01' THEN person_id END) FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*), sum(amount) FROM (SELECT county_code, amount, avg(amount) OVER (PARTITION BY county_code, subsidy_type) AS a, count(*) OVER (PARTITION BY subsidy_type, county_code) AS n FROM disbursements) t WHERE amount > a AND n > 100 GROUP BY 1 ORDER BY 1

@@ -49,9 +49,15 @@ impl OptimizerRule for SingleDistinctByCounty {
 
 /// Whether `aggregate` groups by a node table's `county_code`, among other keys.
 pub(crate) fn by_county(aggregate: &Aggregate) -> bool {
-    aggregate.group_expr.iter().any(|e| {
-        column_index(&aggregate.input, e).is_some_and(|i| county_code(&aggregate.input, i))
-    })
+    aggregate
+        .group_expr
+        .iter()
+        .any(|e| is_county_code(&aggregate.input, e))
+}
+
+/// Whether `expr`, over `plan`, is a node table's `county_code` ([`county_code`]).
+pub(crate) fn is_county_code(plan: &LogicalPlan, expr: &Expr) -> bool {
+    column_index(plan, expr).is_some_and(|i| county_code(plan, i))
 }
 
 /// Whether all `aggregate` computes is over distinct values. DataFusion's rewrite turns

@@ -65,6 +65,7 @@ use crate::reference::{BuiltFromReference, ReferenceTable, SERIES_ROWS};
 use crate::registry::{NodeEndpoint, NodeRegistry};
 use crate::shared::{Renewal, SharedPersons};
 use crate::table::GlobalTable;
+use crate::window_groups::WindowAsJoinedGroups;
 
 /// The session option (Flight SQL's `SetSessionOptions`) that asks for partial results,
 /// as the partial-results header does for one call.
@@ -720,13 +721,14 @@ fn windows_over_rows_at_city(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
 
 /// How to compare rows with figures of their group instead of a window over them.
 const WINDOW_AT_CITY: &str = ". Here a window runs at the city, over single rows of the \
-     nodes: a node runs no windows, and the city runs them over groups only (rank() OVER \
-     (ORDER BY sum(amount))). To compare each row with a figure of its group, join it to a \
-     subquery that aggregates the table by county_code and the window's other PARTITION BY \
-     columns, on those columns (disbursements d JOIN (SELECT county_code, subsidy_type, \
-     avg(amount) AS a FROM disbursements GROUP BY 1, 2) g ON g.county_code = d.county_code \
-     AND g.subsidy_type = d.subsidy_type WHERE d.amount > 2 * g.a), which runs inside each \
-     node";
+     nodes: a node runs no windows itself. The city runs windows over groups (rank() OVER \
+     (ORDER BY sum(amount))), and has the nodes run a window of aggregates over whole \
+     partitions by county_code (avg(amount) OVER (PARTITION BY county_code, subsidy_type), \
+     with no ORDER BY) as a join of the rows with their groups. To compare each row with a \
+     figure of a group across counties, join it to a subquery that aggregates the table by \
+     the window's PARTITION BY columns, on those columns (disbursements d JOIN (SELECT \
+     subsidy_type, avg(amount) AS a FROM disbursements GROUP BY 1) g ON g.subsidy_type = \
+     d.subsidy_type WHERE d.amount > 2 * g.a)";
 
 /// Where to match persons across counties instead.
 const JOINED_ON_IDENTIFIER: &str = ". This join matches persons by an identifier \
@@ -1040,6 +1042,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Arc::new(AnyAsIn) as Arc<dyn OptimizerRule + Send + Sync>,
         Arc::new(InSubqueryAsList),
         Arc::new(CountOfCaseAsFilter),
+        Arc::new(WindowAsJoinedGroups),
     ]
     .into_iter()
     .chain(

@@ -25,6 +25,7 @@ mod shared;
 mod table;
 #[cfg(test)]
 mod test_rules;
+mod window_groups;
 
 pub use city::{CityEngine, FederationConfig, QueryAudit, QueryEvent, StandardsCheck};
 pub use control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, Transfer};

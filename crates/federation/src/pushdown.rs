@@ -498,13 +498,14 @@ fn partition_local(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// A join that runs inside each node: partitioned on `county_code` on both sides, or with
 /// the reference table as its collected build side. A join whose every input from the
-/// nodes is already aggregated stays at the city: its inputs are small there, and a node
-/// counts the persons behind rows, not behind pairs of groups.
+/// nodes gives groups rather than single rows ([`sends_rows`]) stays at the city: its
+/// inputs are small there, and a node counts the persons behind rows, not behind pairs of
+/// groups.
 fn local_join(plan: &Arc<dyn ExecutionPlan>, fragments: &[Option<&NodeFragmentExec>]) -> bool {
     let Some(join) = Join::of(plan) else {
         return false;
     };
-    if fragments.iter().flatten().all(|f| aggregates(f.fragment())) {
+    if !fragments.iter().flatten().any(|f| sends_rows(f.fragment())) {
         return false;
     }
     let from_reference =
@@ -538,6 +539,27 @@ pub(crate) fn reference_rows_once(join_type: JoinType) -> bool {
 
 fn aggregates(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.exists(|p| Ok(p.is::<AggregateExec>())).unwrap_or(true)
+}
+
+/// Whether `plan` gives single rows rather than groups: it aggregates nothing, or its rows
+/// are those of a join with a side that gives single rows, as a join of rows with their
+/// groups by county does.
+fn sends_rows(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if !aggregates(plan) {
+        return true;
+    }
+    let mut top = plan;
+    while top.children().len() == 1 && !top.is::<AggregateExec>() {
+        top = top.children()[0];
+    }
+    let Some(join) = Join::of(top) else {
+        return false;
+    };
+    match join.join_type() {
+        JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => sends_rows(join.left()),
+        JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => sends_rows(join.right()),
+        _ => sends_rows(join.left()) || sends_rows(join.right()),
+    }
 }
 
 /// The operators by which the city merges what several nodes sent into one figure, over

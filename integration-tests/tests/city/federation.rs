@@ -819,13 +819,14 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             "Here a join runs at the city, over single rows of the nodes: a node runs a join \
              itself only between its own tables on equal county_code",
         ),
-        // A window over single rows: the city says how to join the group's figures.
+        // A window over single rows across counties: the city says how to join the
+        // group's figures.
         (
             "SELECT county_code, count(*) FROM (SELECT county_code, amount, avg(amount) OVER \
-             (PARTITION BY county_code, subsidy_type) AS a FROM disbursements) t \
+             (PARTITION BY subsidy_type) AS a FROM disbursements) t \
              WHERE amount > 2 * a GROUP BY 1",
             "Here a window runs at the city, over single rows of the nodes: a node runs no \
-             windows, and the city runs them over groups only",
+             windows itself",
         ),
         // Persons matched across counties: the models' work, over tokens.
         (
