@@ -78,13 +78,15 @@ fn joined_groups(window: &Window) -> Result<Option<LogicalPlan>> {
     let functions: Option<Vec<&WindowFunction>> = window
         .window_expr
         .iter()
-        .map(|e| match e {
-            Expr::WindowFunction(f) => Some(f.as_ref()),
-            Expr::Alias(alias) => match alias.expr.as_ref() {
+        .map(|e| {
+            let unaliased = match e {
+                Expr::Alias(alias) => alias.expr.as_ref(),
+                e => e,
+            };
+            match unaliased {
                 Expr::WindowFunction(f) => Some(f.as_ref()),
                 _ => None,
-            },
-            _ => None,
+            }
         })
         .collect();
     let Some(functions) = functions else {

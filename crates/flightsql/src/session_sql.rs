@@ -34,6 +34,16 @@ impl SessionStatement {
     /// none of their own), refused by name unless it sets an option `sessions` offer to
     /// true or false, and a `SHOW` of an option or a note `sessions` keep.
     pub(crate) fn parse(sql: &str, sessions: &Sessions) -> Option<Result<Self, Status>> {
+        // Every query comes this way, twice: most name neither keyword, and are not parsed
+        // here at all.
+        let names = |keyword: &[u8]| {
+            sql.as_bytes()
+                .windows(keyword.len())
+                .any(|w| w.eq_ignore_ascii_case(keyword))
+        };
+        if !names(b"set") && !names(b"show") {
+            return None;
+        }
         let mut statements = DFParser::parse_sql(sql).ok()?;
         let (Some(DfStatement::Statement(statement)), None) =
             (statements.pop_front(), statements.pop_front())
