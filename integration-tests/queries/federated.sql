@@ -252,3 +252,5 @@ SELECT x.subsidy_type, x.a FROM (SELECT subsidy_type, avg(amount) AS a FROM disb
 SELECT subsidy_type, count(DISTINCT CASE WHEN amount > 300 THEN person_id END), count(CASE WHEN period >= DATE '2023-01-01' THEN person_id END) FROM disbursements GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(*), sum(amount) FROM (SELECT county_code, amount, avg(amount) OVER (PARTITION BY county_code, subsidy_type) AS a, count(*) OVER (PARTITION BY subsidy_type, county_code) AS n FROM disbursements) t WHERE amount > a AND n > 100 GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, count(*), sum(amount) FROM disbursements WHERE (county_code LIKE '14022%' AND county_code < '140224') OR CAST(county_code AS INT) = 140213 GROUP BY 1 ORDER BY 1

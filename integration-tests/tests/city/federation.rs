@@ -506,6 +506,14 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
             "county_code LIKE '14022%'",
             "nodes=[140221, 140222, 140223, 140224, 140225, 140226]",
         ),
+        (
+            "(county_code LIKE '14022%' AND county_code < '140224') OR CAST(county_code AS INT) = 140213",
+            "nodes=[140213, 140221, 140222, 140223]",
+        ),
+        (
+            "county_code BETWEEN '140213' AND '140215' AND county_code NOT IN ('140214')",
+            "nodes=[140213, 140215]",
+        ),
     ] {
         let explain = format!("EXPLAIN SELECT count(*) FROM disbursements WHERE {filter}");
         let text = printed(&mut client, &explain).await;
