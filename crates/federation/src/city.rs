@@ -43,6 +43,7 @@ use tokio::sync::RwLock;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::approx_distinct::ApproxDistinctAsCount;
 use crate::by_county::SingleDistinctByCounty;
 use crate::class::UnionKeepsClass;
 use crate::control::{
@@ -1022,6 +1023,8 @@ impl SqlEngine for CityEngine {
 /// city. COUNT(DISTINCT) across counties stays one aggregate, so that nodes send its
 /// state (tokens of the distinct values, counted there) rather than one group per
 /// identifier; by county and person, it runs whole in the nodes as DataFusion plans it.
+/// An estimate of distinct identifiers is their count, and a count of an identifier
+/// some rows give, written as a `CASE`, counts it over those rows.
 /// A count of distinct rows across counties becomes one, once DISTINCT is an aggregate;
 /// and one of protected numbers or dates counts their texts, which nodes send as tokens,
 /// a union's columns being of the most protected class of its sides.
@@ -1041,6 +1044,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     [
         Arc::new(AnyAsIn) as Arc<dyn OptimizerRule + Send + Sync>,
         Arc::new(InSubqueryAsList),
+        Arc::new(ApproxDistinctAsCount),
         Arc::new(CountOfCaseAsFilter),
         Arc::new(WindowAsJoinedGroups),
     ]

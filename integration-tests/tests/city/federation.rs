@@ -128,6 +128,21 @@ async fn federated_queries_equal_centralized_datafusion() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// An estimate of distinct persons, which nodes would refuse to send as a sketch, is
+/// answered with their exact count, of the estimate's type.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_estimate_of_distinct_persons_is_their_count() {
+    let (_running, oracle, mut client) = city_and_oracle().await;
+    let estimate = "SELECT subsidy_type, approx_distinct(person_id) FILTER (WHERE amount > 300) \
+                    FROM disbursements GROUP BY 1 ORDER BY 1";
+    let count = "SELECT subsidy_type, \
+                 CAST(count(DISTINCT person_id) FILTER (WHERE amount > 300) AS BIGINT UNSIGNED) \
+                 FROM disbursements GROUP BY 1 ORDER BY 1";
+    let federated = client.query(estimate).await.unwrap();
+    let central = oracle.sql(count).await.unwrap().collect().await.unwrap();
+    assert_eq!(rows(&federated.batches, true), rows(&central, true));
+}
+
 /// A union of a public and a quasi-identifying column, which DataFusion plans with the
 /// class of one side and of none, is answered.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,145 @@
+//! [`ApproxDistinctAsCount`]: an estimate of the distinct identifiers of each group
+//! (`approx_distinct(person_id)`), answered exactly, as `count(DISTINCT person_id)`.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::common::Column;
+use datafusion::common::tree_node::Transformed;
+use datafusion::error::Result;
+use datafusion::functions_aggregate::expr_fn::count_distinct;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, cast};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use sunlight_domain::ColumnClass;
+
+use crate::class::reads;
+use crate::distinct_rows::rewrite_aggregate;
+
+/// Rewrites `approx_distinct(x)`, where `x` reads an identifier, as `count(DISTINCT x)`
+/// (with the same `FILTER`), under the name and type the estimate had.
+///
+/// The estimate's state is a sketch of the values' hashes, which anyone may compute for
+/// a known identifier, so nodes never let one of identifiers leave; a distinct count
+/// leaves as keyed tokens. The exact count is an estimate with no error.
+#[derive(Debug, Default)]
+pub struct ApproxDistinctAsCount;
+
+impl OptimizerRule for ApproxDistinctAsCount {
+    fn name(&self) -> &str {
+        "approx_distinct_as_count"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        rewrite_aggregate(plan, counted)
+    }
+}
+
+/// `aggregate` with its estimates of identifiers counted, then cast to the estimates'
+/// type, if it has any.
+fn counted(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
+    let schema = aggregate.input.schema();
+    let counts: Vec<Option<Expr>> = aggregate
+        .aggr_expr
+        .iter()
+        .map(|e| {
+            let Expr::AggregateFunction(AggregateFunction { func, params }) = e.clone().unalias()
+            else {
+                return None;
+            };
+            let [value] = params.args.as_slice() else {
+                return None;
+            };
+            if func.name() != "approx_distinct" || !reads(&[value], schema, &[ColumnClass::Direct])
+            {
+                return None;
+            }
+            let mut count = count_distinct(value.clone());
+            if let Expr::AggregateFunction(f) = &mut count {
+                f.params.filter = params.filter;
+            }
+            Some(count.alias(e.schema_name().to_string()))
+        })
+        .collect();
+    if counts.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    // The aggregates' columns follow the groups' (and, under grouping sets, their id).
+    let first = aggregate.schema.fields().len() - aggregate.aggr_expr.len();
+    let aggr_expr = counts
+        .iter()
+        .zip(&aggregate.aggr_expr)
+        .map(|(count, e)| count.clone().unwrap_or_else(|| e.clone()))
+        .collect();
+    let counted = Aggregate::try_new(
+        Arc::clone(&aggregate.input),
+        aggregate.group_expr.clone(),
+        aggr_expr,
+    )?;
+    let columns = aggregate
+        .schema
+        .iter()
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
+            let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+            match i.checked_sub(first).and_then(|a| counts.get(a)) {
+                Some(Some(_)) => cast(column, DataType::UInt64).alias(field.name()),
+                _ => column,
+            }
+        });
+    LogicalPlanBuilder::from(LogicalPlan::Aggregate(counted))
+        .project(columns)?
+        .build()
+        .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+
+    use crate::distinct_rows::tests::{answered_alike, contexts};
+
+    /// Whether an aggregate of `plan` estimates distinct values.
+    fn estimates(plan: &LogicalPlan) -> bool {
+        plan.exists(|p| {
+            Ok(
+                matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.iter().any(|e| {
+                    matches!(e.clone().unalias(), Expr::AggregateFunction(f)
+                        if f.func.name() == "approx_distinct")
+                })),
+            )
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_estimate_of_distinct_identifiers_is_their_count() {
+        let contexts = contexts().await;
+        let counted = [
+            "SELECT approx_distinct(person) FROM u",
+            "SELECT kind, approx_distinct(person) AS n, count(*) FROM u GROUP BY 1 ORDER BY 1",
+            "SELECT area, approx_distinct(person) FILTER (WHERE kind = 'k') FROM u \
+             GROUP BY 1 ORDER BY 1",
+            "SELECT kind, area, approx_distinct(card) FROM u \
+             GROUP BY GROUPING SETS ((kind), (kind, area), ()) ORDER BY 1, 2",
+            "SELECT approx_distinct(CASE WHEN kind = 'k' THEN person END) FROM u",
+        ];
+        for sql in counted {
+            let plan = answered_alike(&contexts, sql).await;
+            assert!(!estimates(&plan), "{sql}\n{}", plan.display_indent());
+        }
+        // Not an identifier: the estimate stays, as the nodes may send its sketch.
+        let plan = answered_alike(&contexts, "SELECT approx_distinct(kind) FROM u").await;
+        assert!(estimates(&plan), "{}", plan.display_indent());
+    }
+}
