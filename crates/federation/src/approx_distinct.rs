@@ -133,13 +133,23 @@ mod tests {
             "SELECT kind, area, approx_distinct(card) FROM u \
              GROUP BY GROUPING SETS ((kind), (kind, area), ()) ORDER BY 1, 2",
             "SELECT approx_distinct(CASE WHEN kind = 'k' THEN person END) FROM u",
+            "SELECT area FROM u GROUP BY 1 HAVING approx_distinct(card) > 2 \
+             ORDER BY approx_distinct(person) DESC, 1",
+            "SELECT count(*) FROM (SELECT kind, approx_distinct(person) AS n FROM u GROUP BY 1) \
+             WHERE n > 1",
         ];
         for sql in counted {
             let plan = answered_alike(&contexts, sql).await;
             assert!(!estimates(&plan), "{sql}\n{}", plan.display_indent());
         }
         // Not an identifier: the estimate stays, as the nodes may send its sketch.
-        let plan = answered_alike(&contexts, "SELECT approx_distinct(kind) FROM u").await;
-        assert!(estimates(&plan), "{}", plan.display_indent());
+        for sql in [
+            "SELECT approx_distinct(kind) FROM u",
+            "SELECT area, approx_distinct(person), approx_distinct(kind) FROM u GROUP BY 1 \
+             ORDER BY 1",
+        ] {
+            let plan = answered_alike(&contexts, sql).await;
+            assert!(estimates(&plan), "{sql}\n{}", plan.display_indent());
+        }
     }
 }
