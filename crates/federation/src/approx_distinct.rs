@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
 use datafusion::common::Column;
 use datafusion::common::tree_node::Transformed;
 use datafusion::error::Result;
@@ -15,14 +14,14 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::ColumnClass;
 
 use crate::class::reads;
-use crate::distinct_rows::rewrite_aggregate;
+use crate::distinct_rows::rewrite_aggregate_exprs;
 
 /// Rewrites `approx_distinct(x)`, where `x` reads an identifier, as `count(DISTINCT x)`
 /// (with the same `FILTER`), under the name and type the estimate had.
 ///
 /// The estimate's state is a sketch of the values' hashes, which anyone may compute for
-/// a known identifier, so nodes never let one of identifiers leave; a distinct count
-/// leaves as keyed tokens. The exact count is an estimate with no error.
+/// a known identifier, so nodes never send a sketch of identifiers; the state of a
+/// distinct count leaves as keyed tokens. The exact count is an estimate with no error.
 #[derive(Debug, Default)]
 pub struct ApproxDistinctAsCount;
 
@@ -40,66 +39,49 @@ impl OptimizerRule for ApproxDistinctAsCount {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        rewrite_aggregate(plan, counted)
+        let LogicalPlan::Aggregate(aggregate) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let estimated = Arc::clone(&aggregate.schema);
+        let counted = rewrite_aggregate_exprs(plan, as_count)?;
+        if !counted.transformed {
+            return Ok(counted);
+        }
+        // Each count as the estimate's type, under its name.
+        let columns: Vec<Expr> = estimated
+            .iter()
+            .zip(counted.data.schema().fields())
+            .map(|((qualifier, field), now)| {
+                let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+                match now.data_type() == field.data_type() {
+                    true => column,
+                    false => cast(column, field.data_type().clone()).alias(field.name()),
+                }
+            })
+            .collect();
+        counted.map_data(|plan| LogicalPlanBuilder::from(plan).project(columns)?.build())
     }
 }
 
-/// `aggregate` with its estimates of identifiers counted, then cast to the estimates'
-/// type, if it has any.
-fn counted(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
-    let schema = aggregate.input.schema();
-    let counts: Vec<Option<Expr>> = aggregate
-        .aggr_expr
-        .iter()
-        .map(|e| {
-            let Expr::AggregateFunction(AggregateFunction { func, params }) = e.clone().unalias()
-            else {
-                return None;
-            };
-            let [value] = params.args.as_slice() else {
-                return None;
-            };
-            if func.name() != "approx_distinct" || !reads(&[value], schema, &[ColumnClass::Direct])
-            {
-                return None;
-            }
-            let mut count = count_distinct(value.clone());
-            if let Expr::AggregateFunction(f) = &mut count {
-                f.params.filter = params.filter;
-            }
-            Some(count.alias(e.schema_name().to_string()))
-        })
-        .collect();
-    if counts.iter().all(Option::is_none) {
-        return Ok(None);
+/// `count(DISTINCT x)`, with the estimate's `FILTER`, if `expr` is `approx_distinct(x)`
+/// and `x` reads an identifier.
+fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
+        return None;
+    };
+    let [value] = params.args.as_slice() else {
+        return None;
+    };
+    if func.name() != "approx_distinct"
+        || !reads(&[value], aggregate.input.schema(), &[ColumnClass::Direct])
+    {
+        return None;
     }
-    // The aggregates' columns follow the groups' (and, under grouping sets, their id).
-    let first = aggregate.schema.fields().len() - aggregate.aggr_expr.len();
-    let aggr_expr = counts
-        .iter()
-        .zip(&aggregate.aggr_expr)
-        .map(|(count, e)| count.clone().unwrap_or_else(|| e.clone()))
-        .collect();
-    let counted = Aggregate::try_new(
-        Arc::clone(&aggregate.input),
-        aggregate.group_expr.clone(),
-        aggr_expr,
-    )?;
-    let columns = aggregate
-        .schema
-        .iter()
-        .enumerate()
-        .map(|(i, (qualifier, field))| {
-            let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
-            match i.checked_sub(first).and_then(|a| counts.get(a)) {
-                Some(Some(_)) => cast(column, DataType::UInt64).alias(field.name()),
-                _ => column,
-            }
-        });
-    LogicalPlanBuilder::from(LogicalPlan::Aggregate(counted))
-        .project(columns)?
-        .build()
-        .map(Some)
+    let mut count = count_distinct(value.clone());
+    if let Expr::AggregateFunction(f) = &mut count {
+        f.params.filter.clone_from(&params.filter);
+    }
+    Some(count)
 }
 
 #[cfg(test)]
