@@ -1,5 +1,5 @@
-//! [`ApproxDistinctAsCount`]: an estimate of the distinct identifiers of each group
-//! (`approx_distinct(person_id)`), answered exactly, as `count(DISTINCT person_id)`.
+//! [`ApproxDistinctAsCount`]: an estimate of the distinct identifiers or class-Q values
+//! of each group (`approx_distinct(person_id)`), answered exactly, as `count(DISTINCT …)`.
 
 use std::sync::Arc;
 
@@ -13,15 +13,19 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::ColumnClass;
 
+use crate::by_county::by_county;
 use crate::class::reads;
 use crate::distinct_rows::rewrite_aggregate_exprs;
 
-/// Rewrites `approx_distinct(x)`, where `x` reads an identifier, as `count(DISTINCT x)`
-/// (with the same `FILTER`), under the name and type the estimate had.
+/// Rewrites `approx_distinct(x)`, where `x` reads an identifier, or a class-Q column
+/// over groups that span counties, as `count(DISTINCT x)` (with the same `FILTER`),
+/// under the name and type the estimate had.
 ///
-/// The estimate's state is a sketch of the values' hashes, which anyone may compute for
-/// a known identifier, so nodes never send a sketch of identifiers; the state of a
-/// distinct count leaves as keyed tokens. The exact count is an estimate with no error.
+/// The estimate's state is a sketch of the values' hashes, which anyone may compute for a
+/// known identifier, or for every birth date or amount there could be, and so read the
+/// values back; nodes never send one of such values, nor compute one of identifiers.
+/// The state of a distinct count leaves as keyed tokens, and the exact count is an
+/// estimate with no error.
 #[derive(Debug, Default)]
 pub struct ApproxDistinctAsCount;
 
@@ -64,7 +68,7 @@ impl OptimizerRule for ApproxDistinctAsCount {
 }
 
 /// `count(DISTINCT x)`, with the estimate's `FILTER`, if `expr` is `approx_distinct(x)`
-/// and `x` reads an identifier.
+/// and `x` reads an identifier, or a class-Q column over groups that span counties.
 fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
         return None;
@@ -72,9 +76,12 @@ fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     let [value] = params.args.as_slice() else {
         return None;
     };
-    if func.name() != "approx_distinct"
-        || !reads(&[value], aggregate.input.schema(), &[ColumnClass::Direct])
-    {
+    // Whole at each node, an estimate of class-Q values leaves as its figure alone.
+    let protected: &[ColumnClass] = match by_county(aggregate) {
+        true => &[ColumnClass::Direct],
+        false => &[ColumnClass::Direct, ColumnClass::Quasi],
+    };
+    if func.name() != "approx_distinct" || !reads(&[value], aggregate.input.schema(), protected) {
         return None;
     }
     let mut count = count_distinct(value.clone());
@@ -119,14 +126,19 @@ mod tests {
              ORDER BY approx_distinct(person) DESC, 1",
             "SELECT count(*) FROM (SELECT kind, approx_distinct(person) AS n FROM u GROUP BY 1) \
              WHERE n > 1",
+            // Class-Q values, and a value computed from them.
+            "SELECT kind, approx_distinct(level), approx_distinct(born) FROM u GROUP BY 1 \
+             ORDER BY 1",
+            "SELECT approx_distinct(date_part('year', born)) FROM u",
         ];
         for sql in counted {
             let plan = answered_alike(&contexts, sql).await;
             assert!(!estimates(&plan), "{sql}\n{}", plan.display_indent());
         }
-        // Not an identifier: the estimate stays, as the nodes may send its sketch.
+        // A public column: the estimate stays, as the nodes may send its sketch.
         for sql in [
             "SELECT approx_distinct(kind) FROM u",
+            "SELECT approx_distinct(seen) FROM u",
             "SELECT area, approx_distinct(person), approx_distinct(kind) FROM u GROUP BY 1 \
              ORDER BY 1",
         ] {

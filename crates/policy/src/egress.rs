@@ -306,9 +306,9 @@ impl Egress {
                 return Err(Refusal::new(
                     Rule::QuasiIdentifier,
                     format!(
-                        "column {} would carry the raw values of a distinct aggregate over a \
-                         non-text column, its partial state; group by county_code, so that \
-                         each node computes it whole",
+                        "column {} would carry the values of a distinct aggregate over a \
+                         non-text column, or a sketch of them, its partial state; group by \
+                         county_code, so that each node computes it whole",
                         field.name()
                     ),
                 ));

@@ -325,7 +325,10 @@ impl Tracer<'_> {
                     {
                         return Err(direct_use(source, &format!("{}(…)", function.fun().name())));
                     }
-                    let state = mode == AggregateMode::Partial && function.is_distinct();
+                    // A distinct aggregate's state holds its values; an estimate's, a
+                    // sketch of their hashes, from which anyone could test for a value.
+                    let state = mode == AggregateMode::Partial
+                        && (function.is_distinct() || function.fun().name() == "approx_distinct");
                     Lineage {
                         direct: value.direct.clone().filter(|_| state),
                         distinct_state: state,
@@ -612,7 +615,10 @@ mod tests {
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
 
     use super::*;
-    use crate::test_plans::{count_by, leaf};
+    use datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+
+    use crate::test_plans::{count_by, leaf, partial_by};
 
     fn at_node(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Treatment>> {
         node_egress(&trace(plan, Tier::Node, &|_| None)?, plan.schema().fields())
@@ -634,6 +640,32 @@ mod tests {
                 .iter()
                 .all(|t| *t == Treatment::Keep)
         );
+    }
+
+    #[test]
+    fn an_estimates_state_is_treated_as_its_values() {
+        let persons = leaf(Table::Persons, &["gender", "birth_date", "township"]);
+        let estimate = |column: &str| {
+            let value = col(column, &persons.schema()).unwrap();
+            let function = AggregateExprBuilder::new(approx_distinct_udaf(), vec![value])
+                .schema(persons.schema())
+                .alias("n")
+                .build()
+                .unwrap();
+            at_node(&partial_by(
+                persons.clone(),
+                "gender",
+                vec![Arc::new(function)],
+            ))
+            .unwrap()
+        };
+        // A sketch of birth dates is tokenized as their list would be, which the egress
+        // guard refuses for a sketch; one of townships leaves as it is.
+        assert_eq!(
+            estimate("birth_date"),
+            [Treatment::Keep, Treatment::TokenizeElements]
+        );
+        assert_eq!(estimate("township"), [Treatment::Keep, Treatment::Keep]);
     }
 
     #[test]

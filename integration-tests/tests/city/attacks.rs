@@ -12,6 +12,7 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use datafusion::common::ScalarValue;
 use datafusion::config::ConfigOptions;
+use datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::median::median_udaf;
 use datafusion::logical_expr::{AggregateUDF, Operator};
@@ -845,6 +846,26 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     assert!(
         err.message()
             .contains("aggregate median is not allowed in a fragment's partial phase"),
+        "{err}"
+    );
+
+    // An estimate's partial state is a sketch of the birth dates' hashes, from which
+    // every birth date there could be is tested in turn.
+    let persons = leaf(Table::Persons, &["county_code", "birth_date"]);
+    let born = col("birth_date", &persons.schema()).unwrap();
+    let partial_estimate = aggregate(
+        AggregateMode::Partial,
+        persons,
+        &["county_code"],
+        approx_distinct_udaf(),
+        born,
+    );
+    let err = send_fragment(&node.addr, "140215", CITY_TOKEN, partial_estimate)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("refused by rule quasi-identifier")
+            && err.message().contains("or a sketch of them"),
         "{err}"
     );
 

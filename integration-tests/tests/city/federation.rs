@@ -128,19 +128,36 @@ async fn federated_queries_equal_centralized_datafusion() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// An estimate of distinct persons, which nodes would refuse to send as a sketch, is
-/// answered with their exact count, of the estimate's type.
+/// An estimate of distinct persons or birth dates across counties, whose sketch nodes
+/// refuse to send, is answered with their exact count, of the estimate's type; by county,
+/// each node computes the estimate whole, as the central context does.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_estimate_of_distinct_persons_is_their_count() {
+async fn estimates_of_distinct_protected_values_are_their_counts() {
     let (_running, oracle, mut client) = city_and_oracle().await;
-    let estimate = "SELECT subsidy_type, approx_distinct(person_id) FILTER (WHERE amount > 300) \
-                    FROM disbursements GROUP BY 1 ORDER BY 1";
-    let count = "SELECT subsidy_type, \
-                 CAST(count(DISTINCT person_id) FILTER (WHERE amount > 300) AS BIGINT UNSIGNED) \
-                 FROM disbursements GROUP BY 1 ORDER BY 1";
-    let federated = client.query(estimate).await.unwrap();
-    let central = oracle.sql(count).await.unwrap().collect().await.unwrap();
-    assert_eq!(rows(&federated.batches, true), rows(&central, true));
+    for (estimate, exact) in [
+        (
+            "SELECT subsidy_type, approx_distinct(person_id) FILTER (WHERE amount > 300) \
+             FROM disbursements GROUP BY 1 ORDER BY 1",
+            "SELECT subsidy_type, CAST(count(DISTINCT person_id) FILTER (WHERE amount > 300) \
+             AS BIGINT UNSIGNED) FROM disbursements GROUP BY 1 ORDER BY 1",
+        ),
+        (
+            "SELECT gender, approx_distinct(birth_date) FROM persons GROUP BY 1 ORDER BY 1",
+            "SELECT gender, CAST(count(DISTINCT birth_date) AS BIGINT UNSIGNED) FROM persons \
+             GROUP BY 1 ORDER BY 1",
+        ),
+    ] {
+        let federated = client.query(estimate).await.unwrap();
+        let central = oracle.sql(exact).await.unwrap().collect().await.unwrap();
+        assert_eq!(
+            rows(&federated.batches, true),
+            rows(&central, true),
+            "{estimate}"
+        );
+    }
+    let by_county = "SELECT county_code, approx_distinct(birth_date) FROM persons GROUP BY 1 \
+                     ORDER BY 1";
+    answered_as_centrally(&mut client, &oracle, &[by_county]).await;
 }
 
 /// A union of a public and a quasi-identifying column, which DataFusion plans with the
