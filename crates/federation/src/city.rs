@@ -1023,8 +1023,9 @@ impl SqlEngine for CityEngine {
 /// city. COUNT(DISTINCT) across counties stays one aggregate, so that nodes send its
 /// state (tokens of the distinct values, counted there) rather than one group per
 /// identifier; by county and person, it runs whole in the nodes as DataFusion plans it.
-/// An estimate of distinct identifiers is their count, and a count of an identifier
-/// some rows give, written as a `CASE`, counts it over those rows.
+/// An estimate of distinct identifiers, or of class-Q values across counties, is their
+/// count, and a count of an identifier some rows give, written as a `CASE`, counts it
+/// over those rows.
 /// A count of distinct rows across counties becomes one, once DISTINCT is an aggregate;
 /// and one of protected numbers or dates counts their texts, which nodes send as tokens,
 /// a union's columns being of the most protected class of its sides.

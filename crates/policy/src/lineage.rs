@@ -58,7 +58,8 @@ pub struct Lineage {
     pub direct: Option<Arc<str>>,
     /// A class-Q column (`table.column`) this column is derived from.
     pub quasi: Option<Arc<str>>,
-    /// A distinct aggregate's partial state: a list of its input's raw values.
+    /// A distinct aggregate's partial state, a list of its input's raw values, or an
+    /// estimate's, a sketch of their hashes.
     pub distinct_state: bool,
     /// Per row or per group.
     pub grouping: Grouping,
@@ -610,13 +611,13 @@ fn row_by_row(name: &str, source: &str) -> Refusal {
 mod tests {
     use arrow::datatypes::{DataType, Field};
     use datafusion::functions::unicode::substr;
+    use datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
     use datafusion::physical_expr::projection::ProjectionExpr;
     use datafusion::physical_plan::expressions::{binary, col, lit};
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
 
     use super::*;
-    use datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf;
-    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
 
     use crate::test_plans::{count_by, leaf, partial_by};
 
