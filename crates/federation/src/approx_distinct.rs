@@ -1,5 +1,6 @@
-//! [`ApproxDistinctAsCount`]: an estimate of the distinct identifiers or class-Q values
-//! of each group (`approx_distinct(person_id)`), answered exactly, as `count(DISTINCT …)`.
+//! [`ApproxDistinctAsCount`]: an estimate of distinct values that nodes protect
+//! (`approx_distinct(person_id)`, `approx_distinct(birth_date)`), answered exactly, as
+//! `count(DISTINCT …)`.
 
 use std::sync::Arc;
 
@@ -11,21 +12,20 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, cast};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use sunlight_domain::ColumnClass;
 
-use crate::by_county::by_county;
-use crate::class::reads;
 use crate::distinct_rows::rewrite_aggregate_exprs;
+use crate::distinct_text::{chosen_by_quasi, protected};
 
-/// Rewrites `approx_distinct(x)`, where `x` reads an identifier, or a class-Q column
-/// over groups that span counties, as `count(DISTINCT x)` (with the same `FILTER`),
-/// under the name and type the estimate had.
+/// Rewrites `approx_distinct(x)`, where nodes protect the distinct values of `x` (of an
+/// identifier or a quasi-identifier, or of rows a quasi-identifier keeps), as
+/// `count(DISTINCT x)` (with the same `FILTER`), under the name and type the estimate had.
 ///
 /// The estimate's state is a sketch of the values' hashes, which anyone may compute for a
 /// known identifier, or for every birth date or amount there could be, and so read the
 /// values back; nodes never send one of such values, nor compute one of identifiers.
 /// The state of a distinct count leaves as keyed tokens, and the exact count is an
-/// estimate with no error.
+/// estimate with no error. An estimate of other values stays one: its sketch merges
+/// exactly, as the central answer's does.
 #[derive(Debug, Default)]
 pub struct ApproxDistinctAsCount;
 
@@ -68,7 +68,7 @@ impl OptimizerRule for ApproxDistinctAsCount {
 }
 
 /// `count(DISTINCT x)`, with the estimate's `FILTER`, if `expr` is `approx_distinct(x)`
-/// and `x` reads an identifier, or a class-Q column over groups that span counties.
+/// and nodes protect the distinct values of `x` ([`protected`]).
 fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
         return None;
@@ -76,12 +76,11 @@ fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     let [value] = params.args.as_slice() else {
         return None;
     };
-    // Whole at each node, an estimate of class-Q values leaves as its figure alone.
-    let protected: &[ColumnClass] = match by_county(aggregate) {
-        true => &[ColumnClass::Direct],
-        false => &[ColumnClass::Direct, ColumnClass::Quasi],
-    };
-    if func.name() != "approx_distinct" || !reads(&[value], aggregate.input.schema(), protected) {
+    let schema = aggregate.input.schema();
+    let chosen = chosen_by_quasi(&aggregate.input);
+    if func.name() != "approx_distinct"
+        || !protected(value, params.filter.as_deref(), schema, chosen)
+    {
         return None;
     }
     let mut count = count_distinct(value.clone());
@@ -112,7 +111,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_estimate_of_distinct_identifiers_is_their_count() {
+    async fn an_estimate_of_protected_distinct_values_is_their_count() {
         let contexts = contexts().await;
         let counted = [
             "SELECT approx_distinct(person) FROM u",
@@ -130,6 +129,10 @@ mod tests {
             "SELECT kind, approx_distinct(level), approx_distinct(born) FROM u GROUP BY 1 \
              ORDER BY 1",
             "SELECT approx_distinct(date_part('year', born)) FROM u",
+            // A public column, of rows a quasi-identifier keeps, or united with one.
+            "SELECT approx_distinct(seen) FROM u WHERE level > 1",
+            "SELECT approx_distinct(seen) FILTER (WHERE born > DATE '1945-01-01') FROM u",
+            "SELECT approx_distinct(d) FROM (SELECT seen AS d FROM u UNION ALL SELECT born FROM u)",
         ];
         for sql in counted {
             let plan = answered_alike(&contexts, sql).await;

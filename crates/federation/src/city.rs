@@ -1023,9 +1023,8 @@ impl SqlEngine for CityEngine {
 /// city. COUNT(DISTINCT) across counties stays one aggregate, so that nodes send its
 /// state (tokens of the distinct values, counted there) rather than one group per
 /// identifier; by county and person, it runs whole in the nodes as DataFusion plans it.
-/// An estimate of distinct identifiers, or of class-Q values across counties, is their
-/// count, and a count of an identifier some rows give, written as a `CASE`, counts it
-/// over those rows.
+/// A count of an identifier some rows give, written as a `CASE`, counts it over those
+/// rows, and an estimate of distinct values that nodes protect is their count.
 /// A count of distinct rows across counties becomes one, once DISTINCT is an aggregate;
 /// and one of protected numbers or dates counts their texts, which nodes send as tokens,
 /// a union's columns being of the most protected class of its sides.
@@ -1045,7 +1044,6 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     [
         Arc::new(AnyAsIn) as Arc<dyn OptimizerRule + Send + Sync>,
         Arc::new(InSubqueryAsList),
-        Arc::new(ApproxDistinctAsCount),
         Arc::new(CountOfCaseAsFilter),
         Arc::new(WindowAsJoinedGroups),
     ]
@@ -1063,6 +1061,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Arc::new(JoinedGroupsAsRows) as _,
         Arc::new(DistinctValuesAsGroups) as _,
         Arc::new(UnionKeepsClass) as _,
+        Arc::new(ApproxDistinctAsCount) as _,
         Arc::new(CountDistinctRows) as _,
         Arc::new(SingleDistinctByCounty) as _,
         Arc::new(CountDistinctAsText) as _,

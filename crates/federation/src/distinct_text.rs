@@ -61,14 +61,9 @@ fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     if func.name() != "count" || !params.distinct {
         return None;
     }
-    // The function's own filter keeps rows as a filter under the aggregate does.
-    let chosen = chosen
-        || params
-            .filter
-            .as_deref()
-            .is_some_and(|f| reads(&[f], schema, &[ColumnClass::Quasi]));
-    let protected = chosen || reads(&[value], schema, &[ColumnClass::Direct, ColumnClass::Quasi]);
-    if !protected || !one_text_each(&value.get_type(schema).ok()?) {
+    if !protected(value, params.filter.as_deref(), schema, chosen)
+        || !one_text_each(&value.get_type(schema).ok()?)
+    {
         return None;
     }
     let mut text = expr.clone();
@@ -78,11 +73,25 @@ fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     Some(text)
 }
 
+/// Whether nodes protect the distinct values of `value`: computed from an identifier or a
+/// quasi-identifier, or from any column of rows `chosen` by a quasi-identifier, or that
+/// `filter`, an aggregate's own, keeps by one (as a filter under the aggregate does).
+pub(crate) fn protected(
+    value: &Expr,
+    filter: Option<&Expr>,
+    schema: &DFSchema,
+    chosen: bool,
+) -> bool {
+    chosen
+        || filter.is_some_and(|f| reads(&[f], schema, &[ColumnClass::Quasi]))
+        || reads(&[value], schema, &[ColumnClass::Direct, ColumnClass::Quasi])
+}
+
 /// Whether a filter or an ordering under `plan`, which keeps or orders rows before they
 /// are grouped, reads a quasi-identifier: nodes then hold every value computed from those
 /// rows as telling something of that column. (They refuse any other use of an identifier
 /// there than testing it for NULL, which tells nothing.)
-fn chosen_by_quasi(plan: &LogicalPlan) -> bool {
+pub(crate) fn chosen_by_quasi(plan: &LogicalPlan) -> bool {
     plan.exists(|p| {
         Ok(match p {
             LogicalPlan::Filter(filter) => reads(

@@ -128,9 +128,10 @@ async fn federated_queries_equal_centralized_datafusion() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// An estimate of distinct persons or birth dates across counties, whose sketch nodes
-/// refuse to send, is answered with their exact count, of the estimate's type; by county,
-/// each node computes the estimate whole, as the central context does.
+/// An estimate of distinct values that nodes protect (persons, birth dates, dates of the
+/// rows a filter on amounts keeps), whose sketch they refuse to send, is answered with
+/// their exact count, of the estimate's type; one of public values stays an estimate,
+/// equal to the central one.
 #[tokio::test(flavor = "multi_thread")]
 async fn estimates_of_distinct_protected_values_are_their_counts() {
     let (_running, oracle, mut client) = city_and_oracle().await;
@@ -142,9 +143,16 @@ async fn estimates_of_distinct_protected_values_are_their_counts() {
              AS BIGINT UNSIGNED) FROM disbursements GROUP BY 1 ORDER BY 1",
         ),
         (
-            "SELECT gender, approx_distinct(birth_date) FROM persons GROUP BY 1 ORDER BY 1",
-            "SELECT gender, CAST(count(DISTINCT birth_date) AS BIGINT UNSIGNED) FROM persons \
-             GROUP BY 1 ORDER BY 1",
+            "SELECT county_code, gender, approx_distinct(birth_date) FROM persons \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            "SELECT county_code, gender, CAST(count(DISTINCT birth_date) AS BIGINT UNSIGNED) \
+             FROM persons GROUP BY 1, 2 ORDER BY 1, 2",
+        ),
+        (
+            "SELECT approx_distinct(d) FROM (SELECT birth_date AS d FROM persons \
+             UNION ALL SELECT period FROM disbursements WHERE amount > 300) t",
+            "SELECT CAST(count(DISTINCT d) AS BIGINT UNSIGNED) FROM (SELECT birth_date AS d \
+             FROM persons UNION ALL SELECT period FROM disbursements WHERE amount > 300) t",
         ),
     ] {
         let federated = client.query(estimate).await.unwrap();
@@ -155,9 +163,9 @@ async fn estimates_of_distinct_protected_values_are_their_counts() {
             "{estimate}"
         );
     }
-    let by_county = "SELECT county_code, approx_distinct(birth_date) FROM persons GROUP BY 1 \
-                     ORDER BY 1";
-    answered_as_centrally(&mut client, &oracle, &[by_county]).await;
+    let public = "SELECT subsidy_type, approx_distinct(township), approx_distinct(paid_on) \
+                  FROM disbursements GROUP BY 1 ORDER BY 1";
+    answered_as_centrally(&mut client, &oracle, &[public]).await;
 }
 
 /// A union of a public and a quasi-identifying column, which DataFusion plans with the
