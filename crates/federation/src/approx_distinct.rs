@@ -76,11 +76,16 @@ fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     let [value] = params.args.as_slice() else {
         return None;
     };
-    let schema = aggregate.input.schema();
+    if func.name() != "approx_distinct" {
+        return None;
+    }
     let chosen = chosen_by_quasi(&aggregate.input);
-    if func.name() != "approx_distinct"
-        || !protected(value, params.filter.as_deref(), schema, chosen)
-    {
+    if !protected(
+        value,
+        params.filter.as_deref(),
+        aggregate.input.schema(),
+        chosen,
+    ) {
         return None;
     }
     let mut count = count_distinct(value.clone());
