@@ -6,7 +6,7 @@ use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, cast};
+use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, cast};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use sunlight_domain::ColumnClass;
@@ -41,17 +41,13 @@ impl OptimizerRule for CountDistinctAsText {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        rewrite_aggregate_exprs(plan, |aggregate, e| {
-            let chosen = chosen_by_quasi(&aggregate.input);
-            as_text(e, aggregate.input.schema(), chosen)
-        })
+        rewrite_aggregate_exprs(plan, as_text)
     }
 }
 
 /// `expr` counting the distinct texts of its argument, if it counts distinct numbers or
-/// dates computed from a protected column, or from any column of rows `chosen` by a
-/// quasi-identifier, or that its `FILTER` keeps by one.
-fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
+/// dates that nodes protect ([`protected`]), over `aggregate`'s rows.
+fn as_text(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
         return None;
     };
@@ -61,6 +57,8 @@ fn as_text(expr: &Expr, schema: &DFSchema, chosen: bool) -> Option<Expr> {
     if func.name() != "count" || !params.distinct {
         return None;
     }
+    let schema = aggregate.input.schema();
+    let chosen = chosen_by_quasi(&aggregate.input);
     if !protected(value, params.filter.as_deref(), schema, chosen)
         || !one_text_each(&value.get_type(schema).ok()?)
     {
