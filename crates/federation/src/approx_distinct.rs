@@ -14,7 +14,7 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::distinct_rows::rewrite_aggregate_exprs;
-use crate::distinct_text::{chosen_by_quasi, protected};
+use crate::distinct_text::protected;
 
 /// Rewrites `approx_distinct(x)`, where nodes protect the distinct values of `x` (of an
 /// identifier or a quasi-identifier, or of rows a quasi-identifier keeps), as
@@ -76,16 +76,7 @@ fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     let [value] = params.args.as_slice() else {
         return None;
     };
-    if func.name() != "approx_distinct" {
-        return None;
-    }
-    let chosen = chosen_by_quasi(&aggregate.input);
-    if !protected(
-        value,
-        params.filter.as_deref(),
-        aggregate.input.schema(),
-        chosen,
-    ) {
+    if func.name() != "approx_distinct" || !protected(aggregate, value, params.filter.as_deref()) {
         return None;
     }
     let mut count = count_distinct(value.clone());

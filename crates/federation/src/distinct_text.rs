@@ -57,10 +57,8 @@ fn as_text(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     if func.name() != "count" || !params.distinct {
         return None;
     }
-    let schema = aggregate.input.schema();
-    let chosen = chosen_by_quasi(&aggregate.input);
-    if !protected(value, params.filter.as_deref(), schema, chosen)
-        || !one_text_each(&value.get_type(schema).ok()?)
+    if !one_text_each(&value.get_type(aggregate.input.schema()).ok()?)
+        || !protected(aggregate, value, params.filter.as_deref())
     {
         return None;
     }
@@ -71,25 +69,22 @@ fn as_text(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
     Some(text)
 }
 
-/// Whether nodes protect the distinct values of `value`: computed from an identifier or a
-/// quasi-identifier, or from any column of rows `chosen` by a quasi-identifier, or that
-/// `filter`, an aggregate's own, keeps by one (as a filter under the aggregate does).
-pub(crate) fn protected(
-    value: &Expr,
-    filter: Option<&Expr>,
-    schema: &DFSchema,
-    chosen: bool,
-) -> bool {
-    chosen
+/// Whether nodes protect the distinct values of `value` over `aggregate`'s rows: computed
+/// from an identifier or a quasi-identifier, or from any column of rows that `filter`,
+/// the aggregate function's own, keeps by a quasi-identifier, or that a filter or an
+/// ordering under the aggregate chooses by one ([`chosen_by_quasi`]).
+pub(crate) fn protected(aggregate: &Aggregate, value: &Expr, filter: Option<&Expr>) -> bool {
+    let schema = aggregate.input.schema();
+    reads(&[value], schema, &[ColumnClass::Direct, ColumnClass::Quasi])
         || filter.is_some_and(|f| reads(&[f], schema, &[ColumnClass::Quasi]))
-        || reads(&[value], schema, &[ColumnClass::Direct, ColumnClass::Quasi])
+        || chosen_by_quasi(&aggregate.input)
 }
 
 /// Whether a filter or an ordering under `plan`, which keeps or orders rows before they
 /// are grouped, reads a quasi-identifier: nodes then hold every value computed from those
 /// rows as telling something of that column. (They refuse any other use of an identifier
 /// there than testing it for NULL, which tells nothing.)
-pub(crate) fn chosen_by_quasi(plan: &LogicalPlan) -> bool {
+fn chosen_by_quasi(plan: &LogicalPlan) -> bool {
     plan.exists(|p| {
         Ok(match p {
             LogicalPlan::Filter(filter) => reads(
