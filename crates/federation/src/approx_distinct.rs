@@ -88,22 +88,13 @@ fn as_count(aggregate: &Aggregate, expr: &Expr) -> Option<Expr> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::common::tree_node::TreeNode;
-    use datafusion::logical_expr::{Expr, LogicalPlan};
+    use datafusion::logical_expr::LogicalPlan;
 
-    use crate::distinct_rows::tests::{answered_alike, contexts};
+    use crate::distinct_rows::tests::{aggregates, answered_alike, contexts};
 
     /// Whether an aggregate of `plan` estimates distinct values.
     fn estimates(plan: &LogicalPlan) -> bool {
-        plan.exists(|p| {
-            Ok(
-                matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.iter().any(|e| {
-                    matches!(e.clone().unalias(), Expr::AggregateFunction(f)
-                        if f.func.name() == "approx_distinct")
-                })),
-            )
-        })
-        .unwrap()
+        aggregates(plan, |f| f.func.name() == "approx_distinct")
     }
 
     #[tokio::test]

@@ -97,24 +97,15 @@ fn null(expr: &Expr) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::common::tree_node::TreeNode;
-    use datafusion::logical_expr::expr::AggregateFunction;
     use datafusion::logical_expr::{Expr, LogicalPlan};
 
-    use crate::distinct_rows::tests::{answered_alike, contexts};
+    use crate::distinct_rows::tests::{aggregates, answered_alike, contexts};
 
     /// Whether an aggregate of `plan` counts a `CASE`.
     fn counts_case(plan: &LogicalPlan) -> bool {
-        plan.exists(|p| {
-            let LogicalPlan::Aggregate(aggregate) = p else {
-                return Ok(false);
-            };
-            Ok(aggregate.aggr_expr.iter().any(|e| {
-                matches!(e.clone().unalias(), Expr::AggregateFunction(AggregateFunction { params, .. })
-                    if matches!(params.args.as_slice(), [Expr::Case(_)]))
-            }))
+        aggregates(plan, |f| {
+            matches!(f.params.args.as_slice(), [Expr::Case(_)])
         })
-        .unwrap()
     }
 
     #[tokio::test]

@@ -377,6 +377,21 @@ pub(crate) mod tests {
         (plain, ruled)
     }
 
+    /// Whether an aggregate of `plan` computes a function that `found` finds.
+    pub(crate) fn aggregates(
+        plan: &LogicalPlan,
+        found: impl Fn(&AggregateFunction) -> bool,
+    ) -> bool {
+        plan.exists(|p| {
+            Ok(
+                matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.iter().any(|e| {
+                    matches!(e.clone().unalias(), Expr::AggregateFunction(f) if found(&f))
+                })),
+            )
+        })
+        .unwrap()
+    }
+
     /// The city's optimized plan of `sql`, once its answer is found to be the oracle's,
     /// column names included.
     pub(crate) async fn answered_alike(
