@@ -254,3 +254,5 @@ SELECT subsidy_type, count(DISTINCT CASE WHEN amount > 300 THEN person_id END), 
 SELECT county_code, count(*), sum(amount) FROM (SELECT county_code, amount, avg(amount) OVER (PARTITION BY county_code, subsidy_type) AS a, count(*) OVER (PARTITION BY subsidy_type, county_code) AS n FROM disbursements) t WHERE amount > a AND n > 100 GROUP BY 1 ORDER BY 1
 ;
 SELECT county_code, count(*), sum(amount) FROM disbursements WHERE (county_code LIKE '14022%' AND county_code < '140224') OR CAST(county_code AS INT) = 140213 GROUP BY 1 ORDER BY 1
+;
+SELECT subsidy_type, count(*), sum(amount), max(paid_on) FROM disbursements WHERE amount > 0 AND period >= DATE '2018-01-01' AND payment_id IS NOT NULL GROUP BY 1 ORDER BY 1

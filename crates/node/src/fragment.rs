@@ -30,8 +30,8 @@ use crate::check::check_fragment;
 use crate::county_guard::CountyGuardExec;
 use crate::node::Node;
 use crate::optimize::optimize;
-use crate::own_county::without_own_county;
 use crate::persons::{has_persons, scan_with_persons};
+use crate::proven::without_proven;
 use crate::{Error, Result};
 
 /// Runs `ticket`'s fragment on `node` and streams its single output partition, as the
@@ -66,7 +66,7 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
     let task = node.task();
     let plan = decode_plan(&ticket.plan, &task)?;
     check_fragment(&plan)?;
-    let plan = without_own_county(node, plan).await?;
+    let plan = without_proven(node, plan).await?;
     let (ahead, statistics) = match whole_table(&plan) {
         Some(whole) if has_persons(whole.table) => {
             let counted = node.persons_of(whole.table).await?;

@@ -19,9 +19,9 @@ mod models;
 mod node;
 mod once;
 mod optimize;
-mod own_county;
 mod parallel;
 mod persons;
+mod proven;
 mod server;
 mod shared;
 
