@@ -98,19 +98,39 @@ impl Files {
 
     /// Whether the files' statistics prove `expr` for every row: no column it reads holds
     /// a NULL, and no row could meet its negation. A computed value that could be NULL
-    /// where its columns are not, as `nullif(amount, 0) IS NOT NULL`, is not proven.
+    /// where its columns are not, as `nullif(amount, 0) IS NOT NULL`, is not proven; nor
+    /// is a comparison whose column is read, or its bounds kept, in a type other than the
+    /// contract's, as the bounds of files written with narrower decimals or dates as
+    /// timestamps are.
     fn statistics_prove(&self, expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> bool {
         let columns = self.table.schema();
-        let never_null = |c: &Column| {
-            columns.index_of(c.name()).is_ok_and(|i| {
-                self.statistics.column_statistics[i].null_count == Precision::Exact(0)
-            })
+        let read = collect_columns(expr);
+        let statistics = |c: &Column| {
+            let i = columns.index_of(c.name()).ok()?;
+            Some((columns.field(i), &self.statistics.column_statistics[i]))
         };
-        if !collect_columns(expr).iter().all(never_null) {
+        let never_null =
+            |c: &Column| statistics(c).is_some_and(|(_, s)| s.null_count == Precision::Exact(0));
+        if !read.iter().all(never_null) {
             return false;
         }
         if let Some(test) = expr.downcast_ref::<IsNotNullExpr>() {
             return test.arg().is::<Column>();
+        }
+        let contract_typed = |c: &Column| {
+            statistics(c).is_some_and(|(field, s)| {
+                let typed = |bound: &Precision<ScalarValue>| {
+                    bound
+                        .get_value()
+                        .is_none_or(|v| v.data_type() == *field.data_type())
+                };
+                schema.field(c.index()).data_type() == field.data_type()
+                    && typed(&s.min_value)
+                    && typed(&s.max_value)
+            })
+        };
+        if !read.iter().all(contract_typed) {
+            return false;
         }
         let negation = Arc::new(NotExpr::new(Arc::clone(expr)));
         let Ok(negation) = PhysicalExprSimplifier::new(schema).simplify(negation) else {
@@ -281,6 +301,7 @@ mod tests {
         exact("amount", 0, yuan(5_000), yuan(300_000));
         exact("period", 0, day(17_897), day(20_058));
         exact("paid_on", 2, day(17_897), day(20_100));
+        exact("account_no", 0, "0".into(), "9".into());
         let township = table.schema().index_of("township").unwrap();
         statistics.column_statistics[township].null_count = Precision::Exact(0);
         let files = Files {
@@ -339,5 +360,38 @@ mod tests {
         ] {
             assert_eq!(files.meet(&expr, &schema), proven, "{expr}");
         }
+
+        // Text read as views is not compared with bounds kept as text, nor dates with
+        // the bounds of a file that keeps them as timestamps; NULL counts still hold.
+        let account = |text: DataType, value: ScalarValue| {
+            let schema = Arc::new(Schema::new(vec![Field::new("account_no", text, false)]));
+            let column = col("account_no", &schema).unwrap();
+            let expr = binary(column, Operator::GtEq, lit(value), &schema).unwrap();
+            files.meet(&expr, &schema)
+        };
+        assert!(account(DataType::Utf8, "0".into()));
+        assert!(!account(
+            DataType::Utf8View,
+            ScalarValue::Utf8View(Some("0".into()))
+        ));
+        let mut stamped = Statistics::clone(&files.statistics);
+        let period = &mut stamped.column_statistics[table.schema().index_of("period").unwrap()];
+        let micros = |days: i64| {
+            Precision::Exact(ScalarValue::TimestampMicrosecond(
+                Some(days * 86_400_000_000),
+                None,
+            ))
+        };
+        period.min_value = micros(17_897);
+        period.max_value = micros(20_058);
+        let stamped = Files {
+            table,
+            statistics: Arc::new(stamped),
+            county: None,
+        };
+        let earliest = compare("period", Operator::GtEq, day(17_532));
+        assert!(files.meet(&earliest, &schema));
+        assert!(!stamped.meet(&earliest, &schema));
+        assert!(stamped.meet(&not_null("period"), &schema));
     }
 }
