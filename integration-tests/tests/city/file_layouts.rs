@@ -153,6 +153,12 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
         "SELECT count(*), min(birth_date), max(death_date), count(death_date) FROM persons",
         "SELECT min(level), max(level), count(*) FROM disability_certs",
         "SELECT employer_type, count(*), min(start_date) FROM payroll GROUP BY 1 ORDER BY 1",
+        // Conditions the generated files' bounds prove for every row, and one they do not.
+        "SELECT count(*), sum(amount) FROM disbursements \
+         WHERE amount > 0 AND period >= DATE '2018-01-01' AND paid_on IS NOT NULL",
+        "SELECT count(*), count(death_date) FROM persons WHERE birth_date > DATE '1900-01-01'",
+        "SELECT subsidy_type, count(*) FROM disbursements \
+         WHERE amount >= 50 AND period > DATE '2019-01-01' GROUP BY 1 ORDER BY 1",
     ] {
         assert_eq!(
             printed_answer(&over_rewritten.addr, sql).await,
