@@ -2,10 +2,11 @@
 //! county carries the city's condition on `county_code`, such as `county_code = '140215'`;
 //! on a node whose table statistics prove that every row holds its own code
 //! ([`proves_county`](crate::county_guard::proves_county)), such a condition holds for
-//! every row. So does `amount IS NOT NULL` where no file holds a NULL amount, or
-//! `period >= DATE '2018-01-01'` where no period is earlier. Dropped, such a condition
-//! costs nothing per row, and a fragment left without conditions reads as an aggregate of
-//! a whole table, which the node answers from what it counted ahead.
+//! every row. So does `amount IS NOT NULL` where no file holds a NULL amount, `end_date IS
+//! NULL` where no file holds an end date, or `period >= DATE '2018-01-01'` where no period
+//! is earlier. Dropped, such a condition costs nothing per row, and a fragment left without
+//! conditions reads as an aggregate of a whole table, which the node answers from what it
+//! counted ahead.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +24,9 @@ use datafusion::physical_expr::simplifier::PhysicalExprSimplifier;
 use datafusion::physical_expr::utils::{collect_columns, conjunction_opt, split_conjunction};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::expressions::{BinaryExpr, Column, IsNotNullExpr, Literal, NotExpr};
+use datafusion::physical_plan::expressions::{
+    BinaryExpr, Column, IsNotNullExpr, IsNullExpr, Literal, NotExpr,
+};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::ProjectionExec;
 use sunlight_domain::{NodeCode, Table};
@@ -96,8 +99,9 @@ impl Files {
             || self.statistics_prove(expr, schema)
     }
 
-    /// Whether the files' statistics prove `expr` for every row: no column it reads holds
-    /// a NULL, and no row could meet its negation. A computed value that could be NULL
+    /// Whether the files' statistics prove `expr` for every row: a test for NULL of a
+    /// column that holds nothing else, or else no column it reads holds a NULL, and no
+    /// row could meet its negation. A computed value that could be NULL
     /// where its columns are not, as `nullif(amount, 0) IS NOT NULL`, is not proven; nor
     /// is a comparison whose column is read, or its bounds kept, in a type other than the
     /// contract's, as the bounds of files written with narrower decimals or dates as
@@ -109,6 +113,13 @@ impl Files {
             let i = columns.index_of(c.name()).ok()?;
             Some((columns.field(i), &self.statistics.column_statistics[i]))
         };
+        if let Some(test) = expr.downcast_ref::<IsNullExpr>() {
+            let rows = self.statistics.num_rows;
+            return test.arg().downcast_ref::<Column>().is_some_and(|c| {
+                statistics(c)
+                    .is_some_and(|(_, s)| rows.is_exact() == Some(true) && s.null_count == rows)
+            });
+        }
         let never_null =
             |c: &Column| statistics(c).is_some_and(|(_, s)| s.null_count == Precision::Exact(0));
         if !read.iter().all(never_null) {
@@ -302,8 +313,13 @@ mod tests {
         exact("period", 0, day(17_897), day(20_058));
         exact("paid_on", 2, day(17_897), day(20_100));
         exact("account_no", 0, "0".into(), "9".into());
-        let township = table.schema().index_of("township").unwrap();
-        statistics.column_statistics[township].null_count = Precision::Exact(0);
+        let mut nulls = |name: &str, count: usize| {
+            let column = &mut statistics.column_statistics[table.schema().index_of(name).unwrap()];
+            column.null_count = Precision::Exact(count);
+        };
+        nulls("township", 0);
+        nulls("department", 1_000);
+        statistics.num_rows = Precision::Exact(1_000);
         let files = Files {
             table,
             statistics: Arc::new(statistics),
@@ -315,6 +331,7 @@ mod tests {
             Field::new("paid_on", DataType::Date32, true),
             Field::new("period", DataType::Date32, false),
             Field::new("amount", DataType::Decimal128(12, 2), false),
+            Field::new("department", DataType::Utf8, true),
         ]));
         let column = |name: &str| col(name, &schema).unwrap();
         let compare = |name: &str, op, value: ScalarValue| {
@@ -324,6 +341,7 @@ mod tests {
             binary(l, op, r, &schema).unwrap()
         };
         let not_null = |name: &str| Arc::new(IsNotNullExpr::new(column(name))) as _;
+        let is_null = |name: &str| Arc::new(IsNullExpr::new(column(name))) as _;
         let within = both(
             compare("period", Operator::GtEq, day(17_897)),
             Operator::And,
@@ -333,6 +351,9 @@ mod tests {
         for (expr, proven) in [
             (not_null("amount"), true),
             (not_null("paid_on"), false),
+            // A column that holds nothing but NULL, and one that holds two.
+            (is_null("department"), true),
+            (is_null("paid_on"), false),
             (compare("amount", Operator::Gt, yuan(0)), true),
             (compare("amount", Operator::GtEq, yuan(5_000)), true),
             (compare("amount", Operator::Gt, yuan(5_000)), false),
