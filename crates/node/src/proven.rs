@@ -100,12 +100,11 @@ impl Files {
     }
 
     /// Whether the files' statistics prove `expr` for every row: a test for NULL of a
-    /// column that holds nothing else, or else no column it reads holds a NULL, and no
-    /// row could meet its negation. A computed value that could be NULL
-    /// where its columns are not, as `nullif(amount, 0) IS NOT NULL`, is not proven; nor
-    /// is a comparison whose column is read, or its bounds kept, in a type other than the
-    /// contract's, as the bounds of files written with narrower decimals or dates as
-    /// timestamps are.
+    /// column that holds nothing else, or else no column it reads holds a NULL, and no row
+    /// could meet its negation. A computed value that could be NULL where its columns are
+    /// not, as `nullif(amount, 0) IS NOT NULL`, is not proven; nor is a comparison whose
+    /// column is read, or its bounds kept, in a type other than the contract's, as the
+    /// bounds of files written with narrower decimals or dates as timestamps are.
     fn statistics_prove(&self, expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> bool {
         let columns = self.table.schema();
         let read = collect_columns(expr);
