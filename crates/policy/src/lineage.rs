@@ -618,7 +618,6 @@ mod tests {
     use datafusion::physical_plan::joins::HashJoinExecBuilder;
 
     use super::*;
-
     use crate::test_plans::{count_by, leaf, partial_by};
 
     fn at_node(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Treatment>> {
