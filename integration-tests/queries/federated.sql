@@ -256,3 +256,7 @@ SELECT county_code, count(*), sum(amount) FROM (SELECT county_code, amount, avg(
 SELECT county_code, count(*), sum(amount) FROM disbursements WHERE (county_code LIKE '14022%' AND county_code < '140224') OR CAST(county_code AS INT) = 140213 GROUP BY 1 ORDER BY 1
 ;
 SELECT subsidy_type, count(*), sum(amount), max(paid_on) FROM disbursements WHERE amount > 0 AND period >= DATE '2018-01-01' AND payment_id IS NOT NULL GROUP BY 1 ORDER BY 1
+;
+SELECT DISTINCT subsidy_type FROM disbursements ORDER BY 1 DESC LIMIT 3
+;
+SELECT subsidy_type, max(amount) AS top FROM disbursements GROUP BY 1 ORDER BY 2 DESC LIMIT 3

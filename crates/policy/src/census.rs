@@ -520,6 +520,10 @@ impl Carrier {
         functions.push(function);
         let mut filters = aggregate.filter_expr().to_vec();
         filters.push(None);
+        // Without the aggregate's limit: a limited aggregate keeps only the groups that
+        // rank within it, by key or by its one MIN or MAX, or stops at the first groups
+        // it meets, before their rows are all counted. The census counts every group's
+        // persons in full; the city applies the limit to the groups it merges.
         let rewritten = AggregateExec::try_new(
             mode,
             aggregate.group_expr().clone(),
@@ -527,8 +531,7 @@ impl Carrier {
             filters,
             input.plan,
             state_input,
-        )?
-        .with_limit_options(aggregate.limit_options());
+        )?;
         let column = rewritten.schema().fields().len() - 1 - conditions(&kind).len();
         Ok(Censused {
             plan: Arc::new(rewritten),
