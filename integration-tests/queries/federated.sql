@@ -260,3 +260,5 @@ SELECT subsidy_type, count(*), sum(amount), max(paid_on) FROM disbursements WHER
 SELECT DISTINCT subsidy_type FROM disbursements ORDER BY 1 DESC LIMIT 3
 ;
 SELECT subsidy_type, max(amount) AS top FROM disbursements GROUP BY 1 ORDER BY 2 DESC LIMIT 3
+;
+SELECT count(*) AS n FROM (SELECT DISTINCT county_code FROM persons WHERE death_date IS NULL LIMIT 3) s

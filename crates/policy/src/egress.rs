@@ -13,7 +13,7 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, UInt32Type};
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -600,7 +600,14 @@ impl Egress {
                 }
             })
             .collect::<DfResult<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        // A fragment may answer rows without columns, as under `SELECT count(*) FROM
+        // (SELECT DISTINCT … LIMIT 3)`.
+        let rows = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &rows,
+        )?)
     }
 
     /// `lists` of person numbers as lists of `field`: the tokens of the persons in
