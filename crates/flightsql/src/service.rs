@@ -23,7 +23,8 @@ use arrow_flight::sql::{
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
     CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
     CommandStatementQuery, CommandStatementSubstraitPlan, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, SqlNullOrdering,
+    SqlSupportedCaseSensitivity, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -75,6 +76,28 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         info.append(SqlInfo::FlightSqlServerSubstrait, false);
         info.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        // What a JDBC or ODBC driver's metadata asks: a read-only catalog of tables that
+        // can all be read, unquoted names folded to lower case, NULLs sorted as larger
+        // than any value (last ascending, first descending), as DataFusion does.
+        info.append(SqlInfo::SqlDdlCatalog, false);
+        info.append(SqlInfo::SqlDdlSchema, false);
+        info.append(SqlInfo::SqlDdlTable, false);
+        info.append(SqlInfo::SqlTransactionsSupported, false);
+        info.append(SqlInfo::SqlAllTablesAreSelectable, true);
+        info.append(
+            SqlInfo::SqlIdentifierCase,
+            SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
+        );
+        info.append(
+            SqlInfo::SqlNullOrdering,
+            SqlNullOrdering::SqlNullsSortedHigh as i32,
+        );
+        info.append(SqlInfo::SqlSupportsColumnAliasing, true);
+        info.append(SqlInfo::SqlSupportsTableCorrelationNames, true);
+        info.append(SqlInfo::SqlNullPlusNullIsNull, true);
+        info.append(SqlInfo::SqlSearchStringEscape, "\\");
+        info.append(SqlInfo::SqlCatalogTerm, "catalog");
+        info.append(SqlInfo::SqlSchemaTerm, "schema");
         let sql_info = Arc::new(info.build().expect("static SQL info is valid"));
         let sessions = Arc::new(Sessions::new(
             engine.session_options(),

@@ -8,7 +8,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
     ActionCreatePreparedSubstraitPlanRequest, CommandGetExportedKeys, CommandGetImportedKeys,
-    CommandGetPrimaryKeys, CommandGetXdbcTypeInfo, ProstMessageExt, XdbcDataType,
+    CommandGetPrimaryKeys, CommandGetXdbcTypeInfo, ProstMessageExt, SqlInfo, XdbcDataType,
 };
 use arrow_flight::{Action, FlightInfo};
 use futures::TryStreamExt;
@@ -219,8 +219,9 @@ async fn catalog_call(
     (schema, rows, printed)
 }
 
-/// The key and type calls of JDBC's DatabaseMetaData: `payment_id` keys disbursements,
-/// no table declares a foreign key, and the type list names the contract's types.
+/// The key, type and dialect calls of JDBC's DatabaseMetaData: `payment_id` keys
+/// disbursements, no table declares a foreign key, the type list names the contract's
+/// types, and GetSqlInfo tells how names are folded and NULLs sorted.
 async fn describes_keys_and_types(addr: &str) {
     let mut client = flight_sql_client(addr).await;
     let key = |catalog: Option<&str>, table: &str| CommandGetPrimaryKeys {
@@ -298,6 +299,26 @@ async fn describes_keys_and_types(addr: &str) {
     let (_, rows, dates) = catalog_call(&mut client, info).await;
     assert!(dates.contains("| DATE "), "{dates}");
     assert_eq!(rows, 1, "only DATE: {dates}");
+
+    let asked = [
+        SqlInfo::SqlDdlTable,
+        SqlInfo::SqlIdentifierCase,
+        SqlInfo::SqlNullOrdering,
+        SqlInfo::SqlSearchStringEscape,
+    ];
+    let info = client.get_sql_info(asked.to_vec()).await;
+    let (_, rows, answered) = catalog_call(&mut client, info).await;
+    assert_eq!(rows, asked.len(), "{answered}");
+    // No DDL; unquoted names in lower case (3); NULLs sorted high (0); `\` escapes.
+    let compact = answered.replace(' ', "");
+    for row in [
+        "|502|{bool_value=false}|",
+        "|503|{int32_bitmask=3}|",
+        "|507|{int32_bitmask=0}|",
+        "|513|{string_value=\\}|",
+    ] {
+        assert!(compact.contains(row), "{row}: {answered}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
