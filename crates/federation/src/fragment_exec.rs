@@ -246,8 +246,20 @@ impl NodeFragmentExec {
 }
 
 impl DisplayAs for NodeFragmentExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let codes: Vec<String> = self.nodes.iter().map(|n| n.code.to_string()).collect();
+        if let DisplayFormatType::TreeRender = t {
+            // A box of the tree holds a few words: the fragment's operators, from the
+            // top, stand for it.
+            let mut operators = Vec::new();
+            top_down(&self.fragment, &mut operators);
+            return write!(
+                f,
+                "nodes={}\nfragment={}",
+                codes.join(", "),
+                operators.join(", ")
+            );
+        }
         write!(
             f,
             "NodeFragmentExec: nodes=[{}], fragment:",
@@ -261,6 +273,14 @@ impl DisplayAs for NodeFragmentExec {
             write!(f, "\n      {line}")?;
         }
         Ok(())
+    }
+}
+
+/// The names of `plan`'s operators, each before its inputs.
+fn top_down<'a>(plan: &'a Arc<dyn ExecutionPlan>, names: &mut Vec<&'a str>) {
+    names.push(plan.name());
+    for child in plan.children() {
+        top_down(child, names);
     }
 }
 

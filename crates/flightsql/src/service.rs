@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::{
     FOREIGN_KEYS, PRIMARY_KEYS, described_columns, no_foreign_keys, primary_keys, xdbc_types,
 };
+use crate::panics::{caught, caught_stream};
 use crate::session::{Sessions, send_cookie};
 use crate::session_sql::SessionStatement;
 use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement, StatementSchemas};
@@ -141,7 +142,22 @@ impl<E: SqlEngine> FlightSqlServer<E> {
     ) -> Result<StatementSchemas, Status> {
         self.sessions
             .record(&query.caller.user, &query.headers, &MetadataMap::new());
-        self.engine.schema(statement, query).await
+        let planned = self.engine.schema(statement, query);
+        caught(
+            &self.engine.server_name(),
+            "planning the statement",
+            planned,
+        )
+        .await
+    }
+
+    /// `answer`, whose batches end with an error where making one panics.
+    fn sent(&self, answer: Answer) -> Answer {
+        let server = self.engine.server_name();
+        Answer {
+            batches: caught_stream(server, "running the statement", answer.batches).boxed(),
+            ..answer
+        }
     }
 
     async fn statement_info(
@@ -182,14 +198,20 @@ impl<E: SqlEngine> FlightSqlServer<E> {
             return answer(about_session?.run(&self.sessions, user, request.metadata())?);
         }
         tracing::info!(user = %query.caller.user, %statement, "query");
-        let answered = self.engine.execute(statement, &query).await;
+        let started = self.engine.execute(statement, &query);
+        let answered = caught(
+            &self.engine.server_name(),
+            "starting the statement",
+            started,
+        )
+        .await;
         let notes = answered
             .as_ref()
             .map(|a| a.headers.clone())
             .unwrap_or_default();
         self.sessions
             .record(&query.caller.user, &query.headers, &notes);
-        answer(answered?)
+        answer(self.sent(answered?))
     }
 }
 
@@ -738,6 +760,8 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         message: Any,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let query = self.query_request(&request)?;
-        answer(self.engine.do_get_other(message, &query).await?)
+        let started = self.engine.do_get_other(message, &query);
+        let server = self.engine.server_name();
+        answer(self.sent(caught(&server, "starting the call", started).await?))
     }
 }

@@ -22,6 +22,7 @@ use datafusion::physical_plan::udaf::StatisticsArgs;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::FutureExt;
 use sunlight_domain::{NodeCode, Table};
+use sunlight_flightsql::panic_message;
 use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_policy::{Ahead, Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
@@ -46,14 +47,7 @@ async fn guarded<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     AssertUnwindSafe(work)
         .catch_unwind()
         .await
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            Err(Error::Failed(message.to_string()))
-        })
+        .unwrap_or_else(|panic| Err(Error::Failed(panic_message(panic.as_ref()).to_string())))
 }
 
 async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {

@@ -534,6 +534,25 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
         text.contains("TableLeafExec: table=disbursements"),
         "{text}"
     );
+    let tree = printed(&mut client, &format!("EXPLAIN FORMAT TREE {sql}")).await;
+    assert!(
+        tree.contains("NodeFragmentExec")
+            && tree.contains("fragment:")
+            && tree.contains("AggregateExec")
+            && tree.contains("TableLeafExec"),
+        "the tree names the fragment's operators:\n{tree}"
+    );
+    // The box names the operators, not their text: DataFusion 55 cannot split a long
+    // text of Chinese characters into a box's lines.
+    let township = "古湾乡".repeat(8);
+    let tree = printed(
+        &mut client,
+        &format!(
+            "EXPLAIN FORMAT TREE SELECT count(*) FROM disbursements WHERE township = '{township}'"
+        ),
+    )
+    .await;
+    assert!(tree.contains("FilterExec"), "{tree}");
 
     for (filter, nodes) in [
         ("county_code = '140215'", "nodes=[140215]"),

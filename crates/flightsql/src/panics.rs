@@ -1,0 +1,94 @@
+//! Panics in a call's work become errors that say so. A panic inside DataFusion (a bug of
+//! its own, as a plan's text it cannot print) must fail that one call with a message, not
+//! drop the client's connection with an HTTP/2 error that names nothing.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, Stream, StreamExt};
+use tonic::Status;
+
+/// What a caught panic says.
+pub fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}
+
+/// `work`, whose panic becomes an internal error: `{server} failed while {doing}: …`.
+pub(crate) async fn caught<T>(
+    server: &str,
+    doing: &str,
+    work: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(failed(server, doing, panic.as_ref())))
+}
+
+/// `stream`, which ends with an internal error where polling it panics.
+pub(crate) fn caught_stream<T>(
+    server: String,
+    doing: &'static str,
+    stream: impl Stream<Item = Result<T, Status>> + Send,
+) -> impl Stream<Item = Result<T, Status>> + Send {
+    AssertUnwindSafe(stream)
+        .catch_unwind()
+        .map(move |item| item.unwrap_or_else(|panic| Err(failed(&server, doing, panic.as_ref()))))
+}
+
+fn failed(server: &str, doing: &str, panic: &(dyn Any + Send)) -> Status {
+    let message = panic_message(panic);
+    tracing::error!(%server, doing, message, "a call's work panicked");
+    Status::internal(format!("{server} failed while {doing}: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{TryStreamExt, stream};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_fails_the_call_with_what_it_said() {
+        let planned = caught("sunlight city", "planning the statement", async {
+            if true {
+                panic!("end byte index 25 is not a char boundary");
+            }
+            Ok(1)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(planned.code(), tonic::Code::Internal);
+        assert_eq!(
+            planned.message(),
+            "sunlight city failed while planning the statement: end byte index 25 is not a char boundary"
+        );
+        assert_eq!(caught("", "", async { Ok(7) }).await.unwrap(), 7);
+
+        let batches = stream::iter([1, 2, 3]).map(|i| match i {
+            3 => panic!("third"),
+            i => Ok(i),
+        });
+        let sent = caught_stream(
+            "sunlight node 140215".into(),
+            "running the statement",
+            batches,
+        );
+        let mut sent = Box::pin(sent);
+        assert_eq!(sent.try_next().await.unwrap(), Some(1));
+        assert_eq!(sent.try_next().await.unwrap(), Some(2));
+        let failed = sent.try_next().await.unwrap_err();
+        assert!(
+            failed.message().ends_with("running the statement: third"),
+            "{failed}"
+        );
+        assert!(
+            sent.next().await.is_none(),
+            "the stream ends after the error"
+        );
+    }
+}
