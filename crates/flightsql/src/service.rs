@@ -152,10 +152,10 @@ impl<E: SqlEngine> FlightSqlServer<E> {
     }
 
     /// `answer`, whose batches end with an error where making one panics.
-    fn sent(&self, answer: Answer) -> Answer {
+    fn sent(&self, answer: Answer, doing: &'static str) -> Answer {
         let server = self.engine.server_name();
         Answer {
-            batches: caught_stream(server, "running the statement", answer.batches).boxed(),
+            batches: caught_stream(server, doing, answer.batches).boxed(),
             ..answer
         }
     }
@@ -211,7 +211,7 @@ impl<E: SqlEngine> FlightSqlServer<E> {
             .unwrap_or_default();
         self.sessions
             .record(&query.caller.user, &query.headers, &notes);
-        answer(self.sent(answered?))
+        answer(self.sent(answered?, "running the statement"))
     }
 }
 
@@ -762,6 +762,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         let query = self.query_request(&request)?;
         let started = self.engine.do_get_other(message, &query);
         let server = self.engine.server_name();
-        answer(self.sent(caught(&server, "starting the call", started).await?))
+        let started = caught(&server, "starting the call", started).await?;
+        answer(self.sent(started, "running the call"))
     }
 }
