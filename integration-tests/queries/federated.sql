@@ -262,3 +262,7 @@ SELECT DISTINCT subsidy_type FROM disbursements ORDER BY 1 DESC LIMIT 3
 SELECT subsidy_type, max(amount) AS top FROM disbursements GROUP BY 1 ORDER BY 2 DESC LIMIT 3
 ;
 SELECT count(*) AS n FROM (SELECT DISTINCT county_code FROM persons WHERE death_date IS NULL LIMIT 3) s
+;
+SELECT DISTINCT ON (county_code, subsidy_type) county_code, subsidy_type, department FROM disbursements ORDER BY county_code, subsidy_type, department
+;
+SELECT subsidy_type, first_value(amount ORDER BY amount DESC) AS top, last_value(paid_on ORDER BY paid_on) AS latest FROM disbursements GROUP BY 1 ORDER BY 1

@@ -152,12 +152,15 @@ const FUNCTIONS: &[&str] = &[
 ];
 
 /// Aggregate functions a fragment may compute in any phase: their partial states are
-/// statistics, never lists of the values themselves.
+/// statistics, never lists of the values themselves. `first_value` and `last_value` keep
+/// one row's value and its ordering values, as `min` and `max` keep one value.
 const AGGREGATES: &[&str] = &[
     "count",
     "sum",
     "min",
     "max",
+    "first_value",
+    "last_value",
     "avg",
     "bool_and",
     "bool_or",

@@ -8,6 +8,7 @@ use arrow::datatypes::{Fields, Schema};
 use datafusion::common::JoinSide;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{JoinType, Operator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -315,9 +316,22 @@ impl Tracer<'_> {
                     }
                 }
                 _ => {
+                    if let Some(order) = picked_by_another_column(aggregate, function) {
+                        return Err(Refusal::new(
+                            Rule::QuasiIdentifier,
+                            format!(
+                                "figure {} picks one row's value by {order}, neither that \
+                                 value nor a key of its group, which would show the value of \
+                                 a row singled out by another column; order by the value \
+                                 itself, as min and max do",
+                                function.name(),
+                            ),
+                        ));
+                    }
                     let args = function
                         .expressions()
                         .iter()
+                        .chain(function.order_bys().iter().map(|o| &o.expr))
                         .map(|e| self.expr(e, &input.columns))
                         .collect::<Result<Vec<_>>>()?;
                     let value = Lineage::merged(&args);
@@ -607,11 +621,45 @@ fn row_by_row(name: &str, source: &str) -> Refusal {
     )
 }
 
+/// The ordering by which `function`, a figure that keeps one row's value, picks that row,
+/// where it is neither the value itself nor a key of `aggregate`'s groups, and the value
+/// is no such key. `first_value` and `last_value` pick as `min` and `max` pick theirs, by
+/// the value or by what the whole group shares; ordered by another column, they would
+/// pick a row by what the asker knows of it (`ORDER BY payment_id` under `WHERE
+/// payment_id >= '…'`) and show its value.
+fn picked_by_another_column<'a>(
+    aggregate: &AggregateExec,
+    function: &'a AggregateFunctionExpr,
+) -> Option<&'a Arc<dyn PhysicalExpr>> {
+    if !matches!(function.fun().name(), "first_value" | "last_value") {
+        return None;
+    }
+    let same_column = |e: &Arc<dyn PhysicalExpr>, o: &Arc<dyn PhysicalExpr>| {
+        matches!(
+            (e.downcast_ref::<Column>(), o.downcast_ref::<Column>()),
+            (Some(e), Some(o)) if e.index() == o.index()
+        )
+    };
+    let keys = aggregate.group_expr().expr();
+    let key = |o: &Arc<dyn PhysicalExpr>| keys.iter().any(|(k, _)| same_column(k, o));
+    let values = function.expressions();
+    if values.iter().all(key) {
+        return None;
+    }
+    function
+        .order_bys()
+        .iter()
+        .map(|o| &o.expr)
+        .find(|o| !key(o) && !values.iter().any(|e| same_column(e, o)))
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::{DataType, Field};
     use datafusion::functions::unicode::substr;
     use datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf;
+    use datafusion::functions_aggregate::first_last::first_value_udaf;
+    use datafusion::physical_expr::PhysicalSortExpr;
     use datafusion::physical_expr::aggregate::AggregateExprBuilder;
     use datafusion::physical_expr::projection::ProjectionExpr;
     use datafusion::physical_plan::expressions::{binary, col, lit};
@@ -666,6 +714,41 @@ mod tests {
             [Treatment::Keep, Treatment::TokenizeElements]
         );
         assert_eq!(estimate("township"), [Treatment::Keep, Treatment::Keep]);
+    }
+
+    #[test]
+    fn one_rows_value_is_picked_by_itself_or_a_key_of_its_group() {
+        let payments = leaf(
+            Table::Disbursements,
+            &["payment_id", "county_code", "subsidy_type", "amount"],
+        );
+        let schema = payments.schema();
+        let first = |value: &str, order: &[&str]| {
+            let order = order
+                .iter()
+                .map(|c| PhysicalSortExpr::new_default(col(c, &schema).unwrap()))
+                .collect();
+            let function =
+                AggregateExprBuilder::new(first_value_udaf(), vec![col(value, &schema).unwrap()])
+                    .schema(schema.clone())
+                    .alias("first")
+                    .order_by(order)
+                    .build()
+                    .unwrap();
+            at_node(&partial_by(
+                payments.clone(),
+                "county_code",
+                vec![Arc::new(function)],
+            ))
+        };
+        // As `max(amount)` would, or `DISTINCT ON (county_code)` with its value ordered.
+        assert!(first("amount", &["amount"]).is_ok());
+        assert!(first("amount", &["county_code", "amount"]).is_ok());
+        assert!(first("county_code", &["subsidy_type"]).is_ok());
+        // The amount of the payment the asker names by its number.
+        let picked = first("amount", &["payment_id"]).unwrap_err();
+        assert_eq!(picked.rule, Rule::QuasiIdentifier);
+        assert!(picked.to_string().contains("by payment_id@0"), "{picked}");
     }
 
     #[test]
