@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
 use tonic::Status;
@@ -31,7 +32,7 @@ pub(crate) async fn caught<T>(
 
 /// `stream`, which ends with an internal error where polling it panics.
 pub(crate) fn caught_stream<T>(
-    server: String,
+    server: Arc<str>,
     doing: &'static str,
     stream: impl Stream<Item = Result<T, Status>> + Send,
 ) -> impl Stream<Item = Result<T, Status>> + Send {

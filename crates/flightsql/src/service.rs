@@ -60,6 +60,8 @@ type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'st
 /// [`crate::TokenTable`] interceptor, which puts the [`Caller`] into each request.
 pub struct FlightSqlServer<E: SqlEngine> {
     engine: Arc<E>,
+    /// The engine's name, as errors and `GetSqlInfo` give it.
+    server: Arc<str>,
     sql_info: Arc<SqlInfoData>,
     xdbc_types: Arc<XdbcTypeInfoData>,
     sessions: Arc<Sessions>,
@@ -68,8 +70,9 @@ pub struct FlightSqlServer<E: SqlEngine> {
 impl<E: SqlEngine> FlightSqlServer<E> {
     /// Serves `engine`.
     pub fn new(engine: Arc<E>) -> Self {
+        let server: Arc<str> = engine.server_name().into();
         let mut info = SqlInfoDataBuilder::new();
-        info.append(SqlInfo::FlightSqlServerName, engine.server_name().as_str());
+        info.append(SqlInfo::FlightSqlServerName, server.as_ref());
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
         info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
         info.append(SqlInfo::FlightSqlServerReadOnly, true);
@@ -106,6 +109,7 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         ));
         Self {
             engine,
+            server,
             sql_info,
             xdbc_types: Arc::new(xdbc_types()),
             sessions,
@@ -143,19 +147,13 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         self.sessions
             .record(&query.caller.user, &query.headers, &MetadataMap::new());
         let planned = self.engine.schema(statement, query);
-        caught(
-            &self.engine.server_name(),
-            "planning the statement",
-            planned,
-        )
-        .await
+        caught(&self.server, "planning the statement", planned).await
     }
 
     /// `answer`, whose batches end with an error where making one panics.
     fn sent(&self, answer: Answer, doing: &'static str) -> Answer {
-        let server = self.engine.server_name();
         Answer {
-            batches: caught_stream(server, doing, answer.batches).boxed(),
+            batches: caught_stream(self.server.clone(), doing, answer.batches).boxed(),
             ..answer
         }
     }
@@ -199,12 +197,7 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         }
         tracing::info!(user = %query.caller.user, %statement, "query");
         let started = self.engine.execute(statement, &query);
-        let answered = caught(
-            &self.engine.server_name(),
-            "starting the statement",
-            started,
-        )
-        .await;
+        let answered = caught(&self.server, "starting the statement", started).await;
         let notes = answered
             .as_ref()
             .map(|a| a.headers.clone())
@@ -761,8 +754,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let query = self.query_request(&request)?;
         let started = self.engine.do_get_other(message, &query);
-        let server = self.engine.server_name();
-        let started = caught(&server, "starting the call", started).await?;
+        let started = caught(&self.server, "starting the call", started).await?;
         answer(self.sent(started, "running the call"))
     }
 }

@@ -162,12 +162,13 @@ impl Files {
 fn without_met(filter: &FilterExec, files: &Files) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     let input = filter.input();
     let schema = input.schema();
-    let met = |e: &Arc<dyn PhysicalExpr>| files.meet(e, &schema);
-    let conjuncts = split_conjunction(filter.predicate());
-    if !conjuncts.iter().any(|e| met(e)) {
+    let (met, rest): (Vec<_>, Vec<_>) = split_conjunction(filter.predicate())
+        .into_iter()
+        .partition(|e| files.meet(e, &schema));
+    if met.is_empty() {
         return Ok(None);
     }
-    let rest = conjunction_opt(conjuncts.into_iter().filter(|e| !met(e)).cloned());
+    let rest = conjunction_opt(rest.into_iter().cloned());
     Ok(match (rest, filter.fetch()) {
         (Some(predicate), _) => Some(Arc::new(
             FilterExecBuilder::from(filter)
