@@ -3,9 +3,11 @@
 //! nodes. It never holds raw records.
 #![warn(missing_docs)]
 
+mod analysts;
 mod audit;
 mod config;
 mod models;
+mod nodes;
 mod registry;
 
 use std::net::SocketAddr;
@@ -76,6 +78,7 @@ pub struct RunningCoordinator {
     server: RunningServer,
     schedule: Option<tokio::task::JoinHandle<()>>,
     standards_check: Option<tokio::task::JoinHandle<()>>,
+    analyst_sync: tokio::task::JoinHandle<()>,
     /// Finding the persons nodes share, which starts with the coordinator.
     sharing: Option<tokio::task::JoinHandle<Renewal>>,
 }
@@ -93,6 +96,7 @@ impl RunningCoordinator {
         for task in [self.schedule, self.standards_check].into_iter().flatten() {
             task.abort();
         }
+        self.analyst_sync.abort();
         if let Some(sharing) = self.sharing {
             sharing.abort();
         }
@@ -140,6 +144,7 @@ pub async fn start_coordinator(
         FlightSqlServer::new(engine.clone()).into_service(),
         TokenTable::with(ReplicatedUsers(replica.clone())),
     );
+    let analyst_sync = analysts::spawn_analyst_sync(replica.clone(), node_tls.clone());
     let runs = models::model_runs(replica.clone(), engine.clone(), node_tls);
     let routes = Routes::new(health_service)
         .add_service(flight)
@@ -205,6 +210,7 @@ pub async fn start_coordinator(
         server,
         schedule,
         standards_check,
+        analyst_sync,
         sharing: Some(sharing),
     })
 }

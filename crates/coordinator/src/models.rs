@@ -13,15 +13,14 @@ use sunlight_meta::{Actor, Command, Replica, Role, RunCounts, RunRecord};
 use sunlight_models::{Linkage, ModelPackage};
 use sunlight_proto::v1::model_step::Phase;
 use sunlight_proto::v1::models_server::Models;
-use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::{
     CaseOpening, CaseReply, CaseRequest, LinkRequest, ModelStep, ModelStepReply, NodeRun,
     RunModelsReply, RunModelsRequest, RunSummary, ShadowReply, ShadowRequest,
 };
-use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::transport::ClientTlsConfig;
 use tonic::{Request, Response, Status};
 
-use crate::registry::ReplicatedRegistry;
+use crate::nodes::{Target, node_call, targets};
 
 /// The model runs of a coordinator replica, reaching nodes over `tls` when given.
 pub fn model_runs(
@@ -43,43 +42,6 @@ pub struct ModelRuns {
 
 /// One node's answer to one step, with the bytes it sent.
 type StepResult = Result<(ModelStepReply, u64), String>;
-
-/// A node the run talks to.
-#[derive(Debug, Clone)]
-struct Target {
-    code: String,
-    addr: String,
-    token: String,
-    tls: Option<ClientTlsConfig>,
-}
-
-/// A client of `target`'s node service, and `message` with the token it expects. A
-/// county's token set runs to tens of megabytes (16 bytes a row), so the limits are wide.
-async fn node_call<T>(
-    target: &Target,
-    message: T,
-) -> Result<(NodeServiceClient<Channel>, Request<T>), Status> {
-    let channel = sunlight_flightsql::endpoint(&target.addr, target.tls.as_ref())
-        .map_err(|e| Status::invalid_argument(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| {
-            Status::unavailable(format!(
-                "cannot reach node {} at {}: {e}",
-                target.code, target.addr
-            ))
-        })?;
-    let mut request = Request::new(message);
-    let bearer = format!("Bearer {}", target.token)
-        .parse()
-        .map_err(|_| Status::internal("the node token is not ASCII"))?;
-    request.metadata_mut().insert("authorization", bearer);
-    let client = NodeServiceClient::new(channel)
-        .max_decoding_message_size(1 << 30)
-        .max_encoding_message_size(1 << 30);
-    Ok((client, request))
-}
 
 async fn call(target: &Target, step: ModelStep) -> StepResult {
     let (mut client, request) = node_call(target, step)
@@ -112,19 +74,7 @@ impl ModelRuns {
 
     /// Every registered node by code.
     fn targets(&self) -> BTreeMap<String, Target> {
-        ReplicatedRegistry(self.replica.clone())
-            .records()
-            .into_iter()
-            .map(|n| {
-                let target = Target {
-                    code: n.code.clone(),
-                    addr: n.addr,
-                    token: n.token,
-                    tls: self.tls.clone(),
-                };
-                (n.code, target)
-            })
-            .collect()
+        targets(&self.replica, self.tls.as_ref())
     }
 
     /// The (package, assigned targets) of each selected model version.

@@ -5,19 +5,12 @@ use std::sync::Arc;
 
 use sunlight_federation::{NodeEndpoint, NodeRegistry};
 use sunlight_flightsql::Credentials;
-use sunlight_meta::{NodeRecord, Replica, Role};
+use sunlight_meta::{Replica, Role};
 use tonic::Status;
 
 /// Nodes as registered with `sunlight admin node add`.
 #[derive(Debug)]
 pub struct ReplicatedRegistry(pub Arc<Replica>);
-
-impl ReplicatedRegistry {
-    /// The registered nodes, ordered by code.
-    pub fn records(&self) -> Vec<NodeRecord> {
-        self.0.read(|state| state.nodes.values().cloned().collect())
-    }
-}
 
 impl NodeRegistry for ReplicatedRegistry {
     fn nodes(&self) -> Vec<NodeEndpoint> {

@@ -305,8 +305,14 @@ impl Replica {
             .ensure_linearizable()
             .await
             .map_err(|e| self.raft_error(e))?;
+        Ok(self.read_indexed(f))
+    }
+
+    /// Reads the state as applied on this replica, with the index of the last log entry
+    /// applied to it.
+    pub fn read_indexed<T>(&self, f: impl FnOnce(&MetaState) -> T) -> (T, u64) {
         let applied = self.applied.read().expect("state lock");
-        Ok((f(&applied.state), applied.last.map_or(0, |l| l.index)))
+        (f(&applied.state), applied.last.map_or(0, |l| l.index))
     }
 
     /// Whether `peer` is a member (voter or learner) of the group, or the group is new.

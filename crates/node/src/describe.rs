@@ -7,9 +7,9 @@ use sunlight_flightsql::Caller;
 use sunlight_proto::v1::node_service_server::NodeService;
 use sunlight_proto::v1::table_status::State;
 use sunlight_proto::v1::{
-    CaseOpening, CaseRows, DescribeRequest, ModelStep, ModelStepReply, NodeDescription, Outcome,
-    OutcomeReply, PersonTokenSet, PersonTokensRequest, SharedPersons, SharedPersonsReply,
-    TableStatus,
+    Analysts, AnalystsReply, CaseOpening, CaseRows, DescribeRequest, ModelStep, ModelStepReply,
+    NodeDescription, Outcome, OutcomeReply, PersonTokenSet, PersonTokensRequest, SharedPersons,
+    SharedPersonsReply, TableStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -46,10 +46,12 @@ impl NodeService for NodeControl {
         &self,
         request: Request<ModelStep>,
     ) -> Result<Response<ModelStepReply>, Status> {
+        self.node.city_only(&caller(&request), "model step")?;
         Ok(Response::new(self.runner.step(request.into_inner()).await?))
     }
 
     async fn open_case(&self, request: Request<CaseOpening>) -> Result<Response<CaseRows>, Status> {
+        self.node.city_only(&caller(&request), "case opening")?;
         let arrow_ipc = self.runner.hits().open_case(request.get_ref()).await?;
         Ok(Response::new(CaseRows { arrow_ipc }))
     }
@@ -81,6 +83,27 @@ impl NodeService for NodeControl {
     ) -> Result<Response<SharedPersonsReply>, Status> {
         let user = caller(&request);
         let reply = shared::share_persons(&self.node, &user, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn set_analysts(
+        &self,
+        request: Request<Analysts>,
+    ) -> Result<Response<AnalystsReply>, Status> {
+        let user = caller(&request);
+        self.node.city_only(&user, "county analysts")?;
+        let (changed, reply) = self.node.analysts().replace(request.get_ref())?;
+        if changed {
+            self.node.audit().record(
+                &user,
+                "county analysts",
+                &format!("version {}", reply.version),
+                &format!(
+                    "holds {} county analysts registered at the city",
+                    reply.analysts
+                ),
+            );
+        }
         Ok(Response::new(reply))
     }
 

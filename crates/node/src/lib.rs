@@ -3,6 +3,7 @@
 //! runs the plan fragments the city sends.
 #![warn(missing_docs)]
 
+mod analysts;
 mod audit;
 mod catalog;
 mod check;

@@ -20,6 +20,7 @@ use tokio::sync::OnceCell;
 
 use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas, TableInfo, require_values};
 
+use crate::analysts::CityAnalysts;
 use crate::audit::NodeAudit;
 use crate::catalog::{CheckedFiles, NodeCatalog, TableState};
 use crate::county_guard::proves_county;
@@ -40,6 +41,7 @@ pub struct Node {
     statistics: OnceMap<Table, Arc<Statistics>>,
     standards: OnceCell<String>,
     shared: SharedSets,
+    analysts: CityAnalysts,
 }
 
 /// Who may do what at the node, and the egress guard's policy.
@@ -66,7 +68,25 @@ impl Node {
             statistics: OnceMap::default(),
             standards: OnceCell::new(),
             shared: SharedSets::default(),
+            analysts: CityAnalysts::default(),
         }
+    }
+
+    /// The county analysts of this node that the city registered.
+    pub(crate) fn analysts(&self) -> &CityAnalysts {
+        &self.analysts
+    }
+
+    /// Refuses `user` unless it is the city's coordinator, and records the refusal: the
+    /// node's person tokens, model steps and case openings are the city's to ask for.
+    pub(crate) fn city_only(&self, user: &str, action: &str) -> Result<()> {
+        if self.privacy.city_users.contains(user) {
+            return Ok(());
+        }
+        let reason = format!("{action} is for the city's coordinator; user {user} is not");
+        self.audit
+            .record(user, action, "", &format!("refused: {reason}"));
+        Err(Error::NotCity(reason))
     }
 
     /// Refuses unless this node's copy of `subsidy_standards` is `expected`, the city's.

@@ -55,21 +55,9 @@ impl SharedSets {
     }
 }
 
-/// Refuses `user` unless it is the city's coordinator: the node's tokens of all its
-/// persons go to the city alone.
-fn city_only(node: &Node, user: &str, action: &str) -> Result<()> {
-    if node.privacy().city_users.contains(user) {
-        return Ok(());
-    }
-    let reason = format!("{action} is for the city's coordinator; user {user} is not");
-    node.audit()
-        .record(user, action, "", &format!("refused: {reason}"));
-    Err(Error::NotCity(reason))
-}
-
 /// The tokens of every person of the node's served tables, once all are numbered.
 pub async fn person_tokens(node: &Node, user: &str) -> Result<PersonTokenSet> {
-    city_only(node, user, "person tokens")?;
+    node.city_only(user, "person tokens")?;
     if node.privacy().policy.persons.tokenizer().is_none() {
         return Err(Error::Config(format!(
             "node {} has no linkage key, so its persons have no tokens to share; set \
@@ -102,7 +90,7 @@ pub async fn share_persons(
     user: &str,
     request: SharedPersons,
 ) -> Result<SharedPersonsReply> {
-    city_only(node, user, "shared persons")?;
+    node.city_only(user, "shared persons")?;
     let shared = node.shared();
     if request.instance != shared.instance {
         return Err(Error::FragmentRefused(format!(

@@ -31,12 +31,14 @@ use sunlight_domain::{NodeCode, Table};
 use sunlight_fragment::{TableLeafExec, encode_plan, ticket};
 use sunlight_policy::{Token, Tokenizer};
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
-use sunlight_proto::v1::{FragmentTicket, PersonTokenSet, PersonTokensRequest};
+use sunlight_proto::v1::{
+    CaseOpening, FragmentTicket, ModelStep, PersonTokenSet, PersonTokensRequest,
+};
 
 use crate::oracle;
 use crate::support::{
-    CITY_TOKEN, LINKAGE_KEY, ServiceProcess, TOKEN, new_user, shared_city, start_city, sunlight,
-    sunlight_fails,
+    CITY_TOKEN, LINKAGE_KEY, ServiceProcess, TOKEN, admin, new_user, shared_city, start_city,
+    sunlight, sunlight_fails,
 };
 
 /// The one value of a query over node 140215's files.
@@ -626,17 +628,7 @@ async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
     let sql = "SELECT count(*) FROM disbursements";
     let expiring = new_user(&addr, "short", "city_analyst", &["--valid-for", "1s"]);
     let revoked = new_user(&addr, "gone", "city_analyst", &[]);
-    sunlight(&[
-        "admin",
-        "--coordinator",
-        &addr,
-        "--token",
-        TOKEN,
-        "user",
-        "revoke",
-        "--name",
-        "gone",
-    ]);
+    admin(&addr, TOKEN, &["user", "revoke", "--name", "gone"]);
     let county = new_user(&addr, "zhao", "county_analyst", &["--node", "140215"]);
     let auditor = new_user(&addr, "qian", "auditor", &[]);
     std::thread::sleep(std::time::Duration::from_millis(1_200));
@@ -667,6 +659,38 @@ async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
         err.contains("qian has the role auditor; this call needs the role administrator"),
         "{err}"
     );
+    // The county analyst runs SQL at his own node instead, and only there, until revoked:
+    // the city sends each node its analysts.
+    let node = |code: &str| {
+        let (_, process) = city.nodes.iter().find(|(c, _)| c.as_str() == code).unwrap();
+        process.addr.clone()
+    };
+    let own = node("140215");
+    let answer = |addr: String| {
+        let county = county.clone();
+        async move {
+            let mut client = SqlClient::connect(&addr, &county).await.unwrap();
+            client.query(sql).await.map_err(|e| e.to_string())
+        }
+    };
+    let until = |addr: String, answered: bool| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let result = answer(addr.clone()).await;
+            if result.is_ok() == answered || std::time::Instant::now() > deadline {
+                return result;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let counted = until(own.clone(), true).await.unwrap();
+    assert_eq!(counted.num_rows(), 1);
+    let err = answer(node("140212")).await.unwrap_err();
+    assert!(err.contains("unknown or revoked token"), "{err}");
+    admin(&addr, TOKEN, &["user", "revoke", "--name", "zhao"]);
+    let err = until(own, false).await.unwrap_err();
+    assert!(err.contains("unknown or revoked token"), "{err}");
+
     // Refusals are audited in the background.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -752,16 +776,29 @@ async fn send_fragment(
         .map_err(|e| tonic::Status::internal(e.to_string()))
 }
 
-/// The node at `addr`'s answer to a request for its person tokens, made with `token`.
-async fn person_tokens(addr: &str, token: &str) -> Result<PersonTokenSet, tonic::Status> {
-    let mut control = NodeServiceClient::connect(format!("http://{addr}"))
+/// A client of the node service at `addr`, and `message` as a request made with `token`.
+async fn control<T>(
+    addr: &str,
+    token: &str,
+    message: T,
+) -> (
+    NodeServiceClient<tonic::transport::Channel>,
+    tonic::Request<T>,
+) {
+    let client = NodeServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    let mut request = tonic::Request::new(PersonTokensRequest {});
+    let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    Ok(control.person_tokens(request).await?.into_inner())
+    (client, request)
+}
+
+/// The node at `addr`'s answer to a request for its person tokens, made with `token`.
+async fn person_tokens(addr: &str, token: &str) -> Result<PersonTokenSet, tonic::Status> {
+    let (mut client, request) = control(addr, token, PersonTokensRequest {}).await;
+    Ok(client.person_tokens(request).await?.into_inner())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -961,6 +998,32 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
         "{err}"
     );
 
+    // So do model steps and case openings: a county's analyst may neither record hits
+    // the city reports nor open a case in an investigator's name.
+    let (mut client, request) = control(&node.addr, TOKEN, ModelStep::default()).await;
+    let err = client.run_model(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("model step is for the city's coordinator"),
+        "{err}"
+    );
+    let opening = CaseOpening {
+        model_id: "deceased_recipient".into(),
+        payment_ids: vec!["140215-000001".into()],
+        case_no: "2026-001".into(),
+        reason: "a look".into(),
+        investigator: "someone else".into(),
+    };
+    let (mut client, request) = control(&node.addr, TOKEN, opening).await;
+    let err = client.open_case(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("case opening is for the city's coordinator"),
+        "{err}"
+    );
+
     // A node without a linkage key has no tokens to give, and says so.
     let keyless = ServiceProcess::start_keyless(code.as_str(), &node_root(city.dir.path(), code));
     let err = person_tokens(&keyless.addr, CITY_TOKEN).await.unwrap_err();
@@ -984,10 +1047,9 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     assert!(refused("fragment", "quasi-identifier"), "{text}");
     assert!(refused("sql", "may not run SQL here"), "{text}");
     assert!(refused("access", "unknown or revoked token"), "{text}");
-    assert!(
-        refused("person tokens", "for the city's coordinator"),
-        "{text}"
-    );
+    for action in ["person tokens", "model step", "case opening"] {
+        assert!(refused(action, "for the city's coordinator"), "{text}");
+    }
     assert!(
         records
             .iter()
