@@ -1,13 +1,18 @@
 //! [`FlightSqlEndpoint`]: the Flight service of a [`FlightSqlServer`], with `GetSchema` and
 //! `PollFlightInfo`. arrow-flight's Flight SQL implements every Flight call but these two,
 //! which clients use to learn an answer's columns without running the query (ADBC's
-//! `ExecuteSchema`) and to execute a query incrementally.
+//! `ExecuteSchema`) and to execute a query incrementally. Descriptors and tickets that
+//! carry no Flight SQL message, and the calls Flight SQL does not use, are refused with
+//! what to send instead.
 
+use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::Any;
 use arrow_flight::{
     Action, Criteria, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
     SchemaResult, Ticket,
 };
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{FlightSqlServer, SqlEngine};
@@ -25,6 +30,29 @@ impl<E: SqlEngine> FlightSqlServer<E> {
 
 type Inner<E> = FlightSqlServer<E>;
 
+/// What a client sends this server: Flight SQL commands.
+pub(crate) const SEND_INSTEAD: &str = "send a Flight SQL command: CommandStatementQuery for SQL, a \
+     prepared statement, or a catalog command such as CommandGetTables";
+
+/// Refuses `descriptor` unless it carries a Flight SQL message, naming what it carries.
+fn sql_descriptor(descriptor: &FlightDescriptor) -> Result<(), Status> {
+    if descriptor.r#type() != DescriptorType::Cmd {
+        return Err(Status::invalid_argument(format!(
+            "the descriptor names a path ({}); {SEND_INSTEAD}",
+            descriptor.path.join("/")
+        )));
+    }
+    match Any::decode(descriptor.cmd.as_ref()) {
+        Ok(any) if !any.type_url.is_empty() => Ok(()),
+        Ok(_) => Err(Status::invalid_argument(format!(
+            "the descriptor's command is empty; {SEND_INSTEAD}"
+        ))),
+        Err(e) => Err(Status::invalid_argument(format!(
+            "the descriptor's command is not a Flight SQL message ({e}); {SEND_INSTEAD}"
+        ))),
+    }
+}
+
 #[tonic::async_trait]
 impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
     type HandshakeStream = <Inner<E> as FlightService>::HandshakeStream;
@@ -41,7 +69,7 @@ impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let info = FlightService::get_flight_info(&self.0, request).await?;
+        let info = self.get_flight_info(request).await?;
         Ok(Response::new(SchemaResult {
             schema: info.into_inner().schema,
         }))
@@ -56,15 +84,18 @@ impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
 
     async fn list_flights(
         &self,
-        request: Request<Criteria>,
+        _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        FlightService::list_flights(&self.0, request).await
+        Err(Status::unimplemented(format!(
+            "ListFlights is not served: flights here are answers to queries; {SEND_INSTEAD}"
+        )))
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        sql_descriptor(request.get_ref())?;
         FlightService::get_flight_info(&self.0, request).await
     }
 
@@ -74,7 +105,7 @@ impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let info = FlightService::get_flight_info(&self.0, request).await?;
+        let info = self.get_flight_info(request).await?;
         Ok(Response::new(PollInfo {
             info: Some(info.into_inner()),
             flight_descriptor: None,
@@ -87,6 +118,12 @@ impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        Any::decode(request.get_ref().ticket.as_ref()).map_err(|e| {
+            Status::invalid_argument(format!(
+                "the ticket is not one this server issued ({e}): send the ticket of an \
+                 endpoint of GetFlightInfo's answer"
+            ))
+        })?;
         FlightService::do_get(&self.0, request).await
     }
 
@@ -99,9 +136,11 @@ impl<E: SqlEngine> FlightService for FlightSqlEndpoint<E> {
 
     async fn do_exchange(
         &self,
-        request: Request<Streaming<FlightData>>,
+        _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        FlightService::do_exchange(&self.0, request).await
+        Err(Status::unimplemented(format!(
+            "DoExchange is not served: {SEND_INSTEAD}"
+        )))
     }
 
     async fn do_action(

@@ -18,7 +18,7 @@ use arrow_flight::sql::{
     ActionBeginTransactionResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
     ActionCreatePreparedSubstraitPlanRequest, ActionEndSavepointRequest,
-    ActionEndTransactionRequest, Any, CommandGetCatalogs, CommandGetCrossReference,
+    ActionEndTransactionRequest, Any, Command, CommandGetCatalogs, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
     CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::{
     FOREIGN_KEYS, PRIMARY_KEYS, described_columns, no_foreign_keys, primary_keys, xdbc_types,
 };
+use crate::endpoint::SEND_INSTEAD;
 use crate::panics::{caught, caught_stream};
 use crate::session::{Sessions, send_cookie};
 use crate::session_sql::SessionStatement;
@@ -692,6 +693,17 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+
+    async fn get_flight_info_fallback(
+        &self,
+        command: Command,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented(format!(
+            "{} is not a command this server answers; {SEND_INSTEAD}",
+            command.type_url()
+        )))
+    }
 
     async fn do_action_fallback(
         &self,

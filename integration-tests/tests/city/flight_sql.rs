@@ -5,12 +5,13 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
-    ActionCreatePreparedSubstraitPlanRequest, CommandGetExportedKeys, CommandGetImportedKeys,
+    ActionCreatePreparedSubstraitPlanRequest, Any, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetXdbcTypeInfo, ProstMessageExt, SqlInfo, XdbcDataType,
 };
-use arrow_flight::{Action, FlightInfo};
+use arrow_flight::{Action, Criteria, FlightDescriptor, FlightInfo, Ticket};
 use futures::TryStreamExt;
 use prost::Message;
 use sunlight_client::SqlClient;
@@ -191,6 +192,95 @@ async fn transactions_and_substrait_plans_are_refused_by_name() {
         substrait.contains("Substrait plans are not accepted"),
         "{substrait}"
     );
+}
+
+/// Descriptors and tickets that carry no Flight SQL message, and the Flight calls Flight
+/// SQL does not use, are refused with what to send instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_that_are_not_flight_sql_say_what_to_send() {
+    let city = shared_city();
+    let node = NodeProcess::start("140215", &node_root(city.dir.path(), yunzhou()));
+    let channel = Channel::from_shared(format!("http://{}", node.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut flight = FlightServiceClient::new(channel);
+    fn signed<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let bearer = format!("Bearer {TOKEN}").parse().unwrap();
+        request.metadata_mut().insert("authorization", bearer);
+        request
+    }
+    let unknown = Any {
+        type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandFoo".into(),
+        value: Default::default(),
+    };
+    let path = FlightDescriptor::new_path(vec!["disbursements".into()]);
+    let garbage = FlightDescriptor::new_cmd(b"\x01\x02garbage".to_vec());
+    let results = [
+        (
+            flight.get_flight_info(signed(path.clone())).await.map(drop),
+            tonic::Code::InvalidArgument,
+            "the descriptor names a path (disbursements); send a Flight SQL command",
+        ),
+        (
+            flight.get_schema(signed(path)).await.map(drop),
+            tonic::Code::InvalidArgument,
+            "names a path",
+        ),
+        (
+            flight
+                .poll_flight_info(signed(FlightDescriptor::new_cmd(Vec::new())))
+                .await
+                .map(drop),
+            tonic::Code::InvalidArgument,
+            "the descriptor's command is empty",
+        ),
+        (
+            flight.get_flight_info(signed(garbage)).await.map(drop),
+            tonic::Code::InvalidArgument,
+            "the descriptor's command is not a Flight SQL message",
+        ),
+        (
+            flight
+                .get_flight_info(signed(FlightDescriptor::new_cmd(unknown.encode_to_vec())))
+                .await
+                .map(drop),
+            tonic::Code::Unimplemented,
+            "CommandFoo is not a command this server answers; send a Flight SQL command: \
+             CommandStatementQuery for SQL",
+        ),
+        (
+            flight
+                .do_get(signed(Ticket::new("nonsense")))
+                .await
+                .map(drop),
+            tonic::Code::InvalidArgument,
+            "the ticket is not one this server issued",
+        ),
+        (
+            flight
+                .list_flights(signed(Criteria::default()))
+                .await
+                .map(drop),
+            tonic::Code::Unimplemented,
+            "ListFlights is not served",
+        ),
+        (
+            flight
+                .do_exchange(signed(futures::stream::empty()))
+                .await
+                .map(drop),
+            tonic::Code::Unimplemented,
+            "DoExchange is not served",
+        ),
+    ];
+    for (result, code, says) in results {
+        let status = result.expect_err(says);
+        assert_eq!(status.code(), code, "{status}");
+        assert!(status.message().contains(says), "{status}");
+    }
 }
 
 /// Runs one catalog call the way a JDBC driver does, GetFlightInfo and then DoGet of its
