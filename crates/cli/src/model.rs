@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use sunlight_client::QueryResult;
 use sunlight_meta::{
-    AdminClient, CaseRequest, Command, LinkRequest, NodeRun, Proposed, RunModelsRequest, RunRecord,
-    Section, ShadowRequest,
+    AdminClient, CaseRequest, Command, HitsRequest, LinkRequest, NodeRun, Proposed,
+    RunModelsRequest, RunRecord, Section, ShadowRequest,
 };
 use sunlight_models::{ModelPackage, validate};
 use sunlight_proto::v1::Outcome;
@@ -189,42 +189,85 @@ enum CaseCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// The hits of each node's latest run of a model, class-P columns only, to pick a
+    /// case's hits from: audited.
+    Hits {
+        #[command(flatten)]
+        coordinator: CoordinatorFlags,
+        /// Model id.
+        #[arg(long)]
+        model: String,
+        /// Node codes, comma-separated; without it, every node that ran the model.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
-/// Opens a case and prints the rows the node disclosed.
+/// Opens a case and prints the rows the node disclosed, or lists the hits to open.
 pub async fn case(args: CaseArgs) -> Result<()> {
-    let CaseCommand::Open {
-        coordinator,
-        model,
-        payment_ids,
-        case_no,
-        reason,
-        format,
-    } = args.command;
-    let reply = coordinator
-        .client()?
-        .open_case(CaseRequest {
-            model_id: model,
+    let (streams, format, audit_seq, what) = match args.command {
+        CaseCommand::Open {
+            coordinator,
+            model,
             payment_ids,
             case_no,
             reason,
-        })
-        .await?;
-    let reader =
-        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(reply.arrow_ipc), None)
-            .map_err(|e| Error::Usage(format!("the node's rows do not decode: {e}")))?;
-    let schema = reader.schema();
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Usage(format!("the node's rows do not decode: {e}")))?;
-    write_result(&QueryResult::new(schema, batches), format, None)?;
+            format,
+        } => {
+            let request = CaseRequest {
+                model_id: model,
+                payment_ids,
+                case_no,
+                reason,
+            };
+            let reply = coordinator.client()?.open_case(request).await?;
+            (
+                vec![reply.arrow_ipc],
+                format,
+                reply.audit_seq,
+                "case opening",
+            )
+        }
+        CaseCommand::Hits {
+            coordinator,
+            model,
+            nodes,
+            format,
+        } => {
+            let request = HitsRequest {
+                model_id: model,
+                nodes,
+            };
+            let reply = coordinator.client()?.list_hits(request).await?;
+            (reply.arrow_ipc, format, reply.audit_seq, "hit listing")
+        }
+    };
+    write_result(&decoded(streams)?, format, None)?;
     if format == Format::Table {
-        say(&format!(
-            "case opening recorded as audit #{}",
-            reply.audit_seq
-        ));
+        say(&format!("{what} recorded as audit #{audit_seq}"));
     }
     Ok(())
+}
+
+/// The rows of the nodes' Arrow IPC streams, one after another.
+fn decoded(streams: Vec<Vec<u8>>) -> Result<QueryResult> {
+    let undecodable =
+        |e: arrow::error::ArrowError| Error::Usage(format!("the nodes' rows do not decode: {e}"));
+    let mut schema = None;
+    let mut batches = Vec::new();
+    for stream in streams {
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(stream), None)
+            .map_err(undecodable)?;
+        schema.get_or_insert(reader.schema());
+        for batch in reader {
+            batches.push(batch.map_err(undecodable)?);
+        }
+    }
+    let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
+    Ok(QueryResult::new(schema, batches))
 }
 
 /// Flags of `sunlight linkage`.

@@ -14,8 +14,9 @@ use sunlight_models::{Linkage, ModelPackage};
 use sunlight_proto::v1::model_step::Phase;
 use sunlight_proto::v1::models_server::Models;
 use sunlight_proto::v1::{
-    CaseOpening, CaseReply, CaseRequest, LinkRequest, ModelStep, ModelStepReply, NodeRun,
-    RunModelsReply, RunModelsRequest, RunSummary, ShadowReply, ShadowRequest,
+    CaseOpening, CaseReply, CaseRequest, HitsReply, HitsRequest, LinkRequest, ModelStep,
+    ModelStepReply, NodeRun, RunHits, RunModelsReply, RunModelsRequest, RunSummary, ShadowReply,
+    ShadowRequest,
 };
 use tonic::transport::ClientTlsConfig;
 use tonic::{Request, Response, Status};
@@ -573,6 +574,78 @@ impl Models for ModelRuns {
                 Err(status)
             }
         }
+    }
+
+    async fn list_hits(
+        &self,
+        request: Request<HitsRequest>,
+    ) -> Result<Response<HitsReply>, Status> {
+        let investigator = self
+            .replica
+            .authorize(request.metadata(), &[Role::Investigator])?;
+        let HitsRequest { model_id, nodes } = request.into_inner();
+        // Each node's latest run of the model: the run the city report counts.
+        let latest: BTreeMap<String, String> = self.replica.read(|state| {
+            state
+                .runs
+                .iter()
+                .filter(|r| r.model_id == model_id)
+                .map(|r| (r.node.clone(), r.run_id.clone()))
+                .collect()
+        });
+        if latest.is_empty() {
+            return Err(Status::not_found(format!(
+                "model {model_id:?} has not run on any node; run it first (sunlight model run)"
+            )));
+        }
+        if let Some(unknown) = nodes.iter().find(|n| !latest.contains_key(*n)) {
+            return Err(Status::invalid_argument(format!(
+                "model {model_id} has not run on node {unknown}; it ran on {}",
+                latest.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let mut targets = self.targets();
+        let listed: Vec<(Target, RunHits)> = latest
+            .into_iter()
+            .filter(|(node, _)| nodes.is_empty() || nodes.contains(node))
+            .filter_map(|(node, run_id)| {
+                let hits = RunHits {
+                    model_id: model_id.clone(),
+                    run_id,
+                };
+                Some((targets.remove(&node)?, hits))
+            })
+            .collect();
+        let detail = serde_json::json!({
+            "model_id": model_id,
+            "nodes": listed.iter().map(|(t, _)| &t.code).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let audit = Command::Audit {
+            subject: Some(investigator),
+            action: "case.hits".into(),
+            detail,
+            decision: "allowed".into(),
+        };
+        let audit_seq = match self.replica.propose(self.replica.actor(), audit).await? {
+            sunlight_meta::Outcome::Applied { audit_seq, .. } => audit_seq,
+            other => return Err(Status::internal(format!("listing not recorded: {other:?}"))),
+        };
+        let answers = join_all(listed.into_iter().map(|(target, hits)| async move {
+            let (mut client, request) = node_call(&target, hits).await?;
+            match client.list_hits(request).await {
+                Ok(rows) => Ok(rows.into_inner().arrow_ipc),
+                Err(status) => Err(Status::new(
+                    status.code(),
+                    format!("node {}: {}", target.code, status.message()),
+                )),
+            }
+        }))
+        .await;
+        Ok(Response::new(HitsReply {
+            arrow_ipc: answers.into_iter().collect::<Result<_, _>>()?,
+            audit_seq,
+        }))
     }
 
     async fn link(

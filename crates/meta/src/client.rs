@@ -6,8 +6,8 @@ use std::time::Duration;
 use sunlight_proto::v1::admin_client::AdminClient as AdminRpc;
 use sunlight_proto::v1::models_client::ModelsClient;
 use sunlight_proto::v1::{
-    AddReplicaRequest, CaseReply, CaseRequest, ClusterStatusReply, ClusterStatusRequest,
-    LinkRequest, ProposeRequest, ReadRequest, RemoveReplicaRequest, RunModelsReply,
+    AddReplicaRequest, CaseReply, CaseRequest, ClusterStatusReply, ClusterStatusRequest, HitsReply,
+    HitsRequest, LinkRequest, ProposeRequest, ReadRequest, RemoveReplicaRequest, RunModelsReply,
     RunModelsRequest, Section, ShadowReply, ShadowRequest,
 };
 use tonic::metadata::{Ascii, MetadataValue};
@@ -273,6 +273,16 @@ impl AdminClient {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
             async move { ModelsClient::new(channel).open_case(request).await }
+        })
+        .await
+    }
+
+    /// The hits of each node's latest run of a model, class-P columns only (investigators
+    /// only).
+    pub async fn list_hits(&mut self, request: HitsRequest) -> Result<HitsReply> {
+        self.call(|channel, bearer| {
+            let request = authorized(request.clone(), bearer);
+            async move { ModelsClient::new(channel).list_hits(request).await }
         })
         .await
     }

@@ -43,8 +43,9 @@ pub use replica::{Replica, ReplicaConfig};
 pub use service::{AdminService, RaftService, admin_service, raft_service};
 pub use state::{MetaState, audit_sha256, token_sha256, verify_chain};
 pub use sunlight_proto::v1::{
-    CaseReply, CaseRequest, ClusterStatusReply, LinkRequest, NodeRun, ReplicaStatus,
-    RunModelsReply, RunModelsRequest, RunSummary, Section, ShadowReply, ShadowRequest,
+    CaseReply, CaseRequest, ClusterStatusReply, HitsReply, HitsRequest, LinkRequest, NodeRun,
+    ReplicaStatus, RunModelsReply, RunModelsRequest, RunSummary, Section, ShadowReply,
+    ShadowRequest,
 };
 pub use types::{
     Actor, AuditRecord, Command, ModelRecord, ModelStatus, NodeRecord, Outcome, Proposal,

@@ -8,8 +8,8 @@ use sunlight_proto::v1::node_service_server::NodeService;
 use sunlight_proto::v1::table_status::State;
 use sunlight_proto::v1::{
     Analysts, AnalystsReply, CaseOpening, CaseRows, DescribeRequest, ModelStep, ModelStepReply,
-    NodeDescription, Outcome, OutcomeReply, PersonTokenSet, PersonTokensRequest, SharedPersons,
-    SharedPersonsReply, TableStatus,
+    NodeDescription, Outcome, OutcomeReply, PersonTokenSet, PersonTokensRequest, RunHits,
+    SharedPersons, SharedPersonsReply, TableStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -53,6 +53,12 @@ impl NodeService for NodeControl {
     async fn open_case(&self, request: Request<CaseOpening>) -> Result<Response<CaseRows>, Status> {
         self.node.city_only(&caller(&request), "case opening")?;
         let arrow_ipc = self.runner.hits().open_case(request.get_ref()).await?;
+        Ok(Response::new(CaseRows { arrow_ipc }))
+    }
+
+    async fn list_hits(&self, request: Request<RunHits>) -> Result<Response<CaseRows>, Status> {
+        self.node.city_only(&caller(&request), "hit listing")?;
+        let arrow_ipc = self.runner.hits().listed(request.get_ref()).await?;
         Ok(Response::new(CaseRows { arrow_ipc }))
     }
 

@@ -15,7 +15,7 @@ use datafusion::prelude::{col, lit};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
 use sunlight_models::ModelPackage;
-use sunlight_proto::v1::{CaseOpening, Outcome, RunSummary, TownshipSummary};
+use sunlight_proto::v1::{CaseOpening, Outcome, RunHits, RunSummary, TownshipSummary};
 
 use crate::catalog::DataRoot;
 use crate::node::Node;
@@ -306,18 +306,26 @@ impl HitTables {
             rows = rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
             "case opened"
         );
-        let schema = sunlight_domain::Table::Disbursements.schema();
-        let mut bytes = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema)?;
-        for batch in &rows {
-            writer.write(&RecordBatch::try_new(
-                schema.clone(),
-                batch.columns().to_vec(),
-            )?)?;
-        }
-        writer.finish()?;
-        drop(writer);
-        Ok(bytes)
+        ipc_stream(&sunlight_domain::Table::Disbursements.schema(), &rows)
+    }
+
+    /// The hits run `run_id` of `model` recorded here, by payment: what an investigator
+    /// picks a case's hits from. They hold the rows' class-P columns only.
+    pub async fn listed(&self, hits: &RunHits) -> Result<Vec<u8>> {
+        let rows = self
+            .node
+            .context()
+            .table(MODEL_HITS)
+            .await?
+            .filter(
+                col("model_id")
+                    .eq(lit(hits.model_id.as_str()))
+                    .and(col("run_id").eq(lit(hits.run_id.as_str()))),
+            )?
+            .sort(vec![col("payment_id").sort(true, false)])?
+            .collect()
+            .await?;
+        ipc_stream(&hits_schema(), &rows)
     }
 
     /// Records an analyst's verdict on a hit of this node.
@@ -508,6 +516,22 @@ fn cents(text: &str) -> Option<i128> {
     let whole: i128 = whole.parse().ok()?;
     let fraction: i128 = format!("{fraction:0<2}").parse().ok()?;
     Some(whole * 100 + fraction)
+}
+
+/// `rows` as an Arrow IPC stream under `schema`, the columns' contract types whatever
+/// layout the files read in.
+fn ipc_stream(schema: &SchemaRef, rows: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, schema)?;
+    for batch in rows {
+        writer.write(&RecordBatch::try_new(
+            schema.clone(),
+            batch.columns().to_vec(),
+        )?)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(bytes)
 }
 
 #[cfg(test)]

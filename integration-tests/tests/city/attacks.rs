@@ -32,7 +32,7 @@ use sunlight_fragment::{TableLeafExec, encode_plan, ticket};
 use sunlight_policy::{Token, Tokenizer};
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::{
-    CaseOpening, FragmentTicket, ModelStep, PersonTokenSet, PersonTokensRequest,
+    CaseOpening, FragmentTicket, ModelStep, PersonTokenSet, PersonTokensRequest, RunHits,
 };
 
 use crate::oracle;
@@ -998,14 +998,22 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
         "{err}"
     );
 
-    // So do model steps and case openings: a county's analyst may neither record hits
-    // the city reports nor open a case in an investigator's name.
+    // So do model steps, hit listings and case openings: a county's analyst may neither
+    // record hits the city reports nor open a case in an investigator's name.
     let (mut client, request) = control(&node.addr, TOKEN, ModelStep::default()).await;
     let err = client.run_model(request).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(
         err.message()
             .contains("model step is for the city's coordinator"),
+        "{err}"
+    );
+    let (mut client, request) = control(&node.addr, TOKEN, RunHits::default()).await;
+    let err = client.list_hits(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("hit listing is for the city's coordinator"),
         "{err}"
     );
     let opening = CaseOpening {
@@ -1047,7 +1055,7 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     assert!(refused("fragment", "quasi-identifier"), "{text}");
     assert!(refused("sql", "may not run SQL here"), "{text}");
     assert!(refused("access", "unknown or revoked token"), "{text}");
-    for action in ["person tokens", "model step", "case opening"] {
+    for action in ["person tokens", "model step", "hit listing", "case opening"] {
         assert!(refused(action, "for the city's coordinator"), "{text}");
     }
     assert!(

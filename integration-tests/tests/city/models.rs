@@ -459,6 +459,64 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
             "csv".into(),
         ]
     };
+    // They pick it from the hits of the model's latest run, which show no identifier.
+    let hits = |token: &str, extra: &[&str]| {
+        let mut args = vec![
+            "case".to_string(),
+            "hits".into(),
+            "--coordinator".into(),
+            coordinator.clone(),
+            "--token".into(),
+            token.into(),
+            "--format".into(),
+            "csv".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let listed = run(hits(&investigator, &["--model", "over_standard"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(
+        lines[0].starts_with("model_id,model_version,payment_id,run_id"),
+        "{listed}"
+    );
+    let payments = |lines: &[&str]| -> Vec<String> {
+        lines[1..]
+            .iter()
+            .map(|l| l.split(',').nth(2).unwrap().to_string())
+            .collect()
+    };
+    let recorded: Vec<String> = node_hits(&city.nodes).await["over_standard"]
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(payments(&lines), recorded, "{listed}");
+    assert!(
+        !listed.contains("140215196001010091") && !listed.contains("郑九"),
+        "{listed}"
+    );
+    let only = run(hits(
+        &investigator,
+        &["--model", "over_standard", "--nodes", "140215"],
+    ));
+    assert_eq!(
+        payments(&only.lines().collect::<Vec<_>>()),
+        ["140215-000000011"],
+        "{only}"
+    );
+    let err = fails(hits(
+        &investigator,
+        &["--model", "over_standard", "--nodes", "140299"],
+    ));
+    assert!(
+        err.contains("has not run on node 140299; it ran on 140200"),
+        "{err}"
+    );
+    let err = fails(hits(&investigator, &["--model", "no_such_model"]));
+    assert!(err.contains("has not run on any node"), "{err}");
+    let err = fails(hits(TOKEN, &["--model", "over_standard"]));
+    assert!(err.contains("needs the role investigator"), "{err}");
+
     let rows = run(open(
         &investigator,
         "140215-000000011",
@@ -492,6 +550,19 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
             && cases.contains("refused by node 140215"),
         "{cases}"
     );
+    let listings = sunlight(&[
+        "audit",
+        "list",
+        "--coordinator",
+        &coordinator,
+        "--token",
+        TOKEN,
+        "--action",
+        "case.hits",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(listings.matches("qian").count(), 2, "{listings}");
 
     let precision = model(&coordinator, TOKEN, &["outcomes"]);
     let line = |text: &str, model: &str, node: &str| {
