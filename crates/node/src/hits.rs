@@ -11,7 +11,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::JoinType;
-use datafusion::prelude::{col, lit};
+use datafusion::prelude::{DataFrame, col, lit};
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
 use sunlight_models::ModelPackage;
@@ -309,19 +309,22 @@ impl HitTables {
         ipc_stream(&sunlight_domain::Table::Disbursements.schema(), &rows)
     }
 
+    /// The rows of `model_hits` of `model` whose `column` is `value`.
+    async fn hits_of(&self, model: &str, column: &str, value: &str) -> Result<DataFrame> {
+        let hits = self.node.context().table(MODEL_HITS).await?;
+        Ok(hits.filter(
+            col("model_id")
+                .eq(lit(model))
+                .and(col(column).eq(lit(value))),
+        )?)
+    }
+
     /// The hits run `run_id` of `model` recorded here, by payment: what an investigator
     /// picks a case's hits from. They hold the rows' class-P columns only.
     pub async fn listed(&self, hits: &RunHits) -> Result<Vec<u8>> {
         let rows = self
-            .node
-            .context()
-            .table(MODEL_HITS)
+            .hits_of(&hits.model_id, "run_id", &hits.run_id)
             .await?
-            .filter(
-                col("model_id")
-                    .eq(lit(hits.model_id.as_str()))
-                    .and(col("run_id").eq(lit(hits.run_id.as_str()))),
-            )?
             .sort(vec![col("payment_id").sort(true, false)])?
             .collect()
             .await?;
@@ -349,15 +352,8 @@ impl HitTables {
             })?),
         };
         let known = self
-            .node
-            .context()
-            .table(MODEL_HITS)
+            .hits_of(&outcome.model_id, "payment_id", &outcome.payment_id)
             .await?
-            .filter(
-                col("model_id")
-                    .eq(lit(outcome.model_id.as_str()))
-                    .and(col("payment_id").eq(lit(outcome.payment_id.as_str()))),
-            )?
             .count()
             .await?;
         if known == 0 {

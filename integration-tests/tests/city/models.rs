@@ -532,36 +532,28 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
     assert!(err.contains("needs the role investigator"), "{err}");
     let err = fails(open(&investigator, "140215-000000011", " "));
     assert!(err.contains("case number and a reason"), "{err}");
-    let cases = sunlight(&[
-        "audit",
-        "list",
-        "--coordinator",
-        &coordinator,
-        "--token",
-        TOKEN,
-        "--action",
-        "case.open",
-        "--format",
-        "csv",
-    ]);
+    let audited = |action: &str| {
+        sunlight(&[
+            "audit",
+            "list",
+            "--coordinator",
+            &coordinator,
+            "--token",
+            TOKEN,
+            "--action",
+            action,
+            "--format",
+            "csv",
+        ])
+    };
+    let cases = audited("case.open");
     assert!(
         cases.contains("JW-2026-017")
             && cases.contains("qian")
             && cases.contains("refused by node 140215"),
         "{cases}"
     );
-    let listings = sunlight(&[
-        "audit",
-        "list",
-        "--coordinator",
-        &coordinator,
-        "--token",
-        TOKEN,
-        "--action",
-        "case.hits",
-        "--format",
-        "csv",
-    ]);
+    let listings = audited("case.hits");
     assert_eq!(listings.matches("qian").count(), 2, "{listings}");
 
     let precision = model(&coordinator, TOKEN, &["outcomes"]);
