@@ -139,6 +139,16 @@ enum UserCommand {
         #[arg(long)]
         name: String,
     },
+    /// Give a user a new token in place of the old one, revoked or expired as it may be;
+    /// prints it once.
+    Renew {
+        /// Login name.
+        #[arg(long)]
+        name: String,
+        /// How long the token works, e.g. 90d, 12h, 30m or 45s; without it, until revoked.
+        #[arg(long)]
+        valid_for: Option<String>,
+    },
 }
 
 pub async fn run(args: AdminArgs) -> Result<()> {
@@ -174,14 +184,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             valid_for,
         }) => {
             let role: Role = role.parse().map_err(Error::Usage)?;
-            let mut bytes = [0u8; 24];
-            rand::rng().fill_bytes(&mut bytes);
-            let token = format!("sl_{}", hex::encode(bytes));
-            let expires_ms = valid_for
-                .as_deref()
-                .map(duration_ms)
-                .transpose()?
-                .map(|ms| chrono::Utc::now().timestamp_millis() + ms);
+            let (token, expires_ms) = new_token(valid_for.as_deref())?;
             let command = Command::AddUser {
                 name: name.clone(),
                 role,
@@ -203,7 +206,30 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             let command = Command::RevokeUser { name: name.clone() };
             propose(&mut client, &command, &format!("user {name} revoked")).await
         }
+        AdminCommand::User(UserCommand::Renew { name, valid_for }) => {
+            let (token, expires_ms) = new_token(valid_for.as_deref())?;
+            let command = Command::RenewToken {
+                name: name.clone(),
+                token_sha256: token_sha256(&token),
+                expires_ms,
+            };
+            let done = format!("user {name} has a new token; the old one no longer works");
+            propose(&mut client, &command, &done).await?;
+            say(&format!("token (shown once, store it now): {token}"));
+            Ok(())
+        }
     }
+}
+
+/// A new random API token, and when it expires if it is `valid_for` a while.
+fn new_token(valid_for: Option<&str>) -> Result<(String, Option<i64>)> {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let expires_ms = valid_for
+        .map(duration_ms)
+        .transpose()?
+        .map(|ms| chrono::Utc::now().timestamp_millis() + ms);
+    Ok((format!("sl_{}", hex::encode(bytes)), expires_ms))
 }
 
 /// Milliseconds of a duration written as a number and a unit: s, m, h or d.

@@ -62,6 +62,24 @@ impl MetaState {
         self.authenticate(token, chrono::Utc::now().timestamp_millis())
     }
 
+    /// Refuses a token for `name` whose hash another token has, or that would be
+    /// expired at `now_ms` already.
+    fn check_token(
+        &self,
+        name: &str,
+        token_sha256: &str,
+        expires_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        if expires_ms.is_some_and(|e| e <= now_ms) {
+            return Err(format!("the token of {name} would be expired already"));
+        }
+        if self.users.values().any(|u| u.token_sha256 == token_sha256) {
+            return Err("that token is already in use".into());
+        }
+        Ok(())
+    }
+
     /// Applies one committed proposal. Every proposal, applied or refused, is audited.
     pub fn apply(&mut self, proposal: &Proposal) -> Outcome {
         let result = self.change(proposal);
@@ -79,6 +97,7 @@ impl MetaState {
                 Some(node) => format!("{name} as {role} of {node}"),
                 None => format!("{name} as {role}"),
             },
+            Command::RenewToken { name, .. } => name.clone(),
             Command::AddModel { id, version, .. } => format!("{id} version {version}"),
             Command::RecordRun(run) => format!(
                 "{} version {} on {}: {} hits, run {}",
@@ -160,12 +179,7 @@ impl MetaState {
                     }
                     (_, None) => {}
                 }
-                if expires_ms.is_some_and(|e| e <= proposal.at_ms) {
-                    return Err(format!("the token of {name} would be expired already"));
-                }
-                if self.users.values().any(|u| &u.token_sha256 == token_sha256) {
-                    return Err("that token is already in use".into());
-                }
+                self.check_token(name, token_sha256, *expires_ms, proposal.at_ms)?;
                 self.users.insert(
                     name.clone(),
                     UserRecord {
@@ -178,6 +192,21 @@ impl MetaState {
                         expires_ms: *expires_ms,
                     },
                 );
+                Ok(name.clone())
+            }
+            Command::RenewToken {
+                name,
+                token_sha256,
+                expires_ms,
+            } => {
+                self.check_token(name, token_sha256, *expires_ms, proposal.at_ms)?;
+                let user = self
+                    .users
+                    .get_mut(name)
+                    .ok_or_else(|| format!("no user {name}"))?;
+                user.token_sha256 = token_sha256.clone();
+                user.expires_ms = *expires_ms;
+                user.revoked_ms = None;
                 Ok(name.clone())
             }
             Command::RevokeUser { name } => {
@@ -406,6 +435,34 @@ mod tests {
                 .contains("bo expired at")
         );
         assert!(!serde_json::to_string(&state.audit).unwrap().contains("t1"));
+    }
+
+    #[test]
+    fn a_renewed_token_replaces_the_old_one_revoked_or_not() {
+        let mut state = MetaState::default();
+        state.apply(&by("root", add_user("ana", Role::CityAnalyst, None, "t1")));
+        state.apply(&by("root", Command::RevokeUser { name: "ana".into() }));
+        let renew = |name: &str, token: &str| Command::RenewToken {
+            name: name.into(),
+            token_sha256: token_sha256(token),
+            expires_ms: None,
+        };
+        let outcome = state.apply(&by("root", renew("ana", "t2")));
+        assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        let ana = state.user_by_token("t2").unwrap();
+        assert_eq!((ana.name.as_str(), ana.role), ("ana", Role::CityAnalyst));
+        assert_eq!(state.user_by_token("t1").unwrap_err(), "unknown token");
+        for (command, expected) in [
+            (renew("bo", "t3"), "no user bo"),
+            (renew("ana", "t2"), "already in use"),
+        ] {
+            match state.apply(&by("root", command)) {
+                Outcome::Refused(reason) => assert!(reason.contains(expected), "{reason}"),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        let audit = serde_json::to_string(&state.audit).unwrap();
+        assert!(!audit.contains(&token_sha256("t2")), "{audit}");
     }
 
     #[test]

@@ -250,6 +250,16 @@ pub enum Command {
         /// Login name.
         name: String,
     },
+    /// Gives a user a new token in place of the old one, revoked or expired as it may
+    /// be; the user keeps their name, role and node.
+    RenewToken {
+        /// Login name.
+        name: String,
+        /// Hex SHA-256 of the new API token.
+        token_sha256: String,
+        /// When the new token stops working, in milliseconds since the epoch.
+        expires_ms: Option<i64>,
+    },
     /// Adds a draft model version; versions only grow.
     AddModel {
         /// Model id.
@@ -298,6 +308,7 @@ impl Command {
             Command::RemoveNode { .. } => "node.remove",
             Command::AddUser { .. } => "user.add",
             Command::RevokeUser { .. } => "user.revoke",
+            Command::RenewToken { .. } => "user.renew",
             Command::AddModel { .. } => "model.add",
             Command::ApproveModel { .. } => "model.approve",
             Command::AssignModel { .. } => "model.assign",

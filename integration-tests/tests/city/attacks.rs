@@ -643,6 +643,17 @@ async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(expected), "{err}");
     }
+    // A renewed token works in place of the revoked one.
+    let renewed = admin(&addr, TOKEN, &["user", "renew", "--name", "gone"]);
+    let renewed = renewed
+        .split_once("store it now): ")
+        .map(|(_, t)| t.trim().to_string())
+        .unwrap_or_else(|| panic!("no token printed: {renewed}"));
+    let mut client = SqlClient::connect(&addr, &renewed).await.unwrap();
+    assert_eq!(client.query(sql).await.unwrap().num_rows(), 1);
+    let mut client = SqlClient::connect(&addr, &revoked).await.unwrap();
+    let err = client.query(sql).await.unwrap_err().to_string();
+    assert!(err.contains("unknown token"), "{err}");
     // An administrator's call says which role it needs.
     let err = sunlight_fails(&[
         "admin",
