@@ -1000,48 +1000,32 @@ async fn a_node_guards_itself_against_crafted_fragments_and_strangers() {
     let err = other_county.query("SELECT 1").await.unwrap_err();
     assert!(err.to_string().contains("Unauthenticated"), "{err}");
 
-    // The tokens of all the county's persons go to the city alone.
-    let err = person_tokens(&node.addr, TOKEN).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(
-        err.message()
-            .contains("person tokens is for the city's coordinator"),
-        "{err}"
+    // The tokens of all the county's persons go to the city alone, and so do model steps,
+    // hit listings and case openings: a county's analyst may neither record hits the
+    // city reports nor open a case in an investigator's name.
+    let for_the_city = |result: Result<(), tonic::Status>, action: &str| {
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let says = format!("{action} is for the city's coordinator");
+        assert!(err.message().contains(&says), "{err}");
+    };
+    for_the_city(
+        person_tokens(&node.addr, TOKEN).await.map(drop),
+        "person tokens",
     );
-
-    // So do model steps, hit listings and case openings: a county's analyst may neither
-    // record hits the city reports nor open a case in an investigator's name.
     let (mut client, request) = control(&node.addr, TOKEN, ModelStep::default()).await;
-    let err = client.run_model(request).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(
-        err.message()
-            .contains("model step is for the city's coordinator"),
-        "{err}"
-    );
+    for_the_city(client.run_model(request).await.map(drop), "model step");
     let (mut client, request) = control(&node.addr, TOKEN, RunHits::default()).await;
-    let err = client.list_hits(request).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(
-        err.message()
-            .contains("hit listing is for the city's coordinator"),
-        "{err}"
-    );
+    for_the_city(client.list_hits(request).await.map(drop), "hit listing");
     let opening = CaseOpening {
         model_id: "deceased_recipient".into(),
-        payment_ids: vec!["140215-000001".into()],
+        payment_ids: vec!["140215-000000001".into()],
         case_no: "2026-001".into(),
         reason: "a look".into(),
         investigator: "someone else".into(),
     };
     let (mut client, request) = control(&node.addr, TOKEN, opening).await;
-    let err = client.open_case(request).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(
-        err.message()
-            .contains("case opening is for the city's coordinator"),
-        "{err}"
-    );
+    for_the_city(client.open_case(request).await.map(drop), "case opening");
 
     // A node without a linkage key has no tokens to give, and says so.
     let keyless = ServiceProcess::start_keyless(code.as_str(), &node_root(city.dir.path(), code));
