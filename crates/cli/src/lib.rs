@@ -114,6 +114,11 @@ struct NodeArgs {
     #[arg(long, env = "SUNLIGHT_CITY_TOKEN", hide_env_values = true)]
     #[serde(skip)]
     city_token: Option<String>,
+    /// Take no county analysts from the city: only the config's users, `--token`'s
+    /// included, run SQL here.
+    #[arg(long)]
+    #[serde(skip)]
+    local_analysts_only: bool,
     /// The linkage key shared by the nodes (at least 32 characters).
     #[arg(long, env = "SUNLIGHT_LINKAGE_KEY", hide_env_values = true)]
     #[serde(skip)]
@@ -386,6 +391,7 @@ async fn node(args: NodeArgs) -> Result<()> {
         config.auth.tokens.insert("city".into(), token.clone());
         config.auth.city.insert("city".into());
     }
+    config.auth.local_analysts_only |= args.local_analysts_only;
     if let Some(key) = &args.linkage_key {
         config.linkage.key = Some(key.clone());
     }

@@ -63,8 +63,8 @@ pub fn spawn_analyst_sync(
                     },
                 )
             });
-            for ((target, analysts), sent_ok) in due.iter().zip(join_all(sends).await) {
-                let acknowledged = sent_ok.then(|| analysts.clone());
+            for ((target, analysts), taken) in due.iter().zip(join_all(sends).await) {
+                let acknowledged = taken.then(|| analysts.clone());
                 let at = Instant::now();
                 sent.insert(target.code.clone(), Sent { acknowledged, at });
             }
@@ -72,20 +72,28 @@ pub fn spawn_analyst_sync(
     })
 }
 
-/// Sends `analysts` to `target`; whether it took them.
+/// Sends `analysts` to `target`; whether it took them, or declined them by its config
+/// (then it is not asked again before [`RESEND`]).
 async fn send(target: &Target, analysts: Analysts) -> bool {
     let result = match node_call(target, analysts).await {
         Ok((mut client, request)) => client.set_analysts(request).await,
         Err(status) => Err(status),
     };
-    if let Err(status) = &result {
-        tracing::warn!(
-            node = %target.code,
-            "county analysts not sent: {}",
-            status.message()
-        );
+    match result {
+        Ok(_) => true,
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            tracing::debug!(node = %target.code, "{}", status.message());
+            true
+        }
+        Err(status) => {
+            tracing::warn!(
+                node = %target.code,
+                "county analysts not sent: {}",
+                status.message()
+            );
+            false
+        }
     }
-    result.is_ok()
 }
 
 /// The county analysts whose tokens work, by the code of their node, ordered by name.

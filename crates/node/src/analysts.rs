@@ -62,6 +62,14 @@ impl CityAnalysts {
         Ok((changed, reply))
     }
 
+    /// The names of the analysts held, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let held = self.held.read().expect("not poisoned");
+        let mut names: Vec<String> = held.by_token.values().map(|(n, _)| n.clone()).collect();
+        names.sort();
+        names
+    }
+
     /// The name of the analyst holding `token`, if one does: refused where it expired.
     pub fn user(&self, token: &str, now_ms: i64) -> Option<Result<String, Status>> {
         let hash = hex::encode(Sha256::digest(token.as_bytes()));

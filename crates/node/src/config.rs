@@ -89,6 +89,10 @@ pub struct AuthConfig {
     /// egress guard, and model steps, but may not run SQL here. The other users are the
     /// county's own analysts, with full SQL over the node's data.
     pub city: BTreeSet<String>,
+    /// Take no county analysts from the city: only the users of `tokens` run SQL here.
+    /// Otherwise the analysts the city's administrators register for this node do too,
+    /// as the coordinator sends them.
+    pub local_analysts_only: bool,
 }
 
 /// Connection settings of an S3-compatible store; unset values come from the usual

@@ -98,16 +98,19 @@ impl NodeService for NodeControl {
     ) -> Result<Response<AnalystsReply>, Status> {
         let user = caller(&request);
         self.node.city_only(&user, "county analysts")?;
+        if self.node.privacy().local_analysts_only {
+            return Err(Status::failed_precondition(format!(
+                "node {} takes no county analysts from the city ([auth] local_analysts_only)",
+                self.node.code()
+            )));
+        }
         let (changed, reply) = self.node.analysts().replace(request.get_ref())?;
         if changed {
             self.node.audit().record(
                 &user,
                 "county analysts",
                 &format!("version {}", reply.version),
-                &format!(
-                    "holds {} county analysts registered at the city",
-                    reply.analysts
-                ),
+                &format!("holds {}", self.node.analysts().names().join(", ")),
             );
         }
         Ok(Response::new(reply))

@@ -51,6 +51,8 @@ pub struct Privacy {
     pub policy: NodePolicy,
     /// Users that are the city's coordinator, who may not run SQL here.
     pub city_users: BTreeSet<String>,
+    /// Whether the node refuses the county analysts the city registers for it.
+    pub local_analysts_only: bool,
 }
 
 impl Node {

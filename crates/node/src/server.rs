@@ -93,6 +93,7 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
             persons: Arc::new(PersonDirectory::new(config.linkage.tokenizer())),
         },
         city_users: config.auth.city.clone(),
+        local_analysts_only: config.auth.local_analysts_only,
     };
     let audit = NodeAudit::open(config.audit_log.as_deref())?;
     let node = Arc::new(Node::new(code, catalog, privacy, audit));

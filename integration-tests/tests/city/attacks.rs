@@ -25,7 +25,7 @@ use datafusion::physical_plan::expressions::{binary, col, lit};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use futures::TryStreamExt;
-use sunlight_client::SqlClient;
+use sunlight_client::{QueryResult, SqlClient};
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_fragment::{TableLeafExec, encode_plan, ticket};
@@ -677,29 +677,12 @@ async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
         process.addr.clone()
     };
     let own = node("140215");
-    let answer = |addr: String| {
-        let county = county.clone();
-        async move {
-            let mut client = SqlClient::connect(&addr, &county).await.unwrap();
-            client.query(sql).await.map_err(|e| e.to_string())
-        }
-    };
-    let until = |addr: String, answered: bool| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let result = answer(addr.clone()).await;
-            if result.is_ok() == answered || std::time::Instant::now() > deadline {
-                return result;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    };
-    let counted = until(own.clone(), true).await.unwrap();
+    let counted = once_it_is(&own, &county, sql, true).await.unwrap();
     assert_eq!(counted.num_rows(), 1);
-    let err = answer(node("140212")).await.unwrap_err();
+    let err = answer(&node("140212"), &county, sql).await.unwrap_err();
     assert!(err.contains("unknown or revoked token"), "{err}");
     admin(&addr, TOKEN, &["user", "revoke", "--name", "zhao"]);
-    let err = until(own, false).await.unwrap_err();
+    let err = once_it_is(&own, &county, sql, false).await.unwrap_err();
     assert!(err.contains("unknown or revoked token"), "{err}");
 
     // Refusals are audited in the background.
@@ -721,6 +704,69 @@ async fn bad_tokens_and_wrong_roles_are_refused_and_audited() {
         assert!(std::time::Instant::now() < deadline, "{rows:#?}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// `token`'s answer to `sql` at `addr`, or the error, as text.
+async fn answer(addr: &str, token: &str, sql: &str) -> Result<QueryResult, String> {
+    let mut client = SqlClient::connect(addr, token).await.unwrap();
+    client.query(sql).await.map_err(|e| e.to_string())
+}
+
+/// [`answer`], asked again every 200 ms for up to 20 s until it is an answer (or, unless
+/// `answered`, an error): the last one. The city sends nodes their analysts by itself.
+async fn once_it_is(
+    addr: &str,
+    token: &str,
+    sql: &str,
+    answered: bool,
+) -> Result<QueryResult, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let result = answer(addr, token, sql).await;
+        if result.is_ok() == answered || std::time::Instant::now() > deadline {
+            return result;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A node started with `--local-analysts-only` takes no county analysts from the city;
+/// one that takes them names them in its access log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_may_take_no_county_analysts_from_the_city() {
+    let city = shared_city();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.jsonl");
+    let root = |code: &str| node_root(city.dir.path(), code.parse().unwrap());
+    let taking = ServiceProcess::start_with(
+        "140215",
+        &root("140215"),
+        &["--audit-log", &log.display().to_string()],
+    );
+    let local = ServiceProcess::start_with("140221", &root("140221"), &["--local-analysts-only"]);
+    let nodes = [
+        ("140215".to_string(), taking.addr.clone()),
+        ("140221".to_string(), local.addr.clone()),
+    ];
+    let coordinator = ServiceProcess::coordinator(&nodes, &[]);
+    let addr = &coordinator.addr;
+    let wang = new_user(addr, "wang", "county_analyst", &["--node", "140221"]);
+    let zhao = new_user(addr, "zhao", "county_analyst", &["--node", "140215"]);
+    let sql = "SELECT count(*) FROM payroll";
+    // Once zhao's node has him, the city has sent wang's node its analysts too.
+    once_it_is(&taking.addr, &zhao, sql, true).await.unwrap();
+    let err = answer(&local.addr, &wang, sql).await.unwrap_err();
+    assert!(err.contains("unknown or revoked token"), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"county analysts\"") && l.contains("holds zhao@city")),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"user\":\"zhao@city\",\"action\":\"sql\""),
+        "{text}"
+    );
 }
 
 /// Sends a fragment straight to a node, as a hostile coordinator would.
