@@ -203,6 +203,10 @@ pub fn is_values(plan: &dyn ExecutionPlan) -> bool {
         })
 }
 
+/// Bitwise aggregates: their partial state is one integer, but rows can leave their
+/// figure unchanged without being NULL or zero, so the census could not count its persons.
+const BITWISE: [&str; 3] = ["bit_and", "bit_or", "bit_xor"];
+
 /// Whether a node computes aggregate `function`: anywhere, or whole over groups by
 /// county_code.
 pub fn runs_at_nodes(function: &str) -> bool {
@@ -217,10 +221,19 @@ pub fn refused_function(plan: &dyn ExecutionPlan) -> Result<Option<String>> {
         for expr in aggregate.aggr_expr() {
             let function = expr.fun().name();
             if !runs_at_nodes(function) {
+                let why = if BITWISE.contains(&function) {
+                    "disclosure control counts the persons behind a figure by the rows \
+                     whose value is not NULL or zero, and a bitwise figure is left unchanged \
+                     by other rows too (all ones for bit_and, equal pairs for bit_xor), so \
+                     it could show a single person's value; "
+                } else {
+                    ""
+                };
                 return Ok(Some(format!(
-                    "aggregate {function} is not allowed in a fragment: only aggregates \
-                     whose partial state is a statistic, not the values themselves, run at \
-                     a node ({}), and, grouped by county_code, {}",
+                    "aggregate {function} is not allowed in a fragment: {why}only aggregates \
+                     whose partial state is a statistic, not the values themselves, and \
+                     whose persons disclosure control can count, run at a node ({}), and, \
+                     grouped by county_code, {}",
                     AGGREGATES.join(", "),
                     WHOLE_AGGREGATES.join(", ")
                 )));

@@ -863,6 +863,13 @@ async fn bad_queries_at_the_city_get_clear_errors() {
              FROM disbursements",
             "aggregate string_agg is not allowed in a fragment",
         ),
+        // A bitwise figure: rows that leave it unchanged need not be NULL or zero, so
+        // the persons behind it cannot be counted.
+        (
+            "SELECT category, bit_and(level) FROM disability_certs GROUP BY 1",
+            "aggregate bit_and is not allowed in a fragment: disclosure control counts the \
+             persons behind a figure by the rows whose value is not NULL or zero",
+        ),
         (
             "SELECT array_agg(township) FROM disbursements",
             "The city forms lists of distinct values itself (array_agg(DISTINCT x), \
