@@ -184,6 +184,20 @@ async fn three_replicas_share_the_registry_and_users_and_survive_the_leader() {
     let survivor = &addrs[leader as usize % 3];
     assert_eq!(city_count(survivor, TOKEN), expected);
     let cy = new_user(&all, "cy", "city_analyst", &[]);
+    // The new leader sends the nodes the county analysts registered after the election.
+    let li = new_user(&all, "li", "county_analyst", &["--node", codes[0].as_str()]);
+    eventually(
+        Duration::from_secs(10),
+        "li's token works at li's node",
+        || {
+            Command::new(sunlight_bin())
+                .args(["sql", "--node", &nodes[0].addr, "--token", &li, "SELECT 1"])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        },
+    );
 
     // The killed replica restarts from its own disk at its address and catches up: it
     // authenticates the user added while it was down.
