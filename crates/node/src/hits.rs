@@ -86,6 +86,16 @@ enum Status {
     Dismissed,
 }
 
+impl Status {
+    /// The verdict as `model_outcomes` writes it.
+    fn name(self) -> &'static str {
+        match self {
+            Status::Confirmed => "confirmed",
+            Status::Dismissed => "dismissed",
+        }
+    }
+}
+
 /// The hit tables of one node.
 pub struct HitTables {
     node: Arc<Node>,
@@ -319,8 +329,9 @@ impl HitTables {
         )?)
     }
 
-    /// The hits run `run_id` of `model` recorded here, by payment: what an investigator
-    /// picks a case's hits from. They hold the rows' class-P columns only.
+    /// The hits run `run_id` of `model` recorded here, by payment, each with the latest
+    /// verdict the county's analysts recorded on it and the amount recovered: what an
+    /// investigator picks a case's hits from. They hold the rows' class-P columns only.
     pub async fn listed(&self, hits: &RunHits) -> Result<Vec<u8>> {
         let rows = self
             .hits_of(&hits.model_id, "run_id", &hits.run_id)
@@ -328,7 +339,38 @@ impl HitTables {
             .sort(vec![col("payment_id").sort(true, false)])?
             .collect()
             .await?;
-        ipc_stream(&hits_schema(), &rows)
+        let verdicts = self.outcomes(&hits.model_id).await?;
+        let mut fields = hits_schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("verdict", DataType::Utf8, true)));
+        fields.push(Arc::new(Field::new(
+            "recovered",
+            DataType::Decimal128(12, 2),
+            true,
+        )));
+        let schema = Arc::new(Schema::new(fields));
+        let payment = hits_schema().index_of("payment_id")?;
+        let mut listed = Vec::new();
+        for batch in &rows {
+            let verdict: Vec<Option<&(Status, i128)>> = batch
+                .column(payment)
+                .as_string::<i32>()
+                .iter()
+                .map(|p| p.and_then(|p| verdicts.get(p)))
+                .collect();
+            let names: StringArray = verdict
+                .iter()
+                .map(|v| v.map(|(status, _)| status.name()))
+                .collect();
+            let recovered = verdict
+                .iter()
+                .map(|v| v.map(|(_, cents)| *cents))
+                .collect::<Decimal128Array>()
+                .with_precision_and_scale(12, 2)?;
+            let mut columns = batch.columns().to_vec();
+            columns.extend([Arc::new(names) as ArrayRef, Arc::new(recovered)]);
+            listed.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        ipc_stream(&schema, &listed)
     }
 
     /// Records an analyst's verdict on a hit of this node.

@@ -504,6 +504,15 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
         ["140215-000000011"],
         "{only}"
     );
+    // Each with the verdict the county's analysts recorded on it.
+    assert!(
+        only.lines().next().unwrap().ends_with(",verdict,recovered"),
+        "{only}"
+    );
+    assert!(
+        only.lines().nth(1).unwrap().ends_with(",confirmed,0.01"),
+        "{only}"
+    );
     let err = fails(hits(
         &investigator,
         &["--model", "over_standard", "--nodes", "140299"],
