@@ -54,6 +54,13 @@ pub async fn validate(package: &ModelPackage) -> Result<()> {
             file: file.to_string(),
             message,
         };
+        if let Some(table) = unknown_table(&ctx, sql) {
+            let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+            return Err(sql_error(format!(
+                "reads {table}, which is not a table of the data contract; rules read {}",
+                tables.join(", ")
+            )));
+        }
         let frame = ctx
             .sql_with_options(sql, options)
             .await
@@ -97,6 +104,19 @@ pub async fn validate(package: &ModelPackage) -> Result<()> {
     Ok(())
 }
 
+/// The first table `sql` reads that the data contract does not have, where it parses;
+/// table functions such as `generate_series` are not tables.
+fn unknown_table(ctx: &SessionContext, sql: &str) -> Option<String> {
+    let state = ctx.state();
+    let dialect = &state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, dialect).ok()?;
+    let tables = state.resolve_table_references(&statement).ok()?;
+    tables
+        .into_iter()
+        .map(|t| t.table().to_string())
+        .find(|t| t.parse::<Table>().is_err() && !state.table_functions().contains_key(t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +138,15 @@ mod tests {
     async fn bad_rules_are_refused_with_the_reason() {
         for (rule, expected) in [
             ("SELEC payment_id FROM disbursements", "SELEC"),
-            ("SELECT payment_id FROM salaries", "salaries"),
+            (
+                "SELECT payment_id FROM salaries",
+                "reads salaries, which is not a table of the data contract; rules read \
+                 persons, disbursements",
+            ),
+            (
+                "WITH h AS (SELECT payment_id FROM model_hits) SELECT payment_id FROM h",
+                "reads model_hits, which is not a table",
+            ),
             (
                 "SELECT payment_id, person_id FROM disbursements",
                 "class-D column person_id",
