@@ -40,7 +40,10 @@ pub fn spawn_analyst_sync(
                 sent.clear();
                 continue;
             }
-            let (mut by_node, version) = replica.read_indexed(analysts_by_node);
+            let ((mut by_node, group), version) = replica.read_indexed(|state| {
+                let group = state.audit.first().map(|r| r.sha256.clone());
+                (analysts_by_node(state), group.unwrap_or_default())
+            });
             let due: Vec<(Target, Vec<Analyst>)> = targets(&replica, tls.as_ref())
                 .into_values()
                 .map(|target| {
@@ -60,6 +63,7 @@ pub fn spawn_analyst_sync(
                     Analysts {
                         version,
                         analysts: analysts.clone(),
+                        group: group.clone(),
                     },
                 )
             });

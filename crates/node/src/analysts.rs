@@ -17,15 +17,16 @@ pub struct CityAnalysts {
 
 #[derive(Debug, Default, PartialEq)]
 struct Held {
+    group: String,
     version: u64,
     /// Hex SHA-256 of a token → the analyst's name here and when the token expires.
     by_token: HashMap<String, (String, Option<i64>)>,
 }
 
 impl CityAnalysts {
-    /// Holds `set` in place of the one held, unless the one held is newer. Whether the
-    /// analysts changed, and what the node holds now; an entry that is not an analyst
-    /// refuses the whole set, named.
+    /// Holds `set` in place of the one held, unless the one held is newer and of the
+    /// same metadata group. Whether the analysts changed, and what the node holds now; an
+    /// entry that is not an analyst refuses the whole set, named.
     pub fn replace(&self, set: &Analysts) -> Result<(bool, AnalystsReply), Status> {
         let mut by_token = HashMap::new();
         for (i, analyst) in set.analysts.iter().enumerate() {
@@ -48,9 +49,11 @@ impl CityAnalysts {
             by_token.insert(hash.to_ascii_lowercase(), (name, expires));
         }
         let mut held = self.held.write().expect("not poisoned");
-        let changed = set.version >= held.version && held.by_token != by_token;
-        if set.version >= held.version {
+        let newer = set.group != held.group || set.version >= held.version;
+        let changed = newer && held.by_token != by_token;
+        if newer {
             *held = Held {
+                group: set.group.clone(),
                 version: set.version,
                 by_token,
             };
@@ -105,6 +108,7 @@ mod tests {
         let set = Analysts {
             version: 7,
             analysts: vec![analyst("zhao", "t-zhao", 0), analyst("li", "t-li", 1_000)],
+            group: "g1".into(),
         };
         let (changed, reply) = analysts.replace(&set).unwrap();
         assert!(changed);
@@ -122,6 +126,7 @@ mod tests {
         let older = Analysts {
             version: 6,
             analysts: vec![],
+            group: "g1".into(),
         };
         let (changed, reply) = analysts.replace(&older).unwrap();
         assert!(!changed);
@@ -131,10 +136,23 @@ mod tests {
         let newer = Analysts {
             version: 9,
             analysts: vec![analyst("li", "t-li", 0)],
+            group: "g1".into(),
         };
         assert!(analysts.replace(&newer).unwrap().0);
         assert!(analysts.user("t-zhao", 5_000).is_none());
         assert_eq!(analysts.user("t-li", 5_000).unwrap().unwrap(), "li@city");
+
+        // The city's metadata created anew counts from the start: its set replaces the
+        // one held, though its version is lower.
+        let anew = Analysts {
+            version: 3,
+            analysts: vec![],
+            group: "g2".into(),
+        };
+        let (changed, reply) = analysts.replace(&anew).unwrap();
+        assert!(changed);
+        assert_eq!((reply.version, reply.analysts), (3, 0));
+        assert!(analysts.user("t-li", 5_000).is_none());
     }
 
     #[test]
@@ -145,6 +163,7 @@ mod tests {
         let set = Analysts {
             version: 1,
             analysts: vec![analyst("zhao", "t-zhao", 0), bad],
+            group: "g1".into(),
         };
         let err = analysts.replace(&set).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
