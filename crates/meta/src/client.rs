@@ -19,6 +19,9 @@ use crate::types::{Command, ReplicaId};
 /// Attempts before a call gives up; with the pause below, about ten seconds.
 const ATTEMPTS: usize = 40;
 const PAUSE: Duration = Duration::from_millis(250);
+/// The largest reply taken: a page of the audit log holds one record at least, and a
+/// record holds its statement.
+const MAX_REPLY: usize = 64 << 20;
 
 type Bearer = MetadataValue<Ascii>;
 
@@ -183,20 +186,40 @@ impl AdminClient {
         })
     }
 
-    /// A linearizable read of `section`, as JSON.
+    /// A read of `section`, as JSON: linearizable, or for the audit log and the run
+    /// records, which only grow, page by page, each linearizable.
     pub async fn read(&mut self, section: Section) -> Result<serde_json::Value> {
-        let reply = self
-            .call(|channel, bearer| {
-                let request = authorized(
-                    ReadRequest {
-                        section: section.into(),
-                    },
-                    bearer,
-                );
-                async move { AdminRpc::new(channel).read(request).await }
-            })
-            .await?;
-        serde_json::from_slice(&reply.json).map_err(|e| Error::Invalid(e.to_string()))
+        let mut entries = Vec::new();
+        let mut from = 0;
+        loop {
+            let reply = self
+                .call(|channel, bearer| {
+                    let request = authorized(
+                        ReadRequest {
+                            section: section.into(),
+                            from,
+                        },
+                        bearer,
+                    );
+                    async move {
+                        AdminRpc::new(channel)
+                            .max_decoding_message_size(MAX_REPLY)
+                            .read(request)
+                            .await
+                    }
+                })
+                .await?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&reply.json).map_err(|e| Error::Invalid(e.to_string()))?;
+            let serde_json::Value::Array(page) = json else {
+                return Ok(json);
+            };
+            entries.extend(page);
+            if reply.next == 0 {
+                return Ok(serde_json::Value::Array(entries));
+            }
+            from = reply.next;
+        }
     }
 
     /// The group as the first reachable replica sees it (no redirect).
@@ -272,7 +295,12 @@ impl AdminClient {
     pub async fn open_case(&mut self, request: CaseRequest) -> Result<CaseReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move { ModelsClient::new(channel).open_case(request).await }
+            async move {
+                ModelsClient::new(channel)
+                    .max_decoding_message_size(MAX_REPLY)
+                    .open_case(request)
+                    .await
+            }
         })
         .await
     }
@@ -282,7 +310,12 @@ impl AdminClient {
     pub async fn list_hits(&mut self, request: HitsRequest) -> Result<HitsReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move { ModelsClient::new(channel).list_hits(request).await }
+            async move {
+                ModelsClient::new(channel)
+                    .max_decoding_message_size(MAX_REPLY)
+                    .list_hits(request)
+                    .await
+            }
         })
         .await
     }

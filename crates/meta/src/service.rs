@@ -43,6 +43,29 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
         .map_err(|e| Status::from(Error::Invalid(format!("malformed {what}: {e}"))))
 }
 
+/// Bytes of JSON a page of the audit log or the run records holds, at least one entry.
+const PAGE_BYTES: usize = 2 << 20;
+
+/// The entries of `entries` from `from` that fit in [`PAGE_BYTES`] (one at least), as a
+/// JSON array, and where the next page starts, or 0 after the last entry.
+fn page<T: serde::Serialize>(entries: &[T], from: u64) -> (serde_json::Value, u64) {
+    let start = usize::try_from(from)
+        .unwrap_or(usize::MAX)
+        .min(entries.len());
+    let (mut page, mut bytes) = (Vec::new(), 0);
+    for entry in &entries[start..] {
+        let value = json!(entry);
+        bytes += value.to_string().len();
+        if !page.is_empty() && bytes > PAGE_BYTES {
+            break;
+        }
+        page.push(value);
+    }
+    let end = start + page.len();
+    let next = if end < entries.len() { end as u64 } else { 0 };
+    (serde_json::Value::Array(page), next)
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Status> {
     serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))
 }
@@ -168,37 +191,46 @@ impl Admin for AdminService {
             _ => &[Role::Administrator],
         };
         self.replica.authorize(request.metadata(), allowed)?;
-        let (json, applied_index) = self
+        let from = request.get_ref().from;
+        let ((json, next), applied_index) = self
             .replica
             .read_fresh(|state| match section {
                 // Node tokens and token hashes never leave the replicas.
-                Section::Nodes => json!(
-                    state
-                        .nodes
-                        .values()
-                        .map(|n| json!({"code": n.code, "addr": n.addr}))
-                        .collect::<Vec<_>>()
+                Section::Nodes => (
+                    json!(
+                        state
+                            .nodes
+                            .values()
+                            .map(|n| json!({"code": n.code, "addr": n.addr}))
+                            .collect::<Vec<_>>()
+                    ),
+                    0,
                 ),
-                Section::Users => json!(
-                    state
-                        .users
-                        .values()
-                        .map(|u| json!({
-                            "name": u.name, "role": u.role, "node": u.node,
-                            "created_ms": u.created_ms, "revoked_ms": u.revoked_ms,
-                        }))
-                        .collect::<Vec<_>>()
+                Section::Users => (
+                    json!(
+                        state
+                            .users
+                            .values()
+                            .map(|u| json!({
+                                "name": u.name, "role": u.role, "node": u.node,
+                                "created_ms": u.created_ms, "revoked_ms": u.revoked_ms,
+                            }))
+                            .collect::<Vec<_>>()
+                    ),
+                    0,
                 ),
-                Section::Models => {
-                    json!({"models": state.models, "assignments": state.assignments})
-                }
-                Section::Audit => json!(state.audit),
-                Section::Runs => json!(state.runs),
+                Section::Models => (
+                    json!({"models": state.models, "assignments": state.assignments}),
+                    0,
+                ),
+                Section::Audit => page(&state.audit, from),
+                Section::Runs => page(&state.runs, from),
             })
             .await?;
         Ok(Response::new(ReadReply {
             json: encode(&json)?,
             applied_index,
+            next,
         }))
     }
 
