@@ -22,6 +22,14 @@ use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::types::{ReplicaId, TypeConfig};
 
+/// The largest raft message: a batch of entries ([`MAX_PAYLOAD_ENTRIES`] of them, each
+/// as large as a statement the city takes) or a snapshot of the whole state.
+pub(crate) const MAX_RAFT_MESSAGE: usize = 1 << 30;
+
+/// Entries in one AppendEntries message at the most: an entry holds a whole statement of
+/// the audit log, up to the 4 MiB a Flight SQL request may carry.
+pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 /// Links between replicas that should fail, for fault-injection tests. Empty by default.
 #[derive(Debug, Clone, Default)]
 pub struct Faults(Arc<Mutex<FaultRules>>);
@@ -104,7 +112,11 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
             clients: self.clone(),
             target,
             addr: node.addr.clone(),
-            client: channel.map(RaftClient::new),
+            client: channel.map(|c| {
+                RaftClient::new(c)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            }),
         }
     }
 }

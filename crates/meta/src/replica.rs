@@ -14,7 +14,7 @@ use tonic::transport::ClientTlsConfig;
 
 use crate::client::AdminClient;
 use crate::error::{Error, Result};
-use crate::network::{Faults, RaftNetworkClients};
+use crate::network::{Faults, MAX_PAYLOAD_ENTRIES, RaftNetworkClients};
 use crate::service::bearer;
 use crate::state::{MetaState, token_sha256};
 use crate::store::{Applied, MetaStateMachine, MetaStore};
@@ -108,6 +108,7 @@ impl Replica {
             election_timeout_max: config.election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: 100,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()

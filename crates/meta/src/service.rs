@@ -14,12 +14,14 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::network::MAX_RAFT_MESSAGE;
 use crate::replica::Replica;
 use crate::types::{Command, Outcome, Role};
 
-/// The raft service of `replica`.
+/// The raft service of `replica`. A batch of entries, or a snapshot, is one message, and
+/// entries hold whole statements of the audit log: far more than gRPC's 4 MiB default.
 pub fn raft_service(replica: Arc<Replica>) -> RaftServer<RaftService> {
-    RaftServer::new(RaftService { replica })
+    RaftServer::new(RaftService { replica }).max_decoding_message_size(MAX_RAFT_MESSAGE)
 }
 
 /// The admin service of `replica`.

@@ -319,3 +319,37 @@ async fn unknown_peers_and_bad_credentials_are_refused() {
     );
     cluster.stop_all().await;
 }
+
+/// Entries of megabytes (an audit record holds a whole statement) replicate: a batch of
+/// them is far more than gRPC's default 4 MiB message, which wedged the group, leader
+/// elections churning, and stopped the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_megabytes_replicate() {
+    let mut cluster = TestCluster::start(3, false, 5_000).await;
+    let leader = cluster.leader(&[1, 2, 3], ELECTION).await;
+    let statement = "x".repeat(1_500_000);
+    // Proposed at once, so that the leader sends them in one batch.
+    let writes: Vec<_> = (0..6)
+        .map(|i| {
+            let replica = cluster.replica(leader);
+            let audit = sunlight_meta::Command::Audit {
+                subject: None,
+                action: "query".into(),
+                detail: format!("{i}:{statement}"),
+                decision: "allowed".into(),
+            };
+            tokio::spawn(async move { replica.propose(admin(), audit).await })
+        })
+        .collect();
+    for write in writes {
+        let written = write.await.unwrap();
+        assert!(
+            matches!(written, Ok(sunlight_meta::Outcome::Applied { .. })),
+            "{written:?}"
+        );
+    }
+    let state = cluster.converged(ELECTION).await;
+    let large = state.audit.iter().filter(|r| r.detail.len() > 1_000_000);
+    assert_eq!(large.count(), 6);
+    cluster.stop_all().await;
+}
