@@ -73,6 +73,16 @@ impl ModelRuns {
         Ok(self.replica.authorize(metadata, &[Role::Administrator])?)
     }
 
+    /// Writes the audit record `audit` as this replica; its sequence number.
+    async fn audited(&self, audit: Command) -> Result<u64, Status> {
+        match self.replica.propose(self.replica.actor(), audit).await? {
+            sunlight_meta::Outcome::Applied { audit_seq, .. } => Ok(audit_seq),
+            other => Err(Status::internal(format!(
+                "the audit record was not written: {other:?}"
+            ))),
+        }
+    }
+
     /// Every registered node by code.
     fn targets(&self) -> BTreeMap<String, Target> {
         targets(&self.replica, self.tls.as_ref())
@@ -547,15 +557,7 @@ impl Models for ModelRuns {
             detail: detail.clone(),
             decision,
         };
-        let replica_actor = self.replica.actor();
-        let audit_seq = match self
-            .replica
-            .propose(replica_actor.clone(), audit("allowed".into()))
-            .await?
-        {
-            sunlight_meta::Outcome::Applied { audit_seq, .. } => audit_seq,
-            other => return Err(Status::internal(format!("case not recorded: {other:?}"))),
-        };
+        let audit_seq = self.audited(audit("allowed".into())).await?;
         let opening = CaseOpening {
             model_id: case.model_id.clone(),
             payment_ids: case.payment_ids.clone(),
@@ -570,7 +572,7 @@ impl Models for ModelRuns {
             })),
             Err(status) => {
                 let refused = audit(format!("refused by node {node}: {}", status.message()));
-                self.replica.propose(replica_actor, refused).await?;
+                self.audited(refused).await?;
                 Err(status)
             }
         }
@@ -627,10 +629,7 @@ impl Models for ModelRuns {
             detail,
             decision: "allowed".into(),
         };
-        let audit_seq = match self.replica.propose(self.replica.actor(), audit).await? {
-            sunlight_meta::Outcome::Applied { audit_seq, .. } => audit_seq,
-            other => return Err(Status::internal(format!("listing not recorded: {other:?}"))),
-        };
+        let audit_seq = self.audited(audit).await?;
         let answers = join_all(listed.into_iter().map(|(target, hits)| async move {
             let (mut client, request) = node_call(&target, hits).await?;
             match client.list_hits(request).await {

@@ -23,6 +23,12 @@ const PAUSE: Duration = Duration::from_millis(250);
 /// record holds its statement.
 const MAX_REPLY: usize = 64 << 20;
 
+/// The models service over `channel`, taking replies up to [`MAX_REPLY`]: hit listings
+/// and case openings carry rows.
+fn models(channel: Channel) -> ModelsClient<Channel> {
+    ModelsClient::new(channel).max_decoding_message_size(MAX_REPLY)
+}
+
 type Bearer = MetadataValue<Ascii>;
 
 fn authorized<T>(message: T, bearer: Bearer) -> tonic::Request<T> {
@@ -250,7 +256,7 @@ impl AdminClient {
     pub async fn run_models(&mut self, request: RunModelsRequest) -> Result<RunModelsReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move { ModelsClient::new(channel).run(request).await }
+            async move { models(channel).run(request).await }
         })
         .await
     }
@@ -259,7 +265,7 @@ impl AdminClient {
     pub async fn shadow(&mut self, request: ShadowRequest) -> Result<ShadowReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move { ModelsClient::new(channel).shadow(request).await }
+            async move { models(channel).shadow(request).await }
         })
         .await
     }
@@ -268,7 +274,7 @@ impl AdminClient {
     pub async fn outcomes(&mut self, request: RunModelsRequest) -> Result<RunModelsReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move { ModelsClient::new(channel).outcomes(request).await }
+            async move { models(channel).outcomes(request).await }
         })
         .await
     }
@@ -277,7 +283,7 @@ impl AdminClient {
     pub async fn install(&mut self, request: RunModelsRequest) -> Result<RunModelsReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move { ModelsClient::new(channel).install(request).await }
+            async move { models(channel).install(request).await }
         })
         .await
     }
@@ -286,7 +292,7 @@ impl AdminClient {
     pub async fn link(&mut self, request: LinkRequest) -> Result<RunModelsReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move { ModelsClient::new(channel).link(request).await }
+            async move { models(channel).link(request).await }
         })
         .await
     }
@@ -295,12 +301,7 @@ impl AdminClient {
     pub async fn open_case(&mut self, request: CaseRequest) -> Result<CaseReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move {
-                ModelsClient::new(channel)
-                    .max_decoding_message_size(MAX_REPLY)
-                    .open_case(request)
-                    .await
-            }
+            async move { models(channel).open_case(request).await }
         })
         .await
     }
@@ -310,12 +311,7 @@ impl AdminClient {
     pub async fn list_hits(&mut self, request: HitsRequest) -> Result<HitsReply> {
         self.call(|channel, bearer| {
             let request = authorized(request.clone(), bearer);
-            async move {
-                ModelsClient::new(channel)
-                    .max_decoding_message_size(MAX_REPLY)
-                    .list_hits(request)
-                    .await
-            }
+            async move { models(channel).list_hits(request).await }
         })
         .await
     }

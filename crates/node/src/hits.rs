@@ -340,7 +340,9 @@ impl HitTables {
             .collect()
             .await?;
         let verdicts = self.outcomes(&hits.model_id).await?;
-        let mut fields = hits_schema().fields().to_vec();
+        let hits_schema = hits_schema();
+        let payment = hits_schema.index_of("payment_id")?;
+        let mut fields = hits_schema.fields().to_vec();
         fields.push(Arc::new(Field::new("verdict", DataType::Utf8, true)));
         fields.push(Arc::new(Field::new(
             "recovered",
@@ -348,7 +350,6 @@ impl HitTables {
             true,
         )));
         let schema = Arc::new(Schema::new(fields));
-        let payment = hits_schema().index_of("payment_id")?;
         let mut listed = Vec::new();
         for batch in &rows {
             let verdict: Vec<Option<&(Status, i128)>> = batch
