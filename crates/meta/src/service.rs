@@ -49,23 +49,28 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
 const PAGE_BYTES: usize = 2 << 20;
 
 /// The entries of `entries` from `from` that fit in [`PAGE_BYTES`] (one at least), as a
-/// JSON array, and where the next page starts, or 0 after the last entry.
-fn page<T: serde::Serialize>(entries: &[T], from: u64) -> (serde_json::Value, u64) {
+/// JSON array, and where the next page starts, or 0 after the last entry. Each entry is
+/// serialized once.
+fn page<T: serde::Serialize>(entries: &[T], from: u64) -> Result<(Vec<u8>, u64), Status> {
     let start = usize::try_from(from)
         .unwrap_or(usize::MAX)
         .min(entries.len());
-    let (mut page, mut bytes) = (Vec::new(), 0);
+    let (mut json, mut taken) = (vec![b'['], 0);
     for entry in &entries[start..] {
-        let value = json!(entry);
-        bytes += value.to_string().len();
-        if !page.is_empty() && bytes > PAGE_BYTES {
-            break;
+        let value = encode(entry)?;
+        if taken > 0 {
+            if json.len() + value.len() > PAGE_BYTES {
+                break;
+            }
+            json.push(b',');
         }
-        page.push(value);
+        json.extend(value);
+        taken += 1;
     }
-    let end = start + page.len();
+    json.push(b']');
+    let end = start + taken;
     let next = if end < entries.len() { end as u64 } else { 0 };
-    (serde_json::Value::Array(page), next)
+    Ok((json, next))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Status> {
@@ -194,22 +199,22 @@ impl Admin for AdminService {
         };
         self.replica.authorize(request.metadata(), allowed)?;
         let from = request.get_ref().from;
-        let ((json, next), applied_index) = self
+        let (reply, applied_index) = self
             .replica
             .read_fresh(|state| match section {
                 // Node tokens and token hashes never leave the replicas.
-                Section::Nodes => (
-                    json!(
+                Section::Nodes => Ok((
+                    encode(&json!(
                         state
                             .nodes
                             .values()
                             .map(|n| json!({"code": n.code, "addr": n.addr}))
                             .collect::<Vec<_>>()
-                    ),
+                    ))?,
                     0,
-                ),
-                Section::Users => (
-                    json!(
+                )),
+                Section::Users => Ok((
+                    encode(&json!(
                         state
                             .users
                             .values()
@@ -218,19 +223,20 @@ impl Admin for AdminService {
                                 "created_ms": u.created_ms, "revoked_ms": u.revoked_ms,
                             }))
                             .collect::<Vec<_>>()
-                    ),
+                    ))?,
                     0,
-                ),
-                Section::Models => (
-                    json!({"models": state.models, "assignments": state.assignments}),
+                )),
+                Section::Models => Ok((
+                    encode(&json!({"models": state.models, "assignments": state.assignments}))?,
                     0,
-                ),
+                )),
                 Section::Audit => page(&state.audit, from),
                 Section::Runs => page(&state.runs, from),
             })
             .await?;
+        let (json, next) = reply?;
         Ok(Response::new(ReadReply {
-            json: encode(&json)?,
+            json,
             applied_index,
             next,
         }))
