@@ -1,8 +1,9 @@
 //! `sunlight import`: CSV files into a node's data root, converted to the contract's
-//! types. Every bad value is reported with its line and column, and nothing is written
-//! unless the whole file is good.
+//! types. Files in UTF-8 (with or without a byte-order mark) or in a named legacy encoding
+//! such as GBK are read. Every bad value is reported with its line and column, and nothing
+//! is written unless the whole file is good.
 
-use std::fs::File;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use arrow::array::{
 };
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
+use encoding_rs::{DecoderResult, Encoding, UTF_8};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use sunlight_domain::Table;
@@ -43,16 +45,52 @@ impl std::fmt::Display for RowError {
     }
 }
 
-/// Converts `csv` to the contract schema of `table`.
-pub fn read_csv(csv: &Path, table: Table) -> Result<RecordBatch> {
+/// The encoding a label such as `utf-8`, `gbk` or `gb18030` names (WHATWG labels).
+pub fn encoding(label: &str) -> Result<&'static Encoding> {
+    Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+        Error::Usage(format!(
+            "unknown text encoding {label:?}: name one such as utf-8, gbk, gb18030 or big5"
+        ))
+    })
+}
+
+/// `bytes` as text in `encoding`, without a leading byte-order mark. A byte sequence the
+/// encoding does not hold is an error naming its line, as nothing may be replaced.
+fn decode(bytes: &[u8], encoding: &'static Encoding) -> std::result::Result<String, String> {
+    let mut decoder = encoding.new_decoder_with_bom_removal();
+    let capacity = decoder
+        .max_utf8_buffer_length_without_replacement(bytes.len())
+        .unwrap_or(bytes.len());
+    let mut text = String::with_capacity(capacity);
+    match decoder.decode_to_string_without_replacement(bytes, &mut text, true) {
+        (DecoderResult::Malformed(..), read) => {
+            let line = bytes[..read].iter().filter(|b| **b == b'\n').count() + 1;
+            let hint = if encoding == UTF_8 {
+                "; a file Excel saved as \"CSV\" on Chinese Windows is in GBK: pass --encoding gbk"
+            } else {
+                ""
+            };
+            Err(format!("line {line} is not {} text{hint}", encoding.name()))
+        }
+        _ => Ok(text),
+    }
+}
+
+/// Converts `csv`, text in `encoding`, to the contract schema of `table`.
+pub fn read_csv(csv: &Path, table: Table, encoding: &'static Encoding) -> Result<RecordBatch> {
     let contract = table.schema();
-    let file = File::open(csv).map_err(|source| Error::Read {
+    let bytes = std::fs::read(csv).map_err(|source| Error::Read {
         path: csv.into(),
         source,
     })?;
+    let text = decode(&bytes, encoding).map_err(|problem| Error::Csv {
+        path: csv.into(),
+        errors: vec![problem],
+    })?;
+    drop(bytes);
     let (header, _) = arrow::csv::reader::Format::default()
         .with_header(true)
-        .infer_schema(&file, Some(0))
+        .infer_schema(Cursor::new(text.as_bytes()), Some(0))
         .map_err(|e| Error::Csv {
             path: csv.into(),
             errors: vec![format!("cannot read the header: {e}")],
@@ -85,13 +123,9 @@ pub fn read_csv(csv: &Path, table: Table) -> Result<RecordBatch> {
             .map(|f| Field::new(f.name(), DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ));
-    let file = File::open(csv).map_err(|source| Error::Read {
-        path: csv.into(),
-        source,
-    })?;
     let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
         .with_header(true)
-        .build(file)
+        .build(Cursor::new(text.as_bytes()))
         .map_err(|e| Error::Csv {
             path: csv.into(),
             errors: vec![e.to_string()],
@@ -102,13 +136,13 @@ pub fn read_csv(csv: &Path, table: Table) -> Result<RecordBatch> {
             path: csv.into(),
             errors: vec![e.to_string()],
         })?;
-    let text = arrow::compute::concat_batches(&text_schema, &batches).expect("same schema");
+    let cells = arrow::compute::concat_batches(&text_schema, &batches).expect("same schema");
 
     let mut errors = Vec::new();
     let mut columns = Vec::new();
     for field in contract.fields() {
         let index = text_schema.index_of(field.name()).expect("checked above");
-        let values = text
+        let values = cells
             .column(index)
             .as_any()
             .downcast_ref::<StringArray>()
@@ -252,12 +286,61 @@ pub async fn write_table(
 mod tests {
     use super::*;
 
-    /// `text` read as a CSV file of `table`.
+    /// `text` read as a CSV file of `table` in UTF-8.
     fn read(text: &str, table: Table) -> Result<RecordBatch> {
+        read_encoded(text.as_bytes(), table, UTF_8)
+    }
+
+    /// `bytes` read as a CSV file of `table` in `encoding`.
+    fn read_encoded(
+        bytes: &[u8],
+        table: Table,
+        encoding: &'static Encoding,
+    ) -> Result<RecordBatch> {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join(format!("{}.csv", table.name()));
-        std::fs::write(&csv, text).unwrap();
-        read_csv(&csv, table)
+        std::fs::write(&csv, bytes).unwrap();
+        read_csv(&csv, table, encoding)
+    }
+
+    const CERTS: &str = "person_id,cert_no,category,level,issued_on,revoked_on\r\n\
+                         A,C1,肢体,2,2015-01-01,\r\n\
+                         B,C2,视力,1,2016-01-01,2020-02-02\r\n";
+
+    #[test]
+    fn reads_gbk_and_a_byte_order_mark() {
+        let (gbk, _, unmappable) = encoding_rs::GBK.encode(CERTS);
+        assert!(!unmappable);
+        let gbk = read_encoded(&gbk, Table::DisabilityCerts, encoding("GBK").unwrap()).unwrap();
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), CERTS.as_bytes()].concat();
+        let utf8 = read_encoded(&with_bom, Table::DisabilityCerts, UTF_8).unwrap();
+        assert_eq!(gbk, utf8);
+        let categories = utf8
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(
+            categories.iter().collect::<Vec<_>>(),
+            [Some("肢体"), Some("视力")]
+        );
+    }
+
+    #[test]
+    fn names_the_line_that_is_not_in_the_encoding() {
+        let (gbk, _, _) = encoding_rs::GBK.encode(CERTS);
+        let Err(Error::Csv { errors, .. }) = read_encoded(&gbk, Table::DisabilityCerts, UTF_8)
+        else {
+            panic!("GBK bytes are not UTF-8")
+        };
+        assert_eq!(
+            errors,
+            [
+                "line 2 is not UTF-8 text; a file Excel saved as \"CSV\" on Chinese Windows is in \
+              GBK: pass --encoding gbk"
+            ]
+        );
+        assert!(matches!(encoding("latin-9000"), Err(Error::Usage(m)) if m.contains("latin-9000")));
     }
 
     #[test]

@@ -326,6 +326,10 @@ struct ImportArgs {
     /// Contract table the files belong to.
     #[arg(long)]
     table: String,
+    /// Text encoding of the files: utf-8, or a label such as gbk or gb18030 (Excel's
+    /// "CSV" on Chinese Windows is GBK).
+    #[arg(long, default_value = "utf-8")]
+    encoding: String,
     /// CSV files with a header row naming the contract's columns.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -530,10 +534,11 @@ async fn sql(args: SqlArgs) -> Result<()> {
 
 async fn import(args: ImportArgs) -> Result<()> {
     let table: Table = args.table.parse()?;
+    let encoding = import::encoding(&args.encoding)?;
     let batches = args
         .files
         .iter()
-        .map(|f| import::read_csv(f, table))
+        .map(|f| import::read_csv(f, table, encoding))
         .collect::<Result<Vec<_>>>()?;
     for (file, batch) in args.files.iter().zip(&batches) {
         let location = import::write_table(&args.data, &S3Config::default(), table, batch).await?;
