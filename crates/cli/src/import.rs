@@ -214,8 +214,8 @@ fn convert(
         DataType::Utf8 => build!(StringBuilder::new(), |v: &str| Some(v.to_string()), "text"),
         DataType::Date32 => build!(
             Date32Builder::new(),
-            Date32Type::parse,
-            "a date (YYYY-MM-DD)"
+            parse_date,
+            "a date (YYYY-MM-DD or YYYY/M/D)"
         ),
         DataType::Int32 => build!(
             Int32Builder::new(),
@@ -243,6 +243,15 @@ fn convert(
         }
         other => unreachable!("the contract has no {other} column"),
     }
+}
+
+/// A date written `YYYY-MM-DD`, or `YYYY/M/D` as Excel writes dates in a Chinese locale,
+/// in days since the epoch.
+fn parse_date(v: &str) -> Option<i32> {
+    Date32Type::parse(v).or_else(|| {
+        let date = chrono::NaiveDate::parse_from_str(v, "%Y/%m/%d").ok()?;
+        Some(Date32Type::from_naive_date(date))
+    })
 }
 
 /// Writes `batch` as a new Parquet file of `table` under the data root `data`, and
@@ -306,6 +315,25 @@ mod tests {
     const CERTS: &str = "person_id,cert_no,category,level,issued_on,revoked_on\r\n\
                          A,C1,肢体,2,2015-01-01,\r\n\
                          B,C2,视力,1,2016-01-01,2020-02-02\r\n";
+
+    #[test]
+    fn reads_dates_as_excel_writes_them() {
+        let excel = CERTS
+            .replace("2015-01-01", "2015/1/1")
+            .replace("2020-02-02", "2020/02/2");
+        let excel = read(&excel, Table::DisabilityCerts).unwrap();
+        assert_eq!(excel, read(CERTS, Table::DisabilityCerts).unwrap());
+        let Err(Error::Csv { errors, .. }) = read(
+            &CERTS.replace("2015-01-01", "1/1/2015"),
+            Table::DisabilityCerts,
+        ) else {
+            panic!("a day first is not read")
+        };
+        assert_eq!(
+            errors,
+            ["line 2, column issued_on: \"1/1/2015\" is not a date (YYYY-MM-DD or YYYY/M/D)"]
+        );
+    }
 
     #[test]
     fn reads_gbk_and_a_byte_order_mark() {
