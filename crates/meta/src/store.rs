@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    BasicNode, Entry, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, Vote,
 };
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -28,7 +28,13 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_keys");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
-const SNAPSHOT: &str = "snapshot";
+/// The snapshot's meta, as JSON; its data, the state's JSON, is stored as it is under
+/// [`SNAPSHOT_DATA`], in the same transaction.
+const SNAPSHOT_META: &str = "snapshot_meta";
+const SNAPSHOT_DATA: &str = "snapshot_data";
+/// Where earlier versions kept a snapshot: meta and data in one JSON value, the data as an
+/// array of numbers. Read when the replica has written no snapshot since.
+const LEGACY_SNAPSHOT: &str = "snapshot";
 const REPLICA: &str = "replica_id";
 
 type StorageResult<T> = std::result::Result<T, StorageError<ReplicaId>>;
@@ -152,6 +158,43 @@ impl MetaStore {
             .insert(key, bytes.as_slice())
             .map_err(write_error)?;
         txn.commit().map_err(write_error)
+    }
+
+    /// Stores a snapshot, its data as it is, in place of the last one.
+    fn put_snapshot(
+        &self,
+        meta: &SnapshotMeta<ReplicaId, BasicNode>,
+        data: &[u8],
+    ) -> StorageResult<()> {
+        let meta = serde_json::to_vec(meta).map_err(write_error)?;
+        let mut txn = self.db.begin_write().map_err(write_error)?;
+        txn.set_durability(self.durability);
+        {
+            let mut table = txn.open_table(KEYS).map_err(write_error)?;
+            table
+                .insert(SNAPSHOT_META, meta.as_slice())
+                .map_err(write_error)?;
+            table.insert(SNAPSHOT_DATA, data).map_err(write_error)?;
+            table.remove(LEGACY_SNAPSHOT).map_err(write_error)?;
+        }
+        txn.commit().map_err(write_error)
+    }
+
+    /// The last stored snapshot, if any.
+    fn snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
+        let Some(meta) = self.get(SNAPSHOT_META)? else {
+            return self.get(LEGACY_SNAPSHOT);
+        };
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(KEYS).map_err(read_error)?;
+        let data = table
+            .get(SNAPSHOT_DATA)
+            .map_err(read_error)?
+            .map(|value| value.value().to_vec())
+            .ok_or_else(|| {
+                read_error(std::io::Error::other("a snapshot's meta without its data"))
+            })?;
+        Ok(Some(StoredSnapshot { meta, data }))
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> StorageResult<Vec<Entry<TypeConfig>>> {
@@ -286,15 +329,15 @@ pub struct Applied {
     /// The last applied log id.
     pub last: Option<LogId>,
     /// The membership as of `last`.
-    pub membership: StoredMembership<ReplicaId, openraft::BasicNode>,
+    pub membership: StoredMembership<ReplicaId, BasicNode>,
     /// The metadata.
     pub state: MetaState,
 }
 
-/// A stored snapshot: its meta and the serialized [`Applied`] parts.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// A stored snapshot: its meta and the serialized [`MetaState`].
+#[derive(serde::Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<ReplicaId, openraft::BasicNode>,
+    meta: SnapshotMeta<ReplicaId, BasicNode>,
     data: Vec<u8>,
 }
 
@@ -313,10 +356,7 @@ impl MetaStateMachine {
             reason,
         };
         let mut applied = Applied::default();
-        if let Some(snapshot) = store
-            .get::<StoredSnapshot>(SNAPSHOT)
-            .map_err(|e| corrupt(e.to_string()))?
-        {
+        if let Some(snapshot) = store.snapshot().map_err(|e| corrupt(e.to_string()))? {
             applied.state = serde_json::from_slice(&snapshot.data)
                 .map_err(|e| corrupt(format!("its snapshot does not decode: {e}")))?;
             applied.last = snapshot.meta.last_log_id;
@@ -351,13 +391,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaStateMachine {
             };
             (meta, data)
         };
-        self.store.put(
-            SNAPSHOT,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            },
-        )?;
+        self.store.put_snapshot(&meta, &data)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(data),
@@ -370,10 +404,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> StorageResult<(
-        Option<LogId>,
-        StoredMembership<ReplicaId, openraft::BasicNode>,
-    )> {
+    ) -> StorageResult<(Option<LogId>, StoredMembership<ReplicaId, BasicNode>)> {
         let applied = self.applied.read().expect("state lock");
         Ok((applied.last, applied.membership.clone()))
     }
@@ -409,17 +440,11 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<ReplicaId, openraft::BasicNode>,
+        meta: &SnapshotMeta<ReplicaId, BasicNode>,
         snapshot: Box<Vec<u8>>,
     ) -> StorageResult<()> {
         let state: MetaState = serde_json::from_slice(&snapshot).map_err(read_error)?;
-        self.store.put(
-            SNAPSHOT,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: *snapshot,
-            },
-        )?;
+        self.store.put_snapshot(meta, &snapshot)?;
         let mut applied = self.applied.write().expect("state lock");
         applied.state = state;
         applied.last = meta.last_log_id;
@@ -428,12 +453,95 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self
-            .store
-            .get::<StoredSnapshot>(SNAPSHOT)?
-            .map(|s| Snapshot {
-                meta: s.meta,
-                snapshot: Box::new(s.data),
-            }))
+        Ok(self.store.snapshot()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(s.data),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Actor, Command, Proposal};
+
+    /// A state machine over a new store in `dir` with `records` audit records applied.
+    fn machine(dir: &Path, records: usize) -> MetaStateMachine {
+        let (store, _) = MetaStore::open(dir, 1, false).unwrap();
+        let machine = MetaStateMachine::open(store).unwrap();
+        {
+            let mut applied = machine.applied.write().unwrap();
+            for i in 0..records {
+                applied.state.apply(&Proposal {
+                    actor: Actor {
+                        user: "ana".into(),
+                        role: None,
+                    },
+                    at_ms: 1_700_000_000_000,
+                    command: Command::Audit {
+                        subject: None,
+                        action: "query".into(),
+                        detail: format!("SELECT count(*) FROM disbursements -- {i}"),
+                        decision: "allowed".into(),
+                    },
+                });
+            }
+            applied.last = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
+        }
+        machine
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_stored_as_serialized_and_loaded_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut built = machine(dir.path(), 3);
+        let snapshot = built.build_snapshot().await.unwrap();
+        let state = built.applied.read().unwrap().state.clone();
+        assert_eq!(
+            serde_json::from_slice::<MetaState>(&snapshot.snapshot).unwrap(),
+            state
+        );
+        let stored = built.store.snapshot().unwrap().unwrap();
+        assert_eq!(stored.data, *snapshot.snapshot, "stored byte for byte");
+        drop(built);
+
+        let (store, _) = MetaStore::open(dir.path(), 1, false).unwrap();
+        let reopened = MetaStateMachine::open(store).unwrap();
+        let applied = reopened.applied.read().unwrap();
+        assert_eq!(applied.state, state);
+        assert_eq!(applied.last.map(|l| l.index), Some(9));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_an_earlier_version_is_loaded_and_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut built = machine(dir.path(), 2);
+        let snapshot = built.build_snapshot().await.unwrap();
+        let state = built.applied.read().unwrap().state.clone();
+        // As earlier versions stored it: one JSON value, the data as numbers.
+        let legacy = serde_json::json!({"meta": snapshot.meta, "data": *snapshot.snapshot});
+        let store = built.store.clone();
+        let mut txn = store.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(KEYS).unwrap();
+            table.remove(SNAPSHOT_META).unwrap();
+            table.remove(SNAPSHOT_DATA).unwrap();
+        }
+        txn.set_durability(Durability::Immediate);
+        txn.commit().unwrap();
+        store.put(LEGACY_SNAPSHOT, &legacy).unwrap();
+        drop((built, store));
+
+        let (store, _) = MetaStore::open(dir.path(), 1, false).unwrap();
+        let mut reopened = MetaStateMachine::open(store.clone()).unwrap();
+        assert_eq!(reopened.applied.read().unwrap().state, state);
+        reopened.build_snapshot().await.unwrap();
+        assert!(
+            store
+                .get::<serde_json::Value>(LEGACY_SNAPSHOT)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.snapshot().unwrap().unwrap().data, *snapshot.snapshot);
     }
 }
