@@ -246,12 +246,20 @@ fn convert(
 }
 
 /// A date written `YYYY-MM-DD`, or `YYYY/M/D` as Excel writes dates in a Chinese locale,
-/// in days since the epoch.
+/// in days since the epoch. A time may follow if it is midnight (`2021/9/1 0:00`); a time
+/// of day is not a date, and is not dropped.
 fn parse_date(v: &str) -> Option<i32> {
-    Date32Type::parse(v).or_else(|| {
-        let date = chrono::NaiveDate::parse_from_str(v, "%Y/%m/%d").ok()?;
-        Some(Date32Type::from_naive_date(date))
-    })
+    let (day, time) = v.split_once([' ', 'T']).unwrap_or((v, ""));
+    if time.contains(|c: char| !matches!(c, '0' | ':' | '.')) {
+        return None;
+    }
+    match day.contains('/') {
+        true => {
+            let date = chrono::NaiveDate::parse_from_str(day, "%Y/%m/%d").ok()?;
+            Some(Date32Type::from_naive_date(date))
+        }
+        false => Date32Type::parse(day),
+    }
 }
 
 /// Writes `batch` as a new Parquet file of `table` under the data root `data`, and
@@ -320,7 +328,8 @@ mod tests {
     fn reads_dates_as_excel_writes_them() {
         let excel = CERTS
             .replace("2015-01-01", "2015/1/1")
-            .replace("2020-02-02", "2020/02/2");
+            .replace("2016-01-01", "2016-01-01 00:00:00")
+            .replace("2020-02-02", "2020/02/2 0:00");
         let excel = read(&excel, Table::DisabilityCerts).unwrap();
         assert_eq!(excel, read(CERTS, Table::DisabilityCerts).unwrap());
         let Err(Error::Csv { errors, .. }) = read(
