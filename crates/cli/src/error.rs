@@ -48,6 +48,12 @@ pub enum Error {
         /// The cause.
         reason: String,
     },
+    /// The rows of a file were imported into the data root before.
+    #[error("the same rows were imported before, as {location}: nothing was written")]
+    AlreadyImported {
+        /// The URL of the earlier import.
+        location: String,
+    },
     /// The replicated metadata refused a change.
     #[error("refused: {0}")]
     Refused(String),

@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
 use encoding_rs::{DecoderResult, Encoding, UTF_8};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
+use sha2::{Digest, Sha256};
 use sunlight_domain::Table;
 use sunlight_node::{DataRoot, S3Config};
 
@@ -263,7 +264,8 @@ fn parse_date(v: &str) -> Option<i32> {
 }
 
 /// Writes `batch` as a new Parquet file of `table` under the data root `data`, and
-/// returns the object's URL.
+/// returns the object's URL. Rows the root holds already in a file of the same rows are
+/// refused.
 pub async fn write_table(
     data: &str,
     s3: &S3Config,
@@ -285,10 +287,22 @@ pub async fn write_table(
         path: PathBuf::from(table.name()),
         reason: e.to_string(),
     })?;
+    // Named by its rows: the same rows imported again would be counted twice.
+    let digest = hex::encode(Sha256::digest(&bytes));
     let location = root
         .table_prefix(table)
-        .join(format!("import-{}.parquet", uuid::Uuid::new_v4()).as_str());
+        .join(format!("import-{}.parquet", &digest[..32]).as_str());
     let url = root.object_url(&location).to_string();
+    match root.store().head(&location).await {
+        Ok(_) => return Err(Error::AlreadyImported { location: url }),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            return Err(Error::Store {
+                location: url,
+                reason: e.to_string(),
+            });
+        }
+    }
     root.store()
         .put(&location, PutPayload::from(bytes))
         .await
@@ -424,6 +438,31 @@ mod tests {
                  140212–140215 or 140221–140226",
             ],
         );
+    }
+
+    #[tokio::test]
+    async fn the_same_rows_are_imported_once() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().display().to_string();
+        let (gbk, _, _) = encoding_rs::GBK.encode(CERTS);
+        let gbk = read_encoded(&gbk, Table::DisabilityCerts, encoding("gbk").unwrap()).unwrap();
+        let s3 = S3Config::default();
+        let first = write_table(&data, &s3, Table::DisabilityCerts, &gbk)
+            .await
+            .unwrap();
+        // The same rows, from a file in another encoding.
+        let again = read(CERTS, Table::DisabilityCerts).unwrap();
+        let refused = write_table(&data, &s3, Table::DisabilityCerts, &again).await;
+        assert!(
+            matches!(&refused, Err(Error::AlreadyImported { location }) if *location == first),
+            "{refused:?}"
+        );
+        let other = read(&CERTS.replace("C2", "C3"), Table::DisabilityCerts).unwrap();
+        write_table(&data, &s3, Table::DisabilityCerts, &other)
+            .await
+            .unwrap();
+        let files = std::fs::read_dir(root.path().join("disability_certs")).unwrap();
+        assert_eq!(files.count(), 2);
     }
 
     #[test]
