@@ -54,6 +54,19 @@ pub enum Error {
         /// The URL of the earlier import.
         location: String,
     },
+    /// Payments of a file are held already in a file of the data root.
+    #[error(
+        "{count} payment_id(s) of these rows are held already in {location}, {first:?} the \
+         first: a payment_id is unique, so nothing was written"
+    )]
+    PaymentsHeld {
+        /// The URL of the file that holds them.
+        location: String,
+        /// How many.
+        count: usize,
+        /// The first of them.
+        first: String,
+    },
     /// The replicated metadata refused a change.
     #[error("refused: {0}")]
     Refused(String),

@@ -3,19 +3,26 @@
 //! such as GBK are read. Every bad value is reported with its line and column, and nothing
 //! is written unless the whole file is good.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::AsArray;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, RecordBatch,
     StringArray, StringBuilder,
 };
+use arrow::compute::cast;
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
 use encoding_rs::{DecoderResult, Encoding, UTF_8};
-use object_store::{ObjectStoreExt, PutPayload};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 use sunlight_domain::Table;
 use sunlight_node::{DataRoot, S3Config};
@@ -24,6 +31,9 @@ use crate::{Error, Result};
 
 /// Most bad values listed in one error.
 const MAX_REPORTED: usize = 50;
+
+/// The column of `disbursements` the contract makes unique across the city.
+const PAYMENT: &str = "payment_id";
 
 /// A value that does not fit its column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +158,9 @@ pub fn read_csv(csv: &Path, table: Table, encoding: &'static Encoding) -> Result
             .as_any()
             .downcast_ref::<StringArray>()
             .expect("read as text");
+        if table == Table::Disbursements && field.name() == PAYMENT {
+            repeated_payments(values, &mut errors);
+        }
         columns.push(convert(table, field, values, &mut errors));
     }
     if !errors.is_empty() {
@@ -166,6 +179,27 @@ pub fn read_csv(csv: &Path, table: Table, encoding: &'static Encoding) -> Result
         });
     }
     Ok(RecordBatch::try_new(contract, columns).expect("columns follow the contract"))
+}
+
+/// Each `payment_id` that repeats an earlier line's.
+fn repeated_payments(values: &StringArray, errors: &mut Vec<RowError>) {
+    let mut first = HashMap::new();
+    for (row, value) in values.iter().enumerate() {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if let Some(earlier) = first.insert(value, row) {
+            first.insert(value, earlier);
+            errors.push(RowError {
+                line: row + 2,
+                column: PAYMENT.into(),
+                problem: format!(
+                    "{value:?} repeats line {}; a payment_id is unique",
+                    earlier + 2
+                ),
+            });
+        }
+    }
 }
 
 fn convert(
@@ -246,6 +280,63 @@ fn convert(
     }
 }
 
+/// Refuses `batch`, rows of `disbursements`, if a Parquet file of the table under `root`
+/// holds one of its payment_ids, naming the file and the first of them.
+async fn held_payments(root: &DataRoot, batch: &RecordBatch) -> Result<()> {
+    let column = batch.column_by_name(PAYMENT).expect("contract column");
+    let new: HashSet<&str> = column.as_string::<i32>().iter().flatten().collect();
+    let prefix = root.table_prefix(Table::Disbursements);
+    let store_error = |location: &ObjectPath, e: &dyn std::fmt::Display| Error::Store {
+        location: root.object_url(location).to_string(),
+        reason: e.to_string(),
+    };
+    let files: Vec<ObjectMeta> = root
+        .store()
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| store_error(&prefix, &e))?;
+    for file in files
+        .iter()
+        .filter(|f| f.location.as_ref().ends_with(".parquet"))
+    {
+        let bytes = async { root.store().get(&file.location).await?.bytes().await }
+            .await
+            .map_err(|e| store_error(&file.location, &e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| store_error(&file.location, &e))?;
+        let Some(index) = builder.schema().index_of(PAYMENT).ok() else {
+            continue;
+        };
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| store_error(&file.location, &e))?;
+        let mut held = Vec::new();
+        for read in reader {
+            let read = read.map_err(|e| store_error(&file.location, &e))?;
+            let ids = cast(read.column(0), &DataType::Utf8)
+                .map_err(|e| store_error(&file.location, &e))?;
+            held.extend(
+                ids.as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .filter(|id| new.contains(id))
+                    .map(str::to_string),
+            );
+        }
+        if let Some(first) = held.first() {
+            return Err(Error::PaymentsHeld {
+                location: root.object_url(&file.location).to_string(),
+                count: held.len(),
+                first: first.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A date written `YYYY-MM-DD`, or `YYYY/M/D` as Excel writes dates in a Chinese locale,
 /// in days since the epoch. A time may follow if it is midnight (`2021/9/1 0:00`); a time
 /// of day is not a date, and is not dropped.
@@ -287,6 +378,9 @@ pub async fn write_table(
         path: PathBuf::from(table.name()),
         reason: e.to_string(),
     })?;
+    if table == Table::Disbursements {
+        held_payments(&root, batch).await?;
+    }
     // Named by its rows: the same rows imported again would be counted twice.
     let digest = hex::encode(Sha256::digest(&bytes));
     let location = root
@@ -463,6 +557,41 @@ mod tests {
             .unwrap();
         let files = std::fs::read_dir(root.path().join("disability_certs")).unwrap();
         assert_eq!(files.count(), 2);
+    }
+
+    const PAYMENTS: &str = "payment_id,person_id,name,county_code,township,village,subsidy_type,\
+                            period,amount,account_no,paid_on,department\n\
+                            140215-1,A,张三,140215,聚乐乡,东村,DIBAO,2024-01-01,500.00,62,2024-01-05,民政\n\
+                            140215-2,B,李四,140215,聚乐乡,东村,DIBAO,2024-01-01,500.00,63,2024-01-05,民政\n";
+
+    #[tokio::test]
+    async fn a_payment_id_is_imported_once() {
+        let repeated = format!(
+            "{PAYMENTS}140215-1,C,王五,140215,聚乐乡,西村,DIBAO,2024-01-01,1,64,2024-01-05,民政\n"
+        );
+        let Err(Error::Csv { errors, .. }) = read(&repeated, Table::Disbursements) else {
+            panic!("a repeated payment_id is refused")
+        };
+        assert_eq!(
+            errors,
+            ["line 4, column payment_id: \"140215-1\" repeats line 2; a payment_id is unique"]
+        );
+
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().display().to_string();
+        let s3 = S3Config::default();
+        let first = read(PAYMENTS, Table::Disbursements).unwrap();
+        let held = write_table(&data, &s3, Table::Disbursements, &first)
+            .await
+            .unwrap();
+        let overlapping = PAYMENTS.replace("140215-1,", "140215-3,");
+        let overlapping = read(&overlapping, Table::Disbursements).unwrap();
+        let refused = write_table(&data, &s3, Table::Disbursements, &overlapping).await;
+        assert!(
+            matches!(&refused, Err(Error::PaymentsHeld { location, count: 1, first })
+                if *location == held && first == "140215-2"),
+            "{refused:?}"
+        );
     }
 
     #[test]
