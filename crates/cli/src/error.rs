@@ -56,8 +56,8 @@ pub enum Error {
     },
     /// Payments of a file are held already in a file of the data root.
     #[error(
-        "{count} payment_id(s) of these rows are held already in {location}, {first:?} the \
-         first: a payment_id is unique, so nothing was written"
+        "{count} payment_id(s) of these rows, {first:?} first, are held already in {location}: \
+         a payment_id is unique, so nothing was written"
     )]
     PaymentsHeld {
         /// The URL of the file that holds them.
