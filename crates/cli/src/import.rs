@@ -65,17 +65,19 @@ pub fn encoding(label: &str) -> Result<&'static Encoding> {
     })
 }
 
-/// `bytes` as text in `encoding`, without a leading byte-order mark. A byte sequence the
-/// encoding does not hold is an error naming its line, as nothing may be replaced.
+/// `bytes` as text in `encoding`, or in the encoding a leading byte-order mark names (as
+/// Excel's "Unicode text" is UTF-16), without the mark. A byte sequence the encoding does
+/// not hold is an error naming its line, as nothing may be replaced.
 fn decode(bytes: &[u8], encoding: &'static Encoding) -> std::result::Result<String, String> {
-    let mut decoder = encoding.new_decoder_with_bom_removal();
+    let mut decoder = encoding.new_decoder();
     let capacity = decoder
         .max_utf8_buffer_length_without_replacement(bytes.len())
         .unwrap_or(bytes.len());
     let mut text = String::with_capacity(capacity);
     match decoder.decode_to_string_without_replacement(bytes, &mut text, true) {
-        (DecoderResult::Malformed(..), read) => {
-            let line = bytes[..read].iter().filter(|b| **b == b'\n').count() + 1;
+        (DecoderResult::Malformed(..), _) => {
+            let line = text.matches('\n').count() + 1;
+            let encoding = decoder.encoding();
             let hint = if encoding == UTF_8 {
                 "; a file Excel saved as \"CSV\" on Chinese Windows is in GBK: pass --encoding gbk"
             } else {
@@ -99,8 +101,15 @@ pub fn read_csv(csv: &Path, table: Table, encoding: &'static Encoding) -> Result
         errors: vec![problem],
     })?;
     drop(bytes);
+    // Excel's "Unicode text" separates by tabs.
+    let first_line = text.lines().next().unwrap_or_default();
+    let delimiter = match !first_line.contains(',') && first_line.contains('\t') {
+        true => b'\t',
+        false => b',',
+    };
     let (header, _) = arrow::csv::reader::Format::default()
         .with_header(true)
+        .with_delimiter(delimiter)
         .infer_schema(Cursor::new(text.as_bytes()), Some(0))
         .map_err(|e| Error::Csv {
             path: csv.into(),
@@ -136,6 +145,7 @@ pub fn read_csv(csv: &Path, table: Table, encoding: &'static Encoding) -> Result
     ));
     let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
         .with_header(true)
+        .with_delimiter(delimiter)
         .build(Cursor::new(text.as_bytes()))
         .map_err(|e| Error::Csv {
             path: csv.into(),
@@ -453,13 +463,20 @@ mod tests {
     }
 
     #[test]
-    fn reads_gbk_and_a_byte_order_mark() {
+    fn reads_gbk_utf_16_and_byte_order_marks() {
         let (gbk, _, unmappable) = encoding_rs::GBK.encode(CERTS);
         assert!(!unmappable);
         let gbk = read_encoded(&gbk, Table::DisabilityCerts, encoding("GBK").unwrap()).unwrap();
         let with_bom = [b"\xEF\xBB\xBF".as_slice(), CERTS.as_bytes()].concat();
         let utf8 = read_encoded(&with_bom, Table::DisabilityCerts, UTF_8).unwrap();
         assert_eq!(gbk, utf8);
+        // Excel's "Unicode text": UTF-16 with its byte-order mark, separated by tabs.
+        let mut unicode_text = vec![0xFF, 0xFE];
+        for unit in CERTS.replace(',', "\t").encode_utf16() {
+            unicode_text.extend(unit.to_le_bytes());
+        }
+        let unicode_text = read_encoded(&unicode_text, Table::DisabilityCerts, UTF_8).unwrap();
+        assert_eq!(unicode_text, utf8);
         let categories = utf8
             .column(2)
             .as_any()
