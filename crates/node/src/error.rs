@@ -39,6 +39,9 @@ pub enum Error {
         /// What was wrong with its files.
         problems: Vec<TableProblem>,
     },
+    /// The threads that compute queries could not be started.
+    #[error("cannot start the node's query threads: {0}")]
+    Threads(std::io::Error),
     /// The node failed while running a fragment: a fault of its own, not the query's.
     #[error("the node failed while running the fragment: {0}")]
     Failed(String),
@@ -162,7 +165,7 @@ impl Error {
             | Error::FragmentRefused(_)
             | Error::Egress(_) => tonic::Status::permission_denied(message),
             Error::Store { .. } => tonic::Status::unavailable(message),
-            Error::Serve { .. } | Error::Arrow(_) | Error::Failed(_) => {
+            Error::Serve { .. } | Error::Threads(_) | Error::Arrow(_) | Error::Failed(_) => {
                 tonic::Status::internal(message)
             }
         }

@@ -7,6 +7,7 @@ mod analysts;
 mod audit;
 mod catalog;
 mod check;
+mod compute;
 mod computed_once;
 mod config;
 mod county_guard;

@@ -23,6 +23,7 @@ use sunlight_flightsql::{CATALOG, SCHEMA, Statement, StatementSchemas, TableInfo
 use crate::analysts::CityAnalysts;
 use crate::audit::NodeAudit;
 use crate::catalog::{CheckedFiles, NodeCatalog, TableState};
+use crate::compute::Compute;
 use crate::county_guard::proves_county;
 use crate::once::OnceMap;
 use crate::persons::PersonIndex;
@@ -42,6 +43,7 @@ pub struct Node {
     standards: OnceCell<String>,
     shared: SharedSets,
     analysts: CityAnalysts,
+    compute: Compute,
 }
 
 /// Who may do what at the node, and the egress guard's policy.
@@ -56,10 +58,16 @@ pub struct Privacy {
 }
 
 impl Node {
-    /// A node over an already loaded catalog.
-    pub fn new(code: NodeCode, catalog: NodeCatalog, privacy: Privacy, audit: NodeAudit) -> Self {
+    /// A node over an already loaded catalog, with the threads that compute its queries.
+    pub fn new(
+        code: NodeCode,
+        catalog: NodeCatalog,
+        privacy: Privacy,
+        audit: NodeAudit,
+    ) -> Result<Self> {
         let state = catalog.context.state();
-        Self {
+        let compute = Compute::start().map_err(Error::Threads)?;
+        Ok(Self {
             code,
             task: state.task_ctx(),
             state,
@@ -71,7 +79,13 @@ impl Node {
             standards: OnceCell::new(),
             shared: SharedSets::default(),
             analysts: CityAnalysts::default(),
-        }
+            compute,
+        })
+    }
+
+    /// The runtime that computes the node's queries and fragments.
+    pub(crate) fn compute(&self) -> &Compute {
+        &self.compute
     }
 
     /// The county analysts of this node that the city registered.
@@ -257,7 +271,7 @@ impl Node {
         Ok(StatementSchemas::of(&self.plan(statement).await?)?)
     }
 
-    /// Runs a query and streams its result.
+    /// Runs a query on the query runtime and streams its result.
     pub async fn query(
         &self,
         statement: &Statement,
@@ -265,7 +279,9 @@ impl Node {
         let frame = self.plan(statement).await?;
         require_values(&frame)?;
         let schema = frame.schema().inner().clone();
-        Ok((schema, frame.execute_stream().await?))
+        let task = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await?;
+        Ok((schema, self.compute.execute(plan, task)?))
     }
 
     /// Every table a client may query, as the catalog calls describe it.

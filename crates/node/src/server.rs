@@ -96,7 +96,7 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
         local_analysts_only: config.auth.local_analysts_only,
     };
     let audit = NodeAudit::open(config.audit_log.as_deref())?;
-    let node = Arc::new(Node::new(code, catalog, privacy, audit));
+    let node = Arc::new(Node::new(code, catalog, privacy, audit)?);
 
     let tokens = TokenTable::with(NodeUsers {
         tokens: config.auth.tokens.clone(),
