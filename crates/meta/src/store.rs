@@ -180,21 +180,32 @@ impl MetaStore {
         txn.commit().map_err(write_error)
     }
 
-    /// The last stored snapshot, if any.
+    /// The last stored snapshot, if any: its meta and data read in one transaction.
     fn snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
-        let Some(meta) = self.get(SNAPSHOT_META)? else {
-            return self.get(LEGACY_SNAPSHOT);
-        };
         let txn = self.db.begin_read().map_err(read_error)?;
-        let table = txn.open_table(KEYS).map_err(read_error)?;
-        let data = table
-            .get(SNAPSHOT_DATA)
-            .map_err(read_error)?
-            .map(|value| value.value().to_vec())
-            .ok_or_else(|| {
-                read_error(std::io::Error::other("a snapshot's meta without its data"))
-            })?;
-        Ok(Some(StoredSnapshot { meta, data }))
+        let table = match txn.open_table(KEYS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(read_error(e)),
+        };
+        let value = |key| -> StorageResult<Option<Vec<u8>>> {
+            Ok(table
+                .get(key)
+                .map_err(read_error)?
+                .map(|v| v.value().to_vec()))
+        };
+        match (value(SNAPSHOT_META)?, value(SNAPSHOT_DATA)?) {
+            (Some(meta), Some(data)) => Ok(Some(StoredSnapshot {
+                meta: serde_json::from_slice(&meta).map_err(read_error)?,
+                data,
+            })),
+            (Some(_), None) => Err(read_error(std::io::Error::other(
+                "a snapshot's meta without its data",
+            ))),
+            _ => value(LEGACY_SNAPSHOT)?
+                .map(|legacy| serde_json::from_slice(&legacy).map_err(read_error))
+                .transpose(),
+        }
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> StorageResult<Vec<Entry<TypeConfig>>> {

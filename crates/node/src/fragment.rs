@@ -15,11 +15,11 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::SessionState;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::projection::ProjectionExpr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::expressions::{Column, Literal};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::udaf::StatisticsArgs;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::FutureExt;
 use sunlight_domain::{NodeCode, Table};
 use sunlight_flightsql::panic_message;
@@ -92,10 +92,10 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
         Some(statistics) => answer_from_statistics(egress.plan.clone(), &statistics, node.code())?,
         None => egress.plan.clone(),
     };
-    let stream = node
-        .compute()
-        .execute(resolve_leaves(node, plan).await?, task)?;
-    Ok(node.compute().run(egress.release(stream)).await?)
+    let plan = resolve_leaves(node, plan).await?;
+    // Executed within the task, so that the tasks its operators start run there too.
+    let released = async move { Ok(egress.release(execute_stream(plan, task)?).await?) };
+    node.compute().run(released).await
 }
 
 /// The one table about persons that `plan` reads, if it reads no other (it may read that
