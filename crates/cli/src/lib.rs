@@ -135,6 +135,11 @@ struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     memory_limit_mb: Option<usize>,
+    /// Seconds between two listings of the data root; changed files are served after
+    /// the next one (default: 5).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rescan_seconds: Option<u64>,
     /// A node serves over mutual TLS and admits only clients (the coordinator) whose
     /// certificate chains to the CA.
     #[command(flatten)]
@@ -403,7 +408,7 @@ async fn node(args: NodeArgs) -> Result<()> {
         config.tls = Some(tls);
     }
     let running = start_node(config).await?;
-    let node = running.node.clone();
+    let node = running.node();
     for (table, state) in node.tables() {
         match state {
             TableState::Served { files } => say(&format!("  {table}: {} file(s)", files.len())),
@@ -548,7 +553,9 @@ async fn import(args: ImportArgs) -> Result<()> {
             file.display()
         ));
     }
-    say("restart the node to serve the new files");
+    say(
+        "a node of this data root serves the new files from its next listing of them (every rescan_seconds, 5 by default)",
+    );
     Ok(())
 }
 

@@ -54,7 +54,7 @@ impl LocalCity {
         let entries: Vec<NodeEntry> = nodes
             .iter()
             .map(|n| NodeEntry {
-                code: n.node.code().to_string(),
+                code: n.node().code().to_string(),
                 addr: n.addr.to_string(),
                 token: LOCAL_TOKEN.into(),
             })

@@ -172,6 +172,9 @@ pub struct NodeCatalog {
     pub store_url: ObjectStoreUrl,
     /// The served files as the node checked them.
     pub files: CheckedFiles,
+    /// The Parquet files of each table's folder as the node listed them, in
+    /// [`Table::ALL`] order.
+    listed: Vec<Vec<ObjectMeta>>,
 }
 
 impl NodeCatalog {
@@ -194,8 +197,33 @@ impl NodeCatalog {
         if let Some(limit) = memory_limit_mb {
             runtime = runtime.with_memory_pool(sunlight_flightsql::memory_pool(limit));
         }
-        let runtime = runtime.build_arc()?;
-        let context = SessionContext::new_with_config_rt(config, runtime);
+        let context = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        Self::over(context, root).await
+    }
+
+    /// The tables of `root` as they are now, every file checked again, in a context with
+    /// this catalog's settings, memory pool and caches.
+    pub async fn reload(&self, root: &DataRoot) -> Result<Self> {
+        let context = SessionContext::new_with_config_rt(
+            self.context.copied_config(),
+            self.context.runtime_env(),
+        );
+        Self::over(context, root).await
+    }
+
+    /// Whether every table folder of `root` holds the Parquet files the catalog was
+    /// loaded from, each of the same size and date, and no other.
+    pub async fn is_current(&self, root: &DataRoot) -> Result<bool> {
+        for (table, listed) in Table::ALL.into_iter().zip(&self.listed) {
+            if table_files(root, table).await?.0 != *listed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Registers the tables of `root` in `context`.
+    async fn over(context: SessionContext, root: &DataRoot) -> Result<Self> {
         for udf in sunlight_fragment::masking_udfs() {
             context.register_udf(udf);
         }
@@ -204,9 +232,15 @@ impl NodeCatalog {
             ObjectStoreUrl::parse(format!("{}://{}", root.url.scheme(), root.url.authority()))?;
         context.register_object_store(store_url.as_ref(), root.store());
         let mut tables = Vec::new();
+        let mut listed = Vec::new();
         for table in Table::ALL {
-            let state = register(&context, root, table).await?;
-            tables.push((table, state));
+            let (files, others) = table_files(root, table).await?;
+            for other in others {
+                let url = root.object_url(&other.location);
+                tracing::warn!(file = %url, "ignoring a file that is not Parquet; use `sunlight import` for CSV");
+            }
+            tables.push((table, register(&context, root, table, &files).await?));
+            listed.push(files);
         }
         for (name, schema) in [
             (MODEL_HITS, hits_schema()),
@@ -244,6 +278,7 @@ impl NodeCatalog {
             context,
             tables,
             store_url,
+            listed,
         })
     }
 
@@ -259,9 +294,9 @@ impl NodeCatalog {
     }
 }
 
-/// The files a node serves, as it checked them at start. A scan makes sure first that its
+/// The files a node serves, as it last checked them. A scan makes sure first that its
 /// table's files are still as they were: a listing would leave a file that is gone out
-/// of the answer, and the footers the node read at start no longer fit a changed file.
+/// of the answer, and the footers the node read no longer fit a changed file.
 #[derive(Clone)]
 pub struct CheckedFiles {
     root: DataRoot,
@@ -307,7 +342,7 @@ impl CheckedFiles {
                 return None;
             }
             Ok(now) => {
-                // A context of its own: the node's caches the footers it read at start.
+                // A context of its own: the node's caches the footers it read before.
                 let context = SessionContext::new();
                 context.register_object_store(self.root.url(), self.root.store());
                 let found = check_file(&context, &self.root, &now, table)
@@ -317,12 +352,12 @@ impl CheckedFiles {
                         "it keeps the contract, but the node serves it as it was".into()
                     });
                 format!(
-                    "has changed since the node checked it at start ({} bytes then, {} now): {found}",
+                    "has changed since the node checked it ({} bytes then, {} now): {found}",
                     checked.size, now.size
                 )
             }
             Err(object_store::Error::NotFound { .. }) => {
-                "is gone since the node checked it at start".to_string()
+                "is gone since the node checked it".to_string()
             }
             Err(e) => format!("cannot be read: {e}"),
         };
@@ -389,29 +424,40 @@ impl TableProvider for CheckedTable {
     }
 }
 
-async fn register(context: &SessionContext, root: &DataRoot, table: Table) -> Result<TableState> {
+/// The files of `table`'s folder under `root`, in the order of their names: the Parquet
+/// files, and the others (a file being written, say, or a CSV not yet imported).
+async fn table_files(root: &DataRoot, table: Table) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
     let prefix = root.table_prefix(table);
-    let objects: Vec<_> = root
-        .store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|source| Error::Store {
-            location: root.object_url(&prefix).to_string(),
-            source,
-        })?;
+    let mut objects: Vec<ObjectMeta> =
+        root.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| Error::Store {
+                location: root.object_url(&prefix).to_string(),
+                source,
+            })?;
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(objects
+        .into_iter()
+        .partition(|object| object.location.as_ref().ends_with(".parquet")))
+}
+
+/// Checks `objects`, the Parquet files of `table`, and registers the table where it holds
+/// none; its state either way.
+async fn register(
+    context: &SessionContext,
+    root: &DataRoot,
+    table: Table,
+    objects: &[ObjectMeta],
+) -> Result<TableState> {
     let mut files: Vec<ObjectMeta> = Vec::new();
     let mut problems = Vec::new();
     for object in objects {
-        let url = root.object_url(&object.location);
-        if !object.location.as_ref().ends_with(".parquet") {
-            tracing::warn!(file = %url, "ignoring a file that is not Parquet; use `sunlight import` for CSV");
-            continue;
-        }
-        match check_file(context, root, &object, table).await {
-            Ok(()) => files.push(object),
+        match check_file(context, root, object, table).await {
+            Ok(()) => files.push(object.clone()),
             Err(problem) => problems.push(TableProblem {
-                file: url.to_string(),
+                file: root.object_url(&object.location).to_string(),
                 problem,
             }),
         }

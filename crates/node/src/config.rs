@@ -43,6 +43,10 @@ pub struct NodeConfig {
     /// join's table, say) fails with an error that says so, while the node serves on.
     /// Unbounded when unset.
     pub memory_limit_mb: Option<usize>,
+    /// Seconds between two listings of the data root. When a table's Parquet files
+    /// changed (a file imported, replaced or removed), the node checks its files again
+    /// and serves them as they are from then on.
+    pub rescan_seconds: u64,
 }
 
 /// The node's disclosure policy, applied to everything fragments send.
@@ -126,6 +130,7 @@ impl Default for NodeConfig {
             audit_log: None,
             partitions: None,
             memory_limit_mb: None,
+            rescan_seconds: 5,
         }
     }
 }
@@ -185,6 +190,11 @@ impl NodeConfig {
         if self.memory_limit_mb == Some(0) {
             return Err(Error::Config(
                 "memory_limit_mb is 0; leave it unset for no limit".into(),
+            ));
+        }
+        if self.rescan_seconds == 0 {
+            return Err(Error::Config(
+                "rescan_seconds is 0; a node lists its files at most once a second".into(),
             ));
         }
         if let Some(user) = self

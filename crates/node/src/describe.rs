@@ -14,20 +14,27 @@ use sunlight_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::catalog::TableState;
+use crate::config::LinkageConfig;
 use crate::models::ModelRunner;
 use crate::node::Node;
+use crate::served::Served;
 use crate::shared;
 
 /// Answers `Describe` from the node's catalog and runs model steps.
 pub struct NodeControl {
-    node: Arc<Node>,
-    runner: ModelRunner,
+    served: Arc<Served>,
+    linkage: LinkageConfig,
 }
 
 impl NodeControl {
-    /// Controls `node`, running models with `runner`.
-    pub fn new(node: Arc<Node>, runner: ModelRunner) -> Self {
-        Self { node, runner }
+    /// Controls `served`, running model steps with its `linkage` key.
+    pub fn new(served: Arc<Served>, linkage: LinkageConfig) -> Self {
+        Self { served, linkage }
+    }
+
+    /// A runner of model steps over `node`.
+    fn runner(&self, node: Arc<Node>) -> ModelRunner {
+        ModelRunner::new(node, self.served.root().clone(), self.linkage.clone())
     }
 }
 
@@ -46,19 +53,27 @@ impl NodeService for NodeControl {
         &self,
         request: Request<ModelStep>,
     ) -> Result<Response<ModelStepReply>, Status> {
-        self.node.city_only(&caller(&request), "model step")?;
-        Ok(Response::new(self.runner.step(request.into_inner()).await?))
+        let node = self.served.node();
+        node.city_only(&caller(&request), "model step")?;
+        let reply = self.runner(node).step(request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn open_case(&self, request: Request<CaseOpening>) -> Result<Response<CaseRows>, Status> {
-        self.node.city_only(&caller(&request), "case opening")?;
-        let arrow_ipc = self.runner.hits().open_case(request.get_ref()).await?;
+        let node = self.served.node();
+        node.city_only(&caller(&request), "case opening")?;
+        let arrow_ipc = self
+            .runner(node)
+            .hits()
+            .open_case(request.get_ref())
+            .await?;
         Ok(Response::new(CaseRows { arrow_ipc }))
     }
 
     async fn list_hits(&self, request: Request<RunHits>) -> Result<Response<CaseRows>, Status> {
-        self.node.city_only(&caller(&request), "hit listing")?;
-        let arrow_ipc = self.runner.hits().listed(request.get_ref()).await?;
+        let node = self.served.node();
+        node.city_only(&caller(&request), "hit listing")?;
+        let arrow_ipc = self.runner(node).hits().listed(request.get_ref()).await?;
         Ok(Response::new(CaseRows { arrow_ipc }))
     }
 
@@ -68,7 +83,7 @@ impl NodeService for NodeControl {
     ) -> Result<Response<OutcomeReply>, Status> {
         let user = caller(&request);
         let recorded_at = self
-            .runner
+            .runner(self.served.node())
             .hits()
             .record_outcome(request.get_ref(), &user)
             .await?;
@@ -79,7 +94,7 @@ impl NodeService for NodeControl {
         &self,
         request: Request<PersonTokensRequest>,
     ) -> Result<Response<PersonTokenSet>, Status> {
-        let tokens = shared::person_tokens(&self.node, &caller(&request)).await?;
+        let tokens = shared::person_tokens(&self.served.node(), &caller(&request)).await?;
         Ok(Response::new(tokens))
     }
 
@@ -88,7 +103,7 @@ impl NodeService for NodeControl {
         request: Request<SharedPersons>,
     ) -> Result<Response<SharedPersonsReply>, Status> {
         let user = caller(&request);
-        let reply = shared::share_persons(&self.node, &user, request.into_inner()).await?;
+        let reply = shared::share_persons(&self.served.node(), &user, request.into_inner()).await?;
         Ok(Response::new(reply))
     }
 
@@ -97,20 +112,21 @@ impl NodeService for NodeControl {
         request: Request<Analysts>,
     ) -> Result<Response<AnalystsReply>, Status> {
         let user = caller(&request);
-        self.node.city_only(&user, "county analysts")?;
-        if self.node.privacy().local_analysts_only {
+        let node = self.served.node();
+        node.city_only(&user, "county analysts")?;
+        if node.privacy().local_analysts_only {
             return Err(Status::failed_precondition(format!(
                 "node {} takes no county analysts from the city ([auth] local_analysts_only)",
-                self.node.code()
+                node.code()
             )));
         }
-        let (changed, reply) = self.node.analysts().replace(request.get_ref())?;
+        let (changed, reply) = node.analysts().replace(request.get_ref())?;
         if changed {
-            self.node.audit().record(
+            node.audit().record(
                 &user,
                 "county analysts",
                 &format!("version {}", reply.version),
-                &format!("holds {}", self.node.analysts().names().join(", ")),
+                &format!("holds {}", node.analysts().names().join(", ")),
             );
         }
         Ok(Response::new(reply))
@@ -120,8 +136,8 @@ impl NodeService for NodeControl {
         &self,
         _request: Request<DescribeRequest>,
     ) -> Result<Response<NodeDescription>, Status> {
-        let tables = self
-            .node
+        let node = self.served.node();
+        let tables = node
             .tables()
             .iter()
             .map(|(table, state)| {
@@ -142,7 +158,7 @@ impl NodeService for NodeControl {
                 }
             })
             .collect();
-        let code = self.node.code();
+        let code = node.code();
         Ok(Response::new(NodeDescription {
             code: code.to_string(),
             name: code.info().name.to_string(),

@@ -10,6 +10,7 @@ use sunlight_flightsql::{Answer, QueryRequest, SqlEngine, Statement, StatementSc
 use tonic::Status;
 
 use crate::node::Node;
+use crate::served::Served;
 use crate::{Error, fragment};
 
 fn answer(schema: arrow::datatypes::SchemaRef, stream: SendableRecordBatchStream) -> Answer {
@@ -43,9 +44,9 @@ impl Node {
 }
 
 #[tonic::async_trait]
-impl SqlEngine for Node {
+impl SqlEngine for Served {
     fn server_name(&self) -> String {
-        format!("sunlight node {}", self.code())
+        format!("sunlight node {}", self.node().code())
     }
 
     async fn schema(
@@ -53,8 +54,9 @@ impl SqlEngine for Node {
         statement: &Statement,
         request: &QueryRequest,
     ) -> Result<StatementSchemas, Status> {
-        self.local_analyst(statement, request)?;
-        Ok(self.query_schema(statement).await?)
+        let node = self.node();
+        node.local_analyst(statement, request)?;
+        Ok(node.query_schema(statement).await?)
     }
 
     async fn execute(
@@ -62,9 +64,10 @@ impl SqlEngine for Node {
         statement: &Statement,
         request: &QueryRequest,
     ) -> Result<Answer, Status> {
-        self.local_analyst(statement, request)?;
-        let result = self.query(statement).await;
-        self.audit().record(
+        let node = self.node();
+        node.local_analyst(statement, request)?;
+        let result = node.query(statement).await;
+        node.audit().record(
             &request.caller.user,
             "sql",
             &statement.to_string(),
@@ -78,7 +81,7 @@ impl SqlEngine for Node {
     }
 
     async fn tables(&self) -> Result<Vec<TableInfo>, Status> {
-        Ok(self.catalog_tables().await?)
+        Ok(self.node().catalog_tables().await?)
     }
 
     async fn do_get_other(
@@ -94,8 +97,9 @@ impl SqlEngine for Node {
         };
         let fragment = fragment.map_err(Error::Query)?;
         let query = fragment.query_id.clone();
-        let result = fragment::run(self, fragment).await;
-        self.audit().record(
+        let node = self.node();
+        let result = fragment::run(&node, fragment).await;
+        node.audit().record(
             &request.caller.user,
             "fragment",
             &query,

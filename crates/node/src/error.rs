@@ -31,7 +31,7 @@ pub enum Error {
         /// The cause.
         source: object_store::Error,
     },
-    /// A query touched a table whose files were refused at start.
+    /// A query touched a table whose files the node refused when it checked them.
     #[error("table {table} is not served by this node: {}", describe(.problems))]
     TableRefused {
         /// The refused table.
@@ -50,7 +50,8 @@ pub enum Error {
     Data(String),
     /// A query reads files that are gone or changed since the node checked them.
     #[error(
-        "{}; restore what changed, or restart the node so that it checks its files again",
+        "{}; the node serves its files as they are now once it has checked them again, \
+         at its next listing of them (every rescan_seconds)",
         describe(.0)
     )]
     FilesChanged(Vec<TableProblem>),

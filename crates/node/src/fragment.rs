@@ -66,7 +66,7 @@ async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
             let counted = node.persons_of(whole.table).await?;
             match one_group(node, &whole).await? {
                 true => {
-                    // Answered from the statistics the files had at start, which must
+                    // Answered from the statistics the files had when checked, which must
                     // still be the files.
                     node.files().unchanged(whole.table).await?;
                     (

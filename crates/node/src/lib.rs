@@ -24,6 +24,7 @@ mod optimize;
 mod parallel;
 mod persons;
 mod proven;
+mod served;
 mod server;
 mod shared;
 
@@ -39,4 +40,5 @@ pub use hits::{
 };
 pub use models::ModelRunner;
 pub use node::Node;
+pub use served::Served;
 pub use server::{RunningNode, start_node};

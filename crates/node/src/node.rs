@@ -30,18 +30,23 @@ use crate::persons::PersonIndex;
 use crate::shared::SharedSets;
 use crate::{Error, Result};
 
-/// A running node's data.
+/// A running node over its files as it last loaded them.
 pub struct Node {
     code: NodeCode,
     catalog: NodeCatalog,
     state: SessionState,
     task: Arc<TaskContext>,
     privacy: Privacy,
-    audit: NodeAudit,
     persons: PersonIndex,
     statistics: OnceMap<Table, Arc<Statistics>>,
     standards: OnceCell<String>,
     shared: SharedSets,
+    lasting: Arc<Lasting>,
+}
+
+/// What a node keeps when it loads its files again.
+struct Lasting {
+    audit: NodeAudit,
     analysts: CityAnalysts,
     compute: Compute,
 }
@@ -65,32 +70,46 @@ impl Node {
         privacy: Privacy,
         audit: NodeAudit,
     ) -> Result<Self> {
+        let lasting = Lasting {
+            audit,
+            analysts: CityAnalysts::default(),
+            compute: Compute::start().map_err(Error::Threads)?,
+        };
+        Ok(Self::over(code, catalog, privacy, Arc::new(lasting)))
+    }
+
+    /// This node over `catalog`, its files as loaded again: the same users, access log
+    /// and query threads, with its persons numbered afresh.
+    pub(crate) fn reloaded(&self, catalog: NodeCatalog) -> Self {
+        let mut privacy = self.privacy.clone();
+        privacy.policy.persons = Arc::new(self.privacy.policy.persons.emptied());
+        Self::over(self.code, catalog, privacy, self.lasting.clone())
+    }
+
+    fn over(code: NodeCode, catalog: NodeCatalog, privacy: Privacy, lasting: Arc<Lasting>) -> Self {
         let state = catalog.context.state();
-        let compute = Compute::start().map_err(Error::Threads)?;
-        Ok(Self {
+        Self {
             code,
             task: state.task_ctx(),
             state,
             catalog,
             persons: PersonIndex::new(privacy.policy.persons.clone()),
             privacy,
-            audit,
             statistics: OnceMap::default(),
             standards: OnceCell::new(),
             shared: SharedSets::default(),
-            analysts: CityAnalysts::default(),
-            compute,
-        })
+            lasting,
+        }
     }
 
     /// The runtime that computes the node's queries and fragments.
     pub(crate) fn compute(&self) -> &Compute {
-        &self.compute
+        &self.lasting.compute
     }
 
     /// The county analysts of this node that the city registered.
     pub(crate) fn analysts(&self) -> &CityAnalysts {
-        &self.analysts
+        &self.lasting.analysts
     }
 
     /// Refuses `user` unless it is the city's coordinator, and records the refusal: the
@@ -100,7 +119,7 @@ impl Node {
             return Ok(());
         }
         let reason = format!("{action} is for the city's coordinator; user {user} is not");
-        self.audit
+        self.audit()
             .record(user, action, "", &format!("refused: {reason}"));
         Err(Error::NotCity(reason))
     }
@@ -193,7 +212,7 @@ impl Node {
 
     /// The node's access log.
     pub fn audit(&self) -> &NodeAudit {
-        &self.audit
+        &self.lasting.audit
     }
 
     /// The egress guard's settings.
@@ -211,7 +230,12 @@ impl Node {
         &self.catalog.tables
     }
 
-    /// The served files as the node checked them at start.
+    /// The node's tables and files as it loaded them.
+    pub(crate) fn catalog(&self) -> &NodeCatalog {
+        &self.catalog
+    }
+
+    /// The served files as the node last checked them.
     pub(crate) fn files(&self) -> &CheckedFiles {
         &self.catalog.files
     }
@@ -281,7 +305,7 @@ impl Node {
         let schema = frame.schema().inner().clone();
         let task = Arc::new(frame.task_ctx());
         let plan = frame.create_physical_plan().await?;
-        Ok((schema, self.compute.execute(plan, task)?))
+        Ok((schema, self.compute().execute(plan, task)?))
     }
 
     /// Every table a client may query, as the catalog calls describe it.

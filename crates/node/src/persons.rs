@@ -256,7 +256,7 @@ fn with_persons(
     let changed = || {
         Error::Data(format!(
             "file {file} has more rows than when the node numbered its persons; \
-             restart the node after changing its files"
+             the node serves it as it is now once it has checked it again"
         ))
         .into_datafusion()
     };

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use sha2::{Digest, Sha256};
@@ -18,9 +19,9 @@ use crate::audit::NodeAudit;
 use crate::catalog::{DataRoot, NodeCatalog};
 use crate::config::NodeConfig;
 use crate::describe::NodeControl;
-use crate::models::ModelRunner;
 use crate::node::{Node, Privacy};
 use crate::persons::number_persons;
+use crate::served::{Served, watch};
 use crate::{Error, Result};
 
 /// Largest model step message, either way: a county's linkage tokens, 16 bytes a row.
@@ -30,16 +31,20 @@ const MAX_MODEL_MESSAGE: usize = 1 << 30;
 pub struct RunningNode {
     /// The address the server listens on.
     pub addr: SocketAddr,
-    /// The node's data and tables.
-    pub node: Arc<Node>,
+    served: Arc<Served>,
     server: RunningServer,
 }
 
 impl RunningNode {
+    /// The node's data and tables, as it serves them now.
+    pub fn node(&self) -> Arc<Node> {
+        self.served.node()
+    }
+
     /// Waits until the node has numbered the persons of its tables, which it starts
     /// doing in the background as it starts serving.
     pub async fn persons_numbered(&self) {
-        number_persons(self.node.clone()).await;
+        number_persons(self.node()).await;
     }
 
     /// Stops accepting calls, lets calls in flight finish and waits for the server.
@@ -56,14 +61,15 @@ impl RunningNode {
 /// for it. Every refused call goes to the access log.
 struct NodeUsers {
     tokens: BTreeMap<String, String>,
-    node: Arc<Node>,
+    served: Arc<Served>,
 }
 
 impl Credentials for NodeUsers {
     fn user(&self, token: &str) -> Result<String, tonic::Status> {
         self.tokens.user(token).or_else(|unknown| {
             let now_ms = chrono::Utc::now().timestamp_millis();
-            self.node
+            self.served
+                .node()
                 .analysts()
                 .user(token, now_ms)
                 .unwrap_or(Err(unknown))
@@ -74,9 +80,12 @@ impl Credentials for NodeUsers {
         let detail = token
             .map(|t| format!("token sha256 {}", &hex::encode(Sha256::digest(t))[..12]))
             .unwrap_or_default();
-        self.node
-            .audit()
-            .record("unknown", "access", &detail, &format!("refused: {reason}"));
+        self.served.node().audit().record(
+            "unknown",
+            "access",
+            &detail,
+            &format!("refused: {reason}"),
+        );
     }
 }
 
@@ -96,24 +105,23 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
         local_analysts_only: config.auth.local_analysts_only,
     };
     let audit = NodeAudit::open(config.audit_log.as_deref())?;
-    let node = Arc::new(Node::new(code, catalog, privacy, audit)?);
+    let served = Arc::new(Served::new(Node::new(code, catalog, privacy, audit)?, root));
 
     let tokens = TokenTable::with(NodeUsers {
         tokens: config.auth.tokens.clone(),
-        node: node.clone(),
+        served: served.clone(),
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<FlightServiceServer<FlightSqlEndpoint<Node>>>()
+        .set_serving::<FlightServiceServer<FlightSqlEndpoint<Served>>>()
         .await;
     let flight = InterceptedService::new(
-        FlightSqlServer::new(node.clone()).into_service(),
+        FlightSqlServer::new(served.clone()).into_service(),
         tokens.clone(),
     );
-    let runner = ModelRunner::new(node.clone(), root, config.linkage.clone());
     // Token sets of a county run to tens of megabytes.
     let control = InterceptedService::new(
-        NodeServiceServer::new(NodeControl::new(node.clone(), runner))
+        NodeServiceServer::new(NodeControl::new(served.clone(), config.linkage.clone()))
             .max_decoding_message_size(MAX_MODEL_MESSAGE)
             .max_encoding_message_size(MAX_MODEL_MESSAGE),
         tokens,
@@ -135,6 +143,12 @@ pub async fn start_node(config: NodeConfig) -> Result<RunningNode> {
         })?;
     let addr = server.addr();
     tracing::info!(node = %code, %addr, "serving Flight SQL");
-    tokio::spawn(number_persons(node.clone()));
-    Ok(RunningNode { addr, node, server })
+    tokio::spawn(number_persons(served.node()));
+    let every = Duration::from_secs(config.rescan_seconds);
+    tokio::spawn(watch(Arc::downgrade(&served), every));
+    Ok(RunningNode {
+        addr,
+        served,
+        server,
+    })
 }

@@ -95,7 +95,7 @@ pub async fn share_persons(
     if request.instance != shared.instance {
         return Err(Error::FragmentRefused(format!(
             "the shared persons were found from the tokens of another process of node {} \
-             (it restarted since); ask for its tokens again",
+             (it restarted, or loaded its files again, since); ask for its tokens again",
             node.code()
         )));
     }

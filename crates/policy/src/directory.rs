@@ -53,6 +53,16 @@ impl PersonDirectory {
         }
     }
 
+    /// An empty directory with this one's tokens and sketch keys, for the node's files
+    /// as it loads them again: sketches keep comparing answers across the reload.
+    pub fn emptied(&self) -> Self {
+        Self {
+            keys: self.keys.clone(),
+            tokens: self.tokens.clone(),
+            numbered: RwLock::default(),
+        }
+    }
+
     /// The node's tokens for identifiers, if it has a linkage key.
     pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.tokens.as_ref()
