@@ -266,6 +266,7 @@ mod tests {
         for (setting, message) in [
             ("partitions = 0", "partitions is 0"),
             ("memory_limit_mb = 0", "memory_limit_mb is 0"),
+            ("rescan_seconds = 0", "rescan_seconds is 0"),
         ] {
             let text = format!(
                 "code = \"140215\"\n{setting}\n[auth.tokens]\nanalyst = \"secret-token\"\n"
