@@ -6,6 +6,7 @@
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+use sunlight_domain::Table;
 use tokio::sync::Mutex;
 use tokio::time::MissedTickBehavior;
 
@@ -63,7 +64,7 @@ impl Served {
 }
 
 /// What the node serves of each table, in a line.
-fn summary(tables: &[(sunlight_domain::Table, TableState)]) -> String {
+fn summary(tables: &[(Table, TableState)]) -> String {
     let states: Vec<String> = tables
         .iter()
         .map(|(table, state)| match state {
