@@ -476,10 +476,19 @@ mod tests {
     use super::*;
     use crate::types::{Actor, Command, Proposal};
 
-    /// A state machine over a new store in `dir` with `records` audit records applied.
-    fn machine(dir: &Path, records: usize) -> MetaStateMachine {
+    /// The store in `dir` and a state machine over it.
+    fn opened(dir: &Path) -> (MetaStore, MetaStateMachine) {
         let (store, _) = MetaStore::open(dir, 1, false).unwrap();
-        let machine = MetaStateMachine::open(store).unwrap();
+        (store.clone(), MetaStateMachine::open(store).unwrap())
+    }
+
+    /// A state machine over a new store in `dir` with `records` audit records applied,
+    /// the snapshot it built and the state it holds.
+    async fn snapshotted(
+        dir: &Path,
+        records: usize,
+    ) -> (MetaStateMachine, Snapshot<TypeConfig>, MetaState) {
+        let (_, mut machine) = opened(dir);
         {
             let mut applied = machine.applied.write().unwrap();
             for i in 0..records {
@@ -499,15 +508,15 @@ mod tests {
             }
             applied.last = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
         }
-        machine
+        let snapshot = machine.build_snapshot().await.unwrap();
+        let state = machine.applied.read().unwrap().state.clone();
+        (machine, snapshot, state)
     }
 
     #[tokio::test]
     async fn a_snapshot_is_stored_as_serialized_and_loaded_at_start() {
         let dir = tempfile::tempdir().unwrap();
-        let mut built = machine(dir.path(), 3);
-        let snapshot = built.build_snapshot().await.unwrap();
-        let state = built.applied.read().unwrap().state.clone();
+        let (built, snapshot, state) = snapshotted(dir.path(), 3).await;
         assert_eq!(
             serde_json::from_slice::<MetaState>(&snapshot.snapshot).unwrap(),
             state
@@ -516,8 +525,7 @@ mod tests {
         assert_eq!(stored.data, *snapshot.snapshot, "stored byte for byte");
         drop(built);
 
-        let (store, _) = MetaStore::open(dir.path(), 1, false).unwrap();
-        let reopened = MetaStateMachine::open(store).unwrap();
+        let (_, reopened) = opened(dir.path());
         let applied = reopened.applied.read().unwrap();
         assert_eq!(applied.state, state);
         assert_eq!(applied.last.map(|l| l.index), Some(9));
@@ -526,9 +534,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_of_an_earlier_version_is_loaded_and_then_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let mut built = machine(dir.path(), 2);
-        let snapshot = built.build_snapshot().await.unwrap();
-        let state = built.applied.read().unwrap().state.clone();
+        let (built, snapshot, state) = snapshotted(dir.path(), 2).await;
         // As earlier versions stored it: one JSON value, the data as numbers.
         let legacy = serde_json::json!({"meta": snapshot.meta, "data": *snapshot.snapshot});
         let store = built.store.clone();
@@ -543,8 +549,7 @@ mod tests {
         store.put(LEGACY_SNAPSHOT, &legacy).unwrap();
         drop((built, store));
 
-        let (store, _) = MetaStore::open(dir.path(), 1, false).unwrap();
-        let mut reopened = MetaStateMachine::open(store.clone()).unwrap();
+        let (store, mut reopened) = opened(dir.path());
         assert_eq!(reopened.applied.read().unwrap().state, state);
         reopened.build_snapshot().await.unwrap();
         assert!(

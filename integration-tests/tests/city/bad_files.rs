@@ -220,10 +220,7 @@ async fn values_the_contract_does_not_allow_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn files_that_change_between_listings_are_named() {
     let root = node_files();
-    let node = NodeProcess::start_with("140222", root.path(), &["--rescan-seconds", "3600"]);
-    let coordinator = NodeProcess::coordinator(&[("140222".into(), node.addr.clone())], &[]);
-    let mut local = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
-    let mut city = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let (_node, _city, mut local, mut city) = node_and_city(root.path(), "3600").await;
     let sql = "SELECT employer_type, count(*), min(start_date) FROM payroll GROUP BY 1";
     let before = city.query(sql).await.unwrap();
     assert!(before.num_rows() > 0);
@@ -278,10 +275,7 @@ async fn files_that_change_between_listings_are_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn files_that_change_are_served_from_the_next_listing() {
     let root = node_files();
-    let node = NodeProcess::start_with("140222", root.path(), &["--rescan-seconds", "1"]);
-    let coordinator = NodeProcess::coordinator(&[("140222".into(), node.addr.clone())], &[]);
-    let mut local = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
-    let mut city = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let (_node, _city, mut local, mut city) = node_and_city(root.path(), "1").await;
     let sql = "SELECT count(*), count(DISTINCT person_id) FROM disbursements";
     let before = counts(&mut local, sql).await;
     assert_eq!(counts(&mut city, sql).await, before);
@@ -322,6 +316,19 @@ async fn files_that_change_are_served_from_the_next_listing() {
     let restored = Ok(before);
     assert_eq!(until(&mut local, sql, |c| *c == restored).await, restored);
     assert_eq!(counts(&mut city, sql).await, restored);
+}
+
+/// Node 140222 over `root`, listing its files every `rescan_seconds`, and a coordinator
+/// over it, with a client of each: the processes, the node's client, the city's.
+async fn node_and_city(
+    root: &Path,
+    rescan_seconds: &str,
+) -> (NodeProcess, NodeProcess, SqlClient, SqlClient) {
+    let node = NodeProcess::start_with("140222", root, &["--rescan-seconds", rescan_seconds]);
+    let city = NodeProcess::coordinator(&[("140222".into(), node.addr.clone())], &[]);
+    let local_client = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
+    let city_client = SqlClient::connect(&city.addr, TOKEN).await.unwrap();
+    (node, city, local_client, city_client)
 }
 
 /// The integers of the one row `sql` answers, or its error.
