@@ -425,22 +425,34 @@ impl TableProvider for CheckedTable {
 }
 
 /// The files of `table`'s folder under `root`, in the order of their names: the Parquet
-/// files, and the others (a file being written, say, or a CSV not yet imported).
+/// files, and the others (a CSV not yet imported, say). Files below a hidden name (`.`)
+/// or a writer's own (`_`), such as Spark's `_temporary` folder and `_SUCCESS` marker,
+/// are neither: writers keep there what is not, or not yet, part of the table.
 async fn table_files(root: &DataRoot, table: Table) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
     let prefix = root.table_prefix(table);
-    let mut objects: Vec<ObjectMeta> =
-        root.store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|source| Error::Store {
-                location: root.object_url(&prefix).to_string(),
-                source,
-            })?;
+    let mut objects: Vec<ObjectMeta> = root
+        .store
+        .list(Some(&prefix))
+        .try_filter(|object| std::future::ready(!is_writers_own(&prefix, &object.location)))
+        .try_collect()
+        .await
+        .map_err(|source| Error::Store {
+            location: root.object_url(&prefix).to_string(),
+            source,
+        })?;
     objects.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(objects
         .into_iter()
         .partition(|object| object.location.as_ref().ends_with(".parquet")))
+}
+
+/// Whether a name of `location` below `folder` starts with `.` or `_`.
+fn is_writers_own(folder: &ObjectPath, location: &ObjectPath) -> bool {
+    location
+        .prefix_match(folder)
+        .into_iter()
+        .flatten()
+        .any(|part| part.as_ref().starts_with(['.', '_']))
 }
 
 /// Checks `objects`, the Parquet files of `table`, and registers the table where it holds

@@ -2,7 +2,8 @@
 //! large, view or dictionary-encoded strings, numbers and dates in types that hold every
 //! value of the contract's, columns in another order, columns the contract does not name,
 //! a table split into several files and small row groups are served as the generator's
-//! files are; the columns the contract does not name are not served at all.
+//! files are; the columns the contract does not name are not served at all, nor the files
+//! writers keep beside a table's.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -100,6 +101,15 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
         &DataType::Utf8,
         &DataType::Date64,
     );
+    // What writers leave beside a table's files is not part of it: Spark's marker and
+    // the files of a job still writing, and hidden files.
+    let disbursements = copy.path().join("disbursements");
+    let attempt = disbursements.join("_temporary/0/_temporary/attempt_0");
+    std::fs::create_dir_all(&attempt).unwrap();
+    let layout = disbursements.join("layout-0.parquet");
+    std::fs::copy(&layout, attempt.join("part-00000.snappy.parquet")).unwrap();
+    std::fs::copy(&layout, disbursements.join(".layout-0.parquet")).unwrap();
+    std::fs::write(disbursements.join("_SUCCESS"), b"").unwrap();
 
     let rewritten = NodeProcess::start(code.as_str(), copy.path());
     assert!(
