@@ -17,9 +17,8 @@ use arrow::compute::cast;
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
 use encoding_rs::{DecoderResult, Encoding, UTF_8};
-use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -295,21 +294,12 @@ fn convert(
 async fn held_payments(root: &DataRoot, batch: &RecordBatch) -> Result<()> {
     let column = batch.column_by_name(PAYMENT).expect("contract column");
     let new: HashSet<&str> = column.as_string::<i32>().iter().flatten().collect();
-    let prefix = root.table_prefix(Table::Disbursements);
     let store_error = |location: &ObjectPath, e: &dyn std::fmt::Display| Error::Store {
         location: root.object_url(location).to_string(),
         reason: e.to_string(),
     };
-    let files: Vec<ObjectMeta> = root
-        .store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| store_error(&prefix, &e))?;
-    for file in files
-        .iter()
-        .filter(|f| f.location.as_ref().ends_with(".parquet"))
-    {
+    let (files, _) = root.table_files(Table::Disbursements).await?;
+    for file in &files {
         let bytes = async { root.store().get(&file.location).await?.bytes().await }
             .await
             .map_err(|e| store_error(&file.location, &e))?;

@@ -122,6 +122,28 @@ impl DataRoot {
         self.folder(table.name())
     }
 
+    /// The files of `table`'s folder, in the order of their names: the Parquet files, and
+    /// the others (a CSV not yet imported, say). Files below a hidden name (`.`) or a
+    /// writer's own (`_`), such as Spark's `_temporary` folder and `_SUCCESS` marker, are
+    /// neither: writers keep there what is not, or not yet, part of the table.
+    pub async fn table_files(&self, table: Table) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
+        let prefix = self.table_prefix(table);
+        let mut objects: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_filter(|object| std::future::ready(!is_writers_own(&prefix, &object.location)))
+            .try_collect()
+            .await
+            .map_err(|source| Error::Store {
+                location: self.object_url(&prefix).to_string(),
+                source,
+            })?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects
+            .into_iter()
+            .partition(|object| object.location.as_ref().ends_with(".parquet")))
+    }
+
     /// The prefix of the folder `name` in the store.
     pub fn folder(&self, name: &str) -> ObjectPath {
         self.prefix.clone().join(name)
@@ -215,7 +237,7 @@ impl NodeCatalog {
     /// loaded from, each of the same size and date, and no other.
     pub async fn is_current(&self, root: &DataRoot) -> Result<bool> {
         for (table, listed) in Table::ALL.into_iter().zip(&self.listed) {
-            if table_files(root, table).await?.0 != *listed {
+            if root.table_files(table).await?.0 != *listed {
                 return Ok(false);
             }
         }
@@ -234,7 +256,7 @@ impl NodeCatalog {
         let mut tables = Vec::new();
         let mut listed = Vec::new();
         for table in Table::ALL {
-            let (files, others) = table_files(root, table).await?;
+            let (files, others) = root.table_files(table).await?;
             for other in others {
                 let url = root.object_url(&other.location);
                 tracing::warn!(file = %url, "ignoring a file that is not Parquet; use `sunlight import` for CSV");
@@ -422,28 +444,6 @@ impl TableProvider for CheckedTable {
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
         self.listing.supports_filters_pushdown(filters)
     }
-}
-
-/// The files of `table`'s folder under `root`, in the order of their names: the Parquet
-/// files, and the others (a CSV not yet imported, say). Files below a hidden name (`.`)
-/// or a writer's own (`_`), such as Spark's `_temporary` folder and `_SUCCESS` marker,
-/// are neither: writers keep there what is not, or not yet, part of the table.
-async fn table_files(root: &DataRoot, table: Table) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
-    let prefix = root.table_prefix(table);
-    let mut objects: Vec<ObjectMeta> = root
-        .store
-        .list(Some(&prefix))
-        .try_filter(|object| std::future::ready(!is_writers_own(&prefix, &object.location)))
-        .try_collect()
-        .await
-        .map_err(|source| Error::Store {
-            location: root.object_url(&prefix).to_string(),
-            source,
-        })?;
-    objects.sort_by(|a, b| a.location.cmp(&b.location));
-    Ok(objects
-        .into_iter()
-        .partition(|object| object.location.as_ref().ends_with(".parquet")))
 }
 
 /// Whether a name of `location` below `folder` starts with `.` or `_`.
