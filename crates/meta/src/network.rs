@@ -13,18 +13,30 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, OptionalSend, Snapshot, Vote};
+use openraft::{BasicNode, Entry, OptionalSend, Snapshot, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sunlight_proto::v1::raft_client::RaftClient;
-use sunlight_proto::v1::{RaftPayload, SnapshotPayload};
+use sunlight_proto::v1::{RaftPayload, SnapshotChunk};
 use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::types::{ReplicaId, TypeConfig};
 
 /// The largest raft message: a batch of entries ([`MAX_PAYLOAD_ENTRIES`] of them, each
-/// as large as a statement the city takes) or a snapshot of the whole state.
+/// as large as a statement the city takes).
 pub(crate) const MAX_RAFT_MESSAGE: usize = 1 << 30;
+
+/// Bytes of JSON of the entries in one AppendEntries message, beyond its first entry: the
+/// message must be sent and stored within the heartbeat interval, which openraft allows
+/// each, and entries of the audit log can be megabytes.
+const APPEND_BYTES: usize = 4 << 20;
+
+/// Bytes of a snapshot in one message; a snapshot of any size travels as many.
+const SNAPSHOT_CHUNK: usize = 4 << 20;
+
+/// The slowest a snapshot may cross, in bytes a second: sending one may take as long as
+/// its size at this rate, on top of a raft call's timeout, which is for small messages.
+const SNAPSHOT_RATE: f64 = (8 << 20) as f64;
 
 /// Entries in one AppendEntries message at the most: an entry holds a whole statement of
 /// the audit log, up to the 4 MiB a Flight SQL request may carry.
@@ -228,6 +240,17 @@ impl PeerClient {
     }
 }
 
+/// How many of `entries`, from the first, one message carries: the first, and those after
+/// it while their JSON fits in [`APPEND_BYTES`].
+fn fitting(entries: &[Entry<TypeConfig>]) -> usize {
+    let mut bytes = 0;
+    let fits = entries.iter().skip(1).take_while(|entry| {
+        bytes += serde_json::to_vec(entry).map_or(0, |json| json.len());
+        bytes <= APPEND_BYTES
+    });
+    (1 + fits.count()).min(entries.len())
+}
+
 #[derive(Clone, Copy)]
 enum Method {
     Vote,
@@ -237,13 +260,21 @@ enum Method {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<
         AppendEntriesResponse<ReplicaId>,
         RPCError<ReplicaId, BasicNode, RaftError<ReplicaId>>,
     > {
-        self.rpc(Method::AppendEntries, &rpc, option).await
+        let fitting = fitting(&rpc.entries);
+        let cut = fitting < rpc.entries.len();
+        rpc.entries.truncate(fitting);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        Ok(match self.rpc(Method::AppendEntries, &rpc, option).await? {
+            // The entries left out go in the next message.
+            AppendEntriesResponse::Success if cut => AppendEntriesResponse::PartialSuccess(last),
+            answer => answer,
+        })
     }
 
     async fn vote(
@@ -261,24 +292,31 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<ReplicaId>, StreamingError<TypeConfig, Fatal<ReplicaId>>> {
-        let payload = SnapshotPayload {
+        let data = *snapshot.snapshot;
+        let ttl = option.hard_ttl() + Duration::from_secs_f64(data.len() as f64 / SNAPSHOT_RATE);
+        let mut first = Some(SnapshotChunk {
             from: self.clients.from,
             vote: serde_json::to_vec(&vote).map_err(network)?,
             meta: serde_json::to_vec(&snapshot.meta).map_err(network)?,
-            data: *snapshot.snapshot,
-        };
+            data: Vec::new(),
+        });
+        // Made one at a time as the transport takes them: the snapshot is not copied whole.
+        let pieces = data.len().div_ceil(SNAPSHOT_CHUNK).max(1);
+        let chunks = futures::stream::iter((0..pieces).map(move |i| {
+            let end = data.len().min((i + 1) * SNAPSHOT_CHUNK);
+            let mut chunk = first.take().unwrap_or_default();
+            chunk.data = data[i * SNAPSHOT_CHUNK..end].to_vec();
+            chunk
+        }));
         let bytes = self
-            .call(
-                option.hard_ttl(),
-                move |mut client, bearer, ttl| async move {
-                    let mut request = tonic::Request::new(payload);
-                    request.set_timeout(ttl);
-                    request
-                        .metadata_mut()
-                        .insert("authorization", bearer.parse().expect("ascii secret"));
-                    client.install_snapshot(request).await
-                },
-            )
+            .call(ttl, move |mut client, bearer, ttl| async move {
+                let mut request = tonic::Request::new(chunks);
+                request.set_timeout(ttl);
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.parse().expect("ascii secret"));
+                client.install_snapshot(request).await
+            })
             .await?;
         let answer: Result<SnapshotResponse<ReplicaId>, Fatal<ReplicaId>> =
             serde_json::from_slice(&bytes).map_err(network)?;

@@ -8,18 +8,18 @@ use sunlight_proto::v1::admin_server::{Admin, AdminServer};
 use sunlight_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use sunlight_proto::v1::{
     AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, ProposeReply, ProposeRequest,
-    RaftPayload, ReadReply, ReadRequest, RemoveReplicaRequest, Section, SnapshotPayload,
+    RaftPayload, ReadReply, ReadRequest, RemoveReplicaRequest, Section, SnapshotChunk,
 };
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::replica::Replica;
 use crate::types::{Command, Outcome, Role};
 
-/// The raft service of `replica`. A batch of entries, or a snapshot, is one message, and
-/// entries hold whole statements of the audit log: far more than gRPC's 4 MiB default.
+/// The raft service of `replica`. A batch of entries is one message, and entries hold
+/// whole statements of the audit log: far more than gRPC's 4 MiB default.
 pub fn raft_service(replica: Arc<Replica>) -> RaftServer<RaftService> {
     RaftServer::new(RaftService { replica }).max_decoding_message_size(MAX_RAFT_MESSAGE)
 }
@@ -124,15 +124,24 @@ impl RaftRpc for RaftService {
 
     async fn install_snapshot(
         &self,
-        request: Request<SnapshotPayload>,
+        request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.admit(request.metadata(), request.get_ref().from)?;
-        let payload = request.into_inner();
-        let vote = decode(&payload.vote, "snapshot vote")?;
-        let meta = decode(&payload.meta, "snapshot meta")?;
+        let metadata = request.metadata().clone();
+        let mut chunks = request.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::from(Error::Invalid("a snapshot call sent no piece".into())))?;
+        self.admit(&metadata, first.from)?;
+        let vote = decode(&first.vote, "snapshot vote")?;
+        let meta = decode(&first.meta, "snapshot meta")?;
+        let mut data = first.data;
+        while let Some(chunk) = chunks.message().await? {
+            data.extend_from_slice(&chunk.data);
+        }
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(payload.data),
+            snapshot: Box::new(data),
         };
         let answer = self
             .replica

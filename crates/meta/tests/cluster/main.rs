@@ -213,14 +213,83 @@ async fn a_corrupt_replica_is_named_and_rebuilt_from_its_peers() {
         message.contains("meta.redb") && message.contains("rebuild"),
         "{message}"
     );
-    // Rebuild: drop the replica from the group, wipe it, start it empty and add it back.
+    rebuild(&mut cluster, &mut client, victim).await;
+    let state = cluster.converged(ELECTION).await;
+    assert_eq!(markers(&state).len(), 150);
+    cluster.stop_all().await;
+}
+
+/// Rebuilds replica `victim`: stops it, drops it from the group, wipes it, starts it empty
+/// and adds it back, which returns once it holds what the group committed.
+async fn rebuild(cluster: &mut TestCluster, client: &mut AdminClient, victim: ReplicaId) {
+    cluster.stop(victim).await;
     client.remove_replica(victim).await.unwrap();
     std::fs::remove_dir_all(&cluster.member(victim).dir).unwrap();
     cluster.restart(victim).await;
     let addr = cluster.member(victim).addr.to_string();
     let status = client.add_replica(victim, &addr).await.unwrap();
     assert!(status.replicas.iter().any(|r| r.id == victim && r.voter));
-    let state = cluster.converged(ELECTION).await;
+}
+
+/// Writes `n` audit records of 1.5 MB each through `leader`.
+async fn write_large_records(cluster: &TestCluster, leader: ReplicaId, n: usize) {
+    let statement = "x".repeat(1_500_000);
+    for i in 0..n {
+        let audit = sunlight_meta::Command::Audit {
+            subject: None,
+            action: "query".into(),
+            detail: format!("{i}:{statement}"),
+            decision: "allowed".into(),
+        };
+        let written = cluster.replica(leader).propose(admin(), audit).await;
+        assert!(
+            matches!(written, Ok(sunlight_meta::Outcome::Applied { .. })),
+            "{written:?}"
+        );
+    }
+}
+
+/// The audit records of more than a megabyte in `state`.
+fn large_records(state: &sunlight_meta::MetaState) -> usize {
+    state
+        .audit
+        .iter()
+        .filter(|r| r.detail.len() > 1_000_000)
+        .count()
+}
+
+/// A follower that was away while a hundred megabytes of entries were written catches up:
+/// a batch of them would not cross within the heartbeat interval, which openraft allows a
+/// message, so each message carries a few megabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_on_a_hundred_megabytes_of_entries() {
+    let mut cluster = TestCluster::start(3, false, 5_000).await;
+    let leader = cluster.leader(&[1, 2, 3], ELECTION).await;
+    let away = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.stop(away).await;
+    write_large_records(&cluster, leader, 70).await;
+    cluster.restart(away).await;
+    // Each look at the replicas copies three states of a hundred megabytes.
+    let state = cluster.converged(Duration::from_secs(60)).await;
+    assert_eq!(large_records(&state), 70);
+    cluster.stop_all().await;
+}
+
+/// A replica is rebuilt from a snapshot of a hundred megabytes, far more than one gRPC
+/// message and than crosses within a raft call's timeout: the audit log grows without end,
+/// so a snapshot must reach a new replica whatever its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_rebuilt_from_a_snapshot_of_a_hundred_megabytes() {
+    let mut cluster = TestCluster::start(3, false, 20).await;
+    let leader = cluster.leader(&[1, 2, 3], ELECTION).await;
+    write_large_records(&cluster, leader, 70).await;
+    // Enough writes after them that the log holding them is purged.
+    let mut client = cluster.client();
+    write_markers(&mut client, "m", 150).await;
+    let victim = (1..=3).find(|&id| id != leader).unwrap();
+    rebuild(&mut cluster, &mut client, victim).await;
+    let state = cluster.converged(Duration::from_secs(60)).await;
+    assert_eq!(large_records(&state), 70);
     assert_eq!(markers(&state).len(), 150);
     cluster.stop_all().await;
 }
