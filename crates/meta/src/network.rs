@@ -289,7 +289,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         vote: Vote<ReplicaId>,
         snapshot: Snapshot<TypeConfig>,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<ReplicaId>, StreamingError<TypeConfig, Fatal<ReplicaId>>> {
         let data = *snapshot.snapshot;
@@ -308,16 +308,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             chunk.data = data[i * SNAPSHOT_CHUNK..end].to_vec();
             chunk
         }));
-        let bytes = self
-            .call(ttl, move |mut client, bearer, ttl| async move {
-                let mut request = tonic::Request::new(chunks);
-                request.set_timeout(ttl);
-                request
-                    .metadata_mut()
-                    .insert("authorization", bearer.parse().expect("ascii secret"));
-                client.install_snapshot(request).await
-            })
-            .await?;
+        let sent = self.call(ttl, move |mut client, bearer, ttl| async move {
+            let mut request = tonic::Request::new(chunks);
+            request.set_timeout(ttl);
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.parse().expect("ascii secret"));
+            client.install_snapshot(request).await
+        });
+        // A large snapshot takes long: stop sending it once this replica stops replicating
+        // to the peer, as when it is no longer the leader.
+        let bytes = tokio::select! {
+            sent = sent => sent?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
         let answer: Result<SnapshotResponse<ReplicaId>, Fatal<ReplicaId>> =
             serde_json::from_slice(&bytes).map_err(network)?;
         answer.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
