@@ -22,7 +22,9 @@
 //!
 //! Replicas talk over the tonic `Raft` service of `proto/sunlight/v1/raft.proto`,
 //! authenticated with a cluster secret; a call from a replica outside the membership is
-//! refused. Administrators use the `Admin` service (`admin.proto`): writes go to the
+//! refused. Each call must cross within openraft's timeouts whatever the state's size: an
+//! AppendEntries message carries a few megabytes of entries and the rest follow, and a
+//! snapshot travels in pieces under a deadline that grows with it. Administrators use the `Admin` service (`admin.proto`): writes go to the
 //! leader, and any other replica answers with the leader's address in the
 //! `sunlight-leader` header, which [`AdminClient`] follows.
 #![warn(missing_docs)]
