@@ -587,6 +587,9 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
             && text.contains("groups_held_back="),
         "{text}"
     );
+    // A count is one row from each node, framed with no more padding than Arrow allows.
+    let moved = bytes_moved(&mut client, "SELECT count(*) FROM disbursements").await;
+    assert!(moved <= 11.0 * 160.0, "{moved} B for a count over 11 nodes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
