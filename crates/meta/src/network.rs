@@ -22,8 +22,8 @@ use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::types::{ReplicaId, TypeConfig};
 
-/// The largest raft message: a batch of entries ([`MAX_PAYLOAD_ENTRIES`] of them, each
-/// as large as a statement the city takes).
+/// The largest raft message a replica takes, with room to spare: an AppendEntries message
+/// holds an entry as large as a statement the city takes and [`APPEND_BYTES`] more.
 pub(crate) const MAX_RAFT_MESSAGE: usize = 1 << 30;
 
 /// Bytes of JSON of the entries in one AppendEntries message, beyond its first entry: the
@@ -38,8 +38,9 @@ const SNAPSHOT_CHUNK: usize = 4 << 20;
 /// its size at this rate, on top of a raft call's timeout, which is for small messages.
 const SNAPSHOT_RATE: f64 = (8 << 20) as f64;
 
-/// Entries in one AppendEntries message at the most: an entry holds a whole statement of
-/// the audit log, up to the 4 MiB a Flight SQL request may carry.
+/// Entries openraft hands over for one AppendEntries call at the most, which go as one
+/// message or more ([`APPEND_BYTES`]): an entry holds a whole statement of the audit log,
+/// up to the 4 MiB a Flight SQL request may carry.
 pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
 /// Links between replicas that should fail, for fault-injection tests. Empty by default.

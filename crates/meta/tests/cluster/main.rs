@@ -275,9 +275,9 @@ async fn a_follower_catches_up_on_a_hundred_megabytes_of_entries() {
     cluster.stop_all().await;
 }
 
-/// A replica is rebuilt from a snapshot of a hundred megabytes, far more than one gRPC
-/// message and than crosses within a raft call's timeout: the audit log grows without end,
-/// so a snapshot must reach a new replica whatever its size.
+/// A replica is rebuilt from a snapshot of a hundred megabytes, far more than crosses
+/// within a raft call's timeout: the audit log grows without end, so a snapshot must reach
+/// a new replica whatever its size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_rebuilt_from_a_snapshot_of_a_hundred_megabytes() {
     let mut cluster = TestCluster::start(3, false, 20).await;
@@ -397,7 +397,7 @@ async fn entries_of_megabytes_replicate() {
     let mut cluster = TestCluster::start(3, false, 5_000).await;
     let leader = cluster.leader(&[1, 2, 3], ELECTION).await;
     let statement = "x".repeat(1_500_000);
-    // Proposed at once, so that the leader sends them in one batch.
+    // Proposed at once, so that the leader sends them in one batch, of several messages.
     let writes: Vec<_> = (0..6)
         .map(|i| {
             let replica = cluster.replica(leader);
