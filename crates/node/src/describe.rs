@@ -36,6 +36,14 @@ impl NodeControl {
     fn runner(&self, node: Arc<Node>) -> ModelRunner {
         ModelRunner::new(node, self.served.root().clone(), self.linkage.clone())
     }
+
+    /// The node as it serves calls now, if `user` is the city's coordinator, the only
+    /// caller that may `action`.
+    fn for_city(&self, user: &str, action: &str) -> Result<Arc<Node>, Status> {
+        let node = self.served.node();
+        node.city_only(user, action)?;
+        Ok(node)
+    }
 }
 
 /// The user that makes `request`, as the token check found it.
@@ -53,15 +61,13 @@ impl NodeService for NodeControl {
         &self,
         request: Request<ModelStep>,
     ) -> Result<Response<ModelStepReply>, Status> {
-        let node = self.served.node();
-        node.city_only(&caller(&request), "model step")?;
+        let node = self.for_city(&caller(&request), "model step")?;
         let reply = self.runner(node).step(request.into_inner()).await?;
         Ok(Response::new(reply))
     }
 
     async fn open_case(&self, request: Request<CaseOpening>) -> Result<Response<CaseRows>, Status> {
-        let node = self.served.node();
-        node.city_only(&caller(&request), "case opening")?;
+        let node = self.for_city(&caller(&request), "case opening")?;
         let arrow_ipc = self
             .runner(node)
             .hits()
@@ -71,8 +77,7 @@ impl NodeService for NodeControl {
     }
 
     async fn list_hits(&self, request: Request<RunHits>) -> Result<Response<CaseRows>, Status> {
-        let node = self.served.node();
-        node.city_only(&caller(&request), "hit listing")?;
+        let node = self.for_city(&caller(&request), "hit listing")?;
         let arrow_ipc = self.runner(node).hits().listed(request.get_ref()).await?;
         Ok(Response::new(CaseRows { arrow_ipc }))
     }
@@ -112,8 +117,7 @@ impl NodeService for NodeControl {
         request: Request<Analysts>,
     ) -> Result<Response<AnalystsReply>, Status> {
         let user = caller(&request);
-        let node = self.served.node();
-        node.city_only(&user, "county analysts")?;
+        let node = self.for_city(&user, "county analysts")?;
         if node.privacy().local_analysts_only {
             return Err(Status::failed_precondition(format!(
                 "node {} takes no county analysts from the city ([auth] local_analysts_only)",
