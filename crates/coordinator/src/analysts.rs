@@ -40,10 +40,8 @@ pub fn spawn_analyst_sync(
                 sent.clear();
                 continue;
             }
-            let ((mut by_node, group), version) = replica.read_indexed(|state| {
-                let group = state.audit.first().map(|r| r.sha256.clone());
-                (analysts_by_node(state), group.unwrap_or_default())
-            });
+            let ((mut by_node, group), version) = replica
+                .read_indexed(|state| (analysts_by_node(state), state.audit.first_sha256.clone()));
             let due: Vec<(Target, Vec<Analyst>)> = targets(&replica, tls.as_ref())
                 .into_values()
                 .map(|target| {

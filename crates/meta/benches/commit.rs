@@ -44,7 +44,9 @@ async fn main() {
                     let mut latencies = Vec::with_capacity(per_client);
                     for i in 0..per_client {
                         let t = Instant::now();
-                        let proposed = client.propose(&marker(&format!("b{c}-{i}"))).await;
+                        let proposed = client
+                            .propose(&marker(&format!("b{clients}-{c}-{i}")))
+                            .await;
                         assert!(
                             matches!(proposed, Ok(Proposed::Applied { .. })),
                             "{proposed:?}"

@@ -7,16 +7,20 @@
 //!
 //! # Storage
 //!
-//! Each replica keeps its raft log, vote, commit index and latest snapshot in one
-//! [redb](https://docs.rs/redb) file. redb is a pure-Rust, copy-on-write B-tree with ACID
+//! Each replica keeps its raft log, vote, commit index, latest snapshot and the audit log's
+//! records in one [redb](https://docs.rs/redb) file. redb is a pure-Rust, copy-on-write B-tree with ACID
 //! transactions and a stable file format: a crash between two writes leaves the last
 //! committed transaction intact, there is no C toolchain or background compaction thread
 //! to manage, and one write transaction per raft append keeps the log's fsync explicit.
 //! Writes are fsynced before they are acknowledged (`fsync = true` by default).
 //!
-//! The state machine lives in memory: it is small (registry, users, models, audit) and
+//! The state machine lives in memory, but for the audit log, which grows with every query:
+//! its records are written to the file as their entries are applied, and only its head
+//! (length and hashes) is held. The rest is small (registry, users, models, runs) and
 //! rebuilt at start from the last snapshot plus the committed log. A snapshot is taken
-//! every [`ReplicaConfig::snapshot_every`] entries and the log before it is purged.
+//! every [`ReplicaConfig::snapshot_every`] entries and the log before it is purged; it
+//! stores the small state only, its audit records being those already in the file, and
+//! is sent to a peer as the state followed by the records, read as they go.
 //!
 //! # Network
 //!
@@ -43,7 +47,7 @@ pub use error::{Error, LEADER_HEADER, Result};
 pub use network::Faults;
 pub use replica::{Replica, ReplicaConfig};
 pub use service::{AdminService, RaftService, admin_service, raft_service};
-pub use state::{MetaState, audit_sha256, token_sha256, verify_chain};
+pub use state::{AuditHead, MetaState, audit_sha256, token_sha256, verify_chain};
 pub use sunlight_proto::v1::{
     CaseReply, CaseRequest, ClusterStatusReply, HitsReply, HitsRequest, LinkRequest, NodeRun,
     ReplicaStatus, RunModelsReply, RunModelsRequest, RunSummary, Section, ShadowReply,

@@ -171,6 +171,13 @@ fn network<E: std::error::Error + 'static>(e: E) -> CallError {
     CallError::Network(NetworkError::new(&e))
 }
 
+/// A piece of a snapshot being sent, if it could be read.
+fn readable(piece: Result<Vec<u8>, openraft::StorageError<ReplicaId>>) -> Option<Vec<u8>> {
+    piece
+        .inspect_err(|e| tracing::warn!("a snapshot being sent cannot be read: {e}"))
+        .ok()
+}
+
 impl PeerClient {
     async fn call<F, Fut>(&mut self, ttl: Duration, send: F) -> Result<Vec<u8>, CallError>
     where
@@ -294,7 +301,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<ReplicaId>, StreamingError<TypeConfig, Fatal<ReplicaId>>> {
         let data = *snapshot.snapshot;
-        let ttl = option.hard_ttl() + Duration::from_secs_f64(data.len() as f64 / SNAPSHOT_RATE);
+        let size = data.size().map_err(network)?;
+        let ttl = option.hard_ttl() + Duration::from_secs_f64(size as f64 / SNAPSHOT_RATE);
         let mut first = Some(SnapshotChunk {
             from: self.clients.from,
             vote: serde_json::to_vec(&vote).map_err(network)?,
@@ -302,11 +310,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             data: Vec::new(),
         });
         // Made one at a time as the transport takes them: the snapshot is not copied whole.
-        let pieces = data.len().div_ceil(SNAPSHOT_CHUNK).max(1);
-        let chunks = futures::stream::iter((0..pieces).map(move |i| {
-            let end = data.len().min((i + 1) * SNAPSHOT_CHUNK);
+        // A piece that cannot be read ends the stream, and the peer refuses what it got.
+        let pieces = data.pieces(SNAPSHOT_CHUNK).map_err(network)?;
+        let chunks = futures::stream::iter(pieces.map_while(readable).map(move |piece| {
             let mut chunk = first.take().unwrap_or_default();
-            chunk.data = data[i * SNAPSHOT_CHUNK..end].to_vec();
+            chunk.data = piece;
             chunk
         }));
         let sent = self.call(ttl, move |mut client, bearer, ttl| async move {

@@ -18,7 +18,7 @@ use crate::network::{Faults, MAX_PAYLOAD_ENTRIES, RaftNetworkClients};
 use crate::service::bearer;
 use crate::state::{MetaState, token_sha256};
 use crate::store::{Applied, MetaStateMachine, MetaStore};
-use crate::types::{Actor, Command, Outcome, Proposal, ReplicaId, Role, TypeConfig};
+use crate::types::{Actor, AuditRecord, Command, Outcome, Proposal, ReplicaId, Role, TypeConfig};
 
 /// How a replica stores and times its raft group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +85,7 @@ pub struct Replica {
     peer_tls: Option<ClientTlsConfig>,
     raft: Raft<TypeConfig>,
     applied: Arc<RwLock<Applied>>,
+    store: MetaStore,
     file_closed: tokio::sync::Mutex<tokio::sync::watch::Receiver<()>>,
 }
 
@@ -124,7 +125,7 @@ impl Replica {
             config.id,
             Arc::new(raft_config),
             network,
-            store,
+            store.clone(),
             state_machine,
         )
         .await
@@ -135,6 +136,7 @@ impl Replica {
             peer_tls,
             raft,
             applied,
+            store,
             file_closed: tokio::sync::Mutex::new(file_closed),
         }))
     }
@@ -307,6 +309,33 @@ impl Replica {
             .await
             .map_err(|e| self.raft_error(e))?;
         Ok(self.read_indexed(f))
+    }
+
+    /// The audit log's records as applied on this replica, oldest first.
+    pub fn audit_records(&self) -> Result<Vec<AuditRecord>> {
+        let applied = self.applied.read().expect("state lock");
+        applied.audit_records(&self.store)
+    }
+
+    /// [`Replica::read_fresh`], `read` also given the JSON of the audit log's records
+    /// from position `from` (0 for the first), read as they are taken.
+    pub(crate) async fn read_fresh_with_audit<T>(
+        &self,
+        from: u64,
+        read: impl FnOnce(&MetaState, &mut dyn Iterator<Item = Result<Vec<u8>>>) -> T,
+    ) -> Result<(T, u64)> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| self.raft_error(e))?;
+        let applied = self.applied.read().expect("state lock");
+        let unreadable = |e| self.store.unreadable_audit(e);
+        let mut records = applied
+            .audit_json(&self.store, from.saturating_add(1)..=u64::MAX)
+            .map_err(unreadable)?
+            .map(|json| json.map_err(unreadable));
+        let index = applied.last.map_or(0, |l| l.index);
+        Ok((read(&applied.state, &mut records), index))
     }
 
     /// Reads the state as applied on this replica, with the index of the last log entry

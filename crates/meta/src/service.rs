@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::Error;
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::replica::Replica;
+use crate::store::SnapshotData;
 use crate::types::{Command, Outcome, Role};
 
 /// The raft service of `replica`. A batch of entries is one message, and entries hold
@@ -48,16 +49,16 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
 /// Bytes of JSON a page of the audit log or the run records holds, at least one entry.
 const PAGE_BYTES: usize = 2 << 20;
 
-/// The entries of `entries` from `from` that fit in [`PAGE_BYTES`] (one at least), as a
-/// JSON array, and where the next page starts, or 0 after the last entry. Each entry is
-/// serialized once.
-fn page<T: serde::Serialize>(entries: &[T], from: u64) -> Result<(Vec<u8>, u64), Status> {
-    let start = usize::try_from(from)
-        .unwrap_or(usize::MAX)
-        .min(entries.len());
+/// The JSON `values` from position `start` of `total` that fit in [`PAGE_BYTES`] (one at
+/// least), as a JSON array, and where the next page starts, or 0 after the last.
+fn page(
+    values: impl Iterator<Item = Result<Vec<u8>, Status>>,
+    start: u64,
+    total: u64,
+) -> Result<(Vec<u8>, u64), Status> {
     let (mut json, mut taken) = (vec![b'['], 0);
-    for entry in &entries[start..] {
-        let value = encode(entry)?;
+    for value in values {
+        let value = value?;
         if taken > 0 {
             if json.len() + value.len() > PAGE_BYTES {
                 break;
@@ -69,7 +70,7 @@ fn page<T: serde::Serialize>(entries: &[T], from: u64) -> Result<(Vec<u8>, u64),
     }
     json.push(b']');
     let end = start + taken;
-    let next = if end < entries.len() { end as u64 } else { 0 };
+    let next = if end < total { end } else { 0 };
     Ok((json, next))
 }
 
@@ -141,7 +142,7 @@ impl RaftRpc for RaftService {
         }
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(data),
+            snapshot: Box::new(SnapshotData::Received(data)),
         };
         let answer = self
             .replica
@@ -210,7 +211,7 @@ impl Admin for AdminService {
         let from = request.get_ref().from;
         let (reply, applied_index) = self
             .replica
-            .read_fresh(|state| match section {
+            .read_fresh_with_audit(from, |state, records| match section {
                 // Node tokens and token hashes never leave the replicas.
                 Section::Nodes => Ok((
                     encode(&json!(
@@ -239,8 +240,20 @@ impl Admin for AdminService {
                     encode(&json!({"models": state.models, "assignments": state.assignments}))?,
                     0,
                 )),
-                Section::Audit => page(&state.audit, from),
-                Section::Runs => page(&state.runs, from),
+                Section::Audit => page(
+                    records.map(|r| r.map_err(Status::from)),
+                    from,
+                    state.audit.len,
+                ),
+                Section::Runs => page(
+                    state
+                        .runs
+                        .iter()
+                        .skip(usize::try_from(from).unwrap_or(usize::MAX))
+                        .map(encode),
+                    from,
+                    state.runs.len() as u64,
+                ),
             })
             .await?;
         let (json, next) = reply?;

@@ -10,7 +10,8 @@ use crate::types::{
     RunRecord, UserRecord,
 };
 
-/// Nodes, users, models, rollouts and the audit log, as every replica holds them.
+/// Nodes, users, models, rollouts and where the audit log stands, as every replica holds
+/// them. The audit log's records, which grow with every query, are stored, not held here.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     /// Registered nodes by code.
@@ -23,8 +24,35 @@ pub struct MetaState {
     pub assignments: BTreeMap<String, BTreeMap<String, u32>>,
     /// Model runs by node, oldest first.
     pub runs: Vec<RunRecord>,
-    /// The audit log, oldest first.
-    pub audit: Vec<AuditRecord>,
+    /// Where the audit log stands.
+    #[serde(rename = "audit_head", default)]
+    pub audit: AuditHead,
+}
+
+/// How far the hash-chained audit log reaches: as many records as [`AuditHead::len`],
+/// numbered from 1, the first and the last known by their hashes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// How many records the log holds.
+    pub len: u64,
+    /// The first record's hash, which names the log; empty while it is empty.
+    pub first_sha256: String,
+    /// The last record's hash, which the next record chains to; empty while it is empty.
+    pub last_sha256: String,
+}
+
+impl AuditHead {
+    /// The head of the log whose records are `records`, if they are a whole, unaltered
+    /// chain from the first record; otherwise its first break.
+    pub fn of(records: &[AuditRecord]) -> Result<Self, String> {
+        verify_chain(records)?;
+        let hash = |r: Option<&AuditRecord>| r.map(|r| r.sha256.clone()).unwrap_or_default();
+        Ok(Self {
+            len: records.len() as u64,
+            first_sha256: hash(records.first()),
+            last_sha256: hash(records.last()),
+        })
+    }
 }
 
 /// Hex SHA-256 of an API token, the only form in which tokens are stored.
@@ -80,8 +108,9 @@ impl MetaState {
         Ok(())
     }
 
-    /// Applies one committed proposal. Every proposal, applied or refused, is audited.
-    pub fn apply(&mut self, proposal: &Proposal) -> Outcome {
+    /// Applies one committed proposal. Every proposal, applied or refused, is audited: the
+    /// record it adds to the log comes back with its outcome, for the caller to store.
+    pub fn apply(&mut self, proposal: &Proposal) -> (Outcome, AuditRecord) {
         let result = self.change(proposal);
         let decision = match &result {
             Ok(_) => "applied".to_string(),
@@ -116,20 +145,21 @@ impl MetaState {
             } => subject,
             _ => &proposal.actor,
         };
-        let seq = self.append_audit(
+        let record = self.append_audit(
             actor,
             proposal.at_ms,
             proposal.command.action(),
             detail,
             decision,
         );
-        match result {
+        let outcome = match result {
             Ok(detail) => Outcome::Applied {
-                audit_seq: seq,
+                audit_seq: record.seq,
                 detail,
             },
             Err(reason) => Outcome::Refused(reason),
-        }
+        };
+        (outcome, record)
     }
 
     fn change(&mut self, proposal: &Proposal) -> Result<String, String> {
@@ -304,27 +334,25 @@ impl MetaState {
         action: &str,
         detail: String,
         decision: String,
-    ) -> u64 {
-        let prev_sha256 = self
-            .audit
-            .last()
-            .map(|r| r.sha256.clone())
-            .unwrap_or_default();
+    ) -> AuditRecord {
         let mut record = AuditRecord {
-            seq: self.audit.len() as u64 + 1,
+            seq: self.audit.len + 1,
             at_ms,
             user: actor.user.clone(),
             role: actor.role,
             action: action.to_string(),
             detail,
             decision,
-            prev_sha256,
+            prev_sha256: self.audit.last_sha256.clone(),
             sha256: String::new(),
         };
         record.sha256 = audit_sha256(&record);
-        let seq = record.seq;
-        self.audit.push(record);
-        seq
+        self.audit.len = record.seq;
+        self.audit.last_sha256.clone_from(&record.sha256);
+        if record.seq == 1 {
+            self.audit.first_sha256.clone_from(&record.sha256);
+        }
+        record
     }
 }
 
@@ -381,6 +409,29 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, String> {
 mod tests {
     use super::*;
 
+    /// A state and the records its audit log holds.
+    #[derive(Default)]
+    struct Logged {
+        state: MetaState,
+        log: Vec<AuditRecord>,
+    }
+
+    impl Logged {
+        fn apply(&mut self, proposal: &Proposal) -> Outcome {
+            let (outcome, record) = self.state.apply(proposal);
+            self.log.push(record);
+            outcome
+        }
+    }
+
+    impl std::ops::Deref for Logged {
+        type Target = MetaState;
+
+        fn deref(&self) -> &MetaState {
+            &self.state
+        }
+    }
+
     fn by(user: &str, command: Command) -> Proposal {
         Proposal {
             actor: Actor {
@@ -404,7 +455,7 @@ mod tests {
 
     #[test]
     fn users_authenticate_by_token_until_revoked() {
-        let mut state = MetaState::default();
+        let mut state = Logged::default();
         let outcome = state.apply(&by("root", add_user("ana", Role::CityAnalyst, None, "t1")));
         assert!(matches!(outcome, Outcome::Applied { audit_seq: 1, .. }));
         assert_eq!(state.user_by_token("t1").unwrap().name, "ana");
@@ -434,12 +485,12 @@ mod tests {
                 .unwrap_err()
                 .contains("bo expired at")
         );
-        assert!(!serde_json::to_string(&state.audit).unwrap().contains("t1"));
+        assert!(!serde_json::to_string(&state.log).unwrap().contains("t1"));
     }
 
     #[test]
     fn a_renewed_token_replaces_the_old_one_revoked_or_not() {
-        let mut state = MetaState::default();
+        let mut state = Logged::default();
         state.apply(&by("root", add_user("ana", Role::CityAnalyst, None, "t1")));
         state.apply(&by("root", Command::RevokeUser { name: "ana".into() }));
         let renew = |name: &str, token: &str| Command::RenewToken {
@@ -461,13 +512,13 @@ mod tests {
                 other => panic!("expected a refusal, got {other:?}"),
             }
         }
-        let audit = serde_json::to_string(&state.audit).unwrap();
+        let audit = serde_json::to_string(&state.log).unwrap();
         assert!(!audit.contains(&token_sha256("t2")), "{audit}");
     }
 
     #[test]
     fn refusals_name_the_problem_and_change_nothing() {
-        let mut state = MetaState::default();
+        let mut state = Logged::default();
         state.apply(&by("root", add_user("ana", Role::CityAnalyst, None, "t1")));
         let before = state.users.clone();
         for (command, expected) in [
@@ -501,12 +552,12 @@ mod tests {
             }
         }
         assert_eq!(state.users, before);
-        assert!(state.audit.last().unwrap().decision.starts_with("refused"));
+        assert!(state.log.last().unwrap().decision.starts_with("refused"));
     }
 
     #[test]
     fn model_lifecycle_needs_a_second_person_and_approval() {
-        let mut state = MetaState::default();
+        let mut state = Logged::default();
         state.apply(&by(
             "root",
             Command::AddNode(NodeRecord {
@@ -551,7 +602,7 @@ mod tests {
 
     #[test]
     fn audit_records_chain() {
-        let mut state = MetaState::default();
+        let mut state = Logged::default();
         for i in 0..3 {
             state.apply(&by(
                 "root",
@@ -563,35 +614,49 @@ mod tests {
                 },
             ));
         }
-        for pair in state.audit.windows(2) {
+        for pair in state.log.windows(2) {
             assert_eq!(pair[1].prev_sha256, pair[0].sha256);
         }
-        for record in &state.audit {
+        for record in &state.log {
             assert_eq!(audit_sha256(record), record.sha256);
         }
-        assert_eq!(verify_chain(&state.audit), Ok(3));
-        let mut altered = state.audit.clone();
+        assert_eq!(verify_chain(&state.log), Ok(3));
+        let head = AuditHead::of(&state.log).unwrap();
+        assert_eq!(head, state.audit);
+        assert_eq!(
+            (
+                head.len,
+                head.first_sha256.as_str(),
+                head.last_sha256.as_str()
+            ),
+            (
+                3,
+                state.log[0].sha256.as_str(),
+                state.log[2].sha256.as_str()
+            )
+        );
+        let mut altered = state.log.clone();
         altered[1].detail = "SELECT 42".into();
         assert!(
             verify_chain(&altered)
                 .unwrap_err()
                 .contains("record 2 was altered")
         );
-        let mut reordered = state.audit.clone();
+        let mut reordered = state.log.clone();
         reordered.swap(0, 1);
         assert!(
             verify_chain(&reordered)
                 .unwrap_err()
                 .contains("record 1 is missing")
         );
-        let mut removed = state.audit.clone();
+        let mut removed = state.log.clone();
         removed.remove(1);
         assert!(
             verify_chain(&removed)
                 .unwrap_err()
                 .contains("record 2 is missing")
         );
-        let mut truncated_head = state.audit.clone();
+        let mut truncated_head = state.log.clone();
         truncated_head.remove(0);
         assert!(verify_chain(&truncated_head).is_err());
     }

@@ -1,11 +1,12 @@
-//! Raft log, vote and snapshots in one redb file per replica; the state machine in memory,
-//! rebuilt at start from the last snapshot and the committed log.
+//! Raft log, vote, snapshots and the audit log's records in one redb file per replica; the
+//! rest of the state machine in memory, rebuilt at start from the last snapshot and the
+//! committed log.
 
 // openraft's storage traits fix the error type; boxing it here would only add copies.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{RangeBounds, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -14,26 +15,34 @@ use openraft::{
     BasicNode, Entry, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::state::MetaState;
-use crate::types::{LogId, Outcome, ReplicaId, TypeConfig};
+use crate::state::{AuditHead, MetaState};
+use crate::types::{AuditRecord, LogId, Outcome, ReplicaId, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_keys");
+/// The audit log's records as JSON, by their number. The state machine writes each one as
+/// it applies the entry that adds it, so the log, which grows with every query, is not
+/// held in memory, nor copied into every snapshot.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
-/// The snapshot's meta, as JSON; its data, the state's JSON, is stored as it is under
-/// [`SNAPSHOT_DATA`], in the same transaction.
+/// The snapshot's meta, as JSON, and its state, as JSON without the audit log's records:
+/// those are the first `audit.len` records of [`AUDIT`]. Both are written in one
+/// transaction.
 const SNAPSHOT_META: &str = "snapshot_meta";
-const SNAPSHOT_DATA: &str = "snapshot_data";
-/// Where earlier versions kept a snapshot: meta and data in one JSON value, the data as an
-/// array of numbers. Read when the replica has written no snapshot since.
+const SNAPSHOT_STATE: &str = "snapshot_state";
+/// Where earlier versions kept a snapshot's data: the state's JSON with every audit record
+/// in it. Moved to [`SNAPSHOT_STATE`] and [`AUDIT`] when the replica opens.
+const EARLIER_SNAPSHOT_DATA: &str = "snapshot_data";
+/// Where the first versions kept a snapshot: meta and data in one JSON value, the data as
+/// an array of numbers. Moved like [`EARLIER_SNAPSHOT_DATA`].
 const LEGACY_SNAPSHOT: &str = "snapshot";
 const REPLICA: &str = "replica_id";
 
@@ -160,11 +169,13 @@ impl MetaStore {
         txn.commit().map_err(write_error)
     }
 
-    /// Stores a snapshot, its data as it is, in place of the last one.
+    /// Stores a snapshot's meta and state in place of the last one. With `records`, as
+    /// when a snapshot is installed, they replace the audit log's records too.
     fn put_snapshot(
         &self,
         meta: &SnapshotMeta<ReplicaId, BasicNode>,
-        data: &[u8],
+        state: &[u8],
+        records: Option<&[AuditRecord]>,
     ) -> StorageResult<()> {
         let meta = serde_json::to_vec(meta).map_err(write_error)?;
         let mut txn = self.db.begin_write().map_err(write_error)?;
@@ -174,38 +185,102 @@ impl MetaStore {
             table
                 .insert(SNAPSHOT_META, meta.as_slice())
                 .map_err(write_error)?;
-            table.insert(SNAPSHOT_DATA, data).map_err(write_error)?;
+            table.insert(SNAPSHOT_STATE, state).map_err(write_error)?;
+            table.remove(EARLIER_SNAPSHOT_DATA).map_err(write_error)?;
             table.remove(LEGACY_SNAPSHOT).map_err(write_error)?;
+        }
+        if let Some(records) = records {
+            txn.delete_table(AUDIT).map_err(write_error)?;
+            insert_records(&mut txn.open_table(AUDIT).map_err(write_error)?, records)?;
         }
         txn.commit().map_err(write_error)
     }
 
-    /// The last stored snapshot, if any: its meta and data read in one transaction.
-    fn snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
+    /// Adds audit records, or writes them again as they were when the log is re-applied
+    /// after a restart. Not synced on its own: the log entries they come from are, and
+    /// a snapshot, which covers them, is stored synced after them.
+    fn put_records(&self, records: &[AuditRecord]) -> StorageResult<()> {
+        let mut txn = self.db.begin_write().map_err(write_error)?;
+        txn.set_durability(Durability::None);
+        insert_records(&mut txn.open_table(AUDIT).map_err(write_error)?, records)?;
+        txn.commit().map_err(write_error)
+    }
+
+    /// The stored JSON of the audit records numbered in `seqs`, read as they are taken.
+    pub(crate) fn audit_json(&self, seqs: RangeInclusive<u64>) -> StorageResult<AuditJson> {
         let txn = self.db.begin_read().map_err(read_error)?;
-        let table = match txn.open_table(KEYS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_error(e)),
-        };
-        let value = |key| -> StorageResult<Option<Vec<u8>>> {
-            Ok(table
-                .get(key)
-                .map_err(read_error)?
-                .map(|v| v.value().to_vec()))
-        };
-        match (value(SNAPSHOT_META)?, value(SNAPSHOT_DATA)?) {
-            (Some(meta), Some(data)) => Ok(Some(StoredSnapshot {
-                meta: serde_json::from_slice(&meta).map_err(read_error)?,
-                data,
-            })),
-            (Some(_), None) => Err(read_error(std::io::Error::other(
-                "a snapshot's meta without its data",
-            ))),
-            _ => value(LEGACY_SNAPSHOT)?
-                .map(|legacy| serde_json::from_slice(&legacy).map_err(read_error))
-                .transpose(),
+        match txn.open_table(AUDIT) {
+            Ok(_) if seqs.is_empty() => Ok(AuditJson(None)),
+            Ok(table) => Ok(AuditJson(Some(table.range(seqs).map_err(read_error)?))),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(AuditJson(None)),
+            Err(e) => Err(read_error(e)),
         }
+    }
+
+    /// The error of an audit log that cannot be read.
+    pub(crate) fn unreadable_audit(&self, e: StorageError<ReplicaId>) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            reason: format!("its audit log does not read: {e}"),
+        }
+    }
+
+    /// Bytes the audit records take in the store, at the most.
+    fn audit_bytes(&self) -> StorageResult<u64> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        match txn.open_table(AUDIT) {
+            Ok(table) => Ok(table.stats().map_err(read_error)?.stored_bytes()),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(read_error(e)),
+        }
+    }
+
+    /// The last stored snapshot, if any: its meta and state read in one transaction. One
+    /// stored by an earlier version, with the audit records inside, is moved to where
+    /// this one keeps them first.
+    fn snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
+        let (meta, state, earlier) = {
+            let txn = self.db.begin_read().map_err(read_error)?;
+            let table = match txn.open_table(KEYS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(read_error(e)),
+            };
+            let value = |key| -> StorageResult<Option<Vec<u8>>> {
+                Ok(table
+                    .get(key)
+                    .map_err(read_error)?
+                    .map(|v| v.value().to_vec()))
+            };
+            let meta = |bytes: Vec<u8>| serde_json::from_slice(&bytes).map_err(read_error);
+            match (value(SNAPSHOT_META)?, value(SNAPSHOT_STATE)?) {
+                (Some(bytes), Some(state)) => (meta(bytes)?, state, false),
+                (Some(bytes), None) => match value(EARLIER_SNAPSHOT_DATA)? {
+                    Some(data) => (meta(bytes)?, data, true),
+                    None => {
+                        return Err(read_error(std::io::Error::other(
+                            "a snapshot's meta without its state",
+                        )));
+                    }
+                },
+                _ => match value(LEGACY_SNAPSHOT)? {
+                    Some(bytes) => {
+                        let legacy: LegacySnapshot =
+                            serde_json::from_slice(&bytes).map_err(read_error)?;
+                        (legacy.meta, legacy.data, true)
+                    }
+                    None => return Ok(None),
+                },
+            }
+        };
+        if !earlier {
+            let state = serde_json::from_slice(&state).map_err(read_error)?;
+            return Ok(Some(StoredSnapshot { meta, state }));
+        }
+        let (state, records) = decode_snapshot(&state)?;
+        let json = serde_json::to_vec(&state).map_err(write_error)?;
+        self.put_snapshot(&meta, &json, Some(&records))?;
+        Ok(Some(StoredSnapshot { meta, state }))
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> StorageResult<Vec<Entry<TypeConfig>>> {
@@ -334,6 +409,12 @@ impl RaftLogStorage<TypeConfig> for MetaStore {
     }
 }
 
+/// Audit records applied but not stored yet, at the most: they are stored a batch at a
+/// time, not each in a write of its own, which would wait for the raft log's writes.
+const UNSTORED_RECORDS: usize = 256;
+/// Bytes of statements in the audit records not stored yet, at the most.
+const UNSTORED_BYTES: usize = 4 << 20;
+
 /// What the state machine has applied.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -343,13 +424,243 @@ pub struct Applied {
     pub membership: StoredMembership<ReplicaId, BasicNode>,
     /// The metadata.
     pub state: MetaState,
+    /// The last audit records applied, oldest first, if they are not stored yet. After a
+    /// restart the log that holds their entries is applied again.
+    unstored: Vec<AuditRecord>,
 }
 
-/// A stored snapshot: its meta and the serialized [`MetaState`].
-#[derive(serde::Deserialize)]
+impl Applied {
+    /// The JSON of the audit records numbered in `seqs`, up to the state's head, read
+    /// from `store` or, for the last ones, from those not stored yet.
+    pub(crate) fn audit_json(
+        &self,
+        store: &MetaStore,
+        seqs: RangeInclusive<u64>,
+    ) -> StorageResult<impl Iterator<Item = StorageResult<Vec<u8>>>> {
+        let (start, end) = (*seqs.start(), (*seqs.end()).min(self.state.audit.len));
+        let stored = self.state.audit.len - self.unstored.len() as u64;
+        let unstored = self
+            .unstored
+            .iter()
+            .filter(move |r| (start..=end).contains(&r.seq))
+            .map(|r| serde_json::to_vec(r).map_err(read_error));
+        Ok(store.audit_json(start..=end.min(stored))?.chain(unstored))
+    }
+
+    /// Every audit record, oldest first.
+    pub(crate) fn audit_records(&self, store: &MetaStore) -> Result<Vec<AuditRecord>> {
+        self.audit_json(store, 1..=self.state.audit.len)
+            .and_then(|records| {
+                records
+                    .map(|json| serde_json::from_slice(&json?).map_err(read_error))
+                    .collect()
+            })
+            .map_err(|e| store.unreadable_audit(e))
+    }
+
+    /// Stores the audit records not stored yet.
+    fn store_records(&mut self, store: &MetaStore) -> StorageResult<()> {
+        if !self.unstored.is_empty() {
+            store.put_records(&self.unstored)?;
+            self.unstored.clear();
+        }
+        Ok(())
+    }
+}
+
+/// A stored snapshot: its meta and state; the state's audit records are in [`AUDIT`].
 struct StoredSnapshot {
     meta: SnapshotMeta<ReplicaId, BasicNode>,
+    state: MetaState,
+}
+
+/// A snapshot as the first versions stored it.
+#[derive(serde::Deserialize)]
+struct LegacySnapshot {
+    meta: SnapshotMeta<ReplicaId, BasicNode>,
     data: Vec<u8>,
+}
+
+fn insert_records(
+    table: &mut redb::Table<u64, &[u8]>,
+    records: &[AuditRecord],
+) -> StorageResult<()> {
+    for record in records {
+        let json = serde_json::to_vec(record).map_err(write_error)?;
+        table
+            .insert(record.seq, json.as_slice())
+            .map_err(write_error)?;
+    }
+    Ok(())
+}
+
+/// The stored JSON of audit records, read as they are taken.
+pub(crate) struct AuditJson(Option<redb::Range<'static, u64, &'static [u8]>>);
+
+impl Iterator for AuditJson {
+    type Item = StorageResult<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.0.as_mut()?.next()?;
+        Some(
+            item.map(|(_, json)| json.value().to_vec())
+                .map_err(read_error),
+        )
+    }
+}
+
+/// The pieces a snapshot is sent in, of `piece` bytes (or of one record, if larger), made
+/// as they are taken: the snapshot is not copied whole. One piece at the least.
+pub(crate) enum Pieces {
+    /// A stored snapshot's state, then its records.
+    Stored {
+        state: Option<Vec<u8>>,
+        records: AuditJson,
+        piece: usize,
+    },
+    /// A received snapshot's bytes.
+    Received {
+        data: Vec<u8>,
+        next: usize,
+        pieces: usize,
+        piece: usize,
+    },
+}
+
+impl Iterator for Pieces {
+    type Item = StorageResult<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Stored {
+                state,
+                records,
+                piece,
+            } => {
+                let mut buffer = Vec::new();
+                for line in state.take().map(Ok).into_iter().chain(records.by_ref()) {
+                    match line {
+                        Ok(line) => buffer.extend(line),
+                        Err(e) => return Some(Err(e)),
+                    }
+                    buffer.push(b'\n');
+                    if buffer.len() >= *piece {
+                        break;
+                    }
+                }
+                (!buffer.is_empty()).then_some(Ok(buffer))
+            }
+            Self::Received {
+                data,
+                next,
+                pieces,
+                piece,
+            } => {
+                if next == pieces {
+                    return None;
+                }
+                let start = (*next * *piece).min(data.len());
+                *next += 1;
+                Some(Ok(data[start..data.len().min(start + *piece)].to_vec()))
+            }
+        }
+    }
+}
+
+/// A snapshot as it crosses between replicas: the state's JSON on the first line, then the
+/// audit log's records, a JSON document a line. A snapshot of an earlier version, the
+/// state's JSON with the records inside, is read too.
+#[derive(Debug)]
+pub enum SnapshotData {
+    /// The snapshot this replica stores: its state's JSON, and the first `records` audit
+    /// records of the store, read as the snapshot is sent.
+    Stored {
+        /// The state's JSON.
+        state: Vec<u8>,
+        /// How many audit records it holds.
+        records: u64,
+        /// Where they are.
+        store: MetaStore,
+    },
+    /// A snapshot as a peer sent it.
+    Received(Vec<u8>),
+}
+
+impl SnapshotData {
+    /// Its size in bytes, or a little more.
+    pub(crate) fn size(&self) -> StorageResult<u64> {
+        match self {
+            Self::Stored {
+                state,
+                records,
+                store,
+            } => Ok(state.len() as u64 + 1 + records + store.audit_bytes()?),
+            Self::Received(data) => Ok(data.len() as u64),
+        }
+    }
+
+    /// Its bytes, in pieces of `piece` bytes.
+    pub(crate) fn pieces(self, piece: usize) -> StorageResult<Pieces> {
+        Ok(match self {
+            Self::Stored {
+                state,
+                records,
+                store,
+            } => Pieces::Stored {
+                state: Some(state),
+                records: store.audit_json(1..=records)?,
+                piece,
+            },
+            Self::Received(data) => Pieces::Received {
+                pieces: data.len().div_ceil(piece).max(1),
+                data,
+                next: 0,
+                piece,
+            },
+        })
+    }
+
+    /// The state and the audit records the snapshot holds.
+    fn decode(self) -> StorageResult<(MetaState, Vec<AuditRecord>)> {
+        match self {
+            Self::Received(data) => decode_snapshot(&data),
+            stored => decode_snapshot(
+                &stored
+                    .pieces(usize::MAX)?
+                    .collect::<StorageResult<Vec<_>>>()?
+                    .concat(),
+            ),
+        }
+    }
+}
+
+/// The state and audit records of a snapshot's bytes, refused unless the records are the
+/// whole, unaltered chain the state's head names.
+fn decode_snapshot(bytes: &[u8]) -> StorageResult<(MetaState, Vec<AuditRecord>)> {
+    let invalid = |reason: String| read_error(std::io::Error::other(reason));
+    let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let mut state: serde_json::Value =
+        serde_json::from_slice(lines.next().unwrap_or_default()).map_err(read_error)?;
+    let earlier = state.as_object_mut().and_then(|s| s.remove("audit"));
+    let from_earlier_version = earlier.is_some();
+    let mut state: MetaState = serde_json::from_value(state).map_err(read_error)?;
+    let records: Vec<AuditRecord> = match earlier {
+        Some(records) => serde_json::from_value(records).map_err(read_error)?,
+        None => lines
+            .map(|line| serde_json::from_slice(line).map_err(read_error))
+            .collect::<StorageResult<_>>()?,
+    };
+    let head = AuditHead::of(&records)
+        .map_err(|e| invalid(format!("a snapshot's audit log is broken: {e}")))?;
+    if from_earlier_version {
+        state.audit = head;
+    } else if head != state.audit {
+        return Err(invalid(format!(
+            "a snapshot's audit log holds {} records, its state names {}",
+            head.len, state.audit.len
+        )));
+    }
+    Ok((state, records))
 }
 
 /// The in-memory state machine; readers share [`MetaStateMachine::applied`].
@@ -367,9 +678,27 @@ impl MetaStateMachine {
             reason,
         };
         let mut applied = Applied::default();
-        if let Some(snapshot) = store.snapshot().map_err(|e| corrupt(e.to_string()))? {
-            applied.state = serde_json::from_slice(&snapshot.data)
-                .map_err(|e| corrupt(format!("its snapshot does not decode: {e}")))?;
+        let snapshot = store
+            .snapshot()
+            .map_err(|e| corrupt(format!("its snapshot does not load: {e}")))?;
+        if let Some(snapshot) = snapshot {
+            let head = &snapshot.state.audit;
+            let last = store
+                .audit_json(head.len..=head.len)
+                .and_then(|mut last| last.next().transpose())
+                .map_err(|e| corrupt(e.to_string()))?
+                .map(|json| serde_json::from_slice::<AuditRecord>(&json));
+            match last {
+                _ if head.len == 0 => {}
+                Some(Ok(record)) if record.sha256 == head.last_sha256 => {}
+                _ => {
+                    return Err(corrupt(format!(
+                        "its audit log lacks record {} of its snapshot, or holds another",
+                        head.len
+                    )));
+                }
+            }
+            applied.state = snapshot.state;
             applied.last = snapshot.meta.last_log_id;
             applied.membership = snapshot.meta.last_membership;
         }
@@ -387,9 +716,9 @@ impl MetaStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for MetaStateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (meta, data) = {
-            let applied = self.applied.read().expect("state lock");
-            let data = serde_json::to_vec(&applied.state).map_err(write_error)?;
+        let (meta, state, records) = {
+            let mut applied = self.applied.write().expect("state lock");
+            applied.store_records(&self.store)?;
             let last = applied.last;
             let id = last.map_or_else(
                 || "empty".to_string(),
@@ -400,12 +729,17 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaStateMachine {
                 last_membership: applied.membership.clone(),
                 snapshot_id: id,
             };
-            (meta, data)
+            let state = serde_json::to_vec(&applied.state).map_err(write_error)?;
+            (meta, state, applied.state.audit.len)
         };
-        self.store.put_snapshot(&meta, &data)?;
+        self.store.put_snapshot(&meta, &state, None)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(data),
+            snapshot: Box::new(SnapshotData::Stored {
+                state,
+                records,
+                store: self.store.clone(),
+            }),
         })
     }
 }
@@ -431,12 +765,20 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
             applied.last = Some(entry.log_id);
             outcomes.push(match entry.payload {
                 EntryPayload::Blank => Outcome::Internal,
-                EntryPayload::Normal(proposal) => applied.state.apply(&proposal),
+                EntryPayload::Normal(proposal) => {
+                    let (outcome, record) = applied.state.apply(&proposal);
+                    applied.unstored.push(record);
+                    outcome
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Internal
                 }
             });
+        }
+        let statements: usize = applied.unstored.iter().map(|r| r.detail.len()).sum();
+        if applied.unstored.len() >= UNSTORED_RECORDS || statements >= UNSTORED_BYTES {
+            applied.store_records(&self.store)?;
         }
         Ok(outcomes)
     }
@@ -445,18 +787,20 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Vec<u8>>> {
-        Ok(Box::default())
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotData>> {
+        Ok(Box::new(SnapshotData::Received(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<ReplicaId, BasicNode>,
-        snapshot: Box<Vec<u8>>,
+        snapshot: Box<SnapshotData>,
     ) -> StorageResult<()> {
-        let state: MetaState = serde_json::from_slice(&snapshot).map_err(read_error)?;
-        self.store.put_snapshot(meta, &snapshot)?;
+        let (state, records) = snapshot.decode()?;
+        let json = serde_json::to_vec(&state).map_err(write_error)?;
         let mut applied = self.applied.write().expect("state lock");
+        self.store.put_snapshot(meta, &json, Some(&records))?;
+        applied.unstored.clear();
         applied.state = state;
         applied.last = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
@@ -464,9 +808,16 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self.store.snapshot()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(s.data),
+        let Some(stored) = self.store.snapshot()? else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(SnapshotData::Stored {
+                state: serde_json::to_vec(&stored.state).map_err(write_error)?,
+                records: stored.state.audit.len,
+                store: self.store.clone(),
+            }),
         }))
     }
 }
@@ -482,17 +833,12 @@ mod tests {
         (store.clone(), MetaStateMachine::open(store).unwrap())
     }
 
-    /// A state machine over a new store in `dir` with `records` audit records applied,
-    /// the snapshot it built and the state it holds.
-    async fn snapshotted(
-        dir: &Path,
-        records: usize,
-    ) -> (MetaStateMachine, Snapshot<TypeConfig>, MetaState) {
-        let (_, mut machine) = opened(dir);
-        {
-            let mut applied = machine.applied.write().unwrap();
-            for i in 0..records {
-                applied.state.apply(&Proposal {
+    /// Log entries `indexes`, each proposing an audit record.
+    fn audit_entries(indexes: RangeInclusive<u64>) -> Vec<Entry<TypeConfig>> {
+        indexes
+            .map(|i| Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(Proposal {
                     actor: Actor {
                         user: "ana".into(),
                         role: None,
@@ -504,60 +850,199 @@ mod tests {
                         detail: format!("SELECT count(*) FROM disbursements -- {i}"),
                         decision: "allowed".into(),
                     },
-                });
-            }
-            applied.last = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 9));
-        }
+                }),
+            })
+            .collect()
+    }
+
+    /// The audit records `machine` has applied.
+    fn records(machine: &MetaStateMachine) -> Vec<AuditRecord> {
+        let applied = machine.applied.read().unwrap();
+        applied.audit_records(&machine.store).unwrap()
+    }
+
+    fn state(machine: &MetaStateMachine) -> MetaState {
+        machine.applied.read().unwrap().state.clone()
+    }
+
+    /// A state machine over a new store in `dir` with `records` audit records applied,
+    /// and the snapshot it built.
+    async fn snapshotted(dir: &Path, records: u64) -> (MetaStateMachine, Snapshot<TypeConfig>) {
+        let (_, mut machine) = opened(dir);
+        machine.apply(audit_entries(1..=records)).await.unwrap();
         let snapshot = machine.build_snapshot().await.unwrap();
-        let state = machine.applied.read().unwrap().state.clone();
-        (machine, snapshot, state)
+        (machine, snapshot)
+    }
+
+    /// A snapshot's bytes as they are sent, in pieces of `piece` bytes.
+    fn sent(snapshot: Snapshot<TypeConfig>, piece: usize) -> Vec<Vec<u8>> {
+        snapshot
+            .snapshot
+            .pieces(piece)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[tokio::test]
-    async fn a_snapshot_is_stored_as_serialized_and_loaded_at_start() {
+    async fn audit_records_are_stored_in_batches_and_a_snapshot_leaves_them_out() {
         let dir = tempfile::tempdir().unwrap();
-        let (built, snapshot, state) = snapshotted(dir.path(), 3).await;
-        assert_eq!(
-            serde_json::from_slice::<MetaState>(&snapshot.snapshot).unwrap(),
-            state
-        );
-        let stored = built.store.snapshot().unwrap().unwrap();
-        assert_eq!(stored.data, *snapshot.snapshot, "stored byte for byte");
-        drop(built);
+        let (store, mut machine) = opened(dir.path());
+        machine.apply(audit_entries(1..=256)).await.unwrap();
+        machine.apply(audit_entries(257..=300)).await.unwrap();
+        let stored = || store.audit_json(1..=u64::MAX).unwrap().count();
+        assert_eq!(stored(), UNSTORED_RECORDS);
+        let all = records(&machine);
+        assert_eq!(AuditHead::of(&all), Ok(state(&machine).audit));
+        let seqs: Vec<u64> = {
+            let applied = machine.applied.read().unwrap();
+            applied
+                .audit_json(&store, 250..=u64::MAX)
+                .unwrap()
+                .map(|json| {
+                    serde_json::from_slice::<AuditRecord>(&json.unwrap())
+                        .unwrap()
+                        .seq
+                })
+                .collect()
+        };
+        assert_eq!(seqs, (250..=300).collect::<Vec<_>>());
+
+        machine.build_snapshot().await.unwrap();
+        assert_eq!(stored(), 300);
+        let snapshot_state = store.get::<serde_json::Value>(SNAPSHOT_STATE).unwrap();
+        assert!(!snapshot_state.unwrap().to_string().contains("SELECT"));
+        let state = state(&machine);
+        drop((store, machine));
 
         let (_, reopened) = opened(dir.path());
-        let applied = reopened.applied.read().unwrap();
-        assert_eq!(applied.state, state);
-        assert_eq!(applied.last.map(|l| l.index), Some(9));
+        assert_eq!(self::state(&reopened), state);
+        assert_eq!(reopened.applied.read().unwrap().last.unwrap().index, 300);
+        assert_eq!(records(&reopened), all);
     }
 
     #[tokio::test]
-    async fn a_snapshot_of_an_earlier_version_is_loaded_and_then_replaced() {
+    async fn re_applying_the_log_after_a_restart_writes_the_same_records_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (built, snapshot, state) = snapshotted(dir.path(), 2).await;
-        // As earlier versions stored it: one JSON value, the data as numbers.
-        let legacy = serde_json::json!({"meta": snapshot.meta, "data": *snapshot.snapshot});
-        let store = built.store.clone();
-        let mut txn = store.db.begin_write().unwrap();
-        {
-            let mut table = txn.open_table(KEYS).unwrap();
-            table.remove(SNAPSHOT_META).unwrap();
-            table.remove(SNAPSHOT_DATA).unwrap();
-        }
-        txn.set_durability(Durability::Immediate);
-        txn.commit().unwrap();
-        store.put(LEGACY_SNAPSHOT, &legacy).unwrap();
-        drop((built, store));
+        let (mut built, _) = snapshotted(dir.path(), 3).await;
+        built.apply(audit_entries(4..=5)).await.unwrap();
+        let (before, state) = (records(&built), state(&built));
+        drop(built);
 
-        let (store, mut reopened) = opened(dir.path());
-        assert_eq!(reopened.applied.read().unwrap().state, state);
-        reopened.build_snapshot().await.unwrap();
-        assert!(
-            store
-                .get::<serde_json::Value>(LEGACY_SNAPSHOT)
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(store.snapshot().unwrap().unwrap().data, *snapshot.snapshot);
+        let (_, mut reopened) = opened(dir.path());
+        assert_eq!(records(&reopened).len(), 3);
+        reopened.apply(audit_entries(4..=5)).await.unwrap();
+        assert_eq!(self::state(&reopened), state);
+        assert_eq!(records(&reopened), before);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_crosses_in_pieces_with_its_audit_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (built, snapshot) = snapshotted(&dir.path().join("a"), 300).await;
+        let meta = snapshot.meta.clone();
+        let size = snapshot.snapshot.size().unwrap();
+        let pieces = sent(snapshot, 4096);
+        let bytes = pieces.concat();
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.len() < 4096 + 1024));
+        assert!(bytes.len() as u64 <= size, "{} > {size}", bytes.len());
+
+        let (_, mut peer) = opened(&dir.path().join("b"));
+        peer.apply(audit_entries(1..=2)).await.unwrap();
+        peer.install_snapshot(&meta, Box::new(SnapshotData::Received(bytes)))
+            .await
+            .unwrap();
+        assert_eq!(state(&peer), state(&built));
+        assert_eq!(records(&peer), records(&built));
+        let current = peer.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_whose_audit_log_is_broken_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, snapshot) = snapshotted(&dir.path().join("a"), 5).await;
+        let meta = snapshot.meta.clone();
+        let bytes = sent(snapshot, usize::MAX).concat();
+        let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+        let altered = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("-- 3", "-- 9");
+        for (broken, says) in [
+            ([&lines[..3], &lines[4..]].concat().join(&b'\n'), "missing"),
+            (
+                lines[..5].join(&b'\n'),
+                "holds 4 records, its state names 5",
+            ),
+            (altered.into_bytes(), "record 3 was altered"),
+        ] {
+            let (_, mut peer) = opened(tempfile::tempdir().unwrap().path());
+            peer.apply(audit_entries(1..=2)).await.unwrap();
+            let err = peer
+                .install_snapshot(&meta, Box::new(SnapshotData::Received(broken)))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+            assert_eq!(state(&peer).audit.len, 2);
+            assert_eq!(records(&peer).len(), 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_of_earlier_versions_load_and_move_their_records_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (built, snapshot) = snapshotted(dir.path(), 4).await;
+        let (state, stored) = (state(&built), records(&built));
+        // As earlier versions serialized the state: every record inside, no head.
+        let mut earlier = serde_json::to_value(&state).unwrap();
+        let fields = earlier.as_object_mut().unwrap();
+        fields.remove("audit_head");
+        fields.insert("audit".into(), serde_json::to_value(&stored).unwrap());
+        let earlier = serde_json::to_vec(&earlier).unwrap();
+        let legacy = serde_json::json!({"meta": snapshot.meta, "data": earlier});
+        let store = built.store.clone();
+        drop((built, snapshot));
+
+        for (key, value) in [
+            (EARLIER_SNAPSHOT_DATA, earlier),
+            (LEGACY_SNAPSHOT, serde_json::to_vec(&legacy).unwrap()),
+        ] {
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(AUDIT).unwrap();
+            {
+                let mut table = txn.open_table(KEYS).unwrap();
+                table.remove(SNAPSHOT_STATE).unwrap();
+                if key == LEGACY_SNAPSHOT {
+                    table.remove(SNAPSHOT_META).unwrap();
+                }
+                table.insert(key, value.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+
+            let reopened = MetaStateMachine::open(store.clone()).unwrap();
+            assert_eq!(self::state(&reopened), state, "{key}");
+            assert_eq!(records(&reopened), stored, "{key}");
+            assert!(store.get::<serde_json::Value>(key).unwrap().is_none());
+            assert!(
+                store
+                    .get::<serde_json::Value>(SNAPSHOT_STATE)
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_missing_the_records_of_its_snapshot_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (built, _) = snapshotted(dir.path(), 3).await;
+        let store = built.store.clone();
+        drop(built);
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(AUDIT).unwrap().remove(3).unwrap();
+        txn.commit().unwrap();
+        let err = MetaStateMachine::open(store).unwrap_err();
+        assert!(err.to_string().contains("lacks record 3"), "{err}");
     }
 }

@@ -14,7 +14,7 @@ openraft::declare_raft_types!(
         R = Outcome,
         NodeId = ReplicaId,
         Node = openraft::BasicNode,
-        SnapshotData = Vec<u8>,
+        SnapshotData = crate::store::SnapshotData,
 );
 
 /// Identifier of a coordinator replica in the raft group.
