@@ -317,6 +317,11 @@ impl Replica {
         applied.audit_records(&self.store)
     }
 
+    /// Where this replica stores its raft log and its audit log's records.
+    pub(crate) fn store(&self) -> &MetaStore {
+        &self.store
+    }
+
     /// [`Replica::read_fresh`], `read` also given the JSON of the audit log's records
     /// from position `from` (0 for the first), read as they are taken.
     pub(crate) async fn read_fresh_with_audit<T>(

@@ -1,5 +1,6 @@
 //! The gRPC services of a replica: raft between peers, and administration.
 
+use std::io::Seek;
 use std::sync::Arc;
 
 use openraft::Snapshot;
@@ -10,6 +11,7 @@ use sunlight_proto::v1::{
     AddReplicaRequest, ClusterStatusReply, ClusterStatusRequest, ProposeReply, ProposeRequest,
     RaftPayload, ReadReply, ReadRequest, RemoveReplicaRequest, Section, SnapshotChunk,
 };
+use tokio::io::AsyncWriteExt;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -136,13 +138,20 @@ impl RaftRpc for RaftService {
         self.admit(&metadata, first.from)?;
         let vote = decode(&first.vote, "snapshot vote")?;
         let meta = decode(&first.meta, "snapshot meta")?;
-        let mut data = first.data;
+        // Into a file as it comes, not memory: the snapshot holds the whole audit log.
+        let spooled =
+            |e: std::io::Error| Status::internal(format!("a snapshot cannot be received: {e}"));
+        let mut file = tokio::fs::File::from_std(self.replica.store().spool().map_err(spooled)?);
+        file.write_all(&first.data).await.map_err(spooled)?;
         while let Some(chunk) = chunks.message().await? {
-            data.extend_from_slice(&chunk.data);
+            file.write_all(&chunk.data).await.map_err(spooled)?;
         }
+        file.flush().await.map_err(spooled)?;
+        let mut file = file.into_std().await;
+        file.rewind().map_err(spooled)?;
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(SnapshotData::Received(data)),
+            snapshot: Box::new(SnapshotData::Received(file)),
         };
         let answer = self
             .replica

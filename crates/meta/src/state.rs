@@ -45,13 +45,11 @@ impl AuditHead {
     /// The head of the log whose records are `records`, if they are a whole, unaltered
     /// chain from the first record; otherwise its first break.
     pub fn of(records: &[AuditRecord]) -> Result<Self, String> {
-        verify_chain(records)?;
-        let hash = |r: Option<&AuditRecord>| r.map(|r| r.sha256.clone()).unwrap_or_default();
-        Ok(Self {
-            len: records.len() as u64,
-            first_sha256: hash(records.first()),
-            last_sha256: hash(records.last()),
-        })
+        let mut check = ChainCheck::default();
+        for record in records {
+            check.take(record)?;
+        }
+        Ok(check.head())
     }
 }
 
@@ -378,16 +376,25 @@ pub fn audit_sha256(record: &AuditRecord) -> String {
 /// Checks that `records` are a whole, unaltered chain from the first record; returns how
 /// many were checked, or the first break.
 pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, String> {
-    let mut prev = String::new();
-    for (i, record) in records.iter().enumerate() {
-        let expected = i as u64 + 1;
+    AuditHead::of(records).map(|_| records.len())
+}
+
+/// Checks audit records one at a time, as they are read, as a whole, unaltered chain from
+/// the first record.
+#[derive(Debug, Default)]
+pub(crate) struct ChainCheck(AuditHead);
+
+impl ChainCheck {
+    /// Takes the next record, or names the first break.
+    pub(crate) fn take(&mut self, record: &AuditRecord) -> Result<(), String> {
+        let expected = self.0.len + 1;
         if record.seq != expected {
             return Err(format!(
                 "record {expected} is missing: found record {} in its place (removed or reordered)",
                 record.seq
             ));
         }
-        if record.prev_sha256 != prev {
+        if record.prev_sha256 != self.0.last_sha256 {
             return Err(format!(
                 "record {} does not follow record {} (removed, reordered or altered)",
                 record.seq,
@@ -400,9 +407,18 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, String> {
                 record.seq
             ));
         }
-        prev = record.sha256.clone();
+        self.0.len = expected;
+        self.0.last_sha256.clone_from(&record.sha256);
+        if expected == 1 {
+            self.0.first_sha256.clone_from(&record.sha256);
+        }
+        Ok(())
     }
-    Ok(records.len())
+
+    /// The head of the log of the records taken.
+    pub(crate) fn head(self) -> AuditHead {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::state::{AuditHead, MetaState};
+use crate::state::{AuditHead, ChainCheck, MetaState};
 use crate::types::{AuditRecord, LogId, Outcome, ReplicaId, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -169,14 +169,12 @@ impl MetaStore {
         txn.commit().map_err(write_error)
     }
 
-    /// Stores a snapshot's meta and state in place of the last one. With `records`, as
-    /// when a snapshot is installed, they replace the audit log's records too.
-    fn put_snapshot(
+    /// A write of a snapshot's meta and state in place of the last one, to commit.
+    fn snapshot_txn(
         &self,
         meta: &SnapshotMeta<ReplicaId, BasicNode>,
         state: &[u8],
-        records: Option<&[AuditRecord]>,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<redb::WriteTransaction> {
         let meta = serde_json::to_vec(meta).map_err(write_error)?;
         let mut txn = self.db.begin_write().map_err(write_error)?;
         txn.set_durability(self.durability);
@@ -189,11 +187,86 @@ impl MetaStore {
             table.remove(EARLIER_SNAPSHOT_DATA).map_err(write_error)?;
             table.remove(LEGACY_SNAPSHOT).map_err(write_error)?;
         }
-        if let Some(records) = records {
-            txn.delete_table(AUDIT).map_err(write_error)?;
-            insert_records(&mut txn.open_table(AUDIT).map_err(write_error)?, records)?;
+        Ok(txn)
+    }
+
+    /// Stores a snapshot's meta and state in place of the last one; its audit records are
+    /// the first ones of the store.
+    fn put_snapshot(
+        &self,
+        meta: &SnapshotMeta<ReplicaId, BasicNode>,
+        state: &[u8],
+    ) -> StorageResult<()> {
+        self.snapshot_txn(meta, state)?
+            .commit()
+            .map_err(write_error)
+    }
+
+    /// Stores the snapshot of `lines` (see [`SnapshotData`]) in place of the last one, its
+    /// audit records in place of the store's, and returns its state. Refused, and nothing
+    /// stored, unless the records are the whole, unaltered chain the state names.
+    fn put_snapshot_lines(
+        &self,
+        meta: &SnapshotMeta<ReplicaId, BasicNode>,
+        mut lines: impl Iterator<Item = StorageResult<Vec<u8>>>,
+    ) -> StorageResult<MetaState> {
+        let invalid = |reason: String| read_error(std::io::Error::other(reason));
+        let broken = |e: String| invalid(format!("a snapshot's audit log is broken: {e}"));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| Err(invalid("a snapshot without its state".into())))?;
+        let mut state: serde_json::Value = serde_json::from_slice(&first).map_err(read_error)?;
+        let earlier: Option<Vec<AuditRecord>> = state
+            .as_object_mut()
+            .and_then(|s| s.remove("audit"))
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(read_error)?;
+        let mut state: MetaState = serde_json::from_value(state).map_err(read_error)?;
+        if let Some(records) = &earlier {
+            state.audit = AuditHead::of(records).map_err(broken)?;
         }
-        txn.commit().map_err(write_error)
+        let json = serde_json::to_vec(&state).map_err(write_error)?;
+        let txn = self.snapshot_txn(meta, &json)?;
+        txn.delete_table(AUDIT).map_err(write_error)?;
+        let mut check = ChainCheck::default();
+        {
+            let mut table = txn.open_table(AUDIT).map_err(write_error)?;
+            let mut put = |record: AuditRecord| {
+                check.take(&record).map_err(broken)?;
+                insert_record(&mut table, &record)
+            };
+            match earlier {
+                Some(records) => records.into_iter().try_for_each(&mut put)?,
+                None => {
+                    for line in lines {
+                        let line = line?;
+                        if !line.is_empty() {
+                            put(serde_json::from_slice(&line).map_err(read_error)?)?;
+                        }
+                    }
+                }
+            }
+        }
+        let head = check.head();
+        if head.len != state.audit.len {
+            return Err(invalid(format!(
+                "a snapshot's audit log holds {} records, its state names {}",
+                head.len, state.audit.len
+            )));
+        }
+        if head != state.audit {
+            return Err(invalid(
+                "a snapshot's audit log ends in another record than its state names".into(),
+            ));
+        }
+        txn.commit().map_err(write_error)?;
+        Ok(state)
+    }
+
+    /// A file of its own beside the store, deleted once closed, to receive a snapshot in.
+    pub(crate) fn spool(&self) -> std::io::Result<std::fs::File> {
+        tempfile::tempfile_in(self.path.parent().unwrap_or(Path::new(".")))
     }
 
     /// Adds audit records, or writes them again as they were when the log is re-applied
@@ -202,7 +275,12 @@ impl MetaStore {
     fn put_records(&self, records: &[AuditRecord]) -> StorageResult<()> {
         let mut txn = self.db.begin_write().map_err(write_error)?;
         txn.set_durability(Durability::None);
-        insert_records(&mut txn.open_table(AUDIT).map_err(write_error)?, records)?;
+        {
+            let mut table = txn.open_table(AUDIT).map_err(write_error)?;
+            for record in records {
+                insert_record(&mut table, record)?;
+            }
+        }
         txn.commit().map_err(write_error)
     }
 
@@ -277,9 +355,7 @@ impl MetaStore {
             let state = serde_json::from_slice(&state).map_err(read_error)?;
             return Ok(Some(StoredSnapshot { meta, state }));
         }
-        let (state, records) = decode_snapshot(&state)?;
-        let json = serde_json::to_vec(&state).map_err(write_error)?;
-        self.put_snapshot(&meta, &json, Some(&records))?;
+        let state = self.put_snapshot_lines(&meta, std::iter::once(Ok(state)))?;
         Ok(Some(StoredSnapshot { meta, state }))
     }
 
@@ -481,16 +557,11 @@ struct LegacySnapshot {
     data: Vec<u8>,
 }
 
-fn insert_records(
-    table: &mut redb::Table<u64, &[u8]>,
-    records: &[AuditRecord],
-) -> StorageResult<()> {
-    for record in records {
-        let json = serde_json::to_vec(record).map_err(write_error)?;
-        table
-            .insert(record.seq, json.as_slice())
-            .map_err(write_error)?;
-    }
+fn insert_record(table: &mut redb::Table<u64, &[u8]>, record: &AuditRecord) -> StorageResult<()> {
+    let json = serde_json::to_vec(record).map_err(write_error)?;
+    table
+        .insert(record.seq, json.as_slice())
+        .map_err(write_error)?;
     Ok(())
 }
 
@@ -509,61 +580,51 @@ impl Iterator for AuditJson {
     }
 }
 
+/// A snapshot's lines, read as they are taken: its state's JSON, then an audit record's
+/// each (see [`SnapshotData`]).
+pub(crate) enum Lines {
+    /// Of a stored snapshot.
+    Stored(Box<std::iter::Chain<std::iter::Once<StorageResult<Vec<u8>>>, AuditJson>>),
+    /// Of a received snapshot's file.
+    Received(std::io::Split<std::io::BufReader<std::fs::File>>),
+}
+
+impl Iterator for Lines {
+    type Item = StorageResult<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Stored(lines) => lines.next(),
+            Self::Received(lines) => lines.next().map(|line| line.map_err(read_error)),
+        }
+    }
+}
+
 /// The pieces a snapshot is sent in, of `piece` bytes (or of one record, if larger), made
 /// as they are taken: the snapshot is not copied whole. One piece at the least.
-pub(crate) enum Pieces {
-    /// A stored snapshot's state, then its records.
-    Stored {
-        state: Option<Vec<u8>>,
-        records: AuditJson,
-        piece: usize,
-    },
-    /// A received snapshot's bytes.
-    Received {
-        data: Vec<u8>,
-        next: usize,
-        pieces: usize,
-        piece: usize,
-    },
+pub(crate) struct Pieces {
+    lines: Lines,
+    piece: usize,
+    first: bool,
 }
 
 impl Iterator for Pieces {
     type Item = StorageResult<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Self::Stored {
-                state,
-                records,
-                piece,
-            } => {
-                let mut buffer = Vec::new();
-                for line in state.take().map(Ok).into_iter().chain(records.by_ref()) {
-                    match line {
-                        Ok(line) => buffer.extend(line),
-                        Err(e) => return Some(Err(e)),
-                    }
-                    buffer.push(b'\n');
-                    if buffer.len() >= *piece {
-                        break;
-                    }
-                }
-                (!buffer.is_empty()).then_some(Ok(buffer))
+        let mut buffer = Vec::new();
+        for line in self.lines.by_ref() {
+            match line {
+                Ok(line) => buffer.extend(line),
+                Err(e) => return Some(Err(e)),
             }
-            Self::Received {
-                data,
-                next,
-                pieces,
-                piece,
-            } => {
-                if next == pieces {
-                    return None;
-                }
-                let start = (*next * *piece).min(data.len());
-                *next += 1;
-                Some(Ok(data[start..data.len().min(start + *piece)].to_vec()))
+            buffer.push(b'\n');
+            if buffer.len() >= self.piece {
+                break;
             }
         }
+        let first = std::mem::take(&mut self.first);
+        (first || !buffer.is_empty()).then_some(Ok(buffer))
     }
 }
 
@@ -582,8 +643,8 @@ pub enum SnapshotData {
         /// Where they are.
         store: MetaStore,
     },
-    /// A snapshot as a peer sent it.
-    Received(Vec<u8>),
+    /// A snapshot as a peer sent it, in a file of its own from its start.
+    Received(std::fs::File),
 }
 
 impl SnapshotData {
@@ -595,72 +656,35 @@ impl SnapshotData {
                 records,
                 store,
             } => Ok(state.len() as u64 + 1 + records + store.audit_bytes()?),
-            Self::Received(data) => Ok(data.len() as u64),
+            Self::Received(file) => Ok(file.metadata().map_err(read_error)?.len()),
         }
     }
 
-    /// Its bytes, in pieces of `piece` bytes.
-    pub(crate) fn pieces(self, piece: usize) -> StorageResult<Pieces> {
+    /// Its lines.
+    fn lines(self) -> StorageResult<Lines> {
         Ok(match self {
             Self::Stored {
                 state,
                 records,
                 store,
-            } => Pieces::Stored {
-                state: Some(state),
-                records: store.audit_json(1..=records)?,
-                piece,
-            },
-            Self::Received(data) => Pieces::Received {
-                pieces: data.len().div_ceil(piece).max(1),
-                data,
-                next: 0,
-                piece,
-            },
+            } => Lines::Stored(Box::new(
+                std::iter::once(Ok(state)).chain(store.audit_json(1..=records)?),
+            )),
+            Self::Received(file) => Lines::Received(std::io::BufRead::split(
+                std::io::BufReader::new(file),
+                b'\n',
+            )),
         })
     }
 
-    /// The state and the audit records the snapshot holds.
-    fn decode(self) -> StorageResult<(MetaState, Vec<AuditRecord>)> {
-        match self {
-            Self::Received(data) => decode_snapshot(&data),
-            stored => decode_snapshot(
-                &stored
-                    .pieces(usize::MAX)?
-                    .collect::<StorageResult<Vec<_>>>()?
-                    .concat(),
-            ),
-        }
+    /// Its bytes, in pieces of `piece` bytes.
+    pub(crate) fn pieces(self, piece: usize) -> StorageResult<Pieces> {
+        Ok(Pieces {
+            lines: self.lines()?,
+            piece,
+            first: true,
+        })
     }
-}
-
-/// The state and audit records of a snapshot's bytes, refused unless the records are the
-/// whole, unaltered chain the state's head names.
-fn decode_snapshot(bytes: &[u8]) -> StorageResult<(MetaState, Vec<AuditRecord>)> {
-    let invalid = |reason: String| read_error(std::io::Error::other(reason));
-    let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-    let mut state: serde_json::Value =
-        serde_json::from_slice(lines.next().unwrap_or_default()).map_err(read_error)?;
-    let earlier = state.as_object_mut().and_then(|s| s.remove("audit"));
-    let from_earlier_version = earlier.is_some();
-    let mut state: MetaState = serde_json::from_value(state).map_err(read_error)?;
-    let records: Vec<AuditRecord> = match earlier {
-        Some(records) => serde_json::from_value(records).map_err(read_error)?,
-        None => lines
-            .map(|line| serde_json::from_slice(line).map_err(read_error))
-            .collect::<StorageResult<_>>()?,
-    };
-    let head = AuditHead::of(&records)
-        .map_err(|e| invalid(format!("a snapshot's audit log is broken: {e}")))?;
-    if from_earlier_version {
-        state.audit = head;
-    } else if head != state.audit {
-        return Err(invalid(format!(
-            "a snapshot's audit log holds {} records, its state names {}",
-            head.len, state.audit.len
-        )));
-    }
-    Ok((state, records))
 }
 
 /// The in-memory state machine; readers share [`MetaStateMachine::applied`].
@@ -732,7 +756,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaStateMachine {
             let state = serde_json::to_vec(&applied.state).map_err(write_error)?;
             (meta, state, applied.state.audit.len)
         };
-        self.store.put_snapshot(&meta, &state, None)?;
+        self.store.put_snapshot(&meta, &state)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(SnapshotData::Stored {
@@ -788,7 +812,8 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotData>> {
-        Ok(Box::new(SnapshotData::Received(Vec::new())))
+        let file = self.store.spool().map_err(write_error)?;
+        Ok(Box::new(SnapshotData::Received(file)))
     }
 
     async fn install_snapshot(
@@ -796,10 +821,10 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         meta: &SnapshotMeta<ReplicaId, BasicNode>,
         snapshot: Box<SnapshotData>,
     ) -> StorageResult<()> {
-        let (state, records) = snapshot.decode()?;
-        let json = serde_json::to_vec(&state).map_err(write_error)?;
+        // Stored before the state is swapped in: the records the state names now are the
+        // first of the snapshot's, the same committed history.
+        let state = self.store.put_snapshot_lines(meta, snapshot.lines()?)?;
         let mut applied = self.applied.write().expect("state lock");
-        self.store.put_snapshot(meta, &json, Some(&records))?;
         applied.unstored.clear();
         applied.state = state;
         applied.last = meta.last_log_id;
@@ -872,6 +897,15 @@ mod tests {
         machine.apply(audit_entries(1..=records)).await.unwrap();
         let snapshot = machine.build_snapshot().await.unwrap();
         (machine, snapshot)
+    }
+
+    /// A snapshot received as `bytes`.
+    fn received(bytes: &[u8]) -> Box<SnapshotData> {
+        use std::io::{Seek, Write};
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file.rewind().unwrap();
+        Box::new(SnapshotData::Received(file))
     }
 
     /// A snapshot's bytes as they are sent, in pieces of `piece` bytes.
@@ -950,7 +984,19 @@ mod tests {
 
         let (_, mut peer) = opened(&dir.path().join("b"));
         peer.apply(audit_entries(1..=2)).await.unwrap();
-        peer.install_snapshot(&meta, Box::new(SnapshotData::Received(bytes)))
+        let received = received(&bytes);
+        assert_eq!(received.size().unwrap(), bytes.len() as u64);
+        assert_eq!(
+            sent(
+                Snapshot {
+                    meta: meta.clone(),
+                    snapshot: received
+                },
+                4096
+            ),
+            pieces
+        );
+        peer.install_snapshot(&meta, self::received(&bytes))
             .await
             .unwrap();
         assert_eq!(state(&peer), state(&built));
@@ -980,7 +1026,7 @@ mod tests {
             let (_, mut peer) = opened(tempfile::tempdir().unwrap().path());
             peer.apply(audit_entries(1..=2)).await.unwrap();
             let err = peer
-                .install_snapshot(&meta, Box::new(SnapshotData::Received(broken)))
+                .install_snapshot(&meta, received(&broken))
                 .await
                 .unwrap_err();
             assert!(err.to_string().contains(says), "{err}");
