@@ -51,6 +51,15 @@ impl AuditHead {
         }
         Ok(check.head())
     }
+
+    /// Moves the head past `record`, the next record of the log.
+    fn advance(&mut self, record: &AuditRecord) {
+        self.len = record.seq;
+        self.last_sha256.clone_from(&record.sha256);
+        if record.seq == 1 {
+            self.first_sha256.clone_from(&record.sha256);
+        }
+    }
 }
 
 /// Hex SHA-256 of an API token, the only form in which tokens are stored.
@@ -345,11 +354,7 @@ impl MetaState {
             sha256: String::new(),
         };
         record.sha256 = audit_sha256(&record);
-        self.audit.len = record.seq;
-        self.audit.last_sha256.clone_from(&record.sha256);
-        if record.seq == 1 {
-            self.audit.first_sha256.clone_from(&record.sha256);
-        }
+        self.audit.advance(&record);
         record
     }
 }
@@ -407,11 +412,7 @@ impl ChainCheck {
                 record.seq
             ));
         }
-        self.0.len = expected;
-        self.0.last_sha256.clone_from(&record.sha256);
-        if expected == 1 {
-            self.0.first_sha256.clone_from(&record.sha256);
-        }
+        self.0.advance(record);
         Ok(())
     }
 
