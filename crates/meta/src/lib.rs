@@ -15,12 +15,14 @@
 //! Writes are fsynced before they are acknowledged (`fsync = true` by default).
 //!
 //! The state machine lives in memory, but for the audit log, which grows with every query:
-//! its records are written to the file as their entries are applied, and only its head
-//! (length and hashes) is held. The rest is small (registry, users, models, runs) and
-//! rebuilt at start from the last snapshot plus the committed log. A snapshot is taken
-//! every [`ReplicaConfig::snapshot_every`] entries and the log before it is purged; it
-//! stores the small state only, its audit records being those already in the file, and
-//! is sent to a peer as the state followed by the records, read as they go.
+//! its records are written to the file a batch at a time as their entries are applied, and
+//! only its head (length and hashes) and the last batch are held. The rest is small
+//! (registry, users, models, runs) and rebuilt at start from the last snapshot plus the
+//! committed log. A snapshot is taken every [`ReplicaConfig::snapshot_every`] entries and
+//! the log before it is purged; it stores the small state only, its audit records being
+//! those already in the file. It is sent to a peer as the state followed by the records,
+//! read as they go, and the peer receives it into a file and installs it a record at a
+//! time, checking the hash chain.
 //!
 //! # Network
 //!
