@@ -4,7 +4,13 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use clap::ValueEnum;
 use parquet::arrow::ArrowWriter;
 use sunlight_client::QueryResult;
@@ -70,7 +76,9 @@ pub fn write_result(result: &QueryResult, format: Format, output: Option<&Path>)
                 .with_header(true)
                 .build(&mut sink);
             for batch in non_empty(result) {
-                writer.write(&batch).map_err(arrow_err)?;
+                writer
+                    .write(&nested_as_text(&batch).map_err(arrow_err)?)
+                    .map_err(arrow_err)?;
             }
         }
         Format::Json => {
@@ -102,11 +110,74 @@ fn write_parquet(result: &QueryResult, file: File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `batch` with its nested columns (lists, structs, maps), which CSV has no form for, as
+/// text written as the table shows them, e.g. `[DIBAO, YULU]`.
+fn nested_as_text(batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+    let options = FormatOptions::default();
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            if !field.data_type().is_nested() {
+                return Ok((field.as_ref().clone(), column.clone()));
+            }
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let text: StringArray = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
+                .collect();
+            let field = Field::new(field.name(), DataType::Utf8, field.is_nullable());
+            Ok((field, Arc::new(text) as ArrayRef))
+        })
+        .collect::<std::result::Result<Vec<_>, ArrowError>>()?
+        .into_iter()
+        .unzip();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
 /// The batches, or one empty batch so that headers print for an empty result.
 fn non_empty(result: &QueryResult) -> Vec<RecordBatch> {
     if result.batches.is_empty() {
         vec![RecordBatch::new_empty(result.schema.clone())]
     } else {
         result.batches.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int32Array, ListBuilder, StringBuilder, StructArray};
+
+    use super::*;
+
+    #[test]
+    fn csv_writes_nested_columns_as_the_table_shows_them() {
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        lists.values().append_value("DIBAO");
+        lists.values().append_value("YULU");
+        lists.append(true);
+        lists.append(false);
+        let levels = StructArray::from(vec![(
+            Arc::new(Field::new("level", DataType::Int32, false)),
+            Arc::new(Int32Array::from(vec![1, 4])) as ArrayRef,
+        )]);
+        let batch = RecordBatch::try_from_iter([
+            (
+                "county_code",
+                Arc::new(StringArray::from(vec!["140215", "140221"])) as ArrayRef,
+            ),
+            ("types", Arc::new(lists.finish()) as ArrayRef),
+            ("cert", Arc::new(levels) as ArrayRef),
+        ])
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let result = QueryResult::new(batch.schema(), vec![batch]);
+        write_result(&result, Format::Csv, Some(&path)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "county_code,types,cert\n140215,\"[DIBAO, YULU]\",{level: 1}\n140221,,{level: 4}\n"
+        );
     }
 }
