@@ -86,6 +86,9 @@ pub struct Replica {
     raft: Raft<TypeConfig>,
     applied: Arc<RwLock<Applied>>,
     store: MetaStore,
+    /// Held through a change of the group's members: raft takes one at a time, and
+    /// refuses a second while the first is under way.
+    membership_change: tokio::sync::Mutex<()>,
     file_closed: tokio::sync::Mutex<tokio::sync::watch::Receiver<()>>,
 }
 
@@ -137,6 +140,7 @@ impl Replica {
             raft,
             applied,
             store,
+            membership_change: tokio::sync::Mutex::new(()),
             file_closed: tokio::sync::Mutex::new(file_closed),
         }))
     }
@@ -387,6 +391,7 @@ impl Replica {
         if id == 0 {
             return Err(Error::Invalid("replica id must be 1 or more".into()));
         }
+        let _one_at_a_time = self.membership_change.lock().await;
         self.raft
             .add_learner(id, BasicNode::new(addr), true)
             .await
@@ -400,6 +405,7 @@ impl Replica {
 
     /// Removes replica `id` from the group.
     pub async fn remove_replica(&self, id: ReplicaId) -> Result<ClusterStatusReply> {
+        let _one_at_a_time = self.membership_change.lock().await;
         let voters: BTreeSet<_> = self
             .raft
             .metrics()

@@ -231,6 +231,34 @@ async fn rebuild(cluster: &mut TestCluster, client: &mut AdminClient, victim: Re
     assert!(status.replicas.iter().any(|r| r.id == victim && r.voter));
 }
 
+/// Two replicas that join at once, as the README starts them, both become voters: raft
+/// takes one change of the members at a time and refuses a second meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_join_at_once_both_become_voters() {
+    let mut cluster = TestCluster::start(3, false, 5_000).await;
+    let leader = cluster.leader(&[1, 2, 3], ELECTION).await;
+    let joining: Vec<ReplicaId> = (1..=3).filter(|&id| id != leader).collect();
+    let mut client = cluster.client();
+    for &id in &joining {
+        client.remove_replica(id).await.unwrap();
+        cluster.stop(id).await;
+        std::fs::remove_dir_all(&cluster.member(id).dir).unwrap();
+        cluster.restart(id).await;
+    }
+    let joins = joining.iter().map(|&id| {
+        let mut client = cluster.client();
+        let addr = cluster.member(id).addr.to_string();
+        async move { client.add_replica(id, &addr).await }
+    });
+    for joined in futures::future::join_all(joins).await {
+        joined.unwrap();
+    }
+    let status = client.status().await.unwrap();
+    assert!(status.replicas.iter().all(|r| r.voter), "{status:?}");
+    assert_eq!(status.replicas.len(), 3);
+    cluster.stop_all().await;
+}
+
 /// Writes `n` audit records of 1.5 MB each through `leader`.
 async fn write_large_records(cluster: &TestCluster, leader: ReplicaId, n: usize) {
     let statement = "x".repeat(1_500_000);
