@@ -308,11 +308,18 @@ impl Replica {
 
     /// Reads the state after every write acknowledged before the call (leader only).
     pub async fn read_fresh<T>(&self, f: impl FnOnce(&MetaState) -> T) -> Result<(T, u64)> {
+        self.linearizable().await?;
+        Ok(self.read_indexed(f))
+    }
+
+    /// Waits until this replica has applied every write acknowledged before the call, or
+    /// says it is not the leader.
+    async fn linearizable(&self) -> Result<()> {
         self.raft
             .ensure_linearizable()
             .await
             .map_err(|e| self.raft_error(e))?;
-        Ok(self.read_indexed(f))
+        Ok(())
     }
 
     /// The audit log's records as applied on this replica, oldest first.
@@ -333,10 +340,7 @@ impl Replica {
         from: u64,
         read: impl FnOnce(&MetaState, &mut dyn Iterator<Item = Result<Vec<u8>>>) -> T,
     ) -> Result<(T, u64)> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|e| self.raft_error(e))?;
+        self.linearizable().await?;
         let applied = self.applied.read().expect("state lock");
         let unreadable = |e| self.store.unreadable_audit(e);
         let mut records = applied
