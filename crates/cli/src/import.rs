@@ -1,10 +1,15 @@
 //! `sunlight import`: CSV files into a node's data root, converted to the contract's
 //! types. Files in UTF-8 (with or without a byte-order mark) or in a named legacy encoding
 //! such as GBK are read. Every bad value is reported with its line and column, and nothing
-//! is written unless the whole file is good.
+//! is written unless every file is good.
+//!
+//! A file is read as a stream, a batch of rows at a time, into a Parquet file in a folder
+//! of its own; only the import's payment_ids are held in memory. The Parquet files go to
+//! the data root once all are converted and checked.
 
-use std::collections::{HashMap, HashSet};
-use std::io::Cursor;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,9 +21,10 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
-use encoding_rs::{DecoderResult, Encoding, UTF_8};
+use arrow::error::ArrowError;
+use encoding_rs::{Decoder, DecoderResult, Encoding, UTF_8};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, WriteMultipart};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -33,6 +39,12 @@ const MAX_REPORTED: usize = 50;
 
 /// The column of `disbursements` the contract makes unique across the city.
 const PAYMENT: &str = "payment_id";
+
+/// Rows converted at a time.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Bytes read or sent at a time.
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// A value that does not fit its column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +67,38 @@ impl std::fmt::Display for RowError {
     }
 }
 
+/// The bad values of a file: the first [`MAX_REPORTED`] of them, and how many in all.
+#[derive(Debug, Default)]
+struct Problems {
+    shown: Vec<RowError>,
+    total: usize,
+}
+
+impl Problems {
+    fn push(&mut self, error: RowError) {
+        self.total += 1;
+        if self.shown.len() < MAX_REPORTED {
+            self.shown.push(error);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The error that refuses `csv` for them.
+    fn refuse(self, csv: &Path) -> Error {
+        let mut errors: Vec<String> = self.shown.iter().map(RowError::to_string).collect();
+        if self.total > MAX_REPORTED {
+            errors.push(format!("… and {} more", self.total - MAX_REPORTED));
+        }
+        Error::Csv {
+            path: csv.into(),
+            errors,
+        }
+    }
+}
+
 /// The encoding a label such as `utf-8`, `gbk` or `gb18030` names (WHATWG labels).
 pub fn encoding(label: &str) -> Result<&'static Encoding> {
     Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
@@ -64,149 +108,443 @@ pub fn encoding(label: &str) -> Result<&'static Encoding> {
     })
 }
 
-/// `bytes` as text in `encoding`, or in the encoding a leading byte-order mark names (as
-/// Excel's "Unicode text" is UTF-16), without the mark. A byte sequence the encoding does
-/// not hold is an error naming its line, as nothing may be replaced.
-fn decode(bytes: &[u8], encoding: &'static Encoding) -> std::result::Result<String, String> {
-    let mut decoder = encoding.new_decoder();
-    let capacity = decoder
-        .max_utf8_buffer_length_without_replacement(bytes.len())
-        .unwrap_or(bytes.len());
-    let mut text = String::with_capacity(capacity);
-    match decoder.decode_to_string_without_replacement(bytes, &mut text, true) {
-        (DecoderResult::Malformed(..), _) => {
-            let line = text.matches('\n').count() + 1;
-            let encoding = decoder.encoding();
-            let hint = if encoding == UTF_8 {
+/// Bytes that are not text in the encoding a file is read in.
+#[derive(Debug)]
+struct NotText {
+    line: usize,
+    encoding: &'static Encoding,
+}
+
+impl std::fmt::Display for NotText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {} is not {} text", self.line, self.encoding.name())?;
+        if self.encoding == UTF_8 {
+            write!(
+                f,
                 "; a file Excel saved as \"CSV\" on Chinese Windows is in GBK: pass --encoding gbk"
-            } else {
-                ""
-            };
-            Err(format!("line {line} is not {} text{hint}", encoding.name()))
+            )?;
         }
-        _ => Ok(text),
+        Ok(())
     }
 }
 
-/// Converts `csv`, text in `encoding`, to the contract schema of `table`.
-pub fn read_csv(csv: &Path, table: Table, encoding: &'static Encoding) -> Result<RecordBatch> {
-    let contract = table.schema();
-    let bytes = std::fs::read(csv).map_err(|source| Error::Read {
-        path: csv.into(),
-        source,
-    })?;
-    let text = decode(&bytes, encoding).map_err(|problem| Error::Csv {
-        path: csv.into(),
-        errors: vec![problem],
-    })?;
-    drop(bytes);
-    // Excel's "Unicode text" separates by tabs.
-    let first_line = text.lines().next().unwrap_or_default();
-    let delimiter = match !first_line.contains(',') && first_line.contains('\t') {
-        true => b'\t',
-        false => b',',
-    };
-    let (header, _) = arrow::csv::reader::Format::default()
-        .with_header(true)
-        .with_delimiter(delimiter)
-        .infer_schema(Cursor::new(text.as_bytes()), Some(0))
-        .map_err(|e| Error::Csv {
-            path: csv.into(),
-            errors: vec![format!("cannot read the header: {e}")],
-        })?;
-    for field in header.fields() {
-        if contract.field_with_name(field.name()).is_err() {
-            return Err(Error::Csv {
-                path: csv.into(),
-                errors: vec![format!(
-                    "column {} is not in the {table} contract",
-                    field.name()
-                )],
-            });
+impl std::error::Error for NotText {}
+
+/// The text of `bytes`, in an encoding or in the one a leading byte-order mark names (as
+/// Excel's "Unicode text" is UTF-16), read as UTF-8 without the mark. A byte sequence the
+/// encoding does not hold fails the read with [`NotText`], as nothing may be replaced.
+struct Utf8Text<R> {
+    bytes: R,
+    decoder: Decoder,
+    input: Box<[u8]>,
+    input_at: usize,
+    input_end: usize,
+    /// `bytes` has no more.
+    drained: bool,
+    output: Box<[u8]>,
+    output_at: usize,
+    output_end: usize,
+    /// The decoder has been told the input ended.
+    ended: bool,
+    /// Line breaks decoded so far.
+    lines: usize,
+}
+
+impl<R: Read> Utf8Text<R> {
+    fn new(bytes: R, encoding: &'static Encoding) -> Self {
+        Self {
+            bytes,
+            decoder: encoding.new_decoder(),
+            input: vec![0; CHUNK_BYTES].into(),
+            input_at: 0,
+            input_end: 0,
+            drained: false,
+            output: vec![0; CHUNK_BYTES].into(),
+            output_at: 0,
+            output_end: 0,
+            ended: false,
+            lines: 0,
         }
     }
-    if let Some(missing) = contract
-        .fields()
-        .iter()
-        .find(|f| header.field_with_name(f.name()).is_err())
-    {
-        return Err(Error::Csv {
-            path: csv.into(),
-            errors: vec![format!("column {} is missing", missing.name())],
-        });
+}
+
+impl<R: Read> BufRead for Utf8Text<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.output_at == self.output_end && !self.ended {
+            if self.input_at == self.input_end && !self.drained {
+                self.input_at = 0;
+                self.input_end = self.bytes.read(&mut self.input)?;
+                self.drained = self.input_end == 0;
+            }
+            let (result, read, written) = self.decoder.decode_to_utf8_without_replacement(
+                &self.input[self.input_at..self.input_end],
+                &mut self.output,
+                self.drained,
+            );
+            self.input_at += read;
+            let lines = self.output[..written]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            if let DecoderResult::Malformed(..) = result {
+                let line = self.lines + lines + 1;
+                let encoding = self.decoder.encoding();
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    NotText { line, encoding },
+                ));
+            }
+            self.lines += lines;
+            (self.output_at, self.output_end) = (0, written);
+            self.ended = self.drained && matches!(result, DecoderResult::InputEmpty);
+        }
+        Ok(&self.output[self.output_at..self.output_end])
     }
-    let text_schema = Arc::new(Schema::new(
-        header
+
+    fn consume(&mut self, amount: usize) {
+        self.output_at += amount;
+    }
+}
+
+impl<R: Read> Read for Utf8Text<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let text = self.fill_buf()?;
+        let amount = text.len().min(out.len());
+        out[..amount].copy_from_slice(&text[..amount]);
+        self.consume(amount);
+        Ok(amount)
+    }
+}
+
+/// What a read error of `csv` says: the line that is not text, or the reader's error.
+fn unreadable(csv: &Path, error: ArrowError) -> Error {
+    let problem = match &error {
+        ArrowError::IoError(_, e) => e.get_ref().and_then(|e| e.downcast_ref::<NotText>()),
+        _ => None,
+    };
+    Error::Csv {
+        path: csv.into(),
+        errors: vec![problem.map_or_else(|| error.to_string(), NotText::to_string)],
+    }
+}
+
+/// Where a value was read: a file of the import and a line of it.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    file: usize,
+    line: usize,
+}
+
+/// A CSV file converted, as a Parquet file not yet in the data root.
+#[derive(Debug)]
+struct Converted {
+    csv: PathBuf,
+    rows: usize,
+    parquet: PathBuf,
+    /// SHA-256 of the Parquet file, in hex: it names the file in the data root.
+    digest: String,
+}
+
+/// A file written into the data root.
+#[derive(Debug)]
+pub struct Imported {
+    /// The CSV file.
+    pub csv: PathBuf,
+    /// Its rows.
+    pub rows: usize,
+    /// The URL of the Parquet file written.
+    pub location: String,
+}
+
+/// CSV files read into one table of the contract: each converted to a Parquet file in a
+/// folder of the import's own, none written to the data root until all are good.
+#[derive(Debug)]
+pub struct Import {
+    table: Table,
+    encoding: &'static Encoding,
+    staging: tempfile::TempDir,
+    files: Vec<Converted>,
+    /// Of `disbursements`: where each payment_id was read.
+    payments: HashMap<Box<str>, Place>,
+}
+
+impl Import {
+    /// An import into `table` of files in `encoding`.
+    pub fn new(table: Table, encoding: &'static Encoding) -> Result<Self> {
+        let staging = tempfile::Builder::new()
+            .prefix("sunlight-import-")
+            .tempdir()
+            .map_err(|source| Error::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        Ok(Self {
+            table,
+            encoding,
+            staging,
+            files: Vec::new(),
+            payments: HashMap::new(),
+        })
+    }
+
+    /// Converts `csv` to the contract's types, or refuses it with every bad value, naming
+    /// its line and column. Returns the rows read.
+    pub fn add(&mut self, csv: &Path) -> Result<usize> {
+        let contract = self.table.schema();
+        let file = File::open(csv).map_err(|source| Error::Read {
+            path: csv.into(),
+            source,
+        })?;
+        let mut text = Utf8Text::new(file, self.encoding);
+        let mut first_line = String::new();
+        text.read_line(&mut first_line)
+            .map_err(|e| unreadable(csv, e.into()))?;
+        // Excel's "Unicode text" separates by tabs.
+        let delimiter = match !first_line.contains(',') && first_line.contains('\t') {
+            true => b'\t',
+            false => b',',
+        };
+        let (header, _) = arrow::csv::reader::Format::default()
+            .with_header(true)
+            .with_delimiter(delimiter)
+            .infer_schema(first_line.as_bytes(), Some(0))
+            .map_err(|e| Error::Csv {
+                path: csv.into(),
+                errors: vec![format!("cannot read the header: {e}")],
+            })?;
+        self.check_header(csv, &header)?;
+        let text_schema = Arc::new(Schema::new(
+            header
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        // The header is read again, so that the reader counts lines as the file does.
+        let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
+            .with_header(true)
+            .with_delimiter(delimiter)
+            .with_batch_size(BATCH_ROWS)
+            .build_buffered(io::Cursor::new(first_line).chain(text))
+            .map_err(|e| unreadable(csv, e))?;
+
+        let parquet = self
+            .staging
+            .path()
+            .join(format!("{}.parquet", self.files.len()));
+        let encode_error = |e: &dyn std::fmt::Display| Error::Encode {
+            path: parquet.clone(),
+            reason: e.to_string(),
+        };
+        let out = File::create(&parquet).map_err(|source| Error::Write {
+            path: parquet.clone(),
+            source,
+        })?;
+        let mut writer =
+            ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
+        let mut problems = Problems::default();
+        let mut payments = HashMap::new();
+        let mut rows = 0;
+        for cells in reader {
+            let cells = cells.map_err(|e| unreadable(csv, e))?;
+            // Line 1 is the header.
+            let first_line = rows + 2;
+            let mut columns = Vec::new();
+            for field in contract.fields() {
+                let index = text_schema.index_of(field.name()).expect("checked above");
+                let values = cells.column(index).as_string::<i32>();
+                if self.table == Table::Disbursements && field.name() == PAYMENT {
+                    self.note_payments(values, first_line, &mut payments, &mut problems);
+                }
+                columns.push(convert(
+                    self.table,
+                    field,
+                    values,
+                    first_line,
+                    &mut problems,
+                ));
+            }
+            rows += cells.num_rows();
+            if problems.is_empty() {
+                let batch = RecordBatch::try_new(contract.clone(), columns)
+                    .expect("columns follow the contract");
+                writer.write(&batch).map_err(|e| encode_error(&e))?;
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.refuse(csv));
+        }
+        writer.close().map_err(|e| encode_error(&e))?;
+        let mut digest = Sha256::new();
+        File::open(&parquet)
+            .and_then(|mut file| io::copy(&mut file, &mut digest))
+            .map_err(|source| Error::Read {
+                path: parquet.clone(),
+                source,
+            })?;
+        let file = self.files.len();
+        self.payments.extend(
+            payments
+                .into_iter()
+                .map(|(id, line)| (id, Place { file, line })),
+        );
+        self.files.push(Converted {
+            csv: csv.into(),
+            rows,
+            parquet,
+            digest: hex::encode(digest.finalize()),
+        });
+        Ok(rows)
+    }
+
+    /// Refuses a header that names a column the contract does not, or lacks one it names.
+    fn check_header(&self, csv: &Path, header: &Schema) -> Result<()> {
+        let contract = self.table.schema();
+        let problem = match header
             .fields()
             .iter()
-            .map(|f| Field::new(f.name(), DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ));
-    let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
-        .with_header(true)
-        .with_delimiter(delimiter)
-        .build(Cursor::new(text.as_bytes()))
-        .map_err(|e| Error::Csv {
-            path: csv.into(),
-            errors: vec![e.to_string()],
-        })?;
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Csv {
-            path: csv.into(),
-            errors: vec![e.to_string()],
-        })?;
-    let cells = arrow::compute::concat_batches(&text_schema, &batches).expect("same schema");
+            .find(|f| contract.field_with_name(f.name()).is_err())
+        {
+            Some(extra) => Some(format!(
+                "column {} is not in the {} contract",
+                extra.name(),
+                self.table
+            )),
+            None => contract
+                .fields()
+                .iter()
+                .find(|f| header.field_with_name(f.name()).is_err())
+                .map(|missing| format!("column {} is missing", missing.name())),
+        };
+        match problem {
+            Some(problem) => Err(Error::Csv {
+                path: csv.into(),
+                errors: vec![problem],
+            }),
+            None => Ok(()),
+        }
+    }
 
-    let mut errors = Vec::new();
-    let mut columns = Vec::new();
-    for field in contract.fields() {
-        let index = text_schema.index_of(field.name()).expect("checked above");
-        let values = cells
-            .column(index)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("read as text");
-        if table == Table::Disbursements && field.name() == PAYMENT {
-            repeated_payments(values, &mut errors);
+    /// Notes in `added` the line of each payment_id of `values`, read from `first_line` on
+    /// of the file being added, and reports each that repeats one read before in this
+    /// import.
+    fn note_payments(
+        &self,
+        values: &StringArray,
+        first_line: usize,
+        added: &mut HashMap<Box<str>, usize>,
+        problems: &mut Problems,
+    ) {
+        for (row, value) in values.iter().enumerate() {
+            let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let line = first_line + row;
+            let earlier = match (self.payments.get(value), added.get(value)) {
+                (Some(earlier), _) => format!(
+                    "line {} of {}",
+                    earlier.line,
+                    self.files[earlier.file].csv.display()
+                ),
+                (None, Some(earlier)) => format!("line {earlier}"),
+                (None, None) => {
+                    added.insert(value.into(), line);
+                    continue;
+                }
+            };
+            problems.push(RowError {
+                line,
+                column: PAYMENT.into(),
+                problem: format!("{value:?} repeats {earlier}; a payment_id is unique"),
+            });
         }
-        columns.push(convert(table, field, values, &mut errors));
     }
-    if !errors.is_empty() {
-        let total = errors.len();
-        let mut lines: Vec<String> = errors
-            .into_iter()
-            .take(MAX_REPORTED)
-            .map(|e| e.to_string())
-            .collect();
-        if total > MAX_REPORTED {
-            lines.push(format!("… and {} more", total - MAX_REPORTED));
+
+    /// Writes each converted file as a new Parquet file of the table under the data root
+    /// `data`. Nothing is written if rows of a file are held there already: a file of the
+    /// same rows, or, of `disbursements`, a payment_id.
+    pub async fn write(self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
+        let root = DataRoot::open(data, s3).map_err(Error::Node)?;
+        if self.table == Table::Disbursements {
+            held_payments(&root, &self.payments).await?;
         }
-        return Err(Error::Csv {
-            path: csv.into(),
-            errors: lines,
-        });
+        let mut locations: Vec<ObjectPath> = Vec::new();
+        for (index, file) in self.files.iter().enumerate() {
+            if let Some(twin) = self.files[..index].iter().find(|f| f.digest == file.digest) {
+                return Err(Error::Csv {
+                    path: file.csv.clone(),
+                    errors: vec![format!(
+                        "holds the same rows as {}: nothing was written",
+                        twin.csv.display()
+                    )],
+                });
+            }
+            // Named by its rows: the same rows imported again would be counted twice.
+            let location = root
+                .table_prefix(self.table)
+                .join(format!("import-{}.parquet", &file.digest[..32]).as_str());
+            let url = root.object_url(&location).to_string();
+            match root.store().head(&location).await {
+                Ok(_) => return Err(Error::AlreadyImported { location: url }),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(Error::Store {
+                        location: url,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            locations.push(location);
+        }
+        let mut imported = Vec::new();
+        for (file, location) in self.files.iter().zip(locations) {
+            let url = root.object_url(&location).to_string();
+            upload(&root, &location, &file.parquet)
+                .await
+                .map_err(|reason| Error::Store {
+                    location: url.clone(),
+                    reason,
+                })?;
+            imported.push(Imported {
+                csv: file.csv.clone(),
+                rows: file.rows,
+                location: url,
+            });
+        }
+        Ok(imported)
     }
-    Ok(RecordBatch::try_new(contract, columns).expect("columns follow the contract"))
 }
 
-/// Each `payment_id` that repeats an earlier line's.
-fn repeated_payments(values: &StringArray, errors: &mut Vec<RowError>) {
-    let mut first = HashMap::new();
-    for (row, value) in values.iter().enumerate() {
-        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-            continue;
-        };
-        if let Some(earlier) = first.insert(value, row) {
-            first.insert(value, earlier);
-            errors.push(RowError {
-                line: row + 2,
-                column: PAYMENT.into(),
-                problem: format!(
-                    "{value:?} repeats line {}; a payment_id is unique",
-                    earlier + 2
-                ),
-            });
+/// Sends the file `from` to `location`, a part at a time; the object appears whole, once
+/// every part is stored, or not at all.
+async fn upload(root: &DataRoot, location: &ObjectPath, from: &Path) -> Result<(), String> {
+    let parts = root
+        .store()
+        .put_multipart(location)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut upload = WriteMultipart::new(parts);
+    let sent = async {
+        let mut file = File::open(from).map_err(|e| e.to_string())?;
+        let mut chunk = vec![0; CHUNK_BYTES];
+        loop {
+            let read = file.read(&mut chunk).map_err(|e| e.to_string())?;
+            if read == 0 {
+                return Ok(());
+            }
+            upload
+                .wait_for_capacity(4)
+                .await
+                .map_err(|e| e.to_string())?;
+            upload.write(&chunk[..read]);
+        }
+    }
+    .await;
+    match sent {
+        Ok(()) => upload.finish().await.map(drop).map_err(|e| e.to_string()),
+        Err(reason) => {
+            let _ = upload.abort().await;
+            Err(reason)
         }
     }
 }
@@ -215,11 +553,12 @@ fn convert(
     table: Table,
     field: &Field,
     values: &StringArray,
-    errors: &mut Vec<RowError>,
+    first_line: usize,
+    problems: &mut Problems,
 ) -> ArrayRef {
     let mut report = |row: usize, problem: String| {
-        errors.push(RowError {
-            line: row + 2,
+        problems.push(RowError {
+            line: first_line + row,
             column: field.name().clone(),
             problem,
         });
@@ -289,11 +628,9 @@ fn convert(
     }
 }
 
-/// Refuses `batch`, rows of `disbursements`, if a Parquet file of the table under `root`
-/// holds one of its payment_ids, naming the file and the first of them.
-async fn held_payments(root: &DataRoot, batch: &RecordBatch) -> Result<()> {
-    let column = batch.column_by_name(PAYMENT).expect("contract column");
-    let new: HashSet<&str> = column.as_string::<i32>().iter().flatten().collect();
+/// Refuses the import if a Parquet file of `disbursements` under `root` holds one of its
+/// payment_ids, `new`, naming the file and the first of them.
+async fn held_payments(root: &DataRoot, new: &HashMap<Box<str>, Place>) -> Result<()> {
     let store_error = |location: &ObjectPath, e: &dyn std::fmt::Display| Error::Store {
         location: root.object_url(location).to_string(),
         reason: e.to_string(),
@@ -322,7 +659,7 @@ async fn held_payments(root: &DataRoot, batch: &RecordBatch) -> Result<()> {
                 ids.as_string::<i32>()
                     .iter()
                     .flatten()
-                    .filter(|id| new.contains(id))
+                    .filter(|id| new.contains_key(*id))
                     .map(str::to_string),
             );
         }
@@ -354,78 +691,47 @@ fn parse_date(v: &str) -> Option<i32> {
     }
 }
 
-/// Writes `batch` as a new Parquet file of `table` under the data root `data`, and
-/// returns the object's URL. Rows the root holds already in a file of the same rows are
-/// refused.
-pub async fn write_table(
-    data: &str,
-    s3: &S3Config,
-    table: Table,
-    batch: &RecordBatch,
-) -> Result<String> {
-    let root = DataRoot::open(data, s3).map_err(Error::Node)?;
-    let mut bytes = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(|e| Error::Encode {
-            path: PathBuf::from(table.name()),
-            reason: e.to_string(),
-        })?;
-    writer.write(batch).map_err(|e| Error::Encode {
-        path: PathBuf::from(table.name()),
-        reason: e.to_string(),
-    })?;
-    writer.close().map_err(|e| Error::Encode {
-        path: PathBuf::from(table.name()),
-        reason: e.to_string(),
-    })?;
-    if table == Table::Disbursements {
-        held_payments(&root, batch).await?;
-    }
-    // Named by its rows: the same rows imported again would be counted twice.
-    let digest = hex::encode(Sha256::digest(&bytes));
-    let location = root
-        .table_prefix(table)
-        .join(format!("import-{}.parquet", &digest[..32]).as_str());
-    let url = root.object_url(&location).to_string();
-    match root.store().head(&location).await {
-        Ok(_) => return Err(Error::AlreadyImported { location: url }),
-        Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => {
-            return Err(Error::Store {
-                location: url,
-                reason: e.to_string(),
-            });
-        }
-    }
-    root.store()
-        .put(&location, PutPayload::from(bytes))
-        .await
-        .map_err(|e| Error::Store {
-            location: url.clone(),
-            reason: e.to_string(),
-        })?;
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `bytes` written as a CSV file of `table`, read in `encoding` by an import.
+    fn import_of(bytes: &[u8], table: Table, encoding: &'static Encoding) -> Result<Import> {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join(format!("{}.csv", table.name()));
+        std::fs::write(&csv, bytes).unwrap();
+        let mut import = Import::new(table, encoding)?;
+        import.add(&csv)?;
+        Ok(import)
+    }
+
+    /// `bytes` read as a CSV file of `table` in `encoding`: the rows of its Parquet file.
+    fn read_encoded(
+        bytes: &[u8],
+        table: Table,
+        encoding: &'static Encoding,
+    ) -> Result<RecordBatch> {
+        let import = import_of(bytes, table, encoding)?;
+        let parquet = File::open(&import.files[0].parquet).unwrap();
+        let batches = ParquetRecordBatchReaderBuilder::try_new(parquet)
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        Ok(arrow::compute::concat_batches(&table.schema(), &batches).unwrap())
+    }
 
     /// `text` read as a CSV file of `table` in UTF-8.
     fn read(text: &str, table: Table) -> Result<RecordBatch> {
         read_encoded(text.as_bytes(), table, UTF_8)
     }
 
-    /// `bytes` read as a CSV file of `table` in `encoding`.
-    fn read_encoded(
-        bytes: &[u8],
-        table: Table,
-        encoding: &'static Encoding,
-    ) -> Result<RecordBatch> {
-        let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join(format!("{}.csv", table.name()));
-        std::fs::write(&csv, bytes).unwrap();
-        read_csv(&csv, table, encoding)
+    /// Writes the one file of `text`, of `table`, under the data root `data`.
+    async fn write(text: &str, table: Table, data: &str) -> Result<String> {
+        let import = import_of(text.as_bytes(), table, UTF_8)?;
+        let mut written = import.write(data, &S3Config::default()).await?;
+        Ok(written.remove(0).location)
     }
 
     const CERTS: &str = "person_id,cert_no,category,level,issued_on,revoked_on\r\n\
@@ -521,6 +827,18 @@ mod tests {
     }
 
     #[test]
+    fn names_the_line_of_a_row_of_too_few_values() {
+        let short = CERTS.replace("B,C2,视力,1,", "B,C2,1,");
+        let Err(Error::Csv { errors, .. }) = read(&short, Table::DisabilityCerts) else {
+            panic!("a short row is refused")
+        };
+        assert_eq!(
+            errors,
+            ["Csv error: incorrect number of fields for line 3, expected 6 got 5"]
+        );
+    }
+
+    #[test]
     fn reports_values_the_contract_does_not_name() {
         let read = read(
             "person_id,name,gender,birth_date,household_id,county_code,township,village,death_date\n\
@@ -546,22 +864,16 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let data = root.path().display().to_string();
         let (gbk, _, _) = encoding_rs::GBK.encode(CERTS);
-        let gbk = read_encoded(&gbk, Table::DisabilityCerts, encoding("gbk").unwrap()).unwrap();
-        let s3 = S3Config::default();
-        let first = write_table(&data, &s3, Table::DisabilityCerts, &gbk)
-            .await
-            .unwrap();
+        let gbk = import_of(&gbk, Table::DisabilityCerts, encoding("gbk").unwrap()).unwrap();
+        let first = gbk.write(&data, &S3Config::default()).await.unwrap();
         // The same rows, from a file in another encoding.
-        let again = read(CERTS, Table::DisabilityCerts).unwrap();
-        let refused = write_table(&data, &s3, Table::DisabilityCerts, &again).await;
+        let refused = write(CERTS, Table::DisabilityCerts, &data).await;
         assert!(
-            matches!(&refused, Err(Error::AlreadyImported { location }) if *location == first),
+            matches!(&refused, Err(Error::AlreadyImported { location }) if *location == first[0].location),
             "{refused:?}"
         );
-        let other = read(&CERTS.replace("C2", "C3"), Table::DisabilityCerts).unwrap();
-        write_table(&data, &s3, Table::DisabilityCerts, &other)
-            .await
-            .unwrap();
+        let other = CERTS.replace("C2", "C3");
+        write(&other, Table::DisabilityCerts, &data).await.unwrap();
         let files = std::fs::read_dir(root.path().join("disability_certs")).unwrap();
         assert_eq!(files.count(), 2);
     }
@@ -586,19 +898,128 @@ mod tests {
 
         let root = tempfile::tempdir().unwrap();
         let data = root.path().display().to_string();
-        let s3 = S3Config::default();
-        let first = read(PAYMENTS, Table::Disbursements).unwrap();
-        let held = write_table(&data, &s3, Table::Disbursements, &first)
-            .await
-            .unwrap();
+        let held = write(PAYMENTS, Table::Disbursements, &data).await.unwrap();
         let overlapping = PAYMENTS.replace("140215-1,", "140215-3,");
-        let overlapping = read(&overlapping, Table::Disbursements).unwrap();
-        let refused = write_table(&data, &s3, Table::Disbursements, &overlapping).await;
+        let refused = write(&overlapping, Table::Disbursements, &data).await;
         assert!(
             matches!(&refused, Err(Error::PaymentsHeld { location, count: 1, first })
                 if *location == held && first == "140215-2"),
             "{refused:?}"
         );
+    }
+
+    /// Files of one import are checked together: a payment_id of one repeats in the next,
+    /// and two of the same rows write nothing.
+    #[tokio::test]
+    async fn files_of_one_import_are_checked_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let january = csv("january.csv", PAYMENTS);
+        let february = PAYMENTS
+            .replace("140215-1,", "140215-3,")
+            .replace("2024-01", "2024-02");
+        let february = csv("february.csv", &february);
+        let mut import = Import::new(Table::Disbursements, UTF_8).unwrap();
+        assert_eq!(import.add(&january).unwrap(), 2);
+        let Err(Error::Csv { path, errors }) = import.add(&february) else {
+            panic!("a payment_id of the first file is refused in the second")
+        };
+        assert_eq!(path, february);
+        assert_eq!(
+            errors,
+            [format!(
+                "line 3, column payment_id: \"140215-2\" repeats line 3 of {}; a payment_id is \
+                 unique",
+                january.display()
+            )]
+        );
+        // A file refused leaves nothing of its own behind.
+        let march = PAYMENTS
+            .replace("140215-1,", "140215-3,")
+            .replace("140215-2,", "140215-4,");
+        import.add(&csv("march.csv", &march)).unwrap();
+
+        let root = tempfile::tempdir().unwrap();
+        let certs = csv("certs.csv", CERTS);
+        let copy = csv("copy.csv", CERTS);
+        let mut import = Import::new(Table::DisabilityCerts, UTF_8).unwrap();
+        import.add(&certs).unwrap();
+        import.add(&copy).unwrap();
+        let data = root.path().display().to_string();
+        let refused = import.write(&data, &S3Config::default()).await;
+        assert!(
+            matches!(&refused, Err(Error::Csv { path, errors })
+                if *path == copy && errors[0].contains("certs.csv")),
+            "{refused:?}"
+        );
+        assert!(!root.path().join("disability_certs").exists());
+    }
+
+    /// Bytes that come a few at a time, as from a slow pipe.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            out[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn text_that_comes_a_byte_at_a_time_is_read_whole() {
+        let (gbk, _, _) = encoding_rs::GBK.encode(CERTS);
+        let mut text = String::new();
+        Utf8Text::new(Trickle(&gbk), encoding_rs::GBK)
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, CERTS);
+
+        // A byte GBK does not hold, on the third line.
+        let third = CERTS.find("B,").unwrap();
+        let bad = [&gbk[..third], b"\xFF", &gbk[third..]].concat();
+        let error = Utf8Text::new(Trickle(&bad), encoding_rs::GBK)
+            .read_to_string(&mut String::new())
+            .unwrap_err();
+        assert_eq!(error.to_string(), "line 3 is not GBK text");
+    }
+
+    /// A file of more rows than a batch and more bytes than a chunk: its lines are counted
+    /// across them, and the bad values past the first fifty are counted.
+    #[test]
+    fn counts_lines_across_batches() {
+        let mut text = String::from("person_id,cert_no,category,level,issued_on,revoked_on\n");
+        let rows = BATCH_ROWS + 60;
+        for row in 0..rows {
+            let level = match row < BATCH_ROWS {
+                true => "1",
+                false => "one",
+            };
+            text += &format!("P{row},C{row},肢体,{level},2015-01-01,\n");
+        }
+        assert!(text.len() > 2 * CHUNK_BYTES);
+        let Err(Error::Csv { errors, .. }) = read(&text, Table::DisabilityCerts) else {
+            panic!("the bad levels are refused")
+        };
+        assert_eq!(errors.len(), MAX_REPORTED + 1);
+        assert_eq!(
+            errors[0],
+            format!(
+                "line {}, column level: \"one\" is not a whole number",
+                BATCH_ROWS + 2
+            )
+        );
+        assert_eq!(errors[MAX_REPORTED], "… and 10 more");
+
+        let good = read(&text.replace(",one,", ",2,"), Table::DisabilityCerts).unwrap();
+        assert_eq!(good.num_rows(), rows);
     }
 
     #[test]

@@ -539,18 +539,16 @@ async fn sql(args: SqlArgs) -> Result<()> {
 
 async fn import(args: ImportArgs) -> Result<()> {
     let table: Table = args.table.parse()?;
-    let encoding = import::encoding(&args.encoding)?;
-    let batches = args
-        .files
-        .iter()
-        .map(|f| import::read_csv(f, table, encoding))
-        .collect::<Result<Vec<_>>>()?;
-    for (file, batch) in args.files.iter().zip(&batches) {
-        let location = import::write_table(&args.data, &S3Config::default(), table, batch).await?;
+    let mut import = import::Import::new(table, import::encoding(&args.encoding)?)?;
+    for file in &args.files {
+        import.add(file)?;
+    }
+    for file in import.write(&args.data, &S3Config::default()).await? {
         say(&format!(
-            "imported {} rows of {} into {location}",
-            batch.num_rows(),
-            file.display()
+            "imported {} rows of {} into {}",
+            file.rows,
+            file.csv.display(),
+            file.location
         ));
     }
     say(
