@@ -25,9 +25,8 @@ use arrow::error::ArrowError;
 use encoding_rs::{Decoder, DecoderResult, Encoding, UTF_8};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use sha2::{Digest, Sha256};
 use sunlight_domain::Table;
 use sunlight_node::{DataRoot, S3Config};
@@ -631,43 +630,41 @@ fn convert(
 /// Refuses the import if a Parquet file of `disbursements` under `root` holds one of its
 /// payment_ids, `new`, naming the file and the first of them.
 async fn held_payments(root: &DataRoot, new: &HashMap<Box<str>, Place>) -> Result<()> {
-    let store_error = |location: &ObjectPath, e: &dyn std::fmt::Display| Error::Store {
-        location: root.object_url(location).to_string(),
-        reason: e.to_string(),
-    };
     let (files, _) = root.table_files(Table::Disbursements).await?;
-    for file in &files {
+    for file in files {
+        let store_error = |e: &dyn std::fmt::Display| Error::Store {
+            location: root.object_url(&file.location).to_string(),
+            reason: e.to_string(),
+        };
         let bytes = async { root.store().get(&file.location).await?.bytes().await }
             .await
-            .map_err(|e| store_error(&file.location, &e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| store_error(&file.location, &e))?;
+            .map_err(|e| store_error(&e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| store_error(&e))?;
         let Some(index) = builder.schema().index_of(PAYMENT).ok() else {
             continue;
         };
         let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let reader = builder
+        let batches = builder
             .with_projection(mask)
             .build()
-            .map_err(|e| store_error(&file.location, &e))?;
-        let mut held = Vec::new();
-        for read in reader {
-            let read = read.map_err(|e| store_error(&file.location, &e))?;
-            let ids = cast(read.column(0), &DataType::Utf8)
-                .map_err(|e| store_error(&file.location, &e))?;
-            held.extend(
-                ids.as_string::<i32>()
-                    .iter()
-                    .flatten()
-                    .filter(|id| new.contains_key(*id))
-                    .map(str::to_string),
-            );
+            .map_err(|e| store_error(&e))?;
+        let (mut count, mut first) = (0, None);
+        for batch in batches {
+            let batch = batch.map_err(|e| store_error(&e))?;
+            let ids = cast(batch.column(0), &DataType::Utf8).map_err(|e| store_error(&e))?;
+            for id in ids.as_string::<i32>().iter().flatten() {
+                if new.contains_key(id) {
+                    count += 1;
+                    first.get_or_insert_with(|| id.to_string());
+                }
+            }
         }
-        if let Some(first) = held.first() {
+        if let Some(first) = first {
             return Err(Error::PaymentsHeld {
                 location: root.object_url(&file.location).to_string(),
-                count: held.len(),
-                first: first.clone(),
+                count,
+                first,
             });
         }
     }
