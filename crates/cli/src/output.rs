@@ -64,11 +64,13 @@ pub fn write_result(result: &QueryResult, format: Format, output: Option<&Path>)
                         + "\n"
                 }
             };
-            writeln!(sink, "{table}({} rows)", result.num_rows()).map_err(|source| {
-                Error::Write {
-                    path: path.clone(),
-                    source,
-                }
+            let rows = match result.num_rows() {
+                1 => "1 row".to_string(),
+                rows => format!("{rows} rows"),
+            };
+            writeln!(sink, "{table}({rows})").map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
             })?;
         }
         Format::Csv => {
@@ -179,5 +181,25 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "county_code,types,cert\n140215,\"[DIBAO, YULU]\",{level: 1}\n140221,,{level: 4}\n"
         );
+    }
+
+    #[test]
+    fn a_table_ends_with_its_count_of_rows() {
+        let count = |rows: &[&str]| {
+            let batch = RecordBatch::try_from_iter([(
+                "county_code",
+                Arc::new(StringArray::from(rows.to_vec())) as ArrayRef,
+            )])
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("out.txt");
+            let result = QueryResult::new(batch.schema(), vec![batch]);
+            write_result(&result, Format::Table, Some(&path)).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            text.lines().last().unwrap().to_string()
+        };
+        assert_eq!(count(&["140215"]), "(1 row)");
+        assert_eq!(count(&["140215", "140221"]), "(2 rows)");
+        assert_eq!(count(&[]), "(0 rows)");
     }
 }
