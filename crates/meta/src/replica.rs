@@ -85,7 +85,9 @@ pub struct Replica {
     peer_tls: Option<ClientTlsConfig>,
     raft: Raft<TypeConfig>,
     applied: Arc<RwLock<Applied>>,
-    store: MetaStore,
+    /// Taken at shutdown, so that the file closes once raft and the reads under way let
+    /// it go.
+    store: RwLock<Option<MetaStore>>,
     /// Held through a change of the group's members: raft takes one at a time, and
     /// refuses a second while the first is under way.
     membership_change: tokio::sync::Mutex<()>,
@@ -139,7 +141,7 @@ impl Replica {
             peer_tls,
             raft,
             applied,
-            store,
+            store: RwLock::new(Some(store)),
             membership_change: tokio::sync::Mutex::new(()),
             file_closed: tokio::sync::Mutex::new(file_closed),
         }))
@@ -324,13 +326,16 @@ impl Replica {
 
     /// The audit log's records as applied on this replica, oldest first.
     pub fn audit_records(&self) -> Result<Vec<AuditRecord>> {
+        let store = self.store()?;
         let applied = self.applied.read().expect("state lock");
-        applied.audit_records(&self.store)
+        applied.audit_records(&store)
     }
 
-    /// Where this replica stores its raft log and its audit log's records.
-    pub(crate) fn store(&self) -> &MetaStore {
-        &self.store
+    /// Where this replica stores its raft log and its audit log's records, until it is
+    /// shut down.
+    pub(crate) fn store(&self) -> Result<MetaStore> {
+        let store = self.store.read().expect("store lock").clone();
+        store.ok_or_else(|| Error::Raft(format!("replica {} is shut down", self.id)))
     }
 
     /// [`Replica::read_fresh`], `read` also given the JSON of the audit log's records
@@ -341,10 +346,11 @@ impl Replica {
         read: impl FnOnce(&MetaState, &mut dyn Iterator<Item = Result<Vec<u8>>>) -> T,
     ) -> Result<(T, u64)> {
         self.linearizable().await?;
+        let store = self.store()?;
         let applied = self.applied.read().expect("state lock");
-        let unreadable = |e| self.store.unreadable_audit(e);
+        let unreadable = |e| store.unreadable_audit(e);
         let mut records = applied
-            .audit_json(&self.store, from.saturating_add(1)..=u64::MAX)
+            .audit_json(&store, from.saturating_add(1)..=u64::MAX)
             .map_err(unreadable)?
             .map(|json| json.map_err(unreadable));
         let index = applied.last.map_or(0, |l| l.index);
@@ -439,6 +445,7 @@ impl Replica {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(replica = self.id, "raft did not stop cleanly: {e}");
         }
+        drop(self.store.write().expect("store lock").take());
         let mut closed = self.file_closed.lock().await;
         let wait = async { while closed.changed().await.is_ok() {} };
         if tokio::time::timeout(std::time::Duration::from_secs(5), wait)

@@ -141,7 +141,8 @@ impl RaftRpc for RaftService {
         // Into a file as it comes, not memory: the snapshot holds the whole audit log.
         let spooled =
             |e: std::io::Error| Status::internal(format!("a snapshot cannot be received: {e}"));
-        let mut file = tokio::fs::File::from_std(self.replica.store().spool().map_err(spooled)?);
+        let spool = self.replica.store()?.spool().map_err(spooled)?;
+        let mut file = tokio::fs::File::from_std(spool);
         file.write_all(&first.data).await.map_err(spooled)?;
         while let Some(chunk) = chunks.message().await? {
             file.write_all(&chunk.data).await.map_err(spooled)?;

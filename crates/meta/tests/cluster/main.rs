@@ -73,6 +73,26 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
     cluster.stop_all().await;
 }
 
+/// A replica shut down has let its file go, though a handle of it is still held (as by a
+/// server that stops after it): it opens again at once, with what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_shut_down_opens_again_while_still_held() {
+    let mut cluster = TestCluster::start(1, true, 1000).await;
+    let mut client = cluster.client();
+    let acked = write_markers(&mut client, "h", 3).await;
+    let held = cluster.replica(1);
+    cluster.stop(1).await;
+    cluster.restart(1).await;
+    assert!(
+        held.audit_records().is_err(),
+        "a replica shut down reads nothing"
+    );
+    let state = cluster.converged(ELECTION).await;
+    assert_kept(&state, &acked);
+    drop(held);
+    cluster.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_replica_keeps_the_state() {
     // A small snapshot interval makes the restart load a snapshot and replay the log.
