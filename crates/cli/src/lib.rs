@@ -519,19 +519,24 @@ async fn sql(args: SqlArgs) -> Result<()> {
     if args.partial {
         client.allow_partial_results();
     }
-    let result = client.query(&query).await?;
-    output::write_result(&result, args.format, args.output.as_deref())?;
-    if !result.missing_nodes.is_empty() {
+    let mut answer = client.answer(&query).await?;
+    let mut writer =
+        output::ResultWriter::create(answer.schema.clone(), args.format, args.output.as_deref())?;
+    while let Some(batch) = answer.next().await? {
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    if !answer.missing_nodes.is_empty() {
         eprintln!(
             "partial result: no answer from node(s) {}",
-            result.missing_nodes.join(", ")
+            answer.missing_nodes.join(", ")
         );
     }
-    if result.suppressed_groups > 0 {
+    if answer.suppressed_groups > 0 {
         eprintln!(
             "{} group(s) held back by the nodes: each counts fewer than the minimum number \
              of persons at its node, and its group is left out of the answer above",
-            result.suppressed_groups
+            answer.suppressed_groups
         );
     }
     Ok(())

@@ -3,6 +3,8 @@
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use arrow_flight::Ticket;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
@@ -103,6 +105,58 @@ impl QueryResult {
     }
 }
 
+/// An answer being read, a batch at a time, endpoint after endpoint. What the service
+/// tells of it besides its rows is known for the endpoints read so far, so in full once
+/// [`Answer::next`] has returned `None`.
+pub struct Answer<'a> {
+    /// Schema of the answer, also when there are no rows.
+    pub schema: SchemaRef,
+    /// Nodes that did not answer a city query run with partial results allowed.
+    pub missing_nodes: Vec<String>,
+    /// Groups the nodes held back because they count fewer than k persons.
+    pub suppressed_groups: u64,
+    tickets: std::collections::VecDeque<Ticket>,
+    reading: Option<FlightRecordBatchStream>,
+    client: &'a mut SqlClient,
+}
+
+impl Answer<'_> {
+    /// The next batch, or `None` once every endpoint has been read.
+    pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(stream) = &mut self.reading {
+                match stream.try_next().await {
+                    Ok(Some(batch)) => return Ok(Some(batch)),
+                    Ok(None) => self.reading = None,
+                    Err(e) => return Err(self.client.service_error(e)),
+                }
+            }
+            let Some(ticket) = self.tickets.pop_front() else {
+                return Ok(None);
+            };
+            let stream = self
+                .client
+                .inner
+                .do_get(ticket)
+                .await
+                .map_err(|e| self.client.service_error(e))?;
+            let header = |name| stream.headers().get(name).and_then(|v| v.to_str().ok());
+            if let Some(missing) = header(MISSING_HEADER) {
+                self.missing_nodes.extend(
+                    missing
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            self.suppressed_groups += header(SUPPRESSED_HEADER)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            self.reading = Some(stream);
+        }
+    }
+}
+
 /// A connection to a Flight SQL endpoint of a node or of the city.
 pub struct SqlClient {
     addr: String,
@@ -146,6 +200,21 @@ impl SqlClient {
 
     /// Runs `sql` and collects every batch of every endpoint.
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult> {
+        let mut answer = self.answer(sql).await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = answer.next().await? {
+            batches.push(batch);
+        }
+        Ok(QueryResult {
+            schema: answer.schema,
+            batches,
+            missing_nodes: answer.missing_nodes,
+            suppressed_groups: answer.suppressed_groups,
+        })
+    }
+
+    /// Runs `sql`, whose batches are then read one at a time from the answer.
+    pub async fn answer(&mut self, sql: &str) -> Result<Answer<'_>> {
         let info = self
             .inner
             .execute(sql.to_string(), None)
@@ -157,46 +226,13 @@ impl SqlClient {
                 source,
             }
         })?);
-        let mut batches = Vec::new();
-        let mut missing_nodes = Vec::new();
-        let mut suppressed_groups = 0;
-        for endpoint in info.endpoint {
-            let Some(ticket) = endpoint.ticket else {
-                continue;
-            };
-            let stream = self
-                .inner
-                .do_get(ticket)
-                .await
-                .map_err(|e| self.service_error(e))?;
-            if let Some(missing) = stream
-                .headers()
-                .get(MISSING_HEADER)
-                .and_then(|v| v.to_str().ok())
-            {
-                missing_nodes.extend(
-                    missing
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string),
-                );
-            }
-            suppressed_groups += stream
-                .headers()
-                .get(SUPPRESSED_HEADER)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .unwrap_or(0);
-            let mut part: Vec<RecordBatch> = stream
-                .try_collect()
-                .await
-                .map_err(|e| self.service_error(e))?;
-            batches.append(&mut part);
-        }
-        Ok(QueryResult {
+        Ok(Answer {
             schema,
-            batches,
-            missing_nodes,
-            suppressed_groups,
+            missing_nodes: Vec::new(),
+            suppressed_groups: 0,
+            tickets: info.endpoint.into_iter().filter_map(|e| e.ticket).collect(),
+            reading: None,
+            client: self,
         })
     }
 
