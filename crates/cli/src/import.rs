@@ -4,8 +4,9 @@
 //! is written unless every file is good.
 //!
 //! A file is read as a stream, a batch of rows at a time, into a Parquet file in a folder
-//! of its own; only the import's payment_ids are held in memory. The Parquet files go to
-//! the data root once all are converted and checked.
+//! of its own; memory holds a batch, the Parquet writer's row group and the payment_ids
+//! of the import. The Parquet files go to the data root once all are converted and
+//! checked.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -460,8 +461,9 @@ impl Import {
     }
 
     /// Writes each converted file as a new Parquet file of the table under the data root
-    /// `data`. Nothing is written if rows of a file are held there already: a file of the
-    /// same rows, or, of `disbursements`, a payment_id.
+    /// `data`, one after another. Nothing is written if two files hold the same rows, or
+    /// if rows of a file are held there already: a file of the same rows, or, of
+    /// `disbursements`, a payment_id.
     pub async fn write(self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
         let root = DataRoot::open(data, s3).map_err(Error::Node)?;
         if self.table == Table::Disbursements {
