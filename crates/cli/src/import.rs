@@ -461,9 +461,9 @@ impl Import {
     }
 
     /// Writes each converted file as a new Parquet file of the table under the data root
-    /// `data`, one after another. Nothing is written if two files hold the same rows, or
-    /// if rows of a file are held there already: a file of the same rows, or, of
-    /// `disbursements`, a payment_id.
+    /// `data`, one after another, taking back those written if one fails. Nothing is
+    /// written if two files hold the same rows, or if rows of a file are held there
+    /// already: a file of the same rows, or, of `disbursements`, a payment_id.
     pub async fn write(self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
         let root = DataRoot::open(data, s3).map_err(Error::Node)?;
         if self.table == Table::Disbursements {
@@ -498,14 +498,20 @@ impl Import {
             locations.push(location);
         }
         let mut imported = Vec::new();
-        for (file, location) in self.files.iter().zip(locations) {
-            let url = root.object_url(&location).to_string();
-            upload(&root, &location, &file.parquet)
-                .await
-                .map_err(|reason| Error::Store {
-                    location: url.clone(),
+        for (index, (file, location)) in self.files.iter().zip(&locations).enumerate() {
+            let url = root.object_url(location).to_string();
+            if let Err(reason) = upload(&root, location, &file.parquet).await {
+                // The files sent before it are taken back: an import writes all or none.
+                for sent in &locations[..index] {
+                    if let Err(e) = root.store().delete(sent).await {
+                        tracing::warn!(location = %root.object_url(sent), "not taken back: {e}");
+                    }
+                }
+                return Err(Error::Store {
+                    location: url,
                     reason,
-                })?;
+                });
+            }
             imported.push(Imported {
                 csv: file.csv.clone(),
                 rows: file.rows,
@@ -956,6 +962,36 @@ mod tests {
             "{refused:?}"
         );
         assert!(!root.path().join("disability_certs").exists());
+    }
+
+    /// A file the store fails to take has the files sent before it taken back.
+    #[tokio::test]
+    async fn an_import_that_fails_part_way_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut import = Import::new(Table::DisabilityCerts, UTF_8).unwrap();
+        for (name, text) in [
+            ("a.csv", CERTS.to_string()),
+            ("b.csv", CERTS.replace("C2", "C3")),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            import.add(&path).unwrap();
+        }
+        let root = tempfile::tempdir().unwrap();
+        // A folder where the second file is to go, which the store cannot replace.
+        let table = root.path().join("disability_certs");
+        let blocked = table.join(format!("import-{}.parquet", &import.files[1].digest[..32]));
+        std::fs::create_dir_all(blocked.join("inside")).unwrap();
+        let data = root.path().display().to_string();
+        let refused = import.write(&data, &S3Config::default()).await;
+        assert!(
+            matches!(&refused, Err(Error::Store { location, .. })
+                if location.ends_with(&*blocked.file_name().unwrap().to_string_lossy())),
+            "{refused:?}"
+        );
+        let root = DataRoot::open(&data, &S3Config::default()).unwrap();
+        let (files, _) = root.table_files(Table::DisabilityCerts).await.unwrap();
+        assert!(files.is_empty(), "{files:?}");
     }
 
     /// Bytes that come a few at a time, as from a slow pipe.
