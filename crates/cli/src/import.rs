@@ -287,8 +287,8 @@ impl Import {
         })
     }
 
-    /// Converts `csv` to the contract's types, or refuses it with every bad value, naming
-    /// its line and column. Returns the rows read.
+    /// Converts `csv` to the contract's types, or refuses it with its bad values, each
+    /// named by line and column (the first 50, and how many in all). Returns the rows read.
     pub fn add(&mut self, csv: &Path) -> Result<usize> {
         let contract = self.table.schema();
         let file = File::open(csv).map_err(|source| Error::Read {
@@ -296,18 +296,18 @@ impl Import {
             source,
         })?;
         let mut text = Utf8Text::new(file, self.encoding);
-        let mut first_line = String::new();
-        text.read_line(&mut first_line)
+        let mut header_line = String::new();
+        text.read_line(&mut header_line)
             .map_err(|e| unreadable(csv, e.into()))?;
         // Excel's "Unicode text" separates by tabs.
-        let delimiter = match !first_line.contains(',') && first_line.contains('\t') {
+        let delimiter = match !header_line.contains(',') && header_line.contains('\t') {
             true => b'\t',
             false => b',',
         };
         let (header, _) = arrow::csv::reader::Format::default()
             .with_header(true)
             .with_delimiter(delimiter)
-            .infer_schema(first_line.as_bytes(), Some(0))
+            .infer_schema(header_line.as_bytes(), Some(0))
             .map_err(|e| Error::Csv {
                 path: csv.into(),
                 errors: vec![format!("cannot read the header: {e}")],
@@ -325,7 +325,7 @@ impl Import {
             .with_header(true)
             .with_delimiter(delimiter)
             .with_batch_size(BATCH_ROWS)
-            .build_buffered(io::Cursor::new(first_line).chain(text))
+            .build_buffered(io::Cursor::new(header_line).chain(text))
             .map_err(|e| unreadable(csv, e))?;
 
         let parquet = self
