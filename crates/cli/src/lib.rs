@@ -503,6 +503,8 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 
 async fn sql(args: SqlArgs) -> Result<()> {
     let query = args.query()?;
+    // Before the query runs, and is audited, for nothing.
+    args.format.check_output(args.output.as_deref())?;
     let addr = args
         .city
         .as_deref()
@@ -615,6 +617,17 @@ mod tests {
             Command::Sql(args) => Ok(args),
             _ => unreachable!("parsed as sql"),
         }
+    }
+
+    /// Refused before anything is asked of the node at 127.0.0.1:1, where nothing listens.
+    #[tokio::test]
+    async fn parquet_without_a_file_is_refused_before_the_query_runs() {
+        let args = sql_args(&["--format", "parquet", "SELECT 1"]).unwrap();
+        let refused = sql(args).await;
+        assert!(
+            matches!(&refused, Err(Error::Usage(m)) if m.contains("--output")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -30,6 +30,18 @@ pub enum Format {
     Parquet,
 }
 
+impl Format {
+    /// Refuses a format that needs a file, Parquet, when there is none.
+    pub fn check_output(self, output: Option<&Path>) -> Result<()> {
+        match (self, output) {
+            (Format::Parquet, None) => {
+                Err(Error::Usage("--format parquet needs --output FILE".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Renders `result` to `output`, or to standard output when it is `None`.
 pub fn write_result(result: &QueryResult, format: Format, output: Option<&Path>) -> Result<()> {
     let mut writer = ResultWriter::create(result.schema.clone(), format, output)?;
@@ -65,9 +77,7 @@ impl ResultWriter {
     /// A writer of an answer of `schema` to `output`, or to standard output when it is
     /// `None`.
     pub fn create(schema: SchemaRef, format: Format, output: Option<&Path>) -> Result<Self> {
-        if format == Format::Parquet && output.is_none() {
-            return Err(Error::Usage("--format parquet needs --output FILE".into()));
-        }
+        format.check_output(output)?;
         let path = output.map_or_else(|| PathBuf::from("<stdout>"), Path::to_path_buf);
         let file = output
             .map(|path| {
