@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::Error;
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::replica::Replica;
+use crate::state::MetaState;
 use crate::store::SnapshotData;
 use crate::types::{Command, Outcome, Role};
 
@@ -97,6 +98,51 @@ impl RaftService {
             return Err(Error::UnknownPeer { peer: from }.into());
         }
         Ok(())
+    }
+}
+
+/// The JSON of `section` of `state` from position `from`, and where its next page starts
+/// (0 after the last), for any section but the audit log, whose records are stored.
+fn state_section(state: &MetaState, section: Section, from: u64) -> Result<(Vec<u8>, u64), Status> {
+    match section {
+        // Node tokens and token hashes never leave the replicas.
+        Section::Nodes => Ok((
+            encode(&json!(
+                state
+                    .nodes
+                    .values()
+                    .map(|n| json!({"code": n.code, "addr": n.addr}))
+                    .collect::<Vec<_>>()
+            ))?,
+            0,
+        )),
+        Section::Users => Ok((
+            encode(&json!(
+                state
+                    .users
+                    .values()
+                    .map(|u| json!({
+                        "name": u.name, "role": u.role, "node": u.node,
+                        "created_ms": u.created_ms, "revoked_ms": u.revoked_ms,
+                    }))
+                    .collect::<Vec<_>>()
+            ))?,
+            0,
+        )),
+        Section::Models => Ok((
+            encode(&json!({"models": state.models, "assignments": state.assignments}))?,
+            0,
+        )),
+        Section::Runs => page(
+            state
+                .runs
+                .iter()
+                .skip(usize::try_from(from).unwrap_or(usize::MAX))
+                .map(encode),
+            from,
+            state.runs.len() as u64,
+        ),
+        Section::Audit => unreachable!("the audit log is read with its stored records"),
     }
 }
 
@@ -219,53 +265,22 @@ impl Admin for AdminService {
         };
         self.replica.authorize(request.metadata(), allowed)?;
         let from = request.get_ref().from;
-        let (reply, applied_index) = self
-            .replica
-            .read_fresh_with_audit(from, |state, records| match section {
-                // Node tokens and token hashes never leave the replicas.
-                Section::Nodes => Ok((
-                    encode(&json!(
-                        state
-                            .nodes
-                            .values()
-                            .map(|n| json!({"code": n.code, "addr": n.addr}))
-                            .collect::<Vec<_>>()
-                    ))?,
-                    0,
-                )),
-                Section::Users => Ok((
-                    encode(&json!(
-                        state
-                            .users
-                            .values()
-                            .map(|u| json!({
-                                "name": u.name, "role": u.role, "node": u.node,
-                                "created_ms": u.created_ms, "revoked_ms": u.revoked_ms,
-                            }))
-                            .collect::<Vec<_>>()
-                    ))?,
-                    0,
-                )),
-                Section::Models => Ok((
-                    encode(&json!({"models": state.models, "assignments": state.assignments}))?,
-                    0,
-                )),
-                Section::Audit => page(
-                    records.map(|r| r.map_err(Status::from)),
-                    from,
-                    state.audit.len,
-                ),
-                Section::Runs => page(
-                    state
-                        .runs
-                        .iter()
-                        .skip(usize::try_from(from).unwrap_or(usize::MAX))
-                        .map(encode),
-                    from,
-                    state.runs.len() as u64,
-                ),
-            })
-            .await?;
+        // Only the audit section reads the stored audit records.
+        let (reply, applied_index) = match section {
+            Section::Audit => {
+                self.replica
+                    .read_fresh_with_audit(from, |state, records| {
+                        let records = records.map(|r| r.map_err(Status::from));
+                        page(records, from, state.audit.len)
+                    })
+                    .await?
+            }
+            _ => {
+                self.replica
+                    .read_fresh(|state| state_section(state, section, from))
+                    .await?
+            }
+        };
         let (json, next) = reply?;
         Ok(Response::new(ReadReply {
             json,
