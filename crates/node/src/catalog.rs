@@ -1,6 +1,7 @@
 //! The node's tables: finds each contract table's files under the data root, checks
 //! every file against the contract, and registers the good tables with DataFusion.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -27,8 +28,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
 use futures::future::join_all;
 use object_store::ObjectMeta;
+use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
 use sunlight_domain::Table;
 use url::Url;
 
@@ -344,30 +345,41 @@ impl CheckedFiles {
     }
 
     /// Fails, naming each file of `table` that is gone or changed since the node checked
-    /// it, with what is wrong with it now.
+    /// it, with what is wrong with it now. One listing of the table's folder tells, rather
+    /// than a request a file.
     pub async fn unchanged(&self, table: Table) -> Result<()> {
-        let files = self.of(table).iter();
-        let changed: Vec<TableProblem> = join_all(files.map(|file| self.changed(table, file)))
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let checked = self.of(table);
+        if checked.is_empty() {
+            return Ok(());
+        }
+        let (listed, _) = self.root.table_files(table).await?;
+        let now: HashMap<&ObjectPath, &ObjectMeta> =
+            listed.iter().map(|file| (&file.location, file)).collect();
+        let changed = checked
+            .iter()
+            .map(|file| self.changed(table, file, now.get(&file.location).copied()));
+        let changed: Vec<TableProblem> = join_all(changed).await.into_iter().flatten().collect();
         match changed.is_empty() {
             true => Ok(()),
             false => Err(Error::FilesChanged(changed)),
         }
     }
 
-    async fn changed(&self, table: Table, checked: &ObjectMeta) -> Option<TableProblem> {
-        let problem = match self.root.store.head(&checked.location).await {
-            Ok(now) if now.size == checked.size && now.last_modified == checked.last_modified => {
+    async fn changed(
+        &self,
+        table: Table,
+        checked: &ObjectMeta,
+        now: Option<&ObjectMeta>,
+    ) -> Option<TableProblem> {
+        let problem = match now {
+            Some(now) if now.size == checked.size && now.last_modified == checked.last_modified => {
                 return None;
             }
-            Ok(now) => {
+            Some(now) => {
                 // A context of its own: the node's caches the footers it read before.
                 let context = SessionContext::new();
                 context.register_object_store(self.root.url(), self.root.store());
-                let found = check_file(&context, &self.root, &now, table)
+                let found = check_file(&context, &self.root, now, table)
                     .await
                     .err()
                     .unwrap_or_else(|| {
@@ -378,10 +390,7 @@ impl CheckedFiles {
                     checked.size, now.size
                 )
             }
-            Err(object_store::Error::NotFound { .. }) => {
-                "is gone since the node checked it".to_string()
-            }
-            Err(e) => format!("cannot be read: {e}"),
+            None => "is gone since the node checked it".to_string(),
         };
         Some(TableProblem {
             file: self.root.object_url(&checked.location).to_string(),

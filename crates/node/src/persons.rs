@@ -7,29 +7,27 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array, new_empty_array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{ColumnStatistics, Statistics};
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::FileScanConfigBuilder;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     PlanProperties, StatisticsArgs, execute_stream,
@@ -77,7 +75,15 @@ impl PersonIndex {
 
     async fn read(&self, node: &Node, table: Table, file: &ObjectMeta) -> Result<UInt32Array> {
         let person = table.schema().index_of(PERSON)?;
-        let scan = file_scan(node, node.state(), table, file, &[person], None).await?;
+        let scan = files_scan(
+            node,
+            node.state(),
+            table,
+            std::slice::from_ref(file),
+            &[person],
+            None,
+        )
+        .await?;
         let mut batches = execute_stream(scan, node.task())?;
         // Four bytes a row while the file is read: the growing vector is the most memory
         // numbering takes.
@@ -85,7 +91,7 @@ impl PersonIndex {
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             let ids = cast(batch.column(0), &DataType::Utf8)?;
-            let rows = batch.column(1).as_primitive::<Int64Type>();
+            let rows = batch.column(2).as_primitive::<Int64Type>();
             let persons = self.directory.number(ids.as_string::<i32>().iter());
             for (&row, person) in rows.values().iter().zip(persons) {
                 let row = row as usize;
@@ -151,28 +157,39 @@ pub async fn number_persons(node: Arc<Node>) {
     }
 }
 
-/// A scan of `file` of `table` reading the columns `projection`, followed by each row's
-/// number in the file.
-async fn file_scan(
+/// A scan of `files` of `table` reading the columns `projection`, followed by the index
+/// in `files` of each row's file and the row's number in that file. The files are read
+/// in as many partitions as the session's target, or in one where a `limit` stops it.
+async fn files_scan(
     node: &Node,
     state: &SessionState,
     table: Table,
-    file: &ObjectMeta,
+    files: &[ObjectMeta],
     projection: &[usize],
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let contract = table.schema();
+    let file = Arc::new(Field::new("__file", DataType::UInt32, false));
     let row_number =
         Arc::new(Field::new("__row_number", DataType::Int64, false).with_extension_type(RowNumber));
     let table_schema = TableSchema::builder(contract.clone())
+        .with_table_partition_cols(vec![file])
         .with_virtual_columns(vec![row_number])
         .build();
     let mut projection = projection.to_vec();
-    projection.push(contract.fields().len());
+    projection.extend([contract.fields().len(), contract.fields().len() + 1]);
+    let files = files.iter().zip(0u32..).map(|(file, index)| {
+        PartitionedFile::from(file.clone())
+            .with_partition_values(vec![ScalarValue::UInt32(Some(index))])
+    });
+    let partitions = match limit {
+        Some(_) => 1,
+        None => state.config().target_partitions(),
+    };
     let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
     let config =
         FileScanConfigBuilder::new(node.store_url().clone(), format.file_source(table_schema))
-            .with_file(PartitionedFile::from(file.clone()))
+            .with_file_groups(FileGroup::new(files.collect()).split_files(partitions))
             .with_projection_indices(Some(projection))?
             .with_limit(limit)
             .build();
@@ -180,53 +197,94 @@ async fn file_scan(
 }
 
 /// A scan of `leaf`'s table with the number of each row's person as its last column:
-/// one Parquet scan per file, whose row numbers become the persons' numbers. A leaf with
-/// a limit stops once that many rows are read.
+/// one Parquet scan of all its files, whose rows' files and numbers in them become the
+/// persons' numbers. A leaf with a limit stops once that many rows are read.
 pub async fn scan_with_persons(
     node: &Node,
     leaf: &TableLeafExec,
     state: &SessionState,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let table = leaf.table();
-    let projection = leaf.columns();
     node.files().unchanged(table).await?;
-    let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-    for file in node.files_of(table)? {
-        let rows = file_scan(node, state, table, file, &projection, leaf.limit()).await?;
-        scans.push(Arc::new(PersonsExec::new(
-            rows,
-            node.person_index().numbers(node, table, file).await?,
-            file.location.to_string(),
-            leaf.schema(),
-        )));
+    let files = node.files_of(table)?;
+    if files.is_empty() {
+        return Ok(Arc::new(EmptyExec::new(leaf.schema())));
     }
-    Ok(match scans.len() {
-        0 => Arc::new(EmptyExec::new(leaf.schema())),
-        1 => scans.remove(0),
-        _ => Arc::new(
-            CoalescePartitionsExec::new(UnionExec::try_new(scans)?).with_fetch(leaf.limit()),
-        ),
-    })
+    let mut numbered = Vec::with_capacity(files.len());
+    for file in files {
+        numbered.push(NumberedFile {
+            location: file.location.to_string(),
+            numbers: node.person_index().numbers(node, table, file).await?,
+        });
+    }
+    let rows = files_scan(node, state, table, files, &leaf.columns(), leaf.limit()).await?;
+    Ok(Arc::new(PersonsExec::new(
+        rows,
+        numbered.into(),
+        leaf.schema(),
+    )))
 }
 
-/// Replaces the row number that ends its input's rows with the number of that row's
-/// person in one file.
+/// The number of each row's person in one file, and the file, to name it.
+#[derive(Debug)]
+struct NumberedFile {
+    location: String,
+    numbers: UInt32Array,
+}
+
+impl NumberedFile {
+    /// The persons of the rows `rows` of this file.
+    fn persons(&self, rows: &Int64Array) -> DfResult<ArrayRef> {
+        let numbered = |row: i64| (row as usize) < self.numbers.len();
+        // A scan reads rows in order, so a batch is mostly a run of consecutive rows: a
+        // slice of the file's numbers, not a copy.
+        match (rows.values().first(), rows.values().last()) {
+            (Some(&first), Some(&last)) if last - first + 1 == rows.len() as i64 => {
+                if !numbered(last) {
+                    return Err(self.changed());
+                }
+                Ok(Arc::new(self.numbers.slice(first as usize, rows.len())))
+            }
+            _ => {
+                if !rows.values().iter().all(|&row| numbered(row)) {
+                    return Err(self.changed());
+                }
+                Ok(take(&self.numbers, rows, None)?)
+            }
+        }
+    }
+
+    /// The person of row `row` of this file.
+    fn person(&self, row: i64) -> DfResult<Option<u32>> {
+        let row = usize::try_from(row).map_err(|_| self.changed())?;
+        match row < self.numbers.len() {
+            true => Ok(self.numbers.is_valid(row).then(|| self.numbers.value(row))),
+            false => Err(self.changed()),
+        }
+    }
+
+    fn changed(&self) -> datafusion::error::DataFusionError {
+        Error::Data(format!(
+            "file {} has more rows than when the node numbered its persons; \
+             the node serves it as it is now once it has checked it again",
+            self.location
+        ))
+        .into_datafusion()
+    }
+}
+
+/// Replaces the file index and row number that end its input's rows with the number of
+/// that row's person.
 #[derive(Debug)]
 pub struct PersonsExec {
     input: Arc<dyn ExecutionPlan>,
-    numbers: UInt32Array,
-    file: String,
+    files: Arc<[NumberedFile]>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
 impl PersonsExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        numbers: UInt32Array,
-        file: String,
-        schema: SchemaRef,
-    ) -> Self {
+    fn new(input: Arc<dyn ExecutionPlan>, files: Arc<[NumberedFile]>, schema: SchemaRef) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             input.output_partitioning().clone(),
@@ -235,55 +293,48 @@ impl PersonsExec {
         ));
         Self {
             input,
-            numbers,
-            file,
+            files,
             schema,
             properties,
         }
     }
 }
 
-/// The batch with its last column, row numbers, replaced by those rows' persons.
+/// The batch with its last two columns, file indexes and row numbers, replaced by those
+/// rows' persons. A scan reads a file at a time, so a batch is mostly of one file.
 fn with_persons(
     batch: &RecordBatch,
-    numbers: &UInt32Array,
-    file: &str,
+    files: &[NumberedFile],
     schema: &SchemaRef,
 ) -> DfResult<RecordBatch> {
-    let last = batch.num_columns() - 1;
-    let rows = batch.column(last).as_primitive::<Int64Type>();
-    let numbered = |row: i64| (row as usize) < numbers.len();
-    let changed = || {
-        Error::Data(format!(
-            "file {file} has more rows than when the node numbered its persons; \
-             the node serves it as it is now once it has checked it again"
-        ))
-        .into_datafusion()
+    let count = batch.num_columns();
+    let indexes = batch
+        .column(count - 2)
+        .as_primitive::<UInt32Type>()
+        .values();
+    let rows = batch.column(count - 1).as_primitive::<Int64Type>();
+    let file = |index: u32| {
+        files.get(index as usize).ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(format!("no file {index} in the scan"))
+        })
     };
-    // A scan reads rows in order, so a batch is mostly a run of consecutive rows: a
-    // slice of the file's numbers, not a copy.
-    let persons = match (rows.values().first(), rows.values().last()) {
-        (Some(&first), Some(&last)) if last - first + 1 == rows.len() as i64 => {
-            if !numbered(last) {
-                return Err(changed());
-            }
-            Arc::new(numbers.slice(first as usize, rows.len())) as ArrayRef
-        }
-        _ => {
-            if !rows.values().iter().all(|&row| numbered(row)) {
-                return Err(changed());
-            }
-            take(numbers, rows, None)?
+    let persons = match indexes.first() {
+        None => new_empty_array(&DataType::UInt32),
+        Some(&first) if indexes.iter().all(|&i| i == first) => file(first)?.persons(rows)?,
+        Some(_) => {
+            let persons = indexes.iter().zip(rows.values());
+            let persons = persons.map(|(&index, &row)| file(index)?.person(row));
+            Arc::new(persons.collect::<DfResult<UInt32Array>>()?)
         }
     };
-    let mut columns = batch.columns()[..last].to_vec();
+    let mut columns = batch.columns()[..count - 2].to_vec();
     columns.push(persons);
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 impl DisplayAs for PersonsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PersonsExec: file={}", self.file)
+        write!(f, "PersonsExec: files={}", self.files.len())
     }
 }
 
@@ -322,7 +373,7 @@ impl ExecutionPlan for PersonsExec {
     }
 
     /// The input's, with the person column unknown; a file scan that cannot count its
-    /// rows reads at most the file's.
+    /// rows reads at most the files' rows.
     fn statistics_from_inputs(
         &self,
         input_stats: &[Arc<Statistics>],
@@ -330,11 +381,13 @@ impl ExecutionPlan for PersonsExec {
     ) -> DfResult<Arc<Statistics>> {
         let mut statistics = Statistics::clone(&input_stats[0]);
         if statistics.num_rows == Precision::Absent {
-            statistics.num_rows = Precision::Inexact(self.numbers.len());
+            let rows = self.files.iter().map(|f| f.numbers.len()).sum();
+            statistics.num_rows = Precision::Inexact(rows);
         }
-        if let Some(persons) = statistics.column_statistics.last_mut() {
-            *persons = ColumnStatistics::new_unknown();
-        }
+        // The file index and row number become the person.
+        let columns = &mut statistics.column_statistics;
+        columns.truncate(self.schema.fields().len() - 1);
+        columns.push(ColumnStatistics::new_unknown());
         Ok(Arc::new(statistics))
     }
 
@@ -344,8 +397,7 @@ impl ExecutionPlan for PersonsExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(Self::new(
             children.remove(0),
-            self.numbers.clone(),
-            self.file.clone(),
+            self.files.clone(),
             self.schema.clone(),
         )))
     }
@@ -355,14 +407,11 @@ impl ExecutionPlan for PersonsExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let (numbers, file, schema) =
-            (self.numbers.clone(), self.file.clone(), self.schema.clone());
+        let (files, schema) = (self.files.clone(), self.schema.clone());
         let rows = self
             .input
             .execute(partition, context)?
-            .and_then(move |batch| {
-                std::future::ready(with_persons(&batch, &numbers, &file, &schema))
-            });
+            .and_then(move |batch| std::future::ready(with_persons(&batch, &files, &schema)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             rows,
@@ -372,41 +421,67 @@ impl ExecutionPlan for PersonsExec {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::Int64Array;
-    use arrow::datatypes::{Schema, UInt32Type};
+    use arrow::datatypes::Schema;
 
     use super::*;
 
     #[test]
     fn rows_become_their_persons_and_a_row_the_node_did_not_number_is_an_error() {
-        let numbers = UInt32Array::from(vec![Some(7), None, Some(3), Some(7)]);
-        let rows_schema = Arc::new(Schema::new(vec![Field::new(
-            "__row_number",
-            DataType::Int64,
-            false,
-        )]));
+        let files: Vec<NumberedFile> = [("f.parquet", vec![Some(7), None, Some(3), Some(7)])]
+            .into_iter()
+            .chain([("g.parquet", vec![Some(1), Some(2)])])
+            .map(|(location, numbers)| NumberedFile {
+                location: location.into(),
+                numbers: UInt32Array::from(numbers),
+            })
+            .collect();
+        let rows_schema = Arc::new(Schema::new(vec![
+            Field::new("__file", DataType::UInt32, false),
+            Field::new("__row_number", DataType::Int64, false),
+        ]));
         let persons_schema = Arc::new(Schema::new(vec![Field::new(
             "person",
             DataType::UInt32,
             true,
         )]));
-        let persons = |rows: Vec<i64>| -> DfResult<Vec<Option<u32>>> {
-            let rows =
-                RecordBatch::try_new(rows_schema.clone(), vec![Arc::new(Int64Array::from(rows))])?;
-            let batch = with_persons(&rows, &numbers, "f.parquet", &persons_schema)?;
+        let persons = |rows: Vec<(u32, i64)>| -> DfResult<Vec<Option<u32>>> {
+            let (indexes, rows): (Vec<u32>, Vec<i64>) = rows.into_iter().unzip();
+            let rows = RecordBatch::try_new(
+                rows_schema.clone(),
+                vec![
+                    Arc::new(UInt32Array::from(indexes)),
+                    Arc::new(Int64Array::from(rows)),
+                ],
+            )?;
+            let batch = with_persons(&rows, &files, &persons_schema)?;
             Ok(batch
                 .column(0)
                 .as_primitive::<UInt32Type>()
                 .iter()
                 .collect())
         };
-        // A run of rows, and rows out of order.
-        assert_eq!(persons(vec![1, 2, 3]).unwrap(), [None, Some(3), Some(7)]);
-        assert_eq!(persons(vec![3, 0]).unwrap(), [Some(7), Some(7)]);
-        for rows in [vec![2, 3, 4], vec![0, 9]] {
+        // A run of rows, rows out of order, rows of two files, and none.
+        assert_eq!(
+            persons(vec![(0, 1), (0, 2), (0, 3)]).unwrap(),
+            [None, Some(3), Some(7)]
+        );
+        assert_eq!(persons(vec![(0, 3), (0, 0)]).unwrap(), [Some(7), Some(7)]);
+        assert_eq!(
+            persons(vec![(1, 1), (0, 2), (0, 1), (1, 0)]).unwrap(),
+            [Some(2), Some(3), None, Some(1)]
+        );
+        assert_eq!(persons(vec![]).unwrap(), []);
+        // Rows past a file's end, in a run, out of order and among another file's.
+        for (rows, file) in [
+            (vec![(0, 2), (0, 3), (0, 4)], "f.parquet"),
+            (vec![(0, 0), (0, 9)], "f.parquet"),
+            (vec![(0, 1), (1, 2)], "g.parquet"),
+        ] {
             let err = persons(rows).unwrap_err().to_string();
             assert!(
-                err.contains("file f.parquet has more rows than when the node numbered"),
+                err.contains(&format!(
+                    "file {file} has more rows than when the node numbered"
+                )),
                 "{err}"
             );
         }
