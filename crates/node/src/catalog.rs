@@ -27,9 +27,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
 use futures::future::join_all;
-use object_store::ObjectMeta;
-use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore};
 use sunlight_domain::Table;
 use url::Url;
 

@@ -235,32 +235,32 @@ struct NumberedFile {
 impl NumberedFile {
     /// The persons of the rows `rows` of this file.
     fn persons(&self, rows: &Int64Array) -> DfResult<ArrayRef> {
-        let numbered = |row: i64| (row as usize) < self.numbers.len();
         // A scan reads rows in order, so a batch is mostly a run of consecutive rows: a
         // slice of the file's numbers, not a copy.
-        match (rows.values().first(), rows.values().last()) {
-            (Some(&first), Some(&last)) if last - first + 1 == rows.len() as i64 => {
-                if !numbered(last) {
-                    return Err(self.changed());
-                }
-                Ok(Arc::new(self.numbers.slice(first as usize, rows.len())))
-            }
-            _ => {
-                if !rows.values().iter().all(|&row| numbered(row)) {
-                    return Err(self.changed());
-                }
-                Ok(take(&self.numbers, rows, None)?)
-            }
+        if let (Some(&first), Some(&last)) = (rows.values().first(), rows.values().last())
+            && last - first + 1 == rows.len() as i64
+        {
+            self.index(last)?;
+            return Ok(Arc::new(self.numbers.slice(self.index(first)?, rows.len())));
         }
+        for &row in rows.values() {
+            self.index(row)?;
+        }
+        Ok(take(&self.numbers, rows, None)?)
     }
 
     /// The person of row `row` of this file.
     fn person(&self, row: i64) -> DfResult<Option<u32>> {
-        let row = usize::try_from(row).map_err(|_| self.changed())?;
-        match row < self.numbers.len() {
-            true => Ok(self.numbers.is_valid(row).then(|| self.numbers.value(row))),
-            false => Err(self.changed()),
-        }
+        let row = self.index(row)?;
+        Ok(self.numbers.is_valid(row).then(|| self.numbers.value(row)))
+    }
+
+    /// Row `row` as an index into the file's numbers, if the node numbered it.
+    fn index(&self, row: i64) -> DfResult<usize> {
+        usize::try_from(row)
+            .ok()
+            .filter(|&row| row < self.numbers.len())
+            .ok_or_else(|| self.changed())
     }
 
     fn changed(&self) -> datafusion::error::DataFusionError {
