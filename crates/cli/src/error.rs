@@ -91,6 +91,20 @@ pub enum Error {
     /// A call to a service failed.
     #[error(transparent)]
     Client(#[from] sunlight_client::Error),
+    /// The user interrupted the command (Ctrl-C or SIGTERM); says what was left.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+}
+
+impl Error {
+    /// The process's exit status for this error: 130 for an interrupt, as shells give a
+    /// command Ctrl-C ended, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Interrupted(_) => 130,
+            _ => 1,
+        }
+    }
 }
 
 /// Result of the command line.

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use sunlight_domain::Table;
 use sunlight_node::{DataRoot, S3Config};
 
+use crate::interrupt::Interrupt;
 use crate::{Error, Result};
 
 /// Most bad values listed in one error.
@@ -42,6 +43,9 @@ const PAYMENT: &str = "payment_id";
 
 /// Rows converted at a time.
 const BATCH_ROWS: usize = 64 * 1024;
+
+/// What an interrupted import leaves.
+const NOTHING_WRITTEN: &str = "nothing was imported";
 
 /// Bytes read or sent at a time.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -263,14 +267,21 @@ pub struct Import {
     table: Table,
     encoding: &'static Encoding,
     staging: tempfile::TempDir,
+    /// Ends the import between two batches, or two parts of an upload.
+    interrupt: Interrupt,
     files: Vec<Converted>,
     /// Of `disbursements`: where each payment_id was read.
     payments: HashMap<Box<str>, Place>,
 }
 
 impl Import {
-    /// An import into `table` of files in `encoding`.
-    pub fn new(table: Table, encoding: &'static Encoding) -> Result<Self> {
+    /// An import into `table` of files in `encoding`, which `interrupt` ends with nothing
+    /// written to the data root and its own folder gone.
+    pub(crate) fn new(
+        table: Table,
+        encoding: &'static Encoding,
+        interrupt: Interrupt,
+    ) -> Result<Self> {
         let staging = tempfile::Builder::new()
             .prefix("sunlight-import-")
             .tempdir()
@@ -282,6 +293,7 @@ impl Import {
             table,
             encoding,
             staging,
+            interrupt,
             files: Vec::new(),
             payments: HashMap::new(),
         })
@@ -346,6 +358,7 @@ impl Import {
         let mut payments = HashMap::new();
         let mut rows = 0;
         for cells in reader {
+            self.interrupt.check(NOTHING_WRITTEN)?;
             let cells = cells.map_err(|e| unreadable(csv, e))?;
             // Line 1 is the header.
             let first_line = rows + 2;
@@ -467,7 +480,11 @@ impl Import {
     pub async fn write(self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
         let root = DataRoot::open(data, s3).map_err(Error::Node)?;
         if self.table == Table::Disbursements {
-            held_payments(&root, &self.payments).await?;
+            tokio::select! {
+                biased;
+                interrupted = self.interrupt.wait(NOTHING_WRITTEN) => return Err(interrupted),
+                held = held_payments(&root, &self.payments) => held?,
+            }
         }
         let mut locations: Vec<ObjectPath> = Vec::new();
         for (index, file) in self.files.iter().enumerate() {
@@ -499,23 +516,19 @@ impl Import {
         }
         let mut imported = Vec::new();
         for (index, (file, location)) in self.files.iter().zip(&locations).enumerate() {
-            let url = root.object_url(location).to_string();
-            if let Err(reason) = upload(&root, location, &file.parquet).await {
+            if let Err(e) = upload(&root, location, &file.parquet, &self.interrupt).await {
                 // The files sent before it are taken back: an import writes all or none.
                 for sent in &locations[..index] {
                     if let Err(e) = root.store().delete(sent).await {
                         tracing::warn!(location = %root.object_url(sent), "not taken back: {e}");
                     }
                 }
-                return Err(Error::Store {
-                    location: url,
-                    reason,
-                });
+                return Err(e);
             }
             imported.push(Imported {
                 csv: file.csv.clone(),
                 rows: file.rows,
-                location: url,
+                location: root.object_url(location).to_string(),
             });
         }
         Ok(imported)
@@ -523,35 +536,55 @@ impl Import {
 }
 
 /// Sends the file `from` to `location`, a part at a time; the object appears whole, once
-/// every part is stored, or not at all.
-async fn upload(root: &DataRoot, location: &ObjectPath, from: &Path) -> Result<(), String> {
+/// every part is stored, or not at all, as where `interrupt` ends the upload.
+async fn upload(
+    root: &DataRoot,
+    location: &ObjectPath,
+    from: &Path,
+    interrupt: &Interrupt,
+) -> Result<()> {
+    let failed = |reason: String| Error::Store {
+        location: root.object_url(location).to_string(),
+        reason,
+    };
     let parts = root
         .store()
         .put_multipart(location)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
     let mut upload = WriteMultipart::new(parts);
-    let sent = async {
-        let mut file = File::open(from).map_err(|e| e.to_string())?;
+    // Checked at each part as well: a store that takes parts as fast as they are read
+    // leaves the wait below no turn.
+    let sending = async {
+        let mut file = File::open(from).map_err(|e| failed(e.to_string()))?;
         let mut chunk = vec![0; CHUNK_BYTES];
         loop {
-            let read = file.read(&mut chunk).map_err(|e| e.to_string())?;
+            interrupt.check(NOTHING_WRITTEN)?;
+            let read = file.read(&mut chunk).map_err(|e| failed(e.to_string()))?;
             if read == 0 {
                 return Ok(());
             }
             upload
                 .wait_for_capacity(4)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| failed(e.to_string()))?;
             upload.write(&chunk[..read]);
         }
-    }
-    .await;
+    };
+    let sent = tokio::select! {
+        biased;
+        interrupted = interrupt.wait(NOTHING_WRITTEN) => Err(interrupted),
+        sent = sending => sent,
+    };
     match sent {
-        Ok(()) => upload.finish().await.map(drop).map_err(|e| e.to_string()),
-        Err(reason) => {
+        Ok(()) => upload
+            .finish()
+            .await
+            .map(drop)
+            .map_err(|e| failed(e.to_string())),
+        Err(e) => {
             let _ = upload.abort().await;
-            Err(reason)
+            Err(e)
         }
     }
 }
@@ -705,7 +738,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join(format!("{}.csv", table.name()));
         std::fs::write(&csv, bytes).unwrap();
-        let mut import = Import::new(table, encoding)?;
+        let mut import = Import::new(table, encoding, Interrupt::by_hand().1)?;
         import.add(&csv)?;
         Ok(import)
     }
@@ -928,7 +961,7 @@ mod tests {
             .replace("140215-1,", "140215-3,")
             .replace("2024-01", "2024-02");
         let february = csv("february.csv", &february);
-        let mut import = Import::new(Table::Disbursements, UTF_8).unwrap();
+        let mut import = Import::new(Table::Disbursements, UTF_8, Interrupt::by_hand().1).unwrap();
         assert_eq!(import.add(&january).unwrap(), 2);
         let Err(Error::Csv { path, errors }) = import.add(&february) else {
             panic!("a payment_id of the first file is refused in the second")
@@ -951,7 +984,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let certs = csv("certs.csv", CERTS);
         let copy = csv("copy.csv", CERTS);
-        let mut import = Import::new(Table::DisabilityCerts, UTF_8).unwrap();
+        let mut import =
+            Import::new(Table::DisabilityCerts, UTF_8, Interrupt::by_hand().1).unwrap();
         import.add(&certs).unwrap();
         import.add(&copy).unwrap();
         let data = root.path().display().to_string();
@@ -968,7 +1002,8 @@ mod tests {
     #[tokio::test]
     async fn an_import_that_fails_part_way_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut import = Import::new(Table::DisabilityCerts, UTF_8).unwrap();
+        let mut import =
+            Import::new(Table::DisabilityCerts, UTF_8, Interrupt::by_hand().1).unwrap();
         for (name, text) in [
             ("a.csv", CERTS.to_string()),
             ("b.csv", CERTS.replace("C2", "C3")),
@@ -989,6 +1024,43 @@ mod tests {
                 if location.ends_with(&*blocked.file_name().unwrap().to_string_lossy())),
             "{refused:?}"
         );
+        let root = DataRoot::open(&data, &S3Config::default()).unwrap();
+        let (files, _) = root.table_files(Table::DisabilityCerts).await.unwrap();
+        assert!(files.is_empty(), "{files:?}");
+    }
+
+    /// Ctrl-C ends an import as it converts a file, or before it uploads one, with
+    /// nothing written to the data root and the import's own folder gone.
+    #[tokio::test]
+    async fn an_interrupted_import_writes_nothing_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs.csv");
+        std::fs::write(&certs, CERTS).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().display().to_string();
+        for converted in [false, true] {
+            let (interrupt, interrupted) = Interrupt::by_hand();
+            let mut import = Import::new(Table::DisabilityCerts, UTF_8, interrupted).unwrap();
+            let staging = import.staging.path().to_path_buf();
+            let ended = match converted {
+                false => {
+                    interrupt.send(true).unwrap();
+                    let ended = import.add(&certs).map(drop);
+                    drop(import);
+                    ended
+                }
+                true => {
+                    import.add(&certs).unwrap();
+                    interrupt.send(true).unwrap();
+                    import.write(&data, &S3Config::default()).await.map(drop)
+                }
+            };
+            assert!(
+                matches!(&ended, Err(Error::Interrupted(left)) if left == NOTHING_WRITTEN),
+                "{ended:?}"
+            );
+            assert!(!staging.exists(), "{}", staging.display());
+        }
         let root = DataRoot::open(&data, &S3Config::default()).unwrap();
         let (files, _) = root.table_files(Table::DisabilityCerts).await.unwrap();
         assert!(files.is_empty(), "{files:?}");

@@ -8,6 +8,7 @@ mod audit;
 mod demo;
 mod error;
 mod import;
+mod interrupt;
 pub mod local_city;
 mod model;
 mod output;
@@ -25,6 +26,8 @@ use sunlight_datagen::{CityConfig, generate_city};
 use sunlight_domain::Table;
 use sunlight_flightsql::TlsFiles;
 use sunlight_node::{NodeConfig, S3Config, TableState, start_node};
+
+use crate::interrupt::Interrupt;
 
 pub use error::{Error, Result};
 pub use output::Format;
@@ -522,12 +525,28 @@ async fn sql(args: SqlArgs) -> Result<()> {
         client.allow_partial_results();
     }
     let mut answer = client.answer(&query).await?;
+    // From the output file's start: it is written beside its path until whole.
+    let interrupt = Interrupt::on_signal();
     let mut writer =
         output::ResultWriter::create(answer.schema.clone(), args.format, args.output.as_deref())?;
-    while let Some(batch) = answer.next().await? {
-        writer.write(&batch)?;
+    let left = match args.output {
+        Some(_) => "the output file was not written",
+        None => "the answer above is not whole",
+    };
+    // Checked at each batch as well: batches that arrive faster than they are written
+    // leave the wait below no turn.
+    let streamed = async {
+        while let Some(batch) = answer.next().await? {
+            interrupt.check(left)?;
+            writer.write(&batch)?;
+        }
+        writer.finish()
+    };
+    tokio::select! {
+        biased;
+        interrupted = interrupt.wait(left) => return Err(interrupted),
+        streamed = streamed => streamed?,
     }
-    writer.finish()?;
     if !answer.missing_nodes.is_empty() {
         eprintln!(
             "partial result: no answer from node(s) {}",
@@ -546,7 +565,8 @@ async fn sql(args: SqlArgs) -> Result<()> {
 
 async fn import(args: ImportArgs) -> Result<()> {
     let table: Table = args.table.parse()?;
-    let mut import = import::Import::new(table, import::encoding(&args.encoding)?)?;
+    let interrupt = Interrupt::on_signal();
+    let mut import = import::Import::new(table, import::encoding(&args.encoding)?, interrupt)?;
     for file in &args.files {
         import.add(file)?;
     }
