@@ -30,17 +30,21 @@ pub trait Credentials: Send + Sync + 'static {
     fn refused(&self, _token: Option<&str>, _reason: &str) {}
 }
 
-/// A fixed user name → token map, as in a node's config. Tokens are compared by their
-/// SHA-256 digests, so that the time a comparison takes tells a caller nothing of how much
-/// of a token they guessed.
+/// A fixed user name → token map, as in a node's config.
 impl Credentials for BTreeMap<String, String> {
     fn user(&self, token: &str) -> Result<String, Status> {
-        let presented = Sha256::digest(token.as_bytes());
         self.iter()
-            .find(|(_, t)| Sha256::digest(t.as_bytes()) == presented)
+            .find(|(_, t)| same_secret(t, token))
             .map(|(user, _)| user.clone())
             .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))
     }
+}
+
+/// Whether `presented` is the secret `held`, compared by their SHA-256 digests, so that
+/// the time a comparison takes tells a caller nothing of how much of a secret they
+/// guessed.
+pub fn same_secret(held: &str, presented: &str) -> bool {
+    Sha256::digest(held.as_bytes()) == Sha256::digest(presented.as_bytes())
 }
 
 /// The interceptor that authenticates every call against [`Credentials`].

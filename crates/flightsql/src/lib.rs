@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-pub use auth::{Caller, Credentials, TokenTable};
+pub use auth::{Caller, Credentials, TokenTable, same_secret};
 pub use endpoint::FlightSqlEndpoint;
 pub use memory::memory_pool;
 pub use panics::panic_message;

@@ -164,7 +164,7 @@ impl Replica {
 
     /// Whether `secret` is the cluster secret.
     pub(crate) fn is_cluster_secret(&self, secret: &str) -> bool {
-        !self.secret.is_empty() && secret == self.secret
+        !self.secret.is_empty() && sunlight_flightsql::same_secret(&self.secret, secret)
     }
 
     /// This replica acting for the cluster, as an administrator.
