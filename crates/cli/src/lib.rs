@@ -531,7 +531,7 @@ async fn sql(args: SqlArgs) -> Result<()> {
         output::ResultWriter::create(answer.schema.clone(), args.format, args.output.as_deref())?;
     let left = match args.output {
         Some(_) => "the output file was not written",
-        None => "the answer above is not whole",
+        None => "the answer was cut short",
     };
     // Checked at each batch as well: batches that arrive faster than they are written
     // leave the wait below no turn.
