@@ -480,11 +480,8 @@ impl Import {
     pub async fn write(self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
         let root = DataRoot::open(data, s3).map_err(Error::Node)?;
         if self.table == Table::Disbursements {
-            tokio::select! {
-                biased;
-                interrupted = self.interrupt.wait(NOTHING_WRITTEN) => return Err(interrupted),
-                held = held_payments(&root, &self.payments) => held?,
-            }
+            let held = held_payments(&root, &self.payments);
+            self.interrupt.unless(NOTHING_WRITTEN, held).await?;
         }
         let mut locations: Vec<ObjectPath> = Vec::new();
         for (index, file) in self.files.iter().enumerate() {
@@ -553,12 +550,11 @@ async fn upload(
         .await
         .map_err(|e| failed(e.to_string()))?;
     let mut upload = WriteMultipart::new(parts);
-    // Checked at each part as well: a store that takes parts as fast as they are read
-    // leaves the wait below no turn.
     let sending = async {
         let mut file = File::open(from).map_err(|e| failed(e.to_string()))?;
         let mut chunk = vec![0; CHUNK_BYTES];
         loop {
+            // A store may take parts as fast as they are read, with no wait between.
             interrupt.check(NOTHING_WRITTEN)?;
             let read = file.read(&mut chunk).map_err(|e| failed(e.to_string()))?;
             if read == 0 {
@@ -571,12 +567,7 @@ async fn upload(
             upload.write(&chunk[..read]);
         }
     };
-    let sent = tokio::select! {
-        biased;
-        interrupted = interrupt.wait(NOTHING_WRITTEN) => Err(interrupted),
-        sent = sending => sent,
-    };
-    match sent {
+    match interrupt.unless(NOTHING_WRITTEN, sending).await {
         Ok(()) => upload
             .finish()
             .await

@@ -30,9 +30,24 @@ impl Interrupt {
         }
     }
 
+    /// Runs `work` to its end, unless interrupted first: then it fails, saying what was
+    /// `left`, and `work` is dropped where it waits. Work that never waits must also
+    /// [`check`](Self::check) as it goes.
+    pub(crate) async fn unless<T>(
+        &self,
+        left: &str,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::select! {
+            biased;
+            interrupted = self.wait(left) => Err(interrupted),
+            done = work => done,
+        }
+    }
+
     /// Resolves once interrupted, with the error saying what was `left`; never, where
     /// nothing can interrupt any more.
-    pub(crate) async fn wait(&self, left: &str) -> Error {
+    async fn wait(&self, left: &str) -> Error {
         if self
             .0
             .clone()

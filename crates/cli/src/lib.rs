@@ -533,20 +533,15 @@ async fn sql(args: SqlArgs) -> Result<()> {
         Some(_) => "the output file was not written",
         None => "the answer was cut short",
     };
-    // Checked at each batch as well: batches that arrive faster than they are written
-    // leave the wait below no turn.
     let streamed = async {
         while let Some(batch) = answer.next().await? {
+            // Batches may arrive faster than they are written, with no wait between.
             interrupt.check(left)?;
             writer.write(&batch)?;
         }
         writer.finish()
     };
-    tokio::select! {
-        biased;
-        interrupted = interrupt.wait(left) => return Err(interrupted),
-        streamed = streamed => streamed?,
-    }
+    interrupt.unless(left, streamed).await?;
     if !answer.missing_nodes.is_empty() {
         eprintln!(
             "partial result: no answer from node(s) {}",
