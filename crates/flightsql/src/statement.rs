@@ -64,7 +64,7 @@ impl Statement {
         let sql = numbered(&self.sql)?;
         let frame = match context.sql_with_options(&sql, options).await {
             Ok(frame) => frame,
-            Err(e) => return Err(unknown_table(context, &sql).unwrap_or(e)),
+            Err(e) => return Err(unknown_table(context, &sql).unwrap_or_else(|| read_only(e))),
         };
         let Some(parameters) = &self.parameters else {
             return Ok(frame);
@@ -237,6 +237,26 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
     )))
 }
 
+/// `e`, where `options` refused a statement that would write or change the server, with
+/// what to do instead.
+fn read_only(e: DataFusionError) -> DataFusionError {
+    const REFUSED: [&str; 3] = [
+        "DDL not supported",
+        "DML not supported",
+        "Statement not supported",
+    ];
+    match e {
+        DataFusionError::Plan(message) if REFUSED.iter().any(|r| message.starts_with(r)) => {
+            DataFusionError::Plan(format!(
+                "{message}: this server answers read-only queries (SELECT, WITH, EXPLAIN, \
+                 SHOW, DESCRIBE); a node's tables are loaded with `sunlight import`, and an \
+                 answer is saved with `sunlight sql --output FILE`"
+            ))
+        }
+        other => other,
+    }
+}
+
 /// The error of `sql`, a query, when it reads a table `context` does not have: that
 /// table, and the tables there are.
 fn unknown_table(context: &SessionContext, sql: &str) -> Option<DataFusionError> {
@@ -323,8 +343,16 @@ mod tests {
         assert!(other.contains("No field named b"), "{other}");
         let series = plan("SELECT b FROM generate_series(1, 3)").await;
         assert!(series.contains("No field named b"), "{series}");
+        // A statement that writes says what to do instead.
         let ddl = plan("CREATE TABLE x (a INT)").await;
         assert!(!ddl.contains("not found"), "{ddl}");
+        assert!(
+            ddl.starts_with(
+                "Error during planning: DDL not supported: CreateMemoryTable: this \
+                 server answers read-only queries"
+            ),
+            "{ddl}"
+        );
     }
 
     #[test]
