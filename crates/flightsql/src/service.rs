@@ -25,13 +25,18 @@ use arrow_flight::sql::{
     CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
     CommandStatementQuery, CommandStatementSubstraitPlan, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, SqlNullOrdering,
-    SqlSupportedCaseSensitivity, TicketStatementQuery,
+    SqlOuterJoinsSupportLevel, SqlSupportedCaseSensitivity, SqlSupportedGroupBy,
+    SqlSupportedResultSetType, SqlSupportedSubqueries, SqlSupportedUnions, SupportedSqlGrammar,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
+use datafusion::functions;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use sunlight_proto::flight::{
@@ -104,6 +109,7 @@ impl<E: SqlEngine> FlightSqlServer<E> {
         info.append(SqlInfo::SqlSearchStringEscape, "\\");
         info.append(SqlInfo::SqlCatalogTerm, "catalog");
         info.append(SqlInfo::SqlSchemaTerm, "schema");
+        dialect_info(&mut info);
         let sql_info = Arc::new(info.build().expect("static SQL info is valid"));
         let sessions = Arc::new(Sessions::new(
             engine.session_options(),
@@ -289,6 +295,123 @@ fn read_only() -> Status {
         "updates are refused: Sunlight answers queries only, and a prepared statement \
          runs with one row of values at a time",
     )
+}
+
+/// The rest of what a JDBC driver's `DatabaseMetaData` reads, which fails on an answer
+/// left out: DataFusion's keywords and functions, the query grammar it takes, and no
+/// limit on names or sizes (0).
+fn dialect_info(info: &mut SqlInfoDataBuilder) {
+    let names = |functions: Vec<Arc<ScalarUDF>>| -> Vec<String> {
+        let mut names: Vec<String> = functions.iter().map(|f| f.name().to_string()).collect();
+        names.sort();
+        names
+    };
+    let text = [
+        functions::string::functions(),
+        functions::unicode::functions(),
+        functions::regex::functions(),
+    ];
+    info.append(SqlInfo::SqlKeywords, ALL_KEYWORDS);
+    info.append(
+        SqlInfo::SqlNumericFunctions,
+        names(functions::math::functions()),
+    );
+    info.append(SqlInfo::SqlStringFunctions, names(text.concat()));
+    info.append(
+        SqlInfo::SqlDatetimeFunctions,
+        names(functions::datetime::functions()),
+    );
+    info.append(
+        SqlInfo::SqlSystemFunctions,
+        names(functions::core::functions()),
+    );
+    // Quoted names keep their case, which the protocol's cases cannot say.
+    info.append(
+        SqlInfo::SqlQuotedIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityUnknown as i32,
+    );
+    info.append(SqlInfo::SqlExtraNameCharacters, "");
+    info.append(SqlInfo::SqlProcedureTerm, "procedure");
+    info.append(SqlInfo::SqlCatalogAtStart, true);
+    for (supported, yes) in [
+        (SqlInfo::SqlSupportsExpressionsInOrderBy, true),
+        (SqlInfo::SqlSupportsOrderByUnrelated, true),
+        (SqlInfo::SqlSupportsLikeEscapeClause, true),
+        (SqlInfo::SqlSupportsNonNullableColumns, true),
+        (SqlInfo::SqlCorrelatedSubqueriesSupported, true),
+        (SqlInfo::SqlSupportsDifferentTableCorrelationNames, false),
+        (SqlInfo::SqlSupportsIntegrityEnhancementFacility, false),
+        (SqlInfo::SqlSelectForUpdateSupported, false),
+        (SqlInfo::SqlStoredProceduresSupported, false),
+        (SqlInfo::SqlMaxRowSizeIncludesBlobs, false),
+    ] {
+        info.append(supported, yes);
+    }
+    let bits = |options: &[i32]| options.iter().fold(0_i32, |mask, o| mask | 1 << o);
+    info.append(
+        SqlInfo::SqlSupportedGroupBy,
+        bits(&[
+            SqlSupportedGroupBy::SqlGroupByUnrelated as i32,
+            SqlSupportedGroupBy::SqlGroupByBeyondSelect as i32,
+        ]),
+    );
+    info.append(
+        SqlInfo::SqlSupportedGrammar,
+        bits(&[
+            SupportedSqlGrammar::SqlMinimumGrammar as i32,
+            SupportedSqlGrammar::SqlCoreGrammar as i32,
+        ]),
+    );
+    // ANSI92_ENTRY_SQL, whose enum arrow-flight does not export.
+    info.append(SqlInfo::SqlAnsi92SupportedLevel, bits(&[0]));
+    info.append(
+        SqlInfo::SqlSupportedSubqueries,
+        bits(&[
+            SqlSupportedSubqueries::SqlSubqueriesInComparisons as i32,
+            SqlSupportedSubqueries::SqlSubqueriesInExists as i32,
+            SqlSupportedSubqueries::SqlSubqueriesInIns as i32,
+        ]),
+    );
+    info.append(
+        SqlInfo::SqlSupportedUnions,
+        bits(&[
+            SqlSupportedUnions::SqlUnion as i32,
+            SqlSupportedUnions::SqlUnionAll as i32,
+        ]),
+    );
+    info.append(
+        SqlInfo::SqlSupportedResultSetTypes,
+        bits(&[SqlSupportedResultSetType::SqlResultSetTypeForwardOnly as i32]),
+    );
+    // An ordinal, not a bitmask.
+    info.append(
+        SqlInfo::SqlOuterJoinsSupportLevel,
+        SqlOuterJoinsSupportLevel::SqlFullOuterJoins as i32,
+    );
+    for unlimited in [
+        SqlInfo::SqlMaxBinaryLiteralLength,
+        SqlInfo::SqlMaxCharLiteralLength,
+        SqlInfo::SqlMaxColumnNameLength,
+        SqlInfo::SqlMaxColumnsInGroupBy,
+        SqlInfo::SqlMaxColumnsInIndex,
+        SqlInfo::SqlMaxColumnsInOrderBy,
+        SqlInfo::SqlMaxColumnsInSelect,
+        SqlInfo::SqlMaxColumnsInTable,
+        SqlInfo::SqlMaxConnections,
+        SqlInfo::SqlMaxCursorNameLength,
+        SqlInfo::SqlMaxIndexLength,
+        SqlInfo::SqlDbSchemaNameLength,
+        SqlInfo::SqlMaxProcedureNameLength,
+        SqlInfo::SqlMaxCatalogNameLength,
+        SqlInfo::SqlMaxRowSize,
+        SqlInfo::SqlMaxStatementLength,
+        SqlInfo::SqlMaxStatements,
+        SqlInfo::SqlMaxTableNameLength,
+        SqlInfo::SqlMaxTablesInSelect,
+        SqlInfo::SqlMaxUsernameLength,
+    ] {
+        info.append(unlimited, 0_i64);
+    }
 }
 
 /// Refuses a bulk ingest into `table`: records are loaded where they are held.

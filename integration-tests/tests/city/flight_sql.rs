@@ -395,19 +395,32 @@ async fn describes_keys_and_types(addr: &str) {
         SqlInfo::SqlIdentifierCase,
         SqlInfo::SqlNullOrdering,
         SqlInfo::SqlSearchStringEscape,
+        SqlInfo::SqlKeywords,
+        SqlInfo::SqlNumericFunctions,
+        SqlInfo::SqlOuterJoinsSupportLevel,
+        SqlInfo::SqlSupportedUnions,
+        SqlInfo::SqlMaxColumnNameLength,
     ];
     let info = client.get_sql_info(asked.to_vec()).await;
     let (_, rows, answered) = catalog_call(&mut client, info).await;
     assert_eq!(rows, asked.len(), "{answered}");
-    // No DDL; unquoted names in lower case (3); NULLs sorted high (0); `\` escapes.
+    // No DDL; unquoted names in lower case (3); NULLs sorted high (0); `\` escapes; full
+    // outer joins (2); UNION and UNION ALL (3); no limit on a column's name (0); and, as a
+    // JDBC driver's metadata reads them, the dialect's keywords and functions.
     let compact = answered.replace(' ', "");
     for row in [
         "|502|{bool_value=false}|",
         "|503|{int32_bitmask=3}|",
         "|507|{int32_bitmask=0}|",
         "|513|{string_value=\\}|",
+        "|528|{int32_bitmask=2}|",
+        "|540|{int32_bitmask=3}|",
+        "|543|{bigint_value=0}|",
     ] {
         assert!(compact.contains(row), "{row}: {answered}");
+    }
+    for listed in ["SELECT", "abs", "sqrt"] {
+        assert!(compact.contains(listed), "{listed}: {answered}");
     }
 }
 
