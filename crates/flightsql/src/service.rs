@@ -1,6 +1,7 @@
 //! [`FlightSqlServer`]: statements, prepared statements with bound parameters, and the
 //! catalog calls that standard clients (ADBC, JDBC) make, over a [`SqlEngine`].
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -26,8 +27,8 @@ use arrow_flight::sql::{
     CommandStatementQuery, CommandStatementSubstraitPlan, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, SqlNullOrdering,
     SqlOuterJoinsSupportLevel, SqlSupportedCaseSensitivity, SqlSupportedGroupBy,
-    SqlSupportedResultSetType, SqlSupportedSubqueries, SqlSupportedUnions, SupportedSqlGrammar,
-    TicketStatementQuery,
+    SqlSupportedResultSetConcurrency, SqlSupportedResultSetType, SqlSupportedSubqueries,
+    SqlSupportedUnions, SqlTransactionIsolationLevel, SupportedSqlGrammar, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -297,9 +298,10 @@ fn read_only() -> Status {
     )
 }
 
-/// The rest of what a JDBC driver's `DatabaseMetaData` reads, which fails on an answer
-/// left out: DataFusion's keywords and functions, the query grammar it takes, and no
-/// limit on names or sizes (0).
+/// The rest of what the protocol asks, which a JDBC driver's `DatabaseMetaData` reads and
+/// fails on where left out: DataFusion's keywords and functions, the query grammar it
+/// takes, no limit on names or sizes (0), and nothing of updates, transactions,
+/// cancelling or `CONVERT`. Substrait's versions are left out with Substrait.
 fn dialect_info(info: &mut SqlInfoDataBuilder) {
     let names = |functions: Vec<Arc<ScalarUDF>>| -> Vec<String> {
         let mut names: Vec<String> = functions.iter().map(|f| f.name().to_string()).collect();
@@ -344,6 +346,16 @@ fn dialect_info(info: &mut SqlInfoDataBuilder) {
         (SqlInfo::SqlSelectForUpdateSupported, false),
         (SqlInfo::SqlStoredProceduresSupported, false),
         (SqlInfo::SqlMaxRowSizeIncludesBlobs, false),
+        (SqlInfo::FlightSqlServerBulkIngestion, false),
+        (SqlInfo::FlightSqlServerCancel, false),
+        (SqlInfo::FlightSqlServerIngestTransactionsSupported, false),
+        (SqlInfo::SqlBatchUpdatesSupported, false),
+        (SqlInfo::SqlSavepointsSupported, false),
+        (SqlInfo::SqlNamedParametersSupported, false),
+        (SqlInfo::SqlLocatorsUpdateCopy, false),
+        (SqlInfo::SqlStoredFunctionsUsingCallSyntaxSupported, false),
+        (SqlInfo::SqlDataDefinitionCausesTransactionCommit, false),
+        (SqlInfo::SqlDataDefinitionsInTransactionsIgnored, false),
     ] {
         info.append(supported, yes);
     }
@@ -383,11 +395,38 @@ fn dialect_info(info: &mut SqlInfoDataBuilder) {
         SqlInfo::SqlSupportedResultSetTypes,
         bits(&[SqlSupportedResultSetType::SqlResultSetTypeForwardOnly as i32]),
     );
-    // An ordinal, not a bitmask.
+    // Read only, and only forward.
+    info.append(
+        SqlInfo::SqlSupportedConcurrenciesForResultSetForwardOnly,
+        bits(&[SqlSupportedResultSetConcurrency::SqlResultSetConcurrencyReadOnly as i32]),
+    );
+    for none in [
+        SqlInfo::SqlSupportedConcurrenciesForResultSetUnspecified,
+        SqlInfo::SqlSupportedConcurrenciesForResultSetScrollInsensitive,
+        SqlInfo::SqlSupportedConcurrenciesForResultSetScrollSensitive,
+        SqlInfo::SqlCatalogsSupportedActions,
+        SqlInfo::SqlSchemasSupportedActions,
+        SqlInfo::SqlSupportedPositionedCommands,
+        SqlInfo::SqlSupportedTransactionsIsolationLevels,
+    ] {
+        info.append(none, 0_i32);
+    }
+    info.append(
+        SqlInfo::SqlSupportsConvert,
+        BTreeMap::<i32, Vec<i32>>::new(),
+    );
+    // Ordinals, not bitmasks: no transactions, no timeouts of the server's own (a
+    // coordinator's deadline is its nodes').
     info.append(
         SqlInfo::SqlOuterJoinsSupportLevel,
         SqlOuterJoinsSupportLevel::SqlFullOuterJoins as i32,
     );
+    info.append(
+        SqlInfo::SqlDefaultTransactionIsolation,
+        SqlTransactionIsolationLevel::SqlTransactionNone as i32,
+    );
+    info.append(SqlInfo::FlightSqlServerStatementTimeout, 0_i32);
+    info.append(SqlInfo::FlightSqlServerTransactionTimeout, 0_i32);
     for unlimited in [
         SqlInfo::SqlMaxBinaryLiteralLength,
         SqlInfo::SqlMaxCharLiteralLength,
