@@ -64,7 +64,7 @@ impl Statement {
         let sql = numbered(&self.sql)?;
         let frame = match context.sql_with_options(&sql, options).await {
             Ok(frame) => frame,
-            Err(e) => return Err(unknown_table(context, &sql).unwrap_or_else(|| read_only(e))),
+            Err(e) => return Err(unknown_table(context, &sql).unwrap_or_else(|| refused_write(e))),
         };
         let Some(parameters) = &self.parameters else {
             return Ok(frame);
@@ -239,7 +239,7 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
 
 /// `e`, where `options` refused a statement that would write or change the server, with
 /// what to do instead.
-fn read_only(e: DataFusionError) -> DataFusionError {
+fn refused_write(e: DataFusionError) -> DataFusionError {
     const REFUSED: [&str; 3] = [
         "DDL not supported",
         "DML not supported",
