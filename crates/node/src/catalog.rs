@@ -581,8 +581,14 @@ async fn check_file(
 enum ValueCheck<'a> {
     /// The contract requires a value in every row; the file lets the column be null.
     NoNulls(&'a str),
-    /// The contract's type is `Int32`; the file's integers are wider.
-    FitsInt32(&'a str),
+    /// The file's numbers, wider integers or floating point, must each be a value of the
+    /// contract's type: whole and within `Int32`, or with no more decimals or digits than
+    /// the contract's decimal.
+    Exact {
+        column: &'a str,
+        file: DataType,
+        contract: DataType,
+    },
     /// The contract's type is `Date32`; the file holds timestamps, which must be midnights.
     AtMidnight(&'a str, DataType),
 }
@@ -595,13 +601,17 @@ impl<'a> ValueCheck<'a> {
         if !expected.is_nullable() && actual.is_nullable() {
             checks.push(Self::NoNulls(name));
         }
-        if expected.data_type() == &DataType::Int32
-            && matches!(
-                actual.data_type(),
-                DataType::Int64 | DataType::UInt32 | DataType::UInt64
-            )
-        {
-            checks.push(Self::FitsInt32(name));
+        let narrowed = match (actual.data_type(), expected.data_type()) {
+            (DataType::Int64 | DataType::UInt32 | DataType::UInt64, DataType::Int32) => true,
+            (file, DataType::Int32 | DataType::Decimal128(..)) => file.is_floating(),
+            _ => false,
+        };
+        if narrowed {
+            checks.push(Self::Exact {
+                column: name,
+                file: actual.data_type().clone(),
+                contract: expected.data_type().clone(),
+            });
         }
         if let DataType::Timestamp(..) = actual.data_type() {
             checks.push(Self::AtMidnight(name, actual.data_type().clone()));
@@ -611,20 +621,24 @@ impl<'a> ValueCheck<'a> {
 
     /// Two counts of rows whose difference is the number of rows that break the promise.
     fn counts(&self) -> (Expr, Expr) {
+        // The rows whose value `same` finds again from the value it is read as.
+        let kept = |column: &str, same: Expr| {
+            let case = Case::new(None, vec![(Box::new(same), Box::new(lit(1)))], None);
+            (count(ident(column)), count(Expr::Case(case)))
+        };
         match self {
             Self::NoNulls(column) => (count_all(), count(ident(*column))),
-            Self::FitsInt32(column) => (
-                count(ident(*column)),
-                count(try_cast(ident(*column), DataType::Int32)),
-            ),
+            Self::Exact {
+                column,
+                file,
+                contract,
+            } => {
+                let read = try_cast(ident(*column), contract.clone());
+                kept(column, cast(read, file.clone()).eq(ident(*column)))
+            }
             Self::AtMidnight(column, timestamp) => {
                 let midnight = cast(cast(ident(*column), DataType::Date32), timestamp.clone());
-                let at_midnight = Expr::Case(Case::new(
-                    None,
-                    vec![(Box::new(midnight.eq(ident(*column))), Box::new(lit(1)))],
-                    None,
-                ));
-                (count(ident(*column)), count(at_midnight))
+                kept(column, midnight.eq(ident(*column)))
             }
         }
     }
@@ -635,9 +649,12 @@ impl<'a> ValueCheck<'a> {
                 "column {column} holds {rows} null value(s), where the contract requires one \
                  in every row"
             ),
-            Self::FitsInt32(column) => {
-                format!("column {column} holds {rows} value(s) beyond the contract's Int32")
-            }
+            Self::Exact {
+                column, contract, ..
+            } => format!(
+                "column {column} holds {rows} value(s) the contract's {contract} cannot hold \
+                 exactly"
+            ),
             Self::AtMidnight(column, _) => format!(
                 "column {column} holds {rows} timestamp(s) with a time of day, where the \
                  contract holds dates"
@@ -720,19 +737,24 @@ pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), Str
 }
 
 /// Whether a file's column `actual` reads as the contract's `expected` without losing a
-/// value: text in any layout, integers of any width (checked to fit, where wider), dates
-/// in milliseconds or as timestamps (checked to be midnights, in their time zone where
-/// they have one), and decimals with no more digits either side of the point.
+/// value: text in any layout, integers of any width (checked to fit, where wider), floating
+/// point for integers and decimals (checked to be whole, or to have no more decimals, and
+/// to fit), dates in milliseconds or as timestamps (checked to be midnights, in their time
+/// zone where they have one), decimals with no more digits either side of the point, and a
+/// column of nulls alone.
 fn same_type(actual: &Field, expected: &Field) -> bool {
     use DataType::{
-        Date32, Date64, Decimal32, Decimal64, Decimal128, Int8, Int16, Int32, Int64, Timestamp,
-        UInt8, UInt16, UInt32, UInt64,
+        Date32, Date64, Decimal32, Decimal64, Decimal128, Int8, Int16, Int32, Int64, Null,
+        Timestamp, UInt8, UInt16, UInt32, UInt64,
     };
     match (actual.data_type(), expected.data_type()) {
         (a, e) if a == e => true,
         (a, e) if is_text(a) && is_text(e) => true,
         (Int8 | Int16 | Int64 | UInt8 | UInt16 | UInt32 | UInt64, Int32) => true,
+        (a, Int32 | Decimal128(..)) if a.is_floating() => true,
         (Date64 | Timestamp(..), Date32) => true,
+        // A column no row of the file has a value in, as pandas writes one.
+        (Null, _) => true,
         (
             Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s),
             Decimal128(contract_p, contract_s),

@@ -24,16 +24,16 @@ use crate::support::{
 async fn mismatched_and_corrupt_files_are_refused() {
     let root = node_files();
 
-    // A disbursements file whose amount is a float.
+    // A disbursements file whose amount is text.
     let schema = Arc::new(Schema::new(vec![
         Field::new("payment_id", DataType::Utf8, false),
-        Field::new("amount", DataType::Float64, false),
+        Field::new("amount", DataType::Utf8, false),
     ]));
     let batch = RecordBatch::try_new(
         schema,
         vec![
             Arc::new(StringArray::from(vec!["x-1"])),
-            Arc::new(Float64Array::from(vec![1.5])),
+            Arc::new(StringArray::from(vec!["1.50"])),
         ],
     )
     .unwrap();
@@ -112,7 +112,7 @@ async fn mismatched_and_corrupt_files_are_refused() {
     };
     assert_eq!(state("disbursements").state(), State::Refused);
     assert!(
-        state("disbursements").problems[0].contains("amount has type Float64"),
+        state("disbursements").problems[0].contains("amount has type Utf8"),
         "{:?}",
         state("disbursements")
     );
@@ -157,6 +157,33 @@ async fn values_the_contract_does_not_allow_are_refused() {
         too_large,
         None,
     );
+    // Numbers in floating point are read as the contract's, but a level of 2.5, a cap of
+    // a tenth of a fen and one beyond the contract's digits are not values of its types.
+    let floating = |first: Vec<f64>| {
+        move |column: &ArrayRef| {
+            let floats = cast(column, &DataType::Float64).unwrap();
+            let first = Float64Array::from(first);
+            let rest = floats.slice(first.len(), floats.len() - first.len());
+            concat(&[&first as &dyn Array, rest.as_ref()]).unwrap()
+        }
+    };
+    with_column(
+        root,
+        "disability_certs/halves.parquet",
+        "level",
+        floating(vec![2.5]),
+        None,
+    );
+    with_column(
+        root,
+        "subsidy_standards/fractions.parquet",
+        "cap",
+        floating(vec![100.005, 1e11]),
+        None,
+    );
+    // A column of type Null, as pandas writes one without values, has no village at all.
+    let no_values = |column: &ArrayRef| new_null_array(&DataType::Null, column.len());
+    with_column(root, "persons/blank.parquet", "village", no_values, None);
     // Dates as timestamps are read as dates, but one of these is not a midnight.
     let with_a_time = |start: &ArrayRef| {
         let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
@@ -194,7 +221,11 @@ async fn values_the_contract_does_not_allow_are_refused() {
     for problem in [
         "counted.parquet: column gender holds 2 null value(s), where the contract requires one",
         "bare.parquet: column township holds 2 null value(s)",
-        "wide.parquet: column level holds 1 value(s) beyond the contract's Int32",
+        "wide.parquet: column level holds 1 value(s) the contract's Int32 cannot hold exactly",
+        "halves.parquet: column level holds 1 value(s) the contract's Int32 cannot hold",
+        "fractions.parquet: column cap holds 2 value(s) the contract's Decimal128(12, 2) \
+         cannot hold exactly",
+        "blank.parquet: column village holds",
         "timed.parquet: column start_date holds 1 timestamp(s) with a time of day",
         "zoned.parquet: column end_date holds",
     ] {

@@ -1,6 +1,7 @@
 //! The contract pins names and types, not how a file lays them out. Text stored as
 //! large, view or dictionary-encoded strings, numbers and dates in types that hold every
-//! value of the contract's, columns in another order, columns the contract does not name,
+//! value of the contract's, or in floating point as pandas writes them, a column without
+//! values as type Null, columns in another order, columns the contract does not name,
 //! a table split into several files or into many small ones, and small row groups are
 //! served as the generator's files are; the columns the contract does not name are not
 //! served at all, nor the files writers keep beside a table's.
@@ -8,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringArray};
+use arrow::array::{ArrayRef, StringArray, new_null_array};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -23,53 +24,91 @@ use crate::support::{
     NodeProcess, ServiceProcess, TOKEN, copy_dir, parquet_batches, printed_answer, shared_city,
 };
 
-/// Rewrites the one file of `table` under `root` as `parts` files, with its columns in
-/// reverse order, its text as `text`, its integers in 64 bits, its dates as `date`, its
-/// amounts with two digits fewer, a column `remark` the contract does not name, and row
-/// groups of 1,000 rows.
-fn rewrite(root: &Path, table: &str, parts: usize, text: &DataType, date: &DataType) {
-    let folder = root.join(table);
-    let original = folder.join("part-0.parquet");
-    let batches = parquet_batches(&original);
-    std::fs::remove_file(&original).unwrap();
-    let retyped = |batch: &RecordBatch| {
-        let (fields, columns): (Vec<Field>, Vec<_>) = batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .rev()
-            .map(|(field, column)| {
-                let to = match field.data_type() {
-                    DataType::Utf8 => text.clone(),
-                    DataType::Int32 => DataType::Int64,
-                    DataType::Date32 => date.clone(),
-                    DataType::Decimal128(12, 2) => DataType::Decimal128(10, 2),
-                    other => other.clone(),
-                };
-                (
-                    field.as_ref().clone().with_data_type(to.clone()),
-                    cast(column, &to).unwrap(),
-                )
-            })
-            .unzip();
-        let remark = Arc::new(StringArray::from(vec!["checked"; batch.num_rows()]));
-        let fields = [fields, vec![Field::new("remark", DataType::Utf8, false)]].concat();
-        let columns = [columns, vec![remark as ArrayRef]].concat();
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
-    };
-    let props = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(1000))
-        .build();
-    let rows = concat_batches(&batches[0].schema(), &batches).unwrap();
-    let per_part = rows.num_rows().div_ceil(parts);
-    for part in 0..parts {
-        let start = (part * per_part).min(rows.num_rows());
-        let chunk = retyped(&rows.slice(start, per_part.min(rows.num_rows() - start)));
-        let file = std::fs::File::create(folder.join(format!("layout-{part}.parquet"))).unwrap();
-        let mut writer = ArrowWriter::try_new(file, chunk.schema(), Some(props.clone())).unwrap();
-        writer.write(&chunk).unwrap();
-        writer.close().unwrap();
+/// How a writer lays out a table's files and types its columns.
+struct Layout {
+    /// Files the table is split into.
+    parts: usize,
+    text: DataType,
+    date: DataType,
+    /// The type of the contract's `Int32` columns.
+    whole: DataType,
+    /// The type of the contract's `Decimal128(12, 2)` amounts.
+    amount: DataType,
+}
+
+impl Layout {
+    /// Text as `text`, dates as `date`, integers in 64 bits and amounts with two digits
+    /// fewer.
+    fn new(parts: usize, text: DataType, date: DataType) -> Self {
+        Self {
+            parts,
+            text,
+            date,
+            whole: DataType::Int64,
+            amount: DataType::Decimal128(10, 2),
+        }
+    }
+
+    /// Integers and amounts as pandas writes a column with gaps, or money: floating point.
+    fn floating(self) -> Self {
+        Self {
+            whole: DataType::Float64,
+            amount: DataType::Float64,
+            ..self
+        }
+    }
+
+    /// Rewrites the one file of `table` under `root` as this layout's files, with its
+    /// columns in reverse order, a column without values as pandas writes one (of type
+    /// Null), a column `remark` the contract does not name, and row groups of 1,000 rows.
+    fn rewrite(&self, root: &Path, table: &str) {
+        let folder = root.join(table);
+        let original = folder.join("part-0.parquet");
+        let batches = parquet_batches(&original);
+        std::fs::remove_file(&original).unwrap();
+        let retyped = |batch: &RecordBatch| {
+            let (fields, columns): (Vec<Field>, Vec<_>) = batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .rev()
+                .map(|(field, column)| {
+                    let to = match field.data_type() {
+                        _ if column.null_count() == column.len() => DataType::Null,
+                        DataType::Utf8 => self.text.clone(),
+                        DataType::Int32 => self.whole.clone(),
+                        DataType::Date32 => self.date.clone(),
+                        DataType::Decimal128(12, 2) => self.amount.clone(),
+                        other => other.clone(),
+                    };
+                    let column = match to {
+                        DataType::Null => new_null_array(&to, column.len()),
+                        _ => cast(column, &to).unwrap(),
+                    };
+                    (field.as_ref().clone().with_data_type(to), column)
+                })
+                .unzip();
+            let remark = Arc::new(StringArray::from(vec!["checked"; batch.num_rows()]));
+            let fields = [fields, vec![Field::new("remark", DataType::Utf8, false)]].concat();
+            let columns = [columns, vec![remark as ArrayRef]].concat();
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+        };
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1000))
+            .build();
+        let rows = concat_batches(&batches[0].schema(), &batches).unwrap();
+        let per_part = rows.num_rows().div_ceil(self.parts);
+        for part in 0..self.parts {
+            let start = (part * per_part).min(rows.num_rows());
+            let chunk = retyped(&rows.slice(start, per_part.min(rows.num_rows() - start)));
+            let file = folder.join(format!("layout-{part}.parquet"));
+            let file = std::fs::File::create(file).unwrap();
+            let mut writer =
+                ArrowWriter::try_new(file, chunk.schema(), Some(props.clone())).unwrap();
+            writer.write(&chunk).unwrap();
+            writer.close().unwrap();
+        }
     }
 }
 
@@ -83,25 +122,22 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
     let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     // pandas writes its dates as timestamps in microseconds.
     let timestamp = DataType::Timestamp(TimeUnit::Microsecond, None);
-    rewrite(copy.path(), "persons", 1, &dictionary, &timestamp);
-    // A table imported a day at a time: a file a day.
-    rewrite(
-        copy.path(),
-        "disbursements",
-        60,
-        &DataType::LargeUtf8,
-        &DataType::Date64,
-    );
+    Layout::new(1, dictionary, timestamp.clone()).rewrite(copy.path(), "persons");
+    // A table imported a day at a time: a file a day, its money in floating point.
+    Layout::new(60, DataType::LargeUtf8, DataType::Date64)
+        .floating()
+        .rewrite(copy.path(), "disbursements");
     // A writer that knows the zone writes a day as its local midnight.
     let zoned = DataType::Timestamp(TimeUnit::Microsecond, Some("Asia/Shanghai".into()));
-    rewrite(copy.path(), "payroll", 2, &DataType::Utf8View, &zoned);
-    rewrite(
-        copy.path(),
-        "disability_certs",
-        1,
-        &DataType::Utf8,
-        &DataType::Date64,
-    );
+    Layout::new(2, DataType::Utf8View, zoned).rewrite(copy.path(), "payroll");
+    Layout::new(1, DataType::Utf8, DataType::Date64)
+        .floating()
+        .rewrite(copy.path(), "disability_certs");
+    // The reference table as pandas writes it: its ages and levels with gaps in floating
+    // point, and no end of validity as a column of type Null.
+    Layout::new(1, DataType::LargeUtf8, timestamp)
+        .floating()
+        .rewrite(copy.path(), "subsidy_standards");
     // What writers leave beside a table's files is not part of it: Spark's marker and
     // the files of a job still writing, and hidden files.
     let disbursements = copy.path().join("disbursements");
@@ -139,6 +175,8 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
          WHERE level < 3 AND revoked_on IS NULL GROUP BY 1 ORDER BY 1",
         "SELECT count(*), min(period), max(paid_on), min(amount), max(amount) \
          FROM disbursements WHERE amount > 100.5",
+        "SELECT subsidy_type, min_age, cap, requires_cert_level, valid_from, valid_to \
+         FROM subsidy_standards ORDER BY 1",
         // A difference of dates in a filter, which DataFusion's statistics trip on.
         "SELECT subsidy_type, count(*), avg(paid_on - period) FROM disbursements \
          WHERE paid_on - period > 10 GROUP BY 1 ORDER BY 1",
@@ -163,6 +201,9 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
          WHERE p.gender = 'F' GROUP BY 1 ORDER BY 1",
         "SELECT count(*), min(birth_date), max(death_date), count(death_date) FROM persons",
         "SELECT min(level), max(level), count(*) FROM disability_certs",
+        "SELECT s.department, count(*), sum(d.amount), max(s.cap), min(s.min_age) \
+         FROM disbursements d JOIN subsidy_standards s ON d.subsidy_type = s.subsidy_type \
+         WHERE s.valid_to IS NULL GROUP BY 1 ORDER BY 1",
         "SELECT employer_type, count(*), min(start_date) FROM payroll GROUP BY 1 ORDER BY 1",
         // Conditions the generated files' bounds prove for every row, and one they do not.
         "SELECT count(*), sum(amount) FROM disbursements \
