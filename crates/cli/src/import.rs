@@ -1,7 +1,8 @@
-//! `sunlight import`: CSV files into a node's data root, converted to the contract's
-//! types. Files in UTF-8 (with or without a byte-order mark) or in a named legacy encoding
-//! such as GBK are read. Every bad value is reported with its line and column, and nothing
-//! is written unless every file is good.
+//! `sunlight import`: CSV or Parquet files into a node's data root, converted to the
+//! contract's types. CSV files in UTF-8 (with or without a byte-order mark) or in a named
+//! legacy encoding such as GBK are read; a Parquet file's values are read as the text they
+//! print as, and converted as a CSV file's are. Every bad value is reported with its line
+//! (or row) and column, and nothing is written unless every file is good.
 //!
 //! A file is read as a stream, a batch of rows at a time, into a Parquet file in a folder
 //! of its own; memory holds a batch, the Parquet writer's row group and the payment_ids
@@ -10,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use arrow::compute::cast;
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
 use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatchReader;
 use encoding_rs::{Decoder, DecoderResult, Encoding, UTF_8};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
@@ -50,23 +52,58 @@ const NOTHING_WRITTEN: &str = "nothing was imported";
 /// Bytes read or sent at a time.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// The first bytes of a Parquet file.
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+
+/// The rows of a file being imported, a batch at a time.
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch>>>;
+
+/// How the rows of an imported file are placed in its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// By line of a CSV file, whose header is line 1.
+    Line,
+    /// By row of a Parquet file, from 1.
+    Row,
+}
+
+impl Unit {
+    /// The place of the row that follows `read` rows.
+    fn after(self, read: usize) -> usize {
+        match self {
+            Self::Line => read + 2,
+            Self::Row => read + 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Line => "line",
+            Self::Row => "row",
+        })
+    }
+}
+
 /// A value that does not fit its column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowError {
-    /// 1-based line of the CSV file (the header is line 1).
-    pub line: usize,
+struct RowError {
+    unit: Unit,
+    /// The line or row, from 1.
+    at: usize,
     /// Column name.
-    pub column: String,
+    column: String,
     /// What is wrong.
-    pub problem: String,
+    problem: String,
 }
 
 impl std::fmt::Display for RowError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.problem
+            "{} {}, column {}: {}",
+            self.unit, self.at, self.column, self.problem
         )
     }
 }
@@ -232,17 +269,18 @@ fn unreadable(csv: &Path, error: ArrowError) -> Error {
     }
 }
 
-/// Where a value was read: a file of the import and a line of it.
+/// Where a value was read: a file of the import and a line or row of it.
 #[derive(Debug, Clone, Copy)]
 struct Place {
     file: usize,
-    line: usize,
+    at: usize,
 }
 
-/// A CSV file converted, as a Parquet file not yet in the data root.
+/// A file converted, as a Parquet file not yet in the data root.
 #[derive(Debug)]
 struct Converted {
-    csv: PathBuf,
+    path: PathBuf,
+    unit: Unit,
     rows: usize,
     parquet: PathBuf,
     /// SHA-256 of the Parquet file, in hex: it names the file in the data root.
@@ -252,16 +290,16 @@ struct Converted {
 /// A file written into the data root.
 #[derive(Debug)]
 pub struct Imported {
-    /// The CSV file.
-    pub csv: PathBuf,
+    /// The file imported.
+    pub path: PathBuf,
     /// Its rows.
     pub rows: usize,
     /// The URL of the Parquet file written.
     pub location: String,
 }
 
-/// CSV files read into one table of the contract: each converted to a Parquet file in a
-/// folder of the import's own, none written to the data root until all are good.
+/// CSV or Parquet files read into one table of the contract: each converted to a Parquet
+/// file in a folder of the import's own, none written to the data root until all are good.
 #[derive(Debug)]
 pub struct Import {
     table: Table,
@@ -299,14 +337,107 @@ impl Import {
         })
     }
 
-    /// Converts `csv` to the contract's types, or refuses it with its bad values, each
-    /// named by line and column (the first 50, and how many in all). Returns the rows read.
-    pub fn add(&mut self, csv: &Path) -> Result<usize> {
-        let contract = self.table.schema();
-        let file = File::open(csv).map_err(|source| Error::Read {
-            path: csv.into(),
+    /// Converts `path`, a CSV or a Parquet file, to the contract's types, or refuses it with
+    /// its bad values, each named by line (or row) and column (the first 50, and how many
+    /// in all). Returns the rows read.
+    pub fn add(&mut self, path: &Path) -> Result<usize> {
+        let mut file = File::open(path).map_err(|source| Error::Read {
+            path: path.into(),
             source,
         })?;
+        let mut magic = [0; 4];
+        let parquet = file.read_exact(&mut magic).is_ok() && magic == *PARQUET_MAGIC;
+        file.rewind().map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
+        let (unit, (header, batches)) = match parquet {
+            true => (Unit::Row, parquet_batches(path, file)?),
+            false => (Unit::Line, self.csv_batches(path, file)?),
+        };
+        self.check_header(path, &header)?;
+        let contract = self.table.schema();
+        let staged = self
+            .staging
+            .path()
+            .join(format!("{}.parquet", self.files.len()));
+        let encode_error = |e: &dyn std::fmt::Display| Error::Encode {
+            path: staged.clone(),
+            reason: e.to_string(),
+        };
+        let out = File::create(&staged).map_err(|source| Error::Write {
+            path: staged.clone(),
+            source,
+        })?;
+        let mut writer =
+            ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
+        let mut problems = Problems::default();
+        let mut payments = HashMap::new();
+        let mut rows = 0;
+        for batch in batches {
+            self.interrupt.check(NOTHING_WRITTEN)?;
+            let batch = batch?;
+            let first = Place {
+                file: self.files.len(),
+                at: unit.after(rows),
+            };
+            let mut columns = Vec::new();
+            for field in contract.fields() {
+                let column = batch.column(header.index_of(field.name()).expect("checked above"));
+                let text = cast(column, &DataType::Utf8).map_err(|e| Error::Csv {
+                    path: path.into(),
+                    errors: vec![format!("column {}: {e}", field.name())],
+                })?;
+                let values = text.as_string::<i32>();
+                if self.table == Table::Disbursements && field.name() == PAYMENT {
+                    self.note_payments(values, unit, first.at, &mut payments, &mut problems);
+                }
+                columns.push(convert(
+                    self.table,
+                    field,
+                    values,
+                    unit,
+                    first.at,
+                    &mut problems,
+                ));
+            }
+            rows += batch.num_rows();
+            if problems.is_empty() {
+                let batch = RecordBatch::try_new(contract.clone(), columns)
+                    .expect("columns follow the contract");
+                writer.write(&batch).map_err(|e| encode_error(&e))?;
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.refuse(path));
+        }
+        writer.close().map_err(|e| encode_error(&e))?;
+        let mut digest = Sha256::new();
+        File::open(&staged)
+            .and_then(|mut file| io::copy(&mut file, &mut digest))
+            .map_err(|source| Error::Read {
+                path: staged.clone(),
+                source,
+            })?;
+        let file = self.files.len();
+        self.payments.extend(
+            payments
+                .into_iter()
+                .map(|(id, at)| (id, Place { file, at })),
+        );
+        self.files.push(Converted {
+            path: path.into(),
+            unit,
+            rows,
+            parquet: staged,
+            digest: hex::encode(digest.finalize()),
+        });
+        Ok(rows)
+    }
+
+    /// The header of the CSV file `csv`, opened as `file`, and its rows, a batch at a
+    /// time, every column as text.
+    fn csv_batches(&self, csv: &Path, file: File) -> Result<(Schema, Batches)> {
         let mut text = Utf8Text::new(file, self.encoding);
         let mut header_line = String::new();
         text.read_line(&mut header_line)
@@ -324,94 +455,29 @@ impl Import {
                 path: csv.into(),
                 errors: vec![format!("cannot read the header: {e}")],
             })?;
-        self.check_header(csv, &header)?;
-        let text_schema = Arc::new(Schema::new(
+        let header = Schema::new(
             header
                 .fields()
                 .iter()
                 .map(|f| Field::new(f.name(), DataType::Utf8, true))
                 .collect::<Vec<_>>(),
-        ));
+        );
         // The header is read again, so that the reader counts lines as the file does.
-        let reader = arrow::csv::ReaderBuilder::new(text_schema.clone())
+        let reader = arrow::csv::ReaderBuilder::new(Arc::new(header.clone()))
             .with_header(true)
             .with_delimiter(delimiter)
             .with_batch_size(BATCH_ROWS)
             .build_buffered(io::Cursor::new(header_line).chain(text))
             .map_err(|e| unreadable(csv, e))?;
-
-        let parquet = self
-            .staging
-            .path()
-            .join(format!("{}.parquet", self.files.len()));
-        let encode_error = |e: &dyn std::fmt::Display| Error::Encode {
-            path: parquet.clone(),
-            reason: e.to_string(),
-        };
-        let out = File::create(&parquet).map_err(|source| Error::Write {
-            path: parquet.clone(),
-            source,
-        })?;
-        let mut writer =
-            ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
-        let mut problems = Problems::default();
-        let mut payments = HashMap::new();
-        let mut rows = 0;
-        for cells in reader {
-            self.interrupt.check(NOTHING_WRITTEN)?;
-            let cells = cells.map_err(|e| unreadable(csv, e))?;
-            // Line 1 is the header.
-            let first_line = rows + 2;
-            let mut columns = Vec::new();
-            for field in contract.fields() {
-                let index = text_schema.index_of(field.name()).expect("checked above");
-                let values = cells.column(index).as_string::<i32>();
-                if self.table == Table::Disbursements && field.name() == PAYMENT {
-                    self.note_payments(values, first_line, &mut payments, &mut problems);
-                }
-                columns.push(convert(
-                    self.table,
-                    field,
-                    values,
-                    first_line,
-                    &mut problems,
-                ));
-            }
-            rows += cells.num_rows();
-            if problems.is_empty() {
-                let batch = RecordBatch::try_new(contract.clone(), columns)
-                    .expect("columns follow the contract");
-                writer.write(&batch).map_err(|e| encode_error(&e))?;
-            }
-        }
-        if !problems.is_empty() {
-            return Err(problems.refuse(csv));
-        }
-        writer.close().map_err(|e| encode_error(&e))?;
-        let mut digest = Sha256::new();
-        File::open(&parquet)
-            .and_then(|mut file| io::copy(&mut file, &mut digest))
-            .map_err(|source| Error::Read {
-                path: parquet.clone(),
-                source,
-            })?;
-        let file = self.files.len();
-        self.payments.extend(
-            payments
-                .into_iter()
-                .map(|(id, line)| (id, Place { file, line })),
-        );
-        self.files.push(Converted {
-            csv: csv.into(),
-            rows,
-            parquet,
-            digest: hex::encode(digest.finalize()),
-        });
-        Ok(rows)
+        let csv = csv.to_path_buf();
+        Ok((
+            header,
+            Box::new(reader.map(move |batch| batch.map_err(|e| unreadable(&csv, e)))),
+        ))
     }
 
     /// Refuses a header that names a column the contract does not, or lacks one it names.
-    fn check_header(&self, csv: &Path, header: &Schema) -> Result<()> {
+    fn check_header(&self, path: &Path, header: &Schema) -> Result<()> {
         let contract = self.table.schema();
         let problem = match header
             .fields()
@@ -431,20 +497,21 @@ impl Import {
         };
         match problem {
             Some(problem) => Err(Error::Csv {
-                path: csv.into(),
+                path: path.into(),
                 errors: vec![problem],
             }),
             None => Ok(()),
         }
     }
 
-    /// Notes in `added` the line of each payment_id of `values`, read from `first_line` on
-    /// of the file being added, and reports each that repeats one read before in this
+    /// Notes in `added` the line (or row) of each payment_id of `values`, read from `first`
+    /// on of the file being added, and reports each that repeats one read before in this
     /// import.
     fn note_payments(
         &self,
         values: &StringArray,
-        first_line: usize,
+        unit: Unit,
+        first: usize,
         added: &mut HashMap<Box<str>, usize>,
         problems: &mut Problems,
     ) {
@@ -452,21 +519,21 @@ impl Import {
             let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
                 continue;
             };
-            let line = first_line + row;
+            let at = first + row;
             let earlier = match (self.payments.get(value), added.get(value)) {
-                (Some(earlier), _) => format!(
-                    "line {} of {}",
-                    earlier.line,
-                    self.files[earlier.file].csv.display()
-                ),
-                (None, Some(earlier)) => format!("line {earlier}"),
+                (Some(earlier), _) => {
+                    let file = &self.files[earlier.file];
+                    format!("{} {} of {}", file.unit, earlier.at, file.path.display())
+                }
+                (None, Some(earlier)) => format!("{unit} {earlier}"),
                 (None, None) => {
-                    added.insert(value.into(), line);
+                    added.insert(value.into(), at);
                     continue;
                 }
             };
             problems.push(RowError {
-                line,
+                unit,
+                at,
                 column: PAYMENT.into(),
                 problem: format!("{value:?} repeats {earlier}; a payment_id is unique"),
             });
@@ -487,10 +554,10 @@ impl Import {
         for (index, file) in self.files.iter().enumerate() {
             if let Some(twin) = self.files[..index].iter().find(|f| f.digest == file.digest) {
                 return Err(Error::Csv {
-                    path: file.csv.clone(),
+                    path: file.path.clone(),
                     errors: vec![format!(
                         "holds the same rows as {}: nothing was written",
-                        twin.csv.display()
+                        twin.path.display()
                     )],
                 });
             }
@@ -523,13 +590,36 @@ impl Import {
                 return Err(e);
             }
             imported.push(Imported {
-                csv: file.csv.clone(),
+                path: file.path.clone(),
                 rows: file.rows,
                 location: root.object_url(location).to_string(),
             });
         }
         Ok(imported)
     }
+}
+
+/// The columns of the Parquet file `path`, opened as `file`, and its rows, a batch at a
+/// time.
+fn parquet_batches(path: &Path, file: File) -> Result<(Schema, Batches)> {
+    let unreadable = |e: &dyn std::fmt::Display| Error::Csv {
+        path: path.into(),
+        errors: vec![format!("not a readable Parquet file: {e}")],
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| unreadable(&e))?
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| unreadable(&e))?;
+    let header = reader.schema().as_ref().clone();
+    let path = path.to_path_buf();
+    let batches = reader.map(move |batch| {
+        batch.map_err(|e| Error::Csv {
+            path: path.clone(),
+            errors: vec![format!("not a readable Parquet file: {e}")],
+        })
+    });
+    Ok((header, Box::new(batches)))
 }
 
 /// Sends the file `from` to `location`, a part at a time; the object appears whole, once
@@ -584,12 +674,14 @@ fn convert(
     table: Table,
     field: &Field,
     values: &StringArray,
-    first_line: usize,
+    unit: Unit,
+    first: usize,
     problems: &mut Problems,
 ) -> ArrayRef {
     let mut report = |row: usize, problem: String| {
         problems.push(RowError {
-            line: first_line + row,
+            unit,
+            at: first + row,
             column: field.name().clone(),
             problem,
         });
@@ -633,7 +725,7 @@ fn convert(
         ),
         DataType::Int32 => build!(
             Int32Builder::new(),
-            |v: &str| v.parse::<i32>().ok(),
+            |v: &str| i32::try_from(exact_decimal(v, 10, 0)?).ok(),
             "a whole number"
         ),
         DataType::Boolean => build!(
@@ -651,7 +743,7 @@ fn convert(
                 Decimal128Builder::new()
                     .with_precision_and_scale(p, s)
                     .expect("contract type"),
-                |v: &str| parse_decimal::<Decimal128Type>(v, p, s).ok(),
+                |v: &str| exact_decimal(v, p, s),
                 "an amount in yuan with at most 2 decimals"
             )
         }
@@ -703,11 +795,29 @@ async fn held_payments(root: &DataRoot, new: &HashMap<Box<str>, Place>) -> Resul
     Ok(())
 }
 
+/// `v`, a number, as a decimal of `scale` digits after the point and `precision` in all,
+/// only if it has no more digits after the point than `scale`, but zeros: `1.50` and
+/// `1.5e1` are exact with two, `1.505` is not (Arrow's parser would drop the 5).
+fn exact_decimal(v: &str, precision: u8, scale: i8) -> Option<i128> {
+    let (digits, exponent) = v.split_once(['e', 'E']).unwrap_or((v, "0"));
+    let (_, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let places = fraction.trim_end_matches('0').len() as i64 - exponent.parse::<i64>().ok()?;
+    match places <= i64::from(scale) {
+        true => parse_decimal::<Decimal128Type>(v, precision, scale).ok(),
+        false => None,
+    }
+}
+
 /// A date written `YYYY-MM-DD`, or `YYYY/M/D` as Excel writes dates in a Chinese locale,
-/// in days since the epoch. A time may follow if it is midnight (`2021/9/1 0:00`); a time
-/// of day is not a date, and is not dropped.
+/// in days since the epoch. A time may follow if it is midnight (`2021/9/1 0:00`), with
+/// the offset of its zone where it has one (`2021-09-01T00:00:00+08:00`, the day there); a
+/// time of day is not a date, and is not dropped.
 fn parse_date(v: &str) -> Option<i32> {
     let (day, time) = v.split_once([' ', 'T']).unwrap_or((v, ""));
+    let time = match time.split_once(['+', '-']) {
+        Some((time, offset)) if offset.bytes().all(|b| b.is_ascii_digit() || b == b':') => time,
+        _ => time.strip_suffix('Z').unwrap_or(time),
+    };
     if time.contains(|c: char| !matches!(c, '0' | ':' | '.')) {
         return None;
     }
@@ -1118,6 +1228,121 @@ mod tests {
 
         let good = read(&text.replace(",one,", ",2,"), Table::DisabilityCerts).unwrap();
         assert_eq!(good.num_rows(), rows);
+    }
+
+    #[test]
+    fn refuses_digits_the_contract_cannot_hold() {
+        let exact = PAYMENTS
+            .replacen("500.00", "5e2", 1)
+            .replacen("500.00", "500.0000", 1);
+        assert_eq!(
+            read(&exact, Table::Disbursements).unwrap(),
+            read(PAYMENTS, Table::Disbursements).unwrap()
+        );
+        let Err(Error::Csv { errors, .. }) = read(
+            &PAYMENTS
+                .replacen("500.00", "5.00001e2", 1)
+                .replacen("500.00", "500.005", 1),
+            Table::Disbursements,
+        ) else {
+            panic!("a fraction of a fen is not dropped")
+        };
+        let not_an_amount = "is not an amount in yuan with at most 2 decimals";
+        assert_eq!(
+            errors,
+            [
+                format!("line 2, column amount: \"5.00001e2\" {not_an_amount}"),
+                format!("line 3, column amount: \"500.005\" {not_an_amount}"),
+            ]
+        );
+        // A level written as a float, as a spreadsheet may, is a level when it is whole.
+        let whole = CERTS.replace(",2,", ",2.0,");
+        assert_eq!(
+            read(&whole, Table::DisabilityCerts).unwrap(),
+            read(CERTS, Table::DisabilityCerts).unwrap()
+        );
+        let Err(Error::Csv { errors, .. }) = read(
+            &CERTS.replace(",2,", ",2.5,").replace(",1,", ",7.0,"),
+            Table::DisabilityCerts,
+        ) else {
+            panic!("a level must be a whole number from 1 to 4")
+        };
+        assert_eq!(
+            errors,
+            [
+                "line 2, column level: \"2.5\" is not a whole number",
+                "line 3, column level: \"7.0\" is not a level from 1 (most severe) to 4",
+            ]
+        );
+    }
+
+    /// Writes `columns` as the Parquet file `name` in `dir`.
+    fn parquet_file(dir: &Path, name: &str, columns: Vec<(&str, ArrayRef)>) -> PathBuf {
+        let path = dir.join(name);
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_parquet_files_in_the_types_writers_use() {
+        use arrow::array::{Float64Array, LargeStringArray, NullArray, TimestampSecondArray};
+        let dir = tempfile::tempdir().unwrap();
+        let text = |values: [&str; 2]| Arc::new(LargeStringArray::from(values.to_vec())) as _;
+        let day = |days: [i64; 2]| {
+            let seconds = days.map(|d| d * 86_400 - 8 * 3_600);
+            let zoned = TimestampSecondArray::from(seconds.to_vec()).with_timezone("+08:00");
+            Arc::new(zoned) as ArrayRef
+        };
+        // As pandas writes disability_certs: text as large strings, the levels of a column
+        // with gaps in floating point, dates as timestamps at midnight in their zone, and
+        // no revocation as a column of type Null.
+        let certs = |levels: [f64; 2], issued: [i64; 2]| {
+            vec![
+                ("revoked_on", Arc::new(NullArray::new(2)) as ArrayRef),
+                ("person_id", text(["A", "B"])),
+                ("cert_no", text(["C1", "C2"])),
+                ("category", text(["肢体", "视力"])),
+                ("level", Arc::new(Float64Array::from(levels.to_vec())) as _),
+                ("issued_on", day(issued)),
+            ]
+        };
+        let pandas = parquet_file(
+            dir.path(),
+            "pandas.parquet",
+            certs([2.0, 1.0], [16_436, 16_801]),
+        );
+        let mut import =
+            Import::new(Table::DisabilityCerts, UTF_8, Interrupt::by_hand().1).unwrap();
+        assert_eq!(import.add(&pandas).unwrap(), 2);
+        let csv = CERTS.replace("2020-02-02", "");
+        assert_eq!(
+            import.files[0].digest,
+            import_of(csv.as_bytes(), Table::DisabilityCerts, UTF_8)
+                .unwrap()
+                .files[0]
+                .digest
+        );
+        // Bad values are named by row, from 1.
+        let bad = parquet_file(dir.path(), "bad.parquet", certs([2.0, 2.5], [16_436, 0]));
+        let Err(Error::Csv { errors, .. }) = import.add(&bad) else {
+            panic!("a level of 2.5 is refused")
+        };
+        assert_eq!(
+            errors,
+            ["row 2, column level: \"2.5\" is not a whole number"]
+        );
+        std::fs::write(dir.path().join("broken.parquet"), b"PAR1 and no more").unwrap();
+        let Err(Error::Csv { errors, .. }) = import.add(&dir.path().join("broken.parquet")) else {
+            panic!("a broken file is refused")
+        };
+        assert!(
+            errors[0].starts_with("not a readable Parquet file"),
+            "{errors:?}"
+        );
     }
 
     #[test]

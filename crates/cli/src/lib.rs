@@ -70,7 +70,8 @@ enum Command {
     Case(model::CaseArgs),
     /// Run a SQL query against a node or the city and print the result.
     Sql(SqlArgs),
-    /// Import CSV files (with a header row) into a table of a node's data root.
+    /// Import CSV files (with a header row) or Parquet files into a table of a node's data
+    /// root, converted to the contract's types.
     Import(ImportArgs),
     /// Generate a small city, start its nodes on loopback, query them and print the answers.
     Demo(demo::DemoArgs),
@@ -334,11 +335,12 @@ struct ImportArgs {
     /// Contract table the files belong to.
     #[arg(long)]
     table: String,
-    /// Text encoding of the files: utf-8, or a label such as gbk or gb18030 (Excel's
+    /// Text encoding of the CSV files: utf-8, or a label such as gbk or gb18030 (Excel's
     /// "CSV" on Chinese Windows is GBK).
     #[arg(long, default_value = "utf-8")]
     encoding: String,
-    /// CSV files with a header row naming the contract's columns.
+    /// CSV files with a header row naming the contract's columns, or Parquet files with
+    /// those columns.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -569,7 +571,7 @@ async fn import(args: ImportArgs) -> Result<()> {
         say(&format!(
             "imported {} rows of {} into {}",
             file.rows,
-            file.csv.display(),
+            file.path.display(),
             file.location
         ));
     }

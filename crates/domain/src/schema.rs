@@ -109,8 +109,8 @@ impl Table {
             (Table::Persons, "gender") => one_of(&["M", "F"]),
             (Table::Payroll, "employer_type") => one_of(&["GOV", "PUBLIC_INSTITUTION"]),
             (Table::DisabilityCerts, "level") => value
-                .parse::<i32>()
-                .is_ok_and(|level| !(1..=4).contains(&level))
+                .parse::<f64>()
+                .is_ok_and(|level| !(1.0..=4.0).contains(&level))
                 .then(|| "is not a level from 1 (most severe) to 4".to_string()),
             (_, "county_code") => value
                 .parse::<NodeCode>()
