@@ -28,7 +28,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
 use futures::future::join_all;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sunlight_domain::Table;
 use url::Url;
 
@@ -38,6 +38,9 @@ use crate::hits::{
     MODEL_HITS, MODEL_OUTCOMES, MODEL_VERSIONS, hits_schema, outcomes_schema, versions_schema,
 };
 use crate::{Error, Result};
+
+/// The first bytes of a Parquet file.
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 
 /// Why a file of a table was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,10 +126,24 @@ impl DataRoot {
     }
 
     /// The files of `table`'s folder, in the order of their names: the Parquet files, and
-    /// the others (a CSV not yet imported, say). Files below a hidden name (`.`) or a
-    /// writer's own (`_`), such as Spark's `_temporary` folder and `_SUCCESS` marker, are
-    /// neither: writers keep there what is not, or not yet, part of the table.
+    /// the others (a CSV not yet imported, say). A file is Parquet by its name (`.parquet`)
+    /// or by its first bytes, as Hive writes `000000_0` and Impala `….parq`.
     pub async fn table_files(&self, table: Table) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
+        let (mut parquet, mut others) = (Vec::new(), Vec::new());
+        for object in self.listed(table).await? {
+            match self.is_parquet(&object).await? {
+                true => parquet.push(object),
+                false => others.push(object),
+            }
+        }
+        Ok((parquet, others))
+    }
+
+    /// Every file of `table`'s folder and the folders below it, in the order of their
+    /// names. Files below a hidden name (`.`) or a writer's own (`_`), such as Spark's
+    /// `_temporary` folder and `_SUCCESS` marker, are not: writers keep there what is not,
+    /// or not yet, part of the table.
+    async fn listed(&self, table: Table) -> Result<Vec<ObjectMeta>> {
         let prefix = self.table_prefix(table);
         let mut objects: Vec<ObjectMeta> = self
             .store
@@ -139,9 +156,26 @@ impl DataRoot {
                 source,
             })?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(objects
-            .into_iter()
-            .partition(|object| object.location.as_ref().ends_with(".parquet")))
+        Ok(objects)
+    }
+
+    /// Whether `object` is named as a Parquet file, or starts as one.
+    async fn is_parquet(&self, object: &ObjectMeta) -> Result<bool> {
+        if object.location.as_ref().ends_with(".parquet") {
+            return Ok(true);
+        }
+        if object.size < PARQUET_MAGIC.len() as u64 {
+            return Ok(false);
+        }
+        let start = self
+            .store
+            .get_range(&object.location, 0..PARQUET_MAGIC.len() as u64)
+            .await
+            .map_err(|source| Error::Store {
+                location: self.object_url(&object.location).to_string(),
+                source,
+            })?;
+        Ok(start.as_ref() == PARQUET_MAGIC)
     }
 
     /// The prefix of the folder `name` in the store.
@@ -351,7 +385,7 @@ impl CheckedFiles {
         if checked.is_empty() {
             return Ok(());
         }
-        let (listed, _) = self.root.table_files(table).await?;
+        let listed = self.root.listed(table).await?;
         let now: HashMap<&ObjectPath, &ObjectMeta> =
             listed.iter().map(|file| (&file.location, file)).collect();
         let changed = checked
@@ -510,8 +544,8 @@ fn served(
         .iter()
         .map(|f| ListingTableUrl::parse(root.object_url(&f.location).as_str()))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    // The files are Parquet by name or by content; their names need not say so.
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(table.schema());
@@ -699,7 +733,12 @@ async fn breaking_rows(
         .collect();
     let url = root.object_url(&object.location);
     let batches = context
-        .read_parquet(url.as_str(), ParquetReadOptions::default().schema(found))
+        .read_parquet(
+            url.as_str(),
+            ParquetReadOptions::default()
+                .schema(found)
+                .file_extension(""),
+        )
         .await?
         .aggregate(vec![], aliased)?
         .collect()

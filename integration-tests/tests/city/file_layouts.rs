@@ -2,9 +2,10 @@
 //! large, view or dictionary-encoded strings, numbers and dates in types that hold every
 //! value of the contract's, or in floating point as pandas writes them, a column without
 //! values as type Null, columns in another order, columns the contract does not name,
-//! a table split into several files or into many small ones, and small row groups are
-//! served as the generator's files are; the columns the contract does not name are not
-//! served at all, nor the files writers keep beside a table's.
+//! a table split into several files or into many small ones, files named as Hive and
+//! Impala name them, and small row groups are served as the generator's files are; the
+//! columns the contract does not name are not served at all, nor the files writers keep
+//! beside a table's, nor files that are not Parquet.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -147,6 +148,14 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
     std::fs::copy(&layout, attempt.join("part-00000.snappy.parquet")).unwrap();
     std::fs::copy(&layout, disbursements.join(".layout-0.parquet")).unwrap();
     std::fs::write(disbursements.join("_SUCCESS"), b"").unwrap();
+    // A file is Parquet by its content, whatever its name, as Hive's and Impala's are; a
+    // file that is not, such as a note, is not read.
+    let rename = |from: &str, to: &str| {
+        std::fs::rename(disbursements.join(from), disbursements.join(to)).unwrap()
+    };
+    rename("layout-1.parquet", "000001_0");
+    rename("layout-2.parquet", "layout-2.parq");
+    std::fs::write(disbursements.join("README.txt"), "payments, a file a day").unwrap();
 
     let rewritten = NodeProcess::start(code.as_str(), copy.path());
     assert!(
