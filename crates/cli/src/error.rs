@@ -32,12 +32,12 @@ pub enum Error {
         /// The cause.
         reason: String,
     },
-    /// A CSV file breaks the contract.
+    /// A file to import breaks the contract.
     #[error("{} was not imported:\n  {}", path.display(), errors.join("\n  "))]
-    Csv {
-        /// The CSV file.
+    NotImported {
+        /// The CSV or Parquet file.
         path: PathBuf,
-        /// Each problem, with its line and column where there is one.
+        /// Each problem, with its line (or row) and column where there is one.
         errors: Vec<String>,
     },
     /// Writing to the data root failed.

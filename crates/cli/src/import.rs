@@ -133,7 +133,7 @@ impl Problems {
         if self.total > MAX_REPORTED {
             errors.push(format!("… and {} more", self.total - MAX_REPORTED));
         }
-        Error::Csv {
+        Error::NotImported {
             path: csv.into(),
             errors,
         }
@@ -263,7 +263,7 @@ fn unreadable(csv: &Path, error: ArrowError) -> Error {
         ArrowError::IoError(_, e) => e.get_ref().and_then(|e| e.downcast_ref::<NotText>()),
         _ => None,
     };
-    Error::Csv {
+    Error::NotImported {
         path: csv.into(),
         errors: vec![problem.map_or_else(|| error.to_string(), NotText::to_string)],
     }
@@ -377,27 +377,24 @@ impl Import {
         for batch in batches {
             self.interrupt.check(NOTHING_WRITTEN)?;
             let batch = batch?;
-            let first = Place {
-                file: self.files.len(),
-                at: unit.after(rows),
-            };
+            let first = unit.after(rows);
             let mut columns = Vec::new();
             for field in contract.fields() {
                 let column = batch.column(header.index_of(field.name()).expect("checked above"));
-                let text = cast(column, &DataType::Utf8).map_err(|e| Error::Csv {
+                let text = cast(column, &DataType::Utf8).map_err(|e| Error::NotImported {
                     path: path.into(),
                     errors: vec![format!("column {}: {e}", field.name())],
                 })?;
                 let values = text.as_string::<i32>();
                 if self.table == Table::Disbursements && field.name() == PAYMENT {
-                    self.note_payments(values, unit, first.at, &mut payments, &mut problems);
+                    self.note_payments(values, unit, first, &mut payments, &mut problems);
                 }
                 columns.push(convert(
                     self.table,
                     field,
                     values,
                     unit,
-                    first.at,
+                    first,
                     &mut problems,
                 ));
             }
@@ -451,7 +448,7 @@ impl Import {
             .with_header(true)
             .with_delimiter(delimiter)
             .infer_schema(header_line.as_bytes(), Some(0))
-            .map_err(|e| Error::Csv {
+            .map_err(|e| Error::NotImported {
                 path: csv.into(),
                 errors: vec![format!("cannot read the header: {e}")],
             })?;
@@ -496,7 +493,7 @@ impl Import {
                 .map(|missing| format!("column {} is missing", missing.name())),
         };
         match problem {
-            Some(problem) => Err(Error::Csv {
+            Some(problem) => Err(Error::NotImported {
                 path: path.into(),
                 errors: vec![problem],
             }),
@@ -553,7 +550,7 @@ impl Import {
         let mut locations: Vec<ObjectPath> = Vec::new();
         for (index, file) in self.files.iter().enumerate() {
             if let Some(twin) = self.files[..index].iter().find(|f| f.digest == file.digest) {
-                return Err(Error::Csv {
+                return Err(Error::NotImported {
                     path: file.path.clone(),
                     errors: vec![format!(
                         "holds the same rows as {}: nothing was written",
@@ -602,24 +599,21 @@ impl Import {
 /// The columns of the Parquet file `path`, opened as `file`, and its rows, a batch at a
 /// time.
 fn parquet_batches(path: &Path, file: File) -> Result<(Schema, Batches)> {
-    let unreadable = |e: &dyn std::fmt::Display| Error::Csv {
-        path: path.into(),
-        errors: vec![format!("not a readable Parquet file: {e}")],
-    };
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| unreadable(&e))?
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| unreadable(&e))?;
+        .and_then(|builder| builder.with_batch_size(BATCH_ROWS).build())
+        .map_err(|e| unreadable_parquet(path, e))?;
     let header = reader.schema().as_ref().clone();
     let path = path.to_path_buf();
-    let batches = reader.map(move |batch| {
-        batch.map_err(|e| Error::Csv {
-            path: path.clone(),
-            errors: vec![format!("not a readable Parquet file: {e}")],
-        })
-    });
+    let batches = reader.map(move |batch| batch.map_err(|e| unreadable_parquet(&path, e)));
     Ok((header, Box::new(batches)))
+}
+
+/// What a read error of the Parquet file `path` says.
+fn unreadable_parquet(path: &Path, error: impl std::fmt::Display) -> Error {
+    Error::NotImported {
+        path: path.into(),
+        errors: vec![format!("not a readable Parquet file: {error}")],
+    }
 }
 
 /// Sends the file `from` to `location`, a part at a time; the object appears whole, once
@@ -885,7 +879,7 @@ mod tests {
             .replace("2020-02-02", "2020/02/2 0:00");
         let excel = read(&excel, Table::DisabilityCerts).unwrap();
         assert_eq!(excel, read(CERTS, Table::DisabilityCerts).unwrap());
-        let Err(Error::Csv { errors, .. }) = read(
+        let Err(Error::NotImported { errors, .. }) = read(
             &CERTS.replace("2015-01-01", "1/1/2015"),
             Table::DisabilityCerts,
         ) else {
@@ -926,7 +920,8 @@ mod tests {
     #[test]
     fn names_the_line_that_is_not_in_the_encoding() {
         let (gbk, _, _) = encoding_rs::GBK.encode(CERTS);
-        let Err(Error::Csv { errors, .. }) = read_encoded(&gbk, Table::DisabilityCerts, UTF_8)
+        let Err(Error::NotImported { errors, .. }) =
+            read_encoded(&gbk, Table::DisabilityCerts, UTF_8)
         else {
             panic!("GBK bytes are not UTF-8")
         };
@@ -950,7 +945,7 @@ mod tests {
              11010519491231002X,C4,视力,5,2015-01-01,\n",
             Table::DisabilityCerts,
         );
-        let Err(Error::Csv { errors, .. }) = read else {
+        let Err(Error::NotImported { errors, .. }) = read else {
             panic!("should fail")
         };
         assert_eq!(errors.len(), 3, "{errors:?}");
@@ -968,7 +963,7 @@ mod tests {
     #[test]
     fn names_the_line_of_a_row_of_too_few_values() {
         let short = CERTS.replace("B,C2,视力,1,", "B,C2,1,");
-        let Err(Error::Csv { errors, .. }) = read(&short, Table::DisabilityCerts) else {
+        let Err(Error::NotImported { errors, .. }) = read(&short, Table::DisabilityCerts) else {
             panic!("a short row is refused")
         };
         assert_eq!(
@@ -985,7 +980,7 @@ mod tests {
              11010519491231002X,李四,男,1949-12-31,H1,140216,镇,村,\n",
             Table::Persons,
         );
-        let Err(Error::Csv { errors, .. }) = read else {
+        let Err(Error::NotImported { errors, .. }) = read else {
             panic!("should fail")
         };
         assert_eq!(
@@ -1027,7 +1022,7 @@ mod tests {
         let repeated = format!(
             "{PAYMENTS}140215-1,C,王五,140215,聚乐乡,西村,DIBAO,2024-01-01,1,64,2024-01-05,民政\n"
         );
-        let Err(Error::Csv { errors, .. }) = read(&repeated, Table::Disbursements) else {
+        let Err(Error::NotImported { errors, .. }) = read(&repeated, Table::Disbursements) else {
             panic!("a repeated payment_id is refused")
         };
         assert_eq!(
@@ -1064,7 +1059,7 @@ mod tests {
         let february = csv("february.csv", &february);
         let mut import = Import::new(Table::Disbursements, UTF_8, Interrupt::by_hand().1).unwrap();
         assert_eq!(import.add(&january).unwrap(), 2);
-        let Err(Error::Csv { path, errors }) = import.add(&february) else {
+        let Err(Error::NotImported { path, errors }) = import.add(&february) else {
             panic!("a payment_id of the first file is refused in the second")
         };
         assert_eq!(path, february);
@@ -1092,7 +1087,7 @@ mod tests {
         let data = root.path().display().to_string();
         let refused = import.write(&data, &S3Config::default()).await;
         assert!(
-            matches!(&refused, Err(Error::Csv { path, errors })
+            matches!(&refused, Err(Error::NotImported { path, errors })
                 if *path == copy && errors[0].contains("certs.csv")),
             "{refused:?}"
         );
@@ -1213,7 +1208,7 @@ mod tests {
             text += &format!("P{row},C{row},肢体,{level},2015-01-01,\n");
         }
         assert!(text.len() > 2 * CHUNK_BYTES);
-        let Err(Error::Csv { errors, .. }) = read(&text, Table::DisabilityCerts) else {
+        let Err(Error::NotImported { errors, .. }) = read(&text, Table::DisabilityCerts) else {
             panic!("the bad levels are refused")
         };
         assert_eq!(errors.len(), MAX_REPORTED + 1);
@@ -1239,7 +1234,7 @@ mod tests {
             read(&exact, Table::Disbursements).unwrap(),
             read(PAYMENTS, Table::Disbursements).unwrap()
         );
-        let Err(Error::Csv { errors, .. }) = read(
+        let Err(Error::NotImported { errors, .. }) = read(
             &PAYMENTS
                 .replacen("500.00", "5.00001e2", 1)
                 .replacen("500.00", "500.005", 1),
@@ -1261,7 +1256,7 @@ mod tests {
             read(&whole, Table::DisabilityCerts).unwrap(),
             read(CERTS, Table::DisabilityCerts).unwrap()
         );
-        let Err(Error::Csv { errors, .. }) = read(
+        let Err(Error::NotImported { errors, .. }) = read(
             &CERTS.replace(",2,", ",2.5,").replace(",1,", ",7.0,"),
             Table::DisabilityCerts,
         ) else {
@@ -1328,7 +1323,7 @@ mod tests {
         );
         // Bad values are named by row, from 1.
         let bad = parquet_file(dir.path(), "bad.parquet", certs([2.0, 2.5], [16_436, 0]));
-        let Err(Error::Csv { errors, .. }) = import.add(&bad) else {
+        let Err(Error::NotImported { errors, .. }) = import.add(&bad) else {
             panic!("a level of 2.5 is refused")
         };
         assert_eq!(
@@ -1336,7 +1331,8 @@ mod tests {
             ["row 2, column level: \"2.5\" is not a whole number"]
         );
         std::fs::write(dir.path().join("broken.parquet"), b"PAR1 and no more").unwrap();
-        let Err(Error::Csv { errors, .. }) = import.add(&dir.path().join("broken.parquet")) else {
+        let Err(Error::NotImported { errors, .. }) = import.add(&dir.path().join("broken.parquet"))
+        else {
             panic!("a broken file is refused")
         };
         assert!(
