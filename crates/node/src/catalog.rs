@@ -615,9 +615,9 @@ async fn check_file(
 enum ValueCheck<'a> {
     /// The contract requires a value in every row; the file lets the column be null.
     NoNulls(&'a str),
-    /// The file's numbers, wider integers or floating point, must each be a value of the
-    /// contract's type: whole and within `Int32`, or with no more decimals or digits than
-    /// the contract's decimal.
+    /// The file's numbers, of a type that could hold others ([`holds_only`]), must each be
+    /// a value of the contract's type: whole and within `Int32`, or with no more decimals
+    /// or digits than the contract's decimal.
     Exact {
         column: &'a str,
         file: DataType,
@@ -635,12 +635,8 @@ impl<'a> ValueCheck<'a> {
         if !expected.is_nullable() && actual.is_nullable() {
             checks.push(Self::NoNulls(name));
         }
-        let narrowed = match (actual.data_type(), expected.data_type()) {
-            (DataType::Int64 | DataType::UInt32 | DataType::UInt64, DataType::Int32) => true,
-            (file, DataType::Int32 | DataType::Decimal128(..)) => file.is_floating(),
-            _ => false,
-        };
-        if narrowed {
+        if actual.data_type().is_numeric() && !holds_only(actual.data_type(), expected.data_type())
+        {
             checks.push(Self::Exact {
                 column: name,
                 file: actual.data_type().clone(),
@@ -776,31 +772,44 @@ pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), Str
 }
 
 /// Whether a file's column `actual` reads as the contract's `expected` without losing a
-/// value: text in any layout, integers of any width (checked to fit, where wider), floating
-/// point for integers and decimals (checked to be whole, or to have no more decimals, and
-/// to fit), dates in milliseconds or as timestamps (checked to be midnights, in their time
-/// zone where they have one), decimals with no more digits either side of the point, and a
-/// column of nulls alone.
+/// value: text in any layout; for the contract's numbers, integers, floating point and
+/// decimals of any size (checked to be values of the contract's type, where they could
+/// hold others: [`holds_only`]); dates in milliseconds or as timestamps (checked to be
+/// midnights, in their time zone where they have one); and a column of nulls alone.
 fn same_type(actual: &Field, expected: &Field) -> bool {
-    use DataType::{
-        Date32, Date64, Decimal32, Decimal64, Decimal128, Int8, Int16, Int32, Int64, Null,
-        Timestamp, UInt8, UInt16, UInt32, UInt64,
-    };
+    use DataType::{Date32, Date64, Decimal128, Int32, Null, Timestamp};
     match (actual.data_type(), expected.data_type()) {
         (a, e) if a == e => true,
         (a, e) if is_text(a) && is_text(e) => true,
-        (Int8 | Int16 | Int64 | UInt8 | UInt16 | UInt32 | UInt64, Int32) => true,
-        (a, Int32 | Decimal128(..)) if a.is_floating() => true,
+        (a, Int32 | Decimal128(..)) => a.is_numeric(),
         (Date64 | Timestamp(..), Date32) => true,
         // A column no row of the file has a value in, as pandas writes one.
         (Null, _) => true,
+        _ => false,
+    }
+}
+
+/// Whether every value of the number type `actual` is a value of `expected`, the
+/// contract's: narrower integers, and decimals (or integers) with no more digits on either
+/// side of the point. Wider integers, floating point and longer decimals, as Oracle's
+/// `NUMBER` comes out of an export, may hold the contract's values, but must be checked to.
+fn holds_only(actual: &DataType, expected: &DataType) -> bool {
+    use DataType::{
+        Decimal32, Decimal64, Decimal128, Decimal256, Int8, Int16, Int32, UInt8, UInt16, UInt32,
+    };
+    // The digits before the point of the contract's decimal, and of a type's values.
+    let whole_digits = |p: &u8, s: &i8| i16::from(*p) - i16::from(*s);
+    match (actual, expected) {
+        (a, e) if a == e => true,
+        (Int8 | Int16 | UInt8 | UInt16, Int32) => true,
+        (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32, Decimal128(p, s)) => {
+            whole_digits(p, s) >= 10
+        }
         (
-            Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s),
+            Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s),
             Decimal128(contract_p, contract_s),
         ) => {
-            *s >= 0
-                && s <= contract_s
-                && i16::from(*p) - i16::from(*s) <= i16::from(*contract_p) - i16::from(*contract_s)
+            *s >= 0 && s <= contract_s && whole_digits(p, s) <= whole_digits(contract_p, contract_s)
         }
         _ => false,
     }

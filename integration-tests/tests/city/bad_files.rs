@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    new_null_array,
 };
 use arrow::compute::{cast, concat};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType};
@@ -181,6 +182,22 @@ async fn values_the_contract_does_not_allow_are_refused() {
         floating(vec![100.005, 1e11]),
         None,
     );
+    // A cap in a longer decimal, as Oracle exports one, has a tenth of a fen too.
+    let oracle = |column: &ArrayRef| {
+        let first = Decimal128Array::from(vec![1_000_050]).with_precision_and_scale(38, 4);
+        let rest = cast(
+            &column.slice(1, column.len() - 1),
+            &DataType::Decimal128(38, 4),
+        );
+        concat(&[&first.unwrap() as &dyn Array, rest.unwrap().as_ref()]).unwrap()
+    };
+    with_column(
+        root,
+        "subsidy_standards/oracle.parquet",
+        "cap",
+        oracle,
+        None,
+    );
     // A column of type Null, as pandas writes one without values, has no village at all.
     let no_values = |column: &ArrayRef| new_null_array(&DataType::Null, column.len());
     with_column(root, "persons/blank.parquet", "village", no_values, None);
@@ -226,6 +243,7 @@ async fn values_the_contract_does_not_allow_are_refused() {
         "fractions.parquet: column cap holds 2 value(s) the contract's Decimal128(12, 2) \
          cannot hold exactly",
         "blank.parquet: column village holds",
+        "oracle.parquet: column cap holds 1 value(s) the contract's Decimal128(12, 2) cannot",
         "timed.parquet: column start_date holds 1 timestamp(s) with a time of day",
         "zoned.parquet: column end_date holds",
     ] {

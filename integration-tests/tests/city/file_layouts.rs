@@ -1,6 +1,7 @@
 //! The contract pins names and types, not how a file lays them out. Text stored as
 //! large, view or dictionary-encoded strings, numbers and dates in types that hold every
-//! value of the contract's, or in floating point as pandas writes them, a column without
+//! value of the contract's, or in floating point as pandas writes them, or as the long
+//! decimals of an export from Oracle, a column without
 //! values as type Null, columns in another order, columns the contract does not name,
 //! a table split into several files or into many small ones, files named as Hive and
 //! Impala name them, and small row groups are served as the generator's files are; the
@@ -55,6 +56,16 @@ impl Layout {
         Self {
             whole: DataType::Float64,
             amount: DataType::Float64,
+            ..self
+        }
+    }
+
+    /// Integers and amounts as an export from Oracle writes its `NUMBER`s: decimals of 38
+    /// digits.
+    fn oracle(self) -> Self {
+        Self {
+            whole: DataType::Decimal128(38, 0),
+            amount: DataType::Decimal128(38, 18),
             ..self
         }
     }
@@ -124,15 +135,15 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
     // pandas writes its dates as timestamps in microseconds.
     let timestamp = DataType::Timestamp(TimeUnit::Microsecond, None);
     Layout::new(1, dictionary, timestamp.clone()).rewrite(copy.path(), "persons");
-    // A table imported a day at a time: a file a day, its money in floating point.
+    // A table imported a day at a time: a file a day.
     Layout::new(60, DataType::LargeUtf8, DataType::Date64)
-        .floating()
+        .oracle()
         .rewrite(copy.path(), "disbursements");
     // A writer that knows the zone writes a day as its local midnight.
     let zoned = DataType::Timestamp(TimeUnit::Microsecond, Some("Asia/Shanghai".into()));
     Layout::new(2, DataType::Utf8View, zoned).rewrite(copy.path(), "payroll");
     Layout::new(1, DataType::Utf8, DataType::Date64)
-        .floating()
+        .oracle()
         .rewrite(copy.path(), "disability_certs");
     // The reference table as pandas writes it: its ages and levels with gaps in floating
     // point, and no end of validity as a column of type Null.
