@@ -715,7 +715,7 @@ fn convert(
         DataType::Date32 => build!(
             Date32Builder::new(),
             parse_date,
-            "a date (YYYY-MM-DD or YYYY/M/D)"
+            "a date (YYYY-MM-DD, YYYY/M/D, YYYY年M月D日 or YYYYMMDD)"
         ),
         DataType::Int32 => build!(
             Int32Builder::new(),
@@ -802,8 +802,9 @@ fn exact_decimal(v: &str, precision: u8, scale: i8) -> Option<i128> {
     }
 }
 
-/// A date written `YYYY-MM-DD`, or `YYYY/M/D` as Excel writes dates in a Chinese locale,
-/// in days since the epoch. A time may follow if it is midnight (`2021/9/1 0:00`), with
+/// A date written `YYYY-MM-DD`, `YYYY/M/D` or `YYYY年M月D日` as Excel writes dates in a
+/// Chinese locale, or `YYYYMMDD` as database exports do, in days since the epoch. A time
+/// may follow if it is midnight (`2021/9/1 0:00`), with
 /// the offset of its zone where it has one (`2021-09-01T00:00:00+08:00`, the day there); a
 /// time of day is not a date, and is not dropped.
 fn parse_date(v: &str) -> Option<i32> {
@@ -815,13 +816,14 @@ fn parse_date(v: &str) -> Option<i32> {
     if time.contains(|c: char| !matches!(c, '0' | ':' | '.')) {
         return None;
     }
-    match day.contains('/') {
-        true => {
-            let date = chrono::NaiveDate::parse_from_str(day, "%Y/%m/%d").ok()?;
-            Some(Date32Type::from_naive_date(date))
-        }
-        false => Date32Type::parse(day),
-    }
+    let format = match day {
+        _ if day.contains('/') => "%Y/%m/%d",
+        _ if day.contains('年') => "%Y年%m月%d日",
+        _ if day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit()) => "%Y%m%d",
+        _ => return Date32Type::parse(day),
+    };
+    let date = chrono::NaiveDate::parse_from_str(day, format).ok()?;
+    Some(Date32Type::from_naive_date(date))
 }
 
 #[cfg(test)]
@@ -879,6 +881,21 @@ mod tests {
             .replace("2020-02-02", "2020/02/2 0:00");
         let excel = read(&excel, Table::DisabilityCerts).unwrap();
         assert_eq!(excel, read(CERTS, Table::DisabilityCerts).unwrap());
+        let chinese_and_exported = CERTS
+            .replace("2015-01-01", "2015年1月1日")
+            .replace("2016-01-01", "20160101")
+            .replace("2020-02-02", "2020-02-02T00:00:00+08:00");
+        let chinese_and_exported = read(&chinese_and_exported, Table::DisabilityCerts).unwrap();
+        assert_eq!(chinese_and_exported, excel);
+        let Err(Error::NotImported { errors, .. }) = read(
+            &CERTS
+                .replace("2015-01-01", "20151301")
+                .replace("2016-01-01", "2016-01-01T08:00:00+08:00"),
+            Table::DisabilityCerts,
+        ) else {
+            panic!("no 13th month, and no time of day")
+        };
+        assert_eq!(errors.len(), 2, "{errors:?}");
         let Err(Error::NotImported { errors, .. }) = read(
             &CERTS.replace("2015-01-01", "1/1/2015"),
             Table::DisabilityCerts,
@@ -887,7 +904,10 @@ mod tests {
         };
         assert_eq!(
             errors,
-            ["line 2, column issued_on: \"1/1/2015\" is not a date (YYYY-MM-DD or YYYY/M/D)"]
+            [
+                "line 2, column issued_on: \"1/1/2015\" is not a date (YYYY-MM-DD, YYYY/M/D, YYYY年M月D日 or \
+             YYYYMMDD)"
+            ]
         );
     }
 
