@@ -752,23 +752,34 @@ async fn breaking_rows(
 /// read.
 pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), String> {
     let mut problems = Vec::new();
+    let mut retyped = false;
     for expected in contract.fields() {
         match found.field_with_name(expected.name()) {
             Err(_) => problems.push(format!("column {} is missing", expected.name())),
-            Ok(actual) if !same_type(actual, expected) => problems.push(format!(
-                "column {} has type {}, the contract says {}",
-                expected.name(),
-                actual.data_type(),
-                expected.data_type()
-            )),
+            Ok(actual) if !same_type(actual, expected) => {
+                retyped = true;
+                problems.push(format!(
+                    "column {} has type {}, the contract says {}",
+                    expected.name(),
+                    actual.data_type(),
+                    expected.data_type()
+                ))
+            }
             Ok(_) => {}
         }
     }
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join(", "))
+        return Ok(());
     }
+    let mut problems = problems.join(", ");
+    if retyped {
+        // Dates or money stored as text, say, which a node does not read as the contract's.
+        problems.push_str(
+            "; `sunlight import` converts a file's values to the contract's types, or names \
+             those it cannot",
+        );
+    }
+    Err(problems)
 }
 
 /// Whether a file's column `actual` reads as the contract's `expected` without losing a
