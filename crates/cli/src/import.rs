@@ -481,11 +481,17 @@ impl Import {
             .iter()
             .find(|f| contract.field_with_name(f.name()).is_err())
         {
-            Some(extra) => Some(format!(
-                "column {} is not in the {} contract",
-                extra.name(),
-                self.table
-            )),
+            Some(extra) => {
+                let index = match extra.name().starts_with("__index_level_") {
+                    true => " (it is pandas' index: write the frame with index=False)",
+                    false => "",
+                };
+                Some(format!(
+                    "column {} is not in the {} contract{index}",
+                    extra.name(),
+                    self.table
+                ))
+            }
             None => contract
                 .fields()
                 .iter()
@@ -1358,6 +1364,21 @@ mod tests {
         assert!(
             errors[0].starts_with("not a readable Parquet file"),
             "{errors:?}"
+        );
+        // pandas writes the index of a frame whose rows were filtered as a column.
+        let mut indexed = certs([2.0, 1.0], [16_436, 16_801]);
+        let index = Arc::new(Float64Array::from(vec![3.0, 7.0]));
+        indexed.push(("__index_level_0__", index));
+        let indexed = parquet_file(dir.path(), "indexed.parquet", indexed);
+        let Err(Error::NotImported { errors, .. }) = import.add(&indexed) else {
+            panic!("a column the contract does not name is refused")
+        };
+        assert_eq!(
+            errors,
+            [
+                "column __index_level_0__ is not in the disability_certs contract (it is \
+                 pandas' index: write the frame with index=False)"
+            ]
         );
     }
 
