@@ -129,8 +129,16 @@ impl DataRoot {
     /// the others (a CSV not yet imported, say). A file is Parquet by its name (`.parquet`)
     /// or by its first bytes, as Hive writes `000000_0` and Impala `….parq`.
     pub async fn table_files(&self, table: Table) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
+        self.sort_out(self.listed(table).await?).await
+    }
+
+    /// `objects` of a table's folder, as [`Self::table_files`] sorts them out.
+    async fn sort_out(
+        &self,
+        objects: Vec<ObjectMeta>,
+    ) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
         let (mut parquet, mut others) = (Vec::new(), Vec::new());
-        for object in self.listed(table).await? {
+        for object in objects {
             match self.is_parquet(&object).await? {
                 true => parquet.push(object),
                 false => others.push(object),
@@ -228,8 +236,8 @@ pub struct NodeCatalog {
     pub store_url: ObjectStoreUrl,
     /// The served files as the node checked them.
     pub files: CheckedFiles,
-    /// The Parquet files of each table's folder as the node listed them, in
-    /// [`Table::ALL`] order.
+    /// Every file of each table's folder as the node listed them, in [`Table::ALL`]
+    /// order. Whether one is Parquet is read once, as the catalog is loaded.
     listed: Vec<Vec<ObjectMeta>>,
 }
 
@@ -267,11 +275,11 @@ impl NodeCatalog {
         Self::over(context, root).await
     }
 
-    /// Whether every table folder of `root` holds the Parquet files the catalog was
-    /// loaded from, each of the same size and date, and no other.
+    /// Whether every table folder of `root` holds the files the catalog was loaded from,
+    /// each of the same size and date, and no other.
     pub async fn is_current(&self, root: &DataRoot) -> Result<bool> {
         for (table, listed) in Table::ALL.into_iter().zip(&self.listed) {
-            if root.table_files(table).await?.0 != *listed {
+            if root.listed(table).await? != *listed {
                 return Ok(false);
             }
         }
@@ -290,13 +298,14 @@ impl NodeCatalog {
         let mut tables = Vec::new();
         let mut listed = Vec::new();
         for table in Table::ALL {
-            let (files, others) = root.table_files(table).await?;
+            let all = root.listed(table).await?;
+            let (files, others) = root.sort_out(all.clone()).await?;
             for other in others {
                 let url = root.object_url(&other.location);
                 tracing::warn!(file = %url, "ignoring a file that is not Parquet; use `sunlight import` for CSV");
             }
             tables.push((table, register(&context, root, table, &files).await?));
-            listed.push(files);
+            listed.push(all);
         }
         for (name, schema) in [
             (MODEL_HITS, hits_schema()),
