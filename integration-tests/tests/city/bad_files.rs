@@ -113,7 +113,8 @@ async fn mismatched_and_corrupt_files_are_refused() {
     };
     assert_eq!(state("disbursements").state(), State::Refused);
     assert!(
-        state("disbursements").problems[0].contains("amount has type Utf8")
+        state("disbursements").problems[0]
+            .contains("amount holds text, the contract says Decimal128(12, 2)")
             && state("disbursements").problems[0].contains("`sunlight import` converts"),
         "{:?}",
         state("disbursements")
