@@ -730,12 +730,13 @@ fn convert(
         ),
         DataType::Boolean => build!(
             BooleanBuilder::new(),
+            // As spreadsheets write a yes or a no, in English or in Chinese.
             |v: &str| match v.to_ascii_lowercase().as_str() {
-                "true" | "t" | "1" => Some(true),
-                "false" | "f" | "0" => Some(false),
+                "true" | "t" | "1" | "yes" | "y" | "是" => Some(true),
+                "false" | "f" | "0" | "no" | "n" | "否" => Some(false),
                 _ => None,
             },
-            "true or false"
+            "true or false (or 是, 否)"
         ),
         DataType::Decimal128(p, s) => {
             let (p, s) = (*p, *s);
@@ -1294,6 +1295,28 @@ mod tests {
                 "line 2, column level: \"2.5\" is not a whole number",
                 "line 3, column level: \"7.0\" is not a level from 1 (most severe) to 4",
             ]
+        );
+    }
+
+    #[test]
+    fn reads_a_yes_or_a_no_as_spreadsheets_write_them() {
+        let standards = "subsidy_type,name_zh,department,min_age,cap,requires_cert_level,\
+                         excludes_payroll,valid_from,valid_to\n\
+                         DIBAO,最低生活保障,民政,,600,,true,2018-01-01,\n\
+                         GAOLING,高龄补贴,民政,80,200,,false,2018-01-01,\n";
+        let chinese = standards.replace("true", "是").replace("false", "否");
+        assert_eq!(
+            read(&chinese, Table::SubsidyStandards).unwrap(),
+            read(standards, Table::SubsidyStandards).unwrap()
+        );
+        let Err(Error::NotImported { errors, .. }) =
+            read(&standards.replace("true", "maybe"), Table::SubsidyStandards)
+        else {
+            panic!("maybe is neither")
+        };
+        assert_eq!(
+            errors,
+            ["line 2, column excludes_payroll: \"maybe\" is not true or false (or 是, 否)"]
         );
     }
 
