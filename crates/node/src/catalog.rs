@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::AsArray;
+use arrow::compute::can_cast_types;
 use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef};
 use datafusion::catalog::MemTable;
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
@@ -805,7 +806,7 @@ fn same_type(actual: &Field, expected: &Field) -> bool {
     match (actual.data_type(), expected.data_type()) {
         (a, e) if a == e => true,
         (a, e) if is_text(a) && is_text(e) => true,
-        (a, Int32 | Decimal128(..)) => a.is_numeric(),
+        (a, e @ (Int32 | Decimal128(..))) => a.is_numeric() && can_cast_types(a, e),
         (Date64 | Timestamp(..), Date32) => true,
         // A column no row of the file has a value in, as pandas writes one.
         (Null, _) => true,
