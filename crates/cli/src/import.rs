@@ -15,10 +15,10 @@ use std::io::{self, BufRead, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, RecordBatch,
-    StringArray, StringBuilder,
+    StringArray, StringBuilder, new_null_array,
 };
 use arrow::compute::cast;
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
@@ -385,6 +385,19 @@ impl Import {
                     path: path.into(),
                     errors: vec![format!("column {}: {e}", field.name())],
                 })?;
+                let lost = not_text(column, &text);
+                if !lost.is_empty() {
+                    for row in lost {
+                        problems.push(RowError {
+                            unit,
+                            at: first + row,
+                            column: field.name().clone(),
+                            problem: "is not UTF-8 text".into(),
+                        });
+                    }
+                    columns.push(new_null_array(field.data_type(), column.len()));
+                    continue;
+                }
                 let values = text.as_string::<i32>();
                 if self.table == Table::Disbursements && field.name() == PAYMENT {
                     self.note_payments(values, unit, first, &mut payments, &mut problems);
@@ -600,6 +613,18 @@ impl Import {
         }
         Ok(imported)
     }
+}
+
+/// The rows of `column` whose value `text`, its cast to text, lost: bytes that are not
+/// UTF-8, as a Parquet file may hold, which the cast makes nulls.
+fn not_text(column: &ArrayRef, text: &ArrayRef) -> Vec<usize> {
+    if text.null_count() == column.logical_null_count() {
+        return Vec::new();
+    }
+    let held = column.logical_nulls();
+    (0..column.len())
+        .filter(|&row| text.is_null(row) && held.as_ref().is_none_or(|n| n.is_valid(row)))
+        .collect()
 }
 
 /// The columns of the Parquet file `path`, opened as `file`, and its rows, a batch at a
@@ -1333,7 +1358,9 @@ mod tests {
 
     #[test]
     fn reads_parquet_files_in_the_types_writers_use() {
-        use arrow::array::{Float64Array, LargeStringArray, NullArray, TimestampSecondArray};
+        use arrow::array::{
+            BinaryArray, Float64Array, LargeStringArray, NullArray, TimestampSecondArray,
+        };
         let dir = tempfile::tempdir().unwrap();
         let text = |values: [&str; 2]| Arc::new(LargeStringArray::from(values.to_vec())) as _;
         let day = |days: [i64; 2]| {
@@ -1388,6 +1415,15 @@ mod tests {
             errors[0].starts_with("not a readable Parquet file"),
             "{errors:?}"
         );
+        // Text as bytes, as Hive writes it, is text where it is UTF-8.
+        let mut bytes = certs([2.0, 1.0], [16_436, 16_801]);
+        let categories: Vec<&[u8]> = vec![b"\xff", "视力".as_bytes()];
+        bytes[3].1 = Arc::new(BinaryArray::from(categories));
+        let bytes = parquet_file(dir.path(), "bytes.parquet", bytes);
+        let Err(Error::NotImported { errors, .. }) = import.add(&bytes) else {
+            panic!("bytes that are not text are refused")
+        };
+        assert_eq!(errors, ["row 1, column category: is not UTF-8 text"]);
         // pandas writes the index of a frame whose rows were filtered as a column.
         let mut indexed = certs([2.0, 1.0], [16_436, 16_801]);
         let index = Arc::new(Float64Array::from(vec![3.0, 7.0]));

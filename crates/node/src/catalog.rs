@@ -635,6 +635,8 @@ enum ValueCheck<'a> {
     },
     /// The contract's type is `Date32`; the file holds timestamps, which must be midnights.
     AtMidnight(&'a str, DataType),
+    /// The contract holds text; the file holds bytes, which must be UTF-8.
+    Utf8(&'a str),
 }
 
 impl<'a> ValueCheck<'a> {
@@ -655,6 +657,9 @@ impl<'a> ValueCheck<'a> {
         }
         if let DataType::Timestamp(..) = actual.data_type() {
             checks.push(Self::AtMidnight(name, actual.data_type().clone()));
+        }
+        if is_bytes(actual.data_type()) {
+            checks.push(Self::Utf8(name));
         }
         checks
     }
@@ -680,6 +685,10 @@ impl<'a> ValueCheck<'a> {
                 let midnight = cast(cast(ident(*column), DataType::Date32), timestamp.clone());
                 kept(column, midnight.eq(ident(*column)))
             }
+            Self::Utf8(column) => (
+                count(ident(*column)),
+                count(try_cast(ident(*column), DataType::Utf8)),
+            ),
         }
     }
 
@@ -699,6 +708,9 @@ impl<'a> ValueCheck<'a> {
                 "column {column} holds {rows} timestamp(s) with a time of day, where the \
                  contract holds dates"
             ),
+            Self::Utf8(column) => {
+                format!("column {column} holds {rows} value(s) that are not UTF-8 text")
+            }
         }
     }
 }
@@ -797,7 +809,7 @@ pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), Str
 }
 
 /// Whether a file's column `actual` reads as the contract's `expected` without losing a
-/// value: text in any layout; for the contract's numbers, integers, floating point and
+/// value: text in any layout, and bytes that are UTF-8 text; for the contract's numbers, integers, floating point and
 /// decimals of any size (checked to be values of the contract's type, where they could
 /// hold others: [`holds_only`]); dates in milliseconds or as timestamps (checked to be
 /// midnights, in their time zone where they have one); and a column of nulls alone.
@@ -806,6 +818,8 @@ fn same_type(actual: &Field, expected: &Field) -> bool {
     match (actual.data_type(), expected.data_type()) {
         (a, e) if a == e => true,
         (a, e) if is_text(a) && is_text(e) => true,
+        // Hive and Impala write text as bytes without saying they are UTF-8.
+        (a, e) if is_bytes(a) && is_text(e) => true,
         (a, e @ (Int32 | Decimal128(..))) => a.is_numeric() && can_cast_types(a, e),
         (Date64 | Timestamp(..), Date32) => true,
         // A column no row of the file has a value in, as pandas writes one.
@@ -838,6 +852,14 @@ fn holds_only(actual: &DataType, expected: &DataType) -> bool {
         }
         _ => false,
     }
+}
+
+/// Bytes in any of Arrow's layouts, which may be text.
+fn is_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
 }
 
 /// Text in any of Arrow's layouts, dictionary-encoded or not.
