@@ -128,7 +128,7 @@ impl DataRoot {
 
     /// The files of `table`'s folder, in the order of their names: the Parquet files, and
     /// the others (a CSV not yet imported, say). A file is Parquet by its name (`.parquet`)
-    /// or by its first bytes, as Hive writes `000000_0` and Impala `….parq`.
+    /// or, named as Hive's `000000_0` and Impala's `….parq` are, by its first bytes.
     pub async fn table_files(&self, table: Table) -> Result<(Vec<ObjectMeta>, Vec<ObjectMeta>)> {
         self.sort_out(self.listed(table).await?).await
     }
@@ -168,12 +168,17 @@ impl DataRoot {
         Ok(objects)
     }
 
-    /// Whether `object` is named as a Parquet file, or starts as one.
+    /// Whether `object` is named as a Parquet file, or is named as Hive and Impala name
+    /// theirs (no extension, or `.parq` or `.pq`) and starts as one. A copy kept beside a
+    /// table's file (`part-0.parquet.bak`) is neither, and is not read.
     async fn is_parquet(&self, object: &ObjectMeta) -> Result<bool> {
-        if object.location.as_ref().ends_with(".parquet") {
-            return Ok(true);
-        }
-        if object.size < PARQUET_MAGIC.len() as u64 {
+        let name = object.location.filename().unwrap_or_default();
+        let may_be = match name.rsplit_once('.') {
+            None => true,
+            Some((_, "parquet")) => return Ok(true),
+            Some((_, extension)) => matches!(extension, "parq" | "pq"),
+        };
+        if !may_be || object.size < PARQUET_MAGIC.len() as u64 {
             return Ok(false);
         }
         let start = self

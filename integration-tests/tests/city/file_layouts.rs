@@ -160,7 +160,7 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
     std::fs::copy(&layout, attempt.join("part-00000.snappy.parquet")).unwrap();
     std::fs::copy(&layout, disbursements.join(".layout-0.parquet")).unwrap();
     std::fs::write(disbursements.join("_SUCCESS"), b"").unwrap();
-    // A file is Parquet by its content, whatever its name, as Hive's and Impala's are; a
+    // A file is Parquet by its content where it is named as Hive's and Impala's are; a
     // file that is not, such as a note, is not read.
     let rename = |from: &str, to: &str| {
         std::fs::rename(disbursements.join(from), disbursements.join(to)).unwrap()
@@ -168,6 +168,9 @@ async fn files_in_any_layout_and_wider_types_are_served_alike() {
     rename("layout-1.parquet", "000001_0");
     rename("layout-2.parquet", "layout-2.parq");
     std::fs::write(disbursements.join("README.txt"), "payments, a file a day").unwrap();
+    // Nor is a copy kept beside a file, Parquet as it is.
+    let copy_beside = disbursements.join("layout-3.parquet.bak");
+    std::fs::copy(disbursements.join("layout-3.parquet"), copy_beside).unwrap();
 
     let rewritten = NodeProcess::start(code.as_str(), copy.path());
     assert!(
