@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, RecordBatch,
-    StringArray, StringBuilder, new_null_array,
+    ArrayRef, BooleanArray, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder,
+    RecordBatch, StringArray, StringBuilder,
 };
-use arrow::compute::cast;
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal};
+use arrow::compute::{cast, filter};
 use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatchReader;
@@ -373,45 +373,21 @@ impl Import {
             ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
         let mut problems = Problems::default();
         let mut payments = HashMap::new();
-        let mut rows = 0;
+        let (mut read, mut rows) = (0, 0);
         for batch in batches {
             self.interrupt.check(NOTHING_WRITTEN)?;
             let batch = batch?;
-            let first = unit.after(rows);
+            let first = unit.after(read);
+            read += batch.num_rows();
+            let cells = Cells::of(path, &header, &contract, &batch, unit, first, &mut problems)?;
             let mut columns = Vec::new();
-            for field in contract.fields() {
-                let column = batch.column(header.index_of(field.name()).expect("checked above"));
-                let text = cast(column, &DataType::Utf8).map_err(|e| Error::NotImported {
-                    path: path.into(),
-                    errors: vec![format!("column {}: {e}", field.name())],
-                })?;
-                let lost = not_text(column, &text);
-                if !lost.is_empty() {
-                    for row in lost {
-                        problems.push(RowError {
-                            unit,
-                            at: first + row,
-                            column: field.name().clone(),
-                            problem: "is not UTF-8 text".into(),
-                        });
-                    }
-                    columns.push(new_null_array(field.data_type(), column.len()));
-                    continue;
-                }
-                let values = text.as_string::<i32>();
+            for (field, values) in contract.fields().iter().zip(&cells.columns) {
                 if self.table == Table::Disbursements && field.name() == PAYMENT {
-                    self.note_payments(values, unit, first, &mut payments, &mut problems);
+                    self.note_payments(values, &cells, &mut payments, &mut problems);
                 }
-                columns.push(convert(
-                    self.table,
-                    field,
-                    values,
-                    unit,
-                    first,
-                    &mut problems,
-                ));
+                columns.push(convert(self.table, field, values, &cells, &mut problems));
             }
-            rows += batch.num_rows();
+            rows += cells.places.len();
             if problems.is_empty() {
                 let batch = RecordBatch::try_new(contract.clone(), columns)
                     .expect("columns follow the contract");
@@ -492,9 +468,15 @@ impl Import {
         let problem = match header
             .fields()
             .iter()
-            .find(|f| contract.field_with_name(f.name()).is_err())
+            .position(|f| contract.field_with_name(f.name()).is_err())
+            .map(|extra| (extra, header.field(extra)))
         {
-            Some(extra) => {
+            // As a spreadsheet writes a column it was asked to clear: a comma at the end.
+            Some((extra, nameless)) if nameless.name().trim().is_empty() => Some(format!(
+                "column {} of the header has no name; remove it, or name a contract column",
+                extra + 1
+            )),
+            Some((_, extra)) => {
                 let index = match extra.name().starts_with("__index_level_") {
                     true => " (it is pandas' index: write the frame with index=False)",
                     false => "",
@@ -520,22 +502,20 @@ impl Import {
         }
     }
 
-    /// Notes in `added` the line (or row) of each payment_id of `values`, read from `first`
-    /// on of the file being added, and reports each that repeats one read before in this
-    /// import.
+    /// Notes in `added` the line (or row) of each payment_id of `values`, of `cells` of the
+    /// file being added, and reports each that repeats one read before in this import.
     fn note_payments(
         &self,
         values: &StringArray,
-        unit: Unit,
-        first: usize,
+        cells: &Cells,
         added: &mut HashMap<Box<str>, usize>,
         problems: &mut Problems,
     ) {
-        for (row, value) in values.iter().enumerate() {
+        let unit = cells.unit;
+        for (value, &at) in values.iter().zip(&cells.places) {
             let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
                 continue;
             };
-            let at = first + row;
             let earlier = match (self.payments.get(value), added.get(value)) {
                 (Some(earlier), _) => {
                     let file = &self.files[earlier.file];
@@ -615,16 +595,76 @@ impl Import {
     }
 }
 
-/// The rows of `column` whose value `text`, its cast to text, lost: bytes that are not
-/// UTF-8, as a Parquet file may hold, which the cast makes nulls.
-fn not_text(column: &ArrayRef, text: &ArrayRef) -> Vec<usize> {
-    if text.null_count() == column.logical_null_count() {
-        return Vec::new();
+/// A batch of a file's rows as text, in the contract's columns, and where each row is.
+struct Cells {
+    columns: Vec<StringArray>,
+    unit: Unit,
+    /// The line or row of each row, from 1.
+    places: Vec<usize>,
+}
+
+impl Cells {
+    /// The rows of `batch`, whose columns `header` names, from the one at `first` on, as
+    /// text in `contract`'s columns. A row of empty cells alone, as a spreadsheet leaves
+    /// where it was asked to clear one, is left out: it holds no value to lose. So is a row
+    /// with bytes that are not UTF-8 (as a Parquet file may hold), which are reported.
+    fn of(
+        path: &Path,
+        header: &Schema,
+        contract: &Schema,
+        batch: &RecordBatch,
+        unit: Unit,
+        first: usize,
+        problems: &mut Problems,
+    ) -> Result<Self> {
+        let mut keep = vec![false; batch.num_rows()];
+        let mut lost = vec![false; batch.num_rows()];
+        let mut texts = Vec::new();
+        for field in contract.fields() {
+            let column = batch.column(header.index_of(field.name()).expect("checked header"));
+            let text = cast(column, &DataType::Utf8).map_err(|e| Error::NotImported {
+                path: path.into(),
+                errors: vec![format!("column {}: {e}", field.name())],
+            })?;
+            let held = column.logical_nulls();
+            for (row, value) in text.as_string::<i32>().iter().enumerate() {
+                match value {
+                    Some(value) => keep[row] |= !value.trim().is_empty(),
+                    // The cast makes nulls of bytes that are not UTF-8.
+                    None if held.as_ref().is_none_or(|n| n.is_valid(row)) => {
+                        lost[row] = true;
+                        problems.push(RowError {
+                            unit,
+                            at: first + row,
+                            column: field.name().clone(),
+                            problem: "is not UTF-8 text".into(),
+                        });
+                    }
+                    None => {}
+                }
+            }
+            texts.push(text);
+        }
+        let kept: Vec<bool> = keep.iter().zip(&lost).map(|(k, l)| *k && !l).collect();
+        let mask = BooleanArray::from(kept.clone());
+        let columns = texts
+            .iter()
+            .map(|text| {
+                let kept = filter(text, &mask).expect("a mask as long as the batch");
+                kept.as_string::<i32>().clone()
+            })
+            .collect();
+        let places = (first..)
+            .zip(kept)
+            .filter(|(_, k)| *k)
+            .map(|(at, _)| at)
+            .collect();
+        Ok(Self {
+            columns,
+            unit,
+            places,
+        })
     }
-    let held = column.logical_nulls();
-    (0..column.len())
-        .filter(|&row| text.is_null(row) && held.as_ref().is_none_or(|n| n.is_valid(row)))
-        .collect()
 }
 
 /// The columns of the Parquet file `path`, opened as `file`, and its rows, a batch at a
@@ -699,14 +739,13 @@ fn convert(
     table: Table,
     field: &Field,
     values: &StringArray,
-    unit: Unit,
-    first: usize,
+    cells: &Cells,
     problems: &mut Problems,
 ) -> ArrayRef {
     let mut report = |row: usize, problem: String| {
         problems.push(RowError {
-            unit,
-            at: first + row,
+            unit: cells.unit,
+            at: cells.places[row],
             column: field.name().clone(),
             problem,
         });
@@ -1320,6 +1359,40 @@ mod tests {
                 "line 2, column level: \"2.5\" is not a whole number",
                 "line 3, column level: \"7.0\" is not a level from 1 (most severe) to 4",
             ]
+        );
+    }
+
+    #[test]
+    fn leaves_out_rows_of_empty_cells_alone() {
+        let cleared = format!("{CERTS},,,,,\r\n , ,,,,\r\n");
+        assert_eq!(
+            read(&cleared, Table::DisabilityCerts).unwrap(),
+            read(CERTS, Table::DisabilityCerts).unwrap()
+        );
+        // The lines after one left out keep their numbers.
+        let Err(Error::NotImported { errors, .. }) = read(
+            &format!("{cleared}C,C3,肢体,9,2017-01-01,\r\n"),
+            Table::DisabilityCerts,
+        ) else {
+            panic!("a level of 9 is refused")
+        };
+        assert_eq!(
+            errors,
+            ["line 6, column level: \"9\" is not a level from 1 (most severe) to 4"]
+        );
+    }
+
+    #[test]
+    fn names_a_column_without_a_name() {
+        let Err(Error::NotImported { errors, .. }) = read(
+            &CERTS.replace("revoked_on\r\n", "revoked_on,\r\n"),
+            Table::DisabilityCerts,
+        ) else {
+            panic!("a column without a name is refused")
+        };
+        assert_eq!(
+            errors,
+            ["column 7 of the header has no name; remove it, or name a contract column"]
         );
     }
 
