@@ -339,7 +339,7 @@ impl Import {
 
     /// Converts `path`, a CSV or a Parquet file, to the contract's types, or refuses it with
     /// its bad values, each named by line (or row) and column (the first 50, and how many
-    /// in all). Returns the rows read.
+    /// in all). Returns the rows read, but those of empty cells alone.
     pub fn add(&mut self, path: &Path) -> Result<usize> {
         let mut file = File::open(path).map_err(|source| Error::Read {
             path: path.into(),
