@@ -12,7 +12,7 @@ use sunlight_domain::NodeCode;
 
 use crate::models::one_county_models_find_the_planted_hits;
 use crate::support::{
-    NodeProcess, ServiceProcess, TOKEN, printed_answer, python, shared_city, succeeds,
+    NodeProcess, ServiceProcess, TOKEN, copy_dir, printed_answer, python, shared_city, succeeds,
     sunlight_bin, sunlight_fails,
 };
 
@@ -98,7 +98,13 @@ async fn a_node_serves_its_county_from_an_s3_bucket() {
     let code: NodeCode = "140215".parse().unwrap();
     let files = node_root(city.dir.path(), code);
     let s3 = S3Server::start();
-    s3.upload("city", code.as_str(), &files);
+    // Its payments in a file named as Hive names its files, which the node knows as
+    // Parquet by its first bytes, read from the bucket.
+    let hive = tempfile::tempdir().unwrap();
+    copy_dir(&files, hive.path());
+    let payments = hive.path().join("disbursements");
+    std::fs::rename(payments.join("part-0.parquet"), payments.join("000000_0")).unwrap();
+    s3.upload("city", code.as_str(), hive.path());
     let root = format!("s3://city/{code}");
 
     // `sunlight import` reaches the bucket through the usual AWS_* variables.
