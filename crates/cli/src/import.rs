@@ -355,7 +355,11 @@ impl Import {
             true => (Unit::Row, parquet_batches(path, file)?),
             false => (Unit::Line, self.csv_batches(path, file)?),
         };
-        self.check_header(path, &header)?;
+        let columns = Columns {
+            header,
+            folders: folder_values(path),
+        };
+        self.check_header(path, &columns)?;
         let contract = self.table.schema();
         let staged = self
             .staging
@@ -379,7 +383,15 @@ impl Import {
             let batch = batch?;
             let first = unit.after(read);
             read += batch.num_rows();
-            let cells = Cells::of(path, &header, &contract, &batch, unit, first, &mut problems)?;
+            let cells = Cells::of(
+                path,
+                &columns,
+                &contract,
+                &batch,
+                unit,
+                first,
+                &mut problems,
+            )?;
             let mut columns = Vec::new();
             for (field, values) in contract.fields().iter().zip(&cells.columns) {
                 if self.table == Table::Disbursements && field.name() == PAYMENT {
@@ -462,9 +474,10 @@ impl Import {
         ))
     }
 
-    /// Refuses a header that names a column the contract does not, or lacks one it names.
-    fn check_header(&self, path: &Path, header: &Schema) -> Result<()> {
-        let contract = self.table.schema();
+    /// Refuses a header that names a column the contract does not, or lacks one it names
+    /// that the file's folders do not give either.
+    fn check_header(&self, path: &Path, columns: &Columns) -> Result<()> {
+        let (contract, header) = (self.table.schema(), &columns.header);
         let problem = match header
             .fields()
             .iter()
@@ -490,7 +503,7 @@ impl Import {
             None => contract
                 .fields()
                 .iter()
-                .find(|f| header.field_with_name(f.name()).is_err())
+                .find(|f| columns.source(f.name()).is_none())
                 .map(|missing| format!("column {} is missing", missing.name())),
         };
         match problem {
@@ -595,6 +608,52 @@ impl Import {
     }
 }
 
+/// Where a file's values for the contract's columns are: its own columns, which its header
+/// names, and those its folders give every row.
+struct Columns {
+    header: Schema,
+    /// The values of [`folder_values`].
+    folders: HashMap<String, Option<String>>,
+}
+
+/// Where the values of a column are.
+enum Source<'a> {
+    /// In the file's column of this index.
+    File(usize),
+    /// In a folder's name, the same for every row.
+    Folder(Option<&'a str>),
+}
+
+impl Columns {
+    /// Where the values of the column `name` are: the file's own, or else its folders'.
+    fn source(&self, name: &str) -> Option<Source<'_>> {
+        match self.header.index_of(name) {
+            Ok(index) => Some(Source::File(index)),
+            Err(_) => Some(Source::Folder(self.folders.get(name)?.as_deref())),
+        }
+    }
+}
+
+/// The values the folders of `path` give every row of the file, as Hive and Spark write a
+/// table partitioned by a column they leave out of its files:
+/// `disbursements/period=2021-09-01/part-0.parquet`. A value is written with `%XX` for the
+/// bytes a folder's name may not hold, and Hive's `__HIVE_DEFAULT_PARTITION__` is a null.
+fn folder_values(path: &Path) -> HashMap<String, Option<String>> {
+    let folders = path.parent().into_iter().flat_map(Path::components);
+    folders
+        .filter_map(|folder| folder.as_os_str().to_str()?.split_once('='))
+        .filter(|(column, _)| !column.is_empty())
+        .map(|(column, value)| {
+            let decoded = percent_encoding::percent_decode_str(value).decode_utf8();
+            let value = decoded.map_or_else(|_| value.to_string(), String::from);
+            (
+                column.to_string(),
+                (value != "__HIVE_DEFAULT_PARTITION__").then_some(value),
+            )
+        })
+        .collect()
+}
+
 /// A batch of a file's rows as text, in the contract's columns, and where each row is.
 struct Cells {
     columns: Vec<StringArray>,
@@ -604,13 +663,14 @@ struct Cells {
 }
 
 impl Cells {
-    /// The rows of `batch`, whose columns `header` names, from the one at `first` on, as
-    /// text in `contract`'s columns. A row of empty cells alone, as a spreadsheet leaves
-    /// where it was asked to clear one, is left out: it holds no value to lose. So is a row
-    /// with bytes that are not UTF-8 (as a Parquet file may hold), which are reported.
+    /// The rows of `batch`, of a file of `columns`, from the one at `first` on, as text in
+    /// `contract`'s columns. A row whose cells in the file are all empty, as a spreadsheet
+    /// leaves where it was asked to clear one, is left out: it holds no value to lose. So
+    /// is a row with bytes that are not UTF-8 (as a Parquet file may hold), which are
+    /// reported.
     fn of(
         path: &Path,
-        header: &Schema,
+        columns: &Columns,
         contract: &Schema,
         batch: &RecordBatch,
         unit: Unit,
@@ -621,15 +681,25 @@ impl Cells {
         let mut lost = vec![false; batch.num_rows()];
         let mut texts = Vec::new();
         for field in contract.fields() {
-            let column = batch.column(header.index_of(field.name()).expect("checked header"));
-            let text = cast(column, &DataType::Utf8).map_err(|e| Error::NotImported {
-                path: path.into(),
-                errors: vec![format!("column {}: {e}", field.name())],
-            })?;
-            let held = column.logical_nulls();
+            let (text, held, in_file) = match columns.source(field.name()) {
+                Some(Source::File(index)) => {
+                    let column = batch.column(index);
+                    let text = cast(column, &DataType::Utf8).map_err(|e| Error::NotImported {
+                        path: path.into(),
+                        errors: vec![format!("column {}: {e}", field.name())],
+                    })?;
+                    (text, column.logical_nulls(), true)
+                }
+                Some(Source::Folder(value)) => {
+                    let text = StringArray::from(vec![value; batch.num_rows()]);
+                    let held = text.logical_nulls();
+                    (Arc::new(text) as ArrayRef, held, false)
+                }
+                None => unreachable!("checked header"),
+            };
             for (row, value) in text.as_string::<i32>().iter().enumerate() {
                 match value {
-                    Some(value) => keep[row] |= !value.trim().is_empty(),
+                    Some(value) => keep[row] |= in_file && !value.trim().is_empty(),
                     // The cast makes nulls of bytes that are not UTF-8.
                     None if held.as_ref().is_none_or(|n| n.is_valid(row)) => {
                         lost[row] = true;
@@ -1394,6 +1464,48 @@ mod tests {
             errors,
             ["column 7 of the header has no name; remove it, or name a contract column"]
         );
+    }
+
+    #[test]
+    fn reads_a_column_its_folders_give() -> Result<()> {
+        // As Hive and Spark write a table partitioned by period: the files leave it out.
+        let without_period: String = PAYMENTS
+            .lines()
+            .map(|line| {
+                let mut cells: Vec<&str> = line.split(',').collect();
+                cells.remove(7);
+                cells.join(",") + "\n"
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("disbursements/period=2024-01-01");
+        std::fs::create_dir_all(&folder).unwrap();
+        let csv = folder.join("part-0.csv");
+        std::fs::write(&csv, &without_period).unwrap();
+        let import = || Import::new(Table::Disbursements, UTF_8, Interrupt::by_hand().1);
+        let mut partitioned = import()?;
+        partitioned.add(&csv)?;
+        let whole = import_of(PAYMENTS.as_bytes(), Table::Disbursements, UTF_8)?;
+        assert_eq!(partitioned.files[0].digest, whole.files[0].digest);
+        // A folder's value is checked as a cell's is; without the folder, the column is
+        // missing.
+        let bad = dir.path().join("period=2024-13-01");
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::write(bad.join("part-0.csv"), &without_period).unwrap();
+        let Err(Error::NotImported { errors, .. }) = import()?.add(&bad.join("part-0.csv")) else {
+            panic!("no 13th month")
+        };
+        assert!(
+            errors[0].starts_with("line 2, column period: \"2024-13-01\""),
+            "{errors:?}"
+        );
+        std::fs::write(dir.path().join("flat.csv"), &without_period).unwrap();
+        let Err(Error::NotImported { errors, .. }) = import()?.add(&dir.path().join("flat.csv"))
+        else {
+            panic!("a column is missing")
+        };
+        assert_eq!(errors, ["column period is missing"]);
+        Ok(())
     }
 
     #[test]

@@ -595,7 +595,13 @@ async fn check_file(
         .await
         .map_err(unreadable)?;
     let contract = table.schema();
-    compare_schema(&found, &contract)?;
+    // The columns a folder of the file's path names, as Hive writes a partition of a table.
+    let parts: Vec<_> = object.location.parts().collect();
+    let partitions: Vec<&str> = parts
+        .iter()
+        .filter_map(|part| Some(part.as_ref().split_once('=')?.0))
+        .collect();
+    compare_schema(&found, &contract, &partitions)?;
     let unread: Vec<&String> = found
         .fields()
         .iter()
@@ -776,13 +782,23 @@ async fn breaking_rows(
 
 /// Names every column that is missing or of another type than the contract's. Columns
 /// the contract does not name, such as optional columns of a later contract, are never
-/// read.
-pub fn compare_schema(found: &SchemaRef, contract: &SchemaRef) -> Result<(), String> {
+/// read. A missing column that one of `partitions`, the columns the file's folders name,
+/// is, is said to be there.
+fn compare_schema(
+    found: &SchemaRef,
+    contract: &SchemaRef,
+    partitions: &[&str],
+) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut retyped = false;
     for expected in contract.fields() {
-        match found.field_with_name(expected.name()) {
-            Err(_) => problems.push(format!("column {} is missing", expected.name())),
+        let name = expected.name();
+        match found.field_with_name(name) {
+            Err(_) if partitions.contains(&name.as_str()) => problems.push(format!(
+                "column {name} is missing (its folder {name}=… holds it, as Hive and Spark \
+                 write a partition; `sunlight import` reads it from there)"
+            )),
+            Err(_) => problems.push(format!("column {name} is missing")),
             Ok(actual) if !same_type(actual, expected) => {
                 retyped = true;
                 // Text by the name its writer knows, whichever layout DataFusion reads it in.

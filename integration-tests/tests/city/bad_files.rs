@@ -25,7 +25,8 @@ use crate::support::{
 async fn mismatched_and_corrupt_files_are_refused() {
     let root = node_files();
 
-    // A disbursements file whose amount is text.
+    // A disbursements file whose amount is text, in a folder of a partition by period, as
+    // Hive writes one, that leaves period out of the file.
     let schema = Arc::new(Schema::new(vec![
         Field::new("payment_id", DataType::Utf8, false),
         Field::new("amount", DataType::Utf8, false),
@@ -38,11 +39,9 @@ async fn mismatched_and_corrupt_files_are_refused() {
         ],
     )
     .unwrap();
-    write_parquet(
-        &root.path().join("disbursements/extra.parquet"),
-        &[batch],
-        None,
-    );
+    let partition = root.path().join("disbursements/period=2024-01-01");
+    std::fs::create_dir_all(&partition).unwrap();
+    write_parquet(&partition.join("extra.parquet"), &[batch], None);
     // A persons file that is not Parquet at all.
     std::fs::write(
         root.path().join("persons/broken.parquet"),
@@ -55,9 +54,13 @@ async fn mismatched_and_corrupt_files_are_refused() {
     // Each file is named by its URL, which says where to find it whatever the
     // operator's working folder.
     let url = |file: &str| url::Url::from_file_path(root.path().join(file)).unwrap();
+    let extra = url("disbursements/period=2024-01-01/extra.parquet");
     assert!(
-        banner.contains(&format!("{}: ", url("disbursements/extra.parquet")))
-            && banner.contains("column"),
+        banner.contains(&format!("{extra}: ")) && banner.contains("column"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("column period is missing (its folder period=… holds it"),
         "{banner}"
     );
     assert!(
@@ -75,7 +78,7 @@ async fn mismatched_and_corrupt_files_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("disbursements/extra.parquet") && err.contains("amount"),
+        err.contains("period=2024-01-01/extra.parquet") && err.contains("amount"),
         "{err}"
     );
     let err = client
