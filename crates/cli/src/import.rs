@@ -1003,6 +1003,14 @@ mod tests {
         read_encoded(text.as_bytes(), table, UTF_8)
     }
 
+    /// What refuses `text`, read as [`read`] does, which must be refused because `why`.
+    fn refused(text: &str, table: Table, why: &str) -> Vec<String> {
+        match read(text, table) {
+            Err(Error::NotImported { errors, .. }) => errors,
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+
     /// Writes the one file of `text`, of `table`, under the data root `data`.
     async fn write(text: &str, table: Table, data: &str) -> Result<String> {
         let import = import_of(text.as_bytes(), table, UTF_8)?;
@@ -1028,21 +1036,19 @@ mod tests {
             .replace("2020-02-02", "2020-02-02T00:00:00+08:00");
         let chinese_and_exported = read(&chinese_and_exported, Table::DisabilityCerts).unwrap();
         assert_eq!(chinese_and_exported, excel);
-        let Err(Error::NotImported { errors, .. }) = read(
+        let errors = refused(
             &CERTS
                 .replace("2015-01-01", "20151301")
                 .replace("2016-01-01", "2016-01-01T08:00:00+08:00"),
             Table::DisabilityCerts,
-        ) else {
-            panic!("no 13th month, and no time of day")
-        };
+            "no 13th month, and no time of day",
+        );
         assert_eq!(errors.len(), 2, "{errors:?}");
-        let Err(Error::NotImported { errors, .. }) = read(
+        let errors = refused(
             &CERTS.replace("2015-01-01", "1/1/2015"),
             Table::DisabilityCerts,
-        ) else {
-            panic!("a day first is not read")
-        };
+            "a day first is not read",
+        );
         assert_eq!(
             errors,
             [
@@ -1124,9 +1130,7 @@ mod tests {
     #[test]
     fn names_the_line_of_a_row_of_too_few_values() {
         let short = CERTS.replace("B,C2,视力,1,", "B,C2,1,");
-        let Err(Error::NotImported { errors, .. }) = read(&short, Table::DisabilityCerts) else {
-            panic!("a short row is refused")
-        };
+        let errors = refused(&short, Table::DisabilityCerts, "a short row is refused");
         assert_eq!(
             errors,
             ["Csv error: incorrect number of fields for line 3, expected 6 got 5"]
@@ -1183,9 +1187,11 @@ mod tests {
         let repeated = format!(
             "{PAYMENTS}140215-1,C,王五,140215,聚乐乡,西村,DIBAO,2024-01-01,1,64,2024-01-05,民政\n"
         );
-        let Err(Error::NotImported { errors, .. }) = read(&repeated, Table::Disbursements) else {
-            panic!("a repeated payment_id is refused")
-        };
+        let errors = refused(
+            &repeated,
+            Table::Disbursements,
+            "a repeated payment_id is refused",
+        );
         assert_eq!(
             errors,
             ["line 4, column payment_id: \"140215-1\" repeats line 2; a payment_id is unique"]
@@ -1369,9 +1375,7 @@ mod tests {
             text += &format!("P{row},C{row},肢体,{level},2015-01-01,\n");
         }
         assert!(text.len() > 2 * CHUNK_BYTES);
-        let Err(Error::NotImported { errors, .. }) = read(&text, Table::DisabilityCerts) else {
-            panic!("the bad levels are refused")
-        };
+        let errors = refused(&text, Table::DisabilityCerts, "the bad levels are refused");
         assert_eq!(errors.len(), MAX_REPORTED + 1);
         assert_eq!(
             errors[0],
@@ -1395,14 +1399,13 @@ mod tests {
             read(&exact, Table::Disbursements).unwrap(),
             read(PAYMENTS, Table::Disbursements).unwrap()
         );
-        let Err(Error::NotImported { errors, .. }) = read(
+        let errors = refused(
             &PAYMENTS
                 .replacen("500.00", "5.00001e2", 1)
                 .replacen("500.00", "500.005", 1),
             Table::Disbursements,
-        ) else {
-            panic!("a fraction of a fen is not dropped")
-        };
+            "a fraction of a fen is not dropped",
+        );
         let not_an_amount = "is not an amount in yuan with at most 2 decimals";
         assert_eq!(
             errors,
@@ -1417,12 +1420,11 @@ mod tests {
             read(&whole, Table::DisabilityCerts).unwrap(),
             read(CERTS, Table::DisabilityCerts).unwrap()
         );
-        let Err(Error::NotImported { errors, .. }) = read(
+        let errors = refused(
             &CERTS.replace(",2,", ",2.5,").replace(",1,", ",7.0,"),
             Table::DisabilityCerts,
-        ) else {
-            panic!("a level must be a whole number from 1 to 4")
-        };
+            "a level must be a whole number from 1 to 4",
+        );
         assert_eq!(
             errors,
             [
@@ -1440,12 +1442,11 @@ mod tests {
             read(CERTS, Table::DisabilityCerts).unwrap()
         );
         // The lines after one left out keep their numbers.
-        let Err(Error::NotImported { errors, .. }) = read(
+        let errors = refused(
             &format!("{cleared}C,C3,肢体,9,2017-01-01,\r\n"),
             Table::DisabilityCerts,
-        ) else {
-            panic!("a level of 9 is refused")
-        };
+            "a level of 9 is refused",
+        );
         assert_eq!(
             errors,
             ["line 6, column level: \"9\" is not a level from 1 (most severe) to 4"]
@@ -1454,12 +1455,11 @@ mod tests {
 
     #[test]
     fn names_a_column_without_a_name() {
-        let Err(Error::NotImported { errors, .. }) = read(
+        let errors = refused(
             &CERTS.replace("revoked_on\r\n", "revoked_on,\r\n"),
             Table::DisabilityCerts,
-        ) else {
-            panic!("a column without a name is refused")
-        };
+            "a column without a name is refused",
+        );
         assert_eq!(
             errors,
             ["column 7 of the header has no name; remove it, or name a contract column"]
