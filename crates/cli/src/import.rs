@@ -820,10 +820,10 @@ fn convert(
             problem,
         });
     };
-    let cells = values
-        .iter()
-        .enumerate()
-        .map(|(row, v)| (row, v.map(str::trim).filter(|v| !v.is_empty())));
+    let cells = values.iter().enumerate().map(|(row, v)| {
+        let v = v.map(str::trim).filter(|v| !v.is_empty());
+        (row, v.map(|v| table.canonical(field.name(), v)))
+    });
     macro_rules! build {
         ($builder:expr, $parse:expr, $what:literal) => {{
             let mut builder = $builder;
@@ -1139,22 +1139,30 @@ mod tests {
 
     #[test]
     fn reports_values_the_contract_does_not_name() {
-        let read = read(
+        let errors = refused(
             "person_id,name,gender,birth_date,household_id,county_code,township,village,death_date\n\
              11010519491231002X,张三,M,1949-12-31,H1,140215,镇,村,\n\
-             11010519491231002X,李四,男,1949-12-31,H1,140216,镇,村,\n",
+             11010519491231002X,李四,未知,1949-12-31,H1,140216,镇,村,\n",
             Table::Persons,
+            "an unknown gender and county are refused",
         );
-        let Err(Error::NotImported { errors, .. }) = read else {
-            panic!("should fail")
-        };
         assert_eq!(
             errors,
             [
-                "line 3, column gender: \"男\" is not one of M, F",
+                "line 3, column gender: \"未知\" is not one of M, F",
                 "line 3, column county_code: \"140216\" is not a node code: 140200, \
                  140212–140215 or 140221–140226",
             ],
+        );
+        // A gender as Chinese registries write it is the contract's.
+        let persons = "person_id,name,gender,birth_date,household_id,county_code,township,\
+                       village,death_date\n\
+                       11010519491231002X,张三,M,1949-12-31,H1,140215,镇,村,\n\
+                       11010519491231002X,李四,F,1949-12-31,H1,140215,镇,村,\n";
+        let chinese = persons.replace(",M,", ",男,").replace(",F,", ",女,");
+        assert_eq!(
+            read(&chinese, Table::Persons).unwrap(),
+            read(persons, Table::Persons).unwrap()
         );
     }
 

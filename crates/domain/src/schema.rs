@@ -99,6 +99,17 @@ impl Table {
         SCHEMAS[*self as usize].clone()
     }
 
+    /// `value`, written as text in `column`, in the contract's words where it is written in
+    /// others that mean the same: a gender written `男` or `女`, as Chinese registries write
+    /// it, is `M` or `F`.
+    pub fn canonical<'a>(&self, column: &str, value: &'a str) -> &'a str {
+        match (self, column, value) {
+            (Table::Persons, "gender", "男") => "M",
+            (Table::Persons, "gender", "女") => "F",
+            _ => value,
+        }
+    }
+
     /// What is wrong with `value`, written as text, in `column`, where the contract names
     /// the column's values: `gender`, `employer_type`, `level` and every `county_code`.
     pub fn value_problem(&self, column: &str, value: &str) -> Option<String> {
