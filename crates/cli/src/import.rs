@@ -32,7 +32,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use sha2::{Digest, Sha256};
 use sunlight_domain::Table;
-use sunlight_node::{DataRoot, S3Config};
+use sunlight_node::{DataRoot, PARQUET_MAGIC, S3Config};
 
 use crate::interrupt::Interrupt;
 use crate::{Error, Result};
@@ -51,9 +51,6 @@ const NOTHING_WRITTEN: &str = "nothing was imported";
 
 /// Bytes read or sent at a time.
 const CHUNK_BYTES: usize = 1 << 20;
-
-/// The first bytes of a Parquet file.
-const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 
 /// The rows of a file being imported, a batch at a time.
 type Batches = Box<dyn Iterator<Item = Result<RecordBatch>>>;

@@ -41,7 +41,7 @@ use crate::hits::{
 use crate::{Error, Result};
 
 /// The first bytes of a Parquet file.
-const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 
 /// Why a file of a table was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

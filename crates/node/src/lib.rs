@@ -29,7 +29,7 @@ mod server;
 mod shared;
 
 pub use audit::{AccessRecord, NodeAudit, verify_access_log};
-pub use catalog::{DataRoot, NodeCatalog, TableProblem, TableState};
+pub use catalog::{DataRoot, NodeCatalog, PARQUET_MAGIC, TableProblem, TableState};
 pub use check::check_fragment;
 pub use config::{AuthConfig, LinkageConfig, NodeConfig, PrivacyConfig, S3Config};
 pub use describe::NodeControl;
