@@ -43,6 +43,7 @@ use tokio::sync::RwLock;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::alike::AlikeFragmentsOnce;
 use crate::approx_distinct::ApproxDistinctAsCount;
 use crate::by_county::SingleDistinctByCounty;
 use crate::class::UnionKeepsClass;
@@ -325,6 +326,7 @@ impl CityEngine {
         let mut rules = PhysicalOptimizer::new().rules;
         rules.insert(0, Arc::new(BuiltFromReference));
         rules.push(Arc::new(PushToNodes));
+        rules.push(Arc::new(AlikeFragmentsOnce));
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = self.config.memory_limit_mb {
             runtime = runtime.with_memory_pool(sunlight_flightsql::memory_pool(limit));

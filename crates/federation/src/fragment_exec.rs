@@ -32,6 +32,7 @@ use futures::{TryStreamExt, stream};
 use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
 use sunlight_policy::{AnswerSketches, PersonSketch, as_planned};
 use sunlight_proto::v1::FragmentTicket;
+use tokio::sync::OnceCell;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -116,6 +117,48 @@ pub struct NodeFragmentExec {
     named: Arc<Mutex<Named>>,
     channels: Arc<Channels>,
     metrics: ExecutionPlanMetricsSet,
+    /// Where the plan holds this fragment more than once, the answers its copies share.
+    answers: Option<Arc<Answers>>,
+}
+
+/// A node's answer to a fragment: the headers it sent, and each batch with its size on
+/// the wire.
+#[derive(Debug)]
+struct Answer {
+    metadata: MetadataMap,
+    batches: Vec<(RecordBatch, usize)>,
+}
+
+/// The nodes' answers to the fragments a plan holds more than once, by the ticket each
+/// node is sent: a node is asked once, and every copy reads what it answered.
+#[derive(Debug, Default)]
+pub(crate) struct Answers(Mutex<HashMap<Bytes, Arc<OnceCell<Arc<Answer>>>>>);
+
+impl Answers {
+    /// The answer to `ticket`, from `fetch` where no copy has it yet; whether this call
+    /// fetched it. A failed fetch is not kept: the next copy asks again.
+    async fn get_or_fetch(
+        &self,
+        ticket: &Bytes,
+        fetch: impl Future<Output = std::result::Result<Answer, Error>>,
+    ) -> std::result::Result<(Arc<Answer>, bool), Error> {
+        let cell = self
+            .0
+            .lock()
+            .expect("not poisoned")
+            .entry(ticket.clone())
+            .or_default()
+            .clone();
+        let mut fetched = false;
+        let answer = cell
+            .get_or_try_init(|| async {
+                fetched = true;
+                fetch.await.map(Arc::new)
+            })
+            .await?
+            .clone();
+        Ok((answer, fetched))
+    }
 }
 
 /// The groups a fragment's nodes named as held back.
@@ -180,7 +223,26 @@ impl NodeFragmentExec {
             named: Arc::default(),
             channels,
             metrics: ExecutionPlanMetricsSet::new(),
+            answers: None,
         })
+    }
+
+    /// This fragment, reading its nodes' answers from `answers`, which its copies in the
+    /// plan share.
+    pub(crate) fn sharing(&self, answers: Arc<Answers>) -> Self {
+        Self {
+            nodes: self.nodes.clone(),
+            fragment: self.fragment.clone(),
+            properties: self.properties.clone(),
+            united: self.united,
+            encoded: self.encoded.clone(),
+            identity: self.identity,
+            part: self.part,
+            named: Arc::default(),
+            channels: self.channels.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+            answers: Some(answers),
+        }
     }
 
     /// The nodes, in partition order.
@@ -260,9 +322,13 @@ impl DisplayAs for NodeFragmentExec {
                 operators.join(", ")
             );
         }
+        let shared = match self.answers {
+            Some(_) => ", answers shared with its copies",
+            None => "",
+        };
         write!(
             f,
-            "NodeFragmentExec: nodes=[{}], fragment:",
+            "NodeFragmentExec: nodes=[{}]{shared}, fragment:",
             codes.join(", ")
         )?;
         for line in displayable(self.fragment.as_ref())
@@ -351,29 +417,42 @@ impl ExecutionPlan for NodeFragmentExec {
         };
         let schema = self.schema();
         let planned = schema.clone();
+        let answers = self.answers.clone();
         let fetch = async move {
             // From the call to the node's last batch, retries included.
             let timer = answered.timer();
-            let batches = fetch(channel, &node, ticket, &planned, &control, &tally).await;
+            let asked = fetch(channel, &node, ticket.clone(), &planned, &control);
+            let answer = match answers {
+                Some(answers) => answers.get_or_fetch(&ticket.ticket, asked).await,
+                None => asked.await.map(|answer| (Arc::new(answer), true)),
+            };
             timer.done();
-            let batches = match batches {
-                Ok(b) => b,
+            let (answer, fetched) = match answer {
+                Ok(answer) => answer,
                 Err(e) if control.partial && !e.is_stale_shared() => {
                     tracing::warn!(node = %node.code, "left out of a partial result: {e}");
                     control.mark_missing(node.code, e.to_string());
-                    Vec::new()
+                    return Ok(stream::iter(Vec::new()));
                 }
                 Err(e) => return Err(e.into_datafusion()),
             };
-            let (row_count, byte_count) = batches.iter().fold((0, 0), |(r, b), (batch, size)| {
-                (r + batch.num_rows(), b + size)
-            });
+            tally.read(&answer.metadata, &control);
+            let (row_count, byte_count) =
+                answer.batches.iter().fold((0, 0), |(r, b), (batch, size)| {
+                    (r + batch.num_rows(), b + size)
+                });
             rows.add(row_count);
-            bytes.add(byte_count);
-            control.add_received(node.code, row_count as u64, byte_count as u64);
-            Ok(stream::iter(
-                batches.into_iter().map(|(batch, _)| Ok(batch)),
-            ))
+            // A copy's answer crossed from the node once, with the first.
+            if fetched {
+                bytes.add(byte_count);
+                control.add_received(node.code, row_count as u64, byte_count as u64);
+            }
+            let batches: Vec<Result<RecordBatch>> = answer
+                .batches
+                .iter()
+                .map(|(batch, _)| Ok(batch.clone()))
+                .collect();
+            Ok(stream::iter(batches))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
@@ -422,19 +501,17 @@ impl Tally {
 }
 
 /// Opens the fragment's stream on `node`, retrying while the node is unavailable, and
-/// reads it to the end before the deadline, as `schema`, the fragment's. Each batch comes
-/// with its size on the wire.
+/// reads it to the end before the deadline, as `schema`, the fragment's.
 async fn fetch(
     channel: Channel,
     node: &NodeEndpoint,
     ticket: arrow_flight::Ticket,
     schema: &SchemaRef,
     control: &QueryControl,
-    tally: &Tally,
-) -> std::result::Result<Vec<(RecordBatch, usize)>, Error> {
+) -> std::result::Result<Answer, Error> {
     let read = async {
         let mut attempt = 0;
-        let response = loop {
+        let (metadata, response) = loop {
             let mut client = FlightServiceClient::new(channel.clone());
             let mut request = tonic::Request::new(ticket.clone());
             let bearer = format!("Bearer {}", node.token)
@@ -443,8 +520,8 @@ async fn fetch(
             request.metadata_mut().insert("authorization", bearer);
             match client.do_get(request).await {
                 Ok(response) => {
-                    tally.read(response.metadata(), control);
-                    break response.into_inner();
+                    let (metadata, response, _) = response.into_parts();
+                    break (metadata, response);
                 }
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
@@ -478,11 +555,12 @@ async fn fetch(
                     other => unavailable(node, other.to_string()),
                 })?;
         let sizes = sizes.lock().expect("not poisoned").clone();
-        batches
+        let batches = batches
             .into_iter()
             .zip(sizes.into_iter().chain(std::iter::repeat(0)))
             .map(|(batch, size)| Ok((planned(node, batch, schema)?, size)))
-            .collect()
+            .collect::<std::result::Result<_, Error>>()?;
+        Ok(Answer { metadata, batches })
     };
     let budget = control.remaining();
     match tokio::time::timeout(budget, read).await {

@@ -4,6 +4,7 @@
 //! city merges the partial results that come back.
 #![warn(missing_docs)]
 
+mod alike;
 mod approx_distinct;
 mod by_county;
 mod city;

@@ -590,6 +590,21 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
     // A count is one row from each node, framed with no more padding than Arrow allows.
     let moved = bytes_moved(&mut client, "SELECT count(*) FROM disbursements").await;
     assert!(moved <= 11.0 * 160.0, "{moved} B for a count over 11 nodes");
+
+    // EXCEPT reads the groups of its first side twice, as rows and inside the groups the
+    // second matched with them: the nodes are asked for them once, and send them once.
+    let except = "SELECT subsidy_type FROM disbursements EXCEPT SELECT subsidy_type \
+                  FROM disbursements WHERE department = '教育' ORDER BY 1";
+    let text = printed(&mut client, &format!("EXPLAIN ANALYZE {except}")).await;
+    let copies: Vec<f64> = text
+        .split("NodeFragmentExec:")
+        .filter(|fragment| fragment.contains("answers shared with its copies"))
+        .map(bytes_in)
+        .collect();
+    assert!(
+        copies.len() == 2 && copies.iter().filter(|&&b| b > 0.0).count() == 1,
+        "{copies:?}\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1031,7 +1046,11 @@ fn restart_node(running: &mut RunningCity, city: &Path, code: NodeCode) {
 
 /// Bytes all nodes sent for `sql`, as EXPLAIN ANALYZE shows them (to 3 or 4 digits).
 async fn bytes_moved(client: &mut SqlClient, sql: &str) -> f64 {
-    let text = printed(client, &format!("EXPLAIN ANALYZE {sql}")).await;
+    bytes_in(&printed(client, &format!("EXPLAIN ANALYZE {sql}")).await)
+}
+
+/// The bytes from the nodes that the metrics in `text` count.
+fn bytes_in(text: &str) -> f64 {
     text.split("bytes_from_")
         .skip(1)
         .map(|metric| {
