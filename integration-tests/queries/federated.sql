@@ -266,3 +266,7 @@ SELECT count(*) AS n FROM (SELECT DISTINCT county_code FROM persons WHERE death_
 SELECT DISTINCT ON (county_code, subsidy_type) county_code, subsidy_type, department FROM disbursements ORDER BY county_code, subsidy_type, department
 ;
 SELECT subsidy_type, first_value(amount ORDER BY amount DESC) AS top, last_value(paid_on ORDER BY paid_on) AS latest FROM disbursements GROUP BY 1 ORDER BY 1
+;
+SELECT county_code, subsidy_type FROM disbursements EXCEPT SELECT county_code, subsidy_type FROM disbursements WHERE subsidy_type <> 'YULU' ORDER BY 1, 2
+;
+SELECT county_code, department FROM disbursements INTERSECT SELECT county_code, department FROM disbursements WHERE period >= DATE '2023-01-01' ORDER BY 1, 2

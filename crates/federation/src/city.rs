@@ -57,7 +57,9 @@ use crate::distinct_values::DistinctValuesAsGroups;
 use crate::error::{Error, Result, status_of};
 use crate::fragment_exec::{Channels, NodeFragmentExec};
 use crate::in_subquery::{AnyAsIn, InSubqueryAsList};
-use crate::joined_groups::{GROUPS_AS_ROWS, JoinedGroupsAsRows, TestedSideAsGroups};
+use crate::joined_groups::{
+    GROUPS_AS_ROWS, JoinedGroupsAsRows, ListedTestedSideAsGroups, TestedSideAsGroups,
+};
 use crate::kept_reference::{KeptReferenceRows, SuppliedSideFirst};
 use crate::prepared::{Prepared, PreparedStatements};
 use crate::pushdown::{
@@ -1060,6 +1062,7 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Arc::new(SuppliedSideFirst) as _,
         Arc::new(KeptReferenceRows) as _,
         Arc::new(TestedSideAsGroups) as _,
+        Arc::new(ListedTestedSideAsGroups) as _,
         Arc::new(JoinedGroupsAsRows) as _,
         Arc::new(DistinctValuesAsGroups) as _,
         Arc::new(UnionKeepsClass) as _,

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Spans};
 use datafusion::error::Result;
 use datafusion::functions::core::expr_fn::{get_field, named_struct};
@@ -88,10 +88,10 @@ impl OptimizerRule for JoinedGroupsAsRows {
 /// disclosure control, and [`JoinedGroupsAsRows`] sends them to the nodes where the
 /// other side is their rows.
 ///
-/// Left alone: a side grouped already, a join on `county_code` (it runs within each
-/// county), a join on an identifier (identifiers reach the city only as tokens), and a
-/// join that reads no column of the tested side, whose groups would be one even where
-/// it has no rows.
+/// Left alone: a join on `county_code`, which runs within each county (but see
+/// [`ListedTestedSideAsGroups`]), a side grouped already, a join on an identifier
+/// (identifiers reach the city only as tokens), and a join that reads no column of the
+/// tested side, whose groups would be one even where it has no rows.
 #[derive(Debug, Default)]
 pub struct TestedSideAsGroups;
 
@@ -109,43 +109,107 @@ impl OptimizerRule for TestedSideAsGroups {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Join(join) = plan else {
-            return Ok(Transformed::no(plan));
-        };
-        let tests_right = match join.join_type {
-            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => true,
-            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => false,
-            _ => return Ok(Transformed::no(LogicalPlan::Join(join))),
-        };
-        let tested = if tests_right { &join.right } else { &join.left };
-        let read: Vec<Expr> = read_by(&join)
-            .filter(|c| tested.schema().has_column(c))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .map(|c| Expr::Column(c.clone()))
-            .collect();
-        let keys: Vec<&Expr> = read.iter().collect();
-        if read.is_empty()
-            || by_county(&join)
-            || groups(tested)
-            || !reads_nodes(tested)
-            || reads(&keys, tested.schema(), &[ColumnClass::Direct])
-        {
-            return Ok(Transformed::no(LogicalPlan::Join(join)));
+        match plan {
+            LogicalPlan::Join(join) if !by_county(&join) => tested_as_groups(join),
+            plan => Ok(Transformed::no(plan)),
         }
-        let grouped = Arc::new(
-            LogicalPlanBuilder::from(Arc::clone(tested))
-                .aggregate(read, Vec::<Expr>::new())?
-                .build()?,
-        );
-        let (left, right) = if tests_right {
-            (Arc::clone(&join.left), grouped)
-        } else {
-            (grouped, Arc::clone(&join.right))
-        };
-        let joined = with_inputs(join, left, right)?;
-        Ok(Transformed::yes(LogicalPlan::Join(joined)))
     }
+}
+
+/// [`TestedSideAsGroups`] for a join on `county_code` whose kept side is groups, where
+/// the answer lists the groups it keeps: `SELECT county_code, subsidy_type FROM
+/// disbursements EXCEPT SELECT county_code, subsidy_type FROM disbursements WHERE …`.
+/// Inside each node, the join would test the groups against rows, and whether a group
+/// matches may be one person's row, which no node releases as a list. As groups, the
+/// tested side reaches the city under the same control as any aggregate, and the city
+/// joins them. Where the answer aggregates what the join keeps (`SELECT count(*) FROM (…
+/// EXCEPT …)`), each node still joins within its county, as it releases such a figure.
+#[derive(Debug, Default)]
+pub struct ListedTestedSideAsGroups;
+
+impl OptimizerRule for ListedTestedSideAsGroups {
+    fn name(&self) -> &str {
+        "listed_tested_side_as_groups"
+    }
+
+    /// The rule starts from the answer and walks down to the join it lists.
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        None
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        listed(plan)
+    }
+}
+
+/// `plan`, with the join on `county_code` whose kept groups it lists, under projections,
+/// filters, sorts, limits, aliases and `DISTINCT`, testing groups.
+fn listed(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    match plan {
+        LogicalPlan::Join(join)
+            if by_county(&join)
+                && tests_right(&join)
+                    .is_some_and(|right| groups(if right { &join.left } else { &join.right })) =>
+        {
+            tested_as_groups(join)
+        }
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Distinct(_)
+        | LogicalPlan::Analyze(_) => plan.map_children(listed),
+        plan => Ok(Transformed::no(plan)),
+    }
+}
+
+/// Whether `join` only tests its right side for a match (a left semi-join, anti-join or
+/// mark join), or its left (a right one); `None` for any other join.
+fn tests_right(join: &Join) -> Option<bool> {
+    match join.join_type {
+        JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => Some(true),
+        JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => Some(false),
+        _ => None,
+    }
+}
+
+/// `join` with the side it tests grouped by the columns the join reads there, unless it
+/// is a join [`TestedSideAsGroups`] leaves alone for more than matching on `county_code`.
+fn tested_as_groups(join: Join) -> Result<Transformed<LogicalPlan>> {
+    let Some(tests_right) = tests_right(&join) else {
+        return Ok(Transformed::no(LogicalPlan::Join(join)));
+    };
+    let tested = if tests_right { &join.right } else { &join.left };
+    let read: Vec<Expr> = read_by(&join)
+        .filter(|c| tested.schema().has_column(c))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|c| Expr::Column(c.clone()))
+        .collect();
+    let keys: Vec<&Expr> = read.iter().collect();
+    if read.is_empty()
+        || groups(tested)
+        || !reads_nodes(tested)
+        || reads(&keys, tested.schema(), &[ColumnClass::Direct])
+    {
+        return Ok(Transformed::no(LogicalPlan::Join(join)));
+    }
+    let grouped = Arc::new(
+        LogicalPlanBuilder::from(Arc::clone(tested))
+            .aggregate(read, Vec::<Expr>::new())?
+            .build()?,
+    );
+    let (left, right) = match tests_right {
+        true => (Arc::clone(&join.left), grouped),
+        false => (grouped, Arc::clone(&join.right)),
+    };
+    let joined = with_inputs(join, left, right)?;
+    Ok(Transformed::yes(LogicalPlan::Join(joined)))
 }
 
 /// The columns `join`'s conditions read.
@@ -361,6 +425,49 @@ mod tests {
                     > aggregates(optimized(&plain, sql).await),
                 "{sql}"
             );
+            assert_eq!(
+                answer(&rewriting, sql).await,
+                answer(&plain, sql).await,
+                "{sql}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listed_join_on_county_code_tests_groups_and_keeps_its_rows() {
+        let rewriting = rewriting_context();
+        let plain = SessionContext::new();
+        let definition = "(county_code TEXT, k TEXT, v INT) AS VALUES ('140212', 'a', 1), \
+                     ('140212', 'b', 5), ('140212', NULL, 2), ('140213', 'a', 9), \
+                     ('140213', 'c', 4), (NULL, 'c', 7)";
+        node_rows(&[&rewriting, &plain], Table::Payroll, "t", definition).await;
+        // Each query, and whether the side it tests becomes groups.
+        for (sql, grouped) in [
+            (
+                "SELECT county_code, k FROM t EXCEPT SELECT county_code, k FROM t WHERE v > 4 \
+                 ORDER BY 1, 2",
+                true,
+            ),
+            (
+                "SELECT DISTINCT * FROM (SELECT county_code, k FROM t INTERSECT SELECT \
+                 county_code, k FROM t WHERE v < 5) x ORDER BY 1, 2 LIMIT 3",
+                true,
+            ),
+            // The answer aggregates what the join keeps, and the rows it keeps.
+            (
+                "SELECT count(*) FROM (SELECT county_code, k FROM t EXCEPT SELECT \
+                 county_code, k FROM t WHERE v > 4) x",
+                false,
+            ),
+            (
+                "SELECT county_code, k FROM t WHERE NOT EXISTS (SELECT 1 FROM t u \
+                 WHERE u.county_code = t.county_code AND u.v > t.v) ORDER BY 1, 2",
+                false,
+            ),
+        ] {
+            let more = aggregates(optimized(&rewriting, sql).await)
+                > aggregates(optimized(&plain, sql).await);
+            assert_eq!(more, grouped, "{sql}");
             assert_eq!(
                 answer(&rewriting, sql).await,
                 answer(&plain, sql).await,
