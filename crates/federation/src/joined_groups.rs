@@ -147,7 +147,7 @@ impl OptimizerRule for ListedTestedSideAsGroups {
 }
 
 /// `plan`, with the join on `county_code` whose kept groups it lists, under projections,
-/// filters, sorts, limits, aliases and `DISTINCT`, testing groups.
+/// filters, sorts, limits and aliases, testing groups.
 fn listed(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     match plan {
         LogicalPlan::Join(join)
@@ -162,7 +162,6 @@ fn listed(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         | LogicalPlan::Sort(_)
         | LogicalPlan::Limit(_)
         | LogicalPlan::SubqueryAlias(_)
-        | LogicalPlan::Distinct(_)
         | LogicalPlan::Analyze(_) => plan.map_children(listed),
         plan => Ok(Transformed::no(plan)),
     }

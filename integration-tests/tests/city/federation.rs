@@ -592,17 +592,28 @@ async fn explain_shows_each_fragment_and_analyze_counts_bytes() {
     assert!(moved <= 11.0 * 160.0, "{moved} B for a count over 11 nodes");
 
     // EXCEPT reads the groups of its first side twice, as rows and inside the groups the
-    // second matched with them: the nodes are asked for them once, and send them once.
+    // second matched with them: each node is asked for them once, by whichever copy asks
+    // first, and sends them once.
     let except = "SELECT subsidy_type FROM disbursements EXCEPT SELECT subsidy_type \
                   FROM disbursements WHERE department = '教育' ORDER BY 1";
     let text = printed(&mut client, &format!("EXPLAIN ANALYZE {except}")).await;
-    let copies: Vec<f64> = text
+    let copies: Vec<Vec<(String, f64)>> = text
         .split("NodeFragmentExec:")
         .filter(|fragment| fragment.contains("answers shared with its copies"))
-        .map(bytes_in)
+        .map(bytes_by_node)
         .collect();
+    assert_eq!(copies.len(), 2, "{text}");
+    let sent = |node: &str| {
+        copies
+            .iter()
+            .filter(|copy| copy.iter().any(|(n, bytes)| n == node && *bytes > 0.0))
+            .count()
+    };
+    let nodes: Vec<&String> = copies[0].iter().map(|(node, _)| node).collect();
     assert!(
-        copies.len() == 2 && copies.iter().filter(|&&b| b > 0.0).count() == 1,
+        nodes.len() == 11
+            && nodes.iter().all(|node| sent(node) <= 1)
+            && nodes.iter().filter(|node| sent(node) == 1).count() >= 10,
         "{copies:?}\n{text}"
     );
 }
@@ -1051,10 +1062,15 @@ async fn bytes_moved(client: &mut SqlClient, sql: &str) -> f64 {
 
 /// The bytes from the nodes that the metrics in `text` count.
 fn bytes_in(text: &str) -> f64 {
+    bytes_by_node(text).iter().map(|(_, bytes)| bytes).sum()
+}
+
+/// Each node's bytes that the metrics in `text` count, by node code, in their order.
+fn bytes_by_node(text: &str) -> Vec<(String, f64)> {
     text.split("bytes_from_")
         .skip(1)
         .map(|metric| {
-            let value = metric.split_once('=').unwrap().1;
+            let (node, value) = metric.split_once('=').unwrap();
             let value = value[..value.find([',', ']']).unwrap()].trim();
             let (number, unit) = value.split_once(' ').unwrap_or((value, ""));
             let scale = match unit {
@@ -1063,9 +1079,9 @@ fn bytes_in(text: &str) -> f64 {
                 "B" => 1e9,
                 _ => 1.0,
             };
-            number.parse::<f64>().unwrap() * scale
+            (node.to_string(), number.parse::<f64>().unwrap() * scale)
         })
-        .sum()
+        .collect()
 }
 
 /// The city's answer to `sql`, printed.
