@@ -647,6 +647,20 @@ async fn a_node_that_is_down_is_named_or_listed() {
         !text.contains(code.as_str()) && text.contains("140226"),
         "{text}"
     );
+    // A fragment the plan holds twice, whose copies share the nodes' answers, leaves the
+    // node out of both.
+    let except = client
+        .query(
+            "SELECT subsidy_type FROM disbursements EXCEPT SELECT subsidy_type FROM \
+             disbursements WHERE department = '教育' ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&except.batches)
+        .unwrap()
+        .to_string();
+    assert_eq!(except.missing_nodes, vec![code.to_string()], "{text}");
+    assert!(text.contains("GENGDI") && !text.contains("YULU"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
