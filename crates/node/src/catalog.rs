@@ -830,10 +830,11 @@ fn compare_schema(
 }
 
 /// Whether a file's column `actual` reads as the contract's `expected` without losing a
-/// value: text in any layout, and bytes that are UTF-8 text; for the contract's numbers, integers, floating point and
-/// decimals of any size (checked to be values of the contract's type, where they could
-/// hold others: [`holds_only`]); dates in milliseconds or as timestamps (checked to be
-/// midnights, in their time zone where they have one); and a column of nulls alone.
+/// value: text in any layout, and bytes that are UTF-8 text; for the contract's numbers,
+/// integers, floating point and decimals of any size (checked to be values of the
+/// contract's type, where they could hold others: [`holds_only`]); dates in milliseconds
+/// or as timestamps (checked to be midnights, in their time zone where they have one); and
+/// a column of nulls alone.
 fn same_type(actual: &Field, expected: &Field) -> bool {
     use DataType::{Date32, Date64, Decimal128, Int32, Null, Timestamp};
     match (actual.data_type(), expected.data_type()) {
