@@ -7,11 +7,32 @@ use sunlight_domain::NodeCode;
 /// A failure of a federated query.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A node failed to answer a fragment.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// A fragment the nodes would refuse, found before any node is asked.
+    #[error("a node would refuse this query's fragment: {0}")]
+    NotAtNodes(String),
+    /// The reference table could not be loaded from any node.
+    #[error("subsidy_standards is unavailable at the city: {0}")]
+    Standards(String),
+    /// The city's disclosure rules refused the answer.
+    #[error("city disclosure control: {0}")]
+    Refused(#[from] sunlight_policy::Refusal),
+    /// Planning or merging failed.
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+}
+
+/// A node's failure to answer a fragment. It holds only what the node said, so that each
+/// copy of a fragment that shares the node's answer reads its failure as well.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
     /// A node could not be reached or its stream broke.
     #[error(
         "node {node} ({addr}) is unavailable: {reason}; retry later, or ask for partial results"
     )]
-    NodeUnavailable {
+    Unavailable {
         /// The node.
         node: NodeCode,
         /// Its Flight address.
@@ -21,7 +42,7 @@ pub enum Error {
     },
     /// A node answered with an error: it refused the fragment, or running it failed.
     #[error("node {node} ({addr}) {} the fragment ({code:?}): {message}", outcome(.code))]
-    NodeFailed {
+    Failed {
         /// The node.
         node: NodeCode,
         /// Its Flight address.
@@ -43,18 +64,6 @@ pub enum Error {
         /// The deadline.
         seconds: f64,
     },
-    /// A fragment the nodes would refuse, found before any node is asked.
-    #[error("a node would refuse this query's fragment: {0}")]
-    NotAtNodes(String),
-    /// The reference table could not be loaded from any node.
-    #[error("subsidy_standards is unavailable at the city: {0}")]
-    Standards(String),
-    /// The city's disclosure rules refused the answer.
-    #[error("city disclosure control: {0}")]
-    Refused(#[from] sunlight_policy::Refusal),
-    /// Planning or merging failed.
-    #[error("{0}")]
-    Query(#[from] DataFusionError),
 }
 
 /// What a node's error `code` says it did with a fragment.
@@ -75,7 +84,7 @@ impl Error {
     /// hold, directly or as the cause of a failed query.
     pub fn is_stale_shared(&self) -> bool {
         match self {
-            Error::NodeFailed { message, .. } => message.starts_with(STALE_SHARED),
+            Error::Node(NodeError::Failed { message, .. }) => message.starts_with(STALE_SHARED),
             Error::Query(e) => match e.find_root() {
                 DataFusionError::External(e) => e
                     .downcast_ref::<Error>()
@@ -117,11 +126,11 @@ pub fn status_of(e: &DataFusionError) -> tonic::Status {
     if let Some(f) = federation_error(e) {
         let message = f.to_string();
         return match f {
-            Error::NodeUnavailable { .. } | Error::Standards(_) => {
+            Error::Node(NodeError::Unavailable { .. }) | Error::Standards(_) => {
                 tonic::Status::unavailable(message)
             }
-            Error::Deadline { .. } => tonic::Status::deadline_exceeded(message),
-            Error::NodeFailed { code, .. } => tonic::Status::new(*code, message),
+            Error::Node(NodeError::Deadline { .. }) => tonic::Status::deadline_exceeded(message),
+            Error::Node(NodeError::Failed { code, .. }) => tonic::Status::new(*code, message),
             Error::Refused(_) | Error::NotAtNodes(_) => tonic::Status::permission_denied(message),
             Error::Query(_) => tonic::Status::internal(message),
         };

@@ -40,7 +40,7 @@ use crate::control::{
     HELD_HEADER, QueryControl, RELEASED_HEADER, SHOWN_SKETCH_HEADER, SKETCH_HEADER,
     SUPPRESSED_HEADER,
 };
-use crate::error::Error;
+use crate::error::{Error, NodeError};
 use crate::registry::NodeEndpoint;
 
 /// Lazily connected channels to the nodes, shared by all queries.
@@ -60,12 +60,12 @@ impl Channels {
     }
 
     /// An endpoint for `node`'s address, with the city's TLS settings.
-    pub fn endpoint(&self, node: &NodeEndpoint) -> std::result::Result<Endpoint, Error> {
+    pub fn endpoint(&self, node: &NodeEndpoint) -> std::result::Result<Endpoint, NodeError> {
         sunlight_flightsql::endpoint(&node.addr, self.tls.as_ref())
             .map_err(|e| unavailable(node, format!("invalid address or TLS settings: {e}")))
     }
 
-    pub(crate) fn get(&self, node: &NodeEndpoint) -> std::result::Result<Channel, Error> {
+    pub(crate) fn get(&self, node: &NodeEndpoint) -> std::result::Result<Channel, NodeError> {
         let mut channels = self.by_addr.lock().expect("not poisoned");
         if let Some(channel) = channels.get(&node.addr) {
             return Ok(channel.clone());
@@ -80,8 +80,8 @@ impl Channels {
     }
 }
 
-fn unavailable(node: &NodeEndpoint, reason: String) -> Error {
-    Error::NodeUnavailable {
+fn unavailable(node: &NodeEndpoint, reason: String) -> NodeError {
+    NodeError::Unavailable {
         node: node.code,
         addr: node.addr.clone(),
         reason,
@@ -132,16 +132,20 @@ struct Answer {
 /// The nodes' answers to the fragments a plan holds more than once, by the ticket each
 /// node is sent: a node is asked once, and every copy reads what it answered.
 #[derive(Debug, Default)]
-pub(crate) struct Answers(Mutex<HashMap<Bytes, Arc<OnceCell<Arc<Answer>>>>>);
+pub(crate) struct Answers(Mutex<HashMap<Bytes, Arc<OnceCell<Asked>>>>);
+
+/// What a node did with a fragment's ticket: its answer, or its failure after the retries.
+type Asked = std::result::Result<Arc<Answer>, NodeError>;
 
 impl Answers {
     /// The answer to `ticket`, from `fetch` where no copy has it yet; whether this call
-    /// fetched it. A failed fetch is not kept: the next copy asks again.
+    /// fetched it. A failure is kept as an answer is: the node has had its retries, and
+    /// the next copy reads it rather than asking again.
     async fn get_or_fetch(
         &self,
         ticket: &Bytes,
-        fetch: impl Future<Output = std::result::Result<Answer, Error>>,
-    ) -> std::result::Result<(Arc<Answer>, bool), Error> {
+        fetch: impl Future<Output = std::result::Result<Answer, NodeError>>,
+    ) -> std::result::Result<(Arc<Answer>, bool), NodeError> {
         let cell = self
             .0
             .lock()
@@ -151,12 +155,12 @@ impl Answers {
             .clone();
         let mut fetched = false;
         let answer = cell
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 fetched = true;
                 fetch.await.map(Arc::new)
             })
-            .await?
-            .clone();
+            .await
+            .clone()?;
         Ok((answer, fetched))
     }
 }
@@ -403,7 +407,10 @@ impl ExecutionPlan for NodeFragmentExec {
             excluded_groups: control.excluded_in(self.identity),
             shared_persons: control.shared(),
         });
-        let channel = self.channels.get(&node).map_err(Error::into_datafusion)?;
+        let channel = self
+            .channels
+            .get(&node)
+            .map_err(|e| Error::from(e).into_datafusion())?;
         let rows =
             MetricBuilder::new(&self.metrics).global_counter(format!("rows_from_{}", node.code));
         let bytes =
@@ -427,7 +434,7 @@ impl ExecutionPlan for NodeFragmentExec {
                 None => asked.await.map(|answer| (Arc::new(answer), true)),
             };
             timer.done();
-            let (answer, fetched) = match answer {
+            let (answer, fetched) = match answer.map_err(Error::from) {
                 Ok(answer) => answer,
                 Err(e) if control.partial && !e.is_stale_shared() => {
                     tracing::warn!(node = %node.code, "left out of a partial result: {e}");
@@ -508,7 +515,7 @@ async fn fetch(
     ticket: arrow_flight::Ticket,
     schema: &SchemaRef,
     control: &QueryControl,
-) -> std::result::Result<Answer, Error> {
+) -> std::result::Result<Answer, NodeError> {
     let read = async {
         let mut attempt = 0;
         let (metadata, response) = loop {
@@ -559,13 +566,13 @@ async fn fetch(
             .into_iter()
             .zip(sizes.into_iter().chain(std::iter::repeat(0)))
             .map(|(batch, size)| Ok((planned(node, batch, schema)?, size)))
-            .collect::<std::result::Result<_, Error>>()?;
+            .collect::<std::result::Result<_, NodeError>>()?;
         Ok(Answer { metadata, batches })
     };
     let budget = control.remaining();
     match tokio::time::timeout(budget, read).await {
         Ok(result) => result,
-        Err(_) => Err(Error::Deadline {
+        Err(_) => Err(NodeError::Deadline {
             node: node.code,
             addr: node.addr.clone(),
             seconds: budget.as_secs_f64(),
@@ -579,7 +586,7 @@ fn planned(
     node: &NodeEndpoint,
     batch: RecordBatch,
     schema: &SchemaRef,
-) -> std::result::Result<RecordBatch, Error> {
+) -> std::result::Result<RecordBatch, NodeError> {
     let sent = batch.schema();
     let rebuilt = || {
         if sent.fields().len() != schema.fields().len() {
@@ -605,7 +612,7 @@ fn planned(
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         RecordBatch::try_new_with_options(schema.clone(), columns, &options)
     };
-    rebuilt().map_err(|e| Error::NodeFailed {
+    rebuilt().map_err(|e| NodeError::Failed {
         node: node.code,
         addr: node.addr.clone(),
         code: tonic::Code::Internal,
@@ -613,12 +620,12 @@ fn planned(
     })
 }
 
-fn from_status(node: &NodeEndpoint, status: tonic::Status) -> Error {
+fn from_status(node: &NodeEndpoint, status: tonic::Status) -> NodeError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
             unavailable(node, status.message().to_string())
         }
-        code => Error::NodeFailed {
+        code => NodeError::Failed {
             node: node.code,
             addr: node.addr.clone(),
             code,
@@ -690,5 +697,38 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn copies_of_a_fragment_read_the_first_ones_answer_or_failure() {
+        let answers = Answers::default();
+        let asked = AtomicU64::new(0);
+        let ask = |ticket: &'static [u8]| {
+            let asked = &asked;
+            async move {
+                asked.fetch_add(1, Ordering::Relaxed);
+                match ticket {
+                    b"down" => Err(unavailable(&node("140212"), "connection refused".into())),
+                    _ => Ok(Answer {
+                        metadata: MetadataMap::new(),
+                        batches: Vec::new(),
+                    }),
+                }
+            }
+        };
+        for ticket in [b"up".as_slice(), b"down"] {
+            let key = Bytes::from_static(ticket);
+            let first = answers.get_or_fetch(&key, ask(ticket)).await;
+            let copy = answers.get_or_fetch(&key, ask(ticket)).await;
+            match (first, copy) {
+                (Ok((_, true)), Ok((_, false))) => {}
+                (Err(first), Err(copy)) => {
+                    assert_eq!(first.to_string(), copy.to_string());
+                    assert!(copy.to_string().contains("node 140212"), "{copy}");
+                }
+                other => panic!("{ticket:?}: {other:?}"),
+            }
+        }
+        assert_eq!(asked.load(Ordering::Relaxed), 2, "each ticket asked once");
     }
 }

@@ -31,7 +31,7 @@ mod window_groups;
 
 pub use city::{CityEngine, FederationConfig, QueryAudit, QueryEvent, StandardsCheck};
 pub use control::{MISSING_HEADER, PARTIAL_HEADER, QueryControl, Transfer};
-pub use error::{Error, Result, status_of};
+pub use error::{Error, NodeError, Result, status_of};
 pub use fragment_exec::NodeFragmentExec;
 pub use pushdown::PushToNodes;
 pub use registry::{NodeEndpoint, NodeRegistry, StaticRegistry};
