@@ -588,8 +588,13 @@ async fn check_file(
     object: &ObjectMeta,
     table: Table,
 ) -> Result<(), String> {
-    let unreadable =
-        |e: DataFusionError| format!("not a readable Parquet file ({})", e.find_root());
+    let unreadable = |e: DataFusionError| {
+        let cause = match e.find_root() {
+            DataFusionError::ParquetError(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        format!("not a readable Parquet file ({cause})")
+    };
     let found = ParquetFormat::default()
         .infer_schema(&context.state(), &root.store, std::slice::from_ref(object))
         .await
