@@ -84,6 +84,14 @@ impl QueryControl {
             .insert(node, reason);
     }
 
+    /// Whether `node` did not answer some fragment of this query.
+    pub fn is_missing(&self, node: NodeCode) -> bool {
+        self.missing
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&node)
+    }
+
     /// Nodes that did not answer, with the reason.
     pub fn missing(&self) -> BTreeMap<NodeCode, String> {
         self.missing.lock().expect("not poisoned").clone()

@@ -426,6 +426,12 @@ impl ExecutionPlan for NodeFragmentExec {
         let planned = schema.clone();
         let answers = self.answers.clone();
         let fetch = async move {
+            // A partial answer leaves a node that failed one of its fragments out of the
+            // fragments that ask after, as out of the first: asked again, it would cost
+            // another round of retries, or answer a part of the query and not the rest.
+            if control.partial && control.is_missing(node.code) {
+                return Ok(stream::iter(Vec::new()));
+            }
             // From the call to the node's last batch, retries included.
             let timer = answered.timer();
             let asked = fetch(channel, &node, ticket.clone(), &planned, &control);
@@ -730,5 +736,28 @@ mod tests {
             }
         }
         assert_eq!(asked.load(Ordering::Relaxed), 2, "each ticket asked once");
+    }
+
+    #[tokio::test]
+    async fn a_partial_answer_asks_no_fragment_of_a_node_it_left_out() {
+        let leaf = Arc::new(TableLeafExec::try_new(Table::Payroll, None, 1, None).unwrap());
+        let down = node("140212");
+        let fragment =
+            NodeFragmentExec::try_new(vec![down.clone()], leaf, Arc::new(Channels::new(None)))
+                .unwrap();
+        let control = Arc::new(QueryControl::new(true, Duration::from_secs(60), 3));
+        control.mark_missing(down.code, "refused the first fragment".into());
+        let mut config = datafusion::prelude::SessionConfig::new();
+        config.set_extension(control.clone());
+        let context = Arc::new(TaskContext::default().with_session_config(config));
+        let stream = fragment.execute(0, context).unwrap();
+        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        assert!(batches.is_empty());
+        // Asked, the node at 127.0.0.1:1 would have refused the connection, and been
+        // listed with that reason instead.
+        assert_eq!(
+            control.missing().get(&down.code).map(String::as_str),
+            Some("refused the first fragment")
+        );
     }
 }
