@@ -489,16 +489,33 @@ impl CityEngine {
             }
             first => first,
         };
-        let (plan, answer) = first?;
+        let (plan, answer) = self.untorn(statement, control, first).await?;
         let Some(exclusions) = whole_groups(&plan, control)? else {
             return Ok(answer);
         };
         control.exclude(exclusions);
-        let (plan, answer) = self.run_once(statement, control).await.1?;
+        let again = self.run_once(statement, control).await.1;
+        let (plan, answer) = self.untorn(statement, control, again).await?;
         match whole_groups(&plan, control)? {
             None => Ok(answer),
             Some(_) => Err(Error::Refused(held_back(control.suppressed(), HELD_AGAIN))),
         }
+    }
+
+    /// `run`, or, where it is a partial answer that a node failed in part, the answer of
+    /// runs again without the nodes that failed, until no node fails after answering:
+    /// each such run leaves out one node more.
+    async fn untorn(
+        &self,
+        statement: &Statement,
+        control: &Arc<QueryControl>,
+        mut run: Result<(Arc<dyn ExecutionPlan>, Answered)>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Answered)> {
+        while run.is_ok() && control.torn() {
+            tracing::info!(missing = ?control.missing(), "a node failed after answering; running again without it");
+            run = self.run_once(statement, control).await.1;
+        }
+        run
     }
 
     /// Plans, checks and runs `statement` once: its plan's digest, and the plan it ran
@@ -508,6 +525,7 @@ impl CityEngine {
         statement: &Statement,
         control: &Arc<QueryControl>,
     ) -> (Option<String>, Result<(Arc<dyn ExecutionPlan>, Answered)>) {
+        control.start_run();
         let frame = match self.plan(statement, control.clone()).await {
             Ok(frame) => frame,
             Err(e) => return (None, Err(e)),

@@ -2,8 +2,8 @@
 //! fragments it runs: deadline, partial results, and what each node sent.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sunlight_domain::NodeCode;
@@ -30,13 +30,15 @@ pub struct QueryControl {
     pub query_id: String,
     /// Succeed without the nodes that fail, listing them, instead of failing.
     pub partial: bool,
-    /// How long the nodes have to answer, from the first call to one.
+    /// How long the nodes have to answer, from the first call to one in a run.
     pub timeout: Duration,
-    deadline: OnceLock<Instant>,
+    deadline: Mutex<Option<Instant>>,
     /// Attempts per fragment before a node counts as down.
     pub attempts: u32,
     missing: Mutex<BTreeMap<NodeCode, String>>,
     received: Mutex<BTreeMap<NodeCode, Transfer>>,
+    /// The nodes that answered a fragment in this run of the query.
+    answered: Mutex<BTreeSet<NodeCode>>,
     suppressed: AtomicU64,
     released: AtomicU64,
     /// The persons behind each fragment the answer is merged from, by a number of the
@@ -64,10 +66,11 @@ impl QueryControl {
             query_id: uuid::Uuid::new_v4().to_string(),
             partial,
             timeout,
-            deadline: OnceLock::new(),
+            deadline: Mutex::default(),
             attempts: attempts.max(1),
             missing: Mutex::default(),
             received: Mutex::default(),
+            answered: Mutex::default(),
             suppressed: AtomicU64::new(0),
             released: AtomicU64::new(0),
             sketches: Mutex::default(),
@@ -103,6 +106,22 @@ impl QueryControl {
         let entry = received.entry(node).or_default();
         entry.rows += rows;
         entry.bytes += bytes;
+        self.answered.lock().expect("not poisoned").insert(node);
+    }
+
+    /// Whether a node that failed a fragment answered another in this run: a partial
+    /// answer would then hold a part of the query with the node and a part without.
+    pub fn torn(&self) -> bool {
+        let answered = self.answered.lock().expect("not poisoned");
+        let missing = self.missing.lock().expect("not poisoned");
+        missing.keys().any(|node| answered.contains(node))
+    }
+
+    /// Starts a run of the query: the nodes have the whole time to answer again, and
+    /// those missing from an earlier run stay left out.
+    pub fn start_run(&self) {
+        self.answered.lock().expect("not poisoned").clear();
+        *self.deadline.lock().expect("not poisoned") = None;
     }
 
     /// Adds the groups a node held back for counting fewer than k persons, and those it
@@ -203,8 +222,10 @@ impl QueryControl {
     /// planned ahead of its run has its whole time when it runs.
     pub fn remaining(&self) -> Duration {
         let now = Instant::now();
-        let deadline = self.deadline.get_or_init(|| now + self.timeout);
-        deadline.saturating_duration_since(now)
+        let mut deadline = self.deadline.lock().expect("not poisoned");
+        deadline
+            .get_or_insert(now + self.timeout)
+            .saturating_duration_since(now)
     }
 }
 

@@ -17,7 +17,7 @@ use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, SubsidyStandard, default_standards};
 
 use crate::support::{
-    CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, admin, shared_city, slow_tap,
+    CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, admin, copy_dir, shared_city, slow_tap,
     start_city, write_parquet,
 };
 
@@ -661,6 +661,67 @@ async fn a_node_that_is_down_is_named_or_listed() {
         .to_string();
     assert_eq!(except.missing_nodes, vec![code.to_string()], "{text}");
     assert!(text.contains("GENGDI") && !text.contains("YULU"), "{text}");
+}
+
+/// A node that refuses one fragment of a partial answer and answers another is left out
+/// of the whole answer, which is then the answer of the other nodes, whichever fragment
+/// the city asks first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partial_answer_leaves_out_a_node_that_failed_part_of_it() {
+    let city = shared_city();
+    let (whole, part): (NodeCode, NodeCode) =
+        ("140215".parse().unwrap(), "140221".parse().unwrap());
+    // 140221 serves its disbursements, and refuses its payroll, which holds a broken file.
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(&node_root(city.dir.path(), part), broken.path());
+    std::fs::write(
+        broken.path().join("payroll/broken.parquet"),
+        b"PAR1 not parquet",
+    )
+    .unwrap();
+    let nodes = [
+        ServiceProcess::start(whole.as_str(), &node_root(city.dir.path(), whole)),
+        ServiceProcess::start(part.as_str(), broken.path()),
+    ];
+    let addrs = [whole, part].map(|c| c.to_string());
+    let addrs: Vec<_> = addrs
+        .into_iter()
+        .zip(nodes.iter().map(|n| n.addr.clone()))
+        .collect();
+    let coordinator = ServiceProcess::coordinator(&addrs, &[]);
+    let mut client = SqlClient::connect(&coordinator.addr, TOKEN).await.unwrap();
+    let counts = |answer: &QueryResult| -> Vec<i64> {
+        let batch = &answer.batches[0];
+        batch
+            .columns()
+            .iter()
+            .map(|c| c.as_primitive::<Int64Type>().value(0))
+            .collect()
+    };
+    let alone = client
+        .query(&format!(
+            "SELECT (SELECT count(*) FROM disbursements WHERE county_code = '{whole}') AS d, \
+             (SELECT count(*) FROM payroll WHERE county_code = '{whole}') AS p"
+        ))
+        .await
+        .unwrap();
+    let alone = counts(&alone);
+
+    client.allow_partial_results();
+    for (sql, order) in [
+        (
+            "SELECT (SELECT count(*) FROM disbursements) AS d, (SELECT count(*) FROM payroll) AS p",
+            [0, 1],
+        ),
+        (
+            "SELECT (SELECT count(*) FROM payroll) AS p, (SELECT count(*) FROM disbursements) AS d",
+            [1, 0],
+        ),
+    ] {
+        let partial = client.query(sql).await.unwrap();
+        assert_eq!(partial.missing_nodes, vec![part.to_string()], "{sql}");
+        assert_eq!(counts(&partial), order.map(|i| alone[i]), "{sql}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
