@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, Read, Seek};
+use std::io::{self, BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -370,6 +370,10 @@ impl Import {
             path: staged.clone(),
             source,
         })?;
+        let out = Digesting {
+            file: out,
+            digest: Sha256::new(),
+        };
         let mut writer =
             ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
         let mut problems = Problems::default();
@@ -406,14 +410,8 @@ impl Import {
         if !problems.is_empty() {
             return Err(problems.refuse(path));
         }
-        writer.close().map_err(|e| encode_error(&e))?;
-        let mut digest = Sha256::new();
-        File::open(&staged)
-            .and_then(|mut file| io::copy(&mut file, &mut digest))
-            .map_err(|source| Error::Read {
-                path: staged.clone(),
-                source,
-            })?;
+        // The writer's last row group and footer, and the file they end.
+        let digest = writer.into_inner().map_err(|e| encode_error(&e))?.digest;
         let file = self.files.len();
         self.payments.extend(
             payments
@@ -731,6 +729,25 @@ impl Cells {
             unit,
             places,
         })
+    }
+}
+
+/// A staged file that digests what is written to it, so that the file is not read again
+/// for its digest.
+struct Digesting {
+    file: File,
+    digest: Sha256,
+}
+
+impl Write for Digesting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.digest.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -1492,6 +1509,9 @@ mod tests {
         partitioned.add(&csv)?;
         let whole = import_of(PAYMENTS.as_bytes(), Table::Disbursements, UTF_8)?;
         assert_eq!(partitioned.files[0].digest, whole.files[0].digest);
+        // The digest taken as the file was written is the written file's.
+        let written = std::fs::read(&whole.files[0].parquet).unwrap();
+        assert_eq!(whole.files[0].digest, hex::encode(Sha256::digest(&written)));
         // A folder's value is checked as a cell's is; without the folder, the column is
         // missing.
         let bad = dir.path().join("period=2024-13-01");
