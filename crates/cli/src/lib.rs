@@ -549,6 +549,9 @@ async fn sql(args: SqlArgs) -> Result<()> {
             "partial result: no answer from node(s) {}",
             answer.missing_nodes.join(", ")
         );
+        for reason in answer.missing_reasons.values() {
+            eprintln!("  {reason}");
+        }
     }
     if answer.suppressed_groups > 0 {
         eprintln!(

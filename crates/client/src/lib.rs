@@ -1,6 +1,8 @@
 //! A Flight SQL client for Sunlight's services, used by the CLI, the demo and the tests.
 #![warn(missing_docs)]
 
+use std::collections::BTreeMap;
+
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::Ticket;
@@ -53,6 +55,9 @@ pub enum Error {
 pub const PARTIAL_HEADER: &str = "sunlight-partial-results";
 /// Response header in which the city lists the nodes that did not answer.
 pub const MISSING_HEADER: &str = "sunlight-missing-nodes";
+/// Binary response header with why each node listed in [`MISSING_HEADER`] did not
+/// answer: a line a node, its code, a space and the reason, in UTF-8.
+pub const MISSING_REASONS_HEADER: &str = "sunlight-missing-reasons-bin";
 /// Response header with the number of groups held back because they count fewer than
 /// k persons (from a node: its own; from the city: all nodes' together).
 pub const SUPPRESSED_HEADER: &str = "sunlight-suppressed-groups";
@@ -84,6 +89,8 @@ pub struct QueryResult {
     pub batches: Vec<RecordBatch>,
     /// Nodes that did not answer a city query run with partial results allowed.
     pub missing_nodes: Vec<String>,
+    /// Why each of [`Self::missing_nodes`] did not answer, by node code.
+    pub missing_reasons: BTreeMap<String, String>,
     /// Groups the nodes held back because they count fewer than k persons.
     pub suppressed_groups: u64,
 }
@@ -95,6 +102,7 @@ impl QueryResult {
             schema,
             batches,
             missing_nodes: Vec::new(),
+            missing_reasons: BTreeMap::new(),
             suppressed_groups: 0,
         }
     }
@@ -113,6 +121,8 @@ pub struct Answer<'a> {
     pub schema: SchemaRef,
     /// Nodes that did not answer a city query run with partial results allowed.
     pub missing_nodes: Vec<String>,
+    /// Why each of [`Self::missing_nodes`] did not answer, by node code.
+    pub missing_reasons: BTreeMap<String, String>,
     /// Groups the nodes held back because they count fewer than k persons.
     pub suppressed_groups: u64,
     tickets: std::collections::VecDeque<Ticket>,
@@ -148,6 +158,18 @@ impl Answer<'_> {
                         .filter(|s| !s.is_empty())
                         .map(str::to_string),
                 );
+            }
+            if let Some(reasons) = stream
+                .headers()
+                .get_bin(MISSING_REASONS_HEADER)
+                .and_then(|v| v.to_bytes().ok())
+            {
+                let reasons = String::from_utf8_lossy(&reasons);
+                self.missing_reasons
+                    .extend(reasons.lines().filter_map(|line| {
+                        let (node, reason) = line.split_once(' ')?;
+                        Some((node.to_string(), reason.to_string()))
+                    }));
             }
             self.suppressed_groups += header(SUPPRESSED_HEADER)
                 .and_then(|v| v.parse::<u64>().ok())
@@ -209,6 +231,7 @@ impl SqlClient {
             schema: answer.schema,
             batches,
             missing_nodes: answer.missing_nodes,
+            missing_reasons: answer.missing_reasons,
             suppressed_groups: answer.suppressed_groups,
         })
     }
@@ -229,6 +252,7 @@ impl SqlClient {
         Ok(Answer {
             schema,
             missing_nodes: Vec::new(),
+            missing_reasons: BTreeMap::new(),
             suppressed_groups: 0,
             tickets: info.endpoint.into_iter().filter_map(|e| e.ticket).collect(),
             reading: None,

@@ -41,14 +41,15 @@ use sunlight_policy::{
 };
 use tokio::sync::RwLock;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::alike::AlikeFragmentsOnce;
 use crate::approx_distinct::ApproxDistinctAsCount;
 use crate::by_county::SingleDistinctByCounty;
 use crate::class::UnionKeepsClass;
 use crate::control::{
-    Exclusion, MISSING_HEADER, PARTIAL_HEADER, QueryControl, SUPPRESSED_HEADER, Transfer,
+    Exclusion, MISSING_HEADER, MISSING_REASONS_HEADER, PARTIAL_HEADER, QueryControl,
+    SUPPRESSED_HEADER, Transfer,
 };
 use crate::count_filter::CountOfCaseAsFilter;
 use crate::distinct_rows::CountDistinctRows;
@@ -996,6 +997,17 @@ impl SqlEngine for CityEngine {
             MISSING_HEADER,
             missing.join(",").parse().expect("node codes are ASCII"),
         );
+        let reasons: String = control
+            .missing()
+            .iter()
+            .map(|(node, reason)| format!("{node} {}\n", reason.replace('\n', " ")))
+            .collect();
+        if !reasons.is_empty() {
+            headers.insert_bin(
+                MISSING_REASONS_HEADER,
+                MetadataValue::from_bytes(reasons.as_bytes()),
+            );
+        }
         headers.insert(
             SUPPRESSED_HEADER,
             control.left_out().to_string().parse().expect("digits"),

@@ -29,9 +29,7 @@ pub enum Error {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
     /// A node could not be reached or its stream broke.
-    #[error(
-        "node {node} ({addr}) is unavailable: {reason}; retry later, or ask for partial results"
-    )]
+    #[error("node {node} ({addr}) is unavailable: {reason}{ADVICE}")]
     Unavailable {
         /// The node.
         node: NodeCode,
@@ -53,9 +51,7 @@ pub enum NodeError {
         message: String,
     },
     /// A node did not finish within the deadline.
-    #[error(
-        "node {node} ({addr}) did not answer within {seconds:.1}s; retry later, or ask for partial results"
-    )]
+    #[error("node {node} ({addr}) did not answer within {seconds:.1}s{ADVICE}")]
     Deadline {
         /// The node.
         node: NodeCode,
@@ -64,6 +60,24 @@ pub enum NodeError {
         /// The deadline.
         seconds: f64,
     },
+}
+
+/// What the error of a node that is down or slow advises; a partial answer, which lists
+/// the node as missing, leaves it out ([`NodeError::reason`]).
+const ADVICE: &str = "; retry later, or ask for partial results";
+
+impl NodeError {
+    /// Whether the node refused a fragment for naming a shared-person epoch it does not
+    /// hold.
+    pub fn is_stale_shared(&self) -> bool {
+        matches!(self, NodeError::Failed { message, .. } if message.starts_with(STALE_SHARED))
+    }
+
+    /// Why the node did not answer, as a partial answer lists it.
+    pub fn reason(&self) -> String {
+        let message = self.to_string();
+        message.strip_suffix(ADVICE).unwrap_or(&message).to_string()
+    }
 }
 
 /// What a node's error `code` says it did with a fragment.
@@ -84,7 +98,7 @@ impl Error {
     /// hold, directly or as the cause of a failed query.
     pub fn is_stale_shared(&self) -> bool {
         match self {
-            Error::Node(NodeError::Failed { message, .. }) => message.starts_with(STALE_SHARED),
+            Error::Node(e) => e.is_stale_shared(),
             Error::Query(e) => match e.find_root() {
                 DataFusionError::External(e) => e
                     .downcast_ref::<Error>()

@@ -440,14 +440,14 @@ impl ExecutionPlan for NodeFragmentExec {
                 None => asked.await.map(|answer| (Arc::new(answer), true)),
             };
             timer.done();
-            let (answer, fetched) = match answer.map_err(Error::from) {
+            let (answer, fetched) = match answer {
                 Ok(answer) => answer,
                 Err(e) if control.partial && !e.is_stale_shared() => {
                     tracing::warn!(node = %node.code, "left out of a partial result: {e}");
-                    control.mark_missing(node.code, e.to_string());
+                    control.mark_missing(node.code, e.reason());
                     return Ok(stream::iter(Vec::new()));
                 }
-                Err(e) => return Err(e.into_datafusion()),
+                Err(e) => return Err(Error::from(e).into_datafusion()),
             };
             tally.read(&answer.metadata, &control);
             let (row_count, byte_count) =

@@ -640,6 +640,13 @@ async fn a_node_that_is_down_is_named_or_listed() {
     client.allow_partial_results();
     let partial = client.query(sql).await.unwrap();
     assert_eq!(partial.missing_nodes, vec![code.to_string()]);
+    // Why, without the advice to ask for partial results, which this answer is.
+    let reason = &partial.missing_reasons[code.as_str()];
+    assert!(
+        reason.starts_with(&format!("node {code} (")) && reason.contains("is unavailable: "),
+        "{reason}"
+    );
+    assert!(!reason.contains("partial results"), "{reason}");
     let text = arrow::util::pretty::pretty_format_batches(&partial.batches)
         .unwrap()
         .to_string();
@@ -721,6 +728,13 @@ async fn a_partial_answer_leaves_out_a_node_that_failed_part_of_it() {
         let partial = client.query(sql).await.unwrap();
         assert_eq!(partial.missing_nodes, vec![part.to_string()], "{sql}");
         assert_eq!(counts(&partial), order.map(|i| alone[i]), "{sql}");
+        let reason = &partial.missing_reasons[part.as_str()];
+        assert!(
+            reason.contains("refused the fragment")
+                && reason.contains("table payroll is not served by this node")
+                && reason.contains("broken.parquet"),
+            "{reason}"
+        );
     }
 }
 
