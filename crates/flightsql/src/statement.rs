@@ -13,7 +13,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
-use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
@@ -64,7 +64,9 @@ impl Statement {
         let sql = numbered(&self.sql)?;
         let frame = match context.sql_with_options(&sql, options).await {
             Ok(frame) => frame,
-            Err(e) => return Err(unknown_table(context, &sql).unwrap_or_else(|| refused_write(e))),
+            Err(e) => {
+                return Err(unknown_table(context, &sql).unwrap_or_else(|| explained(e, &sql)));
+            }
         };
         let Some(parameters) = &self.parameters else {
             return Ok(frame);
@@ -237,15 +239,23 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
     )))
 }
 
-/// `e`, where `options` refused a statement that would write or change the server, with
-/// what to do instead.
-fn refused_write(e: DataFusionError) -> DataFusionError {
+/// `e`, the error of planning `sql`, with what to do instead where `options` refused a
+/// statement that would write or change the server, or `sql` holds several statements.
+fn explained(e: DataFusionError, sql: &str) -> DataFusionError {
     const REFUSED: [&str; 3] = [
         "DDL not supported",
         "DML not supported",
         "Statement not supported",
     ];
+    const SEVERAL: &str = "The context currently only supports a single SQL statement";
     match e {
+        DataFusionError::NotImplemented(message) if message == SEVERAL => {
+            let count = DFParser::parse_sql(sql).map_or(2, |statements| statements.len());
+            DataFusionError::Plan(format!(
+                "the request holds {count} SQL statements, and a request runs one: send \
+                 them one at a time"
+            ))
+        }
         DataFusionError::Plan(message) if REFUSED.iter().any(|r| message.starts_with(r)) => {
             DataFusionError::Plan(format!(
                 "{message}: this server answers read-only queries (SELECT, WITH, EXPLAIN, \
@@ -352,6 +362,12 @@ mod tests {
                  server answers read-only queries"
             ),
             "{ddl}"
+        );
+        // So does a script of several statements, a semicolon in a string not ending one.
+        assert_eq!(
+            plan("SELECT count(*) FROM persons;\nSELECT ';' FROM payroll; SELECT 1;").await,
+            "Error during planning: the request holds 3 SQL statements, and a request runs \
+             one: send them one at a time"
         );
     }
 
