@@ -213,7 +213,8 @@ struct CoordinatorArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     standards_check_secs: Option<u64>,
-    /// Every node must have answered a query within this many milliseconds.
+    /// Every node must have answered a query within this many milliseconds, counted anew
+    /// when the city runs it again (groups held back, a node that failed in part).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     fragment_timeout_ms: Option<u64>,

@@ -34,7 +34,8 @@ pub struct CoordinatorConfig {
     /// Read the nodes' `subsidy_standards` again this often, in seconds, and use the copy
     /// most hold; 0 reads them only at start.
     pub standards_check_secs: u64,
-    /// Every node must have answered a query within this many milliseconds.
+    /// Every node must have answered a query within this many milliseconds, counted anew
+    /// when the city runs it again (groups held back, a node that failed in part).
     pub fragment_timeout_ms: u64,
     /// Attempts per fragment while a node is unavailable.
     pub fragment_attempts: u32,
