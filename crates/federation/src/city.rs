@@ -997,11 +997,7 @@ impl SqlEngine for CityEngine {
             MISSING_HEADER,
             missing.join(",").parse().expect("node codes are ASCII"),
         );
-        let reasons: String = control
-            .missing()
-            .iter()
-            .map(|(node, reason)| format!("{node} {}\n", reason.replace('\n', " ")))
-            .collect();
+        let reasons = control.missing_reasons();
         if !reasons.is_empty() {
             headers.insert_bin(
                 MISSING_REASONS_HEADER,

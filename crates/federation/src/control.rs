@@ -23,6 +23,11 @@ pub struct Transfer {
     pub bytes: u64,
 }
 
+/// Most bytes of the reasons an answer's header gives for its missing nodes, shared among
+/// them: clients cap the size of an answer's headers (gRPC-Java at 8 KiB in all), and the
+/// audit log keeps the reasons whole.
+const REASONS_BYTES: usize = 3_000;
+
 /// Settings and outcomes of one federated query, stored as a session extension.
 #[derive(Debug)]
 pub struct QueryControl {
@@ -98,6 +103,24 @@ impl QueryControl {
     /// Nodes that did not answer, with the reason.
     pub fn missing(&self) -> BTreeMap<NodeCode, String> {
         self.missing.lock().expect("not poisoned").clone()
+    }
+
+    /// The reasons of the nodes that did not answer, as an answer's header carries them
+    /// ([`MISSING_REASONS_HEADER`]): a line a node, its code and its reason, each reason
+    /// clipped to its share of [`REASONS_BYTES`].
+    pub fn missing_reasons(&self) -> String {
+        let missing = self.missing.lock().expect("not poisoned");
+        let share = REASONS_BYTES / missing.len().max(1);
+        missing
+            .iter()
+            .map(|(node, reason)| {
+                let reason = reason.replace('\n', " ");
+                match reason.len() > share {
+                    true => format!("{node} {}…\n", &reason[..reason.floor_char_boundary(share)]),
+                    false => format!("{node} {reason}\n"),
+                }
+            })
+            .collect()
     }
 
     /// Adds to what `node` sent.
@@ -232,6 +255,27 @@ impl QueryControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reasons_of_missing_nodes_share_a_bounded_header() {
+        let control = QueryControl::new(true, Duration::from_secs(30), 1);
+        assert_eq!(control.missing_reasons(), "");
+        control.mark_missing("140215".parse().unwrap(), "refused:\nbroken".into());
+        assert_eq!(control.missing_reasons(), "140215 refused: broken\n");
+        let codes = ["140212", "140213", "140214", "140221", "140222", "140223"];
+        for code in codes {
+            control.mark_missing(code.parse().unwrap(), "file:///数据/".repeat(100));
+        }
+        let reasons = control.missing_reasons();
+        assert_eq!(reasons.lines().count(), 7);
+        assert!(reasons.len() <= REASONS_BYTES + 7 * "140215 …\n".len());
+        assert!(
+            reasons
+                .lines()
+                .all(|l| l.ends_with('…') || l == "140215 refused: broken"),
+            "{reasons}"
+        );
+    }
 
     #[test]
     fn the_deadline_starts_with_the_first_call_to_a_node() {
