@@ -7,8 +7,8 @@ use sunlight_domain::NodeCode;
 /// A failure of a federated query.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A node failed to answer a fragment.
-    #[error(transparent)]
+    /// A node failed to answer a fragment, which fails the query.
+    #[error("{0}{advice}", advice = advice(.0))]
     Node(#[from] NodeError),
     /// A fragment the nodes would refuse, found before any node is asked.
     #[error("a node would refuse this query's fragment: {0}")]
@@ -29,7 +29,7 @@ pub enum Error {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
     /// A node could not be reached or its stream broke.
-    #[error("node {node} ({addr}) is unavailable: {reason}{ADVICE}")]
+    #[error("node {node} ({addr}) is unavailable: {reason}")]
     Unavailable {
         /// The node.
         node: NodeCode,
@@ -51,7 +51,7 @@ pub enum NodeError {
         message: String,
     },
     /// A node did not finish within the deadline.
-    #[error("node {node} ({addr}) did not answer within {seconds:.1}s{ADVICE}")]
+    #[error("node {node} ({addr}) did not answer within {seconds:.1}s")]
     Deadline {
         /// The node.
         node: NodeCode,
@@ -62,21 +62,22 @@ pub enum NodeError {
     },
 }
 
-/// What the error of a node that is down or slow advises; a partial answer, which lists
-/// the node as missing, leaves it out ([`NodeError::reason`]).
-const ADVICE: &str = "; retry later, or ask for partial results";
+/// What a query that a node down or slow failed advises; a partial answer, which lists
+/// the node as missing with its [`NodeError`], has no need of it.
+fn advice(e: &NodeError) -> &'static str {
+    match e {
+        NodeError::Unavailable { .. } | NodeError::Deadline { .. } => {
+            "; retry later, or ask for partial results"
+        }
+        NodeError::Failed { .. } => "",
+    }
+}
 
 impl NodeError {
     /// Whether the node refused a fragment for naming a shared-person epoch it does not
     /// hold.
     pub fn is_stale_shared(&self) -> bool {
         matches!(self, NodeError::Failed { message, .. } if message.starts_with(STALE_SHARED))
-    }
-
-    /// Why the node did not answer, as a partial answer lists it.
-    pub fn reason(&self) -> String {
-        let message = self.to_string();
-        message.strip_suffix(ADVICE).unwrap_or(&message).to_string()
     }
 }
 

@@ -444,7 +444,7 @@ impl ExecutionPlan for NodeFragmentExec {
                 Ok(answer) => answer,
                 Err(e) if control.partial && !e.is_stale_shared() => {
                     tracing::warn!(node = %node.code, "left out of a partial result: {e}");
-                    control.mark_missing(node.code, e.reason());
+                    control.mark_missing(node.code, e.to_string());
                     return Ok(stream::iter(Vec::new()));
                 }
                 Err(e) => return Err(Error::from(e).into_datafusion()),
