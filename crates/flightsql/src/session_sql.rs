@@ -18,6 +18,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::session::{SESSION_COOKIE, Sessions, send_cookie};
+use crate::statement::on_stack_for;
 use crate::{Answer, StatementSchemas};
 
 /// A statement about the caller's session.
@@ -44,30 +45,33 @@ impl SessionStatement {
         if !names(b"set") && !names(b"show") {
             return None;
         }
-        let mut statements = DFParser::parse_sql(sql).ok()?;
-        let (Some(DfStatement::Statement(statement)), None) =
-            (statements.pop_front(), statements.pop_front())
-        else {
-            return None;
-        };
-        match *statement {
-            SqlStatement::Set(Set::SingleAssignment {
-                variable, values, ..
-            }) => {
-                let name = variable.to_string().to_lowercase();
-                Some(set(sessions, name, &values))
+        // Parsed on a stack deep enough for any expression, as every statement is.
+        on_stack_for(sql, || {
+            let mut statements = DFParser::parse_sql(sql).ok()?;
+            let (Some(DfStatement::Statement(statement)), None) =
+                (statements.pop_front(), statements.pop_front())
+            else {
+                return None;
+            };
+            match *statement {
+                SqlStatement::Set(Set::SingleAssignment {
+                    variable, values, ..
+                }) => {
+                    let name = variable.to_string().to_lowercase();
+                    Some(set(sessions, name, &values))
+                }
+                SqlStatement::Set(other) => Some(Err(not_settable(sessions, &other.to_string()))),
+                SqlStatement::ShowVariable { variable } => {
+                    let name = variable
+                        .iter()
+                        .map(|i| i.value.to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(".");
+                    sessions.keeps(&name).then_some(Ok(Self::Show { name }))
+                }
+                _ => None,
             }
-            SqlStatement::Set(other) => Some(Err(not_settable(sessions, &other.to_string()))),
-            SqlStatement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(".");
-                sessions.keeps(&name).then_some(Ok(Self::Show { name }))
-            }
-            _ => None,
-        }
+        })
     }
 
     /// The schemas of its answer: none for `SET`, the name and value for `SHOW`.

@@ -2,6 +2,7 @@
 //! handle of a prepared statement that carries both.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -11,10 +12,11 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast;
+use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{self, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 use prost::Message;
@@ -62,11 +64,9 @@ impl Statement {
     /// Plans the statement in `context` with `options`, its placeholders bound.
     pub async fn plan(&self, context: &SessionContext, options: SQLOptions) -> Result<DataFrame> {
         let sql = numbered(&self.sql)?;
-        let frame = match context.sql_with_options(&sql, options).await {
+        let frame = match planned(context, &sql, options).await {
             Ok(frame) => frame,
-            Err(e) => {
-                return Err(unknown_table(context, &sql).unwrap_or_else(|| explained(e, &sql)));
-            }
+            Err(e) => return Err(unknown_table(context, &sql).unwrap_or_else(|| explained(e))),
         };
         let Some(parameters) = &self.parameters else {
             return Ok(frame);
@@ -239,23 +239,116 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
     )))
 }
 
-/// `e`, the error of planning `sql`, with what to do instead where `options` refused a
-/// statement that would write or change the server, or `sql` holds several statements.
-fn explained(e: DataFusionError, sql: &str) -> DataFusionError {
+/// How deep a statement's expressions may nest. DataFusion plans, copies and drops an
+/// expression by recursion on the thread's stack, while the parser reads a chain of
+/// operators (`a = 1 OR a = 2 OR …`, `x || y || …`) in a loop, without nesting: a chain
+/// some thousands long would overflow the stack and end the server. A query written by
+/// hand nests a few levels, and a list of alternatives reads as `IN (…)`, which does not
+/// nest.
+pub const MAX_NESTING: usize = 256;
+
+/// The longest SQL whose expressions cannot nest deeper than [`MAX_NESTING`]: a level
+/// takes an operator and an operand, two bytes at the least (`1+1+…`).
+const SHORT_SQL: usize = 2 * MAX_NESTING;
+
+/// Stack a byte of longer SQL may need while it is parsed and dropped, half a level of
+/// nesting at the most: twice what a debug build was measured to need (between 32 and 64
+/// bytes), on top of [`PARSER_STACK`].
+const STACK_PER_BYTE: usize = 128;
+
+/// Stack the parser needs whatever the length of the SQL.
+const PARSER_STACK: usize = 1 << 20;
+
+/// Parses `sql`, one statement, in `state`'s dialect, refusing expressions nested deeper
+/// than [`MAX_NESTING`], so that planning it cannot overflow the stack. SQL longer than
+/// [`SHORT_SQL`] is parsed, checked and, where it fails, dropped on a stack of its own,
+/// sized for the deepest expression its length can hold.
+pub fn parse(state: &SessionState, sql: &str) -> Result<DFStatement> {
+    let parse = || {
+        const SEVERAL: &str = "The context currently only supports a single SQL statement";
+        let dialect = &state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, dialect).map_err(|e| match e {
+            DataFusionError::NotImplemented(message) if message == SEVERAL => {
+                let count = DFParser::parse_sql(sql).map_or(2, |statements| statements.len());
+                DataFusionError::Plan(format!(
+                    "the request holds {count} SQL statements, and a request runs one: send \
+                     them one at a time"
+                ))
+            }
+            other => other,
+        })?;
+        if nests_too_deep(&statement) {
+            return Err(DataFusionError::Plan(format!(
+                "the statement nests expressions more than {MAX_NESTING} levels deep, as a \
+                 chain of that many operators does (`a = 1 OR a = 2 OR …`); write a list of \
+                 alternatives as `a IN (1, 2, …)`, or split the statement"
+            )));
+        }
+        Ok(statement)
+    };
+    on_stack_for(sql, parse)
+}
+
+/// Runs `parse`, which parses `sql` and drops what it parsed but the statement it
+/// returns, if any, on a stack deep enough for the deepest expression `sql` can hold: the
+/// caller's, for SQL up to [`SHORT_SQL`] long, else one of its own.
+pub(crate) fn on_stack_for<T>(sql: &str, parse: impl FnOnce() -> T) -> T {
+    match sql.len() <= SHORT_SQL {
+        true => parse(),
+        false => stacker::grow(PARSER_STACK + sql.len() * STACK_PER_BYTE, parse),
+    }
+}
+
+/// Whether an expression of `statement` nests deeper than [`MAX_NESTING`].
+fn nests_too_deep(statement: &DFStatement) -> bool {
+    /// Counts the expressions around the one it visits, and stops past the limit.
+    struct Nesting(usize);
+    impl Visitor for Nesting {
+        type Break = ();
+
+        fn pre_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<()> {
+            self.0 += 1;
+            match self.0 > MAX_NESTING {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        }
+
+        fn post_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<()> {
+            self.0 -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let nesting = &mut Nesting(0);
+    match statement {
+        DFStatement::Statement(statement) => statement.visit(nesting).is_break(),
+        DFStatement::Explain(explain) => nests_too_deep(&explain.statement),
+        DFStatement::CopyTo(copy) => match &copy.source {
+            CopyToSource::Query(query) => query.visit(nesting).is_break(),
+            CopyToSource::Relation(_) => false,
+        },
+        DFStatement::CreateExternalTable(table) => table.order_exprs.visit(nesting).is_break(),
+        DFStatement::Reset(_) => false,
+    }
+}
+
+/// Plans `sql`, as `SessionContext::sql_with_options` does, having parsed it with [`parse`].
+async fn planned(context: &SessionContext, sql: &str, options: SQLOptions) -> Result<DataFrame> {
+    let state = context.state();
+    let plan = state.statement_to_plan(parse(&state, sql)?).await?;
+    options.verify_plan(&plan)?;
+    context.execute_logical_plan(plan).await
+}
+
+/// `e`, the error of planning a statement, with what to do instead where the options
+/// refused a statement that would write or change the server.
+fn explained(e: DataFusionError) -> DataFusionError {
     const REFUSED: [&str; 3] = [
         "DDL not supported",
         "DML not supported",
         "Statement not supported",
     ];
-    const SEVERAL: &str = "The context currently only supports a single SQL statement";
     match e {
-        DataFusionError::NotImplemented(message) if message == SEVERAL => {
-            let count = DFParser::parse_sql(sql).map_or(2, |statements| statements.len());
-            DataFusionError::Plan(format!(
-                "the request holds {count} SQL statements, and a request runs one: send \
-                 them one at a time"
-            ))
-        }
         DataFusionError::Plan(message) if REFUSED.iter().any(|r| message.starts_with(r)) => {
             DataFusionError::Plan(format!(
                 "{message}: this server answers read-only queries (SELECT, WITH, EXPLAIN, \
@@ -272,9 +365,7 @@ fn explained(e: DataFusionError, sql: &str) -> DataFusionError {
 fn unknown_table(context: &SessionContext, sql: &str) -> Option<DataFusionError> {
     let state = context.state();
     let options = state.config().options();
-    let statement = state
-        .sql_to_statement(sql, &options.sql_parser.dialect)
-        .ok()?;
+    let statement = parse(&state, sql).ok()?;
     let DFStatement::Statement(query) = &statement else {
         return None;
     };
@@ -368,6 +459,52 @@ mod tests {
             plan("SELECT count(*) FROM persons;\nSELECT ';' FROM payroll; SELECT 1;").await,
             "Error during planning: the request holds 3 SQL statements, and a request runs \
              one: send them one at a time"
+        );
+    }
+
+    #[tokio::test]
+    async fn expressions_nest_up_to_the_limit_and_deeper_ones_are_refused_whole() {
+        let context = SessionContext::new();
+        let plan = |sql: String| {
+            let context = context.clone();
+            async move { Statement::new(sql).plan(&context, SQLOptions::new()).await }
+        };
+        // `1+1+…+1` of n ones nests n deep: the sum, its operands' sums, and so on.
+        let ones = |n: usize| vec!["1"; n].join("+");
+        let deepest = plan(format!("SELECT {}", ones(MAX_NESTING))).await.unwrap();
+        let batches = deepest.collect().await.unwrap();
+        let sum = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>();
+        assert_eq!(sum.unwrap().value(0), MAX_NESTING as i64);
+        // Deeper chains are refused, however long; one that would overflow the stack where
+        // it is parsed, planned or dropped is refused too, whether it parses, fails to parse
+        // after the chain, or is one of several statements.
+        let long = ones(200_000);
+        for sql in [
+            format!("SELECT {}", ones(MAX_NESTING + 1)),
+            format!("SELECT {long}"),
+            format!("SELECT a FROM (VALUES (1)) t(a) WHERE a = {long} OR a = 2"),
+            format!("EXPLAIN SELECT {long}"),
+        ] {
+            let e = plan(sql).await.unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "nests expressions more than {MAX_NESTING} levels deep"
+                )),
+                "{e}"
+            );
+        }
+        let broken = plan(format!("SELECT {long}+"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(broken.contains("Expected: an expression"), "{broken}");
+        let several = plan(format!("SELECT 1; SELECT {long}")).await.unwrap_err();
+        assert!(
+            several.to_string().contains("holds 2 SQL statements"),
+            "{several}"
         );
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use datafusion::catalog::MemTable;
 use datafusion::prelude::{SQLOptions, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
 use sunlight_domain::{ColumnClass, Table, column_class};
+use sunlight_flightsql::parse;
 
 use crate::{Error, Linkage, ModelPackage, Result};
 
@@ -54,7 +56,9 @@ pub async fn validate(package: &ModelPackage) -> Result<()> {
             file: file.to_string(),
             message,
         };
-        if let Some(table) = unknown_table(&ctx, sql) {
+        let statement =
+            parse(&ctx.state(), sql).map_err(|e| sql_error(e.find_root().to_string()))?;
+        if let Some(table) = unknown_table(&ctx, &statement) {
             let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
             return Err(sql_error(format!(
                 "reads {table}, which is not a table of the data contract; rules read {}",
@@ -104,13 +108,11 @@ pub async fn validate(package: &ModelPackage) -> Result<()> {
     Ok(())
 }
 
-/// The first table `sql` reads that the data contract does not have, where it parses;
-/// table functions such as `generate_series` are not tables.
-fn unknown_table(ctx: &SessionContext, sql: &str) -> Option<String> {
+/// The first table `statement` reads that the data contract does not have; table
+/// functions such as `generate_series` are not tables.
+fn unknown_table(ctx: &SessionContext, statement: &DFStatement) -> Option<String> {
     let state = ctx.state();
-    let dialect = &state.config().options().sql_parser.dialect;
-    let statement = state.sql_to_statement(sql, dialect).ok()?;
-    let tables = state.resolve_table_references(&statement).ok()?;
+    let tables = state.resolve_table_references(statement).ok()?;
     tables
         .into_iter()
         .map(|t| t.table().to_string())
@@ -136,7 +138,10 @@ mod tests {
 
     #[tokio::test]
     async fn bad_rules_are_refused_with_the_reason() {
+        let alternatives = vec!["amount = 1"; 50_000].join(" OR ");
+        let deep = format!("SELECT payment_id FROM disbursements WHERE {alternatives}");
         for (rule, expected) in [
+            (deep.as_str(), "nests expressions more than 256 levels deep"),
             ("SELEC payment_id FROM disbursements", "SELEC"),
             (
                 "SELECT payment_id FROM salaries",

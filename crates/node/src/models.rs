@@ -8,7 +8,7 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Date32Type};
 use sunlight_domain::{Table, from_date32};
-use sunlight_flightsql::Statement;
+use sunlight_flightsql::{Statement, parse};
 use sunlight_models::{Linkage, ModelPackage};
 use sunlight_policy::Token;
 use sunlight_proto::v1::model_step::Phase;
@@ -122,9 +122,8 @@ impl ModelRunner {
             _ => None,
         };
         let state = self.node.state();
-        let dialect = &state.config().options().sql_parser.dialect;
         for sql in std::iter::once(package.rule.as_str()).chain(cover) {
-            let statement = state.sql_to_statement(sql, dialect)?;
+            let statement = parse(state, sql)?;
             let reads_standards = state
                 .resolve_table_references(&statement)?
                 .iter()

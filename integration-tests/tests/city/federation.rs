@@ -15,6 +15,7 @@ use crate::models::{approve_and_roll_out, model};
 use crate::oracle::{city_context, count, strings};
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, SubsidyStandard, default_standards};
+use sunlight_flightsql::MAX_NESTING;
 
 use crate::support::{
     CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, admin, copy_dir, shared_city, slow_tap,
@@ -1082,6 +1083,60 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             .to_string()
             .contains("Unauthenticated")
     );
+}
+
+/// Expressions nest up to the limit at the city and at a node; a deeper chain, which
+/// would overflow a server's stack as it is planned or dropped, is refused whole, and the
+/// servers serve on.
+#[tokio::test(flavor = "multi_thread")]
+async fn expressions_nested_past_the_limit_are_refused_and_the_servers_serve_on() {
+    let (running, oracle, mut client) = city_and_oracle().await;
+    // An OR of n comparisons nests n + 1 deep: its ORs, the last comparison, its column.
+    let alternatives = |n: usize| {
+        (0..n)
+            .map(|i| match i % 2 {
+                0 => format!("amount = {i}"),
+                _ => format!("paid_on = DATE '2023-01-{:02}'", 1 + i % 28),
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    let deepest = format!(
+        "SELECT county_code, count(*) FROM disbursements WHERE {} GROUP BY 1 ORDER BY 1",
+        alternatives(MAX_NESTING - 1)
+    );
+    let (code, node) = &running.nodes[4];
+    let mut county = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
+    for sql in [
+        format!(
+            "SELECT count(*) FROM disbursements WHERE {}",
+            alternatives(MAX_NESTING)
+        ),
+        // Long enough to overflow where it is parsed, in a statement that names `SET`.
+        format!(
+            "SELECT count(*) FROM disbursements WHERE {} -- not a SET",
+            alternatives(50_000)
+        ),
+    ] {
+        for asked in [&mut client, &mut county] {
+            let err = asked.query(&sql).await.unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "(InvalidArgument): Error during planning: the statement nests \
+                     expressions more than 256 levels deep"
+                ),
+                "{err}"
+            );
+        }
+    }
+    answered_as_centrally(&mut client, &oracle, &[&deepest]).await;
+    let at_node = county.query(&deepest).await.unwrap();
+    let central = oracle.sql(&deepest).await.unwrap().collect().await.unwrap();
+    let own: Vec<_> = rows(&central, true)
+        .into_iter()
+        .filter(|row| row.starts_with(&format!("|{code}|")))
+        .collect();
+    assert_eq!(rows(&at_node.batches, true), own);
 }
 
 #[tokio::test(flavor = "multi_thread")]
