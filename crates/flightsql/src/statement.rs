@@ -18,6 +18,7 @@ use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{self, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 use prost::Message;
 use sunlight_proto::v1::PreparedStatementHandle;
@@ -247,6 +248,12 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
 /// nest.
 pub const MAX_NESTING: usize = 256;
 
+/// How many relations a statement may combine: tables, derived tables, common table
+/// expressions and set operations (`UNION`, `EXCEPT`, `INTERSECT`). The parser reads
+/// each list of them in a loop, while each deepens the plan, which DataFusion too walks by
+/// recursion. A query written by hand combines a few dozen at the most.
+pub const MAX_RELATIONS: usize = 256;
+
 /// The longest SQL whose expressions cannot nest deeper than [`MAX_NESTING`]: a level
 /// takes an operator and an operand, two bytes at the least (`1+1+…`).
 const SHORT_SQL: usize = 2 * MAX_NESTING;
@@ -260,9 +267,10 @@ const STACK_PER_BYTE: usize = 128;
 const PARSER_STACK: usize = 1 << 20;
 
 /// Parses `sql`, one statement, in `state`'s dialect, refusing expressions nested deeper
-/// than [`MAX_NESTING`], so that planning it cannot overflow the stack. SQL longer than
-/// [`SHORT_SQL`] is parsed, checked and, where it fails, dropped on a stack of its own,
-/// sized for the deepest expression its length can hold.
+/// than [`MAX_NESTING`] and more than [`MAX_RELATIONS`] relations, so that planning it
+/// cannot overflow the stack. SQL longer than [`SHORT_SQL`] is parsed, checked and, where
+/// it fails, dropped on a stack of its own, sized for the deepest expression its length
+/// can hold.
 pub fn parse(state: &SessionState, sql: &str) -> Result<DFStatement> {
     let parse = || {
         const SEVERAL: &str = "The context currently only supports a single SQL statement";
@@ -275,15 +283,16 @@ pub fn parse(state: &SessionState, sql: &str) -> Result<DFStatement> {
                      them one at a time"
                 ))
             }
+            DataFusionError::SQL(e, _) if *e == ParserError::RecursionLimitExceeded => {
+                let limit = state.config().options().sql_parser.recursion_limit;
+                DataFusionError::Plan(format!(
+                    "the statement nests parentheses, subqueries or function calls more than \
+                     {limit} levels deep"
+                ))
+            }
             other => other,
         })?;
-        if nests_too_deep(&statement) {
-            return Err(DataFusionError::Plan(format!(
-                "the statement nests expressions more than {MAX_NESTING} levels deep, as a \
-                 chain of that many operators does (`a = 1 OR a = 2 OR …`); write a list of \
-                 alternatives as `a IN (1, 2, …)`, or split the statement"
-            )));
-        }
+        bounded(&statement)?;
         Ok(statement)
     };
     on_stack_for(sql, parse)
@@ -299,36 +308,84 @@ pub(crate) fn on_stack_for<T>(sql: &str, parse: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Whether an expression of `statement` nests deeper than [`MAX_NESTING`].
-fn nests_too_deep(statement: &DFStatement) -> bool {
-    /// Counts the expressions around the one it visits, and stops past the limit.
-    struct Nesting(usize);
-    impl Visitor for Nesting {
-        type Break = ();
+/// Refuses `statement` where an expression nests deeper than [`MAX_NESTING`] or it
+/// combines more than [`MAX_RELATIONS`] relations.
+fn bounded(statement: &DFStatement) -> Result<()> {
+    let size = &mut Size::default();
+    let outcome = match statement {
+        DFStatement::Statement(statement) => statement.visit(size),
+        DFStatement::Explain(explain) => return bounded(&explain.statement),
+        DFStatement::CopyTo(copy) => match &copy.source {
+            CopyToSource::Query(query) => query.visit(size),
+            CopyToSource::Relation(_) => ControlFlow::Continue(()),
+        },
+        DFStatement::CreateExternalTable(table) => table.order_exprs.visit(size),
+        DFStatement::Reset(_) => ControlFlow::Continue(()),
+    };
+    match outcome {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
 
-        fn pre_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<()> {
-            self.0 += 1;
-            match self.0 > MAX_NESTING {
-                true => ControlFlow::Break(()),
-                false => ControlFlow::Continue(()),
+/// What of a statement deepens its plan, as far as it was visited: the expressions around
+/// the one visited, and the relations.
+#[derive(Default)]
+struct Size {
+    nesting: usize,
+    relations: usize,
+}
+
+impl Size {
+    /// Counts `more` relations, and stops past the limit.
+    fn relations(&mut self, more: usize) -> ControlFlow<DataFusionError> {
+        self.relations += more;
+        if self.relations <= MAX_RELATIONS {
+            return ControlFlow::Continue(());
+        }
+        ControlFlow::Break(DataFusionError::Plan(format!(
+            "the statement combines more than {MAX_RELATIONS} relations (tables, derived \
+             tables, common table expressions, UNION, EXCEPT and INTERSECT); split it"
+        )))
+    }
+}
+
+impl Visitor for Size {
+    type Break = DataFusionError;
+
+    fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<DataFusionError> {
+        // Counted before the visit descends into a chain of set operations.
+        let mut operations = 0;
+        let mut sides = vec![query.body.as_ref()];
+        while let Some(side) = sides.pop() {
+            if let ast::SetExpr::SetOperation { left, right, .. } = side {
+                operations += 1;
+                sides.extend([left.as_ref(), right.as_ref()]);
             }
         }
-
-        fn post_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<()> {
-            self.0 -= 1;
-            ControlFlow::Continue(())
-        }
+        let ctes = query.with.as_ref().map_or(0, |with| with.cte_tables.len());
+        self.relations(ctes + operations)
     }
-    let nesting = &mut Nesting(0);
-    match statement {
-        DFStatement::Statement(statement) => statement.visit(nesting).is_break(),
-        DFStatement::Explain(explain) => nests_too_deep(&explain.statement),
-        DFStatement::CopyTo(copy) => match &copy.source {
-            CopyToSource::Query(query) => query.visit(nesting).is_break(),
-            CopyToSource::Relation(_) => false,
-        },
-        DFStatement::CreateExternalTable(table) => table.order_exprs.visit(nesting).is_break(),
-        DFStatement::Reset(_) => false,
+
+    fn pre_visit_table_factor(&mut self, _table: &ast::TableFactor) -> ControlFlow<Self::Break> {
+        self.relations(1)
+    }
+
+    fn pre_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<DataFusionError> {
+        self.nesting += 1;
+        if self.nesting <= MAX_NESTING {
+            return ControlFlow::Continue(());
+        }
+        ControlFlow::Break(DataFusionError::Plan(format!(
+            "the statement nests expressions more than {MAX_NESTING} levels deep, as a chain \
+             of that many operators does (`a = 1 OR a = 2 OR …`); write a list of \
+             alternatives as `a IN (1, 2, …)`, or split the statement"
+        )))
+    }
+
+    fn post_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<DataFusionError> {
+        self.nesting -= 1;
+        ControlFlow::Continue(())
     }
 }
 
@@ -496,6 +553,13 @@ mod tests {
                 "{e}"
             );
         }
+        let parenthesized = format!("SELECT {}1{}", "(".repeat(100), ")".repeat(100));
+        let e = plan(parenthesized).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "Error during planning: the statement nests parentheses, subqueries or function \
+             calls more than 50 levels deep"
+        );
         let broken = plan(format!("SELECT {long}+"))
             .await
             .unwrap_err()
@@ -506,6 +570,70 @@ mod tests {
             several.to_string().contains("holds 2 SQL statements"),
             "{several}"
         );
+    }
+
+    #[tokio::test]
+    async fn statements_combine_relations_up_to_the_limit_and_more_are_refused_whole() {
+        let context = SessionContext::new();
+        context.sql("CREATE TABLE t (a INT)").await.unwrap();
+        context
+            .sql("INSERT INTO t VALUES (1)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let plan = |sql: String| {
+            let context = context.clone();
+            async move { Statement::new(sql).plan(&context, SQLOptions::new()).await }
+        };
+        let union = |n: usize| vec!["SELECT 1 AS x"; n].join(" UNION ALL ");
+        let joins = |n: usize| {
+            (1..n)
+                .map(|i| format!("JOIN t t{i} ON t{i}.a = t0.a"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let chain = |n: usize| {
+            (1..n)
+                .map(|i| format!("c{i} AS (SELECT a FROM c{})", i - 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let rows = |frame: DataFrame| async move {
+            let batches = frame.collect().await.unwrap();
+            batches.iter().map(RecordBatch::num_rows).sum::<usize>()
+        };
+        // A side of a set operation more than its operations, each table a relation, each
+        // common table expression two (itself and the table it reads), and the table of the
+        // query that reads the last.
+        let widest = plan(union(MAX_RELATIONS + 1)).await.unwrap();
+        assert_eq!(rows(widest).await, MAX_RELATIONS + 1);
+        let joined = plan(format!("SELECT t0.a FROM t t0 {}", joins(MAX_RELATIONS))).await;
+        assert_eq!(rows(joined.unwrap()).await, 1);
+        let n = (MAX_RELATIONS - 1) / 2;
+        let chained = format!(
+            "WITH c0 AS (SELECT a FROM t), {} SELECT a FROM c{}",
+            chain(n),
+            n - 1
+        );
+        assert_eq!(rows(plan(chained).await.unwrap()).await, 1);
+        for sql in [
+            union(MAX_RELATIONS + 2),
+            union(100_000),
+            format!("SELECT t0.a FROM t t0 {}", joins(MAX_RELATIONS + 1)),
+            format!(
+                "WITH c0 AS (SELECT a FROM t), {} SELECT a FROM c0",
+                chain(50_000)
+            ),
+            format!("SELECT count(*) FROM t WHERE a IN ({})", union(100_000)),
+        ] {
+            let e = plan(sql).await.unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("combines more than {MAX_RELATIONS} relations")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -41,9 +41,21 @@ pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Bytes> {
     physical_plan_to_bytes_with_proto_converter(plan, &FragmentCodec, &SubqueryValues)
 }
 
-/// Deserializes a fragment plan; its leaves come back as [`TableLeafExec`]s.
+/// Deserializes a fragment plan; its leaves come back as [`TableLeafExec`]s. A plan nested
+/// deeper than protobuf decodes (100 messages, a few for each step of the plan) is refused
+/// as such, not with the path of every message down to the limit.
 pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &FragmentCodec)
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &FragmentCodec).map_err(|e| {
+        match e.to_string().ends_with("recursion limit reached") {
+            true => DataFusionError::Plan(
+                "the fragment nests its steps deeper than protobuf decodes (100 messages, a \
+                 few for each step): the query stacks too many steps for a node to run, such \
+                 as a join of some 40 tables; split it"
+                    .to_string(),
+            ),
+            false => e,
+        }
+    })
 }
 
 /// A Flight ticket carrying `fragment`.
@@ -61,4 +73,34 @@ pub fn fragment_of(any: &Any) -> Option<Result<FragmentTicket>> {
         FragmentTicket::decode(any.value.clone())
             .map_err(|e| DataFusionError::Plan(format!("malformed fragment ticket: {e}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::Schema;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::physical_plan::limit::GlobalLimitExec;
+
+    use super::*;
+
+    #[test]
+    fn a_plan_too_deep_to_decode_is_refused_as_such() {
+        let stacked = |steps: usize| {
+            let mut plan: Arc<dyn ExecutionPlan> =
+                Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+            for _ in 0..steps {
+                plan = Arc::new(GlobalLimitExec::new(plan, 0, Some(1)));
+            }
+            encode_plan(plan).unwrap()
+        };
+        let ctx = TaskContext::default();
+        decode_plan(&stacked(40), &ctx).unwrap();
+        let e = decode_plan(&stacked(60), &ctx).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "Error during planning: the fragment nests its steps deeper than protobuf decodes"
+            ),
+            "{e}"
+        );
+    }
 }

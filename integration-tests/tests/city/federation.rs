@@ -15,7 +15,7 @@ use crate::models::{approve_and_roll_out, model};
 use crate::oracle::{city_context, count, strings};
 use sunlight_datagen::node_root;
 use sunlight_domain::{NodeCode, SubsidyStandard, default_standards};
-use sunlight_flightsql::MAX_NESTING;
+use sunlight_flightsql::{MAX_NESTING, MAX_RELATIONS};
 
 use crate::support::{
     CITY_TOKEN, RunningCity, ServiceProcess, TOKEN, Tapped, admin, copy_dir, shared_city, slow_tap,
@@ -1085,11 +1085,11 @@ async fn bad_queries_at_the_city_get_clear_errors() {
     );
 }
 
-/// Expressions nest up to the limit at the city and at a node; a deeper chain, which
-/// would overflow a server's stack as it is planned or dropped, is refused whole, and the
-/// servers serve on.
+/// Expressions nest up to the limit at the city and at a node; a deeper chain, or a
+/// statement of more relations than the limit, which would overflow a server's stack as it
+/// is planned or dropped, is refused whole, and the servers serve on.
 #[tokio::test(flavor = "multi_thread")]
-async fn expressions_nested_past_the_limit_are_refused_and_the_servers_serve_on() {
+async fn statements_past_the_size_limits_are_refused_and_the_servers_serve_on() {
     let (running, oracle, mut client) = city_and_oracle().await;
     // An OR of n comparisons nests n + 1 deep: its ORs, the last comparison, its column.
     let alternatives = |n: usize| {
@@ -1107,26 +1107,36 @@ async fn expressions_nested_past_the_limit_are_refused_and_the_servers_serve_on(
     );
     let (code, node) = &running.nodes[4];
     let mut county = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
-    for sql in [
-        format!(
-            "SELECT count(*) FROM disbursements WHERE {}",
-            alternatives(MAX_NESTING)
+    let nested = "(InvalidArgument): Error during planning: the statement nests expressions \
+                  more than 256 levels deep";
+    let combined = format!(
+        "(InvalidArgument): Error during planning: the statement combines more than \
+         {MAX_RELATIONS} relations"
+    );
+    for (sql, refusal) in [
+        (
+            format!(
+                "SELECT count(*) FROM disbursements WHERE {}",
+                alternatives(MAX_NESTING)
+            ),
+            nested,
         ),
         // Long enough to overflow where it is parsed, in a statement that names `SET`.
-        format!(
-            "SELECT count(*) FROM disbursements WHERE {} -- not a SET",
-            alternatives(50_000)
+        (
+            format!(
+                "SELECT count(*) FROM disbursements WHERE {} -- not a SET",
+                alternatives(50_000)
+            ),
+            nested,
+        ),
+        (
+            vec!["SELECT county_code FROM payroll"; 20_000].join(" UNION ALL "),
+            &combined,
         ),
     ] {
         for asked in [&mut client, &mut county] {
             let err = asked.query(&sql).await.unwrap_err().to_string();
-            assert!(
-                err.contains(
-                    "(InvalidArgument): Error during planning: the statement nests \
-                     expressions more than 256 levels deep"
-                ),
-                "{err}"
-            );
+            assert!(err.contains(refusal), "{err}");
         }
     }
     answered_as_centrally(&mut client, &oracle, &[&deepest]).await;
