@@ -367,7 +367,10 @@ impl Visitor for Size {
         self.relations(ctes + operations)
     }
 
-    fn pre_visit_table_factor(&mut self, _table: &ast::TableFactor) -> ControlFlow<Self::Break> {
+    fn pre_visit_table_factor(
+        &mut self,
+        _table: &ast::TableFactor,
+    ) -> ControlFlow<DataFusionError> {
         self.relations(1)
     }
 
