@@ -30,7 +30,8 @@ pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 pub use session::{AnswerNote, NoteKind, SESSION_COOKIE, SessionOption};
 pub use statement::{
-    MAX_NESTING, MAX_RELATIONS, Statement, StatementSchemas, parse, require_values, session_config,
+    MAX_NESTING, MAX_RELATIONS, Statement, StatementSchemas, parse, plan_parsed, require_values,
+    session_config,
 };
 pub use status::query_status;
 pub use tls::{COORDINATOR_TLS_NAME, NODE_TLS_NAME, TlsFiles, endpoint, trust};

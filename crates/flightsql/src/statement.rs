@@ -395,7 +395,18 @@ impl Visitor for Size {
 /// Plans `sql`, as `SessionContext::sql_with_options` does, having parsed it with [`parse`].
 async fn planned(context: &SessionContext, sql: &str, options: SQLOptions) -> Result<DataFrame> {
     let state = context.state();
-    let plan = state.statement_to_plan(parse(&state, sql)?).await?;
+    let statement = parse(&state, sql)?;
+    plan_parsed(context, &state, statement, options).await
+}
+
+/// Plans `statement`, which [`parse`] gave from `context`'s `state`, with `options`.
+pub async fn plan_parsed(
+    context: &SessionContext,
+    state: &SessionState,
+    statement: DFStatement,
+    options: SQLOptions,
+) -> Result<DataFrame> {
+    let plan = state.statement_to_plan(statement).await?;
     options.verify_plan(&plan)?;
     context.execute_logical_plan(plan).await
 }

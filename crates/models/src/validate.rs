@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use datafusion::catalog::MemTable;
+use datafusion::execution::SessionState;
 use datafusion::prelude::{SQLOptions, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use sunlight_domain::{ColumnClass, Table, column_class};
-use sunlight_flightsql::parse;
+use sunlight_flightsql::{parse, plan_parsed};
 
 use crate::{Error, Linkage, ModelPackage, Result};
 
@@ -56,17 +57,16 @@ pub async fn validate(package: &ModelPackage) -> Result<()> {
             file: file.to_string(),
             message,
         };
-        let statement =
-            parse(&ctx.state(), sql).map_err(|e| sql_error(e.find_root().to_string()))?;
-        if let Some(table) = unknown_table(&ctx, &statement) {
+        let state = ctx.state();
+        let statement = parse(&state, sql).map_err(|e| sql_error(e.find_root().to_string()))?;
+        if let Some(table) = unknown_table(&state, &statement) {
             let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
             return Err(sql_error(format!(
                 "reads {table}, which is not a table of the data contract; rules read {}",
                 tables.join(", ")
             )));
         }
-        let frame = ctx
-            .sql_with_options(sql, options)
+        let frame = plan_parsed(&ctx, &state, statement, options)
             .await
             .map_err(|e| sql_error(e.find_root().to_string()))?;
         let found: Vec<String> = frame
@@ -110,8 +110,7 @@ pub async fn validate(package: &ModelPackage) -> Result<()> {
 
 /// The first table `statement` reads that the data contract does not have; table
 /// functions such as `generate_series` are not tables.
-fn unknown_table(ctx: &SessionContext, statement: &DFStatement) -> Option<String> {
-    let state = ctx.state();
+fn unknown_table(state: &SessionState, statement: &DFStatement) -> Option<String> {
     let tables = state.resolve_table_references(statement).ok()?;
     tables
         .into_iter()
