@@ -2,6 +2,7 @@
 //! [`SqlEngine`], with bearer-token authentication of every call.
 #![warn(missing_docs)]
 
+mod alternatives;
 mod auth;
 mod catalog;
 mod endpoint;

@@ -16,7 +16,7 @@ use datafusion::execution::SessionState;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{self, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
@@ -24,6 +24,7 @@ use prost::Message;
 use sunlight_proto::v1::PreparedStatementHandle;
 use tonic::Status;
 
+use crate::alternatives::{LONG_CHAIN, chain_length, listed};
 use crate::service::{CATALOG, SCHEMA};
 
 /// A statement from a client: its SQL and, once bound, one row of values for its
@@ -242,10 +243,10 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
 
 /// How deep a statement's expressions may nest. DataFusion plans, copies and drops an
 /// expression by recursion on the thread's stack, while the parser reads a chain of
-/// operators (`a = 1 OR a = 2 OR …`, `x || y || …`) in a loop, without nesting: a chain
+/// operators (`a > 1 OR a > 2 OR …`, `x || y || …`) in a loop, without nesting: a chain
 /// some thousands long would overflow the stack and end the server. A query written by
-/// hand nests a few levels, and a list of alternatives reads as `IN (…)`, which does not
-/// nest.
+/// hand nests a few levels, and a long chain of alternatives that compare a column with
+/// values is read as a list, `a IN (1, 2, …)`, which does not nest.
 pub const MAX_NESTING: usize = 256;
 
 /// How many relations a statement may combine: tables, derived tables, common table
@@ -275,7 +276,7 @@ pub fn parse(state: &SessionState, sql: &str) -> Result<DFStatement> {
     let parse = || {
         const SEVERAL: &str = "The context currently only supports a single SQL statement";
         let dialect = &state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, dialect).map_err(|e| match e {
+        let mut statement = state.sql_to_statement(sql, dialect).map_err(|e| match e {
             DataFusionError::NotImplemented(message) if message == SEVERAL => {
                 let count = DFParser::parse_sql(sql).map_or(2, |statements| statements.len());
                 DataFusionError::Plan(format!(
@@ -292,7 +293,7 @@ pub fn parse(state: &SessionState, sql: &str) -> Result<DFStatement> {
             }
             other => other,
         })?;
-        bounded(&statement)?;
+        bound(&mut statement)?;
         Ok(statement)
     };
     on_stack_for(sql, parse)
@@ -308,14 +309,15 @@ pub(crate) fn on_stack_for<T>(sql: &str, parse: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Refuses `statement` where an expression nests deeper than [`MAX_NESTING`] or it
-/// combines more than [`MAX_RELATIONS`] relations.
-fn bounded(statement: &DFStatement) -> Result<()> {
+/// Reads `statement`'s long chains of alternatives as lists, then refuses it where an
+/// expression nests deeper than [`MAX_NESTING`] or it combines more than
+/// [`MAX_RELATIONS`] relations.
+fn bound(statement: &mut DFStatement) -> Result<()> {
     let size = &mut Size::default();
     let outcome = match statement {
         DFStatement::Statement(statement) => statement.visit(size),
-        DFStatement::Explain(explain) => return bounded(&explain.statement),
-        DFStatement::CopyTo(copy) => match &copy.source {
+        DFStatement::Explain(explain) => return bound(&mut explain.statement),
+        DFStatement::CopyTo(copy) => match &mut copy.source {
             CopyToSource::Query(query) => query.visit(size),
             CopyToSource::Relation(_) => ControlFlow::Continue(()),
         },
@@ -329,11 +331,13 @@ fn bounded(statement: &DFStatement) -> Result<()> {
 }
 
 /// What of a statement deepens its plan, as far as it was visited: the expressions around
-/// the one visited, and the relations.
+/// the one visited, and the relations; and how many `OR`s of the chain of alternatives
+/// being visited the visit reaches next, which were listed with the chain or are too few.
 #[derive(Default)]
 struct Size {
     nesting: usize,
     relations: usize,
+    chained: usize,
 }
 
 impl Size {
@@ -350,10 +354,10 @@ impl Size {
     }
 }
 
-impl Visitor for Size {
+impl VisitorMut for Size {
     type Break = DataFusionError;
 
-    fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<DataFusionError> {
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<DataFusionError> {
         // Counted before the visit descends into a chain of set operations.
         let mut operations = 0;
         let mut sides = vec![query.body.as_ref()];
@@ -369,24 +373,34 @@ impl Visitor for Size {
 
     fn pre_visit_table_factor(
         &mut self,
-        _table: &ast::TableFactor,
+        _table: &mut ast::TableFactor,
     ) -> ControlFlow<DataFusionError> {
         self.relations(1)
     }
 
-    fn pre_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<DataFusionError> {
+    fn pre_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<DataFusionError> {
+        // The visit reaches a chain's `OR`s one after another, from the last, before
+        // anything else of the chain.
+        match self.chained {
+            0 if chain_length(expr) > LONG_CHAIN => {
+                *expr = listed(std::mem::replace(expr, ast::Expr::value(ast::Value::Null)));
+                self.chained = chain_length(expr).saturating_sub(2);
+            }
+            0 => self.chained = chain_length(expr).saturating_sub(2),
+            _ => self.chained -= 1,
+        }
         self.nesting += 1;
         if self.nesting <= MAX_NESTING {
             return ControlFlow::Continue(());
         }
         ControlFlow::Break(DataFusionError::Plan(format!(
             "the statement nests expressions more than {MAX_NESTING} levels deep, as a chain \
-             of that many operators does (`a = 1 OR a = 2 OR …`); write a list of \
-             alternatives as `a IN (1, 2, …)`, or split the statement"
+             of that many operators does (`a > 1 OR a > 2 OR …`, `x || y || …`); split the \
+             statement"
         )))
     }
 
-    fn post_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<DataFusionError> {
+    fn post_visit_expr(&mut self, _expr: &mut ast::Expr) -> ControlFlow<DataFusionError> {
         self.nesting -= 1;
         ControlFlow::Continue(())
     }
