@@ -24,6 +24,7 @@ pub struct AnswerHistory {
 #[derive(Debug)]
 struct Answered {
     at: Instant,
+    /// The statement answered, as a refusal quotes it.
     statement: String,
     /// The persons behind the whole answer, then those behind each part, if several.
     persons: Vec<AnswerSketches>,
@@ -127,7 +128,7 @@ impl AnswerHistory {
         }
         answers.push_back(Answered {
             at: now,
-            statement: statement.to_string(),
+            statement: quoted(statement),
             persons,
         });
         Ok(())
@@ -146,6 +147,17 @@ fn differ(one: &AnswerSketches, other: &AnswerSketches, k: usize) -> Option<(&'s
         let d = a.difference(b)?;
         (d > 0 && d < k).then_some((which, d))
     })
+}
+
+/// How many characters of an earlier statement a refusal quotes.
+const QUOTED: usize = 200;
+
+/// `statement` as a refusal quotes it: whole, or its first [`QUOTED`] characters and `…`.
+fn quoted(statement: &str) -> String {
+    match statement.char_indices().nth(QUOTED) {
+        Some((end, _)) => format!("{}…", &statement[..end]),
+        None => statement.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +221,11 @@ mod tests {
         history
             .admit("ana", "twice", vec![of(0..100), of(0..100)], 5)
             .unwrap();
+        let long = format!(
+            "SELECT count(*) FROM persons WHERE {}",
+            "村 = 1 OR ".repeat(999)
+        );
+        history.admit("cy", &long, vec![of(0..100)], 5).unwrap();
         history.admit("bo", "one", vec![of(0..100)], 5).unwrap();
         for (user, parts, says) in [
             // A query less its subquery over one person fewer.
@@ -229,6 +246,15 @@ mod tests {
                 "bo",
                 vec![of(1_000..9_000), of(1..100)],
                 "your answer to `one`",
+            ),
+            // A long statement is quoted in part.
+            (
+                "cy",
+                vec![of(1..100)],
+                &format!(
+                    "your answer to `{}…` ",
+                    &long[..long.char_indices().nth(200).unwrap().0]
+                ),
             ),
         ] {
             let refusal = history.admit(user, "later", parts, 5).unwrap_err();
