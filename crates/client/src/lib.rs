@@ -8,6 +8,7 @@ use arrow::record_batch::RecordBatch;
 use arrow_flight::Ticket;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
@@ -76,6 +77,11 @@ pub const HELD_HEADER: &str = "sunlight-held-groups";
 /// How a node's refusal of a fragment begins when the fragment names a shared-person
 /// epoch the node does not hold; the city then runs the query again without one.
 pub const STALE_SHARED: &str = "stale shared-person epoch";
+
+/// The largest reply the client decodes. A `FlightInfo` repeats its statement, in its
+/// descriptor and its ticket, and a row of a county analyst's answer, such as a
+/// `string_agg` over a county, is one message however large.
+const MAX_REPLY: usize = 1 << 30;
 
 /// Result of the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -206,7 +212,8 @@ impl SqlClient {
             addr: addr.into(),
             source,
         })?;
-        let mut inner = FlightSqlServiceClient::new(channel);
+        let flight = FlightServiceClient::new(channel).max_decoding_message_size(MAX_REPLY);
+        let mut inner = FlightSqlServiceClient::new_from_inner(flight);
         inner.set_token(token.to_string());
         Ok(Self {
             addr: addr.to_string(),

@@ -29,6 +29,8 @@ use datafusion::physical_plan::{
     PlanProperties, displayable,
 };
 use futures::{TryStreamExt, stream};
+use prost::Message;
+use sunlight_flightsql::MAX_REQUEST;
 use sunlight_fragment::{encode_plan, reads_scalar_subquery, ticket};
 use sunlight_policy::{AnswerSketches, PersonSketch, as_planned};
 use sunlight_proto::v1::FragmentTicket;
@@ -407,6 +409,16 @@ impl ExecutionPlan for NodeFragmentExec {
             excluded_groups: control.excluded_in(self.identity),
             shared_persons: control.shared(),
         });
+        let size = ticket.encoded_len();
+        if size > MAX_REQUEST {
+            return Err(DataFusionError::Plan(format!(
+                "the query's part for the nodes encodes to {:.1} MiB, and a node takes requests \
+                 of {} MiB at the most: shorten the query's lists of values or its CASE, or \
+                 split it",
+                size as f64 / f64::from(1 << 20),
+                MAX_REQUEST >> 20
+            )));
+        }
         let channel = self
             .channels
             .get(&node)

@@ -24,9 +24,13 @@ impl<E: SqlEngine> FlightSqlServer<E> {
     /// The Flight service of this server, `GetSchema` and `PollFlightInfo` included. Serve it behind a
     /// [`crate::TokenTable`] interceptor, which puts the [`crate::Caller`] into each request.
     pub fn into_service(self) -> FlightServiceServer<FlightSqlEndpoint<E>> {
-        FlightServiceServer::new(FlightSqlEndpoint(self))
+        FlightServiceServer::new(FlightSqlEndpoint(self)).max_decoding_message_size(MAX_REQUEST)
     }
 }
+
+/// The largest request a Flight SQL server decodes, gRPC's usual 4 MiB: a statement, a
+/// prepared statement's handle or, at a node, a fragment of the city's plan.
+pub const MAX_REQUEST: usize = 4 << 20;
 
 type Inner<E> = FlightSqlServer<E>;
 

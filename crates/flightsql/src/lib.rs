@@ -24,7 +24,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 pub use auth::{Caller, Credentials, TokenTable, same_secret};
-pub use endpoint::FlightSqlEndpoint;
+pub use endpoint::{FlightSqlEndpoint, MAX_REQUEST};
 pub use memory::memory_pool;
 pub use panics::panic_message;
 pub use server::RunningServer;

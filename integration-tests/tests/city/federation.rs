@@ -8,6 +8,7 @@ use std::time::Duration;
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
+use arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
 use sunlight_client::{QueryResult, SqlClient};
 
@@ -1168,6 +1169,31 @@ async fn statements_past_the_size_limits_are_refused_and_the_servers_serve_on() 
         assert!(!own.is_empty());
         assert_eq!(rows(&at_node.batches, true), own);
     }
+    // Past gRPC's usual 4 MiB: the reply to a statement of 3 MB, which repeats it, and a
+    // row of 5 MB, at the city and at a node.
+    let long_literal = format!("SELECT length('{}') AS n", "x".repeat(3_000_000));
+    let long_row = "SELECT length(repeat('x', 5000000)) AS n, repeat('y', 5000000) AS s";
+    for asked in [&mut client, &mut county] {
+        let answer = asked.query(&long_literal).await.unwrap();
+        assert_eq!(rows(&answer.batches, true), ["|3000000|"]);
+        let answer = asked.query(long_row).await.unwrap();
+        let cell = |i: usize| array_value_to_string(answer.batches[0].column(i), 0).unwrap();
+        assert_eq!((cell(0), cell(1).len()), ("5000000".to_string(), 5_000_000));
+    }
+    // A fragment larger than a node takes is refused at the city, saying so; the node
+    // answers its county analyst's statement itself.
+    let fractions: Vec<String> = (0..200_000).map(|i| format!("{}.25", 3 * i)).collect();
+    let wide = format!(
+        "SELECT count(*) FROM disbursements WHERE amount IN ({})",
+        fractions.join(", ")
+    );
+    let err = client.query(&wide).await.unwrap_err().to_string();
+    assert!(
+        err.contains("the query's part for the nodes encodes to 5.")
+            && err.contains("and a node takes requests of 4 MiB at the most"),
+        "{err}"
+    );
+    county.query(&wide).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
