@@ -342,7 +342,8 @@ impl CityEngine {
             .with_physical_optimizer_rules(rules)
             .build();
         let context = SessionContext::new_with_state(state);
-        for udf in sunlight_fragment::masking_udfs() {
+        let udfs = sunlight_fragment::masking_udfs().into_iter();
+        for udf in udfs.chain(sunlight_fragment::bounded_list_udfs()) {
             context.register_udf(udf);
         }
         for table in Table::ALL {

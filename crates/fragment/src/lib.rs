@@ -7,6 +7,7 @@ mod allowed;
 mod codec;
 mod join;
 mod leaf;
+mod lists;
 mod masking;
 mod split;
 
@@ -29,6 +30,7 @@ use codec::SubqueryValues;
 pub use codec::{FragmentCodec, reads_scalar_subquery};
 pub use join::Join;
 pub use leaf::{PERSONS_COLUMN, TableLeafExec};
+pub use lists::{MAX_LIST_VALUES, bounded_list_udfs};
 pub use masking::{mask_id, mask_name, masking_udfs};
 pub use split::{merge_of, partial_of, unmerged_partial_state, whole_of};
 

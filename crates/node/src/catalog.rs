@@ -294,7 +294,8 @@ impl NodeCatalog {
 
     /// Registers the tables of `root` in `context`.
     async fn over(context: SessionContext, root: &DataRoot) -> Result<Self> {
-        for udf in sunlight_fragment::masking_udfs() {
+        let udfs = sunlight_fragment::masking_udfs().into_iter();
+        for udf in udfs.chain(sunlight_fragment::bounded_list_udfs()) {
             context.register_udf(udf);
         }
         context.add_optimizer_rule(Arc::new(DateDifferenceAsDays));
