@@ -110,9 +110,11 @@ impl ScalarUDFImpl for Bounded {
         let values = one.saturating_mul(copies);
         if values > MAX_LIST_VALUES {
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "{}(…) would make {values} values here, and a call makes {MAX_LIST_VALUES} \
-                 at the most: narrow its bounds, or count them with arithmetic",
-                self.name()
+                "{}(…) would make {values} values in one call, for {} row(s), and a call \
+                 makes {MAX_LIST_VALUES} at the most: narrow its bounds, or count them with \
+                 arithmetic",
+                self.name(),
+                args.number_rows
             )));
         }
         self.inner.invoke_with_args(args)
@@ -367,10 +369,8 @@ mod tests {
         ] {
             let e = answer(&context, sql).await.unwrap_err().to_string();
             assert!(
-                e.contains(&format!(
-                    "would make {values} values here, and a call makes \
-                     10000000 at the most"
-                )),
+                e.contains(&format!("would make {values} values in one call, for "))
+                    && e.contains("row(s), and a call makes 10000000 at the most"),
                 "{sql}: {e}"
             );
         }
