@@ -6,11 +6,9 @@
 //! when the rows they are called for do, not at planning: a list made at planning from
 //! constants is copied into every row of every batch, however long.
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::cast;
-use arrow::datatypes::{
-    DataType, Date32Type, Int64Type, IntervalMonthDayNanoType, TimeUnit, TimestampNanosecondType,
-};
+use arrow::datatypes::{DataType, Int64Type, IntervalMonthDayNanoType, TimeUnit};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_nested::{
     range::{gen_series_udf, range_udf},
@@ -92,12 +90,16 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         // From constants alone, one list is made and copied into each row.
-        let copies = match arrays.iter().all(|a| a.len() == 1) {
+        let copies = match args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
             true => args.number_rows as u64,
             false => 1,
         };
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let one = match self.maker {
             Maker::Sequence { stop_too } => sequence_values(&arrays, stop_too)?,
             Maker::Repeat => copies_values(&arrays[0], &arrays[1]),
@@ -169,86 +171,76 @@ fn leaves_of(array: &dyn Array, start: usize, end: usize) -> u64 {
 /// many as it makes; of dates or times, the most it can make, as it steps by the shortest
 /// its step can be.
 fn sequence_values(args: &[ArrayRef], stop_too: bool) -> Result<u64> {
-    let rows = args.first().map_or(0, |a| a.len());
-    let counted: Vec<Option<u64>> = match args.first().map(|a| a.data_type()) {
-        Some(DataType::Int64) => {
-            let numbers: Vec<&Int64Array> = args
+    const HOUR: i128 = 3_600_000_000_000;
+    let counted = match (args, args.first().map(|a| a.data_type())) {
+        (_, Some(DataType::Int64)) => {
+            let numbers: Vec<Vec<Option<i128>>> = args
                 .iter()
-                .filter_map(|a| a.as_primitive_opt::<Int64Type>())
-                .collect();
-            (0..rows)
-                .map(|i| {
-                    let at = |a: &Int64Array| a.is_valid(i).then(|| i128::from(a.value(i)));
-                    match numbers.as_slice() {
-                        [stop] => steps(Some(0), at(stop), Some(1), stop_too),
-                        [start, stop] => steps(at(start), at(stop), Some(1), stop_too),
-                        [start, stop, step] => steps(at(start), at(stop), at(step), stop_too),
-                        _ => None,
-                    }
+                .map(|a| values(a, &DataType::Int64))
+                .collect::<Result<_>>()?;
+            (0..args[0].len())
+                .map(|i| match numbers.as_slice() {
+                    [stop] => steps(Some(0), stop[i], Some(1), stop_too),
+                    [start, stop] => steps(start[i], stop[i], Some(1), stop_too),
+                    [start, stop, step] => steps(start[i], stop[i], step[i], stop_too),
+                    _ => None,
                 })
                 .collect()
         }
-        Some(DataType::Date32 | DataType::Date64) => {
-            let [start, stop, step] = args else {
-                return Ok(0);
-            };
-            let (start, stop) = (
-                cast(start, &DataType::Date32)?,
-                cast(stop, &DataType::Date32)?,
-            );
-            let (start, stop) = (
-                start.as_primitive::<Date32Type>(),
-                stop.as_primitive::<Date32Type>(),
-            );
-            let step = step.as_primitive::<IntervalMonthDayNanoType>();
-            (0..rows)
-                .map(|i| {
-                    if step.is_null(i) {
-                        return Ok(None);
-                    }
-                    let (months, days, _) = IntervalMonthDayNanoType::to_parts(step.value(i));
-                    let shortest = shortest_step(&[(months.into(), 28), (days.into(), 1)])?;
-                    let at = |a: &arrow::array::Date32Array| {
-                        a.is_valid(i).then(|| i128::from(a.value(i)))
-                    };
-                    Ok(spanned(at(start), at(stop), shortest))
-                })
-                .collect::<Result<_>>()?
+        ([start, stop, step], Some(DataType::Date32 | DataType::Date64)) => {
+            let in_days = |a| values(a, &DataType::Date32);
+            // A month is 28 days at the least.
+            let units = |months, days, _| [(months, 28), (days, 1)];
+            stepped(&in_days(start)?, &in_days(stop)?, step, units)?
         }
-        Some(DataType::Timestamp(_, zone)) => {
-            let [start, stop, step] = args else {
-                return Ok(0);
-            };
+        ([start, stop, step], Some(DataType::Timestamp(_, zone))) => {
             let nanoseconds = DataType::Timestamp(TimeUnit::Nanosecond, zone.clone());
-            let (start, stop) = (cast(start, &nanoseconds)?, cast(stop, &nanoseconds)?);
-            let (start, stop) = (
-                start.as_primitive::<TimestampNanosecondType>(),
-                stop.as_primitive::<TimestampNanosecondType>(),
-            );
-            let step = step.as_primitive::<IntervalMonthDayNanoType>();
-            const HOUR: i128 = 3_600_000_000_000;
-            (0..rows)
-                .map(|i| {
-                    if step.is_null(i) {
-                        return Ok(None);
-                    }
-                    let (months, days, nanos) = IntervalMonthDayNanoType::to_parts(step.value(i));
-                    // A month is 28 days at the least, a day 23 hours where clocks change.
-                    let shortest = shortest_step(&[
-                        (months.into(), 28 * 23 * HOUR),
-                        (days.into(), 23 * HOUR),
-                        (nanos.into(), 1),
-                    ])?;
-                    let at = |a: &arrow::array::TimestampNanosecondArray| {
-                        a.is_valid(i).then(|| i128::from(a.value(i)))
-                    };
-                    Ok(spanned(at(start), at(stop), shortest))
-                })
-                .collect::<Result<_>>()?
+            let in_nanoseconds = |a| values(a, &nanoseconds);
+            // A day is 23 hours at the least, where clocks change, and a month 28 such days.
+            let units =
+                |months, days, nanos| [(months, 28 * 23 * HOUR), (days, 23 * HOUR), (nanos, 1)];
+            stepped(&in_nanoseconds(start)?, &in_nanoseconds(stop)?, step, units)?
         }
-        _ => return Ok(0),
+        _ => Vec::new(),
     };
     Ok(counted.into_iter().flatten().fold(0, u64::saturating_add))
+}
+
+/// The values of `array` as `data_type`, a type of 64 bits or fewer, as numbers.
+fn values(array: &ArrayRef, data_type: &DataType) -> Result<Vec<Option<i128>>> {
+    let array = cast(array, data_type)?;
+    let array = cast(&array, &DataType::Int64)?;
+    Ok(array
+        .as_primitive::<Int64Type>()
+        .iter()
+        .map(|v| v.map(i128::from))
+        .collect())
+}
+
+/// For each row, the most values from `start` to `stop` in steps of `step`, an interval
+/// whose months, days and nanoseconds `units` weighs by the shortest each can be.
+fn stepped<const N: usize>(
+    start: &[Option<i128>],
+    stop: &[Option<i128>],
+    step: &ArrayRef,
+    units: impl Fn(i128, i128, i128) -> [(i128, i128); N],
+) -> Result<Vec<Option<u64>>> {
+    let step = step.as_primitive::<IntervalMonthDayNanoType>();
+    (0..step.len())
+        .map(|i| {
+            let (Some(start), Some(stop), false) = (start[i], stop[i], step.is_null(i)) else {
+                return Ok(None);
+            };
+            let (months, days, nanos) = IntervalMonthDayNanoType::to_parts(step.value(i));
+            let shortest = shortest_step(&units(months.into(), days.into(), nanos.into()))?;
+            Ok(steps(
+                Some(0),
+                Some((stop - start).abs()),
+                Some(shortest),
+                true,
+            ))
+        })
+        .collect()
 }
 
 /// The values from `start` towards `stop` in steps of `step`, up to `stop` or, with
@@ -268,13 +260,6 @@ fn steps(
         (false, false) => (distance + step.abs() - 1).checked_div(step.abs())?,
     };
     Some(u64::try_from(count).unwrap_or(u64::MAX))
-}
-
-/// The values from `start` to `stop` in steps of `shortest` or longer, at the most, in
-/// either direction.
-fn spanned(start: Option<i128>, stop: Option<i128>, shortest: i128) -> Option<u64> {
-    let distance = (stop? - start?).abs();
-    steps(Some(0), Some(distance), Some(shortest), true)
 }
 
 /// The shortest an interval of `parts`, each a count and the shortest its unit can be, can
