@@ -26,7 +26,7 @@ use tonic::metadata::MetadataMap;
 pub use auth::{Caller, Credentials, TokenTable, same_secret};
 pub use endpoint::{FlightSqlEndpoint, MAX_REQUEST};
 pub use memory::memory_pool;
-pub use panics::panic_message;
+pub use panics::{panic_message, too_large};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 pub use session::{AnswerNote, NoteKind, SESSION_COOKIE, SessionOption};

@@ -41,8 +41,23 @@ pub(crate) fn caught_stream<T>(
         .map(move |item| item.unwrap_or_else(|panic| Err(failed(&server, doing, panic.as_ref()))))
 }
 
+/// What a panic that says `message` tells the caller where the query caused it: arrow's,
+/// when a column of text or lists would pass the 2 GiB its 32-bit offsets reach in one
+/// batch of rows, as a long constant selected over many rows does.
+pub fn too_large(message: &str) -> Option<String> {
+    message.contains("offset overflow").then(|| {
+        format!(
+            "cannot hold this answer: a column of text or lists would pass 2 GiB in one batch \
+             of rows ({message}); select shorter values"
+        )
+    })
+}
+
 fn failed(server: &str, doing: &str, panic: &(dyn Any + Send)) -> Status {
     let message = panic_message(panic);
+    if let Some(why) = too_large(message) {
+        return Status::resource_exhausted(format!("{server} {why}"));
+    }
     tracing::error!(%server, doing, message, "a call's work panicked");
     Status::internal(format!("{server} failed while {doing}: {message}"))
 }
@@ -90,6 +105,24 @@ mod tests {
         assert!(
             sent.next().await.is_none(),
             "the stream ends after the error"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_column_past_its_offsets_is_told_as_too_large() {
+        let overflowed = caught("sunlight node 140215", "running the statement", async {
+            if true {
+                panic!("byte array offset overflow");
+            }
+            Ok(1)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(overflowed.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            overflowed.message(),
+            "sunlight node 140215 cannot hold this answer: a column of text or lists would \
+             pass 2 GiB in one batch of rows (byte array offset overflow); select shorter values"
         );
     }
 }

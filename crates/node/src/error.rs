@@ -45,6 +45,9 @@ pub enum Error {
     /// The node failed while running a fragment: a fault of its own, not the query's.
     #[error("the node failed while running the fragment: {0}")]
     Failed(String),
+    /// A fragment's answer would not fit the node's arrays.
+    #[error("the node {0}")]
+    TooLarge(String),
     /// The node's files no longer hold what a running query relies on.
     #[error("{0}")]
     Data(String),
@@ -166,6 +169,7 @@ impl Error {
             | Error::FragmentRefused(_)
             | Error::Egress(_) => tonic::Status::permission_denied(message),
             Error::Store { .. } => tonic::Status::unavailable(message),
+            Error::TooLarge(_) => tonic::Status::resource_exhausted(message),
             Error::Serve { .. } | Error::Threads(_) | Error::Arrow(_) | Error::Failed(_) => {
                 tonic::Status::internal(message)
             }

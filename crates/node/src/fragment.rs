@@ -22,7 +22,7 @@ use datafusion::physical_plan::udaf::StatisticsArgs;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::FutureExt;
 use sunlight_domain::{NodeCode, Table};
-use sunlight_flightsql::panic_message;
+use sunlight_flightsql::{panic_message, too_large};
 use sunlight_fragment::{TableLeafExec, decode_plan};
 use sunlight_policy::{Ahead, Egress, Released, WholeTable, whole_table};
 use sunlight_proto::v1::FragmentTicket;
@@ -47,7 +47,11 @@ async fn guarded<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     AssertUnwindSafe(work)
         .catch_unwind()
         .await
-        .unwrap_or_else(|panic| Err(Error::Failed(panic_message(panic.as_ref()).to_string())))
+        .unwrap_or_else(|panic| {
+            let message = panic_message(panic.as_ref());
+            Err(too_large(message)
+                .map_or_else(|| Error::Failed(message.to_string()), Error::TooLarge))
+        })
 }
 
 async fn checked_run(node: &Node, ticket: FragmentTicket) -> Result<Released> {
@@ -342,5 +346,22 @@ mod tests {
         );
         assert!(!status.message().contains("DataFusion"), "{status}");
         assert_eq!(guarded(async { Ok(7) }).await.unwrap(), 7);
+        // Arrays past their offsets are the query's doing.
+        let overflowed = guarded(async {
+            if true {
+                panic!("offset overflow");
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        let status = tonic::Status::from(overflowed);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status
+                .message()
+                .starts_with("the node cannot hold this answer: a column of text or lists"),
+            "{status}"
+        );
     }
 }
