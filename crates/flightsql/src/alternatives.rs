@@ -1,6 +1,7 @@
 //! Long chains of alternatives, `a = 1 OR a = 2 OR …`, as BI tools write a selection of
-//! values, read as lists, `a IN (1, 2, …)`: a chain nests as deep as it is long, which
-//! the planner walks by recursion, while a list does not nest.
+//! values, read as lists, `a IN (1, 2, …)`, and chains of exclusions, `a <> 1 AND a <> 2
+//! AND …`, as `a NOT IN (1, 2, …)`: a chain nests as deep as it is long, which the planner
+//! walks by recursion, while a list does not nest.
 
 use std::collections::HashMap;
 
@@ -8,21 +9,25 @@ use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value
 
 use crate::statement::MAX_NESTING;
 
-/// How many alternatives make a chain long enough to be listed: shorter chains are planned
-/// as written, and keep their names in an answer's columns and in EXPLAIN.
+/// How many parts make a chain long enough to be listed: shorter chains are planned as
+/// written, and keep their names in an answer's columns and in EXPLAIN.
 pub(crate) const LONG_CHAIN: usize = MAX_NESTING / 4;
 
-/// How many alternatives `expr` chains with `OR`: one unless it is such a chain. The
-/// parser builds a chain leaning left, `((a OR b) OR c) OR …`, unless parentheses
-/// nest it.
+/// How many parts `expr` chains with `OR`, or with `AND`: one unless it is such a chain.
+/// The parser builds a chain leaning left, `((a OR b) OR c) OR …`, unless parentheses nest
+/// it.
 pub(crate) fn chain_length(expr: &Expr) -> usize {
-    let mut length = 1;
-    let mut expr = expr;
-    while let Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Or,
+    let Expr::BinaryOp {
+        op: joined @ (BinaryOperator::Or | BinaryOperator::And),
         ..
     } = expr
+    else {
+        return 1;
+    };
+    let mut length = 1;
+    let mut expr = expr;
+    while let Expr::BinaryOp { left, op, .. } = expr
+        && op == joined
     {
         length += 1;
         expr = left;
@@ -30,46 +35,56 @@ pub(crate) fn chain_length(expr: &Expr) -> usize {
     length
 }
 
-/// `chain` with the alternatives that compare one column with values of one kind
-/// gathered into one list, `column IN (values)`, in the place of the first of them.
+/// `chain` with the parts that compare one column with values of one kind gathered into
+/// one list in the place of the first of them: equalities joined by `OR` into
+/// `column IN (values)`, inequalities joined by `AND` into `column NOT IN (values)`.
 /// Others stay as written, and so does a column compared with one value. `a = 1 OR a = 2`
-/// and `a IN (1, 2)` are alike in SQL's three-valued logic, and a list's values of one
-/// kind are compared with the column as each one alone.
+/// and `a IN (1, 2)` are alike in SQL's three-valued logic, as are `a <> 1 AND a <> 2` and
+/// `a NOT IN (1, 2)`, and a list's values of one kind are compared with the column as each
+/// one alone.
 pub(crate) fn listed(chain: Expr) -> Expr {
-    let mut alternatives: Vec<Alternative> = Vec::new();
+    let Expr::BinaryOp { op: joined, .. } = &chain else {
+        return chain;
+    };
+    let joined = joined.clone();
+    let (comparison, negated) = match joined {
+        BinaryOperator::And => (BinaryOperator::NotEq, true),
+        _ => (BinaryOperator::Eq, false),
+    };
+    let mut parts: Vec<Part> = Vec::new();
     let mut lists: HashMap<(String, String), usize> = HashMap::new();
-    for alternative in alternatives_of(chain) {
-        let Some((column, value, kind)) = compared(&alternative) else {
-            alternatives.push(Alternative::Written(alternative));
+    for part in parts_of(chain, &joined) {
+        let Some((column, value, kind)) = compared(&part, &comparison) else {
+            parts.push(Part::Written(part));
             continue;
         };
         let key = (column.to_string(), kind);
-        match lists.get(&key).map(|&at| &mut alternatives[at]) {
-            Some(Alternative::Listed { values, .. }) => values.push(value.clone()),
+        match lists.get(&key).map(|&at| &mut parts[at]) {
+            Some(Part::Listed { values, .. }) => values.push(value.clone()),
             _ => {
-                lists.insert(key, alternatives.len());
-                alternatives.push(Alternative::Listed {
+                lists.insert(key, parts.len());
+                parts.push(Part::Listed {
                     column: Box::new(column.clone()),
                     values: vec![value.clone()],
-                    first: alternative,
+                    first: part,
                 });
             }
         }
     }
-    alternatives
+    parts
         .into_iter()
-        .map(Alternative::into_expr)
+        .map(|part| part.into_expr(negated))
         .reduce(|left, right| Expr::BinaryOp {
             left: Box::new(left),
-            op: BinaryOperator::Or,
+            op: joined.clone(),
             right: Box::new(right),
         })
-        .expect("a chain has an alternative")
+        .expect("a chain has a part")
 }
 
-/// An alternative of a chain as written, or the first that compares its column with a
-/// value of its kind, and the values of all those that do.
-enum Alternative {
+/// A part of a chain as written, or the first that compares its column with a value of
+/// its kind, and the values of all those that do.
+enum Part {
     Written(Expr),
     Listed {
         first: Expr,
@@ -78,54 +93,55 @@ enum Alternative {
     },
 }
 
-impl Alternative {
-    /// The alternative as planned: a list where its column was compared with more than
-    /// one value.
-    fn into_expr(self) -> Expr {
+impl Part {
+    /// The part as planned: a list, `NOT IN` where `negated`, where its column was compared
+    /// with more than one value.
+    fn into_expr(self, negated: bool) -> Expr {
         match self {
             Self::Listed { column, values, .. } if values.len() > 1 => Expr::InList {
                 expr: column,
                 list: values,
-                negated: false,
+                negated,
             },
             Self::Listed { first, .. } | Self::Written(first) => first,
         }
     }
 }
 
-/// The alternatives of `chain`, taken apart along the chain without recursion.
-fn alternatives_of(mut chain: Expr) -> Vec<Expr> {
-    let mut alternatives = Vec::new();
-    while let Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Or,
-        right,
-    } = chain
-    {
-        alternatives.push(*right);
+/// The parts of `chain`, joined by `joined`, taken apart along the chain without recursion.
+fn parts_of(mut chain: Expr, joined: &BinaryOperator) -> Vec<Expr> {
+    let mut parts = Vec::new();
+    while let Expr::BinaryOp { left, op, right } = chain {
+        if op != *joined {
+            chain = Expr::BinaryOp { left, op, right };
+            break;
+        }
+        parts.push(*right);
         chain = *left;
     }
-    alternatives.push(chain);
-    alternatives.reverse();
-    alternatives
+    parts.push(chain);
+    parts.reverse();
+    parts
 }
 
-/// The column, the value and the value's kind of `alternative` where it is
-/// `column = value` or `value = column`, in parentheses or not: a column named alone,
-/// and a literal number, string, boolean or typed string, such as `DATE '2023-01-01'`.
-fn compared(alternative: &Expr) -> Option<(&Expr, &Expr, String)> {
-    let mut alternative = alternative;
-    while let Expr::Nested(inner) = alternative {
-        alternative = inner;
+/// The column, the value and the value's kind of `part` where it compares them with
+/// `comparison`, `column = value` or `value = column` say, in parentheses or not: a column
+/// named alone, and a literal number, string, boolean or typed string, such as
+/// `DATE '2023-01-01'`.
+fn compared<'a>(
+    part: &'a Expr,
+    comparison: &BinaryOperator,
+) -> Option<(&'a Expr, &'a Expr, String)> {
+    let mut part = part;
+    while let Expr::Nested(inner) = part {
+        part = inner;
     }
-    let Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Eq,
-        right,
-    } = alternative
-    else {
+    let Expr::BinaryOp { left, op, right } = part else {
         return None;
     };
+    if op != comparison {
+        return None;
+    }
     let is_column = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
     match (is_column(left), is_column(right)) {
         (true, false) => Some((left, right, kind(right)?)),
@@ -206,30 +222,45 @@ mod tests {
                 _ => format!("t.a = +{}", i % 3),
             })
             .collect();
-        let long = alternatives.join(" OR ");
-        // The same alternatives in parenthesized chains too short to be listed.
-        let short = alternatives
-            .chunks(LONG_CHAIN)
-            .map(|chunk| format!("({})", chunk.join(" OR ")))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        for query in [
-            "SELECT * FROM t WHERE {} ORDER BY a, s",
-            "SELECT count(*), CASE WHEN {} THEN 'in' END AS c FROM t GROUP BY c ORDER BY c",
-        ] {
-            let listed = answer(&context, &query.replace("{}", &long)).await;
-            let written = answer(&context, &query.replace("{}", &short)).await;
-            assert_eq!(listed, written);
+        // Exclusions, joined by AND, and conditions that are not.
+        let exclusions: Vec<String> = (0..200)
+            .map(|i| match i % 5 {
+                0 => format!("a <> {i}"),
+                1 => format!("(s <> 'v{}')", i % 7),
+                2 => format!("d <> DATE '2023-02-{:02}'", 1 + i % 28),
+                3 => format!("-{i} <> a"),
+                _ => format!("x > -{i}"),
+            })
+            .collect();
+        for (parts, joined) in [(&alternatives, " OR "), (&exclusions, " AND ")] {
+            let long = parts.join(joined);
+            // The same parts in parenthesized chains too short to be listed.
+            let short = parts
+                .chunks(LONG_CHAIN)
+                .map(|chunk| format!("({})", chunk.join(joined)))
+                .collect::<Vec<_>>()
+                .join(joined);
+            for query in [
+                "SELECT * FROM t WHERE {} ORDER BY a, s",
+                "SELECT count(*), CASE WHEN {} THEN 'in' END AS c FROM t GROUP BY c ORDER BY c",
+            ] {
+                let listed = answer(&context, &query.replace("{}", &long)).await;
+                let written = answer(&context, &query.replace("{}", &short)).await;
+                assert_eq!(listed, written);
+            }
+            let explained =
+                answer(&context, &format!("EXPLAIN SELECT * FROM t WHERE {long}")).await;
+            let list = match joined {
+                " OR " => "t.a IN ([Int64(0), Int64(-1), Int64(10)",
+                _ => "t.a NOT IN ([Int64(0), Int64(-3), Int64(5)",
+            };
+            assert!(explained.contains(list), "{explained}");
         }
+        let long = alternatives.join(" OR ");
         assert!(
             answer(&context, &format!("SELECT * FROM t WHERE {long}"))
                 .await
                 .contains("v4")
-        );
-        let explained = answer(&context, &format!("EXPLAIN SELECT * FROM t WHERE {long}")).await;
-        assert!(
-            explained.contains("t.a IN ([Int64(0), Int64(-1), Int64(10)"),
-            "{explained}"
         );
         // A chain of a short enough length is planned as written.
         let few = answer(&context, "EXPLAIN SELECT * FROM t WHERE a = 1 OR a = 2").await;
@@ -237,7 +268,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_selection_of_many_values_is_answered_whatever_its_length() {
+    async fn a_selection_or_exclusion_of_many_values_is_answered_whatever_its_length() {
         let context = SessionContext::new();
         let values = |n: usize| {
             (0..n)
@@ -245,6 +276,20 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" OR ")
         };
+        let exclusions = |n: usize| {
+            (11..n)
+                .map(|i| format!("a <> {i}"))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        for n in [LONG_CHAIN + 12, 100_000] {
+            let sql = format!(
+                "SELECT count(*) AS n FROM generate_series(1, 10) AS g(a) WHERE {}",
+                exclusions(n)
+            );
+            let counted = answer(&context, &sql).await;
+            assert!(counted.contains("| 10 |"), "{counted}");
+        }
         for n in [LONG_CHAIN + 1, 100_000] {
             let sql = format!(
                 "SELECT count(*) AS n FROM generate_series(1, 10) AS g(a) WHERE {}",

@@ -245,8 +245,9 @@ pub fn require_values(frame: &DataFrame) -> Result<()> {
 /// expression by recursion on the thread's stack, while the parser reads a chain of
 /// operators (`a > 1 OR a > 2 OR …`, `x || y || …`) in a loop, without nesting: a chain
 /// some thousands long would overflow the stack and end the server. A query written by
-/// hand nests a few levels, and a long chain of alternatives that compare a column with
-/// values is read as a list, `a IN (1, 2, …)`, which does not nest.
+/// hand nests a few levels, and a long chain of alternatives or exclusions that compare a
+/// column with values is read as a list, `a IN (1, 2, …)` or `a NOT IN (…)`, which does
+/// not nest.
 pub const MAX_NESTING: usize = 256;
 
 /// How many relations a statement may combine: tables, derived tables, common table
@@ -331,8 +332,8 @@ fn bound(statement: &mut DFStatement) -> Result<()> {
 }
 
 /// What of a statement deepens its plan, as far as it was visited: the expressions around
-/// the one visited, and the relations; and how many `OR`s of the chain of alternatives
-/// being visited the visit reaches next, which were listed with the chain or are too few.
+/// the one visited, and the relations; and how many `OR`s or `AND`s of the chain being
+/// visited the visit reaches next, which were listed with the chain or are too few.
 #[derive(Default)]
 struct Size {
     nesting: usize,
@@ -379,8 +380,8 @@ impl VisitorMut for Size {
     }
 
     fn pre_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<DataFusionError> {
-        // The visit reaches a chain's `OR`s one after another, from the last, before
-        // anything else of the chain.
+        // The visit reaches a chain's `OR`s or `AND`s one after another, from the last,
+        // before anything else of the chain.
         match self.chained {
             0 if chain_length(expr) > LONG_CHAIN => {
                 *expr = listed(std::mem::replace(expr, ast::Expr::value(ast::Value::Null)));
