@@ -68,16 +68,26 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_panic_fails_the_call_with_what_it_said() {
-        let planned = caught("sunlight city", "planning the statement", async {
+    /// The status of `server`'s work that panicked saying `message` while `doing`.
+    async fn panicked(server: &str, doing: &str, message: &'static str) -> Status {
+        caught(server, doing, async move {
             if true {
-                panic!("end byte index 25 is not a char boundary");
+                panic!("{message}");
             }
             Ok(1)
         })
         .await
-        .unwrap_err();
+        .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_the_call_with_what_it_said() {
+        let planned = panicked(
+            "sunlight city",
+            "planning the statement",
+            "end byte index 25 is not a char boundary",
+        )
+        .await;
         assert_eq!(planned.code(), tonic::Code::Internal);
         assert_eq!(
             planned.message(),
@@ -110,14 +120,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_column_past_its_offsets_is_told_as_too_large() {
-        let overflowed = caught("sunlight node 140215", "running the statement", async {
-            if true {
-                panic!("byte array offset overflow");
-            }
-            Ok(1)
-        })
-        .await
-        .unwrap_err();
+        let overflowed = panicked(
+            "sunlight node 140215",
+            "running the statement",
+            "byte array offset overflow",
+        )
+        .await;
         assert_eq!(overflowed.code(), tonic::Code::ResourceExhausted);
         assert_eq!(
             overflowed.message(),

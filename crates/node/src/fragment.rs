@@ -326,17 +326,22 @@ fn key(plan: &Arc<dyn ExecutionPlan>) -> usize {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_panic_becomes_an_error_that_says_so() {
-        let failed = guarded(async {
+    /// The status of a fragment's work that panicked saying `message`.
+    async fn panicked(message: &'static str) -> tonic::Status {
+        let failed = guarded(async move {
             if true {
-                panic!("index out of bounds");
+                panic!("{message}");
             }
             Ok(())
         })
         .await
         .unwrap_err();
-        let status = tonic::Status::from(failed);
+        tonic::Status::from(failed)
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_that_says_so() {
+        let status = panicked("index out of bounds").await;
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(
             status
@@ -347,15 +352,7 @@ mod tests {
         assert!(!status.message().contains("DataFusion"), "{status}");
         assert_eq!(guarded(async { Ok(7) }).await.unwrap(), 7);
         // Arrays past their offsets are the query's doing.
-        let overflowed = guarded(async {
-            if true {
-                panic!("offset overflow");
-            }
-            Ok(())
-        })
-        .await
-        .unwrap_err();
-        let status = tonic::Status::from(overflowed);
+        let status = panicked("offset overflow").await;
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(
             status
