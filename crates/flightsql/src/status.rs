@@ -1,5 +1,7 @@
 //! The gRPC status of a query that DataFusion failed, the same at a node and at the city.
 
+use std::sync::LazyLock;
+
 use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use tonic::Status;
@@ -16,13 +18,31 @@ pub fn query_status(e: &DataFusionError) -> Status {
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
-        | DataFusionError::Execution(_) => Status::invalid_argument(message),
+        | DataFusionError::Execution(_) => Status::invalid_argument(of_the_caller(&message)),
         DataFusionError::ArrowError(arrow, _) if of_the_query(arrow) => {
-            Status::invalid_argument(message)
+            Status::invalid_argument(of_the_caller(&message))
         }
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => Status::internal(message),
     }
+}
+
+/// What DataFusion adds to the text of an internal error: a request to report a bug
+/// in DataFusion.
+static BUG_REPORT: LazyLock<(String, String)> = LazyLock::new(|| {
+    let internal = DataFusionError::Internal(String::new()).to_string();
+    let (prefix, request) = internal.split_at(internal.find('.').unwrap_or(internal.len()));
+    (prefix.to_owned(), request.to_owned())
+});
+
+/// `message` without DataFusion's words of an internal error, which it also wraps in
+/// errors of the query, as where a function's arguments fit none of its signatures
+/// (`sum(paid_on)`): the fault is the caller's, and the rest of the message says it.
+fn of_the_caller(message: &str) -> String {
+    let (prefix, request) = &*BUG_REPORT;
+    message
+        .replace(request.as_str(), "")
+        .replace(prefix.as_str(), "")
 }
 
 /// Whether Arrow failed on what the query asked of the values.
@@ -56,5 +76,39 @@ mod tests {
 
         let io = ArrowError::IoError("disk".into(), std::io::Error::other("gone"));
         assert_eq!(query_status(&io.into()).code(), tonic::Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn arguments_no_signature_takes_are_not_told_as_a_bug() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let e = ctx
+            .sql("SELECT sum(d) FROM (VALUES (DATE '2021-01-01')) AS t(d)")
+            .await
+            .expect_err("a sum of dates");
+        assert!(e.to_string().contains("likely caused by a bug"), "{e}");
+
+        let status = query_status(&e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let message = status.message();
+        assert!(
+            message
+                .starts_with("Error during planning: Function 'sum' failed to match any signature"),
+            "{message}"
+        );
+        assert!(
+            message.contains("No function matches the given name and argument types 'sum(Date32)'"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("bug") && !message.contains("Internal"),
+            "{message}"
+        );
+
+        let bug = DataFusionError::Internal("a plan with no input".into());
+        assert!(
+            query_status(&bug)
+                .message()
+                .contains("likely caused by a bug")
+        );
     }
 }
