@@ -210,10 +210,16 @@ impl CountyPeople {
     fn payroll_row(&self, rng: &mut impl Rng, person: &PersonRow) -> PayrollRow {
         let at_city = rng.random_bool(0.15);
         let holder = if at_city { NodeCode::CITY } else { self.node };
-        let start = add_years(person.birth_date, 22) + Days::new(rng.random_range(0..3000));
+        // An extract taken as the payments end: no one starts or leaves after it.
+        let extracted = ymd(LAST_YEAR, 12, 31);
+        let earliest = add_years(person.birth_date, 22);
+        let latest = (earliest + Days::new(3000)).min(extracted);
+        let start =
+            earliest + Days::new(rng.random_range(0..=(latest - earliest).num_days()) as u64);
         let end = rng
             .random_bool(0.2)
-            .then(|| start + Days::new(rng.random_range(400..6000)));
+            .then(|| start + Days::new(rng.random_range(400..6000)))
+            .filter(|end| *end <= extracted);
         employment(rng, person, holder, start, end)
     }
 
@@ -284,4 +290,37 @@ fn span(rng: &mut impl Rng, months: &[NaiveDate]) -> Vec<NaiveDate> {
     let start = rng.random_range(0..months.len());
     let len = rng.random_range(6..=months.len());
     months[start..(start + len).min(months.len())].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn payroll_dates_fall_within_working_life_and_before_the_extract() {
+        let node = NodeCode::counties().next().expect("ten counties");
+        let mut people = CountyPeople::new(node, Geography::of(node, 7));
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let extracted = ymd(LAST_YEAR, 12, 31);
+        let mut employed = 0;
+        for _ in 0..20_000 {
+            let (person, records) = people.next(&mut rng);
+            let Some(row) = records.payroll else { continue };
+            employed += 1;
+            assert!(
+                row.start_date >= add_years(person.birth_date, 22),
+                "{row:?}"
+            );
+            assert!(row.start_date <= extracted, "{row:?}");
+            assert!(
+                row.end_date
+                    .is_none_or(|end| end > row.start_date && end <= extracted),
+                "{row:?}"
+            );
+        }
+        assert!(employed > 100, "{employed} persons on payroll");
+    }
 }
