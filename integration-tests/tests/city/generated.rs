@@ -1,8 +1,8 @@
 //! Aggregates drawn at random from the keys, figures and filters an analyst combines, over
-//! `disbursements` alone or joined with its recipients and their subsidy's standard, each
-//! asked of the city and of one DataFusion context over the same files. The city may
-//! leave small groups out, saying how many, or refuse by a named rule; it never answers
-//! wrong.
+//! `disbursements` alone or joined with its recipients and their subsidy's standard, or
+//! composed into larger queries, each asked of the city and of one DataFusion context
+//! over the same files. The city may leave small groups out, saying how many, or refuse
+//! by a named rule; it never answers wrong.
 
 use std::ops::RangeInclusive;
 
@@ -121,6 +121,80 @@ fn draw_joined(rng: &mut ChaCha8Rng) -> String {
     aggregate(JOINED, &keys, &figures, &filters, rng)
 }
 
+/// One aggregate composed into a larger query: its groups ranked or summed by a window,
+/// aggregated again, joined by county with another, combined with another by a set
+/// operation, totalled by ROLLUP, or its rows chosen by a subquery or a county-local
+/// join.
+fn draw_composed(rng: &mut ChaCha8Rng) -> String {
+    let pick = |rng: &mut ChaCha8Rng, from: &[&'static str]| *from.choose(rng).expect("some");
+    let (filter, other) = (pick(rng, FILTERS), pick(rng, FILTERS));
+    let keys: Vec<&str> = KEYS
+        .iter()
+        .filter(|k| **k != "subsidy_type")
+        .copied()
+        .collect();
+    let key = pick(rng, &keys);
+    let figure = pick(
+        rng,
+        &[
+            "count(*)",
+            "sum(amount)",
+            "max(amount)",
+            "count(DISTINCT person_id)",
+        ],
+    );
+    let set = pick(rng, &["UNION", "INTERSECT", "EXCEPT"]);
+    let kind = pick(rng, &["DIBAO", "GAOLING", "TEKUN", "CANJI_HULI"]);
+    let shapes = [
+        format!(
+            "SELECT {key}, {figure}, rank() OVER (ORDER BY {figure} DESC, {key}) FROM \
+             disbursements WHERE {filter} GROUP BY 1"
+        ),
+        format!(
+            "SELECT {key}, {figure}, sum(count(*)) OVER (ORDER BY {key}) FROM disbursements \
+             WHERE {filter} GROUP BY 1"
+        ),
+        format!(
+            "SELECT subsidy_type, sum(f), max(f), count(*) FROM (SELECT county_code, \
+             subsidy_type, {figure} AS f FROM disbursements WHERE {filter} GROUP BY 1, 2) t \
+             GROUP BY 1"
+        ),
+        format!(
+            "SELECT a.county_code, a.f, b.n FROM (SELECT county_code, {figure} AS f FROM \
+             disbursements WHERE {filter} GROUP BY 1) a JOIN (SELECT county_code, count(*) AS n \
+             FROM persons WHERE death_date IS NULL GROUP BY 1) b ON a.county_code = b.county_code"
+        ),
+        format!(
+            "SELECT county_code, subsidy_type FROM disbursements WHERE {filter} GROUP BY 1, 2 \
+             {set} SELECT county_code, subsidy_type FROM disbursements WHERE {other} GROUP BY 1, 2"
+        ),
+        format!(
+            "SELECT {key}, subsidy_type, {figure} FROM disbursements WHERE {filter} \
+             GROUP BY ROLLUP({key}, subsidy_type)"
+        ),
+        format!(
+            "SELECT {key}, {figure} FROM disbursements WHERE ({filter}) AND subsidy_type IN \
+             (SELECT subsidy_type FROM subsidy_standards WHERE excludes_payroll) GROUP BY 1"
+        ),
+        format!(
+            "SELECT {key}, {figure} FROM disbursements WHERE period = (SELECT max(period) \
+             FROM disbursements WHERE {other}) GROUP BY 1"
+        ),
+        format!(
+            "SELECT county_code, {figure} FROM disbursements d WHERE ({filter}) AND EXISTS \
+             (SELECT 1 FROM persons p WHERE p.county_code = d.county_code \
+             AND p.person_id = d.person_id AND p.death_date IS NULL) GROUP BY 1"
+        ),
+        format!(
+            "SELECT p.county_code, p.gender, count(*), count(d.payment_id) FROM persons p \
+             LEFT JOIN disbursements d ON d.county_code = p.county_code \
+             AND d.person_id = p.person_id AND d.subsidy_type = '{kind}' GROUP BY 1, 2"
+        ),
+        format!("SELECT DISTINCT county_code, department FROM disbursements WHERE {filter}"),
+    ];
+    shapes.choose(rng).expect("shapes").clone()
+}
+
 /// `figures` by `keys` from `from` where all `filters` hold, sometimes with a HAVING,
 /// ordered by the keys.
 fn aggregate(
@@ -150,14 +224,26 @@ fn aggregate(
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_aggregates_are_answered_right_or_refused_by_rule() {
     let (_running, oracle, mut client) = city_and_oracle().await;
+    // DataFusion's rewrite of a lone distinct count into groups sums `sum(amount)` again
+    // at a wider precision, under a HAVING typed for the narrower: `count(DISTINCT
+    // paid_on) … HAVING sum(amount) > 5000` fails in one context (and at a node), where
+    // the city answers it. The oracle plans without the rewrite.
+    assert!(oracle.remove_optimizer_rule("single_distinct_aggregation_to_group_by"));
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     let (mut answered, mut refused) = (0, 0);
-    for i in 0..120 {
-        let sql = match i % 3 {
+    for i in 0..160 {
+        let sql = match i % 4 {
             2 => draw_joined(&mut rng),
+            3 => draw_composed(&mut rng),
             _ => draw(&mut rng),
         };
-        let central = oracle.sql(&sql).await.unwrap().collect().await.unwrap();
+        let central = oracle
+            .sql(&sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}\n{e}"));
         let federated = match client.query(&sql).await {
             Ok(federated) => federated,
             Err(e) => {
@@ -168,7 +254,8 @@ async fn generated_aggregates_are_answered_right_or_refused_by_rule() {
             }
         };
         answered += 1;
-        let ordered = !sql.contains("GROUP BY") || sql.contains("ORDER BY");
+        // Only an aggregate drawn alone orders its rows, by its keys; the rest are sets.
+        let ordered = sql.contains(" ORDER BY 1");
         let (shown, all) = (rows(&federated.batches, ordered), rows(&central, ordered));
         if federated.suppressed_groups == 0 {
             assert_eq!(shown, all, "{sql}");
