@@ -4,6 +4,7 @@ use std::sync::LazyLock;
 
 use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use tonic::Status;
 
 /// `InvalidArgument` where the query is at fault: its SQL, its names, arguments a
@@ -14,8 +15,10 @@ use tonic::Status;
 pub fn query_status(e: &DataFusionError) -> Status {
     let message = e.to_string();
     match e.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
+        DataFusionError::SQL(parser, _) => {
+            Status::invalid_argument(message.replace(&format!("{parser:?}"), as_written(parser)))
+        }
+        DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
         | DataFusionError::Execution(_) => Status::invalid_argument(of_the_caller(&message)),
@@ -43,6 +46,15 @@ fn of_the_caller(message: &str) -> String {
     message
         .replace(request.as_str(), "")
         .replace(prefix.as_str(), "")
+}
+
+/// What the parser found wrong, in its words alone: DataFusion prints a parser error as
+/// Rust code, `ParserError("Expected: …")`.
+fn as_written(parser: &ParserError) -> &str {
+    match parser {
+        ParserError::TokenizerError(message) | ParserError::ParserError(message) => message,
+        ParserError::RecursionLimitExceeded => "the statement nests too deeply to parse",
+    }
 }
 
 /// Whether Arrow failed on what the query asked of the values.
@@ -76,6 +88,26 @@ mod tests {
 
         let io = ArrowError::IoError("disk".into(), std::io::Error::other("gone"));
         assert_eq!(query_status(&io.into()).code(), tonic::Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn a_parser_error_is_told_in_the_parsers_words() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        for (sql, told) in [
+            (
+                "SELEC 1",
+                "SQL error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1",
+            ),
+            (
+                "SELECT 'open",
+                "SQL error: Unterminated string literal at Line: 1, Column: 8",
+            ),
+        ] {
+            let e = ctx.sql(sql).await.expect_err(sql);
+            let status = query_status(&e);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(status.message(), told, "{sql}");
+        }
     }
 
     #[tokio::test]
