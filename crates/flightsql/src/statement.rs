@@ -311,8 +311,9 @@ pub(crate) fn on_stack_for<T>(sql: &str, parse: impl FnOnce() -> T) -> T {
 }
 
 /// Reads `statement`'s long chains of alternatives as lists, then refuses it where an
-/// expression nests deeper than [`MAX_NESTING`] or it combines more than
-/// [`MAX_RELATIONS`] relations.
+/// expression nests deeper than [`MAX_NESTING`], it combines more than
+/// [`MAX_RELATIONS`] relations, or a relation carries a clause DataFusion would not
+/// apply ([`unread_clause`]).
 fn bound(statement: &mut DFStatement) -> Result<()> {
     let size = &mut Size::default();
     let outcome = match statement {
@@ -374,8 +375,11 @@ impl VisitorMut for Size {
 
     fn pre_visit_table_factor(
         &mut self,
-        _table: &mut ast::TableFactor,
+        table: &mut ast::TableFactor,
     ) -> ControlFlow<DataFusionError> {
+        if let Some(e) = unread_clause(table) {
+            return ControlFlow::Break(e);
+        }
         self.relations(1)
     }
 
@@ -405,6 +409,31 @@ impl VisitorMut for Size {
         self.nesting -= 1;
         ControlFlow::Continue(())
     }
+}
+
+/// The error of `table` where it carries a clause that DataFusion parses but does not
+/// plan, and that would change the answer: a sample (`TABLESAMPLE`, `SAMPLE`) or a
+/// selection of partitions (`PARTITION (p1)`). Left as parsed, the query would read
+/// every row. Hints that change no answer (`WITH (NOLOCK)`, `USE INDEX`) pass.
+fn unread_clause(table: &ast::TableFactor) -> Option<DataFusionError> {
+    let (name, clause) = match table {
+        ast::TableFactor::Table {
+            name,
+            sample: Some(_),
+            ..
+        } => (name.to_string(), "samples it"),
+        ast::TableFactor::Table {
+            name, partitions, ..
+        } if !partitions.is_empty() => (name.to_string(), "selects partitions of it"),
+        ast::TableFactor::Derived {
+            sample: Some(_), ..
+        } => ("a derived table".to_owned(), "samples it"),
+        _ => return None,
+    };
+    Some(DataFusionError::Plan(format!(
+        "the statement reads {name} and {clause}, which this server does not do: the \
+         query would read every row; choose the rows with WHERE instead"
+    )))
 }
 
 /// Plans `sql`, as `SessionContext::sql_with_options` does, having parsed it with [`parse`].
@@ -546,6 +575,46 @@ mod tests {
             "Error during planning: the request holds 3 SQL statements, and a request runs \
              one: send them one at a time"
         );
+    }
+
+    #[tokio::test]
+    async fn a_sample_or_a_partition_is_refused_rather_than_read_whole() {
+        let context = SessionContext::new();
+        context.sql("CREATE TABLE persons (a INT)").await.unwrap();
+        let plan = |sql: &'static str| {
+            let context = context.clone();
+            async move { Statement::new(sql).plan(&context, SQLOptions::new()).await }
+        };
+        for (sql, told) in [
+            (
+                "SELECT count(*) FROM persons TABLESAMPLE (10 PERCENT)",
+                "reads persons and samples it",
+            ),
+            (
+                "SELECT count(*) FROM persons SAMPLE 0.1",
+                "reads persons and samples it",
+            ),
+            (
+                "SELECT count(*) FROM persons p TABLESAMPLE BERNOULLI (5 ROWS)",
+                "reads persons and samples it",
+            ),
+            (
+                "SELECT count(*) FROM (SELECT a FROM persons) AS t TABLESAMPLE (1 PERCENT)",
+                "reads a derived table and samples it",
+            ),
+            (
+                "SELECT a FROM persons WHERE a IN (SELECT a FROM persons PARTITION (p1))",
+                "reads persons and selects partitions of it",
+            ),
+        ] {
+            let e = plan(sql).await.expect_err(sql).to_string();
+            assert!(e.contains(told), "{sql}: {e}");
+            assert!(e.contains("choose the rows with WHERE instead"), "{e}");
+        }
+        // Hints that change no answer are planned as DataFusion plans them.
+        plan("SELECT count(*) FROM persons WITH (NOLOCK)")
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
