@@ -312,8 +312,8 @@ pub(crate) fn on_stack_for<T>(sql: &str, parse: impl FnOnce() -> T) -> T {
 
 /// Reads `statement`'s long chains of alternatives as lists, then refuses it where an
 /// expression nests deeper than [`MAX_NESTING`], it combines more than
-/// [`MAX_RELATIONS`] relations, or a relation carries a clause DataFusion would not
-/// apply ([`unread_clause`]).
+/// [`MAX_RELATIONS`] relations, or it carries a clause DataFusion parses but would not
+/// apply, where that changes the answer ([`unapplied`]).
 fn bound(statement: &mut DFStatement) -> Result<()> {
     let size = &mut Size::default();
     let outcome = match statement {
@@ -360,13 +360,29 @@ impl VisitorMut for Size {
     type Break = DataFusionError;
 
     fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<DataFusionError> {
-        // Counted before the visit descends into a chain of set operations.
+        if let Some(format) = &query.for_clause {
+            return ControlFlow::Break(unapplied(
+                format_args!("formats its answer {format}"),
+                "in rows of columns",
+                "read the answer's columns instead",
+            ));
+        }
+        // Counted, and the selects of the query checked, before the visit descends into
+        // a chain of set operations.
         let mut operations = 0;
         let mut sides = vec![query.body.as_ref()];
         while let Some(side) = sides.pop() {
-            if let ast::SetExpr::SetOperation { left, right, .. } = side {
-                operations += 1;
-                sides.extend([left.as_ref(), right.as_ref()]);
+            match side {
+                ast::SetExpr::SetOperation { left, right, .. } => {
+                    operations += 1;
+                    sides.extend([left.as_ref(), right.as_ref()]);
+                }
+                ast::SetExpr::Select(select) => {
+                    if let Some(e) = unapplied_to_select(select) {
+                        return ControlFlow::Break(e);
+                    }
+                }
+                _ => {}
             }
         }
         let ctes = query.with.as_ref().map_or(0, |with| with.cte_tables.len());
@@ -377,7 +393,7 @@ impl VisitorMut for Size {
         &mut self,
         table: &mut ast::TableFactor,
     ) -> ControlFlow<DataFusionError> {
-        if let Some(e) = unread_clause(table) {
+        if let Some(e) = unapplied_to_table(table) {
             return ControlFlow::Break(e);
         }
         self.relations(1)
@@ -411,29 +427,69 @@ impl VisitorMut for Size {
     }
 }
 
-/// The error of `table` where it carries a clause that DataFusion parses but does not
-/// plan, and that would change the answer: a sample (`TABLESAMPLE`, `SAMPLE`) or a
-/// selection of partitions (`PARTITION (p1)`). Left as parsed, the query would read
-/// every row. Hints that change no answer (`WITH (NOLOCK)`, `USE INDEX`) pass.
-fn unread_clause(table: &ast::TableFactor) -> Option<DataFusionError> {
-    let (name, clause) = match table {
+/// A clause that DataFusion parses but does not plan, and that would change the answer:
+/// what the statement `asks`, what the answer would be `without` it, and what to write
+/// `instead`.
+fn unapplied(asks: impl fmt::Display, without: &str, instead: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "the statement {asks}, which this server does not do: it would answer {without}; \
+         {instead}"
+    ))
+}
+
+/// The error of `table` where it is sampled (`TABLESAMPLE`, `SAMPLE`) or its partitions
+/// chosen (`PARTITION (p1)`). Hints that change no answer (`WITH (NOLOCK)`, `USE
+/// INDEX`) pass.
+fn unapplied_to_table(table: &ast::TableFactor) -> Option<DataFusionError> {
+    let asks = match table {
         ast::TableFactor::Table {
             name,
             sample: Some(_),
             ..
-        } => (name.to_string(), "samples it"),
+        } => format!("samples {name}"),
         ast::TableFactor::Table {
             name, partitions, ..
-        } if !partitions.is_empty() => (name.to_string(), "selects partitions of it"),
+        } if !partitions.is_empty() => format!("selects partitions of {name}"),
         ast::TableFactor::Derived {
             sample: Some(_), ..
-        } => ("a derived table".to_owned(), "samples it"),
+        } => "samples a derived table".to_owned(),
         _ => return None,
     };
-    Some(DataFusionError::Plan(format!(
-        "the statement reads {name} and {clause}, which this server does not do: the \
-         query would read every row; choose the rows with WHERE instead"
-    )))
+    Some(unapplied(
+        asks,
+        "over every row",
+        "choose the rows with WHERE instead",
+    ))
+}
+
+/// The error of `select` where it filters with `PREWHERE`, walks a hierarchy with
+/// `CONNECT BY` or adds totals with `GROUP BY … WITH ROLLUP` (`CUBE`, `TOTALS`, Hive's
+/// trailing `GROUPING SETS`).
+fn unapplied_to_select(select: &ast::Select) -> Option<DataFusionError> {
+    let modifiers = match &select.group_by {
+        ast::GroupByExpr::All(modifiers) | ast::GroupByExpr::Expressions(_, modifiers) => modifiers,
+    };
+    if select.prewhere.is_some() {
+        Some(unapplied(
+            "filters with PREWHERE",
+            "over every row",
+            "write the condition in WHERE instead",
+        ))
+    } else if !select.connect_by.is_empty() {
+        Some(unapplied(
+            "walks a hierarchy with CONNECT BY",
+            "over the rows as they are",
+            "write it as WITH RECURSIVE instead",
+        ))
+    } else {
+        modifiers.first().map(|modifier| {
+            unapplied(
+                format_args!("groups {modifier}"),
+                "without its totals",
+                "write GROUP BY ROLLUP (…), CUBE (…) or GROUPING SETS (…) instead",
+            )
+        })
+    }
 }
 
 /// Plans `sql`, as `SessionContext::sql_with_options` does, having parsed it with [`parse`].
@@ -578,43 +634,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sample_or_a_partition_is_refused_rather_than_read_whole() {
+    async fn clauses_datafusion_would_not_apply_are_refused_rather_than_ignored() {
         let context = SessionContext::new();
         context.sql("CREATE TABLE persons (a INT)").await.unwrap();
         let plan = |sql: &'static str| {
             let context = context.clone();
             async move { Statement::new(sql).plan(&context, SQLOptions::new()).await }
         };
+        let every_row = "it would answer over every row; choose the rows with WHERE instead";
         for (sql, told) in [
             (
                 "SELECT count(*) FROM persons TABLESAMPLE (10 PERCENT)",
-                "reads persons and samples it",
+                "the statement samples persons, which this server does not do",
             ),
-            (
-                "SELECT count(*) FROM persons SAMPLE 0.1",
-                "reads persons and samples it",
-            ),
+            ("SELECT count(*) FROM persons SAMPLE 0.1", every_row),
             (
                 "SELECT count(*) FROM persons p TABLESAMPLE BERNOULLI (5 ROWS)",
-                "reads persons and samples it",
+                "samples persons",
             ),
             (
                 "SELECT count(*) FROM (SELECT a FROM persons) AS t TABLESAMPLE (1 PERCENT)",
-                "reads a derived table and samples it",
+                "samples a derived table",
             ),
             (
                 "SELECT a FROM persons WHERE a IN (SELECT a FROM persons PARTITION (p1))",
-                "reads persons and selects partitions of it",
+                "selects partitions of persons",
+            ),
+            (
+                "SELECT count(*) FROM persons PREWHERE a > 1",
+                "filters with PREWHERE, which this server does not do: it would answer over \
+                 every row; write the condition in WHERE instead",
+            ),
+            (
+                "SELECT a FROM persons START WITH a = 1 CONNECT BY PRIOR a = a",
+                "walks a hierarchy with CONNECT BY",
+            ),
+            (
+                "SELECT a, count(*) FROM persons GROUP BY a WITH ROLLUP",
+                "groups WITH ROLLUP, which this server does not do: it would answer without \
+                 its totals; write GROUP BY ROLLUP (…), CUBE (…) or GROUPING SETS (…) instead",
+            ),
+            (
+                "SELECT 1 UNION ALL SELECT a FROM persons GROUP BY a WITH TOTALS",
+                "groups WITH TOTALS",
+            ),
+            (
+                "SELECT a FROM persons FOR XML AUTO",
+                "formats its answer FOR XML AUTO",
             ),
         ] {
             let e = plan(sql).await.expect_err(sql).to_string();
             assert!(e.contains(told), "{sql}: {e}");
-            assert!(e.contains("choose the rows with WHERE instead"), "{e}");
         }
         // Hints that change no answer are planned as DataFusion plans them.
         plan("SELECT count(*) FROM persons WITH (NOLOCK)")
             .await
             .unwrap();
+        plan("SELECT a FROM persons FOR UPDATE").await.unwrap();
     }
 
     #[tokio::test]
