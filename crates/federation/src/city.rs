@@ -342,6 +342,7 @@ impl CityEngine {
             .with_physical_optimizer_rules(rules)
             .build();
         let context = SessionContext::new_with_state(state);
+        context.add_analyzer_rule(Arc::new(sunlight_flightsql::SetComparisonAliased));
         let udfs = sunlight_fragment::masking_udfs().into_iter();
         for udf in udfs.chain(sunlight_fragment::bounded_list_udfs()) {
             context.register_udf(udf);

@@ -12,6 +12,7 @@ mod server;
 mod service;
 mod session;
 mod session_sql;
+mod set_comparison;
 mod statement;
 mod status;
 mod tls;
@@ -30,6 +31,7 @@ pub use panics::{panic_message, too_large};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 pub use session::{AnswerNote, NoteKind, SESSION_COOKIE, SessionOption};
+pub use set_comparison::SetComparisonAliased;
 pub use statement::{
     MAX_NESTING, MAX_RELATIONS, Statement, StatementSchemas, parse, plan_parsed, require_values,
     session_config,

@@ -304,6 +304,74 @@ async fn joins_with_the_standards_without_equal_keys_run_at_the_nodes() {
     );
 }
 
+/// A comparison with `ANY` or `ALL` of a subquery that reads, unaliased, the table its left
+/// side reads answers as with the subquery aliased, at the city and at a node. DataFusion
+/// alone answers it with no rows or every row (apache/datafusion#25258), so the oracle
+/// runs the aliased query.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_comparisons_over_their_own_table_answer_as_aliased() {
+    let (running, oracle, mut client) = city_and_oracle().await;
+    for (unaliased, aliased) in [
+        (
+            "SELECT count(*) FROM disbursements WHERE township = ALL \
+             (SELECT DISTINCT township FROM disbursements)",
+            "SELECT count(*) FROM disbursements d WHERE d.township = ALL \
+             (SELECT DISTINCT e.township FROM disbursements e)",
+        ),
+        (
+            "SELECT county_code, count(*) FROM disbursements WHERE subsidy_type <> ANY \
+             (SELECT subsidy_type FROM disbursements WHERE county_code = '140212' GROUP BY 1) \
+             GROUP BY 1 ORDER BY 1",
+            "SELECT d.county_code, count(*) FROM disbursements d WHERE d.subsidy_type <> ANY \
+             (SELECT e.subsidy_type FROM disbursements e WHERE e.county_code = '140212' GROUP BY 1) \
+             GROUP BY 1 ORDER BY 1",
+        ),
+        (
+            "SELECT county_code, count(*) FROM disbursements WHERE period >= ALL \
+             (SELECT DISTINCT period FROM disbursements WHERE subsidy_type = 'YULU') \
+             GROUP BY 1 ORDER BY 1",
+            "SELECT d.county_code, count(*) FROM disbursements d WHERE d.period >= ALL \
+             (SELECT DISTINCT e.period FROM disbursements e WHERE e.subsidy_type = 'YULU') \
+             GROUP BY 1 ORDER BY 1",
+        ),
+        (
+            "SELECT subsidy_type, count(*) FROM disbursements WHERE period > ANY \
+             (SELECT DISTINCT period FROM disbursements WHERE subsidy_type = 'YULU') \
+             GROUP BY 1 ORDER BY 1",
+            "SELECT d.subsidy_type, count(*) FROM disbursements d WHERE d.period > ANY \
+             (SELECT DISTINCT e.period FROM disbursements e WHERE e.subsidy_type = 'YULU') \
+             GROUP BY 1 ORDER BY 1",
+        ),
+    ] {
+        answered_as(&mut client, &oracle, unaliased, aliased).await;
+    }
+    // A county analyst's rows, at the node.
+    let (code, node) = &running.nodes[4];
+    let mut analyst = SqlClient::connect(&node.addr, TOKEN).await.unwrap();
+    let here = format!("county_code = '{}'", code.as_str());
+    answered_as(
+        &mut analyst,
+        &oracle,
+        "SELECT count(*) FROM disbursements WHERE amount > ALL \
+         (SELECT DISTINCT amount FROM disbursements WHERE subsidy_type = 'DIBAO')",
+        &format!(
+            "SELECT count(*) FROM disbursements d WHERE d.{here} AND d.amount > ALL \
+             (SELECT DISTINCT e.amount FROM disbursements e WHERE e.{here} AND e.subsidy_type = 'DIBAO')"
+        ),
+    )
+    .await;
+}
+
+/// Asserts that `sql` answers at `asker` as `central` does in `oracle`.
+async fn answered_as(asker: &mut SqlClient, oracle: &SessionContext, sql: &str, central: &str) {
+    let answer = asker
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+    let expected = oracle.sql(central).await.unwrap().collect().await.unwrap();
+    assert_eq!(rows(&answer.batches, true), rows(&expected, true), "{sql}");
+}
+
 /// Joins that keep or test the standards (an outer join, EXISTS, NOT EXISTS, EXCEPT) run
 /// as the inner join at the nodes, and the standards it matched anywhere, formed at the
 /// city: each standard counts once, as centrally, rather than once for every node.
