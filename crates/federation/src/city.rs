@@ -342,7 +342,9 @@ impl CityEngine {
             .with_physical_optimizer_rules(rules)
             .build();
         let context = SessionContext::new_with_state(state);
-        context.add_analyzer_rule(Arc::new(sunlight_flightsql::SetComparisonAliased));
+        for rule in sunlight_flightsql::analyzer_rules() {
+            context.add_analyzer_rule(rule);
+        }
         let udfs = sunlight_fragment::masking_udfs().into_iter();
         for udf in udfs.chain(sunlight_fragment::bounded_list_udfs()) {
             context.register_udf(udf);

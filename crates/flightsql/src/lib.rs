@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod alternatives;
+mod analyzer;
 mod auth;
 mod catalog;
 mod endpoint;
@@ -13,6 +14,7 @@ mod service;
 mod session;
 mod session_sql;
 mod set_comparison;
+mod similar_to;
 mod statement;
 mod status;
 mod tls;
@@ -24,6 +26,7 @@ use futures::stream::BoxStream;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+pub use analyzer::analyzer_rules;
 pub use auth::{Caller, Credentials, TokenTable, same_secret};
 pub use endpoint::{FlightSqlEndpoint, MAX_REQUEST};
 pub use memory::memory_pool;
@@ -31,7 +34,6 @@ pub use panics::{panic_message, too_large};
 pub use server::RunningServer;
 pub use service::{CATALOG, FlightSqlServer, SCHEMA};
 pub use session::{AnswerNote, NoteKind, SESSION_COOKIE, SessionOption};
-pub use set_comparison::SetComparisonAliased;
 pub use statement::{
     MAX_NESTING, MAX_RELATIONS, Statement, StatementSchemas, parse, plan_parsed, require_values,
     session_config,

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::SetComparison;
 use datafusion::logical_expr::{Expr, LogicalPlan, SubqueryAlias};
 use datafusion::optimizer::AnalyzerRule;
+
+use crate::analyzer::rewrite_exprs;
 
 /// The names this rule gives subqueries, each followed by its number in the plan.
 const ALIAS: &str = "__set_comparison_";
@@ -30,18 +32,13 @@ impl AnalyzerRule for SetComparisonAliased {
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let mut named = 0;
-        plan.transform_up_with_subqueries(|plan| {
-            plan.map_expressions(|e| {
-                e.transform_up(|e| match e {
-                    Expr::SetComparison(comparison) if !aliased(&comparison) => {
-                        named += 1;
-                        aliased_as(comparison, &format!("{ALIAS}{named}")).map(Transformed::yes)
-                    }
-                    other => Ok(Transformed::no(other)),
-                })
-            })
+        rewrite_exprs(plan, |e| match e {
+            Expr::SetComparison(comparison) if !aliased(&comparison) => {
+                named += 1;
+                aliased_as(comparison, &format!("{ALIAS}{named}")).map(Transformed::yes)
+            }
+            other => Ok(Transformed::no(other)),
         })
-        .map(|t| t.data)
     }
 }
 
@@ -98,6 +95,12 @@ mod tests {
                 "SELECT count(*) FROM t WHERE v = ALL (SELECT v FROM t)",
                 "SELECT count(*) FROM t WHERE v = ALL (SELECT s.v FROM t s)",
                 0,
+            ),
+            // Correlated with the outer row, as only an aliased subquery can be.
+            (
+                "SELECT count(*) FROM t WHERE v > ANY (SELECT s.v FROM t s WHERE s.v + 2 > t.v)",
+                "SELECT count(*) FROM t WHERE v > ANY (SELECT s.v FROM t s WHERE s.v + 2 > t.v)",
+                5,
             ),
             // Nested, each subquery reading the table again.
             (

@@ -299,7 +299,9 @@ impl NodeCatalog {
             context.register_udf(udf);
         }
         context.add_optimizer_rule(Arc::new(DateDifferenceAsDays));
-        context.add_analyzer_rule(Arc::new(sunlight_flightsql::SetComparisonAliased));
+        for rule in sunlight_flightsql::analyzer_rules() {
+            context.add_analyzer_rule(rule);
+        }
         let store_url =
             ObjectStoreUrl::parse(format!("{}://{}", root.url.scheme(), root.url.authority()))?;
         context.register_object_store(store_url.as_ref(), root.store());
