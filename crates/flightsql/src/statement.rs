@@ -438,8 +438,7 @@ fn unapplied(asks: impl fmt::Display, without: &str, instead: &str) -> DataFusio
 }
 
 /// The error of `table` where it is sampled (`TABLESAMPLE`, `SAMPLE`) or its partitions
-/// chosen (`PARTITION (p1)`). Hints that change no answer (`WITH (NOLOCK)`, `USE
-/// INDEX`) pass.
+/// chosen (`PARTITION (p1)`). A hint that changes no answer (`WITH (NOLOCK)`) passes.
 fn unapplied_to_table(table: &ast::TableFactor) -> Option<DataFusionError> {
     let asks = match table {
         ast::TableFactor::Table {
