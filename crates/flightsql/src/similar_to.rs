@@ -45,14 +45,11 @@ fn as_regex(like: Like) -> Result<Expr> {
     let escape = like.escape_char.unwrap_or('\\');
     let pattern = like.pattern.transform_up(|e| match e {
         Expr::Literal(value, metadata) => {
-            let regex = match &value {
-                ScalarValue::Utf8(Some(p)) => ScalarValue::Utf8(Some(regex_of(p, escape)?)),
-                ScalarValue::Utf8View(Some(p)) => ScalarValue::Utf8View(Some(regex_of(p, escape)?)),
-                ScalarValue::LargeUtf8(Some(p)) => {
-                    ScalarValue::LargeUtf8(Some(regex_of(p, escape)?))
-                }
-                _ => value,
+            let Some(Some(pattern)) = value.try_as_str() else {
+                return Ok(Transformed::no(Expr::Literal(value, metadata)));
             };
+            let regex = ScalarValue::from(regex_of(pattern, escape)?);
+            let regex = regex.cast_to(&value.data_type())?;
             Ok(Transformed::yes(Expr::Literal(regex, metadata)))
         }
         Expr::Cast(_) | Expr::TryCast(_) => Ok(Transformed::no(e)),
