@@ -37,7 +37,7 @@ use sunlight_flightsql::{
 use sunlight_fragment::{TableLeafExec, refusal, unmerged_partial_state};
 use sunlight_policy::{
     AnswerHistory, DEFAULT_MIN_GROUP_SIZE, MAX_NAMED_GROUPS, Refusal, Rule, Tier, city_answer,
-    too_few, trace,
+    too_few, trace, treatments,
 };
 use tokio::sync::RwLock;
 use tonic::Status;
@@ -407,6 +407,16 @@ impl CityEngine {
                 refusal.message.push_str(WINDOW_AT_CITY);
             }
             return Err(Error::Refused(refusal));
+        }
+        // What the city's rules let through may still break the egress rules every node
+        // holds, such as a distinct sum's state of amounts.
+        let mut sent = vec![];
+        answer.apply(|p| {
+            sent.extend(fragments(p.as_ref()));
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        for fragment in &sent {
+            treatments(fragment)?;
         }
         Ok(plan)
     }

@@ -280,6 +280,38 @@ fn counts_distinct(fragment: &Arc<dyn ExecutionPlan>) -> bool {
         .unwrap_or(false)
 }
 
+/// What a node does to each output column of `fragment` before it leaves, by the egress
+/// rules that hold on every node: the city checks a fragment by them before any node is
+/// asked, and a node again before it runs one. Identifying values leave as keyed tokens,
+/// so a distinct aggregate's state of them must be text.
+pub fn treatments(fragment: &Arc<dyn ExecutionPlan>) -> Result<Vec<Treatment>> {
+    let schema = fragment.schema();
+    let traced = trace(fragment, Tier::Node, &|_| None)?;
+    let treatments = node_egress(&traced, schema.fields())?;
+    for (treatment, field) in treatments.iter().zip(schema.fields()) {
+        let text = match (treatment, field.data_type()) {
+            (Treatment::Keep, _) => continue,
+            (Treatment::Tokenize, t) => is_text(t),
+            (Treatment::TokenizeElements, DataType::List(inner) | DataType::LargeList(inner)) => {
+                is_text(inner.data_type())
+            }
+            (Treatment::TokenizeElements, _) => false,
+        };
+        if !text {
+            return Err(Refusal::new(
+                Rule::QuasiIdentifier,
+                format!(
+                    "column {} would carry the values of a distinct aggregate over a \
+                     non-text column, or a sketch of them, its partial state; group by \
+                     county_code, so that each node computes it whole",
+                    field.name()
+                ),
+            ));
+        }
+    }
+    Ok(treatments)
+}
+
 impl Egress {
     /// Checks `fragment` against the egress rules of `policy`; `ahead` counts the persons
     /// of the table it aggregates whole, given only when [`whole_table`] names one, or of
@@ -290,39 +322,19 @@ impl Egress {
         ahead: Option<Ahead>,
     ) -> Result<Self> {
         let schema = fragment.schema();
-        let traced = trace(fragment, Tier::Node, &|_| None)?;
-        let treatments = node_egress(&traced, schema.fields())?;
-        for (treatment, field) in treatments.iter().zip(schema.fields()) {
-            let text = match (treatment, field.data_type()) {
-                (Treatment::Keep, _) => continue,
-                (Treatment::Tokenize, t) => is_text(t),
-                (
-                    Treatment::TokenizeElements,
-                    DataType::List(inner) | DataType::LargeList(inner),
-                ) => is_text(inner.data_type()),
-                (Treatment::TokenizeElements, _) => false,
-            };
-            if !text {
-                return Err(Refusal::new(
-                    Rule::QuasiIdentifier,
-                    format!(
-                        "column {} would carry the values of a distinct aggregate over a \
-                         non-text column, or a sketch of them, its partial state; group by \
-                         county_code, so that each node computes it whole",
-                        field.name()
-                    ),
-                ));
-            }
-            if policy.persons.tokenizer().is_none() {
-                return Err(Refusal::new(
-                    Rule::DirectIdentifier,
-                    format!(
-                        "column {} carries identifiers, and this node has no linkage key to \
-                         turn them into tokens; set [linkage] key in its config",
-                        field.name()
-                    ),
-                ));
-            }
+        let treatments = treatments(fragment)?;
+        let mut tokenized = treatments.iter().zip(schema.fields());
+        if let Some((_, field)) = tokenized.find(|(t, _)| **t != Treatment::Keep)
+            && policy.persons.tokenizer().is_none()
+        {
+            return Err(Refusal::new(
+                Rule::DirectIdentifier,
+                format!(
+                    "column {} carries identifiers, and this node has no linkage key to \
+                     turn them into tokens; set [linkage] key in its config",
+                    field.name()
+                ),
+            ));
         }
         let (plan, persons) = counted(fragment, policy.min_group_size, ahead)?;
         let lists_identifiers =

@@ -29,7 +29,7 @@ pub use differencing::{AnswerHistory, AnswerSketches};
 pub use directory::{NO_PERSON, PersonDirectory};
 pub use egress::{
     Ahead, Counted, DEFAULT_MIN_GROUP_SIZE, Egress, MAX_NAMED_GROUPS, NodePolicy, Released,
-    WholeTable, too_few, whole_table,
+    WholeTable, too_few, treatments, whole_table,
 };
 pub use lineage::{Fragments, Grouping, Lineage, Tier, Traced, city_answer, trace};
 pub use sketch::{PersonKeys, PersonSketch};

@@ -261,6 +261,18 @@ async fn attacks_at_the_city_are_refused_by_rule_and_audited() {
             "{sql}\n{err}"
         );
     }
+    // The amounts a distinct sum would need at the city: refused there, before any node
+    // is asked, as every node would refuse its fragment.
+    let err = client
+        .query("SELECT avg(DISTINCT amount) FROM disbursements")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("city disclosure control: refused by rule quasi-identifier")
+            && !err.contains("refused the fragment"),
+        "{err}"
+    );
 
     // A differencing pair: the whole village, then the village without one person.
     let whole = format!(
