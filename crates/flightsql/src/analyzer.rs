@@ -1,5 +1,6 @@
 //! The analyzer rules the city and the nodes add to DataFusion's, each of which mends a
-//! query that DataFusion alone would answer other than SQL says.
+//! query that DataFusion alone would answer other than SQL says, or refuses by name one
+//! that it would fail to plan.
 
 use std::sync::Arc;
 
@@ -11,10 +12,21 @@ use datafusion::optimizer::AnalyzerRule;
 
 use crate::set_comparison::SetComparisonAliased;
 use crate::similar_to::SimilarToAsRegex;
+use crate::subquery_conditions::SubqueryConditionsInFilters;
 
 /// The rules, to add to a context's analyzer.
-pub fn analyzer_rules() -> [Arc<dyn AnalyzerRule + Send + Sync>; 2] {
-    [Arc::new(SetComparisonAliased), Arc::new(SimilarToAsRegex)]
+pub fn analyzer_rules() -> [Arc<dyn AnalyzerRule + Send + Sync>; 3] {
+    [
+        Arc::new(SubqueryConditionsInFilters),
+        Arc::new(SetComparisonAliased),
+        Arc::new(SimilarToAsRegex),
+    ]
+}
+
+/// Whether `name` is one of these rules', which DataFusion puts before each error the
+/// rule returns.
+pub(crate) fn is_analyzer_rule(name: &str) -> bool {
+    analyzer_rules().iter().any(|rule| rule.name() == name)
 }
 
 /// `plan`, its subqueries' plans too, with `rewrite` applied to every expression, from

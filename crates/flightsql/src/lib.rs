@@ -17,6 +17,7 @@ mod set_comparison;
 mod similar_to;
 mod statement;
 mod status;
+mod subquery_conditions;
 mod tls;
 
 use arrow::datatypes::SchemaRef;

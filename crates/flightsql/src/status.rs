@@ -7,12 +7,20 @@ use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
 use tonic::Status;
 
+use crate::analyzer::is_analyzer_rule;
+
 /// `InvalidArgument` where the query is at fault: its SQL, its names, arguments a
 /// function does not take as it runs (DataFusion's execution errors, such as
 /// `date_part('decade', …)`), or values it asks to convert or compute that cannot be (a
 /// cast of `'abc'` to a decimal, a division by zero); `ResourceExhausted` where memory
-/// ran out; `Internal` otherwise.
+/// ran out; `Internal` otherwise. An error of one of the analyzer rules the city and the
+/// nodes add is told without the rule's name.
 pub fn query_status(e: &DataFusionError) -> Status {
+    if let DataFusionError::Context(rule, inner) = e
+        && is_analyzer_rule(rule)
+    {
+        return query_status(inner);
+    }
     let message = e.to_string();
     match e.find_root() {
         DataFusionError::SQL(parser, _) => {
@@ -108,6 +116,34 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
             assert_eq!(status.message(), told, "{sql}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_added_analyzer_rule_refuses_without_its_name() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        for rule in crate::analyzer_rules() {
+            ctx.add_analyzer_rule(rule);
+        }
+        let e = ctx
+            .sql("SELECT 1 IN (SELECT 1) AS one")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .expect_err("IN (subquery) in the select list");
+        assert!(
+            e.to_string().starts_with("subquery_conditions_in_filters"),
+            "{e}"
+        );
+        let status = query_status(&e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("Error during planning: IN (SELECT …) is answered only"),
+            "{}",
+            status.message()
+        );
     }
 
     #[tokio::test]

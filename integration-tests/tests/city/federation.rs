@@ -1167,6 +1167,22 @@ async fn bad_queries_at_the_city_get_clear_errors() {
             "(InvalidArgument): Error during planning: Function 'sum' failed to match any \
              signature",
         ),
+        // A condition on a subquery's rows outside WHERE and HAVING, which DataFusion
+        // fails to plan, naming an expression of its own.
+        (
+            "SELECT county_code, count(*) FILTER (WHERE subsidy_type IN (SELECT \
+             subsidy_type FROM subsidy_standards WHERE min_age IS NOT NULL)) \
+             FROM disbursements GROUP BY 1",
+            "(InvalidArgument): Error during planning: IN (SELECT …) is answered only as a \
+             condition of WHERE or HAVING, not in GROUP BY or an aggregate's argument or \
+             FILTER; move the condition to WHERE",
+        ),
+        (
+            "SELECT county_code, sum(CASE WHEN amount > ALL (SELECT cap FROM \
+             subsidy_standards) THEN 1 ELSE 0 END) FROM disbursements GROUP BY 1",
+            "Error during planning: > ALL (SELECT …) is answered only as a condition of WHERE \
+             or HAVING",
+        ),
     ] {
         let err = client.query(sql).await.unwrap_err().to_string();
         assert!(err.contains(mentions), "{sql}: {err}");
