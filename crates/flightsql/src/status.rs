@@ -12,9 +12,9 @@ use crate::analyzer::is_analyzer_rule;
 /// `InvalidArgument` where the query is at fault: its SQL, its names, arguments a
 /// function does not take as it runs (DataFusion's execution errors, such as
 /// `date_part('decade', …)`), or values it asks to convert or compute that cannot be (a
-/// cast of `'abc'` to a decimal, a division by zero); `ResourceExhausted` where memory
-/// ran out; `Internal` otherwise. An error of one of the analyzer rules the city and the
-/// nodes add is told without the rule's name.
+/// cast of `'abc'` to a decimal, a division by zero, a date past the last one);
+/// `ResourceExhausted` where memory ran out; `Internal` otherwise. An error of one of the
+/// analyzer rules the city and the nodes add is told without the rule's name.
 pub fn query_status(e: &DataFusionError) -> Status {
     if let DataFusionError::Context(rule, inner) = e
         && is_analyzer_rule(rule)
@@ -73,6 +73,7 @@ fn of_the_query(e: &ArrowError) -> bool {
             | ArrowError::ParseError(_)
             | ArrowError::DivideByZero
             | ArrowError::ArithmeticOverflow(_)
+            | ArrowError::ComputeError(_)
             | ArrowError::InvalidArgumentError(_)
     )
 }
@@ -96,6 +97,25 @@ mod tests {
 
         let io = ArrowError::IoError("disk".into(), std::io::Error::other("gone"));
         assert_eq!(query_status(&io.into()).code(), tonic::Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn a_value_out_of_range_of_its_type_is_the_callers_fault() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let e = ctx
+            .sql("SELECT DATE '2021-01-01' + INTERVAL '100000000 years'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .expect_err("a date past the year 262143");
+        let status = query_status(&e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("Date arithmetic overflow"),
+            "{}",
+            status.message()
+        );
     }
 
     #[tokio::test]
