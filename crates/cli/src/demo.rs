@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 use sunlight_client::SqlClient;
 use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city};
 use sunlight_meta::RunModelsRequest;
+use sunlight_node::undated_persons;
 
 use crate::local_city::{LOCAL_TOKEN, LocalCity};
 use crate::model;
@@ -60,6 +61,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let addrs = local.addrs().join(",");
     say(&format!(
         "\n11 nodes and 3 coordinator replicas are serving on loopback: {addrs}"
+    ));
+    let mut undated = 0;
+    for node in &local.nodes {
+        undated += undated_persons(&node.node()).await?;
+    }
+    say(&format!(
+        "data quality, as the nodes report it: {undated} person(s) have a person_id whose \
+         birth date part is not a date, and underage_elderly_allowance counts none of their \
+         payments"
     ));
     say(
         "\nthe seven problem models: added by admin, approved by approver, rolled out to 140215 first, then everywhere",

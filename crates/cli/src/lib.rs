@@ -45,6 +45,19 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// What the command logs unless `SUNLIGHT_LOG` says otherwise: warnings, and only
+    /// openraft's errors, which warns of ordinary protocol races. The demo's servers run
+    /// in its process, and it tells what they would warn of in its own words (data quality),
+    /// so it logs errors only.
+    pub fn default_log(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "error",
+            _ => "warn,openraft=error",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write a deterministic synthetic city: 11 node folders of Parquet tables and truth.json.

@@ -40,5 +40,6 @@ pub use hits::{
 };
 pub use models::ModelRunner;
 pub use node::Node;
+pub use persons::undated_persons;
 pub use served::Served;
 pub use server::{RunningNode, start_node};

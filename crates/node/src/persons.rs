@@ -37,7 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use object_store::path::Path as ObjectPath;
 use parquet::arrow::RowNumber;
-use sunlight_domain::Table;
+use sunlight_domain::{Table, birth_date_part};
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
 
@@ -107,6 +107,12 @@ impl PersonIndex {
             .collect())
     }
 
+    /// How many of the persons numbered so far have a `person_id` whose birth date part
+    /// is not a date.
+    fn undated(&self) -> usize {
+        self.directory.count(|id| birth_date_part(id).is_none())
+    }
+
     /// The rows and distinct persons of `table` as a whole. The node's files do not
     /// change while it serves, so they are counted once.
     pub async fn table(&self, node: &Node, table: Table) -> Result<Counted> {
@@ -147,7 +153,8 @@ pub fn served_with_persons(node: &Node) -> Vec<Table> {
 }
 
 /// Numbers the persons of each of `node`'s served tables about persons, ahead of the first
-/// query that counts them, which would otherwise wait for it. A table that fails here is
+/// query that counts them, which would otherwise wait for it, and logs the persons whose
+/// `person_id` has no birth date ([`undated_persons`]). A table that fails here is
 /// numbered again by that query, which reports the failure.
 pub async fn number_persons(node: Arc<Node>) {
     for table in served_with_persons(&node) {
@@ -155,6 +162,26 @@ pub async fn number_persons(node: Arc<Node>) {
             tracing::debug!(table = table.name(), error = %e, "persons not numbered ahead");
         }
     }
+    let undated = node.person_index().undated();
+    if undated > 0 {
+        tracing::warn!(
+            node = %node.code(),
+            "data quality: {undated} person(s) have a person_id whose birth date part \
+             (characters 7-14) is not a date; underage_elderly_allowance counts none of \
+             their payments"
+        );
+    }
+}
+
+/// How many persons of `node`'s served tables have a `person_id` whose birth date part
+/// (characters 7–14) is not a date, once each table's persons are numbered: a
+/// data-quality error of the files, whose payments `underage_elderly_allowance` never
+/// counts.
+pub async fn undated_persons(node: &Node) -> Result<usize> {
+    for table in served_with_persons(node) {
+        node.persons_of(table).await?;
+    }
+    Ok(node.person_index().undated())
 }
 
 /// A scan of `files` of `table` reading the columns `projection`, followed by the index

@@ -102,6 +102,12 @@ impl PersonDirectory {
             .collect()
     }
 
+    /// How many of the persons numbered so far have an identifier `holds` is true of.
+    pub fn count(&self, holds: impl Fn(&str) -> bool) -> usize {
+        let numbered = self.numbered.read().expect("not poisoned");
+        numbered.ids.iter().filter(|id| holds(id)).count()
+    }
+
     /// The token of the identifier of each person in `numbers`. A person's token is made
     /// once, when first asked for.
     pub fn tokens(&self, numbers: &UInt32Array) -> Result<FixedSizeBinaryArray> {

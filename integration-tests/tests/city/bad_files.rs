@@ -17,6 +17,7 @@ use sunlight_proto::v1::DescribeRequest;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::table_status::State;
 
+use crate::oracle;
 use crate::support::{
     NodeProcess, TOKEN, copy_dir, generated_city, parquet_batches, write_parquet,
 };
@@ -130,6 +131,43 @@ async fn mismatched_and_corrupt_files_are_refused() {
             .describe(DescribeRequest {})
             .await
             .is_err()
+    );
+}
+
+/// An ID whose birth date part is not a date breaks no type: the node serves its rows and
+/// reports it as a data-quality error of its files.
+#[tokio::test(flavor = "multi_thread")]
+async fn persons_whose_id_has_no_birth_date_are_reported() {
+    let city = generated_city(50, 3);
+    let code: NodeCode = "140222".parse().unwrap();
+    let node = NodeProcess::start("140222", &node_root(city.dir.path(), code));
+    let oracle = oracle::context(city.dir.path(), &[code]);
+    let undated = oracle::strings(
+        &oracle,
+        "SELECT CAST(count(DISTINCT person_id) AS VARCHAR) FROM (SELECT person_id FROM persons \
+         UNION ALL SELECT person_id FROM disbursements UNION ALL SELECT person_id FROM payroll \
+         UNION ALL SELECT person_id FROM disability_certs) WHERE TRY_CAST(substr(person_id, 7, \
+         4) || '-' || substr(person_id, 11, 2) || '-' || substr(person_id, 13, 2) AS DATE) IS NULL",
+    )
+    .await;
+    let undated: u64 = undated.first().unwrap().parse().unwrap();
+    assert!(undated > 0, "the generated city plants such IDs");
+
+    let mut control = NodeServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(DescribeRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let description = control.describe(request).await.unwrap().into_inner();
+    assert_eq!(description.undated_persons, undated);
+    assert!(
+        description
+            .tables
+            .iter()
+            .all(|t| t.state() == State::Served),
+        "{description:?}"
     );
 }
 

@@ -6,6 +6,11 @@ use crate::support::sunlight;
 fn the_demo_ends_with_the_julexiang_finding() {
     let out = sunlight(&["demo"]);
     assert!(out.contains("7 models, 750 suspect records"), "{out}");
+    // One planted ID a county whose birth date part is 1943-02-31.
+    assert!(
+        out.contains("data quality, as the nodes report it: 10 person(s) have a person_id"),
+        "{out}"
+    );
     let finding = out
         .split("云州区 聚乐乡")
         .nth(1)

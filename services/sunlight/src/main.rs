@@ -8,15 +8,15 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            // openraft warns of ordinary protocol races; its errors still show.
             EnvFilter::try_from_env("SUNLIGHT_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("warn,openraft=error")),
+                .unwrap_or_else(|_| EnvFilter::new(cli.default_log())),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
