@@ -46,10 +46,10 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// What the command logs unless `SUNLIGHT_LOG` says otherwise: warnings, and only
-    /// openraft's errors, which warns of ordinary protocol races. The demo's servers run
-    /// in its process, and it tells what they would warn of in its own words (data quality),
-    /// so it logs errors only.
+    /// What the command logs unless `SUNLIGHT_LOG` says otherwise: warnings, but only the
+    /// errors of openraft, which warns of ordinary protocol races. The demo's servers run
+    /// in its process, and it tells what they would warn of (data quality) in its own
+    /// words, so it logs errors only.
     pub fn default_log(&self) -> &'static str {
         match self.command {
             Command::Demo(_) => "error",

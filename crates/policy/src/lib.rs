@@ -31,7 +31,7 @@ pub use egress::{
     Ahead, Counted, DEFAULT_MIN_GROUP_SIZE, Egress, MAX_NAMED_GROUPS, NodePolicy, Released,
     WholeTable, too_few, treatments, whole_table,
 };
-pub use lineage::{Fragments, Grouping, Lineage, Tier, Traced, city_answer, trace};
+pub use lineage::{Fragments, Grouping, Lineage, Tier, Traced, Treatment, city_answer, trace};
 pub use sketch::{PersonKeys, PersonSketch};
 pub use tokens::{TOKEN_BYTES, TOKEN_CHARS, Token, Tokenizer, as_planned, one_text_each};
 

@@ -13,9 +13,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
 use sunlight_domain::NodeCode;
-use sunlight_proto::v1::DescribeRequest;
 use sunlight_proto::v1::node_service_client::NodeServiceClient;
 use sunlight_proto::v1::table_status::State;
+use sunlight_proto::v1::{DescribeRequest, NodeDescription};
 
 use crate::oracle;
 use crate::support::{
@@ -98,14 +98,7 @@ async fn mismatched_and_corrupt_files_are_refused() {
     assert_eq!(good.num_rows(), 1);
 
     // The node describes the refusals over its control service too.
-    let mut control = NodeServiceClient::connect(format!("http://{}", node.addr))
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(DescribeRequest {});
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let description = control.describe(request).await.unwrap().into_inner();
+    let description = described(&node.addr).await;
     assert_eq!(description.code, "140222");
     let state = |name: &str| {
         description
@@ -153,14 +146,7 @@ async fn persons_whose_id_has_no_birth_date_are_reported() {
     let undated: u64 = undated.first().unwrap().parse().unwrap();
     assert!(undated > 0, "the generated city plants such IDs");
 
-    let mut control = NodeServiceClient::connect(format!("http://{}", node.addr))
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(DescribeRequest {});
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let description = control.describe(request).await.unwrap().into_inner();
+    let description = described(&node.addr).await;
     assert_eq!(description.undated_persons, undated);
     assert!(
         description
@@ -459,6 +445,18 @@ async fn until(
 }
 
 /// A copy of node 140222's files in a small generated city.
+/// What the node at `addr` says of itself over its control service.
+async fn described(addr: &str) -> NodeDescription {
+    let mut control = NodeServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(DescribeRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    control.describe(request).await.unwrap().into_inner()
+}
+
 fn node_files() -> tempfile::TempDir {
     let city = generated_city(50, 3);
     let root = tempfile::tempdir().unwrap();
