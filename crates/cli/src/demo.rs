@@ -2,6 +2,7 @@
 //! coordinator replicas on loopback; the seven problem models approved, rolled out and
 //! run where the data lives; the city report.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -9,7 +10,7 @@ use indicatif::ProgressBar;
 use sunlight_client::SqlClient;
 use sunlight_datagen::{CityConfig, JULE_TOWNSHIP, generate_city};
 use sunlight_meta::RunModelsRequest;
-use sunlight_node::undated_persons;
+use sunlight_node::data_quality;
 
 use crate::local_city::{LOCAL_TOKEN, LocalCity};
 use crate::model;
@@ -62,15 +63,20 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     say(&format!(
         "\n11 nodes and 3 coordinator replicas are serving on loopback: {addrs}"
     ));
-    let mut undated = 0;
+    let mut findings: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for node in &local.nodes {
-        undated += undated_persons(&node.node()).await?;
+        let node = node.node();
+        for finding in data_quality(&node).await? {
+            findings
+                .entry(finding)
+                .or_default()
+                .push(node.code().to_string());
+        }
     }
-    say(&format!(
-        "data quality, as the nodes report it: {undated} person(s) have a person_id whose \
-         birth date part is not a date, and underage_elderly_allowance counts none of their \
-         payments"
-    ));
+    say("data quality, as the nodes report it:");
+    for (finding, nodes) in findings {
+        say(&format!("  {}: {finding}", nodes.join(", ")));
+    }
     say(
         "\nthe seven problem models: added by admin, approved by approver, rolled out to 140215 first, then everywhere",
     );

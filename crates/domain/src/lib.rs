@@ -14,7 +14,7 @@ pub use error::{Error, Result};
 pub use models::ProblemModel;
 pub use node::{NODES, NodeCode, NodeInfo};
 pub use resident_id::{ResidentId, birth_date_part, full_years_between};
-pub use schema::{CLASS_METADATA_KEY, ColumnClass, Table, column_class};
+pub use schema::{CLASS_METADATA_KEY, ColumnClass, NAMED_VALUES, Table, column_class};
 pub use standards::{SubsidyStandard, default_standards, standards_batch, standards_sha256};
 
 /// Days from 1970-01-01 to `date`, the representation of Arrow's `Date32`.

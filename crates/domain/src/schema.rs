@@ -111,7 +111,7 @@ impl Table {
     }
 
     /// What is wrong with `value`, written as text, in `column`, where the contract names
-    /// the column's values: `gender`, `employer_type`, `level` and every `county_code`.
+    /// the column's values: the columns of [`NAMED_VALUES`] and every `county_code`.
     pub fn value_problem(&self, column: &str, value: &str) -> Option<String> {
         let one_of = |allowed: &[&str]| {
             (!allowed.contains(&value)).then(|| format!("is not one of {}", allowed.join(", ")))
@@ -131,6 +131,14 @@ impl Table {
         }
     }
 }
+
+/// The columns whose values the contract names, apart from `county_code`: each value
+/// is one [`Table::value_problem`] accepts.
+pub const NAMED_VALUES: [(Table, &str); 3] = [
+    (Table::Persons, "gender"),
+    (Table::Payroll, "employer_type"),
+    (Table::DisabilityCerts, "level"),
+];
 
 /// The Arrow schema of `table`, from the contract's columns.
 fn build_schema(table: Table) -> SchemaRef {

@@ -17,7 +17,7 @@ use crate::catalog::TableState;
 use crate::config::LinkageConfig;
 use crate::models::ModelRunner;
 use crate::node::Node;
-use crate::persons::undated_persons;
+use crate::quality::data_quality;
 use crate::served::Served;
 use crate::shared;
 
@@ -164,13 +164,13 @@ impl NodeService for NodeControl {
             })
             .collect();
         let code = node.code();
-        let undated = undated_persons(&node).await?;
+        let data_quality = data_quality(&node).await?;
         Ok(Response::new(NodeDescription {
             code: code.to_string(),
             name: code.info().name.to_string(),
             tables,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            undated_persons: undated as u64,
+            data_quality,
         }))
     }
 }

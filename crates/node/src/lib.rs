@@ -24,6 +24,7 @@ mod optimize;
 mod parallel;
 mod persons;
 mod proven;
+mod quality;
 mod served;
 mod server;
 mod shared;
@@ -40,6 +41,6 @@ pub use hits::{
 };
 pub use models::ModelRunner;
 pub use node::Node;
-pub use persons::undated_persons;
+pub use quality::data_quality;
 pub use served::Served;
 pub use server::{RunningNode, start_node};

@@ -44,6 +44,7 @@ use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
 use crate::catalog::TableState;
 use crate::node::Node;
 use crate::once::OnceMap;
+use crate::quality::log_data_quality;
 use crate::{Error, Result};
 
 const PERSON: &str = "person_id";
@@ -153,24 +154,16 @@ pub fn served_with_persons(node: &Node) -> Vec<Table> {
 }
 
 /// Numbers the persons of each of `node`'s served tables about persons, ahead of the first
-/// query that counts them, which would otherwise wait for it, and logs the persons whose
-/// `person_id` has no birth date ([`undated_persons`]). A table that fails here is
-/// numbered again by that query, which reports the failure.
+/// query that counts them, which would otherwise wait for it, and logs what is wrong with
+/// the values of its files ([`log_data_quality`]). A table that fails here is numbered
+/// again by that query, which reports the failure.
 pub async fn number_persons(node: Arc<Node>) {
     for table in served_with_persons(&node) {
         if let Err(e) = node.persons_of(table).await {
             tracing::debug!(table = table.name(), error = %e, "persons not numbered ahead");
         }
     }
-    let undated = node.person_index().undated();
-    if undated > 0 {
-        tracing::warn!(
-            node = %node.code(),
-            "data quality: {undated} person(s) have a person_id whose birth date part \
-             (characters 7-14) is not a date; underage_elderly_allowance counts none of \
-             their payments"
-        );
-    }
+    log_data_quality(&node).await;
 }
 
 /// How many persons of `node`'s served tables have a `person_id` whose birth date part

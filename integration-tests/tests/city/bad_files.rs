@@ -4,11 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, Decimal128Array, Float64Array, Int64Array, RecordBatch,
-    StringArray, new_null_array,
+    Array, ArrayRef, AsArray, BinaryArray, Decimal128Array, Float64Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, new_null_array,
 };
 use arrow::compute::{cast, concat};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Field, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sunlight_client::SqlClient;
 use sunlight_datagen::node_root;
@@ -127,14 +129,41 @@ async fn mismatched_and_corrupt_files_are_refused() {
     );
 }
 
-/// An ID whose birth date part is not a date breaks no type: the node serves its rows and
-/// reports it as a data-quality error of its files.
+/// Values that break no type but what the contract says of them (an ID whose birth date
+/// part is not a date, a gender other than M and F, a level past 4): the node serves
+/// their rows and reports them as data-quality errors of its files.
 #[tokio::test(flavor = "multi_thread")]
-async fn persons_whose_id_has_no_birth_date_are_reported() {
+async fn values_the_contract_does_not_name_are_served_and_reported() {
     let city = generated_city(50, 3);
     let code: NodeCode = "140222".parse().unwrap();
-    let node = NodeProcess::start("140222", &node_root(city.dir.path(), code));
-    let oracle = oracle::context(city.dir.path(), &[code]);
+    let copy = tempfile::tempdir().unwrap();
+    let root = node_root(copy.path(), code);
+    copy_dir(&node_root(city.dir.path(), code), &root);
+    let genders = |column: &ArrayRef| -> ArrayRef {
+        let values = column.as_string::<i32>().iter().enumerate();
+        let changed: StringArray = values
+            .map(|(i, g)| if i < 3 { Some("X") } else { g })
+            .collect();
+        Arc::new(changed)
+    };
+    with_column(&root, "persons/part-0.parquet", "gender", genders, None);
+    let levels = |column: &ArrayRef| -> ArrayRef {
+        let values = column.as_primitive::<Int32Type>().iter().enumerate();
+        let changed: Int32Array = values
+            .map(|(i, l)| if i == 0 { Some(7) } else { l })
+            .collect();
+        Arc::new(changed)
+    };
+    with_column(
+        &root,
+        "disability_certs/part-0.parquet",
+        "level",
+        levels,
+        None,
+    );
+    let node = NodeProcess::start("140222", &root);
+
+    let oracle = oracle::context(copy.path(), &[code]);
     let undated = oracle::strings(
         &oracle,
         "SELECT CAST(count(DISTINCT person_id) AS VARCHAR) FROM (SELECT person_id FROM persons \
@@ -147,7 +176,19 @@ async fn persons_whose_id_has_no_birth_date_are_reported() {
     assert!(undated > 0, "the generated city plants such IDs");
 
     let description = described(&node.addr).await;
-    assert_eq!(description.undated_persons, undated);
+    assert_eq!(
+        description.data_quality,
+        [
+            format!(
+                "{undated} person(s) have a person_id whose birth date part (characters 7-14) \
+                 is not a date; underage_elderly_allowance counts none of their payments"
+            ),
+            "3 row(s) of persons hold a gender that is not one of M, F (\"X\")".to_string(),
+            "1 row(s) of disability_certs hold a level that is not a level from 1 (most \
+             severe) to 4 (\"7\")"
+                .to_string(),
+        ]
+    );
     assert!(
         description
             .tables
