@@ -68,7 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let node = node.node();
         for finding in data_quality(&node).await? {
             findings
-                .entry(finding)
+                .entry(finding.clone())
                 .or_default()
                 .push(node.code().to_string());
         }

@@ -164,7 +164,7 @@ impl NodeService for NodeControl {
             })
             .collect();
         let code = node.code();
-        let data_quality = data_quality(&node).await?;
+        let data_quality = data_quality(&node).await?.to_vec();
         Ok(Response::new(NodeDescription {
             code: code.to_string(),
             name: code.info().name.to_string(),

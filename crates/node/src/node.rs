@@ -40,6 +40,7 @@ pub struct Node {
     persons: PersonIndex,
     statistics: OnceMap<Table, Arc<Statistics>>,
     standards: OnceCell<String>,
+    quality: OnceCell<Vec<String>>,
     shared: SharedSets,
     lasting: Arc<Lasting>,
 }
@@ -97,6 +98,7 @@ impl Node {
             privacy,
             statistics: OnceMap::default(),
             standards: OnceCell::new(),
+            quality: OnceCell::new(),
             shared: SharedSets::default(),
             lasting,
         }
@@ -122,6 +124,12 @@ impl Node {
         self.audit()
             .record(user, action, "", &format!("refused: {reason}"));
         Err(Error::NotCity(reason))
+    }
+
+    /// The data-quality findings of the files as loaded, once worked out: they do not
+    /// change while the node serves them.
+    pub(crate) fn quality(&self) -> &OnceCell<Vec<String>> {
+        &self.quality
     }
 
     /// Refuses unless this node's copy of `subsidy_standards` is `expected`, the city's.

@@ -18,8 +18,15 @@ use crate::persons::undated_persons;
 /// The most values of a column a finding quotes.
 const QUOTED: usize = 3;
 
-/// What is wrong with the values of `node`'s served files, a line a finding.
-pub async fn data_quality(node: &Node) -> Result<Vec<String>> {
+/// What is wrong with the values of `node`'s served files, a line a finding; worked out
+/// once for the files as loaded, whichever of the log and `Describe` asks first.
+pub async fn data_quality(node: &Node) -> Result<&[String]> {
+    let found = node.quality().get_or_try_init(|| findings(node)).await?;
+    Ok(found)
+}
+
+/// [`data_quality`], worked out.
+async fn findings(node: &Node) -> Result<Vec<String>> {
     let mut found = Vec::new();
     let undated = undated_persons(node).await?;
     if undated > 0 {
