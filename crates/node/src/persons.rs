@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array, new_empty_array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, UInt32Type};
+use arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, UInt16Type, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -18,7 +18,9 @@ use datafusion::config::ConfigOptions;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, wrap_partition_type_in_dict, wrap_partition_value_in_dict,
+};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::SessionState;
@@ -92,7 +94,7 @@ impl PersonIndex {
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             let ids = cast(batch.column(0), &DataType::Utf8)?;
-            let rows = batch.column(2).as_primitive::<Int64Type>();
+            let rows = batch.column(1).as_primitive::<Int64Type>();
             let persons = self.directory.number(ids.as_string::<i32>().iter());
             for (&row, person) in rows.values().iter().zip(persons) {
                 let row = row as usize;
@@ -178,8 +180,9 @@ pub async fn undated_persons(node: &Node) -> Result<usize> {
 }
 
 /// A scan of `files` of `table` reading the columns `projection`, followed by the index
-/// in `files` of each row's file and the row's number in that file. The files are read
-/// in as many partitions as the session's target, or in one where a `limit` stops it.
+/// in `files` of each row's file, where there are several, and the row's number in its
+/// file. The files are read in as many partitions as the session's target, or in one
+/// where a `limit` stops it.
 async fn files_scan(
     node: &Node,
     state: &SessionState,
@@ -189,30 +192,43 @@ async fn files_scan(
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let contract = table.schema();
-    let file = Arc::new(Field::new("__file", DataType::UInt32, false));
     let row_number =
         Arc::new(Field::new("__row_number", DataType::Int64, false).with_extension_type(RowNumber));
-    let table_schema = TableSchema::builder(contract.clone())
-        .with_table_partition_cols(vec![file])
-        .with_virtual_columns(vec![row_number])
-        .build();
     let mut projection = projection.to_vec();
-    projection.extend([contract.fields().len(), contract.fields().len() + 1]);
-    let files = files.iter().zip(0u32..).map(|(file, index)| {
-        PartitionedFile::from(file.clone())
-            .with_partition_values(vec![ScalarValue::UInt32(Some(index))])
-    });
+    let mut table_schema =
+        TableSchema::builder(contract.clone()).with_virtual_columns(vec![row_number]);
+    let mut files: Vec<PartitionedFile> = files.iter().cloned().map(Into::into).collect();
+    if files.len() > 1 {
+        // A file's index is one value for all its rows: as a dictionary, a batch holds it
+        // once.
+        let index = Field::new(
+            "__file",
+            wrap_partition_type_in_dict(DataType::UInt32),
+            false,
+        );
+        table_schema = table_schema.with_table_partition_cols(vec![Arc::new(index)]);
+        for (file, index) in files.iter_mut().zip(0u32..) {
+            let index = ScalarValue::UInt32(Some(index));
+            file.partition_values = vec![wrap_partition_value_in_dict(index)];
+        }
+        projection.push(contract.fields().len());
+        projection.push(contract.fields().len() + 1);
+    } else {
+        projection.push(contract.fields().len());
+    }
     let partitions = match limit {
         Some(_) => 1,
         None => state.config().target_partitions(),
     };
     let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-    let config =
-        FileScanConfigBuilder::new(node.store_url().clone(), format.file_source(table_schema))
-            .with_file_groups(FileGroup::new(files.collect()).split_files(partitions))
-            .with_projection_indices(Some(projection))?
-            .with_limit(limit)
-            .build();
+    let config = FileScanConfigBuilder::new(
+        node.store_url().clone(),
+        format.file_source(table_schema.build()),
+    )
+    .with_file_groups(FileGroup::new(files).split_files(partitions))
+    .with_projection_indices(Some(projection))?
+    .with_limit(limit)
+    .build();
     Ok(format.create_physical_plan(state, config).await?)
 }
 
@@ -320,36 +336,48 @@ impl PersonsExec {
     }
 }
 
-/// The batch with its last two columns, file indexes and row numbers, replaced by those
-/// rows' persons. A scan reads a file at a time, so a batch is mostly of one file.
+/// The batch with the columns its scan added, the row numbers and, where it reads several
+/// files, file indexes ([`files_scan`]), replaced by those rows' persons.
 fn with_persons(
     batch: &RecordBatch,
     files: &[NumberedFile],
     schema: &SchemaRef,
 ) -> DfResult<RecordBatch> {
     let count = batch.num_columns();
-    let indexes = batch
-        .column(count - 2)
-        .as_primitive::<UInt32Type>()
-        .values();
     let rows = batch.column(count - 1).as_primitive::<Int64Type>();
+    let (persons, added) = match files {
+        [file] => (file.persons(rows)?, 1),
+        _ => (persons_of_files(batch.column(count - 2), rows, files)?, 2),
+    };
+    let mut columns = batch.columns()[..count - added].to_vec();
+    columns.push(persons);
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The persons of `rows` of the files `indexes` names. A scan reads a file at a time, so a
+/// batch is mostly of one file.
+fn persons_of_files(
+    indexes: &ArrayRef,
+    rows: &Int64Array,
+    files: &[NumberedFile],
+) -> DfResult<ArrayRef> {
+    let indexes = indexes.as_dictionary::<UInt16Type>();
+    let named = indexes.values().as_primitive::<UInt32Type>();
     let file = |index: u32| {
         files.get(index as usize).ok_or_else(|| {
             datafusion::error::DataFusionError::Internal(format!("no file {index} in the scan"))
         })
     };
-    let persons = match indexes.first() {
-        None => new_empty_array(&DataType::UInt32),
-        Some(&first) if indexes.iter().all(|&i| i == first) => file(first)?.persons(rows)?,
-        Some(_) => {
-            let persons = indexes.iter().zip(rows.values());
-            let persons = persons.map(|(&index, &row)| file(index)?.person(row));
+    Ok(match named.values().as_ref() {
+        [] => new_empty_array(&DataType::UInt32),
+        [index] => file(*index)?.persons(rows)?,
+        _ => {
+            let keys = indexes.keys().values().iter();
+            let persons = keys.zip(rows.values());
+            let persons = persons.map(|(&key, &row)| file(named.value(key.into()))?.person(row));
             Arc::new(persons.collect::<DfResult<UInt32Array>>()?)
         }
-    };
-    let mut columns = batch.columns()[..count - 2].to_vec();
-    columns.push(persons);
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    })
 }
 
 impl DisplayAs for PersonsExec {
@@ -445,6 +473,33 @@ mod tests {
 
     use super::*;
 
+    /// The persons of the rows (file index, row number) of a scan of `files`, which names
+    /// the files only where there are several.
+    fn persons(files: &[NumberedFile], rows: Vec<(u32, i64)>) -> DfResult<Vec<Option<u32>>> {
+        let (indexes, rows): (Vec<u32>, Vec<i64>) = rows.into_iter().unzip();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(rows))];
+        if files.len() > 1 {
+            let indexes = UInt32Array::from(indexes);
+            columns.insert(
+                0,
+                cast(&indexes, &wrap_partition_type_in_dict(DataType::UInt32))?,
+            );
+        }
+        let rows = RecordBatch::try_from_iter(
+            columns
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("added {i}"), c)),
+        )?;
+        let person = Field::new("person", DataType::UInt32, true);
+        let batch = with_persons(&rows, files, &Arc::new(Schema::new(vec![person])))?;
+        Ok(batch
+            .column(0)
+            .as_primitive::<UInt32Type>()
+            .iter()
+            .collect())
+    }
+
     #[test]
     fn rows_become_their_persons_and_a_row_the_node_did_not_number_is_an_error() {
         let files: Vec<NumberedFile> = [("f.parquet", vec![Some(7), None, Some(3), Some(7)])]
@@ -455,49 +510,29 @@ mod tests {
                 numbers: UInt32Array::from(numbers),
             })
             .collect();
-        let rows_schema = Arc::new(Schema::new(vec![
-            Field::new("__file", DataType::UInt32, false),
-            Field::new("__row_number", DataType::Int64, false),
-        ]));
-        let persons_schema = Arc::new(Schema::new(vec![Field::new(
-            "person",
-            DataType::UInt32,
-            true,
-        )]));
-        let persons = |rows: Vec<(u32, i64)>| -> DfResult<Vec<Option<u32>>> {
-            let (indexes, rows): (Vec<u32>, Vec<i64>) = rows.into_iter().unzip();
-            let rows = RecordBatch::try_new(
-                rows_schema.clone(),
-                vec![
-                    Arc::new(UInt32Array::from(indexes)),
-                    Arc::new(Int64Array::from(rows)),
-                ],
-            )?;
-            let batch = with_persons(&rows, &files, &persons_schema)?;
-            Ok(batch
-                .column(0)
-                .as_primitive::<UInt32Type>()
-                .iter()
-                .collect())
-        };
-        // A run of rows, rows out of order, rows of two files, and none.
+        // A run of rows, rows out of order, rows of two files, and none; of one file too.
+        for files in [&files[..1], &files] {
+            assert_eq!(
+                persons(files, vec![(0, 1), (0, 2), (0, 3)]).unwrap(),
+                [None, Some(3), Some(7)]
+            );
+            assert_eq!(
+                persons(files, vec![(0, 3), (0, 0)]).unwrap(),
+                [Some(7), Some(7)]
+            );
+            assert_eq!(persons(files, vec![]).unwrap(), []);
+        }
         assert_eq!(
-            persons(vec![(0, 1), (0, 2), (0, 3)]).unwrap(),
-            [None, Some(3), Some(7)]
-        );
-        assert_eq!(persons(vec![(0, 3), (0, 0)]).unwrap(), [Some(7), Some(7)]);
-        assert_eq!(
-            persons(vec![(1, 1), (0, 2), (0, 1), (1, 0)]).unwrap(),
+            persons(&files, vec![(1, 1), (0, 2), (0, 1), (1, 0)]).unwrap(),
             [Some(2), Some(3), None, Some(1)]
         );
-        assert_eq!(persons(vec![]).unwrap(), []);
         // Rows past a file's end, in a run, out of order and among another file's.
         for (rows, file) in [
             (vec![(0, 2), (0, 3), (0, 4)], "f.parquet"),
             (vec![(0, 0), (0, 9)], "f.parquet"),
             (vec![(0, 1), (1, 2)], "g.parquet"),
         ] {
-            let err = persons(rows).unwrap_err().to_string();
+            let err = persons(&files, rows).unwrap_err().to_string();
             assert!(
                 err.contains(&format!(
                     "file {file} has more rows than when the node numbered"
