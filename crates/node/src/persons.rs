@@ -198,6 +198,7 @@ async fn files_scan(
     let mut table_schema =
         TableSchema::builder(contract.clone()).with_virtual_columns(vec![row_number]);
     let mut files: Vec<PartitionedFile> = files.iter().cloned().map(Into::into).collect();
+    let mut added = 1;
     if files.len() > 1 {
         // A file's index is one value for all its rows: as a dictionary, a batch holds it
         // once.
@@ -211,11 +212,11 @@ async fn files_scan(
             let index = ScalarValue::UInt32(Some(index));
             file.partition_values = vec![wrap_partition_value_in_dict(index)];
         }
-        projection.push(contract.fields().len());
-        projection.push(contract.fields().len() + 1);
-    } else {
-        projection.push(contract.fields().len());
+        added += 1;
     }
+    // The scan's added columns follow the contract's.
+    let count = contract.fields().len();
+    projection.extend(count..count + added);
     let partitions = match limit {
         Some(_) => 1,
         None => state.config().target_partitions(),
