@@ -238,6 +238,14 @@ impl Node {
         &self.catalog.tables
     }
 
+    /// The contract tables the node serves from files.
+    pub(crate) fn served(&self) -> impl Iterator<Item = sunlight_domain::Table> + '_ {
+        let tables = self.tables().iter();
+        tables
+            .filter(|(_, state)| matches!(state, TableState::Served { .. }))
+            .map(|(table, _)| *table)
+    }
+
     /// The node's tables and files as it loaded them.
     pub(crate) fn catalog(&self) -> &NodeCatalog {
         &self.catalog

@@ -43,7 +43,6 @@ use sunlight_domain::{Table, birth_date_part};
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
 
-use crate::catalog::TableState;
 use crate::node::Node;
 use crate::once::OnceMap;
 use crate::quality::log_data_quality;
@@ -148,11 +147,7 @@ pub fn has_persons(table: Table) -> bool {
 
 /// The node's served tables about persons.
 pub fn served_with_persons(node: &Node) -> Vec<Table> {
-    let tables = node.tables().iter();
-    tables
-        .filter(|(t, state)| has_persons(*t) && matches!(state, TableState::Served { .. }))
-        .map(|(t, _)| *t)
-        .collect()
+    node.served().filter(|&t| has_persons(t)).collect()
 }
 
 /// Numbers the persons of each of `node`'s served tables about persons, ahead of the first

@@ -11,7 +11,6 @@ use arrow::datatypes::{DataType, Int64Type};
 use sunlight_domain::{NAMED_VALUES, Table};
 
 use crate::Result;
-use crate::catalog::TableState;
 use crate::node::Node;
 use crate::persons::undated_persons;
 
@@ -56,11 +55,7 @@ pub async fn log_data_quality(node: &Node) {
 /// The rows of `table` whose `column` holds a value the contract does not name, with the
 /// first of those values, where the node serves the table.
 async fn unnamed_values(node: &Node, table: Table, column: &str) -> Result<Option<String>> {
-    let served = node
-        .tables()
-        .iter()
-        .any(|(t, state)| *t == table && matches!(state, TableState::Served { .. }));
-    if !served {
+    if !node.served().any(|t| t == table) {
         return Ok(None);
     }
     let sql = format!(
