@@ -27,7 +27,7 @@ use datafusion::logical_expr::{TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::TryStreamExt;
-use futures::future::join_all;
+use futures::future::{join_all, try_join_all};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sunlight_domain::Table;
@@ -166,6 +166,29 @@ impl DataRoot {
             })?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
+    }
+
+    /// `files` of `table` as they are now, less those that are gone. On a local disk
+    /// each file's own metadata tells, a look each, which costs less than a listing of
+    /// the folder. In an object store one listing tells in one request, and gives times
+    /// as precise as the listing that found the files, which an object's own HEAD may
+    /// round to the second.
+    async fn now(&self, table: Table, files: &[ObjectMeta]) -> Result<Vec<ObjectMeta>> {
+        if self.url.scheme() != "file" {
+            return self.listed(table).await;
+        }
+        let heads = files.iter().map(|file| async {
+            match self.store.head(&file.location).await {
+                Ok(now) => Ok(Some(now)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(source) => Err(Error::Store {
+                    location: self.object_url(&file.location).to_string(),
+                    source,
+                }),
+            }
+        });
+        let heads: Vec<Option<ObjectMeta>> = try_join_all(heads).await?;
+        Ok(heads.into_iter().flatten().collect())
     }
 
     /// Whether `object` is named as a Parquet file, or is named as Hive and Impala name
@@ -397,16 +420,15 @@ impl CheckedFiles {
     }
 
     /// Fails, naming each file of `table` that is gone or changed since the node checked
-    /// it, with what is wrong with it now. One listing of the table's folder tells, rather
-    /// than a request a file.
+    /// it, with what is wrong with it now ([`DataRoot::now`] tells).
     pub async fn unchanged(&self, table: Table) -> Result<()> {
         let checked = self.of(table);
         if checked.is_empty() {
             return Ok(());
         }
-        let listed = self.root.listed(table).await?;
+        let found = self.root.now(table, checked).await?;
         let now: HashMap<&ObjectPath, &ObjectMeta> =
-            listed.iter().map(|file| (&file.location, file)).collect();
+            found.iter().map(|file| (&file.location, file)).collect();
         let changed = checked
             .iter()
             .map(|file| self.changed(table, file, now.get(&file.location).copied()));
