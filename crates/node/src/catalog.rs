@@ -43,6 +43,10 @@ use crate::{Error, Result};
 /// The first bytes of a Parquet file.
 pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 
+/// How many of a table's files on a local disk a node looks at, at once, to see that they
+/// are unchanged: each look takes a thread of the blocking pool while it waits.
+const LOOKS_AT_ONCE: usize = 8;
+
 /// Why a file of a table was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableProblem {
@@ -177,18 +181,24 @@ impl DataRoot {
         if self.url.scheme() != "file" {
             return self.listed(table).await;
         }
-        let heads = files.iter().map(|file| async {
-            match self.store.head(&file.location).await {
-                Ok(now) => Ok(Some(now)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(source) => Err(Error::Store {
-                    location: self.object_url(&file.location).to_string(),
-                    source,
-                }),
-            }
-        });
-        let heads: Vec<Option<ObjectMeta>> = try_join_all(heads).await?;
-        Ok(heads.into_iter().flatten().collect())
+        let mut found = Vec::with_capacity(files.len());
+        for some in files.chunks(LOOKS_AT_ONCE) {
+            let looks = some.iter().map(|file| self.head(&file.location));
+            found.extend(try_join_all(looks).await?.into_iter().flatten());
+        }
+        Ok(found)
+    }
+
+    /// The object at `location` as it is now; none if it is gone.
+    async fn head(&self, location: &ObjectPath) -> Result<Option<ObjectMeta>> {
+        match self.store.head(location).await {
+            Ok(now) => Ok(Some(now)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(Error::Store {
+                location: self.object_url(location).to_string(),
+                source,
+            }),
+        }
     }
 
     /// Whether `object` is named as a Parquet file, or is named as Hive and Impala name
