@@ -654,28 +654,33 @@ async fn outcomes_give_precision_and_a_candidate_shadows_then_rolls_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_leader_runs_the_models_on_a_schedule() {
     let city = handmade_city(&["--model-schedule-secs", "1"], false);
+    let records: usize = city.expected_hits().values().map(BTreeSet::len).sum();
+    let headline = format!("7 models, {records} suspect records");
+    // A run records each model's summary a node at a time, after the nodes wrote its
+    // hits: the report tells when a run has recorded them all.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let found = node_hits(&city.nodes).await;
-        if ProblemModel::ALL.iter().all(|m| found.contains_key(m.id())) {
+        let report = sunlight(&[
+            "report",
+            "--coordinator",
+            &city.coordinator.addr,
+            "--token",
+            TOKEN,
+        ]);
+        if report.contains(&headline) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no scheduled run in 20 s: {found:?}"
+            "no scheduled run recorded every model's hits in 20 s: {report}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let report = sunlight(&[
-        "report",
-        "--coordinator",
-        &city.coordinator.addr,
-        "--token",
-        TOKEN,
-    ]);
-    let records: usize = city.expected_hits().values().map(BTreeSet::len).sum();
-    let headline = format!("7 models, {records} suspect records");
-    assert!(report.contains(&headline), "{report}");
+    let found = node_hits(&city.nodes).await;
+    assert!(
+        ProblemModel::ALL.iter().all(|m| found.contains_key(m.id())),
+        "{found:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
