@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     /// A resident ID is not 18 characters of digits with an optional final `X`.
-    #[error("resident ID {id:?} is malformed: {reason}")]
+    #[error("resident ID {id:?} is malformed: it has {reason}")]
     MalformedResidentId {
         /// The rejected input.
         id: String,

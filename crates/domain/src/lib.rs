@@ -13,7 +13,7 @@ mod standards;
 pub use error::{Error, Result};
 pub use models::ProblemModel;
 pub use node::{NODES, NodeCode, NodeInfo};
-pub use resident_id::{ResidentId, birth_date_part, full_years_between};
+pub use resident_id::{FormProblem, ResidentId, birth_date_part, form_problem, full_years_between};
 pub use schema::{CLASS_METADATA_KEY, ColumnClass, NAMED_VALUES, Table, column_class};
 pub use standards::{SubsidyStandard, default_standards, standards_batch, standards_sha256};
 

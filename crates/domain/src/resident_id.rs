@@ -16,28 +16,21 @@ impl ResidentId {
     /// Validates `id`. A lower-case `x` is accepted and normalized to `X`.
     pub fn parse(id: &str) -> Result<Self> {
         let id = id.trim().to_ascii_uppercase();
-        let malformed = |reason| Error::MalformedResidentId {
-            id: id.clone(),
-            reason,
-        };
-        if id.chars().count() != 18 {
-            return Err(malformed("it must have 18 characters"));
-        }
-        let (body, check) = id.split_at(17);
-        if !body.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(malformed("the first 17 characters must be digits"));
-        }
-        let found = check.chars().next().expect("18 characters");
-        if !(found.is_ascii_digit() || found == 'X') {
-            return Err(malformed("the last character must be a digit or X"));
-        }
-        let expected = Self::check_char(body);
-        if found != expected {
-            return Err(Error::ResidentIdCheck {
-                id,
-                found,
-                expected,
-            });
+        match form_problem(&id) {
+            None => {}
+            Some(FormProblem::Check) => {
+                return Err(Error::ResidentIdCheck {
+                    found: id[17..].chars().next().expect("18 characters"),
+                    expected: Self::check_char(&id[..17]),
+                    id,
+                });
+            }
+            Some(problem) => {
+                return Err(Error::MalformedResidentId {
+                    reason: problem.what(),
+                    id,
+                });
+            }
         }
         birth_date_part(&id).ok_or_else(|| Error::ResidentIdBirthDate {
             part: id[6..14].to_string(),
@@ -76,6 +69,54 @@ impl ResidentId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What keeps an ID, as written, from the form GB 11643 gives it, its birth date part
+/// aside ([`birth_date_part`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FormProblem {
+    /// Other than 18 characters.
+    Length,
+    /// A character other than a digit among the first 17.
+    Digits,
+    /// A last character other than a digit or `X`.
+    Last,
+    /// A check character other than the one its first 17 digits give.
+    Check,
+}
+
+impl FormProblem {
+    /// What the ID has, in words that follow "it has".
+    pub fn what(self) -> &'static str {
+        match self {
+            FormProblem::Length => "other than 18 characters",
+            FormProblem::Digits => "a character other than a digit among the first 17",
+            FormProblem::Last => "a last character other than a digit or X",
+            FormProblem::Check => {
+                "a check character other than the one its first 17 digits give (ISO 7064 MOD 11-2)"
+            }
+        }
+    }
+}
+
+/// What keeps `id`, exactly as written, from the form GB 11643 gives it: 17 digits and
+/// their check character, a digit or an upper-case `X`. Its birth date part is not looked
+/// at ([`birth_date_part`]).
+pub fn form_problem(id: &str) -> Option<FormProblem> {
+    if id.chars().count() != 18 {
+        return Some(FormProblem::Length);
+    }
+    let body = &id.as_bytes()[..17];
+    if !body.iter().all(u8::is_ascii_digit) {
+        return Some(FormProblem::Digits);
+    }
+    // The first 17 bytes are digits, so the last character starts at byte 17.
+    let last = id[17..].chars().next().expect("18 characters");
+    if !(last.is_ascii_digit() || last == 'X') {
+        return Some(FormProblem::Last);
+    }
+    let body = std::str::from_utf8(body).expect("digits");
+    (last != ResidentId::check_char(body)).then_some(FormProblem::Check)
 }
 
 /// The birth date in characters 7–14 of `id`, if they form a date. This is the reading
@@ -153,6 +194,29 @@ mod tests {
             ResidentId::parse(&fixed),
             Err(Error::ResidentIdBirthDate { .. })
         ));
+    }
+
+    #[test]
+    fn ids_are_judged_as_written() {
+        assert_eq!(form_problem("11010519491231002X"), None);
+        // A birth date part that is not a date is no problem of form.
+        assert_eq!(form_problem("140215199013010011"), None);
+        for (id, problem) in [
+            ("11010519491231002", FormProblem::Length),
+            ("１1010519491231002X", FormProblem::Digits),
+            ("1101051949123100 X", FormProblem::Digits),
+            ("11010519491231002x", FormProblem::Last),
+            ("11010519491231002Ｘ", FormProblem::Last),
+            ("110105194912310021", FormProblem::Check),
+        ] {
+            assert_eq!(form_problem(id), Some(problem), "{id}");
+        }
+        assert_eq!(
+            ResidentId::parse("1101051949123100")
+                .unwrap_err()
+                .to_string(),
+            "resident ID \"1101051949123100\" is malformed: it has other than 18 characters"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! each row's person ([`PersonDirectory`]), and its census scans read the Parquet row
 //! number instead, which they turn into the person's number ([`PersonsExec`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use object_store::path::Path as ObjectPath;
 use parquet::arrow::RowNumber;
-use sunlight_domain::{Table, birth_date_part};
+use sunlight_domain::{FormProblem, Table, birth_date_part, form_problem};
 use sunlight_fragment::TableLeafExec;
 use sunlight_policy::{Counted, NO_PERSON, PersonDirectory};
 
@@ -109,10 +110,16 @@ impl PersonIndex {
             .collect())
     }
 
-    /// How many of the persons numbered so far have a `person_id` whose birth date part
-    /// is not a date.
-    fn undated(&self) -> usize {
-        self.directory.count(|id| birth_date_part(id).is_none())
+    /// What is wrong with the `person_id` of the persons numbered so far.
+    fn id_problems(&self) -> IdProblems {
+        let mut problems = IdProblems::default();
+        self.directory.each_id(|id| {
+            problems.undated += usize::from(birth_date_part(id).is_none());
+            if let Some(problem) = form_problem(id) {
+                *problems.forms.entry(problem).or_default() += 1;
+            }
+        });
+        problems
     }
 
     /// The rows and distinct persons of `table` as a whole. The node's files do not
@@ -163,15 +170,24 @@ pub async fn number_persons(node: Arc<Node>) {
     log_data_quality(&node).await;
 }
 
-/// How many persons of `node`'s served tables have a `person_id` whose birth date part
-/// (characters 7–14) is not a date, once each table's persons are numbered: a
-/// data-quality error of the files, whose payments `underage_elderly_allowance` never
-/// counts.
-pub async fn undated_persons(node: &Node) -> Result<usize> {
+/// Persons whose `person_id` is not as GB 11643 writes it: data-quality errors of the
+/// files, whose rows are served as they are.
+#[derive(Debug, Default)]
+pub struct IdProblems {
+    /// Persons whose birth date part (characters 7–14) is not a date, whose payments
+    /// `underage_elderly_allowance` never counts.
+    pub undated: usize,
+    /// Persons by what keeps their ID from the standard's form, its birth date aside.
+    pub forms: BTreeMap<FormProblem, usize>,
+}
+
+/// What is wrong with the `person_id` of the persons of `node`'s served tables, once each
+/// table's persons are numbered.
+pub async fn person_id_problems(node: &Node) -> Result<IdProblems> {
     for table in served_with_persons(node) {
         node.persons_of(table).await?;
     }
-    Ok(node.person_index().undated())
+    Ok(node.person_index().id_problems())
 }
 
 /// A scan of `files` of `table` reading the columns `projection`, followed by the index

@@ -1,7 +1,9 @@
 //! The node's report on the quality of its files: values that fit the contract's types
-//! but not what it says of them. Their rows are served as they are, and the models read
-//! them as the contract says (an ID without a birth date is never an age hit); the node
-//! logs each finding once it has loaded its files, and `Describe` answers them.
+//! but not what it says of them (an ID whose birth date is not a date or whose check
+//! character is wrong, a gender it does not name). Their rows are served as they are, and
+//! the models read them as the contract says (an ID without a birth date is never an age
+//! hit); the node logs each finding once it has loaded its files, and `Describe` answers
+//! them.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +14,7 @@ use sunlight_domain::{NAMED_VALUES, Table};
 
 use crate::Result;
 use crate::node::Node;
-use crate::persons::undated_persons;
+use crate::persons::person_id_problems;
 
 /// The most values of a column a finding quotes.
 const QUOTED: usize = 3;
@@ -27,11 +29,24 @@ pub async fn data_quality(node: &Node) -> Result<&[String]> {
 /// [`data_quality`], worked out.
 async fn findings(node: &Node) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    let undated = undated_persons(node).await?;
-    if undated > 0 {
+    let ids = person_id_problems(node).await?;
+    if ids.undated > 0 {
         found.push(format!(
-            "{undated} person(s) have a person_id whose birth date part (characters 7-14) \
-             is not a date; underage_elderly_allowance counts none of their payments"
+            "{} person(s) have a person_id whose birth date part (characters 7-14) \
+             is not a date; underage_elderly_allowance counts none of their payments",
+            ids.undated
+        ));
+    }
+    if !ids.forms.is_empty() {
+        let parts: Vec<String> = ids
+            .forms
+            .iter()
+            .map(|(problem, persons)| format!("{persons} with {}", problem.what()))
+            .collect();
+        found.push(format!(
+            "{} person(s) have a person_id not in the form GB 11643 gives it: {}",
+            ids.forms.values().sum::<usize>(),
+            parts.join("; ")
         ));
     }
     for (table, column) in NAMED_VALUES {

@@ -102,10 +102,10 @@ impl PersonDirectory {
             .collect()
     }
 
-    /// How many of the persons numbered so far have an identifier `holds` is true of.
-    pub fn count(&self, holds: impl Fn(&str) -> bool) -> usize {
+    /// Visits the identifier of each person numbered so far.
+    pub fn each_id(&self, visit: impl FnMut(&str)) {
         let numbered = self.numbered.read().expect("not poisoned");
-        numbered.ids.iter().filter(|id| holds(id)).count()
+        numbered.ids.iter().map(|id| &**id).for_each(visit);
     }
 
     /// The token of the identifier of each person in `numbers`. A person's token is made

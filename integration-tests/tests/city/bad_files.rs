@@ -130,8 +130,9 @@ async fn mismatched_and_corrupt_files_are_refused() {
 }
 
 /// Values that break no type but what the contract says of them (an ID whose birth date
-/// part is not a date, a gender other than M and F, a level past 4): the node serves
-/// their rows and reports them as data-quality errors of its files.
+/// part is not a date or whose check character is wrong, a gender other than M and F, a
+/// level past 4): the node serves their rows and reports them as data-quality errors of
+/// its files, persons by count only.
 #[tokio::test(flavor = "multi_thread")]
 async fn values_the_contract_does_not_name_are_served_and_reported() {
     let city = generated_city(50, 3);
@@ -147,6 +148,25 @@ async fn values_the_contract_does_not_name_are_served_and_reported() {
         Arc::new(changed)
     };
     with_column(&root, "persons/part-0.parquet", "gender", genders, None);
+    // Three persons' IDs as a clerk might mistype them: a wrong check character, one
+    // character short, and a lower-case x. Their rows elsewhere keep the true IDs.
+    let mistyped = |column: &ArrayRef| -> ArrayRef {
+        let values = column.as_string::<i32>().iter().enumerate();
+        let changed: StringArray = values
+            .map(|(i, id)| {
+                let id = id.unwrap();
+                let (body, check) = id.split_at(17);
+                Some(match i {
+                    0 => format!("{body}{}", if check == "0" { "1" } else { "0" }),
+                    1 => body.to_string(),
+                    2 => format!("{body}x"),
+                    _ => id.to_string(),
+                })
+            })
+            .collect();
+        Arc::new(changed)
+    };
+    with_column(&root, "persons/part-0.parquet", "person_id", mistyped, None);
     let levels = |column: &ArrayRef| -> ArrayRef {
         let values = column.as_primitive::<Int32Type>().iter().enumerate();
         let changed: Int32Array = values
@@ -183,6 +203,10 @@ async fn values_the_contract_does_not_name_are_served_and_reported() {
                 "{undated} person(s) have a person_id whose birth date part (characters 7-14) \
                  is not a date; underage_elderly_allowance counts none of their payments"
             ),
+            "3 person(s) have a person_id not in the form GB 11643 gives it: 1 with other \
+             than 18 characters; 1 with a last character other than a digit or X; 1 with a \
+             check character other than the one its first 17 digits give (ISO 7064 MOD 11-2)"
+                .to_string(),
             "3 row(s) of persons hold a gender that is not one of M, F (\"X\")".to_string(),
             "1 row(s) of disability_certs hold a level that is not a level from 1 (most \
              severe) to 4 (\"7\")"
