@@ -5,6 +5,7 @@
 mod alternatives;
 mod analyzer;
 mod auth;
+mod bound;
 mod catalog;
 mod endpoint;
 mod memory;

@@ -46,6 +46,7 @@ use sunlight_proto::flight::{
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::bound::Bound;
 use crate::catalog::{
     FOREIGN_KEYS, PRIMARY_KEYS, described_columns, no_foreign_keys, primary_keys, xdbc_types,
 };
@@ -53,6 +54,7 @@ use crate::endpoint::SEND_INSTEAD;
 use crate::panics::{caught, caught_stream};
 use crate::session::{Sessions, send_cookie};
 use crate::session_sql::SessionStatement;
+use crate::statement::Prepared;
 use crate::{Answer, Caller, QueryRequest, SqlEngine, Statement, StatementSchemas};
 
 /// Catalog under which every table is listed.
@@ -73,6 +75,7 @@ pub struct FlightSqlServer<E: SqlEngine> {
     sql_info: Arc<SqlInfoData>,
     xdbc_types: Arc<XdbcTypeInfoData>,
     sessions: Arc<Sessions>,
+    bound: Arc<Bound>,
 }
 
 impl<E: SqlEngine> FlightSqlServer<E> {
@@ -122,7 +125,19 @@ impl<E: SqlEngine> FlightSqlServer<E> {
             sql_info,
             xdbc_types: Arc::new(xdbc_types()),
             sessions,
+            bound: Arc::default(),
         }
+    }
+
+    /// The prepared statement `handle` names, with the values its caller last bound to
+    /// it where the handle carries none: the handle it was prepared with, run by a client
+    /// that drops the handle a bind answers with ([`Bound`]).
+    fn prepared<T>(&self, handle: &[u8], request: &Request<T>) -> Result<Prepared, Status> {
+        let mut prepared = Prepared::from_handle(handle)?;
+        if prepared.statement.parameters.is_none() && prepared.id != 0 {
+            prepared.statement.parameters = self.bound.get(&caller(request)?.user, prepared.id);
+        }
+        Ok(prepared)
     }
 
     /// The caller of `request` and its headers, with those its session's options add.
@@ -530,9 +545,14 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let statement = Statement::from_handle(&query.prepared_statement_handle)?;
+        let prepared = self.prepared(&query.prepared_statement_handle, &request)?;
+        // The ticket carries the values, whether the handle did or they were kept.
+        let query = CommandPreparedStatementQuery {
+            prepared_statement_handle: Bytes::from(prepared.handle()?),
+        };
         let ticket = Ticket::new(query.as_any().encode_to_vec());
-        self.statement_info(&statement, ticket, request).await
+        self.statement_info(&prepared.statement, ticket, request)
+            .await
     }
 
     async fn do_get_prepared_statement(
@@ -540,8 +560,8 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let statement = Statement::from_handle(&query.prepared_statement_handle)?;
-        self.run(&statement, &request).await
+        let prepared = self.prepared(&query.prepared_statement_handle, &request)?;
+        self.run(&prepared.statement, &request).await
     }
 
     async fn do_put_prepared_statement_query(
@@ -549,7 +569,8 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let mut statement = Statement::from_handle(&query.prepared_statement_handle)?;
+        let mut prepared = Prepared::from_handle(&query.prepared_statement_handle)?;
+        let user = caller(&request)?.user;
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
             request.into_inner().map_err(FlightError::from),
         )
@@ -562,9 +583,12 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
                 "a prepared statement takes one row of parameter values at a time, not {rows}"
             )));
         }
-        statement.parameters = batches.into_iter().find(|b| b.num_rows() == 1);
+        prepared.statement.parameters = batches.into_iter().find(|b| b.num_rows() == 1);
+        if let (Some(values), true) = (&prepared.statement.parameters, prepared.id != 0) {
+            self.bound.keep(&user, prepared.id, values.clone());
+        }
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(Bytes::from(statement.handle()?)),
+            prepared_statement_handle: Some(Bytes::from(prepared.handle()?)),
         })
     }
 
@@ -653,9 +677,9 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let statement = Statement::new(query.query);
+        let prepared = Prepared::new(Statement::new(query.query));
         let schemas = self
-            .plan(&statement, &self.query_request(&request)?)
+            .plan(&prepared.statement, &self.query_request(&request)?)
             .await?;
         let ipc = |schema: &Schema| {
             let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
@@ -664,7 +688,7 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
             Ok::<_, Status>(bytes)
         };
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: Bytes::from(statement.handle()?),
+            prepared_statement_handle: Bytes::from(prepared.handle()?),
             dataset_schema: ipc(&schemas.dataset)?,
             parameter_schema: match schemas.has_parameters() {
                 true => ipc(&schemas.parameters)?,
@@ -675,10 +699,12 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
 
     async fn do_action_close_prepared_statement(
         &self,
-        _query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        // Handles carry the statement itself; there is nothing to release.
+        // Handles carry the statement itself: only values kept for it are released.
+        let prepared = Prepared::from_handle(&query.prepared_statement_handle)?;
+        self.bound.forget(&caller(&request)?.user, prepared.id);
         Ok(())
     }
 

@@ -81,9 +81,39 @@ impl Statement {
             )));
         }
         let values = (0..parameters.num_columns())
-            .map(|i| ScalarValue::try_from_array(parameters.column(i), 0))
+            .map(|i| ScalarValue::try_from_array(parameters.column(i), 0).map(chosen))
             .collect::<Result<Vec<_>>>()?;
         frame.with_param_values(ParamValues::from(values))
+    }
+}
+
+/// A bound value without the union some clients wrap every value in, so that one column
+/// can take a value of any type (`flightsql-dbapi` binds dense unions): the value chosen.
+fn chosen(value: ScalarValue) -> ScalarValue {
+    match value {
+        ScalarValue::Union(Some((_, value)), ..) => chosen(*value),
+        ScalarValue::Union(None, ..) => ScalarValue::Null,
+        value => value,
+    }
+}
+
+/// A prepared statement as its handle carries it: the statement, with the values bound to
+/// it, and the number that names it as prepared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The statement and its bound values.
+    pub statement: Statement,
+    /// Drawn at random as the statement is prepared; 0 in handles made before that.
+    pub id: u64,
+}
+
+impl Prepared {
+    /// `statement`, prepared now.
+    pub fn new(statement: Statement) -> Self {
+        Self {
+            statement,
+            id: rand::random::<u64>().max(1),
+        }
     }
 
     /// Reads a prepared statement's handle.
@@ -99,15 +129,18 @@ impl Statement {
                 })?,
         };
         Ok(Self {
-            sql: handle.sql,
-            parameters,
+            statement: Statement {
+                sql: handle.sql,
+                parameters,
+            },
+            id: handle.id,
         })
     }
 
-    /// The handle of the statement as prepared, with its values if bound.
+    /// The handle of the statement, with its values if bound.
     pub fn handle(&self) -> Result<Vec<u8>, Status> {
         let mut parameters = Vec::new();
-        if let Some(batch) = &self.parameters {
+        if let Some(batch) = &self.statement.parameters {
             let mut writer = StreamWriter::try_new(&mut parameters, &batch.schema())
                 .and_then(|mut w| w.write(batch).map(|()| w))
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -116,8 +149,9 @@ impl Statement {
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
         Ok(PreparedStatementHandle {
-            sql: self.sql.clone(),
+            sql: self.statement.sql.clone(),
             parameters,
+            id: self.id,
         }
         .encode_to_vec())
     }
@@ -822,15 +856,19 @@ mod tests {
             ),
         ])
         .unwrap();
-        let statement = Statement {
+        let prepared = Prepared::new(Statement {
             sql: "SELECT count(*) FROM disbursements WHERE county_code = ? AND amount > ?".into(),
             parameters: Some(values.clone()),
-        };
-        let back = Statement::from_handle(&statement.handle().unwrap()).unwrap();
-        assert_eq!(back.sql, statement.sql);
-        assert_eq!(back.parameters, Some(values));
-        assert!(back.to_string().ends_with("-- with $1 = 140215, $2 = 100"));
-        let bad = Statement::from_handle(b"\xff\xff").unwrap_err();
+        });
+        let back = Prepared::from_handle(&prepared.handle().unwrap()).unwrap();
+        assert_eq!(back, prepared);
+        assert_ne!(back.id, 0);
+        assert!(
+            back.statement
+                .to_string()
+                .ends_with("-- with $1 = 140215, $2 = 100")
+        );
+        let bad = Prepared::from_handle(b"\xff\xff").unwrap_err();
         assert!(
             bad.message().contains("malformed statement handle"),
             "{bad}"

@@ -1,6 +1,6 @@
-//! A standard Flight SQL client from outside the project (Python's ADBC driver) talks to
-//! a node and to the city, sets a session option there and reads the notes of its
-//! answers from the session.
+//! Standard Flight SQL clients from outside the project (Python's ADBC driver, and the
+//! older `flightsql-dbapi`) talk to a node and to the city; ADBC sets a session option
+//! there and reads the notes of its answers from the session.
 
 use std::path::Path;
 use std::process::Command;
@@ -125,6 +125,28 @@ async fn adbc_flight_sql_driver_queries_the_city() {
         .map(|tables| tables.get(&Table::Disbursements).copied().unwrap_or(0))
         .sum();
     assert_sees(&seen, rows, city.report.rows[&code][&Table::Disbursements]);
+}
+
+/// An older client, which binds values as unions and runs the statement by the handle it
+/// prepared, ignoring the one its bind is answered with, gets the answers of the values it
+/// bound: the city keeps them for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_flight_sql_client_runs_the_handle_it_prepared_with_its_values() {
+    let city = shared_city();
+    let running = start_city(city.dir.path(), &[]);
+    let code: NodeCode = "140215".parse().unwrap();
+    let args = vec![
+        running.coordinator.addr.clone(),
+        TOKEN.to_string(),
+        code.to_string(),
+    ];
+    let seen = client_saw("dbapi_client.py", args).await;
+    let rows = city.report.rows[&code][&Table::Disbursements];
+    assert_eq!(seen["county"].as_u64(), Some(rows as u64), "{seen}");
+    let over = seen["county_over_literal"].as_u64().unwrap();
+    assert!(0 < over && over < rows as u64, "{seen}");
+    assert_eq!(seen["county_over"].as_u64(), Some(over), "{seen}");
+    assert_eq!(seen["no_county"].as_u64(), Some(0), "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

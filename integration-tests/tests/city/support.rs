@@ -332,7 +332,13 @@ pub fn write_parquet(
 
 /// What the tests install into their Python: an outside Flight SQL client, and an
 /// S3-compatible server.
-const PYTHON_PACKAGES: &[&str] = &["adbc-driver-flightsql", "pyarrow", "moto[server]"];
+const PYTHON_PACKAGES: &[&str] = &[
+    "adbc-driver-flightsql",
+    "pyarrow",
+    "moto[server]",
+    "flightsql-dbapi",
+    "pandas",
+];
 
 /// A Python with [`PYTHON_PACKAGES`], in a virtual environment made once per target
 /// folder. Test processes take turns under a file lock; the marker file lists what was
