@@ -293,7 +293,8 @@ fn record(run_id: &str, package: &ModelPackage, node: &str, summary: &RunSummary
 }
 
 impl ModelRuns {
-    /// Runs the selected models as `actor` and records each node's summary.
+    /// Runs the selected models as `actor` and records every node's summary of each, in
+    /// one entry once all have run.
     pub async fn run_all(
         &self,
         actor: Actor,
@@ -307,6 +308,7 @@ impl ModelRuns {
             run_id: run_id(),
             ..Default::default()
         };
+        let mut records = Vec::new();
         for (package, assigned) in &plan {
             let (results, bytes) = self
                 .run_version(&reply.run_id, package, assigned, &everyone, false)
@@ -315,13 +317,16 @@ impl ModelRuns {
             for (target, result) in results {
                 let run = node_run(package, &target, result);
                 if let Some(summary) = &run.summary {
-                    let record = record(&reply.run_id, package, &target.code, summary);
-                    self.replica
-                        .propose(actor.clone(), Command::RecordRun(record))
-                        .await?;
+                    records.push(record(&reply.run_id, package, &target.code, summary));
                 }
                 reply.runs.push(run);
             }
+        }
+        // The report goes from the last run to this one whole, once every model has run.
+        if !records.is_empty() {
+            self.replica
+                .propose(actor, Command::RecordRuns { runs: records })
+                .await?;
         }
         Ok(reply)
     }

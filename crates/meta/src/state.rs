@@ -135,10 +135,12 @@ impl MetaState {
             },
             Command::RenewToken { name, .. } => name.clone(),
             Command::AddModel { id, version, .. } => format!("{id} version {version}"),
-            Command::RecordRun(run) => format!(
-                "{} version {} on {}: {} hits, run {}",
-                run.model_id, run.version, run.node, run.total.hits, run.run_id
-            ),
+            Command::RecordRun(run) => format!("{}, run {}", found(run), run.run_id),
+            Command::RecordRuns { runs } => {
+                let found: Vec<String> = runs.iter().map(found).collect();
+                let run = runs.first().map_or("", |r| r.run_id.as_str());
+                format!("run {run}: {}", found.join("; "))
+            }
             other => serde_json::to_string(other).unwrap_or_default(),
         };
         let decision = match &proposal.command {
@@ -324,14 +326,23 @@ impl MetaState {
                 Ok(version.to_string())
             }
             Command::RecordRun(run) => {
-                self.runs.push(RunRecord {
-                    at_ms: proposal.at_ms,
-                    ..run.clone()
-                });
+                self.record_runs(std::slice::from_ref(run), proposal.at_ms);
                 Ok(run.run_id.clone())
+            }
+            Command::RecordRuns { runs } => {
+                self.record_runs(runs, proposal.at_ms);
+                Ok(runs.first().map(|r| r.run_id.clone()).unwrap_or_default())
             }
             Command::Audit { .. } => Ok(String::new()),
         }
+    }
+
+    /// Adds `runs`, recorded at `at_ms`.
+    fn record_runs(&mut self, runs: &[RunRecord], at_ms: i64) {
+        self.runs.extend(runs.iter().map(|run| RunRecord {
+            at_ms,
+            ..run.clone()
+        }));
     }
 
     fn append_audit(
@@ -422,9 +433,18 @@ impl ChainCheck {
     }
 }
 
+/// What a node found in a run of a model, as the audit log tells it.
+fn found(run: &RunRecord) -> String {
+    format!(
+        "{} version {} on {}: {} hits",
+        run.model_id, run.version, run.node, run.total.hits
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::RunCounts;
 
     /// A state and the records its audit log holds.
     #[derive(Default)]
@@ -615,6 +635,62 @@ mod tests {
             Outcome::Applied { .. }
         ));
         assert_eq!(state.assignments["dibao_payroll"]["140215"], 1);
+    }
+
+    #[test]
+    fn a_run_is_recorded_whole_and_old_single_records_still_apply() {
+        let run = |node: &str, hits| RunRecord {
+            run_id: "r2".into(),
+            model_id: "duplicate_payment".into(),
+            version: 1,
+            node: node.into(),
+            at_ms: 0,
+            total: RunCounts {
+                hits,
+                persons: hits,
+                amount: "0.00".into(),
+            },
+            townships: BTreeMap::new(),
+            elapsed_ms: 5,
+        };
+        let mut state = Logged::default();
+        let old = RunRecord {
+            run_id: "r1".into(),
+            ..run("140215", 1)
+        };
+        state.apply(&by("root", Command::RecordRun(old)));
+        let whole = Command::RecordRuns {
+            runs: vec![run("140215", 3), run("140221", 4)],
+        };
+        // As the log stores it.
+        let stored = serde_json::to_string(&whole).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&stored).unwrap(), whole);
+        let outcome = state.apply(&by("root", whole));
+        assert!(matches!(outcome, Outcome::Applied { audit_seq: 2, .. }));
+        let recorded: Vec<(&str, &str, u64, i64)> = state
+            .runs
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.node.as_str(), r.total.hits, r.at_ms))
+            .collect();
+        let at = 1_700_000_000_000;
+        assert_eq!(
+            recorded,
+            [
+                ("r1", "140215", 1, at),
+                ("r2", "140215", 3, at),
+                ("r2", "140221", 4, at)
+            ]
+        );
+        assert_eq!(state.log[0].action, "model.run");
+        assert_eq!(
+            state.log[0].detail,
+            "duplicate_payment version 1 on 140215: 1 hits, run r1"
+        );
+        assert_eq!(
+            state.log[1].detail,
+            "run r2: duplicate_payment version 1 on 140215: 3 hits; \
+             duplicate_payment version 1 on 140221: 4 hits"
+        );
     }
 
     #[test]

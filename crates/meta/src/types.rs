@@ -285,8 +285,16 @@ pub enum Command {
         /// Node codes.
         nodes: Vec<String>,
     },
-    /// Records what a node found in a model run.
+    /// Records what one node found in a model run, as runs were recorded before
+    /// [`Command::RecordRuns`]: a run then showed in the report a node at a time. Kept so
+    /// that such entries of a log still apply.
     RecordRun(RunRecord),
+    /// Records what each node found in one run of the models, all at once, so that the
+    /// report goes from one run to the next whole.
+    RecordRuns {
+        /// Each node's summary of each model.
+        runs: Vec<RunRecord>,
+    },
     /// Records an access decision made outside the metadata (a query, a case opening).
     Audit {
         /// Whom the record is about, when a replica writes it for a user.
@@ -312,7 +320,7 @@ impl Command {
             Command::AddModel { .. } => "model.add",
             Command::ApproveModel { .. } => "model.approve",
             Command::AssignModel { .. } => "model.assign",
-            Command::RecordRun(_) => "model.run",
+            Command::RecordRun(_) | Command::RecordRuns { .. } => "model.run",
             Command::Audit { action, .. } => action,
         }
     }
