@@ -106,8 +106,7 @@ pub fn form_problem(id: &str) -> Option<FormProblem> {
     if id.chars().count() != 18 {
         return Some(FormProblem::Length);
     }
-    let body = &id.as_bytes()[..17];
-    if !body.iter().all(u8::is_ascii_digit) {
+    if !id.as_bytes()[..17].iter().all(u8::is_ascii_digit) {
         return Some(FormProblem::Digits);
     }
     // The first 17 bytes are digits, so the last character starts at byte 17.
@@ -115,8 +114,7 @@ pub fn form_problem(id: &str) -> Option<FormProblem> {
     if !(last.is_ascii_digit() || last == 'X') {
         return Some(FormProblem::Last);
     }
-    let body = std::str::from_utf8(body).expect("digits");
-    (last != ResidentId::check_char(body)).then_some(FormProblem::Check)
+    (last != ResidentId::check_char(&id[..17])).then_some(FormProblem::Check)
 }
 
 /// The birth date in characters 7–14 of `id`, if they form a date. This is the reading

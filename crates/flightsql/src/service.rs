@@ -134,8 +134,10 @@ impl<E: SqlEngine> FlightSqlServer<E> {
     /// that drops the handle a bind answers with ([`Bound`]).
     fn prepared<T>(&self, handle: &[u8], request: &Request<T>) -> Result<Prepared, Status> {
         let mut prepared = Prepared::from_handle(handle)?;
-        if prepared.statement.parameters.is_none() && prepared.id != 0 {
-            prepared.statement.parameters = self.bound.get(&caller(request)?.user, prepared.id);
+        if let Some(id) = prepared.named()
+            && prepared.statement.parameters.is_none()
+        {
+            prepared.statement.parameters = self.bound.get(&caller(request)?.user, id);
         }
         Ok(prepared)
     }
@@ -584,8 +586,10 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
             )));
         }
         prepared.statement.parameters = batches.into_iter().find(|b| b.num_rows() == 1);
-        if let (Some(values), true) = (&prepared.statement.parameters, prepared.id != 0) {
-            self.bound.keep(&user, prepared.id, values.clone());
+        if let Some(id) = prepared.named()
+            && let Some(values) = &prepared.statement.parameters
+        {
+            self.bound.keep(&user, id, values.clone());
         }
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(Bytes::from(prepared.handle()?)),
@@ -704,7 +708,9 @@ impl<E: SqlEngine> FlightSqlService for FlightSqlServer<E> {
     ) -> Result<(), Status> {
         // Handles carry the statement itself: only values kept for it are released.
         let prepared = Prepared::from_handle(&query.prepared_statement_handle)?;
-        self.bound.forget(&caller(&request)?.user, prepared.id);
+        if let Some(id) = prepared.named() {
+            self.bound.forget(&caller(&request)?.user, id);
+        }
         Ok(())
     }
 

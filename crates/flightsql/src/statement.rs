@@ -116,6 +116,11 @@ impl Prepared {
         }
     }
 
+    /// The statement's number, if its handle has one.
+    pub fn named(&self) -> Option<u64> {
+        (self.id != 0).then_some(self.id)
+    }
+
     /// Reads a prepared statement's handle.
     pub fn from_handle(handle: &[u8]) -> Result<Self, Status> {
         let handle = PreparedStatementHandle::decode(handle)
