@@ -31,7 +31,7 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use sha2::{Digest, Sha256};
-use sunlight_domain::Table;
+use sunlight_domain::{Table, birth_date_part, form_problem};
 use sunlight_node::{DataRoot, PARQUET_MAGIC, S3Config};
 
 use crate::interrupt::Interrupt;
@@ -42,6 +42,9 @@ const MAX_REPORTED: usize = 50;
 
 /// The column of `disbursements` the contract makes unique across the city.
 const PAYMENT: &str = "payment_id";
+
+/// The column of every table about persons that holds their resident ID.
+const PERSON: &str = "person_id";
 
 /// Rows converted at a time.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -124,15 +127,20 @@ impl Problems {
         self.total == 0
     }
 
+    /// A line each of the values shown, and one of how many more there are.
+    fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.shown.iter().map(RowError::to_string).collect();
+        if self.total > MAX_REPORTED {
+            lines.push(format!("… and {} more", self.total - MAX_REPORTED));
+        }
+        lines
+    }
+
     /// The error that refuses `csv` for them.
     fn refuse(self, csv: &Path) -> Error {
-        let mut errors: Vec<String> = self.shown.iter().map(RowError::to_string).collect();
-        if self.total > MAX_REPORTED {
-            errors.push(format!("… and {} more", self.total - MAX_REPORTED));
-        }
         Error::NotImported {
             path: csv.into(),
-            errors,
+            errors: self.lines(),
         }
     }
 }
@@ -282,6 +290,8 @@ struct Converted {
     parquet: PathBuf,
     /// SHA-256 of the Parquet file, in hex: it names the file in the data root.
     digest: String,
+    /// Its IDs not in the form GB 11643 gives them ([`note_ids`]).
+    doubtful_ids: Problems,
 }
 
 /// A file written into the data root.
@@ -293,6 +303,11 @@ pub struct Imported {
     pub rows: usize,
     /// The URL of the Parquet file written.
     pub location: String,
+    /// How many of its `person_id` values are not in the form GB 11643 gives them; they
+    /// are imported as they are.
+    pub doubtful_ids: usize,
+    /// Where the first of those are, and what is wrong with each, a line each.
+    pub doubts: Vec<String>,
 }
 
 /// CSV or Parquet files read into one table of the contract: each converted to a Parquet
@@ -377,6 +392,7 @@ impl Import {
         let mut writer =
             ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
         let mut problems = Problems::default();
+        let mut doubtful_ids = Problems::default();
         let mut payments = HashMap::new();
         let (mut read, mut rows) = (0, 0);
         for batch in batches {
@@ -397,6 +413,9 @@ impl Import {
             for (field, values) in contract.fields().iter().zip(&cells.columns) {
                 if self.table == Table::Disbursements && field.name() == PAYMENT {
                     self.note_payments(values, &cells, &mut payments, &mut problems);
+                }
+                if field.name() == PERSON {
+                    note_ids(values, &cells, &mut doubtful_ids);
                 }
                 columns.push(convert(self.table, field, values, &cells, &mut problems));
             }
@@ -424,6 +443,7 @@ impl Import {
             rows,
             parquet: staged,
             digest: hex::encode(digest.finalize()),
+            doubtful_ids,
         });
         Ok(rows)
     }
@@ -597,6 +617,8 @@ impl Import {
                 path: file.path.clone(),
                 rows: file.rows,
                 location: root.object_url(location).to_string(),
+                doubtful_ids: file.doubtful_ids.total,
+                doubts: file.doubtful_ids.lines(),
             });
         }
         Ok(imported)
@@ -819,6 +841,31 @@ async fn upload(
     }
 }
 
+/// Notes each `person_id` of `values`, of `cells`, that is not in the form GB 11643
+/// gives it, or whose birth date part is not a date, by its line (or row) and what is
+/// wrong, never the ID. Such IDs are imported as they are, so that nothing is lost; the
+/// node reports them too, by count.
+fn note_ids(values: &StringArray, cells: &Cells, doubtful: &mut Problems) {
+    for (value, &at) in values.iter().zip(&cells.places) {
+        let Some(id) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let problem = match form_problem(id) {
+            Some(problem) => format!("the ID has {}", problem.what()),
+            None if birth_date_part(id).is_none() => {
+                "the ID's birth date part (characters 7-14) is not a date".to_string()
+            }
+            None => continue,
+        };
+        doubtful.push(RowError {
+            unit: cells.unit,
+            at,
+            column: PERSON.into(),
+            problem,
+        });
+    }
+}
+
 fn convert(
     table: Table,
     field: &Field,
@@ -984,6 +1031,7 @@ fn parse_date(v: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sunlight_domain::ResidentId;
 
     /// `bytes` written as a CSV file of `table`, read in `encoding` by an import.
     fn import_of(bytes: &[u8], table: Table, encoding: &'static Encoding) -> Result<Import> {
@@ -1197,6 +1245,44 @@ mod tests {
         write(&other, Table::DisabilityCerts, &data).await.unwrap();
         let files = std::fs::read_dir(root.path().join("disability_certs")).unwrap();
         assert_eq!(files.count(), 2);
+    }
+
+    /// IDs not in the form GB 11643 gives them are imported as they are, each named by
+    /// its line and what is wrong with it, never quoted.
+    #[tokio::test]
+    async fn ids_not_in_the_standards_form_are_imported_and_named() {
+        let born = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
+        let good = ResidentId::compose("140215", born, 1);
+        let good = good.as_str();
+        let undated = format!(
+            "14021519501301001{}",
+            ResidentId::check_char("14021519501301001")
+        );
+        let wrong_check = format!("{}{}", &good[..17], if good.ends_with('0') { 1 } else { 0 });
+        let text = format!(
+            "person_id,cert_no,category,level,issued_on,revoked_on\n\
+             {good},C1,肢体,2,2015-01-01,\n\
+             A,C2,视力,1,2016-01-01,\n\
+             {undated},C3,视力,1,2016-01-01,\n\
+             {wrong_check},C4,视力,1,2016-01-01,\n"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let import = import_of(text.as_bytes(), Table::DisabilityCerts, UTF_8).unwrap();
+        let imported = import
+            .write(&root.path().display().to_string(), &S3Config::default())
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!((imported.rows, imported.doubtful_ids), (4, 3));
+        assert_eq!(
+            imported.doubts,
+            [
+                "line 3, column person_id: the ID has other than 18 characters",
+                "line 4, column person_id: the ID's birth date part (characters 7-14) is not a date",
+                "line 5, column person_id: the ID has a check character other than the one its \
+                 first 17 digits give (ISO 7064 MOD 11-2)",
+            ]
+        );
     }
 
     const PAYMENTS: &str = "payment_id,person_id,name,county_code,township,village,subsidy_type,\

@@ -591,6 +591,17 @@ async fn import(args: ImportArgs) -> Result<()> {
             file.path.display(),
             file.location
         ));
+        if file.doubtful_ids > 0 {
+            eprintln!(
+                "warning: {} person_id value(s) of {} are not in the form GB 11643 gives them \
+                 and were imported as they are; the node reports them too:",
+                file.doubtful_ids,
+                file.path.display()
+            );
+            for doubt in &file.doubts {
+                eprintln!("  {doubt}");
+            }
+        }
     }
     say(
         "a node of this data root serves the new files from its next listing of them (every rescan_seconds, 5 by default)",
