@@ -189,8 +189,8 @@ impl DataRoot {
 
     /// The local file at `location` as it is now; none if it is gone. The look is made
     /// here, where the store would hand it to a thread of the blocking pool and open the
-    /// file: a stat of a local file takes microseconds, less than that hand-off, and
-    /// answering a query from the files' statistics makes one a file.
+    /// file: a stat of a local file takes microseconds, less than that hand-off, and every
+    /// read of a table makes one a file.
     fn stat(&self, local: &LocalFileSystem, location: &ObjectPath) -> Result<Option<ObjectMeta>> {
         let failed = |source| Error::Store {
             location: self.object_url(location).to_string(),
