@@ -1,9 +1,9 @@
 //! The node's report on the quality of its files: values that fit the contract's types
 //! but not what it says of them (an ID whose birth date is not a date or whose check
-//! character is wrong, a gender it does not name). Their rows are served as they are, and
-//! the models read them as the contract says (an ID without a birth date is never an age
-//! hit); the node logs each finding once it has loaded its files, and `Describe` answers
-//! them.
+//! character is wrong, a person on two rows of the registry, a gender it does not name).
+//! Their rows are served as they are, and the models read them as the contract says (an
+//! ID without a birth date is never an age hit); the node logs each finding once it has
+//! loaded its files, and `Describe` answers them.
 
 use std::collections::BTreeSet;
 
@@ -49,10 +49,30 @@ async fn findings(node: &Node) -> Result<Vec<String>> {
             parts.join("; ")
         ));
     }
+    found.extend(repeated_persons(node).await?);
     for (table, column) in NAMED_VALUES {
         found.extend(unnamed_values(node, table, column).await?);
     }
     Ok(found)
+}
+
+/// The rows of `persons` that repeat the `person_id` of another, where the node serves the
+/// table: the registry holds a person once, and the models read every row of one it holds
+/// twice.
+async fn repeated_persons(node: &Node) -> Result<Option<String>> {
+    if !node.served().any(|t| t == Table::Persons) {
+        return Ok(None);
+    }
+    let counted = node.persons_of(Table::Persons).await?;
+    let repeated = counted.rows - counted.persons;
+    Ok((repeated > 0).then(|| {
+        format!(
+            "{repeated} row(s) of persons repeat the person_id of another row ({} rows, {} \
+             persons); deceased_recipient counts a death on any of a person's rows, and \
+             shared_account each of their households",
+            counted.rows, counted.persons
+        )
+    }))
 }
 
 /// Logs `node`'s findings as warnings. Where a table cannot be read, its queries say so.

@@ -149,10 +149,13 @@ async fn values_the_contract_does_not_name_are_served_and_reported() {
     };
     with_column(&root, "persons/part-0.parquet", "gender", genders, None);
     // Three persons' IDs as a clerk might mistype them: a wrong check character, one
-    // character short, and a lower-case x. Their rows elsewhere keep the true IDs.
+    // character short, and a lower-case x. Their rows elsewhere keep the true IDs. The
+    // fourth row names the fifth's person, who is then on two rows of the registry.
     let mistyped = |column: &ArrayRef| -> ArrayRef {
-        let values = column.as_string::<i32>().iter().enumerate();
-        let changed: StringArray = values
+        let ids = column.as_string::<i32>();
+        let changed: StringArray = ids
+            .iter()
+            .enumerate()
             .map(|(i, id)| {
                 let id = id.unwrap();
                 let (body, check) = id.split_at(17);
@@ -160,6 +163,7 @@ async fn values_the_contract_does_not_name_are_served_and_reported() {
                     0 => format!("{body}{}", if check == "0" { "1" } else { "0" }),
                     1 => body.to_string(),
                     2 => format!("{body}x"),
+                    3 => ids.value(4).to_string(),
                     _ => id.to_string(),
                 })
             })
@@ -194,6 +198,12 @@ async fn values_the_contract_does_not_name_are_served_and_reported() {
     .await;
     let undated: u64 = undated.first().unwrap().parse().unwrap();
     assert!(undated > 0, "the generated city plants such IDs");
+    let registry = oracle::strings(
+        &oracle,
+        "SELECT CAST(count(*) AS VARCHAR) || ' rows, ' || \
+         CAST(count(DISTINCT person_id) AS VARCHAR) || ' persons' FROM persons",
+    )
+    .await;
 
     let description = described(&node.addr).await;
     assert_eq!(
@@ -207,6 +217,12 @@ async fn values_the_contract_does_not_name_are_served_and_reported() {
              than 18 characters; 1 with a last character other than a digit or X; 1 with a \
              check character other than the one its first 17 digits give (ISO 7064 MOD 11-2)"
                 .to_string(),
+            format!(
+                "1 row(s) of persons repeat the person_id of another row ({}); \
+                 deceased_recipient counts a death on any of a person's rows, and \
+                 shared_account each of their households",
+                registry.first().unwrap()
+            ),
             "3 row(s) of persons hold a gender that is not one of M, F (\"X\")".to_string(),
             "1 row(s) of disability_certs hold a level that is not a level from 1 (most \
              severe) to 4 (\"7\")"
