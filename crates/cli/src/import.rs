@@ -46,6 +46,34 @@ const PAYMENT: &str = "payment_id";
 /// The column of every table about persons that holds their resident ID.
 const PERSON: &str = "person_id";
 
+/// A column each of whose values names one row of its table.
+struct Key {
+    column: &'static str,
+    /// Why a value names one row.
+    rule: &'static str,
+    /// Whether a value that repeats refuses its file, rather than being warned of.
+    refuses: bool,
+}
+
+impl Key {
+    /// The key of `table`, if it has one: of a payment, and of a person in the registry.
+    fn of(table: Table) -> Option<Self> {
+        match table {
+            Table::Disbursements => Some(Self {
+                column: PAYMENT,
+                rule: "a payment_id is unique",
+                refuses: true,
+            }),
+            Table::Persons => Some(Self {
+                column: PERSON,
+                rule: "the registry holds a person once",
+                refuses: false,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Rows converted at a time.
 const BATCH_ROWS: usize = 64 * 1024;
 
@@ -127,9 +155,12 @@ impl Problems {
         self.total == 0
     }
 
-    /// A line each of the values shown, and one of how many more there are.
+    /// A line each of the values shown, in the order of their lines (or rows), and one of
+    /// how many more there are.
     fn lines(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self.shown.iter().map(RowError::to_string).collect();
+        let mut shown: Vec<&RowError> = self.shown.iter().collect();
+        shown.sort_by_key(|e| e.at);
+        let mut lines: Vec<String> = shown.into_iter().map(RowError::to_string).collect();
         if self.total > MAX_REPORTED {
             lines.push(format!("… and {} more", self.total - MAX_REPORTED));
         }
@@ -290,7 +321,7 @@ struct Converted {
     parquet: PathBuf,
     /// SHA-256 of the Parquet file, in hex: it names the file in the data root.
     digest: String,
-    /// Its IDs not in the form GB 11643 gives them ([`note_ids`]).
+    /// Its doubtful IDs ([`note_ids`], [`Import::note_repeats`]).
     doubtful_ids: Problems,
 }
 
@@ -303,10 +334,10 @@ pub struct Imported {
     pub rows: usize,
     /// The URL of the Parquet file written.
     pub location: String,
-    /// How many of its `person_id` values are not in the form GB 11643 gives them; they
-    /// are imported as they are.
+    /// How many doubts its `person_id` values raise: a value not in the form GB 11643
+    /// gives it, or, of `persons`, another row's. They are imported as they are.
     pub doubtful_ids: usize,
-    /// Where the first of those are, and what is wrong with each, a line each.
+    /// Where the first of those doubts are, and what each is, a line each.
     pub doubts: Vec<String>,
 }
 
@@ -320,8 +351,8 @@ pub struct Import {
     /// Ends the import between two batches, or two parts of an upload.
     interrupt: Interrupt,
     files: Vec<Converted>,
-    /// Of `disbursements`: where each payment_id was read.
-    payments: HashMap<Box<str>, Place>,
+    /// Where each value of the table's [`Key`] was read.
+    keys: HashMap<Box<str>, Place>,
 }
 
 impl Import {
@@ -345,7 +376,7 @@ impl Import {
             staging,
             interrupt,
             files: Vec::new(),
-            payments: HashMap::new(),
+            keys: HashMap::new(),
         })
     }
 
@@ -393,7 +424,7 @@ impl Import {
             ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
         let mut problems = Problems::default();
         let mut doubtful_ids = Problems::default();
-        let mut payments = HashMap::new();
+        let mut keys = HashMap::new();
         let (mut read, mut rows) = (0, 0);
         for batch in batches {
             self.interrupt.check(NOTHING_WRITTEN)?;
@@ -411,8 +442,12 @@ impl Import {
             )?;
             let mut columns = Vec::new();
             for (field, values) in contract.fields().iter().zip(&cells.columns) {
-                if self.table == Table::Disbursements && field.name() == PAYMENT {
-                    self.note_payments(values, &cells, &mut payments, &mut problems);
+                if let Some(key) = Key::of(self.table).filter(|k| field.name() == k.column) {
+                    let found = match key.refuses {
+                        true => &mut problems,
+                        false => &mut doubtful_ids,
+                    };
+                    self.note_repeats(&key, values, &cells, &mut keys, found);
                 }
                 if field.name() == PERSON {
                     note_ids(values, &cells, &mut doubtful_ids);
@@ -432,11 +467,8 @@ impl Import {
         // The writer's last row group and footer, and the file they end.
         let digest = writer.into_inner().map_err(|e| encode_error(&e))?.digest;
         let file = self.files.len();
-        self.payments.extend(
-            payments
-                .into_iter()
-                .map(|(id, at)| (id, Place { file, at })),
-        );
+        self.keys
+            .extend(keys.into_iter().map(|(id, at)| (id, Place { file, at })));
         self.files.push(Converted {
             path: path.into(),
             unit,
@@ -530,21 +562,23 @@ impl Import {
         }
     }
 
-    /// Notes in `added` the line (or row) of each payment_id of `values`, of `cells` of the
-    /// file being added, and reports each that repeats one read before in this import.
-    fn note_payments(
+    /// Notes in `added` the line (or row) of each value of `values`, the `key` column of
+    /// `cells` of the file being added, and reports in `found` each that repeats one read
+    /// before in this import.
+    fn note_repeats(
         &self,
+        key: &Key,
         values: &StringArray,
         cells: &Cells,
         added: &mut HashMap<Box<str>, usize>,
-        problems: &mut Problems,
+        found: &mut Problems,
     ) {
         let unit = cells.unit;
         for (value, &at) in values.iter().zip(&cells.places) {
             let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
                 continue;
             };
-            let earlier = match (self.payments.get(value), added.get(value)) {
+            let earlier = match (self.keys.get(value), added.get(value)) {
                 (Some(earlier), _) => {
                     let file = &self.files[earlier.file];
                     format!("{} {} of {}", file.unit, earlier.at, file.path.display())
@@ -555,11 +589,16 @@ impl Import {
                     continue;
                 }
             };
-            problems.push(RowError {
+            // A value that refuses its file is quoted; a resident ID never is.
+            let value = match key.refuses {
+                true => format!("{value:?}"),
+                false => "the ID".to_string(),
+            };
+            found.push(RowError {
                 unit,
                 at,
-                column: PAYMENT.into(),
-                problem: format!("{value:?} repeats {earlier}; a payment_id is unique"),
+                column: key.column.into(),
+                problem: format!("{value} repeats {earlier}; {}", key.rule),
             });
         }
     }
@@ -571,7 +610,7 @@ impl Import {
     pub async fn write(self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
         let root = DataRoot::open(data, s3).map_err(Error::Node)?;
         if self.table == Table::Disbursements {
-            let held = held_payments(&root, &self.payments);
+            let held = held_payments(&root, &self.keys);
             self.interrupt.unless(NOTHING_WRITTEN, held).await?;
         }
         let mut locations: Vec<ObjectPath> = Vec::new();
@@ -1180,11 +1219,11 @@ mod tests {
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].starts_with("line 3, column level"), "{errors:?}");
         assert!(
-            errors[1].starts_with("line 5, column level: \"5\" is not a level from 1"),
+            errors[1].starts_with("line 4, column issued_on"),
             "{errors:?}"
         );
         assert!(
-            errors[2].starts_with("line 4, column issued_on"),
+            errors[2].starts_with("line 5, column level: \"5\" is not a level from 1"),
             "{errors:?}"
         );
     }
@@ -1281,6 +1320,45 @@ mod tests {
                 "line 4, column person_id: the ID's birth date part (characters 7-14) is not a date",
                 "line 5, column person_id: the ID has a check character other than the one its \
                  first 17 digits give (ISO 7064 MOD 11-2)",
+            ]
+        );
+    }
+
+    /// A person on two rows of the registry is imported as written, and each repeat is
+    /// named by its line and the line it repeats, in one file or across the files.
+    #[test]
+    fn a_person_twice_in_the_registry_is_named() {
+        let born = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
+        let [a, b] = [1, 2].map(|n| ResidentId::compose("140215", born, n).as_str().to_string());
+        let row = |id: &str| format!("{id},张三,M,1950-01-01,H1,140215,聚乐乡,东村,\n");
+        let header = "person_id,name,gender,birth_date,household_id,county_code,township,village,\
+                      death_date\n";
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.csv");
+        std::fs::write(&first, format!("{header}{}{}{}", row(&a), row(&b), row(&a))).unwrap();
+        let second = dir.path().join("second.csv");
+        std::fs::write(&second, format!("{header}{}", row(&b))).unwrap();
+        let mut import = Import::new(Table::Persons, UTF_8, Interrupt::by_hand().1).unwrap();
+        assert_eq!(import.add(&first).unwrap(), 3);
+        assert_eq!(import.add(&second).unwrap(), 1);
+        let doubts: Vec<Vec<String>> = import
+            .files
+            .iter()
+            .map(|f| f.doubtful_ids.lines())
+            .collect();
+        assert_eq!(
+            doubts,
+            [
+                vec![
+                    "line 4, column person_id: the ID repeats line 2; the registry holds a \
+                     person once"
+                        .to_string()
+                ],
+                vec![format!(
+                    "line 2, column person_id: the ID repeats line 3 of {}; the registry \
+                     holds a person once",
+                    first.display()
+                )],
             ]
         );
     }

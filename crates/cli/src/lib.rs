@@ -593,8 +593,8 @@ async fn import(args: ImportArgs) -> Result<()> {
         ));
         if file.doubtful_ids > 0 {
             eprintln!(
-                "warning: {} person_id value(s) of {} are not in the form GB 11643 gives them \
-                 and were imported as they are; the node reports them too:",
+                "warning: {} doubt(s) about the person_id values of {}, which were imported \
+                 as they are; the node reports them too:",
                 file.doubtful_ids,
                 file.path.display()
             );
