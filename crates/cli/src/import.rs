@@ -9,7 +9,7 @@
 //! of the import. The Parquet files go to the data root once all are converted and
 //! checked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -606,12 +606,33 @@ impl Import {
     /// Writes each converted file as a new Parquet file of the table under the data root
     /// `data`, one after another, taking back those written if one fails. Nothing is
     /// written if two files hold the same rows, or if rows of a file are held there
-    /// already: a file of the same rows, or, of `disbursements`, a payment_id.
-    pub async fn write(self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
+    /// already: a file of the same rows, or, of `disbursements`, a payment_id. A person
+    /// of `persons` held there already is written, and is one of its file's doubts.
+    pub async fn write(mut self, data: &str, s3: &S3Config) -> Result<Vec<Imported>> {
         let root = DataRoot::open(data, s3).map_err(Error::Node)?;
-        if self.table == Table::Disbursements {
-            let held = held_payments(&root, &self.keys);
-            self.interrupt.unless(NOTHING_WRITTEN, held).await?;
+        if let Some(key) = Key::of(self.table) {
+            let held = held_keys(&root, self.table, &key, &self.keys);
+            for held in self.interrupt.unless(NOTHING_WRITTEN, held).await? {
+                if key.refuses {
+                    return Err(Error::PaymentsHeld {
+                        location: held.location,
+                        count: held.places.len(),
+                        first: held.first,
+                    });
+                }
+                for place in held.places {
+                    let file = &mut self.files[place.file];
+                    file.doubtful_ids.push(RowError {
+                        unit: file.unit,
+                        at: place.at,
+                        column: key.column.into(),
+                        problem: format!(
+                            "the ID is held already in {}; {}",
+                            held.location, key.rule
+                        ),
+                    });
+                }
+            }
         }
         let mut locations: Vec<ObjectPath> = Vec::new();
         for (index, file) in self.files.iter().enumerate() {
@@ -986,13 +1007,30 @@ fn convert(
     }
 }
 
-/// Refuses the import if a Parquet file of `disbursements` under `root` holds one of its
-/// payment_ids, `new`, naming the file and the first of them.
-async fn held_payments(root: &DataRoot, new: &HashMap<Box<str>, Place>) -> Result<()> {
-    let (files, _) = root.table_files(Table::Disbursements).await?;
+/// Values of a table's key that a file of the table in the data root holds already.
+struct Held {
+    /// The URL of the file.
+    location: String,
+    /// The first of them the file holds.
+    first: String,
+    /// Where each was read in the import, in the order the file holds them.
+    places: Vec<Place>,
+}
+
+/// The values of `new`, of `key` in the files of an import into `table`, that Parquet
+/// files of the table under `root` hold already, file by file.
+async fn held_keys(
+    root: &DataRoot,
+    table: Table,
+    key: &Key,
+    new: &HashMap<Box<str>, Place>,
+) -> Result<Vec<Held>> {
+    let (files, _) = root.table_files(table).await?;
+    let mut held = Vec::new();
     for file in files {
+        let location = root.object_url(&file.location).to_string();
         let store_error = |e: &dyn std::fmt::Display| Error::Store {
-            location: root.object_url(&file.location).to_string(),
+            location: location.clone(),
             reason: e.to_string(),
         };
         let bytes = async { root.store().get(&file.location).await?.bytes().await }
@@ -1000,7 +1038,7 @@ async fn held_payments(root: &DataRoot, new: &HashMap<Box<str>, Place>) -> Resul
             .map_err(|e| store_error(&e))?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| store_error(&e))?;
-        let Some(index) = builder.schema().index_of(PAYMENT).ok() else {
+        let Some(index) = builder.schema().index_of(key.column).ok() else {
             continue;
         };
         let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
@@ -1008,26 +1046,29 @@ async fn held_payments(root: &DataRoot, new: &HashMap<Box<str>, Place>) -> Resul
             .with_projection(mask)
             .build()
             .map_err(|e| store_error(&e))?;
-        let (mut count, mut first) = (0, None);
+        let (mut first, mut places, mut seen) = (None, Vec::new(), HashSet::new());
         for batch in batches {
             let batch = batch.map_err(|e| store_error(&e))?;
-            let ids = cast(batch.column(0), &DataType::Utf8).map_err(|e| store_error(&e))?;
-            for id in ids.as_string::<i32>().iter().flatten() {
-                if new.contains_key(id) {
-                    count += 1;
-                    first.get_or_insert_with(|| id.to_string());
+            let values = cast(batch.column(0), &DataType::Utf8).map_err(|e| store_error(&e))?;
+            for value in values.as_string::<i32>().iter().flatten() {
+                // Each value once, where the file holds it more than once.
+                if let Some((value, &place)) = new.get_key_value(value)
+                    && seen.insert(value)
+                {
+                    first.get_or_insert_with(|| value.to_string());
+                    places.push(place);
                 }
             }
         }
         if let Some(first) = first {
-            return Err(Error::PaymentsHeld {
-                location: root.object_url(&file.location).to_string(),
-                count,
+            held.push(Held {
+                location,
                 first,
+                places,
             });
         }
     }
-    Ok(())
+    Ok(held)
 }
 
 /// `v`, a number, as a decimal of `scale` digits after the point and `precision` in all,
@@ -1325,9 +1366,10 @@ mod tests {
     }
 
     /// A person on two rows of the registry is imported as written, and each repeat is
-    /// named by its line and the line it repeats, in one file or across the files.
-    #[test]
-    fn a_person_twice_in_the_registry_is_named() {
+    /// named by its line and the line it repeats, in one file, across the files, or in
+    /// the data root.
+    #[tokio::test]
+    async fn a_person_twice_in_the_registry_is_named() {
         let born = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
         let [a, b] = [1, 2].map(|n| ResidentId::compose("140215", born, n).as_str().to_string());
         let row = |id: &str| format!("{id},张三,M,1950-01-01,H1,140215,聚乐乡,东村,\n");
@@ -1360,6 +1402,22 @@ mod tests {
                     first.display()
                 )],
             ]
+        );
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().display().to_string();
+        let written = import.write(&data, &S3Config::default()).await.unwrap();
+        let third = dir.path().join("third.csv");
+        std::fs::write(&third, format!("{header}{}", row(&a))).unwrap();
+        let mut import = Import::new(Table::Persons, UTF_8, Interrupt::by_hand().1).unwrap();
+        import.add(&third).unwrap();
+        let imported = import.write(&data, &S3Config::default()).await.unwrap();
+        assert_eq!(
+            imported[0].doubts,
+            [format!(
+                "line 2, column person_id: the ID is held already in {}; the registry holds \
+                 a person once",
+                written[0].location
+            )]
         );
     }
 
