@@ -424,6 +424,7 @@ impl Import {
             ArrowWriter::try_new(out, contract.clone(), None).map_err(|e| encode_error(&e))?;
         let mut problems = Problems::default();
         let mut doubtful_ids = Problems::default();
+        let key = Key::of(self.table);
         let mut keys = HashMap::new();
         let (mut read, mut rows) = (0, 0);
         for batch in batches {
@@ -442,12 +443,12 @@ impl Import {
             )?;
             let mut columns = Vec::new();
             for (field, values) in contract.fields().iter().zip(&cells.columns) {
-                if let Some(key) = Key::of(self.table).filter(|k| field.name() == k.column) {
+                if let Some(key) = key.as_ref().filter(|k| field.name() == k.column) {
                     let found = match key.refuses {
                         true => &mut problems,
                         false => &mut doubtful_ids,
                     };
-                    self.note_repeats(&key, values, &cells, &mut keys, found);
+                    self.note_repeats(key, values, &cells, &mut keys, found);
                 }
                 if field.name() == PERSON {
                     note_ids(values, &cells, &mut doubtful_ids);
